@@ -1,0 +1,19 @@
+/**
+ * Branded identifiers: a CameraId can never be passed where a SessionId is meant.
+ * Brands cost nothing at run time; the constructors are the only casts.
+ */
+
+declare const brand: unique symbol;
+export type Brand<T, B extends string> = T & { readonly [brand]: B };
+
+export type CameraId = Brand<string, "CameraId">;
+export type SessionId = Brand<string, "SessionId">;
+export type ViewerId = Brand<string, "ViewerId">;
+export type UserId = Brand<string, "UserId">;
+export type AllocationId = Brand<string, "AllocationId">;
+
+export const cameraId = (s: string): CameraId => s as CameraId;
+export const sessionId = (s: string): SessionId => s as SessionId;
+export const viewerId = (s: string): ViewerId => s as ViewerId;
+export const userId = (s: string): UserId => s as UserId;
+export const allocationId = (s: string): AllocationId => s as AllocationId;

@@ -1,0 +1,114 @@
+/**
+ * The one validated configuration. Each field documents its default and unit.
+ * Sections owned by later features (auth, turn, sip) live in their own files and
+ * are composed here. Objects are strict: an unknown key is an error naming its path.
+ */
+import { z } from "zod";
+import { authSection } from "./sections/auth.ts";
+import { turnSection } from "./sections/turn.ts";
+import { sipSection } from "./sections/sip.ts";
+
+/** An inclusive UDP/TCP port range written as [first, last]. */
+export const portRange = z
+  .tuple([z.number().int().min(1).max(65535), z.number().int().min(1).max(65535)])
+  .refine(([a, b]) => a <= b, { message: "first port must not exceed last port" });
+
+const cameraId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "lower-case letters, digits, '-' and '_', at most 64 characters");
+
+export const cameraSchema = z.strictObject({
+  /** Stable id used in URLs (`/whep/<id>`) and rights. */
+  id: cameraId,
+  /** Display name. Default: the id. */
+  name: z.string().min(1).max(200).optional(),
+  /** `rtsp://` or `rtsps://` URL of the stream. Credentials may also be embedded in it. */
+  url: z
+    .string()
+    .url()
+    .refine((u) => /^rtsps?:\/\//i.test(u), { message: "must be an rtsp:// or rtsps:// URL" }),
+  /** RTSP user name. Default: from the URL, else none. */
+  username: z.string().optional(),
+  /** RTSP password; use `${ENV_VAR}` to take it from the environment. */
+  password: z.string().optional(),
+  /** RTP transport: `tcp` (interleaved), `udp`, or `auto` (UDP, falling back to TCP). Default `tcp`. */
+  transport: z.enum(["auto", "tcp", "udp"]).default("tcp"),
+  /** Pull continuously instead of on demand. Default false. */
+  alwaysOn: z.boolean().default(false),
+  /** Groups this camera belongs to, for rights. */
+  groups: z.array(z.string().min(1)).default([]),
+  /** Accept self-signed certificates from an `rtsps://` recorder. Default false (fail closed). */
+  tlsInsecure: z.boolean().default(false),
+});
+
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      /** Address the HTTP(S) listener binds. Default 127.0.0.1 (local only). */
+      host: z.string().default("127.0.0.1"),
+      /** HTTP port. Default 8080; 0 picks a free port. */
+      port: z.number().int().min(0).max(65535).default(8080),
+      /** TLS for the front door (HTTPS, TURN over TLS). Paths to PEM files. */
+      tls: z
+        .strictObject({ cert: z.string().min(1), key: z.string().min(1) })
+        .optional(),
+      /** Public base URL used in links, when behind a proxy. */
+      publicUrl: z.string().url().optional(),
+    })
+    .prefault({}),
+  media: z
+    .strictObject({
+      /** UDP ports for WebRTC ICE (viewer media). Default [40000, 40999]. */
+      icePortRange: portRange.default([40000, 40999]),
+      /** Address announced in ICE candidates when behind NAT. Default: the bound address. */
+      announcedAddress: z.string().optional(),
+      /** Interface address WebRTC binds. Default: server.host. */
+      bindAddress: z.string().optional(),
+      /** Media worker threads. Default 0 = one per core. */
+      workers: z.number().int().min(0).max(64).default(0),
+      /** Packets kept per stream for NACK retransmission. Default 512. */
+      nackHistory: z.number().int().min(32).max(8192).default(512),
+      /** Per-viewer send queue bound, in packets; beyond it whole frames are dropped. Default 1024. */
+      viewerQueuePackets: z.number().int().min(64).max(65536).default(1024),
+    })
+    .prefault({}),
+  rtsp: z
+    .strictObject({
+      /** UDP client ports for RTP/RTCP, two consecutive per stream. Default [3556, 4556]. */
+      clientPortRange: portRange.default([3556, 4556]),
+      /** Seconds to keep pulling after the last viewer leaves. Default 30. */
+      idleStopSeconds: z.number().min(0).max(86400).default(30),
+      /** Request timeout, milliseconds. Default 10000. */
+      requestTimeoutMs: z.number().int().min(100).max(120000).default(10000),
+      /** No media for this long means the recorder is gone: reconnect. Milliseconds. Default 5000. */
+      mediaTimeoutMs: z.number().int().min(500).max(120000).default(5000),
+      /** First reconnect delay, milliseconds, doubling up to `reconnectMaxMs`. Default 500. */
+      reconnectMinMs: z.number().int().min(50).max(60000).default(500),
+      /** Cap of the reconnect delay, milliseconds. Default 30000. */
+      reconnectMaxMs: z.number().int().min(100).max(600000).default(30000),
+    })
+    .prefault({}),
+  /** Cameras. When empty and `demo.enabled` is not false, the built-in demo recorder is used. */
+  cameras: z.array(cameraSchema).default([]),
+  demo: z
+    .strictObject({
+      /** Built-in demo recorder: `auto` (only when no cameras are configured), true or false. */
+      enabled: z.union([z.boolean(), z.literal("auto")]).default("auto"),
+      /** Port of the demo RTSP server on 127.0.0.1. Default 0 (any free port). */
+      rtspPort: z.number().int().min(0).max(65535).default(0),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+      format: z.enum(["json", "pretty"]).default("pretty"),
+    })
+    .prefault({}),
+  auth: authSection,
+  turn: turnSection,
+  sip: sipSection,
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type CameraConfig = z.infer<typeof cameraSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,39 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, parseConfig } from "../../config/load.ts";
+
+describe("config", () => {
+  it("fills defaults from an empty object", () => {
+    const cfg = parseConfig({});
+    expect(cfg.rtsp.clientPortRange).toEqual([3556, 4556]);
+    expect(cfg.rtsp.idleStopSeconds).toBe(30);
+    expect(cfg.server.host).toBe("127.0.0.1");
+    expect(Object.isFrozen(cfg.rtsp)).toBe(true);
+  });
+
+  it("rejects unknown keys with their path", () => {
+    try {
+      parseConfig({ rtsp: { clientPortRang: [1, 2] }, cameras: [{ id: "a", url: "rtsp://x/y", colour: 1 }] });
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      expect((e as ConfigError).problems).toContain("rtsp.clientPortRang: unknown key");
+      expect((e as ConfigError).problems).toContain("cameras[0].colour: unknown key");
+    }
+  });
+
+  it("rejects bad values with the reason", () => {
+    expect(() => parseConfig({ cameras: [{ id: "a", url: "http://x/y" }] })).toThrow(/cameras\[0\]\.url: must be an rtsp/);
+    expect(() => parseConfig({ rtsp: { clientPortRange: [5000, 4000] } })).toThrow(/clientPortRange/);
+    expect(() => parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1" }, { id: "a", url: "rtsp://h/2" }] })).toThrow(
+      /duplicate camera id/,
+    );
+  });
+
+  it("takes secrets from the environment and names a missing variable", () => {
+    const cfg = parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1", password: "${CAM_PW}" }] }, { CAM_PW: "s3cret" });
+    expect(cfg.cameras[0]!.password).toBe("s3cret");
+    expect(() => parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1", password: "${NOPE_PW}" }] }, {})).toThrow(
+      /cameras\[0\]\.password: environment variable NOPE_PW is not set/,
+    );
+  });
+});

@@ -1,0 +1,15 @@
+import { defineConfig } from "vitest/config";
+
+// Integration and end-to-end tests start real peers (GStreamer, Chromium, coturn, sipp);
+// they run in forked processes so a crash in one file cannot take the others down.
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    pool: "forks",
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    fileParallelism: true,
+    maxWorkers: 2,
+    reporters: ["default"],
+  },
+});
