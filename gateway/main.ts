@@ -1,0 +1,35 @@
+/**
+ * `npm start`: load the configuration (embedded defaults, or $GATEHOUSE_CONFIG /
+ * `--config <file>`), start the gateway, print where to open it, stop cleanly on
+ * SIGINT/SIGTERM. A bad configuration exits with status 2 and the problems listed.
+ */
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "../config/load.ts";
+import { createLogger } from "../config/log.ts";
+import { startGateway } from "./gateway.ts";
+
+const { values } = parseArgs({ options: { config: { type: "string", short: "c" } }, allowPositionals: false });
+
+let config;
+try {
+  config = loadConfig({ file: values.config });
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`gatehouse: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
+}
+
+const log = createLogger({ level: config.log.level, format: config.log.format });
+const gateway = await startGateway({ config, log });
+process.stdout.write(`\nGatehouse is running: open ${gateway.url}/\n\n`);
+
+let stopping = false;
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    gateway.close(sig).then(() => process.exit(0));
+  });
+}
