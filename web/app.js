@@ -1,0 +1,606 @@
+/**
+ * Gatehouse live view: a grid of live camera tiles, one WHEP session per tile.
+ *
+ * - `GET api/cameras` lists the cameras ([{id, name, state, reason?}]); 401 sends the
+ *   browser to sign in and come back here.
+ * - Clicking a tile (or Enter on it) opens that camera large; the other tiles' sessions
+ *   are closed to save bandwidth and restarted on the way back (back button, Esc,
+ *   browser Back). The URL hash (`#camera=<id>`) names the open camera, so a link opens it.
+ * - Tiles scrolled out of view, or all tiles of a page hidden for a while, pause too.
+ * - `window.gatehouse` exposes sessions and statistics for tests and diagnostics.
+ */
+
+/* global URLSearchParams, history, getComputedStyle, IntersectionObserver */
+
+import { WhepSession } from "./whep.js";
+import { summarize, formatSummary } from "./stats.js";
+
+/** Camera list refresh period, ms. */
+const REFRESH_MS = 10_000;
+/** Statistics and badge refresh period, ms. */
+const TICK_MS = 1000;
+/** A connected tile with no new decoded frame for this long shows "no video", ms. */
+const STALL_MS = 3000;
+/** A tile out of view for this long is paused, ms. */
+const OFFSCREEN_PAUSE_MS = 10_000;
+/** A hidden page (background tab) without sound pauses its tiles after this long, ms. */
+const HIDDEN_PAUSE_MS = 60_000;
+
+/** Why a tile is paused: shown on the tile, and compared to know when to resume. */
+const PAUSED_OTHER_OPEN = "Paused while another camera is open";
+const PAUSED_OFFSCREEN = "Paused while out of view";
+const PAUSED_BACKGROUND = "Paused in the background";
+
+const base = new URL(".", document.baseURI);
+const query = new URLSearchParams(location.search);
+/** `?relay=1` forces TURN relay candidates (tests of the TURN path). */
+const iceTransportPolicy = query.get("relay") === "1" ? "relay" : undefined;
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const grid = /** @type {HTMLUListElement} */ ($("grid"));
+const backBtn = /** @type {HTMLButtonElement} */ ($("back"));
+const statsBtn = /** @type {HTMLButtonElement} */ ($("stats-toggle"));
+const summaryEl = $("summary");
+const noticeEl = $("notice");
+const emptyEl = $("empty");
+const titleEl = $("view-title");
+const template = /** @type {HTMLTemplateElement} */ ($("tile-template"));
+
+/** @type {Map<string, Tile>} camera id → tile, in display order */
+const tiles = new Map();
+/** @type {Map<string, WhepSession>} camera id → running session */
+const sessions = new Map();
+/** @type {string | null} camera shown large, or null for the grid */
+let openId = null;
+let statsForAll = false;
+let hiddenSince = 0;
+let redirecting = false;
+
+/**
+ * @typedef {{ id: string, name?: string, state?: string, reason?: string }} CameraInfo
+ */
+
+/** One camera tile: its DOM, its WHEP session and its latest statistics. */
+class Tile {
+  /** @param {CameraInfo} cam */
+  constructor(cam) {
+    this.id = cam.id;
+    this.name = cam.name || cam.id;
+    this.serverState = cam.state || "";
+    this.serverReason = cam.reason || "";
+    /** @type {WhepSession | null} */
+    this.session = null;
+    /** @type {import("./stats.js").StatsSummary | null} */
+    this.summary = null;
+    /** performance.now() of the last increase of framesDecoded */
+    this.lastFrameAt = 0;
+    /** Why the tile is paused ("" when it should be playing). */
+    this.pausedFor = "";
+    /** performance.now() since the tile is out of view, or 0. */
+    this.offscreenSince = 0;
+    this.needsGesture = false;
+
+    const el = /** @type {HTMLLIElement} */ (/** @type {DocumentFragment} */ (template.content.cloneNode(true)).firstElementChild);
+    this.el = el;
+    el.dataset.camera = cam.id;
+    this.video = /** @type {HTMLVideoElement} */ (el.querySelector(".tile-video"));
+    // The content attribute alone does not mute a cloned element in every browser.
+    this.video.muted = true;
+    this.video.playsInline = true;
+    this.openBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-open"));
+    this.audioBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-audio"));
+    this.statsBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-stats-toggle"));
+    this.statsEl = /** @type {HTMLElement} */ (el.querySelector(".tile-stats"));
+    this.badgeText = /** @type {HTMLElement} */ (el.querySelector(".badge-text"));
+    this.messageEl = /** @type {HTMLElement} */ (el.querySelector(".tile-message"));
+    this.nameEl = /** @type {HTMLElement} */ (el.querySelector(".tile-name"));
+    this.metaEl = /** @type {HTMLElement} */ (el.querySelector(".tile-meta"));
+    /** @type {Record<string, HTMLElement>} */
+    this.statEls = {};
+    for (const dd of el.querySelectorAll("[data-stat]")) this.statEls[/** @type {HTMLElement} */ (dd).dataset.stat ?? ""] = /** @type {HTMLElement} */ (dd);
+
+    this.openBtn.addEventListener("click", () => {
+      this.resumeIfBlocked();
+      if (openId !== this.id) openCamera(this.id, true);
+    });
+    this.audioBtn.addEventListener("click", () => this.toggleAudio());
+    this.statsBtn.addEventListener("click", () => this.showStats(this.statsEl.hidden));
+    this.video.addEventListener("playing", () => this.render());
+    this.update(cam);
+    this.showStats(statsForAll);
+  }
+
+  /** @param {CameraInfo} cam */
+  update(cam) {
+    this.name = cam.name || cam.id;
+    this.serverState = cam.state || "";
+    this.serverReason = cam.reason || "";
+    this.nameEl.textContent = this.name;
+    this.render();
+  }
+
+  /** Start (or keep) a WHEP session for this camera. */
+  connect() {
+    this.pausedFor = "";
+    if (this.session) return;
+    const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy });
+    this.session = session;
+    sessions.set(this.id, session);
+    this.summary = null;
+    session.addEventListener("statechange", () => {
+      if (session.state === "unauthorized") return signIn();
+      this.render();
+    });
+    session.addEventListener("stream", () => {
+      this.summary = null;
+      this.lastFrameAt = 0;
+      this.video.srcObject = session.stream;
+      this.play();
+      this.render();
+    });
+    session.start();
+    this.render();
+  }
+
+  /**
+   * Close the session (DELETE on the server) and show the tile as paused.
+   * @param {string} why shown on the tile ("" = not paused, e.g. removed)
+   * @param {boolean} [keepalive]
+   */
+  disconnect(why, keepalive = false) {
+    this.pausedFor = why;
+    const session = this.session;
+    if (!session) return this.render();
+    this.session = null;
+    sessions.delete(this.id);
+    session.close(why, { keepalive });
+    this.video.srcObject = null;
+    this.summary = null;
+    this.render();
+  }
+
+  play() {
+    this.video.play().then(
+      () => {
+        this.needsGesture = false;
+      },
+      (err) => {
+        // Autoplay refused (iOS low-power mode, strict policies): wait for a tap.
+        if (err && err.name === "NotAllowedError") {
+          this.needsGesture = true;
+          this.render();
+        }
+      },
+    );
+  }
+
+  resumeIfBlocked() {
+    for (const t of tiles.values()) if (t.needsGesture && t.video.srcObject) t.play();
+  }
+
+  toggleAudio() {
+    const unmute = this.video.muted;
+    // One camera speaks at a time, as on a monitoring wall.
+    if (unmute) for (const t of tiles.values()) if (t !== this && !t.video.muted) t.setMuted(true);
+    this.setMuted(!unmute);
+    if (unmute) this.play();
+  }
+
+  /** @param {boolean} muted */
+  setMuted(muted) {
+    this.video.muted = muted;
+    this.audioBtn.setAttribute("aria-pressed", String(!muted));
+    this.audioBtn.setAttribute("aria-label", muted ? `Unmute ${this.name}` : `Mute ${this.name}`);
+    this.audioBtn.title = muted ? "Unmute (M)" : "Mute (M)";
+    this.el.classList.toggle("is-audible", !muted);
+  }
+
+  /** @param {boolean} show */
+  showStats(show) {
+    this.statsEl.hidden = !show;
+    this.statsBtn.setAttribute("aria-pressed", String(show));
+    this.statsBtn.setAttribute("aria-label", `${show ? "Hide" : "Show"} statistics for ${this.name}`);
+    this.statsBtn.title = show ? "Hide statistics" : "Show statistics";
+    if (show && this.summary) this.renderStats(this.summary);
+  }
+
+  /** Sample getStats (once per tick) and refresh the overlay and stall detection. */
+  async sample() {
+    const pc = this.session?.pc;
+    if (!pc) return;
+    let report;
+    try {
+      report = await pc.getStats();
+    } catch {
+      return; // closed meanwhile
+    }
+    if (this.session?.pc !== pc) return;
+    const now = performance.now();
+    const s = summarize(report, this.summary, now);
+    if (!this.summary || s.framesDecoded > this.summary.framesDecoded) {
+      if (s.framesDecoded > 0) this.lastFrameAt = now;
+    }
+    this.summary = s;
+    if (!this.statsEl.hidden) this.renderStats(s);
+  }
+
+  /** @param {import("./stats.js").StatsSummary} s */
+  renderStats(s) {
+    const f = formatSummary(s);
+    for (const [key, el] of Object.entries(this.statEls)) {
+      const text = f[key] ?? "—";
+      if (el.textContent !== text) el.textContent = text;
+    }
+  }
+
+  /** What the tile shows: one of live, connecting, waiting, retrying, error, paused. */
+  status() {
+    const s = this.session;
+    if (!s) return { status: "paused", label: "Paused", message: this.pausedFor || "Paused" };
+    const cameraDown = this.serverState === "failed" || this.serverState === "backoff";
+    const cameraWhy = this.serverReason ? `Camera unavailable: ${this.serverReason}` : "Camera unavailable";
+    switch (s.state) {
+      case "new":
+      case "connecting":
+        return { status: "connecting", label: s.attempts > 1 ? "Reconnecting" : "Connecting", message: "Connecting…" };
+      case "connected":
+      case "disconnected": {
+        const flowing = this.lastFrameAt > 0 && performance.now() - this.lastFrameAt < STALL_MS;
+        if (s.state === "disconnected") return { status: "waiting", label: "Unstable", message: "Connection unstable…" };
+        if (flowing || (this.video.readyState >= 2 && !this.summary)) return { status: "live", label: "Live", message: "" };
+        if (this.lastFrameAt === 0) return { status: "connecting", label: "Starting", message: cameraDown ? cameraWhy : "Waiting for video…" };
+        return { status: "waiting", label: "No video", message: cameraDown ? cameraWhy : "Waiting for the camera…" };
+      }
+      case "retrying": {
+        const secs = Math.max(0, Math.ceil((s.retryAt - performance.now()) / 1000));
+        const why = s.lastError ? s.lastError.message : "connection lost";
+        return { status: "retrying", label: secs > 0 ? `Retry in ${secs} s` : "Reconnecting", message: cameraDown ? cameraWhy : capitalize(why) };
+      }
+      case "unauthorized":
+        return { status: "error", label: "Signed out", message: "Signing in again…" };
+      case "failed":
+        return {
+          status: "error",
+          label: s.lastError?.status === 403 ? "No access" : "Error",
+          message: s.lastError?.status === 403 ? "You are not allowed to view this camera" : capitalize(s.lastError?.message ?? "failed"),
+        };
+      default:
+        return { status: "paused", label: "Closed", message: "Closed" };
+    }
+  }
+
+  render() {
+    const { status, label, message } = this.status();
+    const msg = this.needsGesture ? "Tap to play" : message;
+    if (this.el.dataset.status !== status) this.el.dataset.status = status;
+    if (this.badgeText.textContent !== label) this.badgeText.textContent = label;
+    if (this.messageEl.textContent !== msg) this.messageEl.textContent = msg;
+    const s = this.summary;
+    const meta = s && s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : "";
+    if (this.metaEl.textContent !== meta) this.metaEl.textContent = meta;
+    const open = openId === this.id;
+    this.openBtn.setAttribute("aria-label", open ? `${this.name}, ${label}` : `Open ${this.name}, ${label}`);
+    this.openBtn.tabIndex = open ? -1 : 0;
+    const audible = Boolean(this.session?.hasAudio && this.video.srcObject);
+    if (this.audioBtn.hidden === audible) {
+      this.audioBtn.hidden = !audible;
+      if (audible) this.setMuted(this.video.muted);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- camera list
+
+async function refreshCameras() {
+  let res;
+  try {
+    res = await fetch(new URL("api/cameras", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
+  } catch {
+    return showNotice("The gateway cannot be reached. Retrying…");
+  }
+  if (res.status === 401) return signIn();
+  if (!res.ok) return showNotice(`The camera list is unavailable (HTTP ${res.status}). Retrying…`);
+  /** @type {unknown} */
+  let list;
+  try {
+    list = await res.json();
+  } catch {
+    return showNotice("The gateway sent an unreadable camera list. Retrying…");
+  }
+  showNotice("");
+  if (!Array.isArray(list)) return;
+  reconcile(list.filter((c) => c && typeof c.id === "string"));
+}
+
+/** @param {CameraInfo[]} list */
+function reconcile(list) {
+  // On a direct link to one camera, only that camera's session starts.
+  const linked = hashCamera();
+  const focus = openId ?? (linked && list.some((c) => c.id === linked) ? linked : null);
+  const seen = new Set();
+  let prev = null;
+  for (const cam of list) {
+    seen.add(cam.id);
+    let tile = tiles.get(cam.id);
+    if (tile) tile.update(cam);
+    else {
+      tile = new Tile(cam);
+      tiles.set(cam.id, tile);
+      observer?.observe(tile.el);
+      if (focus === null || focus === cam.id) tile.connect();
+      else tile.disconnect(PAUSED_OTHER_OPEN);
+    }
+    // Keep DOM order = server order without re-inserting (which would restart videos).
+    const want = prev ? prev.el.nextElementSibling : grid.firstElementChild;
+    if (want !== tile.el) grid.insertBefore(tile.el, want);
+    prev = tile;
+  }
+  for (const [id, tile] of tiles) {
+    if (seen.has(id)) continue;
+    tile.disconnect("");
+    observer?.unobserve(tile.el);
+    tile.el.remove();
+    tiles.delete(id);
+  }
+  emptyEl.hidden = tiles.size > 0;
+  applyHash();
+  renderSummary();
+}
+
+function signIn() {
+  if (redirecting) return;
+  redirecting = true;
+  for (const t of tiles.values()) t.disconnect("Signing in…", true);
+  const returnTo = location.pathname + location.search + location.hash;
+  location.assign(new URL(`auth/login?return_to=${encodeURIComponent(returnTo)}`, base));
+}
+
+/** @param {string} text empty hides the notice */
+function showNotice(text) {
+  noticeEl.hidden = !text;
+  if (noticeEl.textContent !== text) noticeEl.textContent = text;
+}
+
+function renderSummary() {
+  let live = 0;
+  for (const t of tiles.values()) if (t.el.dataset.status === "live") live++;
+  const n = tiles.size;
+  const text = n === 0 ? "" : openId ? `${live ? "Live" : "Not live"}` : `${n} camera${n === 1 ? "" : "s"} · ${live} live`;
+  if (summaryEl.textContent !== text) summaryEl.textContent = text;
+}
+
+// ---------------------------------------------------------------- single view
+
+/** Camera named by the URL hash (`#camera=<id>`), or null. */
+function hashCamera() {
+  const h = location.hash.replace(/^#/, "");
+  if (!h) return null;
+  return new URLSearchParams(h).get("camera");
+}
+
+/**
+ * Show one camera large and pause the others.
+ * @param {string} id
+ * @param {boolean} push add a history entry (user action) rather than follow the URL
+ */
+function openCamera(id, push) {
+  const tile = tiles.get(id);
+  if (!tile) return;
+  if (push) history.pushState({ gatehouse: "open", camera: id }, "", `#camera=${encodeURIComponent(id)}`);
+  openId = id;
+  grid.dataset.mode = "single";
+  document.body.classList.add("is-single");
+  backBtn.hidden = false;
+  titleEl.textContent = tile.name;
+  document.title = `${tile.name} — Gatehouse`;
+  for (const t of tiles.values()) {
+    const isOpen = t === tile;
+    t.el.classList.toggle("is-open", isOpen);
+    t.el.hidden = !isOpen;
+    if (isOpen) t.connect();
+    else t.disconnect(PAUSED_OTHER_OPEN);
+  }
+  tile.render();
+  renderSummary();
+  backBtn.focus();
+}
+
+/** Back to the grid: restart the paused tiles. */
+function closeCamera() {
+  const was = openId;
+  openId = null;
+  grid.dataset.mode = "grid";
+  document.body.classList.remove("is-single");
+  backBtn.hidden = true;
+  titleEl.textContent = "All cameras";
+  document.title = "Gatehouse — Live";
+  for (const t of tiles.values()) {
+    t.el.classList.remove("is-open");
+    t.el.hidden = false;
+    if (t.pausedFor === PAUSED_OTHER_OPEN || !t.session) t.connect();
+    t.render();
+  }
+  renderSummary();
+  if (was) tiles.get(was)?.openBtn.focus();
+}
+
+/** User asked to go back (button, Esc). */
+function goBack() {
+  if (!openId) return;
+  // If we pushed the entry, pop it so browser Back/Forward stay meaningful.
+  if (history.state && history.state.gatehouse === "open") history.back();
+  else {
+    history.replaceState(null, "", location.pathname + location.search);
+    closeCamera();
+  }
+}
+
+/** Make the view follow the URL (initial load, Back/Forward, edited hash). */
+function applyHash() {
+  const id = hashCamera();
+  if (id && tiles.has(id)) {
+    if (openId !== id) openCamera(id, false);
+    return;
+  }
+  if (id && tiles.size > 0 && !tiles.has(id)) showNotice(`Camera “${id}” does not exist or is not visible to you.`);
+  if (openId) closeCamera();
+}
+
+// ---------------------------------------------------------------- keyboard
+
+/**
+ * Arrow keys move between tiles; Home/End jump; Esc leaves the single view;
+ * S toggles statistics; M toggles sound of the open (or focused) camera.
+ * @param {KeyboardEvent} e
+ */
+function onKey(e) {
+  if (e.altKey || e.ctrlKey || e.metaKey) return;
+  const target = /** @type {HTMLElement | null} */ (e.target);
+  if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
+  if (e.key === "Escape" && openId) {
+    e.preventDefault();
+    return goBack();
+  }
+  if (e.key === "s" || e.key === "S") return toggleAllStats();
+  if (e.key === "m" || e.key === "M") {
+    const tile = openId ? tiles.get(openId) : focusedTile();
+    if (tile && !tile.audioBtn.hidden) tile.toggleAudio();
+    return;
+  }
+  if (openId) return;
+  const current = focusedTile();
+  if (!current) return;
+  const list = [...tiles.values()];
+  const i = list.indexOf(current);
+  const cols = Math.max(1, getComputedStyle(grid).gridTemplateColumns.split(" ").filter(Boolean).length);
+  /** @type {Record<string, number>} */
+  const moves = { ArrowLeft: i - 1, ArrowRight: i + 1, ArrowUp: i - cols, ArrowDown: i + cols, Home: 0, End: list.length - 1 };
+  if (!(e.key in moves)) return;
+  const next = list[Math.min(list.length - 1, Math.max(0, moves[e.key] ?? i))];
+  if (next) {
+    e.preventDefault();
+    next.openBtn.focus();
+  }
+}
+
+function focusedTile() {
+  const li = document.activeElement?.closest?.(".tile");
+  return li ? tiles.get(/** @type {HTMLElement} */ (li).dataset.camera ?? "") : undefined;
+}
+
+function toggleAllStats() {
+  statsForAll = !statsForAll;
+  statsBtn.setAttribute("aria-pressed", String(statsForAll));
+  for (const t of tiles.values()) t.showStats(statsForAll);
+}
+
+// ---------------------------------------------------------------- pausing
+
+/** Tiles out of view (long grids) pause after a grace period. */
+const observer =
+  typeof IntersectionObserver === "function"
+    ? new IntersectionObserver((entries) => {
+        for (const e of entries) {
+          const tile = tiles.get(/** @type {HTMLElement} */ (e.target).dataset.camera ?? "");
+          if (!tile) continue;
+          if (e.isIntersecting) {
+            tile.offscreenSince = 0;
+            if (tile.pausedFor === PAUSED_OFFSCREEN && !openId) tile.connect();
+          } else if (!tile.offscreenSince) tile.offscreenSince = performance.now();
+        }
+      })
+    : null;
+
+function tick() {
+  const now = performance.now();
+  const hiddenLong = hiddenSince > 0 && Date.now() - hiddenSince > HIDDEN_PAUSE_MS;
+  const anyAudible = [...tiles.values()].some((t) => t.session && !t.video.muted);
+  for (const t of tiles.values()) {
+    if (t.session && openId !== t.id && t.offscreenSince && now - t.offscreenSince > OFFSCREEN_PAUSE_MS) {
+      t.disconnect(PAUSED_OFFSCREEN);
+    } else if (t.session && hiddenLong && !anyAudible) {
+      t.disconnect(PAUSED_BACKGROUND);
+    }
+    void t.sample().then(() => t.render());
+  }
+  renderSummary();
+}
+
+function onVisibility() {
+  if (document.visibilityState === "hidden") {
+    hiddenSince = Date.now();
+    return;
+  }
+  hiddenSince = 0;
+  for (const t of tiles.values()) {
+    if (t.pausedFor === PAUSED_BACKGROUND && (!openId || openId === t.id)) t.connect();
+  }
+}
+
+// ---------------------------------------------------------------- test hook
+
+/**
+ * Per-tile state and fresh statistics, for tests and the browser console.
+ * @returns {Promise<Array<Record<string, unknown>>>}
+ */
+async function stats() {
+  const out = [];
+  for (const t of tiles.values()) {
+    const s = t.session;
+    let summary = t.summary;
+    if (s?.pc) {
+      try {
+        summary = summarize(await s.pc.getStats(), t.summary, performance.now());
+      } catch {
+        // closed while sampling
+      }
+    }
+    out.push({
+      camera: t.id,
+      status: t.el.dataset.status,
+      state: s ? s.state : "paused",
+      attempts: s ? s.attempts : 0,
+      hasAudio: s ? s.hasAudio : false,
+      resource: s ? s.resource : null,
+      error: s?.lastError ? { status: s.lastError.status, message: s.lastError.message } : null,
+      videoWidth: t.video.videoWidth,
+      videoHeight: t.video.videoHeight,
+      muted: t.video.muted,
+      ...(summary ?? {}),
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- start
+
+statsBtn.addEventListener("click", toggleAllStats);
+backBtn.addEventListener("click", goBack);
+document.addEventListener("keydown", onKey);
+document.addEventListener("visibilitychange", onVisibility);
+window.addEventListener("popstate", applyHash);
+window.addEventListener("hashchange", applyHash);
+// End sessions on the server when the page goes away; restart if it comes back from the back/forward cache.
+window.addEventListener("pagehide", () => {
+  for (const t of tiles.values()) t.disconnect("Page closed", true);
+});
+window.addEventListener("pageshow", (e) => {
+  if (!e.persisted) return;
+  for (const t of tiles.values()) if (!openId || openId === t.id) t.connect();
+});
+
+Object.defineProperty(window, "gatehouse", {
+  value: Object.freeze({ sessions, tiles, stats, open: (/** @type {string} */ id) => openCamera(id, true), back: goBack }),
+  configurable: true,
+});
+
+setInterval(tick, TICK_MS);
+(async function poll() {
+  await refreshCameras();
+  setTimeout(poll, REFRESH_MS);
+})();
+
+/** @param {string} s */
+function capitalize(s) {
+  return s ? s[0].toUpperCase() + s.slice(1) : s;
+}

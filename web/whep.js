@@ -1,0 +1,529 @@
+/**
+ * WHEP client (draft-ietf-wish-whep): one receive-only WebRTC session per camera,
+ * with reconnection.
+ *
+ * Exchange, per attempt:
+ *   1. `OPTIONS <endpoint>` → ICE servers from `Link: <uri>; rel="ice-server"` headers
+ *      (they must be known before the RTCPeerConnection gathers candidates).
+ *   2. Offer with recvonly video + audio, candidates gathered into the SDP (no trickle).
+ *   3. `POST <endpoint>` (`application/sdp`) → `201 Created`, the answer, and `Location`
+ *      naming the session resource. ICE servers in the POST's Link headers are
+ *      remembered for the next attempt when OPTIONS gave none (two-step fallback).
+ *   4. `DELETE <Location>` when the session ends (keepalive on page hide).
+ *
+ * The connection is watched: `failed`, or `disconnected` for longer than a grace
+ * period, tears the attempt down and starts a new one with capped exponential
+ * backoff. A recorder restart does not need a new session: the gateway keeps the
+ * viewer's stream continuous, so the same session just resumes.
+ */
+
+/* global EventTarget, Event, MediaStream */
+
+import { csrfHeaders, resetCsrf } from "./csrf.js";
+
+/** @typedef {"new"|"connecting"|"connected"|"disconnected"|"retrying"|"unauthorized"|"failed"|"closed"} WhepState */
+
+/**
+ * @typedef {object} WhepOptions
+ * @property {RTCIceServer[]} [iceServers] fixed ICE servers; when given, OPTIONS is skipped
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy] "relay" forces TURN (tests, strict networks)
+ * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 40)
+ * @property {number} [gatherMaxMs] upper bound on candidate gathering, ms (default 2000)
+ * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
+ * @property {number} [disconnectGraceMs] how long `disconnected` may last before retrying, ms (default 4000)
+ * @property {number} [backoffMinMs] first retry delay after a failed attempt, ms (default 500)
+ * @property {number} [backoffMaxMs] cap of the retry delay, ms (default 15000)
+ * @property {() => Promise<Record<string, string>>} [headers] extra headers for POST/DELETE (default: CSRF token)
+ */
+
+const DEFAULTS = {
+  gatherQuietMs: 40,
+  gatherMaxMs: 2000,
+  connectTimeoutMs: 10_000,
+  disconnectGraceMs: 4000,
+  backoffMinMs: 500,
+  backoffMaxMs: 15_000,
+};
+
+/** Failure of one attempt, with the HTTP status when the server answered. */
+export class WhepError extends Error {
+  /**
+   * @param {string} message
+   * @param {number} [status] HTTP status, 0 for a network or local failure
+   */
+  constructor(message, status = 0) {
+    super(message);
+    this.name = "WhepError";
+    this.status = status;
+  }
+}
+
+/**
+ * A WHEP viewer session that keeps itself connected until closed.
+ *
+ * Events (all plain `Event`s; read the session's fields):
+ * - `statechange`: `state` changed (see WhepState).
+ * - `stream`: a new MediaStream is ready in `stream` (once per successful attempt).
+ */
+export class WhepSession extends EventTarget {
+  /** @type {WhepState} */
+  state = "new";
+  /** @type {RTCPeerConnection | null} the current attempt's connection */
+  pc = null;
+  /** @type {MediaStream | null} the current attempt's remote media */
+  stream = null;
+  /** @type {string | null} absolute URL of the session resource (from `Location`) */
+  resource = null;
+  /** Whether the server accepted audio in the current attempt. */
+  hasAudio = false;
+  /** Attempts started so far (1 for the first). */
+  attempts = 0;
+  /** Consecutive failed attempts; drives the backoff. */
+  failures = 0;
+  /** @type {WhepError | null} */
+  lastError = null;
+  /** `performance.now()` when the next attempt starts, while `state` is "retrying". */
+  retryAt = 0;
+  /**
+   * `performance.now()` marks of the current attempt: start, offered (gathering done),
+   * post (just before POST), answered, connected.
+   * @type {Record<string, number>}
+   */
+  timings = {};
+  /** @type {RTCIceServer[]} ICE servers used by the current attempt */
+  iceServers = [];
+
+  #endpoint;
+  #opts;
+  /** Bumped by every attempt and by close(): stale async continuations compare and stop. */
+  #gen = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  #timer;
+  /** @type {RTCIceServer[] | null} learnt from a POST's Link headers when OPTIONS gave none */
+  #learntServers = null;
+  /** @type {AbortController | null} */
+  #abort = null;
+
+  /**
+   * @param {string | URL} endpoint the camera's WHEP endpoint, e.g. `whep/front-door`
+   * @param {WhepOptions} [options]
+   */
+  constructor(endpoint, options = {}) {
+    super();
+    this.#endpoint = new URL(endpoint, document.baseURI).href;
+    this.#opts = { ...DEFAULTS, ...options };
+  }
+
+  /** The endpoint URL this session posts to. */
+  get endpoint() {
+    return this.#endpoint;
+  }
+
+  /** Start connecting. Calling it again is harmless. */
+  start() {
+    if (this.state !== "new") return;
+    this.#attempt();
+  }
+
+  /**
+   * End the session for good: close the connection and DELETE the resource.
+   * Idempotent.
+   * @param {string} [_reason] why (for the caller's logs)
+   * @param {{ keepalive?: boolean }} [opts] keepalive: let the DELETE outlive the page
+   */
+  close(_reason = "closed", opts = {}) {
+    if (this.state === "closed") return;
+    this.#gen++;
+    this.#teardown(opts.keepalive === true);
+    this.#setState("closed");
+  }
+
+  async #attempt() {
+    const gen = ++this.#gen;
+    this.attempts++;
+    this.timings = { start: performance.now() };
+    this.#setState("connecting");
+    try {
+      await this.#negotiate(gen);
+    } catch (err) {
+      if (gen !== this.#gen) return; // superseded or closed meanwhile
+      const error = err instanceof WhepError ? err : new WhepError(err instanceof Error ? err.message : String(err));
+      this.#fail(error);
+    }
+  }
+
+  /** @param {number} gen */
+  async #negotiate(gen) {
+    const opts = this.#opts;
+    const servers = opts.iceServers ?? (await this.#discoverIceServers());
+    if (gen !== this.#gen) return;
+    this.iceServers = servers;
+
+    /** @type {RTCConfiguration} */
+    const config = { iceServers: servers, bundlePolicy: "max-bundle" };
+    if (opts.iceTransportPolicy) config.iceTransportPolicy = opts.iceTransportPolicy;
+    const pc = new RTCPeerConnection(config);
+    this.pc = pc;
+    const stream = new MediaStream();
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const audio = pc.addTransceiver("audio", { direction: "recvonly" });
+    // The server may leave out msid; collect tracks ourselves rather than trust e.streams.
+    pc.ontrack = (e) => {
+      if (!stream.getTracks().includes(e.track)) stream.addTrack(e.track);
+    };
+    pc.onconnectionstatechange = () => this.#onConnectionState(gen);
+    // Firefox before 113 and old Safari lack connectionState: fall back to the ICE state.
+    pc.oniceconnectionstatechange = () => {
+      if (!("connectionState" in pc)) this.#onConnectionState(gen);
+    };
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await gatherCandidates(pc, opts, servers);
+    if (gen !== this.#gen) return;
+    this.timings.offered = performance.now();
+
+    const headers = {
+      "Content-Type": "application/sdp",
+      Accept: "application/sdp",
+      ...(await (opts.headers ?? csrfHeaders)()),
+    };
+    this.#abort = new AbortController();
+    this.timings.post = performance.now();
+    let res;
+    try {
+      res = await fetch(this.#endpoint, {
+        method: "POST",
+        headers,
+        body: pc.localDescription?.sdp ?? "",
+        credentials: "same-origin",
+        cache: "no-store",
+        signal: this.#abort.signal,
+      });
+    } catch (err) {
+      throw new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (gen !== this.#gen) return;
+    if (res.status !== 201 && res.status !== 200) {
+      if (res.status === 403) resetCsrf();
+      throw new WhepError(await reasonOf(res), res.status);
+    }
+    const location = res.headers.get("Location");
+    if (location) this.resource = new URL(location, res.url || this.#endpoint).href;
+    const linked = iceServersFromLinks(parseLinkHeader(res.headers.get("Link")));
+    // Two-step fallback: a server that only advertises ICE servers on POST gets them used next time.
+    if (!opts.iceServers && servers.length === 0 && linked.length > 0) this.#learntServers = linked;
+    const answer = await res.text();
+    if (gen !== this.#gen) return;
+
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    if (gen !== this.#gen) return;
+    this.timings.answered = performance.now();
+    this.hasAudio = audio.currentDirection === "recvonly" || audio.currentDirection === "sendrecv";
+    this.stream = stream;
+    this.dispatchEvent(new Event("stream"));
+    this.#arm(opts.connectTimeoutMs, () => this.#fail(new WhepError("timed out waiting for the connection")));
+    this.#onConnectionState(gen);
+  }
+
+  /** @returns {Promise<RTCIceServer[]>} */
+  async #discoverIceServers() {
+    try {
+      const res = await fetch(this.#endpoint, { method: "OPTIONS", credentials: "same-origin", cache: "no-store" });
+      const servers = res.ok ? iceServersFromLinks(parseLinkHeader(res.headers.get("Link"))) : [];
+      if (servers.length > 0) return servers;
+    } catch {
+      // OPTIONS is optional in WHEP: fall through to what a previous POST taught us.
+    }
+    return this.#learntServers ?? [];
+  }
+
+  /** @param {number} gen */
+  #onConnectionState(gen) {
+    const pc = this.pc;
+    if (gen !== this.#gen || !pc) return;
+    const s = "connectionState" in pc ? pc.connectionState : mapIceState(pc.iceConnectionState);
+    if (s === "connected") {
+      if (this.state !== "connected") {
+        this.timings.connected ??= performance.now();
+        this.failures = 0;
+        this.lastError = null;
+        this.#clearTimer();
+        this.#setState("connected");
+      }
+    } else if (s === "disconnected") {
+      // Often transient (a lost path that ICE recovers); give it a grace period.
+      if (this.state === "connected") {
+        this.#setState("disconnected");
+        this.#arm(this.#opts.disconnectGraceMs, () => this.#fail(new WhepError("connection lost")));
+      }
+    } else if (s === "failed") {
+      this.#fail(new WhepError("connection failed"));
+    }
+  }
+
+  /** @param {WhepError} error */
+  #fail(error) {
+    if (this.state === "closed") return;
+    const wasConnected = this.state === "connected" || this.state === "disconnected";
+    this.#gen++;
+    this.lastError = error;
+    this.#teardown(false);
+    if (error.status === 401) {
+      this.#setState("unauthorized");
+      return;
+    }
+    // Client errors other than 404 (camera may come back) and 429 will not improve by retrying.
+    if (error.status >= 400 && error.status < 500 && error.status !== 404 && error.status !== 408 && error.status !== 429) {
+      this.#setState("failed");
+      return;
+    }
+    this.failures++;
+    const o = this.#opts;
+    // A drop after a good connection retries almost at once; repeated failures back off.
+    const base = wasConnected && this.failures === 1 ? 100 : Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** (this.failures - 1));
+    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    this.retryAt = performance.now() + delay;
+    this.#setState("retrying");
+    this.#arm(delay, () => this.#attempt());
+  }
+
+  /**
+   * Close the current attempt's connection and release its server resource.
+   * @param {boolean} keepalive
+   */
+  #teardown(keepalive) {
+    this.#clearTimer();
+    this.#abort?.abort();
+    this.#abort = null;
+    const pc = this.pc;
+    this.pc = null;
+    if (pc) {
+      pc.ontrack = null;
+      pc.onconnectionstatechange = null;
+      pc.oniceconnectionstatechange = null;
+      pc.close();
+    }
+    if (this.stream) for (const t of this.stream.getTracks()) t.stop();
+    const resource = this.resource;
+    this.resource = null;
+    if (resource) void this.#delete(resource, keepalive);
+  }
+
+  /**
+   * @param {string} resource
+   * @param {boolean} keepalive
+   */
+  async #delete(resource, keepalive) {
+    try {
+      const headers = await (this.#opts.headers ?? csrfHeaders)();
+      await fetch(resource, { method: "DELETE", headers, credentials: "same-origin", keepalive });
+    } catch {
+      // The server also expires sessions whose connection died; nothing more to do.
+    }
+  }
+
+  /**
+   * @param {number} ms
+   * @param {() => void} fn
+   */
+  #arm(ms, fn) {
+    this.#clearTimer();
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      fn();
+    }, ms);
+  }
+
+  #clearTimer() {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** @param {WhepState} state */
+  #setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.dispatchEvent(new Event("statechange"));
+  }
+}
+
+/**
+ * Wait until the offer carries usable candidates: gathering complete, or no new
+ * candidate for `gatherQuietMs` once the ones worth waiting for arrived (host
+ * candidates; with STUN/TURN servers also a server-reflexive or relay one), capped
+ * at `gatherMaxMs`. Chromium reports "complete" only after its TCP candidates,
+ * about 120 ms after the UDP ones, which would delay every start for nothing.
+ * @param {RTCPeerConnection} pc
+ * @param {{ gatherQuietMs: number, gatherMaxMs: number }} opts
+ * @param {RTCIceServer[]} servers
+ * @returns {Promise<void>}
+ */
+export function gatherCandidates(pc, opts, servers) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  const urls = servers.flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]));
+  const wantRelay = urls.some((u) => /^turns?:/i.test(u));
+  const wantSrflx = !wantRelay && urls.some((u) => /^stuns?:/i.test(u));
+  return new Promise((resolve) => {
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let quiet;
+    let satisfied = !wantRelay && !wantSrflx;
+    const done = () => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      pc.removeEventListener("icecandidate", onCandidate);
+      pc.removeEventListener("icegatheringstatechange", onState);
+      resolve();
+    };
+    /** @param {RTCPeerConnectionIceEvent} e */
+    const onCandidate = (e) => {
+      if (!e.candidate) return done(); // end-of-candidates
+      const type = e.candidate.type ?? /typ (\w+)/.exec(e.candidate.candidate)?.[1];
+      if (type === "relay" || (wantSrflx && type === "srflx")) satisfied = true;
+      if (!satisfied) return;
+      clearTimeout(quiet);
+      quiet = setTimeout(done, opts.gatherQuietMs);
+    };
+    const onState = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    const cap = setTimeout(done, opts.gatherMaxMs);
+    pc.addEventListener("icecandidate", onCandidate);
+    pc.addEventListener("icegatheringstatechange", onState);
+  });
+}
+
+/**
+ * Parse an HTTP `Link` header (RFC 8288 §3) into URI + parameters. Several headers
+ * arrive joined by commas; commas inside `<…>` and quoted strings are not separators.
+ * Parameter names are lower-cased; values are unquoted.
+ * @param {string | null | undefined} value
+ * @returns {{ uri: string, params: Record<string, string> }[]}
+ */
+export function parseLinkHeader(value) {
+  /** @type {{ uri: string, params: Record<string, string> }[]} */
+  const out = [];
+  if (!value) return out;
+  let i = 0;
+  const n = value.length;
+  const skipWs = () => {
+    while (i < n && (value[i] === " " || value[i] === "\t")) i++;
+  };
+  while (i < n) {
+    skipWs();
+    if (value[i] === ",") {
+      i++;
+      continue;
+    }
+    if (value[i] !== "<") {
+      // Malformed link-value: skip to the next comma outside quotes.
+      i = skipToComma(value, i);
+      continue;
+    }
+    const end = value.indexOf(">", i + 1);
+    if (end < 0) break;
+    const uri = value.slice(i + 1, end).trim();
+    i = end + 1;
+    /** @type {Record<string, string>} */
+    const params = {};
+    while (i < n) {
+      skipWs();
+      if (value[i] !== ";") break;
+      i++;
+      skipWs();
+      let name = "";
+      while (i < n && /[!#$%&'*+\-.^_`|~0-9A-Za-z]/.test(value[i] ?? "")) name += value[i++];
+      skipWs();
+      let val = "";
+      if (value[i] === "=") {
+        i++;
+        skipWs();
+        if (value[i] === '"') {
+          i++;
+          while (i < n && value[i] !== '"') {
+            if (value[i] === "\\" && i + 1 < n) i++;
+            val += value[i++];
+          }
+          i++; // closing quote
+        } else {
+          while (i < n && value[i] !== ";" && value[i] !== "," && value[i] !== " " && value[i] !== "\t") val += value[i++];
+        }
+      }
+      // RFC 8288 §3.3: only the first occurrence of a parameter counts.
+      if (name && !(name.toLowerCase() in params)) params[name.toLowerCase()] = val;
+    }
+    out.push({ uri, params });
+    i = skipToComma(value, i);
+  }
+  return out;
+}
+
+/**
+ * @param {string} s
+ * @param {number} i
+ */
+function skipToComma(s, i) {
+  let quoted = false;
+  while (i < s.length) {
+    const c = s[i];
+    if (c === '"') quoted = !quoted;
+    else if (c === "\\" && quoted) i++;
+    else if (c === "," && !quoted) return i + 1;
+    i++;
+  }
+  return i;
+}
+
+/**
+ * ICE servers from parsed Link values with `rel="ice-server"` (WHEP §4.4),
+ * one RTCIceServer per URI, with `username` / `credential` when present.
+ * @param {{ uri: string, params: Record<string, string> }[]} links
+ * @returns {RTCIceServer[]}
+ */
+export function iceServersFromLinks(links) {
+  /** @type {RTCIceServer[]} */
+  const servers = [];
+  for (const { uri, params } of links) {
+    const rels = (params.rel ?? "").toLowerCase().split(/\s+/);
+    if (!rels.includes("ice-server")) continue;
+    if (!/^(stun|stuns|turn|turns):/i.test(uri)) continue;
+    /** @type {RTCIceServer} */
+    const server = { urls: uri };
+    if (params.username !== undefined) server.username = params.username;
+    if (params.credential !== undefined) server.credential = params.credential;
+    servers.push(server);
+  }
+  return servers;
+}
+
+/**
+ * Human-readable reason from an error response: JSON `{reason}` / `{error}` or text.
+ * @param {Response} res
+ */
+async function reasonOf(res) {
+  let text = "";
+  try {
+    text = (await res.text()).trim();
+  } catch {
+    // body unreadable: the status is enough
+  }
+  if (text.startsWith("{")) {
+    try {
+      const body = JSON.parse(text);
+      const r = body.reason ?? body.error ?? body.message;
+      if (typeof r === "string" && r) return r;
+    } catch {
+      // not JSON after all
+    }
+  }
+  return text && text.length < 200 && !text.startsWith("<") ? text : `HTTP ${res.status}`;
+}
+
+/**
+ * connectionState equivalent of an iceConnectionState.
+ * @param {RTCIceConnectionState} s
+ */
+function mapIceState(s) {
+  if (s === "completed") return "connected";
+  if (s === "checking") return "connecting";
+  return s;
+}
