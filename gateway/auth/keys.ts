@@ -1,0 +1,112 @@
+/**
+ * The keys that sign the gateway's own session tokens, with rotation: several keys, the FIRST signs,
+ * every one verifies (selected by the `kid` header, an RFC 7638 thumbprint). Rotating is putting a new
+ * key first and keeping the old one until the longest session token it signed has expired, so nobody
+ * is logged out. Without configured files one EC P-256 key is generated in memory.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { readFileSync } from "node:fs";
+import jwt from "jsonwebtoken";
+import { BadInputError } from "../../config/errors.ts";
+
+/** Algorithms session tokens may carry; HS* and none can never verify. */
+export type SessionAlg = "ES256" | "RS256";
+
+export interface SessionKey {
+  readonly kid: string;
+  readonly alg: SessionAlg;
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+}
+
+export class SessionKeyring {
+  /** Keys in order; `[0]` signs. */
+  readonly keys: readonly SessionKey[];
+  private readonly byKid: ReadonlyMap<string, SessionKey>;
+
+  constructor(keys: readonly SessionKey[]) {
+    if (keys.length === 0) throw new BadInputError("auth.session.signingKeys: at least one key is needed");
+    this.keys = Object.freeze([...keys]);
+    this.byKid = new Map(keys.map((k) => [k.kid, k]));
+  }
+
+  /** One fresh EC P-256 key, in memory only. */
+  static generate(): SessionKeyring {
+    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    return new SessionKeyring([toSessionKey(privateKey, "generated")]);
+  }
+
+  /** Keys from PEM files, first signs. Errors name the file and the reason. */
+  static fromFiles(paths: readonly string[], read: (p: string) => string = (p) => readFileSync(p, "utf8")): SessionKeyring {
+    const keys = paths.map((p, i) => {
+      let pem: string;
+      try {
+        pem = read(p);
+      } catch (cause) {
+        throw new BadInputError(`auth.session.signingKeys[${i}]: cannot read ${p}`, { cause });
+      }
+      let key: KeyObject;
+      try {
+        key = createPrivateKey(pem);
+      } catch (cause) {
+        throw new BadInputError(`auth.session.signingKeys[${i}]: ${p} is not a PEM private key`, { cause });
+      }
+      return toSessionKey(key, `auth.session.signingKeys[${i}]`);
+    });
+    return new SessionKeyring(keys);
+  }
+
+  get signer(): SessionKey {
+    return this.keys[0]!;
+  }
+
+  /** Sign `claims` (which must carry iat/exp, seconds) with the newest key. */
+  sign(claims: Record<string, unknown>): string {
+    const k = this.signer;
+    return jwt.sign(claims, k.privateKey, { algorithm: k.alg, keyid: k.kid, noTimestamp: true });
+  }
+
+  /**
+   * Verify signature, issuer and audience; expiry is NOT checked here (the caller decides between
+   * "refresh" and "reject" with its own clock). Throws on anything else: unknown kid, an algorithm
+   * that does not match the key, a bad signature, a malformed token.
+   */
+  verify(token: string, opts: { issuer: string; audience: string }): jwt.JwtPayload {
+    const decoded = jwt.decode(token, { complete: true });
+    if (!decoded || typeof decoded.payload === "string") throw new BadInputError("malformed session token");
+    const key = typeof decoded.header.kid === "string" ? this.byKid.get(decoded.header.kid) : undefined;
+    if (!key) throw new BadInputError("session token signed by an unknown key");
+    // The algorithm comes from OUR key, never from the token header (alg: none / HS256-with-public-key).
+    const payload = jwt.verify(token, key.publicKey, {
+      algorithms: [key.alg],
+      issuer: opts.issuer,
+      audience: opts.audience,
+      ignoreExpiration: true,
+      ignoreNotBefore: true,
+    });
+    if (typeof payload === "string") throw new BadInputError("malformed session token");
+    return payload;
+  }
+}
+
+function toSessionKey(privateKey: KeyObject, where: string): SessionKey {
+  if (privateKey.type !== "private") throw new BadInputError(`${where}: not a private key`);
+  let alg: SessionAlg;
+  const details = privateKey.asymmetricKeyDetails;
+  if (privateKey.asymmetricKeyType === "ec" && details?.namedCurve === "prime256v1") alg = "ES256";
+  else if (privateKey.asymmetricKeyType === "rsa" && (details?.modulusLength ?? 0) >= 2048) alg = "RS256";
+  else throw new BadInputError(`${where}: use an EC P-256 or RSA (≥ 2048 bits) key`);
+  const publicKey = createPublicKey(privateKey);
+  return Object.freeze({ kid: jwkThumbprint(publicKey), alg, privateKey, publicKey });
+}
+
+/** RFC 7638 JWK thumbprint (SHA-256, base64url) of an EC or RSA public key. */
+export function jwkThumbprint(publicKey: KeyObject): string {
+  const jwk = publicKey.export({ format: "jwk" });
+  // §3.2: required members only, lexicographic order, no whitespace.
+  const canonical =
+    jwk.kty === "EC"
+      ? JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })
+      : JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
+  return createHash("sha256").update(canonical).digest("base64url");
+}

@@ -1,0 +1,258 @@
+/**
+ * Server-side sessions: the authority behind the short-lived signed cookie. A session is
+ *
+ *   live     until `expiresAt` (now + ttl at sign-in or at each successful refresh),
+ *   lapsed   after that, revivable by the provider's refresh token until `absoluteExpiresAt`,
+ *   ended    on logout, at max age, when the provider refuses the refresh token, or when lapsed
+ *            without a refresh token.
+ *
+ * Sessions someone watches (a viewer's running streams, via `onEnd`) are refreshed in the background
+ * before they lapse, so watching never needs a page request; if that refresh cannot happen the
+ * watchers are told `expired` when the session lapses and their streams end. Others are refreshed
+ * lazily when a request arrives. While the provider is unreachable, sessions keep working until they
+ * lapse (refresh attempts back off instead of hammering it).
+ */
+import { randomBytes } from "node:crypto";
+import { AuthError, isGatehouseError } from "../../config/errors.ts";
+import { sessionId, type SessionId, type UserId } from "../../config/ids.ts";
+import type { Logger } from "../../config/log.ts";
+
+/** Why a session ended (given to `onEnd` listeners). */
+export type EndReason = "logout" | "expired" | "max_age" | "revoked" | "revoked_at_provider" | "evicted" | "closed";
+
+export interface SessionRecord {
+  readonly id: SessionId;
+  readonly sub: UserId;
+  name: string | undefined;
+  roles: readonly string[];
+  /** Milliseconds since the epoch. */
+  readonly createdAt: number;
+  /** Usable until (ms); extended by each successful refresh. */
+  expiresAt: number;
+  /** Never usable after (ms), refreshes or not. */
+  readonly absoluteExpiresAt: number;
+  refreshToken: string | undefined;
+  idToken: string | undefined;
+  /** No refresh attempt before (ms): backoff while the provider is down. */
+  nextRefreshAt: number;
+}
+
+/** What a refresh yields; throw `UpstreamError` (provider down) or `AuthError` (refused). */
+export interface Refreshed {
+  roles: readonly string[];
+  name?: string | undefined;
+  refreshToken?: string | undefined;
+  idToken?: string | undefined;
+}
+
+export interface SessionStoreOptions {
+  /** Session lifetime between refreshes, milliseconds. */
+  ttlMs: number;
+  /** Absolute lifetime, milliseconds. */
+  maxAgeMs: number;
+  /** Sessions kept at most; beyond it the oldest is ended (`evicted`). Default 100000. */
+  maxSessions?: number;
+  /** Uses the refresh token at the provider. */
+  refresh: (rec: SessionRecord) => Promise<Refreshed>;
+  clock: () => number;
+  log: Logger;
+  /** Sweep interval, milliseconds. Default min(ttl/4, 15 s). 0 disables the timer (tests call sweep()). */
+  sweepMs?: number;
+}
+
+/** Wait this long after a failed (provider unreachable) refresh before trying again, milliseconds. */
+const REFRESH_BACKOFF_MS = 15_000;
+
+export class SessionStore {
+  private readonly sessions = new Map<SessionId, SessionRecord>();
+  private readonly listeners = new Map<SessionId, Set<(reason: EndReason) => void>>();
+  private readonly inflight = new Map<SessionId, Promise<boolean>>();
+  private readonly opts: SessionStoreOptions;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(opts: SessionStoreOptions) {
+    this.opts = opts;
+    const every = opts.sweepMs ?? Math.min(opts.ttlMs / 4, 15_000);
+    if (every > 0) {
+      this.timer = setInterval(() => this.sweep(), every);
+      this.timer.unref();
+    }
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  create(init: { sub: UserId; name: string | undefined; roles: readonly string[]; refreshToken: string | undefined; idToken: string | undefined }): SessionRecord {
+    const now = this.opts.clock();
+    const absoluteExpiresAt = now + this.opts.maxAgeMs;
+    const rec: SessionRecord = {
+      id: sessionId(randomBytes(24).toString("base64url")),
+      ...init,
+      roles: Object.freeze([...init.roles]),
+      createdAt: now,
+      expiresAt: Math.min(now + this.opts.ttlMs, absoluteExpiresAt),
+      absoluteExpiresAt,
+      nextRefreshAt: 0,
+    };
+    this.sessions.set(rec.id, rec);
+    if (this.sessions.size > (this.opts.maxSessions ?? 100_000)) {
+      const oldest = this.sessions.keys().next();
+      if (!oldest.done) this.end(oldest.value, "evicted");
+    }
+    return rec;
+  }
+
+  /** The session, live or lapsed; undefined when unknown or ended. */
+  get(id: SessionId): SessionRecord | undefined {
+    const rec = this.sessions.get(id);
+    if (!rec) return undefined;
+    if (this.opts.clock() >= rec.absoluteExpiresAt) {
+      this.end(id, "max_age");
+      return undefined;
+    }
+    return rec;
+  }
+
+  isLive(rec: SessionRecord): boolean {
+    return this.opts.clock() < rec.expiresAt && this.sessions.get(rec.id) === rec;
+  }
+
+  /**
+   * Make sure the session is usable for a request: a live one past half its lifetime is refreshed in
+   * the background; a lapsed one is refreshed now (the request waits). False: sign in again.
+   */
+  async ensureLive(rec: SessionRecord): Promise<boolean> {
+    const now = this.opts.clock();
+    if (this.isLive(rec)) {
+      if (rec.expiresAt - now < this.opts.ttlMs / 2) void this.refresh(rec);
+      return true;
+    }
+    if (!this.sessions.has(rec.id)) return false;
+    if (!rec.refreshToken) {
+      this.end(rec.id, "expired");
+      return false;
+    }
+    return this.refresh(rec);
+  }
+
+  /** Refresh with the provider (single flight per session). True when the session is live afterwards. */
+  refresh(rec: SessionRecord): Promise<boolean> {
+    const now = this.opts.clock();
+    if (!rec.refreshToken || now < rec.nextRefreshAt) return Promise.resolve(this.isLive(rec));
+    let p = this.inflight.get(rec.id);
+    if (!p) {
+      p = this.doRefresh(rec).finally(() => this.inflight.delete(rec.id));
+      this.inflight.set(rec.id, p);
+    }
+    return p;
+  }
+
+  private async doRefresh(rec: SessionRecord): Promise<boolean> {
+    try {
+      const r = await this.opts.refresh(rec);
+      if (this.sessions.get(rec.id) !== rec) return false; // ended meanwhile (logout)
+      const now = this.opts.clock();
+      rec.roles = Object.freeze([...r.roles]);
+      if (r.name !== undefined) rec.name = r.name;
+      if (r.refreshToken) rec.refreshToken = r.refreshToken; // rotation (RFC 6749 §6, OAuth 2.1 §4.3.1)
+      if (r.idToken) rec.idToken = r.idToken;
+      rec.expiresAt = Math.min(now + this.opts.ttlMs, rec.absoluteExpiresAt);
+      rec.nextRefreshAt = 0;
+      this.opts.log.debug("session refreshed", { session: short(rec.id), sub: rec.sub });
+      return true;
+    } catch (err) {
+      if (isGatehouseError(err) && err instanceof AuthError) {
+        this.opts.log.info("provider refused the session's refresh token; session ended", { session: short(rec.id), sub: rec.sub });
+        this.end(rec.id, "revoked_at_provider");
+        return false;
+      }
+      rec.nextRefreshAt = this.opts.clock() + REFRESH_BACKOFF_MS;
+      this.opts.log.warn("session refresh failed; the session keeps working until it lapses", { session: short(rec.id), err });
+      return this.isLive(rec);
+    }
+  }
+
+  /** End a session now and tell its watchers why. Idempotent. */
+  end(id: SessionId, reason: EndReason): boolean {
+    const rec = this.sessions.get(id);
+    if (!rec) return false;
+    this.sessions.delete(id);
+    this.opts.log.debug("session ended", { session: short(id), sub: rec.sub, reason });
+    this.notify(id, reason);
+    return true;
+  }
+
+  /** End every session of a subject (e.g. back-channel logout or an administrator's revocation). */
+  endAllOf(sub: string, reason: EndReason): number {
+    let n = 0;
+    for (const rec of [...this.sessions.values()]) if (rec.sub === sub && this.end(rec.id, reason)) n++;
+    return n;
+  }
+
+  /**
+   * Call `cb` once when the session ends or lapses without refresh. While someone listens, the session
+   * is refreshed in the background. Unknown/ended session: `cb("expired")` on the next microtask.
+   */
+  onEnd(id: SessionId, cb: (reason: EndReason) => void): () => void {
+    if (!this.sessions.has(id) || this.closed) {
+      queueMicrotask(() => safeCall(cb, "expired", this.opts.log));
+      return () => {};
+    }
+    let set = this.listeners.get(id);
+    if (!set) this.listeners.set(id, (set = new Set()));
+    set.add(cb);
+    return () => {
+      const s = this.listeners.get(id);
+      s?.delete(cb);
+      if (s?.size === 0) this.listeners.delete(id);
+    };
+  }
+
+  /** Housekeeping, run by the timer: max age, background refresh of watched sessions, lapse. */
+  sweep(): void {
+    const now = this.opts.clock();
+    for (const rec of [...this.sessions.values()]) {
+      if (now >= rec.absoluteExpiresAt) {
+        this.end(rec.id, "max_age");
+        continue;
+      }
+      const watched = this.listeners.has(rec.id);
+      if (now >= rec.expiresAt) {
+        if (watched) this.notify(rec.id, "expired"); // streams end; the record may still be revived
+        if (!rec.refreshToken) this.end(rec.id, "expired");
+        continue;
+      }
+      if (watched && rec.refreshToken && rec.expiresAt - now < this.opts.ttlMs / 2) void this.refresh(rec);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const id of [...this.sessions.keys()]) this.end(id, "closed");
+  }
+
+  private notify(id: SessionId, reason: EndReason): void {
+    const set = this.listeners.get(id);
+    if (!set) return;
+    this.listeners.delete(id);
+    for (const cb of set) safeCall(cb, reason, this.opts.log);
+  }
+}
+
+function safeCall(cb: (reason: EndReason) => void, reason: EndReason, log: Logger): void {
+  try {
+    cb(reason);
+  } catch (err) {
+    // A watcher's bug must not stop the others from being told.
+    log.warn("session end listener threw", { err });
+  }
+}
+
+/** Enough of a session id to correlate log lines, never enough to use it. */
+export function short(id: string): string {
+  return id.slice(0, 6);
+}
