@@ -272,7 +272,10 @@ class Tile {
   render() {
     const { status, label, message } = this.status();
     const msg = this.needsGesture ? "Tap to play" : message;
-    if (this.el.dataset.status !== status) this.el.dataset.status = status;
+    if (this.el.dataset.status !== status) {
+      this.el.dataset.status = status;
+      renderSummary();
+    }
     if (this.badgeText.textContent !== label) this.badgeText.textContent = label;
     if (this.messageEl.textContent !== msg) this.messageEl.textContent = msg;
     const s = this.summary;

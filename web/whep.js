@@ -30,7 +30,7 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 40)
  * @property {number} [gatherMaxMs] upper bound on candidate gathering, ms (default 2000)
  * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
- * @property {number} [disconnectGraceMs] how long `disconnected` may last before retrying, ms (default 4000)
+ * @property {number} [disconnectGraceMs] how long `disconnected` may last before retrying, ms (default 2500)
  * @property {number} [backoffMinMs] first retry delay after a failed attempt, ms (default 500)
  * @property {number} [backoffMaxMs] cap of the retry delay, ms (default 15000)
  * @property {() => Promise<Record<string, string>>} [headers] extra headers for POST/DELETE (default: CSRF token)
@@ -40,7 +40,7 @@ const DEFAULTS = {
   gatherQuietMs: 40,
   gatherMaxMs: 2000,
   connectTimeoutMs: 10_000,
-  disconnectGraceMs: 4000,
+  disconnectGraceMs: 2500,
   backoffMinMs: 500,
   backoffMaxMs: 15_000,
 };
@@ -256,7 +256,8 @@ export class WhepSession extends EventTarget {
         this.#setState("disconnected");
         this.#arm(this.#opts.disconnectGraceMs, () => this.#fail(new WhepError("connection lost")));
       }
-    } else if (s === "failed") {
+    } else if (s === "failed" || s === "closed") {
+      // "closed" without close() here: the remote ended DTLS (close_notify).
       this.#fail(new WhepError("connection failed"));
     }
   }
