@@ -1,0 +1,161 @@
+/**
+ * The ingest's packet path: validates what a recorder sends (interleaved channels or UDP
+ * sockets) and pushes it, as-is, into the MediaSink. Pure: no sockets, no timers.
+ *
+ * Packets that arrive between SETUP and the PLAY answer (servers start sending as soon as
+ * they have replied, and the first packets carry the keyframe) are copied into a bounded
+ * queue and delivered right after `start()`, so the sink always sees setTracks first.
+ */
+import type { MediaSink } from "../../sfu/types.ts";
+
+export interface RouterStats {
+  /** Valid RTP packets received. */
+  packetsIn: number;
+  /** Bytes of those packets. */
+  bytesIn: number;
+  /** Valid RTCP packets received. */
+  rtcpIn: number;
+  /** Drops of malformed input (sum of the first three reasons below). */
+  malformed: number;
+  drops: {
+    /** Interleaved frame on a channel no SETUP assigned. */
+    unknownChannel: number;
+    /** Not RTP: version ≠ 2, shorter than 12 bytes, or CSRC list past the end. */
+    badRtp: number;
+    /** Not RTCP: version ≠ 2, shorter than 8 bytes, or a non-RTCP packet type. */
+    badRtcp: number;
+    /** UDP datagram from an address other than the recorder's. */
+    foreign: number;
+    /** Queue before PLAY completed was full. */
+    queueOverflow: number;
+    /** The sink threw (a bug there; counted so the packet loop keeps going). */
+    sinkError: number;
+  };
+}
+
+const MAX_QUEUE_PACKETS = 2048;
+const MAX_QUEUE_BYTES = 4 << 20;
+
+export class MediaRouter {
+  private readonly sink: Pick<MediaSink, "pushRtp" | "pushRtcp">;
+  /** Interleaved channel → track index (-1 = unassigned) and whether it carries RTCP. */
+  private readonly channelTrack = new Int16Array(256).fill(-1);
+  private readonly channelRtcp = new Uint8Array(256);
+  private delivering = false;
+  private stopped = false;
+  private queue: { track: number; rtcp: boolean; data: Buffer }[] = [];
+  private queueBytes = 0;
+  readonly stats: RouterStats = {
+    packetsIn: 0,
+    bytesIn: 0,
+    rtcpIn: 0,
+    malformed: 0,
+    drops: { unknownChannel: 0, badRtp: 0, badRtcp: 0, foreign: 0, queueOverflow: 0, sinkError: 0 },
+  };
+  /** Called when the sink throws; for logging (rate-limit there). */
+  onSinkError: (err: unknown) => void = () => {};
+
+  constructor(sink: Pick<MediaSink, "pushRtp" | "pushRtcp">) {
+    this.sink = sink;
+  }
+
+  /** Assigns interleaved channels (RFC 2326 §12.39 `interleaved=rtp-rtcp`) to a track. */
+  mapChannels(track: number, rtp: number, rtcp: number): void {
+    this.channelTrack[rtp] = track;
+    this.channelRtcp[rtp] = 0;
+    this.channelTrack[rtcp] = track;
+    this.channelRtcp[rtcp] = 1;
+  }
+
+  /** Whether an interleaved channel is already assigned. */
+  channelInUse(channel: number): boolean {
+    return this.channelTrack[channel]! >= 0;
+  }
+
+  /** PLAY succeeded and the sink knows the tracks: flush the queue, then deliver directly. */
+  start(): void {
+    if (this.stopped || this.delivering) return;
+    this.delivering = true;
+    const q = this.queue;
+    this.queue = [];
+    this.queueBytes = 0;
+    for (const p of q) this.deliver(p.track, p.rtcp, p.data);
+  }
+
+  /** Stop delivering (the session ended); later packets are ignored. */
+  stop(): void {
+    this.stopped = true;
+    this.delivering = false;
+    this.queue = [];
+    this.queueBytes = 0;
+  }
+
+  onInterleaved(channel: number, data: Buffer): void {
+    const track = this.channelTrack[channel]!;
+    if (track < 0) {
+      this.stats.drops.unknownChannel++;
+      this.stats.malformed++;
+      return;
+    }
+    if (this.channelRtcp[channel]) this.onRtcp(track, data);
+    else this.onRtp(track, data);
+  }
+
+  onRtp(track: number, data: Buffer): void {
+    const len = data.length;
+    if (len < 12 || data[0]! >> 6 !== 2 || 12 + 4 * (data[0]! & 0x0f) > len) {
+      this.stats.drops.badRtp++;
+      this.stats.malformed++;
+      return;
+    }
+    // RFC 5761 §4: payload types 64–95 on the RTP path are RTCP multiplexed onto it.
+    const pt = data[1]! & 0x7f;
+    if (pt >= 64 && pt <= 95) {
+      this.onRtcp(track, data);
+      return;
+    }
+    this.stats.packetsIn++;
+    this.stats.bytesIn += len;
+    this.route(track, false, data);
+  }
+
+  onRtcp(track: number, data: Buffer): void {
+    // RFC 3550 §6.4.1 / RFC 5761 §4: version 2, packet types 192–223, at least a header and SSRC.
+    if (data.length < 8 || data[0]! >> 6 !== 2 || data[1]! < 192 || data[1]! > 223) {
+      this.stats.drops.badRtcp++;
+      this.stats.malformed++;
+      return;
+    }
+    this.stats.rtcpIn++;
+    this.route(track, true, data);
+  }
+
+  /** A UDP datagram from a foreign address was dropped. */
+  foreign(): void {
+    this.stats.drops.foreign++;
+  }
+
+  private route(track: number, rtcp: boolean, data: Buffer): void {
+    if (this.delivering) {
+      this.deliver(track, rtcp, data);
+      return;
+    }
+    if (this.stopped) return;
+    if (this.queue.length >= MAX_QUEUE_PACKETS || this.queueBytes + data.length > MAX_QUEUE_BYTES) {
+      this.stats.drops.queueOverflow++;
+      return;
+    }
+    this.queue.push({ track, rtcp, data: Buffer.from(data) }); // the caller's buffer is only valid now
+    this.queueBytes += data.length;
+  }
+
+  private deliver(track: number, rtcp: boolean, data: Buffer): void {
+    try {
+      if (rtcp) this.sink.pushRtcp(track, data);
+      else this.sink.pushRtp(track, data);
+    } catch (err) {
+      this.stats.drops.sinkError++;
+      this.onSinkError(err);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * The one place where RTSP status codes (RFC 2326 §7.1.1) become error categories,
+ * for the client side: what a recorder's answer means for the ingest.
+ */
+import { AuthError, UpstreamError, type GatehouseError } from "../../config/errors.ts";
+
+const REASONS: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  453: "Not Enough Bandwidth",
+  454: "Session Not Found",
+  455: "Method Not Valid in This State",
+  457: "Invalid Range",
+  459: "Aggregate Operation Not Allowed",
+  460: "Only Aggregate Operation Allowed",
+  461: "Unsupported Transport",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  503: "Service Unavailable",
+};
+
+/** Redirection statuses the client follows (RFC 2326 §11.3). */
+export function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 305 || status === 307;
+}
+
+/** Permanent failures: retrying soon will not help, so the ingest waits the longest backoff. */
+export function isPermanent(err: GatehouseError): boolean {
+  return err.code === "UNAUTHORIZED" || err.code === "FORBIDDEN" || (err as RtspStatusError).status === 404;
+}
+
+/** A recorder answered a request with a non-success status. */
+export class RtspStatusError extends UpstreamError {
+  readonly status: number;
+  readonly method: string;
+  constructor(method: string, status: number, reason: string) {
+    super(`${method}: recorder answered ${status} ${reason || REASONS[status] || ""}`.trim());
+    this.status = status;
+    this.method = method;
+  }
+}
+
+/** The error for a non-2xx answer to `method`. */
+export function responseError(method: string, status: number, reason: string, detail?: string): GatehouseError {
+  const text = reason || REASONS[status] || "";
+  if (status === 401)
+    return new AuthError("UNAUTHORIZED", `${method}: recorder rejected the credentials (401 ${text})${detail ? `: ${detail}` : ""}`);
+  if (status === 403) return new AuthError("FORBIDDEN", `${method}: recorder refused access (403 ${text})`);
+  return new RtspStatusError(method, status, text);
+}
