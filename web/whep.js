@@ -27,7 +27,7 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  * @typedef {object} WhepOptions
  * @property {RTCIceServer[]} [iceServers] fixed ICE servers; when given, OPTIONS is skipped
  * @property {RTCIceTransportPolicy} [iceTransportPolicy] "relay" forces TURN (tests, strict networks)
- * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 40)
+ * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 25)
  * @property {number} [gatherMaxMs] upper bound on candidate gathering, ms (default 2000)
  * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
  * @property {number} [disconnectGraceMs] how long `disconnected` may last before retrying, ms (default 2500)
@@ -37,7 +37,7 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  */
 
 const DEFAULTS = {
-  gatherQuietMs: 40,
+  gatherQuietMs: 25,
   gatherMaxMs: 2000,
   connectTimeoutMs: 10_000,
   disconnectGraceMs: 2500,

@@ -280,6 +280,8 @@ export interface CanvasSample {
   litFraction: number;
   /** Distinct colours among the sampled pixels (quantised to 4 bits per channel). */
   colours: number;
+  /** FNV-1a hash of the sampled pixels: two different values mean the picture changed. */
+  hash: number;
 }
 
 /** Draw the current frame of `selector` to a canvas and sample a grid of pixels. */
@@ -288,7 +290,7 @@ export async function sampleVideoPixels(page: Page, selector = "video"): Promise
     const v = el as HTMLVideoElement;
     const width = v.videoWidth;
     const height = v.videoHeight;
-    if (!width || !height) return { width, height, meanLuma: 0, litFraction: 0, colours: 0 };
+    if (!width || !height) return { width, height, meanLuma: 0, litFraction: 0, colours: 0, hash: 0 };
     const canvas = document.createElement("canvas");
     canvas.width = width;
     canvas.height = height;
@@ -299,6 +301,7 @@ export async function sampleVideoPixels(page: Page, selector = "video"): Promise
     let n = 0;
     let lit = 0;
     let sum = 0;
+    let hash = 0x811c9dc5;
     const colours = new Set<number>();
     const step = Math.max(1, Math.floor(Math.min(width, height) / 48));
     for (let y = 0; y < height; y += step) {
@@ -310,18 +313,23 @@ export async function sampleVideoPixels(page: Page, selector = "video"): Promise
         const luma = 0.2126 * r + 0.7152 * g + 0.0722 * b;
         sum += luma;
         if (luma > 32) lit++;
-        colours.add(((r >> 4) << 8) | ((g >> 4) << 4) | (b >> 4));
+        const c = ((r >> 4) << 8) | ((g >> 4) << 4) | (b >> 4);
+        colours.add(c);
+        hash = Math.imul(hash ^ c, 0x01000193) >>> 0;
         n++;
       }
     }
-    return { width, height, meanLuma: sum / n, litFraction: lit / n, colours: colours.size };
+    return { width, height, meanLuma: sum / n, litFraction: lit / n, colours: colours.size, hash };
   });
 }
 
-/** True when the video's current frame is a real picture: not black, not one flat colour. */
+/**
+ * True when the video's current frame shows a picture: some clearly lit pixels (≥ 0.5 % of
+ * the samples: enough for GStreamer's small white ball on black) and more than one colour.
+ */
 export async function canvasNotBlack(page: Page, selector = "video"): Promise<boolean> {
   const s = await sampleVideoPixels(page, selector);
-  return s.litFraction > 0.05 && s.colours > 4;
+  return s.litFraction >= 0.005 && s.colours > 1;
 }
 
 /** Audio RTP packets received by the receiver playing in `selector` (default: busiest audio receiver). */
