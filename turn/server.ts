@@ -1,0 +1,388 @@
+/**
+ * The TURN server's socket adapter: UDP listeners, TCP/TLS connections (handed over by
+ * the gateway's front door or accepted on optional dedicated ports), relay sockets and
+ * one sweep timer. It feeds bytes and the time to `TurnCore` and performs the actions
+ * that come back; it holds no protocol logic of its own.
+ */
+import type dgram from "node:dgram";
+import net from "node:net";
+import tls from "node:tls";
+import type { Duplex } from "node:stream";
+import type { TurnConfig } from "../config/sections/turn.ts";
+import type { Logger } from "../config/log.ts";
+import type { ClientLink, ClientTuple, RelayEndpoint, TransportKind } from "./allocation.ts";
+import { TurnCore, type TurnAction, type TurnEvents } from "./core.ts";
+import { mintTurnCredentials, type TurnCredentials } from "./credentials.ts";
+import { StreamFramer } from "./framing.ts";
+import { TurnMetrics } from "./metrics.ts";
+import { PeerPolicy } from "./policy.ts";
+import { bindUdp, createUdpSocket, RelayPorts } from "./relay-ports.ts";
+import { canonicalIp, ipv4ToInt, type TransportAddress } from "./stun/address.ts";
+import type { SafeEmitter } from "../config/events.ts";
+
+/** What the front door needs: somewhere to hand a TCP or TLS connection that speaks TURN. */
+export interface TurnTcpHandler {
+  /**
+   * Take over `socket` (a net.Socket, or a TLSSocket after the handshake). `initial`
+   * holds bytes already read from it while sniffing; they are processed first.
+   */
+  handleConnection(socket: Duplex & Pick<net.Socket, "remoteAddress" | "remotePort" | "localAddress" | "localPort">, transport: "tcp" | "tls", initial?: Buffer): void;
+}
+
+export interface TurnServerOptions {
+  /** The validated `turn` configuration section. */
+  config: TurnConfig;
+  log: Logger;
+  /** Milliseconds; default Date.now. */
+  clock?: () => number;
+  /** The gateway's own media addresses (IPs or CIDR blocks): always allowed as peers. */
+  allowedPeers?: readonly string[];
+  /** Certificate and key (PEM) for dedicated TLS listeners. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Nonce MAC key (tests). */
+  nonceKey?: Buffer;
+  /** Sweep period for expiries, ms. Default 1000. */
+  sweepMs?: number;
+}
+
+export interface TurnServer extends TurnTcpHandler {
+  /** Bound UDP listener addresses, in configuration order. */
+  readonly udp: readonly TransportAddress[];
+  /** Bound dedicated TCP and TLS listener addresses. */
+  readonly tcp: readonly TransportAddress[];
+  readonly tls: readonly TransportAddress[];
+  readonly metrics: TurnMetrics;
+  readonly events: SafeEmitter<TurnEvents>;
+  readonly core: TurnCore;
+  /** Relay sockets currently open (gauge). */
+  readonly relaySockets: number;
+  /** Client TCP/TLS connections currently open (gauge). */
+  readonly connections: number;
+  /** Replace the gateway's own media addresses (always-allowed peers). */
+  setAllowedPeers(list: readonly string[]): void;
+  /** Mint credentials for a viewer with the configured secret and lifetime. */
+  mintCredentials(subject: string, ttlSeconds?: number): TurnCredentials;
+  /** End every allocation of `subject` (session revoked). */
+  closeSubject(subject: string): void;
+  /** Stop listening, end every allocation and connection. Idempotent. */
+  close(reason?: string): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Bytes queued on a client TCP connection beyond which relayed data is dropped. */
+const TCP_BACKLOG_BYTES = 512 * 1024;
+
+/** Start the TURN server described by `opts.config`. Rejects (and cleans up) if a listener cannot bind. */
+export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServer> {
+  const cfg = opts.config;
+  if (!cfg.secret) throw new RangeError("turn.secret is required");
+  const log = opts.log.child({ component: "turn" });
+  const clock = opts.clock ?? Date.now;
+  const metrics = new TurnMetrics();
+  const policy = new PeerPolicy({
+    allow: cfg.peers.allow,
+    deny: cfg.peers.deny,
+    allowPublic: cfg.peers.allowPublic,
+    gatewayAddresses: opts.allowedPeers ?? [],
+  });
+  const v4 = { address: cfg.relay.address, external: cfg.relay.externalAddress ?? cfg.relay.address };
+  const v6 = cfg.relay.address6 ? { address: cfg.relay.address6, external: cfg.relay.externalAddress6 ?? cfg.relay.address6 } : undefined;
+  const core = new TurnCore({
+    realm: cfg.realm,
+    secrets: [cfg.secret, ...cfg.previousSecrets],
+    nonceLifetimeSeconds: cfg.nonceLifetimeSeconds,
+    lifetimes: cfg.lifetimes,
+    quotas: cfg.quotas,
+    policy,
+    families: { v4: true, v6: !!v6 },
+    log,
+    metrics,
+    ...(opts.nonceKey ? { nonceKey: opts.nonceKey } : {}),
+  });
+
+  let closed = false;
+  const conns = new Map<number, TcpClient>();
+  let nextConn = 1;
+
+  // --- Relay sockets: peer → client is the hot path.
+  const onPeerMessage = (endpoint: RelayEndpoint, data: Buffer, address: string, port: number): void => {
+    const out = core.fromPeer(endpoint, data, address, port, clock());
+    if (out !== undefined) endpoint.allocation!.tuple.link.send(out);
+  };
+  const relays = new RelayPorts({
+    v4,
+    ...(v6 ? { v6 } : {}),
+    portRange: cfg.relay.portRange,
+    bufferBytes: cfg.relay.socketBufferBytes,
+    log,
+    onPeerMessage,
+  });
+
+  const perform = (actions: readonly TurnAction[]): void => {
+    for (const a of actions) {
+      switch (a.kind) {
+        case "reply":
+          a.to.link.send(a.data);
+          break;
+        case "send-peer":
+          a.relay.handle.send(a.data, a.peer.port, a.peer.address);
+          break;
+        case "release-relay":
+          a.endpoint.handle.close();
+          break;
+        case "open-relay": {
+          const req = a.request;
+          relays.openRelays(req.families, req.evenPort, req.reserveNext).then(
+            (r) => perform(core.relayOpened(req.id, r.endpoints, r.reserved, clock())),
+            (err: unknown) => {
+              log.warn("turn relay socket could not be opened", { err });
+              perform(core.relayFailed(req.id));
+            },
+          );
+          break;
+        }
+        case "ignore":
+          break;
+      }
+    }
+  };
+
+  // TCP/TLS allocations die with their connection; the connection dies with its allocation.
+  core.events.on("allocation-closed", (info, reason) => {
+    if (info.transport === "udp" || reason === "transport-closed") return;
+    if (typeof info.tupleKey === "number" && info.tupleKey < 0) conns.get(-info.tupleKey)?.end();
+  });
+
+  // --- UDP listeners.
+  const udpSockets: dgram.Socket[] = [];
+  const udpAddrs: TransportAddress[] = [];
+  const cleanup = (): void => {
+    for (const s of udpSockets) {
+      try {
+        s.close();
+      } catch {
+        // not bound
+      }
+    }
+    for (const s of servers) s.close();
+  };
+  const servers: net.Server[] = [];
+  const tcpAddrs: TransportAddress[] = [];
+  const tlsAddrs: TransportAddress[] = [];
+
+  try {
+    for (const [index, l] of cfg.udp.entries()) {
+      const family = net.isIPv6(l.host) ? 6 : 4;
+      const sock = createUdpSocket(family, cfg.relay.socketBufferBytes);
+      udpSockets.push(sock);
+      const port = await bindUdp(sock, l.host, l.port);
+      const local: TransportAddress = { family, address: canonicalIp(l.host) ?? l.host, port };
+      udpAddrs.push(local);
+      attachUdp(sock, index, local);
+      sock.on("error", (err) => log.warn("turn udp listener error", { port, err }));
+    }
+    for (const l of cfg.tcp) {
+      const srv = net.createServer({ noDelay: true }, (s) => handleConnection(s, "tcp"));
+      servers.push(srv);
+      tcpAddrs.push(await listen(srv, l.host, l.port));
+    }
+    if (cfg.tls.length) {
+      if (!opts.tls) throw new RangeError("turn.tls listeners need a certificate (server.tls)");
+      for (const l of cfg.tls) {
+        const srv = tls.createServer(
+          { cert: opts.tls.cert, key: opts.tls.key, handshakeTimeout: cfg.handshakeTimeoutSeconds * 1000, ALPNProtocols: ["stun.turn", "http/1.1"] },
+          (s) => handleConnection(s, "tls"),
+        );
+        srv.on("tlsClientError", (err) => log.debug("turn tls handshake failed", { err }));
+        servers.push(srv);
+        tlsAddrs.push(await listen(srv, l.host, l.port));
+      }
+    }
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+
+  function attachUdp(sock: dgram.Socket, index: number, local: TransportAddress): void {
+    const base = index * 2 ** 48;
+    sock.on("message", (buf: Buffer, rinfo: dgram.RemoteInfo) => {
+      const b0 = buf[0];
+      if (b0 === undefined) return;
+      if (b0 >= 0x40 && b0 < 0x80) {
+        // ChannelData (RFC 8656 §12): the relay hot path.
+        const v4 = ipv4ToInt(rinfo.address);
+        const key = v4 >= 0 ? base + v4 * 65536 + rinfo.port : `${index}|${rinfo.address}|${rinfo.port}`;
+        const ch = core.channelDataFromClient(key, buf, clock());
+        if (ch !== undefined) ch.relay.handle.send(buf.subarray(4, 4 + ((buf[2]! << 8) | buf[3]!)), ch.peer.port, ch.peer.address);
+        return;
+      }
+      if (b0 >= 0x40) {
+        metrics.malformed++;
+        return;
+      }
+      const v4 = ipv4ToInt(rinfo.address);
+      const key = v4 >= 0 ? base + v4 * 65536 + rinfo.port : `${index}|${rinfo.address}|${rinfo.port}`;
+      const remote: TransportAddress = { family: rinfo.family === "IPv6" ? 6 : 4, address: rinfo.address, port: rinfo.port };
+      const link: ClientLink = { send: (d) => sock.send(d, remote.port, remote.address) };
+      perform(core.handleStun(buf, { transport: "udp", remote, local, key, link }, clock()));
+    });
+  }
+
+  // --- TCP/TLS clients.
+  class TcpClient {
+    readonly tuple: ClientTuple;
+    readonly socket: Duplex;
+    private readonly framer: StreamFramer;
+    private ended = false;
+    private idle: NodeJS.Timeout | undefined;
+
+    constructor(socket: TurnTcpHandlerSocket, transport: TransportKind, id: number) {
+      this.socket = socket;
+      const remoteAddress = canonicalIp(socket.remoteAddress ?? "") ?? "0.0.0.0";
+      const localAddress = canonicalIp(socket.localAddress ?? "") ?? "0.0.0.0";
+      const link: ClientLink = {
+        send: (d) => {
+          if (this.ended) return;
+          // Relayed data is datagram-like: drop rather than queue without bound.
+          if (socket.writableLength > TCP_BACKLOG_BYTES && d[0]! >= 0x40) {
+            metrics.dropBackpressure++;
+            return;
+          }
+          socket.write(d);
+        },
+      };
+      this.tuple = {
+        transport,
+        remote: { family: net.isIPv6(remoteAddress) ? 6 : 4, address: remoteAddress, port: socket.remotePort ?? 0 },
+        local: { family: net.isIPv6(localAddress) ? 6 : 4, address: localAddress, port: socket.localPort ?? 0 },
+        key: -id,
+        link,
+      };
+      const key = this.tuple.key;
+      const tuple = this.tuple;
+      this.framer = new StreamFramer({
+        frame(kind, frame) {
+          const now = clock();
+          if (kind === "channel") {
+            const ch = core.channelDataFromClient(key, frame, now);
+            if (ch !== undefined) ch.relay.handle.send(frame.subarray(4, 4 + ((frame[2]! << 8) | frame[3]!)), ch.peer.port, ch.peer.address);
+          } else {
+            perform(core.handleStun(frame, tuple, now));
+          }
+        },
+      });
+      // A connection that has not allocated within the handshake timeout is closed (slowloris).
+      this.idle = setTimeout(() => {
+        if (!core.allocationFor(key)) this.end();
+      }, cfg.handshakeTimeoutSeconds * 1000);
+      this.idle.unref();
+      socket.on("data", (chunk: Buffer) => this.data(chunk));
+      socket.on("error", (err) => log.debug("turn client connection error", { err }));
+      socket.once("close", () => this.closed());
+    }
+
+    data(chunk: Buffer): void {
+      const err = this.framer.push(chunk);
+      if (err) {
+        metrics.malformed++;
+        log.debug("turn stream framing error", { reason: err, client: this.tuple.remote.address });
+        this.socket.destroy();
+      }
+    }
+
+    end(): void {
+      if (this.ended) return;
+      this.ended = true;
+      this.socket.end();
+      // Give the last response a moment to flush, then make sure the socket is gone.
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    }
+
+    closed(): void {
+      this.ended = true;
+      if (this.idle) clearTimeout(this.idle);
+      conns.delete(-(this.tuple.key as number));
+      perform(core.transportClosed(this.tuple.key));
+    }
+  }
+  type TurnTcpHandlerSocket = Parameters<TurnTcpHandler["handleConnection"]>[0];
+
+  function handleConnection(socket: TurnTcpHandlerSocket, transport: "tcp" | "tls", initial?: Buffer): void {
+    if (closed) {
+      socket.destroy();
+      return;
+    }
+    // Bound connections: a flood of idle TCP connections must not exhaust descriptors.
+    if (conns.size >= cfg.quotas.totalAllocations * 2) {
+      socket.destroy();
+      return;
+    }
+    if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") socket.setNoDelay(true);
+    const id = nextConn++;
+    const c = new TcpClient(socket, transport, id);
+    conns.set(id, c);
+    if (initial && initial.length) c.data(initial);
+  }
+
+  const sweepMs = opts.sweepMs ?? 1000;
+  const timer = setInterval(() => perform(core.tick(clock())), sweepMs);
+  timer.unref();
+
+  log.info("turn server listening", {
+    udp: udpAddrs.map((a) => `${a.address}:${a.port}`),
+    tcp: tcpAddrs.map((a) => `${a.address}:${a.port}`),
+    tls: tlsAddrs.map((a) => `${a.address}:${a.port}`),
+  });
+
+  let closing: Promise<void> | undefined;
+  const server: TurnServer = {
+    udp: udpAddrs,
+    tcp: tcpAddrs,
+    tls: tlsAddrs,
+    metrics,
+    events: core.events,
+    core,
+    get relaySockets() {
+      return relays.open;
+    },
+    get connections() {
+      return conns.size;
+    },
+    handleConnection,
+    setAllowedPeers: (list) => policy.setGatewayAddresses(list),
+    mintCredentials: (subject, ttlSeconds) =>
+      mintTurnCredentials({ secret: cfg.secret!, subject, ttlSeconds: ttlSeconds ?? cfg.credentialLifetimeSeconds, now: clock() }),
+    closeSubject: (subject) => perform(core.closeSubject(subject)),
+    close(reason = "closed") {
+      if (closing) return closing;
+      closed = true;
+      closing = (async () => {
+        log.debug("turn server closing", { reason });
+        clearInterval(timer);
+        perform(core.close());
+        relays.close();
+        for (const c of [...conns.values()]) c.socket.destroy();
+        await Promise.all([
+          ...udpSockets.map((s) => new Promise<void>((r) => s.close(() => r()))),
+          ...servers.map((s) => new Promise<void>((r) => s.close(() => r()))),
+        ]);
+      })();
+      return closing;
+    },
+    [Symbol.asyncDispose]() {
+      return this.close("disposed");
+    },
+  };
+  return server;
+}
+
+function listen(srv: net.Server, host: string, port: number): Promise<TransportAddress> {
+  return new Promise((resolve, reject) => {
+    srv.once("error", reject);
+    srv.listen({ host, port }, () => {
+      srv.off("error", reject);
+      const a = srv.address() as net.AddressInfo;
+      resolve({ family: a.family === "IPv6" ? 6 : 4, address: a.address, port: a.port });
+    });
+  });
+}
