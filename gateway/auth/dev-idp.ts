@@ -67,6 +67,8 @@ export interface OidcProviderOptions {
   log: Logger;
   /** Milliseconds since the epoch, for the rate limiter. */
   clock?: () => number;
+  /** Observes every request (tests count JWKS fetches). */
+  onRequest?: (req: IncomingMessage) => void;
 }
 
 export interface RunningOidcProvider {
@@ -206,6 +208,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
   const providerHandler = provider.callback();
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
+    opts.onRequest?.(req);
     const url = new URL(req.url ?? "/", issuer);
     const m = /^\/interaction\/([A-Za-z0-9_-]+)(\/login)?$/.exec(url.pathname);
     if (!m) return providerHandler(req, res);

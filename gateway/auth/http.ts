@@ -91,6 +91,17 @@ export function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+/** "outer ← inner ← root" messages of an error's cause chain, for logs (never sent to clients). */
+export function causeChain(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, i = 0; e && i < 8; e = (e as { cause?: unknown }).cause, i++) {
+    const msg = e instanceof Error ? e.message : typeof e === "string" ? e : "";
+    const code = (e as { code?: unknown; error?: unknown }).error ?? (e as { code?: unknown }).code;
+    if (msg || code) parts.push(`${msg}${typeof code === "string" && !msg.includes(code) ? ` [${code}]` : ""}`);
+  }
+  return parts.join(" ← ");
+}
+
 // ---- CSRF ----------------------------------------------------------------------------------------
 
 /**

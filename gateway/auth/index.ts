@@ -47,6 +47,7 @@ import { BearerValidator, JwksCache } from "./bearer.ts";
 import { isLoopbackHost, startDevIdp, type RunningOidcProvider } from "./dev-idp.ts";
 import { providerFetch, type FetchLike, type ProviderFetch } from "./fetch.ts";
 import {
+  causeChain,
   CsrfTokens,
   describeFailure,
   errorPage,
@@ -154,8 +155,8 @@ export interface Auth {
   revokeUser(sub: string): number;
   /** Apply a new auth section without restart: rights and signing keys. Other changes need a restart (reported). */
   reload(config: AuthConfig): { applied: string[]; needsRestart: string[] };
-  /** Session housekeeping now (the timer does it every few seconds). */
-  sweep(): void;
+  /** Session housekeeping now (the timer does it every few seconds); resolves when its refreshes are done. */
+  sweep(): Promise<void>;
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -386,7 +387,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
         return { user: Object.freeze({ sub: userId(v.sub), name: displayName(v.claims), roles, via: "bearer", sessionId: undefined, expiresAt: v.expiresAt }) };
       } catch (err) {
         failuresBySource.hit(source);
-        log.debug("bearer token refused", { source, err });
+        log.debug("bearer token refused", { source, reason: causeChain(err) });
         return { error: err instanceof AuthError ? err : new AuthError("UNAUTHORIZED", "invalid token", { cause: err }), bearer: true, clearCookie: false };
       }
     }
@@ -400,7 +401,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       const limited = rateLimited(source);
       if (limited) return { error: limited, bearer: false, clearCookie: true };
       if (!(isGatehouseError(err) && /unknown key/.test(err.message))) failuresBySource.hit(source);
-      log.debug("session cookie refused", { source, err });
+      log.debug("session cookie refused", { source, reason: causeChain(err) });
       return { error: new AuthError("UNAUTHORIZED", "invalid session", { cause: err }), bearer: false, clearCookie: true };
     }
     const rec = typeof claims.sid === "string" ? sessions.get(claims.sid as SessionId) : undefined;
@@ -540,7 +541,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
         res.redirect(303, url);
       },
       (err: unknown) => {
-        log.warn("cannot start sign-in: identity provider unavailable", { err });
+        log.warn("cannot start sign-in: identity provider unavailable", { reason: causeChain(err) });
         sendPage(
           res,
           503,
@@ -581,11 +582,11 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       },
       (err: unknown) => {
         if (isGatehouseError(err) && err.code === "UPSTREAM") {
-          log.warn("sign-in failed: identity provider unavailable", { err });
+          log.warn("sign-in failed: identity provider unavailable", { reason: causeChain(err) });
           return sendPage(res, 502, errorPage("Identity provider unreachable", "The identity provider did not answer. Try again in a few minutes.", again));
         }
         failuresBySource.hit(source);
-        log.info("sign-in rejected", { source, err });
+        log.info("sign-in rejected", { source, reason: causeChain(err) });
         sendPage(res, 400, errorPage("Sign-in failed", "The sign-in could not be completed.", again));
       },
     );
@@ -634,13 +635,16 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     resolveUser(req).then(async (o) => {
       const json = req.accepts(["html", "json"]) === "json";
       const done = (location: string) => (json ? res.json({ redirect: location }) : res.redirect(303, location));
-      clearSessionCookie(res);
-      if ("error" in o || o.user.via !== "session") return done("/");
+      if ("error" in o || o.user.via !== "session") {
+        clearSessionCookie(res);
+        return done("/");
+      }
       const presented = req.get("x-csrf-token") ?? (req.body as { _csrf?: unknown } | undefined)?._csrf;
       if (!sameOrigin(req, publicOrigin) || !csrfTokens.verify(o.user.sessionId!, presented)) {
         log.info("CSRF check failed on logout", { sub: o.user.sub });
         return sendFailure(res, { status: 403, error: "forbidden", reason: "missing or invalid CSRF token" });
       }
+      clearSessionCookie(res);
       const rec = sessions.get(o.user.sessionId!);
       sessions.end(o.user.sessionId!, "logout");
       log.info("signed out", { sub: o.user.sub, session: short(o.user.sessionId!) });

@@ -63,7 +63,7 @@ export class SessionKeyring {
   /** Sign `claims` (which must carry iat/exp, seconds) with the newest key. */
   sign(claims: Record<string, unknown>): string {
     const k = this.signer;
-    return jwt.sign(claims, k.privateKey, { algorithm: k.alg, keyid: k.kid, noTimestamp: true });
+    return jwt.sign(claims, k.privateKey, { algorithm: k.alg, keyid: k.kid });
   }
 
   /**

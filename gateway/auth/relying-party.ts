@@ -52,6 +52,7 @@ export class RelyingParty {
   private discovering: Promise<oidc.Configuration> | undefined;
   private lastAttempt = -Infinity;
   private lastError: unknown;
+  private lastContact = -Infinity;
 
   constructor(opts: RelyingPartyOptions) {
     this.opts = opts;
@@ -89,6 +90,7 @@ export class RelyingParty {
         },
       );
       this.config = config;
+      this.lastContact = this.opts.clock();
       this.opts.log.info("identity provider discovered", { issuer: o.issuer });
       return config;
     } catch (err) {
@@ -105,9 +107,27 @@ export class RelyingParty {
     return uri;
   }
 
+  /**
+   * Is the provider answering? Checked (at most every 30 s) before sending a browser there, so a
+   * provider that went down after discovery gives the user our clear error page, not a dead tab.
+   */
+  async ensureReachable(): Promise<void> {
+    if (this.opts.clock() - this.lastContact < 30_000) return;
+    const url = `${this.opts.issuer.replace(/\/$/, "")}/.well-known/openid-configuration`;
+    try {
+      const res = await this.opts.fetch(url, { signal: AbortSignal.timeout(3000) });
+      await res.arrayBuffer();
+      if (res.status >= 500) throw new UpstreamError(`discovery answered ${res.status}`);
+      this.lastContact = this.opts.clock();
+    } catch (err) {
+      throw classify(err, "reachability");
+    }
+  }
+
   /** Start a sign-in: fresh state, nonce and PKCE verifier, and the provider URL to send the browser to. */
   async begin(extra: Record<string, string> = {}): Promise<{ url: string; tx: LoginTransaction }> {
     const config = await this.configuration();
+    await this.ensureReachable();
     const tx: LoginTransaction = { state: oidc.randomState(), nonce: oidc.randomNonce(), codeVerifier: oidc.randomPKCECodeVerifier() };
     const url = oidc.buildAuthorizationUrl(config, {
       redirect_uri: this.opts.redirectUri,

@@ -75,7 +75,7 @@ export class SessionStore {
     this.opts = opts;
     const every = opts.sweepMs ?? Math.min(opts.ttlMs / 4, 15_000);
     if (every > 0) {
-      this.timer = setInterval(() => this.sweep(), every);
+      this.timer = setInterval(() => void this.sweep(), every);
       this.timer.unref();
     }
   }
@@ -210,9 +210,13 @@ export class SessionStore {
     };
   }
 
-  /** Housekeeping, run by the timer: max age, background refresh of watched sessions, lapse. */
-  sweep(): void {
+  /**
+   * Housekeeping, run by the timer: max age, background refresh of watched sessions, lapse.
+   * Resolves when the refreshes it started have finished (the timer does not wait).
+   */
+  sweep(): Promise<void> {
     const now = this.opts.clock();
+    const started: Promise<boolean>[] = [];
     for (const rec of [...this.sessions.values()]) {
       if (now >= rec.absoluteExpiresAt) {
         this.end(rec.id, "max_age");
@@ -224,8 +228,9 @@ export class SessionStore {
         if (!rec.refreshToken) this.end(rec.id, "expired");
         continue;
       }
-      if (watched && rec.refreshToken && rec.expiresAt - now < this.opts.ttlMs / 2) void this.refresh(rec);
+      if (watched && rec.refreshToken && rec.expiresAt - now < this.opts.ttlMs / 2) started.push(this.refresh(rec));
     }
+    return Promise.all(started).then(() => undefined);
   }
 
   close(): void {
