@@ -25,7 +25,7 @@ import { formatTransport, parsePublic, parseSession, parseTransport, type Transp
 import { MediaRouter, type RouterStats } from "./media-router.ts";
 import { RtspHeaders, type RtspResponse } from "./message.ts";
 import { baseUrl, parseSdp, planTracks, type IngestTrack, type UnsupportedMedia } from "./sdp.ts";
-import { isRedirect, responseError } from "./status.ts";
+import { UnplayableError, isRedirect, responseError } from "./status.ts";
 import { realTimers, type TimerHandle, type Timers } from "./timers.ts";
 import { UdpMediaPair } from "./udp-media.ts";
 import { parseRtspUrl, sameOrigin, type RtspUrl } from "./url.ts";
@@ -246,13 +246,13 @@ export class RtspClient {
     try {
       sdp = parseSdp(describe.body.toString("utf8"));
     } catch (err) {
-      throw new UpstreamError(`recorder's SDP is unusable: ${(err as Error).message}`, { cause: err });
+      throw new UnplayableError(`recorder's SDP is unusable: ${(err as Error).message}`, { cause: err });
     }
     const base = baseUrl(this.url.href, describe.headers.get("Content-Base"), describe.headers.get("Content-Location"));
     const plan = planTracks(sdp, base);
     for (const u of plan.unsupported) this.log.info("media not pulled", { media: u.mediaIndex, type: u.type, reason: u.reason });
     if (plan.tracks.length === 0)
-      throw new UpstreamError(
+      throw new UnplayableError(
         `no playable track${plan.unsupported.length ? ": " + plan.unsupported.map((u) => u.reason).join("; ") : ""}`,
       );
     this.aggregateUrl = plan.aggregateUrl;

@@ -27,9 +27,22 @@ export function isRedirect(status: number): boolean {
   return status === 301 || status === 302 || status === 303 || status === 305 || status === 307;
 }
 
-/** Permanent failures: retrying soon will not help, so the ingest waits the longest backoff. */
+/** The recorder works but offers nothing we can forward (e.g. H.265 only), or its SDP is unusable. */
+export class UnplayableError extends UpstreamError {}
+
+/**
+ * Failures that retrying soon will not fix (bad credentials, unknown stream, nothing
+ * playable, bad URL): the ingest retries at the longest backoff, so a wrong password
+ * does not hammer the recorder into locking the account.
+ */
 export function isPermanent(err: GatehouseError): boolean {
-  return err.code === "UNAUTHORIZED" || err.code === "FORBIDDEN" || (err as RtspStatusError).status === 404;
+  return (
+    err.code === "UNAUTHORIZED" ||
+    err.code === "FORBIDDEN" ||
+    err.code === "BAD_INPUT" ||
+    err instanceof UnplayableError ||
+    (err instanceof RtspStatusError && err.status === 404)
+  );
 }
 
 /** A recorder answered a request with a non-success status. */

@@ -5,14 +5,14 @@
 export type TimerHandle = { readonly __timer: unique symbol } | object;
 
 export interface Timers {
-  /** Milliseconds, monotonic enough for durations. */
+  /** Wall-clock milliseconds (epoch); used for durations and for `since` in statuses. */
   now(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
   clearTimeout(h: TimerHandle | undefined): void;
 }
 
 export const realTimers: Timers = {
-  now: () => performance.now(),
+  now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => {
     if (h !== undefined) clearTimeout(h as ReturnType<typeof setTimeout>);

@@ -1,0 +1,325 @@
+/**
+ * The lifecycle of ONE camera's pull: on demand (start with the first viewer, stop
+ * `rtsp.idleStopSeconds` after the last leaves) or always on; reconnect with capped
+ * exponential backoff and jitter, reset once a session has played stably.
+ *
+ * State per camera only: one camera's failure never touches another (the UDP port pool
+ * is the one shared object). Timers, clock, randomness and the RTSP client are injected,
+ * so backoff and idle stop are tested without sleeping.
+ */
+import { ClosedError, isGatehouseError, UpstreamError, type GatehouseError } from "../../config/errors.ts";
+import { SafeEmitter } from "../../config/events.ts";
+import type { Logger } from "../../config/log.ts";
+import type { CameraConfig, Config } from "../../config/schema.ts";
+import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
+import { RtspClient, type PlaySession, type RtspClientEvents, type RtspClientOptions, type RtspClientStats } from "../rtsp/client.ts";
+import { isPermanent } from "../rtsp/status.ts";
+import { realTimers, type TimerHandle, type Timers } from "../rtsp/timers.ts";
+import { backoffDelay } from "./backoff.ts";
+import type { UdpPortPool } from "./udp-ports.ts";
+
+/** What CameraIngest needs of an RTSP client (tests substitute a fake). */
+export interface IngestClient {
+  start(): Promise<PlaySession>;
+  close(reason?: string): Promise<void>;
+  stats(): RtspClientStats;
+  readonly events: Pick<SafeEmitter<RtspClientEvents>, "on">;
+}
+
+export interface CameraIngestOptions {
+  camera: CameraConfig;
+  rtsp: Config["rtsp"];
+  sink: MediaSink;
+  log: Logger;
+  ports: UdpPortPool;
+  timers?: Timers;
+  /** Uniform in [0, 1), for backoff jitter. Default Math.random. */
+  random?: () => number;
+  /** A session that played this long resets the backoff, ms. Default 10000. */
+  stableMs?: number;
+  /** Builds the RTSP client of each attempt. Default: a real RtspClient. */
+  createClient?: (opts: RtspClientOptions) => IngestClient;
+}
+
+export type IngestState = "idle" | "connecting" | "playing" | "backoff" | "failed";
+
+export interface IngestStatus {
+  state: IngestState;
+  /** Why the camera is not playing (last failure, or "idle: …"). */
+  reason?: string;
+  /** When the state was entered, epoch ms. */
+  since: number;
+  /** Reconnect attempts since the ingest was created. */
+  reconnects: number;
+  /** RTP packets and bytes received, all sessions together. */
+  packetsIn: number;
+  bytesIn: number;
+  /** Malformed input dropped (bad interleaved channel, garbage RTP/RTCP), all sessions together. */
+  malformed: number;
+  lastError?: string;
+  /** Tracks of the current (or last) session, as given to the sink. */
+  tracks: TrackSpec[];
+  /** Media the recorder offers that are not forwarded, with reasons (e.g. H.265). */
+  unsupported: { type: string; reason: string }[];
+  /** RTSP sessions this ingest holds on the recorder right now (0 or 1: one pull per camera). */
+  recorderSessions: number;
+  /** Transport of the current session. */
+  transport?: "tcp" | "udp";
+  /** Delay before the next attempt, ms, while in backoff/failed. */
+  retryInMs?: number;
+}
+
+export type CameraIngestEvents = {
+  state: [IngestStatus];
+};
+
+export class CameraIngest {
+  readonly events: SafeEmitter<CameraIngestEvents>;
+  private readonly opts: CameraIngestOptions;
+  private readonly log: Logger;
+  private readonly timers: Timers;
+  private readonly createClient: (opts: RtspClientOptions) => IngestClient;
+  private state: IngestState = "idle";
+  private reason: string | undefined = "idle: no viewers";
+  private since: number;
+  private viewers = 0;
+  private closed = false;
+  private client: IngestClient | undefined;
+  private generation = 0;
+  private attempt = 0;
+  private reconnects = 0;
+  private retryInMs: number | undefined;
+  private idleTimer: TimerHandle | undefined;
+  private retryTimer: TimerHandle | undefined;
+  private stableTimer: TimerHandle | undefined;
+  private playing: PlaySession | undefined;
+  private lastSession: PlaySession | undefined;
+  private lastError: string | undefined;
+  private lastLoggedFailure: string | undefined;
+  /** `auto` transport: UDP delivered nothing once, so later attempts use TCP. */
+  private preferTcp = false;
+  private totals = { packetsIn: 0, bytesIn: 0, malformed: 0 };
+  private closing: Promise<void> | undefined;
+
+  constructor(opts: CameraIngestOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.timers = opts.timers ?? realTimers;
+    this.createClient = opts.createClient ?? ((o) => new RtspClient(o));
+    this.since = this.timers.now();
+    this.events = new SafeEmitter<CameraIngestEvents>((event, err) => this.log.error("ingest listener failed", { event, err }));
+    if (opts.camera.alwaysOn) {
+      this.reason = undefined;
+      this.connect();
+    }
+  }
+
+  /** Subscribes to an event; returns the unsubscribe function. */
+  on<K extends keyof CameraIngestEvents>(event: K, fn: (...args: CameraIngestEvents[K]) => void): () => void {
+    return this.events.on(event, fn);
+  }
+
+  /** Viewer count from the SFU: 0→>0 starts (cancelling an idle stop), >0→0 arms the idle stop. */
+  setDemand(viewers: number): void {
+    if (this.closed) return;
+    const prev = this.viewers;
+    this.viewers = Math.max(0, Math.floor(viewers) || 0);
+    if (this.viewers > 0) {
+      this.clearIdle();
+      if (this.state === "idle") this.connect();
+      else if (this.state === "failed" || this.state === "backoff") this.log.debug("viewer waiting for a reconnect", {});
+      return;
+    }
+    if (prev > 0 && !this.opts.camera.alwaysOn && this.state !== "idle") this.armIdle();
+  }
+
+  status(): IngestStatus {
+    const live = this.client?.stats();
+    const session = this.playing ?? this.lastSession;
+    const s: IngestStatus = {
+      state: this.state,
+      since: this.since,
+      reconnects: this.reconnects,
+      packetsIn: this.totals.packetsIn + (live?.packetsIn ?? 0),
+      bytesIn: this.totals.bytesIn + (live?.bytesIn ?? 0),
+      malformed: this.totals.malformed + (live?.malformed ?? 0),
+      tracks: session?.specs ?? [],
+      unsupported: (session?.unsupported ?? []).map((u) => ({ type: u.type, reason: u.reason })),
+      recorderSessions: this.playing ? 1 : 0,
+    };
+    if (this.reason !== undefined) s.reason = this.reason;
+    if (this.lastError !== undefined) s.lastError = this.lastError;
+    if (this.playing) s.transport = this.playing.transport;
+    if (this.retryInMs !== undefined) s.retryInMs = this.retryInMs;
+    return s;
+  }
+
+  /** Stops pulling for good (TEARDOWN if playing); idempotent. */
+  close(reason = "closed"): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closed = true;
+    this.clearIdle();
+    this.closing = this.stop(reason, "debug").then(() => this.events.removeAllListeners());
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close("disposed");
+  }
+
+  private wanted(): boolean {
+    return !this.closed && (this.opts.camera.alwaysOn || this.viewers > 0 || this.idleTimer !== undefined);
+  }
+
+  private setState(state: IngestState, reason: string | undefined): void {
+    if (state !== this.state) this.since = this.timers.now();
+    this.state = state;
+    this.reason = reason;
+    this.events.emit("state", this.status());
+  }
+
+  private connect(): void {
+    this.timers.clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.retryInMs = undefined;
+    const gen = ++this.generation;
+    const { camera, rtsp } = this.opts;
+    const transport = camera.transport === "auto" && this.preferTcp ? "tcp" : camera.transport;
+    this.setState("connecting", undefined);
+    let client: IngestClient;
+    try {
+      client = this.createClient({
+        url: camera.url,
+        username: camera.username,
+        password: camera.password,
+        transport,
+        tlsInsecure: camera.tlsInsecure,
+        requestTimeoutMs: rtsp.requestTimeoutMs,
+        mediaTimeoutMs: rtsp.mediaTimeoutMs,
+        ports: this.opts.ports,
+        log: this.log.child({ attempt: this.reconnects }),
+        timers: this.timers,
+        sink: this.opts.sink,
+        onPlay: (session) => this.onPlay(gen, session),
+      });
+    } catch (err) {
+      this.onFailure(gen, err);
+      return;
+    }
+    this.client = client;
+    client.events.on("ended", (err) => this.onFailure(gen, err));
+    client.start().catch((err: unknown) => this.onFailure(gen, err));
+  }
+
+  /** Synchronous, from inside the client, before any packet reaches the sink. */
+  private onPlay(gen: number, session: PlaySession): void {
+    if (gen !== this.generation || this.closed) return;
+    this.playing = session;
+    this.lastSession = session;
+    this.lastError = undefined;
+    this.lastLoggedFailure = undefined;
+    this.opts.sink.setTracks(session.specs);
+    this.setState("playing", undefined);
+    this.timers.clearTimeout(this.stableTimer);
+    this.stableTimer = this.timers.setTimeout(() => {
+      this.stableTimer = undefined;
+      if (gen === this.generation) this.attempt = 0; // playing stably: the next failure starts over at min delay
+    }, this.opts.stableMs ?? 10_000);
+  }
+
+  private onFailure(gen: number, raw: unknown): void {
+    if (gen !== this.generation || this.closed) return;
+    this.generation++; // later callbacks of this attempt are stale
+    const err = toError(raw);
+    const client = this.client;
+    this.client = undefined;
+    const stats = client?.stats();
+    this.addTotals(stats);
+    void client?.close(err.message);
+    this.timers.clearTimeout(this.stableTimer);
+    this.stableTimer = undefined;
+    const wasPlaying = this.playing;
+    this.playing = undefined;
+    if (wasPlaying) {
+      this.opts.sink.upstreamDown(err.message);
+      if (this.opts.camera.transport === "auto" && wasPlaying.transport === "udp" && stats?.packetsIn === 0) {
+        this.log.info("no media over UDP; switching to TCP interleaved", {});
+        this.preferTcp = true;
+      }
+    }
+    this.lastError = err.message;
+    if (!this.wanted()) {
+      this.setState("idle", "idle: no viewers");
+      return;
+    }
+    const permanent = isPermanent(err);
+    const { reconnectMinMs, reconnectMaxMs } = this.opts.rtsp;
+    const delay = permanent
+      ? reconnectMaxMs
+      : backoffDelay(this.attempt++, { minMs: reconnectMinMs, maxMs: reconnectMaxMs, random: this.opts.random });
+    // One warning per distinct failure; repeats are debug so a dead camera does not flood the log.
+    const level = this.lastLoggedFailure === err.message ? "debug" : "warn";
+    this.lastLoggedFailure = err.message;
+    this.log[level]("camera ingest failed; will retry", { reason: err.message, code: err.code, retryInMs: delay });
+    this.retryInMs = delay;
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.wanted()) {
+        this.setState("idle", "idle: no viewers");
+        return;
+      }
+      this.reconnects++;
+      this.connect();
+    }, delay);
+    this.setState(permanent ? "failed" : "backoff", err.message);
+  }
+
+  private armIdle(): void {
+    this.clearIdle();
+    const ms = this.opts.rtsp.idleStopSeconds * 1000;
+    this.idleTimer = this.timers.setTimeout(() => {
+      this.idleTimer = undefined;
+      if (this.viewers > 0 || this.opts.camera.alwaysOn || this.closed) return;
+      void this.stop(`idle: no viewers for ${this.opts.rtsp.idleStopSeconds} s`, "info");
+    }, ms);
+  }
+
+  private clearIdle(): void {
+    this.timers.clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  /** Ends any attempt or session (TEARDOWN when playing) and goes idle. */
+  private async stop(reason: string, level: "debug" | "info"): Promise<void> {
+    this.generation++;
+    this.timers.clearTimeout(this.retryTimer);
+    this.timers.clearTimeout(this.stableTimer);
+    this.retryTimer = this.stableTimer = undefined;
+    this.retryInMs = undefined;
+    this.attempt = 0;
+    const client = this.client;
+    this.client = undefined;
+    const wasPlaying = this.playing;
+    this.playing = undefined;
+    if (this.state !== "idle") this.setState("idle", reason);
+    if (wasPlaying) this.opts.sink.upstreamDown(reason);
+    if (client) {
+      this.addTotals(client.stats());
+      await client.close(reason);
+    }
+    this.log[level]("camera ingest stopped", { reason });
+  }
+
+  private addTotals(s: RtspClientStats | undefined): void {
+    if (!s) return;
+    this.totals.packetsIn += s.packetsIn;
+    this.totals.bytesIn += s.bytesIn;
+    this.totals.malformed += s.malformed;
+  }
+}
+
+function toError(err: unknown): GatehouseError {
+  if (isGatehouseError(err)) return err;
+  if (err instanceof Error) return new UpstreamError(err.message, { cause: err });
+  return new ClosedError(String(err));
+}
