@@ -248,6 +248,8 @@ export interface AuthApp {
   auth: Auth;
   /** What `watch` callbacks reported for viewers created via POST /whep/:camera. */
   ended: Array<{ viewer: number; reason: string }>;
+  /** Resolves with the reason once viewer `n` has been ended. */
+  waitEnded(viewer: number): Promise<string>;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -295,6 +297,13 @@ export async function startAuthApp(opts: AuthAppOptions): Promise<AuthApp> {
   }
 
   const ended: AuthApp["ended"] = [];
+  const waiters = new Map<number, (reason: string) => void>();
+  const waitEnded = (viewer: number) =>
+    new Promise<string>((resolve) => {
+      const e = ended.find((x) => x.viewer === viewer);
+      if (e) resolve(e.reason);
+      else waiters.set(viewer, resolve);
+    });
   let nextViewer = 0;
   const app = express();
   app.disable("x-powered-by");
@@ -311,7 +320,14 @@ export async function startAuthApp(opts: AuthAppOptions): Promise<AuthApp> {
   app.post("/whep/:id", (req, res) => {
     auth.authorizeCamera(req.user!, req.params.id, "live");
     const viewer = ++nextViewer;
-    auth.watch(req.user!, (reason) => ended.push({ viewer, reason }), { cameraId: req.params.id, action: "live" });
+    auth.watch(
+      req.user!,
+      (reason) => {
+        ended.push({ viewer, reason });
+        waiters.get(viewer)?.(reason);
+      },
+      { cameraId: req.params.id, action: "live" },
+    );
     res.status(201).json({ viewer, sub: req.user!.sub });
   });
   app.post("/api/cameras/:id/talk", (req, res) => {
@@ -331,5 +347,5 @@ export async function startAuthApp(opts: AuthAppOptions): Promise<AuthApp> {
     });
     if (tmp) await fs.rm(tmp, { recursive: true, force: true });
   };
-  return { url, auth, ended, close, [Symbol.asyncDispose]: close };
+  return { url, auth, ended, waitEnded, close, [Symbol.asyncDispose]: close };
 }
