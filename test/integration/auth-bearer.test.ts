@@ -36,7 +36,7 @@ function claims(over: Record<string, unknown> = {}): Record<string, unknown> {
   for (const k of Object.keys(c)) if (c[k] === undefined) delete c[k];
   return c;
 }
-function forge(over: Record<string, unknown> = {}, opts: { kid?: string; alg?: jwt.Algorithm; key?: Parameters<typeof jwt.sign>[1] } = {}): string {
+function forge(over: Record<string, unknown> = {}, opts: { kid?: string; alg?: jwt.Algorithm; key?: jwt.Secret } = {}): string {
   const key = opts.key ?? createPrivateKey({ key: idp.signingJwk, format: "jwk" });
   return jwt.sign(claims(over), key, { algorithm: opts.alg ?? "RS256", keyid: opts.kid ?? idp.signingJwk.kid! });
 }
