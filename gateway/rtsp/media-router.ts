@@ -103,15 +103,14 @@ export class MediaRouter {
 
   onRtp(track: number, data: Buffer): void {
     const len = data.length;
+    // RFC 5761 §4: a second byte of 192–223 (payload types 64–95) is RTCP multiplexed onto the RTP path.
+    if (len >= 2 && data[1]! >= 192 && data[1]! <= 223) {
+      this.onRtcp(track, data);
+      return;
+    }
     if (len < 12 || data[0]! >> 6 !== 2 || 12 + 4 * (data[0]! & 0x0f) > len) {
       this.stats.drops.badRtp++;
       this.stats.malformed++;
-      return;
-    }
-    // RFC 5761 §4: payload types 64–95 on the RTP path are RTCP multiplexed onto it.
-    const pt = data[1]! & 0x7f;
-    if (pt >= 64 && pt <= 95) {
-      this.onRtcp(track, data);
       return;
     }
     this.stats.packetsIn++;
