@@ -16,7 +16,6 @@ import {
   inboundStats,
   launchChromium,
   pageErrors,
-  sampleVideoPixels,
   videoSize,
   waitForDecodedFrames,
   waitForNewFrames,
@@ -40,20 +39,18 @@ async function tiles(page: Page): Promise<TileState[]> {
   return page.evaluate(() => (window as unknown as { gatehouse: { stats(): Promise<TileState[]> } }).gatehouse.stats());
 }
 
+/** Hash of the current frame of `selector`, computed in the page. */
+const FRAME_HASH = (selector: string) => `(() => { const v = document.querySelector(${JSON.stringify(selector)});
+  const c = document.createElement("canvas"); c.width = v.videoWidth; c.height = v.videoHeight;
+  const x = c.getContext("2d"); x.drawImage(v, 0, 0); const d = x.getImageData(0, 0, c.width, c.height).data;
+  let h = 0; for (let i = 0; i < d.length; i += 4 * 7) h = (h * 31 + d[i] + d[i + 1] * 7 + d[i + 2] * 13) >>> 0; return h; })()`;
+
 /** The page shows a moving picture: not black, and a later frame differs. */
 async function expectMovingPicture(page: Page, selector: string): Promise<void> {
   expect(await canvasNotBlack(page, selector)).toBe(true);
-  const first = await sampleVideoPixels(page, selector);
-  await page.waitForFunction(
-    // Re-sample in the page until the picture changes (the test patterns move every frame).
-    `(async () => { const v = document.querySelector(${JSON.stringify(selector)}); const c = document.createElement("canvas");
-      c.width = v.videoWidth; c.height = v.videoHeight; const x = c.getContext("2d"); x.drawImage(v, 0, 0);
-      const d = x.getImageData(0, 0, c.width, c.height).data; let h = 0;
-      for (let i = 0; i < d.length; i += 4 * 97) h = (h * 31 + d[i] + d[i + 1] * 7 + d[i + 2] * 13) >>> 0;
-      window.__firstHash ??= h; return h !== window.__firstHash; })()`,
-    { polling: 100, timeout: 5000 },
-  );
-  expect(first.width).toBeGreaterThan(0);
+  const first = (await page.evaluate(FRAME_HASH(selector))) as number;
+  // The test patterns move every frame: wait for a different picture.
+  await page.waitForFunction(`${FRAME_HASH(selector)} !== ${first}`, { polling: 100, timeout: 5000 });
 }
 
 describe("live view end to end (gateway + Chromium)", () => {
