@@ -1,0 +1,314 @@
+/**
+ * RtspClient against a scripted recorder on loopback: auth, redirects, transports,
+ * keep-alive, timeouts, TLS. Real sockets; virtual time where timers matter.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { generate } from "selfsigned";
+import { AuthError, ClosedError, UpstreamError } from "../../config/errors.ts";
+import { silentLogger } from "../../config/log.ts";
+import { RtspClient, type PlaySession, type RtspClientOptions } from "../../gateway/rtsp/client.ts";
+import { digestResponse, parseCredentials } from "../../gateway/rtsp/digest.ts";
+import { UnplayableError } from "../../gateway/rtsp/status.ts";
+import { UdpPortPool } from "../../gateway/ingest/udp-ports.ts";
+import { cameraSdp, rtpPacket, startFakeRecorder, wellBehaved, type FakeRecorder, type Handler } from "../fixtures/rtsp/fake-recorder.ts";
+import { FakeTimers } from "../fixtures/rtsp/fake-timers.ts";
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function recorder(h: Handler, opts?: Parameters<typeof startFakeRecorder>[1]): Promise<FakeRecorder> {
+  const r = await startFakeRecorder(h, opts);
+  cleanups.push(() => r.close());
+  return r;
+}
+
+function client(url: string, extra: Partial<RtspClientOptions> = {}) {
+  const got: string[] = [];
+  const c = new RtspClient({
+    url,
+    transport: "tcp",
+    requestTimeoutMs: 2000,
+    mediaTimeoutMs: 5000,
+    log: silentLogger,
+    sink: {
+      pushRtp: (t, p) => void got.push(`rtp${t}:${p.readUInt16BE(2)}`),
+      pushRtcp: (t) => void got.push(`rtcp${t}`),
+    },
+    onPlay: (s) => void got.push(`play:${s.specs.map((x) => x.codec).join(",")}`),
+    ...extra,
+  });
+  cleanups.push(() => c.close("test end"));
+  return { c, got };
+}
+
+function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t0 = Date.now();
+    const tick = (): void => {
+      if (cond()) resolve();
+      else if (Date.now() - t0 > timeoutMs) reject(new Error("condition not met in time"));
+      else setImmediate(tick);
+    };
+    tick();
+  });
+}
+
+/** Wraps a handler behind Digest auth (realm "cam"); `stale` makes the first authorized SETUP answer stale=true. */
+function digestGuard(inner: Handler, user: string, pass: string, opts: { stale?: boolean; algorithm?: string } = {}): Handler {
+  let nonce = "n0";
+  let staleSent = false;
+  const alg = opts.algorithm ? `, algorithm=${opts.algorithm}, qop="auth"` : "";
+  return (req, conn) => {
+    const creds = parseCredentials(req.headers.get("Authorization") ?? "");
+    const p = creds?.params;
+    const algorithm = (p?.get("algorithm") ?? "MD5") as "MD5" | "SHA-256";
+    const ok =
+      creds?.scheme === "digest" &&
+      p?.get("nonce") === nonce &&
+      p.get("response") ===
+        digestResponse({
+          algorithm, sess: false, username: user, password: pass, realm: "cam", nonce, method: req.method, uri: p.get("uri")!,
+          qop: p.get("qop") as "auth" | undefined, nc: p.get("nc"), cnonce: p.get("cnonce"),
+        }) &&
+      p.get("uri") === req.uri;
+    if (ok && opts.stale && req.method === "SETUP" && !staleSent) {
+      staleSent = true;
+      nonce = "n1";
+      return { status: 401, headers: { "WWW-Authenticate": `Digest realm="cam", nonce="${nonce}", stale=true${alg}` } };
+    }
+    if (!ok) return { status: 401, headers: { "WWW-Authenticate": `Digest realm="cam", nonce="${nonce}"${alg}` } };
+    return inner(req, conn);
+  };
+}
+
+describe("authentication", () => {
+  it("answers Basic when that is all the recorder offers, and keeps sending it", async () => {
+    const rec = await recorder((req, conn) => {
+      if (req.headers.get("Authorization") !== "Basic " + Buffer.from("adm in:pa:ss").toString("base64"))
+        return { status: 401, headers: { "WWW-Authenticate": 'Basic realm="cam"' } };
+      return wellBehaved()(req, conn);
+    });
+    const { c } = client(rec.url.replace("rtsp://", "rtsp://adm%20in:pa%3Ass@"));
+    const s = await c.start();
+    expect(s.auth).toBe("basic");
+    const afterAuth = rec.requests.slice(2).map((r) => r.req.headers.has("Authorization"));
+    expect(afterAuth.every(Boolean)).toBe(true);
+  });
+
+  it("retries with the new nonce on stale=true instead of failing", async () => {
+    const rec = await recorder(digestGuard(wellBehaved(), "u", "p", { stale: true, algorithm: "SHA-256" }));
+    const { c } = client(rec.url, { username: "u", password: "p" });
+    const s = await c.start();
+    expect(s.auth).toBe("digest SHA-256 qop=auth");
+    const setups = rec.requests.filter((r) => r.req.method === "SETUP");
+    expect(setups).toHaveLength(2);
+    expect(parseCredentials(setups[1]!.req.headers.get("Authorization")!)!.params.get("nonce")).toBe("n1");
+  });
+
+  it("reports a wrong password clearly, as AuthError", async () => {
+    const rec = await recorder(digestGuard(wellBehaved(), "u", "right"));
+    const { c } = client(rec.url, { username: "u", password: "wrong" });
+    const err = await c.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AuthError);
+    expect((err as AuthError).code).toBe("UNAUTHORIZED");
+    // this recorder guards OPTIONS too, so the first request already tells
+    expect((err as Error).message).toBe("OPTIONS: recorder rejected the credentials (401 Unauthorized): wrong user name or password");
+    expect(rec.requests).toHaveLength(2); // one try, one retry: no hammering
+  });
+
+  it("says when credentials are missing or the scheme is unsupported", async () => {
+    const rec = await recorder(digestGuard(wellBehaved(), "u", "p"));
+    await expect(client(rec.url).c.start()).rejects.toThrow("OPTIONS: recorder requires credentials and none are configured");
+    rec.setHandler(() => ({ status: 401, headers: { "WWW-Authenticate": "Negotiate, NTLM" } }));
+    await expect(client(rec.url, { username: "u", password: "p" }).c.start()).rejects.toThrow(
+      "OPTIONS: no supported authentication scheme offered (negotiate, ntlm)",
+    );
+  });
+});
+
+describe("redirects", () => {
+  it("follows a redirect to the same recorder keeping credentials", async () => {
+    const guarded = digestGuard(wellBehaved(), "u", "p");
+    const rec = await recorder((req, conn) =>
+      req.uri.endsWith("/old") ? { status: 301, headers: { Location: "/new" } } : guarded(req, conn),
+    );
+    const { c } = client(rec.url.replace("/stream", "/old"), { username: "u", password: "p" });
+    const s = await c.start();
+    expect(s.url).toBe(`rtsp://127.0.0.1:${rec.port}/new`);
+    expect(rec.connections()).toBe(2);
+  });
+
+  it("does not send credentials to another host, and bounds redirect loops", async () => {
+    const other = await recorder(digestGuard(wellBehaved(), "u", "p"));
+    const rec = await recorder(() => ({ status: 302, headers: { Location: other.url } }));
+    await expect(client(rec.url, { username: "u", password: "p" }).c.start()).rejects.toThrow(/none are configured/);
+    expect(other.requests.some((r) => r.req.headers.has("Authorization"))).toBe(false);
+    rec.setHandler((req) => ({ status: 302, headers: { Location: req.uri + "x" } }));
+    await expect(client(rec.url, { maxRedirects: 2 }).c.start()).rejects.toThrow("too many redirects (more than 2)");
+  });
+});
+
+describe("session setup", () => {
+  it("uses the channels the server assigns and drops frames on others", async () => {
+    const rec = await recorder(
+      wellBehaved({
+        transportReply: () => "RTP/AVP/TCP;unicast;interleaved=6-7;ssrc=00001234",
+        onPlay: (conn) => {
+          conn.frame(6, rtpPacket(10));
+          conn.frame(0, rtpPacket(11));
+          conn.frame(7, Buffer.from("80c8000100001234", "hex"));
+        },
+      }),
+    );
+    const { c, got } = client(rec.url);
+    await c.start();
+    await until(() => got.length >= 3);
+    expect(got).toEqual(["play:H264", "rtp0:10", "rtcp0"]);
+    expect(c.stats().drops.unknownChannel).toBe(1);
+  });
+
+  it("delivers media sent before and with the PLAY answer only after onPlay, in order", async () => {
+    const rec = await recorder((req, conn) => {
+      if (req.method !== "PLAY") return wellBehaved()(req, conn);
+      conn.frame(0, rtpPacket(1)); // servers may start sending before they answer
+      conn.respond(req, 200, { Session: "ABCDEF" });
+      conn.frame(0, rtpPacket(2));
+      return undefined;
+    });
+    const { c, got } = client(rec.url);
+    await c.start();
+    await until(() => got.length >= 3);
+    expect(got).toEqual(["play:H264", "rtp0:1", "rtp0:2"]);
+  });
+
+  it("falls back from UDP to TCP on 461 in auto mode, and plays per track on 459", async () => {
+    const rec = await recorder((req, conn) => {
+      if (req.method === "SETUP" && !/TCP/.test(req.headers.get("Transport")!)) return { status: 461 };
+      if (req.method === "PLAY" && req.uri.endsWith("/stream/")) return { status: 459 };
+      return wellBehaved({ sdp: cameraSdp({ audio: true }) })(req, conn);
+    });
+    const { c } = client(rec.url, { transport: "auto", ports: new UdpPortPool([41000, 41099]) });
+    const s = await c.start();
+    expect(s.transport).toBe("tcp");
+    expect(s.specs.map((t) => t.codec)).toEqual(["H264", "PCMU"]);
+    const transports = rec.requests.filter((r) => r.req.method === "SETUP").map((r) => r.req.headers.get("Transport"));
+    expect(transports[0]).toMatch(/^RTP\/AVP;unicast;client_port=410\d\d-410\d\d$/);
+    expect(transports.slice(1)).toEqual(["RTP/AVP/TCP;unicast;interleaved=0-1", "RTP/AVP/TCP;unicast;interleaved=2-3"]);
+    const plays = rec.requests.filter((r) => r.req.method === "PLAY").map((r) => r.req.uri);
+    expect(plays).toEqual([`${rec.url}/`, `${rec.url}/track1`, `${rec.url}/track2`]);
+  });
+
+  it("refuses non-SDP answers and recorders with nothing playable", async () => {
+    const rec = await recorder((req, conn) =>
+      req.method === "DESCRIBE" ? { status: 200, headers: { "Content-Type": "text/html" }, body: "<html>" } : wellBehaved()(req, conn),
+    );
+    await expect(client(rec.url).c.start()).rejects.toThrow("DESCRIBE answer is text/html, not application/sdp");
+    rec.setHandler(wellBehaved({ sdp: cameraSdp().replace("H264/90000", "H265/90000") }));
+    const err = await client(rec.url).c.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnplayableError);
+    expect((err as Error).message).toMatch(/^no playable track: H\.265 cannot be played by browsers/);
+  });
+
+  it("times out a request the recorder never answers", async () => {
+    const rec = await recorder((req) => (req.method === "DESCRIBE" ? undefined : { status: 200 }));
+    const t0 = Date.now();
+    await expect(client(rec.url, { requestTimeoutMs: 300 }).c.start()).rejects.toThrow("DESCRIBE: no answer within 300 ms");
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it("matches answers by CSeq, ignoring a stale one, and answers the server's own requests", async () => {
+    const rec = await recorder((req, conn) => {
+      if (req.method === "DESCRIBE") {
+        conn.write("RTSP/1.0 200 OK\r\nCSeq: 999\r\n\r\n");
+        conn.write("OPTIONS * RTSP/1.0\r\nCSeq: 77\r\n\r\n");
+      }
+      return wellBehaved()(req, conn);
+    });
+    const { c } = client(rec.url);
+    await c.start();
+    expect(c.stats().unmatchedResponses).toBe(1);
+  });
+});
+
+describe("while playing", () => {
+  async function playing(h: Handler, extra: Partial<RtspClientOptions> = {}) {
+    const rec = await recorder(h);
+    const timers = new FakeTimers();
+    const ended: string[] = [];
+    const { c, got } = client(rec.url, { timers, ...extra });
+    c.events.on("ended", (e) => void ended.push(e.message));
+    const s: PlaySession = await c.start();
+    return { rec, timers, c, got, s, ended };
+  }
+
+  it("keeps the session alive with GET_PARAMETER at timeout/2 and TEARDOWNs on close", async () => {
+    const { rec, timers, c, s } = await playing(wellBehaved({ session: "S1;timeout=20" }), { mediaTimeoutMs: 60_000 });
+    expect(s).toMatchObject({ sessionId: "S1", timeoutSec: 20, keepAlive: "GET_PARAMETER" });
+    timers.advance(9_999);
+    expect(rec.requests.some((r) => r.req.method === "GET_PARAMETER")).toBe(false);
+    timers.advance(1);
+    const ka = await rec.waitForRequest((r) => r.method === "GET_PARAMETER");
+    expect(ka.headers.get("Session")).toBe("S1");
+    expect(ka.uri).toBe(`${rec.url}/`);
+    await until(() => c.stats().keepAlives === 1);
+    await c.close("bye");
+    const td = await rec.waitForRequest((r) => r.method === "TEARDOWN");
+    expect(td.headers.get("Session")).toBe("S1");
+  });
+
+  it("uses OPTIONS when GET_PARAMETER is not public, and ends on 454", async () => {
+    let expire = false;
+    const base = wellBehaved({ noGetParameter: true });
+    const { rec, timers, ended } = await playing((req, conn) => (expire && req.method === "OPTIONS" ? { status: 454 } : base(req, conn)), {
+      mediaTimeoutMs: 600_000,
+    });
+    expire = true;
+    timers.advance(30_000);
+    await rec.waitForRequest((r) => r.method === "OPTIONS" && r.headers.get("Session") === "ABCDEF");
+    await until(() => ended.length === 1);
+    expect(ended).toEqual(["session expired on the recorder (454 Session Not Found)"]);
+  });
+
+  it("ends the session when media stops for mediaTimeoutMs", async () => {
+    const { timers, ended, rec } = await playing(wellBehaved({ onPlay: (conn) => conn.frame(0, rtpPacket(1)) }), { mediaTimeoutMs: 4000 });
+    await until(() => true);
+    timers.advance(3999);
+    expect(ended).toEqual([]);
+    timers.advance(2000);
+    expect(ended).toEqual(["no media for 4000 ms"]);
+    await rec.waitForRequest((r) => r.method === "TEARDOWN");
+  });
+
+  it("ends when the recorder drops the connection; close() afterwards is harmless", async () => {
+    let conn0: { destroy(): void } | undefined;
+    const { c, ended } = await playing(wellBehaved({ onPlay: (conn) => (conn0 = conn) }));
+    conn0!.destroy();
+    await until(() => ended.length === 1);
+    expect(ended[0]).toBe("recorder closed the connection");
+    await c.close();
+    await c.close();
+  });
+
+  it("rejects start() with ClosedError when closed mid-setup", async () => {
+    const rec = await recorder((req, conn) => (req.method === "SETUP" ? undefined : wellBehaved()(req, conn)));
+    const { c } = client(rec.url);
+    const p = c.start();
+    await rec.waitForRequest((r) => r.method === "SETUP");
+    await c.close("shutting down");
+    await expect(p).rejects.toBeInstanceOf(ClosedError);
+  });
+});
+
+describe("rtsps://", () => {
+  it("fails closed on an untrusted certificate and plays with tlsInsecure", async () => {
+    const pems = await generate([{ name: "commonName", value: "localhost" }], { keyType: "ec", algorithm: "sha256" });
+    const rec = await recorder(wellBehaved(), { tls: { cert: pems.cert, key: pems.private } });
+    const err = await client(rec.url).c.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect((err as Error).message).toMatch(/^TLS connection to 127\.0\.0\.1:\d+ failed: .*(SELF_SIGNED|CERT)/);
+    const { c } = client(rec.url, { tlsInsecure: true });
+    expect((await c.start()).url).toBe(rec.url);
+  });
+});
