@@ -1,0 +1,61 @@
+import type { IncomingMessage } from "node:http";
+import { describe, expect, it } from "vitest";
+import { AuthError, NotFoundError, OverloadError, UpstreamError } from "../../config/errors.ts";
+import { causeChain, CsrfTokens, describeFailure, errorPage, isNavigation, parseCookies, sameOrigin } from "../../gateway/auth/http.ts";
+
+const req = (headers: Record<string, string>, method = "GET") => ({ headers, method }) as unknown as IncomingMessage;
+
+describe("auth http helpers", () => {
+  it("parses cookies, first one wins, oversize values dropped", () => {
+    const c = parseCookies(`a=1; b="two"; a=3; junk; =x; big=${"x".repeat(9000)}`);
+    expect(c.get("a")).toBe("1");
+    expect(c.get("b")).toBe("two");
+    expect(c.has("big")).toBe(false);
+    expect(parseCookies(undefined).size).toBe(0);
+  });
+
+  it("tells navigations from API calls", () => {
+    expect(isNavigation(req({ "sec-fetch-mode": "navigate" }))).toBe(true);
+    expect(isNavigation(req({ "sec-fetch-mode": "cors", accept: "text/html" }))).toBe(false);
+    expect(isNavigation(req({ accept: "text/html,application/xhtml+xml" }))).toBe(true);
+    expect(isNavigation(req({ accept: "application/json" }))).toBe(false);
+    expect(isNavigation(req({ "sec-fetch-mode": "navigate" }, "POST"))).toBe(false);
+  });
+
+  it("maps failures in one place without detail", () => {
+    expect(describeFailure(new AuthError("UNAUTHORIZED", "jwt expired")).status).toBe(401);
+    expect(describeFailure(new AuthError("FORBIDDEN", "talk not allowed on lobby"))).toEqual({ status: 403, error: "forbidden", reason: "not allowed" });
+    expect(describeFailure(new NotFoundError("no such camera")).status).toBe(404);
+    expect(describeFailure(new OverloadError("x")).status).toBe(429);
+    expect(describeFailure(new UpstreamError("x")).status).toBe(502);
+    expect(describeFailure(new Error("boom")).status).toBe(503);
+    expect(JSON.stringify(describeFailure(new AuthError("UNAUTHORIZED", "jwt expired")))).not.toContain("expired");
+  });
+
+  it("checks origin with Origin, then Fetch Metadata", () => {
+    const o = "https://gw.example";
+    expect(sameOrigin(req({ origin: o }), o)).toBe(true);
+    expect(sameOrigin(req({ origin: "https://evil.example" }), o)).toBe(false);
+    expect(sameOrigin(req({ origin: "null" }), o)).toBe(false);
+    expect(sameOrigin(req({ "sec-fetch-site": "same-origin" }), o)).toBe(true);
+    expect(sameOrigin(req({ "sec-fetch-site": "same-site" }), o)).toBe(false);
+    expect(sameOrigin(req({ "sec-fetch-site": "cross-site" }), o)).toBe(false);
+  });
+
+  it("binds CSRF tokens to the session", () => {
+    const t = new CsrfTokens(Buffer.alloc(32, 7));
+    const tok = t.token("session-a");
+    expect(t.verify("session-a", tok)).toBe(true);
+    expect(t.verify("session-b", tok)).toBe(false);
+    expect(t.verify("session-a", tok.slice(1))).toBe(false);
+    expect(t.verify("session-a", undefined)).toBe(false);
+    expect(t.verify("session-a", ["x"])).toBe(false);
+    expect(new CsrfTokens(Buffer.alloc(32, 8)).verify("session-a", tok)).toBe(false);
+  });
+
+  it("escapes error pages and keeps the cause chain for logs only", () => {
+    expect(errorPage("<x>", `"quoted" & <b>`)).not.toMatch(/<x>|<b>/);
+    const err = new AuthError("UNAUTHORIZED", "sign-in rejected", { cause: Object.assign(new Error("server responded with an error"), { cause: { error: "invalid_grant" } }) });
+    expect(causeChain(err)).toBe("sign-in rejected [UNAUTHORIZED] ← server responded with an error ← [invalid_grant]");
+  });
+});

@@ -1,0 +1,69 @@
+import { generateKeyPairSync } from "node:crypto";
+import jwt from "jsonwebtoken";
+import { describe, expect, it } from "vitest";
+import { jwkThumbprint, SessionKeyring } from "../../gateway/auth/keys.ts";
+
+const pem = (k: ReturnType<typeof generateKeyPairSync>["privateKey"]) => k.export({ type: "pkcs8", format: "pem" }) as string;
+const ec = () => pem(generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey);
+const opts = { issuer: "https://gw.example", audience: "gatehouse-session" };
+const claims = () => ({ iss: opts.issuer, aud: opts.audience, sub: "s", sid: "x", iat: 1, exp: 2 });
+
+describe("session keyring", () => {
+  it("signs with the first key (ES256, kid = RFC 7638 thumbprint) and verifies", () => {
+    const ring = SessionKeyring.generate();
+    const token = ring.sign(claims());
+    const header = jwt.decode(token, { complete: true })!.header;
+    expect(header.alg).toBe("ES256");
+    expect(header.kid).toBe(jwkThumbprint(ring.signer.publicKey));
+    expect(ring.verify(token, opts).sub).toBe("s");
+  });
+
+  it("computes RFC 7638 thumbprints (the RFC's §3.1 example key)", async () => {
+    const { createPublicKey } = await import("node:crypto");
+    const n =
+      "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+    const key = createPublicKey({ key: { kty: "RSA", n, e: "AQAB" }, format: "jwk" });
+    expect(jwkThumbprint(key)).toBe("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+  });
+
+  it("keeps verifying tokens of an older key after rotation (no one is logged out)", () => {
+    const oldPem = ec();
+    const newPem = ec();
+    const files: Record<string, string> = { "/old.pem": oldPem, "/new.pem": newPem };
+    const read = (p: string) => files[p]!;
+    const before = SessionKeyring.fromFiles(["/old.pem"], read);
+    const token = before.sign(claims());
+    const after = SessionKeyring.fromFiles(["/new.pem", "/old.pem"], read);
+    expect(after.verify(token, opts).sid).toBe("x");
+    const fresh = after.sign(claims());
+    expect(jwt.decode(fresh, { complete: true })!.header.kid).toBe(after.keys[0]!.kid);
+    // Once the old key is dropped, its tokens no longer verify.
+    const dropped = SessionKeyring.fromFiles(["/new.pem"], read);
+    expect(() => dropped.verify(token, opts)).toThrow(/unknown key/);
+    expect(dropped.verify(fresh, opts).sid).toBe("x");
+  });
+
+  it("uses RS256 for RSA keys and refuses weak or unsupported keys", () => {
+    const rsa = pem(generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey);
+    expect(SessionKeyring.fromFiles(["/r"], () => rsa).signer.alg).toBe("RS256");
+    const weak = pem(generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey);
+    expect(() => SessionKeyring.fromFiles(["/w"], () => weak)).toThrow(/signingKeys\[0\].*RSA/);
+    const ed = pem(generateKeyPairSync("ed25519").privateKey);
+    expect(() => SessionKeyring.fromFiles(["/e"], () => ed)).toThrow(/P-256/);
+    expect(() => SessionKeyring.fromFiles(["/x"], () => "not a key")).toThrow(/not a PEM private key/);
+    expect(() => SessionKeyring.fromFiles(["/missing"], () => { throw new Error("ENOENT"); })).toThrow(/cannot read \/missing/);
+  });
+
+  it("refuses alg none, HS256 with the public key, wrong issuer or audience", () => {
+    const ring = SessionKeyring.generate();
+    const kid = ring.signer.kid;
+    const pub = ring.signer.publicKey.export({ type: "spki", format: "pem" }) as string;
+    const none = [Buffer.from(JSON.stringify({ alg: "none", kid })).toString("base64url"), Buffer.from(JSON.stringify(claims())).toString("base64url"), ""].join(".");
+    expect(() => ring.verify(none, opts)).toThrow();
+    const hs = jwt.sign(claims(), pub, { algorithm: "HS256", keyid: kid });
+    expect(() => ring.verify(hs, opts)).toThrow(/invalid algorithm/);
+    expect(() => ring.verify(ring.sign({ ...claims(), iss: "https://evil" }), opts)).toThrow(/issuer/);
+    expect(() => ring.verify(ring.sign({ ...claims(), aud: "other" }), opts)).toThrow(/audience/);
+    expect(() => ring.verify("garbage", opts)).toThrow(/malformed/);
+  });
+});

@@ -1,0 +1,172 @@
+import { describe, expect, it } from "vitest";
+import { AuthError, UpstreamError } from "../../config/errors.ts";
+import { userId } from "../../config/ids.ts";
+import { silentLogger } from "../../config/log.ts";
+import { SessionStore, type Refreshed, type SessionRecord } from "../../gateway/auth/sessions.ts";
+
+const TTL = 600_000;
+
+function setup(refresh: (rec: SessionRecord) => Promise<Refreshed> = async () => ({ roles: ["r"] }), maxSessions?: number) {
+  let t = 1_000_000;
+  const calls: string[] = [];
+  const store = new SessionStore({
+    ttlMs: TTL,
+    maxAgeMs: 3 * TTL,
+    clock: () => t,
+    log: silentLogger,
+    sweepMs: 0,
+    ...(maxSessions ? { maxSessions } : {}),
+    refresh: async (rec) => {
+      calls.push(rec.id);
+      return refresh(rec);
+    },
+  });
+  const create = (opts: { withRefreshToken?: boolean } = {}) =>
+    store.create({ sub: userId("u"), name: "U", roles: ["old"], refreshToken: opts.withRefreshToken === false ? undefined : "rt", idToken: "idt" });
+  return { store, create, calls, advance: (ms: number) => (t += ms), now: () => t };
+}
+
+describe("session store", () => {
+  it("is live for ttl, then lapsed; ensureLive refreshes a lapsed session with its refresh token", async () => {
+    const { store, create, calls, advance } = setup(async () => ({ roles: ["new"], refreshToken: "rt2" }));
+    const s = create();
+    expect(store.isLive(s)).toBe(true);
+    advance(TTL);
+    expect(store.isLive(s)).toBe(false);
+    expect(await store.ensureLive(s)).toBe(true);
+    expect(calls).toHaveLength(1);
+    expect(s.roles).toEqual(["new"]);
+    expect(s.refreshToken).toBe("rt2");
+    expect(store.isLive(s)).toBe(true);
+  });
+
+  it("refreshes in the background past half its lifetime, once at a time", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { store, create, calls, advance } = setup(async () => {
+      await gate;
+      return { roles: ["r"] };
+    });
+    const s = create();
+    advance(TTL / 4);
+    expect(await store.ensureLive(s)).toBe(true);
+    expect(calls).toHaveLength(0);
+    advance(TTL / 3);
+    expect(await store.ensureLive(s)).toBe(true);
+    expect(await store.ensureLive(s)).toBe(true);
+    expect(calls).toHaveLength(1);
+    release();
+  });
+
+  it("ends a lapsed session without refresh token (re-login)", async () => {
+    const { store, create, advance } = setup();
+    const s = create({ withRefreshToken: false });
+    const ended: string[] = [];
+    store.onEnd(s.id, (r) => ended.push(r));
+    advance(TTL + 1);
+    expect(await store.ensureLive(s)).toBe(false);
+    expect(ended).toEqual(["expired"]);
+    expect(store.get(s.id)).toBeUndefined();
+  });
+
+  it("ends the session when the provider refuses the refresh token", async () => {
+    const { store, create, advance } = setup(async () => {
+      throw new AuthError("UNAUTHORIZED", "invalid_grant");
+    });
+    const s = create();
+    const ended: string[] = [];
+    store.onEnd(s.id, (r) => ended.push(r));
+    advance(TTL + 1);
+    expect(await store.ensureLive(s)).toBe(false);
+    expect(ended).toEqual(["revoked_at_provider"]);
+  });
+
+  it("while the provider is down: keeps the session until it lapses, backs off retries", async () => {
+    const { store, create, calls, advance } = setup(async () => {
+      throw new UpstreamError("down");
+    });
+    const s = create();
+    const ended: string[] = [];
+    store.onEnd(s.id, (r) => ended.push(r));
+    advance(TTL * 0.6);
+    await store.sweep(); // watched → background refresh attempt
+    expect(calls).toHaveLength(1);
+    expect(store.isLive(s)).toBe(true);
+    await store.sweep();
+    expect(calls).toHaveLength(1); // backing off
+    advance(TTL * 0.5);
+    await store.sweep(); // lapsed: watchers are told; the record stays revivable
+    expect(ended).toEqual(["expired"]);
+    expect(store.get(s.id)).toBe(s);
+    expect(await store.ensureLive(s)).toBe(false);
+  });
+
+  it("watchers of a watched session are refreshed by the sweep and not told anything", async () => {
+    const { store, create, calls, advance } = setup();
+    const s = create();
+    const ended: string[] = [];
+    store.onEnd(s.id, (r) => ended.push(r));
+    for (let i = 0; i < 8; i++) {
+      advance(TTL * 0.3); // 2.4 ttl in all, below the 3 ttl max age
+      await store.sweep();
+    }
+    expect(calls.length).toBeGreaterThanOrEqual(4);
+    expect(ended).toEqual([]);
+    expect(store.isLive(s)).toBe(true);
+  });
+
+  it("ends at max age whatever the refreshes", async () => {
+    const { store, create, advance } = setup();
+    const s = create();
+    const ended: string[] = [];
+    store.onEnd(s.id, (r) => ended.push(r));
+    for (let i = 0; i < 20 && ended.length === 0; i++) {
+      advance(TTL * 0.3);
+      await store.sweep();
+    }
+    expect(ended).toEqual(["max_age"]);
+    expect(store.get(s.id)).toBeUndefined();
+  });
+
+  it("tells every watcher once, even when one throws; unsubscribe works; unknown sessions answer at once", async () => {
+    const { store, create } = setup();
+    const s = create();
+    const got: string[] = [];
+    store.onEnd(s.id, () => {
+      throw new Error("buggy watcher");
+    });
+    const off = store.onEnd(s.id, () => got.push("removed"));
+    store.onEnd(s.id, (r) => got.push(r));
+    off();
+    expect(store.end(s.id, "logout")).toBe(true);
+    expect(store.end(s.id, "logout")).toBe(false);
+    expect(got).toEqual(["logout"]);
+    const late = await new Promise<string>((resolve) => store.onEnd(s.id, resolve));
+    expect(late).toBe("expired");
+  });
+
+  it("evicts the oldest session beyond its bound, and ends everything on close", () => {
+    const { store, create } = setup(undefined, 3);
+    const a = create();
+    const ended: string[] = [];
+    store.onEnd(a.id, (r) => ended.push(r));
+    create();
+    create();
+    const d = create();
+    expect(store.size).toBe(3);
+    expect(ended).toEqual(["evicted"]);
+    store.onEnd(d.id, (r) => ended.push(r));
+    store.close();
+    store.close();
+    expect(ended).toEqual(["evicted", "closed"]);
+    expect(store.size).toBe(0);
+  });
+
+  it("ends all sessions of a subject", () => {
+    const { store, create } = setup();
+    create();
+    create();
+    expect(store.endAllOf("u", "revoked")).toBe(2);
+    expect(store.size).toBe(0);
+  });
+});
