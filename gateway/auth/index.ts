@@ -52,6 +52,7 @@ import {
   describeFailure,
   errorPage,
   isNavigation,
+  page,
   parseCookies,
   sameOrigin,
   securityHeaders,
@@ -623,10 +624,11 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       sendPage(
         res,
         200,
-        `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign out — Gatehouse</title>
-<style>body{font:16px system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem}</style></head><body>
-<h1>Sign out</h1><form method="post" action="/auth/logout"><input type="hidden" name="_csrf" value="${csrfTokens.token(o.user.sessionId!)}">
-<button type="submit" id="logout">Sign out</button></form></body></html>`,
+        page(
+          "Sign out",
+          `<h1 id="title">Sign out</h1><form method="post" action="/auth/logout"><input type="hidden" name="_csrf" value="${csrfTokens.token(o.user.sessionId!)}">
+<button type="submit" id="logout">Sign out</button></form>`,
+        ),
       );
     }, next);
   });

@@ -1,7 +1,9 @@
 import type { IncomingMessage } from "node:http";
 import { describe, expect, it } from "vitest";
 import { AuthError, NotFoundError, OverloadError, UpstreamError } from "../../config/errors.ts";
-import { causeChain, CsrfTokens, describeFailure, errorPage, isNavigation, parseCookies, sameOrigin } from "../../gateway/auth/http.ts";
+import { createHash } from "node:crypto";
+import type { Request, Response } from "express";
+import { causeChain, CsrfTokens, describeFailure, errorPage, isNavigation, parseCookies, sameOrigin, securityHeaders } from "../../gateway/auth/http.ts";
 
 const req = (headers: Record<string, string>, method = "GET") => ({ headers, method }) as unknown as IncomingMessage;
 
@@ -57,5 +59,29 @@ describe("auth http helpers", () => {
     expect(errorPage("<x>", `"quoted" & <b>`)).not.toMatch(/<x>|<b>/);
     const err = new AuthError("UNAUTHORIZED", "sign-in rejected", { cause: Object.assign(new Error("server responded with an error"), { cause: { error: "invalid_grant" } }) });
     expect(causeChain(err)).toBe("sign-in rejected [UNAUTHORIZED] ← server responded with an error ← [invalid_grant]");
+  });
+
+  it("sets the security headers; the CSP allows our pages' inline style by hash only", () => {
+    const headers = (tls: boolean) => {
+      const h: Record<string, string> = {};
+      const res = { set: (k: string, v: string) => (h[k.toLowerCase()] = v) } as unknown as Response;
+      let nexted = false;
+      securityHeaders({ tls, formActions: ["https://idp.example"] })({} as Request, res, () => (nexted = true));
+      expect(nexted).toBe(true);
+      return h;
+    };
+    const h = headers(true);
+    const csp = h["content-security-policy"]!;
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).toContain("script-src 'self'");
+    expect(csp).toContain("form-action 'self' https://idp.example");
+    expect(csp).not.toContain("unsafe-inline");
+    const style = /<style>([^<]*)<\/style>/.exec(errorPage("t", "m"))![1]!;
+    expect(csp).toContain(`'sha256-${createHash("sha256").update(style).digest("base64")}'`);
+    expect(h["x-frame-options"]).toBe("DENY");
+    expect(h["x-content-type-options"]).toBe("nosniff");
+    expect(h["referrer-policy"]).toBe("no-referrer");
+    expect(h["strict-transport-security"]).toMatch(/max-age=\d+/);
+    expect(headers(false)["strict-transport-security"]).toBeUndefined();
   });
 });
