@@ -74,6 +74,8 @@ export interface DemoRecorderStats {
   packetsSkipped: number;
   badRequests: number;
   sessionsTimedOut: number;
+  /** RTCP reports received from clients over UDP (keep-alives). */
+  rtcpReceived: number;
 }
 
 export interface DemoRecorder {
@@ -306,7 +308,7 @@ class DemoServer implements DemoRecorder {
   private nextReapAt = 0;
   private nextConnId = 1;
   private closing: Promise<void> | null = null;
-  private readonly counters = { packetsSent: 0, packetsSkipped: 0, badRequests: 0, sessionsTimedOut: 0 };
+  private readonly counters = { packetsSent: 0, packetsSkipped: 0, badRequests: 0, sessionsTimedOut: 0, rtcpReceived: 0 };
 
   constructor(opts: DemoRecorderOptions, clip: DemoClip) {
     this.opts = opts;
@@ -414,7 +416,11 @@ class DemoServer implements DemoRecorder {
     const s = this.udpPeers.get(`${rinfo.address}:${rinfo.port}`);
     if (!s) return;
     // Receiver reports show the client is alive (RFC 2326 §12.37 allows RTCP as keep-alive).
-    if (parseRtcp(msg).some((i) => i.type === "rr" || i.type === "sr")) s.lastSeen = this.clock();
+    if (parseRtcp(msg).some((i) => i.type === "rr" || i.type === "sr")) {
+      s.lastSeen = this.clock();
+      this.counters.rtcpReceived++;
+      this.log.debug("receiver report", { session: s.id });
+    }
   }
 
   // --------------------------------------------------------------------------------
@@ -478,6 +484,7 @@ class DemoServer implements DemoRecorder {
   }
 
   private onClose(conn: Conn): void {
+    if (conn.closed) return;
     conn.closed = true;
     this.conns.delete(conn);
     // Interleaved media cannot outlive its connection; UDP sessions live on until TEARDOWN or timeout.
@@ -503,7 +510,12 @@ class DemoServer implements DemoRecorder {
         this.counters.badRequests++;
         this.log.debug("bad RTSP request", { conn: conn.id, err: ev.error, fatal: ev.fatal });
         this.respond(conn, null, { status: 400 });
-        if (ev.fatal) conn.socket.end();
+        if (ev.fatal) {
+          // The byte stream lost its framing: nothing more can be understood on it.
+          conn.socket.end();
+          this.onClose(conn);
+          return;
+        }
       }
     }
   }
