@@ -226,6 +226,11 @@ export class TurnCore {
     return this.byId.size;
   }
 
+  /** Every live allocation (ops pages, tests). */
+  listAllocations(): AllocationInfo[] {
+    return [...this.byId.values()].map(allocationInfo);
+  }
+
   /** Allocation of a 5-tuple (tests and adapters). */
   allocationFor(key: number | string): Allocation | undefined {
     return this.byTuple.get(key);

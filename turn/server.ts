@@ -318,6 +318,12 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
       return;
     }
     if ("setNoDelay" in socket && typeof socket.setNoDelay === "function") socket.setNoDelay(true);
+    if (transport === "tls") {
+      // One TLS record per TURN message: Node would merge queued writes into one record,
+      // and some clients (coturn's turnutils_uclient) take each SSL_read as one message.
+      // Without _writev, the stream writes queued messages one by one.
+      Object.defineProperty(socket, "_writev", { value: null, configurable: true, writable: true });
+    }
     const id = nextConn++;
     const c = new TcpClient(socket, transport, id);
     conns.set(id, c);
