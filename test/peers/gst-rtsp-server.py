@@ -122,6 +122,9 @@ def main():
 
         def on_session(_c, session):
             session.set_timeout(a.session_timeout)
+            # Expire exactly at the announced timeout (GStreamer adds 5 s of grace by default),
+            # so tests see a client that does not keep its session alive lose it.
+            session.set_property("extra-timeout", 0)
             emit(event="session", client=k)
 
         client.connect("new-session", on_session)
