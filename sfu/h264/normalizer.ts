@@ -12,6 +12,11 @@
  *    fragments (S on the first, E on the last), large STAP-A → its NAL units.
  *  - Keyframe starts: `keyframeStart` marks the first output packet of a keyframe
  *    (the inserted STAP-A, or the in-band SPS that precedes the IDR, or the IDR itself).
+ *    An in-band SPS is flagged when it arrives, before the IDR is seen: encoders send
+ *    SPS only ahead of IDRs, and a viewer started at a stray SPS simply waits for the IDR.
+ *
+ * "Not preceded" is judged since the last slice rather than since the last IDR, so an
+ * SPS/PPS repeated mid-GOP does not excuse an IDR that arrives without them.
  *  - Payloads a browser cannot use (interleaved-mode types, reserved types, malformed
  *    STAP-A, empty) are dropped and counted.
  *
