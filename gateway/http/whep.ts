@@ -1,0 +1,221 @@
+/**
+ * WHEP (draft-ietf-wish-whep, HTTP shape of RFC 9725 WHIP) signalling for live view:
+ *
+ *   OPTIONS /whep/:camera           → 204, Accept-Post, Link ice-server headers
+ *   POST    /whep/:camera           → 201 answer SDP, Location, ETag, Link ice-server headers
+ *   PATCH   /whep/:camera/:viewer   → 204 trickled candidates (application/trickle-ice-sdpfrag, RFC 8840);
+ *                                     405 for an ICE restart (not supported: POST again)
+ *   DELETE  /whep/:camera/:viewer   → 200, the viewer ends
+ *
+ * Category errors become statuses in gateway/http/errors.ts (the one place); only the
+ * HTTP-level ones that have no category (415, 405, 412) are decided here.
+ */
+import express, { Router, type NextFunction, type Request, type Response } from "express";
+import { BadInputError, isGatehouseError, NotFoundError } from "../../config/errors.ts";
+import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids.ts";
+import type { Logger } from "../../config/log.ts";
+import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
+import type { Sfu } from "../../sfu/sfu.ts";
+import { sendError } from "./errors.ts";
+
+/** One ICE server as handed to the browser (our TURN with time-limited credentials, typically). */
+export interface WhepIceServer {
+  urls: string[];
+  username?: string;
+  credential?: string;
+}
+
+export interface WhepDeps {
+  sfu: Sfu;
+  /** Is this a configured camera? Unknown cameras answer 404. */
+  cameraExists(id: string): boolean;
+  /** Throws AuthError (401/403) when the request may not watch this camera. */
+  authorize?(req: Request, cameraId: string): void;
+  /** ICE servers for this client (Link headers). */
+  iceServers(req: Request): WhepIceServer[];
+  /** Who is asking, for logs and viewer stats. */
+  userOf?(req: Request): string | undefined;
+  log: Logger;
+}
+
+const SDP = "application/sdp";
+const SDPFRAG = "application/trickle-ice-sdpfrag";
+
+export function whepRouter(deps: WhepDeps): Router {
+  const r = Router();
+  const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
+  const fragBody = express.text({ type: SDPFRAG, limit: 16 * 1024 });
+
+  const camera = (req: Request): string => {
+    const id = String(req.params.camera ?? "");
+    if (!deps.cameraExists(id)) throw new NotFoundError("no such camera");
+    deps.authorize?.(req, id);
+    return id;
+  };
+
+  r.options("/:camera", (req, res) => {
+    try {
+      camera(req);
+      res.set("Accept-Post", SDP);
+      res.set("Allow", "OPTIONS, POST");
+      setLinks(res, deps.iceServers(req));
+      res.status(204).end();
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.post("/:camera", (req, res, next) => {
+    try {
+      camera(req);
+    } catch (err) {
+      return sendError(res, err);
+    }
+    // RFC 9725 §4.2: the offer is application/sdp; anything else is 415.
+    if (!req.is(SDP)) {
+      res.status(415).set("Accept-Post", SDP).json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDP}` });
+      return;
+    }
+    sdpBody(req, res, next);
+  });
+  r.post("/:camera", async (req, res) => {
+    const id = String(req.params.camera);
+    try {
+      if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
+      const user = deps.userOf?.(req);
+      const { viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(id), req.body, { user });
+      const location = `${req.baseUrl}/${encodeURIComponent(id)}/${viewer.id}`;
+      res.status(201);
+      res.set("Content-Type", SDP);
+      res.set("Location", location);
+      res.set("ETag", etagOf(viewer.id));
+      res.set("Accept-Patch", SDPFRAG);
+      res.set("Cache-Control", "no-store");
+      setLinks(res, deps.iceServers(req));
+      res.send(answerSdp);
+    } catch (err) {
+      if (!isGatehouseError(err)) deps.log.error("WHEP offer failed", { camera: id, err });
+      sendError(res, err);
+    }
+  });
+
+  r.patch("/:camera/:viewer", (req, res, next) => {
+    try {
+      viewerOf(req);
+    } catch (err) {
+      return sendError(res, err);
+    }
+    if (!req.is(SDPFRAG)) {
+      res.status(415).set("Accept-Patch", SDPFRAG).json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDPFRAG}` });
+      return;
+    }
+    fragBody(req, res, next);
+  });
+  r.patch("/:camera/:viewer", async (req, res) => {
+    try {
+      const v = viewerOf(req);
+      const match = req.get("If-Match");
+      // RFC 9725 §4.3.1: the entity tag names the ICE session; a stale one fails the precondition.
+      if (match !== undefined && match.trim() !== "*" && match.trim() !== etagOf(v)) {
+        res.status(412).json({ error: "precondition_failed", reason: "ICE session changed" });
+        return;
+      }
+      const frag = parseSdpFrag(typeof req.body === "string" ? req.body : "");
+      const current = deps.sfu.remoteIceUfrag(v);
+      if (frag.ufrag !== undefined && current !== undefined && frag.ufrag !== current) {
+        res.status(405).set("Allow", "DELETE, PATCH").json({ error: "method_not_allowed", reason: "ICE restart not supported: POST a new offer" });
+        return;
+      }
+      for (const c of frag.candidates) await deps.sfu.addIceCandidate(v, c.candidate, c.mid);
+      res.status(204).end();
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.delete("/:camera/:viewer", async (req, res) => {
+    try {
+      const v = viewerOf(req);
+      await deps.sfu.viewer(v)?.close("client delete");
+      res.status(200).end();
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.all("/:camera/:viewer", (_req, res) => {
+    res.status(405).set("Allow", "DELETE, PATCH").json({ error: "method_not_allowed", reason: "use PATCH or DELETE" });
+  });
+  r.all("/:camera", (_req, res) => {
+    res.status(405).set("Allow", "OPTIONS, POST").json({ error: "method_not_allowed", reason: "use POST" });
+  });
+
+  // Body parser failures (413 too large, 400 bad charset) keep their status.
+  r.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
+    const status = (err as { status?: number }).status;
+    if (!isGatehouseError(err) && typeof status === "number" && status >= 400 && status < 500) {
+      res.status(status).json({ error: "bad_input", reason: (err as Error).message });
+      return;
+    }
+    next(err);
+  });
+
+  function viewerOf(req: Request) {
+    const cam = camera(req);
+    const v = toViewerId(String(req.params.viewer ?? ""));
+    const viewer = deps.sfu.viewer(v);
+    if (!viewer || viewer.cameraId !== cam) throw new NotFoundError("no such viewer session");
+    return v;
+  }
+
+  return r;
+}
+
+function etagOf(viewer: string): string {
+  return `"${viewer}"`;
+}
+
+/** RFC 8288 quoted-string: backslash-escape `"` and `\`. */
+function quote(s: string): string {
+  return `"${s.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+}
+
+/**
+ * One Link header per ICE server URL, as WHEP/WHIP (RFC 9725 §4.6) and RFC 8288 write them:
+ * `<turn:host:port?transport=udp>; rel="ice-server"; username="u"; credential="p"; credential-type="password"`.
+ */
+export function iceServerLinks(servers: readonly WhepIceServer[]): string[] {
+  const out: string[] = [];
+  for (const s of servers) {
+    for (const url of s.urls) {
+      if (/[<>\s]/.test(url)) continue; // would break the header; never comes from our own config
+      let v = `<${url}>; rel="ice-server"`;
+      if (s.username !== undefined) v += `; username=${quote(s.username)}`;
+      if (s.credential !== undefined) v += `; credential=${quote(s.credential)}; credential-type="password"`;
+      out.push(v);
+    }
+  }
+  return out;
+}
+
+function setLinks(res: Response, servers: readonly WhepIceServer[]): void {
+  for (const l of iceServerLinks(servers)) res.append("Link", l);
+}
+
+/** Candidates (and the ufrag) of a trickle-ice-sdpfrag body (RFC 8840 §9). */
+export function parseSdpFrag(body: string): { ufrag: string | undefined; candidates: { candidate: string; mid: string | undefined }[] } {
+  let ufrag: string | undefined;
+  let mid: string | undefined;
+  const candidates: { candidate: string; mid: string | undefined }[] = [];
+  for (const raw of body.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line.startsWith("a=ice-ufrag:")) ufrag = line.slice(12).trim();
+    else if (line.startsWith("a=mid:")) mid = line.slice(6).trim();
+    else if (line.startsWith("a=candidate:")) {
+      if (line.length > 1024) throw new BadInputError("candidate line too long");
+      candidates.push({ candidate: line.slice(2), mid });
+    }
+  }
+  if (candidates.length > 64) throw new BadInputError("too many candidates in one PATCH");
+  return { ufrag, candidates };
+}

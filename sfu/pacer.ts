@@ -1,0 +1,109 @@
+/**
+ * One scheduler for every viewer's send queue. Packets are never written from inside
+ * the ingest callback: viewers with queued packets are woken, and a drain pass runs on
+ * the next turn of the event loop, round-robin, with a per-viewer quantum and a global
+ * budget per turn, so one slow or bursting viewer never starves the others and a
+ * cache replay never blocks the loop.
+ */
+
+/** What the pacer asks of a viewer. */
+export interface Drainable {
+  /** Sends up to `max` packets now; returns how many it sent, and sets `retryInMs`. */
+  drain(max: number, nowMs: number): number;
+  /**
+   * After `drain`: when it can continue: 0 = at once, n > 0 = after n ms (pacing
+   * tokens, socket backpressure), −1 = nothing left.
+   */
+  readonly retryInMs: number;
+}
+
+/** setImmediate/setTimeout and a clock, injectable for tests. */
+export interface PacerTimers {
+  setImmediate(fn: () => void): unknown;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  now(): number;
+}
+
+export class Pacer {
+  private readonly active = new Set<Drainable>();
+  private readonly timers: PacerTimers;
+  private readonly quantum: number;
+  private readonly budget: number;
+  private immediate = false;
+  private timer: unknown;
+  private timerAt = Infinity;
+  private closed = false;
+  private readonly runBound = (): void => this.run();
+  private readonly timerBound = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    this.run();
+  };
+  /** Drain passes run (diagnostics). */
+  passes = 0;
+
+  /**
+   * `quantum`: packets one viewer may send per pass (fairness). `budget`: packets all
+   * viewers together may send per pass before yielding to I/O.
+   */
+  constructor(timers: PacerTimers, quantum = 64, budget = 1024) {
+    this.timers = timers;
+    this.quantum = quantum;
+    this.budget = budget;
+  }
+
+  /** A viewer has packets queued. Cheap when already scheduled. */
+  wake(v: Drainable): void {
+    if (this.closed) return;
+    this.active.add(v);
+    if (!this.immediate) {
+      this.immediate = true;
+      this.timers.setImmediate(this.runBound);
+    }
+  }
+
+  /** Stop draining a viewer (it closed). */
+  remove(v: Drainable): void {
+    this.active.delete(v);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.active.clear();
+    if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private run(): void {
+    this.immediate = false;
+    if (this.closed) return;
+    this.passes++;
+    let budget = this.budget;
+    let soonest = Infinity;
+    let again = false;
+    const now = this.timers.now();
+    for (const v of this.active) {
+      if (budget <= 0) {
+        again = true;
+        break;
+      }
+      budget -= v.drain(Math.min(this.quantum, budget), now);
+      const retryInMs = v.retryInMs;
+      if (retryInMs < 0) this.active.delete(v);
+      else if (retryInMs === 0) again = true;
+      else soonest = Math.min(soonest, retryInMs);
+    }
+    if (again) {
+      this.immediate = true;
+      this.timers.setImmediate(this.runBound);
+    } else if (soonest !== Infinity) {
+      const at = now + soonest;
+      if (at < this.timerAt) {
+        if (this.timer !== undefined) this.timers.clearTimeout(this.timer);
+        this.timerAt = at;
+        this.timer = this.timers.setTimeout(this.timerBound, Math.max(1, Math.ceil(soonest)));
+      }
+    }
+  }
+}

@@ -1,0 +1,775 @@
+/**
+ * One viewer of one camera: its own SSRC, sequence and timestamp space per track, a
+ * bounded send queue drained by the shared pacer, NACK answers from a per-viewer
+ * history, keyframe resync from the source's GOP cache, and RTCP sender reports.
+ *
+ * The secure transport is behind `ViewerTransport` (werift today). Everything here
+ * runs on the event loop; the per-packet path allocates nothing.
+ */
+import { randomBytes, randomInt } from "node:crypto";
+import { SafeEmitter } from "../config/events.ts";
+import type { CameraId, ViewerId } from "../config/ids.ts";
+import type { Logger } from "../config/log.ts";
+import type { Drainable, Pacer } from "./pacer.ts";
+import { SlotFlag, type PacketRing } from "./ring.ts";
+import { ntpFromUnixMs, ntpMiddle32 } from "./rtp/ntp.ts";
+import {
+  compound,
+  nackItemsToSeqs,
+  parseRtcp,
+  SdesItemType,
+  serializeSdes,
+  serializeSr,
+  type ReportBlock,
+} from "./rtp/rtcp.ts";
+import { SendQueue } from "./send-queue.ts";
+import type { TransportState, ViewerTransport } from "./transport.ts";
+import type { CodecName, TrackSpec } from "./types.ts";
+
+/** Viewer lifecycle as seen from outside. */
+export type ViewerState = "connecting" | "connected" | "disconnected" | "closed";
+
+export type ViewerEvents = {
+  closed: [reason: string];
+  state: [state: ViewerState];
+};
+
+/** Why packets did not reach a viewer. */
+export type ViewerDropReason =
+  /** The send queue was full: the frame and everything up to the next keyframe were dropped. */
+  | "queueFull"
+  /** Video before the first keyframe (after a join without cache, an overflow, or a PLI without cache). */
+  | "awaitingKeyframe"
+  /** The packet left the source history before this viewer's queue reached it. */
+  | "expired"
+  /** The source's codec was not negotiated with this viewer (e.g. audio codec changed upstream). */
+  | "codecNotNegotiated"
+  /** The transport refused the packet (not connected). */
+  | "notConnected";
+
+export interface ViewerTrackStats {
+  kind: "video" | "audio";
+  ssrc: number;
+  payloadType: number;
+  packets: number;
+  bytes: number;
+}
+
+export interface ViewerStats {
+  id: ViewerId;
+  cameraId: CameraId;
+  user: string | undefined;
+  state: ViewerState;
+  /** Unix ms when the viewer was created (offer received). */
+  createdAt: number;
+  /** Milliseconds from offer to ICE+DTLS connected; undefined until then. */
+  connectMs: number | undefined;
+  packetsOut: number;
+  bytesOut: number;
+  /** RTCP NACK packets received. */
+  nacks: number;
+  /** Sequence numbers asked for by NACKs. */
+  nackedPackets: number;
+  retransmits: number;
+  retransmitBytes: number;
+  /** NACKed packets no longer (or never) held. */
+  nackMisses: number;
+  plis: number;
+  firs: number;
+  /** Times the cached GOP was replayed to this viewer (join, PLI, FIR). */
+  keyframesFromCache: number;
+  drops: Record<ViewerDropReason, number>;
+  /** Packets waiting in the send queue now. */
+  queued: number;
+  /** Round-trip time from the last receiver report, ms. */
+  rttMs: number | undefined;
+  /** Fraction lost (0–1) from the last receiver report on video. */
+  fractionLost: number | undefined;
+  /** Interarrival jitter from the last video receiver report, ms. */
+  jitterMs: number | undefined;
+  /** Last REMB estimate, bits/s. */
+  rembBps: number | undefined;
+  malformedRtcp: number;
+  tracks: ViewerTrackStats[];
+}
+
+/** What a viewer needs from its source. */
+export interface ViewerSource {
+  readonly id: CameraId;
+  /** The packet history of a source track. */
+  ring(track: number): PacketRing | undefined;
+  trackSpec(track: number): TrackSpec | undefined;
+  /** Index of the first source track of this kind, or −1. */
+  trackIndexOf(kind: "video" | "audio"): number;
+  /** The cached GOP of a video track as an inclusive range of extended sequence numbers. */
+  gop(track: number): { start: number; end: number } | undefined;
+  /** The source-timeline RTP timestamp at `nowMs` and the NTP time (Unix ms) to pair it with. */
+  clockAt(track: number, nowMs: number): { unixMs: number; ts: number } | undefined;
+  /** Start fan-out to this viewer (it is connected). */
+  attach(viewer: Viewer): void;
+  /** Stop fan-out and forget this viewer. */
+  removeViewer(viewer: Viewer): void;
+}
+
+export interface ViewerTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  now(): number;
+}
+
+export interface ViewerOptions {
+  id: ViewerId;
+  source: ViewerSource;
+  log: Logger;
+  user?: string | undefined;
+  pacer: Pacer;
+  timers: ViewerTimers;
+  /** Send queue bound, packets. */
+  queuePackets: number;
+  /** Packets remembered per track for NACK answers. */
+  nackHistory: number;
+  /** Pacing rate, bits/s. */
+  pacingBps: number;
+  /** Pacing bucket, bytes: this much goes out at once before pacing applies. */
+  pacingBurstBytes: number;
+  /** Close if not connected this long after the answer, ms. */
+  connectTimeoutMs: number;
+  /** Close if ICE stays disconnected this long, ms. */
+  disconnectTimeoutMs: number;
+  /** Minimum spacing of GOP replays answering PLI/FIR, ms. */
+  keyframeResendMinMs: number;
+  /** RTP timestamp spacing of replayed cached frames, ms of media clock; ≤ 0 keeps the original spacing (see `resync`). */
+  replayFrameSpacingMs: number;
+}
+
+/** Per negotiated m-section state. */
+interface ViewerTrack {
+  kind: "video" | "audio";
+  /** Our SSRC for this viewer (announced in the answer). */
+  ssrc: number;
+  /** Source track feeding it, −1 when none. */
+  sourceTrack: number;
+  /** Payload type to send for the source's current codec, −1 when not negotiated. */
+  payloadType: number;
+  /** Payload types negotiated per codec. */
+  payloadTypes: Map<CodecName, number>;
+  clockRate: number;
+  /** Next sequence number to send. */
+  seq: number;
+  /** Source extended seq of the last packet sent, −1 = next packet starts a run (no gap). */
+  lastSrcExt: number;
+  /** Live mapping: viewer ts = source ts + tsOffset. */
+  tsOffset: number;
+  lastTs: number;
+  sentAny: boolean;
+  /** Video only: drop until a keyframe start. */
+  waitKeyframe: boolean;
+  packets: number;
+  bytes: number;
+  /** NACK history, indexed by seq % size. */
+  hSeq: Int32Array;
+  hExt: Float64Array;
+  hTs: Uint32Array;
+  hResentAt: Float64Array;
+  /** Middle 32 bits of the NTP time in our last SR (what the receiver echoes as LSR). */
+  lastSrMiddle: number;
+  /** Our clock when that SR went out, ms. */
+  lastSrAt: number;
+}
+
+const RUN_START = 1;
+/** Source gaps larger than this are not reproduced in a viewer's sequence (not loss but a restart). */
+const MAX_KEPT_GAP = 100;
+/** Socket backpressure: stop draining while this many sends are pending. */
+const MAX_IN_FLIGHT = 512;
+/** A NACK for a packet resent less than this long ago is ignored (RFC 4585 §3.2 spirit: avoid storms). */
+const RESEND_GUARD_MS = 40;
+const VIDEO = 0;
+const AUDIO = 1;
+
+export class Viewer implements Drainable {
+  readonly id: ViewerId;
+  readonly cameraId: CameraId;
+  readonly user: string | undefined;
+  /** When the pacer should retry (see Drainable). */
+  retryInMs = -1;
+
+  private readonly events: SafeEmitter<ViewerEvents>;
+  private readonly o: ViewerOptions;
+  private readonly log: Logger;
+  private readonly queue: SendQueue;
+  private readonly tracks: (ViewerTrack | undefined)[] = [undefined, undefined];
+  private transport: ViewerTransport | undefined;
+  private cname = "gatehouse";
+  private _state: ViewerState = "connecting";
+  private closedReason: string | undefined;
+  private closing: Promise<void> | undefined;
+  private readonly createdAt: number;
+  private connectedAt: number | undefined;
+  private connectTimer: unknown;
+  private disconnectTimer: unknown;
+  private attached = false;
+  private tokens: number;
+  private tokensAt: number;
+  private bytesPerMs: number;
+  private lastResyncAt = -Infinity;
+  private readonly header = { marker: false, payloadType: 0, sequenceNumber: 0, timestamp: 0, ssrc: 0 };
+  private readonly st = {
+    packetsOut: 0,
+    bytesOut: 0,
+    nacks: 0,
+    nackedPackets: 0,
+    retransmits: 0,
+    retransmitBytes: 0,
+    nackMisses: 0,
+    plis: 0,
+    firs: 0,
+    keyframesFromCache: 0,
+    malformedRtcp: 0,
+    rttMs: undefined as number | undefined,
+    fractionLost: undefined as number | undefined,
+    jitterMs: undefined as number | undefined,
+    rembBps: undefined as number | undefined,
+  };
+  private readonly drops: Record<ViewerDropReason, number> = {
+    queueFull: 0,
+    awaitingKeyframe: 0,
+    expired: 0,
+    codecNotNegotiated: 0,
+    notConnected: 0,
+  };
+
+  constructor(o: ViewerOptions) {
+    this.o = o;
+    this.id = o.id;
+    this.cameraId = o.source.id;
+    this.user = o.user;
+    this.log = o.log;
+    this.events = new SafeEmitter<ViewerEvents>((event, err) => this.log.warn("viewer listener failed", { event, err }));
+    this.queue = new SendQueue(o.queuePackets);
+    this.createdAt = o.timers.now();
+    this.bytesPerMs = o.pacingBps / 8000;
+    this.tokens = o.pacingBurstBytes;
+    this.tokensAt = this.createdAt;
+    this.connectTimer = o.timers.setTimeout(() => {
+      this.connectTimer = undefined;
+      if (this._state === "connecting") void this.close("connect timeout");
+    }, o.connectTimeoutMs);
+  }
+
+  on<K extends keyof ViewerEvents>(event: K, fn: (...args: ViewerEvents[K]) => void): () => void {
+    return this.events.on(event, fn);
+  }
+
+  once<K extends keyof ViewerEvents>(event: K, fn: (...args: ViewerEvents[K]) => void): () => void {
+    return this.events.once(event, fn);
+  }
+
+  off<K extends keyof ViewerEvents>(event: K, fn: (...args: ViewerEvents[K]) => void): void {
+    this.events.off(event, fn);
+  }
+
+  get state(): ViewerState {
+    return this._state;
+  }
+
+  /** Why the viewer closed, once it has. */
+  get reason(): string | undefined {
+    return this.closedReason;
+  }
+
+  /**
+   * Binds the negotiated transport: SSRCs and payload types from the answer. Called
+   * once, before any transport event can arrive.
+   */
+  bindTransport(
+    transport: ViewerTransport,
+    negotiated: {
+      cname: string;
+      video?: { ssrc: number; payloadType: number } | undefined;
+      audio?: { ssrc: number; payloadTypes: Map<CodecName, number> } | undefined;
+    },
+  ): void {
+    this.transport = transport;
+    this.cname = negotiated.cname;
+    const H = this.o.nackHistory;
+    const make = (kind: "video" | "audio", ssrc: number, payloadTypes: Map<CodecName, number>): ViewerTrack => ({
+      kind,
+      ssrc,
+      sourceTrack: -1,
+      payloadType: -1,
+      payloadTypes,
+      clockRate: kind === "video" ? 90000 : 8000,
+      seq: randomInt(0, 0x10000),
+      lastSrcExt: -1,
+      tsOffset: randomBytes(4).readUInt32BE(0),
+      lastTs: 0,
+      sentAny: false,
+      waitKeyframe: kind === "video",
+      packets: 0,
+      bytes: 0,
+      hSeq: new Int32Array(H).fill(-1),
+      hExt: new Float64Array(H),
+      hTs: new Uint32Array(H),
+      hResentAt: new Float64Array(H).fill(-Infinity),
+      lastSrMiddle: 0,
+      lastSrAt: 0,
+    });
+    if (negotiated.video) {
+      this.tracks[VIDEO] = make("video", negotiated.video.ssrc, new Map([["H264", negotiated.video.payloadType]]));
+    }
+    if (negotiated.audio) this.tracks[AUDIO] = make("audio", negotiated.audio.ssrc, negotiated.audio.payloadTypes);
+    this.onSourceTracks();
+  }
+
+  /** The source's track list changed (setTracks): remap tracks and payload types. */
+  onSourceTracks(): void {
+    for (const vt of this.tracks) {
+      if (!vt) continue;
+      const idx = this.o.source.trackIndexOf(vt.kind);
+      const spec = idx >= 0 ? this.o.source.trackSpec(idx) : undefined;
+      if (vt.sourceTrack !== idx) {
+        this.queue.removeTrack(vt === this.tracks[VIDEO] ? VIDEO : AUDIO);
+        vt.lastSrcExt = -1;
+      }
+      vt.sourceTrack = idx;
+      vt.payloadType = spec ? (vt.payloadTypes.get(spec.codec) ?? -1) : -1;
+      if (spec) vt.clockRate = spec.clockRate;
+    }
+  }
+
+  // ---- transport events -------------------------------------------------------
+
+  /** Transport state changes (from the adapter). */
+  onTransportState(s: TransportState, detail?: string): void {
+    if (this._state === "closed") return;
+    switch (s) {
+      case "connected":
+        this.clearTimer("disconnectTimer");
+        if (this.connectedAt === undefined) {
+          this.connectedAt = this.o.timers.now();
+          this.clearTimer("connectTimer");
+          this.setState("connected");
+          this.log.info("viewer connected", { ms: this.connectedAt - this.createdAt });
+          this.attached = true;
+          this.o.source.attach(this);
+          this.resync("join");
+        } else {
+          this.setState("connected");
+        }
+        break;
+      case "disconnected":
+        this.setState("disconnected");
+        if (this.disconnectTimer === undefined) {
+          this.disconnectTimer = this.o.timers.setTimeout(() => {
+            this.disconnectTimer = undefined;
+            if (this._state === "disconnected") void this.close("ice disconnected");
+          }, this.o.disconnectTimeoutMs);
+        }
+        break;
+      case "failed":
+        void this.close(detail ?? "ice failed");
+        break;
+      case "closed":
+        void this.close(detail ?? "transport closed");
+        break;
+      case "connecting":
+        break;
+    }
+  }
+
+  /** One plain RTCP compound from the viewer. */
+  onRtcp(bytes: Buffer): void {
+    if (this._state === "closed") return;
+    const now = this.o.timers.now();
+    for (const item of parseRtcp(bytes)) {
+      switch (item.type) {
+        case "rr":
+        case "sr":
+          for (const b of item.reports) this.onReportBlock(b, now);
+          break;
+        case "nack": {
+          const vt = this.trackBySsrc(item.mediaSsrc);
+          this.st.nacks++;
+          if (!vt) break;
+          for (const seq of nackItemsToSeqs(item.items)) this.retransmit(vt, seq, now);
+          break;
+        }
+        case "pli":
+          if (this.trackBySsrc(item.mediaSsrc) === this.tracks[VIDEO] && this.tracks[VIDEO]) {
+            this.st.plis++;
+            this.onKeyframeRequest("pli", now);
+          }
+          break;
+        case "fir":
+          // RFC 5104 §4.3.1.2: the target SSRC is in the FCI, the media SSRC field is 0.
+          if (this.tracks[VIDEO] && item.entries.some((e) => e.ssrc === this.tracks[VIDEO]!.ssrc)) {
+            this.st.firs++;
+            this.onKeyframeRequest("fir", now);
+          }
+          break;
+        case "remb":
+          this.st.rembBps = item.bitrate;
+          break;
+        case "error":
+          this.st.malformedRtcp++;
+          break;
+        default:
+          break;
+      }
+    }
+  }
+
+  // ---- media path ------------------------------------------------------------
+
+  /** A new packet in the source's ring for source track `srcTrack` (called for attached viewers). */
+  onSourcePacket(srcTrack: number, ring: PacketRing, ext: number): void {
+    let t: number;
+    let vt = this.tracks[VIDEO];
+    if (vt && vt.sourceTrack === srcTrack) t = VIDEO;
+    else {
+      vt = this.tracks[AUDIO];
+      if (!vt || vt.sourceTrack !== srcTrack) return;
+      t = AUDIO;
+    }
+    if (vt.payloadType < 0) {
+      this.drops.codecNotNegotiated++;
+      return;
+    }
+    const ts = (ring.timestamp(ext) + vt.tsOffset) >>> 0;
+    const keyframeStart = (ring.flags(ext) & SlotFlag.KEYFRAME_START) !== 0;
+    if (vt.waitKeyframe) {
+      if (!keyframeStart) {
+        this.drops.awaitingKeyframe++;
+        return;
+      }
+      // Resume at a live keyframe: same timestamp mapping, a new run (no sequence gap).
+      vt.waitKeyframe = false;
+      this.enqueue(t, ext, ts, RUN_START, true);
+    } else {
+      this.enqueue(t, ext, ts, 0, keyframeStart);
+    }
+    this.o.pacer.wake(this);
+  }
+
+  /**
+   * Queues one packet. When the queue is full this viewer cannot keep up: every queued
+   * video packet is dropped (whole frames: none of them is sent any more) and all video
+   * until the next keyframe, which then starts a new run without a sequence gap. Audio
+   * packets are small and independent and keep flowing.
+   */
+  private enqueue(t: number, ext: number, ts: number, flags: number, keyframeStart: boolean): void {
+    if (this.queue.push(t, ext, ts, flags)) return;
+    const video = this.tracks[VIDEO];
+    let dropped = 0;
+    if (video) {
+      dropped += this.queue.removeTrack(VIDEO);
+      video.waitKeyframe = true;
+      video.lastSrcExt = -1;
+    }
+    if (t === VIDEO && keyframeStart) {
+      // The packet that overflowed starts a keyframe itself: resume right here.
+      video!.waitKeyframe = false;
+      if (!this.queue.push(t, ext, ts, RUN_START)) dropped++;
+    } else if (t === VIDEO || !this.queue.push(t, ext, ts, flags)) {
+      dropped++;
+    }
+    this.drops.queueFull += dropped;
+    this.log.debug("viewer queue full: dropping video until the next keyframe", { dropped });
+  }
+
+  /**
+   * Replays the cached GOP (keyframe start to newest) to this viewer only: on join, so
+   * it decodes at once, and on PLI/FIR, which cannot be forwarded to an RTSP recorder.
+   *
+   * Timestamps: a burst of frames spanning up to a GOP with their original spacing would
+   * make a receiver's playout clock run that far behind live (its jitter buffer plays
+   * frames at their RTP spacing). The replayed frames instead get `replayFrameSpacingMs`
+   * apart, ending where the live mapping continues, so they decode and render within a
+   * few tens of ms and live frames follow at their real spacing.
+   */
+  resync(reason: "join" | "pli" | "fir"): void {
+    const vt = this.tracks[VIDEO];
+    if (!vt || vt.sourceTrack < 0) return;
+    const ring = this.o.source.ring(vt.sourceTrack);
+    const gop = this.o.source.gop(vt.sourceTrack);
+    this.queue.removeTrack(VIDEO);
+    if (!ring || !gop || gop.end - gop.start + 1 > this.queue.capacity - this.queue.length) {
+      // Nothing usable cached (no keyframe yet, or a GOP larger than the queue): wait for the next one.
+      vt.waitKeyframe = true;
+      vt.lastSrcExt = -1;
+      return;
+    }
+    const start = gop.start;
+    const end = gop.end;
+    const first = this.firstHeld(ring, start, end);
+    if (this.o.replayFrameSpacingMs <= 0) {
+      // Original spacing: one offset for the replay and the live stream after it.
+      const base = vt.sentAny ? (vt.lastTs + 1) >>> 0 : vt.tsOffset;
+      vt.tsOffset = (base - ring.timestamp(first)) >>> 0;
+      for (let e = start; e <= end; e++) {
+        if (ring.has(e)) this.queue.push(VIDEO, e, (ring.timestamp(e) + vt.tsOffset) >>> 0, e === first ? RUN_START : 0);
+      }
+    } else {
+      const step = Math.max(1, Math.round((this.o.replayFrameSpacingMs * vt.clockRate) / 1000));
+      // First replayed frame: after anything already sent (PLI), anywhere on join.
+      const base = vt.sentAny ? (vt.lastTs + step) >>> 0 : vt.tsOffset;
+      let frame = -1;
+      let prevTs = -1;
+      for (let e = start; e <= end; e++) {
+        if (!ring.has(e)) continue;
+        const ts = ring.timestamp(e);
+        if (ts !== prevTs) {
+          frame++;
+          prevTs = ts;
+        }
+        this.queue.push(VIDEO, e, (base + frame * step) >>> 0, e === first ? RUN_START : 0);
+      }
+      // Live packets continue from the last replayed frame at their real spacing.
+      vt.tsOffset = (base + frame * step - ring.timestamp(end)) >>> 0;
+    }
+    vt.waitKeyframe = false;
+    this.st.keyframesFromCache++;
+    this.lastResyncAt = this.o.timers.now();
+    this.log.debug("replaying cached GOP", { reason, packets: end - start + 1 });
+    this.o.pacer.wake(this);
+  }
+
+  private firstHeld(ring: PacketRing, start: number, end: number): number {
+    for (let e = start; e <= end; e++) if (ring.has(e)) return e;
+    return start;
+  }
+
+  private onKeyframeRequest(reason: "pli" | "fir", now: number): void {
+    if (this._state !== "connected") return;
+    const vt = this.tracks[VIDEO];
+    if (!vt || vt.waitKeyframe) return; // a keyframe is coming anyway
+    if (now - this.lastResyncAt < this.o.keyframeResendMinMs) return;
+    this.resync(reason);
+  }
+
+  /** Pacer callback: send up to `max` queued packets. */
+  drain(max: number, now: number): number {
+    const tr = this.transport;
+    if (this._state === "closed" || !tr) {
+      this.retryInMs = -1;
+      return 0;
+    }
+    // Token bucket refill.
+    this.tokens = Math.min(this.o.pacingBurstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
+    this.tokensAt = now;
+    let sent = 0;
+    const q = this.queue;
+    while (q.length > 0 && sent < max) {
+      if (this.tokens <= 0) {
+        this.retryInMs = Math.max(1, -this.tokens / this.bytesPerMs);
+        return sent;
+      }
+      if (tr.inFlight >= MAX_IN_FLIGHT) {
+        this.retryInMs = 1;
+        return sent;
+      }
+      const bytes = this.sendHead(tr);
+      this.tokens -= bytes;
+      sent++;
+    }
+    this.retryInMs = q.length > 0 ? 0 : -1;
+    return sent;
+  }
+
+  private sendHead(tr: ViewerTransport): number {
+    const q = this.queue;
+    const t = q.peekTrack();
+    const ext = q.peekExt();
+    const ts = q.peekTs();
+    const flags = q.peekFlags();
+    q.shift();
+    const vt = this.tracks[t];
+    if (!vt || vt.sourceTrack < 0) return 0;
+    const ring = this.o.source.ring(vt.sourceTrack);
+    if (!ring || !ring.has(ext)) {
+      // Gone from history: leave lastSrcExt so the hole shows as a sequence gap.
+      this.drops.expired++;
+      return 0;
+    }
+    let seq = vt.seq;
+    if ((flags & RUN_START) === 0 && vt.lastSrcExt >= 0) {
+      // Keep upstream loss visible to the receiver so it can NACK/PLI instead of decoding a hole.
+      const gap = ext - vt.lastSrcExt - 1;
+      if (gap > 0 && gap <= MAX_KEPT_GAP) seq = (seq + gap) & 0xffff;
+    }
+    const payload = ring.payload(ext);
+    const h = this.header;
+    h.marker = (ring.flags(ext) & SlotFlag.MARKER) !== 0;
+    h.payloadType = vt.payloadType;
+    h.sequenceNumber = seq;
+    h.timestamp = ts;
+    h.ssrc = vt.ssrc;
+    if (!tr.sendRtp(h, payload)) {
+      this.drops.notConnected++;
+      return 0;
+    }
+    const i = seq % this.o.nackHistory;
+    vt.hSeq[i] = seq;
+    vt.hExt[i] = ext;
+    vt.hTs[i] = ts;
+    vt.hResentAt[i] = -Infinity;
+    vt.seq = (seq + 1) & 0xffff;
+    vt.lastSrcExt = ext;
+    vt.lastTs = ts;
+    vt.sentAny = true;
+    vt.packets++;
+    vt.bytes += payload.length;
+    this.st.packetsOut++;
+    this.st.bytesOut += payload.length + 12;
+    return payload.length + 12;
+  }
+
+  /** RFC 4585 §6.2.1 generic NACK: resend the original packet with this viewer's seq and ts. */
+  private retransmit(vt: ViewerTrack, seq: number, now: number): void {
+    this.st.nackedPackets++;
+    const tr = this.transport;
+    const i = seq % this.o.nackHistory;
+    const ring = vt.sourceTrack >= 0 ? this.o.source.ring(vt.sourceTrack) : undefined;
+    if (!tr || !ring || vt.hSeq[i] !== seq || !ring.has(vt.hExt[i]!)) {
+      this.st.nackMisses++;
+      return;
+    }
+    if (now - vt.hResentAt[i]! < RESEND_GUARD_MS) return;
+    const ext = vt.hExt[i]!;
+    const payload = ring.payload(ext);
+    const h = this.header;
+    h.marker = (ring.flags(ext) & SlotFlag.MARKER) !== 0;
+    h.payloadType = vt.payloadType;
+    h.sequenceNumber = seq;
+    h.timestamp = vt.hTs[i]!;
+    h.ssrc = vt.ssrc;
+    if (!tr.sendRtp(h, payload)) return;
+    vt.hResentAt[i] = now;
+    this.tokens -= payload.length + 12;
+    this.st.retransmits++;
+    this.st.retransmitBytes += payload.length + 12;
+  }
+
+  private onReportBlock(b: ReportBlock, now: number): void {
+    const vt = this.trackBySsrc(b.ssrc);
+    if (!vt) return;
+    if (vt.kind === "video") {
+      this.st.fractionLost = b.fractionLost / 256;
+      this.st.jitterMs = (b.jitter * 1000) / vt.clockRate;
+    }
+    if (b.lsr !== 0 && b.lsr === vt.lastSrMiddle) {
+      // RFC 3550 §6.4.1 A − LSR − DLSR, with A − LSR measured on our own clock: the SR's
+      // NTP may be the camera's clock, so only the elapsed time since sending is comparable.
+      const rtt = now - vt.lastSrAt - (b.dlsr * 1000) / 65536;
+      if (rtt >= 0) this.st.rttMs = rtt;
+    }
+  }
+
+  private trackBySsrc(ssrc: number): ViewerTrack | undefined {
+    const v = this.tracks[VIDEO];
+    if (v && v.ssrc === ssrc) return v;
+    const a = this.tracks[AUDIO];
+    if (a && a.ssrc === ssrc) return a;
+    return undefined;
+  }
+
+  /**
+   * Periodic work (the SFU calls it about every 250 ms): RTCP sender reports once a
+   * second per track that has sent media (RFC 3550 §6.4.1), mapping the source clock
+   * into this viewer's timestamp space for lip sync.
+   */
+  tick(now: number): void {
+    if (this._state !== "connected" || !this.transport) return;
+    for (const vt of this.tracks) {
+      if (!vt || !vt.sentAny || vt.sourceTrack < 0) continue;
+      // RFC 3550 §6.2: ~1 s here (tiny bandwidth), randomised ±25 % by the tick phase.
+      if (now - vt.lastSrAt < 1000) continue;
+      const clock = this.o.source.clockAt(vt.sourceTrack, now);
+      if (!clock) continue;
+      const ntp = ntpFromUnixMs(clock.unixMs);
+      const sr = serializeSr({
+        ssrc: vt.ssrc,
+        ntpSeconds: ntp.seconds,
+        ntpFraction: ntp.fraction,
+        rtpTimestamp: (clock.ts + vt.tsOffset) >>> 0,
+        packetCount: vt.packets >>> 0,
+        octetCount: vt.bytes >>> 0,
+      });
+      const sdes = serializeSdes([{ ssrc: vt.ssrc, items: [{ type: SdesItemType.CNAME, value: this.cname }] }]);
+      if (this.transport.sendRtcp(compound([sr, sdes]))) {
+        vt.lastSrAt = now;
+        vt.lastSrMiddle = ntpMiddle32(ntp.seconds, ntp.fraction);
+      }
+    }
+  }
+
+  /** Caps this viewer's send rate (bits/s), e.g. for a known slow link. Takes effect at once. */
+  setPacingRate(bitsPerSecond: number): void {
+    if (!(bitsPerSecond > 0)) return;
+    this.bytesPerMs = bitsPerSecond / 8000;
+  }
+
+  stats(): ViewerStats {
+    const tracks: ViewerTrackStats[] = [];
+    for (const vt of this.tracks) {
+      if (vt) tracks.push({ kind: vt.kind, ssrc: vt.ssrc, payloadType: vt.payloadType, packets: vt.packets, bytes: vt.bytes });
+    }
+    return {
+      id: this.id,
+      cameraId: this.cameraId,
+      user: this.user,
+      state: this._state,
+      createdAt: this.createdAt,
+      connectMs: this.connectedAt === undefined ? undefined : this.connectedAt - this.createdAt,
+      ...this.st,
+      drops: { ...this.drops },
+      queued: this.queue.length,
+      tracks,
+    };
+  }
+
+  /** Ends the viewer: stops media, releases the transport, tells the source. Idempotent. */
+  close(reason = "closed"): Promise<void> {
+    if (this.closing) return this.closing;
+    this.closedReason = reason;
+    this.clearTimer("connectTimer");
+    this.clearTimer("disconnectTimer");
+    this.setState("closed");
+    this.queue.clear();
+    this.o.pacer.remove(this);
+    this.o.source.removeViewer(this);
+    this.attached = false;
+    const expected = reason === "client delete" || reason === "sfu closing" || reason === "source closed";
+    if (expected) this.log.debug("viewer closed", { reason });
+    else this.log.info("viewer closed", { reason });
+    this.closing = (async () => {
+      try {
+        await this.transport?.close();
+      } catch (err) {
+        this.log.debug("transport close failed", { err });
+      }
+      this.events.emit("closed", reason);
+      this.events.removeAllListeners();
+    })();
+    return this.closing;
+  }
+
+  /** Is the viewer receiving fan-out from its source? */
+  get isAttached(): boolean {
+    return this.attached;
+  }
+
+  private setState(s: ViewerState): void {
+    if (this._state === s) return;
+    if (this._state === "closed") return;
+    this._state = s;
+    this.events.emit("state", s);
+  }
+
+  private clearTimer(which: "connectTimer" | "disconnectTimer"): void {
+    const h = this[which];
+    if (h !== undefined) this.o.timers.clearTimeout(h);
+    this[which] = undefined;
+  }
+}
