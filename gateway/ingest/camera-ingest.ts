@@ -56,6 +56,7 @@ export interface IngestStatus {
   bytesIn: number;
   /** Malformed input dropped (bad interleaved channel, garbage RTP/RTCP), all sessions together. */
   malformed: number;
+  /** The most recent failure, kept after a successful reconnect (for diagnostics). */
   lastError?: string;
   /** Tracks of the current (or last) session, as given to the sink. */
   tracks: TrackSpec[];
@@ -216,7 +217,6 @@ export class CameraIngest {
     if (gen !== this.generation || this.closed) return;
     this.playing = session;
     this.lastSession = session;
-    this.lastError = undefined;
     this.lastLoggedFailure = undefined;
     this.opts.sink.setTracks(session.specs);
     this.setState("playing", undefined);
