@@ -7,14 +7,20 @@
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type EventMap = Record<string, any[]>;
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyListener = (...args: any[]) => void;
+
 export class SafeEmitter<E extends EventMap> {
-  private readonly listeners = new Map<keyof E, Set<(...args: never[]) => void>>();
-  constructor(private readonly onListenerError: (event: string, err: unknown) => void = () => {}) {}
+  private readonly listeners = new Map<keyof E, Set<AnyListener>>();
+  private readonly onListenerError: (event: string, err: unknown) => void;
+  constructor(onListenerError: (event: string, err: unknown) => void = () => {}) {
+    this.onListenerError = onListenerError;
+  }
 
   on<K extends keyof E>(event: K, fn: (...args: E[K]) => void): () => void {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
-    set.add(fn as (...args: never[]) => void);
+    set.add(fn as AnyListener);
     return () => this.off(event, fn);
   }
 
@@ -27,7 +33,7 @@ export class SafeEmitter<E extends EventMap> {
   }
 
   off<K extends keyof E>(event: K, fn: (...args: E[K]) => void): void {
-    this.listeners.get(event)?.delete(fn as (...args: never[]) => void);
+    this.listeners.get(event)?.delete(fn as AnyListener);
   }
 
   emit<K extends keyof E>(event: K, ...args: E[K]): void {
@@ -35,7 +41,7 @@ export class SafeEmitter<E extends EventMap> {
     if (!set || set.size === 0) return;
     for (const fn of [...set]) {
       try {
-        (fn as (...a: E[K]) => void)(...args);
+        fn(...args);
       } catch (err) {
         this.onListenerError(String(event), err);
       }

@@ -30,11 +30,10 @@ interface Entry {
 export class CameraRegistry {
   private readonly entries = new Map<CameraId, Entry>();
   private closed = false;
+  private readonly deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger };
 
-  constructor(
-    cameras: readonly CameraConfig[],
-    private readonly deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger },
-  ) {
+  constructor(cameras: readonly CameraConfig[], deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger }) {
+    this.deps = deps;
     const ports = new UdpPortPool(deps.rtsp.clientPortRange);
     for (const camera of cameras) {
       const id = toCameraId(camera.id);
