@@ -10,6 +10,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import dgram from "node:dgram";
 import { EventEmitter, once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import express from "express";
@@ -31,6 +34,8 @@ const WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
 const CSP =
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
   "media-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+const PHONE_UA =
+  "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
 const WIDTH = 320;
 const HEIGHT = 180;
 
@@ -56,6 +61,8 @@ class StubGateway extends EventEmitter {
   camerasStatus = 200;
   /** When set, auth/csrf returns it and WHEP POST/DELETE require it. */
   csrfToken: string | null = null;
+  /** `Link` header value for OPTIONS (ICE servers), or null for none. */
+  iceLink: string | null = null;
   /** Cameras whose WHEP endpoint answers 404. */
   readonly missing = new Set<string>();
   readonly requests: WhepRequestRecord[] = [];
@@ -100,6 +107,7 @@ class StubGateway extends EventEmitter {
       res.type("html").send("<!doctype html><title>Sign in</title><p>Sign in</p>");
     });
     app.options("/whep/:camera", (_req, res) => {
+      if (this.iceLink) res.set("Link", this.iceLink);
       res.status(204).end();
     });
     app.post("/whep/:camera", express.text({ type: "application/sdp" }), (req, res, next) => {
@@ -202,7 +210,13 @@ class StubGateway extends EventEmitter {
     }
     const pc = new RTCPeerConnection({
       iceServers: [],
+      // Loopback only, like the tests' other peers (and reachable through coturn's loopback relay).
+      // werift binds to iceInterfaceAddresses but advertises the interfaces it finds (loopback excluded):
+      // turn those off and advertise the bound address.
+      iceUseIpv4: false,
       iceUseIpv6: false,
+      iceAdditionalHostAddresses: ["127.0.0.1"],
+      iceInterfaceAddresses: { udp4: "127.0.0.1" },
       codecs: {
         video: [
           new RTCRtpCodecParameters({
@@ -236,11 +250,50 @@ class StubGateway extends EventEmitter {
   }
 }
 
+/** coturn on a free loopback port with one long-term credential; relays to loopback peers. */
+async function startCoturn(): Promise<{ port: number; close(): Promise<void> }> {
+  const probe = dgram.createSocket("udp4");
+  await new Promise<void>((r) => probe.bind(0, "127.0.0.1", r));
+  const port = (probe.address() as AddressInfo).port;
+  probe.close();
+  const dir = await mkdtemp(path.join(os.tmpdir(), "gatehouse-coturn-"));
+  // prettier-ignore
+  const child = spawn("turnserver", [
+    "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", `--listening-port=${port}`,
+    "--lt-cred-mech", "--user=gh:s3cret", "--realm=gatehouse.test", "--allow-loopback-peers",
+    "--no-cli", "--no-tls", "--no-dtls", `--pidfile=${dir}/pid`, `--db=${dir}/db`, "--log-file=stdout", "--simple-log",
+  ], { stdio: ["ignore", "pipe", "pipe"] });
+  // Ready once it logs that its listeners are up.
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("coturn did not start")), 10_000);
+    let out = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (/SQLite DB connection success/.test(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`coturn exited (${code}): ${out.slice(-500)}`)));
+  });
+  return {
+    port,
+    async close() {
+      if (child.exitCode === null) {
+        child.kill("SIGKILL");
+        await once(child, "exit");
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 const tile = (id: string) => `[data-camera="${id}"]`;
 const tileVideo = (id: string) => `${tile(id)} video`;
 
 interface TileStats {
   camera: string;
+  candidateType?: string;
   status: string;
   state: string;
   attempts: number;
@@ -268,15 +321,18 @@ describe("live view page (Chromium, stub WHEP server)", () => {
     await stub.close();
   });
 
-  const resetStub = (cameras: Array<[string, string]>) => {
+  /** Fresh stub state for a test; peers left by earlier tests' closed pages are dropped. */
+  const resetStub = async (cameras: Array<[string, string]>) => {
+    for (const c of new Set([...stub.viewers.values()].map((v) => v.camera))) await stub.dropViewers(c);
     stub.cameras = cameras.map(([id, name]) => ({ id, name, state: "playing" }));
     stub.camerasStatus = 200;
     stub.csrfToken = null;
     stub.missing.clear();
+    stub.iceLink = null;
   };
 
   it("shows one live tile per camera with decoded video, audio, stats overlay and an unmute button", async () => {
-    resetStub([
+    await resetStub([
       ["front-door", "Front door"],
       ["yard", "Back yard"],
     ]);
@@ -328,7 +384,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("opens a camera large on click, closes the other sessions, and comes back with Escape", async () => {
-    resetStub([
+    await resetStub([
       ["front-door", "Front door"],
       ["yard", "Back yard"],
     ]);
@@ -363,7 +419,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("a link naming a camera opens it directly and starts only that camera's session", async () => {
-    resetStub([
+    await resetStub([
       ["front-door", "Front door"],
       ["yard", "Back yard"],
       ["garage", "Garage"],
@@ -385,7 +441,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("is usable from the keyboard: arrows move between tiles, Enter opens, S toggles stats, M toggles sound", async () => {
-    resetStub([
+    await resetStub([
       ["front-door", "Front door"],
       ["yard", "Back yard"],
       ["garage", "Garage"],
@@ -422,7 +478,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("reconnects by itself, without reloading, when the server drops the session", async () => {
-    resetStub([["front-door", "Front door"]]);
+    await resetStub([["front-door", "Front door"]]);
     const page = await chromium.newPage(stub.url);
     try {
       await waitForDecodedFrames(page, 5, 15_000, tileVideo("front-door"));
@@ -443,7 +499,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("ends its WHEP sessions when the page goes away (DELETE with keepalive)", async () => {
-    resetStub([["yard", "Back yard"]]);
+    await resetStub([["yard", "Back yard"]]);
     const page = await chromium.newPage(stub.url);
     await waitForDecodedFrames(page, 1, 15_000, tileVideo("yard"));
     const viewer = [...stub.viewers].find(([, v]) => v.camera === "yard")?.[0];
@@ -453,7 +509,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("sends the browser to sign in, returning to the same view, when the camera list answers 401", async () => {
-    resetStub([["yard", "Back yard"]]);
+    await resetStub([["yard", "Back yard"]]);
     stub.camerasStatus = 401;
     const login = once(stub, "login") as Promise<[string]>;
     const page = await chromium.newPage(`${stub.url}#camera=yard`);
@@ -467,7 +523,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("sends the CSRF token from auth/csrf with WHEP POST and DELETE", async () => {
-    resetStub([["yard", "Back yard"]]);
+    await resetStub([["yard", "Back yard"]]);
     stub.csrfToken = "tok-123";
     const before = stub.requests.length;
     const page = await chromium.newPage(stub.url);
@@ -483,7 +539,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("shows why a camera cannot be played and keeps retrying", async () => {
-    resetStub([
+    await resetStub([
       ["yard", "Back yard"],
       ["gone", "Old gate"],
     ]);
@@ -503,7 +559,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
 
   it("parses WHEP Link headers into ICE servers (RFC 8288 syntax, in the browser)", async () => {
-    resetStub([]);
+    await resetStub([]);
     const page = await chromium.newPage(stub.url);
     try {
       const header =
@@ -521,6 +577,56 @@ describe("live view page (Chromium, stub WHEP server)", () => {
         { urls: "turns:turn.example.net:443?transport=tcp", username: "bob", credential: "secret" },
         { urls: "stun:a" },
       ]);
+    } finally {
+      await page.close();
+    }
+  });
+  it("with ?relay=1 plays through the TURN server advertised in the OPTIONS Link header (coturn)", async () => {
+    await resetStub([["yard", "Back yard"]]);
+    const turn = await startCoturn();
+    try {
+      stub.iceLink = `<turn:127.0.0.1:${turn.port}?transport=udp>; rel="ice-server"; username="gh"; credential="s3cret"`;
+      const page = await chromium.newPage(`${stub.url}?relay=1`);
+      try {
+        await waitForDecodedFrames(page, 5, 15_000, tileVideo("yard"));
+        const config = await page.evaluate(() => {
+          const gh = (window as unknown as { gatehouse: { sessions: Map<string, { pc: RTCPeerConnection }> } }).gatehouse;
+          const c = gh.sessions.get("yard")?.pc.getConfiguration();
+          return { policy: c?.iceTransportPolicy, servers: c?.iceServers };
+        });
+        expect(config.policy).toBe("relay");
+        expect(config.servers).toEqual([{ urls: [`turn:127.0.0.1:${turn.port}?transport=udp`], username: "gh", credential: "s3cret" }]);
+        const [s] = await tileStats(page);
+        expect(s?.candidateType).toBe("relay");
+      } finally {
+        await page.close();
+      }
+    } finally {
+      await turn.close();
+    }
+  });
+  it("fits a phone: one column, touch targets of at least 40 px, tap opens a camera", async () => {
+    await resetStub([
+      ["front-door", "Front door"],
+      ["yard", "Back yard"],
+    ]);
+    const page = await chromium.newPage();
+    try {
+      await page.emulate({ viewport: { width: 390, height: 844, isMobile: true, hasTouch: true, deviceScaleFactor: 2 }, userAgent: PHONE_UA });
+      await page.goto(stub.url);
+      await waitForDecodedFrames(page, 1, 15_000, tileVideo("yard"));
+      const boxes = await page.$$eval(".tile", (els) => els.map((e) => e.getBoundingClientRect().toJSON() as DOMRect));
+      expect(boxes).toHaveLength(2);
+      expect(boxes[0]?.x).toBe(boxes[1]?.x); // stacked
+      expect(boxes[0]!.width).toBeGreaterThan(350);
+      const small = await page.$$eval("button:not([hidden])", (bs) =>
+        bs.map((b) => b.getBoundingClientRect()).filter((r) => r.width > 0 && (r.width < 40 || r.height < 40)).length,
+      );
+      expect(small).toBe(0);
+      expect(await page.$eval("html", (e) => e.scrollWidth)).toBeLessThanOrEqual(390); // no sideways scrolling
+      await page.tap(`${tile("front-door")} .tile-open`);
+      await page.waitForFunction(() => location.hash === "#camera=front-door");
+      await waitForDecodedFrames(page, 1, 15_000, tileVideo("front-door"));
     } finally {
       await page.close();
     }
