@@ -164,6 +164,10 @@ export class RtspClient {
     return this.shutdown(reason);
   }
 
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close("disposed");
+  }
+
   /** A method, so TypeScript does not narrow `state` across awaits. */
   private isClosed(): boolean {
     return this.state === "closed";

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
+import { readFileSync } from "node:fs";
 import { BadInputError } from "../../config/errors.ts";
 import {
   RtspHeaders,
@@ -278,5 +279,37 @@ describe("RtspStreamParser", () => {
         },
       ),
     );
+  });
+});
+
+describe("captured GStreamer sessions (test/fixtures/rtsp, see capture.ts)", () => {
+  const fixture = (name: string) => readFileSync(new URL(`../fixtures/rtsp/${name}`, import.meta.url));
+
+  it("parses the server's byte stream: answers then interleaved RTP/RTCP, whatever the split", () => {
+    const bytes = fixture("gst-tcp-digest.bin");
+    const whole = new RtspStreamParser().push(bytes);
+    const responses = whole.filter((e) => e.type === "response");
+    expect(responses.map((e) => (e as { message: { status: number } }).message.status)).toEqual([200, 401, 200, 200, 200, 200, 200]);
+    const frames = whole.filter((e) => e.type === "interleaved") as { channel: number; data: Buffer }[];
+    expect(frames.length).toBeGreaterThanOrEqual(40);
+    expect(new Set(frames.map((f) => f.channel))).toEqual(new Set([0, 2]));
+    expect(frames.every((f) => f.data[0]! >> 6 === 2)).toBe(true);
+    expect(whole.some((e) => e.type === "error")).toBe(false);
+    const ref = plain(whole);
+    // every boundary through the RTSP answers and the first frames, then strides
+    for (let i = 1; i < bytes.length; i += i < 2500 ? 1 : 97) {
+      const p = new RtspStreamParser();
+      expect(plain([...p.push(bytes.subarray(0, i)), ...p.push(bytes.subarray(i))]), `split at ${i}`).toEqual(ref);
+    }
+  });
+
+  it("parses the client's requests as a server would", () => {
+    const evs = new RtspStreamParser().push(fixture("gst-tcp-digest.requests.txt"));
+    expect(evs.map((e) => (e.type === "request" ? e.message.method : e.type))).toEqual([
+      "OPTIONS", "DESCRIBE", "DESCRIBE", "SETUP", "SETUP", "PLAY", "TEARDOWN",
+    ]);
+    const setup = evs[3] as Extract<RtspStreamEvent, { type: "request" }>;
+    expect(setup.message.headers.get("transport")).toBe("RTP/AVP/TCP;unicast;interleaved=0-1");
+    expect(setup.message.headers.get("authorization")).toMatch(/^Digest username="user", realm="GStreamer RTSP Server"/);
   });
 });
