@@ -376,7 +376,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
       return closing;
     },
     [Symbol.asyncDispose]() {
-      return this.close("disposed");
+      return server.close("disposed");
     },
   };
   return server;

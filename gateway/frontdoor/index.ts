@@ -176,7 +176,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
   log.info("front door listening", { host: addr.address, port: addr.port, tls: !!secureContext, turn: !!opts.turn });
 
   let closing: Promise<void> | undefined;
-  return {
+  const door: FrontDoor = {
     host: addr.address,
     port: addr.port,
     stats,
@@ -186,14 +186,19 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     close() {
       if (closing) return closing;
       closed = true;
-      closing = new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const s of sockets) s.destroy();
-      });
+      const socketsClosed = [...sockets].map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.once("close", () => resolve());
+            s.destroy();
+          }),
+      );
+      closing = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), ...socketsClosed]).then(() => {});
       return closing;
     },
     [Symbol.asyncDispose]() {
-      return this.close();
+      return door.close();
     },
   };
+  return door;
 }
