@@ -63,6 +63,8 @@ export interface SfuOptions {
   connectTimeoutMs?: number;
   /** Close a viewer whose ICE stays disconnected this long, ms. Default 10000. */
   disconnectTimeoutMs?: number;
+  /** Close a connected viewer that sent no RTCP for this long (tab gone without DELETE), ms. Default 15000. */
+  rtcpTimeoutMs?: number;
   /** Minimum spacing of cache replays answering one viewer's PLI/FIR, ms. Default 500. */
   keyframeResendMinMs?: number;
   /** RTP spacing given to replayed cached frames, ms (see Viewer.resync). Default 1. */
@@ -179,6 +181,7 @@ export class Sfu {
       pacingBurstBytes: this.o.pacingBurstBytes ?? 256 * 1024,
       connectTimeoutMs: this.o.connectTimeoutMs ?? 20_000,
       disconnectTimeoutMs: this.o.disconnectTimeoutMs ?? 10_000,
+      rtcpTimeoutMs: this.o.rtcpTimeoutMs ?? 15_000,
       keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
       replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
     });

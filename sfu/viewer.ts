@@ -136,6 +136,11 @@ export interface ViewerOptions {
   connectTimeoutMs: number;
   /** Close if ICE stays disconnected this long, ms. */
   disconnectTimeoutMs: number;
+  /**
+   * Close a connected viewer that sent no RTCP for this long, ms (RFC 3550 §6.3.5 style
+   * timeout: a browser reports every second; ICE consent alone takes 30 s to expire).
+   */
+  rtcpTimeoutMs: number;
   /** Minimum spacing of GOP replays answering PLI/FIR, ms. */
   keyframeResendMinMs: number;
   /** RTP timestamp spacing of replayed cached frames, ms of media clock; ≤ 0 keeps the original spacing (see `resync`). */
@@ -213,6 +218,7 @@ export class Viewer implements Drainable {
   private tokensAt: number;
   private bytesPerMs: number;
   private lastResyncAt = -Infinity;
+  private lastRtcpAt = 0;
   private readonly header = { marker: false, payloadType: 0, sequenceNumber: 0, timestamp: 0, ssrc: 0 };
   private readonly st = {
     packetsOut: 0,
@@ -352,6 +358,7 @@ export class Viewer implements Drainable {
           this.setState("connected");
           this.log.info("viewer connected", { ms: this.connectedAt - this.createdAt });
           this.attached = true;
+          this.lastRtcpAt = this.connectedAt;
           this.o.source.attach(this);
           this.resync("join");
         } else {
@@ -382,6 +389,7 @@ export class Viewer implements Drainable {
   onRtcp(bytes: Buffer): void {
     if (this._state === "closed") return;
     const now = this.o.timers.now();
+    this.lastRtcpAt = now;
     for (const item of parseRtcp(bytes)) {
       switch (item.type) {
         case "rr":
@@ -675,12 +683,16 @@ export class Viewer implements Drainable {
   }
 
   /**
-   * Periodic work (the SFU calls it about every 250 ms): RTCP sender reports once a
-   * second per track that has sent media (RFC 3550 §6.4.1), mapping the source clock
-   * into this viewer's timestamp space for lip sync.
+   * Periodic work (the SFU calls it about every 250 ms): the RTCP silence timeout, and
+   * RTCP sender reports once a second per track that has sent media (RFC 3550 §6.4.1),
+   * mapping the source clock into this viewer's timestamp space for lip sync.
    */
   tick(now: number): void {
     if (this._state !== "connected" || !this.transport) return;
+    if (now - this.lastRtcpAt > this.o.rtcpTimeoutMs) {
+      void this.close("viewer silent (no RTCP)");
+      return;
+    }
     for (const vt of this.tracks) {
       if (!vt || !vt.sentAny || vt.sourceTrack < 0) continue;
       // RFC 3550 §6.2: ~1 s here (tiny bandwidth), randomised ±25 % by the tick phase.
