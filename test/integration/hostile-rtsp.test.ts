@@ -126,13 +126,16 @@ describe("hostile recorders next to a healthy one", () => {
       ],
       rtsp: { requestTimeoutMs: 300, mediaTimeoutMs: 600, reconnectMinMs: 100, reconnectMaxMs: 400, idleStopSeconds: 0 },
     });
+    // The healthy camera gets generous timeouts so a busy test machine cannot make it fail by itself.
+    const healthyRtsp = { ...cfg.rtsp, requestTimeoutMs: 5000, mediaTimeoutMs: 5000 };
     const ports = new UdpPortPool([48000, 48019]);
     const sinks = new Map<string, TestSink>();
     const ingests = new Map<string, CameraIngest>();
     const healthyStates: IngestStatus["state"][] = [];
     for (const camera of cfg.cameras) {
       const sink = new TestSink();
-      const ing = new CameraIngest({ camera, rtsp: cfg.rtsp, sink, log: log.child({ camera: camera.id }), ports });
+      const rtsp = camera.id === "healthy" ? healthyRtsp : cfg.rtsp;
+      const ing = new CameraIngest({ camera, rtsp, sink, log: log.child({ camera: camera.id }), ports });
       if (camera.id === "healthy") ing.on("state", (s) => void healthyStates.push(s.state));
       sinks.set(camera.id, sink);
       ingests.set(camera.id, ing);

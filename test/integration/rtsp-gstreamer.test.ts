@@ -28,7 +28,7 @@ async function gst(opts: GstServerOptions): Promise<GstRtspServer> {
 function ingest(camera: Partial<CameraConfig> & { url: string }, rtsp: Record<string, number> = {}) {
   const cfg = parseConfig({
     cameras: [{ id: "cam", ...camera }],
-    rtsp: { requestTimeoutMs: 3000, mediaTimeoutMs: 2000, reconnectMinMs: 100, reconnectMaxMs: 1000, idleStopSeconds: 0, ...rtsp },
+    rtsp: { requestTimeoutMs: 5000, mediaTimeoutMs: 5000, reconnectMinMs: 100, reconnectMaxMs: 1000, idleStopSeconds: 0, ...rtsp },
   });
   const sink = new TestSink();
   const ing = new CameraIngest({ camera: cfg.cameras[0]!, rtsp: cfg.rtsp, sink, log: silentLogger, ports });
