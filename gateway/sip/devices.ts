@@ -1,0 +1,179 @@
+/**
+ * The configured door stations and how a request proves it comes from one of them:
+ * digest credentials (REGISTER, challenged INVITEs), or an allow-listed source address.
+ * Failed attempts feed the per-source lockout.
+ */
+import type { Brand } from "../../config/ids.ts";
+import type { Logger } from "../../config/log.ts";
+import type { SipDeviceConfig } from "../../config/sections/sip.ts";
+import type { DigestAlgorithm, DigestServer, VerifyFailure } from "./digest.ts";
+import { parseCidr, type Cidr } from "./endpoint.ts";
+import type { Lockout } from "./lockout.ts";
+import type { SipRequest } from "./message.ts";
+
+export type DeviceId = Brand<string, "SipDeviceId">;
+export const deviceId = (s: string): DeviceId => s as DeviceId;
+
+/** A configured device, frozen at start. */
+export interface Device {
+  readonly id: DeviceId;
+  readonly name: string;
+  readonly username: string;
+  /** Digest password (never logged). */
+  readonly password: string | undefined;
+  readonly camera: string | undefined;
+  readonly answerers: { readonly users: readonly string[]; readonly groups: readonly string[] };
+  readonly dtmf: { readonly openDoor: string; readonly method: "rfc4733" | "info"; readonly durationMs: number };
+  readonly allow: readonly Cidr[];
+  readonly digestAlgorithms: readonly DigestAlgorithm[];
+  readonly authenticateCalls: boolean;
+}
+
+export class DeviceDirectory {
+  private readonly byId = new Map<string, Device>();
+  private readonly byUser = new Map<string, Device>();
+
+  constructor(configs: readonly SipDeviceConfig[]) {
+    for (const c of configs) {
+      const allow = c.allow.map((a) => {
+        const cidr = parseCidr(a);
+        if (!cidr) throw new Error(`invalid allow entry ${a}`); // validated by the config schema
+        return cidr;
+      });
+      const d: Device = Object.freeze({
+        id: deviceId(c.id),
+        name: c.name ?? c.id,
+        username: c.username,
+        password: c.password,
+        camera: c.camera,
+        answerers: Object.freeze({ users: Object.freeze([...c.answerers.users]), groups: Object.freeze([...c.answerers.groups]) }),
+        dtmf: Object.freeze({ ...c.dtmf }),
+        allow: Object.freeze(allow),
+        digestAlgorithms: Object.freeze([...c.digestAlgorithms]),
+        authenticateCalls: c.authenticateCalls,
+      });
+      this.byId.set(d.id, d);
+      this.byUser.set(d.username.toLowerCase(), d);
+    }
+  }
+
+  get(id: string): Device | undefined {
+    return this.byId.get(id);
+  }
+
+  byUsername(user: string | undefined): Device | undefined {
+    return user === undefined ? undefined : this.byUser.get(user.toLowerCase());
+  }
+
+  all(): Device[] {
+    return [...this.byId.values()];
+  }
+
+  /** Devices that allow-list `address` (several may share a gateway box). */
+  allowListed(address: string): Device[] {
+    return this.all().filter((d) => d.allow.some((c) => c.matches(address)));
+  }
+}
+
+export type AuthOutcome =
+  | { readonly ok: true; readonly device: Device }
+  /** Answer with 401 and these WWW-Authenticate values. */
+  | { readonly ok: false; readonly status: 401; readonly challenge: string[]; readonly failure: VerifyFailure }
+  /** Answer 403: wrong credentials (counted towards lockout) or locked out. */
+  | { readonly ok: false; readonly status: 403; readonly reason: string; readonly failure: VerifyFailure | "locked-out" | "wrong-user" };
+
+export interface AuthStats {
+  challenges: number;
+  successes: number;
+  failures: number;
+  stale: number;
+  replays: number;
+}
+
+/** Default challenge for unknown users, so usernames cannot be probed by the algorithms offered. */
+const DEFAULT_ALGORITHMS: readonly DigestAlgorithm[] = ["MD5"];
+
+export class DeviceAuth {
+  readonly stats: AuthStats = { challenges: 0, successes: 0, failures: 0, stale: 0, replays: 0 };
+  private readonly devices: DeviceDirectory;
+  private readonly digest: DigestServer;
+  private readonly lockout: Lockout;
+  private readonly realm: string;
+  private readonly log: Logger;
+
+  constructor(opts: { devices: DeviceDirectory; digest: DigestServer; lockout: Lockout; realm: string; log: Logger }) {
+    this.devices = opts.devices;
+    this.digest = opts.digest;
+    this.lockout = opts.lockout;
+    this.realm = opts.realm;
+    this.log = opts.log;
+  }
+
+  get lockouts(): Lockout {
+    return this.lockout;
+  }
+
+  /** True while `address` is locked out (the refusal is counted). */
+  locked(address: string): boolean {
+    return this.lockout.isLocked(address);
+  }
+
+  /**
+   * Check the request's Authorization against the device `claimed` (named by To for
+   * REGISTER, by From for INVITE). Unknown devices are challenged like known ones and
+   * then fail, so the response does not reveal which usernames exist.
+   */
+  check(req: SipRequest, sourceAddress: string, claimed: Device | undefined): AuthOutcome {
+    if (this.lockout.isLocked(sourceAddress)) return { ok: false, status: 403, reason: "Locked Out", failure: "locked-out" };
+    const algorithms = claimed?.digestAlgorithms ?? DEFAULT_ALGORITHMS;
+    const header = pickAuthorization(req, this.realm);
+    const res = this.digest.verify(header, req.method, this.realm, algorithms, (u) => this.devices.byUsername(u)?.password);
+    if (res.ok) {
+      const device = this.devices.byUsername(res.username)!;
+      if (claimed && device.id !== claimed.id) {
+        // Authenticated as one device while claiming another's identity.
+        this.fail(sourceAddress, "wrong-user", res.username);
+        return { ok: false, status: 403, reason: "Forbidden", failure: "wrong-user" };
+      }
+      this.lockout.succeed(sourceAddress);
+      this.stats.successes++;
+      return { ok: true, device };
+    }
+    switch (res.reason) {
+      case "missing":
+      case "malformed":
+      case "bad-nonce":
+      case "unsupported-algorithm":
+        this.stats.challenges++;
+        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms), failure: res.reason };
+      case "stale":
+        this.stats.stale++;
+        this.stats.challenges++;
+        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms, true), failure: "stale" };
+      case "replay":
+        // A reused nonce count: challenge again (not a password failure, so no lockout count).
+        this.stats.replays++;
+        this.log.info("sip: digest nonce count replayed", { address: sourceAddress, username: res.username });
+        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms), failure: "replay" };
+      case "unknown-user":
+      case "bad-response":
+        this.fail(sourceAddress, res.reason, res.username);
+        return { ok: false, status: 403, reason: "Forbidden", failure: res.reason };
+    }
+  }
+
+  private fail(address: string, reason: string, username: string | undefined): void {
+    this.stats.failures++;
+    const locked = this.lockout.fail(address);
+    this.log.info("sip: authentication failed", { address, reason, username });
+    if (locked) this.log.warn("sip: source locked out after repeated authentication failures", { address });
+  }
+}
+
+/** The Authorization (or Proxy-Authorization) value for our realm, if any. */
+function pickAuthorization(req: SipRequest, realm: string): string | undefined {
+  const all = [...req.headers.getAll("authorization"), ...req.headers.getAll("proxy-authorization")];
+  if (all.length === 0) return undefined;
+  const ours = all.find((v) => new RegExp(`realm\\s*=\\s*"?${realm.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}"?`, "i").test(v));
+  return ours ?? all[0];
+}

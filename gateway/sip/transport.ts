@@ -1,0 +1,296 @@
+/**
+ * SIP sockets: one UDP socket, a TCP listener and an optional TLS listener. A thin adapter:
+ * bytes in (with their source Endpoint), bytes out (to an Endpoint). Stream connections
+ * are framed by stream.ts and identified by a flow id, so responses and in-dialog requests
+ * go back over the connection the device opened (§18.2.2, RFC 5626 flow reuse: a device
+ * behind NAT cannot accept new connections).
+ */
+import dgram from "node:dgram";
+import net from "node:net";
+import tls from "node:tls";
+import type { Logger } from "../../config/log.ts";
+import { endpointKey, type Endpoint, type SipTransport } from "./endpoint.ts";
+import { SipStreamFramer } from "./stream.ts";
+
+export interface SipSocketsOptions {
+  bindAddress: string;
+  /** UDP port (0 = any free port); undefined = no UDP. */
+  udpPort?: number | undefined;
+  tcpPort?: number | undefined;
+  tls?: { port: number; cert: string | Buffer; key: string | Buffer } | undefined;
+  log: Logger;
+  /** One datagram or one framed stream message. */
+  onMessage(data: Buffer, source: Endpoint): void;
+  /** Close idle stream connections after this long, ms. Default 600000 (10 min). */
+  streamIdleMs?: number;
+  /** Most simultaneous stream connections; more are refused. Default 2048. */
+  maxConnections?: number;
+  /** Largest SIP message over a stream, bytes. Default 65535. */
+  maxMessageBytes?: number;
+}
+
+export interface TransportStats {
+  datagramsIn: number;
+  datagramsOut: number;
+  streamMessagesIn: number;
+  streamMessagesOut: number;
+  connectionsAccepted: number;
+  connectionsOpened: number;
+  connectionsRefused: number;
+  framingErrors: number;
+  sendErrors: number;
+  keepAlives: number;
+}
+
+interface Flow {
+  id: number;
+  transport: "tcp" | "tls";
+  socket: net.Socket;
+  framer: SipStreamFramer;
+  remote: Endpoint;
+  lastActivity: number;
+  ready: boolean;
+  queue: Buffer[];
+}
+
+export class SipSockets {
+  readonly stats: TransportStats = {
+    datagramsIn: 0, datagramsOut: 0, streamMessagesIn: 0, streamMessagesOut: 0, connectionsAccepted: 0,
+    connectionsOpened: 0, connectionsRefused: 0, framingErrors: 0, sendErrors: 0, keepAlives: 0,
+  };
+  private readonly opts: SipSocketsOptions;
+  private readonly log: Logger;
+  private udp: dgram.Socket | undefined;
+  private tcp: net.Server | undefined;
+  private tlsServer: tls.Server | undefined;
+  private readonly flows = new Map<number, Flow>();
+  private readonly flowByRemote = new Map<string, Flow>();
+  private nextFlow = 1;
+  private sweeper: NodeJS.Timeout | undefined;
+  private closed = false;
+  private ports: { udp?: number; tcp?: number; tls?: number } = {};
+
+  private constructor(opts: SipSocketsOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+  }
+
+  /** Bind everything configured; rejects (after closing what was opened) if a bind fails. */
+  static async listen(opts: SipSocketsOptions): Promise<SipSockets> {
+    const s = new SipSockets(opts);
+    try {
+      await s.start();
+    } catch (err) {
+      await s.close();
+      throw err;
+    }
+    return s;
+  }
+
+  /** Bound ports (resolved when 0 was asked). */
+  get boundPorts(): Readonly<{ udp?: number; tcp?: number; tls?: number }> {
+    return this.ports;
+  }
+
+  private async start(): Promise<void> {
+    const host = this.opts.bindAddress;
+    if (this.opts.udpPort !== undefined) {
+      const sock = dgram.createSocket({ type: host.includes(":") ? "udp6" : "udp4" });
+      this.udp = sock;
+      await new Promise<void>((resolve, reject) => {
+        sock.once("error", reject);
+        sock.bind(this.opts.udpPort, host, () => {
+          sock.off("error", reject);
+          resolve();
+        });
+      });
+      sock.on("error", (err) => this.log.warn("sip: UDP socket error", { err }));
+      sock.on("message", (data, rinfo) => {
+        this.stats.datagramsIn++;
+        // RFC 5626 §3.5.1 STUN keep-alives and bare CRLF pings carry no SIP: ignore.
+        if (data.length <= 4 || data[0]! < 0x20) return;
+        this.deliver(data, { transport: "udp", address: rinfo.address, port: rinfo.port });
+      });
+      try {
+        sock.setRecvBufferSize(1 << 20);
+      } catch {
+        // capped by the kernel; the default works too
+      }
+      this.ports.udp = sock.address().port;
+    }
+    if (this.opts.tcpPort !== undefined) {
+      const server = net.createServer((socket) => this.accept(socket, "tcp"));
+      this.tcp = server;
+      this.ports.tcp = await listenServer(server, this.opts.tcpPort, host);
+    }
+    if (this.opts.tls) {
+      const server = tls.createServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, (socket) => this.accept(socket, "tls"));
+      server.on("tlsClientError", (err) => this.log.debug("sip: TLS handshake failed", { err }));
+      this.tlsServer = server;
+      this.ports.tls = await listenServer(server, this.opts.tls.port, host);
+    }
+    this.sweeper = setInterval(() => this.sweep(), 30_000);
+    this.sweeper.unref();
+  }
+
+  private deliver(data: Buffer, source: Endpoint): void {
+    try {
+      this.opts.onMessage(data, source);
+    } catch (err) {
+      // The SIP core must never take the socket loop down.
+      this.log.error("sip: message handler threw", { err, transport: source.transport });
+    }
+  }
+
+  private accept(socket: net.Socket, transport: "tcp" | "tls"): void {
+    if (this.closed || this.flows.size >= (this.opts.maxConnections ?? 2048)) {
+      this.stats.connectionsRefused++;
+      socket.destroy();
+      return;
+    }
+    this.stats.connectionsAccepted++;
+    const address = normalizeAddress(socket.remoteAddress ?? "");
+    this.addFlow(socket, transport, { transport, address, port: socket.remotePort ?? 0 }, true);
+  }
+
+  private addFlow(socket: net.Socket, transport: "tcp" | "tls", remote: Endpoint, ready: boolean): Flow {
+    const id = this.nextFlow++;
+    const max = this.opts.maxMessageBytes ?? 65535;
+    const flow: Flow = {
+      id,
+      transport,
+      socket,
+      framer: new SipStreamFramer({ maxHeaderBytes: max, maxBodyBytes: max }),
+      remote: { ...remote, flow: id },
+      lastActivity: Date.now(),
+      ready,
+      queue: [],
+    };
+    this.flows.set(id, flow);
+    this.flowByRemote.set(endpointKey(remote), flow);
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => {
+      flow.lastActivity = Date.now();
+      for (const ev of flow.framer.push(chunk)) {
+        if (ev.type === "message") {
+          this.stats.streamMessagesIn++;
+          this.deliver(ev.data, flow.remote);
+        } else if (ev.type === "ping") {
+          // RFC 5626 §4.4.1: answer a CRLFCRLF ping with a CRLF pong.
+          this.stats.keepAlives++;
+          socket.write("\r\n");
+        } else {
+          this.stats.framingErrors++;
+          this.log.info("sip: closing stream after a framing error", { reason: ev.reason, address: remote.address });
+          socket.destroy();
+        }
+      }
+    });
+    socket.on("error", (err) => this.log.debug("sip: stream error", { err, address: remote.address }));
+    socket.on("close", () => this.removeFlow(flow));
+    return flow;
+  }
+
+  private removeFlow(flow: Flow): void {
+    if (this.flows.get(flow.id) === flow) this.flows.delete(flow.id);
+    const key = endpointKey(flow.remote);
+    if (this.flowByRemote.get(key) === flow) this.flowByRemote.delete(key);
+  }
+
+  /** True when the stream connection `flow` is still open. */
+  hasFlow(flow: number): boolean {
+    return this.flows.has(flow);
+  }
+
+  /**
+   * Send to an endpoint. UDP goes out at once. Streams use the given flow if it is open,
+   * else an open connection to the same address, else a new connection (TCP only: we do
+   * not open TLS to devices, they must keep theirs open). Failures go to `onError`.
+   */
+  send(data: Buffer, to: Endpoint, onError?: (err: Error) => void): void {
+    if (this.closed) return;
+    const fail = (err: Error): void => {
+      this.stats.sendErrors++;
+      onError?.(err);
+    };
+    if (to.transport === "udp") {
+      if (!this.udp) return fail(new Error("no UDP listener"));
+      this.stats.datagramsOut++;
+      this.udp.send(data, to.port, to.address, (err) => {
+        if (err) fail(err);
+      });
+      return;
+    }
+    let flow = to.flow !== undefined ? this.flows.get(to.flow) : undefined;
+    flow ??= this.flowByRemote.get(endpointKey(to));
+    if (!flow) {
+      if (to.transport !== "tcp" || !this.tcp) return fail(new Error(`no open ${to.transport} connection to ${to.address}:${to.port}`));
+      if (this.flows.size >= (this.opts.maxConnections ?? 2048)) return fail(new Error("too many connections"));
+      const socket = net.connect({ host: to.address, port: to.port, localAddress: this.opts.bindAddress.includes(":") || this.opts.bindAddress === "0.0.0.0" ? undefined : this.opts.bindAddress });
+      this.stats.connectionsOpened++;
+      flow = this.addFlow(socket, "tcp", { transport: "tcp", address: to.address, port: to.port }, false);
+      const f = flow;
+      socket.once("connect", () => {
+        f.ready = true;
+        for (const q of f.queue) socket.write(q);
+        f.queue = [];
+      });
+      socket.once("error", (err) => {
+        if (!f.ready) fail(err);
+      });
+    }
+    flow.lastActivity = Date.now();
+    this.stats.streamMessagesOut++;
+    if (!flow.ready) flow.queue.push(data);
+    else if (!flow.socket.destroyed) flow.socket.write(data);
+    else fail(new Error("connection closed"));
+  }
+
+  private sweep(): void {
+    const idle = this.opts.streamIdleMs ?? 600_000;
+    const now = Date.now();
+    for (const f of this.flows.values()) if (now - f.lastActivity > idle) f.socket.destroy();
+  }
+
+  /** Open stream connections (ops, tests). */
+  get connections(): number {
+    return this.flows.size;
+  }
+
+  /** Close listeners and connections. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    for (const f of this.flows.values()) f.socket.destroy();
+    this.flows.clear();
+    this.flowByRemote.clear();
+    const waits: Promise<void>[] = [];
+    if (this.udp) {
+      const u = this.udp;
+      waits.push(new Promise((r) => u.close(() => r())));
+    }
+    for (const srv of [this.tcp, this.tlsServer]) {
+      if (srv) waits.push(new Promise((r) => srv.close(() => r())));
+    }
+    await Promise.all(waits);
+  }
+}
+
+function listenServer(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      server.on("error", () => {});
+      resolve((server.address() as net.AddressInfo).port);
+    });
+  });
+}
+
+/** `::ffff:1.2.3.4` → `1.2.3.4` (dual-stack sockets). */
+export function normalizeAddress(a: string): string {
+  return a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a;
+}
+
+export type { SipTransport };
