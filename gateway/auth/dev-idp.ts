@@ -108,6 +108,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
   const jwks = opts.jwks ?? [generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ format: "jwk" })];
   const ttl = { accessToken: 600, idToken: 600, refreshToken: 86400, session: 86400, ...opts.ttl };
   const firstParty = new Set(opts.clients.map((c) => c.clientId));
+  const clientOrigins = [...new Set(opts.clients.flatMap((c) => c.redirectUris.map((u) => new URL(u).origin)))];
 
   const groupsClaims = (u: IdpUser): Record<string, unknown> => {
     let v: unknown = [...u.groups];
@@ -223,7 +224,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
     const details: InteractionDetails = await provider.interactionDetails(req, res);
     if (details.prompt.name === "consent") return grantConsent(req, res, details);
     if (details.prompt.name !== "login") throw new BadInputError(`unsupported prompt ${details.prompt.name}`);
-    if (!submit) return send(res, 200, loginPage(details.uid, "", ""));
+    if (!submit) return send(res, 200, loginPage(details.uid, "", ""), clientOrigins);
     if (req.method !== "POST") return send(res, 405, page("Method not allowed", "<h1>Method not allowed</h1>"));
     const form = new URLSearchParams(await readBody(req, 8192));
     const username = (form.get("username") ?? "").slice(0, 200);
@@ -233,7 +234,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
     if (wait > 0) {
       log.warn("sign-in rate limited", { source, account: username });
       res.setHeader("Retry-After", String(Math.ceil(wait / 1000)));
-      return send(res, 429, loginPage(details.uid, username, "Too many failed attempts. Try again later."));
+      return send(res, 429, loginPage(details.uid, username, "Too many failed attempts. Try again later."), clientOrigins);
     }
     const user = users.get(username);
     // Compare digests in constant time; do the same work when the user does not exist.
@@ -242,7 +243,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
       perSource.hit(source);
       perAccount.hit(username.toLowerCase());
       log.info("sign-in failed", { source, account: username });
-      return send(res, 401, loginPage(details.uid, username, "Wrong user name or password."));
+      return send(res, 401, loginPage(details.uid, username, "Wrong user name or password."), clientOrigins);
     }
     perAccount.reset(username.toLowerCase());
     log.info("signed in at development provider", { account: username });
@@ -439,11 +440,15 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-function send(res: ServerResponse, status: number, html: string): void {
+function send(res: ServerResponse, status: number, html: string, formTargets: readonly string[] = []): void {
   res.statusCode = status;
   res.setHeader("Content-Type", "text/html; charset=utf-8");
   res.setHeader("Cache-Control", "no-store");
-  res.setHeader("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
+  // form-action also governs the redirects after a submission: the login ends at the clients' redirect URIs.
+  res.setHeader(
+    "Content-Security-Policy",
+    `default-src 'none'; style-src 'unsafe-inline'; form-action 'self'${formTargets.map((o) => ` ${o}`).join("")}; frame-ancestors 'none'`,
+  );
   res.setHeader("X-Frame-Options", "DENY");
   res.end(html);
 }

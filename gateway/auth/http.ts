@@ -167,8 +167,9 @@ export function securityHeaders(opts: { tls: boolean; formActions: readonly stri
     res.set("Content-Security-Policy", csp);
     res.set("X-Frame-Options", "DENY");
     res.set("X-Content-Type-Options", "nosniff");
-    // No referrer: callback URLs carry authorization codes.
-    res.set("Referrer-Policy", "no-referrer");
+    // No referrer to other origins (callback URLs carry authorization codes). Not "no-referrer":
+    // with it Chromium sends `Origin: null` on our own form posts, which the CSRF check must refuse.
+    res.set("Referrer-Policy", "same-origin");
     res.set("Cross-Origin-Opener-Policy", "same-origin");
     res.set("Cross-Origin-Resource-Policy", "same-origin");
     if (opts.tls) res.set("Strict-Transport-Security", "max-age=31536000");

@@ -138,6 +138,8 @@ export interface Auth {
   /** `authenticate` plus an Origin check for cookie callers (cross-site WebSocket hijacking). */
   authorizeUpgrade(req: IncomingMessage): Promise<User>;
   can(user: User, cameraId: string, action: AuthAction): boolean;
+  /** May the user see this camera at all (any action)? False for unknown cameras. */
+  canSee(user: User, cameraId: string): boolean;
   /** Throws NotFoundError when the camera is unknown or invisible to the user, AuthError FORBIDDEN when visible but not allowed. */
   authorizeCamera(user: User, cameraId: string, action: AuthAction): void;
   visibleCameras(user: User): CameraConfig[];
@@ -463,6 +465,10 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     const cam = findCamera(id);
     return cam !== undefined && rights.can(user, cam, action);
   };
+  const canSee = (user: User, id: string): boolean => {
+    const cam = findCamera(id);
+    return cam !== undefined && (user.via === "none" || rights.canSee(user, cam));
+  };
   const visibleCameras = (user: User): CameraConfig[] =>
     user.via === "none" ? [...cameraList()] : cameraList().filter((c) => rights.canSee(user, c));
   const actionsOf = (user: User, id: string): AuthAction[] => {
@@ -471,8 +477,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     return user.via === "none" ? ["live", "playback", "talk", "answer_intercom", "admin"] : rights.actions(user, cam);
   };
   const authorizeCamera = (user: User, id: string, action: AuthAction): void => {
-    const cam = findCamera(id);
-    if (!cam || (user.via !== "none" && !rights.canSee(user, cam))) throw new NotFoundError("no such camera");
+    if (!canSee(user, id)) throw new NotFoundError("no such camera");
     if (!can(user, id, action)) throw new AuthError("FORBIDDEN", `${action} not allowed on this camera`);
   };
 
@@ -718,6 +723,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       return user;
     },
     can,
+    canSee,
     authorizeCamera,
     visibleCameras,
     actions: actionsOf,

@@ -110,7 +110,7 @@ describe("sign-in through the provider", () => {
     expect(res.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
     expect(res.headers.get("strict-transport-security")).toContain("max-age=");
     expect(res.headers.get("x-content-type-options")).toBe("nosniff");
-    expect(res.headers.get("referrer-policy")).toBe("no-referrer");
+    expect(res.headers.get("referrer-policy")).toBe("same-origin");
   });
 
   it("shows each user exactly the cameras their claims allow", async () => {

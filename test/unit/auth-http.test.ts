@@ -80,7 +80,7 @@ describe("auth http helpers", () => {
     expect(csp).toContain(`'sha256-${createHash("sha256").update(style).digest("base64")}'`);
     expect(h["x-frame-options"]).toBe("DENY");
     expect(h["x-content-type-options"]).toBe("nosniff");
-    expect(h["referrer-policy"]).toBe("no-referrer");
+    expect(h["referrer-policy"]).toBe("same-origin");
     expect(h["strict-transport-security"]).toMatch(/max-age=\d+/);
     expect(headers(false)["strict-transport-security"]).toBeUndefined();
   });

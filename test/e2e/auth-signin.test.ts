@@ -1,0 +1,122 @@
+/**
+ * Sign-in end to end in Chromium against the whole gateway with the embedded default (development
+ * identity provider): sign in through the provider's pages, see exactly the permitted cameras, play
+ * one, sign out, and lose access — including a stream still playing in another tab, which the
+ * gateway ends when the session is revoked. The administrator sees every camera.
+ */
+import type { Page } from "puppeteer-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cameraId } from "../../config/ids.ts";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import type { Auth } from "../../gateway/auth/index.ts";
+import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { canvasNotBlack, launchChromium, waitForDecodedFrames, type Chromium } from "../peers/chromium.ts";
+
+let gw: Gateway;
+let auth: Auth;
+let chromium: Chromium;
+
+beforeAll(async () => {
+  const config = parseConfig({
+    server: { host: "127.0.0.1", port: 0 },
+    auth: { mode: "dev" },
+    demo: { enabled: true },
+    // A second camera only the administrator may see (never pulled: nobody watches it).
+    cameras: [{ id: "lobby", name: "Lobby", url: "rtsp://127.0.0.1:9/never" }],
+    log: { level: "warn" },
+  });
+  gw = await startGateway({ config, log: silentLogger });
+  const wired = (gw as Gateway & { auth?: Auth }).auth;
+  if (!wired) throw new Error("gateway/gateway.ts does not expose the auth module as `gateway.auth` (see gateway/auth/index.ts)");
+  auth = wired;
+  chromium = await launchChromium();
+}, 60_000);
+
+afterAll(async () => {
+  await chromium?.close();
+  await gw?.close("test done");
+});
+
+const password = (user: string) => auth.devUsers!.find((u) => u.username === user)!.password;
+
+/** From a gateway page that redirected to the provider's login form: sign in and land back on the gateway. */
+async function signInAt(page: Page, user: string): Promise<void> {
+  await page.waitForSelector("#username", { timeout: 15_000 });
+  expect(new URL(page.url()).origin).toBe(auth.issuer);
+  await page.type("#username", user);
+  await page.type("#password", password(user));
+  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 15_000 }), page.click("#submit")]);
+  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 15_000 }, new URL(gw.url).origin);
+}
+
+async function tileNames(page: Page): Promise<string[]> {
+  await page.waitForFunction(() => document.querySelectorAll("#grid .tile").length > 0, { timeout: 15_000 });
+  return page.$$eval("#grid .tile .tile-name", (els) => els.map((e) => e.textContent ?? ""));
+}
+
+async function apiCameraIds(page: Page): Promise<{ status: number; ids: string[] }> {
+  return page.evaluate(async () => {
+    const r = await fetch("/api/cameras", { headers: { accept: "application/json" }, cache: "no-store" });
+    return { status: r.status, ids: r.ok ? ((await r.json()) as Array<{ id: string }>).map((c) => c.id) : [] };
+  });
+}
+
+const viewers = () => gw.sfu.source(cameraId("demo")).stats().viewers;
+
+async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("sign-in in Chromium", () => {
+  it("the viewer signs in through the provider, sees only the demo camera, plays it, signs out and loses access", async () => {
+    const page = await chromium.newPage();
+    await page.goto(`${gw.url}/`, { waitUntil: "load" });
+    await signInAt(page, "viewer");
+    expect(await tileNames(page)).toEqual(["Demo camera"]);
+    expect(await apiCameraIds(page)).toEqual({ status: 200, ids: ["demo"] });
+    await waitForDecodedFrames(page, 10, 20_000);
+    expect(await canvasNotBlack(page)).toBe(true);
+
+    // A second tab of the same browser keeps playing while the first one signs out.
+    const other = await chromium.newPage(`${gw.url}/`);
+    await waitForDecodedFrames(other, 5, 20_000);
+    const cookie = (await page.cookies()).find((c) => c.name === "gatehouse_session");
+    expect(cookie?.httpOnly).toBe(true);
+    expect(cookie?.sameSite).toBe("Lax");
+
+    await page.goto(`${gw.url}/auth/logout`, { waitUntil: "load" });
+    await page.bringToFront(); // a background tab does not submit forms
+    await Promise.all([page.waitForNavigation({ timeout: 15_000 }), page.click("#logout")]);
+    // Provider session ended too: coming back asks for the password again.
+    await page.waitForFunction((issuer: string) => location.origin === issuer && !!document.querySelector("#password"), { timeout: 20_000 }, auth.issuer!);
+
+    // The stream still playing in the other tab is ended by the gateway at once...
+    await until("the other tab's stream to end", () => viewers() === 0, 5000);
+    // ...and that tab ends up at the sign-in page too.
+    await other.waitForFunction((issuer: string) => location.origin === issuer, { timeout: 25_000 }, auth.issuer!);
+
+    // The old cookie is worth nothing now.
+    const replay = await fetch(`${gw.url}/api/cameras`, { headers: { cookie: `gatehouse_session=${cookie!.value}`, accept: "application/json" } });
+    expect(replay.status).toBe(401);
+    await page.close();
+    await other.close();
+  });
+
+  it("the administrator sees every camera", async () => {
+    const context = await chromium.browser.createBrowserContext();
+    try {
+      const page = await context.newPage();
+      await page.goto(`${gw.url}/`, { waitUntil: "load" });
+      await signInAt(page, "admin");
+      expect((await tileNames(page)).sort()).toEqual(["Demo camera", "Lobby"]);
+      expect((await apiCameraIds(page)).ids.sort()).toEqual(["demo", "lobby"]);
+    } finally {
+      await context.close();
+    }
+  });
+});
