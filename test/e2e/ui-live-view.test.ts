@@ -10,6 +10,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import dgram from "node:dgram";
 import { EventEmitter, once } from "node:events";
+import { createHmac } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -29,6 +30,7 @@ import {
   waitForNewFrames,
   type Chromium,
 } from "../peers/chromium.ts";
+import { startCoturn } from "../peers/coturn.ts";
 
 const WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
 const CSP =
@@ -248,44 +250,6 @@ class StubGateway extends EventEmitter {
     this.viewers.set(viewer, { camera, pc });
     return { status: 201, body: pc.localDescription?.sdp ?? "", location: `/whep/${camera}/${viewer}` };
   }
-}
-
-/** coturn on a free loopback port with one long-term credential; relays to loopback peers. */
-async function startCoturn(): Promise<{ port: number; close(): Promise<void> }> {
-  const probe = dgram.createSocket("udp4");
-  await new Promise<void>((r) => probe.bind(0, "127.0.0.1", r));
-  const port = (probe.address() as AddressInfo).port;
-  probe.close();
-  const dir = await mkdtemp(path.join(os.tmpdir(), "gatehouse-coturn-"));
-  // prettier-ignore
-  const child = spawn("turnserver", [
-    "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", `--listening-port=${port}`,
-    "--lt-cred-mech", "--user=gh:s3cret", "--realm=gatehouse.test", "--allow-loopback-peers",
-    "--no-cli", "--no-tls", "--no-dtls", `--pidfile=${dir}/pid`, `--db=${dir}/db`, "--log-file=stdout", "--simple-log",
-  ], { stdio: ["ignore", "pipe", "pipe"] });
-  // Ready once it logs that its listeners are up.
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("coturn did not start")), 10_000);
-    let out = "";
-    child.stdout?.on("data", (d: Buffer) => {
-      out += d.toString();
-      if (/SQLite DB connection success/.test(out)) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`coturn exited (${code}): ${out.slice(-500)}`)));
-  });
-  return {
-    port,
-    async close() {
-      if (child.exitCode === null) {
-        child.kill("SIGKILL");
-        await once(child, "exit");
-      }
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 const tile = (id: string) => `[data-camera="${id}"]`;
@@ -583,9 +547,15 @@ describe("live view page (Chromium, stub WHEP server)", () => {
   });
   it("with ?relay=1 plays through the TURN server advertised in the OPTIONS Link header (coturn)", async () => {
     await resetStub([["yard", "Back yard"]]);
-    const turn = await startCoturn();
+    const secret = "relay-test-secret";
+    // coturn needs a real (empty) user database file for time-limited credentials; /dev/null does not do.
+    const db = await mkdtemp(path.join(os.tmpdir(), "gatehouse-coturn-"));
     try {
-      stub.iceLink = `<turn:127.0.0.1:${turn.port}?transport=udp>; rel="ice-server"; username="gh"; credential="s3cret"`;
+      await using turn = await startCoturn({ secret, realm: "gatehouse.test", args: [`--userdb=${db}/turndb`] });
+      // Time-limited TURN credentials (REST scheme): username "<expiry>:<user>", password base64 HMAC-SHA1 of it.
+      const username = `${Math.floor(Date.now() / 1000) + 600}:viewer`;
+      const credential = createHmac("sha1", secret).update(username).digest("base64");
+      stub.iceLink = `<turn:127.0.0.1:${turn.port}?transport=udp>; rel="ice-server"; username="${username}"; credential="${credential}"`;
       const page = await chromium.newPage(`${stub.url}?relay=1`);
       try {
         await waitForDecodedFrames(page, 5, 15_000, tileVideo("yard"));
@@ -595,16 +565,17 @@ describe("live view page (Chromium, stub WHEP server)", () => {
           return { policy: c?.iceTransportPolicy, servers: c?.iceServers };
         });
         expect(config.policy).toBe("relay");
-        expect(config.servers).toEqual([{ urls: [`turn:127.0.0.1:${turn.port}?transport=udp`], username: "gh", credential: "s3cret" }]);
+        expect(config.servers).toEqual([{ urls: [`turn:127.0.0.1:${turn.port}?transport=udp`], username, credential }]);
         const [s] = await tileStats(page);
         expect(s?.candidateType).toBe("relay");
       } finally {
         await page.close();
       }
     } finally {
-      await turn.close();
+      await rm(db, { recursive: true, force: true });
     }
   });
+
   it("fits a phone: one column, touch targets of at least 40 px, tap opens a camera", async () => {
     await resetStub([
       ["front-door", "Front door"],
