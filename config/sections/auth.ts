@@ -95,7 +95,8 @@ export const authSection = z
         maxAgeSeconds: seconds(60, 30 * 86400, 43200),
         /**
          * PEM files with the private keys (EC P-256 → ES256, RSA ≥ 2048 bits → RS256) that sign session tokens.
-         * The FIRST signs; all verify (rotation: put the new key first, drop the old one after `ttlSeconds`).
+         * The FIRST signs; all verify. Rotation: put the new key first and reload (cookies are re-signed on their
+         * next request); drop the old key after `maxAgeSeconds` and nobody has been logged out.
          * Empty (default): one key generated in memory at start, so sessions end when the gateway restarts.
          */
         signingKeys: z.array(z.string().min(1)).default([]),

@@ -412,7 +412,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     if (!(await sessions.ensureLive(rec))) return { error: new AuthError("UNAUTHORIZED", "session expired"), bearer: false, clearCookie: true };
     // Cookie older than the session's current lifetime (refreshed meanwhile, or expired): set a fresh one.
     const cookieExp = typeof claims.exp === "number" ? claims.exp * 1000 : 0;
-    const stale = cookieExp <= clock() || rec.expiresAt - cookieExp > 30_000;
+    const stale = cookieExp <= clock() || rec.expiresAt - cookieExp > 30_000 || !keyring.signedByCurrent(token);
     return stale ? { user: userOf(rec), reissue: rec } : { user: userOf(rec) };
   }
 

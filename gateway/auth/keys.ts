@@ -1,8 +1,9 @@
 /**
  * The keys that sign the gateway's own session tokens, with rotation: several keys, the FIRST signs,
  * every one verifies (selected by the `kid` header, an RFC 7638 thumbprint). Rotating is putting a new
- * key first and keeping the old one until the longest session token it signed has expired, so nobody
- * is logged out. Without configured files one EC P-256 key is generated in memory.
+ * key first; cookies signed by an older key are re-issued with the new one on their next request.
+ * Keep the old key for `session.maxAgeSeconds` and nobody is logged out. Without configured files one
+ * EC P-256 key is generated in memory.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -64,6 +65,12 @@ export class SessionKeyring {
   sign(claims: Record<string, unknown>): string {
     const k = this.signer;
     return jwt.sign(claims, k.privateKey, { algorithm: k.alg, keyid: k.kid });
+  }
+
+  /** Was `token` signed by the current signing key? (Else the caller re-issues it after a rotation.) */
+  signedByCurrent(token: string): boolean {
+    const header = jwt.decode(token, { complete: true })?.header;
+    return header?.kid === this.signer.kid;
   }
 
   /**

@@ -96,6 +96,49 @@ describe("development identity provider", () => {
   });
 });
 
+describe("session signing keys", () => {
+  it("rotate on reload without logging anyone out", async () => {
+    const { generateKeyPairSync } = await import("node:crypto");
+    const fs = await import("node:fs/promises");
+    const os = await import("node:os");
+    const path = await import("node:path");
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "gatehouse-keys-"));
+    try {
+      const key = async (name: string) => {
+        const file = path.join(dir, name);
+        await fs.writeFile(file, generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }) as string);
+        return file;
+      };
+      const oldKey = await key("old.pem");
+      const newKey = await key("new.pem");
+      await using rot = await startAuthApp({ cameras: CAMERAS, auth: { mode: "dev", session: { signingKeys: [oldKey] } } });
+      const pwOf = (u: string) => rot.auth.devUsers!.find((x) => x.username === u)!.password;
+      const b = newBrowser();
+      await signIn(b, `${rot.url}/auth/login`, "viewer", pwOf("viewer"));
+      const kid = (token: string) => (JSON.parse(Buffer.from(token.split(".")[0]!, "base64url").toString()) as { kid: string }).kid;
+      const before = b.cookie("127.0.0.1", "gatehouse_session")!;
+      const r = rot.auth.reload(parseConfig({ auth: { mode: "dev", session: { signingKeys: [newKey, oldKey] } } }).auth);
+      expect(r.applied).toContain("auth.session.signingKeys");
+      // New sessions are signed by the new key.
+      const b2 = newBrowser();
+      await signIn(b2, `${rot.url}/auth/login`, "admin", pwOf("admin"));
+      expect(kid(b2.cookie("127.0.0.1", "gatehouse_session")!)).not.toBe(kid(before));
+      // A session that stays away keeps its old-key cookie; one that is used gets it re-signed.
+      const idle = newBrowser();
+      idle.setCookie("127.0.0.1", "gatehouse_session", before);
+      expect((await b.request(`${rot.url}/api/cameras`)).status).toBe(200);
+      expect(kid(b.cookie("127.0.0.1", "gatehouse_session")!)).toBe(kid(b2.cookie("127.0.0.1", "gatehouse_session")!));
+      // Dropping the old key: re-signed sessions carry on; a cookie still signed by it no longer verifies.
+      rot.auth.reload(parseConfig({ auth: { mode: "dev", session: { signingKeys: [newKey] } } }).auth);
+      expect((await b.request(`${rot.url}/api/cameras`)).status).toBe(200);
+      expect((await b2.request(`${rot.url}/api/cameras`)).status).toBe(200);
+      expect((await idle.request(`${rot.url}/api/cameras`, { headers: { accept: "application/json" } })).status).toBe(401);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("mode none (tests of other features only)", () => {
   it("lets everyone in as an administrator, on loopback", async () => {
     await using open = await startAuthApp({ cameras: CAMERAS, auth: { mode: "none" } });

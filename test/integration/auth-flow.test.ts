@@ -5,6 +5,7 @@
  * code-flow attacks of issue 3 (replayed code, mismatched state or nonce, open redirect, CSRF, another
  * user's cookie, a forged cookie).
  */
+import type { IncomingMessage } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../config/log.ts";
 import type { CameraConfig } from "../../config/schema.ts";
@@ -258,6 +259,21 @@ describe("attacks on the code flow", () => {
     const none = [Buffer.from(JSON.stringify({ alg: "none", typ: "JWT" })).toString("base64url"), p, ""].join(".");
     mallory.setCookie(host, cookieName, none);
     expect((await json(mallory, "/api/cameras")).status).toBe(401);
+  });
+});
+
+describe("WebSocket and event-stream upgrades", () => {
+  it("authenticates an upgrade from its cookie and refuses one from another origin", async () => {
+    const alice = await signedIn("alice");
+    const cookie = `${cookieName}=${alice.cookie(host, cookieName)!}`;
+    const upgrade = (headers: Record<string, string>) =>
+      app.auth.authorizeUpgrade({ headers, method: "GET", url: "/events", socket: { remoteAddress: "127.0.0.1" } } as unknown as IncomingMessage);
+    const user = await upgrade({ cookie, origin: app.url });
+    expect(user.sub).toBe("sub-alice");
+    expect(app.auth.visibleCameras(user).map((c) => c.id)).toEqual(["lobby"]);
+    await expect(upgrade({ cookie, origin: "https://evil.example" })).rejects.toMatchObject({ code: "FORBIDDEN" });
+    await expect(upgrade({ cookie })).rejects.toMatchObject({ code: "FORBIDDEN" });
+    await expect(upgrade({ origin: app.url })).rejects.toMatchObject({ code: "UNAUTHORIZED" });
   });
 });
 
