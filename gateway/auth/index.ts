@@ -309,9 +309,10 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       // A refresh may come without an ID token (OIDC Core §12.2): keep the roles we had then.
       if (t.idClaims && t.idClaims.sub !== rec.sub) throw new AuthError("UNAUTHORIZED", "refresh returned another subject");
       const r = t.idClaims || !cfg.claimSources.includes("id_token") ? await rolesFromTokens(t, rec.sub) : { roles: rec.roles, name: rec.name };
-      queueMicrotask(recheckScoped);
       return { roles: r.roles, name: r.name, refreshToken: t.refreshToken, idToken: t.idToken };
     },
+    // New roles may withdraw a right a running stream depends on.
+    onRefreshed: () => recheckScoped(),
   });
   cleanups.push(() => sessions.close());
 

@@ -54,6 +54,8 @@ export interface SessionStoreOptions {
   maxSessions?: number;
   /** Uses the refresh token at the provider. */
   refresh: (rec: SessionRecord) => Promise<Refreshed>;
+  /** Called after a refresh has been applied (roles may have changed). */
+  onRefreshed?: (rec: SessionRecord) => void;
   clock: () => number;
   log: Logger;
   /** Sweep interval, milliseconds. Default min(ttl/4, 15 s). 0 disables the timer (tests call sweep()). */
@@ -161,6 +163,11 @@ export class SessionStore {
       rec.expiresAt = Math.min(now + this.opts.ttlMs, rec.absoluteExpiresAt);
       rec.nextRefreshAt = 0;
       this.opts.log.debug("session refreshed", { session: short(rec.id), sub: rec.sub });
+      try {
+        this.opts.onRefreshed?.(rec);
+      } catch (err) {
+        this.opts.log.warn("session refresh listener threw", { err });
+      }
       return true;
     } catch (err) {
       if (isGatehouseError(err) && err instanceof AuthError) {

@@ -30,7 +30,10 @@ const newBrowser = () => {
   browsers.push(b);
   return b;
 };
-const pw = (u: string) => TEST_USERS.find((x) => x.username === u)!.password;
+/** A user whose groups the tests change at the provider while they are signed in. */
+const dave = { username: "dave", password: "dave-pw-4", sub: "sub-dave", name: "Dave", email: "dave@test.invalid", groups: ["lobby-viewers"] };
+const USERS = [...TEST_USERS, dave];
+const pw = (u: string) => USERS.find((x) => x.username === u)!.password;
 const cookieName = "__Host-gatehouse_session";
 const host = "127.0.0.1";
 
@@ -56,6 +59,7 @@ beforeAll(async () => {
     provider: async (url) => {
       idp = await startTestOidc({
         ca,
+        users: USERS,
         clients: [{ clientId: "gatehouse", clientSecret: "client-secret-for-tests", redirectUris: [`${url}/auth/callback`], postLogoutRedirectUris: [`${url}/`] }],
       });
       return idp;
@@ -358,6 +362,17 @@ describe("session lifecycle", () => {
       await idp.resume();
     }
     expect((await json(alice, "/api/cameras")).status).toBe(200);
+  });
+
+  it("ends a stream when the provider withdraws the role it depends on (seen at refresh)", async () => {
+    const b = await signedIn("dave");
+    const csrf = (await json(b, "/auth/me")).body!.csrfToken as string;
+    const viewer = (await json(b, "/whep/lobby", { method: "POST", headers: { "x-csrf-token": csrf } })).body!.viewer as number;
+    dave.groups = []; // an administrator removes Dave from the group at the provider
+    offset += TTL * 0.6 * 1000;
+    await app.auth.sweep();
+    expect(app.ended).toContainEqual({ viewer, reason: "forbidden" });
+    expect((await json(b, "/api/cameras")).body).toEqual([]);
   });
 
   it("applies a new rights mapping without restart and ends streams that lost their right", async () => {
