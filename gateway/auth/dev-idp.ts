@@ -145,7 +145,11 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true, logoutSource: autoSubmitLogout, postLogoutSuccessSource: signedOutPage },
-      revocation: { enabled: true },
+      // RFC 7009 §2.1: a client may revoke only tokens issued to it.
+      revocation: {
+        enabled: true,
+        allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId?: string }) => token.clientId === client.clientId,
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: async (_ctx: unknown, _client: unknown, oneOf?: string[]) => oneOf?.[0],
