@@ -350,6 +350,28 @@ function reconcile(list) {
   renderSummary();
 }
 
+/**
+ * Who is signed in (`GET auth/me`: {name, sub, via}); absent without a sign-in layer.
+ * A cookie session gets a Sign out link (a confirmation page that posts with CSRF proof).
+ */
+async function showUser() {
+  let me;
+  try {
+    const res = await fetch(new URL("auth/me", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
+    if (!res.ok) return;
+    me = await res.json();
+  } catch {
+    return;
+  }
+  if (!me || typeof me !== "object") return;
+  const name = typeof me.name === "string" && me.name ? me.name : typeof me.sub === "string" ? me.sub : "";
+  if (!name) return;
+  const box = $("user");
+  /** @type {HTMLElement} */ (box.querySelector(".user-name")).textContent = name;
+  $("sign-out").hidden = me.via !== "session";
+  box.hidden = false;
+}
+
 function signIn() {
   if (redirecting) return;
   redirecting = true;
@@ -598,6 +620,7 @@ Object.defineProperty(window, "gatehouse", {
 });
 
 setInterval(tick, TICK_MS);
+void showUser();
 (async function poll() {
   await refreshCameras();
   setTimeout(poll, REFRESH_MS);

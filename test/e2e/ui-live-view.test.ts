@@ -63,6 +63,8 @@ class StubGateway extends EventEmitter {
   camerasStatus = 200;
   /** When set, auth/csrf returns it and WHEP POST/DELETE require it. */
   csrfToken: string | null = null;
+  /** What auth/me answers (404 when null). */
+  me: { name: string; sub: string; via: string } | null = null;
   /** `Link` header value for OPTIONS (ICE servers), or null for none. */
   iceLink: string | null = null;
   /** Cameras whose WHEP endpoint answers 404. */
@@ -103,6 +105,13 @@ class StubGateway extends EventEmitter {
         return;
       }
       res.json({ token: this.csrfToken });
+    });
+    app.get("/auth/me", (_req, res) => {
+      if (!this.me) {
+        res.status(404).end();
+        return;
+      }
+      res.json(this.me);
     });
     app.get("/auth/login", (req, res) => {
       this.emit("login", String(req.query["return_to"] ?? ""));
@@ -293,6 +302,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
     stub.csrfToken = null;
     stub.missing.clear();
     stub.iceLink = null;
+    stub.me = null;
   };
 
   it("shows one live tile per camera with decoded video, audio, stats overlay and an unmute button", async () => {
@@ -315,6 +325,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
       );
       expect(await page.$$eval(".badge-text", (els) => els.map((e) => e.textContent))).toEqual(["Live", "Live"]);
       expect(await page.$eval("#summary", (e) => e.textContent)).toBe("2 cameras · 2 live");
+      expect(await page.$eval("#user", (e) => (e as HTMLElement).hidden)).toBe(true); // no sign-in layer
 
       // Audio arrives and can be switched on from the tile.
       const audio = await audioPacketsReceived(page, tileVideo("front-door"));
@@ -486,12 +497,16 @@ describe("live view page (Chromium, stub WHEP server)", () => {
     }
   });
 
-  it("sends the CSRF token from auth/csrf with WHEP POST and DELETE", async () => {
+  it("with a signed-in session: shows the user, offers sign-out, sends the CSRF token with WHEP POST and DELETE", async () => {
     await resetStub([["yard", "Back yard"]]);
     stub.csrfToken = "tok-123";
+    stub.me = { name: "Ada Lovelace", sub: "ada", via: "session" };
     const before = stub.requests.length;
     const page = await chromium.newPage(stub.url);
     try {
+      await page.waitForSelector("#user:not([hidden])", { timeout: 5000 });
+      expect(await page.$eval("#user .user-name", (e) => e.textContent)).toBe("Ada Lovelace");
+      expect(await page.$eval("#sign-out", (a) => [(a as HTMLElement).hidden, (a as HTMLAnchorElement).href])).toEqual([false, `${stub.url}auth/logout`]);
       await waitForDecodedFrames(page, 1, 15_000, tileVideo("yard"));
       const post = stub.requests.slice(before).find((r) => r.method === "POST");
       expect(post?.csrf).toBe("tok-123");
