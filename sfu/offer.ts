@@ -37,6 +37,8 @@ export interface OfferedMedia {
 
 export interface ParsedOffer {
   media: OfferedMedia[];
+  /** Mids of each `a=group:BUNDLE` (RFC 8843). */
+  bundles: string[][];
 }
 
 /** The H.264 payload type the SFU will send to this viewer. */
@@ -84,6 +86,7 @@ export function parseOffer(sdp: string): ParsedOffer {
   let sessionPwd = false;
   let sessionFingerprint = false;
   let sessionDirection: Direction | undefined;
+  const bundles: string[][] = [];
   const media: OfferedMedia[] = [];
   const perMedia: { ufrag: boolean; pwd: boolean; fingerprint: boolean }[] = [];
   let cur: OfferedMedia | undefined;
@@ -149,6 +152,11 @@ export function parseOffer(sdp: string): ParsedOffer {
       case "mid":
         if (cur) cur.mid = arg.trim();
         break;
+      case "group": {
+        const [semantics, ...mids] = arg.trim().split(/\s+/);
+        if (!cur && semantics === "BUNDLE") bundles.push(mids);
+        break;
+      }
       case "rtpmap": {
         if (!cur) break;
         // a=rtpmap:<pt> <name>/<clock>[/<channels>] (RFC 8866 §6.6)
@@ -208,7 +216,7 @@ export function parseOffer(sdp: string): ParsedOffer {
       });
     }
   }
-  return { media };
+  return { media, bundles };
 }
 
 /** RFC 3551 §6 static payload types the SFU can forward, for offers that omit their rtpmap. */
@@ -332,6 +340,10 @@ export function planAnswer(offer: ParsedOffer, tracks: readonly TrackSpec[] | un
     }
     const choices = tracks === undefined ? offered : offered.filter((o) => o.codec === sourceAudio?.codec);
     if (choices.length > 0) audio = { mid: audioSection.mid, index: audioSection.index, choices };
+  }
+  if (video && audio && !offer.bundles.some((g) => g.includes(video.mid) && g.includes(audio.mid))) {
+    // One transport per viewer: audio and video must share it (RFC 8843; every browser offers this).
+    throw new BadInputError("offer must BUNDLE audio and video (a=group:BUNDLE)");
   }
   return { video, audio };
 }

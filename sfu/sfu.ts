@@ -14,9 +14,9 @@ import type { Logger } from "../config/log.ts";
 import { DEFAULT_MAX_PAYLOAD } from "./h264/packetizer.ts";
 import { parseOffer, planAnswer } from "./offer.ts";
 import { Pacer } from "./pacer.ts";
-import { Source } from "./source.ts";
+import { Source, type SourceStats } from "./source.ts";
 import type { CodecName } from "./types.ts";
-import { Viewer } from "./viewer.ts";
+import { Viewer, type ViewerStats } from "./viewer.ts";
 import { createWeriftPeer, type IceServer, type WeriftPeer } from "./werift-peer.ts";
 
 export { Source } from "./source.ts";
@@ -254,6 +254,14 @@ export class Sfu {
   /** All sources. */
   sourceList(): Source[] {
     return [...this.sources.values()];
+  }
+
+  /** Everything the web UI and /metrics show: per source and per viewer counters. */
+  stats(): { sources: SourceStats[]; viewers: ViewerStats[] } {
+    return {
+      sources: [...this.sources.values()].map((s) => s.stats()),
+      viewers: [...this.viewers.values()].map((v) => v.stats()),
+    };
   }
 
   /** Adds a client's trickled ICE candidate (WHEP PATCH). */

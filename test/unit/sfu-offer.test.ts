@@ -312,6 +312,12 @@ describe("planAnswer", () => {
     expectBadInput(() => planAnswer(parseOffer(mode0only), undefined), /no common video codec/);
   });
 
+  it("requires audio and video in one BUNDLE group", () => {
+    expect(parseOffer(CHROMIUM_OFFER).bundles).toEqual([["0", "1"]]);
+    const unbundled = CHROMIUM_OFFER.replace(/a=group:BUNDLE.*\n/, "");
+    expectBadInput(() => planAnswer(parseOffer(unbundled), undefined), /BUNDLE/);
+  });
+
   it("serves audio-only offers and refuses offers that receive nothing", () => {
     const audioOnly = CHROMIUM_OFFER.slice(0, CHROMIUM_OFFER.indexOf("m=video")) + CHROMIUM_OFFER.slice(CHROMIUM_OFFER.indexOf("m=audio"));
     const plan = planAnswer(parseOffer(audioOnly), [audio("PCMU")]);
