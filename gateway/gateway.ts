@@ -18,6 +18,7 @@ import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
 import { errorHandler } from "./http/errors.ts";
 import { whepRouter } from "./http/whep.ts";
+import { createAuth, type Auth } from "./auth/index.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 
@@ -34,6 +35,8 @@ export interface Gateway {
   readonly cameras: CameraRegistry;
   /** The built-in demo recorder, when it runs. */
   readonly demo: DemoRecorder | undefined;
+  /** Sign-in and rights; `auth.devUsers` lists the development provider's demo accounts. */
+  readonly auth: Auth;
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -80,24 +83,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
     cleanups.push(() => registry.close());
 
-    const app = express();
-    app.disable("x-powered-by");
-    app.set("trust proxy", false);
-    app.get("/healthz", (_req, res) => res.json({ ok: true }));
-    app.use("/api", apiRouter({ cameras: registry, canSee: () => true }));
-    app.use(
-      "/whep",
-      whepRouter({
-        sfu,
-        cameraExists: (id) => registry.has(id),
-        iceServers: () => [],
-        log: log.child({ component: "whep" }),
-      }),
-    );
-    app.use(express.static(WEB_ROOT, { index: "index.html", fallthrough: true }));
-    app.use(errorHandler(log));
-
-    const server = http.createServer(app);
+    // Listen first: the public URL (redirect URI of the sign-in flow) depends on the bound port.
+    const server = http.createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(config.server.port, config.server.host, () => {
@@ -114,7 +101,48 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     );
     const port = (server.address() as AddressInfo).port;
     const host = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
-    const url = config.server.publicUrl ?? `http://${host}:${port}`;
+    const url = (config.server.publicUrl ?? `http://${host}:${port}`).replace(/\/$/, "");
+
+    const auth = await createAuth({
+      config: config.auth,
+      publicUrl: url,
+      listenHost: config.server.host,
+      cameras: () => registry.configs(),
+      log: log.child({ component: "auth" }),
+    });
+    cleanups.push(() => auth.close());
+
+    const app = express();
+    app.disable("x-powered-by");
+    app.set("trust proxy", false);
+    app.use(auth.securityHeaders);
+    app.get("/healthz", (_req, res) => res.json({ ok: true }));
+    app.use("/auth", auth.router);
+    // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
+    app.use(auth.requireUser, auth.csrf);
+    app.use("/api", apiRouter({ cameras: registry, canSee: (req, id) => auth.canSee(req.user!, id) }));
+    app.use(
+      "/whep",
+      whepRouter({
+        sfu,
+        cameraExists: (id) => registry.has(id),
+        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
+        userOf: (req) => req.user?.sub,
+        // A viewer's stream ends when its session is revoked, lapses, or loses the right.
+        onViewer: (req, viewer) => {
+          const stop = auth.watch(req.user!, (reason) => void viewer.close(`auth: ${reason}`), {
+            cameraId: viewer.cameraId,
+            action: "live",
+          });
+          viewer.on("closed", stop);
+        },
+        iceServers: () => [],
+        log: log.child({ component: "whep" }),
+      }),
+    );
+    app.use(express.static(WEB_ROOT, { index: "index.html", fallthrough: true }));
+    app.use(errorHandler(log));
+    server.on("request", app);
 
     let closing: Promise<void> | undefined;
     const close = (reason = "closed") => {
@@ -130,6 +158,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       sfu,
       cameras: registry,
       demo,
+      auth,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

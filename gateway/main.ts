@@ -23,7 +23,13 @@ try {
 
 const log = createLogger({ level: config.log.level, format: config.log.format });
 const gateway = await startGateway({ config, log });
-process.stdout.write(`\nGatehouse is running: open ${gateway.url}/\n\n`);
+const lines = [``, `Gatehouse is running: open ${gateway.url}/`];
+if (gateway.auth.devUsers?.length) {
+  lines.push(``, `DEVELOPMENT ONLY: built-in identity provider at ${gateway.auth.issuer} with demo accounts:`);
+  for (const u of gateway.auth.devUsers) lines.push(`  ${u.username.padEnd(8)} password ${u.password}   (${u.description})`);
+  lines.push(`Configure auth.mode: oidc with your organisation's issuer for real use.`);
+}
+process.stdout.write(lines.join("\n") + "\n\n");
 
 let stopping = false;
 for (const sig of ["SIGINT", "SIGTERM"] as const) {

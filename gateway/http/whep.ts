@@ -16,6 +16,7 @@ import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import type { Sfu } from "../../sfu/sfu.ts";
+import type { Viewer } from "../../sfu/viewer.ts";
 import { sendError } from "./errors.ts";
 
 /** One ICE server as handed to the browser (our TURN with time-limited credentials, typically). */
@@ -35,6 +36,8 @@ export interface WhepDeps {
   iceServers(req: Request): WhepIceServer[];
   /** Who is asking, for logs and viewer stats. */
   userOf?(req: Request): string | undefined;
+  /** Called once a viewer exists, e.g. to end it when the caller's session is revoked. */
+  onViewer?(req: Request, viewer: Viewer): void;
   log: Logger;
 }
 
@@ -84,6 +87,7 @@ export function whepRouter(deps: WhepDeps): Router {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
       const user = deps.userOf?.(req);
       const { viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(id), req.body, { user });
+      deps.onViewer?.(req, viewer);
       const location = `${req.baseUrl}/${encodeURIComponent(id)}/${viewer.id}`;
       res.status(201);
       res.set("Content-Type", SDP);
