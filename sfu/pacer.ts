@@ -83,15 +83,26 @@ export class Pacer {
     let soonest = Infinity;
     let again = false;
     const now = this.timers.now();
-    for (const v of this.active) {
+    // A snapshot, so viewers moved to the back below are not visited twice in one pass.
+    for (const v of [...this.active]) {
       if (budget <= 0) {
         again = true;
         break;
       }
-      budget -= v.drain(Math.min(this.quantum, budget), now);
+      const share = Math.min(this.quantum, budget);
+      budget -= v.drain(share, now);
       const retryInMs = v.retryInMs;
-      if (retryInMs < 0) this.active.delete(v);
-      else if (retryInMs === 0) again = true;
+      if (retryInMs < 0) {
+        this.active.delete(v);
+        continue;
+      }
+      // Round robin: a viewer that had its full quantum goes to the back of the line; one cut
+      // short by the pass budget keeps its place and goes first next pass.
+      if (share === this.quantum) {
+        this.active.delete(v);
+        this.active.add(v);
+      }
+      if (retryInMs === 0) again = true;
       else soonest = Math.min(soonest, retryInMs);
     }
     if (again) {

@@ -61,6 +61,14 @@ describe("WHEP", () => {
     await v.connected;
   });
 
+  it("writes the announced address into host candidates (1:1 NAT)", async () => {
+    const a = await app({ sfu: { announcedAddress: "203.0.113.7" } });
+    const v = await viewer(a);
+    const candidates = v.answerSdp.match(/^a=candidate:.*$/gm) ?? [];
+    expect(candidates.length).toBeGreaterThan(0);
+    for (const c of candidates) expect(c).toMatch(/ udp \d+ 203\.0\.113\.7 \d+ typ host/);
+  });
+
   it("answers OPTIONS with Accept-Post and ICE server links", async () => {
     const a = await app();
     const res = await fetch(a.whep("cam1"), { method: "OPTIONS" });
