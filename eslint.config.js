@@ -1,9 +1,10 @@
 // Lint: typescript-eslint's recommended rules plus the few that guard the packet loops.
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
+import globals from "globals";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "web/vendor/**", "coverage/**"] },
+  { ignores: ["node_modules/**", "web/vendor/**", "coverage/**", ".scratch*/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -17,6 +18,6 @@ export default tseslint.config(
   },
   {
     files: ["web/**/*.js"],
-    languageOptions: { globals: { window: "readonly", document: "readonly", navigator: "readonly", fetch: "readonly", RTCPeerConnection: "readonly", location: "readonly", console: "readonly", setTimeout: "readonly", clearTimeout: "readonly", setInterval: "readonly", clearInterval: "readonly", URL: "readonly", Headers: "readonly", performance: "readonly", EventSource: "readonly", AbortController: "readonly" } },
+    languageOptions: { globals: { ...globals.browser } },
   },
 );

@@ -10,7 +10,6 @@
  * - `window.gatehouse` exposes sessions and statistics for tests and diagnostics.
  */
 
-/* global URLSearchParams, history, getComputedStyle, IntersectionObserver */
 
 import { WhepSession } from "./whep.js";
 import { summarize, formatSummary } from "./stats.js";

@@ -17,7 +17,6 @@
  * viewer's stream continuous, so the same session just resumes.
  */
 
-/* global EventTarget, Event, MediaStream */
 
 import { csrfHeaders, resetCsrf } from "./csrf.js";
 
