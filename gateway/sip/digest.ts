@@ -178,6 +178,8 @@ export class DigestServer {
     password: (username: string) => string | undefined,
   ): VerifyResult {
     if (!header) return { ok: false, reason: "missing" };
+    // Another scheme (Basic, RFC 4475 §3.3.7's unknown one) is not for us: challenge.
+    if (!/^\s*digest\s/i.test(header)) return { ok: false, reason: "missing" };
     const cred = parseCredentials(header);
     if (!cred) return { ok: false, reason: "malformed" };
     if (cred.scheme.toLowerCase() !== "digest") return { ok: false, reason: "missing" };

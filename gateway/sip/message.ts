@@ -218,7 +218,7 @@ export interface ParseOptions {
 }
 
 const REQUEST_LINE = /^([^ ]+) ([^ ]+) ([^ ]+)$/;
-const STATUS_LINE = /^SIP\/2\.0 (\d{3}) ?(.*)$/;
+const STATUS_LINE = /^SIP\/2\.0 (\d{3})(?: (.*))?$/;
 
 /**
  * Parse one SIP message from a datagram or a framed stream chunk. Validates what a UAS
@@ -320,25 +320,30 @@ export function parseMessage(buf: Buffer, opts: ParseOptions = {}): ParseResult 
     body = body.subarray(0, cl);
   }
   if (body.length > maxBody) return reject(method, uri, headers, Buffer.alloc(0), 413, "Request Entity Too Large");
+  if (version !== "SIP/2.0") {
+    // RFC 4475 §3.1.2.16: answer 505 even though the Via carries the same unknown version.
+    if (/^SIP\/\d+\.\d+$/i.test(version)) return reject(method, uri, headers, body, 505, "Version Not Supported");
+    return reject(method, uri, headers, body, 400, "Malformed Request-Line");
+  }
   const req: SipRequest = { kind: "request", method, uri, headers, body };
   const common = validateCommon(req);
   if (common) return reject(method, uri, headers, body, 400, common);
   for (const h of SINGLE_HEADERS) if (headers.count(h) > 1) return reject(method, uri, headers, body, 400, `Multiple ${displayName(h)}`);
-  if (version !== "SIP/2.0") {
-    if (/^SIP\/\d+\.\d+$/i.test(version)) return reject(method, uri, headers, body, 505, "Version Not Supported");
-    return reject(method, uri, headers, body, 400, "Malformed Request-Line");
-  }
   const cseq = parseCSeq(headers.get("cseq")!)!;
   // §8.2 / RFC 4475 §3.1.2.17: the CSeq method must match the Request-Line method.
   if (cseq.method !== method) return reject(method, uri, headers, body, 400, "CSeq Method Mismatch");
   const mf = headers.get("max-forwards");
-  if (mf !== undefined && !/^\d{1,3}$/.test(mf.trim())) return reject(method, uri, headers, body, 400, "Bad Max-Forwards");
+  // Leading zeros are legal (RFC 4475 §3.1.1.1: "0068"); the value is 0–255 (§20.22).
+  if (mf !== undefined && !/^\d{1,10}$/.test(mf.trim())) return reject(method, uri, headers, body, 400, "Bad Max-Forwards");
   if (mf !== undefined && Number(mf) > 255) return reject(method, uri, headers, body, 400, "Bad Max-Forwards");
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(uri);
   if (!scheme) return reject(method, uri, headers, body, 400, "Malformed Request-URI");
   const sch = scheme[1]!.toLowerCase();
   if (sch !== "sip" && sch !== "sips") return reject(method, uri, headers, body, 416, "Unsupported URI Scheme");
-  if (!parseSipUri(uri)) return reject(method, uri, headers, body, 400, "Malformed Request-URI");
+  const ruri = parseSipUri(uri);
+  if (!ruri) return reject(method, uri, headers, body, 400, "Malformed Request-URI");
+  // §19.1.5 / RFC 4475 §3.1.2.11: header components are not allowed in a Request-URI.
+  if (ruri.headers !== undefined) return reject(method, uri, headers, body, 400, "Headers In Request-URI");
   return { kind: "request", message: req };
 }
 

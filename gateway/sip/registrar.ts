@@ -107,6 +107,9 @@ export class Registrar {
     const to = sipUriOf(toOf(req));
     if (!to || to.user === undefined) return { status: 404, reason: "Not Found", headers: [] };
     const claimed = this.devices.byUsername(to.user);
+    // Malformed Contacts are refused before authentication (RFC 4475 §3.1.2.13).
+    const contacts = contactsOf(req);
+    if (!contacts) return { status: 400, reason: "Malformed Contact", headers: [] };
     // Step 2/4: authenticate (unknown AORs are challenged too, then fail).
     const auth = this.auth.check(req, source.address, claimed);
     if (!auth.ok) {
@@ -115,8 +118,6 @@ export class Registrar {
     }
     const device = auth.device;
     // Step 5: the authenticated user must own the AOR (checked in DeviceAuth.check via `claimed`).
-    const contacts = contactsOf(req);
-    if (!contacts) return { status: 400, reason: "Malformed Contact", headers: [] };
     const callId = callIdOf(req);
     const cseq = cseqOf(req).seq;
     const expiresHeader = parseExpires(req.headers.get("expires"));

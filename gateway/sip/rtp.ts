@@ -87,7 +87,7 @@ export function linearToAlaw(sample: number): number {
     v = -v - 1;
   }
   let seg = 0;
-  while (seg < 8 && v > (0x1f << seg)) seg++; // segment ends 0x1F, 0x3F, … 0xFFF
+  while (seg < 8 && v > (0x20 << seg) - 1) seg++; // segment ends 0x1F, 0x3F, … 0xFFF
   if (seg >= 8) return 0x7f ^ mask;
   const aval = (seg << 4) | ((seg < 2 ? v >> 1 : v >> seg) & 0x0f);
   return aval ^ mask;

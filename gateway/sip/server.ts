@@ -19,7 +19,7 @@ import { realClock, type SipClock } from "./clock.ts";
 import { ALLOW, SUPPORTED, randomIds, ourVia, type IdSource, type SipContext } from "./context.ts";
 import { DeviceAuth, DeviceDirectory, type Device } from "./devices.ts";
 import { DigestServer } from "./digest.ts";
-import { responseDestination, type Endpoint } from "./endpoint.ts";
+import { responseDestination, stampReceived, type Endpoint } from "./endpoint.ts";
 import { Intercom, type IntercomOptions } from "./intercom.ts";
 import { Lockout } from "./lockout.ts";
 import { MediaTicker } from "./media.ts";
@@ -28,7 +28,6 @@ import {
   contactsOf,
   fromOf,
   makeResponse,
-  optionTags,
   parseMessage,
   sipUriOf,
   tagOf,
@@ -41,7 +40,7 @@ import {
 import { Registrar, bindingRequestUri, bindingTarget, type Binding } from "./registrar.ts";
 import { RtpPortPool } from "./rtp-ports.ts";
 import { TransactionLayer, type ServerTransaction, type TransactionStats } from "./transaction.ts";
-import { SipSockets, type TransportStats } from "./transport.ts";
+import { SipSockets, type SipSocketsOptions, type SipTransportAdapter, type TransportStats } from "./transport.ts";
 
 export interface SipServerOptions {
   config: SipConfig;
@@ -53,6 +52,8 @@ export interface SipServerOptions {
   tlsFallback?: { cert: string; key: string };
   intercom?: IntercomOptions;
   ids?: IdSource;
+  /** The network (default: real UDP/TCP/TLS sockets). Tests inject a fake one. */
+  transport?: (opts: SipSocketsOptions) => Promise<SipTransportAdapter>;
 }
 
 export interface SipServerStats {
@@ -98,7 +99,7 @@ export class SipServer {
   readonly intercom: Intercom;
   readonly registrar: Registrar;
   private readonly ctx: SipContext;
-  private readonly sockets: SipSockets;
+  private readonly sockets: SipTransportAdapter;
   private readonly layer: TransactionLayer;
   private readonly devices: DeviceDirectory;
   private readonly auth: DeviceAuth;
@@ -111,7 +112,7 @@ export class SipServer {
 
   private constructor(parts: {
     ctx: SipContext;
-    sockets: SipSockets;
+    sockets: SipTransportAdapter;
     layer: TransactionLayer;
     devices: DeviceDirectory;
     auth: DeviceAuth;
@@ -166,7 +167,8 @@ export class SipServer {
 
     // The transaction layer needs the sockets, the sockets deliver into the layer: tie the knot lazily.
     const ref: { server?: SipServer } = {};
-    const sockets = await SipSockets.listen({
+    const listen = opts.transport ?? ((o: SipSocketsOptions) => SipSockets.listen(o));
+    const sockets = await listen({
       bindAddress: cfg.bindAddress,
       udpPort: cfg.udp.enabled ? cfg.udp.port : undefined,
       tcpPort: cfg.tcp.enabled ? cfg.tcp.port : undefined,
@@ -248,8 +250,11 @@ export class SipServer {
         this.parseStats.rejected++;
         if (r.message.method === "ACK") return; // never answer an ACK (§17.2.1)
         this.log.debug("sip: rejecting malformed request", { status: r.status, reason: r.reason, address: source.address });
+        // §18.2.1: stamp received/rport first, so the answer goes back to the sender.
+        const via = topVia(r.message);
+        const stamped = via ? stampReceived(r.message, via, source) : undefined;
         const res = makeResponse(r.message, r.status, { reason: r.reason });
-        this.layer.sendStateless(res, responseDestination(topVia(r.message), source));
+        this.layer.sendStateless(res, responseDestination(stamped, source));
         return;
       }
       case "invalid":
@@ -278,7 +283,7 @@ export class SipServer {
     }
     // §8.2.2.3: refuse extensions we do not support (not for CANCEL).
     if (req.method !== "CANCEL") {
-      const unsupported = optionTags(req, "require").filter((t) => !SUPPORTED_TAGS.has(t));
+      const unsupported = req.headers.getList("require").filter((t) => !SUPPORTED_TAGS.has(t.toLowerCase()));
       if (unsupported.length > 0) {
         this.refused.badExtension++;
         tx.reply(420, { headers: [["Unsupported", unsupported.join(", ")]] });

@@ -53,7 +53,16 @@ interface Flow {
   queue: Buffer[];
 }
 
-export class SipSockets {
+/** What the SIP core needs from the network; SipSockets is the real one, tests inject their own. */
+export interface SipTransportAdapter {
+  readonly boundPorts: Readonly<{ udp?: number; tcp?: number; tls?: number }>;
+  readonly stats: TransportStats;
+  send(data: Buffer, to: Endpoint, onError?: (err: Error) => void): void;
+  hasFlow(flow: number): boolean;
+  close(): Promise<void>;
+}
+
+export class SipSockets implements SipTransportAdapter {
   readonly stats: TransportStats = {
     datagramsIn: 0, datagramsOut: 0, streamMessagesIn: 0, streamMessagesOut: 0, connectionsAccepted: 0,
     connectionsOpened: 0, connectionsRefused: 0, framingErrors: 0, sendErrors: 0, keepAlives: 0,
