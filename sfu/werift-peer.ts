@@ -216,16 +216,12 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
 }
 
 class WeriftTransport implements ViewerTransport {
-  inFlight = 0;
   private readonly header = new RtpHeader();
   private readonly pc: RTCPeerConnection;
   private readonly dtls: RTCDtlsTransport;
   private readonly stateOf: () => TransportState;
   private readonly closeFn: () => Promise<void>;
   private closing: Promise<void> | undefined;
-  private readonly sent = (): void => {
-    this.inFlight--;
-  };
 
   constructor(pc: RTCPeerConnection, dtls: RTCDtlsTransport, stateOf: () => TransportState, closeFn: () => Promise<void>) {
     this.pc = pc;
@@ -242,10 +238,19 @@ class WeriftTransport implements ViewerTransport {
     hdr.sequenceNumber = h.sequenceNumber;
     hdr.timestamp = h.timestamp;
     hdr.ssrc = h.ssrc;
-    this.inFlight++;
-    // SRTP protection runs synchronously inside; only the socket write is awaited.
-    this.dtls.sendRtp(payload, hdr).then(this.sent, this.sent);
+    // SRTP protection and the socket write run synchronously inside (werift sends to a
+    // resolved address without a callback); the promise never rejects.
+    void this.dtls.sendRtp(payload, hdr);
     return true;
+  }
+
+  /**
+   * Datagrams waiting in libuv because the kernel send buffer is full: werift writes
+   * without callbacks, so the socket's own queue is the only backpressure signal.
+   */
+  get inFlight(): number {
+    const protocol = this.dtls.iceTransport.connection.nominated?.protocol as { transport?: { socket?: { getSendQueueCount?: () => number } } } | undefined;
+    return protocol?.transport?.socket?.getSendQueueCount?.() ?? 0;
   }
 
   sendRtcp(compound: Buffer): boolean {

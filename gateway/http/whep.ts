@@ -87,7 +87,12 @@ export function whepRouter(deps: WhepDeps): Router {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
       const user = deps.userOf?.(req);
       const { viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(id), req.body, { user });
-      deps.onViewer?.(req, viewer);
+      try {
+        deps.onViewer?.(req, viewer);
+      } catch (err) {
+        await viewer.close("rejected by gateway");
+        throw err;
+      }
       const location = `${req.baseUrl}/${encodeURIComponent(id)}/${viewer.id}`;
       res.status(201);
       res.set("Content-Type", SDP);
