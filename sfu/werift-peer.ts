@@ -21,7 +21,7 @@ import {
   type RTCDtlsTransport,
   type RtcpPacket,
 } from "werift";
-import { BadInputError } from "../config/errors.ts";
+import { BadInputError, OverloadError } from "../config/errors.ts";
 import type { Logger } from "../config/log.ts";
 import type { AnswerPlan } from "./offer.ts";
 import type { RtpHeaderFields } from "./rtp/packet.ts";
@@ -46,6 +46,8 @@ export interface WeriftPeerOptions {
   /** Address written into host candidates instead of the bound one (1:1 NAT). */
   announcedAddress?: string | undefined;
   iceServers: IceServer[];
+  /** Give up on applying the offer and gathering after this long, ms. Default 10000. */
+  negotiationTimeoutMs?: number;
   /** Replace werift's raw SRTP key Buffers with KeyObjects once DTLS is up (cheaper per packet). Default true. */
   cacheKeyObjects?: boolean;
   log: Logger;
@@ -74,10 +76,19 @@ const WILDCARD = new Set(["0.0.0.0", "::", ""]);
  * "listening". Negotiations (where gathering binds) therefore run one at a time.
  */
 let negotiationChain: Promise<unknown> = Promise.resolve();
-function serialized<T>(fn: () => Promise<T>): Promise<T> {
-  const run = negotiationChain.then(fn, fn);
+function serialized<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
+  const run = negotiationChain.then(() => withTimeout(fn(), timeoutMs));
   negotiationChain = run.catch(() => {});
   return run;
+}
+
+/** A negotiation that never settles must not hold the chain (and every later viewer) forever. */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new OverloadError(`WebRTC negotiation took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Creates the peer connection, applies the offer, and returns the answer (all candidates gathered). */
@@ -151,7 +162,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
         throw new BadInputError(`offer rejected: ${(err as Error).message ?? String(err)}`, { cause: err });
       }
       await pc.setLocalDescription(await pc.createAnswer());
-    });
+    }, o.negotiationTimeoutMs ?? 10_000);
     const local = pc.localDescription;
     if (!local) throw new Error("werift produced no local description");
 
