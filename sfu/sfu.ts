@@ -188,8 +188,12 @@ export class Sfu {
     // Register first: a viewer is demand from the moment it asks (on-demand pulls start now).
     this.viewers.set(vid, viewer);
     source.addViewer(viewer);
-    viewer.on("closed", () => {
-      this.viewers.delete(vid);
+    // Forget it as soon as it starts closing ("state" closed is synchronous; "closed" follows the transport).
+    viewer.on("state", (st) => {
+      if (st === "closed") {
+        this.viewers.delete(vid);
+        this.peers.delete(vid);
+      }
     });
 
     let ready = false;
@@ -221,8 +225,7 @@ export class Sfu {
             : undefined,
         audio: plan.audio && peer.audioSsrc !== undefined ? { ssrc: peer.audioSsrc, payloadTypes: audioPts } : undefined,
       });
-      this.peers.set(vid, peer);
-      viewer.on("closed", () => this.peers.delete(vid));
+      if (viewer.state !== "closed") this.peers.set(vid, peer);
       ready = true;
       for (const fn of early) fn();
       if (this.closing || viewer.state === "closed") {
