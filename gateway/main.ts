@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import { createLogger } from "../config/log.ts";
 import { startGateway } from "./gateway.ts";
+import { watchConfig } from "./reload.ts";
 
 const { values } = parseArgs({ options: { config: { type: "string", short: "c" } }, allowPositionals: false });
 
@@ -31,11 +32,18 @@ if (gateway.auth.devUsers?.length) {
 }
 process.stdout.write(lines.join("\n") + "\n\n");
 
+// Rights and signing keys follow the file without a restart (SIGHUP also reloads).
+const configFile = values.config ?? process.env.GATEHOUSE_CONFIG;
+const watcher = configFile ? watchConfig(configFile, gateway, log.child({ component: "config" })) : undefined;
+
+if (watcher) process.on("SIGHUP", () => watcher.reload());
+
 let stopping = false;
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.on(sig, () => {
     if (stopping) process.exit(1);
     stopping = true;
+    watcher?.close();
     gateway.close(sig).then(() => process.exit(0));
   });
 }

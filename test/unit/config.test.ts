@@ -41,8 +41,10 @@ describe("config", () => {
 describe("config/example.yaml", () => {
   it("is a valid configuration", async () => {
     const { loadConfig } = await import("../../config/load.ts");
-    const cfg = loadConfig({ file: "config/example.yaml", env: { LOBBY_RTSP_PASSWORD: "pw" } });
+    const cfg = loadConfig({ file: "config/example.yaml", env: { LOBBY_RTSP_PASSWORD: "pw", OIDC_CLIENT_SECRET: "cs" } });
     expect(cfg.cameras.map((c) => c.id)).toEqual(["lobby", "loading-dock"]);
     expect(cfg.cameras[0]!.password).toBe("pw");
+    expect(cfg.auth.mode).toBe("oidc");
+    expect(cfg.auth.clientSecret).toBe("cs");
   });
 });
