@@ -117,6 +117,20 @@ describe("WHEP", () => {
     expect((await post(a.whep("cam2"), "v=0")).status).toBe(403);
   });
 
+  it("ends the viewer when the gateway's onViewer hook refuses it", async () => {
+    const a = await app({
+      whep: {
+        iceServers: () => [],
+        onViewer: () => {
+          throw new AuthError("FORBIDDEN", "session revoked");
+        },
+      },
+    });
+    const err = await WeriftViewer.connect({ whepUrl: a.whep("cam1") }).catch((e: unknown) => e);
+    expect((err as WhepHttpError).status).toBe(403);
+    expect(a.sfu.viewerList()).toHaveLength(0);
+  });
+
   it("ends a session on DELETE and forgets it", async () => {
     const a = await app();
     const v = await viewer(a);
