@@ -341,15 +341,21 @@ export class SipServer {
     }
   }
 
-  /** Who is calling? Allow-listed address, or a registered device's address (digest unless it opted out). */
+  /**
+   * Who is calling? By From user first: an allow-listed device (no challenge), then a device
+   * registered from this address (digest unless it opted out). A From naming no configured
+   * device falls back to the only candidate of either kind; a From naming another configured
+   * device never does (it must prove to be that device).
+   */
   private onInvite(req: SipRequest, tx: ServerTransaction, source: Endpoint): void {
     const fromUser = sipUriOf(fromOf(req))?.user;
-    let device: Device | undefined;
+    const named = this.devices.byUsername(fromUser);
     const listed = this.devices.allowListed(source.address);
-    if (listed.length > 0) device = pickByUser(listed, fromUser);
+    const registered = this.registeredFrom(source.address);
+    const only = (list: Device[]): Device | undefined => (list.length === 1 && (!named || named === list[0]) ? list[0] : undefined);
+    let device: Device | undefined = named && listed.includes(named) ? named : undefined;
     if (!device) {
-      const registered = this.registeredFrom(source.address);
-      const claimed = pickByUser(registered, fromUser);
+      const claimed = named && registered.includes(named) ? named : listed.length === 0 ? only(registered) : undefined;
       if (claimed) {
         if (claimed.authenticateCalls) {
           const a = this.auth.check(req, source.address, claimed);
@@ -362,6 +368,7 @@ export class SipServer {
         } else if (this.registrar.deviceAt(source, false)?.id === claimed.id) device = claimed;
       }
     }
+    device ??= only(listed);
     if (!device) {
       // Neither allow-listed nor registered: refuse without a challenge, and count it.
       this.refused.unknownCaller++;
@@ -450,12 +457,6 @@ export class SipServer {
 /** Start the SIP server (registrar + intercom UAS). */
 export function startSipServer(opts: SipServerOptions): Promise<SipServer> {
   return SipServer.start(opts);
-}
-
-function pickByUser(list: readonly Device[], user: string | undefined): Device | undefined {
-  if (list.length === 0) return undefined;
-  const byUser = user !== undefined ? list.find((d) => d.username.toLowerCase() === user.toLowerCase()) : undefined;
-  return byUser ?? (list.length === 1 ? list[0] : undefined);
 }
 
 /** A concrete address for Via/Contact/SDP when bound to a wildcard. */

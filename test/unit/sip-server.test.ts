@@ -162,6 +162,22 @@ describe("incoming calls", () => {
     expect((await ring)[0].deviceId).toBe("back");
   });
 
+  it("identifies the caller by From: a registered door sharing an allow-listed address is still challenged as itself", async () => {
+    const { net, srv } = await start();
+    const shared: Endpoint = { transport: "udp", address: "10.9.0.44", port: 5070 }; // "back" is allow-listed here
+    const front = new Phone(net, { user: "front", password: "front-secret", src: shared });
+    expect((await front.register()).status).toBe(200);
+    const inv = front.request("INVITE", { body: SDP_OFFER(40000) });
+    const challenge = await front.transact(inv);
+    expect(challenge.status).toBe(401);
+    const ring = once(srv.intercom.events, "ring");
+    front.send(front.authorize(inv, challenge));
+    expect((await ring)[0].deviceId).toBe("front");
+    // Claiming to be "front" from there without registering as it gets no free pass as "back".
+    const impostor = new Phone(net, { user: "front", src: { ...shared, port: 5071, address: "10.9.0.45" } });
+    expect((await impostor.transact(impostor.request("INVITE", { body: SDP_OFFER(40000) }))).status).toBe(403);
+  });
+
   it("first answer wins; the second user learns who answered; non-answerers are refused", async () => {
     const { net, srv } = await start();
     const phone = new Phone(net, { user: "front", password: "front-secret", src: DOOR });
