@@ -564,6 +564,7 @@ export class TurnCore {
     }
     const lifetime = this.allocationLifetime(requested);
     alloc.expiresAt = now + lifetime * 1000;
+    this.metrics.refreshes++;
     w.u32(Attr.Lifetime, lifetime).integrity(auth.key, auth.integrity).fingerprint();
     return [{ kind: "reply", to: tuple, data: w.finish() }];
   }

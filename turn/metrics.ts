@@ -9,6 +9,8 @@ export class TurnMetrics {
   allocationsCreated = 0;
   allocationsExpired = 0;
   allocationsDeleted = 0;
+  /** Successful Refresh requests (lifetime > 0). */
+  refreshes = 0;
   /** Live permissions and channel bindings (gauges). */
   permissions = 0;
   channels = 0;
