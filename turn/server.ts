@@ -17,7 +17,7 @@ import { StreamFramer } from "./framing.ts";
 import { TurnMetrics } from "./metrics.ts";
 import { PeerPolicy } from "./policy.ts";
 import { bindUdp, createUdpSocket, RelayPorts } from "./relay-ports.ts";
-import { canonicalIp, ipv4ToInt, type TransportAddress } from "./stun/address.ts";
+import { canonicalIp, ipv4ToInt, socketIp, type TransportAddress } from "./stun/address.ts";
 import type { SafeEmitter } from "../config/events.ts";
 
 /** What the front door needs: somewhere to hand a TCP or TLS connection that speaks TURN. */
@@ -238,8 +238,8 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
 
     constructor(socket: TurnTcpHandlerSocket, transport: TransportKind, id: number) {
       this.socket = socket;
-      const remoteAddress = canonicalIp(socket.remoteAddress ?? "") ?? "0.0.0.0";
-      const localAddress = canonicalIp(socket.localAddress ?? "") ?? "0.0.0.0";
+      const remoteAddress = socketIp(socket.remoteAddress) ?? "0.0.0.0";
+      const localAddress = socketIp(socket.localAddress) ?? "0.0.0.0";
       const link: ClientLink = {
         send: (d) => {
           if (this.ended) return;

@@ -36,6 +36,8 @@ export interface FrontDoorOptions {
   log: Logger;
   /** Seconds for the first decisive bytes, and again for the TLS handshake. Default 10. */
   sniffTimeoutSeconds?: number;
+  /** Open connections accepted at once, whatever they turn out to be; beyond it new ones are refused. Default 10000. */
+  maxConnections?: number;
 }
 
 export interface FrontDoorStats {
@@ -171,6 +173,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       resolve();
     });
   });
+  server.maxConnections = opts.maxConnections ?? 10_000;
   server.on("error", (err) => log.error("front door listener error", { err }));
   const addr = server.address() as net.AddressInfo;
   log.info("front door listening", { host: addr.address, port: addr.port, tls: !!secureContext, turn: !!opts.turn });

@@ -58,6 +58,17 @@ export function canonicalIp(text: string): string | undefined {
 }
 
 /**
+ * Canonical text of a socket's address with IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a
+ * dual-stack listener reports for IPv4 clients) turned back into plain IPv4.
+ */
+export function socketIp(text: string | undefined): string | undefined {
+  if (!text) return undefined;
+  const c = canonicalIp(text);
+  if (c && c.startsWith("::ffff:") && c.includes(".")) return c.slice(7);
+  return c;
+}
+
+/**
  * Dotted IPv4 text to a uint32 without allocating; -1 if `s` is not plain IPv4.
  * Used on the per-packet path, where `rinfo.address` is already canonical.
  */
