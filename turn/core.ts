@@ -237,7 +237,7 @@ export class TurnCore {
   }
 
   /** Sizes of every table, for leak checks: all must stay bounded under hostile input. */
-  tableSizes(): Record<string, number> {
+  tableSizes(): { allocations: number; tuples: number; pending: number; subjects: number; reservations: number; limiter: number } {
     return {
       allocations: this.byId.size,
       tuples: this.byTuple.size,
