@@ -1,0 +1,438 @@
+/**
+ * Fan-out: one ~2 Mbit/s H.264 camera to N lightweight WebRTC receivers, N stepped up
+ * until loss appears or the gateway runs out of CPU. Three processes besides this one:
+ *
+ *   recorder  (procs/recorder.ts)   the demo RTSP recorder looping a busy 2 Mbit/s clip
+ *   gateway   (procs/gateway.ts)    startGateway(), pulling the recorder (always on, TCP)
+ *   receivers (procs/receivers.ts)  N light viewers (werift ICE+DTLS, SRTP counted, not decrypted)
+ *
+ * At each level: connect the extra receivers, let them settle, then over a steady
+ * window read the gateway's CPU (utime+stime from /proc, all threads), the packets its
+ * viewers sent, the packets the receivers counted and their sequence gaps, the
+ * gateway's own drops, RSS, and event-loop delay in both processes.
+ *
+ *   fanout_pps_per_core   packets forwarded per second ÷ gateway CPU (cores), at the highest loss-free level
+ *   fanout_viewers        that level
+ *   rss_kb_per_viewer     (RSS at that level − RSS with 0 viewers) ÷ viewers
+ *   forward_latency_ms_*  gateway-internal probe (procs/gateway.ts) at `latencyAt` viewers
+ *
+ *   node test/bench/fanout.ts [--quick] [--levels 10,50,100]
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { benchClip, DEFAULT_CLIP, type ClipSpec } from "./lib/clip.ts";
+import { forkChild, type Child } from "./lib/child.ts";
+import { CpuWindow, rssKb, udpCounters } from "./lib/proc.ts";
+import { round } from "./lib/stats.ts";
+
+const PROCS = new URL("./procs/", import.meta.url);
+const proc = (name: string) => fileURLToPath(new URL(name, PROCS));
+
+export type Log = (msg: string) => void;
+
+export interface GatewayStats {
+  packetsIn: number;
+  bytesIn: number;
+  sourceDropped: number;
+  upstreamLost: number;
+  viewers: number;
+  connected: number;
+  packetsOut: number;
+  bytesOut: number;
+  retransmits: number;
+  queued: number;
+  drops: Record<string, number>;
+  loopDelayMaxMs: number;
+  loopDelayP99Ms: number;
+  rssKb: number;
+}
+
+export interface ReceiverWindow {
+  viewers: number;
+  packets: number;
+  bytes: number;
+  expected: number;
+  lost: number;
+  duplicates: number;
+  silent: number;
+  lossFraction: number;
+  worstViewerLoss: number;
+  perViewerMin: number;
+  perViewerMax: number;
+  loopDelayMaxMs: number;
+  loopDelayP99Ms: number;
+}
+
+export interface AddResult {
+  total: number;
+  added: number;
+  failed: number;
+  errors: string[];
+  wallMs: number;
+  connectMsP50: number;
+  firstPacketMsP50: number;
+}
+
+export type ReceiverTarget = { kind: "whep"; url: string } | { kind: "janus"; api: string; mountpoint: number };
+
+/** The processes of one fan-out setup. */
+export interface Rig {
+  recorder: Child<{ url: string; pid: number }>;
+  gateway: Child<{ url: string; pid: number; workers: number | null }>;
+  receivers: Child<{ pid: number }>;
+  whep: ReceiverTarget;
+  clip: { path: string; bytes: number; kbps: number; spec: ClipSpec };
+  close(): Promise<void>;
+}
+
+export interface RigOptions {
+  /** `media.workers` for the gateway; undefined = config default. */
+  workers?: number;
+  clip?: ClipSpec;
+  log?: Log;
+}
+
+/** Gateway config (raw input) pulling `rtspUrl` as camera `bench`, always on, over TCP. */
+export function gatewayConfig(rtspUrl: string, o: { workers?: number | undefined; cameras?: Array<{ id: string; url: string }> } = {}) {
+  const base = 41000 + 2000 * Math.floor(Math.random() * 4);
+  return {
+    server: { host: "127.0.0.1", port: 0 },
+    auth: { mode: "none" },
+    log: { level: "silent" },
+    demo: { enabled: false },
+    cameras: (o.cameras ?? [{ id: "bench", url: rtspUrl }]).map((c) => ({ ...c, transport: "tcp", alwaysOn: true })),
+    media: { icePortRange: [base, base + 1999], ...(o.workers !== undefined ? { workers: o.workers } : {}) },
+  };
+}
+
+export async function startRig(o: RigOptions = {}): Promise<Rig> {
+  const log = o.log ?? (() => {});
+  const spec = o.clip ?? DEFAULT_CLIP;
+  const clip = { ...(await benchClip(spec)), spec };
+  log(`clip ${clip.path} (${clip.kbps} kbit/s)`);
+  const started: Array<{ close(): Promise<void> }> = [];
+  try {
+    const recorder = await forkChild<{ url: string; pid: number }>(proc("recorder.ts"), [
+      "--h264", clip.path, "--fps", String(spec.fps), "--max-payload", "1200",
+    ]);
+    started.push(recorder);
+    const gateway = await forkChild<{ url: string; pid: number; workers: number | null }>(
+      proc("gateway.ts"),
+      ["--config", JSON.stringify(gatewayConfig(recorder.ready.url, { workers: o.workers }))],
+      { execArgv: ["--expose-gc"] },
+    );
+    started.push(gateway);
+    const receivers = await forkChild<{ pid: number }>(proc("receivers.ts"));
+    started.push(receivers);
+    // Always-on camera: wait until media flows through the gateway.
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const s = await gateway.call<GatewayStats>("stats");
+      if (s.packetsIn > 200) break;
+      if (Date.now() > deadline) throw new Error(`gateway pulled no media from ${recorder.ready.url} (packetsIn ${s.packetsIn})`);
+      await sleep(200);
+    }
+    return {
+      recorder,
+      gateway,
+      receivers,
+      clip,
+      whep: { kind: "whep", url: `${gateway.ready.url}/whep/bench` },
+      close: async () => {
+        for (const c of started.reverse()) await c.close().catch(() => {});
+      },
+    };
+  } catch (err) {
+    for (const c of started.reverse()) await c.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** One measured window for a server process (ours or Janus) and the receivers. */
+export interface WindowResult {
+  viewers: number;
+  wallS: number;
+  /** Server CPU over the window, in cores (1 = one core busy). */
+  serverCores: number;
+  receiverCores: number;
+  recorderCores: number;
+  /** Packets per second the receivers counted. */
+  deliveredPps: number;
+  /** Server CPU per delivered packet, µs. */
+  cpuUsPerDelivered: number;
+  lossFraction: number;
+  worstViewerLoss: number;
+  silentViewers: number;
+  serverRssKb: number;
+  receiverLoopDelayMaxMs: number;
+  udpRcvbufErrors: number;
+  receiver: ReceiverWindow;
+}
+
+/** Brings the receiver count to `n` (adds only; call closeAll first to start over). */
+export async function ensureReceivers(receivers: Rig["receivers"], target: ReceiverTarget, have: number, n: number): Promise<AddResult | undefined> {
+  if (n <= have) return undefined;
+  const r = await receivers.call<AddResult>("add", { n: n - have, target, concurrency: 8 }, 300_000);
+  if (r.failed > 0 && r.added === 0) throw new Error(`no receiver connected: ${r.errors.join("; ")}`);
+  return r;
+}
+
+/** Measures one window of `windowMs` for server `serverPid` with the receivers as they are. */
+export async function measureWindow(
+  o: { serverPid: number; receivers: Rig["receivers"]; recorderPid?: number | undefined },
+  windowMs: number,
+): Promise<WindowResult> {
+  const udp0 = udpCounters();
+  await o.receivers.call("mark");
+  const cpu = new CpuWindow({
+    server: o.serverPid,
+    receivers: o.receivers.pid,
+    ...(o.recorderPid ? { recorder: o.recorderPid } : {}),
+  });
+  await sleep(windowMs);
+  const c = cpu.end();
+  const r = await o.receivers.call<ReceiverWindow>("read");
+  const udp1 = udpCounters();
+  const deliveredPps = r.packets / c.wallS;
+  return {
+    viewers: r.viewers,
+    wallS: round(c.wallS, 3),
+    serverCores: round(c.cores["server"]!, 3),
+    receiverCores: round(c.cores["receivers"]!, 3),
+    recorderCores: round(c.cores["recorder"] ?? Number.NaN, 3),
+    deliveredPps: Math.round(deliveredPps),
+    cpuUsPerDelivered: r.packets > 0 ? round((c.cpuS["server"]! / r.packets) * 1e6, 2) : Number.NaN,
+    lossFraction: r.lossFraction,
+    worstViewerLoss: r.worstViewerLoss,
+    silentViewers: r.silent,
+    serverRssKb: safeRss(o.serverPid),
+    receiverLoopDelayMaxMs: r.loopDelayMaxMs,
+    udpRcvbufErrors: (udp1["RcvbufErrors"] ?? 0) - (udp0["RcvbufErrors"] ?? 0),
+    receiver: r,
+  };
+}
+
+function safeRss(pid: number): number {
+  try {
+    return rssKb(pid);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+export interface FanoutLevel {
+  viewers: number;
+  /** Packets the gateway's viewers sent per second (SRTP protected and handed to the socket). */
+  forwardedPps: number;
+  deliveredPps: number;
+  /** Upstream packets per second into the gateway (the camera stream). */
+  inPps: number;
+  inKbps: number;
+  gatewayCores: number;
+  ppsPerCore: number;
+  cpuUsPerPacket: number;
+  /** Receiver-side loss (sequence gaps) plus packets the gateway dropped for these viewers, over the window. */
+  lossFraction: number;
+  receiverLoss: number;
+  gatewayDrops: number;
+  silentViewers: number;
+  rssKb: number;
+  loopDelayMaxMs: number;
+  receiverCores: number;
+  receiverLoopDelayMaxMs: number;
+  recorderCores: number;
+  udpRcvbufErrors: number;
+  connectMsP50?: number;
+  connectFailed?: number;
+}
+
+export interface FanoutOptions {
+  /** Viewer levels, ascending. */
+  levels?: number[];
+  /** Settling time after the receivers of a level connected, ms. Default 2000. */
+  settleMs?: number;
+  /** Measured window per level, ms. Default 6000. */
+  windowMs?: number;
+  /** Loss fraction above which a level is not loss-free. Default 0.001 (0.1 %). */
+  lossThreshold?: number;
+  /** Viewers at which forwarding latency is measured (or the highest loss-free level below it). Default 100. */
+  latencyAt?: number;
+  /** Latency window, ms. Default 4000. */
+  latencyMs?: number;
+  /** Stop stepping up when the gateway uses more than this many cores. Default 0.97 × workers (or 0.97). */
+  maxCores?: number;
+  /** Reuse an existing rig (receivers are closed at the end, the rig stays). */
+  rig?: Rig;
+  workers?: number;
+  log?: Log;
+}
+
+export interface FanoutResult {
+  fanout_viewers: number;
+  fanout_pps_per_core: number;
+  fanout_cpu_us_per_packet: number;
+  forward_latency_ms_p50: number | null;
+  forward_latency_ms_p99: number | null;
+  forward_latency_ms_max: number | null;
+  forward_latency_viewers: number | null;
+  forward_latency_samples: number;
+  forward_latency_method: string;
+  rss_kb_per_viewer: number;
+  stream_kbps: number;
+  stream_pps: number;
+  fanout_stop_reason: string;
+  fanout_bottleneck: string;
+  fanout_gateway_workers: number | null;
+  fanout_levels: FanoutLevel[];
+}
+
+const LATENCY_METHOD =
+  "inside the gateway process: pushRtp (ingest hands the packet to the SFU) → viewer transport sendRtp returned " +
+  "(SRTP protect + UDP send), per packet per viewer; probe installed on live objects only for its window";
+
+export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> {
+  const log = o.log ?? (() => {});
+  const levels = o.levels ?? [10, 25, 50, 100, 150, 200, 300, 400];
+  const settleMs = o.settleMs ?? 2000;
+  const windowMs = o.windowMs ?? 6000;
+  const threshold = o.lossThreshold ?? 0.001;
+  const latencyAt = o.latencyAt ?? 100;
+  const rig = o.rig ?? (await startRig({ log, ...(o.workers !== undefined ? { workers: o.workers } : {}) }));
+  const gwPid = rig.gateway.ready.pid;
+  const workers = rig.gateway.ready.workers;
+  const maxCores = o.maxCores ?? 0.97 * Math.max(1, workers ?? 1);
+  try {
+    // Baseline: ingest only, no viewers.
+    await rig.gateway.call("gc");
+    await sleep(500);
+    const rss0 = safeRss(gwPid);
+    const g0 = await rig.gateway.call<GatewayStats>("stats");
+    const c0 = new CpuWindow({ gw: gwPid });
+    await sleep(2000);
+    const idle = c0.end();
+    const g0b = await rig.gateway.call<GatewayStats>("stats");
+    const streamPps = (g0b.packetsIn - g0.packetsIn) / idle.wallS;
+    const streamKbps = ((g0b.bytesIn - g0.bytesIn) * 8) / idle.wallS / 1000;
+    log(`fanout: stream ${Math.round(streamKbps)} kbit/s, ${Math.round(streamPps)} packets/s; idle gateway ${round(idle.cores["gw"]!, 3)} cores, RSS ${rss0} kB`);
+
+    const results: FanoutLevel[] = [];
+    let have = 0;
+    let stop = "all levels loss-free";
+    let latency: { viewers: number; count: number; p50: number; p99: number; max: number } | undefined;
+    for (const n of levels) {
+      const added = await ensureReceivers(rig.receivers, rig.whep, have, n);
+      have = added?.total ?? have;
+      await sleep(settleMs);
+      await rig.gateway.call("loopReset");
+      const gA = await rig.gateway.call<GatewayStats>("stats");
+      const w = await measureWindow({ serverPid: gwPid, receivers: rig.receivers, recorderPid: rig.recorder.ready.pid }, windowMs);
+      const gB = await rig.gateway.call<GatewayStats>("stats");
+      const drops = sumDrops(gB.drops) - sumDrops(gA.drops);
+      const forwarded = gB.packetsOut - gA.packetsOut;
+      const expected = w.receiver.expected + drops;
+      const lost = w.receiver.lost + drops;
+      const level: FanoutLevel = {
+        viewers: w.viewers,
+        forwardedPps: Math.round(forwarded / w.wallS),
+        deliveredPps: w.deliveredPps,
+        inPps: Math.round((gB.packetsIn - gA.packetsIn) / w.wallS),
+        inKbps: Math.round(((gB.bytesIn - gA.bytesIn) * 8) / w.wallS / 1000),
+        gatewayCores: w.serverCores,
+        ppsPerCore: w.serverCores > 0 ? Math.round(forwarded / w.wallS / w.serverCores) : 0,
+        cpuUsPerPacket: forwarded > 0 ? round(((w.serverCores * w.wallS) / forwarded) * 1e6, 2) : Number.NaN,
+        lossFraction: expected > 0 ? lost / expected : 0,
+        receiverLoss: w.lossFraction,
+        gatewayDrops: drops,
+        silentViewers: w.silentViewers,
+        rssKb: w.serverRssKb,
+        loopDelayMaxMs: gB.loopDelayMaxMs,
+        receiverCores: w.receiverCores,
+        receiverLoopDelayMaxMs: w.receiverLoopDelayMaxMs,
+        recorderCores: w.recorderCores,
+        udpRcvbufErrors: w.udpRcvbufErrors,
+        ...(added ? { connectMsP50: added.connectMsP50, connectFailed: added.failed } : {}),
+      };
+      results.push(level);
+      log(
+        `fanout ${level.viewers} viewers: ${level.forwardedPps} pps out, gateway ${level.gatewayCores} cores → ` +
+          `${level.ppsPerCore} pps/core (${level.cpuUsPerPacket} µs/pkt), loss ${(level.lossFraction * 100).toFixed(3)} %, ` +
+          `loop max ${level.loopDelayMaxMs} ms, receivers ${level.receiverCores} cores (loop max ${level.receiverLoopDelayMaxMs} ms)`,
+      );
+      const lossFree = level.lossFraction <= threshold && level.silentViewers === 0;
+      if (lossFree && n <= latencyAt) {
+        // Latency at latencyAt, or at the highest loss-free level below it.
+        await rig.gateway.call("latency", { on: true });
+        await sleep(o.latencyMs ?? 4000);
+        const rep = await rig.gateway.call<{ count: number; p50: number; p99: number; max: number }>("latencyReport");
+        await rig.gateway.call("latency", { on: false });
+        latency = { viewers: level.viewers, ...rep };
+        log(`fanout ${level.viewers} viewers: forwarding latency p50 ${rep.p50} ms, p99 ${rep.p99} ms, max ${rep.max} ms (${rep.count} samples)`);
+      }
+      if (!lossFree) {
+        stop = `loss ${(level.lossFraction * 100).toFixed(3)} % (${level.silentViewers} silent viewers) at ${level.viewers} viewers`;
+        break;
+      }
+      if (level.gatewayCores >= maxCores) {
+        stop = `gateway CPU saturated (${level.gatewayCores} cores) at ${level.viewers} viewers`;
+        break;
+      }
+      if (added && added.failed > 0) {
+        stop = `${added.failed} receivers failed to connect at ${n}: ${added.errors.join("; ")}`;
+        break;
+      }
+    }
+    const best = [...results].reverse().find((l) => l.lossFraction <= threshold && l.silentViewers === 0);
+    const top = results[results.length - 1];
+    return {
+      fanout_viewers: best?.viewers ?? 0,
+      fanout_pps_per_core: best?.ppsPerCore ?? 0,
+      fanout_cpu_us_per_packet: best?.cpuUsPerPacket ?? Number.NaN,
+      forward_latency_ms_p50: latency?.p50 ?? null,
+      forward_latency_ms_p99: latency?.p99 ?? null,
+      forward_latency_ms_max: latency?.max ?? null,
+      forward_latency_viewers: latency?.viewers ?? null,
+      forward_latency_samples: latency?.count ?? 0,
+      forward_latency_method: LATENCY_METHOD,
+      rss_kb_per_viewer: best ? Math.round((best.rssKb - rss0) / best.viewers) : Number.NaN,
+      stream_kbps: Math.round(streamKbps),
+      stream_pps: Math.round(streamPps),
+      fanout_stop_reason: stop,
+      fanout_bottleneck: top ? bottleneck(top, maxCores) : "none",
+      fanout_gateway_workers: workers,
+      fanout_levels: results,
+    };
+  } finally {
+    await rig.receivers.call("closeAll", undefined, 120_000).catch(() => {});
+    if (!o.rig) await rig.close();
+  }
+}
+
+function sumDrops(d: Record<string, number>): number {
+  let n = 0;
+  for (const v of Object.values(d)) n += v;
+  return n;
+}
+
+/** Which side ran out first at the last level measured. */
+function bottleneck(l: FanoutLevel, maxCores: number): string {
+  const parts: string[] = [];
+  if (l.gatewayCores >= maxCores * 0.9) parts.push(`gateway CPU ${l.gatewayCores} cores`);
+  if (l.receiverCores >= 0.9) parts.push(`receiver process CPU ${l.receiverCores} cores`);
+  if (l.receiverLoopDelayMaxMs > 200) parts.push(`receiver event loop stalled ${l.receiverLoopDelayMaxMs} ms`);
+  if (l.loopDelayMaxMs > 50) parts.push(`gateway event loop stalled ${l.loopDelayMaxMs} ms`);
+  if (l.udpRcvbufErrors > 0) parts.push(`${l.udpRcvbufErrors} UDP receive-buffer drops`);
+  return parts.length ? parts.join("; ") : "none observed";
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const { values } = parseArgs({ options: { quick: { type: "boolean" }, levels: { type: "string" }, workers: { type: "string" } } });
+  const levels = values.levels ? values.levels.split(",").map(Number) : values.quick ? [10, 50, 100] : undefined;
+  const result = await benchFanout({
+    ...(levels ? { levels } : {}),
+    ...(values.quick ? { windowMs: 3000, settleMs: 1000, latencyMs: 2000 } : {}),
+    ...(values.workers ? { workers: Number(values.workers) } : {}),
+    log: (m) => process.stderr.write(`${m}\n`),
+  });
+  console.log(JSON.stringify(result));
+}

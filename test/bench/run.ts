@@ -1,0 +1,208 @@
+/**
+ * `npm run bench`: every benchmark of the media plane (and the TURN and SIP ones when
+ * they exist), progress on stderr, ONE JSON object as the last line of stdout.
+ *
+ *   npm run bench                          # everything (≈ 6–9 min on 2 cores)
+ *   npm run bench -- --quick               # fewer levels, trials and rounds (smoke run)
+ *   npm run bench -- --only fanout,ttff    # a subset
+ *
+ * Sub-benchmarks: fanout, janus (CPU per packet vs Janus), workers (fan-out scaling
+ * with media worker threads), ttff (demo recorder), ttff_gop2s (GStreamer recorder
+ * with a 2 s GOP that never answers keyframe requests), janus_ttff (same recorder),
+ * turn, sip. One that fails or whose module does not exist yet is reported as
+ * `"<name>_error": "…"` and the run goes on.
+ *
+ * Method notes (the machine is shared and noisy): every server runs in a process of its
+ * own and its CPU is read from /proc; ours and Janus are measured in the same run, in
+ * rotating order, and compared by medians.
+ */
+import { existsSync } from "node:fs";
+import os from "node:os";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { launchChromium, type Chromium } from "../peers/chromium.ts";
+import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
+import { benchFanout, gatewayConfig, startRig, type Rig } from "./fanout.ts";
+import { benchJanusCpu, benchJanusTtff } from "./janus.ts";
+import { forkChild, type Child } from "./lib/child.ts";
+import { machineCpu } from "./lib/proc.ts";
+import { benchTtff } from "./ttff.ts";
+
+const ALL = ["fanout", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "turn", "sip"] as const;
+type Name = (typeof ALL)[number];
+
+const { values } = parseArgs({
+  options: { only: { type: "string" }, quick: { type: "boolean", default: false } },
+});
+const quick = values.quick === true;
+const only = new Set<string>(values.only ? values.only.split(",").map((s) => s.trim()) : ALL);
+for (const n of only) if (!(ALL as readonly string[]).includes(n)) throw new Error(`unknown sub-benchmark "${n}" (known: ${ALL.join(", ")})`);
+const wanted = (n: Name) => only.has(n);
+
+const t0 = performance.now();
+const log = (msg: string) => process.stderr.write(`[bench ${((performance.now() - t0) / 1000).toFixed(0).padStart(3)} s] ${msg}\n`);
+const cpu0 = machineCpu();
+
+const out: Record<string, unknown> = {
+  cores: os.availableParallelism(),
+  node: process.version,
+  platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+  cpu_model: os.cpus()[0]?.model ?? "unknown",
+  loadavg_1m_at_start: Math.round(os.loadavg()[0]! * 100) / 100,
+  quick,
+  started_at: new Date().toISOString(),
+};
+
+/** Runs one sub-benchmark; its figures go into `out`, a failure becomes `<name>_error`. */
+async function step(name: Name, fn: () => Promise<Record<string, unknown>>, limitMs = 360_000): Promise<void> {
+  if (!wanted(name)) return;
+  const started = performance.now();
+  log(`${name}: start`);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const r = await Promise.race([
+      fn(),
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${limitMs / 1000} s`)), limitMs))),
+    ]);
+    Object.assign(out, r);
+    log(`${name}: done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    out[`${name}_error`] = msg.split("\n").slice(0, 6).join(" | ").slice(0, 600);
+    log(`${name}: FAILED: ${msg.split("\n")[0]}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Imports an optional sub-benchmark module someone else owns; a clear error if it is not there yet. */
+async function optional(file: string, fn: string, arg: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const url = new URL(file, import.meta.url);
+  if (!existsSync(fileURLToPath(url))) throw new Error(`test/bench/${file} does not exist yet`);
+  const mod = (await import(url.href)) as Record<string, unknown>;
+  const f = mod[fn];
+  if (typeof f !== "function") throw new Error(`test/bench/${file} exports no ${fn}()`);
+  return (await (f as (o: Record<string, unknown>) => Promise<Record<string, unknown>>)(arg)) ?? {};
+}
+
+// ---- fan-out, Janus CPU comparison (one rig: recorder, gateway, receivers) -----------
+
+let rig: Rig | undefined;
+const getRig = async () => (rig ??= await startRig({ log }));
+try {
+  await step("fanout", async () => {
+    const r = await benchFanout({
+      rig: await getRig(),
+      log,
+      ...(quick ? { levels: [10, 50, 100], windowMs: 3000, settleMs: 1000, latencyMs: 2000 } : {}),
+    });
+    const c = rig!.clip;
+    return {
+      ...r,
+      recorder:
+        `Gatehouse demo RTSP recorder in its own process, looping ${c.spec.width}x${c.spec.height} ${c.spec.fps} fps ` +
+        `H.264 baseline, GOP ${c.spec.gop}, ${c.kbps} kbit/s (ffmpeg testsrc2 + temporal noise), RTP payloads ≤ 1200 bytes; ` +
+        "gateway pulls it over RTSP/TCP, always on",
+      receivers: "one process of light WebRTC receivers: werift ICE+DTLS, SRTP counted from clear RTP headers, not decrypted",
+    };
+  });
+  await step("janus", async () => ({
+    ...(await benchJanusCpu({
+      rig: await getRig(),
+      log,
+      ...(quick ? { levels: [50], rounds: 1, windowMs: 3000, settleMs: 1000 } : {}),
+    })),
+  }));
+} finally {
+  await rig?.close();
+  rig = undefined;
+}
+
+// ---- media worker threads ----------------------------------------------------------
+
+await step("workers", async () => {
+  // Does the gateway use media worker threads at all? Ask a 1-worker gateway.
+  const probe = await startRig({ workers: 1, log });
+  let w1: Awaited<ReturnType<typeof benchFanout>>;
+  try {
+    if (probe.gateway.ready.workers === null) {
+      return {
+        fanout_scaling_2_workers: null,
+        fanout_scaling_reason:
+          "the SFU reports no media worker threads (neither sfu.workerCount nor sfu.workers): media.workers is not used yet",
+      };
+    }
+    if (quick) return { fanout_scaling_2_workers: null, fanout_scaling_reason: "skipped in --quick" };
+    w1 = await benchFanout({ rig: probe, log, levels: [100, 200, 300, 400, 500], windowMs: 4000 });
+  } finally {
+    await probe.close();
+  }
+  const w2 = await benchFanout({ workers: 2, log, levels: [100, 200, 300, 400, 600, 800], windowMs: 4000 });
+  const best = (r: typeof w1) => Math.max(0, ...r.fanout_levels.filter((l) => l.lossFraction <= 0.001).map((l) => l.forwardedPps));
+  return {
+    fanout_scaling_2_workers: best(w1) > 0 ? Math.round((best(w2) / best(w1)) * 100) / 100 : null,
+    fanout_scaling_pps_1_worker: best(w1),
+    fanout_scaling_pps_2_workers: best(w2),
+    fanout_scaling_cpu_us_per_packet: [w1.fanout_cpu_us_per_packet, w2.fanout_cpu_us_per_packet],
+  };
+}, 480_000);
+
+// ---- time to first frame (Chromium) ------------------------------------------------
+
+const ttffTrials = quick ? 5 : 20;
+let chromium: Chromium | undefined;
+let gst: GstRtspServer | undefined;
+let ttffGw: Child<{ url: string; pid: number }> | undefined;
+try {
+  if (wanted("ttff") || wanted("ttff_gop2s") || wanted("janus_ttff")) {
+    try {
+      chromium = await launchChromium();
+      // A recorder that ignores keyframe requests (RTSP has no way to ask anyway) and sends one every 2 s.
+      gst = await startGstRtspServer({ gop: 50, fps: 25, noAudio: true, protocols: ["tcp", "udp"] });
+      const config = { ...gatewayConfig(gst.url, { cameras: [{ id: "gop2s", url: gst.url }] }), demo: { enabled: true } };
+      ttffGw = await forkChild<{ url: string; pid: number }>(fileURLToPath(new URL("./procs/gateway.ts", import.meta.url)), [
+        "--config",
+        JSON.stringify(config),
+      ]);
+    } catch (err) {
+      const msg = `set-up failed: ${err instanceof Error ? err.message : String(err)}`;
+      for (const n of ["ttff", "ttff_gop2s", "janus_ttff"] as const) if (wanted(n)) out[`${n}_error`] = msg.slice(0, 600);
+      log(msg);
+    }
+  }
+  if (chromium && gst && ttffGw) {
+    const url = ttffGw.ready.url;
+    await step("ttff", async () => ({
+      ...(await benchTtff({ url, camera: "demo", chromium, trials: ttffTrials })),
+      ttff_recorder: "built-in demo recorder (committed 640x360 clip), warm source",
+    }));
+    await step("ttff_gop2s", async () => {
+      const r = await benchTtff({ url, camera: "gop2s", chromium, trials: ttffTrials });
+      return {
+        ...Object.fromEntries(Object.entries(r).map(([k, v]) => [k.replace(/^ttff_/, "ttff_gop2s_"), v])),
+        ttff_gop2s_recorder: "GStreamer RTSP server (test/peers/gst.ts), 320x240 25 fps, GOP 50 (2 s), keyframe requests never reach it",
+      };
+    });
+    await step("janus_ttff", async () => ({
+      ...(await benchJanusTtff({ rtspUrl: gst!.url, chromium: chromium!, trials: ttffTrials, log })),
+      janus_ttff_recorder: "same GStreamer recorder as ttff_gop2s (GOP 50), Janus event_loops = 2, videobufferkf = true",
+    }));
+  }
+} finally {
+  await ttffGw?.close();
+  await gst?.close();
+  await chromium?.close();
+}
+
+// ---- other rooms' benchmarks -------------------------------------------------------
+
+await step("turn", () => optional("turn.ts", "benchTurn", quick ? { quick: true, rounds: 2 } : {}));
+await step("sip", () => optional("sip.ts", "benchSip", quick ? { quick: true } : {}));
+
+const cpu1 = machineCpu();
+out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;
+out["duration_s"] = Math.round((performance.now() - t0) / 1000);
+log(`all done in ${out["duration_s"]} s`);
+process.stdout.write(`${JSON.stringify(out)}\n`);
+// Anything a failed step left behind must not keep the process alive.
+setTimeout(() => process.exit(0), 200).unref();
