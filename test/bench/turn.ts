@@ -22,6 +22,8 @@ import { processCpuSeconds, runUclient, startCoturn, startTurnutilsPeer, type Uc
 export interface TurnBenchOptions {
   /** Rounds per server. Default 5 (env TURN_BENCH_ROUNDS). */
   rounds?: number;
+  /** Smoke run: a third of the messages per round. */
+  quick?: boolean;
   /** Concurrent uclient sessions (allocations with a channel). Default 40. */
   clients?: number;
   /** Messages per session. Default 1500. */
@@ -123,7 +125,7 @@ const median = (xs: number[]): number => {
 export async function benchTurn(o: TurnBenchOptions = {}): Promise<TurnBenchResult> {
   const load = {
     clients: o.clients ?? Number(process.env.TURN_BENCH_CLIENTS ?? 40),
-    messages: o.messages ?? Number(process.env.TURN_BENCH_MESSAGES ?? 1500),
+    messages: o.messages ?? Number(process.env.TURN_BENCH_MESSAGES ?? (o.quick ? 500 : 1500)),
     length: o.length ?? Number(process.env.TURN_BENCH_LENGTH ?? 1200),
     intervalMs: o.intervalMs ?? Number(process.env.TURN_BENCH_INTERVAL_MS ?? 4),
     rounds: o.rounds ?? Number(process.env.TURN_BENCH_ROUNDS ?? 5),
