@@ -299,9 +299,11 @@ export class Intercom {
     });
   }
 
-  /** CANCEL matched the INVITE server transaction `inviteKey`. */
-  onCancel(inviteKey: string): void {
-    this.byInviteKey.get(inviteKey)?.onCancel();
+  /** CANCEL matched the INVITE server transaction `inviteKey`; false when no call owns it (yet). */
+  onCancel(inviteKey: string): boolean {
+    const call = this.byInviteKey.get(inviteKey);
+    call?.onCancel();
+    return call !== undefined;
   }
 
   /** The call owning an in-dialog request (Call-ID + our tag in To + their tag in From). */

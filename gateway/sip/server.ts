@@ -316,7 +316,9 @@ export class SipServer {
           return;
         }
         tx.reply(200, { toTag: this.ctx.ids.tag() });
-        this.intercom.onCancel(inv.key);
+        // A CANCEL can overtake the call setup (RTP ports are still being bound): answer the
+        // INVITE here; the setup sees the transaction finished and backs out.
+        if (!this.intercom.onCancel(inv.key) && inv.pending) inv.reply(487, { toTag: this.ctx.ids.tag() });
         return;
       }
       case "OPTIONS":

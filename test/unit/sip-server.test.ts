@@ -1,3 +1,4 @@
+import dgram from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
 import { AuthError, NotFoundError } from "../../config/errors.ts";
 import { silentLogger } from "../../config/log.ts";
@@ -39,6 +40,14 @@ async function ringingCall(net: FakeNet, srv: SipServer, phone: Phone, extraHead
   const [info] = await ring;
   const ringing = (await net.next(isResponse(180, "INVITE"))).msg as SipResponse;
   return { info, invite: authed, ringing, toTag: tagOf(toOf(ringing))! };
+}
+
+async function until(cond: () => boolean, timeoutMs = 3000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function ackFor(phone: Phone, invite: SipRequest, toTag: string): SipRequest {
@@ -348,6 +357,82 @@ describe("incoming calls", () => {
       net.deliver({ kind: "response", status: 200, reason: "OK", headers: infoReq.headers.clone(), body: Buffer.alloc(0) }, src);
     }
     await done;
+  });
+
+  it("answers a CANCEL that overtakes the call setup with 487 and never rings", async () => {
+    const { net, srv } = await start();
+    let rang = false;
+    srv.intercom.events.on("ring", () => (rang = true));
+    const src: Endpoint = { transport: "udp", address: "10.9.0.44", port: 5060 };
+    const phone = new Phone(net, { user: "back", src });
+    const inv = phone.request("INVITE", { body: SDP_OFFER(40000) });
+    const cancel = phone.request("CANCEL", {
+      callId: inv.headers.get("call-id")!,
+      fromTag: tagOf(parseNameAddr(inv.headers.get("from")!))!,
+      branch: inv.headers.getList("via")[0]!.match(/branch=([^;]+)/)![1]!,
+      cseq: cseqOf(inv).seq,
+    });
+    cancel.headers.set("CSeq", `${cseqOf(inv).seq} CANCEL`);
+    phone.send(inv);
+    phone.send(cancel); // before the RTP ports are bound
+    expect((await net.next(isResponse(487, "INVITE"))).msg.kind).toBe("response");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(rang).toBe(false);
+    expect(srv.stats().rtpPortsInUse).toBe(0);
+  });
+
+  it("offers early media (183 + SDP) and plays a ringback tone to the door while ringing", async () => {
+    // The door's RTP socket is on loopback, so that is where it calls from.
+    const { net, srv } = await start({ earlyMedia: true, devices: [{ id: "back", username: "back", allow: ["127.0.0.1"] }] });
+    const door = dgram.createSocket("udp4");
+    await new Promise<void>((r) => door.bind(0, "127.0.0.1", () => r()));
+    const heard: Buffer[] = [];
+    door.on("message", (m) => heard.push(m));
+    try {
+      const phone = new Phone(net, { user: "back", src: { transport: "udp", address: "127.0.0.1", port: 5090 } });
+      const ring = once(srv.intercom.events, "ring");
+      phone.send(phone.request("INVITE", { body: SDP_OFFER(door.address().port) }));
+      await ring;
+      const progress = (await net.next(isResponse(183, "INVITE"))).msg as SipResponse;
+      expect(progress.body.toString()).toMatch(/m=audio \d+ RTP\/AVP 0 101/);
+      await until(() => heard.length >= 10);
+      // The tone's first second: loud G.711, not the 0xFF of µ-law silence.
+      expect(heard.slice(0, 10).some((p) => p.subarray(12).some((b) => b !== 0xff))).toBe(true);
+    } finally {
+      door.close();
+    }
+  });
+
+  it("handles an offerless INVITE: our offer in the 200, the door's answer in the ACK", async () => {
+    const { net, srv } = await start();
+    const phone = new Phone(net, { user: "back", src: { transport: "udp", address: "10.9.0.44", port: 5060 } });
+    const ring = once(srv.intercom.events, "ring");
+    const inv = phone.request("INVITE");
+    phone.send(inv);
+    const [info] = await ring;
+    const call = srv.intercom.answer(info.callId, { id: "x" });
+    const ok = (await net.next(isResponse(200, "INVITE"))).msg as SipResponse;
+    expect(ok.body.toString()).toMatch(/m=audio \d+ RTP\/AVP 0 8 101/);
+    expect(call.audioTrack).toBeUndefined();
+    const ack = ackFor(phone, inv, tagOf(toOf(ok))!);
+    ack.body = Buffer.from(SDP_OFFER(40000).replace("RTP/AVP 0 8 101", "RTP/AVP 8"), "latin1");
+    ack.headers.set("Content-Type", "application/sdp");
+    phone.send(ack);
+    expect(call.audioTrack).toMatchObject({ codec: "PCMA", payloadType: 8 });
+  });
+
+  it("never lets a device make us call elsewhere: REFER is refused and no request leaves", async () => {
+    const { net, srv } = await start();
+    const phone = new Phone(net, { user: "front", password: "front-secret", src: DOOR });
+    const { info, invite, toTag } = await ringingCall(net, srv, phone);
+    srv.intercom.answer(info.callId, { id: "alice" });
+    phone.send(ackFor(phone, invite, toTag));
+    const before = net.sent.length;
+    const inDialogRefer = await phone.transact(inDialog(phone, invite, toTag, "REFER", { headers: [["Refer-To", "<sip:victim@198.51.100.9>"]] }));
+    expect(inDialogRefer.status).toBe(501);
+    const refer = await phone.transact(phone.request("REFER", { headers: [["Refer-To", "<sip:victim@198.51.100.9>"]] }));
+    expect(refer.status).toBe(405);
+    expect(net.sent.slice(before).filter((s) => s.msg.kind === "request")).toHaveLength(0);
   });
 
   it("answers a ringing call with 480 on shutdown", async () => {
