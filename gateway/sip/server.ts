@@ -175,6 +175,7 @@ export class SipServer {
       tls,
       log,
       onMessage: (data, source) => ref.server?.onMessage(data, source),
+      onFlowClosed: (flow) => ref.server?.onFlowClosed(flow),
     });
     const layer = new TransactionLayer(
       {
@@ -261,6 +262,15 @@ export class SipServer {
         this.parseStats.invalid++;
         this.log.debug("sip: dropped unparseable message", { reason: r.reason, address: source.address });
         return;
+    }
+  }
+
+  /** A device's TCP/TLS connection is gone: so are the bindings that could only be reached over it. */
+  private onFlowClosed(flow: number): void {
+    for (const b of this.registrar.allBindings()) {
+      if (b.target.flow !== flow) continue;
+      const d = this.devices.get(b.deviceId);
+      if (d) this.registrar.remove(d, b, "unreachable");
     }
   }
 
@@ -442,7 +452,7 @@ export class SipServer {
       this.keepAliveTimer?.cancel();
       this.intercom.close();
       // Let the final responses / BYEs leave before the sockets close.
-      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 20));
       this.registrar.close();
       this.layer.close();
       this.ctx.ticker.close();

@@ -21,6 +21,8 @@ export interface SipSocketsOptions {
   log: Logger;
   /** One datagram or one framed stream message. */
   onMessage(data: Buffer, source: Endpoint): void;
+  /** A TCP/TLS connection closed (its bindings are gone with it, RFC 5626 §4.4 flow failure). */
+  onFlowClosed?(flow: number): void;
   /** Close idle stream connections after this long, ms. Default 600000 (10 min). */
   streamIdleMs?: number;
   /** Most simultaneous stream connections; more are refused. Default 2048. */
@@ -201,9 +203,16 @@ export class SipSockets implements SipTransportAdapter {
   }
 
   private removeFlow(flow: Flow): void {
-    if (this.flows.get(flow.id) === flow) this.flows.delete(flow.id);
+    if (this.flows.get(flow.id) !== flow) return;
+    this.flows.delete(flow.id);
     const key = endpointKey(flow.remote);
     if (this.flowByRemote.get(key) === flow) this.flowByRemote.delete(key);
+    if (this.closed) return;
+    try {
+      this.opts.onFlowClosed?.(flow.id);
+    } catch (err) {
+      this.log.error("sip: flow-closed handler threw", { err });
+    }
   }
 
   /** True when the stream connection `flow` is still open. */
@@ -271,7 +280,16 @@ export class SipSockets implements SipTransportAdapter {
     if (this.closed) return;
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
-    for (const f of this.flows.values()) f.socket.destroy();
+    // Let queued writes (final responses, BYEs) leave, then cut whatever lingers.
+    const open = [...this.flows.values()].map((f) => f.socket);
+    for (const sock of open) sock.end();
+    if (open.length > 0) {
+      await Promise.race([
+        Promise.all(open.map((sock) => new Promise<void>((r) => (sock.destroyed ? r() : sock.once("close", () => r()))))),
+        new Promise((r) => setTimeout(r, 200)),
+      ]);
+    }
+    for (const sock of open) sock.destroy();
     this.flows.clear();
     this.flowByRemote.clear();
     const waits: Promise<void>[] = [];

@@ -166,6 +166,10 @@ describe("sip sockets", () => {
     const ping = await c.next((m) => m.startsWith("OPTIONS "));
     expect(ping).toMatch(/^OPTIONS sip:door@127\.0\.0\.1:9;transport=tcp SIP\/2\.0/);
     expect(ping).toMatch(/Via: SIP\/2\.0\/TCP /);
+    // The connection goes: so does the binding (it could only be reached over it).
+    const gone = new Promise((r) => server.registrar.events.once("unregistered", (_d, _b, reason) => r(reason)));
     sock.destroy();
+    expect(await gone).toBe("unreachable");
+    expect(server.intercom.devices()[0]!.online).toBe(false);
   });
 });
