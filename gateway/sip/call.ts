@@ -638,7 +638,9 @@ export class Call implements SipCall {
     }
     if (req.method === "INVITE") tx.onNoAck = () => this.hangupWith("no-ack");
     tx.reply(200, { headers, ...(body ? { body, contentType: "application/sdp" } : {}) });
+    // RFC 4028 §9: every re-INVITE/UPDATE renegotiates the timer; one without Session-Expires turns it off.
     if (st?.status === 200 && this.st === "answered") this.sessionTimer.arm(st.se.interval, st.se.refresher === "uas");
+    else if (!st) this.sessionTimer.cancel();
   }
 
   /** RFC 4028 §7.4: we are the refresher; re-INVITE with the unchanged SDP. */
