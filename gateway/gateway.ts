@@ -19,6 +19,9 @@ import { apiRouter } from "./http/api.ts";
 import { errorHandler } from "./http/errors.ts";
 import { whepRouter } from "./http/whep.ts";
 import { createAuth, type Auth } from "./auth/index.ts";
+import { metricsRouter, processCollector, type Collector } from "./http/metrics.ts";
+import { cameraCollector, sfuCollector } from "./metrics.ts";
+import { AuthError } from "../config/errors.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 
@@ -120,6 +123,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     app.use("/auth", auth.router);
     // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
     app.use(auth.requireUser, auth.csrf);
+    const proc = processCollector();
+    cleanups.push(() => proc.close());
+    const collectors: Collector[] = [proc.collect, cameraCollector(registry), sfuCollector(sfu)];
+    // Operational figures cover every camera: only an administrator of all of them may read them.
+    app.use(
+      "/metrics",
+      metricsRouter({
+        collectors: () => collectors,
+        authorize: (req) => {
+          if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin")))
+            throw new AuthError("FORBIDDEN", "metrics need the admin right on every camera");
+        },
+      }),
+    );
     app.use("/api", apiRouter({ cameras: registry, canSee: (req, id) => auth.canSee(req.user!, id) }));
     app.use(
       "/whep",

@@ -1,0 +1,44 @@
+/**
+ * What the gateway's own rooms report to `/metrics`: cameras (ingest) and the SFU.
+ * TURN and SIP add their collectors where they are started.
+ */
+import type { Sfu } from "../sfu/sfu.ts";
+import type { CameraRegistry } from "./cameras.ts";
+import type { Collector, Sample } from "./http/metrics.ts";
+
+const INGEST_STATES = ["idle", "connecting", "playing", "backoff", "failed"] as const;
+
+export function cameraCollector(cameras: CameraRegistry): Collector {
+  return () => {
+    const out: Sample[] = [];
+    for (const c of cameras.configs()) {
+      const st = cameras.status(c.id);
+      if (!st) continue;
+      const labels = { camera: c.id };
+      for (const s of INGEST_STATES)
+        out.push({ name: "gatehouse_camera_state", help: "Ingest state of the camera (1 for the current state).", type: "gauge", value: st.state === s ? 1 : 0, labels: { ...labels, state: s } });
+      out.push(
+        { name: "gatehouse_camera_reconnects_total", help: "Reconnects to the recorder.", type: "counter", value: st.reconnects, labels },
+        { name: "gatehouse_camera_packets_in_total", help: "RTP packets received from the recorder.", type: "counter", value: st.packetsIn, labels },
+        { name: "gatehouse_camera_bytes_in_total", help: "RTP bytes received from the recorder.", type: "counter", value: st.bytesIn, labels },
+        { name: "gatehouse_camera_malformed_total", help: "Malformed packets or messages dropped from the recorder.", type: "counter", value: st.malformed, labels },
+      );
+    }
+    return out;
+  };
+}
+
+export function sfuCollector(sfu: Sfu): Collector {
+  return () => {
+    const out: Sample[] = [];
+    const { sources, viewers } = sfu.stats();
+    for (const s of sources) {
+      const labels = { camera: s.id };
+      out.push({ name: "gatehouse_source_viewers", help: "Viewers of the camera (connecting included).", type: "gauge", value: s.viewers, labels });
+      for (const [reason, n] of Object.entries(s.dropped))
+        out.push({ name: "gatehouse_source_dropped_total", help: "Upstream packets dropped by the SFU, by reason.", type: "counter", value: n, labels: { ...labels, reason } });
+    }
+    out.push({ name: "gatehouse_viewers", help: "WebRTC viewers.", type: "gauge", value: viewers.length });
+    return out;
+  };
+}
