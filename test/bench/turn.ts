@@ -42,8 +42,8 @@ export interface TurnBenchResult {
   turn_cpu_ratio_vs_coturn: number;
   /** CPU per relayed packet, µs (medians). */
   turn_cpu_us_per_packet: { gatehouse: number; coturn: number };
-  /** Relayed packets per wall-clock second during the runs (medians). */
-  turn_relay_pps_offered: { gatehouse: number; coturn: number };
+  /** Relayed packets per second the load asks for (clients × 1000/interval, both directions). */
+  turn_relay_pps_nominal: number;
   /** Worst loss seen by the client in any round, %. */
   turn_loss_percent_max: { gatehouse: number; coturn: number };
   turn_bench_load: { clients: number; messages: number; length: number; intervalMs: number; rounds: number };
@@ -140,7 +140,6 @@ export async function benchTurn(o: TurnBenchOptions = {}): Promise<TurnBenchResu
     servers.push({ name: "coturn", port: coturn.port, pid: coturn.pid, close: () => coturn.close() });
 
     const us: Record<Server["name"], number[]> = { gatehouse: [], coturn: [] };
-    const pps: Record<Server["name"], number[]> = { gatehouse: [], coturn: [] };
     const loss: Record<Server["name"], number[]> = { gatehouse: [], coturn: [] };
     for (let round = 0; round < load.rounds; round++) {
       // Alternate which server goes first so drift on the shared machine hits both alike.
@@ -164,7 +163,6 @@ export async function benchTurn(o: TurnBenchOptions = {}): Promise<TurnBenchResu
         const relayed = r.sentMessages + r.receivedMessages;
         const perPacketUs = ((cpu1 - cpu0) * 1e6) / relayed;
         us[s.name].push(perPacketUs);
-        pps[s.name].push(relayed / (r.wallMs / 1000));
         loss[s.name].push(r.lossPercent);
         log(
           JSON.stringify({ bench: "turn", round, server: s.name, relayed, cpu_s: +(cpu1 - cpu0).toFixed(2), us_per_packet: +perPacketUs.toFixed(2), loss_percent: r.lossPercent }),
@@ -177,7 +175,7 @@ export async function benchTurn(o: TurnBenchOptions = {}): Promise<TurnBenchResu
       turn_relay_pps_per_core: { gatehouse: Math.round(1e6 / g), coturn: Math.round(1e6 / c) },
       turn_cpu_ratio_vs_coturn: +(g / c).toFixed(2),
       turn_cpu_us_per_packet: { gatehouse: +g.toFixed(2), coturn: +c.toFixed(2) },
-      turn_relay_pps_offered: { gatehouse: Math.round(median(pps.gatehouse)), coturn: Math.round(median(pps.coturn)) },
+      turn_relay_pps_nominal: Math.round((load.clients * 1000 * 2) / Math.max(1, load.intervalMs)),
       turn_loss_percent_max: { gatehouse: Math.max(...loss.gatehouse), coturn: Math.max(...loss.coturn) },
       turn_bench_load: load,
     };
