@@ -4,7 +4,8 @@
  * and this process's CPU shows whether the receivers kept up.
  *
  * Commands (IPC, see lib/child.ts):
- *   add { n, target, concurrency? } → connect n more receivers, each until its first RTP
+ *   add { n, target, concurrency?, attempts? } → connect n more receivers, each until its
+ *        first RTP (default 4 at a time, 2 attempts each); reports failures and retries
  *        target: { kind: "whep", url }                       our gateway (we offer)
  *              | { kind: "janus", api, mountpoint }          Janus streaming plugin (it offers)
  *   closeAll                        → end every receiver (WHEP DELETE / Janus detach)
@@ -82,30 +83,42 @@ async function connectOne(target: Target): Promise<Entry> {
   };
 }
 
-async function add(arg: { n: number; target: Target; concurrency?: number }) {
+async function add(arg: { n: number; target: Target; concurrency?: number; attempts?: number }) {
   const t0 = performance.now();
   const errors: string[] = [];
   const connectMs: number[] = [];
   const firstMs: number[] = [];
   let next = 0;
+  let failed = 0;
+  let retried = 0;
   const worker = async () => {
     while (next < arg.n) {
       next++;
-      try {
-        const e = await connectOne(arg.target);
-        entries.push(e);
-        connectMs.push(e.viewer.connectMs);
-        firstMs.push(e.viewer.firstPacketMs);
-      } catch (err) {
-        errors.push(err instanceof Error ? err.message : String(err));
+      // A loaded gateway may drop a negotiation: one retry, as a browser's reconnect would.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const e = await connectOne(arg.target);
+          entries.push(e);
+          connectMs.push(e.viewer.connectMs);
+          firstMs.push(e.viewer.firstPacketMs);
+          break;
+        } catch (err) {
+          errors.push(err instanceof Error ? err.message : String(err));
+          if (attempt >= (arg.attempts ?? 2)) {
+            failed++;
+            break;
+          }
+          retried++;
+        }
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(arg.concurrency ?? 8, arg.n) }, worker));
+  await Promise.all(Array.from({ length: Math.min(arg.concurrency ?? 4, arg.n) }, worker));
   return {
     total: entries.length,
     added: connectMs.length,
-    failed: errors.length,
+    failed,
+    retried,
     errors: [...new Set(errors)].slice(0, 5),
     wallMs: Math.round(performance.now() - t0),
     connectMsP50: round(percentile(connectMs, 50)),
@@ -170,7 +183,7 @@ function read() {
 
 serve(
   {
-    add: (arg) => add(arg as { n: number; target: Target; concurrency?: number }),
+    add: (arg) => add(arg as { n: number; target: Target; concurrency?: number; attempts?: number }),
     closeAll: () => closeAll(),
     mark: () => mark(),
     read: () => read(),
