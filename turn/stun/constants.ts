@@ -68,6 +68,8 @@ export const Attr = {
  * 0x8000 in a request earns 420 with UNKNOWN-ATTRIBUTES (RFC 8489 §6.3.1.1).
  * DONT-FRAGMENT is deliberately absent: Node cannot set the DF bit on relayed
  * datagrams, and RFC 8656 §7.2 says a server that cannot must treat it as unknown.
+ * PASSWORD-ALGORITHM and USERHASH are absent too: our nonces do not offer the RFC 8489
+ * security features, so a client using them gets 420 rather than a silent mismatch.
  */
 export const KNOWN_REQUIRED_ATTRS: ReadonlySet<number> = new Set([
   Attr.MappedAddress,
@@ -86,8 +88,6 @@ export const KNOWN_REQUIRED_ATTRS: ReadonlySet<number> = new Set([
   Attr.EvenPort,
   Attr.RequestedTransport,
   Attr.MessageIntegritySha256,
-  Attr.PasswordAlgorithm,
-  Attr.Userhash,
   Attr.XorMappedAddress,
   Attr.ReservationToken,
   Attr.Priority,
