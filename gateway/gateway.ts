@@ -5,6 +5,7 @@
  * Order matters on close: stop accepting requests, end viewers (SFU), stop pulls,
  * then the demo recorder, so nothing logs a spurious failure while shutting down.
  */
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -22,6 +23,9 @@ import { createAuth, type Auth } from "./auth/index.ts";
 import { metricsRouter, processCollector, type Collector } from "./http/metrics.ts";
 import { cameraCollector, sfuCollector } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
+import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
+import { startFrontDoor } from "./frontdoor/index.ts";
+import { turnCollector } from "./metrics.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 
@@ -40,6 +44,8 @@ export interface Gateway {
   readonly demo: DemoRecorder | undefined;
   /** Sign-in and rights; `auth.devUsers` lists the development provider's demo accounts. */
   readonly auth: Auth;
+  /** The embedded TURN server, when `turn.enabled`. */
+  readonly turn: TurnServer | undefined;
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -86,25 +92,55 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
     cleanups.push(() => registry.close());
 
-    // Listen first: the public URL (redirect URI of the sign-in flow) depends on the bound port.
-    const server = http.createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(config.server.port, config.server.host, () => {
-        server.off("error", reject);
-        resolve();
+    const tls = config.server.tls
+      ? { cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }
+      : undefined;
+
+    // TURN first, so the front door can hand it TCP/TLS connections. The gateway's own media
+    // addresses are the only private peers it relays to without an explicit allow-list.
+    let turn: TurnServer | undefined;
+    if (config.turn.enabled) {
+      turn = await startTurnServer({
+        config: config.turn,
+        log,
+        allowedPeers: [config.media.announcedAddress ?? bindAddress],
+        ...(tls ? { tls } : {}),
       });
+      const t = turn;
+      cleanups.push(() => t.close("gateway closing"));
+    }
+
+    // Listen first: the public URL (redirect URI of the sign-in flow) depends on the bound port.
+    // One port carries HTTP(S), WebSocket and TURN over TCP/TLS: the front door tells them apart
+    // by the first bytes of each connection (after TLS).
+    const server = http.createServer();
+    const door = await startFrontDoor({
+      host: config.server.host,
+      port: config.server.port,
+      ...(tls ? { tls } : {}),
+      http: server,
+      ...(turn && config.turn.shareHttpsPort ? { turn } : {}),
+      log: log.child({ component: "frontdoor" }),
     });
-    cleanups.push(
-      () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        }),
-    );
-    const port = (server.address() as AddressInfo).port;
+    cleanups.push(() => door.close());
+    const port = door.port;
     const host = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
-    const url = (config.server.publicUrl ?? `http://${host}:${port}`).replace(/\/$/, "");
+    const url = (config.server.publicUrl ?? `${tls ? "https" : "http"}://${host}:${port}`).replace(/\/$/, "");
+    const publicHost = new URL(url).hostname.replace(/^\[|\]$/g, "");
+    const publicPort = Number(new URL(url).port || (tls ? 443 : 80));
+
+    /** ICE servers for one signed-in user: our TURN, with credentials that end with the session at the latest. */
+    const iceServersFor = (user: { sub: string; expiresAt: number } | undefined) => {
+      if (!turn || !user) return [];
+      const remaining = Math.floor((user.expiresAt - Date.now()) / 1000);
+      const ttl = Math.max(30, Math.min(config.turn.credentialLifetimeSeconds, remaining));
+      return turnIceServers({
+        host: publicHost,
+        ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}),
+        ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}),
+        credentials: turn.mintCredentials(user.sub, ttl),
+      });
+    };
 
     const auth = await createAuth({
       config: config.auth,
@@ -126,6 +162,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const proc = processCollector();
     cleanups.push(() => proc.close());
     const collectors: Collector[] = [proc.collect, cameraCollector(registry), sfuCollector(sfu)];
+    if (turn) collectors.push(turnCollector(turn));
     // Operational figures cover every camera: only an administrator of all of them may read them.
     app.use(
       "/metrics",
@@ -147,13 +184,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         userOf: (req) => req.user?.sub,
         // A viewer's stream ends when its session is revoked, lapses, or loses the right.
         onViewer: (req, viewer) => {
-          const stop = auth.watch(req.user!, (reason) => void viewer.close(`auth: ${reason}`), {
+          const sub = req.user!.sub;
+          const stop = auth.watch(req.user!, (reason) => {
+            void viewer.close(`auth: ${reason}`);
+            // The user's relayed paths end too: credentials alone only guard new allocations.
+            turn?.closeSubject(sub);
+          }, {
             cameraId: viewer.cameraId,
             action: "live",
           });
           viewer.on("closed", stop);
         },
-        iceServers: () => [],
+        iceServers: (req) => iceServersFor(req.user),
         log: log.child({ component: "whep" }),
       }),
     );
@@ -176,6 +218,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       cameras: registry,
       demo,
       auth,
+      turn,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

@@ -3,6 +3,7 @@
  * TURN and SIP add their collectors where they are started.
  */
 import type { Sfu } from "../sfu/sfu.ts";
+import type { TurnServer } from "../turn/index.ts";
 import type { CameraRegistry } from "./cameras.ts";
 import type { Collector, Sample } from "./http/metrics.ts";
 
@@ -39,6 +40,24 @@ export function sfuCollector(sfu: Sfu): Collector {
         out.push({ name: "gatehouse_source_dropped_total", help: "Upstream packets dropped by the SFU, by reason.", type: "counter", value: n, labels: { ...labels, reason } });
     }
     out.push({ name: "gatehouse_viewers", help: "WebRTC viewers.", type: "gauge", value: viewers.length });
+    return out;
+  };
+}
+
+/** TURN counters, as the TURN server keeps them (camelCase names become snake_case metrics). */
+export function turnCollector(turn: TurnServer): Collector {
+  const GAUGES = new Set(["allocations", "permissions", "channels"]);
+  return () => {
+    const out: Sample[] = [];
+    for (const [key, value] of Object.entries(turn.metrics.snapshot())) {
+      const snake = key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+      const gauge = GAUGES.has(key);
+      out.push({ name: `gatehouse_turn_${snake}${gauge ? "" : "_total"}`, help: `TURN ${key.replace(/([A-Z])/g, " $1").toLowerCase()}.`, type: gauge ? "gauge" : "counter", value });
+    }
+    out.push(
+      { name: "gatehouse_turn_relay_sockets", help: "TURN relay sockets open.", type: "gauge", value: turn.relaySockets },
+      { name: "gatehouse_turn_connections", help: "TURN client TCP/TLS connections open.", type: "gauge", value: turn.connections },
+    );
     return out;
   };
 }

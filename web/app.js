@@ -32,8 +32,15 @@ const PAUSED_BACKGROUND = "Paused in the background";
 
 const base = new URL(".", document.baseURI);
 const query = new URLSearchParams(location.search);
-/** `?relay=1` forces TURN relay candidates (tests of the TURN path). */
-const iceTransportPolicy = query.get("relay") === "1" ? "relay" : undefined;
+/**
+ * `?relay=1` forces TURN relay candidates; `?relay=udp|tcp|tls` also keeps only that TURN transport,
+ * so an installer can check each firewall path (UDP 14049, TCP and TLS on the HTTPS port).
+ */
+const relayParam = query.get("relay");
+const iceTransportPolicy = relayParam === "1" || /^(udp|tcp|tls)$/.test(relayParam ?? "") ? "relay" : undefined;
+const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
+  /^(udp|tcp|tls)$/.test(relayParam ?? "") ? relayParam : undefined
+);
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const grid = /** @type {HTMLUListElement} */ ($("grid"));
@@ -122,7 +129,7 @@ class Tile {
   connect() {
     this.pausedFor = "";
     if (this.session) return;
-    const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy });
+    const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy, turnTransport });
     this.session = session;
     sessions.set(this.id, session);
     this.summary = null;

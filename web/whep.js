@@ -26,6 +26,7 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  * @typedef {object} WhepOptions
  * @property {RTCIceServer[]} [iceServers] fixed ICE servers; when given, OPTIONS is skipped
  * @property {RTCIceTransportPolicy} [iceTransportPolicy] "relay" forces TURN (tests, strict networks)
+ * @property {"udp" | "tcp" | "tls"} [turnTransport] keep only TURN URLs of this transport (checks one firewall path)
  * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 25)
  * @property {number} [gatherMaxMs] upper bound on candidate gathering, ms (default 2000)
  * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
@@ -154,18 +155,21 @@ export class WhepSession extends EventTarget {
   /** @param {number} gen */
   async #negotiate(gen) {
     const opts = this.#opts;
-    const servers = opts.iceServers ?? (await this.#discoverIceServers());
+    let servers = opts.iceServers ?? (await this.#discoverIceServers());
     if (gen !== this.#gen) return;
+    if (opts.turnTransport) servers = onlyTurnTransport(servers, opts.turnTransport);
     this.iceServers = servers;
 
     /** @type {RTCConfiguration} */
-    const config = { iceServers: servers, bundlePolicy: "max-bundle" };
+    const config = { iceServers: servers };
     if (opts.iceTransportPolicy) config.iceTransportPolicy = opts.iceTransportPolicy;
-    const pc = new RTCPeerConnection(config);
+    const { pc, audio, offer } = await openReceiver(config);
+    if (gen !== this.#gen) {
+      pc.close();
+      return;
+    }
     this.pc = pc;
     const stream = new MediaStream();
-    pc.addTransceiver("video", { direction: "recvonly" });
-    const audio = pc.addTransceiver("audio", { direction: "recvonly" });
     // The server may leave out msid; collect tracks ourselves rather than trust e.streams.
     pc.ontrack = (e) => {
       if (!stream.getTracks().includes(e.track)) stream.addTrack(e.track);
@@ -176,7 +180,7 @@ export class WhepSession extends EventTarget {
       if (!("connectionState" in pc)) this.#onConnectionState(gen);
     };
 
-    await pc.setLocalDescription(await pc.createOffer());
+    await pc.setLocalDescription(offer);
     await gatherCandidates(pc, opts, servers);
     if (gen !== this.#gen) return;
     this.timings.offered = performance.now();
@@ -348,6 +352,42 @@ export class WhepSession extends EventTarget {
 }
 
 /**
+ * Whether this browser's "max-bundle" offers carry `a=bundle-only` sections (learnt once).
+ *
+ * Firefox then offers every m-section after the first with port 0 and `a=bundle-only`
+ * (RFC 8843 §6); Chromium and Safari never do. A server without bundle-only support reads
+ * port 0 as "rejected" (RFC 3264 §6) and answers without audio — the gateway's own SFU
+ * did. Such browsers use "balanced" instead: each section has its own port and
+ * candidates, all still in one BUNDLE group, so the answer bundles them just the same;
+ * the only cost is a second ICE transport gathered until the answer arrives.
+ */
+let bundleOnlyOffers = false;
+
+/**
+ * A receive-only connection (video, then audio) and its offer, with no bundle-only section.
+ * @param {RTCConfiguration} config without bundlePolicy (chosen here)
+ * @returns {Promise<{ pc: RTCPeerConnection, audio: RTCRtpTransceiver, offer: RTCSessionDescriptionInit }>}
+ */
+async function openReceiver(config) {
+  for (;;) {
+    const policy = bundleOnlyOffers ? "balanced" : "max-bundle";
+    const pc = new RTCPeerConnection({ ...config, bundlePolicy: policy });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const audio = pc.addTransceiver("audio", { direction: "recvonly" });
+    let offer;
+    try {
+      offer = await pc.createOffer();
+    } catch (err) {
+      pc.close();
+      throw err;
+    }
+    if (policy === "balanced" || !/^a=bundle-only/m.test(offer.sdp ?? "")) return { pc, audio, offer };
+    pc.close();
+    bundleOnlyOffers = true;
+  }
+}
+
+/**
  * Wait until the offer carries usable candidates: gathering complete, or no new
  * candidate for `gatherQuietMs` once the ones worth waiting for arrived (host
  * candidates; with STUN/TURN servers also a server-reflexive or relay one), capped
@@ -479,6 +519,21 @@ function skipToComma(s, i) {
  * @param {{ uri: string, params: Record<string, string> }[]} links
  * @returns {RTCIceServer[]}
  */
+/**
+ * The ICE servers reduced to the TURN URLs of one transport (`turn:…?transport=udp|tcp`, `turns:`).
+ * @param {RTCIceServer[]} servers
+ * @param {"udp" | "tcp" | "tls"} transport
+ * @returns {RTCIceServer[]}
+ */
+export function onlyTurnTransport(servers, transport) {
+  /** @param {string} url */
+  const keep = (url) =>
+    transport === "tls" ? /^turns:/i.test(url) : /^turn:/i.test(url) && new RegExp(`[?&]transport=${transport}(&|$)`, "i").test(url);
+  return servers
+    .map((s) => ({ ...s, urls: (Array.isArray(s.urls) ? s.urls : [s.urls]).filter(keep) }))
+    .filter((s) => s.urls.length > 0);
+}
+
 export function iceServersFromLinks(links) {
   /** @type {RTCIceServer[]} */
   const servers = [];
