@@ -180,8 +180,12 @@ export const turnSection = z
         allow: z.array(ipOrCidr).default([]),
         /** Peer addresses/CIDR blocks always refused (403), checked after `allow`. Default []. */
         deny: z.array(ipOrCidr).default([]),
-        /** Relay to public addresses outside `allow`. false = only allow-listed peers and the gateway's own media. Default true. */
-        allowPublic: z.boolean().default(true),
+        /**
+         * Relay to public addresses outside `allow`. Default false: the embedded relay exists to reach this
+         * gateway's own media, so it relays only there and to allow-listed peers, and a signed-in user cannot
+         * use it as an open relay. Set true only when other WebRTC peers must be reached through it.
+         */
+        allowPublic: z.boolean().default(false),
       })
       .prefault({}),
     /** Seconds a TLS handshake or the first bytes of a TURN TCP connection may take. Default 10. */

@@ -117,7 +117,7 @@ describe("turn configuration section", () => {
     expect(t.udp).toEqual([{ host: "127.0.0.1", port: 14049 }]);
     expect(t.lifetimes).toEqual({ allocationSeconds: 600, maxAllocationSeconds: 3600, permissionSeconds: 300, channelSeconds: 600 });
     expect(t.quotas.allocationsPerUser).toBe(10);
-    expect(t.peers).toEqual({ allow: [], deny: [], allowPublic: true });
+    expect(t.peers).toEqual({ allow: [], deny: [], allowPublic: false });
   });
 
   it("takes the secret from the environment and requires one when enabled", () => {
