@@ -26,6 +26,8 @@ import { AuthError } from "../config/errors.ts";
 import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
 import { startFrontDoor } from "./frontdoor/index.ts";
 import { turnCollector } from "./metrics.ts";
+import { startSipServer, type SipServer } from "./sip/index.ts";
+import { createIntercomWeb } from "./intercom/index.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 
@@ -46,6 +48,8 @@ export interface Gateway {
   readonly auth: Auth;
   /** The embedded TURN server, when `turn.enabled`. */
   readonly turn: TurnServer | undefined;
+  /** The SIP door-intercom server, when `sip.enabled` (its browser side is under /api/intercom). */
+  readonly sip: SipServer | undefined;
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -91,6 +95,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
     cleanups.push(() => registry.close());
+
+    // Door intercoms: SIP registrar + UAS; the browser side is mounted under /api/intercom below.
+    let sip: SipServer | undefined;
+    if (config.sip.enabled) {
+      sip = await startSipServer({
+        config: config.sip,
+        log: log.child({ component: "sip" }),
+        cameras: cameras.map((c) => c.id),
+        ...(config.server.tls ? { tlsFallback: config.server.tls } : {}),
+      });
+      const s = sip;
+      cleanups.push(() => s.close("gateway closing"));
+    }
 
     const tls = config.server.tls
       ? { cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }
@@ -151,6 +168,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
     cleanups.push(() => auth.close());
 
+    // Closed before the SIP server (cleanups run in reverse): event streams and talk peers first.
+    const intercomWeb = sip
+      ? createIntercomWeb({
+          intercom: sip.intercom,
+          auth,
+          publicOrigin: new URL(url).origin,
+          media: { bindAddress, icePortRange: config.media.icePortRange, announcedAddress: config.media.announcedAddress },
+          iceServers: (req) => iceServersFor(req.user),
+          cameraName: (id) => registry.configs().find((c) => c.id === id)?.name,
+          log: log.child({ component: "intercom" }),
+        })
+      : undefined;
+    if (intercomWeb) cleanups.push(() => intercomWeb.close("gateway closing"));
+
     const app = express();
     app.disable("x-powered-by");
     app.set("trust proxy", false);
@@ -174,6 +205,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         },
       }),
     );
+    if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     app.use("/api", apiRouter({ cameras: registry, canSee: (req, id) => auth.canSee(req.user!, id) }));
     app.use(
       "/whep",
@@ -219,6 +251,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       demo,
       auth,
       turn,
+      sip,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };
