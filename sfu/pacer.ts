@@ -1,9 +1,12 @@
 /**
- * One scheduler for every viewer's send queue. Packets are never written from inside
- * the ingest callback: viewers with queued packets are woken, and a drain pass runs on
- * the next turn of the event loop, round-robin, with a per-viewer quantum and a global
- * budget per turn, so one slow or bursting viewer never starves the others and a
- * cache replay never blocks the loop.
+ * One scheduler for every viewer's send queue. A live packet for a viewer whose queue
+ * is empty goes out at once from the ingest callback, as long as this turn of the event
+ * loop has direct-send budget left (the lowest latency: one fan-out per packet). Beyond
+ * the budget, and whenever a viewer already has a backlog (a cache replay, pacing, a
+ * full socket), packets are queued: viewers with queued packets are woken, and a drain
+ * pass runs on the next turn, round-robin, with a per-viewer quantum and a global budget
+ * per pass, so one slow or bursting viewer never starves the others and neither a
+ * keyframe burst nor a cache replay blocks the loop for long.
  */
 
 /** What the pacer asks of a viewer. */
@@ -34,6 +37,13 @@ export class Pacer {
   private timer: unknown;
   private timerAt = Infinity;
   private closed = false;
+  private readonly directBudget: number;
+  private directLeft: number;
+  private directRefill = false;
+  private readonly refillBound = (): void => {
+    this.directRefill = false;
+    this.directLeft = this.directBudget;
+  };
   private readonly runBound = (): void => this.run();
   private readonly timerBound = (): void => {
     this.timer = undefined;
@@ -45,12 +55,29 @@ export class Pacer {
 
   /**
    * `quantum`: packets one viewer may send per pass (fairness). `budget`: packets all
-   * viewers together may send per pass before yielding to I/O.
+   * viewers together may send per pass before yielding to I/O. `directBudget`: packets
+   * that may go out directly from ingest callbacks per turn of the event loop.
    */
-  constructor(timers: PacerTimers, quantum = 64, budget = 1024) {
+  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudget = 1024) {
     this.timers = timers;
     this.quantum = quantum;
     this.budget = budget;
+    this.directBudget = directBudget;
+    this.directLeft = directBudget;
+  }
+
+  /**
+   * May one packet be sent directly now? Takes one unit of this turn's budget; the
+   * budget refills on the next turn (the check phase, after this I/O callback).
+   */
+  takeDirect(): boolean {
+    if (this.closed || this.directLeft <= 0) return false;
+    this.directLeft--;
+    if (!this.directRefill) {
+      this.directRefill = true;
+      this.timers.setImmediate(this.refillBound);
+    }
+    return true;
   }
 
   /** A viewer has packets queued. Cheap when already scheduled. */

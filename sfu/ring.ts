@@ -27,6 +27,7 @@ export class PacketRing {
   private readonly ts: Uint32Array;
   private readonly len: Uint16Array;
   private readonly flag: Uint8Array;
+  private readonly arrival: Float64Array;
   private readonly views: (Buffer | undefined)[];
 
   constructor(capacity: number, slotBytes: number) {
@@ -39,11 +40,15 @@ export class PacketRing {
     this.ts = new Uint32Array(capacity);
     this.len = new Uint16Array(capacity);
     this.flag = new Uint8Array(capacity);
+    this.arrival = new Float64Array(capacity);
     this.views = new Array<Buffer | undefined>(capacity);
   }
 
-  /** Stores a packet. Returns false (nothing stored) when the payload exceeds a slot. */
-  put(extSeq: number, timestamp: number, flags: number, payload: Uint8Array): boolean {
+  /**
+   * Stores a packet. Returns false (nothing stored) when the payload exceeds a slot.
+   * `arrivalMs`: when ingest handed it over (performance.now()), for forwarding latency.
+   */
+  put(extSeq: number, timestamp: number, flags: number, payload: Uint8Array, arrivalMs = 0): boolean {
     const n = payload.length;
     if (n > this.slotBytes) return false;
     const i = extSeq % this.capacity;
@@ -52,6 +57,7 @@ export class PacketRing {
     this.ts[i] = timestamp;
     this.len[i] = n;
     this.flag[i] = flags;
+    this.arrival[i] = arrivalMs;
     this.views[i] = undefined;
     if (extSeq > this.newest) this.newest = extSeq;
     return true;
@@ -73,6 +79,11 @@ export class PacketRing {
 
   flags(extSeq: number): number {
     return this.flag[extSeq % this.capacity]!;
+  }
+
+  /** When ingest handed the packet over (performance.now() ms; 0 when unknown). */
+  arrivalOf(extSeq: number): number {
+    return this.arrival[extSeq % this.capacity]!;
   }
 
   payloadLength(extSeq: number): number {

@@ -8,16 +8,18 @@
  *   const { viewer, answerSdp } = await sfu.createViewer(cameraId("door"), offerSdp, { user });
  */
 import { randomBytes } from "node:crypto";
+import { monitorEventLoopDelay, type ELDHistogram } from "node:perf_hooks";
 import { ClosedError, NotFoundError } from "../config/errors.ts";
 import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import { DEFAULT_MAX_PAYLOAD } from "./h264/packetizer.ts";
+import { LatencyHistogram, type LatencySummary } from "./latency.ts";
 import { parseOffer, planAnswer } from "./offer.ts";
 import { Pacer } from "./pacer.ts";
 import { Source, type SourceStats } from "./source.ts";
 import type { CodecName } from "./types.ts";
 import { Viewer, type ViewerStats } from "./viewer.ts";
-import { createWeriftPeer, type IceServer, type WeriftPeer } from "./werift-peer.ts";
+import { createWeriftPeer, prewarmDtlsCertificate, type IceServer, type WeriftPeer } from "./werift-peer.ts";
 
 export { Source } from "./source.ts";
 export type { SourceStats, SourceEvents, SourceDropReason } from "./source.ts";
@@ -69,9 +71,38 @@ export interface SfuOptions {
   keyframeResendMinMs?: number;
   /** RTP spacing given to replayed cached frames, ms (see Viewer.resync). Default 1. */
   replayFrameSpacingMs?: number;
-  /** Replace werift's raw SRTP keys with KeyObjects once connected (≈2× cheaper per packet). Default true. */
+  /**
+   * Send media through our own SRTP context and a direct socket write once ICE+DTLS are
+   * up (sfu/srtp/, sfu/udp-writer.ts). false = werift's SRTP session. Default true.
+   */
+  ownedSrtp?: boolean;
+  /** werift path only: replace its raw SRTP keys with KeyObjects once connected (≈2× cheaper per packet). Default true. */
   cacheSrtpKeyObjects?: boolean;
+  /** Live packets that may go out straight from an ingest callback per event-loop turn (the rest is paced). Default 1024. */
+  directSendBudget?: number;
   timers?: SfuTimers;
+  /** Uniform [0, 1) source for viewers' initial RTP sequence numbers and timestamps (tests). Default: crypto. */
+  random?: () => number;
+}
+
+/** Event-loop delay of the media thread, ms (perf_hooks.monitorEventLoopDelay). */
+export interface EventLoopStats {
+  p99: number;
+  max: number;
+}
+
+/** Sfu.stats(): per-source and per-viewer counters plus the media plane's own measurements. */
+export interface SfuStats {
+  sources: SourceStats[];
+  viewers: ViewerStats[];
+  /**
+   * Live packets, ingest (MediaSink.pushRtp) → handed to the socket (SRTP protected and
+   * written), per packet per viewer, since start or `resetMeasurements()`. Cache replays
+   * and retransmissions are not counted.
+   */
+  forwardLatencyMs: LatencySummary;
+  /** Event-loop delay since start or `resetMeasurements()`. */
+  eventLoopDelayMs: EventLoopStats;
 }
 
 export interface CreateViewerOptions {
@@ -101,6 +132,8 @@ export class Sfu {
   /** The werift side of each viewer, for trickle ICE. */
   private readonly peers = new Map<ViewerId, Pick<WeriftPeer, "addRemoteCandidate" | "remoteUfrag">>();
   private readonly pacer: Pacer;
+  private readonly latency = new LatencyHistogram();
+  private readonly loopDelay: ELDHistogram;
   private readonly tickHandle: unknown;
   private ticks = 0;
   private closing: Promise<void> | undefined;
@@ -110,12 +143,20 @@ export class Sfu {
     this.log = opts.log;
     this.timers = opts.timers ?? defaultTimers;
     const t = this.timers;
-    this.pacer = new Pacer({
-      setImmediate: (fn) => t.setImmediate(fn),
-      setTimeout: (fn, ms) => t.setTimeout(fn, ms),
-      clearTimeout: (h) => t.clearTimeout(h),
-      now: () => t.now(),
-    });
+    this.pacer = new Pacer(
+      {
+        setImmediate: (fn) => t.setImmediate(fn),
+        setTimeout: (fn, ms) => t.setTimeout(fn, ms),
+        clearTimeout: (h) => t.clearTimeout(h),
+        now: () => t.now(),
+      },
+      64,
+      1024,
+      opts.directSendBudget ?? 1024,
+    );
+    this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    this.loopDelay.enable();
+    prewarmDtlsCertificate();
     this.tickHandle = t.setInterval(() => this.tick(), TICK_MS);
     (this.tickHandle as { unref?: () => void }).unref?.();
   }
@@ -184,6 +225,8 @@ export class Sfu {
       rtcpTimeoutMs: this.o.rtcpTimeoutMs ?? 15_000,
       keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
       replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
+      latency: this.latency,
+      random: this.o.random,
     });
     // Register first: a viewer is demand from the moment it asks (on-demand pulls start now).
     this.viewers.set(vid, viewer);
@@ -207,6 +250,7 @@ export class Sfu {
         bindAddress: this.o.bindAddress,
         announcedAddress: this.o.announcedAddress,
         iceServers: this.o.iceServers?.() ?? [],
+        ownedSrtp: this.o.ownedSrtp ?? true,
         cacheKeyObjects: this.o.cacheSrtpKeyObjects ?? true,
         log,
         handlers: {
@@ -259,12 +303,23 @@ export class Sfu {
     return [...this.sources.values()];
   }
 
-  /** Everything the web UI and /metrics show: per source and per viewer counters. */
-  stats(): { sources: SourceStats[]; viewers: ViewerStats[] } {
+  /** Everything the web UI, /metrics and the benchmark read: per source and per viewer counters, latency, loop delay. */
+  stats(): SfuStats {
     return {
       sources: [...this.sources.values()].map((s) => s.stats()),
       viewers: [...this.viewers.values()].map((v) => v.stats()),
+      forwardLatencyMs: this.latency.summary(),
+      eventLoopDelayMs: {
+        p99: Math.round(this.loopDelay.percentile(99) / 1e4) / 100,
+        max: Math.round(this.loopDelay.max / 1e4) / 100,
+      },
     };
+  }
+
+  /** Starts a new measurement window for `forwardLatencyMs` and `eventLoopDelayMs`. */
+  resetMeasurements(): void {
+    this.latency.reset();
+    this.loopDelay.reset();
   }
 
   /** Adds a client's trickled ICE candidate (WHEP PATCH). */
@@ -293,6 +348,7 @@ export class Sfu {
       await Promise.all([...this.sources.values()].map((s) => s.close("sfu closing")));
       await Promise.all([...this.viewers.values()].map((v) => v.close("sfu closing")));
       this.pacer.close();
+      this.loopDelay.disable();
       this.sources.clear();
       this.viewers.clear();
     })();

@@ -139,6 +139,7 @@ export class Source implements MediaSink, ViewerSource {
   private readonly viewers = new Set<Viewer>();
   /** Connected viewers receiving fan-out; an array for the per-packet loop. */
   private attached: Viewer[] = [];
+  private rotate = 0;
   private readonly hdr = emptyRtpHeader();
   private closed = false;
   private packetsIn = 0;
@@ -227,6 +228,7 @@ export class Source implements MediaSink, ViewerSource {
   }
 
   pushRtp(track: number, packet: Buffer): void {
+    const inAt = performance.now();
     const st = this.tracks[track];
     this.packetsIn++;
     this.bytesIn += packet.length;
@@ -272,11 +274,11 @@ export class Source implements MediaSink, ViewerSource {
       let gap = tl.lost;
       for (let i = 0; i < outs.length; i++) {
         const p = outs[i]!;
-        this.emit(st, track, p.payload, p.marker, p.timestamp, p.keyframeStart, gap);
+        this.emit(st, track, p.payload, p.marker, p.timestamp, p.keyframeStart, gap, inAt, now);
         gap = 0;
       }
     } else {
-      this.emit(st, track, payload, h.marker, tl.outTs, false, tl.lost);
+      this.emit(st, track, payload, h.marker, tl.outTs, false, tl.lost, inAt, now);
     }
   }
 
@@ -328,6 +330,8 @@ export class Source implements MediaSink, ViewerSource {
     ts: number,
     keyframeStart: boolean,
     gap: number,
+    inAt: number,
+    now: number,
   ): void {
     if (st.awaitKeyframe) {
       if (!keyframeStart) {
@@ -338,7 +342,7 @@ export class Source implements MediaSink, ViewerSource {
     }
     const ext = st.nextExt + gap;
     const flags = (marker ? SlotFlag.MARKER : 0) | (keyframeStart ? SlotFlag.KEYFRAME_START : 0);
-    if (!st.ring.put(ext, ts, flags, payload)) {
+    if (!st.ring.put(ext, ts, flags, payload, inAt)) {
       this.dropped.oversize++;
       return;
     }
@@ -362,7 +366,14 @@ export class Source implements MediaSink, ViewerSource {
     }
     const ring = st.ring;
     const list = this.attached;
-    for (let i = 0; i < list.length; i++) list[i]!.onSourcePacket(track, ring, ext);
+    const n = list.length;
+    if (n === 0) return;
+    // Rotate who goes first, so no viewer is always last when the direct-send budget runs out.
+    const first = this.rotate++ % n;
+    for (let k = 0; k < n; k++) {
+      const i = first + k < n ? first + k : first + k - n;
+      list[i]!.onSourcePacket(track, ring, ext, now);
+    }
   }
 
   /**

@@ -1,8 +1,8 @@
 /**
  * What a viewer needs from its secure transport once ICE and DTLS are up: send one
- * RTP packet, send one RTCP compound, hear RTCP back. The werift adapter
- * (sfu/werift-peer.ts) implements it today; an owned SRTP + socket writer can replace
- * it later without touching the forwarding logic in sfu/viewer.ts.
+ * RTP packet, send one RTCP compound, hear RTCP back. sfu/werift-peer.ts implements it
+ * twice: the owned path (our SRTP context and a direct socket write after werift's
+ * ICE+DTLS) and werift's own SRTP session; sfu/viewer.ts sees no difference.
  */
 import type { RtpHeaderFields } from "./rtp/packet.ts";
 
@@ -22,6 +22,22 @@ export interface ViewerTransport {
   readonly inFlight: number;
   /** Release sockets and timers. Idempotent. */
   close(): Promise<void>;
+  /** What protects and carries the media, once connected (stats). */
+  describe?(): TransportInfo | undefined;
+}
+
+/** How a connected transport sends (for stats and diagnostics). */
+export interface TransportInfo {
+  /** Negotiated DTLS-SRTP profile, e.g. "AEAD_AES_128_GCM". */
+  srtpProfile: string;
+  /** "owned": our SRTP context and socket writes; "werift": werift's SRTP session. */
+  path: "owned" | "werift";
+  /** Datagrams written through Node's UDP handle directly (no per-packet dgram overhead). */
+  directWrites: boolean;
+  /** Datagrams libuv had to queue because the kernel send buffer was full. */
+  sendsQueued: number;
+  /** Datagrams the socket refused. */
+  sendsFailed: number;
 }
 
 /** Callbacks from a transport to its viewer. Called on the event loop, never re-entrantly from send*. */

@@ -10,6 +10,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
+import type { LatencyHistogram } from "./latency.ts";
 import type { Drainable, Pacer } from "./pacer.ts";
 import { SlotFlag, type PacketRing } from "./ring.ts";
 import { ntpFromUnixMs, ntpMiddle32 } from "./rtp/ntp.ts";
@@ -23,7 +24,7 @@ import {
   type ReportBlock,
 } from "./rtp/rtcp.ts";
 import { SendQueue } from "./send-queue.ts";
-import type { TransportState, ViewerTransport } from "./transport.ts";
+import type { TransportInfo, TransportState, ViewerTransport } from "./transport.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
 /** Viewer lifecycle as seen from outside. */
@@ -91,6 +92,8 @@ export interface ViewerStats {
   rembBps: number | undefined;
   malformedRtcp: number;
   tracks: ViewerTrackStats[];
+  /** SRTP profile and send path, once connected. */
+  transport: TransportInfo | undefined;
 }
 
 /** What a viewer needs from its source. */
@@ -145,6 +148,10 @@ export interface ViewerOptions {
   keyframeResendMinMs: number;
   /** RTP timestamp spacing of replayed cached frames, ms of media clock; ≤ 0 keeps the original spacing (see `resync`). */
   replayFrameSpacingMs: number;
+  /** Where live packets' ingest → socket time goes (ms), when measured. */
+  latency?: LatencyHistogram | undefined;
+  /** Uniform [0, 1) source for initial sequence numbers and timestamp offsets. Default: crypto. */
+  random?: (() => number) | undefined;
 }
 
 /** Per negotiated m-section state. */
@@ -182,7 +189,10 @@ interface ViewerTrack {
   lastSrAt: number;
 }
 
+/** Queue flag: starts a run (no sequence gap to the previous packet). */
 const RUN_START = 1;
+/** Queue flag: a live packet (not a replay or retransmission): its forwarding latency counts. */
+const LIVE = 2;
 /** Source gaps larger than this are not reproduced in a viewer's sequence (not loss but a restart). */
 const MAX_KEPT_GAP = 100;
 /** Socket backpressure: stop draining while this many sends are pending. */
@@ -299,6 +309,7 @@ export class Viewer implements Drainable {
     this.transport = transport;
     this.cname = negotiated.cname;
     const H = this.o.nackHistory;
+    const rnd = this.o.random;
     const make = (kind: "video" | "audio", ssrc: number, payloadTypes: Map<CodecName, number>): ViewerTrack => ({
       kind,
       ssrc,
@@ -306,9 +317,10 @@ export class Viewer implements Drainable {
       payloadType: -1,
       payloadTypes,
       clockRate: kind === "video" ? 90000 : 8000,
-      seq: randomInt(0, 0x10000),
+      // RFC 3550 §5.1: random initial sequence number and timestamp.
+      seq: rnd ? Math.floor(rnd() * 0x10000) & 0xffff : randomInt(0, 0x10000),
       lastSrcExt: -1,
-      tsOffset: randomBytes(4).readUInt32BE(0),
+      tsOffset: rnd ? Math.floor(rnd() * 0x100000000) >>> 0 : randomBytes(4).readUInt32BE(0),
       lastTs: 0,
       sentAny: false,
       waitKeyframe: kind === "video",
@@ -430,8 +442,11 @@ export class Viewer implements Drainable {
 
   // ---- media path ------------------------------------------------------------
 
-  /** A new packet in the source's ring for source track `srcTrack` (called for attached viewers). */
-  onSourcePacket(srcTrack: number, ring: PacketRing, ext: number): void {
+  /**
+   * A new packet in the source's ring for source track `srcTrack` (called for attached
+   * viewers). `now`: the SFU clock (ms) at ingest.
+   */
+  onSourcePacket(srcTrack: number, ring: PacketRing, ext: number, now: number): void {
     let t: number;
     let vt = this.tracks[VIDEO];
     if (vt && vt.sourceTrack === srcTrack) t = VIDEO;
@@ -446,6 +461,7 @@ export class Viewer implements Drainable {
     }
     const ts = (ring.timestamp(ext) + vt.tsOffset) >>> 0;
     const keyframeStart = (ring.flags(ext) & SlotFlag.KEYFRAME_START) !== 0;
+    let flags = LIVE;
     if (vt.waitKeyframe) {
       if (!keyframeStart) {
         this.drops.awaitingKeyframe++;
@@ -453,11 +469,23 @@ export class Viewer implements Drainable {
       }
       // Resume at a live keyframe: same timestamp mapping, a new run (no sequence gap).
       vt.waitKeyframe = false;
-      this.enqueue(t, ext, ts, RUN_START, true);
-    } else {
-      this.enqueue(t, ext, ts, 0, keyframeStart);
+      flags |= RUN_START;
     }
+    const tr = this.transport;
+    if (tr && this.queue.length === 0 && this.mayDirect(tr, now) && this.o.pacer.takeDirect()) {
+      // Nothing queued ahead of it: out now, from the ingest callback.
+      this.tokens -= this.sendPacket(tr, t, ext, ts, flags);
+      return;
+    }
+    this.enqueue(t, ext, ts, flags, keyframeStart);
     this.o.pacer.wake(this);
+  }
+
+  /** Tokens and socket allow a direct send now. */
+  private mayDirect(tr: ViewerTransport, now: number): boolean {
+    this.tokens = Math.min(this.o.pacingBurstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
+    this.tokensAt = now;
+    return this.tokens > 0 && tr.inFlight < MAX_IN_FLIGHT;
   }
 
   /**
@@ -478,7 +506,7 @@ export class Viewer implements Drainable {
     if (t === VIDEO && keyframeStart) {
       // The packet that overflowed starts a keyframe itself: resume right here.
       video!.waitKeyframe = false;
-      if (!this.queue.push(t, ext, ts, RUN_START)) dropped++;
+      if (!this.queue.push(t, ext, ts, RUN_START | (flags & LIVE))) dropped++;
     } else if (t === VIDEO || !this.queue.push(t, ext, ts, flags)) {
       dropped++;
     }
@@ -592,6 +620,11 @@ export class Viewer implements Drainable {
     const ts = q.peekTs();
     const flags = q.peekFlags();
     q.shift();
+    return this.sendPacket(tr, t, ext, ts, flags);
+  }
+
+  /** Sends one packet of the source's history with this viewer's header; returns bytes sent (0 when not). */
+  private sendPacket(tr: ViewerTransport, t: number, ext: number, ts: number, flags: number): number {
     const vt = this.tracks[t];
     if (!vt || vt.sourceTrack < 0) return 0;
     const ring = this.o.source.ring(vt.sourceTrack);
@@ -616,6 +649,11 @@ export class Viewer implements Drainable {
     if (!tr.sendRtp(h, payload)) {
       this.drops.notConnected++;
       return 0;
+    }
+    const lat = this.o.latency;
+    if (lat && (flags & LIVE) !== 0) {
+      const inAt = ring.arrivalOf(ext);
+      if (inAt > 0) lat.record(performance.now() - inAt);
     }
     const i = seq % this.o.nackHistory;
     vt.hSeq[i] = seq;
@@ -738,6 +776,7 @@ export class Viewer implements Drainable {
       drops: { ...this.drops },
       queued: this.queue.length,
       tracks,
+      transport: this.transport?.describe?.(),
     };
   }
 

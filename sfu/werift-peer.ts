@@ -1,31 +1,45 @@
 /**
  * The werift adapter: one RTCPeerConnection per viewer, used for what werift does well
- * (ICE, DTLS, SRTP keys, SDP) and nothing on the forwarding path beyond SRTP + socket.
+ * (ICE, DTLS, consent freshness, SDP) and nothing on the forwarding path.
  *
  * We never call werift's RTCRtpSender.sendRtp: it parses every packet, keeps its own
  * 128-packet NACK cache and sends sender reports whose RTP/NTP pair comes from the last
- * packet's send time (wrong while a cached GOP is replayed). Instead we hand finished
- * headers to the DTLS transport's SRTP session and read RTCP from it ourselves.
+ * packet's send time (wrong while a cached GOP is replayed). Once ICE and DTLS are up,
+ * the owned path takes over: SRTP keys are exported from werift's DTLS session (RFC 5764
+ * §4.2), protected by our context (sfu/srtp/) and written straight to the nominated
+ * pair's UDP socket (sfu/udp-writer.ts). werift keeps receiving: it answers STUN
+ * consent checks and decrypts the viewer's SRTCP, which we read from its DTLS transport.
  *
  * Transceivers are added before the remote offer is applied, each with a track that
  * carries the chosen codec: werift then answers exactly the payload type the plan chose
  * (without the track it takes the first H.264 of the offer, whatever its profile).
+ *
+ * Start-up latency (time to first frame): we answer `a=setup:passive` and are the DTLS
+ * server. As DTLS client werift waits 100 ms before its ClientHello; as server it
+ * answers the browser's ClientHello at once. A ClientHello can arrive before werift's
+ * own ICE agent reports "connected" (the browser's checks succeed first); werift drops
+ * it and the browser retransmits only after ~50 ms, so it is held here and replayed the
+ * moment werift's DTLS server exists.
  */
 import { createSecretKey, type KeyObject } from "node:crypto";
+import type { Socket } from "node:dgram";
 import {
   MediaStream,
   MediaStreamTrack,
+  RTCDtlsTransport,
   RTCPeerConnection,
   RTCRtpCodecParameters,
   RtpHeader,
-  type RTCDtlsTransport,
   type RtcpPacket,
 } from "werift";
 import { BadInputError, OverloadError } from "../config/errors.ts";
 import type { Logger } from "../config/log.ts";
 import type { AnswerPlan } from "./offer.ts";
 import type { RtpHeaderFields } from "./rtp/packet.ts";
-import type { TransportHandlers, TransportState, ViewerTransport } from "./transport.ts";
+import { SrtpSender } from "./srtp/context.ts";
+import { deriveSrtpSessionKeys, srtpProfileName, srtpProfileParams } from "./srtp/kdf.ts";
+import type { TransportHandlers, TransportInfo, TransportState, ViewerTransport } from "./transport.ts";
+import { UdpWriter, WRITER_BUFFER_BYTES } from "./udp-writer.ts";
 
 /** An ICE server for werift's own gathering (rarely needed: the SFU is the reachable side). */
 export interface IceServer {
@@ -48,8 +62,15 @@ export interface WeriftPeerOptions {
   iceServers: IceServer[];
   /** Give up on applying the offer and gathering after this long, ms. Default 10000. */
   negotiationTimeoutMs?: number;
-  /** Replace werift's raw SRTP key Buffers with KeyObjects once DTLS is up (cheaper per packet). Default true. */
+  /**
+   * Protect and send media ourselves once DTLS is up (sfu/srtp + a direct socket write)
+   * instead of through werift's SRTP session. Default true.
+   */
+  ownedSrtp?: boolean;
+  /** werift path only: replace its raw SRTP key Buffers with KeyObjects once DTLS is up. Default true. */
   cacheKeyObjects?: boolean;
+  /** SO_SNDBUF for the nominated socket, bytes (the kernel caps it at net.core.wmem_max). Default 1 MiB. */
+  sendBufferBytes?: number;
   log: Logger;
   handlers: TransportHandlers;
 }
@@ -89,6 +110,11 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     timer = setTimeout(() => reject(new OverloadError(`WebRTC negotiation took longer than ${ms} ms`)), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** werift creates its DTLS certificate on first use (~30 ms); start it early so no viewer waits. */
+export function prewarmDtlsCertificate(): void {
+  RTCDtlsTransport.SetupCertificate().catch(() => {});
 }
 
 /** Creates the peer connection, applies the offer, and returns the answer (all candidates gathered). */
@@ -134,7 +160,6 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
 
   let closed = false;
   let state: TransportState = "connecting";
-  let dtls: RTCDtlsTransport | undefined;
   const setState = (s: TransportState, detail?: string) => {
     if (closed && s !== "closed") return;
     if (state === s) return;
@@ -161,6 +186,9 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       } catch (err) {
         throw new BadInputError(`offer rejected: ${(err as Error).message ?? String(err)}`, { cause: err });
       }
+      // RFC 5763 §5: the answerer picks active or passive; passive makes us the DTLS server
+      // (see the file comment: it saves werift's 100 ms client delay).
+      for (const t of pc.dtlsTransports) t.role = "server";
       await pc.setLocalDescription(await pc.createAnswer());
     }, o.negotiationTimeoutMs ?? 10_000);
     const local = pc.localDescription;
@@ -172,15 +200,17 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
         throw new BadInputError(`no common video codec (negotiated ${pt ?? "none"})`);
       }
     }
-    dtls = (videoTransceiver ?? audioTransceiver)?.sender.dtlsTransport ?? pc.dtlsTransports[0];
+    const dtls = (videoTransceiver ?? audioTransceiver)?.sender.dtlsTransport ?? pc.dtlsTransports[0];
     if (!dtls) throw new BadInputError("offer produced no transport");
-    const dtlsTransport = dtls;
+    holdEarlyDtls(dtls);
 
     const answerSdp = o.announcedAddress ? announce(local.sdp, o.announcedAddress) : local.sdp;
+    const owned = o.ownedSrtp !== false ? new OwnedTransport(dtls, o.log, o.sendBufferBytes ?? 1024 * 1024) : undefined;
 
     pc.connectionStateChange.subscribe((s) => {
       if (s === "connected") {
-        if (o.cacheKeyObjects !== false) cacheKeys(dtlsTransport, o.log);
+        if (owned) owned.start();
+        else if (o.cacheKeyObjects !== false) cacheKeys(dtls, o.log);
         setState("connected");
       } else if (s === "failed") setState("failed", "ice/dtls failed");
       else if (s === "disconnected") setState("disconnected", "ice disconnected");
@@ -188,11 +218,11 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     });
     pc.iceConnectionStateChange.subscribe((s) => {
       // werift leaves connectionState at "disconnected" when ICE recovers: follow ICE here.
-      if ((s === "connected" || s === "completed") && state === "disconnected" && dtlsTransport.state === "connected") {
+      if ((s === "connected" || s === "completed") && state === "disconnected" && dtls.state === "connected") {
         setState("connected", "ice recovered");
       } else if (s === "failed") setState("failed", "ice failed");
     });
-    dtlsTransport.onRtcp.subscribe((packet: RtcpPacket) => {
+    dtls.onRtcp.subscribe((packet: RtcpPacket) => {
       let bytes: Buffer;
       try {
         bytes = packet.serialize();
@@ -202,11 +232,14 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       o.handlers.onRtcp(bytes);
     });
 
-    const transport = new WeriftTransport(pc, dtlsTransport, () => state, async () => {
+    const closeFn = async () => {
       closed = true;
       await pc.close().catch(() => {});
       setState("closed");
-    });
+    };
+    const transport: ViewerTransport = owned
+      ? owned.bind(() => state, closeFn)
+      : new WeriftTransport(pc, dtls, () => state, closeFn);
 
     return {
       transport,
@@ -226,6 +259,195 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
   }
 }
 
+/** werift internals the adapter reads (0.25; checked at run time, never patched on disk). */
+interface DtlsInternals {
+  dtls?: {
+    srtp: { srtpProfile?: number };
+    extractSessionKeys(keyLength: number, saltLength: number): { localKey: Buffer; localSalt: Buffer; remoteKey: Buffer; remoteSalt: Buffer };
+  };
+}
+interface PairInternals {
+  protocol: { type?: string; transport?: { socket?: unknown } };
+  remoteAddr: [string, number];
+}
+interface ConnectionInternals {
+  nominated?: PairInternals;
+  consentFresh?: boolean;
+  iceLite?: boolean;
+  onData: { subscribe(fn: (b: Buffer) => void): { unSubscribe(): void }; execute(b: Buffer): void };
+  send(data: Buffer): Promise<void>;
+}
+
+/** Early DTLS records are held at most this many (a ClientHello is one or two). */
+const MAX_EARLY_DTLS = 16;
+
+/**
+ * Holds DTLS records (RFC 7983: first byte 20–63) that reach the ICE connection before
+ * werift's DTLS transport starts, and replays them once its DTLS server exists.
+ */
+function holdEarlyDtls(dtls: RTCDtlsTransport): void {
+  const conn = dtls.iceTransport.connection as unknown as ConnectionInternals;
+  const early: Buffer[] = [];
+  const sub = conn.onData.subscribe((b: Buffer) => {
+    const first = b[0]!;
+    if (first >= 20 && first <= 63 && dtls.state === "new" && early.length < MAX_EARLY_DTLS) early.push(Buffer.from(b));
+  });
+  const states = dtls.onStateChange.subscribe((s) => {
+    if (s === "new") return;
+    sub.unSubscribe();
+    states.unSubscribe();
+    // "connecting" is emitted just before werift constructs its DTLS server (same tick):
+    // replay after it, to the server's subscription only (ours is gone).
+    if (s === "connecting" && early.length > 0) queueMicrotask(() => {
+      for (const b of early) conn.onData.execute(b);
+    });
+  });
+}
+
+/**
+ * The owned send path: our SRTP context (keys exported from werift's DTLS session) and
+ * a direct write to the nominated pair's socket. Falls back to werift's connection for
+ * a nominated pair that is not a plain UDP socket (TURN or TCP candidates).
+ */
+class OwnedTransport implements ViewerTransport {
+  private readonly dtlsTransport: RTCDtlsTransport;
+  private readonly conn: ConnectionInternals;
+  private readonly log: Logger;
+  private readonly sendBufferBytes: number;
+  private sender: SrtpSender | undefined;
+  private pair: PairInternals | undefined;
+  private writer: UdpWriter | undefined;
+  /** Counters of writers of earlier nominated pairs. */
+  private readonly earlier = { queued: 0, failed: 0 };
+  private readonly sockets = new WeakSet<object>();
+  private stateOf: () => TransportState = () => "connecting";
+  private closeFn: () => Promise<void> = async () => {};
+  private closing: Promise<void> | undefined;
+
+  constructor(dtls: RTCDtlsTransport, log: Logger, sendBufferBytes: number) {
+    this.dtlsTransport = dtls;
+    this.conn = dtls.iceTransport.connection as unknown as ConnectionInternals;
+    this.log = log;
+    this.sendBufferBytes = sendBufferBytes;
+  }
+
+  bind(stateOf: () => TransportState, closeFn: () => Promise<void>): this {
+    this.stateOf = stateOf;
+    this.closeFn = closeFn;
+    return this;
+  }
+
+  describe(): TransportInfo | undefined {
+    const s = this.sender;
+    if (!s) return undefined;
+    const w = this.writer;
+    return {
+      srtpProfile: srtpProfileName(s.profile),
+      path: "owned",
+      directWrites: w?.direct ?? false,
+      sendsQueued: this.earlier.queued + (w?.stats.queued ?? 0),
+      sendsFailed: this.earlier.failed + (w?.stats.failed ?? 0),
+    };
+  }
+
+  /** DTLS is up: derive our outbound keys (RFC 5764 §4.2 exporter, RFC 3711 §4.3 KDF). */
+  start(): void {
+    if (this.sender) return;
+    try {
+      const d = (this.dtlsTransport as unknown as DtlsInternals).dtls;
+      const profile = d?.srtp.srtpProfile;
+      const p = profile === undefined ? undefined : srtpProfileParams(profile);
+      if (!d || profile === undefined || !p) throw new Error(`no usable SRTP profile (${profile})`);
+      const { localKey, localSalt } = d.extractSessionKeys(p.keyLength, p.saltLength);
+      this.sender = new SrtpSender(deriveSrtpSessionKeys(profile, localKey, localSalt));
+      this.log.debug("owned SRTP path", { profile: srtpProfileName(profile) });
+    } catch (err) {
+      this.log.warn("cannot key the owned SRTP path", { err });
+    }
+  }
+
+  sendRtp(h: RtpHeaderFields, payload: Buffer): boolean {
+    const s = this.sender;
+    if (!s || this.closing) return false;
+    const w = this.writerFor();
+    if (w) {
+      const n = s.protectRtp(w.buffer, h, payload);
+      return w.send(n);
+    }
+    if (!this.pair) return false;
+    // Not a plain UDP pair (relay or TCP): werift's connection sends a buffer of our own.
+    const out = Buffer.allocUnsafe(12 + payload.length + s.rtpOverhead);
+    const n = s.protectRtp(out, h, payload);
+    this.conn.send(out.subarray(0, n)).catch(() => {});
+    return true;
+  }
+
+  sendRtcp(compound: Buffer): boolean {
+    const s = this.sender;
+    if (!s || this.closing) return false;
+    const w = this.writerFor();
+    if (w && compound.length + s.rtcpOverhead <= WRITER_BUFFER_BYTES) {
+      return w.send(s.protectRtcp(w.buffer, compound));
+    }
+    if (!this.pair) return false;
+    const out = Buffer.allocUnsafe(compound.length + s.rtcpOverhead);
+    const n = s.protectRtcp(out, compound);
+    this.conn.send(out.subarray(0, n)).catch(() => {});
+    return true;
+  }
+
+  get inFlight(): number {
+    return this.writer?.inFlight ?? 0;
+  }
+
+  get state(): TransportState {
+    return this.stateOf();
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.closeFn();
+    return this.closing;
+  }
+
+  /**
+   * The writer for the current nominated pair, or undefined (none yet, consent expired
+   * (RFC 7675 §5.1: no media without fresh consent), or not a UDP socket pair).
+   */
+  private writerFor(): UdpWriter | undefined {
+    const conn = this.conn;
+    const pair = conn.nominated;
+    if (!pair || (conn.consentFresh === false && conn.iceLite !== true)) {
+      this.pair = undefined;
+      return undefined;
+    }
+    if (pair === this.pair) return this.writer;
+    this.pair = pair;
+    if (this.writer) {
+      this.earlier.queued += this.writer.stats.queued;
+      this.earlier.failed += this.writer.stats.failed;
+    }
+    this.writer = undefined;
+    const socket = pair.protocol.type === "stun" ? pair.protocol.transport?.socket : undefined;
+    if (!isDgramSocket(socket)) return undefined;
+    if (!this.sockets.has(socket)) {
+      this.sockets.add(socket);
+      try {
+        socket.setSendBufferSize(this.sendBufferBytes);
+      } catch {
+        // the kernel keeps its default
+      }
+    }
+    const [address, port] = pair.remoteAddr;
+    this.writer = new UdpWriter(socket, port, address);
+    return this.writer;
+  }
+}
+
+function isDgramSocket(s: unknown): s is Socket {
+  return typeof s === "object" && s !== null && typeof (s as Socket).send === "function" && typeof (s as Socket).setSendBufferSize === "function";
+}
+
+/** The werift send path (kept for comparison and as a fallback: `ownedSrtp: false`). */
 class WeriftTransport implements ViewerTransport {
   private readonly header = new RtpHeader();
   private readonly pc: RTCPeerConnection;
@@ -282,6 +504,12 @@ class WeriftTransport implements ViewerTransport {
   close(): Promise<void> {
     this.closing ??= this.closeFn();
     return this.closing;
+  }
+
+  describe(): TransportInfo | undefined {
+    const profile = (this.dtls as unknown as DtlsInternals).dtls?.srtp.srtpProfile;
+    if (profile === undefined || this.dtls.state !== "connected") return undefined;
+    return { srtpProfile: srtpProfileName(profile), path: "werift", directWrites: false, sendsQueued: 0, sendsFailed: 0 };
   }
 
   /** werift's connection, for tests and diagnostics only. */

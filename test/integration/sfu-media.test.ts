@@ -24,7 +24,7 @@ async function setup(opts: Parameters<typeof startTestApp>[0] = {}): Promise<{ a
   return { app, rec };
 }
 
-/** A werift viewer joined over WHEP, connected on both ends (the SFU, as DTLS client, finishes last). */
+/** A werift viewer joined over WHEP, connected on both ends (werift reports ICE+DTLS at slightly different moments on each side). */
 async function join(app: TestApp): Promise<WeriftViewer> {
   const v = await WeriftViewer.connect({ whepUrl: app.whep("cam1") });
   cleanups.push(() => v.close());
