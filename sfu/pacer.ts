@@ -37,12 +37,15 @@ export class Pacer {
   private timer: unknown;
   private timerAt = Infinity;
   private closed = false;
-  private readonly directBudget: number;
-  private directLeft: number;
+  private readonly directBudgetMs: number;
+  /** Direct sends refused until the next turn (this turn's budget is spent). */
+  private directSpent = false;
   private directRefill = false;
+  private directCount = 0;
+  private turnStart = 0;
   private readonly refillBound = (): void => {
     this.directRefill = false;
-    this.directLeft = this.directBudget;
+    this.directSpent = false;
   };
   private readonly runBound = (): void => this.run();
   private readonly timerBound = (): void => {
@@ -55,27 +58,35 @@ export class Pacer {
 
   /**
    * `quantum`: packets one viewer may send per pass (fairness). `budget`: packets all
-   * viewers together may send per pass before yielding to I/O. `directBudget`: packets
-   * that may go out directly from ingest callbacks per turn of the event loop.
+   * viewers together may send per pass before yielding to I/O. `directBudgetMs`: time
+   * that direct sends from ingest callbacks may take per turn of the event loop, ms.
    */
-  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudget = 1024) {
+  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudgetMs = 30) {
     this.timers = timers;
     this.quantum = quantum;
     this.budget = budget;
-    this.directBudget = directBudget;
-    this.directLeft = directBudget;
+    this.directBudgetMs = directBudgetMs;
   }
 
   /**
-   * May one packet be sent directly now? Takes one unit of this turn's budget; the
-   * budget refills on the next turn (the check phase, after this I/O callback).
+   * May one packet be sent directly now? The first call of a turn starts its clock;
+   * once this turn's direct sends have taken `directBudgetMs` (checked every 32 calls)
+   * the answer is no until the next turn (the check phase, after this I/O callback).
    */
   takeDirect(): boolean {
-    if (this.closed || this.directLeft <= 0) return false;
-    this.directLeft--;
+    if (this.closed || this.directSpent) return false;
     if (!this.directRefill) {
       this.directRefill = true;
+      this.directCount = 0;
+      this.turnStart = this.timers.now();
       this.timers.setImmediate(this.refillBound);
+      if (this.directBudgetMs <= 0) {
+        this.directSpent = true;
+        return false;
+      }
+    } else if ((++this.directCount & 31) === 0 && this.timers.now() - this.turnStart >= this.directBudgetMs) {
+      this.directSpent = true;
+      return false;
     }
     return true;
   }

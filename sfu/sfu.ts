@@ -78,8 +78,12 @@ export interface SfuOptions {
   ownedSrtp?: boolean;
   /** werift path only: replace its raw SRTP keys with KeyObjects once connected (≈2× cheaper per packet). Default true. */
   cacheSrtpKeyObjects?: boolean;
-  /** Live packets that may go out straight from an ingest callback per event-loop turn (the rest is paced). Default 1024. */
-  directSendBudget?: number;
+  /**
+   * Time live packets may spend going out straight from an ingest callback per turn of
+   * the event loop, ms; beyond it they are queued and paced (bounds loop stalls). 0 =
+   * always queue. Default 30.
+   */
+  directSendBudgetMs?: number;
   timers?: SfuTimers;
   /** Uniform [0, 1) source for viewers' initial RTP sequence numbers and timestamps (tests). Default: crypto. */
   random?: () => number;
@@ -152,7 +156,7 @@ export class Sfu {
       },
       64,
       1024,
-      opts.directSendBudget ?? 1024,
+      opts.directSendBudgetMs ?? 30,
     );
     this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
     this.loopDelay.enable();

@@ -101,4 +101,23 @@ describe("Pacer", () => {
     p.wake(new FakeViewer(5));
     expect(f.step()).toBe(0);
   });
+
+  it("lets direct sends take at most its time budget per turn, then refills on the next turn", () => {
+    const f = fakeTimers();
+    const p = new Pacer(f.t, 64, 1024, 20);
+    let granted = 0;
+    for (let i = 0; i < 100; i++) if (p.takeDirect()) granted++;
+    expect(granted).toBe(100); // the clock did not move: within budget
+    f.advance(25); // this turn's direct work took 25 ms
+    while (p.takeDirect()) granted++;
+    expect(granted).toBeLessThan(100 + 32); // noticed within 32 calls
+    expect(p.takeDirect()).toBe(false);
+    f.step(); // next turn
+    expect(p.takeDirect()).toBe(true);
+    const off = new Pacer(f.t, 64, 1024, 0);
+    expect(off.takeDirect()).toBe(false);
+    p.close();
+    f.step();
+    expect(p.takeDirect()).toBe(false);
+  });
 });
