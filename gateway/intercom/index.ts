@@ -72,7 +72,7 @@ export interface IntercomWeb {
 
 export function createIntercomWeb(opts: IntercomWebOptions): IntercomWeb {
   const service = new IntercomService(opts);
-  const router = intercomRouter({ service, publicOrigin: opts.publicOrigin, ...(opts.iceServers ? { iceServers: opts.iceServers } : {}) });
+  const router = intercomRouter({ service, publicOrigin: opts.publicOrigin, log: opts.log, ...(opts.iceServers ? { iceServers: opts.iceServers } : {}) });
   return {
     service,
     router,

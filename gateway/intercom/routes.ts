@@ -12,6 +12,7 @@ import { CallAlreadyAnsweredError } from "../sip/index.ts";
 import { MAX_TALK_OFFER_CHARS } from "./sdp.ts";
 import type { IntercomService } from "./service.ts";
 import type { WhepIceServer } from "../http/whep.ts";
+import type { Logger } from "../../config/log.ts";
 
 const SDP = "application/sdp";
 
@@ -21,6 +22,7 @@ export interface IntercomRouterDeps {
   publicOrigin: string;
   /** ICE servers for this browser (our TURN, time-limited credentials). Default none. */
   iceServers?: (req: Request) => WhepIceServer[];
+  log: Logger;
 }
 
 export function intercomRouter(deps: IntercomRouterDeps): Router {
@@ -50,6 +52,7 @@ export function intercomRouter(deps: IntercomRouterDeps): Router {
     return req.body;
   };
   const fail = (res: Response, err: unknown) => {
+    if (!isGatehouseError(err)) deps.log.error("intercom request failed", { method: res.req.method, path: res.req.originalUrl, err });
     if (err instanceof CallAlreadyAnsweredError) {
       const by = err.answeredBy;
       res

@@ -117,7 +117,8 @@ function serialized<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
 export async function talkPortRange(range: readonly [number, number], address: string | undefined, v6 = false): Promise<[number, number]> {
   const floor = Math.max(range[0], range[1] - TOP_BLOCK + 1);
   for (let p = range[1]; p >= floor; p--) {
-    if (await portFree(p, address, v6)) return address === undefined ? [floor, range[1]] : [p, range[1]];
+    // werift refuses a range of one port: start one below when the free port is the top one.
+    if (await portFree(p, address, v6)) return address === undefined ? [floor, range[1]] : [Math.max(range[0], Math.min(p, range[1] - 1)), range[1]];
   }
   return [range[0], range[1]];
 }
@@ -254,9 +255,16 @@ export class TalkPeer implements MediaSink {
       if ((s === "connected" || s === "completed") && this.st === "disconnected") this.setState("connected", "ice recovered");
       else if (s === "failed") this.setState("failed", "ice failed");
     });
-    this.transceiver.onTrack.subscribe((track) => {
+    // werift creates the remote track while applying the offer (a=ssrc), before this runs;
+    // a track announced later (re-offer) arrives through onTrack.
+    const listened = new WeakSet<MediaStreamTrack>();
+    const listen = (track: MediaStreamTrack) => {
+      if (listened.has(track)) return;
+      listened.add(track);
       track.onReceiveRtp.subscribe((rtp) => this.fromBrowser(rtp));
-    });
+    };
+    for (const t of this.transceiver.receiver.tracks) listen(t);
+    this.transceiver.onTrack.subscribe(listen);
     this.arm(this.connectTimeoutMs, "not connected in time");
   }
 
