@@ -49,7 +49,8 @@
  *   layer enforces it). The POST stays open until the door answers, because the browser's
  *   answer must name the codec the door picks; a browser that gives up ends the call.
  */
-import type { Router } from "express";
+import type { Request, Router } from "express";
+import type { WhepIceServer } from "../http/whep.ts";
 import { intercomRouter } from "./routes.ts";
 import { IntercomService, type IntercomServiceOptions } from "./service.ts";
 
@@ -59,6 +60,8 @@ export { TalkPeer, type TalkPeerOptions, type TalkPeerStats, type TalkPeerState 
 export interface IntercomWebOptions extends IntercomServiceOptions {
   /** The gateway's public origin (`http://127.0.0.1:8080`): event streams from other origins are refused. */
   publicOrigin: string;
+  /** ICE servers handed to the browser for talk connections (our TURN, time-limited credentials). Default none. */
+  iceServers?: (req: Request) => WhepIceServer[];
 }
 
 export interface IntercomWeb {

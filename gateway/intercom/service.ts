@@ -4,11 +4,9 @@
  * carries a call's audio to and from one browser. See index.ts for the design and routes.
  */
 import type { ServerResponse } from "node:http";
-import type { Request } from "express";
 import { AuthError, BadInputError, NotFoundError, OverloadError, WrongStateError } from "../../config/errors.ts";
 import type { Logger } from "../../config/log.ts";
 import type { AuthAction, User, WatchReason } from "../auth/index.ts";
-import type { WhepIceServer } from "../http/whep.ts";
 import {
   CallAlreadyAnsweredError,
   type CallId,
@@ -35,8 +33,6 @@ export interface IntercomServiceOptions {
   auth: IntercomAuth;
   /** Talk peers' ICE: the address they bind, the UDP range, the announced address (config.media). */
   media: { bindAddress: string; icePortRange: readonly [number, number]; announcedAddress?: string | undefined };
-  /** ICE servers handed to the browser (our TURN with time-limited credentials). Default none. */
-  iceServers?: (req: Request) => WhepIceServer[];
   /** A camera's display name, for the ring card. */
   cameraName?: (id: string) => string | undefined;
   log: Logger;
@@ -442,8 +438,8 @@ export class IntercomService {
    * answer wins: later ones throw CallAlreadyAnsweredError (409, with who answered).
    */
   async answer(user: User, callId: string, offerSdp: string): Promise<{ answerSdp: string; call: CallView }> {
+    // Unknown, or not a door this user may answer: 404 either way (entryFor).
     const e = this.entryFor(user, callId);
-    if (!this.mayAnswer(user, e.device.id)) throw new AuthError("FORBIDDEN", "not allowed to answer this door");
     if (e.direction !== "incoming") throw new WrongStateError("not an incoming call");
     const call = this.ic.get(callId);
     if (!call) throw new NotFoundError("no such call");
@@ -470,7 +466,7 @@ export class IntercomService {
   /** Decline a ringing call for everyone (603 to the door). */
   reject(user: User, callId: string): void {
     const e = this.entryFor(user, callId);
-    if (!this.mayAnswer(user, e.device.id)) throw new AuthError("FORBIDDEN", "not allowed to answer this door");
+    if (!this.mayAnswer(user, e.device.id)) throw new AuthError("FORBIDDEN", "only those who may answer this door can decline");
     const call = this.ic.get(callId);
     if (!call) throw new NotFoundError("no such call");
     if (call.state !== "ringing") throw new WrongStateError(`call is ${call.state}`);
