@@ -14,7 +14,7 @@
  *   fanout_pps_per_core   packets forwarded per second ÷ gateway CPU (cores), at the highest loss-free level
  *   fanout_viewers        that level
  *   rss_kb_per_viewer     (RSS at that level − RSS with 0 viewers) ÷ viewers
- *   forward_latency_ms_*  gateway-internal probe (procs/gateway.ts) at `latencyAt` viewers
+ *   forward_latency_ms_*  the SFU's own histogram (Sfu.stats().forwardLatencyMs) over the window at `latencyAt` viewers
  *
  *   node test/bench/fanout.ts [--quick] [--levels 10,50,100]
  */
@@ -43,6 +43,10 @@ export interface GatewayStats {
   retransmits: number;
   queued: number;
   drops: Record<string, number>;
+  /** The SFU's forwarding latency since the last reset, ms; null when the SFU has none. */
+  forwardLatencyMs: { count: number; p50: number; p99: number; max: number; mean: number } | null;
+  /** The SFU's event-loop delay (worst media thread), ms. */
+  mediaLoopDelayMs: { p99: number; max: number } | null;
   loopDelayMaxMs: number;
   loopDelayP99Ms: number;
   rssKb: number;
@@ -71,6 +75,8 @@ export interface AddResult {
   failed: number;
   /** Connection attempts that failed and were retried. */
   retried: number;
+  /** Receivers not attempted: the level's connection time budget ran out. */
+  skipped: number;
   errors: string[];
   wallMs: number;
   connectMsP50: number;
@@ -174,9 +180,15 @@ export interface WindowResult {
 }
 
 /** Brings the receiver count to `n` (adds only; call closeAll first to start over). */
-export async function ensureReceivers(receivers: Rig["receivers"], target: ReceiverTarget, have: number, n: number): Promise<AddResult | undefined> {
+export async function ensureReceivers(
+  receivers: Rig["receivers"],
+  target: ReceiverTarget,
+  have: number,
+  n: number,
+  budgetMs = 60_000,
+): Promise<AddResult | undefined> {
   if (n <= have) return undefined;
-  const r = await receivers.call<AddResult>("add", { n: n - have, target }, 300_000);
+  const r = await receivers.call<AddResult>("add", { n: n - have, target, budgetMs }, budgetMs + 60_000);
   if (r.failed > 0 && r.added === 0) throw new Error(`no receiver connected: ${r.errors.join("; ")}`);
   return r;
 }
@@ -242,7 +254,13 @@ export interface FanoutLevel {
   silentViewers: number;
   /** Gateway RSS after a full GC, kB. */
   rssKb: number;
+  /** Forwarding latency over the window (the SFU's histogram), ms. */
+  latencyP50Ms: number | null;
+  latencyP99Ms: number | null;
+  latencyMaxMs: number | null;
+  /** Event-loop delay, max over the window: gateway main thread, and the SFU's media thread(s). */
   loopDelayMaxMs: number;
+  mediaLoopDelayMaxMs: number | null;
   receiverCores: number;
   receiverLoopDelayMaxMs: number;
   recorderCores: number;
@@ -250,6 +268,7 @@ export interface FanoutLevel {
   connectMsP50?: number;
   connectFailed?: number;
   connectRetried?: number;
+  connectSkipped?: number;
 }
 
 export interface FanoutOptions {
@@ -261,10 +280,12 @@ export interface FanoutOptions {
   windowMs?: number;
   /** Loss fraction above which a level is not loss-free. Default 0.001 (0.1 %). */
   lossThreshold?: number;
-  /** Viewers at which forwarding latency is measured (or the highest loss-free level below it). Default 100. */
+  /** Viewers at which forwarding latency is reported (or the largest level below it). Default 100. */
   latencyAt?: number;
-  /** Latency window, ms. Default 4000. */
-  latencyMs?: number;
+  /** Longest time to connect one level's new receivers, ms. Default 60000. */
+  connectBudgetMs?: number;
+  /** Stop between levels when aborted (the run's time limit). */
+  signal?: AbortSignal;
   /** Stop stepping up when the gateway uses more than this many cores. Default 0.97 × workers (or 0.97). */
   maxCores?: number;
   /** Reuse an existing rig (receivers are closed at the end, the rig stays). */
@@ -293,8 +314,9 @@ export interface FanoutResult {
 }
 
 const LATENCY_METHOD =
-  "inside the gateway process: pushRtp (ingest hands the packet to the SFU) → viewer transport sendRtp returned " +
-  "(SRTP protect + UDP send), per packet per viewer; probe installed on live objects only for its window";
+  "the SFU's own histogram (Sfu.stats().forwardLatencyMs): live packets from MediaSink.pushRtp (ingest hands the packet " +
+  "over) to SRTP-protected and written to the viewer's socket, per packet per viewer, over the level's measured window; " +
+  "cache replays and retransmissions excluded";
 
 export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> {
   const log = o.log ?? (() => {});
@@ -303,7 +325,7 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
   const windowMs = o.windowMs ?? 6000;
   const threshold = o.lossThreshold ?? 0.001;
   const latencyAt = o.latencyAt ?? 100;
-  // Latency is measured once, at latencyAt or the largest level below it.
+  // Latency is reported at latencyAt or the largest level below it.
   const latencyLevel = Math.max(0, ...levels.filter((l) => l <= latencyAt));
   const rig = o.rig ?? (await startRig({ log, ...(o.workers !== undefined ? { workers: o.workers } : {}) }));
   const gwPid = rig.gateway.ready.pid;
@@ -327,11 +349,16 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
     let have = 0;
     let stop = "all levels loss-free";
     let latency: { viewers: number; count: number; p50: number; p99: number; max: number } | undefined;
+    let latencyMissing = false;
     for (const n of levels) {
-      const added = await ensureReceivers(rig.receivers, rig.whep, have, n);
+      if (o.signal?.aborted) {
+        stop = "out of time";
+        break;
+      }
+      const added = await ensureReceivers(rig.receivers, rig.whep, have, n, o.connectBudgetMs ?? 60_000);
       have = added?.total ?? have;
       await sleep(settleMs);
-      await rig.gateway.call("loopReset");
+      await rig.gateway.call("reset");
       const gA = await rig.gateway.call<GatewayStats>("stats");
       const w = await measureWindow({ serverPid: gwPid, receivers: rig.receivers, recorderPid: rig.recorder.ready.pid }, windowMs);
       const gB = await rig.gateway.call<GatewayStats>("stats");
@@ -357,27 +384,30 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
         gatewayDrops: drops,
         silentViewers: w.silentViewers,
         rssKb: rssAfterGc,
+        latencyP50Ms: gB.forwardLatencyMs?.p50 ?? null,
+        latencyP99Ms: gB.forwardLatencyMs?.p99 ?? null,
+        latencyMaxMs: gB.forwardLatencyMs?.max ?? null,
         loopDelayMaxMs: gB.loopDelayMaxMs,
+        mediaLoopDelayMaxMs: gB.mediaLoopDelayMs?.max ?? null,
         receiverCores: w.receiverCores,
         receiverLoopDelayMaxMs: w.receiverLoopDelayMaxMs,
         recorderCores: w.recorderCores,
         udpRcvbufErrors: w.udpRcvbufErrors,
-        ...(added ? { connectMsP50: added.connectMsP50, connectFailed: added.failed, connectRetried: added.retried } : {}),
+        ...(added
+          ? { connectMsP50: added.connectMsP50, connectFailed: added.failed, connectRetried: added.retried, connectSkipped: added.skipped }
+          : {}),
       };
       results.push(level);
       log(
         `fanout ${level.viewers} viewers: ${level.forwardedPps} pps out, gateway ${level.gatewayCores} cores → ` +
           `${level.ppsPerCore} pps/core (${level.cpuUsPerPacket} µs/pkt), loss ${(level.lossFraction * 100).toFixed(3)} %, ` +
-          `loop max ${level.loopDelayMaxMs} ms, receivers ${level.receiverCores} cores (loop max ${level.receiverLoopDelayMaxMs} ms)`,
+          `latency p50/p99 ${level.latencyP50Ms}/${level.latencyP99Ms} ms, loop max ${level.loopDelayMaxMs} ms, ` +
+          `receivers ${level.receiverCores} cores (loop max ${level.receiverLoopDelayMaxMs} ms)`,
       );
       const lossFree = level.lossFraction <= threshold && level.silentViewers === 0;
-      if (lossFree && n === latencyLevel) {
-        await rig.gateway.call("latency", { on: true });
-        await sleep(o.latencyMs ?? 4000);
-        const rep = await rig.gateway.call<{ count: number; p50: number; p99: number; max: number }>("latencyReport");
-        await rig.gateway.call("latency", { on: false });
-        latency = { viewers: level.viewers, ...rep };
-        log(`fanout ${level.viewers} viewers: forwarding latency p50 ${rep.p50} ms, p99 ${rep.p99} ms, max ${rep.max} ms (${rep.count} samples)`);
+      if (n === latencyLevel) {
+        if (gB.forwardLatencyMs) latency = { viewers: level.viewers, ...gB.forwardLatencyMs };
+        else latencyMissing = true;
       }
       if (!lossFree) {
         stop = `loss ${(level.lossFraction * 100).toFixed(3)} % (${level.silentViewers} silent viewers) at ${level.viewers} viewers`;
@@ -387,9 +417,10 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
         stop = `gateway CPU saturated (${level.gatewayCores} cores) at ${level.viewers} viewers`;
         break;
       }
-      if (added && added.failed > Math.max(2, 0.1 * (n - (results[results.length - 2]?.viewers ?? 0)))) {
+      const missing = added ? added.failed + added.skipped : 0;
+      if (added && missing > Math.max(2, 0.1 * (n - (results[results.length - 2]?.viewers ?? 0)))) {
         // Viewers that cannot even join are a capacity limit too (measured above with those that did).
-        stop = `${added.failed} receivers failed to connect at ${n}: ${added.errors.join("; ")}`;
+        stop = `${added.failed} receivers failed to connect and ${added.skipped} were not tried in time at ${n}: ${added.errors.join("; ")}`;
         break;
       }
     }
@@ -404,7 +435,7 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
       forward_latency_ms_max: latency?.max ?? null,
       forward_latency_viewers: latency?.viewers ?? null,
       forward_latency_samples: latency?.count ?? 0,
-      forward_latency_method: LATENCY_METHOD,
+      forward_latency_method: latencyMissing ? "the SFU exposes no forwarding-latency histogram (Sfu.stats().forwardLatencyMs)" : LATENCY_METHOD,
       rss_kb_per_viewer: best ? Math.round((best.rssKb - rss0) / best.viewers) : Number.NaN,
       stream_kbps: Math.round(streamKbps),
       stream_pps: Math.round(streamPps),
@@ -431,7 +462,8 @@ function bottleneck(l: FanoutLevel, maxCores: number): string {
   if (l.gatewayCores >= maxCores * 0.9) parts.push(`gateway CPU ${l.gatewayCores} cores`);
   if (l.receiverCores >= 0.9) parts.push(`receiver process CPU ${l.receiverCores} cores`);
   if (l.receiverLoopDelayMaxMs > 200) parts.push(`receiver event loop stalled ${l.receiverLoopDelayMaxMs} ms`);
-  if (l.loopDelayMaxMs > 50) parts.push(`gateway event loop stalled ${l.loopDelayMaxMs} ms`);
+  if (l.loopDelayMaxMs > 50) parts.push(`gateway main event loop stalled ${l.loopDelayMaxMs} ms`);
+  if ((l.mediaLoopDelayMaxMs ?? 0) > 50) parts.push(`media event loop stalled ${l.mediaLoopDelayMaxMs} ms`);
   if (l.udpRcvbufErrors > 0) parts.push(`${l.udpRcvbufErrors} UDP receive-buffer drops`);
   return parts.length ? parts.join("; ") : "none observed";
 }
@@ -441,7 +473,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const levels = values.levels ? values.levels.split(",").map(Number) : values.quick ? [10, 50, 100] : undefined;
   const result = await benchFanout({
     ...(levels ? { levels } : {}),
-    ...(values.quick ? { windowMs: 3000, settleMs: 1000, latencyMs: 2000 } : {}),
+    ...(values.quick ? { windowMs: 3000, settleMs: 1000 } : {}),
     ...(values.workers ? { workers: Number(values.workers) } : {}),
     log: (m) => process.stderr.write(`${m}\n`),
   });

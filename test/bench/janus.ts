@@ -29,6 +29,8 @@ export interface JanusCpuOptions {
   settleMs?: number;
   windowMs?: number;
   lossThreshold?: number;
+  /** Stop between windows when aborted (the run's time limit). */
+  signal?: AbortSignal;
   log?: Log;
 }
 
@@ -70,8 +72,8 @@ export async function benchJanusCpu(o: JanusCpuOptions): Promise<JanusCpuResult>
   const log = o.log ?? (() => {});
   const levels = o.levels ?? [50, 100];
   const rounds = o.rounds ?? 2;
-  const settleMs = o.settleMs ?? 2000;
-  const windowMs = o.windowMs ?? 5000;
+  const settleMs = o.settleMs ?? 1500;
+  const windowMs = o.windowMs ?? 4000;
   const threshold = o.lossThreshold ?? 0.001;
   const rtspUrl = o.rig.recorder.ready.url;
   const januses: Janus[] = [];
@@ -92,6 +94,7 @@ export async function benchJanusCpu(o: JanusCpuOptions): Promise<JanusCpuResult>
       const samples: Record<Sys, WindowResult[]> = { ours: [], janus_el2: [], janus_packaged: [] };
       for (let r = 0; r < rounds; r++) {
         for (let i = 0; i < order.length; i++) {
+          if (o.signal?.aborted) throw new Error("out of time");
           const sys = order[(i + r) % order.length]!;
           await o.rig.receivers.call("closeAll", undefined, 120_000);
           await ensureReceivers(o.rig.receivers, servers[sys].target, 0, n);

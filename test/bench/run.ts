@@ -53,16 +53,32 @@ const out: Record<string, unknown> = {
   started_at: new Date().toISOString(),
 };
 
-/** Runs one sub-benchmark; its figures go into `out`, a failure becomes `<name>_error`. */
-async function step(name: Name, fn: () => Promise<Record<string, unknown>>, limitMs = 360_000): Promise<void> {
+/**
+ * Runs one sub-benchmark; its figures go into `out`, a failure becomes `<name>_error`.
+ * Past `limitMs` the step is abandoned: its signal aborts and `onTimeout` tears down
+ * what it uses, so it cannot keep running underneath the next step.
+ */
+async function step(
+  name: Name,
+  fn: (signal: AbortSignal) => Promise<Record<string, unknown>>,
+  limitMs = 300_000,
+  onTimeout?: () => Promise<void>,
+): Promise<void> {
   if (!wanted(name)) return;
   const started = performance.now();
   log(`${name}: start`);
   let timer: NodeJS.Timeout | undefined;
+  const abort = new AbortController();
   try {
     const r = await Promise.race([
-      fn(),
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${limitMs / 1000} s`)), limitMs))),
+      fn(abort.signal),
+      new Promise<never>(
+        (_, reject) =>
+          (timer = setTimeout(() => {
+            abort.abort();
+            reject(new Error(`timed out after ${limitMs / 1000} s`));
+          }, limitMs)),
+      ),
     ]);
     Object.assign(out, r);
     log(`${name}: done in ${((performance.now() - started) / 1000).toFixed(1)} s`);
@@ -70,6 +86,7 @@ async function step(name: Name, fn: () => Promise<Record<string, unknown>>, limi
     const msg = err instanceof Error ? err.message : String(err);
     out[`${name}_error`] = msg.split("\n").slice(0, 6).join(" | ").slice(0, 600);
     log(`${name}: FAILED: ${msg.split("\n")[0]}`);
+    if (abort.signal.aborted) await onTimeout?.().catch(() => {});
   } finally {
     clearTimeout(timer);
   }
@@ -89,30 +106,48 @@ async function optional(file: string, fn: string, arg: Record<string, unknown>):
 
 let rig: Rig | undefined;
 const getRig = async () => (rig ??= await startRig({ log }));
+/** A timed-out step's rig is killed (its processes with it) and the next step starts a fresh one. */
+const dropRig = async () => {
+  const r = rig;
+  rig = undefined;
+  await r?.close();
+};
 try {
-  await step("fanout", async () => {
-    const r = await benchFanout({
-      rig: await getRig(),
-      log,
-      ...(quick ? { levels: [10, 50, 100], windowMs: 3000, settleMs: 1000, latencyMs: 2000 } : {}),
-    });
-    const c = rig!.clip;
-    return {
-      ...r,
-      recorder:
-        `Gatehouse demo RTSP recorder in its own process, looping ${c.spec.width}x${c.spec.height} ${c.spec.fps} fps ` +
-        `H.264 baseline, GOP ${c.spec.gop}, ${c.kbps} kbit/s (ffmpeg testsrc2 + temporal noise), RTP payloads ≤ 1200 bytes; ` +
-        "gateway pulls it over RTSP/TCP, always on",
-      receivers: "one process of light WebRTC receivers: werift ICE+DTLS, SRTP counted from clear RTP headers, not decrypted",
-    };
-  });
-  await step("janus", async () => ({
-    ...(await benchJanusCpu({
-      rig: await getRig(),
-      log,
-      ...(quick ? { levels: [50], rounds: 1, windowMs: 3000, settleMs: 1000 } : {}),
-    })),
-  }));
+  await step(
+    "fanout",
+    async (signal) => {
+      const r = await benchFanout({
+        rig: await getRig(),
+        log,
+        signal,
+        ...(quick ? { levels: [10, 50, 100], windowMs: 3000, settleMs: 1000, connectBudgetMs: 30_000 } : {}),
+      });
+      const c = rig!.clip;
+      return {
+        ...r,
+        recorder:
+          `Gatehouse demo RTSP recorder in its own process, looping ${c.spec.width}x${c.spec.height} ${c.spec.fps} fps ` +
+          `H.264 baseline, GOP ${c.spec.gop}, ${c.kbps} kbit/s (ffmpeg testsrc2 + temporal noise), RTP payloads ≤ 1200 bytes; ` +
+          "gateway pulls it over RTSP/TCP, always on",
+        receivers: "one process of light WebRTC receivers: werift ICE+DTLS, SRTP counted from clear RTP headers, not decrypted",
+      };
+    },
+    240_000,
+    dropRig,
+  );
+  await step(
+    "janus",
+    async (signal) => ({
+      ...(await benchJanusCpu({
+        rig: await getRig(),
+        log,
+        signal,
+        ...(quick ? { levels: [50], rounds: 1, windowMs: 3000, settleMs: 1000 } : {}),
+      })),
+    }),
+    200_000,
+    dropRig,
+  );
 } finally {
   await rig?.close();
   rig = undefined;
@@ -120,32 +155,53 @@ try {
 
 // ---- media worker threads ----------------------------------------------------------
 
-await step("workers", async () => {
-  // Does the gateway use media worker threads at all? Ask a 1-worker gateway.
-  const probe = await startRig({ workers: 1, log });
-  let w1: Awaited<ReturnType<typeof benchFanout>>;
-  try {
-    if (probe.gateway.ready.workers === null) {
-      return {
-        fanout_scaling_2_workers: null,
-        fanout_scaling_reason:
-          "the SFU reports no media worker threads (neither sfu.workerCount nor sfu.workers): media.workers is not used yet",
-      };
+/** Fan-out with 1 then 2 media worker threads: aggregate loss-free throughput and CPU per packet. */
+async function workerScaling(signal: AbortSignal): Promise<Record<string, unknown>> {
+  const levels = [100, 200, 300, 400, 500, 600];
+  const sweep = async (workers: number) => {
+    workerRig = await startRig({ workers, log });
+    try {
+      const got = workerRig.gateway.ready.workers;
+      if (got !== workers) return { unsupported: got };
+      if (quick) return { skipped: true as const };
+      const r = await benchFanout({ rig: workerRig, log, signal, levels, windowMs: 3000, settleMs: 1500, latencyAt: 0 });
+      const best = Math.max(0, ...r.fanout_levels.filter((l) => l.lossFraction <= 0.001).map((l) => l.forwardedPps));
+      return { best, usPerPacket: r.fanout_cpu_us_per_packet };
+    } finally {
+      await workerRig.close();
+      workerRig = undefined;
     }
-    if (quick) return { fanout_scaling_2_workers: null, fanout_scaling_reason: "skipped in --quick" };
-    w1 = await benchFanout({ rig: probe, log, levels: [100, 200, 300, 400, 500], windowMs: 4000 });
-  } finally {
-    await probe.close();
-  }
-  const w2 = await benchFanout({ workers: 2, log, levels: [100, 200, 300, 400, 600, 800], windowMs: 4000 });
-  const best = (r: typeof w1) => Math.max(0, ...r.fanout_levels.filter((l) => l.lossFraction <= 0.001).map((l) => l.forwardedPps));
-  return {
-    fanout_scaling_2_workers: best(w1) > 0 ? Math.round((best(w2) / best(w1)) * 100) / 100 : null,
-    fanout_scaling_pps_1_worker: best(w1),
-    fanout_scaling_pps_2_workers: best(w2),
-    fanout_scaling_cpu_us_per_packet: [w1.fanout_cpu_us_per_packet, w2.fanout_cpu_us_per_packet],
   };
-}, 480_000);
+  // Does the gateway run media in worker threads at all? Ask for one and see what the SFU reports.
+  const w1 = await sweep(1);
+  if ("unsupported" in w1) {
+    return {
+      fanout_scaling_2_workers: null,
+      fanout_scaling_reason:
+        w1.unsupported === null
+          ? "the SFU reports no media worker threads (no Sfu.workerCount)"
+          : `config media.workers = 1 gave Sfu.workerCount = ${w1.unsupported}: the gateway does not pass media.workers to the SFU yet`,
+    };
+  }
+  if ("skipped" in w1) return { fanout_scaling_2_workers: null, fanout_scaling_reason: "skipped in --quick" };
+  const w2 = await sweep(2);
+  if ("unsupported" in w2) return { fanout_scaling_2_workers: null, fanout_scaling_reason: `2 workers requested, SFU reports ${w2.unsupported}` };
+  if ("skipped" in w2) return { fanout_scaling_2_workers: null, fanout_scaling_reason: "skipped" };
+  return {
+    fanout_scaling_2_workers: w1.best > 0 ? Math.round((w2.best / w1.best) * 100) / 100 : null,
+    fanout_scaling_pps_1_worker: w1.best,
+    fanout_scaling_pps_2_workers: w2.best,
+    fanout_scaling_cpu_us_per_packet: [w1.usPerPacket, w2.usPerPacket],
+    fanout_scaling_note:
+      "receivers, recorder and gateway share the machine: with 2 workers on 2 cores the receiver process competes with the gateway",
+  };
+}
+
+let workerRig: Rig | undefined;
+await step("workers", workerScaling, 240_000, async () => {
+  await workerRig?.close();
+  workerRig = undefined;
+});
 
 // ---- time to first frame (Chromium) ------------------------------------------------
 
@@ -196,7 +252,8 @@ try {
 
 // ---- other rooms' benchmarks -------------------------------------------------------
 
-await step("turn", () => optional("turn.ts", "benchTurn", quick ? { quick: true, rounds: 2 } : {}));
+// Three rounds (not its default five) keep the whole run near ten minutes; medians still hold.
+await step("turn", () => optional("turn.ts", "benchTurn", quick ? { quick: true, rounds: 2 } : { rounds: 3 }));
 await step("sip", () => optional("sip.ts", "benchSip", quick ? { quick: true } : {}));
 
 const cpu1 = machineCpu();

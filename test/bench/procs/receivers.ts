@@ -4,8 +4,9 @@
  * and this process's CPU shows whether the receivers kept up.
  *
  * Commands (IPC, see lib/child.ts):
- *   add { n, target, concurrency?, attempts? } → connect n more receivers, each until its
- *        first RTP (default 4 at a time, 2 attempts each); reports failures and retries
+ *   add { n, target, concurrency?, attempts?, budgetMs? } → connect n more receivers, each
+ *        until its first RTP (default 4 at a time, 2 attempts each, no new attempt after
+ *        budgetMs); reports failures, retries and receivers skipped for lack of time
  *        target: { kind: "whep", url }                       our gateway (we offer)
  *              | { kind: "janus", api, mountpoint }          Janus streaming plugin (it offers)
  *   closeAll                        → end every receiver (WHEP DELETE / Janus detach)
@@ -24,6 +25,17 @@ import { percentile, round } from "../lib/stats.ts";
 import { windowOf, type SeqSnapshot } from "../lib/seq.ts";
 
 type Target = { kind: "whep"; url: string } | { kind: "janus"; api: string; mountpoint: number };
+
+interface AddArg {
+  n: number;
+  target: Target;
+  /** Connections in flight at once. Default 4. */
+  concurrency?: number;
+  /** Attempts per receiver. Default 2. */
+  attempts?: number;
+  /** No new connection starts after this long, ms. Default unlimited. */
+  budgetMs?: number;
+}
 
 interface Entry {
   viewer: LightViewer;
@@ -83,7 +95,7 @@ async function connectOne(target: Target): Promise<Entry> {
   };
 }
 
-async function add(arg: { n: number; target: Target; concurrency?: number; attempts?: number }) {
+async function add(arg: AddArg) {
   const t0 = performance.now();
   const errors: string[] = [];
   const connectMs: number[] = [];
@@ -91,8 +103,9 @@ async function add(arg: { n: number; target: Target; concurrency?: number; attem
   let next = 0;
   let failed = 0;
   let retried = 0;
+  const deadline = t0 + (arg.budgetMs ?? Infinity);
   const worker = async () => {
-    while (next < arg.n) {
+    while (next < arg.n && performance.now() < deadline) {
       next++;
       // A loaded gateway may drop a negotiation: one retry, as a browser's reconnect would.
       for (let attempt = 1; ; attempt++) {
@@ -119,6 +132,8 @@ async function add(arg: { n: number; target: Target; concurrency?: number; attem
     added: connectMs.length,
     failed,
     retried,
+    /** Not attempted: the time budget ran out. */
+    skipped: arg.n - connectMs.length - failed,
     errors: [...new Set(errors)].slice(0, 5),
     wallMs: Math.round(performance.now() - t0),
     connectMsP50: round(percentile(connectMs, 50)),
@@ -183,7 +198,7 @@ function read() {
 
 serve(
   {
-    add: (arg) => add(arg as { n: number; target: Target; concurrency?: number; attempts?: number }),
+    add: (arg) => add(arg as AddArg),
     closeAll: () => closeAll(),
     mark: () => mark(),
     read: () => read(),
