@@ -514,12 +514,6 @@ function skipToComma(s, i) {
 }
 
 /**
- * ICE servers from parsed Link values with `rel="ice-server"` (WHEP §4.4),
- * one RTCIceServer per URI, with `username` / `credential` when present.
- * @param {{ uri: string, params: Record<string, string> }[]} links
- * @returns {RTCIceServer[]}
- */
-/**
  * The ICE servers reduced to the TURN URLs of one transport (`turn:…?transport=udp|tcp`, `turns:`).
  * @param {RTCIceServer[]} servers
  * @param {"udp" | "tcp" | "tls"} transport
@@ -534,6 +528,12 @@ export function onlyTurnTransport(servers, transport) {
     .filter((s) => s.urls.length > 0);
 }
 
+/**
+ * ICE servers from parsed Link values with `rel="ice-server"` (WHEP §4.4),
+ * one RTCIceServer per URI, with `username` / `credential` when present.
+ * @param {{ uri: string, params: Record<string, string> }[]} links
+ * @returns {RTCIceServer[]}
+ */
 export function iceServersFromLinks(links) {
   /** @type {RTCIceServer[]} */
   const servers = [];
