@@ -1,0 +1,84 @@
+/**
+ * What every browser peer (Chromium, Firefox) installs in the pages it opens: a registry of
+ * RTCPeerConnections and `__gh.inbound(selector, kind)`, plus a record of page errors. The stats
+ * and pixel helpers in chromium.ts work on any page opened through `openRecordedPage`.
+ */
+import type { Browser, Page } from "puppeteer-core";
+import type { Logger } from "../../config/log.ts";
+
+const pageErrorLists = new WeakMap<Page, string[]>();
+
+/** Uncaught exceptions and console errors seen on a page opened by `newPage`. */
+export function pageErrors(page: Page): readonly string[] {
+  return pageErrorLists.get(page) ?? [];
+}
+
+/** A new tab of `browser` that records its peer connections and errors; navigates to `url` when given. */
+export async function openRecordedPage(browser: Browser, log: Logger, url?: string): Promise<Page> {
+  const page = await browser.newPage();
+  const errors: string[] = [];
+  pageErrorLists.set(page, errors);
+  page.on("pageerror", (err) => {
+    const text = err instanceof Error ? err.message : String(err);
+    errors.push(text);
+    log.debug("page error", { error: text });
+  });
+  page.on("console", (msg) => {
+    if (msg.type() !== "error") return;
+    errors.push(msg.text());
+    log.debug("page console error", { text: msg.text() });
+  });
+  await page.evaluateOnNewDocument(PAGE_HELPERS);
+  if (url) await page.goto(url, { waitUntil: "load" });
+  return page;
+}
+
+/**
+ * Installed in every page before its own scripts: an RTCPeerConnection registry and
+ * `__gh.inbound(selector, kind)`, the inbound-rtp stats of the receiver feeding the
+ * element `selector` (or of the busiest receiver of that kind when no such element).
+ * A plain string so that no test-runner transform can rewrite it.
+ */
+export const PAGE_HELPERS = `(() => {
+  if (window.__gh || typeof RTCPeerConnection !== "function") return;
+  const pcs = [];
+  let next = 0;
+  const Native = RTCPeerConnection;
+  class RecordedPeerConnection extends Native {
+    constructor(...args) {
+      super(...args);
+      this.__ghId = ++next;
+      pcs.push(this);
+    }
+  }
+  window.RTCPeerConnection = RecordedPeerConnection;
+  const live = () => {
+    for (let i = pcs.length - 1; i >= 0; i--) if (pcs[i].signalingState === "closed") pcs.splice(i, 1);
+    return pcs;
+  };
+  window.__gh = {
+    pcs: live,
+    async inbound(selector, kind) {
+      const el = selector ? document.querySelector(selector) : null;
+      const tracks = el && el.srcObject ? el.srcObject.getTracks() : null;
+      let best = null;
+      for (const pc of live()) {
+        for (const r of pc.getReceivers()) {
+          if (!r.track || r.track.kind !== kind) continue;
+          if (tracks && !tracks.includes(r.track)) continue;
+          let report;
+          try { report = await r.getStats(); } catch { continue; }
+          for (const s of report.values()) {
+            if (s.type !== "inbound-rtp" || s.kind !== kind) continue;
+            const score = kind === "video" ? (s.framesDecoded || 0) : (s.packetsReceived || 0);
+            if (!best || score > best.score) best = { score, key: pc.__ghId + ":" + s.ssrc, stat: s, pc: pc.__ghId, state: pc.connectionState };
+          }
+        }
+      }
+      if (!best) return null;
+      const s = best.stat;
+      return { key: best.key, pc: best.pc, state: best.state, framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth || 0,
+        frameHeight: s.frameHeight || 0, packetsReceived: s.packetsReceived || 0, bytesReceived: s.bytesReceived || 0, ssrc: s.ssrc };
+    },
+  };
+})();`;
