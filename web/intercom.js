@@ -171,6 +171,8 @@ class CallCard {
   abort = null;
   /** @type {ReturnType<typeof setInterval> | undefined} */
   clock;
+  /** A short message shown with the call timer until `until` (Date.now ms). */
+  note = { text: "", until: 0 };
 
   /**
    * @param {{ callId: string, deviceId: string, deviceName: string, camera: string | null, from: string, expiresAt?: number }} info
@@ -391,7 +393,18 @@ class CallCard {
     const mm = String(Math.floor(s / 60)).padStart(2, "0");
     const ss = String(s % 60).padStart(2, "0");
     const tail = this.mic ? (this.muted ? " · microphone muted" : "") : " · listening only (no microphone)";
-    this.say(`In call ${mm}:${ss}${tail}`);
+    const note = this.note.text && Date.now() < this.note.until ? ` · ${this.note.text}` : "";
+    this.say(`In call ${mm}:${ss}${note}${tail}`);
+  }
+
+  /**
+   * A message next to the call timer for a few seconds (or alone outside a call).
+   * @param {string} text
+   */
+  notify(text) {
+    if (this.state !== "in-call") return this.say(text);
+    this.note = { text, until: Date.now() + LINGER_MS };
+    this.tick();
   }
 
   toggleMute() {
@@ -408,11 +421,11 @@ class CallCard {
   async openDoor() {
     const btn = this.openBtn;
     if (btn) btn.disabled = true;
-    this.say("Opening the door…");
+    this.notify("Opening the door…");
     const ok = await this.post("open-door");
     if (btn) btn.disabled = false;
     if (ok) {
-      this.say("Door opened");
+      this.notify("Door opened");
       this.el.classList.add("is-opened");
     }
   }
@@ -432,9 +445,9 @@ class CallCard {
       if (res.ok) return true;
       if (res.status === 403) resetCsrf();
       const body = await res.json().catch(() => ({}));
-      this.say(typeof body.reason === "string" ? `Could not ${action.replace("-", " ")}: ${body.reason}` : `Could not ${action.replace("-", " ")} (HTTP ${res.status})`);
+      this.notify(typeof body.reason === "string" ? `Could not ${action.replace("-", " ")}: ${body.reason}` : `Could not ${action.replace("-", " ")} (HTTP ${res.status})`);
     } catch {
-      this.say("The gateway cannot be reached");
+      this.notify("The gateway cannot be reached");
     }
     return false;
   }
@@ -618,7 +631,7 @@ function connectStream() {
   on("ring", showRing);
   on("answered", onAnswered);
   on("ended", onEnded);
-  on("dtmf", (d) => cards.get(d.callId)?.say(`The door sent “${d.digit}”`));
+  on("dtmf", (d) => cards.get(d.callId)?.notify(`The door sent “${d.digit}”`));
   on("device", (d) => {
     const door = doors.get(d.deviceId);
     if (door) door.online = Boolean(d.online);

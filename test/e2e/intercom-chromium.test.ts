@@ -156,7 +156,7 @@ describe("door intercom in Chromium with baresip at the door", () => {
     await adminPage.click(".ic-card .ic-open");
     await hash;
     expect(door.lines.some((l) => /received event: '1' \(end=1\)/.test(l))).toBe(true);
-    await adminPage.waitForFunction(() => document.querySelector(".ic-card .ic-status")?.textContent === "Door opened", { timeout: 5000 });
+    await adminPage.waitForFunction(() => /^In call \d\d:\d\d · Door opened$/.test(document.querySelector(".ic-card .ic-status")?.textContent ?? ""), { timeout: 5000 });
 
     // Hang up from the page: BYE at the door; the card says so and goes.
     const bye = door.waitFor(BYE_SEEN);
