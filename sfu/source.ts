@@ -14,6 +14,7 @@ import { ntpToUnixMs } from "./rtp/ntp.ts";
 import { emptyRtpHeader, readRtpHeader } from "./rtp/packet.ts";
 import { parseRtcp } from "./rtp/rtcp.ts";
 import { TrackTimeline, Verdict } from "./timeline.ts";
+import type { SourceHandle } from "./api.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
 import type { Viewer, ViewerSource } from "./viewer.ts";
 
@@ -127,7 +128,7 @@ interface TrackState {
   keyframes: number;
 }
 
-export class Source implements MediaSink, ViewerSource {
+export class Source implements MediaSink, ViewerSource, SourceHandle {
   readonly id: CameraId;
   private readonly o: SourceOptions;
   private readonly log: Logger;
@@ -228,7 +229,15 @@ export class Source implements MediaSink, ViewerSource {
   }
 
   pushRtp(track: number, packet: Buffer): void {
-    const inAt = performance.now();
+    this.pushRtpAt(track, packet, performance.now());
+  }
+
+  /**
+   * pushRtp with the moment ingest handed the packet over (performance.now() of this
+   * thread, ms): a media worker passes the main thread's moment, so forwarding latency
+   * includes the hop between threads.
+   */
+  pushRtpAt(track: number, packet: Buffer, inAt: number): void {
     const st = this.tracks[track];
     this.packetsIn++;
     this.bytesIn += packet.length;

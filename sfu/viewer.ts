@@ -10,6 +10,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
+import type { ViewerHandle } from "./api.ts";
 import type { LatencyHistogram } from "./latency.ts";
 import type { Drainable, Pacer } from "./pacer.ts";
 import { SlotFlag, type PacketRing } from "./ring.ts";
@@ -33,7 +34,15 @@ export type ViewerState = "connecting" | "connected" | "disconnected" | "closed"
 export type ViewerEvents = {
   closed: [reason: string];
   state: [state: ViewerState];
+  /** Overload step-down ("keyframes": only whole keyframes are sent) and step back up ("full"). */
+  quality: [mode: ViewerQuality, reason: string];
 };
+
+/**
+ * What a viewer is sent: every frame, or (stepped down past capacity: there is no
+ * simulcast layer to switch to) whole keyframes only, about one frame per GOP.
+ */
+export type ViewerQuality = "full" | "keyframes";
 
 /** Why packets did not reach a viewer. */
 export type ViewerDropReason =
@@ -46,7 +55,9 @@ export type ViewerDropReason =
   /** The source's codec was not negotiated with this viewer (e.g. audio codec changed upstream). */
   | "codecNotNegotiated"
   /** The transport refused the packet (not connected). */
-  | "notConnected";
+  | "notConnected"
+  /** Video between keyframes while the viewer is stepped down to keyframes only. */
+  | "steppedDown";
 
 export interface ViewerTrackStats {
   kind: "video" | "audio";
@@ -94,6 +105,10 @@ export interface ViewerStats {
   tracks: ViewerTrackStats[];
   /** SRTP profile and send path, once connected. */
   transport: TransportInfo | undefined;
+  /** "keyframes" while stepped down for overload. */
+  quality: ViewerQuality;
+  /** Times this viewer was stepped down. */
+  stepDowns: number;
 }
 
 /** What a viewer needs from its source. */
@@ -199,10 +214,15 @@ const MAX_KEPT_GAP = 100;
 const MAX_IN_FLIGHT = 512;
 /** A NACK for a packet resent less than this long ago is ignored (RFC 4585 §3.2 spirit: avoid storms). */
 const RESEND_GUARD_MS = 40;
+/** Two queue overflows within this window (two GOPs of a slow recorder) step a viewer down to keyframes only, ms. */
+const OVERFLOW_WINDOW_MS = 10_000;
+/** First stay at keyframes only, ms; doubles (up to STEP_DOWN_MAX_MS) when it has to step down again soon after. */
+const STEP_DOWN_MIN_MS = 10_000;
+const STEP_DOWN_MAX_MS = 120_000;
 const VIDEO = 0;
 const AUDIO = 1;
 
-export class Viewer implements Drainable {
+export class Viewer implements Drainable, ViewerHandle {
   readonly id: ViewerId;
   readonly cameraId: CameraId;
   readonly user: string | undefined;
@@ -253,7 +273,17 @@ export class Viewer implements Drainable {
     expired: 0,
     codecNotNegotiated: 0,
     notConnected: 0,
+    steppedDown: 0,
   };
+  // Overload step-down (see `tick` and `stepDown`).
+  private quality: ViewerQuality = "full";
+  private inKeyframe = false;
+  private stepUpAtKeyframe = false;
+  private overflowAt = -Infinity;
+  private lastOverflowAt = -Infinity;
+  private holdMs = STEP_DOWN_MIN_MS;
+  private holdUntil = 0;
+  private stepDowns = 0;
 
   constructor(o: ViewerOptions) {
     this.o = o;
@@ -471,6 +501,20 @@ export class Viewer implements Drainable {
       vt.waitKeyframe = false;
       flags |= RUN_START;
     }
+    if (t === VIDEO && this.quality === "keyframes") {
+      if (keyframeStart) {
+        flags |= RUN_START;
+        if (this.stepUpAtKeyframe) this.setQuality("full", "capacity back");
+        else {
+          // Each keyframe starts a new run: skipped frames are not loss (no gap, no NACK).
+          this.inKeyframe = true;
+        }
+      } else if (!this.inKeyframe) {
+        this.drops.steppedDown++;
+        return;
+      }
+      if (this.quality === "keyframes" && (ring.flags(ext) & SlotFlag.MARKER) !== 0) this.inKeyframe = false;
+    }
     const tr = this.transport;
     if (tr && this.queue.length === 0 && this.mayDirect(tr, now) && this.o.pacer.takeDirect()) {
       // Nothing queued ahead of it: out now, from the ingest callback.
@@ -511,6 +555,8 @@ export class Viewer implements Drainable {
       dropped++;
     }
     this.drops.queueFull += dropped;
+    this.lastOverflowAt = this.overflowAt;
+    this.overflowAt = this.o.timers.now();
     this.log.debug("viewer queue full: dropping video until the next keyframe", { dropped });
   }
 
@@ -731,6 +777,9 @@ export class Viewer implements Drainable {
       void this.close("viewer silent (no RTCP)");
       return;
     }
+    // Overload: a viewer whose queue overflowed twice in a few seconds cannot be kept up
+    // with (its link, or our CPU): step it down rather than drop frame after frame.
+    if (this.quality === "full" && now - this.lastOverflowAt < OVERFLOW_WINDOW_MS) this.stepDown("queue overflow", now);
     for (const vt of this.tracks) {
       if (!vt || !vt.sentAny || vt.sourceTrack < 0) continue;
       // RFC 3550 §6.2: ~1 s here (tiny bandwidth), randomised ±25 % by the tick phase.
@@ -752,6 +801,60 @@ export class Viewer implements Drainable {
         vt.lastSrMiddle = ntpMiddle32(ntp.seconds, ntp.fraction);
       }
     }
+  }
+
+  /**
+   * Past capacity: send this viewer whole keyframes only (video at about one frame per
+   * GOP, audio unchanged) for a while. Staying down doubles the next time it happens
+   * soon after (up to two minutes), jittered so viewers stepped down together do not
+   * come back together.
+   */
+  stepDown(reason: string, now = this.o.timers.now()): void {
+    if (this.quality === "keyframes" || this._state === "closed") return;
+    this.holdMs = now - this.holdUntil < STEP_DOWN_MAX_MS ? Math.min(STEP_DOWN_MAX_MS, this.holdMs * 2) : STEP_DOWN_MIN_MS;
+    if (this.stepDowns === 0) this.holdMs = STEP_DOWN_MIN_MS;
+    this.holdUntil = now + this.holdMs * (0.8 + 0.4 * (this.o.random ?? Math.random)());
+    this.stepDowns++;
+    this.overflowAt = -Infinity;
+    this.lastOverflowAt = -Infinity;
+    this.stepUpAtKeyframe = false;
+    // Whatever is queued is older than the next keyframe: drop it and restart there.
+    const video = this.tracks[VIDEO];
+    if (video) {
+      this.drops.steppedDown += this.queue.removeTrack(VIDEO);
+      video.lastSrcExt = -1;
+    }
+    this.inKeyframe = false;
+    this.setQuality("keyframes", reason);
+  }
+
+  /** Stepped down and its hold time is over: may it come back now? (The SFU lets a few back at a time.) */
+  canStepUp(now: number): boolean {
+    return this.quality === "keyframes" && !this.stepUpAtKeyframe && now >= this.holdUntil;
+  }
+
+  /** Back to every frame, from the next keyframe on (P-frames need the frames before them). */
+  requestStepUp(): void {
+    if (this.quality === "keyframes") this.stepUpAtKeyframe = true;
+  }
+
+  /** An overflow happened within `ms` before `now`. */
+  overflowedWithin(now: number, ms: number): boolean {
+    return now - this.overflowAt < ms;
+  }
+
+  get currentQuality(): ViewerQuality {
+    return this.quality;
+  }
+
+  private setQuality(q: ViewerQuality, reason: string): void {
+    if (this.quality === q) return;
+    this.quality = q;
+    this.stepUpAtKeyframe = false;
+    this.inKeyframe = false;
+    if (q === "keyframes") this.log.info("viewer stepped down to keyframes only", { reason, forMs: Math.round(this.holdMs) });
+    else this.log.info("viewer stepped back up", { reason });
+    this.events.emit("quality", q, reason);
   }
 
   /** Caps this viewer's send rate (bits/s), e.g. for a known slow link. Takes effect at once. */
@@ -777,6 +880,8 @@ export class Viewer implements Drainable {
       queued: this.queue.length,
       tracks,
       transport: this.transport?.describe?.(),
+      quality: this.quality,
+      stepDowns: this.stepDowns,
     };
   }
 

@@ -15,8 +15,7 @@ import { BadInputError, isGatehouseError, NotFoundError } from "../../config/err
 import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
-import type { Sfu } from "../../sfu/sfu.ts";
-import type { Viewer } from "../../sfu/viewer.ts";
+import type { Sfu, ViewerHandle } from "../../sfu/sfu.ts";
 import { sendError } from "./errors.ts";
 
 /** One ICE server as handed to the browser (our TURN with time-limited credentials, typically). */
@@ -37,7 +36,7 @@ export interface WhepDeps {
   /** Who is asking, for logs and viewer stats. */
   userOf?(req: Request): string | undefined;
   /** Called once a viewer exists, e.g. to end it when the caller's session is revoked. */
-  onViewer?(req: Request, viewer: Viewer): void;
+  onViewer?(req: Request, viewer: ViewerHandle): void;
   log: Logger;
 }
 

@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import type { PacketRing } from "../../sfu/ring.ts";
-import type { Viewer } from "../../sfu/sfu.ts";
+import type { ViewerHandle as Viewer } from "../../sfu/sfu.ts";
 import { SrtpProfile } from "../../sfu/srtp/kdf.ts";
 import { WeriftViewer, type ReceivedPacket } from "../peers/werift-viewer.ts";
 import { startTestApp, type TestApp } from "./sfu-app.ts";

@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import { h264PayloadIsKeyframeStart } from "../../sfu/h264/nal.ts";
-import type { Viewer } from "../../sfu/sfu.ts";
+import type { ViewerHandle as Viewer } from "../../sfu/sfu.ts";
 import { WeriftViewer, type ReceivedPacket } from "../peers/werift-viewer.ts";
 import { startTestApp, type TestApp } from "./sfu-app.ts";
 import { FakeRecorder } from "./sfu-upstream.ts";
@@ -177,7 +177,7 @@ describe("sfu media over werift", () => {
     const f = serverViewer(app, fast).stats();
     expect(s.drops.queueFull).toBeGreaterThan(0);
     expect(s.drops.awaitingKeyframe).toBeGreaterThan(0);
-    expect(f.drops).toEqual({ queueFull: 0, awaitingKeyframe: 0, expired: 0, codecNotNegotiated: 0, notConnected: 0 });
+    expect(f.drops).toEqual({ queueFull: 0, awaitingKeyframe: 0, expired: 0, codecNotNegotiated: 0, notConnected: 0, steppedDown: 0 });
     expect(f.packetsOut).toBeGreaterThan(s.packetsOut);
     expectNoGaps(fast.video.packets);
     expectNoGaps(slow.video.packets);

@@ -498,4 +498,64 @@ describe("viewer forwarding", () => {
     expect(counts).toEqual([1, 2, 1, 0]);
     expect(reasons).toEqual(["camera removed"]);
   });
+
+  it("steps a viewer that keeps overflowing down to whole keyframes, without sequence gaps, and back up at a keyframe", () => {
+    const { timers, rec, makeViewer } = setup({ queue: 40, viewer: { rtcpTimeoutMs: 600_000 } });
+    rec.announce();
+    rec.pushFrames(1);
+    const { v, transport, vssrc, connect } = makeViewer();
+    const quality: string[] = [];
+    v.on("quality", (q, why) => quality.push(`${q}:${why}`));
+    connect();
+    timers.flush();
+    // The link stalls (socket backpressure): the queue overflows, drops to the next keyframe, and overflows again.
+    transport.inFlight = 100_000;
+    for (let i = 0; i < 80; i++) {
+      rec.pushFrames(1);
+      timers.advance(40);
+    }
+    expect(v.stats().drops.queueFull).toBeGreaterThan(0);
+    v.tick(timers.now());
+    expect(v.currentQuality).toBe("keyframes");
+    expect(quality).toEqual(["keyframes:queue overflow"]);
+    expect(v.canStepUp(timers.now())).toBe(false);
+
+    // The link recovers; for two GOPs only whole keyframes go out.
+    transport.inFlight = 0;
+    const before = transport.video(vssrc).length;
+    rec.pushToGopEnd();
+    timers.flush();
+    const from = transport.video(vssrc).length;
+    for (let g = 0; g < 2; g++) {
+      rec.pushFrames(1);
+      rec.pushToGopEnd();
+      timers.flush();
+    }
+    const down = transport.video(vssrc).slice(from);
+    expect(down.length).toBeGreaterThan(0);
+    const frames = new Set(down.map((p) => p.ts));
+    expect(frames.size).toBe(2); // one keyframe per GOP
+    expect(h264PayloadIsKeyframeStart(down[0]!.payload)).toBe(true);
+    expect(v.stats().drops.steppedDown).toBeGreaterThan(0);
+    expect(before).toBeGreaterThan(0);
+
+    // After the hold time the SFU lets it back; it resumes at the next keyframe with every frame.
+    rec.pushFrames(3); // this GOP's keyframe, then P-frames
+    timers.advance(13_000);
+    expect(v.canStepUp(timers.now())).toBe(true);
+    v.requestStepUp();
+    rec.pushToGopEnd(); // P-frames: still stepped down until the keyframe
+    timers.flush();
+    expect(v.currentQuality).toBe("keyframes");
+    const upFrom = transport.video(vssrc).length;
+    rec.pushFrames(4); // the keyframe and three P-frames
+    timers.flush();
+    expect(v.currentQuality).toBe("full");
+    expect(quality).toEqual(["keyframes:queue overflow", "full:capacity back"]);
+    const up = transport.video(vssrc).slice(upFrom);
+    expect(h264PayloadIsKeyframeStart(up[0]!.payload)).toBe(true);
+    expect(new Set(up.map((p) => p.ts)).size).toBe(4);
+    expectContiguous(transport.video(vssrc).slice(from).map((p) => p.seq));
+    expect(v.stats()).toMatchObject({ quality: "full", stepDowns: 1 });
+  });
 });

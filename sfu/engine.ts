@@ -1,0 +1,404 @@
+/**
+ * One media thread's SFU: sources (one per camera, fed by ingest through MediaSink)
+ * and viewers (one werift peer connection each), the shared pacer, and the periodic
+ * tick (sender reports, stats). Closing the engine closes every source and viewer.
+ *
+ * The public `Sfu` (sfu/sfu.ts) runs one engine on the calling thread, or one per
+ * media worker thread (sfu/worker.ts) behind the same API.
+ */
+import { randomBytes } from "node:crypto";
+import { monitorEventLoopDelay, type ELDHistogram } from "node:perf_hooks";
+import { ClosedError, NotFoundError } from "../config/errors.ts";
+import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/ids.ts";
+import type { Logger } from "../config/log.ts";
+import { DEFAULT_MAX_PAYLOAD } from "./h264/packetizer.ts";
+import { LatencyHistogram, type LatencySummary } from "./latency.ts";
+import { parseOffer, planAnswer } from "./offer.ts";
+import { Pacer } from "./pacer.ts";
+import { Source, type SourceStats } from "./source.ts";
+import type { CodecName } from "./types.ts";
+import { Viewer, type ViewerStats } from "./viewer.ts";
+import { createWeriftPeer, prewarmDtlsCertificate, type IceServer, type WeriftPeer } from "./werift-peer.ts";
+
+
+/** Timers and clock, injectable for tests. Clock is Unix ms (NTP in sender reports derives from it). */
+export interface SfuTimers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+  setImmediate(fn: () => void): unknown;
+  now(): number;
+}
+
+/** Options of one engine (see SfuOptions in sfu/sfu.ts for the documentation of each). */
+export interface EngineOptions {
+  log: Logger;
+  /** Inclusive UDP port range for viewers' ICE. */
+  icePortRange: [number, number];
+  /** Address viewers' ICE binds ("0.0.0.0" = every interface, loopback excluded). */
+  bindAddress: string;
+  /** Address announced in host candidates instead of the bound one (1:1 NAT). */
+  announcedAddress?: string | undefined;
+  /** ICE servers for the SFU's own gathering. Default none (the SFU is the reachable side). */
+  iceServers?: () => IceServer[];
+  /** Packets kept per track for NACK retransmission. */
+  nackHistory: number;
+  /** Per-viewer send queue bound, packets; beyond it whole frames are dropped until a keyframe. */
+  viewerQueuePackets: number;
+  /** Largest GOP the keyframe cache replays, packets. Default ¾ of viewerQueuePackets. */
+  gopCachePackets?: number;
+  /** Largest GOP the keyframe cache replays, payload bytes. Default 4 MiB. */
+  gopCacheBytes?: number;
+  /** Per-viewer pacing rate, bits/s. Default 30 Mbit/s (replays a 1 MB GOP in ~0.3 s). */
+  pacingBps?: number;
+  /** Per-viewer pacing bucket, bytes (goes out at once: a live keyframe is never delayed). Default 256 KiB. */
+  pacingBurstBytes?: number;
+  /** Largest RTP payload sent, bytes. Default 1200 (fits TURN over IPv6 under a 1280-byte MTU). */
+  maxPayload?: number;
+  /** Close a viewer not connected this long after its answer, ms. Default 20000. */
+  connectTimeoutMs?: number;
+  /** Close a viewer whose ICE stays disconnected this long, ms. Default 10000. */
+  disconnectTimeoutMs?: number;
+  /** Close a connected viewer that sent no RTCP for this long (tab gone without DELETE), ms. Default 15000. */
+  rtcpTimeoutMs?: number;
+  /** Minimum spacing of cache replays answering one viewer's PLI/FIR, ms. Default 500. */
+  keyframeResendMinMs?: number;
+  /** RTP spacing given to replayed cached frames, ms (see Viewer.resync). Default 1. */
+  replayFrameSpacingMs?: number;
+  /**
+   * Send media through our own SRTP context and a direct socket write once ICE+DTLS are
+   * up (sfu/srtp/, sfu/udp-writer.ts). false = werift's SRTP session. Default true.
+   */
+  ownedSrtp?: boolean;
+  /** werift path only: replace its raw SRTP keys with KeyObjects once connected (≈2× cheaper per packet). Default true. */
+  cacheSrtpKeyObjects?: boolean;
+  /**
+   * Time live packets may spend going out straight from an ingest callback per turn of
+   * the event loop, ms; beyond it they are queued and paced (bounds loop stalls). 0 =
+   * always queue. Default 30.
+   */
+  directSendBudgetMs?: number;
+  timers?: SfuTimers;
+  /** Uniform [0, 1) source for viewers' initial RTP sequence numbers and timestamps (tests). Default: crypto. */
+  random?: () => number;
+  /** Log at debug level inside media workers (their lines cross a thread). Default false. */
+  workerDebugLogs?: boolean;
+}
+
+/** Event-loop delay of the media thread, ms (perf_hooks.monitorEventLoopDelay). */
+export interface EventLoopStats {
+  p99: number;
+  max: number;
+}
+
+/** Sfu.stats(): per-source and per-viewer counters plus the media plane's own measurements. */
+export interface SfuStats {
+  sources: SourceStats[];
+  viewers: ViewerStats[];
+  /**
+   * Live packets, ingest (MediaSink.pushRtp) → handed to the socket (SRTP protected and
+   * written), per packet per viewer, since start or `resetMeasurements()`. Cache replays
+   * and retransmissions are not counted.
+   */
+  forwardLatencyMs: LatencySummary;
+  /** Event-loop delay since start or `resetMeasurements()`. */
+  eventLoopDelayMs: EventLoopStats;
+}
+
+export interface CreateViewerOptions {
+  log?: Logger;
+  /** Who is watching (for logs and stats). */
+  user?: string;
+  /** The viewer id to use (a worker's engine receives it from the Sfu facade). Default: random. */
+  id?: ViewerId;
+  /** ICE servers for this viewer's own gathering (a worker cannot call `iceServers()`). */
+  iceServers?: IceServer[];
+}
+
+const defaultTimers: SfuTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
+  setImmediate: (fn) => setImmediate(fn),
+  now: () => Date.now(),
+};
+
+/** Period of the viewer tick (sender reports, timeouts, step-down), ms. */
+const TICK_MS = 250;
+/** Stepped-down viewers return only after this long without any queue overflow, ms. */
+const STEP_UP_QUIET_MS = 2000;
+/** Share of the viewers that may step back up per tick. */
+const STEP_UP_FRACTION = 0.02;
+
+export class SfuEngine {
+  private readonly o: EngineOptions;
+  private readonly log: Logger;
+  private readonly timers: SfuTimers;
+  private readonly sources = new Map<CameraId, Source>();
+  private readonly viewers = new Map<ViewerId, Viewer>();
+  /** The werift side of each viewer, for trickle ICE. */
+  private readonly peers = new Map<ViewerId, Pick<WeriftPeer, "addRemoteCandidate" | "remoteUfrag">>();
+  private readonly pacer: Pacer;
+  private readonly latency = new LatencyHistogram();
+  private readonly loopDelay: ELDHistogram;
+  private readonly tickHandle: unknown;
+  private ticks = 0;
+  private closing: Promise<void> | undefined;
+
+  constructor(opts: EngineOptions) {
+    this.o = opts;
+    this.log = opts.log;
+    this.timers = opts.timers ?? defaultTimers;
+    const t = this.timers;
+    this.pacer = new Pacer(
+      {
+        setImmediate: (fn) => t.setImmediate(fn),
+        setTimeout: (fn, ms) => t.setTimeout(fn, ms),
+        clearTimeout: (h) => t.clearTimeout(h),
+        now: () => t.now(),
+      },
+      64,
+      1024,
+      opts.directSendBudgetMs ?? 30,
+    );
+    this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    this.loopDelay.enable();
+    prewarmDtlsCertificate();
+    this.tickHandle = t.setInterval(() => this.tick(), TICK_MS);
+    (this.tickHandle as { unref?: () => void }).unref?.();
+  }
+
+  /** The source of a camera, created on first use. Throws ClosedError after close. */
+  source(id: CameraId): Source {
+    if (this.closing) throw new ClosedError("sfu closed");
+    let s = this.sources.get(id);
+    if (!s) {
+      const queue = this.o.viewerQueuePackets;
+      s = new Source({
+        id,
+        log: this.log.child({ camera: id }),
+        now: () => this.timers.now(),
+        nackHistory: this.o.nackHistory,
+        gopCachePackets: this.o.gopCachePackets ?? Math.floor((queue * 3) / 4),
+        gopCacheBytes: this.o.gopCacheBytes ?? 4 * 1024 * 1024,
+        maxPayload: this.o.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+        onClosed: (src) => {
+          if (this.sources.get(src.id) === src) this.sources.delete(src.id);
+        },
+      });
+      this.sources.set(id, s);
+    }
+    return s;
+  }
+
+  /** The source of a camera if it exists. */
+  findSource(id: CameraId): Source | undefined {
+    return this.sources.get(id);
+  }
+
+  /**
+   * Creates a viewer from a browser's offer and returns the answer (ICE candidates
+   * included: WHEP has no server-side trickle). The viewer counts as demand at once;
+   * media starts when ICE+DTLS connect, with the cached GOP.
+   * Throws BadInputError (bad or unsupported SDP), NotFoundError (no such source),
+   * ClosedError (SFU closing).
+   */
+  async createViewer(
+    id: CameraId,
+    offerSdp: string,
+    opts: CreateViewerOptions = {},
+  ): Promise<{ viewer: Viewer; answerSdp: string }> {
+    if (this.closing) throw new ClosedError("sfu closed");
+    const source = this.sources.get(id);
+    if (!source) throw new NotFoundError(`no source for camera ${id}`);
+    const offer = parseOffer(offerSdp);
+    const plan = planAnswer(offer, source.currentTracks());
+
+    const vid = opts.id ?? toViewerId(randomBytes(12).toString("base64url"));
+    const log = (opts.log ?? this.log).child({ camera: id, viewer: vid });
+    const viewer = new Viewer({
+      id: vid,
+      source,
+      log,
+      user: opts.user,
+      pacer: this.pacer,
+      timers: this.timers,
+      queuePackets: this.o.viewerQueuePackets,
+      nackHistory: this.o.nackHistory,
+      pacingBps: this.o.pacingBps ?? 30_000_000,
+      pacingBurstBytes: this.o.pacingBurstBytes ?? 256 * 1024,
+      connectTimeoutMs: this.o.connectTimeoutMs ?? 20_000,
+      disconnectTimeoutMs: this.o.disconnectTimeoutMs ?? 10_000,
+      rtcpTimeoutMs: this.o.rtcpTimeoutMs ?? 15_000,
+      keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
+      replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
+      latency: this.latency,
+      random: this.o.random,
+    });
+    // Register first: a viewer is demand from the moment it asks (on-demand pulls start now).
+    this.viewers.set(vid, viewer);
+    source.addViewer(viewer);
+    // Forget it as soon as it starts closing ("state" closed is synchronous; "closed" follows the transport).
+    viewer.on("state", (st) => {
+      if (st === "closed") {
+        this.viewers.delete(vid);
+        this.peers.delete(vid);
+      }
+    });
+
+    let ready = false;
+    const early: Array<() => void> = [];
+    try {
+      const peer = await createWeriftPeer({
+        offerSdp,
+        plan,
+        streamId: `gatehouse-${id}`,
+        icePortRange: this.o.icePortRange,
+        bindAddress: this.o.bindAddress,
+        announcedAddress: this.o.announcedAddress,
+        iceServers: opts.iceServers ?? this.o.iceServers?.() ?? [],
+        ownedSrtp: this.o.ownedSrtp ?? true,
+        cacheKeyObjects: this.o.cacheSrtpKeyObjects ?? true,
+        log,
+        handlers: {
+          // Events before bindTransport (none expected: ICE starts after the answer) are replayed in order.
+          onRtcp: (b) => (ready ? viewer.onRtcp(b) : early.push(() => viewer.onRtcp(b))),
+          onState: (s, d) => (ready ? viewer.onTransportState(s, d) : early.push(() => viewer.onTransportState(s, d))),
+        },
+      });
+      const audioPts = new Map<CodecName, number>();
+      for (const c of plan.audio?.choices ?? []) audioPts.set(c.codec, c.payloadType);
+      viewer.bindTransport(peer.transport, {
+        cname: peer.cname,
+        video:
+          plan.video && peer.videoSsrc !== undefined
+            ? { ssrc: peer.videoSsrc, payloadType: plan.video.choice.payloadType }
+            : undefined,
+        audio: plan.audio && peer.audioSsrc !== undefined ? { ssrc: peer.audioSsrc, payloadTypes: audioPts } : undefined,
+      });
+      if (viewer.state !== "closed") this.peers.set(vid, peer);
+      ready = true;
+      for (const fn of early) fn();
+      if (this.closing || viewer.state === "closed") {
+        await viewer.close(this.closing ? "sfu closing" : (viewer.reason ?? "closed"));
+        throw new ClosedError("viewer closed during negotiation");
+      }
+      log.info("viewer created", {
+        user: opts.user,
+        video: plan.video ? `H264/${plan.video.choice.payloadType} ${plan.video.choice.profileLevelId}` : "none",
+        audio: plan.audio?.choices.map((c) => `${c.codec}/${c.payloadType}`).join(",") ?? "none",
+      });
+      return { viewer, answerSdp: peer.answerSdp };
+    } catch (err) {
+      await viewer.close("negotiation failed");
+      throw err;
+    }
+  }
+
+  /** A viewer by id, while it lives. */
+  viewer(id: ViewerId): Viewer | undefined {
+    return this.viewers.get(id);
+  }
+
+  /** All live viewers (for the web UI's stats). */
+  viewerList(): Viewer[] {
+    return [...this.viewers.values()];
+  }
+
+  /** All sources. */
+  sourceList(): Source[] {
+    return [...this.sources.values()];
+  }
+
+  /** Everything the web UI, /metrics and the benchmark read: per source and per viewer counters, latency, loop delay. */
+  stats(): SfuStats {
+    return {
+      sources: [...this.sources.values()].map((s) => s.stats()),
+      viewers: [...this.viewers.values()].map((v) => v.stats()),
+      forwardLatencyMs: this.latency.summary(),
+      eventLoopDelayMs: this.loopStats(),
+    };
+  }
+
+  /** This thread's event-loop delay since start or the last reset, ms. */
+  loopStats(): EventLoopStats {
+    return {
+      p99: Math.round(this.loopDelay.percentile(99) / 1e4) / 100,
+      max: Math.round(this.loopDelay.max / 1e4) / 100,
+    };
+  }
+
+  /** The forwarding-latency histogram (a worker sends its raw counts to the facade). */
+  latencyHistogram(): LatencyHistogram {
+    return this.latency;
+  }
+
+  /** Starts a new measurement window for `forwardLatencyMs` and `eventLoopDelayMs`. */
+  resetMeasurements(): void {
+    this.latency.reset();
+    this.loopDelay.reset();
+  }
+
+  /** Adds a client's trickled ICE candidate (WHEP PATCH). */
+  async addIceCandidate(id: ViewerId, candidate: string, mid?: string): Promise<void> {
+    const peer = this.peers.get(id);
+    if (!peer) throw new NotFoundError("no such viewer");
+    await peer.addRemoteCandidate(candidate, mid);
+  }
+
+  /** The client's current ICE ufrag for a viewer (a PATCH with another one is an ICE restart). */
+  remoteIceUfrag(id: ViewerId): string | undefined {
+    return this.peers.get(id)?.remoteUfrag();
+  }
+
+  private tick(): void {
+    const now = this.timers.now();
+    let healthy = true;
+    for (const v of this.viewers.values()) {
+      v.tick(now);
+      if (v.overflowedWithin(now, STEP_UP_QUIET_MS)) healthy = false;
+    }
+    // Stepped-down viewers come back a few at a time, and only while no queue overflows:
+    // all at once would bring back the overload that sent them down.
+    if (healthy) {
+      let ups = Math.max(1, Math.ceil(this.viewers.size * STEP_UP_FRACTION));
+      for (const v of this.viewers.values()) {
+        if (ups === 0) break;
+        if (v.canStepUp(now)) {
+          v.requestStepUp();
+          ups--;
+        }
+      }
+    }
+    if (++this.ticks % 4 === 0) for (const s of this.sources.values()) s.emitStats();
+  }
+
+  /** Workers of this engine: none, it runs on the calling thread. */
+  get workerCount(): number {
+    return 0;
+  }
+
+  /** Stats are always current on the calling thread. */
+  async refreshStats(): Promise<void> {}
+
+  /** Closes every source and viewer; later calls return the same promise. */
+  close(reason = "sfu closing"): Promise<void> {
+    this.closing ??= (async () => {
+      this.timers.clearInterval(this.tickHandle);
+      this.log.info("sfu closing", { reason });
+      await Promise.all([...this.sources.values()].map((s) => s.close("sfu closing")));
+      await Promise.all([...this.viewers.values()].map((v) => v.close("sfu closing")));
+      this.pacer.close();
+      this.loopDelay.disable();
+      this.sources.clear();
+      this.viewers.clear();
+    })();
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close("disposed");
+  }
+}

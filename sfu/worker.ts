@@ -1,0 +1,160 @@
+/**
+ * A media worker thread: one SfuEngine (its viewers' werift peers, SRTP and sockets,
+ * and a replica of every camera's source fed with the same ingest) driven by messages
+ * from the Sfu facade on the main thread (sfu/worker-pool.ts). Signaling stays on the
+ * main thread; this thread only forwards media.
+ *
+ * It exits by itself after `close`: every socket and timer is released, then the port
+ * is closed, and nothing is left to keep the thread alive (the pool checks that).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { cameraId, viewerId } from "../config/ids.ts";
+import { SfuEngine } from "./engine.ts";
+import type { Source } from "./source.ts";
+import type { Viewer } from "./viewer.ts";
+import {
+  errorToWire,
+  forEachRecord,
+  postingLogger,
+  RecordKind,
+  type FromWorker,
+  type ToWorker,
+  type WorkerInit,
+  type WorkerSnapshot,
+} from "./worker-protocol.ts";
+
+/** How often the facade gets fresh stats, ms. */
+const SNAPSHOT_MS = 250;
+
+if (!parentPort) throw new Error("sfu/worker.ts runs only as a worker thread");
+const port = parentPort;
+const init = workerData as WorkerInit;
+const post = (m: FromWorker) => port.postMessage(m);
+const log = postingLogger(post, init.debugLogs, { worker: init.index });
+const engine = new SfuEngine({ ...stripUndefined(init.options), log });
+/** The other thread's epoch milliseconds on this thread's performance.now() clock. */
+const epochToLocal = -performance.timeOrigin;
+const watched = new WeakSet<Source>();
+let closing = false;
+
+const snapshotTimer = setInterval(() => post({ t: "snapshot", ...snapshot() }), SNAPSHOT_MS);
+
+port.on("message", (m: ToWorker) => {
+  try {
+    handle(m);
+  } catch (err) {
+    log.warn("media worker message failed", { type: m.t, err });
+  }
+});
+
+function handle(m: ToWorker): void {
+  switch (m.t) {
+    case "tracks":
+      if (!closing) source(m.cam).setTracks(m.tracks);
+      break;
+    case "down":
+      if (!closing) source(m.cam).upstreamDown(m.reason);
+      break;
+    case "media": {
+      if (closing) break;
+      const src = source(m.cam);
+      forEachRecord(m.data, (kind, track, packet, arrival) => {
+        if (kind === RecordKind.RTP) src.pushRtpAt(track, packet, arrival + epochToLocal);
+        else src.pushRtcp(track, packet);
+      });
+      break;
+    }
+    case "createViewer":
+      void createViewer(m);
+      break;
+    case "closeViewer": {
+      const v = engine.viewer(viewerId(m.id));
+      const done = v ? v.close(m.reason) : Promise.resolve();
+      void done.then(
+        () => post({ t: "reply", req: m.req, ok: true }),
+        (err: unknown) => post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) }),
+      );
+      break;
+    }
+    case "pacing":
+      engine.viewer(viewerId(m.id))?.setPacingRate(m.bps);
+      break;
+    case "candidate":
+      engine.addIceCandidate(viewerId(m.id), m.candidate, m.mid).then(
+        () => post({ t: "reply", req: m.req, ok: true }),
+        (err: unknown) => post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) }),
+      );
+      break;
+    case "snapshot":
+      post({ t: "reply", req: m.req, ok: true, value: snapshot() });
+      break;
+    case "reset":
+      engine.resetMeasurements();
+      break;
+    case "close":
+      void close(m.req, m.reason);
+      break;
+  }
+}
+
+/** The camera's source replica, created on first use; the primary worker reports its keyframes. */
+function source(cam: string): Source {
+  const src = engine.source(cameraId(cam));
+  if (init.primary && !watched.has(src)) {
+    watched.add(src);
+    src.on("keyframe", (info) => post({ t: "keyframe", cam, info }));
+  }
+  return src;
+}
+
+async function createViewer(m: Extract<ToWorker, { t: "createViewer" }>): Promise<void> {
+  try {
+    source(m.cam);
+    const { viewer, answerSdp } = await engine.createViewer(cameraId(m.cam), m.offerSdp, {
+      id: viewerId(m.id),
+      user: m.user,
+      iceServers: m.iceServers,
+    });
+    watchViewer(viewer);
+    post({ t: "reply", req: m.req, ok: true, value: { answerSdp } });
+  } catch (err) {
+    post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) });
+  }
+}
+
+function watchViewer(v: Viewer): void {
+  v.on("state", (state) => post({ t: "viewerState", id: v.id, state }));
+  v.on("closed", (reason) => post({ t: "viewerClosed", id: v.id, reason }));
+  v.on("quality", (quality, reason) => post({ t: "viewerQuality", id: v.id, quality, reason }));
+  // It may have changed state between creation and now (a same-tick failure).
+  if (v.state !== "connecting") post({ t: "viewerState", id: v.id, state: v.state });
+}
+
+function snapshot(): WorkerSnapshot {
+  const st = engine.stats();
+  return {
+    sources: st.sources,
+    viewers: st.viewers,
+    latency: engine.latencyHistogram().toJSON(),
+    loop: engine.loopStats(),
+  };
+}
+
+async function close(req: number, reason: string): Promise<void> {
+  if (closing) return;
+  closing = true;
+  clearInterval(snapshotTimer);
+  try {
+    await engine.close(reason);
+    post({ t: "reply", req, ok: true });
+  } catch (err) {
+    post({ t: "reply", req, ok: false, error: errorToWire(err) });
+  }
+  // Nothing of ours is left: closing the port lets the thread end on its own.
+  port.close();
+}
+
+/** Options with undefined fields left out (the engine's defaults apply). */
+function stripUndefined<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
+}
