@@ -25,7 +25,7 @@ import { cameraCollector, sfuCollector } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
 import { startFrontDoor } from "./frontdoor/index.ts";
-import { turnCollector } from "./metrics.ts";
+import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
 
@@ -194,6 +194,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     cleanups.push(() => proc.close());
     const collectors: Collector[] = [proc.collect, cameraCollector(registry), sfuCollector(sfu)];
     if (turn) collectors.push(turnCollector(turn));
+    if (sip) collectors.push(sipCollector(sip));
     // Operational figures cover every camera: only an administrator of all of them may read them.
     app.use(
       "/metrics",
@@ -206,6 +207,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
     );
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
+    // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
+    else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));
     app.use("/api", apiRouter({ cameras: registry, canSee: (req, id) => auth.canSee(req.user!, id) }));
     app.use(
       "/whep",

@@ -4,6 +4,7 @@
  */
 import type { Sfu } from "../sfu/sfu.ts";
 import type { TurnServer } from "../turn/index.ts";
+import type { SipServer } from "./sip/index.ts";
 import type { CameraRegistry } from "./cameras.ts";
 import type { Collector, Sample } from "./http/metrics.ts";
 
@@ -44,20 +45,39 @@ export function sfuCollector(sfu: Sfu): Collector {
   };
 }
 
-/** TURN counters, as the TURN server keeps them (camelCase names become snake_case metrics). */
-export function turnCollector(turn: TurnServer): Collector {
-  const GAUGES = new Set(["allocations", "permissions", "channels"]);
+/**
+ * Every numeric field of a stats object (nested objects flattened with `_`) as one metric:
+ * camelCase becomes snake_case under `prefix`; names in `gauges` are gauges, the rest counters.
+ */
+export function statsCollector(prefix: string, help: string, stats: () => object, gauges: ReadonlySet<string>): Collector {
+  const snake = (k: string) => k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
   return () => {
     const out: Sample[] = [];
-    for (const [key, value] of Object.entries(turn.metrics.snapshot())) {
-      const snake = key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
-      const gauge = GAUGES.has(key);
-      out.push({ name: `gatehouse_turn_${snake}${gauge ? "" : "_total"}`, help: `TURN ${key.replace(/([A-Z])/g, " $1").toLowerCase()}.`, type: gauge ? "gauge" : "counter", value });
-    }
-    out.push(
-      { name: "gatehouse_turn_relay_sockets", help: "TURN relay sockets open.", type: "gauge", value: turn.relaySockets },
-      { name: "gatehouse_turn_connections", help: "TURN client TCP/TLS connections open.", type: "gauge", value: turn.connections },
-    );
+    const walk = (o: object, path: string) => {
+      for (const [k, v] of Object.entries(o)) {
+        const key = path ? `${path}_${snake(k)}` : snake(k);
+        if (typeof v === "number") {
+          const gauge = gauges.has(key);
+          out.push({ name: `${prefix}_${key}${gauge ? "" : "_total"}`, help: `${help}: ${key.replace(/_/g, " ")}.`, type: gauge ? "gauge" : "counter", value: v });
+        } else if (v && typeof v === "object" && !Array.isArray(v)) walk(v, key);
+      }
+    };
+    walk(stats(), "");
     return out;
   };
+}
+
+/** TURN counters, as the TURN server keeps them, and its open sockets. */
+export function turnCollector(turn: TurnServer): Collector {
+  return statsCollector(
+    "gatehouse_turn",
+    "TURN",
+    () => ({ ...turn.metrics.snapshot(), relaySockets: turn.relaySockets, connections: turn.connections }),
+    new Set(["allocations", "permissions", "channels", "relay_sockets", "connections"]),
+  );
+}
+
+/** SIP transport, transaction, registrar and call figures. */
+export function sipCollector(sip: SipServer): Collector {
+  return statsCollector("gatehouse_sip", "SIP", () => sip.stats(), new Set(["calls", "bindings", "rtp_ports_in_use", "lockouts"]));
 }

@@ -3,7 +3,7 @@
  * door, and "talk to the door".
  *
  * - `GET api/intercom` says who we are, which doors we may answer or talk to, and the ICE
- *   servers for talk connections. 404: the gateway has no intercom, nothing is shown.
+ *   servers for talk connections. `{ enabled: false }`: no intercom here, nothing is shown.
  * - `GET api/intercom/events` (Server-Sent Events) delivers `ready`, `ring`, `answered`,
  *   `ended`, `dtmf`, `device` and `bye`. A ring shows a card with the door camera's live
  *   video (its ordinary WHEP live view), the caller, Answer and Decline; a soft ringtone
@@ -751,10 +751,11 @@ async function start() {
     setTimeout(() => void start(), STREAM_RETRY_MS);
     return;
   }
-  // 404: no intercom on this gateway; 401: the live view sends the page to sign in.
+  // 401: the live view sends the page to sign in; 404 from an older gateway: no intercom.
   if (!res.ok) return;
   const info = await res.json().catch(() => null);
-  if (!info || typeof info !== "object") return;
+  // `{ enabled: false }`: the gateway runs without door intercoms.
+  if (!info || typeof info !== "object" || info.enabled === false) return;
   me = info.user ?? null;
   iceServers = Array.isArray(info.iceServers) ? info.iceServers : [];
   doors.clear();

@@ -15,6 +15,24 @@ describe("gateway /metrics", () => {
     expect(text).toMatch(/^gatehouse_viewers 0$/m);
     expect(text).toMatch(/^gatehouse_process_resident_bytes \d+$/m);
     expect(text).not.toMatch(/rtsp:\/\//);
+    // Without SIP the intercom API says so instead of answering 404.
+    expect(await (await fetch(`${gw.url}/api/intercom`)).json()).toEqual({ enabled: false });
+  });
+
+  it("adds TURN and SIP figures when they run", async () => {
+    const config = parseConfig({
+      server: { port: 0 },
+      auth: { mode: "none" },
+      media: { icePortRange: [41000, 41999] },
+      turn: { enabled: true, secret: "metrics-test-secret-0123456789", udp: [{ host: "127.0.0.1", port: 0 }], relay: { portRange: [0, 0] } },
+      sip: { enabled: true, udp: { port: 0 }, tcp: { port: 0 } },
+    });
+    await using gw = await startGateway({ config, log: silentLogger });
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(text).toMatch(/^gatehouse_turn_allocations 0$/m);
+    expect(text).toMatch(/^gatehouse_turn_auth_failures_total 0$/m);
+    expect(text).toMatch(/^# TYPE gatehouse_sip_calls gauge$/m);
+    expect(text).toMatch(/^gatehouse_sip_bindings 0$/m);
   });
 
   it("refuses a signed-out caller", async () => {
