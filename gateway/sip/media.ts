@@ -18,7 +18,8 @@ import { SafeEmitter } from "../../config/events.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import { DtmfReceiver, dtmfCode, writeDtmfPayload } from "./dtmf.ts";
 import type { RtpPair } from "./rtp-ports.ts";
-import { emptyRtpFields, isRtcp, readRtp, ringbackFrames, silenceFrame, writeRtpHeader } from "./rtp.ts";
+import { emptyRtpHeader, isRtcpPacket, readRtpHeader, writeRtpHeader, type RtpHeaderFields } from "../../sfu/rtp/packet.ts";
+import { ringbackFrames, silenceFrame } from "./rtp.ts";
 import type { AudioParams } from "./sdp.ts";
 
 /** Packet time of everything we generate, ms (20 ms = 160 samples of G.711). */
@@ -114,7 +115,9 @@ export class CallMedia {
   private remoteRtp: { address: string; port: number } | undefined;
   private remoteRtcp: { address: string; port: number } | undefined;
   private latched = false;
-  private readonly fields = emptyRtpFields();
+  private readonly fields = emptyRtpHeader();
+  /** Reused for every packet we send. */
+  private readonly outHeader: RtpHeaderFields = { marker: false, payloadType: 0, sequenceNumber: 0, timestamp: 0, ssrc: 0 };
   private readonly dtmfIn = new DtmfReceiver();
   private closed = false;
 
@@ -223,7 +226,7 @@ export class CallMedia {
    * copied, so the caller may reuse it. Dropped while a DTMF digit is playing.
    */
   sendRtp(packet: Buffer): void {
-    if (this.closed || !this.audio || !readRtp(packet, this.fields)) return;
+    if (this.closed || !this.audio || !readRtpHeader(packet, this.fields)) return;
     if (this.fields.payloadLength === 0) return;
     if (this.dtmfQueue.length > 0 && this.dtmfQueue[0]!.sent > 0) return;
     const now = this.now();
@@ -377,7 +380,13 @@ export class CallMedia {
       return;
     }
     this.seq = (this.seq + 1) & 0xffff;
-    writeRtpHeader(out, pt, marker, this.seq, ts, this.ssrc);
+    const h = this.outHeader;
+    h.payloadType = pt;
+    h.marker = marker;
+    h.sequenceNumber = this.seq;
+    h.timestamp = ts;
+    h.ssrc = this.ssrc;
+    writeRtpHeader(out, h);
     this.ts = ts;
     this.lastOutAt = now;
     this.stats.packetsOut++;
@@ -390,13 +399,13 @@ export class CallMedia {
       this.stats.dropped.foreign++;
       return;
     }
-    if (isRtcp(b)) {
+    if (isRtcpPacket(b)) {
       // rtcp-mux from a device that did not negotiate it: still useful to the SFU.
       this.stats.rtcpIn++;
       this.sink?.pushRtcp(0, b);
       return;
     }
-    if (!this.audio || !readRtp(b, this.fields)) {
+    if (!this.audio || !readRtpHeader(b, this.fields)) {
       this.stats.dropped.malformed++;
       return;
     }

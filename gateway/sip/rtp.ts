@@ -1,66 +1,8 @@
 /**
- * The few RTP facts the intercom needs (RFC 3550 §5.1), G.711 helpers and tones. Pure.
- * The SFU has its own RTP module; this one stays small so gateway/sip depends only on
- * sfu/types.ts.
+ * G.711 helpers and the tones the intercom generates (silence, ringback). Pure.
+ * RTP headers are read and written with the media plane's codec, sfu/rtp/packet.ts.
  */
 import type { G711 } from "./sdp.ts";
-
-/** Fields of an RTP header read without allocating (caller-owned object). */
-export interface RtpFields {
-  payloadType: number;
-  marker: boolean;
-  sequence: number;
-  timestamp: number;
-  ssrc: number;
-  /** Offset of the payload (after CSRCs and extension). */
-  payloadOffset: number;
-  /** Payload length excluding padding. */
-  payloadLength: number;
-}
-
-export function emptyRtpFields(): RtpFields {
-  return { payloadType: 0, marker: false, sequence: 0, timestamp: 0, ssrc: 0, payloadOffset: 0, payloadLength: 0 };
-}
-
-/** Fill `out` from `b`; false when `b` is not a valid RTP packet. */
-export function readRtp(b: Buffer, out: RtpFields): boolean {
-  if (b.length < 12 || b[0]! >> 6 !== 2) return false;
-  const cc = b[0]! & 0x0f;
-  let off = 12 + cc * 4;
-  if (b[0]! & 0x10) {
-    if (b.length < off + 4) return false;
-    off += 4 + b.readUInt16BE(off + 2) * 4;
-  }
-  let end = b.length;
-  if (b[0]! & 0x20) {
-    const pad = b[b.length - 1]!;
-    if (pad === 0) return false;
-    end -= pad;
-  }
-  if (off > end) return false;
-  out.payloadType = b[1]! & 0x7f;
-  out.marker = (b[1]! & 0x80) !== 0;
-  out.sequence = b.readUInt16BE(2);
-  out.timestamp = b.readUInt32BE(4);
-  out.ssrc = b.readUInt32BE(8);
-  out.payloadOffset = off;
-  out.payloadLength = end - off;
-  return true;
-}
-
-/** RFC 5761 §4: RTCP packet types 192–223 in the second byte. */
-export function isRtcp(b: Buffer): boolean {
-  return b.length >= 8 && b[0]! >> 6 === 2 && b[1]! >= 192 && b[1]! <= 223;
-}
-
-/** Write a 12-byte header (no CSRC, no extension) at offset 0. */
-export function writeRtpHeader(out: Buffer, pt: number, marker: boolean, seq: number, ts: number, ssrc: number): void {
-  out[0] = 0x80;
-  out[1] = (marker ? 0x80 : 0) | (pt & 0x7f);
-  out.writeUInt16BE(seq & 0xffff, 2);
-  out.writeUInt32BE(ts >>> 0, 4);
-  out.writeUInt32BE(ssrc >>> 0, 8);
-}
 
 /** ITU-T G.711 µ-law encoding of one 16-bit linear sample. */
 export function linearToUlaw(sample: number): number {

@@ -4,7 +4,7 @@ import { silentLogger } from "../../config/log.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import { CallMedia, MediaTicker } from "../../gateway/sip/media.ts";
 import { RtpPortPool } from "../../gateway/sip/rtp-ports.ts";
-import { emptyRtpFields, readRtp, writeRtpHeader } from "../../gateway/sip/rtp.ts";
+import { emptyRtpHeader, readRtpHeader, writeRtpHeader } from "../../sfu/rtp/packet.ts";
 import type { AudioParams } from "../../gateway/sip/sdp.ts";
 
 const cleanups: (() => void)[] = [];
@@ -12,8 +12,9 @@ afterEach(() => {
   for (const c of cleanups.splice(0)) c();
 });
 
+/** A random even range below Linux's ephemeral ports (32768+), so no client socket lands in it. */
 function randomRange(): [number, number] {
-  const base = 30000 + 2 * Math.floor(Math.random() * 9000);
+  const base = 20000 + 2 * Math.floor(Math.random() * 6000);
   return [base, base + 39];
 }
 
@@ -60,7 +61,7 @@ class RecordingSink implements MediaSink {
 
 function rtp(pt: number, seq: number, ts: number, ssrc: number, payload: Buffer, marker = false): Buffer {
   const b = Buffer.alloc(12 + payload.length);
-  writeRtpHeader(b, pt, marker, seq, ts, ssrc);
+  writeRtpHeader(b, { payloadType: pt, marker, sequenceNumber: seq, timestamp: ts, ssrc });
   payload.copy(b, 12);
   return b;
 }
@@ -139,15 +140,15 @@ describe("call media", () => {
     const out = collect(device);
     device.send(rtp(0, 1, 160, 77, Buffer.alloc(160, 1)), media.localRtpPort, "127.0.0.1");
     await new Promise((r) => setTimeout(r, 30));
-    const f = emptyRtpFields();
+    const f = emptyRtpHeader();
     for (const [ssrc, seq0, ts0] of [[0xaaaa, 100, 5000], [0xbbbb, 9000, 123456]] as const) {
       for (let i = 0; i < 3; i++) media.sendRtp(rtp(0, seq0 + i, ts0 + i * 160, ssrc, Buffer.alloc(160, 2 + i)));
     }
     media.start();
-    const got = await out.until(6, (b) => readRtp(b, f) && b[12] !== 0xff);
-    const heads = got.map((b) => (readRtp(b, f), { ...f }));
+    const got = await out.until(6, (b) => readRtpHeader(b, f) && b[12] !== 0xff);
+    const heads = got.map((b) => (readRtpHeader(b, f), { ...f }));
     expect(new Set(heads.map((h) => h.ssrc)).size).toBe(1);
-    for (let i = 1; i < heads.length; i++) expect((heads[i]!.sequence - heads[i - 1]!.sequence) & 0xffff).toBe(1);
+    for (let i = 1; i < heads.length; i++) expect((heads[i]!.sequenceNumber - heads[i - 1]!.sequenceNumber) & 0xffff).toBe(1);
     // Timestamps keep advancing across the application's SSRC change.
     for (let i = 1; i < heads.length; i++) expect((heads[i]!.timestamp - heads[i - 1]!.timestamp) >>> 0).toBeGreaterThan(0);
     expect(heads[0]!.marker).toBe(true);
@@ -160,11 +161,11 @@ describe("call media", () => {
     await out.until(3, (b) => (b[1]! & 0x7f) === 0 && b[12] === 0xff);
     const sent = media.sendDtmf("1#", 60);
     expect(await sent).toBe(true);
-    const f = emptyRtpFields();
+    const f = emptyRtpHeader();
     // 60 ms per digit = 3 progress packets, then 3 end packets: 12 in all.
-    await out.until(12, (b) => readRtp(b, f) && f.payloadType === 101);
-    const events = out.packets.filter((b) => readRtp(b, f) && f.payloadType === 101).map((b) => {
-      readRtp(b, f);
+    await out.until(12, (b) => readRtpHeader(b, f) && f.payloadType === 101);
+    const events = out.packets.filter((b) => readRtpHeader(b, f) && f.payloadType === 101).map((b) => {
+      readRtpHeader(b, f);
       return { ts: f.timestamp, marker: f.marker, code: b[12]!, end: (b[13]! & 0x80) !== 0, duration: b.readUInt16BE(14) };
     });
     for (const code of [1, 11]) {
