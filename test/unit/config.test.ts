@@ -41,11 +41,12 @@ describe("config", () => {
 describe("config/example.yaml", () => {
   it("is a valid configuration", async () => {
     const { loadConfig } = await import("../../config/load.ts");
-    const cfg = loadConfig({ file: "config/example.yaml", env: { LOBBY_RTSP_PASSWORD: "pw", OIDC_CLIENT_SECRET: "cs", TURN_SECRET: "0123456789abcdef0123" } });
+    const cfg = loadConfig({ file: "config/example.yaml", env: { LOBBY_RTSP_PASSWORD: "pw", OIDC_CLIENT_SECRET: "cs", TURN_SECRET: "0123456789abcdef0123", LOBBY_DOOR_SIP_PASSWORD: "door-secret-123" } });
     expect(cfg.cameras.map((c) => c.id)).toEqual(["lobby", "loading-dock"]);
     expect(cfg.cameras[0]!.password).toBe("pw");
     expect(cfg.auth.mode).toBe("oidc");
     expect(cfg.auth.clientSecret).toBe("cs");
     expect(cfg.turn.enabled).toBe(true);
+    expect(cfg.sip.devices[0]!.password).toBe("door-secret-123");
   });
 });
