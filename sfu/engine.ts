@@ -104,6 +104,18 @@ export interface SfuStats {
   forwardLatencyMs: LatencySummary;
   /** Event-loop delay since start or `resetMeasurements()`. */
   eventLoopDelayMs: EventLoopStats;
+  /** Per media worker (absent without workers): viewers placed on it, its loop delay and V8 heap. */
+  workers?: WorkerStats[];
+}
+
+/** One media worker as Sfu.stats() reports it. */
+export interface WorkerStats {
+  index: number;
+  viewers: number;
+  eventLoopDelayMs: EventLoopStats;
+  heapUsedKb: number;
+  heapTotalKb: number;
+  externalKb: number;
 }
 
 export interface CreateViewerOptions {

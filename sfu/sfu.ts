@@ -17,7 +17,7 @@ import { SfuEngine, type CreateViewerOptions, type EngineOptions, type SfuStats 
 import { WorkerPool, type PoolExit } from "./worker-pool.ts";
 
 export type { SourceHandle, ViewerHandle } from "./api.ts";
-export type { CreateViewerOptions, EventLoopStats, SfuStats, SfuTimers } from "./engine.ts";
+export type { CreateViewerOptions, EventLoopStats, SfuStats, SfuTimers, WorkerStats } from "./engine.ts";
 export type { LatencySummary } from "./latency.ts";
 export { Source } from "./source.ts";
 export type { SourceStats, SourceEvents, SourceDropReason } from "./source.ts";

@@ -53,6 +53,12 @@ const EXIT_TIMEOUT_MS = 5000;
 export interface WorkerPoolOptions extends EngineOptions {
   /** Worker threads; 0 = one per core (os.availableParallelism()). */
   workers: number;
+  /**
+   * V8 young-generation limit of each media worker, MiB. Per-packet garbage (node:crypto
+   * output buffers) makes V8 grow the young generation to its maximum, which costs tens of
+   * MiB of RSS per thread; a small one costs ~2 % more CPU in scavenges. Default 8.
+   */
+  workerYoungGenerationMb?: number | undefined;
 }
 
 /** How a pool's workers ended (tests check that they all exited by themselves). */
@@ -80,9 +86,13 @@ class MediaWorker {
   private nextReq = 1;
   private gone = false;
 
-  constructor(index: number, init: WorkerInit, onMessage: (w: MediaWorker, m: FromWorker) => void) {
+  constructor(index: number, init: WorkerInit, youngMb: number, onMessage: (w: MediaWorker, m: FromWorker) => void) {
     this.index = index;
-    this.worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData: init, name: `gatehouse-media-${index}` });
+    this.worker = new Worker(new URL("./worker.ts", import.meta.url), {
+      workerData: init,
+      name: `gatehouse-media-${index}`,
+      resourceLimits: { maxYoungGenerationSizeMb: youngMb },
+    });
     this.worker.on("message", (m: FromWorker) => {
       if (m.t === "reply") {
         const p = this.pending.get(m.req);
@@ -186,7 +196,7 @@ export class WorkerPool {
   }
 
   private spawn(init: WorkerInit): MediaWorker {
-    const w = new MediaWorker(init.index, init, (mw, m) => this.onMessage(mw, m));
+    const w = new MediaWorker(init.index, init, this.o.workerYoungGenerationMb ?? 8, (mw, m) => this.onMessage(mw, m));
     w.worker.on("error", (err) => this.log.error("media worker failed", { worker: init.index, err }));
     void w.exited.then((code) => this.onExit(w, code));
     return w;
@@ -338,6 +348,14 @@ export class WorkerPool {
       viewers: [...this.viewers.values()].map((v) => v.stats()),
       forwardLatencyMs: latency.summary(),
       eventLoopDelayMs: { p99: Math.round(loopP99 * 100) / 100, max: Math.round(loopMax * 100) / 100 },
+      workers: this.workers.map((w) => ({
+        index: w.index,
+        viewers: w.viewers,
+        eventLoopDelayMs: w.snapshot?.loop ?? { p99: 0, max: 0 },
+        heapUsedKb: w.snapshot?.heap.usedKb ?? 0,
+        heapTotalKb: w.snapshot?.heap.totalKb ?? 0,
+        externalKb: w.snapshot?.heap.externalKb ?? 0,
+      })),
     };
   }
 

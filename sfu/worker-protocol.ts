@@ -34,6 +34,8 @@ export interface WorkerSnapshot {
   viewers: ViewerStats[];
   latency: HistogramWire;
   loop: { p99: number; max: number };
+  /** This worker's V8 heap, KiB. */
+  heap: { usedKb: number; totalKb: number; externalKb: number };
 }
 
 /** Main thread → worker. */

@@ -7,6 +7,7 @@
  * It exits by itself after `close`: every socket and timer is released, then the port
  * is closed, and nothing is left to keep the thread alive (the pool checks that).
  */
+import { getHeapStatistics } from "node:v8";
 import { parentPort, workerData } from "node:worker_threads";
 import { cameraId, viewerId } from "../config/ids.ts";
 import { SfuEngine } from "./engine.ts";
@@ -132,11 +133,13 @@ function watchViewer(v: Viewer): void {
 
 function snapshot(): WorkerSnapshot {
   const st = engine.stats();
+  const h = getHeapStatistics();
   return {
     sources: st.sources,
     viewers: st.viewers,
     latency: engine.latencyHistogram().toJSON(),
     loop: engine.loopStats(),
+    heap: { usedKb: h.used_heap_size >> 10, totalKb: h.total_heap_size >> 10, externalKb: h.external_memory >> 10 },
   };
 }
 
