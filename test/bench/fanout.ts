@@ -23,7 +23,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { benchClip, DEFAULT_CLIP, type ClipSpec } from "./lib/clip.ts";
 import { forkChild, type Child } from "./lib/child.ts";
-import { CpuWindow, rssKb, udpCounters } from "./lib/proc.ts";
+import { CpuWindow, machineCpu, rssKb, udpSocketDrops } from "./lib/proc.ts";
 import { round } from "./lib/stats.ts";
 
 const PROCS = new URL("./procs/", import.meta.url);
@@ -175,7 +175,12 @@ export interface WindowResult {
   silentViewers: number;
   serverRssKb: number;
   receiverLoopDelayMaxMs: number;
-  udpRcvbufErrors: number;
+  /** Datagrams the kernel dropped on the receiver process's sockets (its receive buffers overflowed). */
+  receiverSocketDrops: number;
+  /** Same on the server's sockets (its ingest and RTCP). */
+  serverSocketDrops: number;
+  /** Whole-machine CPU busy fraction over the window (other tenants included). */
+  machineBusy: number;
   receiver: ReceiverWindow;
 }
 
@@ -198,7 +203,9 @@ export async function measureWindow(
   o: { serverPid: number; receivers: Rig["receivers"]; recorderPid?: number | undefined },
   windowMs: number,
 ): Promise<WindowResult> {
-  const udp0 = udpCounters();
+  const rDrops0 = udpSocketDrops(o.receivers.pid);
+  const sDrops0 = udpSocketDrops(o.serverPid);
+  const m0 = machineCpu();
   await o.receivers.call("mark");
   const cpu = new CpuWindow({
     server: o.serverPid,
@@ -208,7 +215,7 @@ export async function measureWindow(
   await sleep(windowMs);
   const c = cpu.end();
   const r = await o.receivers.call<ReceiverWindow>("read");
-  const udp1 = udpCounters();
+  const m1 = machineCpu();
   const deliveredPps = r.packets / c.wallS;
   return {
     viewers: r.viewers,
@@ -223,7 +230,9 @@ export async function measureWindow(
     silentViewers: r.silent,
     serverRssKb: safeRss(o.serverPid),
     receiverLoopDelayMaxMs: r.loopDelayMaxMs,
-    udpRcvbufErrors: (udp1["RcvbufErrors"] ?? 0) - (udp0["RcvbufErrors"] ?? 0),
+    receiverSocketDrops: udpSocketDrops(o.receivers.pid) - rDrops0,
+    serverSocketDrops: udpSocketDrops(o.serverPid) - sDrops0,
+    machineBusy: round((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total), 3),
     receiver: r,
   };
 }
@@ -258,13 +267,19 @@ export interface FanoutLevel {
   latencyP50Ms: number | null;
   latencyP99Ms: number | null;
   latencyMaxMs: number | null;
+  latencySamples: number;
   /** Event-loop delay, max over the window: gateway main thread, and the SFU's media thread(s). */
   loopDelayMaxMs: number;
   mediaLoopDelayMaxMs: number | null;
   receiverCores: number;
   receiverLoopDelayMaxMs: number;
   recorderCores: number;
-  udpRcvbufErrors: number;
+  receiverSocketDrops: number;
+  gatewaySocketDrops: number;
+  /** Whole-machine CPU busy fraction over the window (other tenants included). */
+  machineBusy: number;
+  /** A lossy window is measured once more before the level counts as lossy; the first one's loss. */
+  firstWindowLoss?: number;
   connectMsP50?: number;
   connectFailed?: number;
   connectRetried?: number;
@@ -320,7 +335,7 @@ const LATENCY_METHOD =
 
 export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> {
   const log = o.log ?? (() => {});
-  const levels = o.levels ?? [10, 25, 50, 100, 150, 200, 300, 400];
+  const levels = o.levels ?? [10, 50, 100, 150, 200, 300, 400];
   const settleMs = o.settleMs ?? 2000;
   const windowMs = o.windowMs ?? 6000;
   const threshold = o.lossThreshold ?? 0.001;
@@ -345,19 +360,8 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
     const streamKbps = ((g0b.bytesIn - g0.bytesIn) * 8) / idle.wallS / 1000;
     log(`fanout: stream ${Math.round(streamKbps)} kbit/s, ${Math.round(streamPps)} packets/s; idle gateway ${round(idle.cores["gw"]!, 3)} cores, RSS ${rss0} kB`);
 
-    const results: FanoutLevel[] = [];
-    let have = 0;
-    let stop = "all levels loss-free";
-    let latency: { viewers: number; count: number; p50: number; p99: number; max: number } | undefined;
-    let latencyMissing = false;
-    for (const n of levels) {
-      if (o.signal?.aborted) {
-        stop = "out of time";
-        break;
-      }
-      const added = await ensureReceivers(rig.receivers, rig.whep, have, n, o.connectBudgetMs ?? 60_000);
-      have = added?.total ?? have;
-      await sleep(settleMs);
+    /** One measured window at the current receiver count. */
+    const measureLevel = async (): Promise<FanoutLevel> => {
       await rig.gateway.call("reset");
       const gA = await rig.gateway.call<GatewayStats>("stats");
       const w = await measureWindow({ serverPid: gwPid, receivers: rig.receivers, recorderPid: rig.recorder.ready.pid }, windowMs);
@@ -370,7 +374,7 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
       const forwarded = gB.packetsOut - gA.packetsOut;
       const expected = w.receiver.expected + drops;
       const lost = w.receiver.lost + drops;
-      const level: FanoutLevel = {
+      return {
         viewers: w.viewers,
         forwardedPps: Math.round(forwarded / w.wallS),
         deliveredPps: w.deliveredPps,
@@ -387,16 +391,46 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
         latencyP50Ms: gB.forwardLatencyMs?.p50 ?? null,
         latencyP99Ms: gB.forwardLatencyMs?.p99 ?? null,
         latencyMaxMs: gB.forwardLatencyMs?.max ?? null,
+        latencySamples: gB.forwardLatencyMs?.count ?? 0,
         loopDelayMaxMs: gB.loopDelayMaxMs,
         mediaLoopDelayMaxMs: gB.mediaLoopDelayMs?.max ?? null,
         receiverCores: w.receiverCores,
         receiverLoopDelayMaxMs: w.receiverLoopDelayMaxMs,
         recorderCores: w.recorderCores,
-        udpRcvbufErrors: w.udpRcvbufErrors,
-        ...(added
-          ? { connectMsP50: added.connectMsP50, connectFailed: added.failed, connectRetried: added.retried, connectSkipped: added.skipped }
-          : {}),
+        receiverSocketDrops: w.receiverSocketDrops,
+        gatewaySocketDrops: w.serverSocketDrops,
+        machineBusy: w.machineBusy,
       };
+    };
+
+    const results: FanoutLevel[] = [];
+    let have = 0;
+    let stop = "all levels loss-free";
+    let latency: { viewers: number; count: number; p50: number; p99: number; max: number } | undefined;
+    let latencyMissing = false;
+    for (const n of levels) {
+      if (o.signal?.aborted) {
+        stop = "out of time";
+        break;
+      }
+      const added = await ensureReceivers(rig.receivers, rig.whep, have, n, o.connectBudgetMs ?? 60_000);
+      have = added?.total ?? have;
+      await sleep(settleMs);
+      let level = await measureLevel();
+      if (level.lossFraction > threshold || level.silentViewers > 0) {
+        // One noisy window on a shared machine should not end the sweep: measure once more.
+        log(`fanout ${level.viewers} viewers: loss ${(level.lossFraction * 100).toFixed(3)} %, measuring the level once more`);
+        const again = await measureLevel();
+        level = { ...again, firstWindowLoss: level.lossFraction };
+      }
+      if (added) {
+        Object.assign(level, {
+          connectMsP50: added.connectMsP50,
+          connectFailed: added.failed,
+          connectRetried: added.retried,
+          connectSkipped: added.skipped,
+        });
+      }
       results.push(level);
       log(
         `fanout ${level.viewers} viewers: ${level.forwardedPps} pps out, gateway ${level.gatewayCores} cores → ` +
@@ -406,8 +440,9 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
       );
       const lossFree = level.lossFraction <= threshold && level.silentViewers === 0;
       if (n === latencyLevel) {
-        if (gB.forwardLatencyMs) latency = { viewers: level.viewers, ...gB.forwardLatencyMs };
-        else latencyMissing = true;
+        if (level.latencyP99Ms !== null && level.latencyP50Ms !== null && level.latencyMaxMs !== null) {
+          latency = { viewers: level.viewers, count: level.latencySamples, p50: level.latencyP50Ms, p99: level.latencyP99Ms, max: level.latencyMaxMs };
+        } else latencyMissing = true;
       }
       if (!lossFree) {
         stop = `loss ${(level.lossFraction * 100).toFixed(3)} % (${level.silentViewers} silent viewers) at ${level.viewers} viewers`;
@@ -464,7 +499,9 @@ function bottleneck(l: FanoutLevel, maxCores: number): string {
   if (l.receiverLoopDelayMaxMs > 200) parts.push(`receiver event loop stalled ${l.receiverLoopDelayMaxMs} ms`);
   if (l.loopDelayMaxMs > 50) parts.push(`gateway main event loop stalled ${l.loopDelayMaxMs} ms`);
   if ((l.mediaLoopDelayMaxMs ?? 0) > 50) parts.push(`media event loop stalled ${l.mediaLoopDelayMaxMs} ms`);
-  if (l.udpRcvbufErrors > 0) parts.push(`${l.udpRcvbufErrors} UDP receive-buffer drops`);
+  if (l.receiverSocketDrops > 0) parts.push(`${l.receiverSocketDrops} datagrams dropped on the receivers' sockets`);
+  if (l.gatewaySocketDrops > 0) parts.push(`${l.gatewaySocketDrops} datagrams dropped on the gateway's sockets`);
+  if (l.machineBusy > 0.95) parts.push(`machine CPU ${Math.round(l.machineBusy * 100)} % busy (other tenants included)`);
   return parts.length ? parts.join("; ") : "none observed";
 }
 

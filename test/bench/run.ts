@@ -157,7 +157,7 @@ try {
 
 /** Fan-out with 1 then 2 media worker threads: aggregate loss-free throughput and CPU per packet. */
 async function workerScaling(signal: AbortSignal): Promise<Record<string, unknown>> {
-  const levels = [100, 200, 300, 400, 500, 600];
+  const levels = [100, 200, 300, 400, 600];
   const sweep = async (workers: number) => {
     workerRig = await startRig({ workers, log });
     try {

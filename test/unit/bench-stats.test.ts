@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseProcStat, parseUdpSnmp, parseVmRssKb } from "../bench/lib/proc.ts";
+import { parseProcStat, parseUdpSnmp, parseUdpSocketDrops, parseVmRssKb } from "../bench/lib/proc.ts";
 import { LatencyHistogram, median, percentile, percentileSorted, round } from "../bench/lib/stats.ts";
 
 describe("bench percentiles (nearest rank)", () => {
@@ -123,5 +123,17 @@ describe("bench /proc parsers", () => {
       "UdpLite: InDatagrams NoPorts\nUdpLite: 0 0\n";
     expect(parseUdpSnmp(snmp)).toEqual({ InDatagrams: 10, NoPorts: 2, InErrors: 3, OutDatagrams: 40, RcvbufErrors: 3, SndbufErrors: 0 });
     expect(parseUdpSnmp("")).toEqual({});
+  });
+
+  it("reads per-socket drops (last column) by inode from /proc/net/udp", () => {
+    const table =
+      "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
+      " 4383: 0100007F:D76A 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 964306 2 000000001040648b 0\n" +
+      " 4384: 0100007F:D76B 0100007F:1F90 01 00000000:00034000 00:00000000 00000000     0        0 964307 2 00000000e1637174 1234\n";
+    expect([...parseUdpSocketDrops(table)]).toEqual([
+      [964306, 0],
+      [964307, 1234],
+    ]);
+    expect(parseUdpSocketDrops("").size).toBe(0);
   });
 });

@@ -4,7 +4,7 @@
  * Parsers are pure (text in, numbers out); the readers are thin wrappers.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 
 export interface ProcStat {
   /** User-mode CPU, clock ticks (all threads). */
@@ -48,6 +48,51 @@ export function parseUdpSnmp(text: string): Record<string, number> {
   const out: Record<string, number> = {};
   names.forEach((n, i) => (out[n] = values[i] ?? Number.NaN));
   return out;
+}
+
+/**
+ * Per-socket drop counters from /proc/net/udp or udp6 (proc(5): the last column,
+ * `drops`, counts datagrams the kernel discarded for that socket — a full receive
+ * buffer, mostly), keyed by socket inode.
+ */
+export function parseUdpSocketDrops(text: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 13) continue;
+    const inode = Number(f[9]);
+    const drops = Number(f[f.length - 1]);
+    if (Number.isFinite(inode) && Number.isFinite(drops)) out.set(inode, drops);
+  }
+  return out;
+}
+
+/** Datagrams dropped so far by the kernel on the UDP sockets `pid` holds open (receive-buffer overflows). */
+export function udpSocketDrops(pid: number): number {
+  const inodes = new Set<number>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m) inodes.add(Number(m[1]));
+      } catch {
+        // closed between readdir and readlink
+      }
+    }
+  } catch {
+    return Number.NaN;
+  }
+  let drops = 0;
+  for (const table of ["/proc/net/udp", "/proc/net/udp6"]) {
+    let text: string;
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const [inode, n] of parseUdpSocketDrops(text)) if (inodes.has(inode)) drops += n;
+  }
+  return drops;
 }
 
 let ticks: number | undefined;
