@@ -13,6 +13,7 @@ import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/
 import type { Logger } from "../config/log.ts";
 import { DEFAULT_MAX_PAYLOAD } from "./h264/packetizer.ts";
 import { LatencyHistogram, type LatencySummary } from "./latency.ts";
+import { SendBatch } from "./udp-writer.ts";
 import { parseOffer, planAnswer } from "./offer.ts";
 import { Pacer } from "./pacer.ts";
 import { Source, type SourceStats } from "./source.ts";
@@ -154,6 +155,8 @@ export class SfuEngine {
   private readonly peers = new Map<ViewerId, Pick<WeriftPeer, "addRemoteCandidate" | "remoteUfrag">>();
   private readonly pacer: Pacer;
   private readonly latency = new LatencyHistogram();
+  /** This thread's fan-out writes (sfu/udp-writer.ts), recording live packets' latency. */
+  private readonly batch = new SendBatch({ latency: this.latency });
   private readonly loopDelay: ELDHistogram;
   private readonly tickHandle: unknown;
   private ticks = 0;
@@ -246,7 +249,6 @@ export class SfuEngine {
       rtcpTimeoutMs: this.o.rtcpTimeoutMs ?? 15_000,
       keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
       replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
-      latency: this.latency,
       random: this.o.random,
     });
     // Register first: a viewer is demand from the moment it asks (on-demand pulls start now).
@@ -272,6 +274,8 @@ export class SfuEngine {
         announcedAddress: this.o.announcedAddress,
         iceServers: opts.iceServers ?? this.o.iceServers?.() ?? [],
         ownedSrtp: this.o.ownedSrtp ?? true,
+        sendBatch: this.batch,
+        latency: this.latency,
         cacheKeyObjects: this.o.cacheSrtpKeyObjects ?? true,
         log,
         handlers: {

@@ -12,10 +12,12 @@ export type TransportState = "connecting" | "connected" | "disconnected" | "fail
 export interface ViewerTransport {
   /**
    * Protects and sends one RTP packet. Synchronous as far as the caller is concerned:
-   * `payload` and `header` may be reused as soon as it returns. False when not sent
-   * (not connected, closed).
+   * `payload` and `header` may be reused as soon as it returns (the datagram itself may
+   * be written at the end of the current task, with the rest of its fan-out). False when
+   * not sent (not connected, closed). `arrivalMs` > 0 (performance.now() at ingest) marks
+   * a live packet: its ingest → socket time is recorded once it is written.
    */
-  sendRtp(header: RtpHeaderFields, payload: Buffer): boolean;
+  sendRtp(header: RtpHeaderFields, payload: Buffer, arrivalMs?: number): boolean;
   /** Protects and sends one RTCP compound packet (plain bytes in). */
   sendRtcp(compound: Buffer): boolean;
   /** Packets handed to the socket whose send has not completed: the socket's backpressure. */

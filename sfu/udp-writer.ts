@@ -1,7 +1,7 @@
 /**
  * Writes finished datagrams to one remote address through an existing UDP socket
  * (werift's ICE socket of the nominated candidate pair), with as little JavaScript per
- * packet as Node allows.
+ * packet as Node allows, and SendBatch: the datagrams of one fan-out written together.
  *
  * Why not `socket.send(buf, port, ip)`: for every datagram it validates its arguments,
  * runs dns.lookup on the IP literal (which answers on the next tick, so the send itself
@@ -15,8 +15,8 @@
  */
 import type { Socket } from "node:dgram";
 
-/** Largest datagram the writer's buffer holds, bytes (MTU-sized SRTP packets fit with room). */
-export const WRITER_BUFFER_BYTES = 2048;
+/** Size of the batch's datagram buffers, bytes (MTU-sized SRTP packets fit with room). */
+export const DATAGRAM_BUFFER_BYTES = 2048;
 
 interface UdpHandle {
   send(req: object, list: Buffer[], count: number, port: number, address: string, hasCallback: boolean): number;
@@ -58,9 +58,18 @@ export interface UdpWriterStats {
   failed: number;
 }
 
+/** What became of one datagram. */
+export const SendResult = {
+  /** In the kernel: the buffer may be reused at once. */
+  SENT: 0,
+  /** Queued by libuv (or dgram): the buffer now belongs to the socket; do not reuse it. */
+  QUEUED: 1,
+  /** Refused (socket closed, unreachable): the buffer may be reused. */
+  FAILED: 2,
+} as const;
+export type SendResult = (typeof SendResult)[keyof typeof SendResult];
+
 export class UdpWriter {
-  /** Where the next datagram is assembled; may change after each `send`. */
-  buffer: Buffer;
   readonly port: number;
   readonly address: string;
   readonly stats: UdpWriterStats = { sync: 0, queued: 0, failed: 0 };
@@ -73,13 +82,14 @@ export class UdpWriter {
   private readonly SendWrap: SendWrapCtor | undefined;
   private req: { list?: Buffer[] } | undefined;
   private list: Buffer[] = [];
+  /** Some datagram went to libuv's queue since the queue was last seen empty. */
+  private maybeQueued = false;
 
   constructor(socket: Socket, port: number, address: string) {
     this.socket = socket;
     this.port = port;
     this.address = address;
     this.v6 = address.includes(":");
-    this.buffer = Buffer.allocUnsafeSlow(WRITER_BUFFER_BYTES);
     const i = internals(socket);
     this.state = i?.state;
     this.handle = i?.state.handle ?? undefined;
@@ -87,11 +97,8 @@ export class UdpWriter {
     this.direct = i !== undefined;
   }
 
-  /**
-   * Sends `buffer[0, length)`. True when the socket took it (sent or queued by libuv);
-   * false when refused. Either way `buffer` may be used again afterwards.
-   */
-  send(length: number): boolean {
+  /** Sends `buf[0, length)`; see SendResult for who owns `buf` afterwards. */
+  send(buf: Buffer, length: number): SendResult {
     const h = this.handle;
     if (h && this.state!.handle === h) {
       let req = this.req;
@@ -100,7 +107,7 @@ export class UdpWriter {
         this.req = req;
       }
       const list = this.list;
-      list[0] = this.buffer.subarray(0, length);
+      list[0] = buf.length === length ? buf : buf.subarray(0, length);
       req.list = list; // keeps the bytes alive if libuv has to queue them
       const r = this.v6
         ? h.send6(req, list, 1, this.port, this.address, false)
@@ -108,43 +115,127 @@ export class UdpWriter {
       if (r >= 1) {
         // Synchronous: uv_udp_try_send copied it into the kernel (Node returns bytes + 1).
         this.stats.sync++;
-        return true;
+        return SendResult.SENT;
       }
       if (r === 0) {
-        // Queued in libuv: request, list and buffer are now in flight; take new ones.
+        // Queued in libuv: request, list and buffer are in flight; the next send takes new ones.
         this.stats.queued++;
+        this.maybeQueued = true;
         this.req = undefined;
         this.list = [];
-        this.buffer = Buffer.allocUnsafeSlow(WRITER_BUFFER_BYTES);
-        return true;
+        return SendResult.QUEUED;
       }
       this.stats.failed++;
-      return false;
+      return SendResult.FAILED;
     }
     if (this.handle) {
       this.stats.failed++; // the socket was closed under us
-      return false;
+      return SendResult.FAILED;
     }
-    // Fallback: dgram sends on a later tick, so this buffer goes with it.
+    // Fallback: dgram sends on a later tick, so the buffer goes with it.
     try {
-      this.socket.send(this.buffer.subarray(0, length), this.port, this.address);
+      this.socket.send(buf.subarray(0, length), this.port, this.address);
     } catch {
       this.stats.failed++;
-      return false;
+      return SendResult.FAILED;
     }
     this.stats.queued++;
-    this.buffer = Buffer.allocUnsafeSlow(WRITER_BUFFER_BYTES);
-    return true;
+    this.maybeQueued = true;
+    return SendResult.QUEUED;
   }
 
-  /** Datagrams waiting in libuv because the kernel send buffer is full. */
+  /** Datagrams waiting in libuv because the kernel send buffer was full (0 without asking libuv while none was). */
   get inFlight(): number {
+    if (!this.maybeQueued) return 0;
+    let n = 0;
     const h = this.state?.handle;
-    if (h) return h.getSendQueueCount();
-    try {
-      return this.socket.getSendQueueCount();
-    } catch {
-      return 0;
+    if (h) n = h.getSendQueueCount();
+    else {
+      try {
+        n = this.socket.getSendQueueCount();
+      } catch {
+        n = 0;
+      }
+    }
+    if (n === 0) this.maybeQueued = false;
+    return n;
+  }
+}
+
+/** Records a live packet's ingest → socket time (ms), once it is written. */
+export interface LatencyRecorder {
+  record(ms: number): void;
+}
+
+/**
+ * The protected datagrams of one fan-out, written to their sockets one after another
+ * at the end of the current task (or every `limit` datagrams). Writing them together
+ * keeps the kernel's send path warm between system calls: measured at 100 viewers,
+ * ~1 µs less CPU per datagram than alternating AES-GCM and sendmsg. Buffers come from a
+ * bounded pool and go back to it once the kernel has copied them.
+ */
+export class SendBatch {
+  /** Datagrams held before a flush is forced. */
+  readonly limit: number;
+  private readonly writers: (UdpWriter | undefined)[];
+  private readonly bufs: (Buffer | undefined)[];
+  private readonly lens: Int32Array;
+  private readonly arrivals: Float64Array;
+  private readonly pool: Buffer[] = [];
+  private readonly poolMax: number;
+  private n = 0;
+  private scheduled = false;
+  private readonly latency: LatencyRecorder | undefined;
+  private readonly flushBound = (): void => this.flush();
+
+  constructor(opts: { limit?: number; poolMax?: number; latency?: LatencyRecorder | undefined } = {}) {
+    this.limit = opts.limit ?? 64;
+    this.poolMax = opts.poolMax ?? 1024;
+    this.latency = opts.latency;
+    this.writers = new Array<UdpWriter | undefined>(this.limit);
+    this.bufs = new Array<Buffer | undefined>(this.limit);
+    this.lens = new Int32Array(this.limit);
+    this.arrivals = new Float64Array(this.limit);
+  }
+
+  /** A buffer to protect one datagram into (give it to `add`). */
+  take(): Buffer {
+    return this.pool.pop() ?? Buffer.allocUnsafeSlow(DATAGRAM_BUFFER_BYTES);
+  }
+
+  /**
+   * Queues `buf[0, length)` for `writer`. `arrivalMs` > 0 (performance.now() at ingest)
+   * marks a live packet whose latency is recorded when it is written.
+   */
+  add(writer: UdpWriter, buf: Buffer, length: number, arrivalMs: number): void {
+    const i = this.n++;
+    this.writers[i] = writer;
+    this.bufs[i] = buf;
+    this.lens[i] = length;
+    this.arrivals[i] = arrivalMs;
+    if (this.n >= this.limit) this.flush();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      queueMicrotask(this.flushBound);
+    }
+  }
+
+  /** Writes everything held now. */
+  flush(): void {
+    this.scheduled = false;
+    const n = this.n;
+    this.n = 0;
+    const lat = this.latency;
+    for (let i = 0; i < n; i++) {
+      const buf = this.bufs[i]!;
+      const r = this.writers[i]!.send(buf, this.lens[i]!);
+      if (r !== SendResult.FAILED && lat) {
+        const at = this.arrivals[i]!;
+        if (at > 0) lat.record(performance.now() - at);
+      }
+      if (r !== SendResult.QUEUED && this.pool.length < this.poolMax) this.pool.push(buf);
+      this.writers[i] = undefined;
+      this.bufs[i] = undefined;
     }
   }
 }

@@ -11,7 +11,6 @@ import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import type { ViewerHandle } from "./api.ts";
-import type { LatencyHistogram } from "./latency.ts";
 import type { Drainable, Pacer } from "./pacer.ts";
 import { SlotFlag, type PacketRing } from "./ring.ts";
 import { ntpFromUnixMs, ntpMiddle32 } from "./rtp/ntp.ts";
@@ -163,8 +162,6 @@ export interface ViewerOptions {
   keyframeResendMinMs: number;
   /** RTP timestamp spacing of replayed cached frames, ms of media clock; ≤ 0 keeps the original spacing (see `resync`). */
   replayFrameSpacingMs: number;
-  /** Where live packets' ingest → socket time goes (ms), when measured. */
-  latency?: LatencyHistogram | undefined;
   /** Uniform [0, 1) source for initial sequence numbers and timestamp offsets. Default: crypto. */
   random?: (() => number) | undefined;
 }
@@ -692,14 +689,9 @@ export class Viewer implements Drainable, ViewerHandle {
     h.sequenceNumber = seq;
     h.timestamp = ts;
     h.ssrc = vt.ssrc;
-    if (!tr.sendRtp(h, payload)) {
+    if (!tr.sendRtp(h, payload, (flags & LIVE) !== 0 ? ring.arrivalOf(ext) : 0)) {
       this.drops.notConnected++;
       return 0;
-    }
-    const lat = this.o.latency;
-    if (lat && (flags & LIVE) !== 0) {
-      const inAt = ring.arrivalOf(ext);
-      if (inAt > 0) lat.record(performance.now() - inAt);
     }
     const i = seq % this.o.nackHistory;
     vt.hSeq[i] = seq;

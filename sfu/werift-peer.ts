@@ -39,7 +39,7 @@ import type { RtpHeaderFields } from "./rtp/packet.ts";
 import { SrtpSender } from "./srtp/context.ts";
 import { deriveSrtpSessionKeys, srtpProfileName, srtpProfileParams } from "./srtp/kdf.ts";
 import type { TransportHandlers, TransportInfo, TransportState, ViewerTransport } from "./transport.ts";
-import { UdpWriter, WRITER_BUFFER_BYTES } from "./udp-writer.ts";
+import { SendBatch, SendResult, UdpWriter, type LatencyRecorder } from "./udp-writer.ts";
 
 /** An ICE server for werift's own gathering (rarely needed: the SFU is the reachable side). */
 export interface IceServer {
@@ -71,6 +71,10 @@ export interface WeriftPeerOptions {
   cacheKeyObjects?: boolean;
   /** SO_SNDBUF for the nominated socket, bytes (the kernel caps it at net.core.wmem_max). Default 1 MiB. */
   sendBufferBytes?: number;
+  /** The thread's send batch (owned path). Default: one shared by this thread's peers, without latency recording. */
+  sendBatch?: SendBatch;
+  /** werift path: where live packets' ingest → socket latency goes. */
+  latency?: LatencyRecorder;
   log: Logger;
   handlers: TransportHandlers;
 }
@@ -205,7 +209,8 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     holdEarlyDtls(dtls);
 
     const answerSdp = o.announcedAddress ? announce(local.sdp, o.announcedAddress) : local.sdp;
-    const owned = o.ownedSrtp !== false ? new OwnedTransport(dtls, o.log, o.sendBufferBytes ?? 1024 * 1024) : undefined;
+    const owned =
+      o.ownedSrtp !== false ? new OwnedTransport(dtls, o.log, o.sendBufferBytes ?? 1024 * 1024, o.sendBatch ?? (sharedBatch ??= new SendBatch())) : undefined;
 
     pc.connectionStateChange.subscribe((s) => {
       if (s === "connected") {
@@ -239,7 +244,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     };
     const transport: ViewerTransport = owned
       ? owned.bind(() => state, closeFn)
-      : new WeriftTransport(pc, dtls, () => state, closeFn);
+      : new WeriftTransport(pc, dtls, () => state, closeFn, o.latency);
 
     return {
       transport,
@@ -258,6 +263,9 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     throw err;
   }
 }
+
+/** The batch of peers created without one of their own (one per thread: module state is per isolate). */
+let sharedBatch: SendBatch | undefined;
 
 /** werift internals the adapter reads (0.25; checked at run time, never patched on disk). */
 interface DtlsInternals {
@@ -314,6 +322,7 @@ class OwnedTransport implements ViewerTransport {
   private readonly conn: ConnectionInternals;
   private readonly log: Logger;
   private readonly sendBufferBytes: number;
+  private readonly batch: SendBatch;
   private sender: SrtpSender | undefined;
   private pair: PairInternals | undefined;
   private writer: UdpWriter | undefined;
@@ -324,11 +333,12 @@ class OwnedTransport implements ViewerTransport {
   private closeFn: () => Promise<void> = async () => {};
   private closing: Promise<void> | undefined;
 
-  constructor(dtls: RTCDtlsTransport, log: Logger, sendBufferBytes: number) {
+  constructor(dtls: RTCDtlsTransport, log: Logger, sendBufferBytes: number, batch: SendBatch) {
     this.dtlsTransport = dtls;
     this.conn = dtls.iceTransport.connection as unknown as ConnectionInternals;
     this.log = log;
     this.sendBufferBytes = sendBufferBytes;
+    this.batch = batch;
   }
 
   bind(stateOf: () => TransportState, closeFn: () => Promise<void>): this {
@@ -366,13 +376,15 @@ class OwnedTransport implements ViewerTransport {
     }
   }
 
-  sendRtp(h: RtpHeaderFields, payload: Buffer): boolean {
+  sendRtp(h: RtpHeaderFields, payload: Buffer, arrivalMs = 0): boolean {
     const s = this.sender;
     if (!s || this.closing) return false;
     const w = this.writerFor();
     if (w) {
-      const n = s.protectRtp(w.buffer, h, payload);
-      return w.send(n);
+      const b = this.batch;
+      const buf = b.take();
+      b.add(w, buf, s.protectRtp(buf, h, payload), arrivalMs);
+      return true;
     }
     if (!this.pair) return false;
     // Not a plain UDP pair (relay or TCP): werift's connection sends a buffer of our own.
@@ -385,13 +397,11 @@ class OwnedTransport implements ViewerTransport {
   sendRtcp(compound: Buffer): boolean {
     const s = this.sender;
     if (!s || this.closing) return false;
-    const w = this.writerFor();
-    if (w && compound.length + s.rtcpOverhead <= WRITER_BUFFER_BYTES) {
-      return w.send(s.protectRtcp(w.buffer, compound));
-    }
-    if (!this.pair) return false;
     const out = Buffer.allocUnsafe(compound.length + s.rtcpOverhead);
     const n = s.protectRtcp(out, compound);
+    const w = this.writerFor();
+    if (w) return w.send(out, n) !== SendResult.FAILED;
+    if (!this.pair) return false;
     this.conn.send(out.subarray(0, n)).catch(() => {});
     return true;
   }
@@ -454,16 +464,24 @@ class WeriftTransport implements ViewerTransport {
   private readonly dtls: RTCDtlsTransport;
   private readonly stateOf: () => TransportState;
   private readonly closeFn: () => Promise<void>;
+  private readonly latency: LatencyRecorder | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(pc: RTCPeerConnection, dtls: RTCDtlsTransport, stateOf: () => TransportState, closeFn: () => Promise<void>) {
+  constructor(
+    pc: RTCPeerConnection,
+    dtls: RTCDtlsTransport,
+    stateOf: () => TransportState,
+    closeFn: () => Promise<void>,
+    latency: LatencyRecorder | undefined,
+  ) {
     this.pc = pc;
     this.dtls = dtls;
     this.stateOf = stateOf;
     this.closeFn = closeFn;
+    this.latency = latency;
   }
 
-  sendRtp(h: RtpHeaderFields, payload: Buffer): boolean {
+  sendRtp(h: RtpHeaderFields, payload: Buffer, arrivalMs = 0): boolean {
     if (this.closing || this.dtls.state !== "connected") return false;
     const hdr = this.header;
     hdr.marker = h.marker;
@@ -474,6 +492,7 @@ class WeriftTransport implements ViewerTransport {
     // SRTP protection and the socket write run synchronously inside (werift sends to a
     // resolved address without a callback); the promise never rejects.
     void this.dtls.sendRtp(payload, hdr);
+    if (arrivalMs > 0) this.latency?.record(performance.now() - arrivalMs);
     return true;
   }
 
