@@ -147,18 +147,19 @@ export class UdpWriter {
   /** Datagrams waiting in libuv because the kernel send buffer was full (0 without asking libuv while none was). */
   get inFlight(): number {
     if (!this.maybeQueued) return 0;
-    let n = 0;
-    const h = this.state?.handle;
-    if (h) n = h.getSendQueueCount();
-    else {
-      try {
-        n = this.socket.getSendQueueCount();
-      } catch {
-        n = 0;
-      }
-    }
+    const n = this.queueCount();
     if (n === 0) this.maybeQueued = false;
     return n;
+  }
+
+  private queueCount(): number {
+    const h = this.state?.handle;
+    if (h) return h.getSendQueueCount();
+    try {
+      return this.socket.getSendQueueCount();
+    } catch {
+      return 0;
+    }
   }
 }
 
