@@ -36,7 +36,7 @@ export interface JanusCpuOptions {
 
 export interface JanusCpuLevel {
   viewers: number;
-  /** Median CPU per delivered packet, µs. */
+  /** Median CPU per delivered packet over the rounds (mean of the middle two for an even count), µs. */
   ours_us: number;
   janus_el2_us: number;
   janus_packaged_us: number;
@@ -113,9 +113,9 @@ export async function benchJanusCpu(o: JanusCpuOptions): Promise<JanusCpuResult>
       const cores = (s: Sys) => median(samples[s].map((w) => w.serverCores));
       out.push({
         viewers: n,
-        ours_us: med("ours"),
-        janus_el2_us: med("janus_el2"),
-        janus_packaged_us: med("janus_packaged"),
+        ours_us: round(med("ours"), 2),
+        janus_el2_us: round(med("janus_el2"), 2),
+        janus_packaged_us: round(med("janus_packaged"), 2),
         ratio_el2: round(med("ours") / med("janus_el2"), 3),
         ratio_packaged: round(med("ours") / med("janus_packaged"), 3),
         ours_loss: worst("ours"),

@@ -17,7 +17,14 @@ describe("bench percentiles (nearest rank)", () => {
   it("p95 of 20 trials is the 19th smallest", () => {
     const v = Array.from({ length: 20 }, (_, i) => 20 - i); // unsorted input
     expect(percentile(v, 95)).toBe(19);
-    expect(median(v)).toBe(10);
+    expect(percentile(v, 50)).toBe(10);
+  });
+
+  it("median: the middle value, or the mean of the middle two (two rounds of a comparison)", () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([21.45, 19.15])).toBeCloseTo(20.3);
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([])).toBeNaN();
   });
 
   it("is NaN for an empty list and rejects p outside 0–100", () => {

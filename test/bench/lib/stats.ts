@@ -19,9 +19,12 @@ export function percentileSorted(sorted: readonly number[], p: number): number {
   return sorted[rank - 1]!;
 }
 
-/** Median (nearest rank, p50): an element of the list, never an average of two. NaN when empty. */
+/** Median: the middle value, or the mean of the two middle values of an even-sized list. NaN when empty. */
 export function median(values: readonly number[]): number {
-  return percentile(values, 50);
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 /** Rounds to `digits` decimals (for JSON output); passes NaN/Infinity through as null-able values. */
