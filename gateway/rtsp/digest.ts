@@ -32,16 +32,16 @@ export function parseChallenges(values: readonly string[]): Challenge[] {
     let cur: Challenge | undefined;
     const lx = new Lexer(v);
     while (!lx.done()) {
-      lx.skip(" \t,");
+      lx.skipOver(" \t,");
       const name = lx.token();
       if (!name) {
         lx.advance(); // not a token character: step over it
         continue;
       }
-      lx.skip(" \t");
+      lx.skipOver(" \t");
       if (lx.peek() === "=" && cur) {
         lx.advance();
-        lx.skip(" \t");
+        lx.skipOver(" \t");
         const value = lx.peek() === '"' ? lx.quoted() : lx.token68();
         if (!cur.params.has(name.toLowerCase())) cur.params.set(name.toLowerCase(), value);
       } else if (lx.peek() === "=") {
@@ -50,10 +50,10 @@ export function parseChallenges(values: readonly string[]): Challenge[] {
         cur = { scheme: name.toLowerCase(), params: new Map() };
         out.push(cur);
         // token68 form (e.g. "Negotiate abc=="): consume it so it is not taken for a parameter.
-        lx.skip(" \t");
+        lx.skipOver(" \t");
         const save = lx.pos;
         const t = lx.token68();
-        lx.skip(" \t");
+        lx.skipOver(" \t");
         if (!t || !(lx.done() || lx.peek() === ",")) lx.pos = save;
       }
     }
@@ -81,7 +81,7 @@ class Lexer {
   advance(): void {
     this.pos++;
   }
-  skip(chars: string): void {
+  skipOver(chars: string): void {
     while (!this.done() && chars.includes(this.s[this.pos]!)) this.pos++;
   }
   token(): string {

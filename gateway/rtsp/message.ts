@@ -200,7 +200,7 @@ export class RtspStreamParser {
         while (this.total > 0) {
           const b = this.chunks[0]![0]!;
           if (b !== CR && b !== LF) break;
-          this.skip(1);
+          this.discard(1);
         }
         if (this.total === 0) return out;
         const b = this.chunks[0]![0]!;
@@ -299,7 +299,7 @@ export class RtspStreamParser {
     return 0;
   }
 
-  private skip(n: number): void {
+  private discard(n: number): void {
     this.take(n);
   }
 
