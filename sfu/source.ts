@@ -141,6 +141,11 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   /** Connected viewers receiving fan-out; an array for the per-packet loop. */
   private attached: Viewer[] = [];
   private rotate = 0;
+  private burstAt = 0;
+  private burstArmed = false;
+  private readonly endBurst = (): void => {
+    this.burstArmed = false;
+  };
   private readonly hdr = emptyRtpHeader();
   private closed = false;
   private packetsIn = 0;
@@ -229,7 +234,22 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   }
 
   pushRtp(track: number, packet: Buffer): void {
-    this.pushRtpAt(track, packet, performance.now());
+    this.pushRtpAt(track, packet, this.burstArrival());
+  }
+
+  /**
+   * Ingest hands over a burst at a time (one TCP read of an RTSP connection is often a
+   * whole frame) and each packet here is fanned out before the next one is pushed: the
+   * arrival of every packet of a burst is when the burst began, so forwarding latency
+   * counts the time a packet waited behind the rest of its burst.
+   */
+  private burstArrival(): number {
+    if (!this.burstArmed) {
+      this.burstArmed = true;
+      this.burstAt = performance.now();
+      queueMicrotask(this.endBurst);
+    }
+    return this.burstAt;
   }
 
   /**

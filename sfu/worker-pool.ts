@@ -467,6 +467,7 @@ class SourceProxy implements SourceHandle, MediaSink {
   private view: Buffer;
   private used = 0;
   private scheduled = false;
+  private burstAt = 0;
   private packetsIn = 0;
   private bytesIn = 0;
   private lastPacketAt: number | undefined;
@@ -518,18 +519,24 @@ class SourceProxy implements SourceHandle, MediaSink {
 
   private append(kind: number, track: number, packet: Buffer): void {
     if (packet.length > MAX_RECORD_PAYLOAD || track < 0 || track > 255) return; // not RTP anyone sends
-    if (this.used + RECORD_HEADER + packet.length > BATCH_BYTES) this.flush();
-    // Epoch time with sub-ms precision: the worker converts it to its own clock.
-    this.used = encodeRecord(this.view, this.used, kind, track, packet, performance.timeOrigin + performance.now());
     if (!this.scheduled) {
+      // The first packet of a burst (see Source.burstArrival): its arrival stands for the burst's.
       this.scheduled = true;
+      this.burstAt = performance.timeOrigin + performance.now();
       queueMicrotask(this.flushBound);
     }
+    if (this.used + RECORD_HEADER + packet.length > BATCH_BYTES) this.post();
+    // Epoch time with sub-ms precision: the worker converts it to its own clock.
+    this.used = encodeRecord(this.view, this.used, kind, track, packet, this.burstAt);
   }
 
   /** Posts the batched records (once the current callback is done, or before an ordered message). */
   flush(): void {
     this.scheduled = false;
+    this.post();
+  }
+
+  private post(): void {
     if (this.used === 0) return;
     const buffer = this.batch;
     const length = this.used;
