@@ -71,6 +71,37 @@ export interface AnswerPlan {
 export const MAX_OFFER_CHARS = 64 * 1024;
 
 /**
+ * Turns `bundle-only` m-sections (RFC 8843 §7.3.3: port 0 + `a=bundle-only`, offered by
+ * Firefox for every section but the first) into ordinary bundled sections (port 9), so
+ * that neither our parser nor werift, which knows no bundle-only, reads them as rejected.
+ * A port-0 section outside every BUNDLE group stays rejected. Pure; the text is otherwise unchanged.
+ */
+export function normalizeBundleOnly(sdp: string): string {
+  if (!sdp.includes("a=bundle-only")) return sdp;
+  const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
+  const lines = sdp.split(/\r?\n/);
+  const bundled = new Set<string>();
+  for (const l of lines) if (l.startsWith("a=group:BUNDLE ")) for (const mid of l.slice(15).trim().split(/\s+/)) bundled.add(mid);
+  // Split into sections: [session, m1, m2, ...] by line index.
+  const starts: number[] = [];
+  lines.forEach((l, i) => l.startsWith("m=") && starts.push(i));
+  const drop = new Set<number>();
+  for (let k = 0; k < starts.length; k++) {
+    const from = starts[k]!;
+    const to = starts[k + 1] ?? lines.length;
+    const section = lines.slice(from, to);
+    const mid = section.find((l) => l.startsWith("a=mid:"))?.slice(6).trim();
+    const only = section.findIndex((l) => l.trim() === "a=bundle-only");
+    const parts = lines[from]!.split(" ");
+    if (only < 0 || parts[1] !== "0" || mid === undefined || !bundled.has(mid)) continue;
+    parts[1] = "9";
+    lines[from] = parts.join(" ");
+    drop.add(from + only);
+  }
+  return lines.filter((_l, i) => !drop.has(i)).join(eol);
+}
+
+/**
  * Reads the parts of an SDP offer the SFU needs. Throws BadInputError naming the
  * first problem found: not SDP, no media, missing ICE credentials or DTLS fingerprint
  * (RFC 8839 §5.4, RFC 8842 §5), m-sections without a mid while BUNDLE is needed.

@@ -13,6 +13,7 @@
  */
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { SourceHandle, ViewerHandle } from "./api.ts";
+import { normalizeBundleOnly } from "./offer.ts";
 import { SfuEngine, type CreateViewerOptions, type EngineOptions, type SfuStats } from "./engine.ts";
 import { WorkerPool, type PoolExit } from "./worker-pool.ts";
 
@@ -97,7 +98,8 @@ export class Sfu {
    * ClosedError (SFU closing), OverloadError (negotiation timed out).
    */
   createViewer(id: CameraId, offerSdp: string, opts: CreateViewerOptions = {}): Promise<{ viewer: ViewerHandle; answerSdp: string }> {
-    return this.backend.createViewer(id, offerSdp, opts);
+    // Firefox marks bundled sections bundle-only (port 0): read them as the bundled sections they are.
+    return this.backend.createViewer(id, normalizeBundleOnly(offerSdp), opts);
   }
 
   /** A viewer by id, while it lives. */
