@@ -85,6 +85,8 @@ export interface EngineOptions {
   random?: () => number;
   /** Log at debug level inside media workers (their lines cross a thread). Default false. */
   workerDebugLogs?: boolean;
+  /** Live video queued longer than this for a viewer is dropped up to the next keyframe, ms. Default 500. */
+  maxQueueDelayMs?: number;
 }
 
 /** Event-loop delay of the media thread, ms (perf_hooks.monitorEventLoopDelay). */
@@ -250,6 +252,7 @@ export class SfuEngine {
       keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
       replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
       random: this.o.random,
+      maxQueueDelayMs: this.o.maxQueueDelayMs ?? 500,
     });
     // Register first: a viewer is demand from the moment it asks (on-demand pulls start now).
     this.viewers.set(vid, viewer);

@@ -56,7 +56,9 @@ export type ViewerDropReason =
   /** The transport refused the packet (not connected). */
   | "notConnected"
   /** Video between keyframes while the viewer is stepped down to keyframes only. */
-  | "steppedDown";
+  | "steppedDown"
+  /** Queued video older than maxQueueDelayMs (the viewer or the SFU fell behind): dropped up to the next keyframe. */
+  | "queueDelay";
 
 export interface ViewerTrackStats {
   kind: "video" | "audio";
@@ -164,6 +166,12 @@ export interface ViewerOptions {
   replayFrameSpacingMs: number;
   /** Uniform [0, 1) source for initial sequence numbers and timestamp offsets. Default: crypto. */
   random?: (() => number) | undefined;
+  /**
+   * Live video that waited in the queue longer than this is dropped up to the next
+   * keyframe (counts as an overflow for step-down), ms: past capacity latency stays
+   * bounded instead of growing with the queue. Default 500.
+   */
+  maxQueueDelayMs?: number | undefined;
 }
 
 /** Per negotiated m-section state. */
@@ -271,6 +279,7 @@ export class Viewer implements Drainable, ViewerHandle {
     codecNotNegotiated: 0,
     notConnected: 0,
     steppedDown: 0,
+    queueDelay: 0,
   };
   // Overload step-down (see `tick` and `stepDown`).
   private quality: ViewerQuality = "full";
@@ -538,12 +547,7 @@ export class Viewer implements Drainable, ViewerHandle {
   private enqueue(t: number, ext: number, ts: number, flags: number, keyframeStart: boolean): void {
     if (this.queue.push(t, ext, ts, flags)) return;
     const video = this.tracks[VIDEO];
-    let dropped = 0;
-    if (video) {
-      dropped += this.queue.removeTrack(VIDEO);
-      video.waitKeyframe = true;
-      video.lastSrcExt = -1;
-    }
+    let dropped = this.dropQueuedVideo();
     if (t === VIDEO && keyframeStart) {
       // The packet that overflowed starts a keyframe itself: resume right here.
       video!.waitKeyframe = false;
@@ -552,9 +556,42 @@ export class Viewer implements Drainable, ViewerHandle {
       dropped++;
     }
     this.drops.queueFull += dropped;
+    this.noteOverflow();
+    this.log.debug("viewer queue full: dropping video until the next keyframe", { dropped });
+  }
+
+  /** Removes every queued video packet and waits for the next keyframe; returns how many. */
+  private dropQueuedVideo(): number {
+    const video = this.tracks[VIDEO];
+    if (!video) return 0;
+    const n = this.queue.removeTrack(VIDEO);
+    video.waitKeyframe = true;
+    video.lastSrcExt = -1;
+    return n;
+  }
+
+  private noteOverflow(): void {
     this.lastOverflowAt = this.overflowAt;
     this.overflowAt = this.o.timers.now();
-    this.log.debug("viewer queue full: dropping video until the next keyframe", { dropped });
+  }
+
+  /**
+   * The queue's head is live video that has waited too long: this viewer is behind (its
+   * link, or the SFU's CPU). Drop the backlog up to the next keyframe rather than let
+   * the delay grow; it counts as an overflow for step-down.
+   */
+  private dropIfStale(): void {
+    const q = this.queue;
+    if (q.length === 0 || (q.peekFlags() & LIVE) === 0 || q.peekTrack() !== VIDEO) return;
+    const vt = this.tracks[VIDEO];
+    const ring = vt && vt.sourceTrack >= 0 ? this.o.source.ring(vt.sourceTrack) : undefined;
+    if (!ring) return;
+    const at = ring.arrivalOf(q.peekExt());
+    if (at <= 0 || performance.now() - at <= (this.o.maxQueueDelayMs ?? 500)) return;
+    const dropped = this.dropQueuedVideo();
+    this.drops.queueDelay += dropped;
+    this.noteOverflow();
+    this.log.debug("viewer behind: dropping queued video until the next keyframe", { dropped });
   }
 
   /**
@@ -634,6 +671,7 @@ export class Viewer implements Drainable, ViewerHandle {
       this.retryInMs = -1;
       return 0;
     }
+    this.dropIfStale();
     // Token bucket refill.
     this.tokens = Math.min(this.o.pacingBurstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
     this.tokensAt = now;

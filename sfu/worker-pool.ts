@@ -187,6 +187,7 @@ export class WorkerPool {
         ownedSrtp: o.ownedSrtp,
         cacheSrtpKeyObjects: o.cacheSrtpKeyObjects,
         directSendBudgetMs: o.directSendBudgetMs,
+        maxQueueDelayMs: o.maxQueueDelayMs,
       },
     }));
     for (const init of this.inits) this.workers.push(this.spawn(init));
@@ -608,6 +609,7 @@ const NO_VIEWER_DROPS: Record<ViewerDropReason, number> = {
   codecNotNegotiated: 0,
   notConnected: 0,
   steppedDown: 0,
+  queueDelay: 0,
 };
 
 /** A viewer whose media lives in `worker`. */

@@ -88,6 +88,7 @@ export interface WorkerInit {
     ownedSrtp: boolean | undefined;
     cacheSrtpKeyObjects: boolean | undefined;
     directSendBudgetMs: number | undefined;
+    maxQueueDelayMs: number | undefined;
   };
 }
 

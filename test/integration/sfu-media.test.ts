@@ -177,7 +177,7 @@ describe("sfu media over werift", () => {
     const f = serverViewer(app, fast).stats();
     expect(s.drops.queueFull).toBeGreaterThan(0);
     expect(s.drops.awaitingKeyframe).toBeGreaterThan(0);
-    expect(f.drops).toEqual({ queueFull: 0, awaitingKeyframe: 0, expired: 0, codecNotNegotiated: 0, notConnected: 0, steppedDown: 0 });
+    expect(f.drops).toEqual({ queueFull: 0, awaitingKeyframe: 0, expired: 0, codecNotNegotiated: 0, notConnected: 0, steppedDown: 0, queueDelay: 0 });
     expect(f.packetsOut).toBeGreaterThan(s.packetsOut);
     expectNoGaps(fast.video.packets);
     expectNoGaps(slow.video.packets);

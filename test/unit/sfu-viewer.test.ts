@@ -558,4 +558,28 @@ describe("viewer forwarding", () => {
     expectContiguous(transport.video(vssrc).slice(from).map((p) => p.seq));
     expect(v.stats()).toMatchObject({ quality: "full", stepDowns: 1 });
   });
+
+  it("drops queued live video that waited too long, up to the next keyframe, so delay stays bounded", () => {
+    const { timers, rec, makeViewer } = setup({ viewer: { maxQueueDelayMs: 0 } });
+    rec.announce();
+    rec.pushFrames(1);
+    const { v, transport, vssrc, connect } = makeViewer();
+    connect();
+    timers.flush();
+    const before = transport.video(vssrc).length;
+    transport.inFlight = 100_000; // the viewer's socket is backed up: live packets queue …
+    rec.pushFrames(3);
+    expect(v.stats().queued).toBeGreaterThan(0);
+    timers.advance(5); // … and at the next pass the head has waited longer than 0 ms: the backlog goes
+    expect(v.stats().drops.queueDelay).toBeGreaterThan(0);
+    expect(v.stats().queued).toBe(0);
+    transport.inFlight = 0;
+    expect(transport.video(vssrc).length).toBe(before);
+    rec.pushToGopEnd();
+    rec.pushFrames(1);
+    timers.flush();
+    const next = transport.video(vssrc)[before];
+    expect(next && h264PayloadIsKeyframeStart(next.payload)).toBe(true);
+    expectContiguous(transport.video(vssrc).map((p) => p.seq));
+  });
 });
