@@ -76,8 +76,8 @@ export interface EngineOptions {
   cacheSrtpKeyObjects?: boolean;
   /**
    * Time live packets may spend going out straight from an ingest callback per turn of
-   * the event loop, ms; beyond it they are queued and paced (bounds loop stalls). 0 =
-   * always queue. Default 30.
+   * the event loop, ms; beyond it they are queued and paced. 0 = always queue (see
+   * sfu/pacer.ts for why that is the default). Default 0.
    */
   directSendBudgetMs?: number;
   timers?: SfuTimers;
@@ -178,7 +178,7 @@ export class SfuEngine {
       },
       64,
       1024,
-      opts.directSendBudgetMs ?? 30,
+      opts.directSendBudgetMs ?? 0,
     );
     this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
     this.loopDelay.enable();

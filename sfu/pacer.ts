@@ -1,12 +1,16 @@
 /**
- * One scheduler for every viewer's send queue. A live packet for a viewer whose queue
- * is empty goes out at once from the ingest callback, as long as this turn of the event
- * loop has direct-send budget left (the lowest latency: one fan-out per packet). Beyond
- * the budget, and whenever a viewer already has a backlog (a cache replay, pacing, a
- * full socket), packets are queued: viewers with queued packets are woken, and a drain
- * pass runs on the next turn, round-robin, with a per-viewer quantum and a global budget
- * per pass, so one slow or bursting viewer never starves the others and neither a
- * keyframe burst nor a cache replay blocks the loop for long.
+ * One scheduler for every viewer's send queue. Packets are queued as ingest hands them
+ * over; viewers with queued packets are woken, and a drain pass runs on the next turn of
+ * the event loop, round-robin, with a per-viewer quantum and a global budget per pass,
+ * so one slow or bursting viewer never starves the others and neither a keyframe burst
+ * nor a cache replay blocks the loop for long.
+ *
+ * Optionally (`directBudgetMs` > 0) a live packet for a viewer with an empty queue goes
+ * out at once from the ingest callback, within a time budget per turn. Measured at 100
+ * viewers it gains nothing: a burst (a frame from one TCP read) costs the same CPU in
+ * total whichever order it goes out in, so its last packet leaves no sooner; sending
+ * packet by packet to every viewer (instead of a viewer's packets back to back) costs
+ * the kernel a little more per datagram and keeps the loop busy longer. Off by default.
  */
 
 /** What the pacer asks of a viewer. */
@@ -61,7 +65,7 @@ export class Pacer {
    * viewers together may send per pass before yielding to I/O. `directBudgetMs`: time
    * that direct sends from ingest callbacks may take per turn of the event loop, ms.
    */
-  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudgetMs = 30) {
+  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudgetMs = 0) {
     this.timers = timers;
     this.quantum = quantum;
     this.budget = budget;

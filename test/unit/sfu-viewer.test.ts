@@ -116,7 +116,8 @@ function setup(opts: { audio?: boolean; viewer?: Partial<ViewerOptions>; queue?:
     gopCacheBytes: 4 << 20,
     maxPayload: 1200,
   });
-  const pacer = new Pacer(timers);
+  // Direct sends on here (the SFU's default is to queue everything): the integration tests cover the queued path.
+  const pacer = new Pacer(timers, 64, 1024, 30);
   const rec = new FakeRecorder(source, { audio: opts.audio ?? false });
   let n = 0;
   const makeViewer = (vo: Partial<ViewerOptions> = {}, audioPts?: Map<CodecName, number>) => {
