@@ -3,7 +3,7 @@
  * pushes into) and a viewer per WebRTC session. On the calling thread these are the
  * Source and Viewer objects themselves; with media workers they are proxies whose
  * media lives in a worker thread (sfu/worker-pool.ts). Both behave the same, except
- * that a proxy's `stats()` is a snapshot at most a few hundred ms old
+ * that a proxy's `stats()` is a snapshot at most half a second old
  * (`Sfu.refreshStats()` makes it current).
  */
 import type { CameraId, ViewerId } from "../config/ids.ts";

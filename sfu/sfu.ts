@@ -116,7 +116,7 @@ export class Sfu {
    * Per-source and per-viewer counters, forwarding latency (`forwardLatencyMs`: live
    * packets from MediaSink.pushRtp to the socket, per packet per viewer) and event-loop
    * delay (`eventLoopDelayMs`, the worst media thread) since start or
-   * `resetMeasurements()`. With workers, a snapshot at most ~250 ms old.
+   * `resetMeasurements()`. With workers, a snapshot at most ~500 ms old (`refreshStats()` makes it current).
    */
   stats(): SfuStats {
     return this.backend.stats();

@@ -28,7 +28,7 @@ export interface HistogramWire {
   maxUs: number;
 }
 
-/** A worker's view of its media, sent about every 250 ms and on request. */
+/** A worker's view of its media, sent about every 500 ms and on request. */
 export interface WorkerSnapshot {
   sources: SourceStats[];
   viewers: ViewerStats[];

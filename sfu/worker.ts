@@ -24,8 +24,11 @@ import {
   type WorkerSnapshot,
 } from "./worker-protocol.ts";
 
-/** How often the facade gets fresh stats, ms. */
-const SNAPSHOT_MS = 250;
+/**
+ * How often the facade gets fresh stats, ms (building and cloning every viewer's stats
+ * costs a few ms per hundred viewers; `Sfu.refreshStats()` asks for one at once).
+ */
+const SNAPSHOT_MS = 500;
 
 if (!parentPort) throw new Error("sfu/worker.ts runs only as a worker thread");
 const port = parentPort;
