@@ -248,17 +248,15 @@ export class WorkerPool {
     }
   }
 
-  /** Sends a message to every worker. `data` (optional) goes to the last one by transfer, to the others as copies. */
+  /** Sends a message to every worker; with `data`, each gets its own copy of its first `length` bytes, transferred. */
   broadcast(m: ToWorker, data?: { buffer: ArrayBuffer; length: number }): void {
-    const ws = this.workers;
-    for (let i = 0; i < ws.length; i++) {
+    for (const w of this.workers) {
       if (!data || m.t !== "media") {
-        ws[i]!.post(m);
+        w.post(m);
         continue;
       }
-      const last = i === ws.length - 1;
-      const ab = last ? data.buffer : data.buffer.slice(0, data.length);
-      ws[i]!.post({ ...m, data: new Uint8Array(ab, 0, data.length) }, [ab]);
+      const ab = data.buffer.slice(0, data.length);
+      w.post({ ...m, data: new Uint8Array(ab) }, [ab]);
     }
   }
 
@@ -464,8 +462,8 @@ class SourceProxy implements SourceHandle, MediaSink {
   private readonly events: SafeEmitter<SourceEvents>;
   private tracks: readonly TrackSpec[] | undefined;
   private count = 0;
-  private batch: ArrayBuffer;
-  private view: Buffer;
+  private readonly batch: ArrayBuffer;
+  private readonly view: Buffer;
   private used = 0;
   private scheduled = false;
   private burstAt = 0;
@@ -539,12 +537,10 @@ class SourceProxy implements SourceHandle, MediaSink {
 
   private post(): void {
     if (this.used === 0) return;
-    const buffer = this.batch;
     const length = this.used;
-    this.batch = new ArrayBuffer(BATCH_BYTES);
-    this.view = Buffer.from(this.batch);
     this.used = 0;
-    this.pool.broadcast({ t: "media", cam: this.id, data: new Uint8Array(0) }, { buffer, length });
+    // Each worker gets an exact-size copy by transfer; the batch buffer stays here for the next burst.
+    this.pool.broadcast({ t: "media", cam: this.id, data: new Uint8Array(0) }, { buffer: this.batch, length });
   }
 
   // ---- the rest of SourceHandle ----
