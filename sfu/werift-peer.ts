@@ -190,9 +190,10 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       } catch (err) {
         throw new BadInputError(`offer rejected: ${(err as Error).message ?? String(err)}`, { cause: err });
       }
-      // RFC 5763 §5: the answerer picks active or passive; passive makes us the DTLS server
-      // (see the file comment: it saves werift's 100 ms client delay).
-      for (const t of pc.dtlsTransports) t.role = "server";
+      // RFC 5763 §5: to an actpass (or active) offer the answerer picks active or passive;
+      // passive makes us the DTLS server (see the file comment: it saves werift's 100 ms
+      // client delay). An offer that insists on passive (RFC 8842 allows it) gets active.
+      if (!/^a=setup:passive\s*$/m.test(o.offerSdp)) for (const t of pc.dtlsTransports) t.role = "server";
       await pc.setLocalDescription(await pc.createAnswer());
     }, o.negotiationTimeoutMs ?? 10_000);
     const local = pc.localDescription;

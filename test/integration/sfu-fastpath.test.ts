@@ -7,11 +7,12 @@
  * byte the viewer decrypted is compared with what the source stored.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import { RTCPeerConnection } from "werift";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import type { PacketRing } from "../../sfu/ring.ts";
 import type { ViewerHandle as Viewer } from "../../sfu/sfu.ts";
 import { SrtpProfile } from "../../sfu/srtp/kdf.ts";
-import { WeriftViewer, type ReceivedPacket } from "../peers/werift-viewer.ts";
+import { chromiumVideoCodecs, WeriftViewer, type ReceivedPacket } from "../peers/werift-viewer.ts";
 import { startTestApp, type TestApp } from "./sfu-app.ts";
 import { FakeRecorder } from "./sfu-upstream.ts";
 
@@ -205,5 +206,30 @@ describe.each([
       expect(p.marker).toBe(s!.marker);
       if (i > 0) expect(((p.timestamp - got.get(order[i - 1]!)!.timestamp) | 0) >= 0).toBe(true);
     }
+  });
+});
+
+describe("DTLS role", () => {
+  it("answers an offer that insists on setup:passive with setup:active, and media flows", async () => {
+    const app = await startTestApp();
+    cleanups.push(() => app.close());
+    const rec = new FakeRecorder(app.sfu.source(cameraId("cam1")), { audio: false });
+    cleanups.push(async () => rec.stop());
+    rec.announce();
+    rec.pushFrames(1);
+    const pc = new RTCPeerConnection({ iceServers: [], iceUseIpv4: false, iceUseIpv6: false, iceAdditionalHostAddresses: ["127.0.0.1"], iceInterfaceAddresses: { udp4: "127.0.0.1" }, codecs: { video: chromiumVideoCodecs(), audio: [] } });
+    cleanups.push(() => pc.close());
+    const gotRtp = new Promise<void>((resolve) => pc.onTrack.subscribe((t) => t.onReceiveRtp.once(() => resolve())));
+    pc.addTransceiver("video", { direction: "recvonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    // RFC 8842 lets an offerer pick its DTLS role: this one wants to be the server.
+    const offer = pc.localDescription!.sdp.replace(/^a=setup:actpass/gm, "a=setup:passive");
+    const res = await fetch(app.whep("cam1"), { method: "POST", headers: { "Content-Type": "application/sdp" }, body: offer });
+    const answer = await res.text();
+    expect(res.status, answer).toBe(201);
+    expect(answer).toMatch(/^a=setup:active/m);
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    rec.start(10);
+    await gotRtp;
   });
 });
