@@ -89,6 +89,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       announcedAddress: config.media.announcedAddress,
       nackHistory: config.media.nackHistory,
       viewerQueuePackets: config.media.viewerQueuePackets,
+      // Media in worker threads (0 = one per core); signaling and ingest stay on this thread.
+      workers: config.media.workers,
     });
     cleanups.push(() => sfu.close("gateway closing"));
 

@@ -33,7 +33,8 @@ export function cameraCollector(cameras: CameraRegistry): Collector {
 export function sfuCollector(sfu: Sfu): Collector {
   return () => {
     const out: Sample[] = [];
-    const { sources, viewers } = sfu.stats();
+    const st = sfu.stats();
+    const { sources, viewers } = st;
     for (const s of sources) {
       const labels = { camera: s.id };
       out.push({ name: "gatehouse_source_viewers", help: "Viewers of the camera (connecting included).", type: "gauge", value: s.viewers, labels });
@@ -41,6 +42,22 @@ export function sfuCollector(sfu: Sfu): Collector {
         out.push({ name: "gatehouse_source_dropped_total", help: "Upstream packets dropped by the SFU, by reason.", type: "counter", value: n, labels: { ...labels, reason } });
     }
     out.push({ name: "gatehouse_viewers", help: "WebRTC viewers.", type: "gauge", value: viewers.length });
+    // Measurement windows restart after each scrape, so every figure covers the last scrape interval.
+    const lat = st.forwardLatencyMs;
+    out.push(
+      { name: "gatehouse_forward_latency_p50_seconds", help: "Live packets, ingest to viewer socket, median since the last scrape.", type: "gauge", value: lat.p50 / 1000 },
+      { name: "gatehouse_forward_latency_p99_seconds", help: "Live packets, ingest to viewer socket, 99th percentile since the last scrape.", type: "gauge", value: lat.p99 / 1000 },
+      { name: "gatehouse_forward_latency_max_seconds", help: "Live packets, ingest to viewer socket, maximum since the last scrape.", type: "gauge", value: lat.max / 1000 },
+    );
+    for (const w of st.workers ?? []) {
+      const labels = { worker: String(w.index) };
+      out.push(
+        { name: "gatehouse_media_worker_viewers", help: "Viewers placed on the media worker.", type: "gauge", value: w.viewers, labels },
+        { name: "gatehouse_media_worker_loop_delay_max_seconds", help: "Longest event-loop delay of the media worker since the last scrape.", type: "gauge", value: w.eventLoopDelayMs.max / 1000, labels },
+        { name: "gatehouse_media_worker_heap_used_bytes", help: "V8 heap in use by the media worker.", type: "gauge", value: w.heapUsedKb * 1024, labels },
+      );
+    }
+    sfu.resetMeasurements();
     return out;
   };
 }

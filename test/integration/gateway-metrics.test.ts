@@ -14,6 +14,9 @@ describe("gateway /metrics", () => {
     expect(text).toMatch(/^gatehouse_camera_state\{camera="demo",state="idle"\} 1$/m);
     expect(text).toMatch(/^gatehouse_viewers 0$/m);
     expect(text).toMatch(/^gatehouse_process_resident_bytes \d+$/m);
+    expect(text).toMatch(/^gatehouse_forward_latency_p99_seconds [\d.e-]+$/m);
+    // media.workers 0 = one media worker per core.
+    expect(text).toMatch(/^gatehouse_media_worker_viewers\{worker="0"\} 0$/m);
     expect(text).not.toMatch(/rtsp:\/\//);
     // Without SIP the intercom API says so instead of answering 404.
     expect(await (await fetch(`${gw.url}/api/intercom`)).json()).toEqual({ enabled: false });
