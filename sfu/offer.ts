@@ -6,6 +6,7 @@
  * werift applies the plan (sfu/werift-peer.ts); this module never touches it.
  */
 import { BadInputError } from "../config/errors.ts";
+import { parseFmtp } from "./h264/nal.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
 /** One `a=rtpmap` (+ `a=fmtp`, `a=rtcp-fb`) entry of an m-section. */
@@ -257,18 +258,6 @@ function staticPayloadType(pt: number): { name: string; clockRate: number; chann
   return undefined;
 }
 
-/** Lower-cased fmtp parameter map ("a=b;c=d"). */
-export function fmtpParams(fmtp: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const part of fmtp.split(";")) {
-    const p = part.trim();
-    if (!p) continue;
-    const eq = p.indexOf("=");
-    if (eq < 0) out.set(p.toLowerCase(), "");
-    else out.set(p.slice(0, eq).trim().toLowerCase(), p.slice(eq + 1).trim());
-  }
-  return out;
-}
 
 /** H.264 profile family from a profile-level-id (RFC 6184 §8.1, H.264 Annex A). */
 export type H264Profile = "constrained-baseline" | "baseline" | "main" | "high" | "other";
@@ -289,12 +278,12 @@ export function h264ProfileOf(profileLevelId: string): H264Profile | undefined {
 function isH264Mode1(c: OfferedCodec): boolean {
   if (c.name.toUpperCase() !== "H264" || c.clockRate !== 90000) return false;
   // packetization-mode absent means 0 (RFC 6184 §8.1): FU-A is not allowed then.
-  return fmtpParams(c.fmtp).get("packetization-mode") === "1";
+  return parseFmtp(c.fmtp).get("packetization-mode") === "1";
 }
 
 function profileLevelIdOf(c: OfferedCodec): string {
   // RFC 6184 §8.1: absent profile-level-id means 420010 (Baseline, level 1.0).
-  return (fmtpParams(c.fmtp).get("profile-level-id") ?? "420010").toLowerCase();
+  return (parseFmtp(c.fmtp).get("profile-level-id") ?? "420010").toLowerCase();
 }
 
 /** Audio codec name of an offered codec when the SFU can forward it as is. */
@@ -314,7 +303,7 @@ function receives(m: OfferedMedia): boolean {
 /** The source's H.264 profile-level-id from its TrackSpec fmtp, when written there. */
 export function sourceProfileLevelId(track: TrackSpec | undefined): string | undefined {
   if (!track || track.codec !== "H264") return undefined;
-  const v = fmtpParams(track.fmtp).get("profile-level-id");
+  const v = parseFmtp(track.fmtp).get("profile-level-id");
   return v && /^[0-9a-fA-F]{6}$/.test(v) ? v.toLowerCase() : undefined;
 }
 
