@@ -1,9 +1,12 @@
 /**
  * Starts and stops a whole gateway: demo recorder (when configured), SFU, camera
- * ingest, HTTP front door. `await using gw = await startGateway({ config })`.
+ * ingest, SIP, TURN, sign-in and the HTTP front door.
+ * `await using gw = await startGateway({ config })`.
  *
- * Order matters on close: stop accepting requests, end viewers (SFU), stop pulls,
- * then the demo recorder, so nothing logs a spurious failure while shutting down.
+ * Everything started registers its cleanup, and close runs them in reverse: the
+ * intercom and sign-in first, then the front door (no new connections), TURN, SIP,
+ * the pulls (sources see upstreamDown), the SFU (viewers end), the demo recorder last,
+ * so no recorder disappears under a pull that is still running.
  */
 import { readFileSync } from "node:fs";
 import http from "node:http";
