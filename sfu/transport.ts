@@ -36,6 +36,8 @@ export interface TransportInfo {
   path: "owned" | "werift";
   /** Datagrams written through Node's UDP handle directly (no per-packet dgram overhead). */
   directWrites: boolean;
+  /** RTP protected by the native fast path (sfu/native/) rather than node:crypto. */
+  nativeSrtp: boolean;
   /** Datagrams libuv had to queue because the kernel send buffer was full. */
   sendsQueued: number;
   /** Datagrams the socket refused. */

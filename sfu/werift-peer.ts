@@ -356,6 +356,7 @@ class OwnedTransport implements ViewerTransport {
       srtpProfile: srtpProfileName(s.profile),
       path: "owned",
       directWrites: w?.direct ?? false,
+      nativeSrtp: s.native,
       sendsQueued: this.earlier.queued + (w?.stats.queued ?? 0),
       sendsFailed: this.earlier.failed + (w?.stats.failed ?? 0),
     };
@@ -416,7 +417,11 @@ class OwnedTransport implements ViewerTransport {
   }
 
   close(): Promise<void> {
-    this.closing ??= this.closeFn();
+    if (!this.closing) {
+      this.closing = this.closeFn();
+      // Nothing is protected once closing (sendRtp checks it): free the native key now.
+      this.sender?.release();
+    }
     return this.closing;
   }
 
@@ -529,7 +534,7 @@ class WeriftTransport implements ViewerTransport {
   describe(): TransportInfo | undefined {
     const profile = (this.dtls as unknown as DtlsInternals).dtls?.srtp.srtpProfile;
     if (profile === undefined || this.dtls.state !== "connected") return undefined;
-    return { srtpProfile: srtpProfileName(profile), path: "werift", directWrites: false, sendsQueued: 0, sendsFailed: 0 };
+    return { srtpProfile: srtpProfileName(profile), path: "werift", directWrites: false, nativeSrtp: false, sendsQueued: 0, sendsFailed: 0 };
   }
 
   /** werift's connection, for tests and diagnostics only. */

@@ -2,18 +2,22 @@
  * Our SRTP context against werift's own (the implementation every viewer in our tests
  * decrypts with): same session keys from the same master key, packets protected by
  * one and unprotected by the other in both directions, for both profiles, across a
- * sequence-number wrap and with retransmissions of packets sent before it.
+ * sequence-number wrap and with retransmissions of packets sent before it. AES-GCM runs
+ * twice: through the native fast path (sfu/native/, built by `npm install`; CI builds
+ * it strictly) and through node:crypto.
  */
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RtpHeader, SrtcpSession, SrtpSession } from "werift";
+import { nativeStatus } from "../../sfu/native/index.ts";
 import { SrtpReceiver, SrtpSender } from "../../sfu/srtp/context.ts";
 import { deriveSrtpSessionKeys, SrtpProfile, srtpProfileParams } from "../../sfu/srtp/kdf.ts";
 
 const PROFILES = [
-  ["AEAD_AES_128_GCM", SrtpProfile.AEAD_AES_128_GCM],
-  ["AES128_CM_HMAC_SHA1_80", SrtpProfile.AES128_CM_HMAC_SHA1_80],
+  ["AEAD_AES_128_GCM, native", SrtpProfile.AEAD_AES_128_GCM, true],
+  ["AEAD_AES_128_GCM, node:crypto", SrtpProfile.AEAD_AES_128_GCM, false],
+  ["AES128_CM_HMAC_SHA1_80", SrtpProfile.AES128_CM_HMAC_SHA1_80, false],
 ] as const;
 
 interface Pair {
@@ -24,7 +28,7 @@ interface Pair {
   theirsRtcp: SrtcpSession;
 }
 
-function pair(profile: SrtpProfile): Pair {
+function pair(profile: SrtpProfile, native = false): Pair {
   const p = srtpProfileParams(profile)!;
   const a = { key: randomBytes(p.keyLength), salt: randomBytes(p.saltLength) }; // our sending direction
   const b = { key: randomBytes(p.keyLength), salt: randomBytes(p.saltLength) }; // werift's sending direction
@@ -33,7 +37,7 @@ function pair(profile: SrtpProfile): Pair {
     profile,
   };
   return {
-    ours: new SrtpSender(deriveSrtpSessionKeys(profile, a.key, a.salt)),
+    ours: new SrtpSender(deriveSrtpSessionKeys(profile, a.key, a.salt), { native }),
     oursRx: new SrtpReceiver(deriveSrtpSessionKeys(profile, b.key, b.salt)),
     theirs: new SrtpSession(config),
     theirsRtcp: new SrtcpSession(config),
@@ -45,7 +49,43 @@ function protect(s: SrtpSender, h: { marker: boolean; payloadType: number; seque
   return out.subarray(0, s.protectRtp(out, h, payload));
 }
 
-describe.each(PROFILES)("%s against werift", (_name, profile) => {
+describe("native fast path", () => {
+  it("is built and loaded", () => {
+    expect(nativeStatus()).toEqual({ enabled: true, reason: "" });
+  });
+
+  it("protects byte for byte like node:crypto, and falls back to it once released", () => {
+    const keys = deriveSrtpSessionKeys(SrtpProfile.AEAD_AES_128_GCM, randomBytes(16), randomBytes(12));
+    const native = new SrtpSender(keys);
+    const js = new SrtpSender(keys, { native: false });
+    expect([native.native, js.native]).toEqual([true, false]);
+    let seq = 65000;
+    fc.assert(
+      fc.property(fc.boolean(), fc.integer({ min: 0, max: 0xffffffff }), fc.uint8Array({ minLength: 0, maxLength: 1400 }), (marker, ts, payload) => {
+        const h = { marker, payloadType: 102, sequenceNumber: seq, timestamp: ts, ssrc: 0x01020304 };
+        seq = (seq + 7) & 0xffff; // crosses the wrap: ROC 0 → 1 on both
+        expect(protect(native, h, Buffer.from(payload)).equals(protect(js, h, Buffer.from(payload)))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+    native.release();
+    expect(native.native).toBe(false);
+    const h = { marker: false, payloadType: 96, sequenceNumber: seq, timestamp: 1, ssrc: 0x01020304 };
+    expect(protect(native, h, Buffer.from("after release")).equals(protect(js, h, Buffer.from("after release")))).toBe(true);
+  });
+
+  it("refuses an output buffer too small for header, payload and tag", () => {
+    const s = new SrtpSender(deriveSrtpSessionKeys(SrtpProfile.AEAD_AES_128_GCM, randomBytes(16), randomBytes(12)));
+    const out = Buffer.alloc(12 + 100 + 15);
+    expect(() => s.protectRtp(out, { marker: false, payloadType: 96, sequenceNumber: 1, timestamp: 1, ssrc: 1 }, Buffer.alloc(100))).toThrow(/too small/);
+  });
+});
+
+describe.each(PROFILES)("%s against werift", (_name, profile, native) => {
+  it("uses the implementation under test", () => {
+    expect(pair(profile, native).ours.native).toBe(native);
+  });
+
   it("derives the same session keys as werift from the same master key", () => {
     const p = srtpProfileParams(profile)!;
     fc.assert(
@@ -70,7 +110,7 @@ describe.each(PROFILES)("%s against werift", (_name, profile) => {
   });
 
   it("werift decrypts every packet we protect, any header and payload", () => {
-    const { ours, theirs } = pair(profile);
+    const { ours, theirs } = pair(profile, native);
     let seq = 1000;
     fc.assert(
       fc.property(fc.boolean(), fc.integer({ min: 0, max: 127 }), fc.integer({ min: 0, max: 0xffffffff }), fc.uint8Array({ minLength: 0, maxLength: 1200 }), (marker, pt, ts, payload) => {
@@ -86,7 +126,7 @@ describe.each(PROFILES)("%s against werift", (_name, profile) => {
   });
 
   it("keeps werift in step across a sequence wrap, with retransmissions from before it", () => {
-    const { ours, theirs } = pair(profile);
+    const { ours, theirs } = pair(profile, native);
     const ssrc = 0xcafe0001;
     const sent = new Map<number, Buffer>();
     const send = (seq: number) => {
@@ -109,7 +149,7 @@ describe.each(PROFILES)("%s against werift", (_name, profile) => {
   });
 
   it("keeps a separate rollover counter per SSRC", () => {
-    const { ours, theirs } = pair(profile);
+    const { ours, theirs } = pair(profile, native);
     for (let i = 0; i < 40; i++) {
       const video = (65520 + i) & 0xffff;
       const audio = 3000 + i;
@@ -149,7 +189,7 @@ describe.each(PROFILES)("%s against werift", (_name, profile) => {
   });
 
   it("exchanges SRTCP with werift both ways", () => {
-    const { ours, oursRx, theirsRtcp } = pair(profile);
+    const { ours, oursRx, theirsRtcp } = pair(profile, native);
     // A sender report + SDES, as the viewer tick sends them.
     const sr = Buffer.from("80c8000600000001e0b9d1a2000000000000100000000010000007d081ca00030000000101046761746500000000", "hex");
     for (let i = 0; i < 5; i++) {
