@@ -21,7 +21,9 @@
 #define NAPI_VERSION 8
 #define _GNU_SOURCE
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <node_api.h>
 #include <openssl/evp.h>
 #include <stdint.h>
@@ -163,14 +165,72 @@ static napi_value release(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* sockaddr(ip: string, port: number) → Buffer holding a sockaddr_in or sockaddr_in6 */
+static napi_value make_sockaddr(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) THROW(env, "sockaddr(ip, port)");
+  char ip[64];
+  size_t iplen;
+  CHECK(env, napi_get_value_string_utf8(env, argv[0], ip, sizeof(ip), &iplen));
+  uint32_t port;
+  CHECK(env, napi_get_value_uint32(env, argv[1], &port));
+  if (port > 65535) THROW(env, "port out of range");
+  // An IPv6 zone ("fe80::1%eth0") is cut off: the socket is bound to its interface already.
+  char *zone = strchr(ip, '%');
+  if (zone) *zone = 0;
+  napi_value out;
+  void *data;
+  struct sockaddr_in a4;
+  struct sockaddr_in6 a6;
+  memset(&a4, 0, sizeof(a4));
+  memset(&a6, 0, sizeof(a6));
+  if (inet_pton(AF_INET, ip, &a4.sin_addr) == 1) {
+    a4.sin_family = AF_INET;
+    a4.sin_port = htons((uint16_t)port);
+    CHECK(env, napi_create_buffer_copy(env, sizeof(a4), &a4, &data, &out));
+    return out;
+  }
+  if (inet_pton(AF_INET6, ip, &a6.sin6_addr) == 1) {
+    a6.sin6_family = AF_INET6;
+    a6.sin6_port = htons((uint16_t)port);
+    CHECK(env, napi_create_buffer_copy(env, sizeof(a6), &a6, &data, &out));
+    return out;
+  }
+  THROW(env, "not an IP address");
+}
+
+/* Segments per UDP_SEGMENT send, and bytes: the kernel's limits (UDP_MAX_SEGMENTS, 64 KiB). */
+#define GSO_MAX_SEGMENTS 64
+#define GSO_MAX_BYTES 65000
+/* Cleared when the kernel refuses UDP_SEGMENT (old kernel, no GSO on the route). */
+static _Atomic int gso_ok = 1;
+
+typedef struct {
+  struct mmsghdr msgs[MAX_BATCH];
+  struct iovec iovs[MAX_BATCH];
+  /* msgs[m] carries datagrams first[m] … first[m] + count[m] − 1 of the batch. */
+  uint32_t first[MAX_BATCH];
+  uint32_t count[MAX_BATCH];
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[MAX_BATCH];
+} batch_t;
+static _Thread_local batch_t B;
+
 /*
  * sendBatch(fds: Int32Array, bufs: Buffer[], lens: Int32Array, addrs: Buffer[], n, results: Int32Array)
  *   → datagrams written
  *
- * `addrs[i]` is a sockaddr_in or sockaddr_in6 (see sockaddr() in index.ts). Consecutive
- * datagrams with the same fd go out in one sendmmsg. results[i] = bytes written, or
- * −errno (−EAGAIN: the socket's buffer was full; the caller may queue it another way).
- * The sockets stay non-blocking (libuv's), so this never waits.
+ * `addrs[i]` comes from sockaddr(). Consecutive datagrams for the same fd go out in one
+ * sendmmsg; within it, consecutive datagrams of one size for the same address (the last
+ * may be shorter) become one UDP GSO send (UDP_SEGMENT): the kernel walks its output
+ * path once for all of them and cuts them into separate datagrams, the same on the wire.
+ * results[i] = bytes written, or −errno. After −EAGAIN (the socket's buffer is full) the
+ * rest of that socket's datagrams are left as −EAGAIN, in order, for the caller to queue
+ * another way. The sockets stay non-blocking (libuv's): this never waits.
  */
 static napi_value send_batch(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -178,7 +238,7 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 6) THROW(env, "sendBatch(fds, bufs, lens, addrs, n, results)");
   napi_typedarray_type tt;
-  size_t len, off;
+  size_t off;
   void *data;
   napi_value ab;
   int32_t *fds, *lens, *results;
@@ -196,9 +256,9 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_value_uint32(env, argv[4], &n));
   if (n > nfds || n > nlens || n > nres || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
 
-  static _Thread_local struct mmsghdr msgs[MAX_BATCH];
-  static _Thread_local struct iovec iovs[MAX_BATCH];
-  (void)len;
+  /* Datagrams: iovs[i], and the address of each in msgs[i] (used while grouping). */
+  void *addr_of[MAX_BATCH];
+  socklen_t addr_len[MAX_BATCH];
   for (uint32_t i = 0; i < n; i++) {
     napi_value b, a;
     void *bp, *ap;
@@ -207,41 +267,89 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
     CHECK(env, napi_get_buffer_info(env, b, &bp, &bl));
     CHECK(env, napi_get_element(env, argv[3], i, &a));
     CHECK(env, napi_get_buffer_info(env, a, &ap, &al));
-    if (lens[i] < 0 || (size_t)lens[i] > bl) THROW(env, "datagram length past its buffer");
+    if (lens[i] <= 0 || (size_t)lens[i] > bl) THROW(env, "datagram length past its buffer");
     if (al != sizeof(struct sockaddr_in) && al != sizeof(struct sockaddr_in6)) THROW(env, "bad socket address");
-    iovs[i].iov_base = bp;
-    iovs[i].iov_len = (size_t)lens[i];
-    memset(&msgs[i], 0, sizeof(msgs[i]));
-    msgs[i].msg_hdr.msg_name = ap;
-    msgs[i].msg_hdr.msg_namelen = (socklen_t)al;
-    msgs[i].msg_hdr.msg_iov = &iovs[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
+    B.iovs[i].iov_base = bp;
+    B.iovs[i].iov_len = (size_t)lens[i];
+    addr_of[i] = ap;
+    addr_len[i] = (socklen_t)al;
+    results[i] = -EAGAIN;
   }
 
   uint32_t sent = 0;
   uint32_t i = 0;
   while (i < n) {
+    /* One socket's run: datagrams i … j − 1. */
     uint32_t j = i + 1;
     while (j < n && fds[j] == fds[i]) j++;
-    uint32_t k = i;
-    while (k < j) {
-      int r = sendmmsg(fds[k], &msgs[k], j - k, MSG_DONTWAIT);
+    /* Pack the run into messages. */
+    uint32_t m = 0;
+    for (uint32_t k = i; k < j;) {
+      uint32_t c = 1;
+      size_t seg = B.iovs[k].iov_len, bytes = seg;
+      if (gso_ok) {
+        while (k + c < j && c < GSO_MAX_SEGMENTS && addr_len[k + c] == addr_len[k] &&
+               memcmp(addr_of[k + c], addr_of[k], addr_len[k]) == 0 && B.iovs[k + c].iov_len <= seg &&
+               bytes + B.iovs[k + c].iov_len <= GSO_MAX_BYTES) {
+          bytes += B.iovs[k + c].iov_len;
+          c++;
+          if (B.iovs[k + c - 1].iov_len < seg) break; /* a shorter one ends the group */
+        }
+      }
+      struct msghdr *h = &B.msgs[m].msg_hdr;
+      memset(h, 0, sizeof(*h));
+      h->msg_name = addr_of[k];
+      h->msg_namelen = addr_len[k];
+      h->msg_iov = &B.iovs[k];
+      h->msg_iovlen = c;
+      if (c > 1) {
+        h->msg_control = B.ctl[m].buf;
+        h->msg_controllen = sizeof(B.ctl[m].buf);
+        struct cmsghdr *cm = CMSG_FIRSTHDR(h);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gso = (uint16_t)seg;
+        memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+      }
+      B.first[m] = k;
+      B.count[m] = c;
+      m++;
+      k += c;
+    }
+    /* Send the messages; stop this socket at EAGAIN. */
+    for (uint32_t done = 0; done < m;) {
+      int r = sendmmsg(fds[i], &B.msgs[done], m - done, MSG_DONTWAIT);
       if (r > 0) {
-        for (int m = 0; m < r; m++) results[k + m] = (int32_t)msgs[k + m].msg_len;
-        sent += (uint32_t)r;
-        k += (uint32_t)r;
+        for (uint32_t q = done; q < done + (uint32_t)r; q++) {
+          for (uint32_t d = 0; d < B.count[q]; d++) results[B.first[q] + d] = (int32_t)B.iovs[B.first[q] + d].iov_len;
+          sent += B.count[q];
+        }
+        done += (uint32_t)r;
         continue;
       }
       int e = r < 0 ? errno : EIO;
       if (e == EINTR) continue;
-      // This datagram failed; report it and go on with the next one for the same socket
-      // (EAGAIN leaves the rest to the caller's fallback as well, one by one).
-      results[k] = -e;
-      k++;
+      if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) break; /* the rest stay −EAGAIN */
+      if (B.count[done] > 1 && (e == EINVAL || e == EIO || e == ENOPROTOOPT || e == EOPNOTSUPP)) {
+        /* No GSO on this kernel or route: stop using it; the rest of this batch is left to the caller. */
+        gso_ok = 0;
+        break;
+      }
+      for (uint32_t d = 0; d < B.count[done]; d++) results[B.first[done] + d] = -e;
+      done++;
     }
     i = j;
   }
   return num(env, sent);
+}
+
+/* gso(): whether UDP GSO is still in use (diagnostics, tests). */
+static napi_value gso_state(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  napi_get_boolean(env, gso_ok != 0, &out);
+  return out;
 }
 
 NAPI_MODULE_INIT() {
@@ -250,6 +358,8 @@ NAPI_MODULE_INIT() {
       {"protectRtpGcm", NULL, protect_rtp_gcm, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"release", NULL, release, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"gso", NULL, gso_state, NULL, NULL, NULL, napi_default_jsproperty, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

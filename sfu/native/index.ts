@@ -33,6 +33,10 @@ export interface FastPath {
    * results[i] = bytes written or −errno. Returns how many were written.
    */
   sendBatch(fds: Int32Array, bufs: Buffer[], lens: Int32Array, addrs: Buffer[], n: number, results: Int32Array): number;
+  /** The socket address bytes sendBatch takes, for an IP literal and port (throws otherwise). */
+  sockaddr(ip: string, port: number): Buffer;
+  /** Whether UDP GSO is in use (false once the kernel refused it). */
+  gso(): boolean;
 }
 
 /** Opaque handle of a native AES-GCM context. */
@@ -58,7 +62,7 @@ function load(): void {
   }
   try {
     const m = createRequire(import.meta.url)(ADDON_PATH) as Partial<FastPath>;
-    if (typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function") {
+    if (typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function") {
       reason = "the built addon is out of date (rebuild with `npm run build:native`)";
       return;
     }

@@ -129,7 +129,7 @@ export async function startRig(o: RigOptions = {}): Promise<Rig> {
     const gateway = await forkChild<{ url: string; pid: number; workers: number | null }>(
       proc("gateway.ts"),
       ["--config", JSON.stringify(gatewayConfig(recorder.ready.url, { workers: o.workers }))],
-      { execArgv: ["--expose-gc"] },
+      { execArgv: ["--expose-gc", ...(process.env.GW_PROF ? ["--cpu-prof", "--cpu-prof-dir=" + process.env.GW_PROF] : [])] },
     );
     started.push(gateway);
     const receivers = await forkChild<{ pid: number }>(proc("receivers.ts"));

@@ -6,6 +6,7 @@
 import dgram from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
 import { LatencyHistogram } from "../../sfu/latency.ts";
+import { fastPath } from "../../sfu/native/index.ts";
 import { SendBatch, SendResult, UdpWriter } from "../../sfu/udp-writer.ts";
 
 const sockets: dgram.Socket[] = [];
@@ -13,10 +14,10 @@ afterEach(async () => {
   await Promise.all(sockets.splice(0).map((s) => new Promise<void>((r) => s.close(() => r())).catch(() => {})));
 });
 
-async function socket(): Promise<dgram.Socket> {
-  const s = dgram.createSocket("udp4");
+async function socket(type: "udp4" | "udp6" = "udp4"): Promise<dgram.Socket> {
+  const s = dgram.createSocket(type);
   sockets.push(s);
-  await new Promise<void>((r) => s.bind(0, "127.0.0.1", () => r()));
+  await new Promise<void>((r) => s.bind(0, type === "udp4" ? "127.0.0.1" : "::1", () => r()));
   return s;
 }
 
@@ -68,12 +69,15 @@ describe("UdpWriter", () => {
   });
 });
 
-describe("SendBatch", () => {
+describe.each([
+  ["native", true],
+  ["Node's handle", false],
+])("SendBatch through %s", (_name, native) => {
   it("writes a fan-out in order at the end of the task, reuses buffers, and records live packets' latency", async () => {
     const rx = await socket();
     const tx = await socket();
     const latency = new LatencyHistogram();
-    const batch = new SendBatch({ limit: 4, latency });
+    const batch = new SendBatch({ limit: 4, latency, native });
     const w = new UdpWriter(tx, rx.address().port, "127.0.0.1");
     const arrived = receive(rx, 6);
     const used = new Set<Buffer>();
@@ -93,6 +97,94 @@ describe("SendBatch", () => {
     expect(latency.percentile(50)).toBeGreaterThanOrEqual(1);
     // Buffers went back to the pool: the next fan-out takes the same ones.
     expect(used.has(batch.take())).toBe(true);
+  });
+
+  it("delivers interleaved fan-outs to many sockets byte for byte, each socket's packets in order", async () => {
+    const viewers = 5;
+    const perViewer = 70; // more than one GSO send (64 segments) per socket
+    const rxs = await Promise.all(Array.from({ length: viewers }, () => socket()));
+    const txs = await Promise.all(Array.from({ length: viewers }, () => socket()));
+    const ws = txs.map((tx, v) => new UdpWriter(tx, rxs[v]!.address().port, "127.0.0.1"));
+    const arrived = rxs.map((rx) => receive(rx, perViewer));
+    const batch = new SendBatch({ limit: 1024, native });
+    const expected: string[][] = ws.map(() => []);
+    // Packet-major, like a fan-out: packet p to every viewer, then p + 1. Runs of equal
+    // sizes (GSO candidates) broken by shorter packets, as a frame's last fragment is.
+    for (let p = 0; p < perViewer; p++) {
+      const size = p % 9 === 8 ? 300 + p : 1228;
+      for (let v = 0; v < viewers; v++) {
+        const b = batch.take();
+        for (let i = 0; i < size; i++) b[i] = (p * 31 + v * 7 + i) & 0xff;
+        expected[v]!.push(b.subarray(0, size).toString("hex"));
+        batch.add(ws[v]!, b, size, 0);
+      }
+    }
+    batch.flush();
+    for (let v = 0; v < viewers; v++) {
+      const got = await arrived[v]!;
+      expect(got.map((b) => b.toString("hex"))).toEqual(expected[v]);
+      expect(ws[v]!.stats).toEqual({ sync: perViewer, queued: 0, failed: 0 });
+    }
+    if (native) expect(fastPath!.gso()).toBe(true);
+  });
+
+  it("counts datagrams for a socket closed before the flush as failed and keeps the others", async () => {
+    const rx = await socket();
+    const good = await socket();
+    const gone = dgram.createSocket("udp4");
+    await new Promise<void>((r) => gone.bind(0, "127.0.0.1", () => r()));
+    const wGood = new UdpWriter(good, rx.address().port, "127.0.0.1");
+    const wGone = new UdpWriter(gone, rx.address().port, "127.0.0.1");
+    const arrived = receive(rx, 3);
+    const batch = new SendBatch({ limit: 64, native });
+    for (let i = 0; i < 3; i++) {
+      batch.add(wGone, batch.take().fill(0xee), 40, 0);
+      batch.add(wGood, batch.take().fill(i), 40, 0);
+    }
+    await new Promise<void>((r) => gone.close(() => r()));
+    batch.flush();
+    expect((await arrived).map((b) => b[0])).toEqual([0, 1, 2]);
+    expect(wGone.stats).toEqual({ sync: 0, queued: 0, failed: 3 });
+    expect(wGood.stats.sync).toBe(3);
+  });
+
+  it("writes to IPv6 peers", async () => {
+    const rx = await socket("udp6");
+    const tx = await socket("udp6");
+    const w = new UdpWriter(tx, rx.address().port, "::1");
+    if (native) expect(w.fd).toBeGreaterThanOrEqual(0);
+    const arrived = receive(rx, 2);
+    const batch = new SendBatch({ native });
+    batch.add(w, batch.take().fill(6), 1200, 0);
+    batch.add(w, batch.take().fill(7), 1200, 0);
+    batch.flush();
+    expect((await arrived).map((b) => [b.length, b[0]])).toEqual([
+      [1200, 6],
+      [1200, 7],
+    ]);
+  });
+});
+
+describe("native fast path: socket addresses", () => {
+  it("encodes IPv4 and IPv6 literals and refuses anything else", () => {
+    const a4 = fastPath!.sockaddr("192.0.2.7", 5004);
+    expect(a4.length).toBe(16);
+    expect([a4.readUInt16LE(0), a4.readUInt16BE(2), [...a4.subarray(4, 8)]]).toEqual([2, 5004, [192, 0, 2, 7]]);
+    const a6 = fastPath!.sockaddr("2001:db8::1%eth0", 443);
+    expect(a6.length).toBe(28);
+    expect([a6.readUInt16LE(0), a6.readUInt16BE(2), a6.subarray(8, 24).toString("hex")]).toEqual([10, 443, "20010db8000000000000000000000001"]);
+    expect(() => fastPath!.sockaddr("localhost", 1)).toThrow(/not an IP address/);
+    expect(() => fastPath!.sockaddr("1.2.3.4", 70000)).toThrow(/port/);
+  });
+
+  it("refuses inconsistent batches without touching any socket", async () => {
+    const tx = await socket();
+    const fd = new UdpWriter(tx, 9, "127.0.0.1").fd;
+    const addr = fastPath!.sockaddr("127.0.0.1", 9);
+    const r = new Int32Array(2);
+    expect(() => fastPath!.sendBatch(new Int32Array([fd]), [Buffer.alloc(10)], new Int32Array([11]), [addr], 1, r)).toThrow(/past its buffer/);
+    expect(() => fastPath!.sendBatch(new Int32Array([fd]), [Buffer.alloc(10)], new Int32Array([10]), [Buffer.alloc(3)], 1, r)).toThrow(/address/);
+    expect(() => fastPath!.sendBatch(new Int32Array([fd]), [Buffer.alloc(10)], new Int32Array([10]), [addr], 2, r)).toThrow(/larger/);
   });
 });
 
