@@ -34,7 +34,12 @@ export type SourceDropReason =
   /** Larger than a history slot (non-H.264 payload over 1500 bytes). */
   | "oversize"
   /** Pushed while no upstream session was announced (before setTracks or after close). */
-  | "noTracks";
+  | "noTracks"
+  /**
+   * Never fanned out: the media thread fell further behind ingest than its backlog bound
+   * (overload; the viewers resume at the next keyframe).
+   */
+  | "backlog";
 
 export interface SourceTrackStats extends TrackSpec {
   packetsIn: number;
@@ -161,6 +166,7 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
     unsupportedPayload: 0,
     oversize: 0,
     noTracks: 0,
+    backlog: 0,
   };
 
   constructor(o: SourceOptions) {
@@ -235,6 +241,12 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
 
   pushRtp(track: number, packet: Buffer): void {
     this.pushRtpAt(track, packet, this.burstArrival());
+  }
+
+  /** Counts `n` packets dropped before they reached this source (see SourceDropReason "backlog"). */
+  countDropped(reason: SourceDropReason, n: number): void {
+    this.packetsIn += n;
+    this.dropped[reason] += n;
   }
 
   /**

@@ -453,6 +453,7 @@ const NO_DROPS: Record<SourceDropReason, number> = {
   unsupportedPayload: 0,
   oversize: 0,
   noTracks: 0,
+  backlog: 0,
 };
 
 /** A camera's source as the main thread sees it: ingest is batched to every worker. */

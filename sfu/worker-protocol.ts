@@ -115,16 +115,27 @@ export function encodeRecord(out: Buffer, offset: number, kind: number, track: n
 export function forEachRecord(
   data: Uint8Array,
   fn: (kind: number, track: number, packet: Buffer, arrivalEpochMs: number) => void,
-): void {
+  from = 0,
+  stop?: () => boolean,
+): number {
   const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  let off = 0;
+  let off = from;
   while (off + RECORD_HEADER <= b.length) {
     const len = b.readUInt16BE(off + 2);
     const end = off + RECORD_HEADER + len;
-    if (end > b.length) return;
+    if (end > b.length) return b.length;
     fn(b[off]!, b[off + 1]!, b.subarray(off + RECORD_HEADER, end), b.readDoubleBE(off + 4));
     off = end;
+    if (stop?.()) return off;
   }
+  return b.length;
+}
+
+/** Records (RTP and RTCP) in `data` from byte `from` on. */
+export function countRecords(data: Uint8Array, from = 0): number {
+  let n = 0;
+  forEachRecord(data, () => n++, from);
+  return n;
 }
 
 // ---- errors -----------------------------------------------------------------------

@@ -11,11 +11,11 @@ import { getHeapStatistics } from "node:v8";
 import { parentPort, workerData } from "node:worker_threads";
 import { cameraId, viewerId } from "../config/ids.ts";
 import { SfuEngine } from "./engine.ts";
+import { IngestQueue } from "./ingest-queue.ts";
 import type { Source } from "./source.ts";
 import type { Viewer } from "./viewer.ts";
 import {
   errorToWire,
-  forEachRecord,
   postingLogger,
   RecordKind,
   type FromWorker,
@@ -45,29 +45,49 @@ const snapshotTimer = setInterval(() => post({ t: "snapshot", ...snapshot() }), 
 
 port.on("message", (m: ToWorker) => {
   try {
-    handle(m);
+    if (m.t === "media" || m.t === "tracks" || m.t === "down") ingest(m);
+    else handle(m);
   } catch (err) {
     log.warn("media worker message failed", { type: m.t, err });
   }
 });
 
-function handle(m: ToWorker): void {
+type IngestMessage = Extract<ToWorker, { t: "media" | "tracks" | "down" }>;
+
+const ingestQueue = new IngestQueue({
+  onRecord: (cam, kind, track, packet, arrival) => {
+    if (closing) return;
+    const src = source(cam);
+    if (kind === RecordKind.RTP) src.pushRtpAt(track, packet, arrival + epochToLocal);
+    else src.pushRtcp(track, packet);
+  },
+  onDropped: (cam, records) => source(cam).countDropped("backlog", records),
+  onError: (err) => log.warn("media worker ingest failed", { err }),
+});
+
+function ingest(m: IngestMessage): void {
+  if (closing) return;
+  if (m.t === "media") ingestQueue.push({ t: "media", cam: m.cam, data: m.data });
+  else if (m.t === "tracks")
+    ingestQueue.push({
+      t: "control",
+      cam: m.cam,
+      run: () => {
+        if (!closing) source(m.cam).setTracks(m.tracks);
+      },
+    });
+  else
+    ingestQueue.push({
+      t: "control",
+      cam: m.cam,
+      run: () => {
+        if (!closing) source(m.cam).upstreamDown(m.reason);
+      },
+    });
+}
+
+function handle(m: Exclude<ToWorker, IngestMessage>): void {
   switch (m.t) {
-    case "tracks":
-      if (!closing) source(m.cam).setTracks(m.tracks);
-      break;
-    case "down":
-      if (!closing) source(m.cam).upstreamDown(m.reason);
-      break;
-    case "media": {
-      if (closing) break;
-      const src = source(m.cam);
-      forEachRecord(m.data, (kind, track, packet, arrival) => {
-        if (kind === RecordKind.RTP) src.pushRtpAt(track, packet, arrival + epochToLocal);
-        else src.pushRtcp(track, packet);
-      });
-      break;
-    }
     case "createViewer":
       void createViewer(m);
       break;

@@ -129,7 +129,8 @@ export async function startRig(o: RigOptions = {}): Promise<Rig> {
     const gateway = await forkChild<{ url: string; pid: number; workers: number | null }>(
       proc("gateway.ts"),
       ["--config", JSON.stringify(gatewayConfig(recorder.ready.url, { workers: o.workers }))],
-      { execArgv: ["--expose-gc", ...(process.env.GW_PROF ? ["--cpu-prof", "--cpu-prof-dir=" + process.env.GW_PROF] : [])] },
+      // GATEHOUSE_BENCH_GATEWAY_ARGS: extra Node flags for the gateway (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+      { execArgv: ["--expose-gc", ...(process.env.GATEHOUSE_BENCH_GATEWAY_ARGS?.split(" ").filter(Boolean) ?? [])] },
     );
     started.push(gateway);
     const receivers = await forkChild<{ pid: number }>(proc("receivers.ts"));
@@ -435,7 +436,7 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
       log(
         `fanout ${level.viewers} viewers: ${level.forwardedPps} pps out, gateway ${level.gatewayCores} cores → ` +
           `${level.ppsPerCore} pps/core (${level.cpuUsPerPacket} µs/pkt), loss ${(level.lossFraction * 100).toFixed(3)} %, ` +
-          `latency p50/p99 ${level.latencyP50Ms}/${level.latencyP99Ms} ms, loop max ${level.loopDelayMaxMs} ms, ` +
+          `latency p50/p99 ${level.latencyP50Ms}/${level.latencyP99Ms} ms, loop max ${level.loopDelayMaxMs} ms (media ${level.mediaLoopDelayMaxMs} ms), ` +
           `receivers ${level.receiverCores} cores (loop max ${level.receiverLoopDelayMaxMs} ms)`,
       );
       const lossFree = level.lossFraction <= threshold && level.silentViewers === 0;
