@@ -2,7 +2,7 @@
  * What the gateway's own rooms report to `/metrics`: cameras (ingest) and the SFU.
  * TURN and SIP add their collectors where they are started.
  */
-import type { Sfu } from "../sfu/sfu.ts";
+import { nativeStatus, type Sfu } from "../sfu/sfu.ts";
 import type { TurnServer } from "../turn/index.ts";
 import type { SipServer } from "./sip/index.ts";
 import type { CameraRegistry } from "./cameras.ts";
@@ -42,6 +42,12 @@ export function sfuCollector(sfu: Sfu): Collector {
         out.push({ name: "gatehouse_source_dropped_total", help: "Upstream packets dropped by the SFU, by reason.", type: "counter", value: n, labels: { ...labels, reason } });
     }
     out.push({ name: "gatehouse_viewers", help: "WebRTC viewers.", type: "gauge", value: viewers.length });
+    out.push({
+      name: "gatehouse_native_fast_path",
+      help: "1 when RTP is protected and written by the native fast path (sfu/native/), 0 on the JavaScript path.",
+      type: "gauge",
+      value: nativeStatus().enabled ? 1 : 0,
+    });
     // Measurement windows restart after each scrape, so every figure covers the last scrape interval.
     const lat = st.forwardLatencyMs;
     out.push(

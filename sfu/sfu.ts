@@ -17,6 +17,9 @@ import { normalizeBundleOnly } from "./offer.ts";
 import { SfuEngine, type CreateViewerOptions, type EngineOptions, type SfuStats } from "./engine.ts";
 import { WorkerPool, type PoolExit } from "./worker-pool.ts";
 
+/** Whether the native fast path (sfu/native/) is in use, for operators. */
+export { nativeStatus } from "./native/index.ts";
+
 export type { SourceHandle, ViewerHandle } from "./api.ts";
 export type { CreateViewerOptions, EventLoopStats, SfuStats, SfuTimers, WorkerStats } from "./engine.ts";
 export type { LatencySummary } from "./latency.ts";

@@ -28,6 +28,7 @@ import type { Logger } from "../config/log.ts";
 import type { SourceHandle, ViewerHandle } from "./api.ts";
 import type { CreateViewerOptions, EngineOptions, SfuStats } from "./engine.ts";
 import { LatencyHistogram } from "./latency.ts";
+import { nativeStatus } from "./native/index.ts";
 import { parseOffer, planAnswer } from "./offer.ts";
 import type { PacketRing } from "./ring.ts";
 import type { SourceDropReason, SourceEvents, SourceStats } from "./source.ts";
@@ -193,7 +194,12 @@ export class WorkerPool {
     for (const init of this.inits) this.workers.push(this.spawn(init));
     this.loopDelay = monitorEventLoopDelay({ resolution: 10 });
     this.loopDelay.enable();
-    this.log.info("media workers started", { workers: n, portRanges: ranges.map((r) => r.join("-")).join(",") });
+    const native = nativeStatus();
+    this.log.info("media workers started", {
+      workers: n,
+      portRanges: ranges.map((r) => r.join("-")).join(","),
+      nativeFastPath: native.enabled ? "on" : `off: ${native.reason}`,
+    });
   }
 
   private spawn(init: WorkerInit): MediaWorker {

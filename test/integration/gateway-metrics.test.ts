@@ -13,6 +13,7 @@ describe("gateway /metrics", () => {
     const text = await res.text();
     expect(text).toMatch(/^gatehouse_camera_state\{camera="demo",state="idle"\} 1$/m);
     expect(text).toMatch(/^gatehouse_viewers 0$/m);
+    expect(text).toMatch(/^gatehouse_native_fast_path 1$/m); // CI builds the addon (npm run build:native)
     expect(text).toMatch(/^gatehouse_process_resident_bytes \d+$/m);
     expect(text).toMatch(/^gatehouse_forward_latency_p99_seconds [\d.e-]+$/m);
     // media.workers 0 = one media worker per core.
