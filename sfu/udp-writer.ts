@@ -97,6 +97,8 @@ export class UdpWriter {
   readonly sockaddr: Buffer | undefined;
   /** SendBatch's grouping state for this writer in the current flush (see SendBatch.flush). */
   batchEpoch = 0;
+  /** The kernel refused a batched (GSO) write to this peer: write one by one through the handle. */
+  nativeRefused = false;
   batchHead = -1;
   batchTail = -1;
 
@@ -128,7 +130,7 @@ export class UdpWriter {
    * open and nothing of ours waits in libuv's queue (it would be overtaken).
    */
   nativeReady(): boolean {
-    if (this.fd < 0 || this.state!.handle !== this.handle) return false;
+    if (this.fd < 0 || this.nativeRefused || this.state!.handle !== this.handle) return false;
     return !this.maybeQueued || this.inFlight === 0;
   }
 
@@ -348,8 +350,10 @@ export class SendBatch {
     for (let j = 0; j < m; j++) {
       const i = this.order[j]!;
       const r = this.nResults[j]!;
-      if (r === -EAGAIN) {
-        // The socket's kernel buffer is full: libuv queues it, behind nothing of ours.
+      if (r === -EAGAIN || r === -EMSGSIZE) {
+        // EAGAIN: the socket's kernel buffer is full; libuv queues it, behind nothing of ours.
+        // EMSGSIZE: the kernel refused GSO on this route; this writer sends singly from now on.
+        if (r === -EMSGSIZE) this.writers[i]!.nativeRefused = true;
         this.sendOne(i, now);
         continue;
       }
@@ -366,6 +370,7 @@ export class SendBatch {
   }
 }
 
-/** errno EAGAIN on Linux, as sendBatch reports it (negated). */
+/** errno values on Linux, as sendBatch reports them (negated). */
 const EAGAIN = 11;
+const EMSGSIZE = 90;
 const EMPTY = Buffer.alloc(0);

@@ -126,6 +126,9 @@ static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
   uint32_t roc;
   CHECK(env, napi_get_value_uint32(env, argv[3], &roc));
   if (olen < RTP_HEADER + plen + GCM_TAG || plen > INT32_MAX) THROW(env, "output buffer too small");
+  /* In-place is not supported: the payload is read while the ciphertext is written. */
+  const uint8_t *p = pdata;
+  if (plen > 0 && p < out + RTP_HEADER + plen + GCM_TAG && out < p + plen) THROW(env, "payload overlaps the output buffer");
 
   uint8_t iv[12];
   const uint8_t *s = g->salt;
@@ -230,7 +233,8 @@ static _Thread_local batch_t B;
  * path once for all of them and cuts them into separate datagrams, the same on the wire.
  * results[i] = bytes written, or −errno. After −EAGAIN (the socket's buffer is full) the
  * rest of that socket's datagrams are left as −EAGAIN, in order, for the caller to queue
- * another way. The sockets stay non-blocking (libuv's): this never waits.
+ * another way; −EMSGSIZE marks datagrams of a GSO send the kernel refused (send them
+ * singly). The sockets stay non-blocking (libuv's): this never waits.
  */
 static napi_value send_batch(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -331,10 +335,14 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
       int e = r < 0 ? errno : EIO;
       if (e == EINTR) continue;
       if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) break; /* the rest stay −EAGAIN */
-      if (B.count[done] > 1 && (e == EINVAL || e == EIO || e == ENOPROTOOPT || e == EOPNOTSUPP)) {
-        /* No GSO on this kernel or route: stop using it; the rest of this batch is left to the caller. */
-        gso_ok = 0;
-        break;
+      if (B.count[done] > 1 && (e == EINVAL || e == EMSGSIZE || e == EIO || e == ENOPROTOOPT || e == EOPNOTSUPP)) {
+        /*
+         * The kernel refused the GSO send: no UDP_SEGMENT at all (stop using it), or not
+         * on this route (segments larger than its MTU). Its datagrams come back as
+         * −EMSGSIZE for the caller to send one by one, where the kernel may fragment.
+         */
+        if (e == ENOPROTOOPT || e == EOPNOTSUPP) gso_ok = 0;
+        e = EMSGSIZE;
       }
       for (uint32_t d = 0; d < B.count[done]; d++) results[B.first[done] + d] = -e;
       done++;

@@ -78,6 +78,8 @@ describe("native fast path", () => {
     const s = new SrtpSender(deriveSrtpSessionKeys(SrtpProfile.AEAD_AES_128_GCM, randomBytes(16), randomBytes(12)));
     const out = Buffer.alloc(12 + 100 + 15);
     expect(() => s.protectRtp(out, { marker: false, payloadType: 96, sequenceNumber: 1, timestamp: 1, ssrc: 1 }, Buffer.alloc(100))).toThrow(/too small/);
+    const big = Buffer.alloc(400);
+    expect(() => s.protectRtp(big, { marker: false, payloadType: 96, sequenceNumber: 2, timestamp: 1, ssrc: 1 }, big.subarray(20, 120))).toThrow(/overlaps/);
   });
 });
 
