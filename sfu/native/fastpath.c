@@ -51,6 +51,13 @@ typedef struct {
     if ((call) != napi_ok) THROW((env), #call); \
   } while (0)
 
+/* Declares argv[N] with the call's arguments; throws `usage` when fewer were given. */
+#define ARGS(env, info, N, usage)                                            \
+  size_t argc = (N);                                                         \
+  napi_value argv[(N)];                                                      \
+  CHECK((env), napi_get_cb_info((env), (info), &argc, argv, NULL, NULL));    \
+  if (argc < (N)) THROW((env), (usage))
+
 static napi_value num(napi_env env, double v) {
   napi_value out;
   napi_create_double(env, v, &out);
@@ -72,10 +79,7 @@ static void gcm_finalize(napi_env env, void *data, void *hint) {
 
 /* gcmContext(key: 16-byte Buffer, salt: 12-byte Buffer) → External */
 static napi_value gcm_context(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "gcmContext(key, salt)");
+  ARGS(env, info, 2, "gcmContext(key, salt)");
   void *key, *salt;
   size_t klen, slen;
   CHECK(env, napi_get_buffer_info(env, argv[0], &key, &klen));
@@ -106,10 +110,7 @@ static napi_value gcm_context(napi_env env, napi_callback_info info) {
  * encrypted after it and the tag appended (RFC 7714 §8: header as AAD, IV §8.1).
  */
 static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) THROW(env, "protectRtpGcm(ctx, out, payload, roc)");
+  ARGS(env, info, 4, "protectRtpGcm(ctx, out, payload, roc)");
   gcm_t *g;
   CHECK(env, napi_get_value_external(env, argv[0], (void **)&g));
   if (!g->ctx) THROW(env, "SRTP context released");
@@ -158,10 +159,7 @@ static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
 
 /* release(ctx): frees the key schedule now rather than at garbage collection. */
 static napi_value release(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) THROW(env, "release(ctx)");
+  ARGS(env, info, 1, "release(ctx)");
   gcm_t *g;
   CHECK(env, napi_get_value_external(env, argv[0], (void **)&g));
   gcm_free(g);
@@ -170,10 +168,7 @@ static napi_value release(napi_env env, napi_callback_info info) {
 
 /* sockaddr(ip: string, port: number) → Buffer holding a sockaddr_in or sockaddr_in6 */
 static napi_value make_sockaddr(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) THROW(env, "sockaddr(ip, port)");
+  ARGS(env, info, 2, "sockaddr(ip, port)");
   char ip[64];
   size_t iplen;
   CHECK(env, napi_get_value_string_utf8(env, argv[0], ip, sizeof(ip), &iplen));
@@ -237,10 +232,7 @@ static _Thread_local batch_t B;
  * singly). The sockets stay non-blocking (libuv's): this never waits.
  */
 static napi_value send_batch(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 6) THROW(env, "sendBatch(fds, bufs, lens, addrs, n, results)");
+  ARGS(env, info, 6, "sendBatch(fds, bufs, lens, addrs, n, results)");
   napi_typedarray_type tt;
   size_t off;
   void *data;
