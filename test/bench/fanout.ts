@@ -98,6 +98,8 @@ export interface Rig {
 export interface RigOptions {
   /** `media.workers` for the gateway; undefined = config default. */
   workers?: number;
+  /** false: the gateway runs without the native fast path (GATEHOUSE_NATIVE=0). */
+  native?: boolean;
   clip?: ClipSpec;
   log?: Log;
 }
@@ -130,7 +132,10 @@ export async function startRig(o: RigOptions = {}): Promise<Rig> {
       proc("gateway.ts"),
       ["--config", JSON.stringify(gatewayConfig(recorder.ready.url, { workers: o.workers }))],
       // GATEHOUSE_BENCH_GATEWAY_ARGS: extra Node flags for the gateway (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
-      { execArgv: ["--expose-gc", ...(process.env.GATEHOUSE_BENCH_GATEWAY_ARGS?.split(" ").filter(Boolean) ?? [])] },
+      {
+        execArgv: ["--expose-gc", ...(process.env.GATEHOUSE_BENCH_GATEWAY_ARGS?.split(" ").filter(Boolean) ?? [])],
+        env: o.native === false ? { ...process.env, GATEHOUSE_NATIVE: "0" } : process.env,
+      },
     );
     started.push(gateway);
     const receivers = await forkChild<{ pid: number }>(proc("receivers.ts"));
@@ -336,7 +341,7 @@ const LATENCY_METHOD =
 
 export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> {
   const log = o.log ?? (() => {});
-  const levels = o.levels ?? [10, 50, 100, 150, 200, 300, 400];
+  const levels = o.levels ?? [10, 50, 100, 150, 200, 300, 400, 500];
   const settleMs = o.settleMs ?? 2000;
   const windowMs = o.windowMs ?? 6000;
   const threshold = o.lossThreshold ?? 0.001;
