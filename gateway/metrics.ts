@@ -61,6 +61,14 @@ export function sfuCollector(sfu: Sfu): Collector {
         { name: "gatehouse_media_worker_viewers", help: "Viewers placed on the media worker.", type: "gauge", value: w.viewers, labels },
         { name: "gatehouse_media_worker_loop_delay_max_seconds", help: "Longest event-loop delay of the media worker since the last scrape.", type: "gauge", value: w.eventLoopDelayMs.max / 1000, labels },
         { name: "gatehouse_media_worker_heap_used_bytes", help: "V8 heap in use by the media worker.", type: "gauge", value: w.heapUsedKb * 1024, labels },
+        {
+          name: "gatehouse_media_worker_ingest_slice_max_seconds",
+          help: "Longest stretch the media worker held its event loop fanning ingest out, since the last scrape.",
+          type: "gauge",
+          value: w.ingest.sliceMaxMs / 1000,
+          labels,
+        },
+        { name: "gatehouse_media_worker_ingest_backlog_bytes", help: "Ingest waiting to be fanned out by the media worker.", type: "gauge", value: w.ingest.backlogBytes, labels },
       );
     }
     sfu.resetMeasurements();

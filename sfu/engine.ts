@@ -20,6 +20,7 @@ import { Source, type SourceStats } from "./source.ts";
 import type { CodecName } from "./types.ts";
 import { Viewer, type ViewerStats } from "./viewer.ts";
 import { createWeriftPeer, prewarmDtlsCertificate, type IceServer, type WeriftPeer } from "./werift-peer.ts";
+import type { IngestStats } from "./worker-protocol.ts";
 
 
 /** Timers and clock, injectable for tests. Clock is Unix ms (NTP in sender reports derives from it). */
@@ -116,6 +117,8 @@ export interface WorkerStats {
   index: number;
   viewers: number;
   eventLoopDelayMs: EventLoopStats;
+  /** Its ingest queue: longest fan-out slice (ms) since the last reset, slices that yielded, bytes waiting. */
+  ingest: IngestStats;
   heapUsedKb: number;
   heapTotalKb: number;
   externalKb: number;

@@ -33,6 +33,13 @@ export interface IngestQueueOptions {
 export class IngestQueue {
   /** Slices that ended with work left (the loop was given a turn). */
   yields = 0;
+  /**
+   * Longest slice since `resetMeasurements()`, ms: its fan-out and the writes that end it
+   * (measured after the microtasks queued during the slice). What this thread itself
+   * held the event loop for, as opposed to loop delay, which also counts time the
+   * thread was not scheduled.
+   */
+  sliceMaxMs = 0;
   private readonly o: Required<IngestQueueOptions>;
   private readonly items: Array<{ item: IngestItem; off: number }> = [];
   private bytes = 0;
@@ -40,9 +47,18 @@ export class IngestQueue {
   private sliceEnds = 0;
   private readonly over = (): boolean => this.o.now() > this.sliceEnds;
   private readonly drainBound = (): void => this.drain();
+  private sliceStart = 0;
+  private readonly measure = (): void => {
+    const ms = this.o.now() - this.sliceStart;
+    if (ms > this.sliceMaxMs) this.sliceMaxMs = ms;
+  };
 
   constructor(o: IngestQueueOptions) {
     this.o = { sliceMs: 8, maxBytes: 4 * 1024 * 1024, now: () => performance.now(), schedule: setImmediate, ...o };
+  }
+
+  resetMeasurements(): void {
+    this.sliceMaxMs = 0;
   }
 
   /** Media bytes waiting. */
@@ -77,7 +93,10 @@ export class IngestQueue {
 
   private drain(): void {
     const o = this.o;
-    this.sliceEnds = o.now() + o.sliceMs;
+    this.sliceStart = o.now();
+    this.sliceEnds = this.sliceStart + o.sliceMs;
+    // Queued now, so it runs after the microtasks the slice queues (the batch's writes).
+    queueMicrotask(this.measure);
     const items = this.items;
     while (items.length > 0) {
       const e = items[0]!;

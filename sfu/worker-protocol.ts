@@ -36,6 +36,15 @@ export interface WorkerSnapshot {
   loop: { p99: number; max: number };
   /** This worker's V8 heap, KiB. */
   heap: { usedKb: number; totalKb: number; externalKb: number };
+  /** Its ingest queue (sfu/ingest-queue.ts). */
+  ingest: IngestStats;
+}
+
+/** A media worker's ingest queue: longest slice since the last reset, slices that yielded, bytes waiting. */
+export interface IngestStats {
+  sliceMaxMs: number;
+  yields: number;
+  backlogBytes: number;
 }
 
 /** Main thread → worker. */

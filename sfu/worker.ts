@@ -114,6 +114,7 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
       break;
     case "reset":
       engine.resetMeasurements();
+      ingestQueue.resetMeasurements();
       break;
     case "close":
       void close(m.req, m.reason);
@@ -162,6 +163,7 @@ function snapshot(): WorkerSnapshot {
     viewers: st.viewers,
     latency: engine.latencyHistogram().toJSON(),
     loop: engine.loopStats(),
+    ingest: { sliceMaxMs: Math.round(ingestQueue.sliceMaxMs * 100) / 100, yields: ingestQueue.yields, backlogBytes: ingestQueue.backlogBytes },
     heap: { usedKb: h.used_heap_size >> 10, totalKb: h.total_heap_size >> 10, externalKb: h.external_memory >> 10 },
   };
 }
