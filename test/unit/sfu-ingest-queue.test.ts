@@ -85,6 +85,18 @@ describe("IngestQueue", () => {
     expect(r.q.backlogBytes).toBe(0);
   });
 
+  it("measures its longest slice, writes queued during the slice included", async () => {
+    const r = rig({ sliceMs: 100, costMs: 3 });
+    r.q.push({ t: "media", cam: "a", data: batch(1, 2) });
+    await Promise.resolve();
+    expect(r.q.sliceMaxMs).toBe(6);
+    r.q.push({ t: "media", cam: "a", data: batch(3, 1) });
+    await Promise.resolve();
+    expect(r.q.sliceMaxMs).toBe(6); // the longest, not the last
+    r.q.resetMeasurements();
+    expect(r.q.sliceMaxMs).toBe(0);
+  });
+
   it("reports a record that throws and goes on with the next batch", () => {
     const r = rig();
     const bad = Buffer.alloc(12 + 10);
