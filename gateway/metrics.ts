@@ -62,10 +62,10 @@ export function sfuCollector(sfu: Sfu): Collector {
         { name: "gatehouse_media_worker_loop_delay_max_seconds", help: "Longest event-loop delay of the media worker since the last scrape.", type: "gauge", value: w.eventLoopDelayMs.max / 1000, labels },
         { name: "gatehouse_media_worker_heap_used_bytes", help: "V8 heap in use by the media worker.", type: "gauge", value: w.heapUsedKb * 1024, labels },
         {
-          name: "gatehouse_media_worker_ingest_slice_max_seconds",
-          help: "Longest stretch the media worker held its event loop fanning ingest out, since the last scrape.",
+          name: "gatehouse_media_worker_task_max_seconds",
+          help: "Longest stretch the media worker's own fan-out held its event loop (ingest slice or pacer pass), since the last scrape.",
           type: "gauge",
-          value: w.ingest.sliceMaxMs / 1000,
+          value: Math.max(w.ingest.sliceMaxMs, w.ingest.pacerPassMaxMs) / 1000,
           labels,
         },
         { name: "gatehouse_media_worker_ingest_backlog_bytes", help: "Ingest waiting to be fanned out by the media worker.", type: "gauge", value: w.ingest.backlogBytes, labels },

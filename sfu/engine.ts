@@ -344,6 +344,11 @@ export class SfuEngine {
     };
   }
 
+  /** Longest drain pass of the pacer since start or the last reset, ms. */
+  pacerPassMaxMs(): number {
+    return this.pacer.passMaxMs;
+  }
+
   /** This thread's event-loop delay since start or the last reset, ms. */
   loopStats(): EventLoopStats {
     return {
@@ -361,6 +366,7 @@ export class SfuEngine {
   resetMeasurements(): void {
     this.latency.reset();
     this.loopDelay.reset();
+    this.pacer.resetMeasurements();
   }
 
   /** Adds a client's trickled ICE candidate (WHEP PATCH). */

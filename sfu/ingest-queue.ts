@@ -9,6 +9,7 @@
  * the oldest media batch is dropped whole and reported through `onDropped`; its viewers
  * resume at the next keyframe. Pure apart from the injected clock and scheduler.
  */
+import { threadCpuMs } from "./latency.ts";
 import { countRecords, forEachRecord } from "./worker-protocol.ts";
 
 export type IngestItem =
@@ -27,6 +28,8 @@ export interface IngestQueueOptions {
   /** Media bytes allowed to wait. Default 4 MiB (about 16 s of a 2 Mbit/s camera). */
   maxBytes?: number;
   now?: () => number;
+  /** This thread's CPU time, ms (slice measurements). Default: process.threadCpuUsage(). */
+  cpuNow?: () => number;
   schedule?: (fn: () => void) => void;
 }
 
@@ -34,10 +37,10 @@ export class IngestQueue {
   /** Slices that ended with work left (the loop was given a turn). */
   yields = 0;
   /**
-   * Longest slice since `resetMeasurements()`, ms: its fan-out and the writes that end it
-   * (measured after the microtasks queued during the slice). What this thread itself
-   * held the event loop for, as opposed to loop delay, which also counts time the
-   * thread was not scheduled.
+   * Longest slice since `resetMeasurements()` in this thread's CPU time, ms: its fan-out
+   * and the writes that end it (measured after the microtasks queued during the slice).
+   * What this thread itself held the event loop for, as opposed to loop delay, which
+   * also counts time the thread was not scheduled.
    */
   sliceMaxMs = 0;
   private readonly o: Required<IngestQueueOptions>;
@@ -49,12 +52,12 @@ export class IngestQueue {
   private readonly drainBound = (): void => this.drain();
   private sliceStart = 0;
   private readonly measure = (): void => {
-    const ms = this.o.now() - this.sliceStart;
+    const ms = this.o.cpuNow() - this.sliceStart;
     if (ms > this.sliceMaxMs) this.sliceMaxMs = ms;
   };
 
   constructor(o: IngestQueueOptions) {
-    this.o = { sliceMs: 8, maxBytes: 4 * 1024 * 1024, now: () => performance.now(), schedule: setImmediate, ...o };
+    this.o = { sliceMs: 8, maxBytes: 4 * 1024 * 1024, now: () => performance.now(), cpuNow: threadCpuMs, schedule: setImmediate, ...o };
   }
 
   resetMeasurements(): void {
@@ -93,8 +96,8 @@ export class IngestQueue {
 
   private drain(): void {
     const o = this.o;
-    this.sliceStart = o.now();
-    this.sliceEnds = this.sliceStart + o.sliceMs;
+    this.sliceStart = o.cpuNow();
+    this.sliceEnds = o.now() + o.sliceMs;
     // Queued now, so it runs after the microtasks the slice queues (the batch's writes).
     queueMicrotask(this.measure);
     const items = this.items;

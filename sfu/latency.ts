@@ -105,3 +105,9 @@ export class LatencyHistogram {
     this.maxUs = 0;
   }
 }
+
+/** This thread's CPU time (user + system), ms: how long our own code held a loop, scheduling aside. */
+export function threadCpuMs(): number {
+  const u = process.threadCpuUsage();
+  return (u.user + u.system) / 1000;
+}

@@ -13,6 +13,8 @@
  * the kernel a little more per datagram and keeps the loop busy longer. Off by default.
  */
 
+import { threadCpuMs } from "./latency.ts";
+
 /** What the pacer asks of a viewer. */
 export interface Drainable {
   /** Sends up to `max` packets now; returns how many it sent, and sets `retryInMs`. */
@@ -42,6 +44,7 @@ export class Pacer {
   private timerAt = Infinity;
   private closed = false;
   private readonly directBudgetMs: number;
+  private readonly cpuNow: () => number;
   /** Direct sends refused until the next turn (this turn's budget is spent). */
   private directSpent = false;
   private directRefill = false;
@@ -59,14 +62,22 @@ export class Pacer {
   };
   /** Drain passes run (diagnostics). */
   passes = 0;
+  /** Longest drain pass since `resetMeasurements()` in this thread's CPU time, ms, the batch writes it queued included. */
+  passMaxMs = 0;
+  private passStart = 0;
+  private readonly measure = (): void => {
+    const ms = this.cpuNow() - this.passStart;
+    if (ms > this.passMaxMs) this.passMaxMs = ms;
+  };
 
   /**
    * `quantum`: packets one viewer may send per pass (fairness). `budget`: packets all
    * viewers together may send per pass before yielding to I/O. `directBudgetMs`: time
    * that direct sends from ingest callbacks may take per turn of the event loop, ms.
    */
-  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudgetMs = 0) {
+  constructor(timers: PacerTimers, quantum = 64, budget = 1024, directBudgetMs = 0, cpuNow: () => number = threadCpuMs) {
     this.timers = timers;
+    this.cpuNow = cpuNow;
     this.quantum = quantum;
     this.budget = budget;
     this.directBudgetMs = directBudgetMs;
@@ -117,6 +128,10 @@ export class Pacer {
     this.timer = undefined;
   }
 
+  resetMeasurements(): void {
+    this.passMaxMs = 0;
+  }
+
   private run(): void {
     this.immediate = false;
     if (this.closed) return;
@@ -125,6 +140,8 @@ export class Pacer {
     let soonest = Infinity;
     let again = false;
     const now = this.timers.now();
+    this.passStart = this.cpuNow();
+    queueMicrotask(this.measure); // after the writes the pass queues (SendBatch flushes in a microtask)
     // A snapshot, so viewers moved to the back below are not visited twice in one pass.
     for (const v of [...this.active]) {
       if (budget <= 0) {

@@ -357,7 +357,7 @@ export class WorkerPool {
         index: w.index,
         viewers: w.viewers,
         eventLoopDelayMs: w.snapshot?.loop ?? { p99: 0, max: 0 },
-        ingest: w.snapshot?.ingest ?? { sliceMaxMs: 0, yields: 0, backlogBytes: 0 },
+        ingest: w.snapshot?.ingest ?? { sliceMaxMs: 0, pacerPassMaxMs: 0, yields: 0, backlogBytes: 0 },
         heapUsedKb: w.snapshot?.heap.usedKb ?? 0,
         heapTotalKb: w.snapshot?.heap.totalKb ?? 0,
         externalKb: w.snapshot?.heap.externalKb ?? 0,

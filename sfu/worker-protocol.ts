@@ -40,9 +40,14 @@ export interface WorkerSnapshot {
   ingest: IngestStats;
 }
 
-/** A media worker's ingest queue: longest slice since the last reset, slices that yielded, bytes waiting. */
+/**
+ * A media worker's own loop holds and ingest queue since the last reset: its longest
+ * ingest slice and longest pacer pass (ms of thread CPU time, each with the writes it
+ * queued), slices that yielded, bytes waiting.
+ */
 export interface IngestStats {
   sliceMaxMs: number;
+  pacerPassMaxMs: number;
   yields: number;
   backlogBytes: number;
 }

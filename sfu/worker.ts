@@ -163,7 +163,12 @@ function snapshot(): WorkerSnapshot {
     viewers: st.viewers,
     latency: engine.latencyHistogram().toJSON(),
     loop: engine.loopStats(),
-    ingest: { sliceMaxMs: Math.round(ingestQueue.sliceMaxMs * 100) / 100, yields: ingestQueue.yields, backlogBytes: ingestQueue.backlogBytes },
+    ingest: {
+      sliceMaxMs: Math.round(ingestQueue.sliceMaxMs * 100) / 100,
+      pacerPassMaxMs: Math.round(engine.pacerPassMaxMs() * 100) / 100,
+      yields: ingestQueue.yields,
+      backlogBytes: ingestQueue.backlogBytes,
+    },
     heap: { usedKb: h.used_heap_size >> 10, totalKb: h.total_heap_size >> 10, externalKb: h.external_memory >> 10 },
   };
 }

@@ -47,7 +47,7 @@ export interface GatewayStats {
   forwardLatencyMs: { count: number; p50: number; p99: number; max: number; mean: number } | null;
   /** The SFU's event-loop delay (worst media thread), ms. */
   mediaLoopDelayMs: { p99: number; max: number } | null;
-  /** Longest ingest fan-out slice of any media worker, ms (null without workers). */
+  /** Longest ingest slice or pacer pass of any media worker, ms (null without workers). */
   mediaSliceMaxMs: number | null;
   loopDelayMaxMs: number;
   loopDelayP99Ms: number;
@@ -279,7 +279,7 @@ export interface FanoutLevel {
   /** Event-loop delay, max over the window: gateway main thread, and the SFU's media thread(s). */
   loopDelayMaxMs: number;
   mediaLoopDelayMaxMs: number | null;
-  /** Longest stretch our own fan-out held a media worker's loop, ms. */
+  /** Longest stretch our own fan-out (ingest slice or pacer pass) held a media worker's loop, ms. */
   mediaSliceMaxMs: number | null;
   receiverCores: number;
   receiverLoopDelayMaxMs: number;
@@ -446,7 +446,7 @@ export async function benchFanout(o: FanoutOptions = {}): Promise<FanoutResult> 
       log(
         `fanout ${level.viewers} viewers: ${level.forwardedPps} pps out, gateway ${level.gatewayCores} cores → ` +
           `${level.ppsPerCore} pps/core (${level.cpuUsPerPacket} µs/pkt), loss ${(level.lossFraction * 100).toFixed(3)} %, ` +
-          `latency p50/p99 ${level.latencyP50Ms}/${level.latencyP99Ms} ms, loop max ${level.loopDelayMaxMs} ms (media ${level.mediaLoopDelayMaxMs} ms, longest slice ${level.mediaSliceMaxMs} ms), ` +
+          `latency p50/p99 ${level.latencyP50Ms}/${level.latencyP99Ms} ms, loop max ${level.loopDelayMaxMs} ms (media ${level.mediaLoopDelayMaxMs} ms, longest own task ${level.mediaSliceMaxMs} ms), ` +
           `receivers ${level.receiverCores} cores (loop max ${level.receiverLoopDelayMaxMs} ms)`,
       );
       const lossFree = level.lossFraction <= threshold && level.silentViewers === 0;

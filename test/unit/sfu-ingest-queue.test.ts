@@ -30,6 +30,7 @@ function rig(o: { sliceMs?: number; maxBytes?: number; costMs?: number } = {}) {
     onDropped: (cam, n) => dropped.push([cam, n]),
     onError: (err) => errors.push(err),
     now: () => now,
+    cpuNow: () => now,
     schedule: (fn) => pending.push(fn),
     ...(o.sliceMs !== undefined ? { sliceMs: o.sliceMs } : {}),
     ...(o.maxBytes !== undefined ? { maxBytes: o.maxBytes } : {}),

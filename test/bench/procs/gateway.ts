@@ -61,7 +61,7 @@ interface ViewerLike {
 /** The SFU surface this process reads; optional members differ between SFU versions. */
 interface SfuLike {
   workerCount?: number;
-  stats?: () => { sources: SourceLike[]; viewers: ViewerLike[]; forwardLatencyMs?: Summary; eventLoopDelayMs?: { p99: number; max: number }; workers?: Array<{ ingest: { sliceMaxMs: number } }> };
+  stats?: () => { sources: SourceLike[]; viewers: ViewerLike[]; forwardLatencyMs?: Summary; eventLoopDelayMs?: { p99: number; max: number }; workers?: Array<{ ingest: { sliceMaxMs: number; pacerPassMaxMs: number } }> };
   refreshStats?: () => Promise<void>;
   resetMeasurements?: () => void;
   sourceList(): Array<{ stats(): SourceLike }>;
@@ -115,8 +115,8 @@ async function stats() {
     forwardLatencyMs: all?.forwardLatencyMs ?? null,
     /** The SFU's event-loop delay (its worst media thread), ms. */
     mediaLoopDelayMs: all?.eventLoopDelayMs ?? null,
-    /** Longest ingest fan-out slice of any media worker, ms: what our own code held a media loop for. */
-    mediaSliceMaxMs: all?.workers ? Math.max(0, ...all.workers.map((w) => w.ingest.sliceMaxMs)) : null,
+    /** Longest ingest slice or pacer pass of any media worker, ms: what our own code held a media loop for. */
+    mediaSliceMaxMs: all?.workers ? Math.max(0, ...all.workers.map((w) => Math.max(w.ingest.sliceMaxMs, w.ingest.pacerPassMaxMs))) : null,
     /** This process's main thread (signaling, ingest, and media without workers). */
     loopDelayMaxMs: round(loop.max / 1e6, 2),
     loopDelayP99Ms: round(loop.percentile(99) / 1e6, 2),
