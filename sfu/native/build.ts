@@ -34,6 +34,8 @@ function nodeIncludeDir(): string | undefined {
 }
 
 function fail(msg: string): never {
+  // A binary from an older source must not stay behind to be loaded with this one's callers.
+  rmSync(path.join(here, "build", "fastpath.node"), { force: true });
   if (strict) {
     process.stderr.write(`native fast path: ${msg}\n`);
     process.exit(1);
