@@ -9,6 +9,7 @@
 import dgram from "node:dgram";
 import type { Logger } from "../config/log.ts";
 import type { RelayEndpoint, RelayHandle } from "./allocation.ts";
+import { NativeUdpSocket } from "./native-udp.ts";
 import type { IpFamily } from "./stun/address.ts";
 
 /** dgram `lookup` that answers IP literals synchronously (no DNS, no nextTick). */
@@ -88,6 +89,8 @@ export interface RelayPortsOptions {
   onPeerMessage: (endpoint: RelayEndpoint, data: Buffer, address: string, port: number) => void;
   /** Random source for the first port tried (tests pass a fixed one). */
   random?: () => number;
+  /** Relay sockets read and written natively (turn/native-udp.ts) rather than through dgram. */
+  native?: boolean;
 }
 
 /** Attempts before a relay request fails with 508. */
@@ -184,6 +187,7 @@ export class RelayPorts {
     const cfg = this.cfg(family);
     const id = `${family}|${port}`;
     if (port !== 0 && this.inUse.has(id)) throw new Error("port in use by another relay");
+    if (this.opts.native) return this.bindNative(family, port, cfg);
     const sock = createUdpSocket(family, this.opts.bufferBytes);
     let bound: number;
     try {
@@ -211,7 +215,56 @@ export class RelayPorts {
     return endpoint;
   }
 
+  private bindNative(family: IpFamily, port: number, cfg: RelayFamilyConfig): RelayEndpoint {
+    const sock = NativeUdpSocket.open(family, cfg.address, port, this.opts.bufferBytes);
+    const key = `${family}|${sock.port}`;
+    this.inUse.add(key);
+    this.open++;
+    const handle = new NativeRelayHandle(sock, () => {
+      this.inUse.delete(key);
+      this.open--;
+    });
+    const endpoint: RelayEndpoint = { family, address: cfg.address, port: sock.port, external: cfg.external, handle, allocation: undefined };
+    const onPeer = this.opts.onPeerMessage;
+    sock.receive(
+      (data, _family, _v4, peerPort, address) => onPeer(endpoint, data, address(), peerPort),
+      (errno) => this.opts.log.warn("turn relay socket error", { port: sock.port, errno }),
+    );
+    return endpoint;
+  }
+
   close(): void {
     this.closed = true;
+  }
+}
+
+/** RelayHandle over a native socket; the last destination's address bytes are kept (a relay talks to few peers). */
+class NativeRelayHandle implements RelayHandle {
+  private readonly sock: NativeUdpSocket;
+  private readonly onClose: () => void;
+  private closed = false;
+  private lastPort = -1;
+  private lastAddress = "";
+  private lastTo: Buffer | undefined;
+
+  constructor(sock: NativeUdpSocket, onClose: () => void) {
+    this.sock = sock;
+    this.onClose = onClose;
+  }
+
+  send(data: Uint8Array, port: number, address: string): void {
+    if (port !== this.lastPort || address !== this.lastAddress) {
+      this.lastTo = this.sock.sockaddr(address, port);
+      this.lastPort = port;
+      this.lastAddress = address;
+    }
+    this.sock.send(data, this.lastTo!);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.sock.close();
+    this.onClose();
   }
 }

@@ -16,6 +16,7 @@ import { mintTurnCredentials, type TurnCredentials } from "./credentials.ts";
 import { StreamFramer } from "./framing.ts";
 import { TurnMetrics } from "./metrics.ts";
 import { PeerPolicy } from "./policy.ts";
+import { NativeUdpSocket, nativeUdp } from "./native-udp.ts";
 import { bindUdp, createUdpSocket, RelayPorts } from "./relay-ports.ts";
 import { canonicalIp, ipv4ToInt, socketIp, type TransportAddress } from "./stun/address.ts";
 import type { SafeEmitter } from "../config/events.ts";
@@ -104,6 +105,9 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
   const conns = new Map<number, TcpClient>();
   let nextConn = 1;
 
+  // Native UDP I/O (recvmmsg/sendmmsg, turn/native-udp.ts) when the addon is built.
+  const native = nativeUdp() !== undefined;
+
   // --- Relay sockets: peer → client is the hot path.
   const onPeerMessage = (endpoint: RelayEndpoint, data: Buffer, address: string, port: number): void => {
     const out = core.fromPeer(endpoint, data, address, port, clock());
@@ -116,6 +120,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     bufferBytes: cfg.relay.socketBufferBytes,
     log,
     onPeerMessage,
+    native,
   });
 
   const perform = (actions: readonly TurnAction[]): void => {
@@ -153,8 +158,9 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     if (typeof info.tupleKey === "number" && info.tupleKey < 0) conns.get(-info.tupleKey)?.end();
   });
 
-  // --- UDP listeners.
+  // --- UDP listeners: native sockets (recvmmsg/sendmmsg) when the addon is built, else dgram.
   const udpSockets: dgram.Socket[] = [];
+  const nativeSockets: NativeUdpSocket[] = [];
   const udpAddrs: TransportAddress[] = [];
   const cleanup = (): void => {
     for (const s of udpSockets) {
@@ -164,6 +170,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
         // not bound
       }
     }
+    for (const s of nativeSockets) s.close();
     for (const s of servers) s.close();
   };
   const servers: net.Server[] = [];
@@ -173,6 +180,14 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
   try {
     for (const [index, l] of cfg.udp.entries()) {
       const family = net.isIPv6(l.host) ? 6 : 4;
+      if (native) {
+        const sock = NativeUdpSocket.open(family, l.host, l.port, cfg.relay.socketBufferBytes);
+        nativeSockets.push(sock);
+        const local: TransportAddress = { family, address: canonicalIp(l.host) ?? l.host, port: sock.port };
+        udpAddrs.push(local);
+        attachNativeUdp(sock, index, local);
+        continue;
+      }
       const sock = createUdpSocket(family, cfg.relay.socketBufferBytes);
       udpSockets.push(sock);
       const port = await bindUdp(sock, l.host, l.port);
@@ -226,6 +241,34 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
       const link: ClientLink = { send: (d) => sock.send(d, remote.port, remote.address) };
       perform(core.handleStun(buf, { transport: "udp", remote, local, key, link }, clock()));
     });
+  }
+
+  function attachNativeUdp(sock: NativeUdpSocket, index: number, local: TransportAddress): void {
+    const base = index * 2 ** 48;
+    sock.receive(
+      (buf, family, v4, port, address) => {
+        const b0 = buf[0];
+        if (b0 === undefined) return;
+        const key = family === 4 ? base + v4 * 65536 + port : `${index}|${address()}|${port}`;
+        if (b0 >= 0x40 && b0 < 0x80) {
+          // ChannelData (RFC 8656 §12): the relay hot path.
+          const ch = core.channelDataFromClient(key, buf, clock());
+          if (ch !== undefined) ch.relay.handle.send(buf.subarray(4, 4 + ((buf[2]! << 8) | buf[3]!)), ch.peer.port, ch.peer.address);
+          return;
+        }
+        if (b0 >= 0x40) {
+          metrics.malformed++;
+          return;
+        }
+        const remote: TransportAddress = { family, address: address(), port };
+        const to = sock.sockaddr(remote.address, port);
+        // The message is a view into the receive slab: the core may keep parts of it (a
+        // Send indication's data goes out at once; nothing else is kept), so copy.
+        const link: ClientLink = { send: (d) => sock.send(d, to) };
+        perform(core.handleStun(Buffer.from(buf), { transport: "udp", remote, local, key, link }, clock()));
+      },
+      (errno) => log.warn("turn udp listener error", { port: local.port, errno }),
+    );
   }
 
   // --- TCP/TLS clients.
@@ -368,6 +411,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
         perform(core.close());
         relays.close();
         for (const c of [...conns.values()]) c.socket.destroy();
+        for (const s of nativeSockets) s.close();
         await Promise.all([
           ...udpSockets.map((s) => new Promise<void>((r) => s.close(() => r()))),
           ...servers.map((s) => new Promise<void>((r) => s.close(() => r()))),

@@ -31,6 +31,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
+#include <uv.h>
 
 #define RTP_HEADER 12
 #define GCM_TAG 16
@@ -352,6 +354,252 @@ static napi_value gso_state(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * UDP sockets owned here, read with recvmmsg (used by the TURN relay, whose cost is the
+ * per-datagram receive path: Node's dgram makes a 64 KiB allocation, a Buffer, an address
+ * string and a `message` event per datagram). The socket's fd is watched by a uv_poll on
+ * Node's own loop; each readable event drains the socket in rounds of up to RX_BATCH
+ * datagrams into a caller-owned slab, calling back once per round.
+ */
+#define RX_BATCH 64
+#define RX_META 4 /* per datagram in meta: length, family (4 or 6), port, IPv4 address */
+
+typedef struct {
+  uv_poll_t poll;
+  napi_env env;
+  napi_ref callback;
+  napi_ref slab_ref, meta_ref, addr6_ref;
+  napi_async_context async;
+  int fd;
+  int closing;
+  uint8_t *slab;
+  size_t slot;
+  int32_t *meta;
+  uint8_t *addr6;
+  struct mmsghdr msgs[RX_BATCH];
+  struct iovec iovs[RX_BATCH];
+  struct sockaddr_storage from[RX_BATCH];
+} udp_rx_t;
+
+static void rx_closed(uv_handle_t *h) {
+  udp_rx_t *r = h->data;
+  close(r->fd);
+  free(r);
+}
+
+static void rx_release_refs(udp_rx_t *r) {
+  napi_env env = r->env;
+  if (r->callback) napi_delete_reference(env, r->callback);
+  if (r->slab_ref) napi_delete_reference(env, r->slab_ref);
+  if (r->meta_ref) napi_delete_reference(env, r->meta_ref);
+  if (r->addr6_ref) napi_delete_reference(env, r->addr6_ref);
+  if (r->async) napi_async_destroy(env, r->async);
+  r->callback = r->slab_ref = r->meta_ref = r->addr6_ref = NULL;
+  r->async = NULL;
+}
+
+static void rx_call(udp_rx_t *r, int32_t n) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, arg, res;
+  if (napi_get_reference_value(env, r->callback, &cb) == napi_ok && cb && napi_get_global(env, &recv) == napi_ok &&
+      napi_create_int32(env, n, &arg) == napi_ok) {
+    /* make_callback, not call_function: microtasks and nextTicks run after it, as for any I/O callback. */
+    if (napi_make_callback(env, r->async, recv, cb, 1, &arg, &res) == napi_pending_exception) {
+      napi_value err;
+      if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void rx_readable(uv_poll_t *h, int status, int events) {
+  udp_rx_t *r = h->data;
+  (void)events;
+  if (r->closing) return;
+  if (status < 0) {
+    rx_call(r, status); /* a negative count reports the error (libuv's, negative errno) */
+    return;
+  }
+  /* Bounded rounds so that a flood cannot hold the loop; the rest waits for the next turn. */
+  for (int round = 0; round < 16 && !r->closing; round++) {
+    for (int i = 0; i < RX_BATCH; i++) {
+      r->iovs[i].iov_base = r->slab + (size_t)i * r->slot;
+      r->iovs[i].iov_len = r->slot;
+      memset(&r->msgs[i].msg_hdr, 0, sizeof(struct msghdr));
+      r->msgs[i].msg_hdr.msg_iov = &r->iovs[i];
+      r->msgs[i].msg_hdr.msg_iovlen = 1;
+      r->msgs[i].msg_hdr.msg_name = &r->from[i];
+      r->msgs[i].msg_hdr.msg_namelen = sizeof(r->from[i]);
+    }
+    int n = recvmmsg(r->fd, r->msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) rx_call(r, -errno);
+      return;
+    }
+    if (n == 0) return;
+    for (int i = 0; i < n; i++) {
+      int32_t *m = r->meta + i * RX_META;
+      /* A datagram longer than the slot arrives cut (MSG_TRUNC): length −1, the caller drops it. */
+      m[0] = (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)r->msgs[i].msg_len;
+      if (r->from[i].ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&r->from[i];
+        m[1] = 6;
+        m[2] = ntohs(a->sin6_port);
+        m[3] = 0;
+        memcpy(r->addr6 + i * 16, &a->sin6_addr, 16);
+      } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&r->from[i];
+        m[1] = 4;
+        m[2] = ntohs(a->sin_port);
+        m[3] = (int32_t)ntohl(a->sin_addr.s_addr);
+      }
+    }
+    rx_call(r, n);
+    if (n < RX_BATCH) return;
+  }
+}
+
+/*
+ * udpOpen(family: 4 | 6, address: string, port: number, bufferBytes: number) → [fd, port]
+ * A non-blocking UDP socket bound to address:port (0: any), IPv6 sockets v6-only.
+ * Throws an Error whose `code` is the errno name for bind failures (EADDRINUSE…).
+ */
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 4, "udpOpen(family, address, port, bufferBytes)");
+  uint32_t family, port, bytes;
+  char ip[64];
+  size_t iplen;
+  CHECK(env, napi_get_value_uint32(env, argv[0], &family));
+  CHECK(env, napi_get_value_string_utf8(env, argv[1], ip, sizeof(ip), &iplen));
+  CHECK(env, napi_get_value_uint32(env, argv[2], &port));
+  CHECK(env, napi_get_value_uint32(env, argv[3], &bytes));
+  if ((family != 4 && family != 6) || port > 65535) THROW(env, "udpOpen: bad family or port");
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  memset(&ss, 0, sizeof(ss));
+  if (family == 4) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, ip, &a->sin_addr) != 1) THROW(env, "udpOpen: not an IPv4 address");
+    sl = sizeof(*a);
+  } else {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET6, ip, &a->sin6_addr) != 1) THROW(env, "udpOpen: not an IPv6 address");
+    sl = sizeof(*a);
+  }
+  int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) THROW(env, "udpOpen: socket() failed");
+  int one = 1;
+  if (family == 6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  if (bytes > 0) {
+    int b = (int)(bytes > INT32_MAX ? INT32_MAX : bytes);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &b, sizeof(b));
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof(b));
+  }
+  if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
+    int e = errno;
+    close(fd);
+    napi_value msg, code, err;
+    const char *name = e == EADDRINUSE ? "EADDRINUSE" : e == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : e == EACCES ? "EACCES" : "EINVAL";
+    napi_create_string_utf8(env, strerror(e), NAPI_AUTO_LENGTH, &msg);
+    napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+    napi_create_error(env, code, msg, &err);
+    napi_throw(env, err);
+    return NULL;
+  }
+  socklen_t got = sizeof(ss);
+  getsockname(fd, (struct sockaddr *)&ss, &got);
+  uint16_t bound = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  napi_value out, f, p;
+  CHECK(env, napi_create_array_with_length(env, 2, &out));
+  CHECK(env, napi_create_int32(env, fd, &f));
+  CHECK(env, napi_create_int32(env, bound, &p));
+  CHECK(env, napi_set_element(env, out, 0, f));
+  CHECK(env, napi_set_element(env, out, 1, p));
+  return out;
+}
+
+/*
+ * udpReceive(fd, slab: Buffer, meta: Int32Array, addr6: Buffer, callback(n)) → External
+ * Watches fd on Node's loop; datagram i of a round is slab[i·slot, i·slot + meta[4i]),
+ * slot = slab.length / 64, its source in meta[4i + 1 … 3] (IPv6 bytes in addr6[16i…]).
+ * The views are valid during the callback only. Takes ownership of fd (udpClose closes it).
+ */
+static napi_value udp_receive(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 5, "udpReceive(fd, slab, meta, addr6, callback)");
+  int32_t fd;
+  CHECK(env, napi_get_value_int32(env, argv[0], &fd));
+  uint8_t *slab, *addr6;
+  size_t slen, alen, mlen, off;
+  CHECK(env, napi_get_buffer_info(env, argv[1], (void **)&slab, &slen));
+  CHECK(env, napi_get_buffer_info(env, argv[3], (void **)&addr6, &alen));
+  napi_typedarray_type tt;
+  void *mdata;
+  napi_value ab;
+  CHECK(env, napi_get_typedarray_info(env, argv[2], &tt, &mlen, &mdata, &ab, &off));
+  if (tt != napi_int32_array || mlen < RX_BATCH * RX_META) THROW(env, "meta must be an Int32Array of 256");
+  if (slen < RX_BATCH * 64 || alen < RX_BATCH * 16) THROW(env, "slab or addr6 too small");
+  napi_valuetype vt;
+  CHECK(env, napi_typeof(env, argv[4], &vt));
+  if (vt != napi_function) THROW(env, "callback must be a function");
+  udp_rx_t *r = calloc(1, sizeof(udp_rx_t));
+  if (!r) THROW(env, "out of memory");
+  r->env = env;
+  r->fd = fd;
+  r->slab = slab;
+  r->slot = slen / RX_BATCH;
+  r->meta = mdata;
+  r->addr6 = addr6;
+  napi_value name;
+  uv_loop_t *loop;
+  if (napi_create_reference(env, argv[4], 1, &r->callback) != napi_ok || napi_create_reference(env, argv[1], 1, &r->slab_ref) != napi_ok ||
+      napi_create_reference(env, argv[2], 1, &r->meta_ref) != napi_ok || napi_create_reference(env, argv[3], 1, &r->addr6_ref) != napi_ok ||
+      napi_create_string_utf8(env, "gatehouse.udp", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &r->async) != napi_ok || napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    rx_release_refs(r);
+    free(r);
+    THROW(env, "udpReceive: setup failed");
+  }
+  if (uv_poll_init_socket(loop, &r->poll, fd) != 0) {
+    rx_release_refs(r);
+    free(r);
+    THROW(env, "udpReceive: the fd is already watched");
+  }
+  r->poll.data = r;
+  uv_poll_start(&r->poll, UV_READABLE, rx_readable);
+  napi_value out;
+  CHECK(env, napi_create_external(env, r, NULL, NULL, &out));
+  return out;
+}
+
+/* udpClose(handle): stops watching and closes the socket (once; later calls do nothing). */
+static napi_value udp_close(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 1, "udpClose(handle)");
+  udp_rx_t *r;
+  CHECK(env, napi_get_value_external(env, argv[0], (void **)&r));
+  if (!r || r->closing) return NULL;
+  r->closing = 1;
+  rx_release_refs(r);
+  uv_poll_stop(&r->poll);
+  uv_close((uv_handle_t *)&r->poll, rx_closed);
+  return NULL;
+}
+
+/* closeFd(fd): closes a socket from udpOpen that never started receiving. */
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 1, "closeFd(fd)");
+  int32_t fd;
+  CHECK(env, napi_get_value_int32(env, argv[0], &fd));
+  if (fd >= 0) close(fd);
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"gcmContext", NULL, gcm_context, NULL, NULL, NULL, napi_default_jsproperty, NULL},
@@ -360,6 +608,10 @@ NAPI_MODULE_INIT() {
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"gso", NULL, gso_state, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpReceive", NULL, udp_receive, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default_jsproperty, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -37,7 +37,23 @@ export interface FastPath {
   sockaddr(ip: string, port: number): Buffer;
   /** Whether UDP GSO is in use (false once the kernel refused it). */
   gso(): boolean;
+  /** A non-blocking UDP socket bound to address:port (0: any); throws with `code` (EADDRINUSE…). */
+  udpOpen(family: 4 | 6, address: string, port: number, bufferBytes: number): [fd: number, port: number];
+  /**
+   * Reads `fd` with recvmmsg on Node's loop: `callback(n)` per round of up to 64
+   * datagrams (n < 0: −errno). Datagram i: slab[i·slot, i·slot + meta[4i]) with
+   * slot = slab.length / 64, meta[4i + 1] family, [4i + 2] port, [4i + 3] IPv4 address,
+   * IPv6 bytes at addr6[16i]. meta[4i] = −1: longer than a slot (cut). Owns fd from now on.
+   */
+  udpReceive(fd: number, slab: Buffer, meta: Int32Array, addr6: Buffer, callback: (n: number) => void): UdpReceiver;
+  /** Stops receiving and closes the socket. Idempotent. */
+  udpClose(r: UdpReceiver): void;
+  /** Closes a udpOpen socket that never started receiving. */
+  closeFd(fd: number): void;
 }
+
+/** Opaque handle of a native UDP receiver. */
+export type UdpReceiver = { readonly __brand: "UdpReceiver" };
 
 /** Opaque handle of a native AES-GCM context. */
 export type GcmContext = { readonly __brand: "GcmContext" };
@@ -62,7 +78,7 @@ function load(): void {
   }
   try {
     const m = createRequire(import.meta.url)(ADDON_PATH) as Partial<FastPath>;
-    if (typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function") {
+    if (typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function" || typeof m.udpReceive !== "function") {
       reason = "the built addon is out of date (rebuild with `npm run build:native`)";
       return;
     }
