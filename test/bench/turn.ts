@@ -78,7 +78,9 @@ async function startGatehouse(dir: string): Promise<Server> {
   );
   const node = process.execPath;
   // Type stripping cannot run TypeScript parameter properties; the transform mode can.
-  const child: ChildProcess = spawn(node, ["--experimental-transform-types", "--no-warnings", path.join(repoRoot, "turn/main.ts")], {
+  // GATEHOUSE_BENCH_TURN_ARGS: extra Node flags for our server (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+  const extra = process.env.GATEHOUSE_BENCH_TURN_ARGS?.split(" ").filter(Boolean) ?? [];
+  const child: ChildProcess = spawn(node, ["--experimental-transform-types", "--no-warnings", ...extra, path.join(repoRoot, "turn/main.ts")], {
     cwd: repoRoot,
     env: { ...process.env, GATEHOUSE_CONFIG: cfgFile },
     stdio: ["ignore", "pipe", "pipe"],
