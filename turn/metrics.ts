@@ -42,6 +42,8 @@ export class TurnMetrics {
   dropBandwidth = 0;
   /** Peer data dropped because the client's TCP connection was backed up. */
   dropBackpressure = 0;
+  /** UDP datagrams dropped by the native sockets: longer than a receive slot, or the send buffer was full. */
+  dropUdp = 0;
 
   snapshot(): Readonly<Record<string, number>> {
     return Object.freeze({ ...(this as unknown as Record<string, number>) });

@@ -34,6 +34,8 @@ export class NativeUdpSocket {
   readonly port: number;
   /** Datagrams dropped: longer than a slot, or not writable (send buffer full). */
   dropped = 0;
+  /** Also told of each drop (the server's metrics). */
+  onDrop: () => void = () => {};
   private readonly fp: FastPath;
   private readonly fd: number;
   private receiver: UdpReceiver | undefined;
@@ -72,6 +74,7 @@ export class NativeUdpSocket {
           const len = meta[i * 4]!;
           if (len < 0) {
             this.dropped++;
+            this.onDrop();
             continue;
           }
           const off = i * SLOT;
@@ -138,7 +141,11 @@ class UdpSendQueue {
     // Empty datagrams are legal UDP but sendBatch refuses them; none of ours is empty.
     fastPath!.sendBatch(this.fds, this.bufs, this.lens, this.addrs, n, this.results);
     for (let i = 0; i < n; i++) {
-      if (this.results[i]! < 0) this.owners[i]!.dropped++;
+      if (this.results[i]! < 0) {
+        const o = this.owners[i]!;
+        o.dropped++;
+        o.onDrop();
+      }
       this.bufs[i] = EMPTY;
       this.addrs[i] = EMPTY;
     }

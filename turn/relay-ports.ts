@@ -91,6 +91,8 @@ export interface RelayPortsOptions {
   random?: () => number;
   /** Relay sockets read and written natively (turn/native-udp.ts) rather than through dgram. */
   native?: boolean;
+  /** A native relay socket dropped a datagram (metrics). */
+  onNativeDrop?: () => void;
 }
 
 /** Attempts before a relay request fails with 508. */
@@ -217,6 +219,7 @@ export class RelayPorts {
 
   private bindNative(family: IpFamily, port: number, cfg: RelayFamilyConfig): RelayEndpoint {
     const sock = NativeUdpSocket.open(family, cfg.address, port, this.opts.bufferBytes);
+    if (this.opts.onNativeDrop) sock.onDrop = this.opts.onNativeDrop;
     const key = `${family}|${sock.port}`;
     this.inUse.add(key);
     this.open++;

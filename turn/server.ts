@@ -121,6 +121,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     log,
     onPeerMessage,
     native,
+    onNativeDrop: () => metrics.dropUdp++,
   });
 
   const perform = (actions: readonly TurnAction[]): void => {
@@ -182,6 +183,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
       const family = net.isIPv6(l.host) ? 6 : 4;
       if (native) {
         const sock = NativeUdpSocket.open(family, l.host, l.port, cfg.relay.socketBufferBytes);
+        sock.onDrop = () => metrics.dropUdp++;
         nativeSockets.push(sock);
         const local: TransportAddress = { family, address: canonicalIp(l.host) ?? l.host, port: sock.port };
         udpAddrs.push(local);
