@@ -11,7 +11,7 @@
  * socket calls are used here.
  */
 import { fastPath, type FastPath, type UdpReceiver } from "../sfu/native/index.ts";
-import type { IpFamily } from "./stun/address.ts";
+import { formatIp, type IpFamily } from "./stun/address.ts";
 
 /** Bytes per receive slot: a TURN message or ChannelData never exceeds it (RFC 8656 §12: MTU-sized). */
 const SLOT = 2048;
@@ -63,7 +63,7 @@ export class NativeUdpSocket {
     const meta = new Int32Array(BATCH * 4);
     const addr6 = Buffer.alloc(BATCH * 16);
     let i = 0;
-    const address = (): string => (meta[i * 4 + 1] === 6 ? formatIpv6(addr6, i * 16) : ipv4Text(meta[i * 4 + 3]! >>> 0));
+    const address = (): string => (meta[i * 4 + 1] === 6 ? formatIp(addr6.subarray(i * 16, i * 16 + 16)) : ipv4Text(meta[i * 4 + 3]! >>> 0));
     this.receiver = this.fp.udpReceive(this.fd, slab, meta, addr6, (n) => {
       if (n < 0) {
         onError(-n);
@@ -165,28 +165,4 @@ export function ipv4Text(v4: number): string {
     v4Cache.set(v4, s);
   }
   return s;
-}
-
-/** RFC 5952 text of 16 address bytes at `off` (lower case, longest zero run as "::"). */
-export function formatIpv6(b: Uint8Array, off: number): string {
-  const g: number[] = [];
-  for (let k = 0; k < 8; k++) g.push((b[off + 2 * k]! << 8) | b[off + 2 * k + 1]!);
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let k = 0; k < 8; ) {
-    if (g[k] !== 0) {
-      k++;
-      continue;
-    }
-    let e = k;
-    while (e < 8 && g[e] === 0) e++;
-    if (e - k > bestLen) {
-      bestAt = k;
-      bestLen = e - k;
-    }
-    k = e;
-  }
-  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
-  if (bestAt < 0) return hex(g);
-  return `${hex(g.slice(0, bestAt))}::${hex(g.slice(bestAt + bestLen))}`;
 }

@@ -223,51 +223,48 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
   function attachUdp(sock: dgram.Socket, index: number, local: TransportAddress): void {
     const base = index * 2 ** 48;
     sock.on("message", (buf: Buffer, rinfo: dgram.RemoteInfo) => {
-      const b0 = buf[0];
-      if (b0 === undefined) return;
-      if (b0 >= 0x40 && b0 < 0x80) {
-        // ChannelData (RFC 8656 §12): the relay hot path.
-        const v4 = ipv4ToInt(rinfo.address);
-        const key = v4 >= 0 ? base + v4 * 65536 + rinfo.port : `${index}|${rinfo.address}|${rinfo.port}`;
-        const ch = core.channelDataFromClient(key, buf, clock());
-        if (ch !== undefined) ch.relay.handle.send(buf.subarray(4, 4 + ((buf[2]! << 8) | buf[3]!)), ch.peer.port, ch.peer.address);
-        return;
-      }
-      if (b0 >= 0x40) {
-        metrics.malformed++;
-        return;
-      }
       const v4 = ipv4ToInt(rinfo.address);
       const key = v4 >= 0 ? base + v4 * 65536 + rinfo.port : `${index}|${rinfo.address}|${rinfo.port}`;
-      const remote: TransportAddress = { family: rinfo.family === "IPv6" ? 6 : 4, address: rinfo.address, port: rinfo.port };
-      const link: ClientLink = { send: (d) => sock.send(d, remote.port, remote.address) };
-      perform(core.handleStun(buf, { transport: "udp", remote, local, key, link }, clock()));
+      fromClient(buf, key, local, () => {
+        const remote: TransportAddress = { family: rinfo.family === "IPv6" ? 6 : 4, address: rinfo.address, port: rinfo.port };
+        return [remote, { send: (d) => sock.send(d, remote.port, remote.address) }];
+      });
     });
+  }
+
+  /**
+   * One datagram from a UDP client: ChannelData goes straight to its peer (the relay hot
+   * path, RFC 8656 §12), STUN to the core. `tuple` makes the client's address and link
+   * only when a STUN message needs them.
+   */
+  function fromClient(buf: Buffer, key: number | string, local: TransportAddress, tuple: () => [TransportAddress, ClientLink]): void {
+    const b0 = buf[0];
+    if (b0 === undefined) return;
+    if (b0 >= 0x40 && b0 < 0x80) {
+      const ch = core.channelDataFromClient(key, buf, clock());
+      if (ch !== undefined) ch.relay.handle.send(buf.subarray(4, 4 + ((buf[2]! << 8) | buf[3]!)), ch.peer.port, ch.peer.address);
+      return;
+    }
+    if (b0 >= 0x40) {
+      metrics.malformed++;
+      return;
+    }
+    const [remote, link] = tuple();
+    perform(core.handleStun(buf, { transport: "udp", remote, local, key, link }, clock()));
   }
 
   function attachNativeUdp(sock: NativeUdpSocket, index: number, local: TransportAddress): void {
     const base = index * 2 ** 48;
     sock.receive(
       (buf, family, v4, port, address) => {
-        const b0 = buf[0];
-        if (b0 === undefined) return;
         const key = family === 4 ? base + v4 * 65536 + port : `${index}|${address()}|${port}`;
-        if (b0 >= 0x40 && b0 < 0x80) {
-          // ChannelData (RFC 8656 §12): the relay hot path.
-          const ch = core.channelDataFromClient(key, buf, clock());
-          if (ch !== undefined) ch.relay.handle.send(buf.subarray(4, 4 + ((buf[2]! << 8) | buf[3]!)), ch.peer.port, ch.peer.address);
-          return;
-        }
-        if (b0 >= 0x40) {
-          metrics.malformed++;
-          return;
-        }
-        const remote: TransportAddress = { family, address: address(), port };
-        const to = sock.sockaddr(remote.address, port);
-        // The message is a view into the receive slab: the core may keep parts of it (a
-        // Send indication's data goes out at once; nothing else is kept), so copy.
-        const link: ClientLink = { send: (d) => sock.send(d, to) };
-        perform(core.handleStun(Buffer.from(buf), { transport: "udp", remote, local, key, link }, clock()));
+        // A STUN message is a view into the receive slab: the core gets a copy (a Send
+        // indication's data is sent on, and nothing may point into the slab afterwards).
+        fromClient(buf[0] !== undefined && buf[0] < 0x40 ? Buffer.from(buf) : buf, key, local, () => {
+          const remote: TransportAddress = { family, address: address(), port };
+          const to = sock.sockaddr(remote.address, port);
+          return [remote, { send: (d) => sock.send(d, to) }];
+        });
       },
       (errno) => log.warn("turn udp listener error", { port: local.port, errno }),
     );

@@ -5,10 +5,8 @@
  * Real loopback sockets; the peers are Node's dgram.
  */
 import dgram from "node:dgram";
-import net from "node:net";
-import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
-import { formatIpv6, ipv4Text, NativeUdpSocket } from "../../turn/native-udp.ts";
+import { ipv4Text, NativeUdpSocket } from "../../turn/native-udp.ts";
 
 const open: Array<{ close(): void }> = [];
 afterEach(() => {
@@ -85,20 +83,8 @@ describe("NativeUdpSocket", () => {
     NativeUdpSocket.open(4, "127.0.0.1", b.port, 0).close();
   });
 
-  it("formats addresses as Node does", () => {
-    fc.assert(
-      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.integer({ min: 0, max: 7 }), fc.integer({ min: 0, max: 8 }), (bytes, at, zeros) => {
-        // Runs of zero groups, where compression matters.
-        for (let k = at; k < Math.min(8, at + zeros); k++) bytes[2 * k] = bytes[2 * k + 1] = 0;
-        const text = formatIpv6(bytes, 0);
-        expect(net.isIPv6(text)).toBe(true);
-        // Node's own canonical form of the same 16 bytes.
-        const groups = Array.from({ length: 8 }, (_, k) => ((bytes[2 * k]! << 8) | bytes[2 * k + 1]!).toString(16)).join(":");
-        const canonical = new net.SocketAddress({ address: groups, family: "ipv6" }).address;
-        if (!canonical.includes(".")) expect(text).toBe(canonical);
-      }),
-      { numRuns: 300 },
-    );
+  it("names IPv4 sources without parsing", () => {
     expect(ipv4Text(0xc0000207)).toBe("192.0.2.7");
+    expect(ipv4Text(0xffffffff)).toBe("255.255.255.255");
   });
 });
