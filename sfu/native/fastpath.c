@@ -11,16 +11,23 @@
  * whole batch of a fan-out, grouping consecutive datagrams for the same socket into one
  * sendmmsg. Measured costs are in sfu/native/index.ts.
  *
- * OpenSSL is the one inside Node (its EVP symbols are resolved from the node binary when
- * the addon loads); headers come from Node's own include directory. Node-API only (no
- * V8 or libuv ABI), context-aware so that media worker threads can load it.
+ * It also owns the TURN relay's UDP sockets when asked (udpOpen/udpReceive, below):
+ * recvmmsg on Node's own event loop.
  *
- * Nothing here keeps a JavaScript object or a pointer into one past the call that
- * received it; a context is freed by the garbage collector or by `release`.
+ * OpenSSL is the one inside Node (its EVP symbols are resolved from the node binary when
+ * the addon loads); headers come from Node's own include directory. Node-API plus
+ * libuv's stable uv_poll calls (no V8 ABI), context-aware so that media worker threads
+ * can load it.
+ *
+ * The SRTP and send calls keep no JavaScript object or pointer into one past the call
+ * that received it; a context is freed by the garbage collector or by `release`. A UDP
+ * receiver holds references to its callback and buffers until `udpClose`. Handles carry
+ * type tags: one kind passed where another is expected throws instead of misreading.
  */
 #define NAPI_VERSION 8
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdbool.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -42,6 +49,20 @@ typedef struct {
   EVP_CIPHER_CTX *ctx;
   uint8_t salt[12];
 } gcm_t;
+
+static const napi_type_tag GCM_TYPE = {0x6761746568737270ULL, 0x67636d6374780001ULL};
+static const napi_type_tag RX_TYPE = {0x6761746568737270ULL, 0x7564707278000001ULL};
+
+/* The pointer inside an External made here with `tag`, or NULL (a JS exception is pending). */
+static void *tagged(napi_env env, napi_value v, const napi_type_tag *tag) {
+  bool ok = false;
+  void *p = NULL;
+  if (napi_check_object_type_tag(env, v, tag, &ok) != napi_ok || !ok || napi_get_value_external(env, v, &p) != napi_ok) {
+    napi_throw_type_error(env, NULL, "not a handle of the expected kind");
+    return NULL;
+  }
+  return p;
+}
 
 #define THROW(env, msg)                        \
   do {                                         \
@@ -102,6 +123,7 @@ static napi_value gcm_context(napi_env env, napi_callback_info info) {
     free(g);
     THROW(env, "napi_create_external failed");
   }
+  CHECK(env, napi_type_tag_object(env, out, &GCM_TYPE));
   return out;
 }
 
@@ -113,8 +135,8 @@ static napi_value gcm_context(napi_env env, napi_callback_info info) {
  */
 static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
   ARGS(env, info, 4, "protectRtpGcm(ctx, out, payload, roc)");
-  gcm_t *g;
-  CHECK(env, napi_get_value_external(env, argv[0], (void **)&g));
+  gcm_t *g = tagged(env, argv[0], &GCM_TYPE);
+  if (!g) return NULL;
   if (!g->ctx) THROW(env, "SRTP context released");
   uint8_t *out;
   size_t olen;
@@ -162,8 +184,8 @@ static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
 /* release(ctx): frees the key schedule now rather than at garbage collection. */
 static napi_value release(napi_env env, napi_callback_info info) {
   ARGS(env, info, 1, "release(ctx)");
-  gcm_t *g;
-  CHECK(env, napi_get_value_external(env, argv[0], (void **)&g));
+  gcm_t *g = tagged(env, argv[0], &GCM_TYPE);
+  if (!g) return NULL;
   gcm_free(g);
   return NULL;
 }
@@ -419,7 +441,9 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
   (void)events;
   if (r->closing) return;
   if (status < 0) {
-    rx_call(r, status); /* a negative count reports the error (libuv's, negative errno) */
+    /* The socket is unusable (libuv reports a negative errno): stop watching, report once. */
+    uv_poll_stop(&r->poll);
+    rx_call(r, status);
     return;
   }
   /* Bounded rounds so that a flood cannot hold the loop; the rest waits for the next turn. */
@@ -575,14 +599,14 @@ static napi_value udp_receive(napi_env env, napi_callback_info info) {
   uv_poll_start(&r->poll, UV_READABLE, rx_readable);
   napi_value out;
   CHECK(env, napi_create_external(env, r, NULL, NULL, &out));
+  CHECK(env, napi_type_tag_object(env, out, &RX_TYPE));
   return out;
 }
 
 /* udpClose(handle): stops watching and closes the socket (once; later calls do nothing). */
 static napi_value udp_close(napi_env env, napi_callback_info info) {
   ARGS(env, info, 1, "udpClose(handle)");
-  udp_rx_t *r;
-  CHECK(env, napi_get_value_external(env, argv[0], (void **)&r));
+  udp_rx_t *r = tagged(env, argv[0], &RX_TYPE);
   if (!r || r->closing) return NULL;
   r->closing = 1;
   rx_release_refs(r);

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RtpHeader, SrtcpSession, SrtpSession } from "werift";
-import { nativeStatus } from "../../sfu/native/index.ts";
+import { fastPath, nativeStatus, type GcmContext, type UdpReceiver } from "../../sfu/native/index.ts";
 import { SrtpReceiver, SrtpSender } from "../../sfu/srtp/context.ts";
 import { deriveSrtpSessionKeys, SrtpProfile, srtpProfileParams } from "../../sfu/srtp/kdf.ts";
 
@@ -72,6 +72,15 @@ describe("native fast path", () => {
     expect(native.native).toBe(false);
     const h = { marker: false, payloadType: 96, sequenceNumber: seq, timestamp: 1, ssrc: 0x01020304 };
     expect(protect(native, h, Buffer.from("after release")).equals(protect(js, h, Buffer.from("after release")))).toBe(true);
+  });
+
+  it("refuses a handle of another kind instead of misreading it", () => {
+    const fp = fastPath!;
+    const ctx = fp.gcmContext(randomBytes(16), randomBytes(12));
+    expect(() => fp.udpClose(ctx as unknown as UdpReceiver)).toThrow(/expected kind/);
+    expect(() => fp.protectRtpGcm({} as GcmContext, Buffer.alloc(64), Buffer.alloc(4), 0)).toThrow(/expected kind/);
+    fp.release(ctx);
+    expect(() => fp.protectRtpGcm(ctx, Buffer.alloc(64), Buffer.alloc(4), 0)).toThrow(/released/);
   });
 
   it("refuses an output buffer too small for header, payload and tag", () => {
