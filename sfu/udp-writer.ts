@@ -114,7 +114,8 @@ export class UdpWriter {
     this.direct = i !== undefined;
     const fd = this.handle?.fd;
     let sockaddr: Buffer | undefined;
-    if (fastPath && typeof fd === "number" && fd >= 0) {
+    // A zoned IPv6 address (fe80::1%eth0) needs its scope id, which sockaddr() drops: handle path.
+    if (fastPath && typeof fd === "number" && fd >= 0 && !address.includes("%")) {
       try {
         sockaddr = fastPath.sockaddr(address, port);
       } catch {
