@@ -59,18 +59,15 @@ export class NativeUdpSocket {
   /** Starts delivering datagrams to `onDatagram`; socket errors go to `onError`. Once. */
   receive(onDatagram: DatagramHandler, onError: (errno: number) => void): void {
     if (this.receiver || this.closed) return;
-    const slab = Buffer.allocUnsafeSlow(SLOT * BATCH);
-    const meta = new Int32Array(BATCH * 4);
-    const addr6 = Buffer.alloc(BATCH * 16);
-    let i = 0;
-    const address = (): string => (meta[i * 4 + 1] === 6 ? formatIp(addr6.subarray(i * 16, i * 16 + 16)) : ipv4Text(meta[i * 4 + 3]! >>> 0));
+    const { slab, meta, addr6 } = shared;
     this.receiver = this.fp.udpReceive(this.fd, slab, meta, addr6, (n) => {
       if (n < 0) {
         onError(-n);
         return;
       }
       try {
-        for (i = 0; i < n; i++) {
+        for (let i = 0; i < n; i++) {
+          shared.index = i;
           const len = meta[i * 4]!;
           if (len < 0) {
             this.dropped++;
@@ -78,7 +75,7 @@ export class NativeUdpSocket {
             continue;
           }
           const off = i * SLOT;
-          onDatagram(slab.subarray(off, off + len), meta[i * 4 + 1] as IpFamily, meta[i * 4 + 3]! >>> 0, meta[i * 4 + 2]!, address);
+          onDatagram(slab.subarray(off, off + len), meta[i * 4 + 1] as IpFamily, meta[i * 4 + 3]! >>> 0, meta[i * 4 + 2]!, sourceAddress);
         }
       } finally {
         // Replies may point into the slab, which the next round overwrites: out now.
@@ -105,6 +102,23 @@ export class NativeUdpSocket {
     if (this.receiver) this.fp.udpClose(this.receiver);
     else this.fp.closeFd(this.fd);
   }
+}
+
+/**
+ * The receive buffers every native socket of this thread shares (a callback consumes its
+ * round before another socket's can be read), and the datagram being handled.
+ */
+const shared = {
+  slab: Buffer.allocUnsafeSlow(SLOT * BATCH),
+  meta: new Int32Array(BATCH * 4),
+  addr6: Buffer.alloc(BATCH * 16),
+  index: 0,
+};
+
+/** Text of the current datagram's source address. */
+function sourceAddress(): string {
+  const { meta, addr6, index: i } = shared;
+  return meta[i * 4 + 1] === 6 ? formatIp(addr6.subarray(i * 16, i * 16 + 16)) : ipv4Text(meta[i * 4 + 3]! >>> 0);
 }
 
 /** Sends of every native socket of this thread, written together (one sendmmsg per socket). */

@@ -398,10 +398,18 @@ typedef struct {
   size_t slot;
   int32_t *meta;
   uint8_t *addr6;
+} udp_rx_t;
+
+/*
+ * recvmmsg's headers, shared by every receiver of this thread: a readable callback fills
+ * and hands them over before another can run (libuv never nests them), so a relay with
+ * thousands of sockets does not carry 13 KiB of them per socket.
+ */
+static _Thread_local struct {
   struct mmsghdr msgs[RX_BATCH];
   struct iovec iovs[RX_BATCH];
   struct sockaddr_storage from[RX_BATCH];
-} udp_rx_t;
+} RX;
 
 static void rx_closed(uv_handle_t *h) {
   udp_rx_t *r = h->data;
@@ -449,15 +457,15 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
   /* Bounded rounds so that a flood cannot hold the loop; the rest waits for the next turn. */
   for (int round = 0; round < 16 && !r->closing; round++) {
     for (int i = 0; i < RX_BATCH; i++) {
-      r->iovs[i].iov_base = r->slab + (size_t)i * r->slot;
-      r->iovs[i].iov_len = r->slot;
-      memset(&r->msgs[i].msg_hdr, 0, sizeof(struct msghdr));
-      r->msgs[i].msg_hdr.msg_iov = &r->iovs[i];
-      r->msgs[i].msg_hdr.msg_iovlen = 1;
-      r->msgs[i].msg_hdr.msg_name = &r->from[i];
-      r->msgs[i].msg_hdr.msg_namelen = sizeof(r->from[i]);
+      RX.iovs[i].iov_base = r->slab + (size_t)i * r->slot;
+      RX.iovs[i].iov_len = r->slot;
+      memset(&RX.msgs[i].msg_hdr, 0, sizeof(struct msghdr));
+      RX.msgs[i].msg_hdr.msg_iov = &RX.iovs[i];
+      RX.msgs[i].msg_hdr.msg_iovlen = 1;
+      RX.msgs[i].msg_hdr.msg_name = &RX.from[i];
+      RX.msgs[i].msg_hdr.msg_namelen = sizeof(RX.from[i]);
     }
-    int n = recvmmsg(r->fd, r->msgs, RX_BATCH, MSG_DONTWAIT, NULL);
+    int n = recvmmsg(r->fd, RX.msgs, RX_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) rx_call(r, -errno);
@@ -467,15 +475,15 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
     for (int i = 0; i < n; i++) {
       int32_t *m = r->meta + i * RX_META;
       /* A datagram longer than the slot arrives cut (MSG_TRUNC): length −1, the caller drops it. */
-      m[0] = (r->msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)r->msgs[i].msg_len;
-      if (r->from[i].ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&r->from[i];
+      m[0] = (RX.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)RX.msgs[i].msg_len;
+      if (RX.from[i].ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&RX.from[i];
         m[1] = 6;
         m[2] = ntohs(a->sin6_port);
         m[3] = 0;
         memcpy(r->addr6 + i * 16, &a->sin6_addr, 16);
       } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&r->from[i];
+        struct sockaddr_in *a = (struct sockaddr_in *)&RX.from[i];
         m[1] = 4;
         m[2] = ntohs(a->sin_port);
         m[3] = (int32_t)ntohl(a->sin_addr.s_addr);
@@ -553,7 +561,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
  * udpReceive(fd, slab: Buffer, meta: Int32Array, addr6: Buffer, callback(n)) → External
  * Watches fd on Node's loop; datagram i of a round is slab[i·slot, i·slot + meta[4i]),
  * slot = slab.length / 64, its source in meta[4i + 1 … 3] (IPv6 bytes in addr6[16i…]).
- * The views are valid during the callback only. Takes ownership of fd (udpClose closes it).
+ * The views are valid during the callback only, so receivers of one thread may share
+ * slab, meta and addr6. Takes ownership of fd (udpClose closes it).
  */
 static napi_value udp_receive(napi_env env, napi_callback_info info) {
   ARGS(env, info, 5, "udpReceive(fd, slab, meta, addr6, callback)");

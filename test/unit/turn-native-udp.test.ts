@@ -53,6 +53,28 @@ describe("NativeUdpSocket", () => {
     expect(sock.dropped).toBe(1);
   });
 
+  it("keeps many sockets' datagrams apart although they share one receive slab", async () => {
+    const socks = Array.from({ length: 8 }, () => NativeUdpSocket.open(4, "127.0.0.1", 0, 1 << 20));
+    open.push(...socks);
+    const p = await peer("udp4");
+    const got = socks.map((): string[] => []);
+    let seen = 0;
+    let all: () => void = () => {};
+    const done = new Promise<void>((r) => (all = r));
+    for (const [k, sock] of socks.entries()) {
+      sock.receive(
+        (data, _f, _v4, port, address) => {
+          got[k]!.push(`${data.toString()}@${address()}:${port === p.address().port}`);
+          if (++seen === 160) all();
+        },
+        () => {},
+      );
+    }
+    for (let round = 0; round < 20; round++) for (const [k, sock] of socks.entries()) p.send(Buffer.from(`s${k}r${round}`), sock.port, "127.0.0.1");
+    await done;
+    for (const [k] of socks.entries()) expect(got[k]).toEqual(Array.from({ length: 20 }, (_, round) => `s${k}r${round}@127.0.0.1:true`));
+  });
+
   it("reports IPv6 sources in RFC 5952 text", async () => {
     const sock = NativeUdpSocket.open(6, "::1", 0, 1 << 20);
     open.push(sock);
