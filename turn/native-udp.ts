@@ -56,13 +56,17 @@ export class NativeUdpSocket {
     return new NativeUdpSocket(fp, family, fd, bound);
   }
 
-  /** Starts delivering datagrams to `onDatagram`; socket errors go to `onError`. Once. */
-  receive(onDatagram: DatagramHandler, onError: (errno: number) => void): void {
+  /**
+   * Starts delivering datagrams to `onDatagram`; socket errors (an errno) and handler
+   * failures (what it threw; the datagram is dropped and the next one handled) go to
+   * `onError`. Once.
+   */
+  receive(onDatagram: DatagramHandler, onError: (cause: { errno: number } | { thrown: unknown }) => void): void {
     if (this.receiver || this.closed) return;
     const { slab, meta, addr6 } = shared;
     this.receiver = this.fp.udpReceive(this.fd, slab, meta, addr6, (n) => {
       if (n < 0) {
-        onError(-n);
+        onError({ errno: -n });
         return;
       }
       try {
@@ -75,7 +79,13 @@ export class NativeUdpSocket {
             continue;
           }
           const off = i * SLOT;
-          onDatagram(slab.subarray(off, off + len), meta[i * 4 + 1] as IpFamily, meta[i * 4 + 3]! >>> 0, meta[i * 4 + 2]!, sourceAddress);
+          try {
+            onDatagram(slab.subarray(off, off + len), meta[i * 4 + 1] as IpFamily, meta[i * 4 + 3]! >>> 0, meta[i * 4 + 2]!, sourceAddress);
+          } catch (thrown) {
+            this.dropped++;
+            this.onDrop();
+            onError({ thrown });
+          }
         }
       } finally {
         // Replies may point into the slab, which the next round overwrites: out now.

@@ -231,7 +231,7 @@ export class RelayPorts {
     const onPeer = this.opts.onPeerMessage;
     sock.receive(
       (data, _family, _v4, peerPort, address) => onPeer(endpoint, data, address(), peerPort),
-      (errno) => this.opts.log.warn("turn relay socket error", { port: sock.port, errno }),
+      (cause) => this.opts.log.warn("turn relay socket error", { port: sock.port, ...cause }),
     );
     return endpoint;
   }

@@ -266,7 +266,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
           return [remote, { send: (d) => sock.send(d, to) }];
         });
       },
-      (errno) => log.warn("turn udp listener error", { port: local.port, errno }),
+      (cause) => log.warn("turn udp listener error", { port: local.port, ...cause }),
     );
   }
 

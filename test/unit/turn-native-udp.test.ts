@@ -75,6 +75,27 @@ describe("NativeUdpSocket", () => {
     for (const [k] of socks.entries()) expect(got[k]).toEqual(Array.from({ length: 20 }, (_, round) => `s${k}r${round}@127.0.0.1:true`));
   });
 
+  it("drops and reports a datagram whose handler throws, and goes on with the next", async () => {
+    const sock = NativeUdpSocket.open(4, "127.0.0.1", 0, 1 << 20);
+    open.push(sock);
+    const p = await peer("udp4");
+    const errors: unknown[] = [];
+    const ok = new Promise<string>((r) =>
+      sock.receive(
+        (data) => {
+          if (data[0] === 0x62) throw new Error("bad datagram");
+          r(data.toString());
+        },
+        (cause) => errors.push(cause),
+      ),
+    );
+    p.send(Buffer.from("bad"), sock.port, "127.0.0.1");
+    p.send(Buffer.from("good"), sock.port, "127.0.0.1");
+    expect(await ok).toBe("good");
+    expect(errors).toHaveLength(1);
+    expect(sock.dropped).toBe(1);
+  });
+
   it("reports IPv6 sources in RFC 5952 text", async () => {
     const sock = NativeUdpSocket.open(6, "::1", 0, 1 << 20);
     open.push(sock);
