@@ -32,7 +32,9 @@
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <node_api.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,9 +183,135 @@ static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
   return num(env, (double)(RTP_HEADER + plen + GCM_TAG));
 }
 
+/*
+ * AES_CM_128_HMAC_SHA1_80 (RFC 3711), for browsers that do not offer AES-GCM: AES-128 in
+ * counter mode with its key expanded once, and HMAC-SHA1 keyed once (EVP_MAC_init with
+ * no key reuses it).
+ */
+typedef struct {
+  EVP_CIPHER_CTX *ctr;
+  EVP_MAC *mac;
+  EVP_MAC_CTX *hmac;
+  uint8_t salt[14];
+} cm_t;
+
+static const napi_type_tag CM_TYPE = {0x6761746568737270ULL, 0x636d637478000001ULL};
+#define CM_TAG 10
+
+static void cm_free(cm_t *c) {
+  if (c->ctr) EVP_CIPHER_CTX_free(c->ctr);
+  if (c->hmac) EVP_MAC_CTX_free(c->hmac);
+  if (c->mac) EVP_MAC_free(c->mac);
+  c->ctr = NULL;
+  c->hmac = NULL;
+  c->mac = NULL;
+}
+
+static void cm_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  cm_free(data);
+  free(data);
+}
+
+/* cmContext(key: 16 bytes, salt: 14 bytes, authKey: 20 bytes) → External */
+static napi_value cm_context(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 3, "cmContext(key, salt, authKey)");
+  void *key, *salt, *auth;
+  size_t klen, slen, alen;
+  CHECK(env, napi_get_buffer_info(env, argv[0], &key, &klen));
+  CHECK(env, napi_get_buffer_info(env, argv[1], &salt, &slen));
+  CHECK(env, napi_get_buffer_info(env, argv[2], &auth, &alen));
+  if (klen != 16 || slen != 14 || alen != 20) THROW(env, "AES-CM needs a 16-byte key, a 14-byte salt and a 20-byte auth key");
+  cm_t *c = calloc(1, sizeof(cm_t));
+  if (!c) THROW(env, "out of memory");
+  memcpy(c->salt, salt, 14);
+  char digest[] = "SHA1";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+  c->ctr = EVP_CIPHER_CTX_new();
+  c->mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  c->hmac = c->mac ? EVP_MAC_CTX_new(c->mac) : NULL;
+  if (!c->ctr || !c->hmac || EVP_EncryptInit_ex(c->ctr, EVP_aes_128_ctr(), NULL, key, NULL) != 1 ||
+      EVP_MAC_init(c->hmac, auth, 20, params) != 1) {
+    cm_free(c);
+    free(c);
+    THROW(env, "AES-CM/HMAC-SHA1 set-up failed");
+  }
+  napi_value out;
+  if (napi_create_external(env, c, cm_finalize, NULL, &out) != napi_ok) {
+    cm_free(c);
+    free(c);
+    THROW(env, "napi_create_external failed");
+  }
+  CHECK(env, napi_type_tag_object(env, out, &CM_TYPE));
+  return out;
+}
+
+/*
+ * protectRtpCm(ctx, out: Buffer, payload: Uint8Array, roc: number) → packet length
+ * As protectRtpGcm, for AES_CM_128_HMAC_SHA1_80: IV per RFC 3711 §4.1.1, then the
+ * 80-bit tag of HMAC-SHA1 over header, ciphertext and ROC (§4.2).
+ */
+static napi_value protect_rtp_cm(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 4, "protectRtpCm(ctx, out, payload, roc)");
+  cm_t *c = tagged(env, argv[0], &CM_TYPE);
+  if (!c) return NULL;
+  if (!c->ctr) THROW(env, "SRTP context released");
+  uint8_t *out;
+  size_t olen, plen, poff;
+  void *pdata;
+  napi_value ab;
+  napi_typedarray_type tt;
+  CHECK(env, napi_get_buffer_info(env, argv[1], (void **)&out, &olen));
+  CHECK(env, napi_get_typedarray_info(env, argv[2], &tt, &plen, &pdata, &ab, &poff));
+  if (tt != napi_uint8_array) THROW(env, "payload must be a Uint8Array");
+  uint32_t roc;
+  CHECK(env, napi_get_value_uint32(env, argv[3], &roc));
+  if (plen > INT32_MAX || olen < RTP_HEADER + plen + CM_TAG) THROW(env, "output buffer too small");
+  const uint8_t *p = pdata;
+  if (plen > 0 && p < out + RTP_HEADER + plen + CM_TAG && out < p + plen) THROW(env, "payload overlaps the output buffer");
+
+  uint8_t iv[16];
+  const uint8_t *s = c->salt;
+  iv[0] = s[0];
+  iv[1] = s[1];
+  iv[2] = s[2];
+  iv[3] = s[3];
+  iv[4] = s[4] ^ out[8];
+  iv[5] = s[5] ^ out[9];
+  iv[6] = s[6] ^ out[10];
+  iv[7] = s[7] ^ out[11];
+  iv[8] = s[8] ^ (uint8_t)(roc >> 24);
+  iv[9] = s[9] ^ (uint8_t)(roc >> 16);
+  iv[10] = s[10] ^ (uint8_t)(roc >> 8);
+  iv[11] = s[11] ^ (uint8_t)roc;
+  iv[12] = s[12] ^ out[2];
+  iv[13] = s[13] ^ out[3];
+  iv[14] = 0;
+  iv[15] = 0;
+  uint8_t rocb[4] = {(uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8), (uint8_t)roc};
+  uint8_t mac[EVP_MAX_MD_SIZE];
+  size_t maclen = 0;
+  int n = 0;
+  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, out + RTP_HEADER, &n, pdata, (int)plen) != 1 ||
+      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, out, RTP_HEADER + plen) != 1 ||
+      EVP_MAC_update(c->hmac, rocb, 4) != 1 || EVP_MAC_final(c->hmac, mac, &maclen, sizeof(mac)) != 1 || maclen < CM_TAG) {
+    THROW(env, "AES-CM/HMAC-SHA1 protection failed");
+  }
+  memcpy(out + RTP_HEADER + plen, mac, CM_TAG);
+  return num(env, (double)(RTP_HEADER + plen + CM_TAG));
+}
+
 /* release(ctx): frees the key schedule now rather than at garbage collection. */
 static napi_value release(napi_env env, napi_callback_info info) {
   ARGS(env, info, 1, "release(ctx)");
+  bool is_cm = false;
+  CHECK(env, napi_check_object_type_tag(env, argv[0], &CM_TYPE, &is_cm));
+  if (is_cm) {
+    cm_t *c = tagged(env, argv[0], &CM_TYPE);
+    if (c) cm_free(c);
+    return NULL;
+  }
   gcm_t *g = tagged(env, argv[0], &GCM_TYPE);
   if (!g) return NULL;
   gcm_free(g);
@@ -637,6 +765,8 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"gcmContext", NULL, gcm_context, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"protectRtpGcm", NULL, protect_rtp_gcm, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"cmContext", NULL, cm_context, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"protectRtpCm", NULL, protect_rtp_cm, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"release", NULL, release, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_default_jsproperty, NULL},

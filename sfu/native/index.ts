@@ -26,8 +26,12 @@ export interface FastPath {
    * appends the 16-byte tag; returns the packet length.
    */
   protectRtpGcm(ctx: GcmContext, out: Buffer, payload: Uint8Array, roc: number): number;
-  /** Frees a context's key schedule now (it is unusable afterwards). */
-  release(ctx: GcmContext): void;
+  /** AES_CM_128_HMAC_SHA1_80: 16-byte key, 14-byte salt, 20-byte authentication key. */
+  cmContext(key: Uint8Array, salt: Uint8Array, authKey: Uint8Array): CmContext;
+  /** As protectRtpGcm, with AES-CM and the 10-byte HMAC-SHA1 tag (RFC 3711 §4). */
+  protectRtpCm(ctx: CmContext, out: Buffer, payload: Uint8Array, roc: number): number;
+  /** Frees a context's keys now (it is unusable afterwards). */
+  release(ctx: GcmContext | CmContext): void;
   /**
    * Writes `n` datagrams; consecutive ones with the same fd in one sendmmsg.
    * results[i] = bytes written or −errno. Returns how many were written.
@@ -57,6 +61,8 @@ export type UdpReceiver = { readonly __brand: "UdpReceiver" };
 
 /** Opaque handle of a native AES-GCM context. */
 export type GcmContext = { readonly __brand: "GcmContext" };
+/** Opaque handle of a native AES-CM + HMAC-SHA1 context. */
+export type CmContext = { readonly __brand: "CmContext" };
 
 /** Largest batch sendBatch takes (MAX_BATCH in fastpath.c). */
 export const NATIVE_MAX_BATCH = 1024;
@@ -78,7 +84,10 @@ function load(): void {
   }
   try {
     const m = createRequire(import.meta.url)(ADDON_PATH) as Partial<FastPath>;
-    if (typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function" || typeof m.udpReceive !== "function") {
+    if (
+      typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function" || typeof m.udpReceive !== "function" ||
+      typeof m.protectRtpCm !== "function"
+    ) {
       reason = "the built addon is out of date (rebuild with `npm run build:native`)";
       return;
     }

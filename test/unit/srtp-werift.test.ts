@@ -17,7 +17,8 @@ import { deriveSrtpSessionKeys, SrtpProfile, srtpProfileParams } from "../../sfu
 const PROFILES = [
   ["AEAD_AES_128_GCM, native", SrtpProfile.AEAD_AES_128_GCM, true],
   ["AEAD_AES_128_GCM, node:crypto", SrtpProfile.AEAD_AES_128_GCM, false],
-  ["AES128_CM_HMAC_SHA1_80", SrtpProfile.AES128_CM_HMAC_SHA1_80, false],
+  ["AES128_CM_HMAC_SHA1_80, native", SrtpProfile.AES128_CM_HMAC_SHA1_80, true],
+  ["AES128_CM_HMAC_SHA1_80, node:crypto", SrtpProfile.AES128_CM_HMAC_SHA1_80, false],
 ] as const;
 
 interface Pair {
@@ -54,8 +55,12 @@ describe("native fast path", () => {
     expect(nativeStatus()).toEqual({ enabled: true, reason: "" });
   });
 
-  it("protects byte for byte like node:crypto, and falls back to it once released", () => {
-    const keys = deriveSrtpSessionKeys(SrtpProfile.AEAD_AES_128_GCM, randomBytes(16), randomBytes(12));
+  it.each([
+    ["AEAD_AES_128_GCM", SrtpProfile.AEAD_AES_128_GCM],
+    ["AES128_CM_HMAC_SHA1_80", SrtpProfile.AES128_CM_HMAC_SHA1_80],
+  ] as const)("%s: protects byte for byte like node:crypto, and falls back to it once released", (_name, profile) => {
+    const p = srtpProfileParams(profile)!;
+    const keys = deriveSrtpSessionKeys(profile, randomBytes(p.keyLength), randomBytes(p.saltLength));
     const native = new SrtpSender(keys);
     const js = new SrtpSender(keys, { native: false });
     expect([native.native, js.native]).toEqual([true, false]);
