@@ -129,6 +129,54 @@ static napi_value gcm_context(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* The arguments both protect calls take: (ctx, out, payload, roc), checked. */
+typedef struct {
+  void *ctx;
+  uint8_t *out;
+  const uint8_t *p;
+  size_t plen;
+  uint32_t roc;
+} protect_args_t;
+
+/* Reads and checks them (`tag_len`: bytes after the payload); false with a JS exception pending. */
+static bool protect_args(napi_env env, napi_callback_info info, const napi_type_tag *kind, size_t tag_len, protect_args_t *a) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_typedarray_type tt;
+  size_t olen, poff;
+  void *pdata;
+  napi_value ab;
+  const char *bad = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4) bad = "protect(ctx, out, payload, roc)";
+  else if (!(a->ctx = tagged(env, argv[0], kind))) return false;
+  else if (napi_get_buffer_info(env, argv[1], (void **)&a->out, &olen) != napi_ok) bad = "out must be a Buffer";
+  else if (napi_get_typedarray_info(env, argv[2], &tt, &a->plen, &pdata, &ab, &poff) != napi_ok || tt != napi_uint8_array) bad = "payload must be a Uint8Array";
+  else if (napi_get_value_uint32(env, argv[3], &a->roc) != napi_ok) bad = "roc must be a number";
+  else if (a->plen > INT32_MAX || olen < RTP_HEADER + a->plen + tag_len) bad = "output buffer too small";
+  else {
+    /* In-place is not supported: the payload is read while the ciphertext is written. */
+    a->p = pdata;
+    if (a->plen > 0 && a->p < a->out + RTP_HEADER + a->plen + tag_len && a->out < a->p + a->plen) bad = "payload overlaps the output buffer";
+  }
+  if (bad) {
+    napi_throw_type_error(env, NULL, bad);
+    return false;
+  }
+  return true;
+}
+
+/*
+ * SRTP IV: the salt (zero-padded to `len`) XOR SSRC ‖ ROC ‖ SEQ placed at byte `at`,
+ * SSRC and SEQ taken from the RTP header in `hdr`. AES-GCM (RFC 7714 §8.1): 12 bytes,
+ * at 2. AES-CM (RFC 3711 §4.1.1, the index shifted left 16 bits): 16 bytes, at 4.
+ */
+static void srtp_iv(uint8_t *iv, size_t len, const uint8_t *salt, size_t salt_len, size_t at, const uint8_t *hdr, uint32_t roc) {
+  memset(iv, 0, len);
+  memcpy(iv, salt, salt_len);
+  const uint8_t tail[10] = {hdr[8], hdr[9], hdr[10], hdr[11], (uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8), (uint8_t)roc, hdr[2], hdr[3]};
+  for (size_t i = 0; i < sizeof(tail); i++) iv[at + i] ^= tail[i];
+}
+
 /*
  * protectRtpGcm(ctx, out: Buffer, payload: Uint8Array, roc: number) → packet length
  *
@@ -136,51 +184,22 @@ static napi_value gcm_context(napi_env env, napi_callback_info info) {
  * encrypted after it and the tag appended (RFC 7714 §8: header as AAD, IV §8.1).
  */
 static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
-  ARGS(env, info, 4, "protectRtpGcm(ctx, out, payload, roc)");
-  gcm_t *g = tagged(env, argv[0], &GCM_TYPE);
-  if (!g) return NULL;
+  protect_args_t a;
+  if (!protect_args(env, info, &GCM_TYPE, GCM_TAG, &a)) return NULL;
+  gcm_t *g = a.ctx;
   if (!g->ctx) THROW(env, "SRTP context released");
-  uint8_t *out;
-  size_t olen;
-  CHECK(env, napi_get_buffer_info(env, argv[1], (void **)&out, &olen));
-  napi_typedarray_type tt;
-  size_t plen;
-  void *pdata;
-  napi_value ab;
-  size_t poff;
-  CHECK(env, napi_get_typedarray_info(env, argv[2], &tt, &plen, &pdata, &ab, &poff));
-  if (tt != napi_uint8_array) THROW(env, "payload must be a Uint8Array");
-  uint32_t roc;
-  CHECK(env, napi_get_value_uint32(env, argv[3], &roc));
-  if (olen < RTP_HEADER + plen + GCM_TAG || plen > INT32_MAX) THROW(env, "output buffer too small");
-  /* In-place is not supported: the payload is read while the ciphertext is written. */
-  const uint8_t *p = pdata;
-  if (plen > 0 && p < out + RTP_HEADER + plen + GCM_TAG && out < p + plen) THROW(env, "payload overlaps the output buffer");
-
   uint8_t iv[12];
-  const uint8_t *s = g->salt;
-  iv[0] = s[0];
-  iv[1] = s[1];
-  iv[2] = s[2] ^ out[8];
-  iv[3] = s[3] ^ out[9];
-  iv[4] = s[4] ^ out[10];
-  iv[5] = s[5] ^ out[11];
-  iv[6] = s[6] ^ (uint8_t)(roc >> 24);
-  iv[7] = s[7] ^ (uint8_t)(roc >> 16);
-  iv[8] = s[8] ^ (uint8_t)(roc >> 8);
-  iv[9] = s[9] ^ (uint8_t)roc;
-  iv[10] = s[10] ^ out[2];
-  iv[11] = s[11] ^ out[3];
+  srtp_iv(iv, sizeof(iv), g->salt, sizeof(g->salt), 2, a.out, a.roc); /* RFC 7714 §8.1 */
 
   int n = 0, fin = 0;
   EVP_CIPHER_CTX *c = g->ctx;
-  if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c, NULL, &n, out, RTP_HEADER) != 1 ||
-      EVP_EncryptUpdate(c, out + RTP_HEADER, &n, pdata, (int)plen) != 1 ||
-      EVP_EncryptFinal_ex(c, out + RTP_HEADER + n, &fin) != 1 ||
-      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, out + RTP_HEADER + plen) != 1) {
+  if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c, NULL, &n, a.out, RTP_HEADER) != 1 ||
+      EVP_EncryptUpdate(c, a.out + RTP_HEADER, &n, a.p, (int)a.plen) != 1 ||
+      EVP_EncryptFinal_ex(c, a.out + RTP_HEADER + n, &fin) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, a.out + RTP_HEADER + a.plen) != 1) {
     THROW(env, "AES-GCM encryption failed");
   }
-  return num(env, (double)(RTP_HEADER + plen + GCM_TAG));
+  return num(env, (double)(RTP_HEADER + a.plen + GCM_TAG));
 }
 
 /*
@@ -253,53 +272,23 @@ static napi_value cm_context(napi_env env, napi_callback_info info) {
  * 80-bit tag of HMAC-SHA1 over header, ciphertext and ROC (§4.2).
  */
 static napi_value protect_rtp_cm(napi_env env, napi_callback_info info) {
-  ARGS(env, info, 4, "protectRtpCm(ctx, out, payload, roc)");
-  cm_t *c = tagged(env, argv[0], &CM_TYPE);
-  if (!c) return NULL;
+  protect_args_t a;
+  if (!protect_args(env, info, &CM_TYPE, CM_TAG, &a)) return NULL;
+  cm_t *c = a.ctx;
   if (!c->ctr) THROW(env, "SRTP context released");
-  uint8_t *out;
-  size_t olen, plen, poff;
-  void *pdata;
-  napi_value ab;
-  napi_typedarray_type tt;
-  CHECK(env, napi_get_buffer_info(env, argv[1], (void **)&out, &olen));
-  CHECK(env, napi_get_typedarray_info(env, argv[2], &tt, &plen, &pdata, &ab, &poff));
-  if (tt != napi_uint8_array) THROW(env, "payload must be a Uint8Array");
-  uint32_t roc;
-  CHECK(env, napi_get_value_uint32(env, argv[3], &roc));
-  if (plen > INT32_MAX || olen < RTP_HEADER + plen + CM_TAG) THROW(env, "output buffer too small");
-  const uint8_t *p = pdata;
-  if (plen > 0 && p < out + RTP_HEADER + plen + CM_TAG && out < p + plen) THROW(env, "payload overlaps the output buffer");
-
   uint8_t iv[16];
-  const uint8_t *s = c->salt;
-  iv[0] = s[0];
-  iv[1] = s[1];
-  iv[2] = s[2];
-  iv[3] = s[3];
-  iv[4] = s[4] ^ out[8];
-  iv[5] = s[5] ^ out[9];
-  iv[6] = s[6] ^ out[10];
-  iv[7] = s[7] ^ out[11];
-  iv[8] = s[8] ^ (uint8_t)(roc >> 24);
-  iv[9] = s[9] ^ (uint8_t)(roc >> 16);
-  iv[10] = s[10] ^ (uint8_t)(roc >> 8);
-  iv[11] = s[11] ^ (uint8_t)roc;
-  iv[12] = s[12] ^ out[2];
-  iv[13] = s[13] ^ out[3];
-  iv[14] = 0;
-  iv[15] = 0;
-  uint8_t rocb[4] = {(uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8), (uint8_t)roc};
+  srtp_iv(iv, sizeof(iv), c->salt, sizeof(c->salt), 4, a.out, a.roc); /* RFC 3711 §4.1.1 */
+  uint8_t rocb[4] = {(uint8_t)(a.roc >> 24), (uint8_t)(a.roc >> 16), (uint8_t)(a.roc >> 8), (uint8_t)a.roc};
   uint8_t mac[EVP_MAX_MD_SIZE];
   size_t maclen = 0;
   int n = 0;
-  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, out + RTP_HEADER, &n, pdata, (int)plen) != 1 ||
-      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, out, RTP_HEADER + plen) != 1 ||
+  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, a.out + RTP_HEADER, &n, a.p, (int)a.plen) != 1 ||
+      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, a.out, RTP_HEADER + a.plen) != 1 ||
       EVP_MAC_update(c->hmac, rocb, 4) != 1 || EVP_MAC_final(c->hmac, mac, &maclen, sizeof(mac)) != 1 || maclen < CM_TAG) {
     THROW(env, "AES-CM/HMAC-SHA1 protection failed");
   }
-  memcpy(out + RTP_HEADER + plen, mac, CM_TAG);
-  return num(env, (double)(RTP_HEADER + plen + CM_TAG));
+  memcpy(a.out + RTP_HEADER + a.plen, mac, CM_TAG);
+  return num(env, (double)(RTP_HEADER + a.plen + CM_TAG));
 }
 
 /* release(ctx): frees the key schedule now rather than at garbage collection. */
