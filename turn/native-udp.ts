@@ -15,6 +15,7 @@ import { formatIp, type IpFamily } from "./stun/address.ts";
 
 /** Bytes per receive slot: a TURN message or ChannelData never exceeds it (RFC 8656 §12: MTU-sized). */
 const SLOT = 2048;
+/** Sends held before a flush is forced (a quarter of sendBatch's limit). */
 const BATCH = 64;
 
 /** The native UDP calls, when built. */
@@ -40,6 +41,10 @@ export class NativeUdpSocket {
   private readonly fd: number;
   private receiver: UdpReceiver | undefined;
   private closed = false;
+  private id = -1;
+  /** Set by receive(); read by the thread's dispatch. */
+  onDatagram: DatagramHandler = () => {};
+  onError: (cause: { errno: number } | { thrown: unknown }) => void = () => {};
 
   private constructor(fp: FastPath, family: IpFamily, fd: number, port: number) {
     this.fp = fp;
@@ -63,41 +68,24 @@ export class NativeUdpSocket {
    */
   receive(onDatagram: DatagramHandler, onError: (cause: { errno: number } | { thrown: unknown }) => void): void {
     if (this.receiver || this.closed) return;
-    const { slab, meta, addr6 } = shared;
-    this.receiver = this.fp.udpReceive(this.fd, slab, meta, addr6, (n) => {
-      if (n < 0) {
-        onError({ errno: -n });
-        return;
-      }
-      try {
-        for (let i = 0; i < n; i++) {
-          shared.index = i;
-          const len = meta[i * 4]!;
-          if (len < 0) {
-            this.dropped++;
-            this.onDrop();
-            continue;
-          }
-          const off = i * SLOT;
-          try {
-            onDatagram(slab.subarray(off, off + len), meta[i * 4 + 1] as IpFamily, meta[i * 4 + 3]! >>> 0, meta[i * 4 + 2]!, sourceAddress);
-          } catch (thrown) {
-            this.dropped++;
-            this.onDrop();
-            onError({ thrown });
-          }
-        }
-      } finally {
-        // Replies may point into the slab, which the next round overwrites: out now.
-        udpSends.flush();
-      }
-    });
+    setUp(this.fp);
+    this.onDatagram = onDatagram;
+    this.onError = onError;
+    this.id = nextId++;
+    receivers.set(this.id, this);
+    this.receiver = this.fp.udpReceive(this.fd, this.id);
   }
 
   /** Queues `data` for `to` (a sockaddr from fastPath.sockaddr); written at the end of this task at the latest. */
   send(data: Uint8Array, to: Buffer): void {
     if (this.closed) return;
     udpSends.add(this, this.fd, data, to);
+  }
+
+  /** Counts one dropped datagram. */
+  noteDrop(): void {
+    this.dropped++;
+    this.onDrop();
   }
 
   /** The destination bytes for send(); throws for anything but an IP literal. */
@@ -109,26 +97,68 @@ export class NativeUdpSocket {
     if (this.closed) return;
     this.closed = true;
     udpSends.flush();
+    receivers.delete(this.id); // datagrams of it still gathered are dropped by dispatch
     if (this.receiver) this.fp.udpClose(this.receiver);
     else this.fp.closeFd(this.fd);
   }
 }
 
+/** Receiving sockets of this thread by id, and the next id. */
+const receivers = new Map<number, NativeUdpSocket>();
+let nextId = 1;
+
 /**
- * The receive buffers every native socket of this thread shares (a callback consumes its
- * round before another socket's can be read), and the datagram being handled.
+ * The datagrams every receiving socket of this thread delivered in one turn of the event
+ * loop, gathered by the addon into one slab (RECEIVE_SLOTS datagrams of SLOT bytes at
+ * most), and the one being handled.
  */
+const RECEIVE_SLOTS = 256;
 const shared = {
-  slab: Buffer.allocUnsafeSlow(SLOT * BATCH),
-  meta: new Int32Array(BATCH * 4),
-  addr6: Buffer.alloc(BATCH * 16),
+  slab: Buffer.allocUnsafeSlow(SLOT * RECEIVE_SLOTS),
+  meta: new Int32Array(RECEIVE_SLOTS * 5),
+  addr6: Buffer.alloc(RECEIVE_SLOTS * 16),
   index: 0,
 };
+let isSetUp = false;
+
+function setUp(fp: FastPath): void {
+  if (isSetUp) return;
+  isSetUp = true;
+  fp.udpSetup(shared.slab, shared.meta, shared.addr6, dispatch);
+}
+
+/** Hands each gathered datagram to its socket's handler; replies go out before the slab is reused. */
+function dispatch(n: number): void {
+  const { slab, meta } = shared;
+  try {
+    for (let i = 0; i < n; i++) {
+      const m = i * 5;
+      const sock = receivers.get(meta[m + 4]!);
+      if (sock === undefined) continue; // closed since
+      const len = meta[m]!;
+      if (len < 0) {
+        if (len === -2) sock.onError({ errno: meta[m + 1]! });
+        else sock.noteDrop();
+        continue;
+      }
+      shared.index = i;
+      const off = i * SLOT;
+      try {
+        sock.onDatagram(slab.subarray(off, off + len), meta[m + 1] as IpFamily, meta[m + 3]! >>> 0, meta[m + 2]!, sourceAddress);
+      } catch (thrown) {
+        sock.noteDrop();
+        sock.onError({ thrown });
+      }
+    }
+  } finally {
+    udpSends.flush();
+  }
+}
 
 /** Text of the current datagram's source address. */
 function sourceAddress(): string {
   const { meta, addr6, index: i } = shared;
-  return meta[i * 4 + 1] === 6 ? formatIp(addr6.subarray(i * 16, i * 16 + 16)) : ipv4Text(meta[i * 4 + 3]! >>> 0);
+  return meta[i * 5 + 1] === 6 ? formatIp(addr6.subarray(i * 16, i * 16 + 16)) : ipv4Text(meta[i * 5 + 3]! >>> 0);
 }
 
 /** Sends of every native socket of this thread, written together (one sendmmsg per socket). */
@@ -165,11 +195,7 @@ class UdpSendQueue {
     // Empty datagrams are legal UDP but sendBatch refuses them; none of ours is empty.
     fastPath!.sendBatch(this.fds, this.bufs, this.lens, this.addrs, n, this.results);
     for (let i = 0; i < n; i++) {
-      if (this.results[i]! < 0) {
-        const o = this.owners[i]!;
-        o.dropped++;
-        o.onDrop();
-      }
+      if (this.results[i]! < 0) this.owners[i]!.noteDrop();
       this.bufs[i] = EMPTY;
       this.addrs[i] = EMPTY;
     }

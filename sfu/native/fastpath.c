@@ -496,32 +496,38 @@ static napi_value gso_state(napi_env env, napi_callback_info info) {
 /*
  * UDP sockets owned here, read with recvmmsg (used by the TURN relay, whose cost is the
  * per-datagram receive path: Node's dgram makes a 64 KiB allocation, a Buffer, an address
- * string and a `message` event per datagram). The socket's fd is watched by a uv_poll on
- * Node's own loop; each readable event drains the socket in rounds of up to RX_BATCH
- * datagrams into a caller-owned slab, calling back once per round.
+ * string and a `message` event per datagram). Each socket's fd is watched by a uv_poll on
+ * Node's own loop. What every readable socket of a loop turn delivers is gathered into
+ * one slab per thread and handed to JavaScript once, from a uv_check handle right after
+ * the poll phase (or earlier when the slab fills): with many relay sockets each carrying
+ * a datagram or two per turn, one entry into JavaScript instead of one per socket.
  */
-#define RX_BATCH 64
-#define RX_META 4 /* per datagram in meta: length, family (4 or 6), port, IPv4 address */
+#define RX_BATCH 64  /* datagrams per recvmmsg */
+#define RX_SLOTS 256 /* datagrams gathered per dispatch */
+#define RX_META 5    /* per datagram: length (−1 cut, −2 socket error), family (or errno), port, IPv4, socket id */
 
 typedef struct {
-  uv_poll_t poll;
   napi_env env;
-  napi_ref callback;
-  napi_ref slab_ref, meta_ref, addr6_ref;
+  napi_ref dispatch, slab_ref, meta_ref, addr6_ref;
   napi_async_context async;
-  int fd;
-  int closing;
+  uv_check_t check;
   uint8_t *slab;
   size_t slot;
   int32_t *meta;
   uint8_t *addr6;
+  int count;
+  int checking;
+} rx_shared_t;
+
+typedef struct {
+  uv_poll_t poll;
+  rx_shared_t *shared;
+  int fd;
+  int32_t id;
+  int closing;
 } udp_rx_t;
 
-/*
- * recvmmsg's headers, shared by every receiver of this thread: a readable callback fills
- * and hands them over before another can run (libuv never nests them), so a relay with
- * thousands of sockets does not carry 13 KiB of them per socket.
- */
+/* recvmmsg's headers, shared by every receiver of this thread (libuv never nests callbacks). */
 static _Thread_local struct {
   struct mmsghdr msgs[RX_BATCH];
   struct iovec iovs[RX_BATCH];
@@ -534,48 +540,71 @@ static void rx_closed(uv_handle_t *h) {
   free(r);
 }
 
-static void rx_release_refs(udp_rx_t *r) {
-  napi_env env = r->env;
-  if (r->callback) napi_delete_reference(env, r->callback);
-  if (r->slab_ref) napi_delete_reference(env, r->slab_ref);
-  if (r->meta_ref) napi_delete_reference(env, r->meta_ref);
-  if (r->addr6_ref) napi_delete_reference(env, r->addr6_ref);
-  if (r->async) napi_async_destroy(env, r->async);
-  r->callback = r->slab_ref = r->meta_ref = r->addr6_ref = NULL;
-  r->async = NULL;
-}
-
-static void rx_call(udp_rx_t *r, int32_t n) {
-  napi_env env = r->env;
+/* Hands the gathered datagrams to JavaScript (dispatch(n)), then starts a new slab. */
+static void rx_dispatch(rx_shared_t *sh) {
+  int32_t n = sh->count;
+  if (n == 0) return;
+  napi_env env = sh->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   napi_value cb, recv, arg, res;
-  if (napi_get_reference_value(env, r->callback, &cb) == napi_ok && cb && napi_get_global(env, &recv) == napi_ok &&
+  if (napi_get_reference_value(env, sh->dispatch, &cb) == napi_ok && cb && napi_get_global(env, &recv) == napi_ok &&
       napi_create_int32(env, n, &arg) == napi_ok) {
     /* make_callback, not call_function: microtasks and nextTicks run after it, as for any I/O callback. */
-    if (napi_make_callback(env, r->async, recv, cb, 1, &arg, &res) == napi_pending_exception) {
+    if (napi_make_callback(env, sh->async, recv, cb, 1, &arg, &res) == napi_pending_exception) {
       napi_value err;
       if (napi_get_and_clear_last_exception(env, &err) == napi_ok) napi_fatal_exception(env, err);
     }
   }
   napi_close_handle_scope(env, scope);
+  sh->count = 0;
+}
+
+static void rx_check(uv_check_t *h) {
+  rx_shared_t *sh = h->data;
+  uv_check_stop(&sh->check);
+  sh->checking = 0;
+  rx_dispatch(sh);
+}
+
+/* Makes sure what was gathered is dispatched after this poll phase. */
+static void rx_schedule(rx_shared_t *sh) {
+  if (sh->checking || sh->count == 0) return;
+  sh->checking = 1;
+  uv_check_start(&sh->check, rx_check);
+}
+
+static void rx_error(udp_rx_t *r, int err) {
+  rx_shared_t *sh = r->shared;
+  if (sh->count == RX_SLOTS) rx_dispatch(sh);
+  int32_t *m = sh->meta + sh->count * RX_META;
+  m[0] = -2;
+  m[1] = err;
+  m[2] = m[3] = 0;
+  m[4] = r->id;
+  sh->count++;
+  rx_schedule(sh);
 }
 
 static void rx_readable(uv_poll_t *h, int status, int events) {
   udp_rx_t *r = h->data;
+  rx_shared_t *sh = r->shared;
   (void)events;
   if (r->closing) return;
   if (status < 0) {
     /* The socket is unusable (libuv reports a negative errno): stop watching, report once. */
     uv_poll_stop(&r->poll);
-    rx_call(r, status);
+    rx_error(r, -status);
     return;
   }
   /* Bounded rounds so that a flood cannot hold the loop; the rest waits for the next turn. */
   for (int round = 0; round < 16 && !r->closing; round++) {
+    if (sh->count > RX_SLOTS - RX_BATCH) rx_dispatch(sh); /* room for a whole round */
+    if (r->closing) break;
+    int base = sh->count;
     for (int i = 0; i < RX_BATCH; i++) {
-      RX.iovs[i].iov_base = r->slab + (size_t)i * r->slot;
-      RX.iovs[i].iov_len = r->slot;
+      RX.iovs[i].iov_base = sh->slab + (size_t)(base + i) * sh->slot;
+      RX.iovs[i].iov_len = sh->slot;
       memset(&RX.msgs[i].msg_hdr, 0, sizeof(struct msghdr));
       RX.msgs[i].msg_hdr.msg_iov = &RX.iovs[i];
       RX.msgs[i].msg_hdr.msg_iovlen = 1;
@@ -585,12 +614,11 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
     int n = recvmmsg(r->fd, RX.msgs, RX_BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) rx_call(r, -errno);
-      return;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) rx_error(r, errno);
+      break;
     }
-    if (n == 0) return;
     for (int i = 0; i < n; i++) {
-      int32_t *m = r->meta + i * RX_META;
+      int32_t *m = sh->meta + (base + i) * RX_META;
       /* A datagram longer than the slot arrives cut (MSG_TRUNC): length −1, the caller drops it. */
       m[0] = (RX.msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? -1 : (int32_t)RX.msgs[i].msg_len;
       if (RX.from[i].ss_family == AF_INET6) {
@@ -598,17 +626,76 @@ static void rx_readable(uv_poll_t *h, int status, int events) {
         m[1] = 6;
         m[2] = ntohs(a->sin6_port);
         m[3] = 0;
-        memcpy(r->addr6 + i * 16, &a->sin6_addr, 16);
+        memcpy(sh->addr6 + (size_t)(base + i) * 16, &a->sin6_addr, 16);
       } else {
         struct sockaddr_in *a = (struct sockaddr_in *)&RX.from[i];
         m[1] = 4;
         m[2] = ntohs(a->sin_port);
         m[3] = (int32_t)ntohl(a->sin_addr.s_addr);
       }
+      m[4] = r->id;
     }
-    rx_call(r, n);
-    if (n < RX_BATCH) return;
+    sh->count += n;
+    if (n < RX_BATCH) break;
   }
+  rx_schedule(sh);
+}
+
+static void rx_freed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void rx_cleanup(void *arg) {
+  rx_shared_t *sh = arg;
+  uv_check_stop(&sh->check);
+  uv_close((uv_handle_t *)&sh->check, rx_freed);
+}
+
+/*
+ * udpSetup(slab: Buffer, meta: Int32Array, addr6: Buffer, dispatch(n)) — once per thread.
+ * Datagram i of a dispatch is slab[i·slot, i·slot + meta[5i]) with slot = slab.length /
+ * 256; meta[5i + 1] family, [5i + 2] port, [5i + 3] IPv4 address, [5i + 4] the socket's
+ * id; IPv6 bytes at addr6[16i]. meta[5i] = −1: longer than a slot (cut); −2: the socket
+ * failed with errno meta[5i + 1]. The views are valid during the dispatch only.
+ */
+static napi_value udp_setup(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 4, "udpSetup(slab, meta, addr6, dispatch)");
+  rx_shared_t *old = NULL;
+  if (napi_get_instance_data(env, (void **)&old) == napi_ok && old) THROW(env, "udpSetup: already set up on this thread");
+  uint8_t *slab, *addr6;
+  size_t slen, alen, mlen, off;
+  void *mdata;
+  napi_value ab, name;
+  napi_typedarray_type tt;
+  napi_valuetype vt;
+  CHECK(env, napi_get_buffer_info(env, argv[0], (void **)&slab, &slen));
+  CHECK(env, napi_get_typedarray_info(env, argv[1], &tt, &mlen, &mdata, &ab, &off));
+  CHECK(env, napi_get_buffer_info(env, argv[2], (void **)&addr6, &alen));
+  CHECK(env, napi_typeof(env, argv[3], &vt));
+  if (tt != napi_int32_array || mlen < RX_SLOTS * RX_META) THROW(env, "meta must be an Int32Array of 1280");
+  if (slen < RX_SLOTS * 64 || alen < RX_SLOTS * 16) THROW(env, "slab or addr6 too small");
+  if (vt != napi_function) THROW(env, "dispatch must be a function");
+  rx_shared_t *sh = calloc(1, sizeof(rx_shared_t));
+  if (!sh) THROW(env, "out of memory");
+  uv_loop_t *loop;
+  sh->env = env;
+  sh->slab = slab;
+  sh->slot = slen / RX_SLOTS;
+  sh->meta = mdata;
+  sh->addr6 = addr6;
+  if (napi_create_reference(env, argv[3], 1, &sh->dispatch) != napi_ok || napi_create_reference(env, argv[0], 1, &sh->slab_ref) != napi_ok ||
+      napi_create_reference(env, argv[1], 1, &sh->meta_ref) != napi_ok || napi_create_reference(env, argv[2], 1, &sh->addr6_ref) != napi_ok ||
+      napi_create_string_utf8(env, "gatehouse.udp", NAPI_AUTO_LENGTH, &name) != napi_ok || napi_async_init(env, NULL, name, &sh->async) != napi_ok ||
+      napi_get_uv_event_loop(env, &loop) != napi_ok || uv_check_init(loop, &sh->check) != 0) {
+    free(sh); /* references die with the environment */
+    THROW(env, "udpSetup failed");
+  }
+  sh->check.data = sh;
+  uv_unref((uv_handle_t *)&sh->check); /* only sockets keep the loop alive */
+  /* Lives as long as the thread's environment; its check handle is closed with it. */
+  CHECK(env, napi_set_instance_data(env, sh, NULL, NULL));
+  CHECK(env, napi_add_env_cleanup_hook(env, rx_cleanup, sh));
+  return NULL;
 }
 
 /*
@@ -674,52 +761,23 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/*
- * udpReceive(fd, slab: Buffer, meta: Int32Array, addr6: Buffer, callback(n)) → External
- * Watches fd on Node's loop; datagram i of a round is slab[i·slot, i·slot + meta[4i]),
- * slot = slab.length / 64, its source in meta[4i + 1 … 3] (IPv6 bytes in addr6[16i…]).
- * The views are valid during the callback only, so receivers of one thread may share
- * slab, meta and addr6. Takes ownership of fd (udpClose closes it).
- */
+/* udpReceive(fd, id) → External: watches fd; its datagrams reach udpSetup's dispatch tagged `id`. Owns fd from now on. */
 static napi_value udp_receive(napi_env env, napi_callback_info info) {
-  ARGS(env, info, 5, "udpReceive(fd, slab, meta, addr6, callback)");
-  int32_t fd;
+  ARGS(env, info, 2, "udpReceive(fd, id)");
+  rx_shared_t *sh = NULL;
+  if (napi_get_instance_data(env, (void **)&sh) != napi_ok || !sh) THROW(env, "udpReceive before udpSetup");
+  int32_t fd, id;
   CHECK(env, napi_get_value_int32(env, argv[0], &fd));
-  uint8_t *slab, *addr6;
-  size_t slen, alen, mlen, off;
-  CHECK(env, napi_get_buffer_info(env, argv[1], (void **)&slab, &slen));
-  CHECK(env, napi_get_buffer_info(env, argv[3], (void **)&addr6, &alen));
-  napi_typedarray_type tt;
-  void *mdata;
-  napi_value ab;
-  CHECK(env, napi_get_typedarray_info(env, argv[2], &tt, &mlen, &mdata, &ab, &off));
-  if (tt != napi_int32_array || mlen < RX_BATCH * RX_META) THROW(env, "meta must be an Int32Array of 256");
-  if (slen < RX_BATCH * 64 || alen < RX_BATCH * 16) THROW(env, "slab or addr6 too small");
-  napi_valuetype vt;
-  CHECK(env, napi_typeof(env, argv[4], &vt));
-  if (vt != napi_function) THROW(env, "callback must be a function");
+  CHECK(env, napi_get_value_int32(env, argv[1], &id));
   udp_rx_t *r = calloc(1, sizeof(udp_rx_t));
   if (!r) THROW(env, "out of memory");
-  r->env = env;
+  r->shared = sh;
   r->fd = fd;
-  r->slab = slab;
-  r->slot = slen / RX_BATCH;
-  r->meta = mdata;
-  r->addr6 = addr6;
-  napi_value name;
+  r->id = id;
   uv_loop_t *loop;
-  if (napi_create_reference(env, argv[4], 1, &r->callback) != napi_ok || napi_create_reference(env, argv[1], 1, &r->slab_ref) != napi_ok ||
-      napi_create_reference(env, argv[2], 1, &r->meta_ref) != napi_ok || napi_create_reference(env, argv[3], 1, &r->addr6_ref) != napi_ok ||
-      napi_create_string_utf8(env, "gatehouse.udp", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_async_init(env, NULL, name, &r->async) != napi_ok || napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    rx_release_refs(r);
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_poll_init_socket(loop, &r->poll, fd) != 0) {
     free(r);
-    THROW(env, "udpReceive: setup failed");
-  }
-  if (uv_poll_init_socket(loop, &r->poll, fd) != 0) {
-    rx_release_refs(r);
-    free(r);
-    THROW(env, "udpReceive: the fd is already watched");
+    THROW(env, "udpReceive: the fd cannot be watched");
   }
   r->poll.data = r;
   uv_poll_start(&r->poll, UV_READABLE, rx_readable);
@@ -729,13 +787,15 @@ static napi_value udp_receive(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* udpClose(handle): stops watching and closes the socket (once; later calls do nothing). */
+/*
+ * udpClose(handle): stops watching and closes the socket (once; later calls do nothing).
+ * Datagrams of it already gathered are still dispatched; the caller drops them.
+ */
 static napi_value udp_close(napi_env env, napi_callback_info info) {
   ARGS(env, info, 1, "udpClose(handle)");
   udp_rx_t *r = tagged(env, argv[0], &RX_TYPE);
   if (!r || r->closing) return NULL;
   r->closing = 1;
-  rx_release_refs(r);
   uv_poll_stop(&r->poll);
   uv_close((uv_handle_t *)&r->poll, rx_closed);
   return NULL;
@@ -761,6 +821,7 @@ NAPI_MODULE_INIT() {
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"gso", NULL, gso_state, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"udpSetup", NULL, udp_setup, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpReceive", NULL, udp_receive, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default_jsproperty, NULL},

@@ -44,12 +44,16 @@ export interface FastPath {
   /** A non-blocking UDP socket bound to address:port (0: any); throws with `code` (EADDRINUSE…). */
   udpOpen(family: 4 | 6, address: string, port: number, bufferBytes: number): [fd: number, port: number];
   /**
-   * Reads `fd` with recvmmsg on Node's loop: `callback(n)` per round of up to 64
-   * datagrams (n < 0: −errno). Datagram i: slab[i·slot, i·slot + meta[4i]) with
-   * slot = slab.length / 64, meta[4i + 1] family, [4i + 2] port, [4i + 3] IPv4 address,
-   * IPv6 bytes at addr6[16i]. meta[4i] = −1: longer than a slot (cut). Owns fd from now on.
+   * Once per thread: where gathered datagrams go. `dispatch(n)` is called once per loop
+   * turn (after the poll phase, or when 256 are gathered): datagram i is
+   * slab[i·slot, i·slot + meta[5i]) with slot = slab.length / 256, meta[5i + 1] family,
+   * [5i + 2] port, [5i + 3] IPv4 address, [5i + 4] the socket's id, IPv6 bytes at
+   * addr6[16i]; meta[5i] = −1: longer than a slot (cut); −2: the socket failed, errno in
+   * meta[5i + 1]. Views valid during the call only.
    */
-  udpReceive(fd: number, slab: Buffer, meta: Int32Array, addr6: Buffer, callback: (n: number) => void): UdpReceiver;
+  udpSetup(slab: Buffer, meta: Int32Array, addr6: Buffer, dispatch: (n: number) => void): void;
+  /** Reads `fd` with recvmmsg on Node's loop into udpSetup's slab, tagged `id`. Owns fd from now on. */
+  udpReceive(fd: number, id: number): UdpReceiver;
   /** Stops receiving and closes the socket. Idempotent. */
   udpClose(r: UdpReceiver): void;
   /** Closes a udpOpen socket that never started receiving. */
@@ -85,7 +89,7 @@ function load(): void {
   try {
     const m = createRequire(import.meta.url)(ADDON_PATH) as Partial<FastPath>;
     if (
-      typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function" || typeof m.udpReceive !== "function" ||
+      typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function" || typeof m.udpSetup !== "function" ||
       typeof m.protectRtpCm !== "function"
     ) {
       reason = "the built addon is out of date (rebuild with `npm run build:native`)";
