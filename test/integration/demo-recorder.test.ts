@@ -49,10 +49,19 @@ function gstDecode(url: string, protocol: "tcp" | "udp", frames: number, audioBu
 let rec: DemoRecorder;
 let authed: DemoRecorder;
 const ended: (() => void)[] = [];
+/** Why each session ended, in order (from the recorder's log). */
+const endReasons: string[] = [];
 
 beforeAll(async () => {
   // Session ends are logged; tests wait on them instead of sleeping.
-  const log = createLogger({ level: "debug", write: (line) => line.includes('"demo session ended"') && ended.splice(0).forEach((f) => f()) });
+  const log = createLogger({
+    level: "debug",
+    write: (line) => {
+      if (!line.includes('"demo session ended"')) return;
+      endReasons.push((JSON.parse(line) as { reason: string }).reason);
+      ended.splice(0).forEach((f) => f());
+    },
+  });
   rec = await startDemoRecorder({ host: "127.0.0.1", port: 0, log });
   authed = await startDemoRecorder({ host: "127.0.0.1", port: 0, log, auth: { username: "viewer", password: "s3cret" } });
 });
@@ -102,10 +111,18 @@ describe("demo recorder with GStreamer rtspsrc", () => {
       ended.push(on);
     });
     const before = rec.stats().packetsSent;
+    const reasonsBefore = endReasons.length;
     const [tcp, udp] = await Promise.all([gstDecode(rec.url, "tcp", 75, 125), gstDecode(rec.url, "udp", 75, 125)]);
-    expect(tcp.code, tcp.stderr).toBe(0);
-    expect(udp.code, udp.stderr).toBe(0);
     await allEnded; // rtspsrc sends TEARDOWN at EOS
+    // Both reached EOS (75 frames, 125 audio buffers) and tore down: that is what ended the sessions.
+    expect(endReasons.slice(reasonsBefore)).toEqual(["teardown", "teardown"]);
+    for (const r of [tcp, udp]) {
+      // rtspsrc (GStreamer 1.22) sometimes races its own shutdown PAUSE against the TEARDOWN it
+      // already sent and exits 1 with "Received end-of-file" from gst_rtspsrc_pause, after
+      // EOS; the recorder kept the connection open and answered both (seen in the log). Only
+      // that exact shutdown error is tolerated; any other failure fails the test.
+      if (r.code !== 0) expect(r.stderr, r.stderr).toMatch(/^(?:ERROR: from element \/GstPipeline:pipeline0\/GstRTSPSrc:src: Could not write to resource\.\nAdditional debug info:\n\S+gstrtspsrc\.c\(\d+\): gst_rtspsrc_(?:try_send|pause) \(\): \/GstPipeline:pipeline0\/GstRTSPSrc:src:\nCould not send message\. \(Received end-of-file\)\n)+$/);
+    }
     expect(rec.sessions()).toBe(0);
     expect(rec.stats().packetsSent - before).toBeGreaterThan(2 * (75 + 125));
   });
