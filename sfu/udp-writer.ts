@@ -19,7 +19,8 @@
  * 1.5 µs each against 4.1 µs through Node's handle one by one.
  */
 import type { Socket } from "node:dgram";
-import { fastPath, NATIVE_MAX_BATCH } from "./native/index.ts";
+import { fastPath, NATIVE_MAX_BATCH, type CmContext, type GcmContext } from "./native/index.ts";
+import type { RtpHeaderFields } from "./rtp/packet.ts";
 
 /** Size of the batch's datagram buffers, bytes (MTU-sized SRTP packets fit with room). */
 export const DATAGRAM_BUFFER_BYTES = 2048;
@@ -212,37 +213,57 @@ export interface LatencyRecorder {
   record(ms: number): void;
 }
 
+/** What SendBatch needs of an SRTP sender (sfu/srtp/context.ts SrtpSender). */
+export interface BatchSender {
+  readonly rtpOverhead: number;
+  readonly sealContext: GcmContext | CmContext | null;
+  protectRtp(out: Buffer, h: RtpHeaderFields, payload: Uint8Array): number;
+  stageRtp(out: Buffer, off: number, h: RtpHeaderFields, payload: Uint8Array): number;
+}
+
 /**
- * The protected datagrams of one fan-out, written at the end of the current task (or
- * every `limit` datagrams). Writing them together keeps the kernel's send path warm
- * and, with the native fast path, lets one system call carry them all: datagrams are
- * regrouped per socket (first-come order of sockets, each socket's own order kept) so
- * that a viewer's packets of one fan-out leave in one sendmmsg, as GSO where they can.
- * Buffers come from a bounded pool and go back to it once the kernel has copied them.
+ * The RTP datagrams of one fan-out, written at the end of the current task (or every
+ * `limit` datagrams). Writing them together keeps the kernel's send path warm and lets
+ * one system call carry many: datagrams are regrouped per socket (first-come order of
+ * sockets, each socket's own order kept) so that a viewer's packets of one fan-out
+ * leave in one sendmmsg, as GSO where they can.
+ *
+ * With the native fast path a packet is only staged here (header and payload copied
+ * into one preallocated slab, no object per packet) and `fastPath.sealSend` encrypts
+ * and writes the whole batch in one call. Measured on the 2-core CI machine, 50
+ * viewers × a 37-packet keyframe over loopback: 1.5 µs per datagram against 2.2 µs when
+ * each packet was protected by its own native call and handed over as a Buffer; the
+ * kernel's own share (sendmmsg + GSO to loopback) is 1.0–1.2 µs of that. Without it,
+ * each packet is protected into a pooled buffer and written through the socket's handle.
  */
 export class SendBatch {
   /** Datagrams held before a flush is forced. */
   readonly limit: number;
   private readonly writers: (UdpWriter | undefined)[];
-  private readonly bufs: (Buffer | undefined)[];
-  private readonly lens: Int32Array;
   private readonly arrivals: Float64Array;
+  private readonly lens: Int32Array;
   private readonly pool: Buffer[] = [];
   private readonly poolMax: number;
   private n = 0;
   private scheduled = false;
   private readonly latency: LatencyRecorder | undefined;
   private readonly flushBound = (): void => this.flush();
-  // Native flush state: grouping links and the arrays handed to sendBatch.
   private readonly native: boolean;
+  // JavaScript path: the protected datagrams.
+  private readonly bufs: (Buffer | undefined)[];
+  // Native path: plaintext packets in `stage` (slot i at i · DATAGRAM_BUFFER_BYTES) and what sealSend needs.
+  private readonly stage: Buffer;
+  private readonly rocs: Uint32Array;
+  private readonly ctxs: (GcmContext | CmContext | null)[];
   private epoch = 0;
   private readonly next: Int32Array;
   private readonly order: Int32Array;
-  private readonly nFds: Int32Array;
-  private readonly nLens: Int32Array;
-  private readonly nResults: Int32Array;
-  private readonly nBufs: Buffer[] = [];
-  private readonly nAddrs: Buffer[] = [];
+  private readonly results: Int32Array;
+  private readonly runFds: Int32Array;
+  private readonly runEnds: Int32Array;
+  private readonly runCtxs: (GcmContext | CmContext | null)[] = [];
+  private readonly runAddrs: Buffer[] = [];
+  private readonly runWriters: (UdpWriter | undefined)[] = [];
   private readonly seen: UdpWriter[] = [];
 
   constructor(opts: { limit?: number; poolMax?: number; latency?: LatencyRecorder | undefined; native?: boolean } = {}) {
@@ -251,14 +272,44 @@ export class SendBatch {
     this.poolMax = Math.max(opts.poolMax ?? 1024, this.limit);
     this.latency = opts.latency;
     this.writers = new Array<UdpWriter | undefined>(this.limit);
-    this.bufs = new Array<Buffer | undefined>(this.limit);
     this.lens = new Int32Array(this.limit);
     this.arrivals = new Float64Array(this.limit);
-    this.next = new Int32Array(this.limit);
-    this.order = new Int32Array(this.limit);
-    this.nFds = new Int32Array(this.limit);
-    this.nLens = new Int32Array(this.limit);
-    this.nResults = new Int32Array(this.limit);
+    this.bufs = this.native ? [] : new Array<Buffer | undefined>(this.limit);
+    const m = this.native ? this.limit : 0;
+    this.stage = Buffer.allocUnsafeSlow(m * DATAGRAM_BUFFER_BYTES);
+    this.rocs = new Uint32Array(m);
+    this.ctxs = new Array<GcmContext | CmContext | null>(m).fill(null);
+    this.next = new Int32Array(m);
+    this.order = new Int32Array(m);
+    this.results = new Int32Array(m);
+    this.runFds = new Int32Array(m);
+    this.runEnds = new Int32Array(m);
+  }
+
+  /**
+   * Queues one RTP packet for `writer`, protected with `sender`. `arrivalMs` > 0
+   * (performance.now() at ingest) marks a live packet whose latency is recorded when it
+   * is written.
+   */
+  addRtp(writer: UdpWriter, sender: BatchSender, h: RtpHeaderFields, payload: Uint8Array, arrivalMs: number): void {
+    const ctx = sender.sealContext;
+    if (!this.native || RTP_HEADER + payload.length + sender.rtpOverhead > DATAGRAM_BUFFER_BYTES) {
+      // Larger than a slot (a configured payload size past the MTU): out of the slab.
+      const buf = payload.length + 64 > DATAGRAM_BUFFER_BYTES ? Buffer.allocUnsafe(RTP_HEADER + payload.length + sender.rtpOverhead) : this.take();
+      this.add(writer, buf, sender.protectRtp(buf, h, payload), arrivalMs);
+      return;
+    }
+    const i = this.n++;
+    const off = i * DATAGRAM_BUFFER_BYTES;
+    if (ctx) {
+      this.rocs[i] = sender.stageRtp(this.stage, off, h, payload);
+      this.lens[i] = RTP_HEADER + payload.length;
+    } else {
+      // Keys protected in JavaScript (released, or a sender without native keys): sealed here.
+      this.lens[i] = sender.protectRtp(this.stage.subarray(off, off + DATAGRAM_BUFFER_BYTES), h, payload);
+    }
+    this.ctxs[i] = ctx;
+    this.queued(i, writer, arrivalMs);
   }
 
   /** A buffer to protect one datagram into (give it to `add`). */
@@ -267,14 +318,28 @@ export class SendBatch {
   }
 
   /**
-   * Queues `buf[0, length)` for `writer`. `arrivalMs` > 0 (performance.now() at ingest)
-   * marks a live packet whose latency is recorded when it is written.
+   * Queues the protected datagram `buf[0, length)` for `writer` (`buf` goes back to the
+   * pool, or to the socket: do not touch it again). `arrivalMs` as in addRtp.
    */
   add(writer: UdpWriter, buf: Buffer, length: number, arrivalMs: number): void {
+    if (this.native && length > DATAGRAM_BUFFER_BYTES) {
+      // Cannot be staged: everything before it goes first, then it through the handle.
+      this.flush();
+      this.sendOne(writer, buf, length, arrivalMs, performance.now());
+      return;
+    }
     const i = this.n++;
-    this.writers[i] = writer;
-    this.bufs[i] = buf;
+    if (this.native) {
+      buf.copy(this.stage, i * DATAGRAM_BUFFER_BYTES, 0, length);
+      this.ctxs[i] = null;
+      this.giveBack(buf);
+    } else this.bufs[i] = buf;
     this.lens[i] = length;
+    this.queued(i, writer, arrivalMs);
+  }
+
+  private queued(i: number, writer: UdpWriter, arrivalMs: number): void {
+    this.writers[i] = writer;
     this.arrivals[i] = arrivalMs;
     if (this.n >= this.limit) this.flush();
     else if (!this.scheduled) {
@@ -290,25 +355,28 @@ export class SendBatch {
     this.n = 0;
     if (n === 0) return;
     if (this.native) this.flushNative(n);
-    else for (let i = 0; i < n; i++) this.sendOne(i, performance.now());
-  }
-
-  /** Through the writer's handle (libuv), one datagram. */
-  private sendOne(i: number, now: number): void {
-    const buf = this.bufs[i]!;
-    const r = this.writers[i]!.send(buf, this.lens[i]!);
-    this.done(i, r !== SendResult.FAILED, now);
-    if (r !== SendResult.QUEUED && this.pool.length < this.poolMax) this.pool.push(buf);
-    this.writers[i] = undefined;
-    this.bufs[i] = undefined;
-  }
-
-  private done(i: number, ok: boolean, now: number): void {
-    const lat = this.latency;
-    if (ok && lat) {
-      const at = this.arrivals[i]!;
-      if (at > 0) lat.record(now - at);
+    else {
+      for (let i = 0; i < n; i++) {
+        this.sendOne(this.writers[i]!, this.bufs[i]!, this.lens[i]!, this.arrivals[i]!, performance.now());
+        this.writers[i] = undefined;
+        this.bufs[i] = undefined;
+      }
     }
+  }
+
+  /** Through the writer's handle (libuv), one datagram; `buf` goes back to the pool unless the socket keeps it. */
+  private sendOne(writer: UdpWriter, buf: Buffer, length: number, arrivalMs: number, now: number): void {
+    const r = writer.send(buf, length);
+    if (r !== SendResult.FAILED) this.written(arrivalMs, now);
+    if (r !== SendResult.QUEUED) this.giveBack(buf);
+  }
+
+  private giveBack(buf: Buffer): void {
+    if (this.pool.length < this.poolMax && buf.length === DATAGRAM_BUFFER_BYTES) this.pool.push(buf);
+  }
+
+  private written(arrivalMs: number, now: number): void {
+    if (arrivalMs > 0) this.latency?.record(now - arrivalMs);
   }
 
   private flushNative(n: number): void {
@@ -326,52 +394,69 @@ export class SendBatch {
       } else next[w.batchTail] = i;
       w.batchTail = i;
     }
-    // Datagrams for writers that cannot take native writes go through their handle now,
-    // in their own order; the others are laid out socket by socket for sendBatch.
-    let m = 0;
-    const now0 = performance.now();
+    // Runs of one writer and one key, in send order. A writer that cannot take native
+    // writes (IPv6 zone, libuv still holding its earlier datagrams, GSO refused) gets its
+    // datagrams sealed only (fd −1), then written through its handle below, in order.
+    let p = 0;
+    let runs = 0;
     for (const w of seen) {
-      if (!w.nativeReady()) {
-        for (let i = w.batchHead; i >= 0; i = next[i]!) this.sendOne(i, now0);
-        continue;
-      }
+      const fd = w.nativeReady() ? w.fd : -1;
+      const addr = w.sockaddr ?? NO_ADDRESS;
+      let open = false;
+      let ctx: GcmContext | CmContext | null = null;
       for (let i = w.batchHead; i >= 0; i = next[i]!) {
-        this.order[m] = i;
-        this.nFds[m] = w.fd;
-        this.nBufs[m] = this.bufs[i]!;
-        this.nLens[m] = this.lens[i]!;
-        this.nAddrs[m] = w.sockaddr!;
-        m++;
+        const c = this.ctxs[i]!;
+        if (!open || c !== ctx) {
+          if (open) this.runEnds[runs++] = p;
+          open = true;
+          ctx = c;
+          this.runCtxs[runs] = c;
+          this.runFds[runs] = fd;
+          this.runAddrs[runs] = addr;
+          this.runWriters[runs] = w;
+        }
+        this.order[p++] = i;
       }
+      if (open) this.runEnds[runs++] = p;
     }
     seen.length = 0;
-    if (m === 0) return;
-    fastPath!.sendBatch(this.nFds, this.nBufs, this.nLens, this.nAddrs, m, this.nResults);
+    let failed = false;
+    try {
+      fastPath!.sealSend(this.stage, DATAGRAM_BUFFER_BYTES, this.lens, this.rocs, this.order, this.runCtxs, this.runAddrs, this.runFds, this.runEnds, runs, this.results);
+    } catch {
+      failed = true; // a bug, not a network condition: the batch is lost and counted
+    }
     const now = performance.now();
-    for (let j = 0; j < m; j++) {
-      const i = this.order[j]!;
-      const r = this.nResults[j]!;
-      if (r === -EAGAIN || r === -EMSGSIZE) {
-        // EAGAIN: the socket's kernel buffer is full; libuv queues it, behind nothing of ours.
-        // EMSGSIZE: the kernel refused GSO on this route; this writer sends singly from now on.
-        if (r === -EMSGSIZE) this.writers[i]!.nativeRefused = true;
-        this.sendOne(i, now);
-        continue;
+    for (let r = 0, q = 0; r < runs; r++) {
+      const w = this.runWriters[r]!;
+      for (const end = this.runEnds[r]!; q < end; q++) {
+        const i = this.order[q]!;
+        const res = failed ? -EIO : this.results[q]!;
+        if (res > 0) {
+          w.noteNative(true);
+          this.written(this.arrivals[i]!, now);
+        } else if (res === 0 || res === -EAGAIN || res === -EMSGSIZE) {
+          // Sealed but not written: through the handle, where libuv queues what the kernel cannot take yet.
+          if (res === -EMSGSIZE) w.nativeRefused = true;
+          const buf = this.take();
+          const len = this.lens[i]!;
+          this.stage.copy(buf, 0, i * DATAGRAM_BUFFER_BYTES, i * DATAGRAM_BUFFER_BYTES + len);
+          this.sendOne(w, buf, len, this.arrivals[i]!, now);
+        } else w.noteNative(false);
+        this.writers[i] = undefined;
+        this.ctxs[i] = null;
       }
-      const w = this.writers[i]!;
-      w.noteNative(r > 0);
-      this.done(i, r > 0, now);
-      const buf = this.bufs[i]!;
-      if (this.pool.length < this.poolMax) this.pool.push(buf);
-      this.writers[i] = undefined;
-      this.bufs[i] = undefined;
-      this.nBufs[j] = EMPTY;
-      this.nAddrs[j] = EMPTY;
+      this.runCtxs[r] = null;
+      this.runAddrs[r] = NO_ADDRESS;
+      this.runWriters[r] = undefined;
     }
   }
 }
 
-/** errno values on Linux, as sendBatch reports them (negated). */
+/** errno values on Linux, as sendBatch and sealSend report them (negated). */
+const EIO = 5;
 const EAGAIN = 11;
 const EMSGSIZE = 90;
-const EMPTY = Buffer.alloc(0);
+const RTP_HEADER = 12;
+/** A placeholder destination for runs that are sealed but not written (sealSend checks its size only). */
+const NO_ADDRESS = Buffer.alloc(16);

@@ -383,9 +383,7 @@ class OwnedTransport implements ViewerTransport {
     if (!s || this.closing) return false;
     const w = this.writerFor();
     if (w) {
-      const b = this.batch;
-      const buf = b.take();
-      b.add(w, buf, s.protectRtp(buf, h, payload), arrivalMs);
+      this.batch.addRtp(w, s, h, payload, arrivalMs);
       return true;
     }
     if (!this.pair) return false;

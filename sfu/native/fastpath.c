@@ -1,14 +1,14 @@
 /*
- * The forwarding hot path in native code: SRTP AES-GCM protection with a key schedule
- * kept per viewer, and datagram writes straight to a socket's file descriptor, many per
+ * The forwarding hot path in native code: SRTP protection (AES-GCM, AES-CM) with a key
+ * schedule kept per viewer, and datagram writes straight to a socket's file descriptor, many per
  * system call (sendmmsg).
  *
  * Why ours and not node:crypto + dgram: per packet, node:crypto creates a cipher object
  * (re-running the AES key expansion) and crosses into C++ five times (createCipheriv,
  * setAAD, update, final, getAuthTag), and every dgram write is one JavaScript call into
- * libuv with the destination parsed from a string and one system call. Here one call
- * protects a packet with a context whose key is expanded once, and one call writes the
- * whole batch of a fan-out, grouping consecutive datagrams for the same socket into one
+ * libuv with the destination parsed from a string and one system call. Here a context's
+ * key is expanded once, and one call (sealSend) seals every RTP packet of a fan-out,
+ * staged as plaintext in one slab, and writes them, each socket's datagrams in one
  * sendmmsg. Measured costs are in sfu/native/index.ts.
  *
  * It also owns the TURN relay's UDP sockets when asked (udpOpen/udpReceive, below):
@@ -27,6 +27,7 @@
 #define NAPI_VERSION 8
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -178,27 +179,32 @@ static void srtp_iv(uint8_t *iv, size_t len, const uint8_t *salt, size_t salt_le
 }
 
 /*
+ * Seals one RTP packet with AES-GCM: `pkt` holds the 12-byte header; the `plen` payload
+ * bytes at `src` (which may be pkt + 12: in place) are encrypted after it and the tag
+ * appended (RFC 7714 §8: header as AAD, IV §8.1). False when OpenSSL fails.
+ */
+static bool gcm_seal(gcm_t *g, uint8_t *pkt, const uint8_t *src, size_t plen, uint32_t roc) {
+  uint8_t iv[12];
+  srtp_iv(iv, sizeof(iv), g->salt, sizeof(g->salt), 2, pkt, roc); /* RFC 7714 §8.1 */
+  int n = 0, fin = 0;
+  EVP_CIPHER_CTX *c = g->ctx;
+  return EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) == 1 && EVP_EncryptUpdate(c, NULL, &n, pkt, RTP_HEADER) == 1 &&
+         EVP_EncryptUpdate(c, pkt + RTP_HEADER, &n, src, (int)plen) == 1 && EVP_EncryptFinal_ex(c, pkt + RTP_HEADER + n, &fin) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, pkt + RTP_HEADER + plen) == 1;
+}
+
+/*
  * protectRtpGcm(ctx, out: Buffer, payload: Uint8Array, roc: number) → packet length
  *
  * `out` holds the 12-byte RTP header (no CSRC, no extension) already; the payload is
- * encrypted after it and the tag appended (RFC 7714 §8: header as AAD, IV §8.1).
+ * encrypted after it and the tag appended.
  */
 static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
   protect_args_t a;
   if (!protect_args(env, info, &GCM_TYPE, GCM_TAG, &a)) return NULL;
   gcm_t *g = a.ctx;
   if (!g->ctx) THROW(env, "SRTP context released");
-  uint8_t iv[12];
-  srtp_iv(iv, sizeof(iv), g->salt, sizeof(g->salt), 2, a.out, a.roc); /* RFC 7714 §8.1 */
-
-  int n = 0, fin = 0;
-  EVP_CIPHER_CTX *c = g->ctx;
-  if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c, NULL, &n, a.out, RTP_HEADER) != 1 ||
-      EVP_EncryptUpdate(c, a.out + RTP_HEADER, &n, a.p, (int)a.plen) != 1 ||
-      EVP_EncryptFinal_ex(c, a.out + RTP_HEADER + n, &fin) != 1 ||
-      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, a.out + RTP_HEADER + a.plen) != 1) {
-    THROW(env, "AES-GCM encryption failed");
-  }
+  if (!gcm_seal(g, a.out, a.p, a.plen, a.roc)) THROW(env, "AES-GCM encryption failed");
   return num(env, (double)(RTP_HEADER + a.plen + GCM_TAG));
 }
 
@@ -267,27 +273,31 @@ static napi_value cm_context(napi_env env, napi_callback_info info) {
 }
 
 /*
- * protectRtpCm(ctx, out: Buffer, payload: Uint8Array, roc: number) → packet length
- * As protectRtpGcm, for AES_CM_128_HMAC_SHA1_80: IV per RFC 3711 §4.1.1, then the
- * 80-bit tag of HMAC-SHA1 over header, ciphertext and ROC (§4.2).
+ * Seals one RTP packet with AES_CM_128_HMAC_SHA1_80, as gcm_seal: IV per RFC 3711
+ * §4.1.1, then the 80-bit tag of HMAC-SHA1 over header, ciphertext and ROC (§4.2).
  */
+static bool cm_seal(cm_t *c, uint8_t *pkt, const uint8_t *src, size_t plen, uint32_t roc) {
+  uint8_t iv[16];
+  srtp_iv(iv, sizeof(iv), c->salt, sizeof(c->salt), 4, pkt, roc); /* RFC 3711 §4.1.1 */
+  uint8_t rocb[4] = {(uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8), (uint8_t)roc};
+  uint8_t mac[EVP_MAX_MD_SIZE];
+  size_t maclen = 0;
+  int n = 0;
+  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, pkt + RTP_HEADER, &n, src, (int)plen) != 1 ||
+      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, pkt, RTP_HEADER + plen) != 1 ||
+      EVP_MAC_update(c->hmac, rocb, 4) != 1 || EVP_MAC_final(c->hmac, mac, &maclen, sizeof(mac)) != 1 || maclen < CM_TAG)
+    return false;
+  memcpy(pkt + RTP_HEADER + plen, mac, CM_TAG);
+  return true;
+}
+
+/* protectRtpCm(ctx, out: Buffer, payload: Uint8Array, roc: number) → packet length: as protectRtpGcm. */
 static napi_value protect_rtp_cm(napi_env env, napi_callback_info info) {
   protect_args_t a;
   if (!protect_args(env, info, &CM_TYPE, CM_TAG, &a)) return NULL;
   cm_t *c = a.ctx;
   if (!c->ctr) THROW(env, "SRTP context released");
-  uint8_t iv[16];
-  srtp_iv(iv, sizeof(iv), c->salt, sizeof(c->salt), 4, a.out, a.roc); /* RFC 3711 §4.1.1 */
-  uint8_t rocb[4] = {(uint8_t)(a.roc >> 24), (uint8_t)(a.roc >> 16), (uint8_t)(a.roc >> 8), (uint8_t)a.roc};
-  uint8_t mac[EVP_MAX_MD_SIZE];
-  size_t maclen = 0;
-  int n = 0;
-  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, a.out + RTP_HEADER, &n, a.p, (int)a.plen) != 1 ||
-      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, a.out, RTP_HEADER + a.plen) != 1 ||
-      EVP_MAC_update(c->hmac, rocb, 4) != 1 || EVP_MAC_final(c->hmac, mac, &maclen, sizeof(mac)) != 1 || maclen < CM_TAG) {
-    THROW(env, "AES-CM/HMAC-SHA1 protection failed");
-  }
-  memcpy(a.out + RTP_HEADER + a.plen, mac, CM_TAG);
+  if (!cm_seal(c, a.out, a.p, a.plen, a.roc)) THROW(env, "AES-CM/HMAC-SHA1 protection failed");
   return num(env, (double)(RTP_HEADER + a.plen + CM_TAG));
 }
 
@@ -349,6 +359,9 @@ static _Atomic int gso_ok = 1;
 typedef struct {
   struct mmsghdr msgs[MAX_BATCH];
   struct iovec iovs[MAX_BATCH];
+  /* Destination of datagram i (while grouping). */
+  void *addr[MAX_BATCH];
+  socklen_t addr_len[MAX_BATCH];
   /* msgs[m] carries datagrams first[m] … first[m] + count[m] − 1 of the batch. */
   uint32_t first[MAX_BATCH];
   uint32_t count[MAX_BATCH];
@@ -360,129 +373,257 @@ typedef struct {
 static _Thread_local batch_t B;
 
 /*
- * sendBatch(fds: Int32Array, bufs: Buffer[], lens: Int32Array, addrs: Buffer[], n, results: Int32Array)
- *   → datagrams written
- *
- * `addrs[i]` comes from sockaddr(). Consecutive datagrams for the same fd go out in one
- * sendmmsg; within it, consecutive datagrams of one size for the same address (the last
- * may be shorter) become one UDP GSO send (UDP_SEGMENT): the kernel walks its output
- * path once for all of them and cuts them into separate datagrams, the same on the wire.
- * results[i] = bytes written, or −errno. After −EAGAIN (the socket's buffer is full) the
- * rest of that socket's datagrams are left as −EAGAIN, in order, for the caller to queue
- * another way; −EMSGSIZE marks datagrams of a GSO send the kernel refused (send them
- * singly). The sockets stay non-blocking (libuv's): this never waits.
+ * Writes datagrams i … j − 1 of B (iovs, addr, addr_len), all for socket `fd`, and sets
+ * their results: consecutive datagrams of one size for the same address (the last may be
+ * shorter) become one UDP GSO send (UDP_SEGMENT): the kernel walks its output path once
+ * for all of them and cuts them into separate datagrams, the same on the wire. A result
+ * is the bytes written, or −errno: after −EAGAIN (the socket's buffer is full) the rest
+ * of the run is left −EAGAIN, in order, for the caller to queue another way; −EMSGSIZE
+ * marks datagrams of a GSO send the kernel refused (send them singly). Never waits.
+ * Returns how many were written.
  */
-static napi_value send_batch(napi_env env, napi_callback_info info) {
-  ARGS(env, info, 6, "sendBatch(fds, bufs, lens, addrs, n, results)");
+static uint32_t send_run(int fd, uint32_t i, uint32_t j, int32_t *results) {
+  for (uint32_t k = i; k < j; k++) results[k] = -EAGAIN;
+  uint32_t m = 0;
+  for (uint32_t k = i; k < j;) {
+    uint32_t c = 1;
+    size_t seg = B.iovs[k].iov_len, bytes = seg;
+    if (gso_ok) {
+      while (k + c < j && c < GSO_MAX_SEGMENTS && B.addr_len[k + c] == B.addr_len[k] &&
+             memcmp(B.addr[k + c], B.addr[k], B.addr_len[k]) == 0 && B.iovs[k + c].iov_len <= seg &&
+             bytes + B.iovs[k + c].iov_len <= GSO_MAX_BYTES) {
+        bytes += B.iovs[k + c].iov_len;
+        c++;
+        if (B.iovs[k + c - 1].iov_len < seg) break; /* a shorter one ends the group */
+      }
+    }
+    struct msghdr *h = &B.msgs[m].msg_hdr;
+    memset(h, 0, sizeof(*h));
+    h->msg_name = B.addr[k];
+    h->msg_namelen = B.addr_len[k];
+    h->msg_iov = &B.iovs[k];
+    h->msg_iovlen = c;
+    if (c > 1) {
+      h->msg_control = B.ctl[m].buf;
+      h->msg_controllen = sizeof(B.ctl[m].buf);
+      struct cmsghdr *cm = CMSG_FIRSTHDR(h);
+      cm->cmsg_level = SOL_UDP;
+      cm->cmsg_type = UDP_SEGMENT;
+      cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gso = (uint16_t)seg;
+      memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+    }
+    B.first[m] = k;
+    B.count[m] = c;
+    m++;
+    k += c;
+  }
+  uint32_t sent = 0;
+  for (uint32_t done = 0; done < m;) {
+    int r = sendmmsg(fd, &B.msgs[done], m - done, MSG_DONTWAIT);
+    if (r > 0) {
+      for (uint32_t q = done; q < done + (uint32_t)r; q++) {
+        for (uint32_t d = 0; d < B.count[q]; d++) results[B.first[q] + d] = (int32_t)B.iovs[B.first[q] + d].iov_len;
+        sent += B.count[q];
+      }
+      done += (uint32_t)r;
+      continue;
+    }
+    int e = r < 0 ? errno : EIO;
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) break; /* the rest stay −EAGAIN */
+    if (B.count[done] > 1 && (e == EINVAL || e == EMSGSIZE || e == EIO || e == ENOPROTOOPT || e == EOPNOTSUPP)) {
+      /*
+       * The kernel refused the GSO send: no UDP_SEGMENT at all (stop using it), or not
+       * on this route (segments larger than its MTU). Its datagrams come back as
+       * −EMSGSIZE for the caller to send one by one, where the kernel may fragment.
+       */
+      if (e == ENOPROTOOPT || e == EOPNOTSUPP) gso_ok = 0;
+      e = EMSGSIZE;
+    }
+    for (uint32_t d = 0; d < B.count[done]; d++) results[B.first[done] + d] = -e;
+    done++;
+  }
+  return sent;
+}
+
+/* An Int32Array or Uint32Array argument's data and length; NULL with a JS exception pending. */
+static void *int_array(napi_env env, napi_value v, bool is_unsigned, size_t *len, const char *what) {
   napi_typedarray_type tt;
   size_t off;
   void *data;
   napi_value ab;
-  int32_t *fds, *lens, *results;
+  if (napi_get_typedarray_info(env, v, &tt, len, &data, &ab, &off) != napi_ok || tt != (is_unsigned ? napi_uint32_array : napi_int32_array)) {
+    napi_throw_type_error(env, NULL, what);
+    return NULL;
+  }
+  return data;
+}
+
+/* A socket address Buffer from sockaddr(); false with a JS exception pending. */
+static bool address_arg(napi_env env, napi_value v, void **addr, socklen_t *len) {
+  size_t al;
+  if (napi_get_buffer_info(env, v, addr, &al) != napi_ok || (al != sizeof(struct sockaddr_in) && al != sizeof(struct sockaddr_in6))) {
+    napi_throw_type_error(env, NULL, "bad socket address");
+    return false;
+  }
+  *len = (socklen_t)al;
+  return true;
+}
+
+/*
+ * sendBatch(fds: Int32Array, bufs: Buffer[], lens: Int32Array, addrs: Buffer[], n, results: Int32Array)
+ *   → datagrams written
+ *
+ * `addrs[i]` comes from sockaddr(). Consecutive datagrams for the same fd go out in one
+ * sendmmsg, as send_run describes; results[i] as there.
+ */
+static napi_value send_batch(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 6, "sendBatch(fds, bufs, lens, addrs, n, results)");
   size_t nfds, nlens, nres;
-  CHECK(env, napi_get_typedarray_info(env, argv[0], &tt, &nfds, &data, &ab, &off));
-  if (tt != napi_int32_array) THROW(env, "fds must be an Int32Array");
-  fds = data;
-  CHECK(env, napi_get_typedarray_info(env, argv[2], &tt, &nlens, &data, &ab, &off));
-  if (tt != napi_int32_array) THROW(env, "lens must be an Int32Array");
-  lens = data;
-  CHECK(env, napi_get_typedarray_info(env, argv[5], &tt, &nres, &data, &ab, &off));
-  if (tt != napi_int32_array) THROW(env, "results must be an Int32Array");
-  results = data;
+  int32_t *fds = int_array(env, argv[0], false, &nfds, "fds must be an Int32Array");
+  if (!fds) return NULL;
+  int32_t *lens = int_array(env, argv[2], false, &nlens, "lens must be an Int32Array");
+  if (!lens) return NULL;
+  int32_t *results = int_array(env, argv[5], false, &nres, "results must be an Int32Array");
+  if (!results) return NULL;
   uint32_t n;
   CHECK(env, napi_get_value_uint32(env, argv[4], &n));
   if (n > nfds || n > nlens || n > nres || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
-
-  /* Datagrams: iovs[i], and the address of each in msgs[i] (used while grouping). */
-  void *addr_of[MAX_BATCH];
-  socklen_t addr_len[MAX_BATCH];
   for (uint32_t i = 0; i < n; i++) {
     napi_value b, a;
-    void *bp, *ap;
-    size_t bl, al;
+    void *bp;
+    size_t bl;
     CHECK(env, napi_get_element(env, argv[1], i, &b));
     CHECK(env, napi_get_buffer_info(env, b, &bp, &bl));
     CHECK(env, napi_get_element(env, argv[3], i, &a));
-    CHECK(env, napi_get_buffer_info(env, a, &ap, &al));
+    if (!address_arg(env, a, &B.addr[i], &B.addr_len[i])) return NULL;
     if (lens[i] <= 0 || (size_t)lens[i] > bl) THROW(env, "datagram length past its buffer");
-    if (al != sizeof(struct sockaddr_in) && al != sizeof(struct sockaddr_in6)) THROW(env, "bad socket address");
     B.iovs[i].iov_base = bp;
     B.iovs[i].iov_len = (size_t)lens[i];
-    addr_of[i] = ap;
-    addr_len[i] = (socklen_t)al;
-    results[i] = -EAGAIN;
   }
-
   uint32_t sent = 0;
-  uint32_t i = 0;
-  while (i < n) {
-    /* One socket's run: datagrams i … j − 1. */
+  for (uint32_t i = 0; i < n;) {
     uint32_t j = i + 1;
     while (j < n && fds[j] == fds[i]) j++;
-    /* Pack the run into messages. */
-    uint32_t m = 0;
-    for (uint32_t k = i; k < j;) {
-      uint32_t c = 1;
-      size_t seg = B.iovs[k].iov_len, bytes = seg;
-      if (gso_ok) {
-        while (k + c < j && c < GSO_MAX_SEGMENTS && addr_len[k + c] == addr_len[k] &&
-               memcmp(addr_of[k + c], addr_of[k], addr_len[k]) == 0 && B.iovs[k + c].iov_len <= seg &&
-               bytes + B.iovs[k + c].iov_len <= GSO_MAX_BYTES) {
-          bytes += B.iovs[k + c].iov_len;
-          c++;
-          if (B.iovs[k + c - 1].iov_len < seg) break; /* a shorter one ends the group */
-        }
-      }
-      struct msghdr *h = &B.msgs[m].msg_hdr;
-      memset(h, 0, sizeof(*h));
-      h->msg_name = addr_of[k];
-      h->msg_namelen = addr_len[k];
-      h->msg_iov = &B.iovs[k];
-      h->msg_iovlen = c;
-      if (c > 1) {
-        h->msg_control = B.ctl[m].buf;
-        h->msg_controllen = sizeof(B.ctl[m].buf);
-        struct cmsghdr *cm = CMSG_FIRSTHDR(h);
-        cm->cmsg_level = SOL_UDP;
-        cm->cmsg_type = UDP_SEGMENT;
-        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t gso = (uint16_t)seg;
-        memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
-      }
-      B.first[m] = k;
-      B.count[m] = c;
-      m++;
-      k += c;
-    }
-    /* Send the messages; stop this socket at EAGAIN. */
-    for (uint32_t done = 0; done < m;) {
-      int r = sendmmsg(fds[i], &B.msgs[done], m - done, MSG_DONTWAIT);
-      if (r > 0) {
-        for (uint32_t q = done; q < done + (uint32_t)r; q++) {
-          for (uint32_t d = 0; d < B.count[q]; d++) results[B.first[q] + d] = (int32_t)B.iovs[B.first[q] + d].iov_len;
-          sent += B.count[q];
-        }
-        done += (uint32_t)r;
-        continue;
-      }
-      int e = r < 0 ? errno : EIO;
-      if (e == EINTR) continue;
-      if (e == EAGAIN || e == EWOULDBLOCK || e == ENOBUFS) break; /* the rest stay −EAGAIN */
-      if (B.count[done] > 1 && (e == EINVAL || e == EMSGSIZE || e == EIO || e == ENOPROTOOPT || e == EOPNOTSUPP)) {
-        /*
-         * The kernel refused the GSO send: no UDP_SEGMENT at all (stop using it), or not
-         * on this route (segments larger than its MTU). Its datagrams come back as
-         * −EMSGSIZE for the caller to send one by one, where the kernel may fragment.
-         */
-        if (e == ENOPROTOOPT || e == EOPNOTSUPP) gso_ok = 0;
-        e = EMSGSIZE;
-      }
-      for (uint32_t d = 0; d < B.count[done]; d++) results[B.first[done] + d] = -e;
-      done++;
-    }
+    sent += send_run(fds[i], i, j, results);
     i = j;
   }
   return num(env, sent);
+}
+
+/*
+ * sealSend(stage: Buffer, slot, lens: Int32Array, rocs: Uint32Array, order: Int32Array,
+ *          ctxs: Array, addrs: Buffer[], fds: Int32Array, ends: Int32Array, runs, results: Int32Array)
+ *   → datagrams written
+ *
+ * A fan-out's RTP packets in one call: SRTP and the writes, with no JavaScript object per
+ * packet. Packet s waits in `stage` at s·slot as plaintext: its 12-byte header and the
+ * payload, lens[s] bytes. order[p] lists them in send order; run r covers positions
+ * ends[r − 1] … ends[r] − 1 (from 0 for r = 0), all for one viewer: its SRTP context
+ * ctxs[r] (a GCM or CM handle; null: already sealed, lens[s] is the final length), its
+ * socket fds[r] and destination addrs[r] (from sockaddr()). Each packet is sealed in
+ * place with ROC rocs[s] and lens[s] becomes its SRTP length; then the run is written as
+ * send_run writes one (results[p] as there). fds[r] < 0: sealed, not written, results 0
+ * (the caller writes those another way). A context released before the call: its run's
+ * results are −EBADF, nothing sealed.
+ */
+static napi_value seal_send(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 11, "sealSend(stage, slot, lens, rocs, order, ctxs, addrs, fds, ends, runs, results)");
+  uint8_t *stage;
+  size_t stage_len, nlens, nrocs, norder, nfds, nends, nres;
+  uint32_t slot, runs;
+  CHECK(env, napi_get_buffer_info(env, argv[0], (void **)&stage, &stage_len));
+  CHECK(env, napi_get_value_uint32(env, argv[1], &slot));
+  int32_t *lens = int_array(env, argv[2], false, &nlens, "lens must be an Int32Array");
+  if (!lens) return NULL;
+  uint32_t *rocs = int_array(env, argv[3], true, &nrocs, "rocs must be a Uint32Array");
+  if (!rocs) return NULL;
+  int32_t *order = int_array(env, argv[4], false, &norder, "order must be an Int32Array");
+  if (!order) return NULL;
+  int32_t *fds = int_array(env, argv[7], false, &nfds, "fds must be an Int32Array");
+  if (!fds) return NULL;
+  int32_t *ends = int_array(env, argv[8], false, &nends, "ends must be an Int32Array");
+  if (!ends) return NULL;
+  int32_t *results = int_array(env, argv[10], false, &nres, "results must be an Int32Array");
+  if (!results) return NULL;
+  CHECK(env, napi_get_value_uint32(env, argv[9], &runs));
+  if (slot < RTP_HEADER + GCM_TAG || runs > nfds || runs > nends) THROW(env, "bad slot size or run count");
+  size_t slots = stage_len / slot;
+  uint32_t n = runs ? (uint32_t)ends[runs - 1] : 0;
+  if (n > norder || n > nres || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
+  /* Every argument is checked before anything is sealed: a throw leaves the stage as it was. */
+  for (uint32_t p = 0, r = 0; r < runs; r++) {
+    if (ends[r] < (int32_t)p || (uint32_t)ends[r] > n) THROW(env, "run ends out of order");
+    for (; p < (uint32_t)ends[r]; p++) {
+      int32_t s = order[p];
+      if (s < 0 || (size_t)s >= slots || (size_t)s >= nlens || (size_t)s >= nrocs || lens[s] < RTP_HEADER || (size_t)lens[s] + GCM_TAG > slot)
+        THROW(env, "staged packet out of bounds");
+    }
+  }
+  uint32_t sent = 0;
+  for (uint32_t r = 0, p = 0; r < runs; r++) {
+    uint32_t end = (uint32_t)ends[r];
+    napi_value cv, av;
+    napi_valuetype ct;
+    CHECK(env, napi_get_element(env, argv[5], r, &cv));
+    CHECK(env, napi_typeof(env, cv, &ct));
+    gcm_t *g = NULL;
+    cm_t *c = NULL;
+    if (ct != napi_null && ct != napi_undefined) {
+      bool is_cm = false;
+      CHECK(env, napi_check_object_type_tag(env, cv, &CM_TYPE, &is_cm));
+      if (is_cm) c = tagged(env, cv, &CM_TYPE);
+      else g = tagged(env, cv, &GCM_TYPE);
+      if (!c && !g) return NULL;
+    }
+    CHECK(env, napi_get_element(env, argv[6], r, &av));
+    void *addr;
+    socklen_t addr_len;
+    if (!address_arg(env, av, &addr, &addr_len)) return NULL;
+    if ((g && !g->ctx) || (c && !c->ctr)) {
+      for (; p < end; p++) results[p] = -EBADF;
+      continue;
+    }
+    uint32_t first = p;
+    for (; p < end; p++) {
+      int32_t s = order[p];
+      uint8_t *pkt = stage + (size_t)s * slot;
+      size_t plen = (size_t)lens[s] - RTP_HEADER;
+      bool ok = true;
+      if (g) {
+        ok = gcm_seal(g, pkt, pkt + RTP_HEADER, plen, rocs[s]);
+        lens[s] += GCM_TAG;
+      } else if (c) {
+        ok = cm_seal(c, pkt, pkt + RTP_HEADER, plen, rocs[s]);
+        lens[s] += CM_TAG;
+      }
+      if (!ok) THROW(env, "SRTP protection failed");
+      B.iovs[p].iov_base = pkt;
+      B.iovs[p].iov_len = (size_t)lens[s];
+      B.addr[p] = addr;
+      B.addr_len[p] = addr_len;
+    }
+    if (fds[r] < 0) {
+      for (uint32_t q = first; q < end; q++) results[q] = 0;
+      continue;
+    }
+    sent += send_run(fds[r], first, end, results);
+  }
+  return num(env, sent);
+}
+
+/*
+ * schedBatch() → 0 or errno: the calling thread to SCHED_BATCH (sched(7)): the same share
+ * of CPU, but its wake-ups do not preempt the thread that is running. For media worker
+ * threads: a worker woken by the main thread's first post must not take the main
+ * thread's core before the batch reaches the other workers.
+ */
+static napi_value sched_batch(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct sched_param sp;
+  memset(&sp, 0, sizeof(sp));
+  return num(env, sched_setscheduler(0, SCHED_BATCH, &sp) == 0 ? 0 : errno);
 }
 
 /* gso(): whether UDP GSO is still in use (diagnostics, tests). */
@@ -818,6 +959,8 @@ NAPI_MODULE_INIT() {
       {"protectRtpCm", NULL, protect_rtp_cm, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"release", NULL, release, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"sendBatch", NULL, send_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"sealSend", NULL, seal_send, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"schedBatch", NULL, sched_batch, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"sockaddr", NULL, make_sockaddr, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"gso", NULL, gso_state, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_default_jsproperty, NULL},

@@ -120,6 +120,16 @@ function cmIv(iv: Buffer, salt: Buffer, ssrc: number, hi: number, lo: number): v
  * counter of each SSRC it sends (RFC 3711 §3.3.1), including retransmissions of packets
  * sent before a wrap, and the SRTCP index.
  */
+/** A 12-byte RTP header (version 2, no padding, extension or CSRC) at `off`. */
+function writeRtpHeader(out: Buffer, off: number, h: RtpHeaderFields, ssrc: number, seq: number): void {
+  out[off] = 0x80;
+  out[off + 1] = (h.marker ? 0x80 : 0) | (h.payloadType & 0x7f);
+  out[off + 2] = seq >> 8;
+  out[off + 3] = seq & 0xff;
+  out.writeUInt32BE(h.timestamp >>> 0, off + 4);
+  out.writeUInt32BE(ssrc, off + 8);
+}
+
 export class SrtpSender {
   readonly profile: SrtpProfile;
   /** Bytes added to an RTP packet (the tag). */
@@ -173,12 +183,7 @@ export class SrtpSender {
   protectRtp(out: Buffer, h: RtpHeaderFields, payload: Uint8Array): number {
     const ssrc = h.ssrc >>> 0;
     const seq = h.sequenceNumber & 0xffff;
-    out[0] = 0x80;
-    out[1] = (h.marker ? 0x80 : 0) | (h.payloadType & 0x7f);
-    out[2] = seq >> 8;
-    out[3] = seq & 0xff;
-    out.writeUInt32BE(h.timestamp >>> 0, 4);
-    out.writeUInt32BE(ssrc, 8);
+    writeRtpHeader(out, 0, h, ssrc, seq);
     const roc = this.rocFor(ssrc, seq);
     if (this.nativeRtp) return fastPath!.protectRtpGcm(this.nativeRtp, out, payload, roc);
     if (this.nativeRtpCm) return fastPath!.protectRtpCm(this.nativeRtpCm, out, payload, roc);
@@ -240,6 +245,28 @@ export class SrtpSender {
     m.update(out.subarray(0, n + 4));
     m.digest().copy(out, n + 4, 0, 10);
     return n + 4 + 10;
+  }
+
+  /**
+   * The native context that seals this sender's RTP (`fastPath.sealSend`), or null when
+   * RTP is protected in JavaScript (or the keys were released).
+   */
+  get sealContext(): GcmContext | CmContext | null {
+    return this.nativeRtp ?? this.nativeRtpCm ?? null;
+  }
+
+  /**
+   * Stages one RTP packet for `fastPath.sealSend`: its 12-byte header and `payload` as
+   * plaintext into `out` at `off` (needs 12 + payload.length + rtpOverhead bytes there),
+   * and returns the rollover counter to seal it with (the ROC state advances as
+   * protectRtp's does: the packet counts as sent).
+   */
+  stageRtp(out: Buffer, off: number, h: RtpHeaderFields, payload: Uint8Array): number {
+    const ssrc = h.ssrc >>> 0;
+    const seq = h.sequenceNumber & 0xffff;
+    writeRtpHeader(out, off, h, ssrc, seq);
+    out.set(payload, off + RTP_HEADER);
+    return this.rocFor(ssrc, seq);
   }
 
   /** The current rollover counter of `ssrc` (tests, diagnostics). */

@@ -6,6 +6,7 @@
  * takes only its own viewers with it.
  */
 import dgram from "node:dgram";
+import { readdirSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { afterEach, describe, expect, it } from "vitest";
 import { cameraId, viewerId } from "../../config/ids.ts";
@@ -52,6 +53,15 @@ async function join(app: TestApp): Promise<{ v: WeriftViewer; sv: ViewerHandle; 
   return { v, sv, port };
 }
 
+const SCHED_OTHER = 0;
+const SCHED_BATCH = 3;
+
+/** Scheduling policy of each thread of this process (field 41 of /proc/…/stat, after the command name). */
+function threadPolicies(only?: string): number[] {
+  const files = only ? [only] : readdirSync("/proc/self/task").map((t) => `/proc/self/task/${t}/stat`);
+  return files.map((f) => Number(readFileSync(f, "utf8").split(") ").pop()!.split(" ")[38]));
+}
+
 /** Resolves when a UDP port can be bound again (nothing holds it). */
 function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -73,6 +83,9 @@ describe("sfu media workers", () => {
     // One worker each: their ICE ports come from the two halves of the range.
     const half = range[0] + Math.floor((range[1] - range[0] + 1) / 2);
     expect([a.port < half, b.port < half].sort()).toEqual([false, true]);
+    // Both media threads (running: each gave a viewer its port) run SCHED_BATCH (their wake-ups do not preempt the main thread); this one does not.
+    expect(threadPolicies().filter((p) => p === SCHED_BATCH).length).toBeGreaterThanOrEqual(2);
+    expect(threadPolicies(`/proc/self/task/${process.pid}/stat`)).toEqual([SCHED_OTHER]);
 
     for (const { v } of [a, b]) {
       const first = await v.video.waitForCount(1);

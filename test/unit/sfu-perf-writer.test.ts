@@ -5,8 +5,12 @@
  */
 import dgram from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { SrtpSession } from "werift";
 import { LatencyHistogram } from "../../sfu/latency.ts";
 import { fastPath } from "../../sfu/native/index.ts";
+import { SrtpSender } from "../../sfu/srtp/context.ts";
+import { deriveSrtpSessionKeys, SrtpProfile, srtpProfileParams } from "../../sfu/srtp/kdf.ts";
 import { SendBatch, SendResult, UdpWriter } from "../../sfu/udp-writer.ts";
 
 const sockets: dgram.Socket[] = [];
@@ -162,6 +166,127 @@ describe.each([
       [1200, 6],
       [1200, 7],
     ]);
+  });
+});
+
+/** Our sender and werift's session that decrypts what it sends. */
+function srtpPair(profile: SrtpProfile, native: boolean): { sender: SrtpSender; werift: SrtpSession } {
+  const p = srtpProfileParams(profile)!;
+  const key = randomBytes(p.keyLength);
+  const salt = randomBytes(p.saltLength);
+  const other = { key: randomBytes(p.keyLength), salt: randomBytes(p.saltLength) };
+  return {
+    sender: new SrtpSender(deriveSrtpSessionKeys(profile, key, salt), { native }),
+    werift: new SrtpSession({
+      keys: { localMasterKey: other.key, localMasterSalt: other.salt, remoteMasterKey: key, remoteMasterSalt: salt },
+      profile,
+    }),
+  };
+}
+
+describe.each([
+  ["sealed natively in one call", true],
+  ["protected one by one in JavaScript", false],
+])("SendBatch.addRtp, %s", (_name, native) => {
+  it("every viewer's packets arrive in order and decrypt with werift, whatever each viewer's keys", async () => {
+    // GCM and CM with native keys, GCM keyed in JavaScript (sealContext null): one batch.
+    const viewers = [
+      srtpPair(SrtpProfile.AEAD_AES_128_GCM, true),
+      srtpPair(SrtpProfile.AES128_CM_HMAC_SHA1_80, true),
+      srtpPair(SrtpProfile.AEAD_AES_128_GCM, false),
+      srtpPair(SrtpProfile.AES128_CM_HMAC_SHA1_80, false),
+    ];
+    const perViewer = 70; // more than one GSO send per socket, and more than the batch limit in all
+    const rxs = await Promise.all(viewers.map(() => socket()));
+    const txs = await Promise.all(viewers.map(() => socket()));
+    const ws = txs.map((tx, v) => new UdpWriter(tx, rxs[v]!.address().port, "127.0.0.1"));
+    const arrived = rxs.map((rx) => receive(rx, perViewer));
+    const latency = new LatencyHistogram();
+    const batch = new SendBatch({ limit: 128, latency, native });
+    const sent: Array<Array<{ seq: number; payload: Buffer }>> = viewers.map(() => []);
+    for (let p = 0; p < perViewer; p++) {
+      // Packet-major like a fan-out; a frame's last fragment is shorter.
+      const payload = randomBytes(p % 9 === 8 ? 200 + p : 1188);
+      for (let v = 0; v < viewers.length; v++) {
+        const seq = (0xfff0 + p) & 0xffff; // wraps: the ROC must follow
+        batch.addRtp(ws[v]!, viewers[v]!.sender, { marker: p % 9 === 8, payloadType: 96, sequenceNumber: seq, timestamp: p * 3000, ssrc: 0x1000 + v }, payload, performance.now());
+        sent[v]!.push({ seq, payload });
+      }
+    }
+    batch.flush();
+    for (let v = 0; v < viewers.length; v++) {
+      const got = (await arrived[v]!).map((d) => viewers[v]!.werift.decrypt(d));
+      expect(got.map((d) => d.readUInt16BE(2))).toEqual(sent[v]!.map((x) => x.seq));
+      expect(got.every((d, i) => d.subarray(12).equals(sent[v]![i]!.payload))).toBe(true);
+      expect(ws[v]!.stats).toEqual({ sync: perViewer, queued: 0, failed: 0 });
+    }
+    expect(latency.count).toBe(viewers.length * perViewer);
+  });
+
+  it("a viewer whose keys were released before the flush loses its packets, counted; the others are untouched", async () => {
+    const a = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
+    const b = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
+    const rxA = await socket();
+    const rx = await socket();
+    const wa = new UdpWriter(await socket(), rxA.address().port, "127.0.0.1");
+    const wb = new UdpWriter(await socket(), rx.address().port, "127.0.0.1");
+    const arrived = receive(rx, 3);
+    const batch = new SendBatch({ native });
+    for (let i = 0; i < 3; i++) {
+      const h = { marker: false, payloadType: 96, sequenceNumber: i, timestamp: 0, ssrc: 7 };
+      batch.addRtp(wa, a.sender, h, Buffer.alloc(100, i), 0);
+      batch.addRtp(wb, b.sender, h, Buffer.alloc(100, i), 0);
+    }
+    a.sender.release(); // the viewer closed within the same task
+    batch.flush();
+    const got = (await arrived).map((d) => b.werift.decrypt(d));
+    expect(got.map((d) => d[12])).toEqual([0, 1, 2]);
+    expect(wb.stats.sync).toBe(3);
+    // Native: nothing sealed with a freed key. JavaScript: protected before the release, so sent.
+    expect(native ? wa.stats : { sync: wa.stats.sync }).toEqual(native ? { sync: 0, queued: 0, failed: 3 } : { sync: 3 });
+  });
+});
+
+describe("native fast path: sealSend", () => {
+  it("writes a run that cannot go natively through nobody (fd −1): sealed in the stage, result 0", async () => {
+    const { sender, werift } = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
+    const stage = Buffer.alloc(2 * 2048);
+    const payload = randomBytes(300);
+    const rocs = new Uint32Array(2);
+    rocs[0] = sender.stageRtp(stage, 0, { marker: true, payloadType: 100, sequenceNumber: 9, timestamp: 1, ssrc: 5 }, payload);
+    const lens = new Int32Array([12 + 300, 0]);
+    const results = new Int32Array(1);
+    const n = fastPath!.sealSend(stage, 2048, lens, rocs, new Int32Array([0]), [sender.sealContext], [Buffer.alloc(16)], new Int32Array([-1]), new Int32Array([1]), 1, results);
+    expect([n, results[0], lens[0]]).toEqual([0, 0, 12 + 300 + 16]);
+    expect(werift.decrypt(stage.subarray(0, lens[0])).subarray(12).equals(payload)).toBe(true);
+  });
+
+  it("refuses inconsistent batches before sealing anything", () => {
+    const { sender } = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
+    const stage = Buffer.alloc(2048).fill(0xab);
+    const before = Buffer.from(stage);
+    const args = (o: { slot?: number; lens?: number[]; order?: number[]; ends?: number[]; addr?: Buffer; ctx?: unknown }) =>
+      fastPath!.sealSend(
+        stage,
+        o.slot ?? 2048,
+        new Int32Array(o.lens ?? [100]),
+        new Uint32Array(1),
+        new Int32Array(o.order ?? [0]),
+        [(o.ctx ?? sender.sealContext) as never],
+        [o.addr ?? fastPath!.sockaddr("127.0.0.1", 9)],
+        new Int32Array([-1]),
+        new Int32Array(o.ends ?? [1]),
+        1,
+        new Int32Array(4),
+      );
+    expect(() => args({ order: [1] })).toThrow(/out of bounds/); // a slot past the stage
+    expect(() => args({ lens: [2040] })).toThrow(/out of bounds/); // no room for the tag
+    expect(() => args({ lens: [5] })).toThrow(/out of bounds/); // shorter than a header
+    expect(() => args({ ends: [9] })).toThrow(/larger|order/);
+    expect(() => args({ slot: 8 })).toThrow(/slot/);
+    expect(() => args({ addr: Buffer.alloc(3) })).toThrow(/address/);
+    expect(() => args({ ctx: {} })).toThrow(/expected kind/);
+    expect(stage.equals(before)).toBe(true);
   });
 });
 
