@@ -6,7 +6,8 @@
  *   npm run bench -- --quick               # fewer levels, trials and rounds (smoke run)
  *   npm run bench -- --only fanout,ttff    # a subset
  *
- * Sub-benchmarks: fanout, janus (CPU per packet vs Janus), workers (fan-out scaling
+ * Sub-benchmarks: fanout, latency_floor (the forward latency a forwarder with no
+ * per-packet work of its own gets on this machine, beside ours), janus (CPU per packet vs Janus), workers (fan-out scaling
  * with media worker threads), ttff (demo recorder), ttff_gop2s (GStreamer recorder
  * with a 2 s GOP that never answers keyframe requests), janus_ttff (same recorder),
  * turn, sip. One that fails or whose module does not exist yet is reported as
@@ -26,9 +27,10 @@ import { benchFanout, gatewayConfig, startRig, type Rig } from "./fanout.ts";
 import { benchJanusCpu, benchJanusTtff } from "./janus.ts";
 import { forkChild, type Child } from "./lib/child.ts";
 import { machineCpu } from "./lib/proc.ts";
+import { benchLatencyFloor, type FloorResult } from "./floor.ts";
 import { benchTtff } from "./ttff.ts";
 
-const ALL = ["fanout", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "turn", "sip"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "turn", "sip"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -135,6 +137,21 @@ try {
     240_000,
     dropRig,
   );
+  await step("latency_floor", async () => {
+    // Three short runs, the median p99 reported: the floor is as noisy as the machine.
+    const viewers = typeof out["forward_latency_viewers"] === "number" ? out["forward_latency_viewers"] : 100;
+    const workers = typeof out["fanout_gateway_workers"] === "number" ? out["fanout_gateway_workers"] : os.availableParallelism();
+    const runs: FloorResult[] = [];
+    for (let i = 0; i < (quick ? 1 : 3); i++) runs.push(await benchLatencyFloor({ viewers, workers, durationMs: quick ? 4000 : 8000, log }));
+    runs.sort((a, b) => a.forward_latency_floor_ms_p99 - b.forward_latency_floor_ms_p99);
+    const mid = runs[Math.floor(runs.length / 2)]!;
+    const ours = out["forward_latency_ms_p99"];
+    return {
+      ...mid,
+      forward_latency_floor_ms_p99_runs: runs.map((r) => r.forward_latency_floor_ms_p99),
+      forward_latency_p99_over_floor: typeof ours === "number" && mid.forward_latency_floor_ms_p99 > 0 ? Math.round((ours / mid.forward_latency_floor_ms_p99) * 100) / 100 : null,
+    };
+  });
   await step(
     "janus",
     async (signal) => ({
