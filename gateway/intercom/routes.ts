@@ -165,13 +165,14 @@ export function intercomRouter(deps: IntercomRouterDeps): Router {
   });
 
   r.post("/devices/:deviceId/call", requireSdp, async (req, res) => {
-    // The request stays open until the door answers; a browser that gives up ends the call.
-    let gone = false;
+    // The request stays open until the door answers; a browser that gives up (closes the
+    // request) cancels the call while the door rings, or hangs up if it has just answered.
+    const gone = new AbortController();
     res.on("close", () => {
-      if (!res.writableFinished) gone = true;
+      if (!res.writableFinished) gone.abort();
     });
     try {
-      const out = await service.call(userOf(req), String(req.params.deviceId), offerOf(req), () => gone);
+      const out = await service.call(userOf(req), String(req.params.deviceId), offerOf(req), gone.signal);
       sendAnswer(req, res, out);
     } catch (err) {
       fail(res, err);

@@ -499,17 +499,18 @@ export class IntercomService {
 
   /**
    * "Talk to the door": call a configured door (needs `talk`). Resolves once the door has
-   * answered and the browser's offer is answered; `isGone()` true meanwhile (the browser gave
-   * up) hangs up at once.
+   * answered and the browser's offer is answered. `gone` aborts when the browser gives up:
+   * while the door rings, the call is cancelled (the door stops ringing); after it
+   * answered, it is hung up at once.
    */
-  async call(user: User, deviceId: string, offerSdp: string, isGone: () => boolean): Promise<{ answerSdp: string; call: CallView }> {
+  async call(user: User, deviceId: string, offerSdp: string, gone: AbortSignal): Promise<{ answerSdp: string; call: CallView }> {
     const d = this.deviceFor(user, deviceId);
     if (!this.mayTalk(user, d.id)) throw new AuthError("FORBIDDEN", "talk not allowed on this door");
     const offer = readAudioOffer(offerSdp);
     if (!offer || offer.payloadTypes.size === 0) throw new BadInputError("the offer has no PCMU or PCMA audio");
     this.rememberName(user);
     this.stats.outgoing++;
-    const call = await this.ic.call(d.id, intercomUser(user));
+    const call = await this.ic.call(d.id, intercomUser(user), { signal: gone });
     const entry: CallEntry = {
       callId: call.id,
       device: d,
@@ -524,10 +525,10 @@ export class IntercomService {
     };
     let peer: TalkPeer | undefined;
     try {
-      if (isGone()) throw new WrongStateError("the browser left before the door answered");
+      if (gone.aborted) throw new WrongStateError("the browser left before the door answered");
       peer = await this.createPeer(offerSdp, pickCodec(call, offerSdp), call.id);
       if (call.state !== "answered") throw new WrongStateError(`the door ended the call (${call.state})`);
-      if (isGone()) throw new WrongStateError("the browser left before the call was set up");
+      if (gone.aborted) throw new WrongStateError("the browser left before the call was set up");
     } catch (err) {
       await peer?.close("call setup failed");
       call.hangup();

@@ -187,8 +187,9 @@ export class Intercom {
    * ports / too many calls) or UpstreamError carrying the device's final status.
    * Only configured devices can be called: the target is the device's own registration.
    */
-  async call(deviceId: string, user: IntercomUser, opts: { sink?: MediaSink } = {}): Promise<SipCall> {
+  async call(deviceId: string, user: IntercomUser, opts: { sink?: MediaSink; signal?: AbortSignal } = {}): Promise<SipCall> {
     if (this.closed) throw new WrongStateError("intercom closed");
+    if (opts.signal?.aborted) throw new WrongStateError("call given up before it was placed");
     const device = this.devicesDir.get(deviceId);
     if (!device) throw new NotFoundError(`unknown device ${deviceId}`);
     const binding = this.registrar.bindingsOf(device.id).at(-1);
@@ -203,12 +204,15 @@ export class Intercom {
     else this.attachDefaultSink(call);
     this.track(call);
     this.stats.outgoing++;
+    // Given up while the door rings (the browser left): CANCEL (RFC 3261 §9.1), the door stops ringing.
+    const giveUp = () => call.hangup();
+    opts.signal?.addEventListener("abort", giveUp, { once: true });
     const done = new Promise<SipCall>((resolve, reject) => {
       call.events.on("state", (s) => {
         if (s === "answered") resolve(call);
       });
       call.events.on("ended", (e) => reject(new UpstreamError(`call to ${deviceId} ended: ${e.reason}${e.status ? ` (${e.status})` : ""}`)));
-    });
+    }).finally(() => opts.signal?.removeEventListener("abort", giveUp));
     call.startOutgoing(bindingRequestUri(binding), binding.target, user.id);
     this.byDialog.set(dialogKey(call.dialog.callId, call.dialog.localTag, ""), call);
     return done;

@@ -8,6 +8,7 @@
  *  - the first answer wins, the second gets 409 naming the first, and everyone who rang hears
  *    "answered by" and the end; decline; missed call in the history;
  *  - talk to the door needs `talk`; CSRF, content types and unknown ids answer as they should;
+ *    a browser that gives up while the door rings cancels the call (487 from the door);
  *  - a revoked session loses its ring stream.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -52,7 +53,10 @@ function config(rights: unknown) {
         keepAliveSeconds: 0,
         ringTimeoutSeconds: 8,
         rtpPortRange: [base, base + 99],
-        devices: [{ id: "door1", name: "Front door", username: "door1", password: PASSWORD, camera: "demo", dtmf: { openDoor: "1#", durationMs: 120 } }],
+        devices: [
+          { id: "door1", name: "Front door", username: "door1", password: PASSWORD, camera: "demo", dtmf: { openDoor: "1#", durationMs: 120 } },
+          { id: "door2", name: "Back door", username: "door2", password: PASSWORD, camera: "demo" },
+        ],
       },
     },
     {},
@@ -114,7 +118,11 @@ describe("intercom in the browser (HTTP + SSE + talk peer) with baresip at the d
   it("lists the doors each user may use", async () => {
     const a = (await admin.get("/api/intercom")).json() as { user: { sub: string; name: string }; devices: unknown[] };
     expect(a.user).toEqual({ sub: "dev-admin", name: "Demo Administrator" });
-    expect(a.devices).toEqual([{ id: "door1", name: "Front door", camera: "demo", cameraName: "Demo camera", online: true, canAnswer: true, canTalk: true }]);
+    expect(a.devices).toEqual([
+      { id: "door1", name: "Front door", camera: "demo", cameraName: "Demo camera", online: true, canAnswer: true, canTalk: true },
+      // Registers in its own test below.
+      { id: "door2", name: "Back door", camera: "demo", cameraName: "Demo camera", online: false, canAnswer: true, canTalk: true },
+    ]);
     // The viewer may watch the door camera but neither answer nor talk: no doors for them.
     expect((await viewer.get("/api/intercom")).json()).toMatchObject({ devices: [] });
   });
@@ -256,6 +264,29 @@ describe("intercom in the browser (HTTP + SSE + talk peer) with baresip at the d
     expect((await admin.post(`/api/intercom/calls/${callId}/hangup`)).status).toBe(204);
     await bye;
     expect(await ended).toMatchObject({ direction: "outgoing", reason: "local-bye" });
+  }, 60_000);
+
+  it("a browser that gives up while the door rings cancels the call: the door stops ringing", async () => {
+    // A door that rings until someone picks up (no auto answer).
+    const back = Baresip.start({ user: "door2", password: PASSWORD, domain: "gatehouse", registrar: `127.0.0.1:${gw.sip!.ports.udp}`, microphone: wav(tone(440, 5)), autoAnswer: false });
+    cleanups.push(() => back.close());
+    await back.waitFor(/registered successfully/);
+    const { phone, offer } = await WeriftBrowserPhone.create();
+    cleanups.push(() => phone.close());
+    const ringing = back.waitFor(/Incoming call/i);
+    const giveUp = new AbortController();
+    const pending = admin.post("/api/intercom/devices/door2/call", { sdp: offer }, { signal: giveUp.signal }).then(
+      () => "answered",
+      (err: unknown) => (err as Error).name,
+    );
+    await ringing;
+    // baresip reports a call cancelled before it answered as "session closed: Connection reset by peer".
+    const stopped = back.waitFor(/session closed/);
+    giveUp.abort();
+    expect(await pending).toBe("AbortError");
+    await stopped;
+    const rec = gw.sip!.intercom.history().find((r) => r.deviceId === "door2");
+    expect(rec).toMatchObject({ direction: "outgoing", reason: "cancelled", status: 487, answeredAt: undefined });
   }, 60_000);
 
   it("ends the ring stream of a revoked session", async () => {

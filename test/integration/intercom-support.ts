@@ -126,7 +126,7 @@ export class GatewayClient {
   async post(
     path: string,
     body?: { sdp?: string; json?: unknown },
-    opts: { csrf?: boolean } = {},
+    opts: { csrf?: boolean; signal?: AbortSignal } = {},
   ): Promise<{ status: number; body: string; headers: Headers; json: () => Record<string, unknown> }> {
     const url = `${this.base}${path}`;
     const headers: Record<string, string> = opts.csrf === false ? {} : await this.headers();
@@ -138,9 +138,10 @@ export class GatewayClient {
       headers["content-type"] = "application/json";
       payload = JSON.stringify(body.json);
     }
+    const init = { method: "POST", headers, ...(payload !== undefined ? { body: payload } : {}), ...(opts.signal ? { signal: opts.signal } : {}) };
     const r = this.browser
-      ? await this.browser.request(url, { method: "POST", headers, ...(payload !== undefined ? { body: payload } : {}) })
-      : await fetch(url, { method: "POST", headers, ...(payload !== undefined ? { body: payload } : {}) }).then(async (x) => ({ status: x.status, body: await x.text(), headers: x.headers }));
+      ? await this.browser.request(url, init)
+      : await fetch(url, init).then(async (x) => ({ status: x.status, body: await x.text(), headers: x.headers }));
     return { status: r.status, body: r.body, headers: r.headers, json: () => JSON.parse(r.body) as Record<string, unknown> };
   }
 

@@ -152,7 +152,7 @@ export class HttpBrowser {
     m.set(name, { value, path });
   }
 
-  async request(url: string, init: { method?: string; body?: string | URLSearchParams; headers?: Record<string, string> } = {}): Promise<BrowserResponse> {
+  async request(url: string, init: { method?: string; body?: string | URLSearchParams; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<BrowserResponse> {
     const u = new URL(url);
     const cookies = [...(this.jar.get(u.hostname) ?? new Map<string, StoredCookie>())]
       .filter(([, c]) => u.pathname === c.path || u.pathname.startsWith(c.path.endsWith("/") ? c.path : `${c.path}/`))
@@ -160,7 +160,7 @@ export class HttpBrowser {
       .join("; ");
     const headers: Record<string, string> = { ...this.extraHeaders, ...(init.headers ?? {}) };
     if (cookies) headers.cookie = cookies;
-    const res = await this.fetch(url, { method: init.method ?? "GET", headers, ...(init.body !== undefined ? { body: init.body } : {}) });
+    const res = await this.fetch(url, { method: init.method ?? "GET", headers, ...(init.body !== undefined ? { body: init.body } : {}), ...(init.signal ? { signal: init.signal } : {}) });
     for (const sc of res.headers.getSetCookie()) this.store(u.hostname, sc);
     return { status: res.status, url, headers: res.headers, body: await res.text() };
   }
