@@ -20,7 +20,7 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "../../config/log.ts";
 import { BadInputError } from "../../config/errors.ts";
-import { parseRtcp } from "../../sfu/rtp/rtcp.ts";
+import { parseRtcp, type RtcpItem } from "../../sfu/rtp/rtcp.ts";
 import { RtspHeaders, RtspStreamParser, interleavedFrame, serializeResponse, type RtspRequest, type RtspResponse } from "../rtsp/message.ts";
 import { prepareClip, type DemoClip } from "./clip.ts";
 import { DigestVerifier } from "./digest.ts";
@@ -74,7 +74,7 @@ export interface DemoRecorderStats {
   packetsSkipped: number;
   badRequests: number;
   sessionsTimedOut: number;
-  /** RTCP reports received from clients over UDP (keep-alives). */
+  /** RTCP reports received from clients, over UDP or interleaved (keep-alives). */
   rtcpReceived: number;
 }
 
@@ -416,10 +416,11 @@ class DemoServer implements DemoRecorder {
     const s = this.udpPeers.get(`${rinfo.address}:${rinfo.port}`);
     if (!s) return;
     // Receiver reports show the client is alive (RFC 2326 §12.37 allows RTCP as keep-alive).
-    if (parseRtcp(msg).some((i) => i.type === "rr" || i.type === "sr")) {
+    const reports = parseRtcp(msg).filter((i) => i.type === "rr" || i.type === "sr");
+    if (reports.length > 0) {
       s.lastSeen = this.clock();
       this.counters.rtcpReceived++;
-      this.log.debug("receiver report", { session: s.id });
+      this.log.debug("receiver report", { session: s.id, blocks: blockCount(reports) });
     }
   }
 
@@ -502,8 +503,15 @@ class DemoServer implements DemoRecorder {
       if (ev.type === "request") {
         this.respond(conn, ev.message, this.handle(conn, ev.message));
       } else if (ev.type === "interleaved") {
-        // Client RTCP (receiver reports) on an odd channel: already counted as liveness above.
+        // Client RTCP (receiver reports) on an odd channel: liveness, counted above.
         if (!conn.channels.has(ev.channel)) this.log.debug("interleaved data on an unknown channel", { conn: conn.id, channel: ev.channel });
+        else {
+          const reports = parseRtcp(ev.data).filter((i) => i.type === "rr" || i.type === "sr");
+          if (reports.length > 0) {
+            this.counters.rtcpReceived++;
+            this.log.debug("receiver report", { conn: conn.id, channel: ev.channel, blocks: blockCount(reports) });
+          }
+        }
       } else if (ev.type === "response") {
         // We send no requests; a stray response is ignored.
       } else {
@@ -810,4 +818,11 @@ function bind(sock: dgram.Socket, port: number, host: string): Promise<number> {
       resolve(sock.address().port);
     });
   });
+}
+
+/** Report blocks in a client's RTCP reports (0 in the empty RRs that open NAT bindings). */
+function blockCount(reports: RtcpItem[]): number {
+  let n = 0;
+  for (const r of reports) if (r.type === "rr" || r.type === "sr") n += r.reports.length;
+  return n;
 }

@@ -1,12 +1,14 @@
 /**
  * RTSP 1.0 client (RFC 2326) pulling one stream from a recorder: OPTIONS, DESCRIBE,
  * SETUP per track (TCP interleaved or UDP), PLAY, keep-alive, TEARDOWN; Digest/Basic
- * authentication, bounded redirects, rtsps:// over TLS, request and media timeouts.
+ * authentication, bounded redirects, rtsps:// over TLS, request and media timeouts, and
+ * RTCP receiver reports back to the recorder.
  *
  * One RtspClient = one attempt. `start()` resolves once playing (after `onPlay`), or
  * rejects with the reason; a playing session that dies emits `ended` once. Retrying is
  * the caller's job (gateway/ingest/camera-ingest.ts). RTP/RTCP go to the sink unchanged.
  */
+import { randomBytes } from "node:crypto";
 import {
   AuthError,
   BadInputError,
@@ -17,13 +19,14 @@ import {
 } from "../../config/errors.ts";
 import { SafeEmitter } from "../../config/events.ts";
 import type { Logger } from "../../config/log.ts";
+import { compound, SdesItemType, serializeRr, serializeSdes } from "../../sfu/rtp/rtcp.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import type { UdpPortPool } from "../ingest/udp-ports.ts";
 import { RtspConnection } from "./connection.ts";
 import { createAuthorizer, isStale, parseChallenges, pickChallenge, type Authorizer, type Credentials } from "./digest.ts";
 import { formatTransport, parsePublic, parseSession, parseTransport, type TransportSpec } from "./headers.ts";
 import { MediaRouter, type RouterStats } from "./media-router.ts";
-import { RtspHeaders, type RtspResponse } from "./message.ts";
+import { RtspHeaders, interleavedFrame, type RtspResponse } from "./message.ts";
 import { baseUrl, parseSdp, planTracks, type IngestTrack, type UnsupportedMedia } from "./sdp.ts";
 import { UnplayableError, isRedirect, responseError } from "./status.ts";
 import { realTimers, type TimerHandle, type Timers } from "./timers.ts";
@@ -60,6 +63,11 @@ export interface RtspClientOptions {
   onPlay?: (session: PlaySession) => void;
   /** Client nonce source for Digest (tests). */
   cnonce?: () => string;
+  /**
+   * Mean interval of the RTCP receiver reports sent to the recorder, ms (each randomized
+   * to 0.5–1.5 times it, RFC 3550 §6.3.1). Default 5000, the RFC's minimum; 0 sends none.
+   */
+  rtcpIntervalMs?: number;
 }
 
 export interface PlaySession {
@@ -90,6 +98,8 @@ export interface RtspClientStats extends RouterStats {
   /** Responses that matched no request. */
   unmatchedResponses: number;
   keepAlives: number;
+  /** RTCP receiver reports sent to the recorder (one per track and interval). */
+  rtcpOut: number;
 }
 
 const DEFAULT_RECV_BUFFER = 4 << 20;
@@ -109,6 +119,11 @@ export class RtspClient {
   private udp: UdpMediaPair[] = [];
   private state: "new" | "starting" | "playing" | "ended" | "closed" = "new";
   private keepAliveTimer: TimerHandle | undefined;
+  private reportTimer: TimerHandle | undefined;
+  private rtcpOut = 0;
+  /** Our SSRC as an RTP receiver (RFC 3550 §8.1: random), with its CNAME. */
+  private readonly ssrc = randomBytes(4).readUInt32BE(0);
+  private readonly cname = `gatehouse-${randomBytes(6).toString("hex")}`;
   private watchdogTimer: TimerHandle | undefined;
   private keepAlives = 0;
   private unmatchedBase = 0;
@@ -140,6 +155,7 @@ export class RtspClient {
       drops: { ...s.drops },
       unmatchedResponses: this.unmatchedBase + (this.conn?.unmatched ?? 0),
       keepAlives: this.keepAlives,
+      rtcpOut: this.rtcpOut,
     };
   }
 
@@ -283,6 +299,7 @@ export class RtspClient {
         this.log.warn("recorder changed the session id between SETUPs", {});
       }
       mode = this.applyTransport(i, t, mode, res);
+      this.router.receive(i, t.spec.clockRate);
     }
 
     const play = await this.playAggregateOrEach(plan.tracks);
@@ -308,6 +325,7 @@ export class RtspClient {
     }
     this.router.start();
     this.scheduleKeepAlive(session);
+    this.scheduleReports(session);
     this.armWatchdog();
     this.log.info("rtsp playing", {
       url: session.url,
@@ -439,6 +457,37 @@ export class RtspClient {
     this.keepAliveTimer = this.timers.setTimeout(() => void tick(), interval);
   }
 
+  /**
+   * RTCP receiver reports to the recorder (RFC 3550 §6.4.2), one compound per track
+   * (RR with its report block, then SDES CNAME), over the track's interleaved RTCP
+   * channel or from its UDP RTCP socket. Recorders use them as liveness and to see our
+   * loss and jitter; some end UDP sessions that send none.
+   */
+  private scheduleReports(session: PlaySession): void {
+    const mean = this.opts.rtcpIntervalMs ?? 5000;
+    if (mean <= 0) return;
+    const next = () => {
+      this.reportTimer = this.timers.setTimeout(tick, mean * (0.5 + Math.random()));
+    };
+    const tick = (): void => {
+      if (this.state !== "playing") return;
+      const now = performance.now();
+      for (let i = 0; i < session.tracks.length; i++) {
+        const block = this.router.reception(i)?.reportBlock(now);
+        const report = compound([
+          serializeRr({ ssrc: this.ssrc, reports: block ? [block] : [] }),
+          serializeSdes([{ ssrc: this.ssrc, items: [{ type: SdesItemType.CNAME, value: this.cname }] }]),
+        ]);
+        const channel = this.router.rtcpChannel(i);
+        if (channel !== undefined) this.conn?.write(interleavedFrame(channel, report));
+        else if (!this.udp[i]?.sendRtcp(report)) continue;
+        this.rtcpOut++;
+      }
+      next();
+    };
+    next();
+  }
+
   /** Ends the session when no RTP arrived for mediaTimeoutMs (checked in quarters, no per-packet timer). */
   private armWatchdog(): void {
     const step = Math.max(25, this.opts.mediaTimeoutMs / 4);
@@ -480,6 +529,7 @@ export class RtspClient {
   private async doShutdown(reason: string): Promise<void> {
     this.router.stop();
     this.timers.clearTimeout(this.keepAliveTimer);
+    this.timers.clearTimeout(this.reportTimer);
     this.timers.clearTimeout(this.watchdogTimer);
     const conn = this.conn;
     if (conn && !conn.closed && this.sessionId !== undefined) {

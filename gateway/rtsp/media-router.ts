@@ -2,11 +2,15 @@
  * The ingest's packet path: validates what a recorder sends (interleaved channels or UDP
  * sockets) and pushes it, as-is, into the MediaSink. Pure: no sockets, no timers.
  *
+ * It also keeps each track's reception statistics (reception.ts) for the receiver reports
+ * the client sends back.
+ *
  * Packets that arrive between SETUP and the PLAY answer (servers start sending as soon as
  * they have replied, and the first packets carry the keyframe) are copied into a bounded
  * queue and delivered right after `start()`, so the sink always sees setTracks first.
  */
 import type { MediaSink } from "../../sfu/types.ts";
+import { RtpReception } from "./reception.ts";
 
 export interface RouterStats {
   /** Valid RTP packets received. */
@@ -54,9 +58,28 @@ export class MediaRouter {
   };
   /** Called when the sink throws; for logging (rate-limit there). */
   onSinkError: (err: unknown) => void = () => {};
+  private readonly receptions: (RtpReception | undefined)[] = [];
+  private readonly rtcpChannels: number[] = [];
+  private readonly now: () => number;
 
-  constructor(sink: Pick<MediaSink, "pushRtp" | "pushRtcp">) {
+  constructor(sink: Pick<MediaSink, "pushRtp" | "pushRtcp">, now: () => number = () => performance.now()) {
     this.sink = sink;
+    this.now = now;
+  }
+
+  /** Keeps reception statistics for `track`, whose RTP clock runs at `clockRate` Hz. */
+  receive(track: number, clockRate: number): void {
+    this.receptions[track] = new RtpReception(clockRate);
+  }
+
+  /** The reception statistics of `track` (see receive). */
+  reception(track: number): RtpReception | undefined {
+    return this.receptions[track];
+  }
+
+  /** The interleaved channel carrying `track`'s RTCP, or undefined (UDP, or not set up). */
+  rtcpChannel(track: number): number | undefined {
+    return this.rtcpChannels[track];
   }
 
   /** Assigns interleaved channels (RFC 2326 §12.39 `interleaved=rtp-rtcp`) to a track. */
@@ -65,6 +88,7 @@ export class MediaRouter {
     this.channelRtcp[rtp] = 0;
     this.channelTrack[rtcp] = track;
     this.channelRtcp[rtcp] = 1;
+    this.rtcpChannels[track] = rtcp;
   }
 
   /** Whether an interleaved channel is already assigned. */
@@ -115,6 +139,7 @@ export class MediaRouter {
     }
     this.stats.packetsIn++;
     this.stats.bytesIn += len;
+    this.receptions[track]?.onRtp(data, this.now());
     this.route(track, false, data);
   }
 
@@ -126,6 +151,8 @@ export class MediaRouter {
       return;
     }
     this.stats.rtcpIn++;
+    // A compound starts with its SR (§6.1): its NTP time is what our next report echoes as LSR.
+    if (data[1] === 200 && data.length >= 20) this.receptions[track]?.onSenderReport(data.readUInt32BE(4), data.readUInt32BE(8), data.readUInt32BE(12), this.now());
     this.route(track, true, data);
   }
 

@@ -121,6 +121,15 @@ export class UdpMediaPair {
     }
   }
 
+  /** Sends an RTCP packet from our RTCP socket to the server's; false when its port is unknown. */
+  sendRtcp(packet: Buffer): boolean {
+    const ports = this.serverPorts;
+    const host = this.allowed[0];
+    if (!ports || !host || this.closed) return false;
+    this.rtcp.send(packet, ports[1], host, () => {});
+    return true;
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -2,6 +2,7 @@
  * RtspClient against a scripted recorder on loopback: auth, redirects, transports,
  * keep-alive, timeouts, TLS. Real sockets; virtual time where timers matter.
  */
+import dgram from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
 import { generate } from "selfsigned";
 import { AuthError, ClosedError, UpstreamError } from "../../config/errors.ts";
@@ -10,6 +11,7 @@ import { RtspClient, type PlaySession, type RtspClientOptions } from "../../gate
 import { digestResponse, parseCredentials } from "../../gateway/rtsp/digest.ts";
 import { UnplayableError } from "../../gateway/rtsp/status.ts";
 import { UdpPortPool } from "../../gateway/ingest/udp-ports.ts";
+import { parseRtcp, type ReceiverReport, type SourceDescription } from "../../sfu/rtp/rtcp.ts";
 import { cameraSdp, rtpPacket, startFakeRecorder, wellBehaved, type FakeRecorder, type Handler } from "../fixtures/rtsp/fake-recorder.ts";
 import { FakeTimers } from "../fixtures/rtsp/fake-timers.ts";
 
@@ -269,6 +271,59 @@ describe("while playing", () => {
     await rec.waitForRequest((r) => r.method === "OPTIONS" && r.headers.get("Session") === "ABCDEF");
     await until(() => ended.length === 1);
     expect(ended).toEqual(["session expired on the recorder (454 Session Not Found)"]);
+  });
+
+  it("reports reception to the recorder over the track's interleaved RTCP channel (RR + SDES CNAME)", async () => {
+    // RTP 1–5 without 3, then an SR from the same source.
+    const sr = Buffer.from("80c80006" + "00001234" + "dead0001" + "80000000" + "00000000" + "00000000" + "00000000", "hex");
+    const { rec, timers, c, got } = await playing(
+      wellBehaved({
+        onPlay: (conn) => {
+          for (const seq of [1, 2, 4, 5]) conn.frame(0, rtpPacket(seq));
+          conn.frame(1, sr);
+        },
+      }),
+      { mediaTimeoutMs: 600_000, rtcpIntervalMs: 5000 },
+    );
+    await until(() => got.includes("rtcp0"));
+    timers.advance(7500); // the first report is due within 0.5–1.5 intervals
+    const f = await rec.waitForFrame((x) => x.channel === 1);
+    const items = parseRtcp(f.data);
+    expect(items.map((i) => i.type)).toEqual(["rr", "sdes"]);
+    const rr = items[0] as ReceiverReport;
+    expect(rr.reports).toEqual([
+      expect.objectContaining({ ssrc: 0x1234, highestSeq: 5, cumulativeLost: 1, fractionLost: 51, lsr: 0x00018000 }),
+    ]);
+    const sdes = items[1] as SourceDescription;
+    expect(sdes.chunks[0]!.ssrc).toBe(rr.ssrc);
+    expect(sdes.chunks[0]!.items[0]!.value).toMatch(/^gatehouse-[0-9a-f]{12}$/);
+    // And again each interval while playing (each within 0.5–1.5 of it, so 7.5 s may hold two).
+    await until(() => c.stats().rtcpOut === rec.frames.length);
+    const before = rec.frames.length;
+    expect(before).toBeGreaterThanOrEqual(1);
+    timers.advance(7500);
+    await until(() => rec.frames.length > before);
+  });
+
+  it("reports reception over UDP from the track's RTCP socket to the recorder's RTCP port", async () => {
+    const serverRtcp = dgram.createSocket("udp4");
+    await new Promise<void>((r) => serverRtcp.bind(0, "127.0.0.1", () => r()));
+    cleanups.push(() => new Promise<void>((r) => serverRtcp.close(() => r())));
+    const rtcpPort = serverRtcp.address().port;
+    // The first datagrams are the empty RRs that open a NAT's return path (punch); the report carries SDES too.
+    const report = new Promise<{ data: Buffer; port: number }>((r) => serverRtcp.on("message", (data, from) => data.length > 8 && r({ data, port: from.port })));
+    const { timers, c } = await playing(wellBehaved({ transportReply: (t) => `${t};server_port=${rtcpPort - 1}-${rtcpPort}` }), {
+      transport: "udp",
+      ports: new UdpPortPool([42100, 42199]),
+      mediaTimeoutMs: 600_000,
+    });
+    timers.advance(7500);
+    const { data, port } = await report;
+    expect(parseRtcp(data).map((i) => i.type)).toEqual(["rr", "sdes"]);
+    // No RTP yet: an RR with no report block, still a sign of life.
+    expect((parseRtcp(data)[0] as ReceiverReport).reports).toEqual([]);
+    expect(port % 2).toBe(1); // from our RTCP port (client_port's odd half)
+    expect(c.stats().rtcpOut).toBeGreaterThanOrEqual(1);
   });
 
   it("ends the session when media stops for mediaTimeoutMs", async () => {

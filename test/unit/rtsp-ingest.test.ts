@@ -33,7 +33,7 @@ class FakeClient implements IngestClient {
   }
   stats(): RtspClientStats {
     const drops = { unknownChannel: 0, badRtp: 0, badRtcp: 0, foreign: 0, queueOverflow: 0, sinkError: 0 };
-    return { packetsIn: this.packetsIn, bytesIn: this.packetsIn * 100, rtcpIn: 0, malformed: 1, drops, unmatchedResponses: 0, keepAlives: 0 };
+    return { packetsIn: this.packetsIn, bytesIn: this.packetsIn * 100, rtcpIn: 0, malformed: 1, drops, unmatchedResponses: 0, keepAlives: 0, rtcpOut: 0 };
   }
   play(transport: "tcp" | "udp" = "tcp", specs: TrackSpec[] = [H264]): void {
     const s: PlaySession = {
