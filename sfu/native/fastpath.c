@@ -460,6 +460,12 @@ static void *int_array(napi_env env, napi_value v, bool is_unsigned, size_t *len
   return data;
 }
 
+/* Declares `type *var` (and its length `n_var`) from argument i, an Int32Array or a Uint32Array; returns on error. */
+#define INT_ARRAY(env, type, var, i, is_unsigned, what)                 \
+  size_t n_##var;                                                      \
+  type *var = int_array((env), argv[(i)], (is_unsigned), &n_##var, (what)); \
+  if (!var) return NULL
+
 /* A socket address Buffer from sockaddr(); false with a JS exception pending. */
 static bool address_arg(napi_env env, napi_value v, void **addr, socklen_t *len) {
   size_t al;
@@ -480,16 +486,12 @@ static bool address_arg(napi_env env, napi_value v, void **addr, socklen_t *len)
  */
 static napi_value send_batch(napi_env env, napi_callback_info info) {
   ARGS(env, info, 6, "sendBatch(fds, bufs, lens, addrs, n, results)");
-  size_t nfds, nlens, nres;
-  int32_t *fds = int_array(env, argv[0], false, &nfds, "fds must be an Int32Array");
-  if (!fds) return NULL;
-  int32_t *lens = int_array(env, argv[2], false, &nlens, "lens must be an Int32Array");
-  if (!lens) return NULL;
-  int32_t *results = int_array(env, argv[5], false, &nres, "results must be an Int32Array");
-  if (!results) return NULL;
+  INT_ARRAY(env, int32_t, fds, 0, false, "fds must be an Int32Array");
+  INT_ARRAY(env, int32_t, lens, 2, false, "lens must be an Int32Array");
+  INT_ARRAY(env, int32_t, results, 5, false, "results must be an Int32Array");
   uint32_t n;
   CHECK(env, napi_get_value_uint32(env, argv[4], &n));
-  if (n > nfds || n > nlens || n > nres || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
+  if (n > n_fds || n > n_lens || n > n_results || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
   for (uint32_t i = 0; i < n; i++) {
     napi_value b, a;
     void *bp;
@@ -531,33 +533,27 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
 static napi_value seal_send(napi_env env, napi_callback_info info) {
   ARGS(env, info, 11, "sealSend(stage, slot, lens, rocs, order, ctxs, addrs, fds, ends, runs, results)");
   uint8_t *stage;
-  size_t stage_len, nlens, nrocs, norder, nfds, nends, nres;
+  size_t stage_len;
   uint32_t slot, runs;
   CHECK(env, napi_get_buffer_info(env, argv[0], (void **)&stage, &stage_len));
   CHECK(env, napi_get_value_uint32(env, argv[1], &slot));
-  int32_t *lens = int_array(env, argv[2], false, &nlens, "lens must be an Int32Array");
-  if (!lens) return NULL;
-  uint32_t *rocs = int_array(env, argv[3], true, &nrocs, "rocs must be a Uint32Array");
-  if (!rocs) return NULL;
-  int32_t *order = int_array(env, argv[4], false, &norder, "order must be an Int32Array");
-  if (!order) return NULL;
-  int32_t *fds = int_array(env, argv[7], false, &nfds, "fds must be an Int32Array");
-  if (!fds) return NULL;
-  int32_t *ends = int_array(env, argv[8], false, &nends, "ends must be an Int32Array");
-  if (!ends) return NULL;
-  int32_t *results = int_array(env, argv[10], false, &nres, "results must be an Int32Array");
-  if (!results) return NULL;
+  INT_ARRAY(env, int32_t, lens, 2, false, "lens must be an Int32Array");
+  INT_ARRAY(env, uint32_t, rocs, 3, true, "rocs must be a Uint32Array");
+  INT_ARRAY(env, int32_t, order, 4, false, "order must be an Int32Array");
+  INT_ARRAY(env, int32_t, fds, 7, false, "fds must be an Int32Array");
+  INT_ARRAY(env, int32_t, ends, 8, false, "ends must be an Int32Array");
+  INT_ARRAY(env, int32_t, results, 10, false, "results must be an Int32Array");
   CHECK(env, napi_get_value_uint32(env, argv[9], &runs));
-  if (slot < RTP_HEADER + GCM_TAG || runs > nfds || runs > nends) THROW(env, "bad slot size or run count");
+  if (slot < RTP_HEADER + GCM_TAG || runs > n_fds || runs > n_ends) THROW(env, "bad slot size or run count");
   size_t slots = stage_len / slot;
   uint32_t n = runs ? (uint32_t)ends[runs - 1] : 0;
-  if (n > norder || n > nres || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
+  if (n > n_order || n > n_results || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
   /* Every argument is checked before anything is sealed: a throw leaves the stage as it was. */
   for (uint32_t p = 0, r = 0; r < runs; r++) {
     if (ends[r] < (int32_t)p || (uint32_t)ends[r] > n) THROW(env, "run ends out of order");
     for (; p < (uint32_t)ends[r]; p++) {
       int32_t s = order[p];
-      if (s < 0 || (size_t)s >= slots || (size_t)s >= nlens || (size_t)s >= nrocs || lens[s] < RTP_HEADER || (size_t)lens[s] + GCM_TAG > slot)
+      if (s < 0 || (size_t)s >= slots || (size_t)s >= n_lens || (size_t)s >= n_rocs || lens[s] < RTP_HEADER || (size_t)lens[s] + GCM_TAG > slot)
         THROW(env, "staged packet out of bounds");
     }
   }
