@@ -15,7 +15,7 @@ import { AuthError, BadInputError, UpstreamError } from "../../config/errors.ts"
 import type { Logger } from "../../config/log.ts";
 import type { FetchLike } from "./fetch.ts";
 
-type Alg = "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512";
+export type Alg = "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512";
 const EC_CURVE: Record<string, string> = { ES256: "P-256", ES384: "P-384", ES512: "P-521" };
 /** Tokens larger than this are refused before any parsing, bytes. */
 const MAX_TOKEN_BYTES = 16 * 1024;
@@ -109,7 +109,8 @@ function keyFits(k: CachedKey, alg: Alg): boolean {
   return k.jwk.kty === "RSA" && (k.key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
 }
 
-export interface BearerValidatorOptions {
+/** How a JWT the provider signed is checked (access tokens here, logout tokens in backchannel.ts). */
+export interface ProviderJwtOptions {
   issuer: string;
   audience: string | string[];
   /** Explicit allow-list; never HS* or none (the config schema cannot express them). */
@@ -119,6 +120,36 @@ export interface BearerValidatorOptions {
   jwks: JwksCache;
   clock: () => number;
 }
+
+/**
+ * A compact JWS signed by the provider: size and shape, no critical extensions, `alg` in the
+ * allow-list and fitting the provider's key for `kid`, signature, `iss`, `aud`, and `exp`/`nbf`
+ * when present. Throws BadInputError (or jsonwebtoken's errors) with the reason.
+ */
+export async function verifyProviderJwt(token: string, o: ProviderJwtOptions): Promise<jwt.JwtPayload> {
+  if (token.length > MAX_TOKEN_BYTES) throw new BadInputError("token too large");
+  if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw new BadInputError("not a compact JWS");
+  const decoded = jwt.decode(token, { complete: true });
+  if (!decoded || typeof decoded.payload === "string") throw new BadInputError("malformed JWT");
+  const { header } = decoded;
+  // RFC 7515 §4.1.11: we understand no critical extensions.
+  if ((header as { crit?: unknown }).crit !== undefined) throw new BadInputError("crit header not supported");
+  const alg = header.alg as Alg;
+  if (!o.algorithms.includes(alg)) throw new BadInputError(`algorithm ${String(header.alg)} not allowed`);
+  const key = await o.jwks.key(typeof header.kid === "string" ? header.kid : undefined, alg);
+  if (!key) throw new BadInputError(`no provider key for kid ${String(header.kid)}`);
+  const payload = jwt.verify(token, key, {
+    algorithms: [alg],
+    issuer: o.issuer,
+    audience: o.audience as string | [string, ...string[]],
+    clockTolerance: o.clockToleranceSeconds,
+    clockTimestamp: Math.floor(o.clock() / 1000),
+  });
+  if (typeof payload === "string") throw new BadInputError("payload is not a claims set");
+  return payload;
+}
+
+export type BearerValidatorOptions = ProviderJwtOptions;
 
 export interface ValidatedToken {
   sub: string;
@@ -144,25 +175,7 @@ export class BearerValidator {
   }
 
   private async check(token: string): Promise<ValidatedToken> {
-    if (token.length > MAX_TOKEN_BYTES) throw new BadInputError("token too large");
-    if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw new BadInputError("not a compact JWS");
-    const decoded = jwt.decode(token, { complete: true });
-    if (!decoded || typeof decoded.payload === "string") throw new BadInputError("malformed JWT");
-    const { header } = decoded;
-    // RFC 7515 §4.1.11: we understand no critical extensions.
-    if ((header as { crit?: unknown }).crit !== undefined) throw new BadInputError("crit header not supported");
-    const alg = header.alg as Alg;
-    if (!this.opts.algorithms.includes(alg)) throw new BadInputError(`algorithm ${String(header.alg)} not allowed`);
-    const key = await this.opts.jwks.key(typeof header.kid === "string" ? header.kid : undefined, alg);
-    if (!key) throw new BadInputError(`no provider key for kid ${String(header.kid)}`);
-    const payload = jwt.verify(token, key, {
-      algorithms: [alg],
-      issuer: this.opts.issuer,
-      audience: this.opts.audience as string | [string, ...string[]],
-      clockTolerance: this.opts.clockToleranceSeconds,
-      clockTimestamp: Math.floor(this.opts.clock() / 1000),
-    });
-    if (typeof payload === "string") throw new BadInputError("payload is not a claims set");
+    const payload = await verifyProviderJwt(token, this.opts);
     // jsonwebtoken treats exp as optional; an access token without expiry is refused (RFC 9068 §2.2).
     if (typeof payload.exp !== "number") throw new BadInputError("token has no exp");
     if (typeof payload.sub !== "string" || payload.sub.length === 0) throw new BadInputError("token has no sub");

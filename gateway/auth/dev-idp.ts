@@ -43,6 +43,8 @@ export interface IdpClient {
   clientSecret?: string | undefined;
   redirectUris: string[];
   postLogoutRedirectUris: string[];
+  /** OIDC Back-Channel Logout 1.0: where logout tokens are posted (with `sid`) when the user's session here ends. */
+  backchannelLogoutUri?: string | undefined;
 }
 
 export interface OidcProviderOptions {
@@ -128,10 +130,19 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
       ...(c.clientSecret ? { client_secret: c.clientSecret } : { token_endpoint_auth_method: "none" }),
       redirect_uris: c.redirectUris,
       post_logout_redirect_uris: c.postLogoutRedirectUris,
+      ...(c.backchannelLogoutUri ? { backchannel_logout_uri: c.backchannelLogoutUri, backchannel_logout_session_required: true } : {}),
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
     })),
     adapter: memoryAdapterFactory(),
+    // oidc-provider refuses outgoing requests to special-use addresses (SSRF protection), loopback
+    // included; this provider and the gateway it serves both run on loopback, so its back-channel
+    // logout requests to a loopback gateway go out without that dispatcher. Anything else keeps it.
+    fetch: (url: string, init: RequestInit & { dispatcher?: unknown }) => {
+      if (!isLoopbackHost(new URL(url).hostname)) return globalThis.fetch(url, init);
+      const { dispatcher: _ssrfGuard, ...rest } = init;
+      return globalThis.fetch(url, rest);
+    },
     jwks: { keys: jwks },
     cookies: { keys: [randomBytes(32).toString("base64url")] },
     claims: {
@@ -145,6 +156,7 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
     features: {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: true, logoutSource: autoSubmitLogout, postLogoutSuccessSource: signedOutPage },
+      backchannelLogout: { enabled: true },
       // RFC 7009 §2.1: a client may revoke only tokens issued to it.
       revocation: {
         enabled: true,
@@ -210,6 +222,9 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
     },
   });
   provider.on("server_error", (_ctx: unknown, err: unknown) => log.warn("identity provider error", { err }));
+  provider.on("backchannel.error", (_ctx: unknown, err: unknown, client: unknown) =>
+    log.warn("identity provider: back-channel logout failed", { client: (client as { clientId?: string } | undefined)?.clientId, err }),
+  );
   const providerHandler = provider.callback();
 
   const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -298,6 +313,8 @@ export interface DevIdpOptions {
   redirectUri: string;
   /** Where the provider returns after sign-out (`<publicUrl>/`). */
   postLogoutRedirectUri: string;
+  /** Where the provider posts logout tokens (`<publicUrl>/auth/backchannel-logout`). */
+  backchannelLogoutUri?: string;
   clientId: string;
   clientSecret: string;
   /** Audience of JWT access tokens for API clients. */
@@ -340,6 +357,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<RunningOidcProvi
         clientSecret: opts.clientSecret,
         redirectUris: [opts.redirectUri],
         postLogoutRedirectUris: [opts.postLogoutRedirectUri],
+        backchannelLogoutUri: opts.backchannelLogoutUri,
       },
     ],
     users,

@@ -8,7 +8,8 @@
  * const auth = await createAuth({ config: config.auth, publicUrl, listenHost: config.server.host,
  *                                 cameras: () => registry.configs(), log });
  * app.use(auth.securityHeaders);
- * app.use("/auth", auth.router);          // /auth/login, /auth/callback, /auth/logout, /auth/me, /auth/csrf
+ * app.use("/auth", auth.router);          // /auth/login, /auth/callback, /auth/logout, /auth/me, /auth/csrf,
+ *                                         // /auth/backchannel-logout (from the provider)
  * app.get("/healthz", ...);               // public routes go before requireUser
  * app.use(auth.requireUser, auth.csrf);   // everything below needs a user; unsafe methods need CSRF proof
  * // per camera: auth.authorizeCamera(req.user!, id, "live") throws NotFoundError / AuthError
@@ -43,6 +44,7 @@ import { userId, type SessionId, type UserId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import type { CameraConfig } from "../../config/schema.ts";
 import type { AuthConfig } from "../../config/sections/auth.ts";
+import { LogoutTokenValidator } from "./backchannel.ts";
 import { BearerValidator, JwksCache } from "./bearer.ts";
 import { isLoopbackHost, startDevIdp, type RunningOidcProvider } from "./dev-idp.ts";
 import { providerFetch, type FetchLike, type ProviderFetch } from "./fetch.ts";
@@ -200,6 +202,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
   let issuer: string | undefined = cfg.issuer;
   let rp: RelyingParty | undefined;
   let bearer: BearerValidator | undefined;
+  let logoutTokens: LogoutTokenValidator | undefined;
   let devIdp: RunningOidcProvider | undefined;
   let devUsers: DevUser[] | undefined;
   let ownFetch: ProviderFetch | undefined;
@@ -216,6 +219,8 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       devIdp = await startDevIdp({
         redirectUri,
         postLogoutRedirectUri,
+        // Over TLS the development provider cannot check the gateway's (often self-signed) certificate: no back-channel logout then.
+        ...(tls ? {} : { backchannelLogoutUri: `${base}/auth/backchannel-logout` }),
         clientId: cfg.clientId,
         clientSecret,
         apiAudience: typeof audience === "string" ? audience : audience[0]!,
@@ -256,15 +261,23 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       });
       // Discover now so the first sign-in is fast; a provider that is down is not fatal.
       await rp.configuration().catch(() => undefined);
+      const jwks = new JwksCache({
+        jwksUri: () => rp!.jwksUri(),
+        fetch: fetchImpl,
+        clock,
+        cacheMs: cfg.bearer.jwksCacheSeconds * 1000,
+        minRefetchMs: cfg.bearer.jwksMinRefetchSeconds * 1000,
+        log: log.child({ component: "jwks" }),
+      });
+      logoutTokens = new LogoutTokenValidator({
+        issuer,
+        clientId: cfg.clientId,
+        algorithms: cfg.bearer.algorithms,
+        clockToleranceSeconds: cfg.bearer.clockToleranceSeconds,
+        jwks,
+        clock,
+      });
       if (audience) {
-        const jwks = new JwksCache({
-          jwksUri: () => rp!.jwksUri(),
-          fetch: fetchImpl,
-          clock,
-          cacheMs: cfg.bearer.jwksCacheSeconds * 1000,
-          minRefetchMs: cfg.bearer.jwksMinRefetchSeconds * 1000,
-          log: log.child({ component: "jwks" }),
-        });
         bearer = new BearerValidator({
           issuer,
           audience: typeof audience === "string" ? audience : [...audience],
@@ -604,7 +617,8 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     const sub = t.idClaims?.sub;
     if (typeof sub !== "string" || !sub) throw new AuthError("UNAUTHORIZED", "ID token without subject");
     const { roles, name } = await rolesFromTokens(t, sub);
-    return sessions.create({ sub: userId(sub), name, roles, refreshToken: t.refreshToken, idToken: t.idToken });
+    const sid = t.idClaims?.sid;
+    return sessions.create({ sub: userId(sub), name, roles, refreshToken: t.refreshToken, idToken: t.idToken, providerSid: typeof sid === "string" ? sid : undefined });
   }
 
   function endCookieSession(token: string, reason: EndReason): SessionRecord | undefined {
@@ -661,6 +675,35 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       const url = (await rp?.endSessionUrl(rec?.idToken)) ?? "/";
       done(url);
     }, next);
+  });
+
+  // OpenID Connect Back-Channel Logout 1.0 (backchannel.ts): the provider, server to server.
+  // Register `<public URL>/auth/backchannel-logout` as the client's backchannel_logout_uri.
+  const logoutBody = express.urlencoded({ extended: false, limit: "20kb" });
+  router.post("/backchannel-logout", logoutBody, (req, res) => {
+    if (!logoutTokens) return sendFailure(res, { status: 404, error: "not_found", reason: "no identity provider configured" });
+    const source = sourceOf(req);
+    const limited = rateLimited(source);
+    if (limited) return sendFailure(res, describeFailure(limited));
+    const token = (req.body as { logout_token?: unknown } | undefined)?.logout_token;
+    // §2.8: an invalid request or token is 400, with an OAuth-style error body.
+    const refuse = (reason: string) => res.status(400).json({ error: "invalid_request", error_description: reason });
+    if (typeof token !== "string" || token.length === 0) {
+      failuresBySource.hit(source);
+      return refuse("logout_token missing");
+    }
+    logoutTokens.validate(token).then(
+      ({ sub, sid }) => {
+        const ended = sessions.endFromProvider(sub, sid, "logged_out_at_provider");
+        log.info("back-channel logout from the provider", { sub, sid: sid === undefined ? undefined : short(sid), sessions: ended });
+        res.status(200).end();
+      },
+      (err: unknown) => {
+        failuresBySource.hit(source);
+        log.info("logout token refused", { source, reason: causeChain(err) });
+        refuse("invalid logout token");
+      },
+    );
   });
 
   router.get("/me", requireUser, (req, res) => {

@@ -18,7 +18,7 @@ import { sessionId, type SessionId, type UserId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 
 /** Why a session ended (given to `onEnd` listeners). */
-export type EndReason = "logout" | "expired" | "max_age" | "revoked" | "revoked_at_provider" | "evicted" | "closed";
+export type EndReason = "logout" | "expired" | "max_age" | "revoked" | "revoked_at_provider" | "logged_out_at_provider" | "evicted" | "closed";
 
 export interface SessionRecord {
   readonly id: SessionId;
@@ -33,6 +33,8 @@ export interface SessionRecord {
   readonly absoluteExpiresAt: number;
   refreshToken: string | undefined;
   idToken: string | undefined;
+  /** The provider's session this one came from (the ID token's `sid`), for back-channel logout. */
+  readonly providerSid: string | undefined;
   /** No refresh attempt before (ms): backoff while the provider is down. */
   nextRefreshAt: number;
 }
@@ -86,12 +88,20 @@ export class SessionStore {
     return this.sessions.size;
   }
 
-  create(init: { sub: UserId; name: string | undefined; roles: readonly string[]; refreshToken: string | undefined; idToken: string | undefined }): SessionRecord {
+  create(init: {
+    sub: UserId;
+    name: string | undefined;
+    roles: readonly string[];
+    refreshToken: string | undefined;
+    idToken: string | undefined;
+    providerSid?: string | undefined;
+  }): SessionRecord {
     const now = this.opts.clock();
     const absoluteExpiresAt = now + this.opts.maxAgeMs;
     const rec: SessionRecord = {
       id: sessionId(randomBytes(24).toString("base64url")),
       ...init,
+      providerSid: init.providerSid,
       roles: Object.freeze([...init.roles]),
       createdAt: now,
       expiresAt: Math.min(now + this.opts.ttlMs, absoluteExpiresAt),
@@ -195,6 +205,18 @@ export class SessionStore {
   endAllOf(sub: string, reason: EndReason): number {
     let n = 0;
     for (const rec of [...this.sessions.values()]) if (rec.sub === sub && this.end(rec.id, reason)) n++;
+    return n;
+  }
+
+  /**
+   * The provider ended a session of its own (back-channel logout): with `sid`, the sessions
+   * that came from it (of `sub` too, when given); without, every session of `sub`.
+   */
+  endFromProvider(sub: string | undefined, sid: string | undefined, reason: EndReason): number {
+    if (sid === undefined) return sub === undefined ? 0 : this.endAllOf(sub, reason);
+    let n = 0;
+    for (const rec of [...this.sessions.values()])
+      if (rec.providerSid === sid && (sub === undefined || rec.sub === sub) && this.end(rec.id, reason)) n++;
     return n;
   }
 

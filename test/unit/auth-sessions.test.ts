@@ -169,4 +169,20 @@ describe("session store", () => {
     expect(store.endAllOf("u", "revoked")).toBe(2);
     expect(store.size).toBe(0);
   });
+
+  it("ends what the provider's back-channel logout names: its session (sid), or every session of the subject", () => {
+    const { store } = setup();
+    const mk = (sub: string, sid: string | undefined) => store.create({ sub: userId(sub), name: sub, roles: [], refreshToken: undefined, idToken: undefined, providerSid: sid });
+    const a1 = mk("alice", "op-1");
+    const a2 = mk("alice", "op-2");
+    const b1 = mk("bob", "op-1"); // another user under the same sid: a provider bug, never ours to end for alice
+    const ended: string[] = [];
+    for (const s of [a1, a2, b1]) store.onEnd(s.id, (r) => ended.push(`${s.sub}/${s.providerSid}:${r}`));
+    expect(store.endFromProvider("alice", "op-1", "logged_out_at_provider")).toBe(1);
+    expect(ended).toEqual(["alice/op-1:logged_out_at_provider"]);
+    expect(store.endFromProvider(undefined, "op-9", "logged_out_at_provider")).toBe(0);
+    expect(store.endFromProvider("bob", undefined, "logged_out_at_provider")).toBe(1);
+    expect(store.endFromProvider(undefined, undefined, "logged_out_at_provider")).toBe(0);
+    expect(store.get(a2.id)).toBe(a2);
+  });
 });
