@@ -22,6 +22,7 @@ import { apiRouter } from "./http/api.ts";
 import { errorHandler } from "./http/errors.ts";
 import { whepRouter } from "./http/whep.ts";
 import { createAuth, type Auth } from "./auth/index.ts";
+import { adminRouter } from "./http/admin.ts";
 import { metricsRouter, processCollector, type Collector } from "./http/metrics.ts";
 import { cameraCollector, sfuCollector } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
@@ -199,15 +200,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const collectors: Collector[] = [proc.collect, cameraCollector(registry), sfuCollector(sfu)];
     if (turn) collectors.push(turnCollector(turn));
     if (sip) collectors.push(sipCollector(sip));
-    // Operational figures cover every camera: only an administrator of all of them may read them.
+    // Operational figures and other users' sessions cover every camera: only an administrator of all of them.
+    const requireGlobalAdmin = (req: express.Request, what: string) => {
+      if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin"))) throw new AuthError("FORBIDDEN", `${what} need the admin right on every camera`);
+    };
+    app.use("/metrics", metricsRouter({ collectors: () => collectors, authorize: (req) => requireGlobalAdmin(req, "metrics") }));
     app.use(
-      "/metrics",
-      metricsRouter({
-        collectors: () => collectors,
-        authorize: (req) => {
-          if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin")))
-            throw new AuthError("FORBIDDEN", "metrics need the admin right on every camera");
-        },
+      "/api/admin",
+      adminRouter({
+        auth,
+        authorize: (req) => requireGlobalAdmin(req, "sessions"),
+        onUserRevoked: (sub) => turn?.closeSubject(sub),
+        log: log.child({ component: "admin" }),
       }),
     );
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);

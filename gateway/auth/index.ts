@@ -35,7 +35,7 @@
  *   cookies) and per account (password failures at the development provider; a real provider limits
  *   its own accounts).
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
 import express, { Router, type NextFunction, type Request, type RequestHandler, type Response } from "express";
@@ -93,6 +93,20 @@ declare module "express-serve-static-core" {
     /** Set by `auth.requireUser`. */
     user?: User;
   }
+}
+
+/** A session as administrators see it. */
+export interface SessionView {
+  /** Names the session in admin requests; derived from its id, never usable as a credential. */
+  readonly ref: string;
+  readonly sub: string;
+  readonly name: string | undefined;
+  readonly roles: readonly string[];
+  /** ISO 8601. */
+  readonly createdAt: string;
+  readonly expiresAt: string;
+  /** False while lapsed and waiting for a refresh. */
+  readonly live: boolean;
 }
 
 /** Why a `watch` callback fired: the session ended/lapsed, the bearer token expired, or a right was withdrawn. */
@@ -156,6 +170,10 @@ export interface Auth {
   onRevoke(id: SessionId, cb: (reason: EndReason) => void): () => void;
   /** End one session now (administrator action). */
   revokeSession(id: SessionId): boolean;
+  /** The sessions held now, for administrators: each named by a `ref` that is not the session's secret id. */
+  listSessions(): SessionView[];
+  /** End the session a `listSessions` ref names; false when there is none. */
+  revokeSessionRef(ref: string): boolean;
   /** End every session of a subject. */
   revokeUser(sub: string): number;
   /** Apply a new auth section without restart: rights and signing keys. Other changes need a restart (reported). */
@@ -774,6 +792,20 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     watch,
     onRevoke: (id, cb) => sessions.onEnd(id, cb),
     revokeSession: (id) => sessions.end(id, "revoked"),
+    listSessions: () =>
+      sessions.all().map((rec) => ({
+        ref: sessionRef(rec.id),
+        sub: rec.sub,
+        name: rec.name,
+        roles: rec.roles,
+        createdAt: new Date(rec.createdAt).toISOString(),
+        expiresAt: new Date(rec.expiresAt).toISOString(),
+        live: sessions.isLive(rec),
+      })),
+    revokeSessionRef: (ref) => {
+      const rec = sessions.all().find((r) => sessionRef(r.id) === ref);
+      return rec !== undefined && sessions.end(rec.id, "revoked");
+    },
     revokeUser: (sub) => sessions.endAllOf(sub, "revoked"),
     reload(next) {
       const applied: string[] = [];
@@ -815,4 +847,9 @@ function displayName(claims: unknown): string | undefined {
   const c = claims as Record<string, unknown>;
   for (const k of ["name", "preferred_username", "email"]) if (typeof c[k] === "string" && c[k]) return c[k];
   return undefined;
+}
+
+/** The name administrators use for a session: a hash of its id (the id itself is a bearer secret). */
+function sessionRef(id: SessionId): string {
+  return createHash("sha256").update(id).digest("base64url").slice(0, 16);
 }

@@ -191,6 +191,11 @@ export class SessionStore {
     }
   }
 
+  /** Every session still held (live or lapsed but revivable), oldest first. */
+  all(): SessionRecord[] {
+    return [...this.sessions.values()];
+  }
+
   /** End a session now and tell its watchers why. Idempotent. */
   end(id: SessionId, reason: EndReason): boolean {
     const rec = this.sessions.get(id);
