@@ -100,6 +100,11 @@ export const authSection = z
          * Empty (default): one key generated in memory at start, so sessions end when the gateway restarts.
          */
         signingKeys: z.array(z.string().min(1)).default([]),
+        /**
+         * Keep sessions across restarts in this file (JSON, mode 0600: it holds the provider's refresh tokens,
+         * and the signing key when none is configured). Default: none, sessions live in memory.
+         */
+        file: z.string().min(1).optional(),
         /** Sign-in attempts (authorization requests in flight) kept at most; the oldest are dropped. Default 10000. */
         maxPendingLogins: z.number().int().min(100).max(1_000_000).default(10000),
         /** Time allowed to complete sign-in at the provider, seconds. Default 600. */

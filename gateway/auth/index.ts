@@ -63,6 +63,7 @@ import {
   type AuthFailure,
 } from "./http.ts";
 import { SessionKeyring } from "./keys.ts";
+import { readSessionFile, SessionFileWriter, type SessionFileState } from "./session-file.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { RelyingParty, type LoginTransaction, type TokenSet } from "./relying-party.ts";
 import { safeReturnTo } from "./return-to.ts";
@@ -209,8 +210,11 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
 
   const cleanups: Array<() => void | Promise<void>> = [];
   let rights = new Rights(cfg.mode === "dev" && cfg.rights.length === 0 ? DEV_RIGHTS : cfg.rights);
-  let keyring = cfg.session.signingKeys.length ? SessionKeyring.fromFiles(cfg.session.signingKeys) : SessionKeyring.generate();
-  const csrfTokens = new CsrfTokens(randomBytes(32));
+  // What a previous run kept (auth.session.file): its sessions, CSRF secret and generated key.
+  const kept = cfg.session.file ? readSessionFile(cfg.session.file, log) : undefined;
+  let keyring = cfg.session.signingKeys.length ? SessionKeyring.fromFiles(cfg.session.signingKeys) : keptKeyring(kept, log);
+  const csrfSecret = kept?.csrfSecret ? Buffer.from(kept.csrfSecret, "base64url") : randomBytes(32);
+  const csrfTokens = new CsrfTokens(csrfSecret.length === 32 ? csrfSecret : randomBytes(32));
   const rolesPaths = typeof cfg.rolesClaim === "string" ? [cfg.rolesClaim] : [...cfg.rolesClaim];
   const windowMs = cfg.rateLimit.windowSeconds * 1000;
   const failuresBySource = new RateLimiter({ max: cfg.rateLimit.maxFailuresPerSource, windowMs, clock });
@@ -344,8 +348,23 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     },
     // New roles may withdraw a right a running stream depends on.
     onRefreshed: () => recheckScoped(),
+    onChange: (urgent) => (urgent ? sessionFile?.flush() : sessionFile?.changed()),
   });
+  const sessionFile = cfg.session.file
+    ? new SessionFileWriter({
+        path: cfg.session.file,
+        log,
+        state: () => ({
+          csrfSecret: csrfSecret.toString("base64url"),
+          generatedKey: cfg.session.signingKeys.length ? undefined : keyring.signerPem(),
+          sessions: sessions.export(),
+        }),
+      })
+    : undefined;
+  if (kept) log.info("sessions kept from the previous run", { path: cfg.session.file, sessions: sessions.import(kept.sessions) });
+  // Written before the store forgets them (closing ends every session in memory, not in the file).
   cleanups.push(() => sessions.close());
+  if (sessionFile) cleanups.push(() => sessionFile.flush());
 
   const userOf = (rec: SessionRecord): User =>
     Object.freeze({ sub: rec.sub, name: rec.name, roles: rec.roles, via: "session", sessionId: rec.id, expiresAt: rec.expiresAt });
@@ -852,4 +871,16 @@ function displayName(claims: unknown): string | undefined {
 /** The name administrators use for a session: a hash of its id (the id itself is a bearer secret). */
 function sessionRef(id: SessionId): string {
   return createHash("sha256").update(id).digest("base64url").slice(0, 16);
+}
+
+/** The generated signing key the session file kept, or a fresh one (none kept, or unusable: logged). */
+function keptKeyring(kept: SessionFileState | undefined, log: Logger): SessionKeyring {
+  if (kept?.generatedKey) {
+    try {
+      return SessionKeyring.fromGeneratedPem(kept.generatedKey);
+    } catch (err) {
+      log.warn("the session file's signing key is not usable; everyone signs in again", { err });
+    }
+  }
+  return SessionKeyring.generate();
 }

@@ -31,10 +31,20 @@ export class SessionKeyring {
     this.byKid = new Map(keys.map((k) => [k.kid, k]));
   }
 
-  /** One fresh EC P-256 key, in memory only. */
+  /** One fresh EC P-256 key, in memory only (or kept in `auth.session.file`: see generatedPem). */
   static generate(): SessionKeyring {
     const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     return new SessionKeyring([toSessionKey(privateKey, "generated")]);
+  }
+
+  /** A generated key kept across a restart (`generatedPem` of the previous run). */
+  static fromGeneratedPem(pem: string): SessionKeyring {
+    return new SessionKeyring([toSessionKey(createPrivateKey(pem), "the session file's signing key")]);
+  }
+
+  /** The signing key as PKCS#8 PEM, to keep a generated key across restarts. */
+  signerPem(): string {
+    return this.signer.privateKey.export({ format: "pem", type: "pkcs8" }).toString();
   }
 
   /** Keys from PEM files, first signs. Errors name the file and the reason. */

@@ -14,7 +14,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { AuthError, isGatehouseError } from "../../config/errors.ts";
-import { sessionId, type SessionId, type UserId } from "../../config/ids.ts";
+import { sessionId, userId, type SessionId, type UserId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 
 /** Why a session ended (given to `onEnd` listeners). */
@@ -37,6 +37,20 @@ export interface SessionRecord {
   readonly providerSid: string | undefined;
   /** No refresh attempt before (ms): backoff while the provider is down. */
   nextRefreshAt: number;
+}
+
+/** A session as written to `auth.session.file` (session-file.ts). */
+export interface PersistedSession {
+  id: string;
+  sub: string;
+  name: string | undefined;
+  roles: string[];
+  createdAt: number;
+  expiresAt: number;
+  absoluteExpiresAt: number;
+  refreshToken: string | undefined;
+  idToken: string | undefined;
+  providerSid: string | undefined;
 }
 
 /** What a refresh yields; throw `UpstreamError` (provider down) or `AuthError` (refused). */
@@ -62,7 +76,15 @@ export interface SessionStoreOptions {
   log: Logger;
   /** Sweep interval, milliseconds. Default min(ttl/4, 15 s). 0 disables the timer (tests call sweep()). */
   sweepMs?: number;
+  /**
+   * A session was created, refreshed or ended (persistence writes then). `urgent`: it was
+   * ended on purpose (logout, revocation), which must survive even a crash right after.
+   */
+  onChange?: (urgent: boolean) => void;
 }
+
+/** Ends someone asked for: a persisted session store must forget these at once. */
+const DELIBERATE: ReadonlySet<EndReason> = new Set(["logout", "revoked", "revoked_at_provider", "logged_out_at_provider"]);
 
 /** Wait this long after a failed (provider unreachable) refresh before trying again, milliseconds. */
 const REFRESH_BACKOFF_MS = 15_000;
@@ -108,12 +130,60 @@ export class SessionStore {
       absoluteExpiresAt,
       nextRefreshAt: 0,
     };
+    this.add(rec);
+    return rec;
+  }
+
+  private add(rec: SessionRecord): void {
     this.sessions.set(rec.id, rec);
     if (this.sessions.size > (this.opts.maxSessions ?? 100_000)) {
       const oldest = this.sessions.keys().next();
       if (!oldest.done) this.end(oldest.value, "evicted");
     }
-    return rec;
+    this.opts.onChange?.(false);
+  }
+
+  /** The sessions, for `auth.session.file`. */
+  export(): PersistedSession[] {
+    return this.all().map((r) => ({
+      id: r.id,
+      sub: r.sub,
+      name: r.name,
+      roles: [...r.roles],
+      createdAt: r.createdAt,
+      expiresAt: r.expiresAt,
+      absoluteExpiresAt: r.absoluteExpiresAt,
+      refreshToken: r.refreshToken,
+      idToken: r.idToken,
+      providerSid: r.providerSid,
+    }));
+  }
+
+  /**
+   * Sessions from `auth.session.file`, at start: those past their absolute age are dropped;
+   * the rest are live or lapsed as their times say (a lapsed one revives with its refresh token).
+   */
+  import(list: readonly PersistedSession[]): number {
+    const now = this.opts.clock();
+    let n = 0;
+    for (const p of list) {
+      if (now >= p.absoluteExpiresAt || this.sessions.has(p.id as SessionId)) continue;
+      this.add({
+        id: sessionId(p.id),
+        sub: userId(p.sub),
+        name: p.name,
+        roles: Object.freeze([...p.roles]),
+        createdAt: p.createdAt,
+        expiresAt: Math.min(p.expiresAt, p.absoluteExpiresAt),
+        absoluteExpiresAt: p.absoluteExpiresAt,
+        refreshToken: p.refreshToken,
+        idToken: p.idToken,
+        providerSid: p.providerSid,
+        nextRefreshAt: 0,
+      });
+      n++;
+    }
+    return n;
   }
 
   /** The session, live or lapsed; undefined when unknown or ended. */
@@ -173,6 +243,7 @@ export class SessionStore {
       rec.expiresAt = Math.min(now + this.opts.ttlMs, rec.absoluteExpiresAt);
       rec.nextRefreshAt = 0;
       this.opts.log.debug("session refreshed", { session: short(rec.id), sub: rec.sub });
+      this.opts.onChange?.(false);
       try {
         this.opts.onRefreshed?.(rec);
       } catch (err) {
@@ -203,6 +274,8 @@ export class SessionStore {
     this.sessions.delete(id);
     this.opts.log.debug("session ended", { session: short(id), sub: rec.sub, reason });
     this.notify(id, reason);
+    // Closing the gateway ends every session in memory only: the file keeps them for the restart.
+    if (reason !== "closed") this.opts.onChange?.(DELIBERATE.has(reason));
     return true;
   }
 
