@@ -223,6 +223,22 @@ describe.each([
     expect(latency.count).toBe(viewers.length * perViewer);
   });
 
+  it("a viewer whose route refused batched writes gets its packets sealed here and written through its socket's handle, in order", async () => {
+    const v = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
+    const rx = await socket();
+    const w = new UdpWriter(await socket(), rx.address().port, "127.0.0.1");
+    w.nativeRefused = true; // as after EMSGSIZE from a GSO write
+    const arrived = receive(rx, 20);
+    const batch = new SendBatch({ native });
+    const payloads = Array.from({ length: 20 }, (_, i) => randomBytes(100 + i));
+    payloads.forEach((p, i) => batch.addRtp(w, v.sender, { marker: false, payloadType: 96, sequenceNumber: i, timestamp: 0, ssrc: 9 }, p, 0));
+    batch.flush();
+    const got = (await arrived).map((d) => v.werift.decrypt(d));
+    expect(got.map((d) => d.subarray(12).equals(payloads[d.readUInt16BE(2)]!))).toEqual(payloads.map(() => true));
+    expect(got.map((d) => d.readUInt16BE(2))).toEqual(payloads.map((_, i) => i));
+    expect(w.stats).toEqual({ sync: 20, queued: 0, failed: 0 });
+  });
+
   it("a viewer whose keys were released before the flush loses its packets, counted; the others are untouched", async () => {
     const a = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
     const b = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
