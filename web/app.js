@@ -375,6 +375,9 @@ async function showUser() {
   const box = $("user");
   /** @type {HTMLElement} */ (box.querySelector(".user-name")).textContent = name;
   $("sign-out").hidden = me.via !== "session";
+  // Administrators of every camera manage sessions (the server checks the same).
+  const cams = Array.isArray(me.cameras) ? me.cameras : [];
+  $("sessions-link").hidden = me.via === "none" || cams.length === 0 || !cams.every((/** @type {{ actions?: string[] }} */ c) => c.actions?.includes("admin"));
   box.hidden = false;
 }
 

@@ -181,7 +181,10 @@ try {
  * scaling figure needs.
  */
 async function workerScaling(signal: AbortSignal): Promise<Record<string, unknown>> {
-  const levels = [100, 200, 300, 400, 600];
+  // Steps of 50 near the top: each sweep stops at its first lossy level, and with steps of 100
+  // one worker (≈ 350 viewers) and two (≈ 450, the receivers taking the rest of the machine)
+  // often round to the same level.
+  const levels = [100, 200, 300, 350, 400, 450, 500, 600];
   const sweep = async (workers: number) => {
     workerRig = await startRig({ workers, log, native: false });
     try {

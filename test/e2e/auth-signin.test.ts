@@ -2,7 +2,8 @@
  * Sign-in end to end in Chromium against the whole gateway with the embedded default (development
  * identity provider): sign in through the provider's pages, see exactly the permitted cameras, play
  * one, sign out, and lose access — including a stream still playing in another tab, which the
- * gateway ends when the session is revoked. The administrator sees every camera.
+ * gateway ends when the session is revoked. The administrator sees every camera, and ends another
+ * user's sessions from the sessions page.
  */
 import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -105,6 +106,42 @@ describe("sign-in in Chromium", () => {
     expect(replay.status).toBe(401);
     await page.close();
     await other.close();
+  });
+
+  it("the administrator ends another user's session from the sessions page; that browser loses access at once", async () => {
+    const adminCtx = await chromium.browser.createBrowserContext();
+    const viewerCtx = await chromium.browser.createBrowserContext();
+    try {
+      const viewer = await viewerCtx.newPage();
+      await viewer.goto(`${gw.url}/`, { waitUntil: "load" });
+      await signInAt(viewer, "viewer");
+      expect((await apiCameraIds(viewer)).status).toBe(200);
+
+      const admin = await adminCtx.newPage();
+      await admin.goto(`${gw.url}/`, { waitUntil: "load" });
+      await signInAt(admin, "admin");
+      await admin.waitForSelector("#sessions-link:not([hidden])", { timeout: 15_000 });
+      await Promise.all([admin.waitForNavigation({ waitUntil: "load" }), admin.click("#sessions-link")]);
+      await admin.waitForSelector('#sessions tr[data-sub="dev-viewer"]', { timeout: 15_000 });
+      expect(await admin.$eval('#sessions tr[data-sub="dev-admin"] .session-sub', (e) => e.textContent)).toBe("dev-admin (you)");
+      const rows = await admin.$$eval('#sessions tr[data-sub="dev-viewer"]', (els) => els.length);
+      await admin.click('#sessions tr[data-sub="dev-viewer"] .session-actions button:last-child'); // every session of the user
+      await admin.waitForFunction(() => !document.querySelector('#sessions tr[data-sub="dev-viewer"]'), { timeout: 15_000 });
+      expect(rows).toBeGreaterThanOrEqual(1);
+      expect((await apiCameraIds(viewer)).status).toBe(401);
+
+      // The viewer sees no link and the API refuses it.
+      await viewer.goto(`${gw.url}/`, { waitUntil: "load" });
+      await signInAt(viewer, "viewer");
+      await viewer.waitForSelector("#user:not([hidden])", { timeout: 15_000 });
+      expect(await viewer.$eval("#sessions-link", (e) => (e as HTMLElement).hidden)).toBe(true);
+      await viewer.goto(`${gw.url}/sessions.html`, { waitUntil: "load" });
+      await viewer.waitForSelector("#notice:not([hidden])", { timeout: 15_000 });
+      expect(await viewer.$eval("#notice", (e) => e.textContent)).toMatch(/Only an administrator/);
+    } finally {
+      await adminCtx.close();
+      await viewerCtx.close();
+    }
   });
 
   it("the administrator sees every camera", async () => {
