@@ -831,6 +831,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
       const needsRestart: string[] = [];
       for (const k of ["mode", "issuer", "clientId", "clientSecret", "clientAuthMethod", "scopes", "redirectUrl", "issuerCaFile", "bearer", "cookie", "dev", "rolesClaim", "claimSources"] as const)
         if (JSON.stringify(next[k]) !== JSON.stringify(cfg[k])) needsRestart.push(`auth.${k}`);
+      if (next.session.file !== cfg.session.file) needsRestart.push("auth.session.file");
       rights = new Rights(next.mode === "dev" && next.rights.length === 0 ? DEV_RIGHTS : next.rights);
       applied.push("auth.rights");
       if (next.session.signingKeys.length && JSON.stringify(next.session.signingKeys) !== JSON.stringify(cfg.session.signingKeys)) {

@@ -63,6 +63,10 @@ describe("sessions kept across restarts", () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(readFileSync(file, "utf8")).not.toContain('"dev-admin"');
 
+    // Moving the file is not something a running gateway can do: reload says it needs a restart.
+    const moved = parseConfig({ auth: { mode: "dev", dev: { port: devPort }, session: { file: path.join(dir, "elsewhere.json") } } }, {});
+    expect(gw.auth.reload(moved.auth).needsRestart).toContain("auth.session.file");
+
     await gw.close("restart");
     gw = await start(file, port, devPort);
     expect(await me(stays, gw.url)).toEqual(before); // same session, same CSRF token: no sign-in page
