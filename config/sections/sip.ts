@@ -4,6 +4,7 @@
  * call only after registering with its password or from an allow-listed address.
  */
 import { z } from "zod";
+import { cidrEntry } from "../net/cidr.ts";
 
 const port = z.number().int().min(0).max(65535);
 
@@ -15,8 +16,8 @@ const rtpRange = z
 
 const slug = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "lower-case letters, digits, '-' and '_', at most 64 characters");
 
-/** `10.0.0.5`, `10.0.0.0/24`, `::1`, `fd00::/8`. */
-const cidr = z.string().refine(isCidr, { message: "must be an IP address or CIDR (10.0.0.0/24, fd00::/8)" });
+/** `10.0.0.5`, `10.0.0.0/24`, `::1`, `fd00::/8`; host bits below the prefix are an error (config/net/cidr.ts). */
+const cidr = cidrEntry;
 
 const digestAlgorithm = z.enum(["SHA-256", "SHA-512-256", "MD5"]);
 
@@ -157,15 +158,3 @@ export const sipSection = z
 
 export type SipConfig = z.infer<typeof sipSection>;
 export type SipDeviceConfig = SipConfig["devices"][number];
-
-function isCidr(text: string): boolean {
-  const [addr, bits, extra] = text.split("/");
-  if (extra !== undefined || !addr) return false;
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
-  if (v4) {
-    if (v4.slice(1).some((o) => Number(o) > 255)) return false;
-    return bits === undefined || (/^\d{1,2}$/.test(bits) && Number(bits) <= 32);
-  }
-  if (!/^[0-9a-fA-F:]+$/.test(addr) || !addr.includes(":") || addr.split("::").length > 2) return false;
-  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= 128);
-}

@@ -8,88 +8,7 @@
  */
 import { isIPv4, isIPv6 } from "node:net";
 import { z } from "zod";
-
-/** A parsed CIDR block: `bytes` holds 4 (IPv4) or 16 (IPv6) bytes, `prefix` the mask length in bits. */
-export interface Cidr {
-  readonly family: 4 | 6;
-  readonly bytes: Uint8Array;
-  readonly prefix: number;
-  /** The entry as written, for logs and errors. */
-  readonly text: string;
-}
-
-/**
- * Parse `a.b.c.d`, `a.b.c.d/n`, `v6` or `v6/n` into a CIDR block, or return a reason string.
- * Host bits set below the prefix are an error: `10.0.0.1/8` is almost always a typo.
- */
-export function parseCidr(text: string): Cidr | string {
-  const slash = text.indexOf("/");
-  const addr = slash < 0 ? text : text.slice(0, slash);
-  const bytes = parseIp(addr);
-  if (!bytes) return `"${text}" is not an IP address or CIDR block`;
-  const family = bytes.length === 4 ? 4 : 6;
-  const max = family === 4 ? 32 : 128;
-  let prefix = max;
-  if (slash >= 0) {
-    const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > max) return `"${text}": prefix length must be 0..${max}`;
-    prefix = Number(p);
-  }
-  for (let bit = prefix; bit < max; bit++) {
-    if (bytes[bit >> 3]! & (0x80 >> (bit & 7))) return `"${text}": host bits are set below the /${prefix} prefix`;
-  }
-  return { family, bytes, prefix, text };
-}
-
-/** IPv4 or IPv6 text to its 4 or 16 network-order bytes; undefined if not an IP literal. */
-export function parseIp(text: string): Uint8Array | undefined {
-  if (isIPv4(text)) {
-    const out = new Uint8Array(4);
-    const parts = text.split(".");
-    for (let i = 0; i < 4; i++) out[i] = Number(parts[i]);
-    return out;
-  }
-  const zone = text.indexOf("%");
-  const t = zone >= 0 ? text.slice(0, zone) : text;
-  if (!isIPv6(t)) return undefined;
-  const out = new Uint8Array(16);
-  let head = t;
-  let tail = "";
-  const dbl = t.indexOf("::");
-  if (dbl >= 0) {
-    head = t.slice(0, dbl);
-    tail = t.slice(dbl + 2);
-  }
-  const groups = (s: string): number[] => {
-    if (!s) return [];
-    const out: number[] = [];
-    for (const g of s.split(":")) {
-      if (g.includes(".")) {
-        // Embedded IPv4 (::ffff:1.2.3.4): two 16-bit groups.
-        const v4 = g.split(".").map(Number);
-        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const h = groups(head);
-  const tl = groups(tail);
-  h.forEach((g, i) => {
-    out[i * 2] = g >> 8;
-    out[i * 2 + 1] = g & 0xff;
-  });
-  const start = 8 - tl.length;
-  tl.forEach((g, i) => {
-    out[(start + i) * 2] = g >> 8;
-    out[(start + i) * 2 + 1] = g & 0xff;
-  });
-  return out;
-}
-
-const ipOrCidr = z.string().superRefine((s, ctx) => {
-  const r = parseCidr(s);
-  if (typeof r === "string") ctx.addIssue({ code: "custom", message: r });
-});
+import { cidrEntry } from "../net/cidr.ts";
 
 const ipAddress = z.string().refine((s) => isIPv4(s) || isIPv6(s), { message: "must be an IPv4 or IPv6 address" });
 
@@ -177,9 +96,9 @@ export const turnSection = z
     peers: z
       .strictObject({
         /** Peer addresses/CIDR blocks always allowed, even in special-purpose ranges. Default []. */
-        allow: z.array(ipOrCidr).default([]),
+        allow: z.array(cidrEntry).default([]),
         /** Peer addresses/CIDR blocks always refused (403), checked after `allow`. Default []. */
-        deny: z.array(ipOrCidr).default([]),
+        deny: z.array(cidrEntry).default([]),
         /**
          * Relay to public addresses outside `allow`. Default false: the embedded relay exists to reach this
          * gateway's own media, so it relays only there and to allow-listed peers, and a signed-in user cannot

@@ -4,10 +4,10 @@
  * Failed attempts feed the per-source lockout.
  */
 import type { Brand } from "../../config/ids.ts";
+import { CidrList } from "../../config/net/cidr.ts";
 import type { Logger } from "../../config/log.ts";
 import type { SipDeviceConfig } from "../../config/sections/sip.ts";
 import type { DigestAlgorithm, DigestServer, VerifyFailure } from "./digest.ts";
-import { parseCidr, type Cidr } from "./endpoint.ts";
 import type { Lockout } from "./lockout.ts";
 import type { SipRequest } from "./message.ts";
 
@@ -24,7 +24,7 @@ export interface Device {
   readonly camera: string | undefined;
   readonly answerers: { readonly users: readonly string[]; readonly groups: readonly string[] };
   readonly dtmf: { readonly openDoor: string; readonly method: "rfc4733" | "info"; readonly durationMs: number };
-  readonly allow: readonly Cidr[];
+  readonly allow: CidrList;
   readonly digestAlgorithms: readonly DigestAlgorithm[];
   readonly authenticateCalls: boolean;
 }
@@ -35,11 +35,7 @@ export class DeviceDirectory {
 
   constructor(configs: readonly SipDeviceConfig[]) {
     for (const c of configs) {
-      const allow = c.allow.map((a) => {
-        const cidr = parseCidr(a);
-        if (!cidr) throw new Error(`invalid allow entry ${a}`); // validated by the config schema
-        return cidr;
-      });
+      const allow = new CidrList(c.allow, `sip.devices[${c.id}].allow`); // validated by the config schema
       const d: Device = Object.freeze({
         id: deviceId(c.id),
         name: c.name ?? c.id,
@@ -48,7 +44,7 @@ export class DeviceDirectory {
         camera: c.camera,
         answerers: Object.freeze({ users: Object.freeze([...c.answerers.users]), groups: Object.freeze([...c.answerers.groups]) }),
         dtmf: Object.freeze({ ...c.dtmf }),
-        allow: Object.freeze(allow),
+        allow,
         digestAlgorithms: Object.freeze([...c.digestAlgorithms]),
         authenticateCalls: c.authenticateCalls,
       });
@@ -71,7 +67,7 @@ export class DeviceDirectory {
 
   /** Devices that allow-list `address` (several may share a gateway box). */
   allowListed(address: string): Device[] {
-    return this.all().filter((d) => d.allow.some((c) => c.matches(address)));
+    return this.all().filter((d) => d.allow.has(address));
   }
 }
 

@@ -240,7 +240,7 @@ export class Intercom {
         id: d.id,
         name: d.name,
         camera: d.camera,
-        online: bindings.length > 0 || d.allow.length > 0,
+        online: bindings.length > 0 || d.allow.size > 0,
         bindings: bindings.map((b) => ({
           contact: b.contact,
           transport: b.target.transport,

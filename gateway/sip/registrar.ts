@@ -12,7 +12,8 @@ import { SafeEmitter } from "../../config/events.ts";
 import type { Logger } from "../../config/log.ts";
 import type { SipClock } from "./clock.ts";
 import type { Device, DeviceAuth, DeviceDirectory, DeviceId } from "./devices.ts";
-import { isIpLiteral, isReliable, type Endpoint } from "./endpoint.ts";
+import { isIpLiteral } from "../../config/net/ip.ts";
+import { isReliable, type Endpoint } from "./endpoint.ts";
 import {
   callIdOf,
   contactsOf,

@@ -39,7 +39,7 @@ describe("sip config section", () => {
       expect(e).toBeInstanceOf(ConfigError);
       const p = (e as ConfigError).problems.join("\n");
       expect(p).toMatch(/sip\.devices\[0\]: a device needs a password/);
-      expect(p).toMatch(/sip\.devices\[1\]\.allow\[0\]: must be an IP address or CIDR/);
+      expect(p).toMatch(/sip\.devices\[1\]\.allow\[0\]: "10\.0\.0\.0\/33": prefix length must be 0\.\.32/);
       expect(p).toMatch(/sip\.devices\[1\]\.dtmf\.openDoor/);
       expect(p).toMatch(/sip\.registration: minExpires must not exceed maxExpires/);
       expect(p).toMatch(/sip\.colour: unknown key/);

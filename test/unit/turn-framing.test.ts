@@ -7,7 +7,7 @@ import { createHmac } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../config/load.ts";
-import { parseCidr } from "../../config/sections/turn.ts";
+import { parseCidr } from "../../config/net/cidr.ts";
 import { sniff } from "../../gateway/frontdoor/sniff.ts";
 import { iceServerLinkHeader, mintTurnCredentials, parseRestUsername, restPassword, turnIceServers } from "../../turn/index.ts";
 import { StreamFramer, type FrameKind } from "../../turn/framing.ts";
@@ -144,6 +144,6 @@ describe("turn configuration section", () => {
   it("parses CIDR blocks for both families", () => {
     expect(parseCidr("192.168.0.0/16")).toMatchObject({ family: 4, prefix: 16 });
     expect(parseCidr("fd00::/8")).toMatchObject({ family: 6, prefix: 8 });
-    expect(parseCidr("::ffff:10.0.0.1")).toMatchObject({ family: 6, prefix: 128 });
+    expect(parseCidr("::ffff:10.0.0.1")).toMatchObject({ family: 4, prefix: 32 }); // IPv4-mapped is IPv4
   });
 });
