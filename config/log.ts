@@ -6,6 +6,8 @@
  * where it came from. Lines are JSON, message first; secrets never go in fields.
  */
 
+import { stderrLogSink } from "./log-sink.ts";
+
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
 export type LogFields = Record<string, unknown>;
@@ -23,7 +25,7 @@ const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 4
 
 export interface LoggerOptions {
   level?: LogLevel;
-  /** Where lines go; defaults to stderr. Tests pass an array sink. */
+  /** Where lines go; defaults to stderr through a buffered, non-blocking sink (config/log-sink.ts). Tests pass an array sink. */
   write?: (line: string) => void;
   /** "json" (default) for machines, "pretty" for a terminal. */
   format?: "json" | "pretty";
@@ -32,7 +34,7 @@ export interface LoggerOptions {
 
 export function createLogger(opts: LoggerOptions = {}, base: LogFields = {}): Logger {
   const level = RANK[opts.level ?? "info"];
-  const write = opts.write ?? ((line: string) => process.stderr.write(line + "\n"));
+  const write = opts.write ?? ((line: string) => stderrLogSink().write(line));
   const clock = opts.clock ?? Date.now;
   const pretty = opts.format === "pretty";
 

@@ -102,6 +102,8 @@ export const configSchema = z.strictObject({
     .strictObject({
       level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
       format: z.enum(["json", "pretty"]).default("pretty"),
+      /** Log lines waiting to be written to stderr, in bytes; past it lines are dropped and counted. Default 4 MiB. */
+      bufferBytes: z.number().int().min(65536).max(1 << 30).default(4 * 1024 * 1024),
     })
     .prefault({}),
   auth: authSection,

@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import { createLogger } from "../config/log.ts";
+import { stderrLogSink } from "../config/log-sink.ts";
 import { startGateway } from "./gateway.ts";
 import { watchConfig } from "./reload.ts";
 
@@ -22,7 +23,9 @@ try {
   throw err;
 }
 
-const log = createLogger({ level: config.log.level, format: config.log.format });
+// Lines go to stderr through a bounded buffer written off the event loop.
+const sink = stderrLogSink({ maxBufferedBytes: config.log.bufferBytes });
+const log = createLogger({ level: config.log.level, format: config.log.format, write: sink.write });
 const gateway = await startGateway({ config, log });
 const lines = [``, `Gatehouse is running: open ${gateway.url}/`];
 if (gateway.auth.devUsers?.length) {
