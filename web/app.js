@@ -13,6 +13,11 @@
 
 import { WhepSession } from "./whep.js";
 import { summarize, formatSummary } from "./stats.js";
+import { GridLayout, LAYOUTS } from "./layout.js";
+import { Finder, filterCameras, groupsOf } from "./finder.js";
+import { PrefStore } from "./prefs.js";
+import { Shortcuts } from "./shortcuts.js";
+import { fullscreenElement, onFullscreenChange, toggleFullscreen } from "./fullscreen.js";
 
 /** Camera list refresh period, ms. */
 const REFRESH_MS = 10_000;
@@ -29,6 +34,7 @@ const HIDDEN_PAUSE_MS = 60_000;
 const PAUSED_OTHER_OPEN = "Paused while another camera is open";
 const PAUSED_OFFSCREEN = "Paused while out of view";
 const PAUSED_BACKGROUND = "Paused in the background";
+const PAUSED_NOT_SHOWN = "Paused: not on this page or filtered out";
 
 const base = new URL(".", document.baseURI);
 const query = new URLSearchParams(location.search);
@@ -51,6 +57,15 @@ const noticeEl = $("notice");
 const emptyEl = $("empty");
 const titleEl = $("view-title");
 const template = /** @type {HTMLTemplateElement} */ ($("tile-template"));
+const noMatchEl = $("no-match");
+const prefs = new PrefStore();
+const layout = new GridLayout(grid);
+const finder = new Finder({
+  search: /** @type {HTMLInputElement} */ ($("search")),
+  group: /** @type {HTMLSelectElement} */ ($("group-filter")),
+  favouritesOnly: /** @type {HTMLButtonElement} */ ($("fav-filter")),
+  prefs,
+});
 
 /** @type {Map<string, Tile>} camera id → tile, in display order */
 const tiles = new Map();
@@ -61,9 +76,10 @@ let openId = null;
 let statsForAll = false;
 let hiddenSince = 0;
 let redirecting = false;
+let userKnown = false;
 
 /**
- * @typedef {{ id: string, name?: string, state?: string, reason?: string }} CameraInfo
+ * @typedef {{ id: string, name?: string, groups?: string[], state?: string, reason?: string }} CameraInfo
  */
 
 /** One camera tile: its DOM, its WHEP session and its latest statistics. */
@@ -74,6 +90,8 @@ class Tile {
     this.name = cam.name || cam.id;
     this.serverState = cam.state || "";
     this.serverReason = cam.reason || "";
+    /** @type {string[]} */
+    this.groups = [];
     /** @type {WhepSession | null} */
     this.session = null;
     /** @type {import("./stats.js").StatsSummary | null} */
@@ -96,6 +114,7 @@ class Tile {
     this.openBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-open"));
     this.audioBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-audio"));
     this.statsBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-stats-toggle"));
+    this.favBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-fav"));
     this.statsEl = /** @type {HTMLElement} */ (el.querySelector(".tile-stats"));
     this.badgeText = /** @type {HTMLElement} */ (el.querySelector(".badge-text"));
     this.messageEl = /** @type {HTMLElement} */ (el.querySelector(".tile-message"));
@@ -111,6 +130,12 @@ class Tile {
     });
     this.audioBtn.addEventListener("click", () => this.toggleAudio());
     this.statsBtn.addEventListener("click", () => this.showStats(this.statsEl.hidden));
+    this.favBtn.addEventListener("click", () => prefs.toggleFavourite(this.id));
+    // Double-click: fullscreen of this camera (the first click has opened it).
+    this.openBtn.addEventListener("dblclick", () => {
+      if (openId !== this.id) openCamera(this.id, true);
+      void toggleFullscreen(this.el, this.video);
+    });
     this.video.addEventListener("playing", () => this.render());
     this.update(cam);
     this.showStats(statsForAll);
@@ -121,7 +146,9 @@ class Tile {
     this.name = cam.name || cam.id;
     this.serverState = cam.state || "";
     this.serverReason = cam.reason || "";
+    this.groups = Array.isArray(cam.groups) ? cam.groups.filter((g) => typeof g === "string") : [];
     this.nameEl.textContent = this.name;
+    this.renderFavourite();
     this.render();
   }
 
@@ -199,6 +226,14 @@ class Tile {
     this.audioBtn.setAttribute("aria-label", muted ? `Unmute ${this.name}` : `Mute ${this.name}`);
     this.audioBtn.title = muted ? "Unmute (M)" : "Mute (M)";
     this.el.classList.toggle("is-audible", !muted);
+  }
+
+  renderFavourite() {
+    const fav = prefs.isFavourite(this.id);
+    this.el.classList.toggle("is-favourite", fav);
+    this.favBtn.setAttribute("aria-pressed", String(fav));
+    this.favBtn.setAttribute("aria-label", `${fav ? "Remove" : "Add"} ${this.name} ${fav ? "from" : "to"} favourites`);
+    this.favBtn.title = fav ? "Remove from favourites" : "Add to favourites";
   }
 
   /** @param {boolean} show */
@@ -336,8 +371,9 @@ function reconcile(list) {
       tile = new Tile(cam);
       tiles.set(cam.id, tile);
       observer?.observe(tile.el);
-      if (focus === null || focus === cam.id) tile.connect();
-      else tile.disconnect(PAUSED_OTHER_OPEN);
+      // Which tiles play is decided by applyView (filters, layout page) or the open camera.
+      if (focus === cam.id) tile.connect();
+      else tile.disconnect(focus === null ? PAUSED_NOT_SHOWN : PAUSED_OTHER_OPEN);
     }
     // Keep DOM order = server order without re-inserting (which would restart videos).
     const want = prev ? prev.el.nextElementSibling : grid.firstElementChild;
@@ -352,7 +388,9 @@ function reconcile(list) {
     tiles.delete(id);
   }
   emptyEl.hidden = tiles.size > 0;
+  finder.setGroups(groupsOf([...tiles.values()]));
   applyHash();
+  applyView();
   renderSummary();
 }
 
@@ -374,6 +412,9 @@ async function showUser() {
   if (!name) return;
   const box = $("user");
   /** @type {HTMLElement} */ (box.querySelector(".user-name")).textContent = name;
+  /** @type {HTMLElement} */ (document.querySelector(".menu-btn-name")).textContent = name;
+  $("menu-btn").setAttribute("aria-label", `Account and settings (${name})`);
+  prefs.useUser(typeof me.sub === "string" ? me.sub : name);
   $("sign-out").hidden = me.via !== "session";
   // Administrators of every camera manage sessions (the server checks the same).
   const cams = Array.isArray(me.cameras) ? me.cameras : [];
@@ -436,7 +477,8 @@ function openCamera(id, push) {
   }
   tile.render();
   renderSummary();
-  backBtn.focus();
+  // Keep focus in the view when stepping between cameras; otherwise land on Back.
+  if (!grid.contains(document.activeElement)) backBtn.focus();
 }
 
 /** Back to the grid: restart the paused tiles. */
@@ -448,12 +490,8 @@ function closeCamera() {
   backBtn.hidden = true;
   titleEl.textContent = "All cameras";
   document.title = "Gatehouse — Live";
-  for (const t of tiles.values()) {
-    t.el.classList.remove("is-open");
-    t.el.hidden = false;
-    if (t.pausedFor === PAUSED_OTHER_OPEN || !t.session) t.connect();
-    t.render();
-  }
+  for (const t of tiles.values()) t.el.classList.remove("is-open");
+  applyView(true);
   renderSummary();
   if (was) tiles.get(was)?.openBtn.focus();
 }
@@ -483,28 +521,35 @@ function applyHash() {
 // ---------------------------------------------------------------- keyboard
 
 /**
- * Arrow keys move between tiles; Home/End jump; Esc leaves the single view;
- * S toggles statistics; M toggles sound of the open (or focused) camera.
+ * Navigation keys, always on: arrows move between the tiles on screen (in the single view,
+ * left and right step to the previous and next camera); Home/End jump; PageUp/PageDown turn
+ * the grid's pages; Esc leaves the single view. Single-key shortcuts live in `shortcuts`.
  * @param {KeyboardEvent} e
  */
 function onKey(e) {
-  if (e.altKey || e.ctrlKey || e.metaKey) return;
+  if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey) return;
   const target = /** @type {HTMLElement | null} */ (e.target);
   if (target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName))) return;
-  if (e.key === "Escape" && openId) {
+  if (document.querySelector("dialog[open]")) return;
+  if (e.key === "Escape" && !accountMenu.hidden) return showMenu(false, true);
+  if (e.key === "Escape" && openId && !fullscreenElement()) {
     e.preventDefault();
     return goBack();
   }
-  if (e.key === "s" || e.key === "S") return toggleAllStats();
-  if (e.key === "m" || e.key === "M") {
-    const tile = openId ? tiles.get(openId) : focusedTile();
-    if (tile && !tile.audioBtn.hidden) tile.toggleAudio();
+  if (openId) {
+    if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+      e.preventDefault();
+      stepCamera(e.key === "ArrowLeft" ? -1 : 1);
+    }
     return;
   }
-  if (openId) return;
+  if (e.key === "PageUp" || e.key === "PageDown") {
+    e.preventDefault();
+    return turnPage(e.key === "PageUp" ? -1 : 1);
+  }
   const current = focusedTile();
   if (!current) return;
-  const list = [...tiles.values()];
+  const list = shownTiles;
   const i = list.indexOf(current);
   const cols = Math.max(1, getComputedStyle(grid).gridTemplateColumns.split(" ").filter(Boolean).length);
   /** @type {Record<string, number>} */
@@ -517,6 +562,51 @@ function onKey(e) {
   }
 }
 
+/** The open camera, else the focused tile. */
+function currentTile() {
+  return openId ? tiles.get(openId) : focusedTile();
+}
+
+const shortcuts = new Shortcuts({
+  dialog: /** @type {HTMLDialogElement} */ ($("help")),
+  enabled: prefs.get().shortcuts,
+  onToggle: (on) => prefs.set({ shortcuts: on }),
+});
+shortcuts.add(
+  { keys: ["?"], label: "Show this list", run: () => shortcuts.showHelp() },
+  { keys: ["/"], label: "Search cameras", when: "grid", run: () => (openId ? false : finder.focusSearch()) },
+  { keys: ["f"], label: "Fullscreen on or off", run: () => void toggleViewFullscreen() },
+  { keys: ["s"], label: "Statistics on every tile", run: () => toggleAllStats() },
+  {
+    keys: ["m"],
+    label: "Sound of the open or focused camera",
+    run: () => {
+      const tile = currentTile();
+      if (!tile || tile.audioBtn.hidden) return false;
+      tile.toggleAudio();
+    },
+  },
+  {
+    keys: ["*"],
+    label: "Favourite of the open or focused camera",
+    run: () => {
+      const tile = currentTile();
+      if (!tile) return false;
+      prefs.toggleFavourite(tile.id);
+    },
+  },
+  ...LAYOUTS.map((l, i) => ({
+    keys: [String(i)],
+    label: `Layout ${l.label}`,
+    when: "grid",
+    run: () => (openId ? false : prefs.set({ layout: l.id })),
+  })),
+  { keys: ["ArrowLeft", "ArrowRight"], label: "Previous or next camera", when: "single view; move between tiles in the grid", always: true },
+  { keys: ["PageUp", "PageDown"], label: "Previous or next page", when: "grid", always: true },
+  { keys: ["Enter"], label: "Open the focused camera", always: true },
+  { keys: ["Escape"], label: "Back to all cameras, or leave fullscreen", always: true },
+);
+
 function focusedTile() {
   const li = document.activeElement?.closest?.(".tile");
   return li ? tiles.get(/** @type {HTMLElement} */ (li).dataset.camera ?? "") : undefined;
@@ -527,6 +617,143 @@ function toggleAllStats() {
   statsBtn.setAttribute("aria-pressed", String(statsForAll));
   for (const t of tiles.values()) t.showStats(statsForAll);
 }
+
+// ---------------------------------------------------------------- view: filters, layout, pages
+
+/** @type {Tile[]} tiles on the grid's current page, in display order */
+let shownTiles = [];
+
+/**
+ * Show the tiles the filters keep on the current page of the layout; pause the others. In the
+ * single view only the open camera plays and this only records what the grid would show.
+ * @param {boolean} [resume] also restart shown tiles paused for other reasons (back from the single view)
+ */
+function applyView(resume = false) {
+  const kept = filterCameras([...tiles.values()], finder.filter);
+  if (openId) return;
+  shownTiles = layout.arrange(kept);
+  const shown = new Set(shownTiles);
+  for (const t of tiles.values()) {
+    const on = shown.has(t);
+    t.el.hidden = !on;
+    if (on && !t.session && (resume || t.pausedFor === PAUSED_NOT_SHOWN || t.pausedFor === PAUSED_OTHER_OPEN)) t.connect();
+    else if (!on && t.session) t.disconnect(PAUSED_NOT_SHOWN);
+  }
+  noMatchEl.hidden = tiles.size === 0 || kept.length > 0;
+  renderPager();
+}
+
+/** The cameras the single view steps through: the filtered list, favourites first. */
+function stepList() {
+  const kept = filterCameras([...tiles.values()], finder.filter);
+  return kept.length ? kept : [...tiles.values()];
+}
+
+/** @param {number} delta -1 previous, +1 next (wraps) */
+function stepCamera(delta) {
+  if (!openId) return;
+  const list = stepList();
+  const i = list.findIndex((t) => t.id === openId);
+  const next = list[(i + delta + list.length) % list.length];
+  if (!next || next.id === openId) return;
+  history.replaceState({ gatehouse: "open", camera: next.id }, "", `#camera=${encodeURIComponent(next.id)}`);
+  openCamera(next.id, false);
+}
+
+/** @param {number} delta */
+function turnPage(delta) {
+  const n = layout.pageCount;
+  if (n <= 1) return;
+  layout.setPage((layout.page + delta + n) % n);
+}
+
+const layoutBox = $("layouts");
+const layoutSelect = /** @type {HTMLSelectElement} */ ($("layout-select"));
+const pagerEl = $("pager");
+const pageLabel = $("page-label");
+const fullscreenBtn = /** @type {HTMLButtonElement} */ ($("fullscreen"));
+
+for (const [i, l] of LAYOUTS.entries()) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "seg";
+  b.dataset.layout = l.id;
+  b.textContent = l.id === "auto" ? "Fit" : l.label;
+  b.title = `${l.id === "auto" ? "Fit every camera" : `Layout ${l.label}`} (${i})`;
+  b.setAttribute("aria-label", l.id === "auto" ? "Layout: fit every camera" : `Layout ${l.label}`);
+  b.addEventListener("click", () => prefs.set({ layout: l.id }));
+  layoutBox.append(b);
+  const o = document.createElement("option");
+  o.value = l.id;
+  o.textContent = l.id === "auto" ? "Fit all" : l.label;
+  layoutSelect.append(o);
+}
+layoutSelect.addEventListener("change", () => prefs.set({ layout: layoutSelect.value }));
+
+function renderLayoutChoice() {
+  const id = layout.layout.id;
+  for (const b of layoutBox.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.layout === id));
+  if (layoutSelect.value !== id) layoutSelect.value = id;
+}
+
+function renderPager() {
+  const n = layout.pageCount;
+  pagerEl.hidden = n <= 1;
+  const text = `${layout.page + 1} / ${n}`;
+  if (pageLabel.textContent !== text) pageLabel.textContent = text;
+}
+
+$("page-prev").addEventListener("click", () => turnPage(-1));
+$("page-next").addEventListener("click", () => turnPage(1));
+$("clear-filter").addEventListener("click", () => finder.clear());
+layout.addEventListener("change", () => applyView());
+finder.addEventListener("change", () => applyView());
+prefs.addEventListener("change", () => {
+  layout.setLayout(prefs.get().layout);
+  shortcuts.setEnabled(prefs.get().shortcuts);
+  renderLayoutChoice();
+  for (const t of tiles.values()) t.renderFavourite();
+  applyView();
+});
+layout.setLayout(prefs.get().layout);
+renderLayoutChoice();
+
+/** Fullscreen of what is on screen: the open camera, or the grid with its toolbar. */
+function toggleViewFullscreen() {
+  const tile = openId ? tiles.get(openId) : undefined;
+  return toggleFullscreen(tile ? tile.el : $("main"), tile?.video);
+}
+fullscreenBtn.addEventListener("click", () => void toggleViewFullscreen());
+onFullscreenChange(() => {
+  const on = fullscreenElement() !== null;
+  document.body.classList.toggle("is-fullscreen", on);
+  fullscreenBtn.setAttribute("aria-pressed", String(on));
+  fullscreenBtn.setAttribute("aria-label", on ? "Leave fullscreen" : "Fullscreen");
+});
+
+// ---------------------------------------------------------------- account menu
+
+const menuBtn = $("menu-btn");
+const accountMenu = $("account-menu");
+
+/**
+ * @param {boolean} show
+ * @param {boolean} [refocus] return focus to the menu button
+ */
+function showMenu(show, refocus = false) {
+  accountMenu.hidden = !show;
+  menuBtn.setAttribute("aria-expanded", String(show));
+  if (show) /** @type {HTMLElement | null} */ (accountMenu.querySelector("a:not([hidden]), button:not([hidden])"))?.focus();
+  else if (refocus) menuBtn.focus();
+}
+menuBtn.addEventListener("click", () => showMenu(accountMenu.hidden));
+document.addEventListener("click", (e) => {
+  if (!accountMenu.hidden && !(/** @type {Element} */ (e.target)).closest?.(".menu-wrap")) showMenu(false);
+});
+$("shortcuts-btn").addEventListener("click", () => {
+  showMenu(false);
+  shortcuts.showHelp();
+});
 
 // ---------------------------------------------------------------- pausing
 
@@ -624,13 +851,25 @@ window.addEventListener("pageshow", (e) => {
 });
 
 Object.defineProperty(window, "gatehouse", {
-  value: Object.freeze({ sessions, tiles, stats, open: (/** @type {string} */ id) => openCamera(id, true), back: goBack }),
+  value: Object.freeze({
+    sessions,
+    tiles,
+    stats,
+    open: (/** @type {string} */ id) => openCamera(id, true),
+    back: goBack,
+    /** What the grid shows: layout, page, page count and the camera ids on screen. */
+    view: () => ({ layout: layout.layout.id, page: layout.page, pageCount: layout.pageCount, shown: shownTiles.map((t) => t.id) }),
+  }),
   configurable: true,
 });
 
 setInterval(tick, TICK_MS);
-void showUser();
 (async function poll() {
+  // The user's saved layout and favourites first, so the grid does not start in the wrong shape.
+  if (!userKnown) {
+    await showUser();
+    userKnown = true;
+  }
   await refreshCameras();
   setTimeout(poll, REFRESH_MS);
 })();

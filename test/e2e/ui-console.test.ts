@@ -1,0 +1,289 @@
+/**
+ * The live view as a daily console, in real Chromium against the stub WHEP gateway: the grid
+ * fills the screen without scrolling for any camera count, layouts and pages, saved per user,
+ * fullscreen, phones without sideways scrolling.
+ */
+import type { Page } from "puppeteer-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchChromium, pageErrors, waitForDecodedFrames, type Chromium } from "../peers/chromium.ts";
+import { PHONE_UA, StubGateway } from "../peers/stub-gateway.ts";
+
+const tile = (id: string) => `[data-camera="${id}"]`;
+const NAMES = ["Front door", "Back yard", "Garage", "Loading bay", "Lobby", "Car park", "Server room", "Warehouse"];
+
+interface View {
+  layout: string;
+  page: number;
+  pageCount: number;
+  shown: string[];
+}
+
+const view = (page: Page): Promise<View> => page.evaluate(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view());
+
+/** How the page sits in its viewport: overflow, and where the tiles on screen are. */
+async function measure(page: Page) {
+  return page.evaluate(() => {
+    const doc = document.documentElement;
+    const grid = document.getElementById("grid")!.getBoundingClientRect();
+    const tiles = [...document.querySelectorAll<HTMLElement>(".tile")].filter((t) => !t.hidden).map((t) => t.getBoundingClientRect());
+    return {
+      innerWidth,
+      innerHeight,
+      scrollWidth: doc.scrollWidth,
+      scrollHeight: doc.scrollHeight,
+      bodyScrollHeight: document.body.scrollHeight,
+      grid: { top: grid.top, bottom: grid.bottom, left: grid.left, right: grid.right },
+      tiles: tiles.map((r) => ({ left: r.left, top: r.top, right: r.right, bottom: r.bottom, width: r.width, height: r.height })),
+    };
+  });
+}
+
+describe("live view console (Chromium, stub WHEP server)", () => {
+  const stub = new StubGateway();
+  let chromium: Chromium;
+
+  beforeAll(async () => {
+    await stub.start();
+    chromium = await launchChromium();
+  });
+
+  afterAll(async () => {
+    await chromium?.close();
+    await stub.close();
+  });
+
+  const cameras = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      id: `cam${i + 1}`,
+      name: `${NAMES[i % NAMES.length]}${i >= NAMES.length ? ` ${Math.floor(i / NAMES.length) + 1}` : ""}`,
+      state: "playing",
+      groups: [i % 2 ? "outdoor" : "indoor"],
+    }));
+
+  const reset = async (n: number) => {
+    for (const c of new Set([...stub.viewers.values()].map((v) => v.camera))) await stub.dropViewers(c);
+    stub.cameras = cameras(n);
+    stub.me = { name: "Ada Lovelace", sub: "ada", via: "session" };
+    stub.intercom = null;
+  };
+
+  /** A page at `size`, phone-like below 700 px; waits until `n` tiles are laid out. */
+  const open = async (size: { width: number; height: number }, n: number, hash = ""): Promise<Page> => {
+    const page = await chromium.newPage();
+    const phone = size.width < 700;
+    await page.emulate({
+      viewport: { ...size, isMobile: phone, hasTouch: phone, deviceScaleFactor: 1 },
+      userAgent: phone ? PHONE_UA : await chromium.browser.userAgent(),
+    });
+    await page.goto(`${stub.url}${hash}`);
+    await page.waitForFunction((count) => document.querySelectorAll(".tile").length === count, { timeout: 10_000 }, n);
+    return page;
+  };
+
+  for (const size of [
+    { width: 1440, height: 900 },
+    { width: 390, height: 844 },
+  ]) {
+    it(`fills a ${size.width}×${size.height} viewport without scrollbars for 1, 5, 9 and 16 cameras`, async () => {
+      for (const n of [1, 5, 9, 16]) {
+        await reset(n);
+        const page = await open(size, n);
+        try {
+          await page.waitForFunction((count) => [...document.querySelectorAll(".tile")].filter((t) => !(t as HTMLElement).hidden).length === count, {}, n);
+          const m = await measure(page);
+          const where = `${n} cameras at ${size.width}×${size.height}: ${JSON.stringify({ ...m, tiles: m.tiles.length })}`;
+          // No scrolling either way.
+          expect(m.scrollWidth, where).toBeLessThanOrEqual(m.innerWidth);
+          expect(m.scrollHeight, where).toBeLessThanOrEqual(m.innerHeight);
+          expect(m.bodyScrollHeight, where).toBeLessThanOrEqual(m.innerHeight);
+          // Every camera on screen, inside the viewport.
+          expect(m.tiles).toHaveLength(n);
+          for (const t of m.tiles) {
+            expect(t.left, where).toBeGreaterThanOrEqual(0);
+            expect(t.top, where).toBeGreaterThanOrEqual(0);
+            expect(t.right, where).toBeLessThanOrEqual(m.innerWidth);
+            expect(t.bottom, where).toBeLessThanOrEqual(m.innerHeight);
+          }
+          // The grid reaches the bottom of the screen (less its margin), and the tiles span its
+          // width and height: no half-empty screen.
+          expect(m.grid.bottom, where).toBeGreaterThan(m.innerHeight - 40);
+          const right = Math.max(...m.tiles.map((t) => t.right));
+          const bottom = Math.max(...m.tiles.map((t) => t.bottom));
+          const left = Math.min(...m.tiles.map((t) => t.left));
+          const top = Math.min(...m.tiles.map((t) => t.top));
+          expect(right - left, where).toBeGreaterThan((m.grid.right - m.grid.left) * 0.98);
+          expect(bottom - top, where).toBeGreaterThan((m.grid.bottom - m.grid.top) * 0.98);
+          // Tiles are as large as the space allows: together they cover most of the grid.
+          const area = m.tiles.reduce((a, t) => a + t.width * t.height, 0);
+          const gridArea = (m.grid.right - m.grid.left) * (m.grid.bottom - m.grid.top);
+          expect(area / gridArea, where).toBeGreaterThan(0.7);
+          if (n === 5) await waitForDecodedFrames(page, 1, 15_000, `${tile("cam5")} video`);
+        } finally {
+          await page.close();
+        }
+      }
+    });
+  }
+
+  it("offers 1, 2×2, 3×3, 4×4 and 1+5 layouts with pages, pauses what is off the page, and keeps the choice per user", async () => {
+    await reset(7);
+    const page = await open({ width: 1440, height: 900 }, 7);
+    try {
+      expect((await view(page)).layout).toBe("auto");
+      await page.click('#layouts [data-layout="2x2"]');
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 4);
+      expect(await view(page)).toEqual({ layout: "2x2", page: 0, pageCount: 2, shown: ["cam1", "cam2", "cam3", "cam4"] });
+      expect(await page.$eval("#page-label", (e) => e.textContent)).toBe("1 / 2");
+      expect(await page.$eval('#layouts [data-layout="2x2"]', (b) => b.getAttribute("aria-pressed"))).toBe("true");
+      // 2×2 tiles: two columns, two rows, equal halves of the grid.
+      const m = await measure(page);
+      expect(new Set(m.tiles.map((t) => Math.round(t.left))).size).toBe(2);
+      expect(new Set(m.tiles.map((t) => Math.round(t.top))).size).toBe(2);
+      // Tiles off the page are paused: their WHEP sessions end on the server.
+      await page.waitForFunction(() => document.querySelector('[data-camera="cam7"]')?.getAttribute("data-status") === "paused");
+      await waitForDecodedFrames(page, 1, 15_000, `${tile("cam4")} video`);
+
+      await page.click("#page-next");
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().page === 1);
+      expect((await view(page)).shown).toEqual(["cam5", "cam6", "cam7"]);
+      await waitForDecodedFrames(page, 1, 15_000, `${tile("cam7")} video`);
+      await page.keyboard.press("PageDown"); // wraps to the first page
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().page === 0);
+
+      // 1+5: the first tile spans two columns and two rows of a 3×3 grid.
+      await page.click('#layouts [data-layout="1+5"]');
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6);
+      const big = await page.$eval(tile("cam1"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+      const small = await page.$eval(tile("cam2"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+      expect(big.width).toBeGreaterThan(small.width * 1.9);
+      expect(big.height).toBeGreaterThan(small.height * 1.9);
+
+      for (const [key, id, count] of [
+        ["1", "1", 1],
+        ["3", "3x3", 7],
+        ["4", "4x4", 7],
+        ["0", "auto", 7],
+      ] as const) {
+        await page.keyboard.press(key);
+        await page.waitForFunction((l) => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().layout === l, {}, id);
+        expect((await view(page)).shown).toHaveLength(count);
+      }
+      await page.keyboard.press("3");
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().layout === "3x3");
+    } finally {
+      await page.close();
+    }
+
+    // The same user finds the layout again; another user on this browser gets their own.
+    const again = await open({ width: 1440, height: 900 }, 7);
+    try {
+      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().layout === "3x3");
+    } finally {
+      await again.close();
+    }
+    stub.me = { name: "Grace Hopper", sub: "grace", via: "session" };
+    const other = await open({ width: 1440, height: 900 }, 7);
+    try {
+      await other.waitForSelector("#user:not([hidden])");
+      expect((await view(other)).layout).toBe("auto");
+      expect(pageErrors(other).filter((e) => !/status of 404/.test(e))).toEqual([]);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("enters and leaves fullscreen by button, by F and by double-clicking a camera", async () => {
+    await reset(3);
+    const page = await open({ width: 1440, height: 900 }, 3);
+    const fsElement = () => page.evaluate(() => document.fullscreenElement?.id || document.fullscreenElement?.getAttribute("data-camera") || null);
+    try {
+      await page.click("#fullscreen");
+      await page.waitForFunction(() => document.fullscreenElement !== null);
+      expect(await fsElement()).toBe("main");
+      expect(await page.$eval("#fullscreen", (b) => b.getAttribute("aria-pressed"))).toBe("true");
+      // The grid fills the whole screen in fullscreen.
+      const m = await measure(page);
+      expect(m.grid.bottom).toBeGreaterThan(m.innerHeight - 40);
+      await page.keyboard.press("f");
+      await page.waitForFunction(() => document.fullscreenElement === null);
+      expect(await page.$eval("#fullscreen", (b) => b.getAttribute("aria-pressed"))).toBe("false");
+
+      await page.keyboard.press("F");
+      await page.waitForFunction(() => document.fullscreenElement !== null);
+      await page.keyboard.press("f");
+      await page.waitForFunction(() => document.fullscreenElement === null);
+
+      // Double-click a camera: it opens large and goes fullscreen; a double-click again leaves.
+      await page.click(`${tile("cam2")} .tile-open`, { count: 2 });
+      await page.waitForFunction(() => document.fullscreenElement !== null);
+      expect(await fsElement()).toBe("cam2");
+      expect(new URL(page.url()).hash).toBe("#camera=cam2");
+      const box = await page.$eval(tile("cam2"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+      expect(box.width).toBe(1440);
+      expect(box.height).toBe(900);
+      await page.click(`${tile("cam2")} .tile-open`, { count: 2 });
+      await page.waitForFunction(() => document.fullscreenElement === null);
+      // Still in the single view after leaving fullscreen.
+      expect(await page.$eval(tile("cam2"), (e) => e.classList.contains("is-open"))).toBe(true);
+    } finally {
+      await page.close();
+    }
+  });
+
+  for (const width of [360, 390]) {
+    it(`has no sideways overflow at ${width} px: account actions in a menu, the single view at full width`, async () => {
+      await reset(5);
+      stub.intercom = {
+        devices: [{ id: "door1", name: "Front gate", camera: "cam1", cameraName: "Front door", online: true, canAnswer: true, canTalk: true }],
+      };
+      const page = await open({ width, height: 780 }, 5);
+      try {
+        await page.waitForSelector("#user:not([hidden])");
+        await page.waitForSelector(".ic-doors-btn:not([hidden])"); // the intercom's Doors button is in the bar too
+        const overflow = () =>
+          page.evaluate(() => ({
+            scrollWidth: document.documentElement.scrollWidth,
+            offRight: [...document.querySelectorAll(".topbar > *, .toolbar > *")]
+              .filter((e) => !(e as HTMLElement).hidden && e.getBoundingClientRect().width > 0)
+              .filter((e) => e.getBoundingClientRect().right > innerWidth + 0.5)
+              .map((e) => e.className || e.id),
+          }));
+        expect(await overflow()).toEqual({ scrollWidth: width, offRight: [] });
+        // Sign out and Sessions are in the account menu, which fits the screen.
+        expect(await page.$eval("#sign-out", (e) => e.getBoundingClientRect().width)).toBe(0);
+        await page.tap("#menu-btn");
+        await page.waitForSelector("#account-menu:not([hidden])");
+        const menu = await page.$eval("#account-menu", (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+        expect(menu.left).toBeGreaterThanOrEqual(0);
+        expect(menu.right).toBeLessThanOrEqual(width);
+        expect(await page.$eval("#sign-out", (e) => e.getBoundingClientRect().width)).toBeGreaterThan(100);
+        expect(await page.$eval("#account-menu .user-name", (e) => e.textContent)).toBe("Ada Lovelace");
+        await page.keyboard.press("Escape");
+        await page.waitForSelector("#account-menu", { hidden: true });
+
+        // Single view: the camera uses the full width.
+        await page.tap(`${tile("cam3")} .tile-open`);
+        await page.waitForFunction(() => location.hash === "#camera=cam3");
+        const box = await page.$eval(tile("cam3"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+        expect(box.left).toBe(0);
+        expect(box.width).toBe(width);
+        expect(await overflow()).toEqual({ scrollWidth: width, offRight: [] });
+      } finally {
+        await page.close();
+      }
+    });
+  }
+
+  it("on a phone turned sideways, the single view fills the screen", async () => {
+    await reset(2);
+    const page = await open({ width: 844, height: 390 }, 2, "#camera=cam2");
+    try {
+      await page.waitForFunction(() => document.body.classList.contains("is-single"));
+      const box = await page.$eval(tile("cam2"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+      expect(box).toMatchObject({ left: 0, top: 0, width: 844, height: 390 });
+      expect(await page.$eval(".topbar", (e) => e.getBoundingClientRect().height)).toBe(0);
+    } finally {
+      await page.close();
+    }
+  });
+});
