@@ -121,6 +121,7 @@ describe("sign-in in Chromium", () => {
       await admin.goto(`${gw.url}/`, { waitUntil: "load" });
       await signInAt(admin, "admin");
       await admin.waitForSelector("#sessions-link:not([hidden])", { timeout: 15_000 });
+      await admin.click("#menu-btn"); // account actions live in the account menu
       await Promise.all([admin.waitForNavigation({ waitUntil: "load" }), admin.click("#sessions-link")]);
       await admin.waitForSelector('#sessions tr[data-sub="dev-viewer"]', { timeout: 15_000 });
       expect(await admin.$eval('#sessions tr[data-sub="dev-admin"] .session-sub', (e) => e.textContent)).toBe("dev-admin (you)");
