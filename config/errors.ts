@@ -59,11 +59,18 @@ export class NotFoundError extends GatehouseError {
   }
 }
 
+/** The gateway's capacity is used up (a pool, a queue, a quota of everyone): HTTP 503. */
 export class OverloadError extends GatehouseError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /** When trying again makes sense, seconds (HTTP `Retry-After`); undefined when unknown. */
+  readonly retryAfterSeconds: number | undefined;
+  constructor(message: string, options?: { cause?: unknown; retryAfterSeconds?: number }) {
     super("OVERLOAD", message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
+
+/** One caller asked too often or failed too often (a per-source or per-account limit): HTTP 429. */
+export class RateLimitedError extends OverloadError {}
 
 export function isGatehouseError(e: unknown): e is GatehouseError {
   return e instanceof GatehouseError;

@@ -10,7 +10,7 @@
  * provider is unreachable, the keys already fetched keep working.
  */
 import { createPublicKey, type JsonWebKey, type KeyObject } from "node:crypto";
-import jwt from "jsonwebtoken";
+import { decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import { AuthError, BadInputError, UpstreamError } from "../../config/errors.ts";
 import type { Logger } from "../../config/log.ts";
 import type { FetchLike } from "./fetch.ts";
@@ -124,28 +124,30 @@ export interface ProviderJwtOptions {
 /**
  * A compact JWS signed by the provider: size and shape, no critical extensions, `alg` in the
  * allow-list and fitting the provider's key for `kid`, signature, `iss`, `aud`, and `exp`/`nbf`
- * when present. Throws BadInputError (or jsonwebtoken's errors) with the reason.
+ * when present. Throws BadInputError (or jose's errors) with the reason.
  */
-export async function verifyProviderJwt(token: string, o: ProviderJwtOptions): Promise<jwt.JwtPayload> {
+export async function verifyProviderJwt(token: string, o: ProviderJwtOptions): Promise<JWTPayload> {
   if (token.length > MAX_TOKEN_BYTES) throw new BadInputError("token too large");
   if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw new BadInputError("not a compact JWS");
-  const decoded = jwt.decode(token, { complete: true });
-  if (!decoded || typeof decoded.payload === "string") throw new BadInputError("malformed JWT");
-  const { header } = decoded;
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch (cause) {
+    throw new BadInputError("malformed JWT", { cause });
+  }
   // RFC 7515 §4.1.11: we understand no critical extensions.
-  if ((header as { crit?: unknown }).crit !== undefined) throw new BadInputError("crit header not supported");
+  if (header.crit !== undefined) throw new BadInputError("crit header not supported");
   const alg = header.alg as Alg;
   if (!o.algorithms.includes(alg)) throw new BadInputError(`algorithm ${String(header.alg)} not allowed`);
   const key = await o.jwks.key(typeof header.kid === "string" ? header.kid : undefined, alg);
   if (!key) throw new BadInputError(`no provider key for kid ${String(header.kid)}`);
-  const payload = jwt.verify(token, key, {
+  const { payload } = await jwtVerify(token, key, {
     algorithms: [alg],
     issuer: o.issuer,
-    audience: o.audience as string | [string, ...string[]],
+    audience: o.audience,
     clockTolerance: o.clockToleranceSeconds,
-    clockTimestamp: Math.floor(o.clock() / 1000),
+    currentDate: new Date(o.clock()),
   });
-  if (typeof payload === "string") throw new BadInputError("payload is not a claims set");
   return payload;
 }
 
@@ -155,7 +157,7 @@ export interface ValidatedToken {
   sub: string;
   /** Expiry, milliseconds since the epoch. */
   expiresAt: number;
-  claims: jwt.JwtPayload;
+  claims: JWTPayload;
 }
 
 export class BearerValidator {
@@ -176,7 +178,7 @@ export class BearerValidator {
 
   private async check(token: string): Promise<ValidatedToken> {
     const payload = await verifyProviderJwt(token, this.opts);
-    // jsonwebtoken treats exp as optional; an access token without expiry is refused (RFC 9068 §2.2).
+    // A JWT's exp is optional; an access token without expiry is refused (RFC 9068 §2.2).
     if (typeof payload.exp !== "number") throw new BadInputError("token has no exp");
     if (typeof payload.sub !== "string" || payload.sub.length === 0) throw new BadInputError("token has no sub");
     return { sub: payload.sub, expiresAt: payload.exp * 1000, claims: payload };

@@ -1,12 +1,10 @@
 /**
- * HTTP details of sign-in: cookie parsing, the one mapping from auth failures to responses
- * (RFC 6750 §3 for bearer callers, a redirect to sign-in for browser navigations), the error page,
- * CSRF checks and security headers.
+ * HTTP details of sign-in: cookie parsing, the error page, CSRF checks and security headers.
+ * (Error statuses come from the gateway's one mapping, `http/errors.ts`.)
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { Request, RequestHandler, Response } from "express";
-import { isGatehouseError } from "../../config/errors.ts";
 
 /** Values of a Cookie header; the first occurrence of a name wins (RFC 6265 §5.4 ordering). */
 export function parseCookies(header: string | undefined): Map<string, string> {
@@ -30,48 +28,6 @@ export function isNavigation(req: IncomingMessage): boolean {
   if (mode) return mode === "navigate";
   const accept = req.headers.accept ?? "";
   return accept.includes("text/html");
-}
-
-export interface AuthFailure {
-  status: 401 | 403 | 404 | 429 | 502 | 503;
-  error: string;
-  reason: string;
-  /** For 429: seconds. */
-  retryAfter?: number;
-  /** RFC 6750 error code for WWW-Authenticate. */
-  bearerError?: "invalid_request" | "invalid_token";
-}
-
-/** The one mapping from an error to what a client is told. Details stay in the logs. */
-export function describeFailure(err: unknown): AuthFailure {
-  if (isGatehouseError(err)) {
-    switch (err.code) {
-      case "UNAUTHORIZED":
-        return { status: 401, error: "unauthorized", reason: "sign-in required" };
-      case "FORBIDDEN":
-        return { status: 403, error: "forbidden", reason: "not allowed" };
-      case "NOT_FOUND":
-        return { status: 404, error: "not_found", reason: "no such camera" };
-      case "OVERLOAD":
-        return { status: 429, error: "rate_limited", reason: "too many failed attempts, try again later", retryAfter: (err as { retryAfter?: number }).retryAfter ?? 60 };
-      case "UPSTREAM":
-        return { status: 502, error: "idp_unavailable", reason: "the identity provider cannot be reached" };
-      default:
-        break;
-    }
-  }
-  return { status: 503, error: "unavailable", reason: "sign-in is unavailable" };
-}
-
-export function sendFailure(res: Response, f: AuthFailure, opts: { bearer?: boolean } = {}): void {
-  if (res.headersSent) return;
-  res.set("Cache-Control", "no-store");
-  if (f.status === 401) {
-    // RFC 6750 §3: a challenge on every 401; the error code only when a token was presented.
-    res.set("WWW-Authenticate", `Bearer realm="gatehouse"${opts.bearer && f.bearerError ? `, error="${f.bearerError}"` : ""}`);
-  }
-  if (f.retryAfter !== undefined) res.set("Retry-After", String(f.retryAfter));
-  res.status(f.status).json({ error: f.error, reason: f.reason });
 }
 
 /** The one inline style of our own pages; allowed by its hash in the CSP (no 'unsafe-inline'). */

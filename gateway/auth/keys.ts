@@ -7,8 +7,11 @@
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
-import jwt from "jsonwebtoken";
+import { compactVerify, decodeProtectedHeader, SignJWT, type JWTPayload } from "jose";
 import { BadInputError } from "../../config/errors.ts";
+
+/** A session token signed by a key this keyring does not hold (an old key after a restart or rotation). */
+export class UnknownSigningKeyError extends BadInputError {}
 
 /** Algorithms session tokens may carry; HS* and none can never verify. */
 export type SessionAlg = "ES256" | "RS256";
@@ -72,37 +75,54 @@ export class SessionKeyring {
   }
 
   /** Sign `claims` (which must carry iat/exp, seconds) with the newest key. */
-  sign(claims: Record<string, unknown>): string {
+  sign(claims: JWTPayload): Promise<string> {
     const k = this.signer;
-    return jwt.sign(claims, k.privateKey, { algorithm: k.alg, keyid: k.kid });
+    return new SignJWT(claims).setProtectedHeader({ alg: k.alg, kid: k.kid, typ: "JWT" }).sign(k.privateKey);
   }
 
   /** Was `token` signed by the current signing key? (Else the caller re-issues it after a rotation.) */
   signedByCurrent(token: string): boolean {
-    const header = jwt.decode(token, { complete: true })?.header;
-    return header?.kid === this.signer.kid;
+    try {
+      return decodeProtectedHeader(token).kid === this.signer.kid;
+    } catch {
+      return false;
+    }
   }
 
   /**
    * Verify signature, issuer and audience; expiry is NOT checked here (the caller decides between
-   * "refresh" and "reject" with its own clock). Throws on anything else: unknown kid, an algorithm
-   * that does not match the key, a bad signature, a malformed token.
+   * "refresh" and "reject" with its own clock). Throws on anything else: unknown kid
+   * (`UnknownSigningKeyError`), an algorithm that does not match the key, a bad signature, a
+   * malformed token.
    */
-  verify(token: string, opts: { issuer: string; audience: string }): jwt.JwtPayload {
-    const decoded = jwt.decode(token, { complete: true });
-    if (!decoded || typeof decoded.payload === "string") throw new BadInputError("malformed session token");
-    const key = typeof decoded.header.kid === "string" ? this.byKid.get(decoded.header.kid) : undefined;
-    if (!key) throw new BadInputError("session token signed by an unknown key");
+  async verify(token: string, opts: { issuer: string; audience: string }): Promise<JWTPayload> {
+    let kid: unknown;
+    try {
+      kid = decodeProtectedHeader(token).kid;
+    } catch (cause) {
+      throw new BadInputError("malformed session token", { cause });
+    }
+    const key = typeof kid === "string" ? this.byKid.get(kid) : undefined;
+    if (!key) throw new UnknownSigningKeyError("session token signed by an unknown key");
     // The algorithm comes from OUR key, never from the token header (alg: none / HS256-with-public-key).
-    const payload = jwt.verify(token, key.publicKey, {
-      algorithms: [key.alg],
-      issuer: opts.issuer,
-      audience: opts.audience,
-      ignoreExpiration: true,
-      ignoreNotBefore: true,
-    });
-    if (typeof payload === "string") throw new BadInputError("malformed session token");
-    return payload;
+    let payload: Uint8Array;
+    try {
+      ({ payload } = await compactVerify(token, key.publicKey, { algorithms: [key.alg] }));
+    } catch (cause) {
+      throw new BadInputError("session token signature or algorithm refused", { cause });
+    }
+    let claims: unknown;
+    try {
+      claims = JSON.parse(new TextDecoder().decode(payload));
+    } catch (cause) {
+      throw new BadInputError("malformed session token", { cause });
+    }
+    if (claims === null || typeof claims !== "object" || Array.isArray(claims)) throw new BadInputError("malformed session token");
+    const c = claims as JWTPayload;
+    if (c.iss !== opts.issuer) throw new BadInputError("session token of another issuer");
+    const aud = Array.isArray(c.aud) ? c.aud : [c.aud];
+    if (!aud.includes(opts.audience)) throw new BadInputError("session token for another audience");
+    return c;
   }
 }
 

@@ -17,8 +17,9 @@ import { AuthError, isGatehouseError } from "../../config/errors.ts";
 import { sessionId, userId, type SessionId, type UserId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 
-/** Why a session ended (given to `onEnd` listeners). */
-export type EndReason = "logout" | "expired" | "max_age" | "revoked" | "revoked_at_provider" | "logged_out_at_provider" | "evicted" | "closed";
+import type { EndReason } from "./types.ts";
+
+export type { EndReason } from "./types.ts";
 
 export interface SessionRecord {
   readonly id: SessionId;
@@ -81,6 +82,8 @@ export interface SessionStoreOptions {
    * ended on purpose (logout, revocation), which must survive even a crash right after.
    */
   onChange?: (urgent: boolean) => void;
+  /** A session ended (once per session, after its watchers were told). */
+  onEnded?: (rec: SessionRecord, reason: EndReason) => void;
 }
 
 /** Ends someone asked for: a persisted session store must forget these at once. */
@@ -274,6 +277,11 @@ export class SessionStore {
     this.sessions.delete(id);
     this.opts.log.debug("session ended", { session: short(id), sub: rec.sub, reason });
     this.notify(id, reason);
+    try {
+      this.opts.onEnded?.(rec, reason);
+    } catch (err) {
+      this.opts.log.warn("session end listener threw", { err });
+    }
     // Closing the gateway ends every session in memory only: the file keeps them for the restart.
     if (reason !== "closed") this.opts.onChange?.(DELIBERATE.has(reason));
     return true;

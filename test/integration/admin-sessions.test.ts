@@ -4,7 +4,7 @@
  * user's, CSRF and the global admin right required.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import jwt from "jsonwebtoken";
+import { decodeJwt } from "jose";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
@@ -40,7 +40,7 @@ async function call(b: HttpBrowser, method: string, path: string, csrf = true): 
 }
 
 /** The gateway session id inside a browser's (signed) session cookie. */
-const sidOf = (b: HttpBrowser) => (jwt.decode(b.cookie("127.0.0.1", "gatehouse_session")!) as { sid: string }).sid;
+const sidOf = (b: HttpBrowser) => decodeJwt(b.cookie("127.0.0.1", "gatehouse_session")!).sid as string;
 
 describe("administrators' session routes", () => {
   it("list sessions by a reference that is not the session's secret, for administrators only", async () => {

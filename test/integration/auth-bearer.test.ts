@@ -4,8 +4,8 @@
  * attack tokens are signed with the provider's real key (or a deliberate wrong one) and differ from
  * a valid token in exactly one property, so each rejection is due to that property alone.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
-import jwt from "jsonwebtoken";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
+import { SignJWT } from "jose";
 import * as oidc from "openid-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../config/log.ts";
@@ -36,9 +36,9 @@ function claims(over: Record<string, unknown> = {}): Record<string, unknown> {
   for (const k of Object.keys(c)) if (c[k] === undefined) delete c[k];
   return c;
 }
-function forge(over: Record<string, unknown> = {}, opts: { kid?: string; alg?: jwt.Algorithm; key?: jwt.Secret } = {}): string {
+function forge(over: Record<string, unknown> = {}, opts: { kid?: string; alg?: string; key?: KeyObject | Uint8Array } = {}): Promise<string> {
   const key = opts.key ?? createPrivateKey({ key: idp.signingJwk, format: "jwk" });
-  return jwt.sign(claims(over), key, { algorithm: opts.alg ?? "RS256", keyid: opts.kid ?? idp.signingJwk.kid! });
+  return new SignJWT(claims(over)).setProtectedHeader({ alg: opts.alg ?? "RS256", kid: opts.kid ?? idp.signingJwk.kid! }).sign(key);
 }
 
 async function call(token: string, path = "/api/cameras", init: { method?: string; target?: AuthApp } = {}) {
@@ -121,48 +121,48 @@ describe("bearer tokens from the provider", () => {
   });
 
   it("accepts a token forged with the provider's real key (control for the attacks below)", async () => {
-    expect((await call(forge())).status).toBe(200);
-    const admin = await call(forge({ sub: "sub-bob", realm_access: { roles: ["gatehouse-admins"] } }));
+    expect((await call(await forge())).status).toBe(200);
+    const admin = await call(await forge({ sub: "sub-bob", realm_access: { roles: ["gatehouse-admins"] } }));
     expect(JSON.parse(admin.body)).toHaveLength(2);
   });
 
   // [attack, token, why it must be refused (as logged, never sent)]
-  const attacks: Array<[string, () => string, RegExp]> = [
+  const attacks: Array<[string, () => string | Promise<string>, RegExp]> = [
     ["alg none (unsigned)", () => [b64({ alg: "none", typ: "JWT", kid: idp.signingJwk.kid }), b64(claims()), ""].join("."), /not a compact JWS/],
     ["alg none (with a signature part)", () => [b64({ alg: "none", typ: "JWT", kid: idp.signingJwk.kid }), b64(claims()), "AAAA"].join("."), /algorithm none not allowed/],
     [
       "HS256 signed with the provider's public key as the secret",
       () =>
-        jwt.sign(claims(), createPublicKey(createPrivateKey({ key: idp.signingJwk, format: "jwk" })).export({ type: "spki", format: "pem" }) as string, {
-          algorithm: "HS256",
-          keyid: idp.signingJwk.kid!,
+        forge({}, {
+          alg: "HS256",
+          key: Buffer.from(createPublicKey(createPrivateKey({ key: idp.signingJwk, format: "jwk" })).export({ type: "spki", format: "pem" }) as string),
         }),
       /algorithm HS256 not allowed/,
     ],
-    ["a wrong signature (another key, same kid)", () => forge({}, { key: generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey }), /invalid signature/],
+    ["a wrong signature (another key, same kid)", () => forge({}, { key: generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey }), /signature verification failed/],
     [
       "a tampered payload",
-      () => {
-        const [h, , s] = forge().split(".");
+      async () => {
+        const [h, , s] = (await forge()).split(".");
         return [h, b64(claims({ realm_access: { roles: ["gatehouse-admins"] } })), s].join(".");
       },
-      /invalid signature/,
+      /signature verification failed/,
     ],
-    ["expired", () => forge({ iat: now() - 900, exp: now() - 120 }), /jwt expired/],
-    ["not yet valid", () => forge({ nbf: now() + 120 }), /jwt not active/],
-    ["a wrong issuer", () => forge({ iss: "https://evil.example" }), /jwt issuer invalid/],
-    ["a wrong audience", () => forge({ aud: "https://other-service.example/api" }), /jwt audience invalid/],
+    ["expired", () => forge({ iat: now() - 900, exp: now() - 120 }), /"exp" claim timestamp check failed/],
+    ["not yet valid", () => forge({ nbf: now() + 120 }), /"nbf" claim timestamp check failed/],
+    ["a wrong issuer", () => forge({ iss: "https://evil.example" }), /unexpected "iss" claim value/],
+    ["a wrong audience", () => forge({ aud: "https://other-service.example/api" }), /unexpected "aud" claim value/],
     ["an unknown kid", () => forge({}, { kid: "kid-nobody-published" }), /no provider key for kid/],
     ["no exp", () => forge({ exp: undefined }), /no exp/],
     ["no sub", () => forge({ sub: undefined }), /no sub/],
     ["an algorithm outside the allow-list (RS512)", () => forge({}, { alg: "RS512" }), /algorithm RS512 not allowed/],
-    ["the ID token instead of an access token", () => realIdToken, /jwt audience invalid/],
+    ["the ID token instead of an access token", () => realIdToken, /unexpected "aud" claim value/],
     ["garbage", () => "not.a.jwt", /malformed|compact/],
   ];
 
   it.each(attacks)("rejects %s with 401 and no detail", async (_name, make, why) => {
     const mark = logLines.length;
-    const r = await call(make());
+    const r = await call(await make());
     const reasons = logLines.slice(mark).filter((l) => l.msg === "bearer token refused").map((l) => l.reason);
     expect(reasons).toHaveLength(1);
     expect(reasons[0]).toMatch(why);
@@ -173,7 +173,7 @@ describe("bearer tokens from the provider", () => {
 
   it("refetches the JWKS for unknown kids at most once per interval", async () => {
     const before = idp.hits.get("/jwks") ?? 0;
-    for (let i = 0; i < 8; i++) expect((await call(forge({}, { kid: randomBytes(8).toString("hex") }))).status).toBe(401);
+    for (let i = 0; i < 8; i++) expect((await call(await forge({}, { kid: randomBytes(8).toString("hex") }))).status).toBe(401);
     expect((idp.hits.get("/jwks") ?? 0) - before).toBeLessThanOrEqual(1);
   });
 
@@ -187,14 +187,14 @@ describe("bearer tokens from the provider", () => {
   it("keeps validating with the cached keys while the provider is down", async () => {
     await idp.suspend();
     try {
-      expect((await call(forge())).status).toBe(200);
+      expect((await call(await forge())).status).toBe(200);
     } finally {
       await idp.resume();
     }
   });
 
   it("ends a bearer caller's stream when the token expires", async () => {
-    const r = await call(forge({ exp: now() + 1 }), "/whep/lobby", { method: "POST" });
+    const r = await call(await forge({ exp: now() + 1 }), "/whep/lobby", { method: "POST" });
     expect(r.status).toBe(201);
     const viewer = (JSON.parse(r.body) as { viewer: number }).viewer;
     expect(await app.waitEnded(viewer)).toBe("expired");
@@ -222,8 +222,8 @@ describe("rate limiting of failed sign-ins per source", () => {
   afterAll(() => limited?.close());
 
   it("answers 429 after too many invalid tokens, even to a valid one, until the window passes", async () => {
-    for (let i = 0; i < 3; i++) expect((await call(forge({ iss: "https://evil.example" }), "/api/cameras", { target: limited })).status).toBe(401);
-    const r = await call(forge(), "/api/cameras", { target: limited });
+    for (let i = 0; i < 3; i++) expect((await call(await forge({ iss: "https://evil.example" }), "/api/cameras", { target: limited })).status).toBe(401);
+    const r = await call(await forge(), "/api/cameras", { target: limited });
     expect(r.status).toBe(429);
     expect(Number(r.retryAfter)).toBeGreaterThan(0);
     const b = browser();
@@ -233,7 +233,7 @@ describe("rate limiting of failed sign-ins per source", () => {
     expect(cb.status).toBe(429);
     expect(login.status).toBe(429);
     offset += 61_000;
-    expect((await call(forge(), "/api/cameras", { target: limited })).status).toBe(200);
+    expect((await call(await forge(), "/api/cameras", { target: limited })).status).toBe(200);
   });
 });
 

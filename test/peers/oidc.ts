@@ -21,7 +21,7 @@ import { silentLogger, type Logger } from "../../config/log.ts";
 import type { CameraConfig } from "../../config/schema.ts";
 import { parseConfig } from "../../config/load.ts";
 import { createAuth, type Auth } from "../../gateway/auth/index.ts";
-import { describeFailure, sendFailure } from "../../gateway/auth/http.ts";
+import { sendError } from "../../gateway/http/errors.ts";
 import { startOidcProvider, type IdpClient, type IdpUser, type RunningOidcProvider } from "../../gateway/auth/dev-idp.ts";
 import { providerFetch, type ProviderFetch } from "../../gateway/auth/fetch.ts";
 
@@ -335,7 +335,7 @@ export async function startAuthApp(opts: AuthAppOptions): Promise<AuthApp> {
     res.status(204).end();
   });
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    sendFailure(res, describeFailure(err));
+    sendError(res, err);
   });
   handler = app;
 

@@ -1,7 +1,8 @@
 import { generateKeyPairSync } from "node:crypto";
-import jwt from "jsonwebtoken";
+import { decodeProtectedHeader, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
-import { jwkThumbprint, SessionKeyring } from "../../gateway/auth/keys.ts";
+import { BadInputError } from "../../config/errors.ts";
+import { jwkThumbprint, SessionKeyring, UnknownSigningKeyError } from "../../gateway/auth/keys.ts";
 
 const pem = (k: ReturnType<typeof generateKeyPairSync>["privateKey"]) => k.export({ type: "pkcs8", format: "pem" }) as string;
 const ec = () => pem(generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey);
@@ -9,13 +10,14 @@ const opts = { issuer: "https://gw.example", audience: "gatehouse-session" };
 const claims = () => ({ iss: opts.issuer, aud: opts.audience, sub: "s", sid: "x", iat: 1, exp: 2 });
 
 describe("session keyring", () => {
-  it("signs with the first key (ES256, kid = RFC 7638 thumbprint) and verifies", () => {
+  it("signs with the first key (ES256, kid = RFC 7638 thumbprint) and verifies", async () => {
     const ring = SessionKeyring.generate();
-    const token = ring.sign(claims());
-    const header = jwt.decode(token, { complete: true })!.header;
+    const token = await ring.sign(claims());
+    const header = decodeProtectedHeader(token);
     expect(header.alg).toBe("ES256");
     expect(header.kid).toBe(jwkThumbprint(ring.signer.publicKey));
-    expect(ring.verify(token, opts).sub).toBe("s");
+    expect((await ring.verify(token, opts)).sub).toBe("s");
+    expect(ring.signedByCurrent(token)).toBe(true);
   });
 
   it("computes RFC 7638 thumbprints (the RFC's §3.1 example key)", async () => {
@@ -26,21 +28,22 @@ describe("session keyring", () => {
     expect(jwkThumbprint(key)).toBe("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
   });
 
-  it("keeps verifying tokens of an older key after rotation (no one is logged out)", () => {
+  it("keeps verifying tokens of an older key after rotation (no one is logged out)", async () => {
     const oldPem = ec();
     const newPem = ec();
     const files: Record<string, string> = { "/old.pem": oldPem, "/new.pem": newPem };
     const read = (p: string) => files[p]!;
     const before = SessionKeyring.fromFiles(["/old.pem"], read);
-    const token = before.sign(claims());
+    const token = await before.sign(claims());
     const after = SessionKeyring.fromFiles(["/new.pem", "/old.pem"], read);
-    expect(after.verify(token, opts).sid).toBe("x");
-    const fresh = after.sign(claims());
-    expect(jwt.decode(fresh, { complete: true })!.header.kid).toBe(after.keys[0]!.kid);
-    // Once the old key is dropped, its tokens no longer verify.
+    expect((await after.verify(token, opts)).sid).toBe("x");
+    expect(after.signedByCurrent(token)).toBe(false);
+    const fresh = await after.sign(claims());
+    expect(decodeProtectedHeader(fresh).kid).toBe(after.keys[0]!.kid);
+    // Once the old key is dropped, its tokens no longer verify, with a typed error (not counted as a forgery).
     const dropped = SessionKeyring.fromFiles(["/new.pem"], read);
-    expect(() => dropped.verify(token, opts)).toThrow(/unknown key/);
-    expect(dropped.verify(fresh, opts).sid).toBe("x");
+    await expect(dropped.verify(token, opts)).rejects.toBeInstanceOf(UnknownSigningKeyError);
+    expect((await dropped.verify(fresh, opts)).sid).toBe("x");
   });
 
   it("uses RS256 for RSA keys and refuses weak or unsupported keys", () => {
@@ -54,16 +57,17 @@ describe("session keyring", () => {
     expect(() => SessionKeyring.fromFiles(["/missing"], () => { throw new Error("ENOENT"); })).toThrow(/cannot read \/missing/);
   });
 
-  it("refuses alg none, HS256 with the public key, wrong issuer or audience", () => {
+  it("refuses alg none, HS256 with the public key, wrong issuer or audience", async () => {
     const ring = SessionKeyring.generate();
     const kid = ring.signer.kid;
     const pub = ring.signer.publicKey.export({ type: "spki", format: "pem" }) as string;
     const none = [Buffer.from(JSON.stringify({ alg: "none", kid })).toString("base64url"), Buffer.from(JSON.stringify(claims())).toString("base64url"), ""].join(".");
-    expect(() => ring.verify(none, opts)).toThrow();
-    const hs = jwt.sign(claims(), pub, { algorithm: "HS256", keyid: kid });
-    expect(() => ring.verify(hs, opts)).toThrow(/invalid algorithm/);
-    expect(() => ring.verify(ring.sign({ ...claims(), iss: "https://evil" }), opts)).toThrow(/issuer/);
-    expect(() => ring.verify(ring.sign({ ...claims(), aud: "other" }), opts)).toThrow(/audience/);
-    expect(() => ring.verify("garbage", opts)).toThrow(/malformed/);
+    await expect(ring.verify(none, opts)).rejects.toBeInstanceOf(BadInputError);
+    const hs = await new SignJWT(claims()).setProtectedHeader({ alg: "HS256", kid }).sign(Buffer.from(pub));
+    await expect(ring.verify(hs, opts)).rejects.toThrow(/algorithm refused/);
+    await expect(ring.verify(await ring.sign({ ...claims(), iss: "https://evil" }), opts)).rejects.toThrow(/issuer/);
+    await expect(ring.verify(await ring.sign({ ...claims(), aud: "other" }), opts)).rejects.toThrow(/audience/);
+    await expect(ring.verify("garbage", opts)).rejects.toThrow(/malformed/);
+    expect(ring.signedByCurrent("garbage")).toBe(false);
   });
 });
