@@ -515,13 +515,47 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * The slots one sealSend call has listed so far, to refuse a slot listed twice (sealed twice,
+ * it would grow past its checked bound). Open addressing at most half full (a batch holds at
+ * most MAX_BATCH positions); entries of earlier calls are stale by their generation.
+ */
+#define SEEN_BITS 11
+#define SEEN_SIZE (1u << SEEN_BITS)
+_Static_assert(SEEN_SIZE >= 2 * MAX_BATCH, "the seen-slot table must stay at most half full");
+static _Thread_local struct {
+  uint32_t gen;
+  uint32_t stamp[SEEN_SIZE];
+  int32_t slot[SEEN_SIZE];
+} SEEN;
+
+static void seen_reset(void) {
+  if (++SEEN.gen == 0) {
+    memset(SEEN.stamp, 0, sizeof SEEN.stamp);
+    SEEN.gen = 1;
+  }
+}
+
+/* Records slot s; true when this call listed it already. */
+static bool seen_before(int32_t s) {
+  uint32_t h = ((uint32_t)s * 2654435761u) >> (32 - SEEN_BITS);
+  while (SEEN.stamp[h] == SEEN.gen) {
+    if (SEEN.slot[h] == s) return true;
+    h = (h + 1) & (SEEN_SIZE - 1);
+  }
+  SEEN.stamp[h] = SEEN.gen;
+  SEEN.slot[h] = s;
+  return false;
+}
+
+/*
  * sealSend(stage: Buffer, slot, lens: Int32Array, rocs: Uint32Array, order: Int32Array,
  *          ctxs: Array, addrs: Buffer[], fds: Int32Array, ends: Int32Array, runs, results: Int32Array)
  *   → datagrams written
  *
  * A fan-out's RTP packets in one call: SRTP and the writes, with no JavaScript object per
  * packet. Packet s waits in `stage` at s·slot as plaintext: its 12-byte header and the
- * payload, lens[s] bytes. order[p] lists them in send order; run r covers positions
+ * payload, lens[s] bytes. order[p] lists them in send order, each slot once (a slot listed
+ * twice is refused: it would be sealed twice); run r covers positions
  * ends[r − 1] … ends[r] − 1 (from 0 for r = 0), all for one viewer: its SRTP context
  * ctxs[r] (a GCM or CM handle; null: already sealed, lens[s] is the final length), its
  * socket fds[r] and destination addrs[r] (from sockaddr()). Each packet is sealed in
@@ -549,12 +583,14 @@ static napi_value seal_send(napi_env env, napi_callback_info info) {
   uint32_t n = runs ? (uint32_t)ends[runs - 1] : 0;
   if (n > n_order || n > n_results || n > MAX_BATCH) THROW(env, "batch larger than its arrays");
   /* Every argument is checked before anything is sealed: a throw leaves the stage as it was. */
+  seen_reset();
   for (uint32_t p = 0, r = 0; r < runs; r++) {
     if (ends[r] < (int32_t)p || (uint32_t)ends[r] > n) THROW(env, "run ends out of order");
     for (; p < (uint32_t)ends[r]; p++) {
       int32_t s = order[p];
       if (s < 0 || (size_t)s >= slots || (size_t)s >= n_lens || (size_t)s >= n_rocs || lens[s] < RTP_HEADER || (size_t)lens[s] + GCM_TAG > slot)
         THROW(env, "staged packet out of bounds");
+      if (seen_before(s)) THROW(env, "staged packet listed twice in order");
     }
   }
   uint32_t sent = 0;

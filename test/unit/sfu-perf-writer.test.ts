@@ -304,6 +304,37 @@ describe("native fast path: sealSend", () => {
     expect(() => args({ ctx: {} })).toThrow(/expected kind/);
     expect(stage.equals(before)).toBe(true);
   });
+
+  // Sealed twice, a slot grows by a second tag past the bound checked for it and the tag lands
+  // beyond the slot's end (here: on the next packet).
+  it("regression: refuses a slot listed twice in order, before sealing anything", () => {
+    const { sender } = srtpPair(SrtpProfile.AEAD_AES_128_GCM, true);
+    const stage = Buffer.alloc(2 * 2048).fill(0xab);
+    const before = Buffer.from(stage);
+    const lens = new Int32Array([2048 - 16, 100]);
+    const call = (order: number[]) =>
+      fastPath!.sealSend(
+        stage,
+        2048,
+        lens,
+        new Uint32Array(2),
+        new Int32Array(order),
+        [sender.sealContext, sender.sealContext],
+        [fastPath!.sockaddr("127.0.0.1", 9), fastPath!.sockaddr("127.0.0.1", 9)],
+        new Int32Array([-1, -1]),
+        new Int32Array(order.length === 2 ? [1, 2] : [order.length]),
+        order.length === 2 ? 2 : 1,
+        new Int32Array(4),
+      );
+    expect(() => call([0, 0])).toThrow(/listed twice/); // two runs (two viewers) naming one slot
+    expect(() => call([1, 0, 1])).toThrow(/listed twice/); // within one run
+    expect(stage.equals(before)).toBe(true);
+    expect([...lens]).toEqual([2048 - 16, 100]);
+    // Each slot once is fine: both sealed, each within its slot.
+    expect(call([1, 0])).toBe(0);
+    expect([...lens]).toEqual([2048, 116]);
+    expect(stage.subarray(2048 + 116).equals(before.subarray(2048 + 116))).toBe(true);
+  });
 });
 
 describe("native fast path: socket addresses", () => {
