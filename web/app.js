@@ -18,6 +18,8 @@ import { Finder, filterCameras, groupsOf } from "./finder.js";
 import { PrefStore } from "./prefs.js";
 import { Shortcuts } from "./shortcuts.js";
 import { fullscreenElement, onFullscreenChange, toggleFullscreen } from "./fullscreen.js";
+import { saveSnapshot } from "./snapshot.js";
+import { Zoom } from "./zoom.js";
 
 /** Camera list refresh period, ms. */
 const REFRESH_MS = 10_000;
@@ -115,6 +117,7 @@ class Tile {
     this.audioBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-audio"));
     this.statsBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-stats-toggle"));
     this.favBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-fav"));
+    this.zoomEl = /** @type {HTMLElement} */ (el.querySelector(".tile-zoom"));
     this.statsEl = /** @type {HTMLElement} */ (el.querySelector(".tile-stats"));
     this.badgeText = /** @type {HTMLElement} */ (el.querySelector(".badge-text"));
     this.messageEl = /** @type {HTMLElement} */ (el.querySelector(".tile-message"));
@@ -131,8 +134,14 @@ class Tile {
     this.audioBtn.addEventListener("click", () => this.toggleAudio());
     this.statsBtn.addEventListener("click", () => this.showStats(this.statsEl.hidden));
     this.favBtn.addEventListener("click", () => prefs.toggleFavourite(this.id));
+    el.querySelector(".tile-prev")?.addEventListener("click", () => stepCamera(-1));
+    el.querySelector(".tile-next")?.addEventListener("click", () => stepCamera(1));
+    el.querySelector(".tile-snapshot")?.addEventListener("click", () => void snapshot(this));
+    el.querySelector(".tile-fullscreen")?.addEventListener("click", () => void toggleFullscreen(this.el, this.video));
+    el.querySelector(".zoom-reset")?.addEventListener("click", () => zoom.reset());
     // Double-click: fullscreen of this camera (the first click has opened it).
     this.openBtn.addEventListener("dblclick", () => {
+      if (zoom.dragged) return;
       if (openId !== this.id) openCamera(this.id, true);
       void toggleFullscreen(this.el, this.video);
     });
@@ -475,6 +484,8 @@ function openCamera(id, push) {
     if (isOpen) t.connect();
     else t.disconnect(PAUSED_OTHER_OPEN);
   }
+  zoom.attach(tile.el, tile.video);
+  renderStep();
   tile.render();
   renderSummary();
   // Keep focus in the view when stepping between cameras; otherwise land on Back.
@@ -490,6 +501,7 @@ function closeCamera() {
   backBtn.hidden = true;
   titleEl.textContent = "All cameras";
   document.title = "Gatehouse — Live";
+  zoom.attach(null, null);
   for (const t of tiles.values()) t.el.classList.remove("is-open");
   applyView(true);
   renderSummary();
@@ -595,6 +607,18 @@ shortcuts.add(
       prefs.toggleFavourite(tile.id);
     },
   },
+  {
+    keys: ["p"],
+    label: "Save a snapshot",
+    when: "single view",
+    run: () => {
+      const tile = openId ? tiles.get(openId) : undefined;
+      if (!tile) return false;
+      void snapshot(tile);
+    },
+  },
+  { keys: ["+", "-"], label: "Zoom in or out (also the mouse wheel, or pinch)", when: "single view", run: (e) => (openId ? zoom.zoomBy(e.key === "-" ? 1 / 1.25 : 1.25) : false) },
+  { keys: ["0"], label: "Whole picture (no zoom)", when: "single view", run: () => (openId ? zoom.reset() : false) },
   ...LAYOUTS.map((l, i) => ({
     keys: [String(i)],
     label: `Layout ${l.label}`,
@@ -649,6 +673,14 @@ function stepList() {
   return kept.length ? kept : [...tiles.values()];
 }
 
+/** Previous/next buttons only when there is somewhere to go. */
+function renderStep() {
+  const tile = openId ? tiles.get(openId) : undefined;
+  if (!tile) return;
+  const many = stepList().length > 1;
+  tile.el.classList.toggle("can-step", many);
+}
+
 /** @param {number} delta -1 previous, +1 next (wraps) */
 function stepCamera(delta) {
   if (!openId) return;
@@ -656,7 +688,9 @@ function stepCamera(delta) {
   const i = list.findIndex((t) => t.id === openId);
   const next = list[(i + delta + list.length) % list.length];
   if (!next || next.id === openId) return;
-  history.replaceState({ gatehouse: "open", camera: next.id }, "", `#camera=${encodeURIComponent(next.id)}`);
+  // Replace the entry (Back still leaves the single view); keep whether we pushed it.
+  const pushed = history.state && history.state.gatehouse === "open";
+  history.replaceState(pushed ? { gatehouse: "open", camera: next.id } : null, "", `#camera=${encodeURIComponent(next.id)}`);
   openCamera(next.id, false);
 }
 
@@ -730,6 +764,38 @@ onFullscreenChange(() => {
   fullscreenBtn.setAttribute("aria-pressed", String(on));
   fullscreenBtn.setAttribute("aria-label", on ? "Leave fullscreen" : "Fullscreen");
 });
+
+// ---------------------------------------------------------------- snapshot and zoom (single view)
+
+const zoom = new Zoom();
+zoom.addEventListener("change", () => {
+  const tile = openId ? tiles.get(openId) : undefined;
+  if (!tile) return;
+  const s = zoom.view.scale;
+  tile.zoomEl.hidden = s === 1;
+  /** @type {HTMLElement} */ (tile.zoomEl.querySelector(".zoom-level")).textContent = `${s < 10 ? s.toFixed(1) : Math.round(s)}×`;
+});
+
+const toastEl = $("toast");
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let toastTimer;
+/** @param {string} text shown for a few seconds */
+function toast(text) {
+  toastEl.textContent = text;
+  toastEl.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => (toastEl.hidden = true), 4000);
+}
+
+/** @param {Tile} tile */
+async function snapshot(tile) {
+  try {
+    const name = await saveSnapshot(tile.video, tile.name);
+    toast(`Snapshot saved: ${name}`);
+  } catch (err) {
+    toast(err instanceof Error ? err.message : "The snapshot failed");
+  }
+}
 
 // ---------------------------------------------------------------- account menu
 
@@ -859,6 +925,8 @@ Object.defineProperty(window, "gatehouse", {
     back: goBack,
     /** What the grid shows: layout, page, page count and the camera ids on screen. */
     view: () => ({ layout: layout.layout.id, page: layout.page, pageCount: layout.pageCount, shown: shownTiles.map((t) => t.id) }),
+    /** Digital zoom of the single view: scale and pan in CSS px. */
+    zoom: () => ({ ...zoom.view }),
   }),
   configurable: true,
 });

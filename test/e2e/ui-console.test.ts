@@ -3,10 +3,13 @@
  * fills the screen without scrolling for any camera count, layouts and pages, saved per user,
  * fullscreen, phones without sideways scrolling.
  */
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium, pageErrors, waitForDecodedFrames, type Chromium } from "../peers/chromium.ts";
-import { PHONE_UA, StubGateway } from "../peers/stub-gateway.ts";
+import { HEIGHT, PHONE_UA, StubGateway, WIDTH } from "../peers/stub-gateway.ts";
 
 const tile = (id: string) => `[data-camera="${id}"]`;
 const NAMES = ["Front door", "Back yard", "Garage", "Loading bay", "Lobby", "Car park", "Server room", "Warehouse"];
@@ -17,6 +20,10 @@ interface View {
   pageCount: number;
   shown: string[];
 }
+
+const zoomOf = (page: Page): Promise<{ scale: number; x: number; y: number }> =>
+  page.evaluate(() => (window as unknown as { gatehouse: { zoom(): { scale: number; x: number; y: number } } }).gatehouse.zoom());
+const shownIds = async (page: Page): Promise<string[]> => (await view(page)).shown;
 
 const view = (page: Page): Promise<View> => page.evaluate(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view());
 
@@ -60,10 +67,12 @@ describe("live view console (Chromium, stub WHEP server)", () => {
       groups: [i % 2 ? "outdoor" : "indoor"],
     }));
 
+  let users = 0;
   const reset = async (n: number) => {
     for (const c of new Set([...stub.viewers.values()].map((v) => v.camera))) await stub.dropViewers(c);
     stub.cameras = cameras(n);
-    stub.me = { name: "Ada Lovelace", sub: "ada", via: "session" };
+    // A user of its own per test: preferences (layout, favourites) are kept per user in the browser.
+    stub.me = { name: "Ada Lovelace", sub: `ada-${++users}`, via: "session" };
     stub.intercom = null;
   };
 
@@ -284,6 +293,253 @@ describe("live view console (Chromium, stub WHEP server)", () => {
       expect(await page.$eval(".topbar", (e) => e.getBoundingClientRect().height)).toBe(0);
     } finally {
       await page.close();
+    }
+  });
+  it("finds cameras: search by name, filter by group, favourites first and favourites only, kept per user", async () => {
+    await reset(6); // cam1 Front door (indoor), cam2 Back yard (outdoor), cam3 Garage, cam4 Loading bay, cam5 Lobby, cam6 Car park
+    const page = await open({ width: 1440, height: 900 }, 6);
+    try {
+      await page.waitForFunction(() => (document.getElementById("group-filter") as HTMLSelectElement).options.length === 3);
+      expect(await page.$$eval("#group-filter option", (os) => os.map((o) => o.textContent))).toEqual(["All groups", "indoor", "outdoor"]);
+
+      await page.keyboard.press("/"); // focuses the search box
+      await page.keyboard.type("gar");
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 1);
+      expect(await shownIds(page)).toEqual(["cam3"]);
+      await page.keyboard.type("xyz");
+      await page.waitForSelector("#no-match:not([hidden])");
+      await page.keyboard.press("Escape"); // clears the search
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6);
+      // Accents and case do not matter; every word must match.
+      await page.type("#search", "LOADING  bay");
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam4");
+      await page.click("#search", { count: 3 });
+      await page.keyboard.press("Backspace");
+
+      await page.select("#group-filter", "outdoor");
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 3);
+      expect(await shownIds(page)).toEqual(["cam2", "cam4", "cam6"]);
+      // Hidden cameras do not play.
+      await page.waitForFunction(() => document.querySelector('[data-camera="cam1"]')?.getAttribute("data-status") === "paused");
+      await page.select("#group-filter", "");
+
+      // Favourites come first; "favourites only" keeps just them.
+      await page.click(`${tile("cam5")} .tile-fav`);
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown[0] === "cam5");
+      expect(await page.$eval(`${tile("cam5")} .tile-fav`, (b) => [b.getAttribute("aria-pressed"), b.getAttribute("aria-label")])).toEqual([
+        "true",
+        "Remove Lobby from favourites",
+      ]);
+      await page.click("#fav-filter");
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam5");
+      const first = await page.$eval(tile("cam5"), (e) => e.getBoundingClientRect().width);
+      expect(first).toBeGreaterThan(1300); // one camera: the whole width
+    } finally {
+      await page.close();
+    }
+    const again = await open({ width: 1440, height: 900 }, 6);
+    try {
+      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam5");
+      expect(await again.$eval("#fav-filter", (b) => b.getAttribute("aria-pressed"))).toBe("true");
+      await again.click("#fav-filter");
+      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6);
+      expect((await shownIds(again))[0]).toBe("cam5");
+    } finally {
+      await again.close();
+    }
+  });
+
+  it("steps to the previous and next camera in the single view, within the current filter", async () => {
+    await reset(6);
+    const page = await open({ width: 1440, height: 900 }, 6, "#camera=cam2");
+    try {
+      await waitForDecodedFrames(page, 1, 15_000, `${tile("cam2")} video`);
+      await page.keyboard.press("ArrowRight");
+      await page.waitForFunction(() => location.hash === "#camera=cam3");
+      await waitForDecodedFrames(page, 1, 15_000, `${tile("cam3")} video`);
+      expect(await page.$eval("#view-title", (e) => e.textContent)).toBe("Garage");
+      await page.click(`${tile("cam3")} .tile-prev`);
+      await page.waitForFunction(() => location.hash === "#camera=cam2");
+      await page.click(`${tile("cam2")} .tile-prev`); // wraps round
+      await page.waitForFunction(() => location.hash === "#camera=cam1");
+      // Only the open camera plays.
+      await page.waitForFunction(() => document.querySelector('[data-camera="cam2"]')?.getAttribute("data-status") === "paused");
+      await page.keyboard.press("Escape");
+      await page.waitForFunction(() => location.hash === "");
+
+      await page.select("#group-filter", "outdoor");
+      await page.click(`${tile("cam4")} .tile-open`);
+      await page.waitForFunction(() => location.hash === "#camera=cam4");
+      await page.click(`${tile("cam4")} .tile-next`);
+      await page.waitForFunction(() => location.hash === "#camera=cam6");
+      await page.keyboard.press("ArrowRight");
+      await page.waitForFunction(() => location.hash === "#camera=cam2");
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("saves a snapshot as a PNG of the camera's size, named after the camera and the frame's time", async () => {
+    await reset(2);
+    const dir = await mkdtemp(path.join(os.tmpdir(), "gatehouse-snap-"));
+    const page = await open({ width: 1440, height: 900 }, 2, "#camera=cam1");
+    const cdp = await chromium.browser.target().createCDPSession();
+    try {
+      await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: dir, eventsEnabled: true });
+      const done = new Promise<void>((resolve) => {
+        cdp.on("Browser.downloadProgress", (e: { state: string }) => {
+          if (e.state === "completed") resolve();
+        });
+      });
+      await waitForDecodedFrames(page, 5, 15_000, `${tile("cam1")} video`);
+      await page.waitForFunction(() => document.querySelector('[data-camera="cam1"]')?.getAttribute("data-status") === "live");
+      const before = new Date();
+      before.setMilliseconds(0);
+      await page.click(`${tile("cam1")} .tile-snapshot`);
+      await done;
+      const files = await readdir(dir);
+      expect(files).toHaveLength(1);
+      const name = files[0]!;
+      const m = /^Front-door_(\d{4})-(\d{2})-(\d{2})_(\d{2})-(\d{2})-(\d{2})\.png$/.exec(name);
+      expect(m, name).not.toBeNull();
+      const at = new Date(+m![1]!, +m![2]! - 1, +m![3]!, +m![4]!, +m![5]!, +m![6]!);
+      expect(at.getTime()).toBeGreaterThanOrEqual(before.getTime());
+      expect(at.getTime()).toBeLessThanOrEqual(Date.now());
+      const png = await readFile(path.join(dir, name));
+      expect(png.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+      expect(png.toString("latin1", 12, 16)).toBe("IHDR");
+      expect([png.readUInt32BE(16), png.readUInt32BE(20)]).toEqual([WIDTH, HEIGHT]);
+      expect(png.length).toBeGreaterThan(2000); // a picture, not an empty canvas
+      expect(await page.$eval("#toast", (e) => e.textContent)).toBe(`Snapshot saved: ${name}`);
+      // The P key does the same.
+      await page.keyboard.press("p");
+      await page.waitForFunction(() => /Snapshot saved/.test(document.getElementById("toast")?.textContent ?? ""));
+    } finally {
+      await cdp.detach().catch(() => undefined);
+      await page.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("zooms with the wheel around the pointer, pans by dragging, and resets", async () => {
+    await reset(1);
+    const page = await open({ width: 1440, height: 900 }, 1, "#camera=cam1");
+    try {
+      await waitForDecodedFrames(page, 1, 15_000, `${tile("cam1")} video`);
+      const box = await page.$eval(tile("cam1"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+      const px = box.x + box.width * 0.25;
+      const py = box.y + box.height * 0.25;
+      await page.mouse.move(px, py);
+      await page.mouse.wheel({ deltaY: -400 });
+      await page.waitForFunction(() => (window as unknown as { gatehouse: { zoom(): { scale: number } } }).gatehouse.zoom().scale > 2);
+      const z = await zoomOf(page);
+      // The point under the pointer stays where it was.
+      expect((px - box.x - z.x) / z.scale).toBeCloseTo(px - box.x, 0);
+      expect((py - box.y - z.y) / z.scale).toBeCloseTo(py - box.y, 0);
+      expect(await page.$eval(`${tile("cam1")} video`, (v) => (v as HTMLElement).style.transform)).toMatch(/scale\(2\.\d+\)/);
+      expect(await page.$eval(`${tile("cam1")} .tile-zoom`, (e) => [(e as HTMLElement).hidden, e.querySelector(".zoom-level")?.textContent])).toEqual([
+        false,
+        `${z.scale.toFixed(1)}×`,
+      ]);
+      // Drag to pan.
+      await page.mouse.move(px, py);
+      await page.mouse.down();
+      await page.mouse.move(px - 120, py - 60, { steps: 6 });
+      await page.mouse.up();
+      const panned = await zoomOf(page);
+      expect(panned.scale).toBe(z.scale);
+      expect(panned.x).toBeCloseTo(z.x - 120, 0);
+      expect(panned.y).toBeCloseTo(z.y - 60, 0);
+      // A drag does not leave the picture: the pan is clamped.
+      await page.mouse.down();
+      await page.mouse.move(px + 3000, py + 3000, { steps: 4 });
+      await page.mouse.up();
+      expect(await zoomOf(page)).toMatchObject({ x: 0, y: 0 });
+      // Still the single view (a drag is not a click on anything).
+      expect(new URL(page.url()).hash).toBe("#camera=cam1");
+      await page.click(`${tile("cam1")} .zoom-reset`);
+      expect(await zoomOf(page)).toEqual({ scale: 1, x: 0, y: 0 });
+      expect(await page.$eval(`${tile("cam1")} video`, (v) => (v as HTMLElement).style.transform)).toBe("");
+      await page.keyboard.press("+");
+      expect((await zoomOf(page)).scale).toBeCloseTo(1.25, 5);
+      await page.keyboard.press("0");
+      expect((await zoomOf(page)).scale).toBe(1);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("zooms with a two-finger pinch on a touch screen", async () => {
+    await reset(1);
+    const page = await open({ width: 390, height: 844 }, 1, "#camera=cam1");
+    const cdp = await page.createCDPSession();
+    try {
+      await waitForDecodedFrames(page, 1, 15_000, `${tile("cam1")} video`);
+      const box = await page.$eval(tile("cam1"), (e) => e.getBoundingClientRect().toJSON() as DOMRect);
+      const cx = box.x + box.width / 2;
+      const cy = box.y + box.height / 2;
+      const points = (d: number) => [
+        { x: cx - d, y: cy, id: 1 },
+        { x: cx + d, y: cy, id: 2 },
+      ];
+      await cdp.send("Input.dispatchTouchEvent", { type: "touchStart", touchPoints: points(30) });
+      for (let d = 40; d <= 90; d += 10) await cdp.send("Input.dispatchTouchEvent", { type: "touchMove", touchPoints: points(d) });
+      await cdp.send("Input.dispatchTouchEvent", { type: "touchEnd", touchPoints: [] });
+      const z = await zoomOf(page);
+      expect(z.scale).toBeGreaterThan(2);
+      expect(z.scale).toBeLessThan(3.5);
+      // Pinched around the centre: the centre stays put.
+      expect((box.width / 2 - z.x) / z.scale).toBeCloseTo(box.width / 2, -1);
+      // The page itself did not zoom.
+      expect(await page.evaluate(() => visualViewport?.scale ?? 1)).toBe(1);
+    } finally {
+      await cdp.detach().catch(() => undefined);
+      await page.close();
+    }
+  });
+
+  it("lists the keyboard shortcuts in a help overlay (?), and they can be turned off and on again", async () => {
+    await reset(2);
+    const page = await open({ width: 1440, height: 900 }, 2);
+    try {
+      await page.keyboard.press("?");
+      await page.waitForSelector("#help[open]");
+      const rows = await page.$$eval("#help .shortcut dd", (els) => els.map((e) => e.textContent ?? ""));
+      for (const label of ["Fullscreen on or off", "Save a snapshot", "Search cameras", "Previous or next camera", "Layout 2×2"]) {
+        expect(rows.some((r) => r.startsWith(label)), label).toBe(true);
+      }
+      await page.click("#help [data-shortcuts-toggle]");
+      await page.keyboard.press("Escape");
+      await page.waitForSelector("#help", { hidden: true });
+      // Off: single keys do nothing; navigation keys still work.
+      await page.keyboard.press("s");
+      await page.keyboard.press("2");
+      await page.keyboard.press("?");
+      expect(await page.$eval("#stats-toggle", (b) => b.getAttribute("aria-pressed"))).toBe("false");
+      expect((await view(page)).layout).toBe("auto");
+      expect(await page.$eval("#help", (d) => (d as HTMLDialogElement).open)).toBe(false);
+      await page.focus(`${tile("cam1")} .tile-open`);
+      await page.keyboard.press("ArrowRight");
+      expect(await page.evaluate(() => document.activeElement?.closest(".tile")?.getAttribute("data-camera"))).toBe("cam2");
+    } finally {
+      await page.close();
+    }
+    // The choice is kept; the menu still opens the list, where they go back on.
+    const again = await open({ width: 1440, height: 900 }, 2);
+    try {
+      await again.waitForSelector("#user:not([hidden])");
+      await again.keyboard.press("s");
+      expect(await again.$eval("#stats-toggle", (b) => b.getAttribute("aria-pressed"))).toBe("false");
+      await again.click("#menu-btn");
+      await again.click("#shortcuts-btn");
+      await again.waitForSelector("#help[open]");
+      expect(await again.$eval("#help [data-shortcuts-toggle]", (c) => (c as HTMLInputElement).checked)).toBe(false);
+      await again.click("#help [data-shortcuts-toggle]");
+      await again.click("#help [data-close]");
+      await again.keyboard.press("s");
+      expect(await again.$eval("#stats-toggle", (b) => b.getAttribute("aria-pressed"))).toBe("true");
+    } finally {
+      await again.close();
     }
   });
 });
