@@ -31,8 +31,11 @@ export const cameraSchema = z.strictObject({
   username: z.string().optional(),
   /** RTSP password; use `${ENV_VAR}` to take it from the environment. */
   password: z.string().optional(),
-  /** RTP transport: `tcp` (interleaved), `udp`, or `auto` (UDP, falling back to TCP). Default `tcp`. */
-  transport: z.enum(["auto", "tcp", "udp"]).default("tcp"),
+  /**
+   * RTP transport: `auto` (TCP interleaved first; UDP when the recorder answers 461 Unsupported
+   * Transport; back to TCP when UDP media never arrives), `tcp` (interleaved) or `udp`. Default `auto`.
+   */
+  transport: z.enum(["auto", "tcp", "udp"]).default("auto"),
   /** Pull continuously instead of on demand. Default false. */
   alwaysOn: z.boolean().default(false),
   /** Groups this camera belongs to, for rights. */
@@ -86,6 +89,10 @@ export const configSchema = z.strictObject({
       reconnectMinMs: z.number().int().min(50).max(60000).default(500),
       /** Cap of the reconnect delay, milliseconds. Default 30000. */
       reconnectMaxMs: z.number().int().min(100).max(600000).default(30000),
+      /** Longest reconnect delay while someone watches the camera, milliseconds (the backoff applies when nobody does). Default 500. */
+      watchedRetryMaxMs: z.number().int().min(50).max(60000).default(500),
+      /** Light check (connect + DESCRIBE, no media) of cameras nobody watches, every this many seconds; 0 = never. Default 60. */
+      checkIntervalSeconds: z.number().min(0).max(86400).default(60),
     })
     .prefault({}),
   /** Cameras. When empty and `demo.enabled` is not false, the built-in demo recorder is used. */

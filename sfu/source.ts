@@ -216,6 +216,8 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
       st.spec = spec;
       st.timeline.endSession();
       st.awaitKeyframe = spec.kind === "video";
+      // Pictures of an earlier session are never served again: the first a viewer decodes is this session's keyframe.
+      st.gopStart = -1;
       st.hasSr = false;
       st.clockStarted = false;
       if (spec.codec === "H264") {
@@ -342,6 +344,9 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
     for (const st of this.tracks) {
       st.timeline.endSession();
       st.awaitKeyframe = st.spec.kind === "video";
+      // The cached GOP is from before the outage: answering a keyframe request or a new viewer
+      // with it would show old frames as if live. Until the next keyframe there is nothing to send.
+      st.gopStart = -1;
       st.hasSr = false;
       st.clockStarted = false;
       st.normalizer?.reset();
@@ -357,7 +362,8 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
     st.clockStarted = false;
     if (st.spec.kind === "video") {
       // Frames of a new upstream session may reference pictures viewers never got: hold video
-      // until its first keyframe; the old GOP stays cached for joins until then.
+      // until its first keyframe (a new SSRC within one RTSP session: the old GOP still shows
+      // this session's picture, so it stays cached for joins until then).
       st.awaitKeyframe = true;
       st.normalizer?.reset();
     }

@@ -12,10 +12,18 @@ import { SafeEmitter } from "../../config/events.ts";
 import type { Logger } from "../../config/log.ts";
 import type { CameraConfig, Config } from "../../config/schema.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
-import { RtspClient, type PlaySession, type RtspClientEvents, type RtspClientOptions, type RtspClientStats } from "../rtsp/client.ts";
-import { isPermanent } from "../rtsp/status.ts";
+import {
+  RtspClient,
+  type PlaySession,
+  type ProbeResult,
+  type RtspClientEvents,
+  type RtspClientOptions,
+  type RtspClientStats,
+} from "../rtsp/client.ts";
+import { isPermanent, UnplayableError } from "../rtsp/status.ts";
 import { realTimers, type TimerHandle, type Timers } from "../rtsp/timers.ts";
 import { backoffDelay } from "./backoff.ts";
+import { CameraStateMachine, type CameraStatus } from "./camera-state.ts";
 import type { UdpPortPool } from "./udp-ports.ts";
 
 /** What CameraIngest needs of an RTSP client (tests substitute a fake). */
@@ -24,6 +32,8 @@ export interface IngestClient {
   close(reason?: string): Promise<void>;
   stats(): RtspClientStats;
   readonly events: Pick<SafeEmitter<RtspClientEvents>, "on">;
+  /** Connect + DESCRIBE only, for the light check of idle cameras (absent: no checks). */
+  probe?(): Promise<ProbeResult>;
 }
 
 export interface CameraIngestOptions {
@@ -68,6 +78,8 @@ export interface IngestStatus {
   transport?: "tcp" | "udp";
   /** Delay before the next attempt, ms, while in backoff/failed. */
   retryInMs?: number;
+  /** What a person is told (camera-state.ts): live, reconnecting, offline… with reasons in plain words. */
+  camera: CameraStatus;
 }
 
 export type CameraIngestEvents = {
@@ -101,6 +113,11 @@ export class CameraIngest {
   private preferTcp = false;
   private totals = { packetsIn: 0, bytesIn: 0, malformed: 0 };
   private closing: Promise<void> | undefined;
+  private readonly machine: CameraStateMachine;
+  private checkTimer: TimerHandle | undefined;
+  private checking: IngestClient | undefined;
+  /** Unplayable media found by the last light check (idle cameras). */
+  private checkedUnsupported: { type: string; reason: string }[] | undefined;
 
   constructor(opts: CameraIngestOptions) {
     this.opts = opts;
@@ -108,10 +125,14 @@ export class CameraIngest {
     this.timers = opts.timers ?? realTimers;
     this.createClient = opts.createClient ?? ((o) => new RtspClient(o));
     this.since = this.timers.now();
+    this.machine = new CameraStateMachine(() => this.timers.now());
     this.events = new SafeEmitter<CameraIngestEvents>((event, err) => this.log.error("ingest listener failed", { event, err }));
     if (opts.camera.alwaysOn) {
       this.reason = undefined;
       this.connect();
+    } else {
+      // The first light check soon after start (spread over a second), then every interval.
+      this.armCheck(Math.round((opts.random ?? Math.random)() * 1000));
     }
   }
 
@@ -128,7 +149,7 @@ export class CameraIngest {
     if (this.viewers > 0) {
       this.clearIdle();
       if (this.state === "idle") this.connect();
-      else if (this.state === "failed" || this.state === "backoff") this.log.debug("viewer waiting for a reconnect", {});
+      else if (this.state === "backoff" && prev === 0) this.retrySoon();
       return;
     }
     if (prev > 0 && !this.opts.camera.alwaysOn && this.state !== "idle") this.armIdle();
@@ -145,8 +166,11 @@ export class CameraIngest {
       bytesIn: this.totals.bytesIn + (live?.bytesIn ?? 0),
       malformed: this.totals.malformed + (live?.malformed ?? 0),
       tracks: session?.specs ?? [],
-      unsupported: (session?.unsupported ?? []).map((u) => ({ type: u.type, reason: u.reason })),
+      unsupported: session
+        ? session.unsupported.map((u) => ({ type: u.type, reason: u.reason }))
+        : (this.checkedUnsupported ?? []),
       recorderSessions: this.playing ? 1 : 0,
+      camera: this.machine.status(),
     };
     if (this.reason !== undefined) s.reason = this.reason;
     if (this.lastError !== undefined) s.lastError = this.lastError;
@@ -160,6 +184,9 @@ export class CameraIngest {
     if (this.closing) return this.closing;
     this.closed = true;
     this.clearIdle();
+    this.timers.clearTimeout(this.checkTimer);
+    this.checkTimer = undefined;
+    void this.checking?.close(reason);
     this.closing = this.stop(reason, "debug").then(() => this.events.removeAllListeners());
     return this.closing;
   }
@@ -186,6 +213,7 @@ export class CameraIngest {
     const gen = ++this.generation;
     const { camera, rtsp } = this.opts;
     const transport = camera.transport === "auto" && this.preferTcp ? "tcp" : camera.transport;
+    this.machine.attempt();
     this.setState("connecting", undefined);
     let client: IngestClient;
     try {
@@ -219,6 +247,7 @@ export class CameraIngest {
     this.lastSession = session;
     this.lastLoggedFailure = undefined;
     this.opts.sink.setTracks(session.specs);
+    this.machine.live();
     this.setState("playing", undefined);
     this.timers.clearTimeout(this.stableTimer);
     this.stableTimer = this.timers.setTimeout(() => {
@@ -241,22 +270,29 @@ export class CameraIngest {
     const wasPlaying = this.playing;
     this.playing = undefined;
     if (wasPlaying) {
+      // Viewers learn it now, before anything else: the SFU stops serving cached frames.
       this.opts.sink.upstreamDown(err.message);
+      this.machine.lost(err);
       if (this.opts.camera.transport === "auto" && wasPlaying.transport === "udp" && stats?.packetsIn === 0) {
         this.log.info("no media over UDP; switching to TCP interleaved", {});
         this.preferTcp = true;
       }
     }
+    else this.machine.failed(err);
     this.lastError = err.message;
     if (!this.wanted()) {
+      this.machine.idle();
       this.setState("idle", "idle: no viewers");
+      this.armCheck(this.checkIntervalMs());
       return;
     }
     const permanent = isPermanent(err);
-    const { reconnectMinMs, reconnectMaxMs } = this.opts.rtsp;
-    const delay = permanent
+    const { reconnectMinMs, reconnectMaxMs, watchedRetryMaxMs } = this.opts.rtsp;
+    let delay = permanent
       ? reconnectMaxMs
       : backoffDelay(this.attempt++, { minMs: reconnectMinMs, maxMs: reconnectMaxMs, random: this.opts.random });
+    // Someone is looking at this camera: keep retrying often, so it is back within moments of the recorder.
+    if (!permanent && this.viewers > 0) delay = Math.min(delay, watchedRetryMaxMs);
     // One warning per distinct failure; repeats are debug so a dead camera does not flood the log.
     const level = this.lastLoggedFailure === err.message ? "debug" : "warn";
     this.lastLoggedFailure = err.message;
@@ -265,7 +301,9 @@ export class CameraIngest {
     this.retryTimer = this.timers.setTimeout(() => {
       this.retryTimer = undefined;
       if (!this.wanted()) {
+        this.machine.idle();
         this.setState("idle", "idle: no viewers");
+        this.armCheck(this.checkIntervalMs());
         return;
       }
       this.reconnects++;
@@ -301,13 +339,89 @@ export class CameraIngest {
     this.client = undefined;
     const wasPlaying = this.playing;
     this.playing = undefined;
-    if (this.state !== "idle") this.setState("idle", reason);
     if (wasPlaying) this.opts.sink.upstreamDown(reason);
+    this.machine.idle();
+    if (this.state !== "idle") this.setState("idle", reason);
+    if (!this.closed) this.armCheck(this.checkIntervalMs());
     if (client) {
       this.addTotals(client.stats());
       await client.close(reason);
     }
     this.log[level]("camera ingest stopped", { reason });
+  }
+
+  /** A first viewer arrived while an unwatched camera waits out a long backoff: try again now-ish. */
+  private retrySoon(): void {
+    const delay = Math.min(this.retryInMs ?? 0, this.opts.rtsp.watchedRetryMaxMs);
+    if (this.retryTimer === undefined || (this.retryInMs ?? 0) <= delay) return;
+    this.timers.clearTimeout(this.retryTimer);
+    this.retryInMs = delay;
+    this.retryTimer = this.timers.setTimeout(() => {
+      this.retryTimer = undefined;
+      if (!this.wanted()) return;
+      this.reconnects++;
+      this.connect();
+    }, delay);
+  }
+
+  private checkIntervalMs(): number {
+    return this.opts.rtsp.checkIntervalSeconds * 1000;
+  }
+
+  /** Schedules the light check of an idle camera (connect + DESCRIBE, no session) in `ms`. */
+  private armCheck(ms: number): void {
+    this.timers.clearTimeout(this.checkTimer);
+    this.checkTimer = undefined;
+    if (this.closed || this.opts.camera.alwaysOn || this.opts.rtsp.checkIntervalSeconds <= 0) return;
+    this.checkTimer = this.timers.setTimeout(() => {
+      this.checkTimer = undefined;
+      void this.check();
+    }, ms);
+  }
+
+  private async check(): Promise<void> {
+    if (this.closed || this.checking) return;
+    if (this.state !== "idle") {
+      this.armCheck(this.checkIntervalMs()); // pulling tells us everything; look again later
+      return;
+    }
+    const { camera, rtsp } = this.opts;
+    let client: IngestClient;
+    try {
+      client = this.createClient({
+        url: camera.url,
+        username: camera.username,
+        password: camera.password,
+        transport: camera.transport,
+        tlsInsecure: camera.tlsInsecure,
+        requestTimeoutMs: rtsp.requestTimeoutMs,
+        mediaTimeoutMs: rtsp.mediaTimeoutMs,
+        log: this.log.child({ check: true }),
+        timers: this.timers,
+        sink: { pushRtp: () => {}, pushRtcp: () => {} },
+      });
+    } catch (err) {
+      if (this.machine.checked(toError(err))) this.events.emit("state", this.status());
+      this.armCheck(this.checkIntervalMs());
+      return;
+    }
+    if (!client.probe) return;
+    this.checking = client;
+    let error: GatehouseError | undefined;
+    try {
+      const found = await client.probe();
+      this.checkedUnsupported = found.unsupported.map((u) => ({ type: u.type, reason: u.reason }));
+      if (found.specs.length === 0) error = toError(new UnplayableError(`no playable track: ${found.unsupported.map((u) => u.reason).join("; ")}`));
+    } catch (err) {
+      error = toError(err);
+    } finally {
+      this.checking = undefined;
+    }
+    if (this.closed) return;
+    if (error && error.code === "CLOSED") return;
+    this.log.debug("camera checked", { ok: !error, reason: error?.message });
+    if (this.machine.checked(error)) this.events.emit("state", this.status());
+    this.armCheck(this.checkIntervalMs());
   }
 
   private addTotals(s: RtspClientStats | undefined): void {

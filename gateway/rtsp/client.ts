@@ -28,7 +28,7 @@ import { formatTransport, parsePublic, parseSession, parseTransport, type Transp
 import { MediaRouter, type RouterStats } from "./media-router.ts";
 import { RtspHeaders, interleavedFrame, type RtspResponse } from "./message.ts";
 import { baseUrl, parseSdp, planTracks, type IngestTrack, type UnsupportedMedia } from "./sdp.ts";
-import { UnplayableError, isRedirect, responseError } from "./status.ts";
+import { UnplayableError, UpstreamLostError, isRedirect, responseError } from "./status.ts";
 import { realTimers, type TimerHandle, type Timers } from "./timers.ts";
 import { UdpMediaPair } from "./udp-media.ts";
 import { parseRtspUrl, sameOrigin, type RtspUrl } from "./url.ts";
@@ -40,7 +40,7 @@ export interface RtspClientOptions {
   username?: string | undefined;
   /** Overrides the URL's password. */
   password?: string | undefined;
-  /** `tcp` interleaved, `udp`, or `auto` (UDP; TCP when the recorder answers 461). */
+  /** `tcp` interleaved, `udp`, or `auto` (TCP interleaved; UDP when the recorder answers 461 Unsupported Transport). */
   transport: "tcp" | "udp" | "auto";
   /** Accept any certificate from an rtsps:// recorder. Default false (fail closed). */
   tlsInsecure?: boolean | undefined;
@@ -87,6 +87,14 @@ export interface PlaySession {
   keepAlive: "GET_PARAMETER" | "OPTIONS";
   /** Authentication used, e.g. "digest MD5"; undefined when none was asked. */
   auth: string | undefined;
+}
+
+/** What a probe found: the tracks a pull would forward and the media it would leave out, with reasons. */
+export interface ProbeResult {
+  specs: TrackSpec[];
+  unsupported: UnsupportedMedia[];
+  /** The stream URL after redirects, without credentials. */
+  url: string;
 }
 
 export type RtspClientEvents = {
@@ -146,6 +154,8 @@ export class RtspClient {
         this.log.error("media sink threw; packet dropped", { err });
       }
     };
+    this.router.onBye = (track) =>
+      this.end(new UpstreamLostError("rtcp-bye", `the recorder ended the stream (RTCP BYE on track ${track})`));
   }
 
   stats(): RtspClientStats {
@@ -193,7 +203,29 @@ export class RtspClient {
     return cause instanceof ClosedError ? cause : new ClosedError("RTSP client closed", { cause });
   }
 
-  private async run(): Promise<PlaySession> {
+  /**
+   * Checks the recorder without pulling anything: connect, OPTIONS, DESCRIBE (with
+   * authentication and redirects), then close; no SETUP, so no session and no media.
+   * Resolves with what could be played; rejects like start() would.
+   */
+  async probe(): Promise<ProbeResult> {
+    if (this.state !== "new") throw new ClosedError("RtspClient.probe() after start or close");
+    this.state = "starting";
+    try {
+      return await this.run(async (describe) => {
+        const sdp = this.readSdp(describe);
+        const plan = planTracks(sdp, baseUrl(this.url.href, describe.headers.get("Content-Base"), describe.headers.get("Content-Location")));
+        return { specs: plan.tracks.map((t) => t.spec), unsupported: plan.unsupported, url: this.url.href };
+      });
+    } finally {
+      if (!this.isClosed()) this.state = "ended";
+      await this.shutdown("probe done");
+    }
+  }
+
+  private async run<T = PlaySession>(
+    then: (describe: RtspResponse, publicMethods: Set<string>) => Promise<T> = (d, p) => this.setupAndPlay(d, p) as Promise<T>,
+  ): Promise<T> {
     const maxRedirects = this.opts.maxRedirects ?? 3;
     for (let redirects = 0; ; redirects++) {
       await this.connect();
@@ -204,7 +236,7 @@ export class RtspClient {
       const describe = await this.send("DESCRIBE", this.url.href, { Accept: "application/sdp" });
       if (isRedirect(describe.status) && (await this.redirect(describe, redirects, maxRedirects))) continue;
       if (describe.status >= 300) throw responseError("DESCRIBE", describe.status, describe.reason);
-      return await this.setupAndPlay(describe, publicMethods);
+      return await then(describe, publicMethods);
     }
   }
 
@@ -227,7 +259,7 @@ export class RtspClient {
     conn.events.on("closed", (err) => this.onConnectionClosed(conn, err));
     conn.events.on("malformed", (err, fatal) => this.log.warn("malformed input from recorder", { reason: err.message, fatal }));
     conn.events.on("request", (req) => {
-      if (req.method === "REDIRECT") this.end(new UpstreamError("recorder sent REDIRECT"));
+      if (req.method === "REDIRECT") this.end(new UpstreamLostError("redirect", "recorder sent REDIRECT"));
     });
   }
 
@@ -258,16 +290,19 @@ export class RtspClient {
     return true;
   }
 
-  private async setupAndPlay(describe: RtspResponse, publicMethods: Set<string>): Promise<PlaySession> {
+  private readSdp(describe: RtspResponse): ReturnType<typeof parseSdp> {
     const type = describe.headers.get("Content-Type");
     if (type !== undefined && !/^\s*application\/sdp\s*(;|$)/i.test(type))
       throw new UpstreamError(`DESCRIBE answer is ${type}, not application/sdp`);
-    let sdp;
     try {
-      sdp = parseSdp(describe.body.toString("utf8"));
+      return parseSdp(describe.body.toString("utf8"));
     } catch (err) {
       throw new UnplayableError(`recorder's SDP is unusable: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  private async setupAndPlay(describe: RtspResponse, publicMethods: Set<string>): Promise<PlaySession> {
+    const sdp = this.readSdp(describe);
     const base = baseUrl(this.url.href, describe.headers.get("Content-Base"), describe.headers.get("Content-Location"));
     const plan = planTracks(sdp, base);
     for (const u of plan.unsupported) this.log.info("media not pulled", { media: u.mediaIndex, type: u.type, reason: u.reason });
@@ -277,16 +312,16 @@ export class RtspClient {
       );
     this.aggregateUrl = plan.aggregateUrl;
 
-    let mode: "tcp" | "udp" = this.opts.transport === "tcp" ? "tcp" : "udp";
+    // `auto` starts with interleaved TCP: it passes every NAT and firewall the RTSP connection does.
+    let mode: "tcp" | "udp" = this.opts.transport === "udp" ? "udp" : "tcp";
     let timeoutSec = 60;
     for (let i = 0; i < plan.tracks.length; i++) {
       const t = plan.tracks[i]!;
       let res = await this.setupTrack(i, t, mode);
-      // RFC 2326 §11.3.12 461 Unsupported Transport: in auto mode fall back to interleaved TCP.
-      if (res.status === 461 && this.opts.transport === "auto" && mode === "udp" && i === 0) {
-        this.log.info("recorder refused UDP, using TCP interleaved");
-        this.closeUdp();
-        mode = "tcp";
+      // RFC 2326 §11.3.12 461 Unsupported Transport: in auto mode fall back to UDP (VLC and many UDP-only devices).
+      if (res.status === 461 && this.opts.transport === "auto" && mode === "tcp" && i === 0) {
+        this.log.info("recorder refused TCP interleaved, using UDP");
+        mode = "udp";
         res = await this.setupTrack(i, t, mode);
       }
       if (res.status >= 300) throw responseError("SETUP", res.status, res.reason);
@@ -441,7 +476,7 @@ export class RtspClient {
         const res = await this.send(method, this.aggregateUrl);
         this.keepAlives++;
         if (res.status === 454) {
-          this.end(new UpstreamError("session expired on the recorder (454 Session Not Found)"));
+          this.end(new UpstreamLostError("session-error", "session expired on the recorder (454 Session Not Found)"));
           return;
         }
         if (res.status >= 300 && method === "GET_PARAMETER") {
@@ -450,7 +485,9 @@ export class RtspClient {
         }
       } catch (err) {
         if (this.state !== "playing") return;
-        this.log.warn("rtsp keep-alive failed", { reason: asError(err).message });
+        // A recorder that no longer answers its control connection is gone, whatever media is still queued.
+        this.end(new UpstreamLostError("session-error", `keep-alive failed: ${asError(err).message}`, { cause: err }));
+        return;
       }
       if (this.state === "playing") this.keepAliveTimer = this.timers.setTimeout(() => void tick(), interval);
     };
@@ -499,7 +536,7 @@ export class RtspClient {
       quiet = now === last ? quiet + 1 : 0;
       last = now;
       if (quiet >= 4) {
-        this.end(new UpstreamError(`no media for ${this.opts.mediaTimeoutMs} ms`));
+        this.end(new UpstreamLostError("no-media", `no media for ${this.opts.mediaTimeoutMs} ms`));
         return;
       }
       this.watchdogTimer = this.timers.setTimeout(check, step);
@@ -509,7 +546,12 @@ export class RtspClient {
 
   private onConnectionClosed(conn: RtspConnection, err: GatehouseError): void {
     if (conn !== this.conn) return; // a connection we left on redirect
-    if (this.state === "playing") this.end(err);
+    if (this.state !== "playing") return;
+    if (err instanceof ClosedError) this.end(err);
+    else {
+      const code = (err.cause as { code?: unknown } | undefined)?.code;
+      this.end(new UpstreamLostError(code === undefined ? "connection-closed" : "connection-reset", err.message, { cause: err }));
+    }
   }
 
   /** A playing session died: stop, clean up, tell the owner once. */

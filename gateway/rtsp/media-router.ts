@@ -58,6 +58,8 @@ export class MediaRouter {
   };
   /** Called when the sink throws; for logging (rate-limit there). */
   onSinkError: (err: unknown) => void = () => {};
+  /** Called when a track's RTCP carries a BYE (RFC 3550 §6.6): the recorder ended that stream. */
+  onBye: (track: number) => void = () => {};
   private readonly receptions: (RtpReception | undefined)[] = [];
   private readonly rtcpChannels: number[] = [];
   private readonly now: () => number;
@@ -153,7 +155,9 @@ export class MediaRouter {
     this.stats.rtcpIn++;
     // A compound starts with its SR (§6.1): its NTP time is what our next report echoes as LSR.
     if (data[1] === 200 && data.length >= 20) this.receptions[track]?.onSenderReport(data.readUInt32BE(4), data.readUInt32BE(8), data.readUInt32BE(12), this.now());
+    const bye = this.delivering && hasBye(data);
     this.route(track, true, data);
+    if (bye) this.onBye(track);
   }
 
   /** A UDP datagram from a foreign address was dropped. */
@@ -184,4 +188,15 @@ export class MediaRouter {
       this.onSinkError(err);
     }
   }
+}
+
+/** Whether an RTCP compound holds a BYE (packet type 203), walking its length fields (RFC 3550 §6.1). */
+export function hasBye(data: Buffer): boolean {
+  let off = 0;
+  while (off + 4 <= data.length) {
+    if (data[off]! >> 6 !== 2) return false;
+    if (data[off + 1] === 203) return true;
+    off += 4 * (data.readUInt16BE(off + 2) + 1);
+  }
+  return false;
 }

@@ -64,3 +64,27 @@ export function responseError(method: string, status: number, reason: string, de
   if (status === 403) return new AuthError("FORBIDDEN", `${method}: recorder refused access (403 ${text})`);
   return new RtspStatusError(method, status, text);
 }
+
+/** The signal that told us a playing session ended. */
+export type LossSignal =
+  /** The recorder closed the TCP connection (FIN). */
+  | "connection-closed"
+  /** The TCP connection was reset or failed (RST, unreachable, keep-alive probe). */
+  | "connection-reset"
+  /** The recorder refused or dropped the RTSP session (454 on keep-alive, no keep-alive answer). */
+  | "session-error"
+  /** The recorder said goodbye on RTCP (RFC 3550 §6.6 BYE): the stream ended. */
+  | "rtcp-bye"
+  /** No RTP for the media timeout: the last resort. */
+  | "no-media"
+  /** The recorder sent a REDIRECT request. */
+  | "redirect";
+
+/** A playing session ended, and which signal said so. */
+export class UpstreamLostError extends UpstreamError {
+  readonly signal: LossSignal;
+  constructor(signal: LossSignal, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.signal = signal;
+  }
+}

@@ -185,21 +185,34 @@ describe("session setup", () => {
     expect(got).toEqual(["play:H264", "rtp0:1", "rtp0:2"]);
   });
 
-  it("falls back from UDP to TCP on 461 in auto mode, and plays per track on 459", async () => {
+  it("tries TCP first in auto mode and falls back to UDP on 461, and plays per track on 459", async () => {
     const rec = await recorder((req, conn) => {
-      if (req.method === "SETUP" && !/TCP/.test(req.headers.get("Transport")!)) return { status: 461 };
+      if (req.method === "SETUP" && /TCP/.test(req.headers.get("Transport")!)) return { status: 461 };
       if (req.method === "PLAY" && req.uri.endsWith("/stream/")) return { status: 459 };
       return wellBehaved({ sdp: cameraSdp({ audio: true }) })(req, conn);
     });
     const { c } = client(rec.url, { transport: "auto", ports: new UdpPortPool([41000, 41099]) });
     const s = await c.start();
-    expect(s.transport).toBe("tcp");
+    expect(s.transport).toBe("udp");
     expect(s.specs.map((t) => t.codec)).toEqual(["H264", "PCMU"]);
     const transports = rec.requests.filter((r) => r.req.method === "SETUP").map((r) => r.req.headers.get("Transport"));
-    expect(transports[0]).toMatch(/^RTP\/AVP;unicast;client_port=410\d\d-410\d\d$/);
-    expect(transports.slice(1)).toEqual(["RTP/AVP/TCP;unicast;interleaved=0-1", "RTP/AVP/TCP;unicast;interleaved=2-3"]);
+    expect(transports[0]).toBe("RTP/AVP/TCP;unicast;interleaved=0-1");
+    expect(transports.slice(1)).toHaveLength(2);
+    for (const t of transports.slice(1)) expect(t).toMatch(/^RTP\/AVP;unicast;client_port=410\d\d-410\d\d$/);
     const plays = rec.requests.filter((r) => r.req.method === "PLAY").map((r) => r.req.uri);
     expect(plays).toEqual([`${rec.url}/`, `${rec.url}/track1`, `${rec.url}/track2`]);
+    await c.close();
+  });
+
+  it("plays TCP interleaved in auto mode when the recorder accepts it", async () => {
+    const rec = await recorder(wellBehaved());
+    const { c } = client(rec.url, { transport: "auto", ports: new UdpPortPool([41100, 41199]) });
+    const s = await c.start();
+    expect(s.transport).toBe("tcp");
+    expect(rec.requests.filter((r) => r.req.method === "SETUP").map((r) => r.req.headers.get("Transport"))).toEqual([
+      "RTP/AVP/TCP;unicast;interleaved=0-1",
+    ]);
+    await c.close();
   });
 
   it("refuses non-SDP answers and recorders with nothing playable", async () => {

@@ -9,7 +9,8 @@ import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import { backoffDelay } from "../../gateway/ingest/backoff.ts";
 import { CameraIngest, type IngestClient } from "../../gateway/ingest/camera-ingest.ts";
 import { UdpPortPool } from "../../gateway/ingest/udp-ports.ts";
-import type { PlaySession, RtspClientEvents, RtspClientOptions, RtspClientStats } from "../../gateway/rtsp/client.ts";
+import type { PlaySession, ProbeResult, RtspClientEvents, RtspClientOptions, RtspClientStats } from "../../gateway/rtsp/client.ts";
+import { UpstreamLostError } from "../../gateway/rtsp/status.ts";
 import { FakeTimers } from "../fixtures/rtsp/fake-timers.ts";
 
 const H264: TrackSpec = { kind: "video", codec: "H264", clockRate: 90000, channels: 1, payloadType: 96, fmtp: "packetization-mode=1" };
@@ -27,6 +28,12 @@ class FakeClient implements IngestClient {
   start(): Promise<PlaySession> {
     return new Promise((resolve, reject) => (this.settle = { resolve, reject }));
   }
+  probed = false;
+  probe(): Promise<ProbeResult> {
+    this.probed = true;
+    return new Promise((resolve, reject) => (this.settleProbe = { resolve, reject }));
+  }
+  settleProbe!: { resolve(r: ProbeResult): void; reject(e: unknown): void };
   close(reason?: string): Promise<void> {
     this.closedWith ??= reason ?? "closed";
     return Promise.resolve();
@@ -66,7 +73,8 @@ class RecordingSink implements MediaSink {
 function setup(camera: Partial<CameraConfig> = {}, rtsp: Record<string, number> = {}) {
   const cfg = parseConfig({
     cameras: [{ id: "cam", url: "rtsp://u:p@127.0.0.1:554/x", ...camera }],
-    rtsp: { reconnectMinMs: 500, reconnectMaxMs: 8000, idleStopSeconds: 30, ...rtsp },
+    // Checks of idle cameras and the watched retry cap are off unless a test turns them on.
+    rtsp: { reconnectMinMs: 500, reconnectMaxMs: 8000, idleStopSeconds: 30, checkIntervalSeconds: 0, watchedRetryMaxMs: 60_000, ...rtsp },
   });
   const timers = new FakeTimers();
   const sink = new RecordingSink();
@@ -307,5 +315,97 @@ describe("UdpPortPool", () => {
         }
       }),
     );
+  });
+});
+
+describe("CameraIngest tells the truth about the camera", () => {
+  const refused = () =>
+    new UpstreamError("connection to 127.0.0.1:554 failed: ECONNREFUSED", { cause: Object.assign(new Error("x"), { code: "ECONNREFUSED" }) });
+
+  it("the SFU hears the upstream is down before anyone is told, then reconnecting → offline → live", async () => {
+    const { ingest, sink, last } = setup();
+    const seen: string[] = [];
+    ingest.on("state", (s) => seen.push(`${s.camera.state}|${sink.calls.at(-1)}`));
+    ingest.setDemand(1);
+    last().play();
+    last().end(new UpstreamLostError("rtcp-bye", "the recorder ended the stream (RTCP BYE on track 0)"));
+    expect(ingest.status().camera).toMatchObject({ state: "reconnecting", lostBy: "rtcp-bye", reason: "the recorder ended the stream" });
+    expect(seen.at(-1)).toBe("reconnecting|down:the recorder ended the stream (RTCP BYE on track 0)");
+  });
+
+  it("retries every watchedRetryMaxMs while watched, backs off when nobody watches", async () => {
+    const watched = setup({}, { watchedRetryMaxMs: 400, reconnectMinMs: 500, reconnectMaxMs: 8000 });
+    watched.ingest.setDemand(1);
+    watched.last().play();
+    watched.last().end(new UpstreamLostError("connection-closed", "recorder closed the connection"));
+    const delays: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      delays.push(watched.ingest.status().retryInMs!);
+      watched.timers.advance(watched.ingest.status().retryInMs!);
+      watched.last().fail(refused());
+      await flush();
+      expect(watched.ingest.status().camera).toMatchObject({ state: "offline", reachability: "unreachable", failures: i + 1 });
+    }
+    expect(delays).toEqual([400, 400, 400, 400, 400, 400]);
+
+    const unwatched = setup({ alwaysOn: true }, { watchedRetryMaxMs: 400, reconnectMinMs: 500, reconnectMaxMs: 8000 });
+    const back: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      unwatched.last().fail(refused());
+      await flush();
+      back.push(unwatched.ingest.status().retryInMs!);
+      unwatched.timers.advance(unwatched.ingest.status().retryInMs!);
+    }
+    expect(back).toEqual([500, 750, 1500, 3000, 6000]);
+  });
+
+  it("a viewer coming back to a camera in a long backoff makes the next attempt come soon", async () => {
+    const { ingest, timers, clients, last } = setup({}, { watchedRetryMaxMs: 400 });
+    ingest.setDemand(1);
+    for (let i = 0; i < 4; i++) {
+      last().fail(refused());
+      await flush();
+      timers.advance(ingest.status().retryInMs!);
+    }
+    ingest.setDemand(0); // the idle stop is pending: retries go on, at the backoff
+    last().fail(refused());
+    await flush();
+    expect(ingest.status().retryInMs).toBe(6000);
+    timers.advance(100);
+    ingest.setDemand(1);
+    expect(ingest.status().retryInMs).toBe(400);
+    timers.advance(400);
+    expect(clients).toHaveLength(6);
+  });
+
+  it("checks idle cameras lightly every checkIntervalSeconds, never alwaysOn ones", async () => {
+    const { ingest, timers, clients } = setup({}, { checkIntervalSeconds: 60 });
+    timers.advance(1000); // the first check within a second of start
+    expect(clients).toHaveLength(1);
+    expect(clients[0]!.probed).toBe(true);
+    expect(clients[0]!.opts.sink).not.toBeUndefined();
+    clients[0]!.settleProbe.reject(refused());
+    await flush();
+    expect(ingest.status()).toMatchObject({ state: "idle", camera: { state: "idle", reachability: "unreachable", reason: "the recorder does not answer (connection refused)" } });
+    timers.advance(59_999);
+    expect(clients).toHaveLength(1);
+    timers.advance(1);
+    expect(clients).toHaveLength(2);
+    clients[1]!.settleProbe.resolve({ specs: [], unsupported: [{ mediaIndex: 0, type: "video", reason: "H.265 cannot be played by browsers" }], url: "rtsp://x" });
+    await flush();
+    expect(ingest.status().camera).toMatchObject({ reachability: "failing", reason: "nothing a browser can play: H.265 cannot be played by browsers" });
+    expect(ingest.status().unsupported).toEqual([{ type: "video", reason: "H.265 cannot be played by browsers" }]);
+    timers.advance(60_000);
+    clients[2]!.settleProbe.resolve({ specs: [H264], unsupported: [], url: "rtsp://x" });
+    await flush();
+    expect(ingest.status().camera).toMatchObject({ state: "idle", reachability: "reachable" });
+    await ingest.close();
+    expect(timers.armed).toBe(0);
+
+    const always = setup({ alwaysOn: true }, { checkIntervalSeconds: 60 });
+    always.last().play();
+    always.timers.advance(600_000);
+    expect(always.clients).toHaveLength(1);
+    expect(always.clients[0]!.probed).toBe(false);
   });
 });
