@@ -8,18 +8,49 @@
 import type { CameraConfig, Config } from "../config/schema.ts";
 import type { Logger } from "../config/log.ts";
 import { cameraId as toCameraId, type CameraId } from "../config/ids.ts";
+import { SafeEmitter } from "../config/events.ts";
 import type { Sfu } from "../sfu/sfu.ts";
-import { CameraIngest } from "./ingest/camera-ingest.ts";
+import { CameraIngest, type IngestStatus } from "./ingest/camera-ingest.ts";
+import type { CameraState, Reachability } from "./ingest/camera-state.ts";
+import type { LossSignal } from "./rtsp/status.ts";
 import { UdpPortPool } from "./ingest/udp-ports.ts";
 
+/** What any user who may see a camera is told about it (`/api/cameras`, the page's event stream). */
 export interface CameraView {
   id: CameraId;
   name: string;
   groups: readonly string[];
+  /** The ingest's own lifecycle: idle, connecting, playing, backoff, failed. */
   state: string;
+  /** The ingest's last failure, as the RTSP layer wrote it. */
   reason?: string | undefined;
   viewers: number;
+  /** What the page shows: idle, connecting, live, reconnecting, offline, failed (README "Camera states"). */
+  status: CameraState;
+  /** Why the camera is not live, in plain words. */
+  statusReason?: string;
+  /** Whether the recorder answers: from the current session, or the light check of an idle camera. */
+  reachability: Reachability;
+  /** When `status` was entered; when the camera was last live; since when it is down (epoch ms). */
+  since: number;
+  lastLiveAt?: number;
+  downSince?: number;
+  /** The signal that ended the last session (connection-closed, rtcp-bye, no-media…). */
+  lostBy?: LossSignal;
+  /** When an idle camera was last checked, epoch ms. */
+  checkedAt?: number;
+  /** RTP transport of the current session. */
+  transport?: "tcp" | "udp";
+  /** Media the recorder offers that cannot be played, with the reason (H.265, AAC…). */
+  unplayable: { type: string; reason: string }[];
 }
+
+export type CameraRegistryEvents = {
+  /** A camera's view changed (state, reason, reachability, transport…). */
+  camera: [CameraView];
+  /** The registry is closing: streams built on it end. */
+  closed: [];
+};
 
 interface Entry {
   config: CameraConfig;
@@ -31,16 +62,31 @@ export class CameraRegistry {
   private readonly entries = new Map<CameraId, Entry>();
   private closed = false;
   private readonly deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger };
+  readonly events: SafeEmitter<CameraRegistryEvents>;
 
   constructor(cameras: readonly CameraConfig[], deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger }) {
     this.deps = deps;
+    this.events = new SafeEmitter<CameraRegistryEvents>((event, err) => deps.log.error("camera listener failed", { event, err }));
     const ports = new UdpPortPool(deps.rtsp.clientPortRange);
     for (const camera of cameras) {
       const id = toCameraId(camera.id);
       const source = deps.sfu.source(id);
       const log = deps.log.child({ camera: camera.id });
       const ingest = new CameraIngest({ camera, rtsp: deps.rtsp, sink: source, log, ports });
-      const unsubscribe = source.on("viewers", (n: number) => ingest.setDemand(n));
+      const offViewers = source.on("viewers", (n: number) => ingest.setDemand(n));
+      let last = "";
+      const offState = ingest.on("state", (st) => {
+        const view = this.viewOf(camera, st);
+        // One event per visible change (the ingest also reports changes nobody sees, e.g. counters).
+        const key = JSON.stringify({ ...view, viewers: 0 });
+        if (key === last) return;
+        last = key;
+        this.events.emit("camera", view);
+      });
+      const unsubscribe = () => {
+        offViewers();
+        offState();
+      };
       this.entries.set(id, { config: camera, ingest, unsubscribe });
     }
   }
@@ -61,15 +107,30 @@ export class CameraRegistry {
   view(id: string): CameraView | undefined {
     const e = this.entries.get(id as CameraId);
     if (!e) return undefined;
-    const st = e.ingest.status();
-    return {
-      id: toCameraId(e.config.id),
-      name: e.config.name ?? e.config.id,
-      groups: e.config.groups,
+    return this.viewOf(e.config, e.ingest.status());
+  }
+
+  private viewOf(config: CameraConfig, st: IngestStatus): CameraView {
+    const c = st.camera;
+    const v: CameraView = {
+      id: toCameraId(config.id),
+      name: config.name ?? config.id,
+      groups: config.groups,
       state: st.state,
       reason: st.reason,
-      viewers: this.deps.sfu.source(toCameraId(e.config.id)).stats().viewers,
+      viewers: this.deps.sfu.findSource(toCameraId(config.id))?.viewerCount ?? 0,
+      status: c.state,
+      reachability: c.reachability,
+      since: c.since,
+      unplayable: st.unsupported,
     };
+    if (c.reason !== undefined) v.statusReason = c.reason;
+    if (c.lastLiveAt !== undefined) v.lastLiveAt = c.lastLiveAt;
+    if (c.downSince !== undefined) v.downSince = c.downSince;
+    if (c.lostBy !== undefined) v.lostBy = c.lostBy;
+    if (c.checkedAt !== undefined) v.checkedAt = c.checkedAt;
+    if (st.transport !== undefined) v.transport = st.transport;
+    return v;
   }
 
   status(id: string): ReturnType<CameraIngest["status"]> | undefined {
@@ -86,5 +147,7 @@ export class CameraRegistry {
       }),
     );
     this.entries.clear();
+    this.events.emit("closed");
+    this.events.removeAllListeners();
   }
 }

@@ -217,7 +217,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
     else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));
-    app.use("/api", apiRouter({ cameras: registry, canSee: (req, id) => auth.canSee(req.user!, id) }));
+    app.use(
+      "/api",
+      apiRouter({
+        cameras: registry,
+        canSee: (req, id) => auth.canSee(req.user!, id),
+        publicOrigin: new URL(url).origin,
+        watch: (req, end) => auth.watch(req.user!, end),
+      }),
+    );
     app.use(
       "/whep",
       whepRouter({

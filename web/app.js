@@ -1,8 +1,10 @@
 /**
  * Gatehouse live view: a grid of live camera tiles, one WHEP session per tile.
  *
- * - `GET api/cameras` lists the cameras ([{id, name, state, reason?}]); 401 sends the
- *   browser to sign in and come back here.
+ * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
+ *   browser to sign in and come back here. `GET api/cameras/events` (one event stream for the
+ *   page) tells each camera's state the moment it changes: a tile never shows LIVE while its
+ *   recorder is down, and greys the last real picture with its time instead.
  * - Clicking a tile (or Enter on it) opens that camera large; the other tiles' sessions
  *   are closed to save bandwidth and restarted on the way back (back button, Esc,
  *   browser Back). The URL hash (`#camera=<id>`) names the open camera, so a link opens it.
@@ -21,8 +23,12 @@ import { fullscreenElement, onFullscreenChange, toggleFullscreen } from "./fulls
 import { saveSnapshot } from "./snapshot.js";
 import { Zoom } from "./zoom.js";
 
-/** Camera list refresh period, ms. */
+/** Camera list refresh period, ms (states arrive on the event stream; this catches list changes). */
 const REFRESH_MS = 10_000;
+/** Camera states in which the recorder is not delivering: no LIVE, last picture greyed. */
+const DOWN = new Set(["reconnecting", "offline", "failed"]);
+/** NTP epoch (1900) to Unix epoch, ms. */
+const NTP_UNIX_MS = 2_208_988_800_000;
 /** Statistics and badge refresh period, ms. */
 const TICK_MS = 1000;
 /** A connected tile with no new decoded frame for this long shows "no video", ms. */
@@ -81,8 +87,14 @@ let redirecting = false;
 let userKnown = false;
 
 /**
- * @typedef {{ id: string, name?: string, groups?: string[], state?: string, reason?: string }} CameraInfo
+ * @typedef {{ id: string, name?: string, groups?: string[], state?: string, reason?: string, status?: string, statusReason?: string,
+ *   lastLiveAt?: number, transport?: string, unplayable?: { type: string, reason: string }[] }} CameraInfo
  */
+
+/** @param {number} ms epoch ms */
+function clockText(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
 
 /** One camera tile: its DOM, its WHEP session and its latest statistics. */
 class Tile {
@@ -94,6 +106,13 @@ class Tile {
     this.serverReason = cam.reason || "";
     /** @type {string[]} */
     this.groups = [];
+    /** What the gateway says of the camera (live, reconnecting, offline, failed, idle, connecting) and why. */
+    this.serverStatus = "";
+    this.statusReason = "";
+    /** performance.now() when the gateway said the camera is live again: LIVE needs a frame decoded after it. */
+    this.liveMark = 0;
+    /** Epoch ms of the picture on screen (the recorder's clock from RTCP sender reports, else arrival). */
+    this.frameWall = 0;
     /** @type {WhepSession | null} */
     this.session = null;
     /** @type {import("./stats.js").StatsSummary | null} */
@@ -123,6 +142,9 @@ class Tile {
     this.messageEl = /** @type {HTMLElement} */ (el.querySelector(".tile-message"));
     this.nameEl = /** @type {HTMLElement} */ (el.querySelector(".tile-name"));
     this.metaEl = /** @type {HTMLElement} */ (el.querySelector(".tile-meta"));
+    this.timeEl = /** @type {HTMLElement} */ (el.querySelector(".tile-time"));
+    this.lastEl = /** @type {HTMLElement} */ (el.querySelector(".tile-last"));
+    this.noteEl = /** @type {HTMLElement} */ (el.querySelector(".tile-note"));
     /** @type {Record<string, HTMLElement>} */
     this.statEls = {};
     for (const dd of el.querySelectorAll("[data-stat]")) this.statEls[/** @type {HTMLElement} */ (dd).dataset.stat ?? ""] = /** @type {HTMLElement} */ (dd);
@@ -156,6 +178,14 @@ class Tile {
     this.serverState = cam.state || "";
     this.serverReason = cam.reason || "";
     this.groups = Array.isArray(cam.groups) ? cam.groups.filter((g) => typeof g === "string") : [];
+    const status = cam.status || "";
+    if (status === "live" && this.serverStatus !== "live" && this.serverStatus !== "") this.liveMark = performance.now();
+    this.serverStatus = status;
+    this.statusReason = cam.statusReason || "";
+    const notes = (cam.unplayable ?? []).map((u) => u.reason);
+    const note = notes.length ? `Not shown: ${notes.join("; ")}` : "";
+    if (this.noteEl.textContent !== note) this.noteEl.textContent = note;
+    this.noteEl.hidden = !note;
     this.nameEl.textContent = this.name;
     this.renderFavourite();
     this.render();
@@ -176,6 +206,7 @@ class Tile {
     session.addEventListener("stream", () => {
       this.summary = null;
       this.lastFrameAt = 0;
+      this.frameWall = 0;
       this.video.srcObject = session.stream;
       this.play();
       this.render();
@@ -268,7 +299,13 @@ class Tile {
     const now = performance.now();
     const s = summarize(report, this.summary, now);
     if (!this.summary || s.framesDecoded > this.summary.framesDecoded) {
-      if (s.framesDecoded > 0) this.lastFrameAt = now;
+      if (s.framesDecoded > 0) {
+        this.lastFrameAt = now;
+        // Chromium maps the frame's RTP time through our sender reports (the recorder's own
+        // clock when it sends reports, else arrival); a value far from now is not trusted.
+        const playout = s.playoutNtpMs ? s.playoutNtpMs - NTP_UNIX_MS : 0;
+        this.frameWall = playout && Math.abs(playout - Date.now()) < 3_600_000 ? playout : Date.now();
+      }
     }
     this.summary = s;
     if (!this.statsEl.hidden) this.renderStats(s);
@@ -287,17 +324,26 @@ class Tile {
   status() {
     const s = this.session;
     if (!s) return { status: "paused", label: "Paused", message: this.pausedFor || "Paused" };
-    const cameraDown = this.serverState === "failed" || this.serverState === "backoff";
-    const cameraWhy = this.serverReason ? `Camera unavailable: ${this.serverReason}` : "Camera unavailable";
+    const cameraDown = DOWN.has(this.serverStatus) || (!this.serverStatus && (this.serverState === "failed" || this.serverState === "backoff"));
+    const why = this.statusReason || this.serverReason;
+    const cameraWhy = why ? `Camera unavailable: ${why}` : "Camera unavailable";
+    // The gateway knows the recorder is down: say so, whatever the (healthy) connection to the gateway does.
+    if (DOWN.has(this.serverStatus) && s.state !== "unauthorized" && s.state !== "failed") {
+      if (this.serverStatus === "failed") return { status: "error", label: "Camera error", message: capitalize(why || "the camera cannot be played") };
+      if (this.serverStatus === "offline")
+        return { status: "offline", label: "Offline", message: `Camera offline: ${why || "the recorder does not answer"}. Retrying…` };
+      return { status: "reconnecting", label: "Reconnecting", message: `${capitalize(why || "the recorder stopped")}. Reconnecting…` };
+    }
     switch (s.state) {
       case "new":
       case "connecting":
         return { status: "connecting", label: s.attempts > 1 ? "Reconnecting" : "Connecting", message: "Connecting…" };
       case "connected":
       case "disconnected": {
-        const flowing = this.lastFrameAt > 0 && performance.now() - this.lastFrameAt < STALL_MS;
+        // After an outage, only a frame decoded since the camera came back counts as live.
+        const flowing = this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && performance.now() - this.lastFrameAt < STALL_MS;
         if (s.state === "disconnected") return { status: "waiting", label: "Unstable", message: "Connection unstable…" };
-        if (flowing || (this.video.readyState >= 2 && !this.summary)) return { status: "live", label: "Live", message: "" };
+        if (flowing || (this.video.readyState >= 2 && !this.summary && !this.liveMark)) return { status: "live", label: "Live", message: "" };
         if (this.lastFrameAt === 0) return { status: "connecting", label: "Starting", message: cameraDown ? cameraWhy : "Waiting for video…" };
         return { status: "waiting", label: "No video", message: cameraDown ? cameraWhy : "Waiting for the camera…" };
       }
@@ -328,6 +374,13 @@ class Tile {
     }
     if (this.badgeText.textContent !== label) this.badgeText.textContent = label;
     if (this.messageEl.textContent !== msg) this.messageEl.textContent = msg;
+    // A down camera keeps its last real picture, greyed, with the time it was taken.
+    const stale = (status === "offline" || status === "reconnecting" || status === "error" || status === "waiting") && this.frameWall > 0 && Boolean(this.video.srcObject);
+    this.el.toggleAttribute("data-stale", stale);
+    const last = stale ? `Last picture ${clockText(this.frameWall)}` : "";
+    if (this.lastEl.textContent !== last) this.lastEl.textContent = last;
+    const time = status === "live" && this.frameWall ? clockText(this.frameWall) : "";
+    if (this.timeEl.textContent !== time) this.timeEl.textContent = time;
     const s = this.summary;
     const meta = s && s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : "";
     if (this.metaEl.textContent !== meta) this.metaEl.textContent = meta;
@@ -363,6 +416,31 @@ async function refreshCameras() {
   showNotice("");
   if (!Array.isArray(list)) return;
   reconcile(list.filter((c) => c && typeof c.id === "string"));
+}
+
+/**
+ * The page's one event stream of camera states (`cameras` = the whole list, then `camera`
+ * per change). The browser reconnects it by itself; a 401 is found by the list refresh.
+ */
+function listenCameras() {
+  if (typeof EventSource !== "function") return;
+  const es = new EventSource(new URL("api/cameras/events", base), { withCredentials: true });
+  es.addEventListener("cameras", (e) => {
+    try {
+      const list = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      if (Array.isArray(list)) reconcile(list.filter((c) => c && typeof c.id === "string"));
+    } catch {
+      // a damaged event: the next one, or the list refresh, fixes the view
+    }
+  });
+  es.addEventListener("camera", (e) => {
+    try {
+      const cam = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      if (cam && typeof cam.id === "string") tiles.get(cam.id)?.update(cam);
+    } catch {
+      // as above
+    }
+  });
 }
 
 /** @param {CameraInfo[]} list */
@@ -838,8 +916,15 @@ const observer =
       })
     : null;
 
+const clockEl = document.getElementById("clock");
+
 function tick() {
   const now = performance.now();
+  if (clockEl) {
+    const text = clockText(Date.now());
+    if (clockEl.textContent !== text) clockEl.textContent = text;
+    clockEl.setAttribute("datetime", new Date().toISOString());
+  }
   const hiddenLong = hiddenSince > 0 && Date.now() - hiddenSince > HIDDEN_PAUSE_MS;
   const anyAudible = [...tiles.values()].some((t) => t.session && !t.video.muted);
   for (const t of tiles.values()) {
@@ -885,6 +970,12 @@ async function stats() {
     out.push({
       camera: t.id,
       status: t.el.dataset.status,
+      label: t.badgeText.textContent,
+      message: t.messageEl.textContent,
+      serverStatus: t.serverStatus,
+      stale: t.el.hasAttribute("data-stale"),
+      lastPicture: t.lastEl.textContent,
+      frameTime: t.timeEl.textContent,
       state: s ? s.state : "paused",
       attempts: s ? s.attempts : 0,
       hasAudio: s ? s.hasAudio : false,
@@ -932,6 +1023,8 @@ Object.defineProperty(window, "gatehouse", {
 });
 
 setInterval(tick, TICK_MS);
+tick();
+listenCameras();
 (async function poll() {
   // The user's saved layout and favourites first, so the grid does not start in the wrong shape.
   if (!userKnown) {

@@ -29,6 +29,7 @@
  * @property {number} plis PLIs sent
  * @property {string} candidateType local candidate type of the selected pair (host, srflx, relay)
  * @property {number} rttMs current round-trip time of the selected pair, ms
+ * @property {number} playoutNtpMs when the current video frame plays out on the sender's clock (NTP ms; 0 when unknown)
  */
 
 /**
@@ -105,6 +106,7 @@ export function summarize(report, prev, now) {
     plis: video?.pliCount ?? 0,
     candidateType: local?.candidateType ?? "",
     rttMs: pair?.currentRoundTripTime !== undefined ? 1000 * pair.currentRoundTripTime : 0,
+    playoutNtpMs: video?.estimatedPlayoutTimestamp ?? 0,
   };
 }
 

@@ -1,27 +1,85 @@
 /**
- * The JSON API the web client uses: the camera list (only what the caller may see)
- * and one camera's status. Never exposes recorder URLs or credentials.
+ * The JSON API the web client uses: the camera list (only what the caller may see),
+ * one camera's status, and the page's one event stream of camera states. Never exposes
+ * recorder URLs or credentials.
+ *
+ *   GET /api/cameras             → [CameraView]
+ *   GET /api/cameras/events      → text/event-stream: `cameras` (the whole list, first), then
+ *                                  `camera` (one camera's view) each time what a person sees changes
+ *   GET /api/cameras/:id/status  → CameraView + the ingest's technical status (administrators' details)
  */
 import { Router, type Request } from "express";
-import { NotFoundError } from "../../config/errors.ts";
-import type { CameraRegistry } from "../cameras.ts";
+import { AuthError, NotFoundError } from "../../config/errors.ts";
+import type { CameraRegistry, CameraView } from "../cameras.ts";
 import { sendError } from "./errors.ts";
+import { SseStream } from "./sse.ts";
 
 export interface ApiDeps {
   cameras: CameraRegistry;
   /** May this request see this camera? Unknown and invisible cameras answer alike (404). */
   canSee(req: Request, cameraId: string): boolean;
+  /** Origin of the web client (event streams are same-origin only); undefined: not checked. */
+  publicOrigin?: string | undefined;
+  /** Ends the event stream when the caller's session ends or is revoked; returns the unsubscribe. */
+  watch?(req: Request, end: (reason: string) => void): () => void;
+  /** Event stream heartbeat, ms. Default 25000. */
+  heartbeatMs?: number;
 }
+
+/** A slow page may leave this much unread before its stream is dropped (it reconnects and gets the list again), bytes. */
+const MAX_BUFFERED = 256 * 1024;
 
 export function apiRouter(deps: ApiDeps): Router {
   const r = Router();
-  r.get("/cameras", (req, res) => {
-    const list = deps.cameras
+  const streams = new Set<SseStream>();
+  deps.cameras.events.on("closed", () => {
+    for (const s of [...streams]) s.close("gateway closing");
+  });
+
+  const visible = (req: Request): CameraView[] =>
+    deps.cameras
       .configs()
       .filter((c) => deps.canSee(req, c.id))
-      .map((c) => deps.cameras.view(c.id));
-    res.set("Cache-Control", "no-store").json(list);
+      .map((c) => deps.cameras.view(c.id)!);
+
+  r.get("/cameras", (req, res) => {
+    res.set("Cache-Control", "no-store").json(visible(req));
   });
+
+  r.get("/cameras/events", (req, res) => {
+    try {
+      // Cross-site reads are blocked by the same-origin policy anyway; refuse them outright.
+      const origin = req.get("origin");
+      if (origin !== undefined && deps.publicOrigin !== undefined && origin !== deps.publicOrigin)
+        throw new AuthError("FORBIDDEN", "cross-origin event stream");
+      if (req.get("sec-fetch-site") === "cross-site") throw new AuthError("FORBIDDEN", "cross-site event stream");
+    } catch (err) {
+      return sendError(res, err);
+    }
+    let off = (): void => {};
+    let unwatch = (): void => {};
+    const stream = new SseStream(res, {
+      heartbeatMs: deps.heartbeatMs ?? 25_000,
+      retryMs: 1000,
+      maxBufferedBytes: MAX_BUFFERED,
+      onClose: () => {
+        streams.delete(stream);
+        off();
+        unwatch();
+      },
+    });
+    streams.add(stream);
+    stream.send("cameras", visible(req));
+    off = deps.cameras.events.on("camera", (view) => {
+      if (deps.canSee(req, view.id)) stream.send("camera", view);
+    });
+    unwatch = deps.watch?.(req, (reason) => stream.close(`session ended: ${reason}`)) ?? unwatch;
+    if (stream.closed) {
+      off();
+      unwatch();
+    }
+  });
+
   r.get("/cameras/:id/status", (req, res) => {
     const id = req.params.id;
     if (!deps.cameras.has(id) || !deps.canSee(req, id)) return sendError(res, new NotFoundError("no such camera"));

@@ -17,7 +17,7 @@ import {
   type SipCall,
 } from "../sip/index.ts";
 import { readAudioOffer, type G711Codec } from "./sdp.ts";
-import { SseStream } from "./sse.ts";
+import { SseStream } from "../http/sse.ts";
 import { TalkPeer, type TalkPeerStats } from "./talk-peer.ts";
 
 /** What the intercom needs from sign-in (gateway/auth): rights per camera and session watching. */

@@ -299,6 +299,8 @@ function mapFormat(m: SdpMedia, pt: number): TrackSpec | string {
     if (enc === "PCMU" && map.clockRate === 8000) codec = "PCMU";
     else if (enc === "PCMA" && map.clockRate === 8000) codec = "PCMA";
     else if (enc === "OPUS" && map.clockRate === 48000) codec = "OPUS";
+    else if (enc === "MPEG4-GENERIC" || enc === "MP4A-LATM")
+      return "AAC sound cannot be played yet (set the camera's audio to G.711 or Opus to hear it)";
     else return `audio codec ${map.encoding}/${map.clockRate} is not supported (PCMU, PCMA, Opus only)`;
   }
   return {

@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RtpRestamper, type RestampOut } from "../../gateway/intercom/restamp.ts";
 import { announceAddress, readAudioOffer } from "../../gateway/intercom/sdp.ts";
-import { sseFrame } from "../../gateway/intercom/sse.ts";
+import { sseFrame } from "../../gateway/http/sse.ts";
 import { talkPortRange } from "../../gateway/intercom/talk-peer.ts";
 
 const CHROMIUM_OFFER = [

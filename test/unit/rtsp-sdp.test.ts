@@ -120,7 +120,7 @@ describe("planTracks", () => {
       { kind: "audio", codec: "PCMU", clockRate: 8000, channels: 1, payloadType: 0, fmtp: "" },
     ]);
     expect(plan.unsupported).toEqual([
-      { mediaIndex: 2, type: "audio", reason: "audio codec MPEG4-GENERIC/16000 is not supported (PCMU, PCMA, Opus only)" },
+      { mediaIndex: 2, type: "audio", reason: "AAC sound cannot be played yet (set the camera's audio to G.711 or Opus to hear it)" },
     ]);
   });
 
