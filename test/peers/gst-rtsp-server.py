@@ -47,13 +47,30 @@ def parse_args():
     p.add_argument("--bitrate", type=int, default=500, help="kbit/s")
     p.add_argument("--no-audio", action="store_true")
     p.add_argument("--session-timeout", type=int, default=60, help="RTSP session timeout, seconds")
+    p.add_argument("--frames", type=int, default=0, help="end the stream (EOS) after this many video frames; 0 = never")
+    p.add_argument("--codec", default="h264", help="h264 or h265 video")
+    p.add_argument("--aac", action="store_true", help="AAC audio instead of PCMU")
     return p.parse_args()
 
 
 def launch_line(a):
     interval = 0 if a.sprop_only else a.config_interval
+    vframes = f" num-buffers={a.frames}" if a.frames > 0 else ""
+    # 8000 Hz audio in buffers of 400 samples (50 ms): the audio ends with the video.
+    aframes = f" num-buffers={max(1, a.frames * 20 // a.fps)} samplesperbuffer=400" if a.frames > 0 else ""
+    if a.codec == "h265":
+        video = (
+            f"videotestsrc is-live=true pattern=ball{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
+            f"! x265enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} bitrate={a.bitrate} "
+            f"! rtph265pay name=pay0 pt=96 config-interval=-1"
+        )
+    else:
+        video = None
+    audio_enc = "avenc_aac ! rtpmp4gpay name=pay1 pt=97" if a.aac else "mulawenc ! rtppcmupay name=pay1 pt=0"
+    if video is not None:
+        return f"( {video}{'' if a.no_audio else ' audiotestsrc is-live=true wave=sine' + aframes + ' ! audio/x-raw,rate=8000,channels=1 ! audioconvert ! ' + audio_enc} )"
     video = (
-        f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
+        f"videotestsrc is-live=true pattern=ball{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} bitrate={a.bitrate} "
         f"{'option-string=repeat-headers=0 ' if a.sprop_only else ''}"
         # avc stream-format keeps x264's SPS/PPS in codec_data only, so with config-interval=0 they reach
@@ -62,8 +79,8 @@ def launch_line(a):
         f"! rtph264pay name=pay0 pt=96 config-interval={interval}"
     )
     audio = (
-        " audiotestsrc is-live=true wave=sine ! audio/x-raw,rate=8000,channels=1 "
-        "! mulawenc ! rtppcmupay name=pay1 pt=0"
+        f" audiotestsrc is-live=true wave=sine{aframes} ! audio/x-raw,rate=8000,channels=1 ! audioconvert "
+        f"! {audio_enc}"
     )
     return f"( {video}{'' if a.no_audio else audio} )"
 

@@ -45,6 +45,12 @@ export interface GstServerOptions {
   noAudio?: boolean;
   /** RTSP session timeout the server announces and enforces, seconds. Default 60. */
   sessionTimeout?: number;
+  /** End the stream (EOS: RTCP BYE, then silence) after this many video frames; each new session starts again. */
+  frames?: number;
+  /** Video codec. Default h264. */
+  codec?: "h264" | "h265";
+  /** AAC audio (MPEG4-GENERIC) instead of PCMU. */
+  aac?: boolean;
   /** How long to wait for the server to listen, ms. Default 15000. */
   readyTimeoutMs?: number;
 }
@@ -125,9 +131,12 @@ class GstProcess implements GstRtspServer {
       ["--gop", o.gop],
       ["--bitrate", o.bitrate],
       ["--session-timeout", o.sessionTimeout],
+      ["--frames", o.frames],
+      ["--codec", o.codec],
     ] as const)
       if (v !== undefined) args.push(k, String(v));
     if (o.noAudio) args.push("--no-audio");
+    if (o.aac) args.push("--aac");
 
     // Binding the old port right after a kill can race the kernel; retry a few times.
     for (let attempt = 0; ; attempt++) {
