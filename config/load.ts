@@ -10,6 +10,7 @@ import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
 import { BadInputError } from "./errors.ts";
 import { configSchema, type Config, type ConfigInput } from "./schema.ts";
+import { metricsProblems } from "./sections/metrics.ts";
 
 export class ConfigError extends BadInputError {
   /** One line per problem: `path: reason`. */
@@ -68,6 +69,12 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, 
     problems.push("rtsp.reconnectMinMs: must not exceed rtsp.reconnectMaxMs");
   const [lo, hi] = cfg.rtsp.clientPortRange;
   if (hi - lo < 1) problems.push("rtsp.clientPortRange: needs at least two ports (RTP and RTCP)");
+  // The scrape token may come from the environment alone (never written in a file).
+  if (cfg.metrics.token === undefined && env.GATEHOUSE_METRICS_TOKEN !== undefined) {
+    if (env.GATEHOUSE_METRICS_TOKEN.length < 16) problems.push("GATEHOUSE_METRICS_TOKEN: must be at least 16 characters");
+    else cfg.metrics.token = env.GATEHOUSE_METRICS_TOKEN;
+  }
+  problems.push(...metricsProblems(cfg.metrics));
   if (problems.length) throw new ConfigError(problems, source);
   return deepFreeze(cfg);
 }

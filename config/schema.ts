@@ -7,6 +7,7 @@ import { z } from "zod";
 import { authSection } from "./sections/auth.ts";
 import { turnSection } from "./sections/turn.ts";
 import { sipSection } from "./sections/sip.ts";
+import { metricsSection } from "./sections/metrics.ts";
 
 /** An inclusive UDP/TCP port range written as [first, last]. */
 export const portRange = z
@@ -116,6 +117,7 @@ export const configSchema = z.strictObject({
   auth: authSection,
   turn: turnSection,
   sip: sipSection,
+  metrics: metricsSection,
 });
 
 export type Config = z.infer<typeof configSchema>;

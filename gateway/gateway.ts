@@ -23,8 +23,9 @@ import { errorHandler } from "./http/errors.ts";
 import { whepRouter } from "./http/whep.ts";
 import { createAuth, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
-import { metricsRouter, processCollector, type Collector } from "./http/metrics.ts";
-import { cameraCollector, sfuCollector } from "./metrics.ts";
+import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
+import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
+import { cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
 import { startFrontDoor } from "./frontdoor/index.ts";
@@ -53,6 +54,8 @@ export interface Gateway {
   readonly turn: TurnServer | undefined;
   /** The SIP door-intercom server, when `sip.enabled` (its browser side is under /api/intercom). */
   readonly sip: SipServer | undefined;
+  /** Base URL of the metrics-only listener, when `metrics.listen` is set. */
+  readonly metricsUrl: string | undefined;
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -187,24 +190,49 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       : undefined;
     if (intercomWeb) cleanups.push(() => intercomWeb.close("gateway closing"));
 
+    // What /metrics reports, and what /readyz checks. The process's own figures start now.
+    processRegistry();
+    const sfuWindow = new SfuMetricsWindow(sfu, config.metrics.windowSeconds);
+    cleanups.push(() => sfuWindow.close());
+    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow)];
+    if (turn) collectors.push(turnCollector(turn));
+    if (sip) collectors.push(sipCollector(sip));
+    let closingNow = false;
+    const up = (what: string) => () => (closingNow ? { ready: false, detail: "closing" } : { ready: true, detail: what });
+    const checks: ReadinessCheck[] = [
+      { name: "http", check: up("listening") },
+      { name: "sfu", check: () => (closingNow ? { ready: false, detail: "closing" } : { ready: true, detail: `${sfu.workerCount} media workers` }) },
+      { name: "auth", check: up(config.auth.mode) },
+      {
+        name: "cameras",
+        required: false,
+        check: () => {
+          const failed = registry.configs().filter((c) => registry.status(c.id)?.state === "failed").length;
+          return { ready: failed === 0, detail: `${registry.configs().length} configured, ${failed} failed` };
+        },
+      },
+    ];
+    if (turn) checks.push({ name: "turn", check: up("listening") });
+    if (sip) checks.push({ name: "sip", check: up("listening") });
+    const scrapeToken = config.metrics.token;
+    const serveMetrics = (authorize: (req: express.Request) => void) => metricsHandler({ collectors: () => collectors, authorize });
+
     const app = express();
     app.disable("x-powered-by");
     app.set("trust proxy", false);
     app.use(auth.securityHeaders);
-    app.get("/healthz", (_req, res) => res.json({ ok: true }));
+    app.get("/healthz", healthzHandler);
+    app.get("/readyz", readyzHandler(() => checks));
+    // A scraper with the metrics token needs no session; anything else goes on to sign-in below.
+    app.get("/metrics", (req, res, next) => (hasScrapeToken(req, scrapeToken) ? serveMetrics(() => {})(req, res, next) : next()));
     app.use("/auth", auth.router);
     // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
     app.use(auth.requireUser, auth.csrf);
-    const proc = processCollector();
-    cleanups.push(() => proc.close());
-    const collectors: Collector[] = [proc.collect, cameraCollector(registry), sfuCollector(sfu)];
-    if (turn) collectors.push(turnCollector(turn));
-    if (sip) collectors.push(sipCollector(sip));
     // Operational figures and other users' sessions cover every camera: only an administrator of all of them.
     const requireGlobalAdmin = (req: express.Request, what: string) => {
       if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin"))) throw new AuthError("FORBIDDEN", `${what} need the admin right on every camera`);
     };
-    app.use("/metrics", metricsRouter({ collectors: () => collectors, authorize: (req) => requireGlobalAdmin(req, "metrics") }));
+    app.get("/metrics", serveMetrics((req) => requireGlobalAdmin(req, "metrics")));
     app.use(
       "/api/admin",
       adminRouter({
@@ -254,9 +282,36 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     app.use(errorHandler(log));
     server.on("request", app);
 
+    // Metrics on a listener of their own: /metrics, /healthz and /readyz only. With a token
+    // configured a scraper must send it; without one the listener is loopback-only (config/sections/metrics.ts).
+    let metricsUrl: string | undefined;
+    if (config.metrics.listen) {
+      const mapp = express();
+      mapp.disable("x-powered-by");
+      mapp.get("/healthz", healthzHandler);
+      mapp.get("/readyz", readyzHandler(() => checks));
+      mapp.get(
+        "/metrics",
+        serveMetrics((req) => {
+          if (scrapeToken && !hasScrapeToken(req, scrapeToken)) throw new AuthError("UNAUTHORIZED", "the metrics token is required");
+        }),
+      );
+      mapp.use((_req, res) => void res.status(404).json({ error: "not_found" }));
+      const mserver = http.createServer(mapp);
+      await new Promise<void>((resolve, reject) => {
+        mserver.once("error", reject);
+        mserver.listen(config.metrics.listen!.port, config.metrics.listen!.host, () => resolve());
+      });
+      cleanups.push(() => new Promise<void>((resolve) => { mserver.closeAllConnections(); mserver.close(() => resolve()); }));
+      const a = mserver.address() as { address: string; port: number };
+      metricsUrl = `http://${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
+      log.info("metrics listener", { url: metricsUrl, token: scrapeToken ? "required" : "none (loopback)" });
+    }
+
     let closing: Promise<void> | undefined;
     const close = (reason = "closed") => {
       closing ??= (async () => {
+        closingNow = true;
         log.info("gateway closing", { reason });
         await closeAll();
       })();
@@ -271,6 +326,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       auth,
       turn,
       sip,
+      metricsUrl,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

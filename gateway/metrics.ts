@@ -6,7 +6,7 @@ import { nativeStatus, type Sfu } from "../sfu/sfu.ts";
 import type { TurnServer } from "../turn/index.ts";
 import type { SipServer } from "./sip/index.ts";
 import type { CameraRegistry } from "./cameras.ts";
-import type { Collector, Sample } from "./http/metrics.ts";
+import { CumulativeHistogram, type Collector, type Sample } from "./http/metrics.ts";
 
 const INGEST_STATES = ["idle", "connecting", "playing", "backoff", "failed"] as const;
 
@@ -30,7 +30,66 @@ export function cameraCollector(cameras: CameraRegistry): Collector {
   };
 }
 
-export function sfuCollector(sfu: Sfu): Collector {
+/** Upper bounds of the forwarding-latency buckets, seconds (edges of the SFU's own buckets, so exact). */
+export const FORWARD_LATENCY_BOUNDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2];
+
+/**
+ * The SFU's measurements by fixed windows (`metrics.windowSeconds`), never by scrape: each
+ * window's forwarding latencies are added to a cumulative histogram, and the media workers'
+ * longest loop delay and longest task of the last complete window are kept as gauges. Every
+ * scraper reads the same figures.
+ */
+export class SfuMetricsWindow {
+  readonly forwardLatency = new CumulativeHistogram(FORWARD_LATENCY_BOUNDS);
+  /** Per worker index: maxima of the last complete window, seconds. */
+  readonly lastWindow = new Map<number, { loopDelayMax: number; taskMax: number }>();
+  private readonly timer: NodeJS.Timeout;
+  private running: Promise<void> | undefined;
+  private closed = false;
+  private readonly sfu: Sfu;
+
+  constructor(sfu: Sfu, windowSeconds: number) {
+    this.sfu = sfu;
+    this.timer = setInterval(() => void this.fold(), windowSeconds * 1000);
+    this.timer.unref();
+  }
+
+  /** Ends the current window now (also what the timer does). */
+  fold(): Promise<void> {
+    this.running ??= (async () => {
+      try {
+        if (this.closed) return;
+        await this.sfu.refreshStats();
+        if (this.closed) return;
+        const st = this.sfu.stats();
+        const h = st.forwardLatency;
+        this.forwardLatency.add(
+          h.countsBelow(FORWARD_LATENCY_BOUNDS.map((s) => s * 1000)),
+          h.count,
+          h.sumMs / 1000,
+        );
+        for (const w of st.workers ?? [])
+          this.lastWindow.set(w.index, {
+            loopDelayMax: w.eventLoopDelayMs.max / 1000,
+            taskMax: Math.max(w.ingest.sliceMaxMs, w.ingest.pacerPassMaxMs) / 1000,
+          });
+        this.sfu.resetMeasurements();
+      } catch {
+        // A closing SFU: the window is simply not counted.
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.timer);
+  }
+}
+
+export function sfuCollector(sfu: Sfu, window: SfuMetricsWindow): Collector {
   return () => {
     const out: Sample[] = [];
     const st = sfu.stats();
@@ -48,30 +107,29 @@ export function sfuCollector(sfu: Sfu): Collector {
       type: "gauge",
       value: nativeStatus().enabled ? 1 : 0,
     });
-    // Measurement windows restart after each scrape, so every figure covers the last scrape interval.
-    const lat = st.forwardLatencyMs;
     out.push(
-      { name: "gatehouse_forward_latency_p50_seconds", help: "Live packets, ingest to viewer socket, median since the last scrape.", type: "gauge", value: lat.p50 / 1000 },
-      { name: "gatehouse_forward_latency_p99_seconds", help: "Live packets, ingest to viewer socket, 99th percentile since the last scrape.", type: "gauge", value: lat.p99 / 1000 },
-      { name: "gatehouse_forward_latency_max_seconds", help: "Live packets, ingest to viewer socket, maximum since the last scrape.", type: "gauge", value: lat.max / 1000 },
+      window.forwardLatency.sample(
+        "gatehouse_forward_latency_seconds",
+        "Live packets, ingest to viewer socket, per packet per viewer (complete windows of metrics.windowSeconds).",
+      ),
     );
     for (const w of st.workers ?? []) {
       const labels = { worker: String(w.index) };
+      const last = window.lastWindow.get(w.index) ?? { loopDelayMax: 0, taskMax: 0 };
       out.push(
         { name: "gatehouse_media_worker_viewers", help: "Viewers placed on the media worker.", type: "gauge", value: w.viewers, labels },
-        { name: "gatehouse_media_worker_loop_delay_max_seconds", help: "Longest event-loop delay of the media worker since the last scrape.", type: "gauge", value: w.eventLoopDelayMs.max / 1000, labels },
+        { name: "gatehouse_media_worker_loop_delay_max_seconds", help: "Longest event-loop delay of the media worker in the last complete window (metrics.windowSeconds).", type: "gauge", value: last.loopDelayMax, labels },
         { name: "gatehouse_media_worker_heap_used_bytes", help: "V8 heap in use by the media worker.", type: "gauge", value: w.heapUsedKb * 1024, labels },
         {
           name: "gatehouse_media_worker_task_max_seconds",
-          help: "Longest stretch the media worker's own fan-out held its event loop (ingest slice or pacer pass), since the last scrape.",
+          help: "Longest stretch the media worker's own fan-out held its event loop (ingest slice or pacer pass) in the last complete window (metrics.windowSeconds).",
           type: "gauge",
-          value: Math.max(w.ingest.sliceMaxMs, w.ingest.pacerPassMaxMs) / 1000,
+          value: last.taskMax,
           labels,
         },
         { name: "gatehouse_media_worker_ingest_backlog_bytes", help: "Ingest waiting to be fanned out by the media worker.", type: "gauge", value: w.ingest.backlogBytes, labels },
       );
     }
-    sfu.resetMeasurements();
     return out;
   };
 }

@@ -106,6 +106,8 @@ export interface SfuStats {
    * and retransmissions are not counted.
    */
   forwardLatencyMs: LatencySummary;
+  /** The same, bucket by bucket (for Prometheus histograms). */
+  forwardLatency: LatencyHistogram;
   /** Event-loop delay since start or `resetMeasurements()`. */
   eventLoopDelayMs: EventLoopStats;
   /** Per media worker (absent without workers): viewers placed on it, its loop delay and V8 heap. */
@@ -340,6 +342,7 @@ export class SfuEngine {
       sources: [...this.sources.values()].map((s) => s.stats()),
       viewers: [...this.viewers.values()].map((v) => v.stats()),
       forwardLatencyMs: this.latency.summary(),
+      forwardLatency: this.latency,
       eventLoopDelayMs: this.loopStats(),
     };
   }

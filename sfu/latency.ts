@@ -76,6 +76,28 @@ export class LatencyHistogram {
     };
   }
 
+  /** Sum of the recorded values, milliseconds. */
+  get sumMs(): number {
+    return this.sumUs / 1000;
+  }
+
+  /**
+   * How many values were below each bound (milliseconds, ascending), exactly when a bound
+   * is a bucket edge (0.01 ms steps to 2 ms, 0.1 to 20, 1 to 200, 10 to 2000): Prometheus
+   * `le` buckets. Values at 2 s and beyond fall in no bound.
+   */
+  countsBelow(boundsMs: readonly number[]): number[] {
+    const out = new Array<number>(boundsMs.length).fill(0);
+    let seen = 0;
+    let b = 0;
+    for (let i = 0; i < BUCKETS - 1 && b < boundsMs.length; i++) {
+      while (b < boundsMs.length && edgeOf(i) > boundsMs[b]! * 1000 + 1e-6) out[b++] = seen;
+      seen += this.counts[i]!;
+    }
+    while (b < boundsMs.length) out[b++] = seen;
+    return out;
+  }
+
   /** Adds another histogram's counts (per-worker histograms into one). */
   merge(other: LatencyHistogram): void {
     for (let i = 0; i < BUCKETS; i++) this.counts[i]! += other.counts[i]!;

@@ -352,6 +352,7 @@ export class WorkerPool {
       sources: [...this.sources.values()].map((s) => s.stats()),
       viewers: [...this.viewers.values()].map((v) => v.stats()),
       forwardLatencyMs: latency.summary(),
+      forwardLatency: latency,
       eventLoopDelayMs: { p99: Math.round(loopP99 * 100) / 100, max: Math.round(loopMax * 100) / 100 },
       workers: this.workers.map((w) => ({
         index: w.index,

@@ -1,22 +1,43 @@
 /**
- * `/metrics` in the Prometheus text format (version 0.0.4). Each room contributes a
- * collector returning samples; this file only renders them. Label values are escaped,
- * and nothing secret (URLs, credentials, tokens) is ever a label.
+ * `/metrics` in the Prometheus text format (version 0.0.4).
+ *
+ * Process figures (CPU seconds, resident memory, heap, GC durations, open descriptors)
+ * come from prom-client's default collectors, in one registry per process; the rooms
+ * contribute collectors returning samples at scrape time, rendered here. Every figure is
+ * a counter, a gauge of a current state, or a cumulative histogram: nothing is reset by a
+ * scrape, so any number of scrapers see the same series and instances can be summed.
+ * Label values are escaped, and nothing secret (URLs, credentials, tokens) is ever a label.
  */
-import { monitorEventLoopDelay } from "node:perf_hooks";
-import { Router, type Request } from "express";
+import { timingSafeEqual, createHash } from "node:crypto";
+import { monitorEventLoopDelay, type ELDHistogram } from "node:perf_hooks";
+import { Router, type Request, type RequestHandler } from "express";
+import client from "prom-client";
 import { AuthError } from "../../config/errors.ts";
 import { sendError } from "./errors.ts";
 
 export type MetricType = "counter" | "gauge";
 
-export interface Sample {
+export interface ScalarSample {
   name: string;
   help: string;
   type: MetricType;
   value: number;
   labels?: Record<string, string>;
 }
+
+/** A cumulative histogram: `buckets[i].count` values were ≤ `buckets[i].le` (ascending, without +Inf). */
+export interface HistogramSample {
+  name: string;
+  help: string;
+  type: "histogram";
+  buckets: ReadonlyArray<{ le: number; count: number }>;
+  /** Values in all (the +Inf bucket and `_count`). */
+  count: number;
+  sum: number;
+  labels?: Record<string, string>;
+}
+
+export type Sample = ScalarSample | HistogramSample;
 
 /** Something that reports its figures at scrape time. */
 export type Collector = () => Sample[];
@@ -31,10 +52,20 @@ export function renderMetrics(samples: readonly Sample[]): string {
   let out = "";
   for (const [name, list] of byName) {
     out += `# HELP ${name} ${list[0]!.help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")}\n# TYPE ${name} ${list[0]!.type}\n`;
-    for (const s of list) out += `${name}${renderLabels(s.labels)} ${Number.isFinite(s.value) ? s.value : 0}\n`;
+    for (const s of list) {
+      if (s.type === "histogram") {
+        for (const b of s.buckets) out += `${name}_bucket${renderLabels({ ...s.labels, le: formatNumber(b.le) })} ${num(b.count)}\n`;
+        out += `${name}_bucket${renderLabels({ ...s.labels, le: "+Inf" })} ${num(s.count)}\n`;
+        out += `${name}_sum${renderLabels(s.labels)} ${num(s.sum)}\n`;
+        out += `${name}_count${renderLabels(s.labels)} ${num(s.count)}\n`;
+      } else out += `${name}${renderLabels(s.labels)} ${num(s.value)}\n`;
+    }
   }
   return out;
 }
+
+const num = (v: number) => (Number.isFinite(v) ? v : 0);
+const formatNumber = (v: number) => String(v);
 
 function renderLabels(labels: Record<string, string> | undefined): string {
   if (!labels) return "";
@@ -44,24 +75,135 @@ function renderLabels(labels: Record<string, string> | undefined): string {
   return parts.length ? `{${parts.join(",")}}` : "";
 }
 
-/** Process-level figures: memory and event-loop delay (the packet loops share this loop). */
-export function processCollector(): { collect: Collector; close(): void } {
-  const loop = monitorEventLoopDelay({ resolution: 10 });
+/**
+ * A histogram that takes in whole windows of counts (from a component that measures
+ * in buckets of its own) and keeps the running totals Prometheus expects.
+ */
+export class CumulativeHistogram {
+  readonly bounds: readonly number[];
+  private readonly below: number[];
+  private total = 0;
+  private sum = 0;
+
+  /** `bounds`: ascending upper bounds, in the unit exported (seconds). */
+  constructor(bounds: readonly number[]) {
+    this.bounds = Object.freeze([...bounds]);
+    this.below = bounds.map(() => 0);
+  }
+
+  /** Adds one window: `countsBelow[i]` values ≤ bounds[i], `count` in all, their `sum`. */
+  add(countsBelow: readonly number[], count: number, sum: number): void {
+    for (let i = 0; i < this.below.length; i++) this.below[i]! += countsBelow[i] ?? count;
+    this.total += count;
+    this.sum += sum;
+  }
+
+  sample(name: string, help: string, labels?: Record<string, string>): HistogramSample {
+    return {
+      name,
+      help,
+      type: "histogram",
+      buckets: this.bounds.map((le, i) => ({ le, count: this.below[i]! })),
+      count: this.total,
+      sum: this.sum,
+      ...(labels ? { labels } : {}),
+    };
+  }
+}
+
+/** Upper bounds of event-loop delay buckets, seconds. */
+export const LOOP_DELAY_BOUNDS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5];
+
+/** Sampling interval of the event-loop monitor, milliseconds. */
+const LOOP_RESOLUTION_MS = 10;
+
+/**
+ * Folds an event-loop delay monitor's samples since the last fold into `into`, then resets
+ * it. Node's monitor reports each timer interval including the resolution, so that is taken
+ * off. It keeps percentiles, not buckets: the share of samples ≤ a bound is the highest
+ * percentile Node reports whose value is ≤ it (coarse between those points, never decreasing).
+ */
+export function foldLoopDelay(h: ELDHistogram, into: CumulativeHistogram, resolutionMs = LOOP_RESOLUTION_MS): void {
+  const count = h.count;
+  if (count > 0) {
+    const offsetNs = resolutionMs * 1e6;
+    const points = [...h.percentiles.entries()].sort((a, b) => a[0] - b[0]);
+    const below = into.bounds.map((boundS) => {
+      const limit = boundS * 1e9 + offsetNs;
+      if (h.max <= limit) return count;
+      let share = 0;
+      for (const [p, ns] of points) if (ns <= limit) share = p;
+      return Math.round((share / 100) * count);
+    });
+    into.add(below, count, (Math.max(0, h.mean - offsetNs) / 1e9) * count);
+  }
+  h.reset();
+}
+
+/**
+ * prom-client defaults left out: gauges named "_total" that are no counters (Prometheus
+ * rejects them), event-loop gauges reset by every scrape, and CPU counters that start at
+ * the registry's creation (ours below are the process's own totals).
+ */
+const NOT_EXPORTED = /^nodejs_active_(handles|requests|resources)_total$|^nodejs_eventloop_lag_|^process_cpu_/;
+
+export interface ProcessMetrics {
+  registry: client.Registry;
+  loop: ELDHistogram;
+  loopHist: CumulativeHistogram;
+}
+let processMetrics: ProcessMetrics | undefined;
+
+/**
+ * The process's own figures, once per process (several gateways in one test process share
+ * them): prom-client's defaults (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+ * `nodejs_gc_duration_seconds`, heap, descriptors) and `gatehouse_event_loop_delay_seconds`
+ * as a cumulative histogram. prom-client's event-loop gauges are left out: they reset on
+ * every scrape, which splits the data between two scrapers.
+ */
+export function processRegistry(): ProcessMetrics {
+  if (processMetrics) return processMetrics;
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  for (const m of registry.getMetricsAsArray()) {
+    const name = (m as unknown as { name: string }).name;
+    if (NOT_EXPORTED.test(name)) registry.removeSingleMetric(name);
+  }
+  const loop = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
   loop.enable();
-  return {
-    collect: () => {
-      const mem = process.memoryUsage();
-      const samples: Sample[] = [
-        { name: "gatehouse_process_resident_bytes", help: "Resident set size.", type: "gauge", value: mem.rss },
-        { name: "gatehouse_process_heap_used_bytes", help: "V8 heap in use.", type: "gauge", value: mem.heapUsed },
-        { name: "gatehouse_event_loop_delay_p99_seconds", help: "Event-loop delay, 99th percentile since the last scrape.", type: "gauge", value: loop.percentile(99) / 1e9 },
-        { name: "gatehouse_event_loop_delay_max_seconds", help: "Longest event-loop delay since the last scrape.", type: "gauge", value: loop.max / 1e9 },
-      ];
-      loop.reset();
-      return samples;
-    },
-    close: () => loop.disable(),
+  processMetrics = { registry, loop, loopHist: new CumulativeHistogram(LOOP_DELAY_BOUNDS) };
+  return processMetrics;
+}
+
+/** Process-level figures as a collector: CPU since the process started, and the event loop's delay histogram (the packet loops share this loop). */
+function processCollector(pm: ProcessMetrics): Collector {
+  return () => {
+    foldLoopDelay(pm.loop, pm.loopHist);
+    const cpu = process.cpuUsage();
+    return [
+      { name: "process_cpu_user_seconds_total", help: "Total user CPU time spent in seconds.", type: "counter", value: cpu.user / 1e6 },
+      { name: "process_cpu_system_seconds_total", help: "Total system CPU time spent in seconds.", type: "counter", value: cpu.system / 1e6 },
+      { name: "process_cpu_seconds_total", help: "Total user and system CPU time spent in seconds.", type: "counter", value: (cpu.user + cpu.system) / 1e6 },
+      pm.loopHist.sample("gatehouse_event_loop_delay_seconds", "Event-loop delay of the gateway's main thread (signaling and ingest)."),
+    ];
   };
+}
+
+/** Everything /metrics renders: the process registry, then the rooms' collectors. */
+export async function scrape(collectors: readonly Collector[]): Promise<string> {
+  const pm = processRegistry();
+  const samples = [processCollector(pm), ...collectors].flatMap((c) => c());
+  const processText = await pm.registry.metrics();
+  return processText.replace(/\n*$/, "\n") + renderMetrics(samples);
+}
+
+/** True when the request carries `Authorization: Bearer <token>` for this token (compared in constant time). */
+export function hasScrapeToken(req: Request, token: string | undefined): boolean {
+  if (!token) return false;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "");
+  if (!m) return false;
+  const digest = (s: string) => createHash("sha256").update(s).digest();
+  return timingSafeEqual(digest(m[1]!), digest(token));
 }
 
 export interface MetricsDeps {
@@ -70,16 +212,24 @@ export interface MetricsDeps {
   authorize(req: Request): void;
 }
 
-export function metricsRouter(deps: MetricsDeps): Router {
-  const r = Router();
-  r.get("/", (req, res) => {
+/** Serves the text to whoever `authorize` lets through. */
+export function metricsHandler(deps: MetricsDeps): RequestHandler {
+  return (req, res) => {
     try {
       deps.authorize(req);
-      const samples = deps.collectors().flatMap((c) => c());
-      res.set("Cache-Control", "no-store").type("text/plain; version=0.0.4; charset=utf-8").send(renderMetrics(samples));
     } catch (err) {
-      sendError(res, err instanceof AuthError || (err as { code?: string }).code ? err : new AuthError("FORBIDDEN", "not allowed"));
+      if ((err as { code?: string }).code === "UNAUTHORIZED") res.set("WWW-Authenticate", 'Bearer realm="gatehouse metrics"');
+      return sendError(res, err instanceof AuthError || (err as { code?: string }).code ? err : new AuthError("FORBIDDEN", "not allowed"));
     }
-  });
+    scrape(deps.collectors()).then(
+      (text) => res.set("Cache-Control", "no-store").type(client.Registry.PROMETHEUS_CONTENT_TYPE).send(text),
+      (err: unknown) => sendError(res, err),
+    );
+  };
+}
+
+export function metricsRouter(deps: MetricsDeps): Router {
+  const r = Router();
+  r.get("/", metricsHandler(deps));
   return r;
 }
