@@ -43,6 +43,21 @@ export const cameraSchema = z.strictObject({
   groups: z.array(z.string().min(1)).default([]),
   /** Accept self-signed certificates from an `rtsps://` recorder. Default false (fail closed). */
   tlsInsecure: z.boolean().default(false),
+  /**
+   * Answer a recorder's Basic challenge over plain `rtsp://`, sending the password in clear.
+   * Default false: such a camera fails with a reason saying so (Digest and `rtsps://` need no opt-in).
+   */
+  basicOverPlainRtsp: z.boolean().optional(),
+  /** Hosts besides the camera URL's own that its recorder may redirect to (names or IP literals). Default none. */
+  redirectHosts: z
+    .array(
+      z
+        .string()
+        .min(1)
+        .max(253)
+        .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?)$/, "a host name or IP address, without scheme or port"),
+    )
+    .optional(),
 });
 
 export const configSchema = z.strictObject({

@@ -223,6 +223,8 @@ export class CameraIngest {
         password: camera.password,
         transport,
         tlsInsecure: camera.tlsInsecure,
+        basicOverPlainRtsp: camera.basicOverPlainRtsp,
+        redirectHosts: camera.redirectHosts,
         requestTimeoutMs: rtsp.requestTimeoutMs,
         mediaTimeoutMs: rtsp.mediaTimeoutMs,
         ports: this.opts.ports,

@@ -28,10 +28,10 @@ import { formatTransport, parsePublic, parseSession, parseTransport, type Transp
 import { MediaRouter, type RouterStats } from "./media-router.ts";
 import { RtspHeaders, interleavedFrame, type RtspResponse } from "./message.ts";
 import { baseUrl, parseSdp, planTracks, type IngestTrack, type UnsupportedMedia } from "./sdp.ts";
-import { UnplayableError, UpstreamLostError, isRedirect, responseError } from "./status.ts";
+import { RecorderPolicyError, UnplayableError, UpstreamLostError, isRedirect, responseError } from "./status.ts";
 import { realTimers, type TimerHandle, type Timers } from "./timers.ts";
 import { UdpMediaPair } from "./udp-media.ts";
-import { parseRtspUrl, sameOrigin, type RtspUrl } from "./url.ts";
+import { parseRtspUrl, redirectAllowed, sameOrigin, type RtspUrl } from "./url.ts";
 
 export interface RtspClientOptions {
   /** rtsp:// or rtsps:// URL; may carry `user:password@` (percent-encoded). */
@@ -54,6 +54,10 @@ export interface RtspClientOptions {
   recvBufferSize?: number;
   /** Redirects followed (301/302/303/305/307). Default 3. */
   maxRedirects?: number;
+  /** Hosts besides the camera's own that a redirect may lead to (names or IP literals, as written). Default none. */
+  redirectHosts?: readonly string[] | undefined;
+  /** Answer a Basic challenge over plain rtsp:// (the password crosses the network in clear). Default false: refused. */
+  basicOverPlainRtsp?: boolean | undefined;
   userAgent?: string;
   log: Logger;
   timers?: Timers;
@@ -119,6 +123,8 @@ export class RtspClient {
   private readonly timers: Timers;
   private readonly router: MediaRouter;
   private url: RtspUrl;
+  /** The configured URL's host: redirects stay on it unless `redirectHosts` says otherwise. */
+  private readonly cameraHost: string;
   private creds: Credentials | undefined;
   private conn: RtspConnection | undefined;
   private authorizer: Authorizer | undefined;
@@ -143,6 +149,7 @@ export class RtspClient {
     this.timers = opts.timers ?? realTimers;
     this.events = new SafeEmitter<RtspClientEvents>((event, err) => this.log.error("rtsp client listener failed", { event, err }));
     this.url = parseRtspUrl(opts.url);
+    this.cameraHost = this.url.host;
     const username = opts.username ?? this.url.username;
     if (username !== undefined) this.creds = { username, password: opts.password ?? this.url.password ?? "" };
     this.router = new MediaRouter(opts.sink);
@@ -275,6 +282,9 @@ export class RtspClient {
       throw new UpstreamError(`redirect to an invalid location`, { cause: err });
     }
     if (this.url.tls && !next.tls) throw new UpstreamError("redirect from rtsps:// to rtsp:// refused");
+    // A recorder must not be able to point the gateway at any host of the network.
+    if (!redirectAllowed(this.cameraHost, next, this.opts.redirectHosts))
+      throw new RecorderPolicyError("redirect_host", `redirect to another host (${next.host}) refused; list it in the camera's redirectHosts to allow it`);
     // Credentials follow a redirect only to the same host and port, unless the new URL carries its own.
     if (next.username !== undefined) this.creds = { username: next.username, password: next.password ?? "" };
     else if (!sameOrigin(this.url, next)) this.creds = undefined;
@@ -460,6 +470,12 @@ export class RtspClient {
         throw new AuthError("UNAUTHORIZED", `${method}: no supported authentication scheme offered (${offered})`);
       }
       if (fresh && !isStale(chosen)) throw responseError(method, 401, res.reason, "wrong user name or password");
+      if (chosen.scheme === "basic" && !this.url.tls && this.opts.basicOverPlainRtsp !== true)
+        throw new RecorderPolicyError(
+          "basic_over_plain_rtsp",
+          `${method}: the recorder asks for Basic authentication over plain rtsp://, which would send the password in clear; refused ` +
+            "(use rtsps://, turn on Digest at the recorder, or set basicOverPlainRtsp for this camera)",
+        );
       this.authorizer = createAuthorizer(chosen, this.creds, this.opts.cnonce ? { cnonce: this.opts.cnonce } : {});
       fresh = true;
     }

@@ -30,6 +30,22 @@ export function isRedirect(status: number): boolean {
 /** The recorder works but offers nothing we can forward (e.g. H.265 only), or its SDP is unusable. */
 export class UnplayableError extends UpstreamError {}
 
+/** What the camera's configuration does not allow a recorder to make us do. */
+export type RecorderPolicy =
+  /** Basic authentication over plain rtsp:// (the password would cross the network in clear); see `basicOverPlainRtsp`. */
+  | "basic_over_plain_rtsp"
+  /** A redirect to a host other than the camera's own; see `redirectHosts`. */
+  | "redirect_host";
+
+/** The recorder asked for something the camera's configuration refuses; retrying will not change that. */
+export class RecorderPolicyError extends UpstreamError {
+  readonly policy: RecorderPolicy;
+  constructor(policy: RecorderPolicy, message: string) {
+    super(message);
+    this.policy = policy;
+  }
+}
+
 /**
  * Failures that retrying soon will not fix (bad credentials, unknown stream, nothing
  * playable, bad URL): the ingest retries at the longest backoff, so a wrong password
@@ -41,6 +57,7 @@ export function isPermanent(err: GatehouseError): boolean {
     err.code === "FORBIDDEN" ||
     err.code === "BAD_INPUT" ||
     err instanceof UnplayableError ||
+    err instanceof RecorderPolicyError ||
     (err instanceof RtspStatusError && err.status === 404)
   );
 }

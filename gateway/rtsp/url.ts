@@ -3,6 +3,7 @@
  * and the credentials of the userinfo part, percent-decoded. Pure.
  */
 import { BadInputError } from "../../config/errors.ts";
+import { canonicalIp } from "../../config/net/ip.ts";
 
 export interface RtspUrl {
   /** rtsps:// (TLS). */
@@ -48,4 +49,20 @@ function decode(s: string): string {
 /** Same host and port (case-insensitive host): whether credentials may follow a redirect. */
 export function sameOrigin(a: RtspUrl, b: RtspUrl): boolean {
   return a.host.toLowerCase() === b.host.toLowerCase() && a.port === b.port && a.tls === b.tls;
+}
+
+/** A host as compared for redirects: IP literals in canonical form, names lower-case without a trailing dot. */
+export function hostKey(host: string): string {
+  const h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  return canonicalIp(h) ?? h.toLowerCase().replace(/\.$/, "");
+}
+
+/**
+ * May a recorder send us to `next`? Only to the camera's own host (any port: recorders move
+ * streams between their own ports), or to a host the camera lists in `redirectHosts`. The
+ * check is on the host as written: names are never resolved to decide.
+ */
+export function redirectAllowed(cameraHost: string, next: RtspUrl, allowedHosts: readonly string[] = []): boolean {
+  const key = hostKey(next.host);
+  return key === hostKey(cameraHost) || allowedHosts.some((h) => hostKey(h) === key);
 }

@@ -87,6 +87,28 @@ describe("GStreamer failures and variants", () => {
     expect(cam.sessions()).toBe(0);
   });
 
+  // A recorder asking for Basic over plain rtsp:// got the password in clear.
+  it("regression: refuses a recorder's Basic challenge over plain rtsp:// with a clear reason, plays when the camera opts in", async () => {
+    const cam = await gst({ user: "viewer", password: "s3cret", auth: "basic", noAudio: true });
+    const refused = ingest({ url: cam.url, username: "viewer", password: "s3cret" });
+    refused.ing.setDemand(1);
+    await refused.sink.until(() => refused.states.some((s) => s.state === "failed"), 10_000, "failed state");
+    expect(refused.ing.status()).toMatchObject({
+      state: "failed",
+      reason:
+        "DESCRIBE: the recorder asks for Basic authentication over plain rtsp://, which would send the password in clear; refused " +
+        "(use rtsps://, turn on Digest at the recorder, or set basicOverPlainRtsp for this camera)",
+      retryInMs: 1000, // the longest backoff: asking again will not change the answer
+    });
+    expect(cam.sessions()).toBe(0);
+    await refused.ing.close("test: next camera");
+
+    const allowed = ingest({ url: cam.url, username: "viewer", password: "s3cret", basicOverPlainRtsp: true });
+    allowed.ing.setDemand(1);
+    await allowed.sink.until(() => allowed.sink.count(0) >= 10, 15_000, "video packets");
+    expect(allowed.ing.status()).toMatchObject({ state: "playing" });
+  });
+
   it("plays a camera that sends SPS/PPS only in the SDP (sprop-parameter-sets)", async () => {
     const cam = await gst({ spropOnly: true, noAudio: true });
     const { ing, sink } = ingest({ url: cam.url });

@@ -36,6 +36,7 @@ def parse_args():
     p.add_argument("--port", type=int, default=0, help="0 = any free port")
     p.add_argument("--mount", default="/test")
     p.add_argument("--user", help="require digest auth with this user")
+    p.add_argument("--auth", default="digest", choices=["digest", "basic"], help="authentication scheme asked with --user")
     p.add_argument("--password", default="")
     p.add_argument("--protocols", default="tcp,udp", help="comma list of tcp, udp")
     p.add_argument("--sprop-only", action="store_true", help="SPS/PPS only in the SDP (config-interval=0)")
@@ -104,10 +105,14 @@ def main():
 
     if a.user:
         auth = GstRtspServer.RTSPAuth()
-        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
-        auth.add_digest(a.user, a.password, token)
+        if a.auth == "basic":
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.BASIC)
+            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(a.user, a.password), token)
+        else:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            auth.add_digest(a.user, a.password, token)
         server.set_auth(auth)
         perms = GstRtspServer.RTSPPermissions()
         perms.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)

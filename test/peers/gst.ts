@@ -26,6 +26,8 @@ export interface GstServerOptions {
   /** Require Digest auth with this user (and `password`). */
   user?: string;
   password?: string;
+  /** The scheme `user` must authenticate with. Default digest. */
+  auth?: "digest" | "basic";
   /** Lower transports offered. Default both. */
   protocols?: ReadonlyArray<"tcp" | "udp">;
   /** SPS/PPS only in the SDP's sprop-parameter-sets, never in band (rtph264pay config-interval=0). */
@@ -120,7 +122,7 @@ class GstProcess implements GstRtspServer {
   async start(port: number): Promise<void> {
     const o = this.opts;
     const args = [SCRIPT, "--port", String(port), "--host", o.host ?? "127.0.0.1", "--mount", o.mount ?? "/test"];
-    if (o.user !== undefined) args.push("--user", o.user, "--password", o.password ?? "");
+    if (o.user !== undefined) args.push("--user", o.user, "--password", o.password ?? "", "--auth", o.auth ?? "digest");
     if (o.protocols) args.push("--protocols", o.protocols.join(","));
     if (o.spropOnly) args.push("--sprop-only");
     if (o.configInterval !== undefined) args.push("--config-interval", String(o.configInterval));

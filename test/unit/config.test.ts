@@ -27,6 +27,11 @@ describe("config", () => {
     expect(() => parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1" }, { id: "a", url: "rtsp://h/2" }] })).toThrow(
       /duplicate camera id/,
     );
+    expect(() => parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1", redirectHosts: ["rtsp://other:554"] }] })).toThrow(
+      /cameras\[0\]\.redirectHosts\[0\]: a host name or IP address, without scheme or port/,
+    );
+    const ok = parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1", redirectHosts: ["nvr-2.example", "10.0.0.7", "fd00::7", "[fd00::8]"], basicOverPlainRtsp: true }] });
+    expect(ok.cameras[0]).toMatchObject({ redirectHosts: ["nvr-2.example", "10.0.0.7", "fd00::7", "[fd00::8]"], basicOverPlainRtsp: true });
   });
 
   it("takes secrets from the environment and names a missing variable", () => {

@@ -9,7 +9,8 @@ import { AuthError, ClosedError, UpstreamError } from "../../config/errors.ts";
 import { silentLogger } from "../../config/log.ts";
 import { RtspClient, type PlaySession, type RtspClientOptions } from "../../gateway/rtsp/client.ts";
 import { digestResponse, parseCredentials } from "../../gateway/rtsp/digest.ts";
-import { UnplayableError } from "../../gateway/rtsp/status.ts";
+import { isPermanent, RecorderPolicyError, UnplayableError } from "../../gateway/rtsp/status.ts";
+import { parseRtspUrl, redirectAllowed } from "../../gateway/rtsp/url.ts";
 import { UdpPortPool } from "../../gateway/ingest/udp-ports.ts";
 import { parseRtcp, type ReceiverReport, type SourceDescription } from "../../sfu/rtp/rtcp.ts";
 import { cameraSdp, rtpPacket, startFakeRecorder, wellBehaved, type FakeRecorder, type Handler } from "../fixtures/rtsp/fake-recorder.ts";
@@ -86,17 +87,47 @@ function digestGuard(inner: Handler, user: string, pass: string, opts: { stale?:
 }
 
 describe("authentication", () => {
-  it("answers Basic when that is all the recorder offers, and keeps sending it", async () => {
-    const rec = await recorder((req, conn) => {
-      if (req.headers.get("Authorization") !== "Basic " + Buffer.from("adm in:pa:ss").toString("base64"))
-        return { status: 401, headers: { "WWW-Authenticate": 'Basic realm="cam"' } };
-      return wellBehaved()(req, conn);
-    });
-    const { c } = client(rec.url.replace("rtsp://", "rtsp://adm%20in:pa%3Ass@"));
+  const basicOnly = (): Handler => (req, conn) => {
+    if (req.headers.get("Authorization") !== "Basic " + Buffer.from("adm in:pa:ss").toString("base64"))
+      return { status: 401, headers: { "WWW-Authenticate": 'Basic realm="cam"' } };
+    return wellBehaved()(req, conn);
+  };
+
+  it("answers Basic over plain rtsp:// only when the camera opts in, and keeps sending it", async () => {
+    const rec = await recorder(basicOnly());
+    const { c } = client(rec.url.replace("rtsp://", "rtsp://adm%20in:pa%3Ass@"), { basicOverPlainRtsp: true });
     const s = await c.start();
     expect(s.auth).toBe("basic");
     const afterAuth = rec.requests.slice(2).map((r) => r.req.headers.has("Authorization"));
     expect(afterAuth.every(Boolean)).toBe(true);
+  });
+
+  // A recorder asking for Basic over plain rtsp:// got the password in clear.
+  it("regression: refuses Basic over plain rtsp:// unless the camera opts in; the password is never sent", async () => {
+    const rec = await recorder(basicOnly());
+    const err = await client(rec.url, { username: "adm in", password: "pa:ss" }).c.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RecorderPolicyError);
+    expect((err as RecorderPolicyError).policy).toBe("basic_over_plain_rtsp");
+    expect(isPermanent(err as RecorderPolicyError)).toBe(true);
+    expect((err as Error).message).toBe(
+      "OPTIONS: the recorder asks for Basic authentication over plain rtsp://, which would send the password in clear; refused " +
+        "(use rtsps://, turn on Digest at the recorder, or set basicOverPlainRtsp for this camera)",
+    );
+    expect(rec.requests.map((r) => r.req.headers.has("Authorization"))).toEqual([false]);
+    // Digest offered beside Basic: the stronger scheme is used, no opt-in needed.
+    const digest = digestGuard(wellBehaved(), "u", "p");
+    rec.setHandler(async (req, conn) => {
+      const r = await digest(req, conn);
+      return r?.status === 401 ? { status: 401, headers: { "WWW-Authenticate": ['Basic realm="cam"', r.headers!["WWW-Authenticate"]!].join(", ") } } : r;
+    });
+    expect((await client(rec.url, { username: "u", password: "p" }).c.start()).auth).toBe("digest MD5");
+  });
+
+  it("answers Basic over rtsps:// without an opt-in (TLS keeps the password private)", async () => {
+    const pems = await generate([{ name: "commonName", value: "localhost" }], { keyType: "ec", algorithm: "sha256" });
+    const rec = await recorder(basicOnly(), { tls: { cert: pems.cert, key: pems.private } });
+    const s = await client(rec.url, { username: "adm in", password: "pa:ss", tlsInsecure: true }).c.start();
+    expect(s.auth).toBe("basic");
   });
 
   it("retries with the new nonce on stale=true instead of failing", async () => {
@@ -149,6 +180,32 @@ describe("redirects", () => {
     expect(other.requests.some((r) => r.req.headers.has("Authorization"))).toBe(false);
     rec.setHandler((req) => ({ status: 302, headers: { Location: req.uri + "x" } }));
     await expect(client(rec.url, { maxRedirects: 2 }).c.start()).rejects.toThrow("too many redirects (more than 2)");
+  });
+
+  // A recorder's redirect led the gateway to any host and port.
+  it("regression: follows a redirect to another host only when the camera lists it in redirectHosts", async () => {
+    const other = await recorder(wellBehaved(), { host: "127.0.0.2" });
+    const rec = await recorder(() => ({ status: 302, headers: { Location: other.url } }));
+    const err = await client(rec.url).c.start().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RecorderPolicyError);
+    expect((err as RecorderPolicyError).policy).toBe("redirect_host");
+    expect((err as Error).message).toBe("redirect to another host (127.0.0.2) refused; list it in the camera's redirectHosts to allow it");
+    expect(other.connections()).toBe(0);
+    // Listed (an equivalent spelling of the address): followed.
+    const s = await client(rec.url, { redirectHosts: ["127.0.0.2"] }).c.start();
+    expect(s.url).toBe(other.url);
+    expect(other.connections()).toBe(1);
+  });
+
+  it("redirect hosts compare as written: IP literals canonically, names case-insensitively, never resolved", () => {
+    const to = (u: string) => parseRtspUrl(u);
+    expect(redirectAllowed("cam.example", to("rtsp://CAM.example.:8554/x"))).toBe(true);
+    expect(redirectAllowed("10.0.0.5", to("rtsp://10.0.0.6/x"))).toBe(false);
+    expect(redirectAllowed("10.0.0.5", to("rtsp://10.0.0.6/x"), ["10.0.0.6"])).toBe(true);
+    expect(redirectAllowed("fd00::1", to("rtsp://[fd00:0:0::1]:554/x"))).toBe(true);
+    expect(redirectAllowed("fd00::1", to("rtsp://[fd00::2]/x"), ["[FD00:0::2]"])).toBe(true);
+    // A name is not its address: the gateway does not look names up to decide.
+    expect(redirectAllowed("localhost", to("rtsp://127.0.0.1/x"))).toBe(false);
   });
 });
 
