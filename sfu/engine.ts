@@ -14,7 +14,7 @@ import type { Logger } from "../config/log.ts";
 import { DEFAULT_MAX_PAYLOAD } from "./h264/packetizer.ts";
 import { LatencyHistogram, type LatencySummary } from "./latency.ts";
 import { SendBatch } from "./udp-writer.ts";
-import { parseOffer, planAnswer } from "./offer.ts";
+import { planAnswer, type Offer } from "./offer.ts";
 import { Pacer } from "./pacer.ts";
 import { Source, type SourceStats } from "./source.ts";
 import type { CodecName } from "./types.ts";
@@ -159,7 +159,7 @@ export class SfuEngine {
   private readonly sources = new Map<CameraId, Source>();
   private readonly viewers = new Map<ViewerId, Viewer>();
   /** The werift side of each viewer, for trickle ICE. */
-  private readonly peers = new Map<ViewerId, Pick<WeriftPeer, "addRemoteCandidate" | "remoteUfrag">>();
+  private readonly peers = new Map<ViewerId, Pick<WeriftPeer, "addRemoteCandidate">>();
   private readonly pacer: Pacer;
   private readonly latency = new LatencyHistogram();
   /** This thread's fan-out writes (sfu/udp-writer.ts), recording live packets' latency. */
@@ -224,19 +224,19 @@ export class SfuEngine {
    * Creates a viewer from a browser's offer and returns the answer (ICE candidates
    * included: WHEP has no server-side trickle). The viewer counts as demand at once;
    * media starts when ICE+DTLS connect, with the cached GOP.
-   * Throws BadInputError (bad or unsupported SDP), NotFoundError (no such source),
-   * ClosedError (SFU closing).
+   * The offer was read once by the facade (sfu/offer.ts readOffer).
+   * Throws BadInputError (unsupported offer), NotFoundError (no such source),
+   * ClosedError (SFU closing), OverloadError (no free ICE port, negotiation timed out).
    */
   async createViewer(
     id: CameraId,
-    offerSdp: string,
+    offer: Offer,
     opts: CreateViewerOptions = {},
   ): Promise<{ viewer: Viewer; answerSdp: string }> {
     if (this.closing) throw new ClosedError("sfu closed");
     const source = this.sources.get(id);
     if (!source) throw new NotFoundError(`no source for camera ${id}`);
-    const offer = parseOffer(offerSdp);
-    const plan = planAnswer(offer, source.currentTracks());
+    const plan = planAnswer(offer.parsed, source.currentTracks());
 
     const vid = opts.id ?? toViewerId(randomBytes(12).toString("base64url"));
     const log = (opts.log ?? this.log).child({ camera: id, viewer: vid });
@@ -274,7 +274,7 @@ export class SfuEngine {
     const early: Array<() => void> = [];
     try {
       const peer = await createWeriftPeer({
-        offerSdp,
+        offer,
         plan,
         streamId: `gatehouse-${id}`,
         icePortRange: this.o.icePortRange,
@@ -372,16 +372,11 @@ export class SfuEngine {
     this.pacer.resetMeasurements();
   }
 
-  /** Adds a client's trickled ICE candidate (WHEP PATCH). */
-  async addIceCandidate(id: ViewerId, candidate: string, mid?: string): Promise<void> {
+  /** Adds a client's trickled ICE candidate (WHEP PATCH), already checked by the facade (sfu/candidates.ts). */
+  async addIceCandidate(id: ViewerId, candidate: string, mid: string): Promise<void> {
     const peer = this.peers.get(id);
     if (!peer) throw new NotFoundError("no such viewer");
     await peer.addRemoteCandidate(candidate, mid);
-  }
-
-  /** The client's current ICE ufrag for a viewer (a PATCH with another one is an ICE restart). */
-  remoteIceUfrag(id: ViewerId): string | undefined {
-    return this.peers.get(id)?.remoteUfrag();
   }
 
   private tick(): void {

@@ -6,6 +6,15 @@
  * werift applies the plan (sfu/werift-peer.ts); this module never touches it.
  */
 import { BadInputError } from "../config/errors.ts";
+import {
+  formatCandidate,
+  judgeCandidate,
+  noCandidateDrops,
+  parseCandidate,
+  type CandidateDropReason,
+  type CandidateDrops,
+  type CandidateRules,
+} from "./candidates.ts";
 import { parseFmtp } from "./h264/nal.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
@@ -40,6 +49,29 @@ export interface ParsedOffer {
   media: OfferedMedia[];
   /** Mids of each `a=group:BUNDLE` (RFC 8843). */
   bundles: string[][];
+  /** The offerer's ICE ufrag (session level, else the first m-section's). */
+  iceUfrag: string | undefined;
+  /** The offerer's DTLS role (RFC 8842 `a=setup`, session level or the first m-section's). */
+  dtlsSetup: "actpass" | "active" | "passive" | undefined;
+  /** Every `a=candidate` line: its index among the lines and the attribute value (`candidate:…`). */
+  candidates: { line: number; value: string }[];
+}
+
+/**
+ * An offer read once, at the SFU's boundary (Sfu.createViewer), and handed on as is to
+ * wherever the viewer's media runs: nothing after this reads the offer's text again but werift.
+ * Plain data (it crosses to media workers by structured clone).
+ */
+export interface Offer {
+  /** The text werift applies: bundle-only sections normalized, only accepted candidates, each rewritten plainly. */
+  readonly sdp: string;
+  readonly parsed: ParsedOffer;
+  /** Mids of the sections that are not rejected (trickled candidates must name one). */
+  readonly mids: readonly string[];
+  /** Candidates kept. */
+  readonly candidates: number;
+  /** Candidates dropped, by reason. */
+  readonly dropped: CandidateDrops;
 }
 
 /** The H.264 payload type the SFU will send to this viewer. */
@@ -108,16 +140,27 @@ export function normalizeBundleOnly(sdp: string): string {
  * (RFC 8839 §5.4, RFC 8842 §5), m-sections without a mid while BUNDLE is needed.
  */
 export function parseOffer(sdp: string): ParsedOffer {
+  return parseLines(splitOffer(sdp));
+}
+
+function splitOffer(sdp: string): string[] {
   if (typeof sdp !== "string" || sdp.length === 0) throw new BadInputError("empty SDP offer");
   if (sdp.length > MAX_OFFER_CHARS) throw new BadInputError(`SDP offer larger than ${MAX_OFFER_CHARS} characters`);
   const lines = sdp.split(/\r?\n/).map((l) => l.trimEnd());
   while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+  return lines;
+}
+
+function parseLines(lines: readonly string[]): ParsedOffer {
   if (lines[0] !== "v=0") throw new BadInputError("not an SDP offer (first line must be v=0)");
 
   let sessionUfrag = false;
   let sessionPwd = false;
   let sessionFingerprint = false;
   let sessionDirection: Direction | undefined;
+  let iceUfrag: string | undefined;
+  let dtlsSetup: ParsedOffer["dtlsSetup"];
+  const candidates: ParsedOffer["candidates"] = [];
   const bundles: string[][] = [];
   const media: OfferedMedia[] = [];
   const perMedia: { ufrag: boolean; pwd: boolean; fingerprint: boolean }[] = [];
@@ -165,6 +208,17 @@ export function parseOffer(sdp: string): ParsedOffer {
       case "ice-ufrag":
         if (flags) flags.ufrag = true;
         else sessionUfrag = true;
+        // Session level comes first in the text; else the first section's (all bundled sections share it).
+        iceUfrag ??= arg.trim();
+        break;
+      case "setup": {
+        const role = arg.trim();
+        if (role !== "actpass" && role !== "active" && role !== "passive") throw new BadInputError(`SDP line ${i + 1}: bad a=setup`);
+        dtlsSetup ??= role;
+        break;
+      }
+      case "candidate":
+        candidates.push({ line: i, value });
         break;
       case "ice-pwd":
         if (flags) flags.pwd = true;
@@ -181,9 +235,15 @@ export function parseOffer(sdp: string): ParsedOffer {
         if (cur) cur.direction = name;
         else sessionDirection = name;
         break;
-      case "mid":
-        if (cur) cur.mid = arg.trim();
+      case "mid": {
+        if (!cur) break;
+        const mid = arg.trim();
+        // RFC 5888 §4: an identification-tag token, unique in the description.
+        if (!/^[!#$%&'*+\-.^_`{|}~A-Za-z0-9]{1,32}$/.test(mid)) throw new BadInputError(`SDP line ${i + 1}: bad a=mid`);
+        if (cur.mid !== undefined || media.some((m) => m.mid === mid)) throw new BadInputError(`SDP line ${i + 1}: duplicate a=mid`);
+        cur.mid = mid;
         break;
+      }
       case "group": {
         const [semantics, ...mids] = arg.trim().split(/\s+/);
         if (!cur && semantics === "BUNDLE") bundles.push(mids);
@@ -232,6 +292,8 @@ export function parseOffer(sdp: string): ParsedOffer {
     if (!(f.fingerprint || sessionFingerprint)) {
       throw new BadInputError(`SDP offer: m-section ${i} has no DTLS fingerprint`);
     }
+    // JSEP (RFC 8829 §5.2.1) writes a mid in every section; BUNDLE and trickle name sections by it.
+    if (m.mid === undefined) throw new BadInputError(`SDP offer: m-section ${i} has no a=mid`);
     const order = orders.get(m) ?? [];
     const maps = rtpmaps.get(m)!;
     const wildcardFb = fbs.get(m)!.get(-1) ?? [];
@@ -248,7 +310,43 @@ export function parseOffer(sdp: string): ParsedOffer {
       });
     }
   }
-  return { media, bundles };
+  return { media, bundles, iceUfrag, dtlsSetup, candidates };
+}
+
+/**
+ * Reads a viewer's offer once, for everything after it: parses it (see parseOffer), and
+ * keeps only the candidates the rules accept (sfu/candidates.ts), rewritten plainly; the
+ * others are left out of the text werift gets, and counted. More distinct candidates than
+ * `maxPerRequest` is bad input.
+ */
+export function readOffer(sdp: string, rules: CandidateRules): Offer {
+  if (typeof sdp === "string" && sdp.length > MAX_OFFER_CHARS) throw new BadInputError(`SDP offer larger than ${MAX_OFFER_CHARS} characters`);
+  const lines = splitOffer(normalizeBundleOnly(sdp));
+  const parsed = parseLines(lines);
+  const dropped = noCandidateDrops();
+  /** Each distinct candidate once (bundled sections may repeat them): kept or not. */
+  const decided = new Map<string, boolean>();
+  const out: (string | undefined)[] = lines.slice();
+  let kept = 0;
+  for (const c of parsed.candidates) {
+    const cand = parseCandidate(c.value);
+    const text = formatCandidate(cand);
+    let keep = decided.get(text);
+    if (keep === undefined) {
+      if (decided.size >= rules.maxPerRequest) throw new BadInputError(`too many ICE candidates (at most ${rules.maxPerRequest})`);
+      let verdict: "accept" | CandidateDropReason = judgeCandidate(cand, rules);
+      if (verdict === "accept" && kept >= rules.maxPerViewer) verdict = "excess";
+      keep = verdict === "accept";
+      if (verdict === "accept") kept++;
+      else dropped[verdict]++;
+      decided.set(text, keep);
+    }
+    out[c.line] = keep ? `a=${text}` : undefined;
+  }
+  const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
+  const text = out.filter((l) => l !== undefined).join(eol) + eol;
+  const mids = parsed.media.filter((m) => m.port !== 0 && m.mid !== undefined).map((m) => m.mid!);
+  return { sdp: text, parsed, mids, candidates: kept, dropped };
 }
 
 /** RFC 3551 §6 static payload types the SFU can forward, for offers that omit their rtpmap. */

@@ -11,11 +11,23 @@
  * per core) media worker threads (sfu/worker-pool.ts) while signaling and ingest stay on
  * the calling thread. The API is the same either way.
  */
+import { networkInterfaces } from "node:os";
+import { BadInputError, isGatehouseError, NotFoundError, OverloadError } from "../config/errors.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { SourceHandle, ViewerHandle } from "./api.ts";
-import { normalizeBundleOnly } from "./offer.ts";
+import {
+  CANDIDATE_DROP_REASONS,
+  formatCandidate,
+  judgeCandidate,
+  noCandidateDrops,
+  parseCandidate,
+  type CandidateDropReason,
+  type CandidateDrops,
+  type CandidateRules,
+} from "./candidates.ts";
+import { readOffer, type Offer } from "./offer.ts";
 import { SfuEngine, type CreateViewerOptions, type EngineOptions, type SfuStats } from "./engine.ts";
-import { WorkerPool, type PoolExit } from "./worker-pool.ts";
+import { splitPortRange, WorkerPool, type PoolExit } from "./worker-pool.ts";
 
 /** Whether the native fast path (sfu/native/) is in use, for operators. */
 export { nativeStatus } from "./native/index.ts";
@@ -30,6 +42,7 @@ export { Viewer } from "./viewer.ts";
 export type { ViewerStats, ViewerEvents, ViewerState, ViewerDropReason, ViewerQuality } from "./viewer.ts";
 export type { IceServer } from "./werift-peer.ts";
 export type { PoolExit } from "./worker-pool.ts";
+export type { CandidateDropReason, CandidateDrops } from "./candidates.ts";
 
 export interface SfuOptions extends EngineOptions {
   /**
@@ -38,6 +51,32 @@ export interface SfuOptions extends EngineOptions {
    * split between workers.
    */
   workers?: number | undefined;
+  /**
+   * What a viewer's own ICE candidates may be (sfu/candidates.ts): private ranges taken
+   * (default true), most per offer or PATCH (default 32), most per viewer (default 64).
+   * Loopback is taken exactly when `bindAddress` is loopback.
+   */
+  remoteCandidates?: Partial<Omit<CandidateRules, "loopback">> | undefined;
+}
+
+/** Client candidates the SFU has judged since start. */
+export interface CandidateStats {
+  accepted: number;
+  dropped: CandidateDrops;
+}
+
+/** One trickled candidate as a WHEP PATCH carries it (RFC 8840): the attribute value and the mid above it. */
+export interface TrickledCandidate {
+  candidate: string;
+  mid: string | undefined;
+}
+
+/** What the facade keeps of each viewer's offer, for its PATCHes. */
+interface RemoteIce {
+  readonly mids: ReadonlySet<string>;
+  readonly ufrag: string | undefined;
+  /** Candidates given so far (offer and PATCHes). */
+  count: number;
 }
 
 /** What the facade needs from where the media runs. */
@@ -46,14 +85,13 @@ interface Backend {
   source(id: CameraId): SourceHandle;
   findSource(id: CameraId): SourceHandle | undefined;
   sourceList(): SourceHandle[];
-  createViewer(id: CameraId, offerSdp: string, opts?: CreateViewerOptions): Promise<{ viewer: ViewerHandle; answerSdp: string }>;
+  createViewer(id: CameraId, offer: Offer, opts?: CreateViewerOptions): Promise<{ viewer: ViewerHandle; answerSdp: string }>;
   viewer(id: ViewerId): ViewerHandle | undefined;
   viewerList(): ViewerHandle[];
   stats(): SfuStats;
   refreshStats(): Promise<void>;
   resetMeasurements(): void;
-  addIceCandidate(id: ViewerId, candidate: string, mid?: string): Promise<void>;
-  remoteIceUfrag(id: ViewerId): string | undefined;
+  addIceCandidate(id: ViewerId, candidate: string, mid: string): Promise<void>;
 }
 
 export class Sfu {
@@ -62,6 +100,17 @@ export class Sfu {
   private readonly pool: WorkerPool | undefined;
   private closing: Promise<void> | undefined;
   private exits: Promise<PoolExit[]> | undefined;
+  private readonly rules: CandidateRules;
+  private readonly remote = new Map<ViewerId, RemoteIce>();
+  private readonly candidates: CandidateStats = { accepted: 0, dropped: noCandidateDrops() };
+  private refusedNoPort = 0;
+  /** Seconds after which a refused viewer may try again: by then every unconnected viewer has been reclaimed. */
+  private readonly retryAfterSeconds: number;
+  /**
+   * Most viewers the ICE port range holds: each binds one UDP port per address it gathers
+   * on (one for a fixed bind address, one per interface address for a wildcard).
+   */
+  readonly viewerCapacity: number;
 
   constructor(opts: SfuOptions) {
     if (opts.workers === undefined) {
@@ -71,6 +120,17 @@ export class Sfu {
       this.pool = new WorkerPool({ ...opts, workers: opts.workers });
       this.backend = this.pool;
     }
+    const rc = opts.remoteCandidates ?? {};
+    this.rules = {
+      loopback: isLoopbackAddress(opts.bindAddress),
+      privateRanges: rc.privateRanges ?? true,
+      maxPerRequest: rc.maxPerRequest ?? 32,
+      maxPerViewer: rc.maxPerViewer ?? 64,
+    };
+    this.retryAfterSeconds = Math.ceil((opts.connectTimeoutMs ?? 20_000) / 1000);
+    const perViewer = portsPerViewer(opts.bindAddress);
+    const slices = this.pool ? splitPortRange(opts.icePortRange, this.pool.workerCount) : [opts.icePortRange];
+    this.viewerCapacity = slices.reduce((n, [lo, hi]) => n + Math.floor((hi - lo + 1) / perViewer), 0);
   }
 
   /** Media worker threads (0: media runs on the calling thread). */
@@ -97,12 +157,51 @@ export class Sfu {
    * Creates a viewer from a browser's offer and returns the answer (ICE candidates
    * included: WHEP has no server-side trickle). The viewer counts as demand at once;
    * media starts when ICE+DTLS connect, with the cached GOP.
+   *
+   * The offer is read here, once (sfu/offer.ts readOffer: bundle-only sections normalized,
+   * the client's candidates judged), and handed on parsed to wherever the media runs.
    * Throws BadInputError (bad or unsupported SDP), NotFoundError (no such source),
-   * ClosedError (SFU closing), OverloadError (negotiation timed out).
+   * ClosedError (SFU closing), OverloadError with `retryAfterSeconds` (no free ICE port,
+   * negotiation timed out).
    */
-  createViewer(id: CameraId, offerSdp: string, opts: CreateViewerOptions = {}): Promise<{ viewer: ViewerHandle; answerSdp: string }> {
-    // Firefox marks bundled sections bundle-only (port 0): read them as the bundled sections they are.
-    return this.backend.createViewer(id, normalizeBundleOnly(offerSdp), opts);
+  async createViewer(id: CameraId, offerSdp: string, opts: CreateViewerOptions = {}): Promise<{ viewer: ViewerHandle; answerSdp: string }> {
+    const offer = readOffer(offerSdp, this.rules);
+    this.count(offer.candidates, offer.dropped);
+    // Every port taken: say so now, rather than let werift probe the whole range in vain.
+    if (this.backend.viewerList().length >= this.viewerCapacity) throw this.noPorts("no free media port");
+    let created: { viewer: ViewerHandle; answerSdp: string };
+    try {
+      created = await this.backend.createViewer(id, offer, opts);
+    } catch (err) {
+      if (isGatehouseError(err) && err.code === "OVERLOAD") throw this.noPorts(err.message, err);
+      throw err;
+    }
+    const { viewer } = created;
+    if (viewer.state !== "closed") {
+      this.remote.set(viewer.id, { mids: new Set(offer.mids), ufrag: offer.parsed.iceUfrag, count: offer.candidates });
+      viewer.once("closed", () => this.remote.delete(viewer.id));
+    }
+    return created;
+  }
+
+  private noPorts(message: string, cause?: unknown): OverloadError {
+    this.refusedNoPort++;
+    return new OverloadError(message, { scope: "server", retryAfterSeconds: this.retryAfterSeconds, cause });
+  }
+
+  private count(accepted: number, dropped: CandidateDrops): void {
+    this.candidates.accepted += accepted;
+    for (const r of CANDIDATE_DROP_REASONS) this.candidates.dropped[r] += dropped[r];
+  }
+
+  /** Viewers refused since start because no media port was free (or negotiation timed out). */
+  get viewersRefused(): number {
+    return this.refusedNoPort;
+  }
+
+  /** Client candidates accepted and dropped (by reason) since start. */
+  candidateStats(): CandidateStats {
+    return { accepted: this.candidates.accepted, dropped: { ...this.candidates.dropped } };
   }
 
   /** A viewer by id, while it lives. */
@@ -135,14 +234,42 @@ export class Sfu {
     this.backend.resetMeasurements();
   }
 
-  /** Adds a client's trickled ICE candidate (WHEP PATCH). */
-  addIceCandidate(id: ViewerId, candidate: string, mid?: string): Promise<void> {
-    return this.backend.addIceCandidate(id, candidate, mid);
+  /**
+   * A viewer's trickled candidates (WHEP PATCH). The whole request is refused with
+   * BadInputError, nothing applied, when it holds more than `maxPerRequest`, a candidate
+   * that is not one (RFC 8839 §5.1), or one without a mid of the offer. Well-formed
+   * candidates the rules refuse (names, refused ranges, TCP…) and those beyond the
+   * viewer's `maxPerViewer` are dropped and counted. NotFoundError for an unknown viewer.
+   */
+  async addIceCandidates(id: ViewerId, list: readonly TrickledCandidate[]): Promise<{ accepted: number; dropped: CandidateDrops }> {
+    const r = this.remote.get(id);
+    if (!r) throw new NotFoundError("no such viewer");
+    if (list.length > this.rules.maxPerRequest) throw new BadInputError(`too many ICE candidates (at most ${this.rules.maxPerRequest})`);
+    const checked = list.map(({ candidate, mid }) => {
+      if (mid === undefined) throw new BadInputError("ICE candidate without a=mid");
+      if (!r.mids.has(mid)) throw new BadInputError("ICE candidate for an unknown mid");
+      return { c: parseCandidate(candidate), mid };
+    });
+    const dropped = noCandidateDrops();
+    let accepted = 0;
+    for (const { c, mid } of checked) {
+      let verdict: "accept" | CandidateDropReason = judgeCandidate(c, this.rules);
+      if (verdict === "accept" && r.count >= this.rules.maxPerViewer) verdict = "excess";
+      if (verdict !== "accept") {
+        dropped[verdict]++;
+        continue;
+      }
+      r.count++;
+      accepted++;
+      await this.backend.addIceCandidate(id, formatCandidate(c), mid);
+    }
+    this.count(accepted, dropped);
+    return { accepted, dropped };
   }
 
-  /** The client's current ICE ufrag for a viewer (a PATCH with another one is an ICE restart). */
+  /** The client's ICE ufrag for a viewer, from its offer (a PATCH with another one is an ICE restart). */
   remoteIceUfrag(id: ViewerId): string | undefined {
-    return this.backend.remoteIceUfrag(id);
+    return this.remote.get(id)?.ufrag;
   }
 
   /** Closes every source and viewer (and media worker); later calls return the same promise. */
@@ -163,4 +290,19 @@ export class Sfu {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close("disposed");
   }
+}
+
+/** Loopback media sockets: loopback candidates are the only reachable ones. */
+function isLoopbackAddress(address: string): boolean {
+  return /^127\./.test(address) || address === "::1" || address === "localhost";
+}
+
+/** UDP ports one viewer binds: one per address werift gathers on. */
+function portsPerViewer(bindAddress: string): number {
+  if (bindAddress !== "0.0.0.0" && bindAddress !== "::" && bindAddress !== "") return 1;
+  const v6 = bindAddress === "::";
+  let n = 0;
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) if (!a.internal && (a.family === "IPv6") === v6) n++;
+  return Math.max(1, n);
 }

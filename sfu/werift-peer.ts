@@ -32,9 +32,9 @@ import {
   RtpHeader,
   type RtcpPacket,
 } from "werift";
-import { BadInputError, OverloadError } from "../config/errors.ts";
+import { BadInputError, ClosedError, isGatehouseError, OverloadError } from "../config/errors.ts";
 import type { Logger } from "../config/log.ts";
-import type { AnswerPlan } from "./offer.ts";
+import type { AnswerPlan, Offer } from "./offer.ts";
 import type { RtpHeaderFields } from "./rtp/packet.ts";
 import { SrtpSender } from "./srtp/context.ts";
 import { deriveSrtpSessionKeys, srtpProfileName, srtpProfileParams } from "./srtp/kdf.ts";
@@ -49,7 +49,8 @@ export interface IceServer {
 }
 
 export interface WeriftPeerOptions {
-  offerSdp: string;
+  /** The viewer's offer as sfu/offer.ts read it: its candidates are IP literals the rules accept. */
+  offer: Offer;
   plan: AnswerPlan;
   /** a=msid stream id, so the browser puts audio and video in one MediaStream (lip sync). */
   streamId: string;
@@ -87,10 +88,12 @@ export interface WeriftPeer {
   audioSsrc: number | undefined;
   /** CNAME werift announced, for our SDES. */
   cname: string;
-  /** Trickled candidates from the client (WHEP PATCH). */
-  addRemoteCandidate(candidate: string, mid: string | undefined): Promise<void>;
-  /** Current ICE ufrag of the client, for telling trickle from restart. */
-  remoteUfrag(): string | undefined;
+  /**
+   * A trickled candidate from the client (WHEP PATCH), checked and rewritten by
+   * sfu/candidates.ts (an IP literal: werift never resolves a name for us), for one of the
+   * offer's mids. Throws ClosedError once the peer is closed, BadInputError if werift refuses it.
+   */
+  addRemoteCandidate(candidate: string, mid: string): Promise<void>;
 }
 
 const WILDCARD = new Set(["0.0.0.0", "::", ""]);
@@ -186,18 +189,23 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
 
     await serialized(async () => {
       try {
-        await pc.setRemoteDescription({ type: "offer", sdp: o.offerSdp });
+        await pc.setRemoteDescription({ type: "offer", sdp: o.offer.sdp });
+        // RFC 5763 §5: to an actpass (or active) offer the answerer picks active or passive;
+        // passive makes us the DTLS server (see the file comment: it saves werift's 100 ms
+        // client delay). An offer that insists on passive (RFC 8842 allows it) gets active.
+        if (o.offer.parsed.dtlsSetup !== "passive") for (const t of pc.dtlsTransports) t.role = "server";
+        await pc.setLocalDescription(await pc.createAnswer());
       } catch (err) {
-        throw new BadInputError(`offer rejected: ${(err as Error).message ?? String(err)}`, { cause: err });
+        // What werift says is for our logs, not for the client.
+        o.log.debug("werift refused an offer", { err });
+        throw new BadInputError("offer refused by the WebRTC stack", { cause: err });
       }
-      // RFC 5763 §5: to an actpass (or active) offer the answerer picks active or passive;
-      // passive makes us the DTLS server (see the file comment: it saves werift's 100 ms
-      // client delay). An offer that insists on passive (RFC 8842 allows it) gets active.
-      if (!/^a=setup:passive\s*$/m.test(o.offerSdp)) for (const t of pc.dtlsTransports) t.role = "server";
-      await pc.setLocalDescription(await pc.createAnswer());
     }, o.negotiationTimeoutMs ?? 10_000);
     const local = pc.localDescription;
-    if (!local) throw new Error("werift produced no local description");
+    if (!local) throw new BadInputError("offer refused by the WebRTC stack");
+    // werift answers without candidates when no port of the range could be bound: a
+    // viewer that can never connect. Say so (503) instead of answering it.
+    if (!/^a=candidate:/m.test(local.sdp)) throw new OverloadError("no free media port");
 
     if (videoTransceiver && plan.video) {
       const pt = videoTransceiver.codecs.find((c) => c.name.toLowerCase() === "h264")?.payloadType;
@@ -254,9 +262,16 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       audioSsrc: audioTransceiver?.sender.ssrc,
       cname: pc.cname,
       addRemoteCandidate: async (candidate, mid) => {
-        await pc.addIceCandidate({ candidate, sdpMid: mid ?? null });
+        if (closed) throw new ClosedError("viewer closed");
+        try {
+          await pc.addIceCandidate({ candidate, sdpMid: mid });
+        } catch (err) {
+          if (closed) throw new ClosedError("viewer closed", { cause: err });
+          if (isGatehouseError(err)) throw err;
+          o.log.debug("werift refused a candidate", { err });
+          throw new BadInputError("ICE candidate refused", { cause: err });
+        }
       },
-      remoteUfrag: () => pc.remoteDescription?.sdp.match(/a=ice-ufrag:(\S+)/)?.[1],
     };
   } catch (err) {
     closed = true;

@@ -29,7 +29,7 @@ import type { SourceHandle, ViewerHandle } from "./api.ts";
 import type { CreateViewerOptions, EngineOptions, SfuStats } from "./engine.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { nativeStatus } from "./native/index.ts";
-import { parseOffer, planAnswer } from "./offer.ts";
+import { planAnswer, type Offer } from "./offer.ts";
 import type { PacketRing } from "./ring.ts";
 import type { SourceDropReason, SourceEvents, SourceStats } from "./source.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
@@ -294,17 +294,15 @@ export class WorkerPool {
     return [...this.viewers.values()];
   }
 
-  async createViewer(id: CameraId, offerSdp: string, opts: CreateViewerOptions = {}): Promise<{ viewer: ViewerHandle; answerSdp: string }> {
+  async createViewer(id: CameraId, offer: Offer, opts: CreateViewerOptions = {}): Promise<{ viewer: ViewerHandle; answerSdp: string }> {
     if (this.closing) throw new ClosedError("sfu closed");
     const source = this.sources.get(id);
     if (!source) throw new NotFoundError(`no source for camera ${id}`);
     // Bad or unsupported offers fail here, before they count as demand (as on one thread).
-    planAnswer(parseOffer(offerSdp), source.currentTracks());
+    planAnswer(offer.parsed, source.currentTracks());
     const w = this.leastLoaded();
     const vid = toViewerId(randomBytes(12).toString("base64url"));
     const v = new ViewerProxy(vid, source, w, opts.user, this);
-    const ufrag = /^a=ice-ufrag:(\S+)/m.exec(offerSdp)?.[1];
-    v.remoteUfrag = ufrag;
     // A viewer is demand from the moment it asks (on-demand pulls start now).
     this.viewers.set(vid, v);
     w.viewers++;
@@ -315,7 +313,7 @@ export class WorkerPool {
         req: 0,
         cam: id,
         id: vid,
-        offerSdp,
+        offer,
         user: opts.user,
         iceServers: opts.iceServers ?? this.o.iceServers?.() ?? [],
       });
@@ -327,14 +325,10 @@ export class WorkerPool {
     }
   }
 
-  async addIceCandidate(id: ViewerId, candidate: string, mid?: string): Promise<void> {
+  async addIceCandidate(id: ViewerId, candidate: string, mid: string): Promise<void> {
     const v = this.viewers.get(id);
     if (!v) throw new NotFoundError("no such viewer");
     await v.worker.call({ t: "candidate", req: 0, id, candidate, mid });
-  }
-
-  remoteIceUfrag(id: ViewerId): string | undefined {
-    return this.viewers.get(id)?.remoteUfrag;
   }
 
   stats(): SfuStats {
@@ -624,7 +618,6 @@ class ViewerProxy implements ViewerHandle {
   readonly user: string | undefined;
   readonly source: SourceProxy;
   readonly worker: MediaWorker;
-  remoteUfrag: string | undefined;
   private readonly pool: WorkerPool;
   private readonly events: SafeEmitter<ViewerEvents>;
   private readonly createdAt = Date.now();

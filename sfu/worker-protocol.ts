@@ -15,6 +15,7 @@ import {
   type ErrorCode,
 } from "../config/errors.ts";
 import type { LogFields, Logger, LogLevel } from "../config/log.ts";
+import type { Offer } from "./offer.ts";
 import type { SourceStats } from "./source.ts";
 import type { TrackSpec } from "./types.ts";
 import type { ViewerQuality, ViewerState, ViewerStats } from "./viewer.ts";
@@ -58,10 +59,11 @@ export type ToWorker =
   | { t: "down"; cam: string; reason: string }
   /** Batched RTP/RTCP records (see encodeRecord). */
   | { t: "media"; cam: string; data: Uint8Array }
-  | { t: "createViewer"; req: number; cam: string; id: string; offerSdp: string; user: string | undefined; iceServers: IceServer[] }
+  /** The offer as the facade read it (sfu/offer.ts): never parsed again here. */
+  | { t: "createViewer"; req: number; cam: string; id: string; offer: Offer; user: string | undefined; iceServers: IceServer[] }
   | { t: "closeViewer"; req: number; id: string; reason: string }
   | { t: "pacing"; id: string; bps: number }
-  | { t: "candidate"; req: number; id: string; candidate: string; mid: string | undefined }
+  | { t: "candidate"; req: number; id: string; candidate: string; mid: string }
   | { t: "snapshot"; req: number }
   | { t: "reset" }
   | { t: "close"; req: number; reason: string };

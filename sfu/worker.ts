@@ -143,7 +143,7 @@ function source(cam: string): Source {
 async function createViewer(m: Extract<ToWorker, { t: "createViewer" }>): Promise<void> {
   try {
     source(m.cam);
-    const { viewer, answerSdp } = await engine.createViewer(cameraId(m.cam), m.offerSdp, {
+    const { viewer, answerSdp } = await engine.createViewer(cameraId(m.cam), m.offer, {
       id: viewerId(m.id),
       user: m.user,
       iceServers: m.iceServers,
