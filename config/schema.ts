@@ -8,6 +8,7 @@ import { authSection } from "./sections/auth.ts";
 import { turnSection } from "./sections/turn.ts";
 import { sipSection } from "./sections/sip.ts";
 import { metricsSection } from "./sections/metrics.ts";
+import { iceSection, viewersSection } from "./sections/viewers.ts";
 
 /** An inclusive UDP/TCP port range written as [first, last]. */
 export const portRange = z
@@ -89,6 +90,10 @@ export const configSchema = z.strictObject({
       nackHistory: z.number().int().min(32).max(8192).default(512),
       /** Per-viewer send queue bound, in packets; beyond it whole frames are dropped. Default 1024. */
       viewerQueuePackets: z.number().int().min(64).max(65536).default(1024),
+      /** Live viewers per session and per user, and how long an unconnected one may hold its port. */
+      viewers: viewersSection,
+      /** What a viewer's own ICE candidates may be. */
+      ice: iceSection,
     })
     .prefault({}),
   rtsp: z

@@ -20,12 +20,13 @@ import { CameraRegistry } from "./cameras.ts";
 import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
 import { errorHandler } from "./http/errors.ts";
+import { ViewerAdmission } from "./http/viewer-admission.ts";
 import { whepRouter } from "./http/whep.ts";
 import { createAuth, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
 import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
-import { cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
+import { admissionCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
 import { startFrontDoor } from "./frontdoor/index.ts";
@@ -96,10 +97,27 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       announcedAddress: config.media.announcedAddress,
       nackHistory: config.media.nackHistory,
       viewerQueuePackets: config.media.viewerQueuePackets,
+      // A viewer that never connects gives its ICE port back after this long.
+      connectTimeoutMs: config.media.viewers.connectTimeoutMs,
+      remoteCandidates: {
+        privateRanges: config.media.ice.privateCandidates,
+        maxPerRequest: config.media.ice.maxCandidatesPerRequest,
+        maxPerViewer: config.media.ice.maxCandidatesPerViewer,
+      },
       // Media in worker threads (0 = one per core); signaling and ingest stay on this thread.
       workers: config.media.workers,
     });
     cleanups.push(() => sfu.close("gateway closing"));
+
+    // One user never holds more than half of the ICE ports: the rest stays for everybody else.
+    const perUserCap = Math.max(1, Math.floor(sfu.viewerCapacity / 2));
+    if (config.media.viewers.perUser > perUserCap)
+      log.warn("media.viewers.perUser clamped to half of the ICE port range", { configured: config.media.viewers.perUser, used: perUserCap });
+    const admission = new ViewerAdmission({
+      perUser: Math.min(config.media.viewers.perUser, perUserCap),
+      perSession: Math.min(config.media.viewers.perSession, perUserCap),
+      retryAfterSeconds: Math.ceil(config.media.viewers.connectTimeoutMs / 1000),
+    });
 
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
     cleanups.push(() => registry.close());
@@ -194,7 +212,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     processRegistry();
     const sfuWindow = new SfuMetricsWindow(sfu, config.metrics.windowSeconds);
     cleanups.push(() => sfuWindow.close());
-    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow)];
+    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(admission, sfu)];
     if (turn) collectors.push(turnCollector(turn));
     if (sip) collectors.push(sipCollector(sip));
     let closingNow = false;
@@ -261,6 +279,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         cameraExists: (id) => registry.has(id),
         authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
         userOf: (req) => req.user?.sub,
+        // Viewers belong to the session that made them (a bearer token's user counts as one session).
+        sessionOf: (req) => (req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : undefined),
+        admission,
         // A viewer's stream ends when its session is revoked, lapses, or loses the right.
         onViewer: (req, viewer) => {
           const sub = req.user!.sub;

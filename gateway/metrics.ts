@@ -7,6 +7,7 @@ import type { TurnServer } from "../turn/index.ts";
 import type { SipServer } from "./sip/index.ts";
 import type { CameraRegistry } from "./cameras.ts";
 import { CumulativeHistogram, type Collector, type Sample } from "./http/metrics.ts";
+import type { ViewerAdmission } from "./http/viewer-admission.ts";
 
 const INGEST_STATES = ["idle", "connecting", "playing", "backoff", "failed"] as const;
 
@@ -101,6 +102,16 @@ export function sfuCollector(sfu: Sfu, window: SfuMetricsWindow): Collector {
         out.push({ name: "gatehouse_source_dropped_total", help: "Upstream packets dropped by the SFU, by reason.", type: "counter", value: n, labels: { ...labels, reason } });
     }
     out.push({ name: "gatehouse_viewers", help: "WebRTC viewers.", type: "gauge", value: viewers.length });
+    const cand = sfu.candidateStats();
+    out.push({ name: "gatehouse_ice_candidates_accepted_total", help: "ICE candidates from viewers given to the ICE agent.", type: "counter", value: cand.accepted });
+    for (const [reason, n] of Object.entries(cand.dropped))
+      out.push({
+        name: "gatehouse_ice_candidates_dropped_total",
+        help: "ICE candidates from viewers dropped, by reason (name: not an IP literal; range: refused address; unsupported; excess: over the per-viewer bound).",
+        type: "counter",
+        value: n,
+        labels: { reason },
+      });
     out.push({
       name: "gatehouse_native_fast_path",
       help: "1 when RTP is protected and written by the native fast path (sfu/native/), 0 on the JavaScript path.",
@@ -131,6 +142,19 @@ export function sfuCollector(sfu: Sfu, window: SfuMetricsWindow): Collector {
       );
     }
     return out;
+  };
+}
+
+/** WHEP offers refused, by the bound that refused them. */
+export function admissionCollector(admission: ViewerAdmission, sfu: Sfu): Collector {
+  return () => {
+    const st = admission.stats();
+    const help = "WHEP offers refused, by bound: user or session held as many live viewers as it may (429), no free media port (503).";
+    return [
+      { name: "gatehouse_whep_refused_total", help, type: "counter", value: st.refusedPerUser, labels: { limit: "user" } },
+      { name: "gatehouse_whep_refused_total", help, type: "counter", value: st.refusedPerSession, labels: { limit: "session" } },
+      { name: "gatehouse_whep_refused_total", help, type: "counter", value: sfu.viewersRefused, labels: { limit: "ports" } },
+    ];
   };
 }
 

@@ -8,15 +8,23 @@
  *   DELETE  /whep/:camera/:viewer   → 200, the viewer ends
  *
  * Category errors become statuses in gateway/http/errors.ts (the one place); only the
- * HTTP-level ones that have no category (415, 405, 412) are decided here.
+ * HTTP-level ones that have no category (415, 405, 412) are decided here. Every refusal
+ * carries a short reason of ours, never an exception's text.
+ *
+ * A resource belongs to the session that created it (gateway/http/viewer-admission.ts):
+ * anyone else's PATCH or DELETE gets 404, as for a resource that does not exist. Each user
+ * and session holds a bounded number of viewers (429 + Retry-After beyond it); when the
+ * SFU has no free media port the POST gets 503 + Retry-After, never an answer without
+ * candidates.
  */
 import express, { Router, type NextFunction, type Request, type Response } from "express";
 import { BadInputError, isGatehouseError, NotFoundError } from "../../config/errors.ts";
 import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
-import type { Sfu, ViewerHandle } from "../../sfu/sfu.ts";
+import type { Sfu, TrickledCandidate, ViewerHandle } from "../../sfu/sfu.ts";
 import { sendError } from "./errors.ts";
+import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
 
 /** One ICE server as handed to the browser (our TURN with time-limited credentials, typically). */
 export interface WhepIceServer {
@@ -33,8 +41,15 @@ export interface WhepDeps {
   authorize?(req: Request, cameraId: string): void;
   /** ICE servers for this client (Link headers). */
   iceServers(req: Request): WhepIceServer[];
-  /** Who is asking, for logs and viewer stats. */
+  /** Who is asking, for logs and viewer stats, and whose limits apply. */
   userOf?(req: Request): string | undefined;
+  /**
+   * The sign-in session (or token) asking: it owns the viewers it creates. Default: the
+   * user; without either, every caller is one anonymous owner.
+   */
+  sessionOf?(req: Request): string | undefined;
+  /** Live-viewer limits per user and session. Default: none (ownership is still enforced). */
+  admission?: ViewerAdmission;
   /** Called once a viewer exists, e.g. to end it when the caller's session is revoked. */
   onViewer?(req: Request, viewer: ViewerHandle): void;
   log: Logger;
@@ -45,6 +60,11 @@ const SDPFRAG = "application/trickle-ice-sdpfrag";
 
 export function whepRouter(deps: WhepDeps): Router {
   const r = Router();
+  const admission = deps.admission ?? ViewerAdmission.unlimited();
+  const ownerOf = (req: Request): ViewerOwner => {
+    const user = deps.userOf?.(req) ?? "";
+    return { user, session: deps.sessionOf?.(req) ?? user };
+  };
   const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
   const fragBody = express.text({ type: SDPFRAG, limit: 16 * 1024 });
 
@@ -85,7 +105,16 @@ export function whepRouter(deps: WhepDeps): Router {
     try {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
       const user = deps.userOf?.(req);
-      const { viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(id), req.body, { user });
+      const ticket = admission.admit(ownerOf(req));
+      let viewer: ViewerHandle;
+      let answerSdp: string;
+      try {
+        ({ viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(id), req.body, { user }));
+        ticket.bind(viewer);
+      } catch (err) {
+        ticket.release();
+        throw err;
+      }
       try {
         deps.onViewer?.(req, viewer);
       } catch (err) {
@@ -134,7 +163,8 @@ export function whepRouter(deps: WhepDeps): Router {
         res.status(405).set("Allow", "DELETE, PATCH").json({ error: "method_not_allowed", reason: "ICE restart not supported: POST a new offer" });
         return;
       }
-      for (const c of frag.candidates) await deps.sfu.addIceCandidate(v, c.candidate, c.mid);
+      // Names and refused addresses are dropped and counted (sfu/candidates.ts): still a 204.
+      await deps.sfu.addIceCandidates(v, frag.candidates);
       res.status(204).end();
     } catch (err) {
       sendError(res, err);
@@ -158,21 +188,22 @@ export function whepRouter(deps: WhepDeps): Router {
     res.status(405).set("Allow", "OPTIONS, POST").json({ error: "method_not_allowed", reason: "use POST" });
   });
 
-  // Body parser failures (413 too large, 400 bad charset) keep their status.
+  // Body parser failures (413 too large, 400 bad charset or encoding) keep their status, with a reason of ours.
   r.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
     const status = (err as { status?: number }).status;
     if (!isGatehouseError(err) && typeof status === "number" && status >= 400 && status < 500) {
-      res.status(status).json({ error: "bad_input", reason: (err as Error).message });
+      res.status(status).json({ error: "bad_input", reason: status === 413 ? "request body too large" : "unreadable request body" });
       return;
     }
     next(err);
   });
 
+  /** The viewer of this resource, if it exists and the caller's session created it; else 404. */
   function viewerOf(req: Request) {
     const cam = camera(req);
     const v = toViewerId(String(req.params.viewer ?? ""));
     const viewer = deps.sfu.viewer(v);
-    if (!viewer || viewer.cameraId !== cam) throw new NotFoundError("no such viewer session");
+    if (!viewer || viewer.cameraId !== cam || !admission.owns(v, ownerOf(req))) throw new NotFoundError("no such viewer session");
     return v;
   }
 
@@ -210,20 +241,24 @@ function setLinks(res: Response, servers: readonly WhepIceServer[]): void {
   for (const l of iceServerLinks(servers)) res.append("Link", l);
 }
 
-/** Candidates (and the ufrag) of a trickle-ice-sdpfrag body (RFC 8840 §9). */
-export function parseSdpFrag(body: string): { ufrag: string | undefined; candidates: { candidate: string; mid: string | undefined }[] } {
+/**
+ * Candidates (each with the mid above it) and the ufrag of a trickle-ice-sdpfrag body
+ * (RFC 8840 §9). Every line must be an SDP line; the candidates themselves are read by
+ * the SFU (sfu/candidates.ts), which also bounds their number.
+ */
+export function parseSdpFrag(body: string): { ufrag: string | undefined; candidates: TrickledCandidate[] } {
   let ufrag: string | undefined;
   let mid: string | undefined;
-  const candidates: { candidate: string; mid: string | undefined }[] = [];
+  const candidates: TrickledCandidate[] = [];
   for (const raw of body.split(/\r?\n/)) {
     const line = raw.trim();
+    if (line === "") continue;
+    if (!/^[a-z]=/.test(line)) throw new BadInputError("not a trickle-ice-sdpfrag (every line must be <type>=<value>)");
+    if (line.length > 1024) throw new BadInputError("sdpfrag line too long");
     if (line.startsWith("a=ice-ufrag:")) ufrag = line.slice(12).trim();
+    else if (line.startsWith("m=")) mid = undefined; // a new media description: its a=mid follows
     else if (line.startsWith("a=mid:")) mid = line.slice(6).trim();
-    else if (line.startsWith("a=candidate:")) {
-      if (line.length > 1024) throw new BadInputError("candidate line too long");
-      candidates.push({ candidate: line.slice(2), mid });
-    }
+    else if (line.startsWith("a=candidate:")) candidates.push({ candidate: line.slice(2), mid });
   }
-  if (candidates.length > 64) throw new BadInputError("too many candidates in one PATCH");
   return { ufrag, candidates };
 }

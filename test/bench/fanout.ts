@@ -115,7 +115,8 @@ export function gatewayConfig(rtspUrl: string, o: { workers?: number | undefined
     log: { level: "silent" },
     demo: { enabled: false },
     cameras: (o.cameras ?? [{ id: "bench", url: rtspUrl }]).map((c) => ({ ...c, transport: "tcp", alwaysOn: true })),
-    media: { icePortRange: [base, base + 1999], ...(o.workers !== undefined ? { workers: o.workers } : {}) },
+    // One anonymous user opens every bench viewer: lift the per-user bound above the largest level.
+    media: { icePortRange: [base, base + 1999], viewers: { perSession: 1000, perUser: 1000 }, ...(o.workers !== undefined ? { workers: o.workers } : {}) },
   };
 }
 
