@@ -316,8 +316,8 @@ function parseLines(lines: readonly string[]): ParsedOffer {
 /**
  * Reads a viewer's offer once, for everything after it: parses it (see parseOffer), and
  * keeps only the candidates the rules accept (sfu/candidates.ts), rewritten plainly; the
- * others are left out of the text werift gets, and counted. More distinct candidates than
- * `maxPerRequest` is bad input.
+ * others are left out of the text werift gets (with `a=end-of-candidates`), and counted.
+ * More distinct candidates than `maxPerRequest` is bad input.
  */
 export function readOffer(sdp: string, rules: CandidateRules): Offer {
   if (typeof sdp === "string" && sdp.length > MAX_OFFER_CHARS) throw new BadInputError(`SDP offer larger than ${MAX_OFFER_CHARS} characters`);
@@ -342,6 +342,12 @@ export function readOffer(sdp: string, rules: CandidateRules): Offer {
       decided.set(text, keep);
     }
     out[c.line] = keep ? `a=${text}` : undefined;
+  }
+  if (kept < decided.size) {
+    // Once a candidate is left out, "that was all" (RFC 8838 §8.2) is no longer true: werift
+    // would give up as soon as the rest failed, before the viewer's own checks taught it the
+    // address behind the name (a peer-reflexive candidate). The connect timeout ends the wait.
+    for (let i = 0; i < out.length; i++) if (out[i] === "a=end-of-candidates") out[i] = undefined;
   }
   const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
   const text = out.filter((l) => l !== undefined).join(eol) + eol;

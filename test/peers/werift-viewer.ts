@@ -45,6 +45,8 @@ export interface WeriftViewerOptions {
   maxPackets?: number;
   /** Safety-net timeout for `connected` and waits, ms. Default 10000. */
   timeoutMs?: number;
+  /** Rewrites the offer before it is POSTed (what a client with other candidates would send). */
+  mungeOffer?: (sdp: string) => string;
 }
 
 /** The HTTP failure of a WHEP request, with status and body for assertions. */
@@ -254,7 +256,7 @@ export class WeriftViewer {
       const res = await fetch(o.whepUrl, {
         method: "POST",
         headers: { ...headers, "Content-Type": "application/sdp" },
-        body: pc.localDescription!.sdp,
+        body: o.mungeOffer ? o.mungeOffer(pc.localDescription!.sdp) : pc.localDescription!.sdp,
       });
       const body = await res.text();
       if (res.status !== 201) throw new WhepHttpError(res.status, body);

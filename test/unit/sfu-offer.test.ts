@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { BadInputError } from "../../config/errors.ts";
-import { h264ProfileOf, parseOffer, planAnswer } from "../../sfu/offer.ts";
+import { parseCandidate, type CandidateRules } from "../../sfu/candidates.ts";
+import { h264ProfileOf, parseOffer, planAnswer, readOffer } from "../../sfu/offer.ts";
 import type { TrackSpec } from "../../sfu/types.ts";
 
 /** Chromium 156's recvonly offer (video + audio transceivers), as captured before ICE gathering. */
@@ -336,5 +337,127 @@ describe("planAnswer", () => {
     expect(h264ProfileOf("640c1f")).toBe("high");
     expect(h264ProfileOf("f4001f")).toBe("other");
     expect(h264ProfileOf("zz")).toBeUndefined();
+  });
+});
+
+const RULES: CandidateRules = { loopback: false, privateRanges: true, maxPerRequest: 8, maxPerViewer: 6 };
+
+/** The Chromium offer with `cands` (attribute values) in each section, after its a=mid, as Chromium writes them. */
+function withCandidates(cands: string[], eoc = true): string {
+  const extra = cands.map((c) => `a=${c}\n`).join("") + (eoc ? "a=end-of-candidates\n" : "");
+  return CHROMIUM_OFFER.replace(/^(a=mid:\d+\n)/gm, `$1${extra}`);
+}
+
+describe("readOffer: one reading for the whole path", () => {
+  it("keeps literal candidates in allowed ranges, rewritten plainly, and drops and counts the others", () => {
+    const sdp = withCandidates([
+      "candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host generation 0 network-id 1 network-cost 10",
+      "candidate:2 1 udp 1686052607 198.18.0.1 50001 typ srflx raddr 0.0.0.0 rport 0",
+      "candidate:3 1 udp 1686052607 93.184.216.34  50002 typ srflx raddr 192.168.1.20 rport 50000",
+      "candidate:4 1 udp 2122260223 3c2b7f0e-8f3a-4f5e-9f54-3a1d2c4b5e6f.local 50003 typ host",
+      "candidate:5 1 tcp 1518280447 192.168.1.20 9 typ host tcptype active",
+      "candidate:6 1 udp 2122260223 127.0.0.1 50004 typ host",
+      "candidate:7 1 udp 2122260223 169.254.169.254 80 typ host",
+    ]);
+    const o = readOffer(sdp, RULES);
+    expect(o.candidates).toBe(2);
+    expect(o.dropped).toEqual({ name: 1, range: 3, unsupported: 1, excess: 0 });
+    const lines = o.sdp.split("\n").filter((l) => l.startsWith("a=candidate:"));
+    // Once per section (bundled sections repeat them), in werift's single-space form, known extensions only.
+    expect(lines).toEqual([
+      "a=candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host generation 0",
+      "a=candidate:3 1 udp 1686052607 93.184.216.34 50002 typ srflx raddr 192.168.1.20 rport 50000",
+      "a=candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host generation 0",
+      "a=candidate:3 1 udp 1686052607 93.184.216.34 50002 typ srflx raddr 192.168.1.20 rport 50000",
+    ]);
+    // Something was left out: "that was all" no longer holds (the viewer's own checks still reach us).
+    expect(o.sdp).not.toContain("a=end-of-candidates");
+    expect(o.mids).toEqual(["0", "1"]);
+    expect(o.parsed.iceUfrag).toBe("hvcn");
+    expect(o.parsed.dtlsSetup).toBe("actpass");
+    // The rewritten text reads the same way again.
+    const again = readOffer(o.sdp, RULES);
+    expect([again.sdp, again.candidates, again.dropped]).toEqual([o.sdp, 2, { name: 0, range: 0, unsupported: 0, excess: 0 }]);
+  });
+
+  it("keeps end-of-candidates when nothing was dropped, and loopback only when the media is bound there", () => {
+    const sdp = withCandidates(["candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host"]);
+    expect(readOffer(sdp, RULES).dropped.range).toBe(1);
+    const o = readOffer(sdp, { ...RULES, loopback: true });
+    expect(o.candidates).toBe(1);
+    expect(o.sdp.match(/a=end-of-candidates/g)).toHaveLength(2);
+  });
+
+  it("drops private ranges when told to", () => {
+    const sdp = withCandidates(["candidate:1 1 udp 2122260223 10.1.2.3 50000 typ host", "candidate:2 1 udp 2122260223 fd00::5 50000 typ host"]);
+    expect(readOffer(sdp, RULES).candidates).toBe(2);
+    expect(readOffer(sdp, { ...RULES, privateRanges: false }).dropped.range).toBe(2);
+  });
+
+  it("bounds candidates per offer (400) and per viewer (dropped as excess)", () => {
+    const many = (n: number) => Array.from({ length: n }, (_, i) => `candidate:${i} 1 udp 2122260223 8.8.${i}.1 5000 typ host`);
+    expectBadInput(() => readOffer(withCandidates(many(9)), RULES), /too many ICE candidates \(at most 8\)/);
+    const o = readOffer(withCandidates(many(8)), RULES);
+    expect([o.candidates, o.dropped.excess]).toEqual([6, 2]);
+  });
+
+  it("refuses sections without a mid, duplicate mids and malformed candidates", () => {
+    expectBadInput(() => readOffer(CHROMIUM_OFFER.replace("a=mid:1\n", ""), RULES), /^SDP offer: m-section 1 has no a=mid$/);
+    expectBadInput(() => readOffer(CHROMIUM_OFFER.replace("a=mid:1\n", "a=mid:0\n"), RULES), /duplicate a=mid/);
+    expectBadInput(() => readOffer(withCandidates(["candidate:1 1 udp 1 1.2.3.4 99999 typ host"]), RULES), /malformed ICE candidate: port/);
+    expectBadInput(() => readOffer(withCandidates(["candidate:garbage"]), RULES), /malformed ICE candidate/);
+    expectBadInput(() => readOffer(CHROMIUM_OFFER.replace("a=setup:actpass", "a=setup:sideways"), RULES), /bad a=setup/);
+  });
+
+  it("never throws anything but BadInputError, and what it accepts carries only candidates the rules take (fuzzed)", () => {
+    const base = withCandidates(["candidate:1 1 udp 2122260223 192.168.1.20 50000 typ host", "candidate:2 1 udp 2122260223 x.local 50001 typ host"]).split("\n");
+    const candidateText = fc.oneof(
+      fc.string({ maxLength: 60 }),
+      fc
+        .tuple(
+          fc.stringMatching(/^[A-Za-z0-9+/]{1,34}$/),
+          fc.integer({ min: -1, max: 300 }),
+          fc.constantFrom("udp", "UDP", "tcp", "sctp"),
+          fc.integer({ min: 0, max: 2 ** 32 + 5 }),
+          fc.oneof(fc.ipV4(), fc.ipV6(), fc.domain(), fc.constantFrom("0.0.0.0", "::1", "fe80::1%eth0", "::ffff:10.0.0.1", "a b")),
+          fc.integer({ min: -1, max: 70000 }),
+          fc.constantFrom("host", "srflx", "prflx", "relay", "bogus"),
+          fc.constantFrom("", " raddr 0.0.0.0 rport 0", " generation 0", " tcptype active", " raddr", " ufrag a/b+"),
+        )
+        .map(([f, comp, tr, prio, addr, port, typ, ext]) => `candidate:${f} ${comp} ${tr} ${prio} ${addr} ${port} typ ${typ}${ext}`),
+    );
+    const edit = fc.oneof(
+      fc.record({ at: fc.nat(base.length), line: candidateText.map((c) => `a=${c}`) }),
+      fc.record({ at: fc.nat(base.length), line: fc.constantFrom(...base) }),
+      fc.record({ at: fc.nat(base.length), line: fc.string({ maxLength: 30 }) }),
+      fc.record({ at: fc.nat(base.length), line: fc.constant(null) }),
+    );
+    fc.assert(
+      fc.property(fc.array(edit, { maxLength: 6 }), (edits) => {
+        const lines = [...base];
+        for (const e of edits) {
+          if (e.line === null) lines.splice(Math.min(e.at, lines.length - 1), 1);
+          else lines.splice(Math.min(e.at, lines.length), 0, e.line);
+        }
+        let o;
+        try {
+          o = readOffer(lines.join("\n"), RULES);
+          planAnswer(o.parsed, undefined);
+        } catch (err) {
+          if (!(err instanceof BadInputError)) throw err;
+          return;
+        }
+        const kept = o.sdp.split("\n").filter((l) => l.startsWith("a=candidate:"));
+        expect(new Set(kept).size).toBe(o.candidates);
+        expect(o.candidates).toBeLessThanOrEqual(RULES.maxPerViewer);
+        for (const l of kept) {
+          const c = parseCandidate(l.slice(2));
+          expect(c.transport).toBe("udp");
+          expect(c.address).toMatch(/^[0-9a-f.:]+$/);
+        }
+        expect(readOffer(o.sdp, RULES).sdp).toBe(o.sdp);
+      }),
+      { numRuns: 1500 },
+    );
   });
 });
