@@ -17,10 +17,9 @@
  * gateway a peer-reflexive candidate (RFC 8445 §7.3.1.3), which is the path a browser
  * behind mDNS names takes anyway.
  */
-import { isIP } from "node:net";
 import { BadInputError } from "../config/errors.ts";
-import { parseIp } from "../config/sections/turn.ts";
-import { specialPurposeLabel } from "../turn/policy.ts";
+import { canonicalIp, isIpLiteral } from "../config/net/ip.ts";
+import { specialPurpose, type SpecialPurpose } from "../config/net/special.ts";
 
 /** Why a well-formed candidate was not given to the ICE agent. */
 export type CandidateDropReason =
@@ -124,41 +123,32 @@ function decimal(text: string, min: number, max: number, what: string): number {
   return n;
 }
 
-/** An IPv4 or IPv6 literal, without a zone (a zoned address is link-local: dropped by range). */
-function isIpLiteral(s: string): boolean {
-  const zone = s.indexOf("%");
-  return isIP(zone < 0 ? s : s.slice(0, zone)) !== 0;
-}
-
 /** Special-purpose ranges a viewer may sit in and be reached at. */
-const PRIVATE_LABELS = new Set(["private", "cgnat", "unique-local"]);
+const PRIVATE_RANGES: ReadonlySet<SpecialPurpose> = new Set(["private", "cgnat", "unique-local"]);
 
 /** "accept", or why the candidate is dropped. */
 export function judgeCandidate(c: RemoteCandidate, rules: Pick<CandidateRules, "loopback" | "privateRanges">): "accept" | CandidateDropReason {
   if (!isIpLiteral(c.address)) return "name";
   if (c.transport !== "udp" || c.component !== 1 || c.port === 0) return "unsupported";
+  // A zone names a link: link-local, never a place to send checks from a server.
   if (c.address.includes("%")) return "range";
-  const ip = parseIp(c.address);
-  if (!ip) return "range";
-  const label = isIpv6Loopback(ip) ? "loopback" : specialPurposeLabel(ip);
-  if (label === undefined) return "accept";
-  if (label === "loopback") return rules.loopback ? "accept" : "range";
-  if (PRIVATE_LABELS.has(label)) return rules.privateRanges ? "accept" : "range";
+  // IPv4-mapped IPv6 is labelled as such (never as public): a client has no reason to write one.
+  const range = specialPurpose(c.address);
+  if (range === undefined) return "accept";
+  if (range === "loopback") return rules.loopback ? "accept" : "range";
+  if (PRIVATE_RANGES.has(range)) return rules.privateRanges ? "accept" : "range";
   return "range";
 }
 
-/** ::1 (the TURN table files it under ::/96, IPv4-compatible). */
-function isIpv6Loopback(ip: Uint8Array): boolean {
-  return ip.length === 16 && ip[15] === 1 && ip.subarray(0, 15).every((b) => b === 0);
-}
-
 /**
- * The candidate as werift reads it (single spaces, known extensions only, lower-case
- * address), with the `candidate:` prefix.
+ * The candidate as werift reads it (single spaces, known extensions only, addresses as
+ * Node writes them, so that a check from the viewer matches its candidate), with the
+ * `candidate:` prefix.
  */
 export function formatCandidate(c: RemoteCandidate): string {
-  let s = `candidate:${c.foundation} ${c.component} ${c.transport} ${c.priority} ${c.address.toLowerCase()} ${c.port} typ ${c.type}`;
-  if (c.related) s += ` raddr ${c.related.address.toLowerCase()} rport ${c.related.port}`;
+  const ip = (a: string) => canonicalIp(a) ?? a;
+  let s = `candidate:${c.foundation} ${c.component} ${c.transport} ${c.priority} ${ip(c.address)} ${c.port} typ ${c.type}`;
+  if (c.related) s += ` raddr ${ip(c.related.address)} rport ${c.related.port}`;
   if (c.tcpType !== undefined) s += ` tcptype ${c.tcpType}`;
   if (c.generation !== undefined) s += ` generation ${c.generation}`;
   if (c.ufrag !== undefined) s += ` ufrag ${c.ufrag}`;

@@ -13,6 +13,7 @@
  */
 import { networkInterfaces } from "node:os";
 import { BadInputError, isGatehouseError, NotFoundError, OverloadError } from "../config/errors.ts";
+import { isLoopback } from "../config/net/special.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { SourceHandle, ViewerHandle } from "./api.ts";
 import {
@@ -186,7 +187,7 @@ export class Sfu {
 
   private noPorts(message: string, cause?: unknown): OverloadError {
     this.refusedNoPort++;
-    return new OverloadError(message, { scope: "server", retryAfterSeconds: this.retryAfterSeconds, cause });
+    return new OverloadError(message, { retryAfterSeconds: this.retryAfterSeconds, cause });
   }
 
   private count(accepted: number, dropped: CandidateDrops): void {
@@ -294,7 +295,7 @@ export class Sfu {
 
 /** Loopback media sockets: loopback candidates are the only reachable ones. */
 function isLoopbackAddress(address: string): boolean {
-  return /^127\./.test(address) || address === "::1" || address === "localhost";
+  return address === "localhost" || isLoopback(address);
 }
 
 /** UDP ports one viewer binds: one per address werift gathers on. */

@@ -12,7 +12,7 @@
  * The owner of a viewer is the session that created it: only that session may PATCH or
  * DELETE its resource; anyone else gets the same 404 as for a resource that does not exist.
  */
-import { OverloadError } from "../../config/errors.ts";
+import { RateLimitedError } from "../../config/errors.ts";
 import type { ViewerHandle } from "../../sfu/sfu.ts";
 
 /** Who asks: the user, and the sign-in session (or token) they ask with. */
@@ -66,24 +66,18 @@ export class ViewerAdmission {
   }
 
   /**
-   * Takes a place for `owner`, or throws OverloadError (scope "client": HTTP 429, with
-   * Retry-After) when the session or the user holds as many viewers as they may.
+   * Takes a place for `owner`, or throws RateLimitedError (HTTP 429, with Retry-After)
+   * when the session or the user holds as many viewers as they may.
    */
   admit(owner: ViewerOwner): AdmissionTicket {
     const session = sessionKey(owner);
     if ((this.perSession.get(session) ?? 0) >= this.limits.perSession) {
       this.refusedPerSession++;
-      throw new OverloadError(`at most ${this.limits.perSession} live viewers per session`, {
-        scope: "client",
-        retryAfterSeconds: this.limits.retryAfterSeconds,
-      });
+      throw new RateLimitedError(`at most ${this.limits.perSession} live viewers per session`, { retryAfterSeconds: this.limits.retryAfterSeconds });
     }
     if ((this.perUser.get(owner.user) ?? 0) >= this.limits.perUser) {
       this.refusedPerUser++;
-      throw new OverloadError(`at most ${this.limits.perUser} live viewers per user`, {
-        scope: "client",
-        retryAfterSeconds: this.limits.retryAfterSeconds,
-      });
+      throw new RateLimitedError(`at most ${this.limits.perUser} live viewers per user`, { retryAfterSeconds: this.limits.retryAfterSeconds });
     }
     bump(this.perSession, session, 1);
     bump(this.perUser, owner.user, 1);

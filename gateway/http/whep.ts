@@ -17,13 +17,13 @@
  * SFU has no free media port the POST gets 503 + Retry-After, never an answer without
  * candidates.
  */
-import express, { Router, type NextFunction, type Request, type Response } from "express";
+import express, { Router, type Request, type Response } from "express";
 import { BadInputError, isGatehouseError, NotFoundError } from "../../config/errors.ts";
 import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import type { Sfu, TrickledCandidate, ViewerHandle } from "../../sfu/sfu.ts";
-import { sendError } from "./errors.ts";
+import { errorHandler, sendError } from "./errors.ts";
 import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
 
 /** One ICE server as handed to the browser (our TURN with time-limited credentials, typically). */
@@ -188,15 +188,8 @@ export function whepRouter(deps: WhepDeps): Router {
     res.status(405).set("Allow", "OPTIONS, POST").json({ error: "method_not_allowed", reason: "use POST" });
   });
 
-  // Body parser failures (413 too large, 400 bad charset or encoding) keep their status, with a reason of ours.
-  r.use((err: unknown, _req: Request, res: Response, next: NextFunction) => {
-    const status = (err as { status?: number }).status;
-    if (!isGatehouseError(err) && typeof status === "number" && status >= 400 && status < 500) {
-      res.status(status).json({ error: "bad_input", reason: status === 413 ? "request body too large" : "unreadable request body" });
-      return;
-    }
-    next(err);
-  });
+  // Body parser failures (413 too large, 400 bad charset) keep their status, with a reason of ours (the one mapping).
+  r.use(errorHandler(deps.log));
 
   /** The viewer of this resource, if it exists and the caller's session created it; else 404. */
   function viewerOf(req: Request) {

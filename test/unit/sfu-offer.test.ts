@@ -457,7 +457,7 @@ describe("readOffer: one reading for the whole path", () => {
         }
         expect(readOffer(o.sdp, RULES).sdp).toBe(o.sdp);
       }),
-      { numRuns: 1500 },
+      { numRuns: 1000 },
     );
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { OverloadError } from "../../config/errors.ts";
+import { RateLimitedError } from "../../config/errors.ts";
 import { ViewerAdmission } from "../../gateway/http/viewer-admission.ts";
 import type { ViewerHandle } from "../../sfu/sfu.ts";
 
@@ -17,12 +17,12 @@ function fakeViewer(id: string, state: "connecting" | "closed" = "connecting") {
   return { handle: v as unknown as ViewerHandle, close: () => onClosed?.() };
 }
 
-function refusal(fn: () => unknown): OverloadError {
+function refusal(fn: () => unknown): RateLimitedError {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(OverloadError);
-    return err as OverloadError;
+    expect(err).toBeInstanceOf(RateLimitedError);
+    return err as RateLimitedError;
   }
   throw new Error("expected a refusal");
 }
@@ -36,7 +36,7 @@ describe("WHEP viewer admission", () => {
     adm.admit(s1).bind(viewers[0]!.handle);
     adm.admit(s1).bind(viewers[1]!.handle);
     const perSession = refusal(() => adm.admit(s1));
-    expect([perSession.scope, perSession.retryAfterSeconds, perSession.message]).toEqual(["client", 4, "at most 2 live viewers per session"]);
+    expect([perSession.retryAfterSeconds, perSession.message]).toEqual([4, "at most 2 live viewers per session"]);
     adm.admit(s2).bind(viewers[2]!.handle);
     expect(refusal(() => adm.admit(s2)).message).toBe("at most 3 live viewers per user");
     // Another user is not affected by mallory's use.
