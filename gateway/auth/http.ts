@@ -65,7 +65,7 @@ export function causeChain(err: unknown): string {
   for (let e: unknown = err, i = 0; e && i < 8; e = (e as { cause?: unknown }).cause, i++) {
     const msg = e instanceof Error ? e.message : typeof e === "string" ? e : "";
     const code = (e as { code?: unknown; error?: unknown }).error ?? (e as { code?: unknown }).code;
-    const tag = typeof code === "string" && !msg.includes(code) ? `[${code}]` : "";
+    const tag = typeof code === "string" ? `[${code}]` : "";
     if (msg || tag) parts.push(msg && tag ? `${msg} ${tag}` : msg || tag);
   }
   return parts.join(" ← ");

@@ -81,7 +81,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
       if (r.reissue) await issueCookie(res, r.reissue);
       req.user = r.user;
       next();
-    }, next);
+    }).catch(next);
   };
 
   async function authenticate(req: IncomingMessage): Promise<User> {
@@ -136,7 +136,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
           { href: `/auth/login?return_to=${encodeURIComponent(returnTo)}`, label: "Try again" },
         ),
       );
-    }, next);
+    }).catch(next);
   });
 
   router.get("/callback", (req, res, next) => {
@@ -164,7 +164,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
         case "rejected":
           return sendPage(res, 400, errorPage("Sign-in failed", "The sign-in could not be completed.", again));
       }
-    }, next);
+    }).catch(next);
   });
 
   const formBody = express.urlencoded({ extended: false, limit: "4kb" });
@@ -182,7 +182,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
 <button type="submit" id="logout">Sign out</button></form>`,
         ),
       );
-    }, next);
+    }).catch(next);
   });
 
   router.post("/logout", formBody, (req, res, next) => {
@@ -200,7 +200,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
       clearSessionCookie(res);
       // RP-initiated logout: end the provider's session too, when it offers that.
       done((await core.signOut(r.user.sessionId!)) ?? "/");
-    }, next);
+    }).catch(next);
   });
 
   // OpenID Connect Back-Channel Logout 1.0: the provider, server to server.
@@ -221,7 +221,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
         case "invalid_token":
           return res.status(400).json({ error: "invalid_request", error_description: "invalid logout token" });
       }
-    }, next);
+    }).catch(next);
   });
 
   router.get("/me", requireUser, (req, res) => {
