@@ -120,6 +120,8 @@ export class Allocation {
   readonly username: string;
   /** The credential's subject: quotas count per subject, not per (expiring) username. */
   readonly subject: string;
+  /** Reference of the sign-in session the credentials were minted for; the allocation ends with it. */
+  readonly session: string | undefined;
   /** Long-term key the allocation was created with; later requests must match (441 otherwise). */
   readonly key: Buffer;
   readonly integrity: IntegrityAlgorithm;
@@ -143,6 +145,7 @@ export class Allocation {
     tuple: ClientTuple;
     username: string;
     subject: string;
+    session: string | undefined;
     key: Buffer;
     integrity: IntegrityAlgorithm;
     allocateTransaction: string;
@@ -155,6 +158,7 @@ export class Allocation {
     this.tuple = o.tuple;
     this.username = o.username;
     this.subject = o.subject;
+    this.session = o.session;
     this.key = o.key;
     this.integrity = o.integrity;
     this.allocateTransaction = o.allocateTransaction;

@@ -45,6 +45,11 @@ export type TurnAction =
   | { readonly kind: "send-peer"; readonly relay: RelayEndpoint; readonly peer: TransportAddress; readonly data: Buffer }
   /** Close a relay socket: its allocation or reservation ended. */
   | { readonly kind: "release-relay"; readonly endpoint: RelayEndpoint }
+  /**
+   * End the client's TCP/TLS connection: its allocation ended (RFC 8656 §3.1: they share a
+   * fate). Always comes after any reply in the same list, so the last answer is written first.
+   */
+  | { readonly kind: "end-client"; readonly tuple: ClientTuple }
   /** Nothing to do; the reason is counted and may be logged. */
   | { readonly kind: "ignore"; readonly reason: IgnoreReason };
 
@@ -73,18 +78,24 @@ export interface AllocationInfo {
   /** The 5-tuple's lookup key (the adapter finds its connection by it). */
   readonly tupleKey: number | string;
   readonly subject: string;
+  readonly session: string | undefined;
+  readonly username: string;
   readonly transport: ClientTuple["transport"];
   readonly client: TransportAddress;
   readonly relays: readonly TransportAddress[];
 }
 
-export type AllocationCloseReason = "expired" | "refresh-zero" | "transport-closed" | "revoked" | "server-closed";
+export type AllocationCloseReason = "expired" | "refresh-zero" | "transport-closed" | "revoked" | "session-ended" | "client-gone" | "server-closed";
+
+/** Why an authenticated request was refused for quota or capacity (logged and counted). */
+export type RefusalReason = "user-quota" | "server-full" | "relay-ports" | "permissions" | "channels";
 
 export type TurnEvents = {
   "allocation-created": [info: AllocationInfo];
   "allocation-closed": [info: AllocationInfo, reason: AllocationCloseReason];
   "auth-failure": [source: string, reason: string];
   "peer-denied": [id: AllocationId, peer: string, verdict: PeerVerdict];
+  "refused": [subject: string, reason: RefusalReason];
 };
 
 export interface TurnCoreOptions {
@@ -120,6 +131,11 @@ export interface TurnCoreOptions {
   metrics?: TurnMetrics;
   /** Nonce MAC key (tests); random otherwise. */
   nonceKey?: Buffer;
+  /**
+   * How long an ended session's reference is remembered (its credentials refused), ms:
+   * at least the longest lifetime of credentials minted for a session. Default 24 h.
+   */
+  endedSessionMemoryMs?: number;
 }
 
 /** How long an Allocate may wait for its relay socket before it is forgotten, ms. */
@@ -130,6 +146,10 @@ const RESERVATION_MS = 30_000;
 const CHANNEL_COOLDOWN_MS = 300_000;
 /** Sources remembered by the failed-auth limiter (bounded whatever the traffic). */
 const LIMITER_ENTRIES = 16_384;
+/** Ended sessions remembered (bounded; sessions end at human rates, far below this). */
+const ENDED_SESSIONS = 262_144;
+/** One refusal log line per subject and reason per this many ms (the counter counts them all). */
+const REFUSAL_LOG_MS = 10_000;
 
 interface Pending {
   readonly id: number;
@@ -137,6 +157,7 @@ interface Pending {
   readonly transaction: string;
   readonly username: string;
   readonly subject: string;
+  readonly session: string | undefined;
   readonly key: Buffer;
   readonly integrity: IntegrityAlgorithm;
   readonly lifetimeSeconds: number;
@@ -150,6 +171,7 @@ interface Pending {
 interface Authenticated {
   readonly username: string;
   readonly subject: string;
+  readonly session: string | undefined;
   readonly key: Buffer;
   readonly integrity: IntegrityAlgorithm;
   readonly expired: boolean;
@@ -207,6 +229,9 @@ export class TurnCore {
   private readonly pendingByTuple = new Map<number | string, Pending>();
   private readonly perSubject = new Map<string, number>();
   private readonly reservations = new Map<string, { endpoint: RelayEndpoint; expiresAt: number }>();
+  /** Ended sessions' references → when to forget them (ms). */
+  private readonly endedSessions = new Map<string, number>();
+  private readonly refusalLogged = new Map<string, number>();
   private nextPending = 1;
   private nextAllocation = 1;
   private closed = false;
@@ -342,10 +367,27 @@ export class TurnCore {
     const auth: Authenticated = {
       username,
       subject: rest.subject,
+      session: rest.session,
       key,
       integrity: algo,
       expired: rest.expiresAt * 1000 <= now,
     };
+    // Genuine credentials (the MAC checked) that are no longer valid: refused, but not counted
+    // against the source's failure budget (a stale tab must not lock its network out).
+    if (auth.session !== undefined && this.endedSessions.has(auth.session)) {
+      this.metrics.authFailures++;
+      this.metrics.sessionEndedRefusals++;
+      this.events.emit("auth-failure", source, "session ended");
+      return [this.challenge(msg, tuple, now, ErrorCode.Unauthorized, "Session Ended")];
+    }
+    if (auth.expired && !isDeallocation(msg)) {
+      // RFC 8656 §5: every request is authenticated; credentials past their expiry neither
+      // create nor maintain an allocation (no Refresh, CreatePermission or ChannelBind).
+      // Only a Refresh with LIFETIME 0 (the client giving the allocation back) is still taken.
+      this.metrics.authFailures++;
+      this.events.emit("auth-failure", source, "credentials expired");
+      return [this.challenge(msg, tuple, now, ErrorCode.Unauthorized, "Credentials Expired")];
+    }
     // RFC 8489 §6.3.1.1: unknown comprehension-required attributes → 420, once we know who asks.
     if (msg.unknownRequired.length) {
       return [this.error(msg, tuple, reject(ErrorCode.UnknownAttribute, undefined, msg.unknownRequired), auth)];
@@ -366,11 +408,9 @@ export class TurnCore {
   private existing(msg: StunMessage, tuple: ClientTuple, auth: Authenticated): Allocation | TurnAction {
     const alloc = this.byTuple.get(tuple.key);
     if (!alloc) return this.error(msg, tuple, reject(ErrorCode.AllocationMismatch), auth);
-    // RFC 8656 §5: later requests must use the allocation's credentials.
+    // RFC 8656 §5: later requests must use the allocation's credentials (expired or revoked
+    // ones never get here: authenticatedRequest refused them).
     if (alloc.username !== auth.username) return this.error(msg, tuple, reject(ErrorCode.WrongCredentials), auth);
-    // Credentials past their expiry still maintain an allocation made while they were valid:
-    // a viewer's call outlives the few minutes its credentials were minted for. Revocation
-    // goes through closeSubject().
     return alloc;
   }
 
@@ -388,12 +428,6 @@ export class TurnCore {
     if (pend) {
       if (pend.transaction === tid) return [{ kind: "ignore", reason: "retransmission" }];
       return [this.error(msg, tuple, reject(ErrorCode.AllocationMismatch), auth)];
-    }
-    if (auth.expired) {
-      this.metrics.authFailures++;
-      this.limiter.fail(tuple.remote.address, now);
-      this.events.emit("auth-failure", tuple.remote.address, "credentials expired");
-      return [this.challenge(msg, tuple, now, ErrorCode.Unauthorized, "Credentials Expired")];
     }
     const transportAttr = getAttr(msg, Attr.RequestedTransport);
     if (!transportAttr || transportAttr.length !== 4) return [this.error(msg, tuple, reject(ErrorCode.BadRequest, "Missing REQUESTED-TRANSPORT"), auth)];
@@ -430,11 +464,11 @@ export class TurnCore {
     // Quotas count live and pending allocations.
     const q = this.opts.quotas;
     if ((this.perSubject.get(auth.subject) ?? 0) >= q.allocationsPerUser) {
-      this.metrics.quotaRejections++;
+      this.refused(auth.subject, "user-quota", now);
       return [this.error(msg, tuple, reject(ErrorCode.AllocationQuotaReached), auth)];
     }
     if (this.byId.size + this.pending.size >= q.totalAllocations) {
-      this.metrics.quotaRejections++;
+      this.refused(auth.subject, "server-full", now);
       return [this.error(msg, tuple, reject(ErrorCode.InsufficientCapacity, "Server Full"), auth)];
     }
 
@@ -448,6 +482,7 @@ export class TurnCore {
       transaction: tid,
       username: auth.username,
       subject: auth.subject,
+      session: auth.session,
       key: auth.key,
       integrity: auth.integrity,
       lifetimeSeconds,
@@ -494,7 +529,7 @@ export class TurnCore {
     this.pending.delete(id);
     this.pendingByTuple.delete(p.tuple.key);
     this.countSubject(p.subject, -1);
-    this.metrics.quotaRejections++;
+    this.refused(p.subject, "relay-ports", p.deadline - PENDING_TIMEOUT_MS);
     return [this.errorFor(p, reject(ErrorCode.InsufficientCapacity))];
   }
 
@@ -504,6 +539,7 @@ export class TurnCore {
       tuple: p.tuple,
       username: p.username,
       subject: p.subject,
+      session: p.session,
       key: p.key,
       integrity: p.integrity,
       allocateTransaction: p.transaction,
@@ -578,9 +614,9 @@ export class TurnCore {
   }
 
   /** Validate a peer for CreatePermission/ChannelBind: 400, 403 or 443 (RFC 8656 §9.1, §11.2). */
-  private checkPeer(alloc: Allocation, peer: TransportAddress | undefined): TurnReject | RelayEndpoint {
+  private checkPeer(alloc: Allocation, peer: TransportAddress | undefined, withPort: boolean): TurnReject | RelayEndpoint {
     if (!peer) return reject(ErrorCode.BadRequest, "Malformed XOR-PEER-ADDRESS");
-    const verdict = this.opts.policy.check(peer.address);
+    const verdict = this.opts.policy.check(peer.address, withPort ? peer.port : undefined);
     if (verdict !== "allow" || peer.port === 0) {
       this.metrics.peerDenials++;
       this.events.emit("peer-denied", alloc.id, peer.address, verdict === "allow" ? "unspecified" : verdict);
@@ -616,14 +652,14 @@ export class TurnCore {
     for (const a of attrs) {
       const peer = attrXorAddress(msg, a);
       // CreatePermission ignores the port; only port 0 with an unspecified IP is meaningless.
-      const checked = this.checkPeer(alloc, peer ? { ...peer, port: peer.port || 1 } : undefined);
+      const checked = this.checkPeer(alloc, peer ? { ...peer, port: peer.port || 1 } : undefined, false);
       if ("code" in checked) return this.error(msg, tuple, checked, auth);
       peers.push(peer!);
     }
     let fresh = 0;
     for (const p of peers) if (!alloc.permissions.has(ipKey(p.address))) fresh++;
     if (alloc.permissions.size + fresh > this.opts.quotas.permissionsPerAllocation) {
-      this.metrics.quotaRejections++;
+      this.refused(alloc.subject, "permissions", now);
       return this.error(msg, tuple, reject(ErrorCode.InsufficientCapacity, "Too Many Permissions"), auth);
     }
     for (const p of peers) this.installPermission(alloc, p.address, now);
@@ -640,7 +676,7 @@ export class TurnCore {
     const peerAttr = getAttr(msg, Attr.XorPeerAddress);
     if (!peerAttr) return this.error(msg, tuple, reject(ErrorCode.BadRequest, "Missing XOR-PEER-ADDRESS"), auth);
     const peer = attrXorAddress(msg, peerAttr);
-    const relay = this.checkPeer(alloc, peer);
+    const relay = this.checkPeer(alloc, peer, true);
     if ("code" in relay) return this.error(msg, tuple, relay, auth);
     const peerKey = addressKey(peer!.address, peer!.port);
     const byNum = alloc.channels.get(num);
@@ -654,11 +690,11 @@ export class TurnCore {
       this.installPermission(alloc, peer!.address, now);
     } else {
       if (alloc.channels.size >= this.opts.quotas.channelsPerAllocation) {
-        this.metrics.quotaRejections++;
+        this.refused(alloc.subject, "channels", now);
         return this.error(msg, tuple, reject(ErrorCode.InsufficientCapacity, "Too Many Channels"), auth);
       }
       if (!alloc.permissions.has(ipKey(peer!.address)) && alloc.permissions.size >= this.opts.quotas.permissionsPerAllocation) {
-        this.metrics.quotaRejections++;
+        this.refused(alloc.subject, "permissions", now);
         return this.error(msg, tuple, reject(ErrorCode.InsufficientCapacity, "Too Many Permissions"), auth);
       }
       const permission = this.installPermission(alloc, peer!.address, now);
@@ -685,6 +721,12 @@ export class TurnCore {
     const perm = peer ? alloc.permissions.get(ipKey(peer.address)) : undefined;
     if (!peer || !relay || !perm || perm.expiresAt <= now || peer.port === 0) {
       this.metrics.dropNoPermission++;
+      return { kind: "ignore", reason: "indication-dropped" };
+    }
+    // A permission is per IP (RFC 8656 §9); the port must pass the policy too (the gateway's
+    // own address is reachable on its media ports only).
+    if (this.opts.policy.check(peer.address, peer.port) !== "allow") {
+      this.metrics.peerDenials++;
       return { kind: "ignore", reason: "indication-dropped" };
     }
     if (!alloc.toPeer.take(dataAttr.length, now)) {
@@ -815,6 +857,11 @@ export class TurnCore {
       }
     }
     this.limiter.sweep(now);
+    for (const [ref, forgetAt] of this.endedSessions) {
+      if (forgetAt > now) break; // insertion order is forget order (constant memory time)
+      this.endedSessions.delete(ref);
+    }
+    for (const [k, at] of this.refusalLogged) if (now - at >= REFUSAL_LOG_MS) this.refusalLogged.delete(k);
     return out;
   }
 
@@ -834,6 +881,43 @@ export class TurnCore {
   closeSubject(subject: string): TurnAction[] {
     const out: TurnAction[] = [];
     for (const a of [...this.byId.values()]) if (a.subject === subject) out.push(...this.deleteAllocation(a, "revoked"));
+    return out;
+  }
+
+  /**
+   * A sign-in session ended (sign-out, expiry, revocation, back-channel logout): its
+   * allocations close now, and credentials minted for it are refused from now on, for
+   * Allocate as for Refresh, CreatePermission and ChannelBind.
+   */
+  closeSession(ref: string, now: number): TurnAction[] {
+    if (!this.endedSessions.has(ref)) {
+      if (this.endedSessions.size >= ENDED_SESSIONS) {
+        const first = this.endedSessions.keys().next();
+        if (!first.done) this.endedSessions.delete(first.value);
+      }
+      this.endedSessions.set(ref, now + (this.opts.endedSessionMemoryMs ?? 86_400_000));
+    }
+    const out: TurnAction[] = [];
+    for (const a of [...this.byId.values()]) if (a.session === ref) out.push(...this.deleteAllocation(a, "session-ended"));
+    return out;
+  }
+
+  /**
+   * The client behind some relayed addresses is gone (the WHEP viewer they served closed):
+   * close the allocations of `subject` relayed at those addresses, and every allocation
+   * made with the same credentials (the other TURN transports the same peer connection
+   * allocated on). Allocations of other subjects are never touched.
+   */
+  closeClientOf(subject: string, relayed: readonly TransportAddress[]): TurnAction[] {
+    const wanted = new Set(relayed.map((r) => `${r.address}|${r.port}`));
+    const usernames = new Set<string>();
+    for (const a of this.byId.values()) {
+      if (a.subject !== subject) continue;
+      for (const r of a.relays) if (wanted.has(`${r.external}|${r.port}`)) usernames.add(a.username);
+    }
+    const out: TurnAction[] = [];
+    if (usernames.size === 0) return out;
+    for (const a of [...this.byId.values()]) if (a.subject === subject && usernames.has(a.username)) out.push(...this.deleteAllocation(a, "client-gone"));
     return out;
   }
 
@@ -864,7 +948,26 @@ export class TurnCore {
     const info = allocationInfo(alloc);
     this.log.info("turn allocation closed", { allocation: alloc.id, subject: alloc.subject, reason });
     this.events.emit("allocation-closed", info, reason);
-    return alloc.relays.map((endpoint) => ({ kind: "release-relay", endpoint }));
+    const out: TurnAction[] = alloc.relays.map((endpoint) => ({ kind: "release-relay", endpoint }));
+    if (alloc.tuple.transport !== "udp" && reason !== "transport-closed") out.push({ kind: "end-client", tuple: alloc.tuple });
+    return out;
+  }
+
+  /** A quota or capacity refusal: counted, and logged once per subject and reason every few seconds. */
+  private refused(subject: string, reason: RefusalReason, now: number): void {
+    this.metrics.quotaRejections++;
+    this.events.emit("refused", subject, reason);
+    const k = `${reason}|${subject}`;
+    if (this.refusalLogged.has(k)) return;
+    if (this.refusalLogged.size >= LIMITER_ENTRIES) return;
+    this.refusalLogged.set(k, now);
+    const q = this.opts.quotas;
+    this.log.warn("turn request refused", {
+      subject,
+      reason,
+      allocations: this.perSubject.get(subject) ?? 0,
+      limit: reason === "user-quota" ? q.allocationsPerUser : reason === "server-full" ? q.totalAllocations : undefined,
+    });
   }
 
   private countSubject(subject: string, delta: number): void {
@@ -914,10 +1017,19 @@ function allocationInfo(a: Allocation): AllocationInfo {
     id: a.id,
     tupleKey: a.tuple.key,
     subject: a.subject,
+    session: a.session,
+    username: a.username,
     transport: a.tuple.transport,
     client: a.tuple.remote,
     relays: a.relays.map((r) => ({ family: r.family, address: r.external, port: r.port })),
   };
+}
+
+/** A Refresh asking for LIFETIME 0: the client releases its allocation (RFC 8656 §7.4). */
+function isDeallocation(msg: StunMessage): boolean {
+  if (msg.method !== Method.Refresh) return false;
+  const a = getAttr(msg, Attr.Lifetime);
+  return a !== undefined && a.length === 4 && attrU32(msg, a) === 0;
 }
 
 /** ADDRESS-ERROR-CODE (RFC 8656 §18.10): family, reserved, class, number, reason. */

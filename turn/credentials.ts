@@ -4,12 +4,18 @@
  * `<unix-expiry-seconds>:<subject>` and the password is
  * base64(HMAC-SHA1(shared secret, username)). A coturn fleet configured with
  * `--use-auth-secret --static-auth-secret=<same secret>` accepts the same credentials.
+ *
+ * Credentials minted for a signed-in session carry the session's non-secret reference
+ * after the subject: `<expiry>:<subject>#<ref>` (ref: 16 base64url characters). coturn
+ * reads everything after the first ':' as an opaque user name, so the form stays
+ * compatible; our server uses the reference to refuse the credentials, and close their
+ * allocations, once the session ends.
  */
 import { createHmac } from "node:crypto";
 import { longTermKey } from "./stun/integrity.ts";
 
 export interface TurnCredentials {
-  /** `expiry:subject`. */
+  /** `expiry:subject`, or `expiry:subject#sessionRef`. */
   readonly username: string;
   /** base64 HMAC-SHA1 of the username under the shared secret. */
   readonly password: string;
@@ -28,7 +34,12 @@ export interface MintOptions {
   ttlSeconds: number;
   /** Current time in milliseconds since the epoch. Default Date.now(). */
   now?: number;
+  /** Non-secret reference of the session the credentials are for (16 base64url characters). */
+  session?: string | undefined;
 }
+
+/** A session reference as it may appear in a username. */
+export const SESSION_REF = /^[A-Za-z0-9_-]{16}$/;
 
 /** Mint time-limited credentials for one viewer (gateway → WHEP Link headers and the web client). */
 export function mintTurnCredentials(opts: MintOptions): TurnCredentials {
@@ -36,7 +47,8 @@ export function mintTurnCredentials(opts: MintOptions): TurnCredentials {
   if (!(opts.ttlSeconds > 0)) throw new RangeError("ttlSeconds must be positive");
   const now = opts.now ?? Date.now();
   const expiresAt = Math.floor(now / 1000) + Math.ceil(opts.ttlSeconds);
-  const username = `${expiresAt}:${opts.subject}`;
+  if (opts.session !== undefined && !SESSION_REF.test(opts.session)) throw new RangeError("session must be 16 base64url characters");
+  const username = opts.session === undefined ? `${expiresAt}:${opts.subject}` : `${expiresAt}:${opts.subject}#${opts.session}`;
   return Object.freeze({ username, password: restPassword(opts.secret, username), ttlSeconds: opts.ttlSeconds, expiresAt });
 }
 
@@ -49,10 +61,10 @@ export function restPassword(secret: string, username: string): string {
  * Split a REST username into expiry and subject. The expiry comes first (coturn's
  * default order); a username that does not start with digits and ':' is not ours.
  */
-export function parseRestUsername(username: string): { expiresAt: number; subject: string } | undefined {
-  const m = /^(\d{1,12}):(.+)$/s.exec(username);
+export function parseRestUsername(username: string): { expiresAt: number; subject: string; session: string | undefined } | undefined {
+  const m = /^(\d{1,12}):(.+?)(?:#([A-Za-z0-9_-]{16}))?$/s.exec(username);
   if (!m) return undefined;
-  return { expiresAt: Number(m[1]), subject: m[2]! };
+  return { expiresAt: Number(m[1]), subject: m[2]!, session: m[3] };
 }
 
 /**

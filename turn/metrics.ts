@@ -24,6 +24,10 @@ export class TurnMetrics {
   challenges = 0;
   /** Requests with credentials that did not check (bad integrity, wrong realm, expired, unknown user). */
   authFailures = 0;
+  /** Requests refused because the session their credentials were minted for has ended. */
+  sessionEndedRefusals = 0;
+  /** Client datagrams or connections refused because they came from one of our own relay sockets. */
+  fromRelayRefused = 0;
   /** 438 answers. */
   staleNonces = 0;
   /** Requests dropped because their source exceeded the failed-auth rate. */

@@ -4,8 +4,9 @@
  * servers get abused): special-purpose ranges are refused with 403 unless explicitly
  * allow-listed, and the gateway's own media addresses are allowed by the server itself.
  *
- * Order: unspecified/broadcast (never) → allow-list → deny-list → special-purpose →
- * public (unless `allowPublic` is false).
+ * Order: unspecified/broadcast (never) → allow-list → the gateway's own media addresses (on
+ * the media port range only) → deny-list → special-purpose → public (unless `allowPublic`
+ * is false).
  */
 import { CidrList } from "../config/net/cidr.ts";
 import { parseIp } from "../config/net/ip.ts";
@@ -17,6 +18,7 @@ export type PeerVerdict =
   | "denied" // matched the configured deny-list
   | "special-purpose" // loopback, private, link-local, CGNAT, multicast, documentation, mapped… (config/net/special.ts)
   | "not-allow-listed" // public, but allowPublic is false
+  | "port-not-allowed" // the gateway's own address, but a port outside its media port range
   | "malformed";
 
 export interface PeerPolicyOptions {
@@ -26,8 +28,14 @@ export interface PeerPolicyOptions {
   deny?: readonly string[];
   /** Relay to public addresses outside the allow-list. Default true. */
   allowPublic?: boolean;
-  /** The gateway's own media addresses: always allowed (IPs or CIDR blocks). */
+  /** The gateway's own media addresses: allowed (IPs or CIDR blocks), on `gatewayPorts` only. */
   gatewayAddresses?: readonly string[];
+  /**
+   * The ports of the gateway's media (`media.icePortRange`), inclusive. A relay may reach the
+   * gateway's addresses on these ports only: never its SIP, TURN, HTTP or any other service.
+   * Default: every port (tests that relay to ad-hoc loopback peers).
+   */
+  gatewayPorts?: readonly [number, number];
 }
 
 export class PeerPolicy {
@@ -35,6 +43,7 @@ export class PeerPolicy {
   private readonly deny: CidrList;
   private readonly allowPublic: boolean;
   private gateway: CidrList;
+  private readonly gatewayPorts: readonly [number, number];
 
   /** Throws BadInputError naming the entry if a list is malformed (config validation catches it first). */
   constructor(opts: PeerPolicyOptions = {}) {
@@ -42,6 +51,7 @@ export class PeerPolicy {
     this.deny = new CidrList(opts.deny ?? [], "deny");
     this.allowPublic = opts.allowPublic ?? true;
     this.gateway = new CidrList(opts.gatewayAddresses ?? [], "gatewayAddresses");
+    this.gatewayPorts = opts.gatewayPorts ?? [1, 65535];
   }
 
   /** Replace the gateway's own media addresses (they may change when the SFU rebinds). */
@@ -49,12 +59,20 @@ export class PeerPolicy {
     this.gateway = new CidrList(list, "gatewayAddresses");
   }
 
-  /** Decide for a peer IP (text as Node formats it). */
-  check(address: string): PeerVerdict {
+  /**
+   * Decide for a peer IP (text as Node formats it) and, when known, its port. Permissions
+   * (RFC 8656 §9) are per IP and are checked without a port; ChannelBind and every Send
+   * indication name the port and are checked with it.
+   */
+  check(address: string, port?: number): PeerVerdict {
     const ip = parseIp(address);
     if (!ip) return "malformed";
     if (isUnspecified(ip)) return "unspecified";
-    if (this.allow.has(ip) || this.gateway.has(ip)) return "allow";
+    if (this.allow.has(ip)) return "allow";
+    if (this.gateway.has(ip)) {
+      if (port === undefined || (port >= this.gatewayPorts[0] && port <= this.gatewayPorts[1])) return "allow";
+      return "port-not-allowed";
+    }
     if (this.deny.has(ip)) return "denied";
     if (specialPurpose(ip) !== undefined) return "special-purpose";
     return this.allowPublic ? "allow" : "not-allow-listed";

@@ -101,6 +101,9 @@ const MAX_ATTEMPTS = 48;
 export class RelayPorts {
   private readonly opts: RelayPortsOptions;
   private readonly inUse = new Set<string>();
+  /** Bound relay ports per family, for the per-datagram "is this one of ours?" check. */
+  private readonly ports4 = new Set<number>();
+  private readonly ports6 = new Set<number>();
   private closed = false;
   /** Relay sockets currently open (gauge, for leak checks). */
   open = 0;
@@ -127,6 +130,27 @@ export class RelayPorts {
       reserved?.handle.close();
       throw e;
     }
+  }
+
+  /** Cheap first test for the per-datagram path: is `port` bound by one of our relays of `family`? */
+  hasPort(family: IpFamily, port: number): boolean {
+    return (family === 4 ? this.ports4 : this.ports6).has(port);
+  }
+
+  /** True when a datagram from `address:port` was sent by one of our relay sockets. */
+  isRelaySource(address: string, port: number): boolean {
+    const v6 = address.includes(":");
+    if (!(v6 ? this.ports6 : this.ports4).has(port)) return false;
+    const cfg = v6 ? this.opts.v6 : this.opts.v4;
+    if (!cfg) return false;
+    // A relay bound to the unspecified address sends from any local address.
+    return cfg.address === address || cfg.address === "0.0.0.0" || cfg.address === "::";
+  }
+
+  private track(family: IpFamily, port: number, add: boolean): void {
+    const set = family === 4 ? this.ports4 : this.ports6;
+    if (add) set.add(port);
+    else set.delete(port);
   }
 
   private cfg(family: IpFamily): RelayFamilyConfig {
@@ -204,6 +228,7 @@ export class RelayPorts {
     }
     const key = `${family}|${bound}`;
     this.inUse.add(key);
+    this.track(family, bound, true);
     this.open++;
     const handle = new UdpRelayHandle(sock);
     const endpoint: RelayEndpoint = { family, address: cfg.address, port: bound, external: cfg.external, handle, allocation: undefined };
@@ -212,6 +237,7 @@ export class RelayPorts {
     sock.on("error", (err) => this.opts.log.warn("turn relay socket error", { port: bound, err }));
     sock.once("close", () => {
       this.inUse.delete(key);
+      this.track(family, bound, false);
       this.open--;
     });
     return endpoint;
@@ -221,10 +247,13 @@ export class RelayPorts {
     const sock = NativeUdpSocket.open(family, cfg.address, port, this.opts.bufferBytes);
     if (this.opts.onNativeDrop) sock.onDrop = this.opts.onNativeDrop;
     const key = `${family}|${sock.port}`;
+    const bound = sock.port;
     this.inUse.add(key);
+    this.track(family, bound, true);
     this.open++;
     const handle = new NativeRelayHandle(sock, () => {
       this.inUse.delete(key);
+      this.track(family, bound, false);
       this.open--;
     });
     const endpoint: RelayEndpoint = { family, address: cfg.address, port: sock.port, external: cfg.external, handle, allocation: undefined };

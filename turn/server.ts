@@ -36,8 +36,10 @@ export interface TurnServerOptions {
   log: Logger;
   /** Milliseconds; default Date.now. */
   clock?: () => number;
-  /** The gateway's own media addresses (IPs or CIDR blocks): always allowed as peers. */
+  /** The gateway's own media addresses (IPs or CIDR blocks): allowed as peers on `allowedPeerPorts`. */
   allowedPeers?: readonly string[];
+  /** The gateway's media ports (`media.icePortRange`): the only ports of `allowedPeers` a relay may reach. Default: all. */
+  allowedPeerPorts?: readonly [number, number];
   /** Certificate and key (PEM) for dedicated TLS listeners. */
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Nonce MAC key (tests). */
@@ -61,10 +63,19 @@ export interface TurnServer extends TurnTcpHandler {
   readonly connections: number;
   /** Replace the gateway's own media addresses (always-allowed peers). */
   setAllowedPeers(list: readonly string[]): void;
-  /** Mint credentials for a viewer with the configured secret and lifetime. */
-  mintCredentials(subject: string, ttlSeconds?: number): TurnCredentials;
-  /** End every allocation of `subject` (session revoked). */
+  /**
+   * Mint credentials for a viewer with the configured secret and lifetime; with `session`
+   * (the sign-in session's non-secret reference) they end with that session.
+   */
+  mintCredentials(subject: string, ttlSeconds?: number, session?: string): TurnCredentials;
+  /** End every allocation of `subject` (all of a user's sessions revoked). */
   closeSubject(subject: string): void;
+  /** A sign-in session ended: close its allocations and refuse its credentials from now on. */
+  closeSession(ref: string): void;
+  /** A viewer whose offer named these relayed addresses closed: release that peer connection's allocations of `subject`. */
+  closeClientOf(subject: string, relayed: readonly TransportAddress[]): void;
+  /** True when `address:port` is one of this server's relay sockets (other listeners refuse such sources). */
+  isRelaySource(address: string, port: number): boolean;
   /** Stop listening, end every allocation and connection. Idempotent. */
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -85,6 +96,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     deny: cfg.peers.deny,
     allowPublic: cfg.peers.allowPublic,
     gatewayAddresses: opts.allowedPeers ?? [],
+    ...(opts.allowedPeerPorts ? { gatewayPorts: opts.allowedPeerPorts } : {}),
   });
   const v4 = { address: cfg.relay.address, external: cfg.relay.externalAddress ?? cfg.relay.address };
   const v6 = cfg.relay.address6 ? { address: cfg.relay.address6, external: cfg.relay.externalAddress6 ?? cfg.relay.address6 } : undefined;
@@ -136,6 +148,10 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
         case "release-relay":
           a.endpoint.handle.close();
           break;
+        case "end-client":
+          // After the reply in the same action list: the response is queued before the FIN.
+          if (typeof a.tuple.key === "number" && a.tuple.key < 0) conns.get(-a.tuple.key)?.end();
+          break;
         case "open-relay": {
           const req = a.request;
           relays.openRelays(req.families, req.evenPort, req.reserveNext).then(
@@ -152,12 +168,6 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
       }
     }
   };
-
-  // TCP/TLS allocations die with their connection; the connection dies with its allocation.
-  core.events.on("allocation-closed", (info, reason) => {
-    if (info.transport === "udp" || reason === "transport-closed") return;
-    if (typeof info.tupleKey === "number" && info.tupleKey < 0) conns.get(-info.tupleKey)?.end();
-  });
 
   // --- UDP listeners: native sockets (recvmmsg/sendmmsg) when the addon is built, else dgram.
   const udpSockets: dgram.Socket[] = [];
@@ -225,10 +235,16 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     sock.on("message", (buf: Buffer, rinfo: dgram.RemoteInfo) => {
       const v4 = ipv4ToInt(rinfo.address);
       const key = v4 >= 0 ? base + v4 * 65536 + rinfo.port : `${index}|${rinfo.address}|${rinfo.port}`;
-      fromClient(buf, key, local, () => {
-        const remote: TransportAddress = { family: rinfo.family === "IPv6" ? 6 : 4, address: rinfo.address, port: rinfo.port };
-        return [remote, { send: (d) => sock.send(d, remote.port, remote.address) }];
-      });
+      fromClient(
+        buf,
+        key,
+        local,
+        () => {
+          const remote: TransportAddress = { family: rinfo.family === "IPv6" ? 6 : 4, address: rinfo.address, port: rinfo.port };
+          return [remote, { send: (d) => sock.send(d, remote.port, remote.address) }];
+        },
+        relays.hasPort(rinfo.family === "IPv6" ? 6 : 4, rinfo.port) && relays.isRelaySource(rinfo.address, rinfo.port),
+      );
     });
   }
 
@@ -237,9 +253,15 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
    * path, RFC 8656 §12), STUN to the core. `tuple` makes the client's address and link
    * only when a STUN message needs them.
    */
-  function fromClient(buf: Buffer, key: number | string, local: TransportAddress, tuple: () => [TransportAddress, ClientLink]): void {
+  function fromClient(buf: Buffer, key: number | string, local: TransportAddress, tuple: () => [TransportAddress, ClientLink], fromRelay: boolean): void {
     const b0 = buf[0];
     if (b0 === undefined) return;
+    // One of our own relay sockets talking to the listener (a client relaying to the TURN
+    // port itself): refused, whatever the peer policy said.
+    if (fromRelay) {
+      metrics.fromRelayRefused++;
+      return;
+    }
     if (b0 >= 0x40 && b0 < 0x80) {
       const ch = core.channelDataFromClient(key, buf, clock());
       if (ch !== undefined) ch.relay.handle.send(buf.subarray(4, 4 + ((buf[2]! << 8) | buf[3]!)), ch.peer.port, ch.peer.address);
@@ -260,11 +282,17 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
         const key = family === 4 ? base + v4 * 65536 + port : `${index}|${address()}|${port}`;
         // A STUN message is a view into the receive slab: the core gets a copy (a Send
         // indication's data is sent on, and nothing may point into the slab afterwards).
-        fromClient(buf[0] !== undefined && buf[0] < 0x40 ? Buffer.from(buf) : buf, key, local, () => {
-          const remote: TransportAddress = { family, address: address(), port };
-          const to = sock.sockaddr(remote.address, port);
-          return [remote, { send: (d) => sock.send(d, to) }];
-        });
+        fromClient(
+          buf[0] !== undefined && buf[0] < 0x40 ? Buffer.from(buf) : buf,
+          key,
+          local,
+          () => {
+            const remote: TransportAddress = { family, address: address(), port };
+            const to = sock.sockaddr(remote.address, port);
+            return [remote, { send: (d) => sock.send(d, to) }];
+          },
+          relays.hasPort(family, port) && relays.isRelaySource(family === 4 ? formatV4(v4) : address(), port),
+        );
       },
       (cause) => log.warn("turn udp listener error", { port: local.port, ...cause }),
     );
@@ -398,9 +426,12 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     },
     handleConnection,
     setAllowedPeers: (list) => policy.setGatewayAddresses(list),
-    mintCredentials: (subject, ttlSeconds) =>
-      mintTurnCredentials({ secret: cfg.secret!, subject, ttlSeconds: ttlSeconds ?? cfg.credentialLifetimeSeconds, now: clock() }),
+    mintCredentials: (subject, ttlSeconds, session) =>
+      mintTurnCredentials({ secret: cfg.secret!, subject, ttlSeconds: ttlSeconds ?? cfg.credentialLifetimeSeconds, now: clock(), session }),
     closeSubject: (subject) => perform(core.closeSubject(subject)),
+    closeSession: (ref) => perform(core.closeSession(ref, clock())),
+    closeClientOf: (subject, relayed) => perform(core.closeClientOf(subject, relayed)),
+    isRelaySource: (address, port) => relays.isRelaySource(socketIp(address) ?? address, port),
     close(reason = "closed") {
       if (closing) return closing;
       closed = true;
@@ -423,6 +454,11 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     },
   };
   return server;
+}
+
+/** A uint32 IPv4 address as dotted text. */
+function formatV4(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 function listen(srv: net.Server, host: string, port: number): Promise<TransportAddress> {

@@ -151,7 +151,8 @@ class Client {
 
 let now = T0;
 const clock = (): number => now;
-const creds = (subject = "alice", ttl = 300): Creds => mintTurnCredentials({ secret: SECRET, subject, ttlSeconds: ttl, now });
+// Long enough for the lifetime tests below; expiry has its own tests.
+const creds = (subject = "alice", ttl = 86_400, session?: string): Creds => mintTurnCredentials({ secret: SECRET, subject, ttlSeconds: ttl, now, session });
 
 beforeEach(() => {
   now = T0;
@@ -442,17 +443,52 @@ describe("credentials and nonces", () => {
     expect(core.allocationCount).toBe(0);
   });
 
-  it("expired credentials cannot allocate but keep maintaining the allocation they made", () => {
+  it("relay access outlives the session: expired credentials can neither allocate nor Refresh, CreatePermission or ChannelBind", () => {
     const core = new TurnCore(options());
     const c = new Client(core, clock, creds("alice", 60));
     c.allocate();
-    now += 120_000; // credentials expired a minute ago
-    expect(replyOf(c.request(Method.Refresh)).cls).toBe(MessageClass.Success);
     expect(c.peer(Method.CreatePermission, "8.8.8.8", 0).cls).toBe(MessageClass.Success);
+    now += 120_000; // credentials expired a minute ago
+    for (const m of [replyOf(c.request(Method.Refresh)), c.peer(Method.CreatePermission, "8.8.8.8", 0), c.peer(Method.ChannelBind, "8.8.8.8", 5000, 0x4001)]) {
+      expect(codeOf(m)).toBe(401);
+      expect(attrErrorCode(m, getAttr(m, Attr.ErrorCode)!)!.reason).toBe("Credentials Expired");
+    }
     const late = new Client(core, clock, c.creds);
     const m = late.allocate();
     expect(codeOf(m)).toBe(401);
     expect(attrErrorCode(m, getAttr(m, Attr.ErrorCode)!)!.reason).toBe("Credentials Expired");
+    // Genuine but stale credentials do not count against the source's failure budget.
+    for (let i = 0; i < 30; i++) expect(codeOf(replyOf(c.request(Method.Refresh)))).toBe(401);
+    expect(core.metrics.authRateLimited).toBe(0);
+    // Giving the allocation back (LIFETIME 0) is still taken.
+    expect(replyOf(c.request(Method.Refresh, (w) => w.u32(Attr.Lifetime, 0))).cls).toBe(MessageClass.Success);
+    expect(core.allocationCount).toBe(0);
+  });
+
+  it("relay access outlives the session: ending the session closes its allocations and refuses its credentials", () => {
+    const core = new TurnCore(options());
+    const ref = "sessionRefAAAAAA";
+    const other = "sessionRefBBBBBB";
+    const c = new Client(core, clock, creds("alice", 3600, ref));
+    const ep = endpoint(50500);
+    c.allocate(undefined, [ep]);
+    const d = new Client(core, clock, creds("alice", 3600, other)); // the same user signed in elsewhere
+    d.allocate();
+    expect(core.listAllocations().map((a) => a.session).sort()).toEqual([ref, other]);
+    expect(core.closeSession(ref, now)).toEqual([{ kind: "release-relay", endpoint: ep }]);
+    expect(core.allocationCount).toBe(1); // the other session keeps its relay
+    for (const m of [replyOf(c.request(Method.Refresh)), c.peer(Method.CreatePermission, "8.8.8.8", 0)]) {
+      expect(codeOf(m)).toBe(401);
+      expect(attrErrorCode(m, getAttr(m, Attr.ErrorCode)!)!.reason).toBe("Session Ended");
+    }
+    const again = new Client(core, clock, c.creds);
+    expect(attrErrorCode(again.allocate(), getAttr(again.allocate(), Attr.ErrorCode)!)!.reason).toBe("Session Ended");
+    expect(core.metrics.sessionEndedRefusals).toBeGreaterThan(0);
+    expect(d.peer(Method.CreatePermission, "8.8.8.8", 0).cls).toBe(MessageClass.Success);
+    // The memory of ended sessions is bounded in time.
+    now += 86_400_000 + 1;
+    core.tick(now);
+    expect(core.allocationCount).toBe(0); // d expired meanwhile
   });
 
   it("441 when another user's credentials speak for an allocation", () => {
@@ -566,6 +602,27 @@ describe("peer policy (closed by default)", () => {
     const c = new Client(core, clock, creds());
     c.allocate();
     expect(codeOf(c.peer(Method.CreatePermission, "2a00:1450:4001::1", 1))).toBe(443);
+  });
+
+  it("the relay reaches every UDP port of the gateway's media address: only its media ports, for ChannelBind and Send", () => {
+    const policy = new PeerPolicy({ allowPublic: false, gatewayAddresses: ["192.168.7.7"], gatewayPorts: [40000, 40999] });
+    const core = new TurnCore(options({ policy }));
+    const c = new Client(core, clock, creds());
+    const ep = endpoint(50300);
+    c.allocate(undefined, [ep]);
+    // Permissions are per IP: the gateway's address may be permitted…
+    expect(c.peer(Method.CreatePermission, "192.168.7.7", 0).cls).toBe(MessageClass.Success);
+    // …but a channel or a Send indication reaches only its media ports, never SIP (5060) or TURN (14049).
+    expect(c.peer(Method.ChannelBind, "192.168.7.7", 40500, 0x4000).cls).toBe(MessageClass.Success);
+    for (const port of [5060, 14049, 443, 39999, 41000]) {
+      const m = c.peer(Method.ChannelBind, "192.168.7.7", port, 0x4001);
+      expect(codeOf(m)).toBe(403);
+      expect(attrErrorCode(m, getAttr(m, Attr.ErrorCode)!)!.reason).toBe("Peer port-not-allowed");
+      const send = new StunWriter(Method.Send, MessageClass.Indication).xorAddress(Attr.XorPeerAddress, "192.168.7.7", port).bytes(Attr.Data, Buffer.from("INVITE")).finish();
+      expect(c.send(send)).toEqual([{ kind: "ignore", reason: "indication-dropped" }]);
+    }
+    const ok = new StunWriter(Method.Send, MessageClass.Indication).xorAddress(Attr.XorPeerAddress, "192.168.7.7", 40001).bytes(Attr.Data, Buffer.from("media")).finish();
+    expect(c.send(ok)[0]!.kind).toBe("send-peer");
   });
 
   it("allowPublic: false leaves only allow-listed peers", () => {
@@ -720,6 +777,40 @@ describe("Send indications and hostile input", () => {
     expect(core.allocationCount).toBe(0);
     expect(core.close()).toEqual([]);
     expect(core.handleStun(c.build(Method.Refresh), t, now)).toEqual([{ kind: "ignore", reason: "closed" }]);
+  });
+
+  it("Refresh with lifetime 0 over TCP or TLS gets no answer: the success comes before the connection is ended", () => {
+    for (const transport of ["tcp", "tls"] as const) {
+      const core = new TurnCore(options());
+      const t = tuple("203.0.113.21", 7, transport);
+      const c = new Client(core, clock, creds("dave"), t);
+      const ep = endpoint(50410);
+      c.allocate(undefined, [ep]);
+      const actions = c.request(Method.Refresh, (w) => w.u32(Attr.Lifetime, 0));
+      expect(actions.map((a) => a.kind)).toEqual(["reply", "release-relay", "end-client"]);
+      expect(replyOf(actions).cls).toBe(MessageClass.Success);
+    }
+  });
+
+  it("a WHEP viewer that closes takes the allocations of its peer connection along (every transport), and no one else's", () => {
+    const core = new TurnCore(options());
+    const tile = creds("alice", 3600, "sessionRefAAAAAA");
+    const [udp, tcp, tls] = [endpoint(50600), endpoint(50601), endpoint(50602)];
+    new Client(core, clock, tile).allocate(undefined, [udp]);
+    new Client(core, clock, tile, tuple("203.0.113.30", 9, "tcp")).allocate(undefined, [tcp]);
+    new Client(core, clock, tile, tuple("203.0.113.30", 10, "tls")).allocate(undefined, [tls]);
+    now += 1000; // another tile, other credentials
+    const otherTile = new Client(core, clock, creds("alice", 3600, "sessionRefAAAAAA"));
+    otherTile.allocate();
+    const mallory = new Client(core, clock, creds("mallory"));
+    const mal = endpoint(50603);
+    mallory.allocate(undefined, [mal]);
+    // Someone else naming alice's relay cannot close it.
+    expect(core.closeClientOf("mallory", [{ family: 4, address: udp.external, port: udp.port }]).length).toBe(0);
+    const out = core.closeClientOf("alice", [{ family: 4, address: udp.external, port: udp.port }]);
+    expect(out.filter((a) => a.kind === "release-relay").length).toBe(3);
+    expect(out.filter((a) => a.kind === "end-client").length).toBe(2);
+    expect(core.allocationCount).toBe(2);
   });
 
   it("Binding requests get the reflexive address without credentials", () => {

@@ -90,9 +90,13 @@ describe("REST credentials", () => {
     expect(c.expiresAt).toBe(1_700_000_300);
     expect(c.password).toBe(createHmac("sha1", "s3cr3t-s3cr3t-s3cr3t").update("1700000300:user@example").digest("base64"));
     expect(restPassword("s3cr3t-s3cr3t-s3cr3t", c.username)).toBe(c.password);
-    expect(parseRestUsername(c.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user@example" });
+    expect(parseRestUsername(c.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user@example", session: undefined });
+    const bound = mintTurnCredentials({ secret: "0123456789abcdef", subject: "user#x", ttlSeconds: 300, now: 1_700_000_000_000, session: "AbCdEfGhIjKlMn-_" });
+    expect(bound.username).toBe("1700000300:user#x#AbCdEfGhIjKlMn-_");
+    expect(parseRestUsername(bound.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user#x", session: "AbCdEfGhIjKlMn-_" });
+    expect(() => mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 1, session: "short" })).toThrow(RangeError);
     expect(parseRestUsername("a:b:c")).toBeUndefined();
-    expect(parseRestUsername("123:x:y")).toEqual({ expiresAt: 123, subject: "x:y" });
+    expect(parseRestUsername("123:x:y")).toEqual({ expiresAt: 123, subject: "x:y", session: undefined });
     expect(() => mintTurnCredentials({ secret: "x", subject: "", ttlSeconds: 1 })).toThrow(RangeError);
   });
 
