@@ -86,7 +86,7 @@ export interface AuthStats {
   replays: number;
 }
 
-/** Default challenge for unknown users, so usernames cannot be probed by the algorithms offered. */
+/** Challenge when no device is configured at all. */
 const DEFAULT_ALGORITHMS: readonly DigestAlgorithm[] = ["MD5"];
 
 export class DeviceAuth {
@@ -97,12 +97,30 @@ export class DeviceAuth {
   private readonly realm: string;
   private readonly log: Logger;
 
+  /** The algorithm lists of the configured devices, one entry per device (so common lists weigh more). */
+  private readonly algorithmLists: readonly (readonly DigestAlgorithm[])[];
+
   constructor(opts: { devices: DeviceDirectory; digest: DigestServer; lockout: Lockout; realm: string; log: Logger }) {
     this.devices = opts.devices;
     this.digest = opts.digest;
     this.lockout = opts.lockout;
     this.realm = opts.realm;
     this.log = opts.log;
+    const lists = this.devices.all().filter((d) => d.password !== undefined).map((d) => d.digestAlgorithms);
+    this.algorithmLists = lists.length > 0 ? lists : [DEFAULT_ALGORITHMS];
+  }
+
+  /**
+   * The algorithms offered to a request claiming `username`. A configured device gets its own
+   * list; any other name gets one of the configured devices' lists, picked by a keyed hash of
+   * the name (always the same for the same name, weighted like the configuration). A device set
+   * to SHA-256 therefore cannot be told from an unknown name by its challenge: unknown names
+   * get SHA-256 challenges in the same proportion, and consistently.
+   */
+  private algorithmsFor(claimed: Device | undefined, username: string | undefined): readonly DigestAlgorithm[] {
+    if (claimed?.password !== undefined) return claimed.digestAlgorithms;
+    const key = (claimed?.username ?? username ?? "").toLowerCase();
+    return this.algorithmLists[this.digest.pick(key, this.algorithmLists.length)]!;
   }
 
   get lockouts(): Lockout {
@@ -119,11 +137,11 @@ export class DeviceAuth {
    * REGISTER, by From for INVITE). Unknown devices are challenged like known ones and
    * then fail, so the response does not reveal which usernames exist.
    */
-  check(req: SipRequest, sourceAddress: string, claimed: Device | undefined): AuthOutcome {
+  check(req: SipRequest, sourceAddress: string, claimed: Device | undefined, claimedUser?: string): AuthOutcome {
     if (this.lockout.isLocked(sourceAddress)) return { ok: false, status: 403, reason: "Locked Out", failure: "locked-out" };
-    const algorithms = claimed?.digestAlgorithms ?? DEFAULT_ALGORITHMS;
+    const algorithms = this.algorithmsFor(claimed, claimedUser);
     const header = pickAuthorization(req, this.realm);
-    const res = this.digest.verify(header, req.method, this.realm, algorithms, (u) => this.devices.byUsername(u)?.password);
+    const res = this.digest.verify(header, req.method, this.realm, algorithms, (u) => this.devices.byUsername(u)?.password, sourceAddress);
     if (res.ok) {
       const device = this.devices.byUsername(res.username)!;
       if (claimed && device.id !== claimed.id) {
@@ -141,16 +159,16 @@ export class DeviceAuth {
       case "bad-nonce":
       case "unsupported-algorithm":
         this.stats.challenges++;
-        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms), failure: res.reason };
+        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms, sourceAddress), failure: res.reason };
       case "stale":
         this.stats.stale++;
         this.stats.challenges++;
-        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms, true), failure: "stale" };
+        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms, sourceAddress, true), failure: "stale" };
       case "replay":
         // A reused nonce count: challenge again (not a password failure, so no lockout count).
         this.stats.replays++;
         this.log.info("sip: digest nonce count replayed", { address: sourceAddress, username: res.username });
-        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms), failure: "replay" };
+        return { ok: false, status: 401, challenge: this.digest.challenge(this.realm, algorithms, sourceAddress), failure: "replay" };
       case "unknown-user":
       case "bad-response":
         this.fail(sourceAddress, res.reason, res.username);

@@ -3,7 +3,10 @@
  * MD5, SHA-256 and SHA-512-256 (plus `-sess` variants), qop=auth only.
  *
  * Nonces are stateless and self-authenticating: `issued-at | random | HMAC(secret)`, so a
- * forged or foreign nonce is rejected without a table, and an expired one earns
+ * forged or foreign nonce is rejected without a table. The MAC also covers the address the
+ * nonce was sent to: a nonce is accepted only from that address, so a request with a spoofed
+ * source (which never sees our challenge) cannot get past the nonce check, and cannot count
+ * towards a lockout of the address it forges; and an expired one earns
  * `stale=true` (the client retries with the same password, no lockout count). Nonce-count
  * replay protection keeps the highest `nc` per nonce, recorded only after a successful
  * check, so unauthenticated traffic cannot grow the table.
@@ -149,26 +152,26 @@ export class DigestServer {
     this.random = opts.random ?? randomBytes;
   }
 
-  /** A fresh nonce bound to `realm`. */
-  nonce(realm: string): string {
+  /** A fresh nonce bound to `realm` and to the address it is sent to. */
+  nonce(realm: string, address: string): string {
     const issued = Buffer.alloc(6);
     issued.writeUIntBE(Math.floor(this.now()), 0, 6);
     const rand = this.random(9);
-    const mac = this.mac(issued, rand, realm);
+    const mac = this.mac(issued, rand, realm, address);
     return Buffer.concat([issued, rand, mac]).toString("base64url");
   }
 
-  /** WWW-Authenticate values, one per algorithm in preference order (RFC 8760 §2.4). */
-  challenge(realm: string, algorithms: readonly DigestAlgorithm[], stale = false): string[] {
-    const nonce = this.nonce(realm);
+  /** WWW-Authenticate values for a client at `address`, one per algorithm in preference order (RFC 8760 §2.4). */
+  challenge(realm: string, algorithms: readonly DigestAlgorithm[], address: string, stale = false): string[] {
+    const nonce = this.nonce(realm, address);
     return algorithms.map(
       (a) => `Digest realm="${realm}", nonce="${nonce}", algorithm=${a}, qop="auth"${stale ? ", stale=true" : ""}`,
     );
   }
 
   /**
-   * Check an Authorization header for `method` against `password(username)`.
-   * `allowed` limits the algorithms accepted (those we offered).
+   * Check an Authorization header for `method`, received from `address`, against
+   * `password(username)`. `allowed` limits the algorithms accepted (those we offered).
    */
   verify(
     header: string | undefined,
@@ -176,6 +179,7 @@ export class DigestServer {
     realm: string,
     allowed: readonly DigestAlgorithm[],
     password: (username: string) => string | undefined,
+    address: string,
   ): VerifyResult {
     if (!header) return { ok: false, reason: "missing" };
     // Another scheme (Basic, RFC 4475 §3.3.7's unknown one) is not for us: challenge.
@@ -197,7 +201,7 @@ export class DigestServer {
     const ncText = p.get("nc");
     const cnonce = p.get("cnonce");
     if (!ncText || !/^[0-9a-fA-F]{8}$/.test(ncText) || !cnonce) return { ok: false, reason: "malformed", username };
-    const issuedAt = this.checkNonce(nonce, realm);
+    const issuedAt = this.checkNonce(nonce, realm, address);
     if (issuedAt === undefined) return { ok: false, reason: "bad-nonce", username };
     const pw = password(username);
     if (pw === undefined) return { ok: false, reason: "unknown-user", username };
@@ -247,8 +251,8 @@ export class DigestServer {
     this.used.set(nonce, use);
   }
 
-  /** Issued-at of a nonce we minted for `realm`, or undefined when forged. */
-  private checkNonce(nonce: string, realm: string): number | undefined {
+  /** Issued-at of a nonce we minted for `realm` and sent to `address`, or undefined when forged or sent elsewhere. */
+  private checkNonce(nonce: string, realm: string, address: string): number | undefined {
     let raw: Buffer;
     try {
       raw = Buffer.from(nonce, "base64url");
@@ -259,12 +263,21 @@ export class DigestServer {
     const issued = raw.subarray(0, 6);
     const rand = raw.subarray(6, 15);
     const mac = raw.subarray(15);
-    if (!timingSafeEqual(mac, this.mac(issued, rand, realm))) return undefined;
+    if (!timingSafeEqual(mac, this.mac(issued, rand, realm, address))) return undefined;
     return issued.readUIntBE(0, 6);
   }
 
-  private mac(issued: Buffer, rand: Buffer, realm: string): Buffer {
-    return createHmac("sha256", this.secret).update(issued).update(rand).update(realm, "latin1").digest().subarray(0, 16);
+  private mac(issued: Buffer, rand: Buffer, realm: string, address: string): Buffer {
+    return createHmac("sha256", this.secret).update(issued).update(rand).update(realm, "latin1").update("\0").update(address, "latin1").digest().subarray(0, 16);
+  }
+
+  /**
+   * A stable pseudo-random pick for `key` (HMAC under the per-process secret): the same
+   * key always gets the same index, and without the secret the index cannot be predicted.
+   */
+  pick(key: string, n: number): number {
+    if (n <= 1) return 0;
+    return createHmac("sha256", this.secret).update("pick\0").update(key, "utf8").digest().readUInt32BE(0) % n;
   }
 }
 

@@ -112,7 +112,7 @@ export class Registrar {
     const contacts = contactsOf(req);
     if (!contacts) return { status: 400, reason: "Malformed Contact", headers: [] };
     // Step 2/4: authenticate (unknown AORs are challenged too, then fail).
-    const auth = this.auth.check(req, source.address, claimed);
+    const auth = this.auth.check(req, source.address, claimed, to.user);
     if (!auth.ok) {
       if (auth.status === 401) return { status: 401, headers: auth.challenge.map((c) => ["WWW-Authenticate", c] as [string, string]) };
       return { status: 403, reason: auth.reason, headers: [] };

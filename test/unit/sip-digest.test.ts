@@ -43,6 +43,7 @@ describe("digest server", () => {
   const server = (): DigestServer => new DigestServer({ now: () => now, nonceLifetimeMs: 60_000, maxTrackedNonces: 4 });
   const passwords: Record<string, string> = { door1: "correct horse" };
   const lookup = (u: string): string | undefined => passwords[u];
+  const ADDR = "192.0.2.50";
 
   function answer(challenge: string, opts: { password?: string; nc?: string; algorithm?: DigestAlgorithm; sess?: boolean; user?: string } = {}): string {
     const c = parseCredentials(challenge)!;
@@ -56,7 +57,7 @@ describe("digest server", () => {
   }
 
   it("offers one challenge per algorithm, in order, sharing a nonce", () => {
-    const ch = server().challenge(realm, ["SHA-256", "MD5"]);
+    const ch = server().challenge(realm, ["SHA-256", "MD5"], ADDR);
     expect(ch).toHaveLength(2);
     expect(ch[0]).toMatch(/algorithm=SHA-256, qop="auth"$/);
     expect(parseCredentials(ch[0]!)!.params.get("nonce")).toBe(parseCredentials(ch[1]!)!.params.get("nonce"));
@@ -66,57 +67,66 @@ describe("digest server", () => {
     const s = server();
     for (const algorithm of ["MD5", "SHA-256", "SHA-512-256"] as const) {
       now += 10;
-      const [ch] = s.challenge(realm, [algorithm]);
-      expect(s.verify(answer(ch!), "REGISTER", realm, [algorithm], lookup)).toEqual({ ok: true, username: "door1", algorithm });
+      const [ch] = s.challenge(realm, [algorithm], ADDR);
+      expect(s.verify(answer(ch!), "REGISTER", realm, [algorithm], lookup, ADDR)).toEqual({ ok: true, username: "door1", algorithm });
       now += 10;
-      const [ch2] = s.challenge(realm, [algorithm]);
-      expect(s.verify(answer(ch2!, { sess: true }), "REGISTER", realm, [algorithm], lookup).ok).toBe(true);
+      const [ch2] = s.challenge(realm, [algorithm], ADDR);
+      expect(s.verify(answer(ch2!, { sess: true }), "REGISTER", realm, [algorithm], lookup, ADDR).ok).toBe(true);
     }
-    const [md5] = s.challenge(realm, ["MD5"]);
-    expect(s.verify(answer(md5!), "REGISTER", realm, ["SHA-256"], lookup)).toMatchObject({ ok: false, reason: "unsupported-algorithm" });
+    const [md5] = s.challenge(realm, ["MD5"], ADDR);
+    expect(s.verify(answer(md5!), "REGISTER", realm, ["SHA-256"], lookup, ADDR)).toMatchObject({ ok: false, reason: "unsupported-algorithm" });
   });
 
   it("tells a wrong password, an unknown user, a forged nonce and a missing header apart", () => {
     const s = server();
-    const [ch] = s.challenge(realm, ["MD5"]);
-    expect(s.verify(answer(ch!, { password: "nope" }), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "bad-response" });
-    expect(s.verify(answer(ch!, { user: "ghost" }), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "unknown-user" });
+    const [ch] = s.challenge(realm, ["MD5"], ADDR);
+    expect(s.verify(answer(ch!, { password: "nope" }), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "bad-response" });
+    expect(s.verify(answer(ch!, { user: "ghost" }), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "unknown-user" });
     const forged = answer(ch!).replace(/nonce="[^"]+"/, `nonce="${Buffer.alloc(31, 7).toString("base64url")}"`);
-    expect(s.verify(forged, "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "bad-nonce" });
+    expect(s.verify(forged, "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "bad-nonce" });
     const other = server(); // another process: a different HMAC secret
-    expect(other.verify(answer(ch!), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "bad-nonce" });
-    expect(s.verify(undefined, "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "missing" });
-    expect(s.verify("Basic ZGVtbzpkZW1v", "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "missing" });
-    expect(s.verify(answer(ch!).replace("qop=auth, ", ""), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "malformed" });
+    expect(other.verify(answer(ch!), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "bad-nonce" });
+    expect(s.verify(undefined, "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "missing" });
+    expect(s.verify("Basic ZGVtbzpkZW1v", "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "missing" });
+    expect(s.verify(answer(ch!).replace("qop=auth, ", ""), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "malformed" });
+  });
+
+  it("a forged source can lock a door out: a nonce is accepted only from the address it was issued to", () => {
+    const s = server();
+    const [ch] = s.challenge(realm, ["MD5"], "192.0.2.66"); // issued to the attacker's own address
+    // Replayed from the door's address (spoofed), even with the right password: not our nonce there.
+    expect(s.verify(answer(ch!), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "bad-nonce" });
+    expect(s.verify(answer(ch!, { password: "wrong" }), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "bad-nonce" });
+    expect(s.verify(answer(ch!), "REGISTER", realm, ["MD5"], lookup, "192.0.2.66").ok).toBe(true);
   });
 
   it("reports an expired nonce as stale only when the password was right", () => {
     const s = server();
-    const [ch] = s.challenge(realm, ["MD5"]);
+    const [ch] = s.challenge(realm, ["MD5"], ADDR);
     now += 61_000;
-    expect(s.verify(answer(ch!), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "stale" });
-    expect(s.verify(answer(ch!, { password: "x" }), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "bad-response" });
+    expect(s.verify(answer(ch!), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "stale" });
+    expect(s.verify(answer(ch!, { password: "x" }), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "bad-response" });
   });
 
   it("refuses a replayed nonce count and accepts increasing ones", () => {
     const s = server();
-    const [ch] = s.challenge(realm, ["MD5"]);
-    expect(s.verify(answer(ch!, { nc: "00000001" }), "REGISTER", realm, ["MD5"], lookup).ok).toBe(true);
-    expect(s.verify(answer(ch!, { nc: "00000001" }), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "replay" });
-    expect(s.verify(answer(ch!, { nc: "00000002" }), "REGISTER", realm, ["MD5"], lookup).ok).toBe(true);
+    const [ch] = s.challenge(realm, ["MD5"], ADDR);
+    expect(s.verify(answer(ch!, { nc: "00000001" }), "REGISTER", realm, ["MD5"], lookup, ADDR).ok).toBe(true);
+    expect(s.verify(answer(ch!, { nc: "00000001" }), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "replay" });
+    expect(s.verify(answer(ch!, { nc: "00000002" }), "REGISTER", realm, ["MD5"], lookup, ADDR).ok).toBe(true);
   });
 
   it("bounds the nonce table; a forgotten nonce is stale, never replayable", () => {
     const s = server();
-    const first = s.challenge(realm, ["MD5"])[0]!;
-    expect(s.verify(answer(first), "REGISTER", realm, ["MD5"], lookup).ok).toBe(true);
+    const first = s.challenge(realm, ["MD5"], ADDR)[0]!;
+    expect(s.verify(answer(first), "REGISTER", realm, ["MD5"], lookup, ADDR).ok).toBe(true);
     for (let i = 0; i < 6; i++) {
       now += 1;
-      const ch = s.challenge(realm, ["MD5"])[0]!;
-      expect(s.verify(answer(ch), "REGISTER", realm, ["MD5"], lookup).ok).toBe(true);
+      const ch = s.challenge(realm, ["MD5"], ADDR)[0]!;
+      expect(s.verify(answer(ch), "REGISTER", realm, ["MD5"], lookup, ADDR).ok).toBe(true);
     }
     expect(s.trackedNonces).toBeLessThanOrEqual(4);
-    expect(s.verify(answer(first, { nc: "00000001" }), "REGISTER", realm, ["MD5"], lookup)).toMatchObject({ ok: false, reason: "stale" });
+    expect(s.verify(answer(first, { nc: "00000001" }), "REGISTER", realm, ["MD5"], lookup, ADDR)).toMatchObject({ ok: false, reason: "stale" });
   });
 
   it("parses credentials with escapes and rejects duplicated directives", () => {

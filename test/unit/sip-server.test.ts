@@ -94,6 +94,53 @@ describe("registrar", () => {
     expect((await other.register()).status).toBe(200);
   });
 
+  it("a forged source can lock a door out: blind REGISTERs with the door's address neither count nor lock it", async () => {
+    const { net, srv } = await start();
+    // The attacker gets a genuine challenge at its own address…
+    const attacker = new Phone(net, { user: "front", password: "guess", src: { ...DOOR, address: "10.66.0.1" } });
+    const reg = attacker.request("REGISTER", { uri: "sip:gatehouse", headers: [["Expires", "300"]] });
+    const challenge = await attacker.transact(reg);
+    expect(challenge.status).toBe(401);
+    // …and sends wrong passwords with the door's source address (spoofed UDP needs no reply),
+    // with that nonce, and with forged ones.
+    const spoofed = new Phone(net, { user: "front", password: "guess", src: DOOR });
+    for (let i = 0; i < 6; i++) {
+      const forged = spoofed.authorize(spoofed.request("REGISTER", { uri: "sip:gatehouse" }), challenge, { password: "guess" + i });
+      if (i % 2) forged.headers.set("Authorization", forged.headers.get("authorization")!.replace(/nonce="[^"]+"/, `nonce="${Buffer.alloc(31, i).toString("base64url")}"`));
+      expect((await spoofed.transact(forged)).status).toBe(401); // a fresh challenge to the real door, no failure counted
+    }
+    expect(srv.stats()).toMatchObject({ lockouts: 0, auth: { failures: 0 } });
+    const door = new Phone(net, { user: "front", password: "front-secret", src: DOOR });
+    expect((await door.register()).status).toBe(200);
+  });
+
+  it("a device set to non-MD5 digest algorithms is challenged like an unknown user (no username enumeration)", async () => {
+    const { net } = await start({
+      devices: [
+        { id: "front", username: "front", password: "front-secret", digestAlgorithms: ["SHA-256", "MD5"] },
+        { id: "side", username: "side", password: "side-secret" },
+      ],
+    });
+    const algorithmsFor = async (user: string): Promise<string> => {
+      const p = new Phone(net, { user, src: DOOR });
+      const r = await p.transact(p.request("REGISTER", { uri: "sip:gatehouse" }));
+      expect(r.status).toBe(401);
+      return r.headers.getAll("www-authenticate").map((h) => /algorithm=([A-Z0-9-]+)/.exec(h)![1]).join(",");
+    };
+    expect(await algorithmsFor("front")).toBe("SHA-256,MD5");
+    expect(await algorithmsFor("side")).toBe("MD5");
+    const seen = new Map<string, number>();
+    for (let i = 0; i < 40; i++) {
+      const name = `guess${i}`;
+      const a = await algorithmsFor(name);
+      expect(await algorithmsFor(name)).toBe(a); // the same name is always challenged the same way
+      seen.set(a, (seen.get(a) ?? 0) + 1);
+    }
+    // Unknown names get both configured kinds of challenge: "SHA-256,MD5" no longer means "a real door".
+    expect([...seen.keys()].sort()).toEqual(["MD5", "SHA-256,MD5"]);
+    expect(Math.min(...seen.values())).toBeGreaterThanOrEqual(8);
+  });
+
   it("does not reveal unknown users: they are challenged, then refused", async () => {
     const { net } = await start();
     const ghost = new Phone(net, { user: "ghost", password: "whatever1", src: DOOR });
