@@ -113,6 +113,24 @@ export const sipSection = z
       .refine((r) => r.minExpires <= r.maxExpires, { message: "minExpires must not exceed maxExpires" }),
     /** OPTIONS keep-alive to registered devices, seconds; 0 disables. A device that stops answering loses its binding. Default 30. */
     keepAliveSeconds: z.number().int().min(0).max(3600).default(30),
+    /**
+     * SIP over TCP/TLS connections. Without authentication anyone can open them, so they are
+     * bounded per source and closed quickly unless a device registered over them.
+     */
+    connections: z
+      .strictObject({
+        /** Simultaneous TCP/TLS connections in all; more are refused. Default 2048. */
+        max: z.number().int().min(1).max(100000).default(2048),
+        /** Simultaneous TCP/TLS connections from one source address; more are refused. Default 16. */
+        perSource: z.number().int().min(1).max(10000).default(16),
+        /** A message whose end has not arrived this long after its first byte closes the connection, seconds. Default 10. */
+        messageTimeoutSeconds: z.number().min(1).max(600).default(10),
+        /** A connection no device registered over is closed after this long without a SIP message, seconds. Default 30. */
+        unregisteredIdleSeconds: z.number().min(1).max(86400).default(30),
+        /** Any connection is closed after this long without traffic, seconds. Default 600. */
+        idleSeconds: z.number().min(1).max(86400).default(600),
+      })
+      .prefault({}),
     /** Digest nonce lifetime, seconds (then stale=true). Default 300. */
     nonceLifetimeSeconds: z.number().int().min(10).max(86400).default(300),
     /** Brute-force lockout of a source address after failed authentications. */

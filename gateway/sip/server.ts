@@ -54,6 +54,11 @@ export interface SipServerOptions {
   ids?: IdSource;
   /** The network (default: real UDP/TCP/TLS sockets). Tests inject a fake one. */
   transport?: (opts: SipSocketsOptions) => Promise<SipTransportAdapter>;
+  /**
+   * Sources refused before any parsing: the TURN relay's own sockets, so that nobody can talk
+   * SIP through the relay (and pass as a door allow-listed at the gateway's address).
+   */
+  refuseSource?: (address: string, port: number) => boolean;
 }
 
 export interface SipServerStats {
@@ -176,6 +181,13 @@ export class SipServer {
       log,
       onMessage: (data, source) => ref.server?.onMessage(data, source),
       onFlowClosed: (flow) => ref.server?.onFlowClosed(flow),
+      maxConnections: cfg.connections.max,
+      maxConnectionsPerSource: cfg.connections.perSource,
+      messageTimeoutMs: cfg.connections.messageTimeoutSeconds * 1000,
+      unregisteredIdleMs: cfg.connections.unregisteredIdleSeconds * 1000,
+      streamIdleMs: cfg.connections.idleSeconds * 1000,
+      registeredFlows: () => new Set(registrar.allBindings().map((b) => b.target.flow).filter((f): f is number => f !== undefined)),
+      ...(opts.refuseSource ? { refuseSource: opts.refuseSource } : {}),
     });
     const layer = new TransactionLayer(
       {

@@ -25,8 +25,18 @@ export interface SipSocketsOptions {
   onFlowClosed?(flow: number): void;
   /** Close idle stream connections after this long, ms. Default 600000 (10 min). */
   streamIdleMs?: number;
+  /** Close a stream connection no device registered over after this long without a SIP message, ms. Default 30000. */
+  unregisteredIdleMs?: number;
+  /** Close a stream connection whose current message is still unfinished this long after its first byte, ms. Default 10000. */
+  messageTimeoutMs?: number;
   /** Most simultaneous stream connections; more are refused. Default 2048. */
   maxConnections?: number;
+  /** Most simultaneous stream connections from one source address; more are refused. Default 16. */
+  maxConnectionsPerSource?: number;
+  /** The stream connections (flow ids) some device is registered over (they keep the long idle timeout). */
+  registeredFlows?(): ReadonlySet<number>;
+  /** Sources to refuse outright (the TURN relay's own sockets): datagrams dropped, connections closed. */
+  refuseSource?(address: string, port: number): boolean;
   /** Largest SIP message over a stream, bytes. Default 65535. */
   maxMessageBytes?: number;
 }
@@ -42,6 +52,14 @@ export interface TransportStats {
   framingErrors: number;
   sendErrors: number;
   keepAlives: number;
+  /** Connections refused because their source already had `maxConnectionsPerSource`. */
+  connectionsRefusedPerSource: number;
+  /** Connections closed because a message stayed unfinished past `messageTimeoutMs`. */
+  messageTimeouts: number;
+  /** Connections closed by an idle timeout (unregistered or not). */
+  idleClosed: number;
+  /** Datagrams and connections refused because they came from a refused source (the TURN relay). */
+  refusedSources: number;
 }
 
 interface Flow {
@@ -51,6 +69,12 @@ interface Flow {
   framer: SipStreamFramer;
   remote: Endpoint;
   lastActivity: number;
+  /** Last complete SIP message in either direction (pings do not count). */
+  lastMessage: number;
+  /** When the unfinished message in the framer started; undefined when nothing is pending. */
+  partialSince: number | undefined;
+  /** We opened it (to a registered device), rather than accepted it. */
+  outbound: boolean;
   ready: boolean;
   queue: Buffer[];
 }
@@ -68,6 +92,7 @@ export class SipSockets implements SipTransportAdapter {
   readonly stats: TransportStats = {
     datagramsIn: 0, datagramsOut: 0, streamMessagesIn: 0, streamMessagesOut: 0, connectionsAccepted: 0,
     connectionsOpened: 0, connectionsRefused: 0, framingErrors: 0, sendErrors: 0, keepAlives: 0,
+    connectionsRefusedPerSource: 0, messageTimeouts: 0, idleClosed: 0, refusedSources: 0,
   };
   private readonly opts: SipSocketsOptions;
   private readonly log: Logger;
@@ -76,6 +101,9 @@ export class SipSockets implements SipTransportAdapter {
   private tlsServer: tls.Server | undefined;
   private readonly flows = new Map<number, Flow>();
   private readonly flowByRemote = new Map<string, Flow>();
+  /** Open accepted connections per source address, and in all (TLS ones from before their handshake). */
+  private readonly perSource = new Map<string, number>();
+  private admitted = 0;
   private nextFlow = 1;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
@@ -120,6 +148,10 @@ export class SipSockets implements SipTransportAdapter {
         this.stats.datagramsIn++;
         // RFC 5626 §3.5.1 STUN keep-alives and bare CRLF pings carry no SIP: ignore.
         if (data.length <= 4 || data[0]! < 0x20) return;
+        if (this.opts.refuseSource?.(normalizeAddress(rinfo.address), rinfo.port)) {
+          this.stats.refusedSources++;
+          return;
+        }
         this.deliver(data, { transport: "udp", address: rinfo.address, port: rinfo.port });
       });
       try {
@@ -130,17 +162,29 @@ export class SipSockets implements SipTransportAdapter {
       this.ports.udp = sock.address().port;
     }
     if (this.opts.tcpPort !== undefined) {
-      const server = net.createServer((socket) => this.accept(socket, "tcp"));
+      const server = net.createServer({ pauseOnConnect: true });
+      server.on("connection", (socket: net.Socket) => {
+        if (!this.admit(socket)) return;
+        this.accept(socket, "tcp");
+        socket.resume();
+      });
       this.tcp = server;
       this.ports.tcp = await listenServer(server, this.opts.tcpPort, host);
     }
     if (this.opts.tls) {
-      const server = tls.createServer({ cert: this.opts.tls.cert, key: this.opts.tls.key }, (socket) => this.accept(socket, "tls"));
+      const server = tls.createServer(
+        { cert: this.opts.tls.cert, key: this.opts.tls.key, handshakeTimeout: this.opts.messageTimeoutMs ?? 10_000 },
+        (socket) => this.accept(socket, "tls"),
+      );
+      // Before the handshake: the same bounds as plain TCP ('connection' listeners run before TLS starts).
+      server.prependListener("connection", (socket: net.Socket) => void this.admit(socket));
       server.on("tlsClientError", (err) => this.log.debug("sip: TLS handshake failed", { err }));
       this.tlsServer = server;
       this.ports.tls = await listenServer(server, this.opts.tls.port, host);
     }
-    this.sweeper = setInterval(() => this.sweep(), 30_000);
+    // Often enough for the shortest timeout to be kept to within a quarter of itself.
+    const shortest = Math.min(this.opts.messageTimeoutMs ?? 10_000, this.opts.unregisteredIdleMs ?? 30_000, this.opts.streamIdleMs ?? 600_000);
+    this.sweeper = setInterval(() => this.sweep(), Math.max(100, Math.min(30_000, shortest / 4)));
     this.sweeper.unref();
   }
 
@@ -153,9 +197,44 @@ export class SipSockets implements SipTransportAdapter {
     }
   }
 
-  private accept(socket: net.Socket, transport: "tcp" | "tls"): void {
-    if (this.closed || this.flows.size >= (this.opts.maxConnections ?? 2048)) {
+  /**
+   * Every TCP connection, before TLS: bounded in total and per source, and refused from
+   * refused sources. Counting here (not after the handshake) keeps unfinished TLS handshakes
+   * within the same bounds. False when the socket was refused (and destroyed).
+   */
+  private admit(socket: net.Socket): boolean {
+    const address = normalizeAddress(socket.remoteAddress ?? "");
+    if (this.closed || this.admitted >= (this.opts.maxConnections ?? 2048)) {
       this.stats.connectionsRefused++;
+      socket.destroy();
+      return false;
+    }
+    if (this.opts.refuseSource?.(address, socket.remotePort ?? 0)) {
+      this.stats.refusedSources++;
+      socket.destroy();
+      return false;
+    }
+    // One source cannot hold every connection: the other doors must still get in.
+    const n = this.perSource.get(address) ?? 0;
+    if (n >= (this.opts.maxConnectionsPerSource ?? 16)) {
+      this.stats.connectionsRefused++;
+      this.stats.connectionsRefusedPerSource++;
+      socket.destroy();
+      return false;
+    }
+    this.perSource.set(address, n + 1);
+    this.admitted++;
+    socket.once("close", () => {
+      this.admitted--;
+      const left = (this.perSource.get(address) ?? 1) - 1;
+      if (left <= 0) this.perSource.delete(address);
+      else this.perSource.set(address, left);
+    });
+    return true;
+  }
+
+  private accept(socket: net.Socket, transport: "tcp" | "tls"): void {
+    if (this.closed) {
       socket.destroy();
       return;
     }
@@ -174,6 +253,9 @@ export class SipSockets implements SipTransportAdapter {
       framer: new SipStreamFramer({ maxHeaderBytes: max, maxBodyBytes: max }),
       remote: { ...remote, flow: id },
       lastActivity: Date.now(),
+      lastMessage: Date.now(),
+      partialSince: undefined,
+      outbound: !ready,
       ready,
       queue: [],
     };
@@ -181,9 +263,13 @@ export class SipSockets implements SipTransportAdapter {
     this.flowByRemote.set(endpointKey(remote), flow);
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => {
-      flow.lastActivity = Date.now();
+      const now = Date.now();
+      flow.lastActivity = now;
+      let completed = false;
       for (const ev of flow.framer.push(chunk)) {
         if (ev.type === "message") {
+          completed = true;
+          flow.lastMessage = now;
           this.stats.streamMessagesIn++;
           this.deliver(ev.data, flow.remote);
         } else if (ev.type === "ping") {
@@ -196,6 +282,9 @@ export class SipSockets implements SipTransportAdapter {
           socket.destroy();
         }
       }
+      // The clock of an unfinished message starts at its first byte.
+      if (flow.framer.pending === 0) flow.partialSince = undefined;
+      else if (completed || flow.partialSince === undefined) flow.partialSince = now;
     });
     socket.on("error", (err) => this.log.debug("sip: stream error", { err, address: remote.address }));
     socket.on("close", () => this.removeFlow(flow));
@@ -258,6 +347,7 @@ export class SipSockets implements SipTransportAdapter {
       });
     }
     flow.lastActivity = Date.now();
+    flow.lastMessage = flow.lastActivity;
     this.stats.streamMessagesOut++;
     if (!flow.ready) flow.queue.push(data);
     else if (!flow.socket.destroyed) flow.socket.write(data);
@@ -266,8 +356,30 @@ export class SipSockets implements SipTransportAdapter {
 
   private sweep(): void {
     const idle = this.opts.streamIdleMs ?? 600_000;
+    const unregisteredIdle = this.opts.unregisteredIdleMs ?? 30_000;
+    const messageTimeout = this.opts.messageTimeoutMs ?? 10_000;
     const now = Date.now();
-    for (const f of this.flows.values()) if (now - f.lastActivity > idle) f.socket.destroy();
+    let registered: ReadonlySet<number> | undefined;
+    for (const f of this.flows.values()) {
+      if (f.partialSince !== undefined && now - f.partialSince > messageTimeout) {
+        this.stats.messageTimeouts++;
+        this.log.debug("sip: closing a connection whose message never finished", { address: f.remote.address });
+        f.socket.destroy();
+        continue;
+      }
+      if (now - f.lastActivity > idle) {
+        this.stats.idleClosed++;
+        f.socket.destroy();
+        continue;
+      }
+      if (!f.outbound && now - f.lastMessage > unregisteredIdle) {
+        registered ??= this.opts.registeredFlows?.() ?? new Set();
+        if (!registered.has(f.id)) {
+          this.stats.idleClosed++;
+          f.socket.destroy();
+        }
+      }
+    }
   }
 
   /** Open stream connections (ops, tests). */
@@ -292,6 +404,7 @@ export class SipSockets implements SipTransportAdapter {
     for (const sock of open) sock.destroy();
     this.flows.clear();
     this.flowByRemote.clear();
+    this.perSource.clear();
     const waits: Promise<void>[] = [];
     if (this.udp) {
       const u = this.udp;

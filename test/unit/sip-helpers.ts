@@ -23,6 +23,7 @@ export class FakeNet implements SipTransportAdapter {
   readonly stats: TransportStats = {
     datagramsIn: 0, datagramsOut: 0, streamMessagesIn: 0, streamMessagesOut: 0, connectionsAccepted: 0,
     connectionsOpened: 0, connectionsRefused: 0, framingErrors: 0, sendErrors: 0, keepAlives: 0,
+    connectionsRefusedPerSource: 0, messageTimeouts: 0, idleClosed: 0, refusedSources: 0,
   };
   readonly sent: Sent[] = [];
   private onMessage: ((data: Buffer, source: Endpoint) => void) | undefined;
