@@ -22,13 +22,14 @@ import { apiRouter } from "./http/api.ts";
 import { errorHandler } from "./http/errors.ts";
 import { ViewerAdmission } from "./http/viewer-admission.ts";
 import { whepRouter } from "./http/whep.ts";
-import { createAuth, type Auth } from "./auth/index.ts";
+import { createAuth, sessionRef, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
 import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
 import { admissionCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
-import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
+import type { SessionId } from "../config/ids.ts";
+import { relayedAddressesIn, startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
 import { startFrontDoor } from "./frontdoor/index.ts";
 import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
@@ -124,12 +125,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
     // Door intercoms: SIP registrar + UAS; the browser side is mounted under /api/intercom below.
     let sip: SipServer | undefined;
+    // Nothing reaches SIP through the relay: the TURN server (started below) names its own sockets.
+    let turn: TurnServer | undefined;
     if (config.sip.enabled) {
       sip = await startSipServer({
         config: config.sip,
         log: log.child({ component: "sip" }),
         cameras: cameras.map((c) => c.id),
         ...(config.server.tls ? { tlsFallback: config.server.tls } : {}),
+        refuseSource: (address, port) => turn?.isRelaySource(address, port) ?? false,
       });
       const s = sip;
       cleanups.push(() => s.close("gateway closing"));
@@ -140,13 +144,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       : undefined;
 
     // TURN first, so the front door can hand it TCP/TLS connections. The gateway's own media
-    // addresses are the only private peers it relays to without an explicit allow-list.
-    let turn: TurnServer | undefined;
+    // addresses are the only private peers it relays to without an explicit allow-list, and on
+    // the media ports only (never SIP, TURN or HTTP).
+    // Sessions whose relay credentials were minted, by reference; a session leaves when it ends.
+    // After a restart the set is empty: old credentials are refused until the page fetches new ones.
+    const turnSessions = new Set<string>();
     if (config.turn.enabled) {
       turn = await startTurnServer({
         config: config.turn,
         log,
         allowedPeers: [config.media.announcedAddress ?? bindAddress],
+        allowedPeerPorts: config.media.icePortRange,
+        // Credentials of a sign-in session end with it, so they may last as long as it can.
+        sessionCredentialLifetimeSeconds: Math.min(config.auth.session.maxAgeSeconds, 86_400),
+        sessionActive: (ref) => turnSessions.has(ref),
         ...(tls ? { tls } : {}),
       });
       const t = turn;
@@ -172,16 +183,27 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const publicHost = new URL(url).hostname.replace(/^\[|\]$/g, "");
     const publicPort = Number(new URL(url).port || (tls ? 443 : 80));
 
-    /** ICE servers for one signed-in user: our TURN, with credentials that end with the session at the latest. */
-    const iceServersFor = (user: { sub: string; expiresAt: number } | undefined) => {
+    /**
+     * ICE servers for one signed-in user: our TURN. Credentials of a session carry its reference:
+     * ending the session (sign-out, expiry, revocation, back-channel logout) closes their
+     * allocations and refuses them. Others (bearer tokens) end with the token at the latest.
+     */
+    const iceServersFor = (user: { sub: string; expiresAt: number; sessionId?: SessionId | undefined } | undefined) => {
       if (!turn || !user) return [];
-      const remaining = Math.floor((user.expiresAt - Date.now()) / 1000);
-      const ttl = Math.max(30, Math.min(config.turn.credentialLifetimeSeconds, remaining));
+      let credentials;
+      if (user.sessionId !== undefined) {
+        const ref = sessionRef(user.sessionId);
+        turnSessions.add(ref);
+        credentials = turn.mintCredentials(user.sub, undefined, ref);
+      } else {
+        const remaining = Math.floor((user.expiresAt - Date.now()) / 1000);
+        credentials = turn.mintCredentials(user.sub, Math.max(30, Math.min(config.turn.credentialLifetimeSeconds, remaining)));
+      }
       return turnIceServers({
         host: publicHost,
         ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}),
         ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}),
-        credentials: turn.mintCredentials(user.sub, ttl),
+        credentials,
       });
     };
 
@@ -193,6 +215,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       log: log.child({ component: "auth" }),
     });
     cleanups.push(() => auth.close());
+    // Relay access ends with the session (sign-out, expiry, revocation, back-channel logout).
+    auth.observer.on("sessionEnded", (e) => {
+      turnSessions.delete(e.ref);
+      turn?.closeSession(e.ref);
+    });
 
     // Closed before the SIP server (cleanups run in reverse): event streams and talk peers first.
     const intercomWeb = sip
@@ -284,16 +311,23 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         admission,
         // A viewer's stream ends when its session is revoked, lapses, or loses the right.
         onViewer: (req, viewer) => {
-          const sub = req.user!.sub;
-          const stop = auth.watch(req.user!, (reason) => {
+          const user = req.user!;
+          const sub = user.sub;
+          const stop = auth.watch(user, (reason) => {
             void viewer.close(`auth: ${reason}`);
-            // The user's relayed paths end too: credentials alone only guard new allocations.
-            turn?.closeSubject(sub);
+            // A session's relays end with the session (above); a bearer caller's with its token.
+            if (user.sessionId === undefined) turn?.closeSubject(sub);
           }, {
             cameraId: viewer.cameraId,
             action: "live",
           });
-          viewer.on("closed", stop);
+          // The relays this viewer's peer connection allocated (named in its offer) go with it,
+          // so a closed page does not hold the user's relay quota until the allocations expire.
+          const relayed = turn && typeof req.body === "string" ? relayedAddressesIn(req.body) : [];
+          viewer.on("closed", () => {
+            stop();
+            if (relayed.length > 0) turn?.closeClientOf(sub, relayed);
+          });
         },
         iceServers: (req) => iceServersFor(req.user),
         log: log.child({ component: "whep" }),

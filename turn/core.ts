@@ -136,6 +136,12 @@ export interface TurnCoreOptions {
    * at least the longest lifetime of credentials minted for a session. Default 24 h.
    */
   endedSessionMemoryMs?: number;
+  /**
+   * Whether a sign-in session (by reference) is still live: the authority when given (the
+   * gateway's auth). Credentials of a session it does not know are refused, and allocations
+   * of such sessions close at the next tick; this also covers ends the relay was not told of.
+   */
+  sessionActive?: (ref: string) => boolean;
 }
 
 /** How long an Allocate may wait for its relay socket before it is forgotten, ms. */
@@ -374,7 +380,7 @@ export class TurnCore {
     };
     // Genuine credentials (the MAC checked) that are no longer valid: refused, but not counted
     // against the source's failure budget (a stale tab must not lock its network out).
-    if (auth.session !== undefined && this.endedSessions.has(auth.session)) {
+    if (auth.session !== undefined && !this.sessionLive(auth.session)) {
       this.metrics.authFailures++;
       this.metrics.sessionEndedRefusals++;
       this.events.emit("auth-failure", source, "session ended");
@@ -828,6 +834,10 @@ export class TurnCore {
         out.push(...this.deleteAllocation(alloc, "expired"));
         continue;
       }
+      if (alloc.session !== undefined && !this.sessionLive(alloc.session)) {
+        out.push(...this.deleteAllocation(alloc, "session-ended"));
+        continue;
+      }
       for (const [num, ch] of alloc.channels) {
         if (ch.expiresAt + CHANNEL_COOLDOWN_MS <= now) {
           alloc.channels.delete(num);
@@ -900,6 +910,16 @@ export class TurnCore {
     const out: TurnAction[] = [];
     for (const a of [...this.byId.values()]) if (a.session === ref) out.push(...this.deleteAllocation(a, "session-ended"));
     return out;
+  }
+
+  /** Credentials are being minted for a live session again (it lapsed and was revived): stop refusing them. */
+  sessionRevived(ref: string): void {
+    this.endedSessions.delete(ref);
+  }
+
+  private sessionLive(ref: string): boolean {
+    if (this.endedSessions.has(ref)) return false;
+    return this.opts.sessionActive ? this.opts.sessionActive(ref) : true;
   }
 
   /**

@@ -46,6 +46,14 @@ export interface TurnServerOptions {
   nonceKey?: Buffer;
   /** Sweep period for expiries, ms. Default 1000. */
   sweepMs?: number;
+  /**
+   * Lifetime of credentials minted for a sign-in session, seconds: they end with the session
+   * anyway, so they may last as long as a session can (the gateway passes its maximum age).
+   * Default `turn.credentialLifetimeSeconds`.
+   */
+  sessionCredentialLifetimeSeconds?: number;
+  /** Whether a session (by reference) is still live; see `TurnCoreOptions.sessionActive`. */
+  sessionActive?: (ref: string) => boolean;
 }
 
 export interface TurnServer extends TurnTcpHandler {
@@ -111,6 +119,8 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     log,
     metrics,
     ...(opts.nonceKey ? { nonceKey: opts.nonceKey } : {}),
+    ...(opts.sessionActive ? { sessionActive: opts.sessionActive } : {}),
+    endedSessionMemoryMs: Math.max(cfg.credentialLifetimeSeconds, opts.sessionCredentialLifetimeSeconds ?? 0) * 1000 + 60_000,
   });
 
   let closed = false;
@@ -426,8 +436,11 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     },
     handleConnection,
     setAllowedPeers: (list) => policy.setGatewayAddresses(list),
-    mintCredentials: (subject, ttlSeconds, session) =>
-      mintTurnCredentials({ secret: cfg.secret!, subject, ttlSeconds: ttlSeconds ?? cfg.credentialLifetimeSeconds, now: clock(), session }),
+    mintCredentials: (subject, ttlSeconds, session) => {
+      if (session !== undefined) core.sessionRevived(session);
+      const ttl = ttlSeconds ?? (session !== undefined ? (opts.sessionCredentialLifetimeSeconds ?? cfg.credentialLifetimeSeconds) : cfg.credentialLifetimeSeconds);
+      return mintTurnCredentials({ secret: cfg.secret!, subject, ttlSeconds: ttl, now: clock(), session });
+    },
     closeSubject: (subject) => perform(core.closeSubject(subject)),
     closeSession: (ref) => perform(core.closeSession(ref, clock())),
     closeClientOf: (subject, relayed) => perform(core.closeClientOf(subject, relayed)),

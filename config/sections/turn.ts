@@ -37,7 +37,11 @@ export const turnSection = z
     secret: z.string().min(16, "must be at least 16 characters").optional(),
     /** Earlier secrets still accepted while credentials minted under them expire (rotation). Default []. */
     previousSecrets: z.array(z.string().min(16, "must be at least 16 characters")).max(4).default([]),
-    /** Lifetime of the credentials the gateway mints for viewers, seconds. Default 300. */
+    /**
+     * Lifetime of the credentials the gateway mints for callers without a sign-in session
+     * (bearer tokens), seconds, never past the token. Credentials of a session carry its
+     * reference, end with it, and last at most `auth.session.maxAgeSeconds`. Default 300.
+     */
     credentialLifetimeSeconds: z.number().int().min(30).max(86400).default(300),
     /** How long a NONCE stays valid before the client gets 438 Stale Nonce, seconds. Default 600. */
     nonceLifetimeSeconds: z.number().int().min(10).max(86400).default(600),
@@ -79,10 +83,14 @@ export const turnSection = z
       .prefault({}),
     quotas: z
       .strictObject({
-        /** Live allocations per user (subject of the credential). Default 10. */
-        allocationsPerUser: z.number().int().min(1).max(10000).default(10),
-        /** Live allocations in total. Default 1000. */
-        totalAllocations: z.number().int().min(1).max(1_000_000).default(1000),
+        /**
+         * Live allocations per user (subject of the credential). Default 100: a browser allocates on
+         * every TURN transport offered (UDP, TCP, TLS) for each tile, so a wall of 16 tiles takes 48,
+         * and a reload may briefly hold the old page's too.
+         */
+        allocationsPerUser: z.number().int().min(1).max(10000).default(100),
+        /** Live allocations in total. Default 4000 (the default relay port range holds 16384). */
+        totalAllocations: z.number().int().min(1).max(1_000_000).default(4000),
         /** Relayed bytes per second per allocation, each direction; 0 = unlimited. Default 2.5 MB/s (20 Mbit/s). */
         bandwidthBytesPerSecond: z.number().int().min(0).default(2_500_000),
         /** Failed authentications tolerated per source IP per minute before its requests are dropped. Default 20. */

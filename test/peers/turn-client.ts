@@ -66,7 +66,7 @@ export class TurnTestClient {
     const sock =
       o.transport === "tcp"
         ? net.connect({ host: o.host, port: o.port, localAddress: local })
-        : tls.connect({ host: o.host, port: o.port, localAddress: local, rejectUnauthorized: false, ALPNProtocols: ["stun.turn"] });
+        : tls.connect({ socket: net.connect({ host: o.host, port: o.port, localAddress: local }), rejectUnauthorized: false, ALPNProtocols: ["stun.turn"] });
     this.stream = sock;
     sock.on("data", (chunk: Buffer) => {
       if (framer.push(chunk)) sock.destroy();

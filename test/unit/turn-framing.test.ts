@@ -120,7 +120,7 @@ describe("turn configuration section", () => {
     expect(t.credentialLifetimeSeconds).toBe(300);
     expect(t.udp).toEqual([{ host: "127.0.0.1", port: 14049 }]);
     expect(t.lifetimes).toEqual({ allocationSeconds: 600, maxAllocationSeconds: 3600, permissionSeconds: 300, channelSeconds: 600 });
-    expect(t.quotas.allocationsPerUser).toBe(10);
+    expect(t.quotas.allocationsPerUser).toBe(100);
     expect(t.peers).toEqual({ allow: [], deny: [], allowPublic: false });
   });
 
