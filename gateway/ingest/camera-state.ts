@@ -16,7 +16,7 @@
  *   the last light check found, so an outage of an unwatched camera is visible too.
  */
 import { AuthError, ClosedError, type GatehouseError } from "../../config/errors.ts";
-import { RtspStatusError, UnplayableError, UpstreamLostError, type LossSignal } from "../rtsp/status.ts";
+import { RecorderPolicyError, RtspStatusError, UnplayableError, UpstreamLostError, type LossSignal } from "../rtsp/status.ts";
 
 /** The states a user can see (README "Camera states"). */
 export type CameraState = "idle" | "connecting" | "live" | "reconnecting" | "offline" | "failed";
@@ -198,6 +198,8 @@ export function describeFailure(err: GatehouseError): Failure {
     }
   }
   if (err instanceof AuthError) return { kind: "permanent", reason: "the recorder refused the user name or password", detail };
+  // The camera's configuration forbids what the recorder asks (its message names the key to change).
+  if (err instanceof RecorderPolicyError) return { kind: "permanent", reason: detail, detail };
   if (err instanceof UnplayableError) return { kind: "permanent", reason: `nothing a browser can play: ${detail.replace(/^no playable track:?\s*/, "") || "no usable track"}`, detail };
   if (err instanceof RtspStatusError) {
     if (err.status === 404) return { kind: "permanent", reason: "the recorder does not know this stream (404 Not Found)", detail };

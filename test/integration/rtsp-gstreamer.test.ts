@@ -100,6 +100,8 @@ describe("GStreamer failures and variants", () => {
         "(use rtsps://, turn on Digest at the recorder, or set basicOverPlainRtsp for this camera)",
       retryInMs: 1000, // the longest backoff: asking again will not change the answer
     });
+    // What the page shows: failed (not "reconnecting"), with the same reason.
+    expect(refused.ing.status().camera).toMatchObject({ state: "failed", reason: refused.ing.status().reason });
     expect(cam.sessions()).toBe(0);
     await refused.ing.close("test: next camera");
 

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { AuthError, UpstreamError } from "../../config/errors.ts";
 import { CameraStateMachine, describeFailure } from "../../gateway/ingest/camera-state.ts";
-import { RtspStatusError, UnplayableError, UpstreamLostError } from "../../gateway/rtsp/status.ts";
+import { RecorderPolicyError, RtspStatusError, UnplayableError, UpstreamLostError } from "../../gateway/rtsp/status.ts";
 
 function clock(start = 1_700_000_000_000) {
   let t = start;
@@ -147,5 +147,7 @@ describe("describeFailure", () => {
     expect(describeFailure(timeout)).toMatchObject({ kind: "unreachable", reason: "the recorder does not answer (timed out)" });
     const tls = new UpstreamError("TLS connection failed: DEPTH_ZERO_SELF_SIGNED_CERT", { cause: Object.assign(new Error("c"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" }) });
     expect(describeFailure(tls)).toMatchObject({ kind: "failing" });
+    const policy = new RecorderPolicyError("redirect_host", "redirect to another host (10.0.0.7) refused; list it in the camera's redirectHosts to allow it");
+    expect(describeFailure(policy)).toEqual({ kind: "permanent", reason: policy.message, detail: policy.message });
   });
 });
