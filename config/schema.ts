@@ -110,8 +110,8 @@ export const configSchema = z.strictObject({
       reconnectMinMs: z.number().int().min(50).max(60000).default(500),
       /** Cap of the reconnect delay, milliseconds. Default 30000. */
       reconnectMaxMs: z.number().int().min(100).max(600000).default(30000),
-      /** Longest reconnect delay while someone watches the camera, milliseconds (the backoff applies when nobody does). Default 500. */
-      watchedRetryMaxMs: z.number().int().min(50).max(60000).default(500),
+      /** Longest reconnect delay while someone watches the camera, milliseconds (the backoff applies when nobody does). Default 250. */
+      watchedRetryMaxMs: z.number().int().min(50).max(60000).default(250),
       /** Light check (connect + DESCRIBE, no media) of cameras nobody watches, every this many seconds; 0 = never. Default 60. */
       checkIntervalSeconds: z.number().min(0).max(86400).default(60),
     })

@@ -10,7 +10,8 @@
  * per-packet work of its own gets on this machine, beside ours), janus (CPU per packet vs Janus), workers (fan-out scaling
  * with media worker threads), ttff (demo recorder), ttff_gop2s (GStreamer recorder
  * with a 2 s GOP that never answers keyframe requests), janus_ttff (same recorder),
- * turn, sip. One that fails or whose module does not exist yet is reported as
+ * outage (a watched recorder SIGKILLed and restarted: how fast the page leaves LIVE,
+ * and how fast new frames are decoded once it listens again), turn, sip. One that fails or whose module does not exist yet is reported as
  * `"<name>_error": "…"` and the run goes on.
  *
  * Method notes (the machine is shared and noisy): every server runs in a process of its
@@ -28,9 +29,10 @@ import { benchJanusCpu, benchJanusTtff } from "./janus.ts";
 import { forkChild, type Child } from "./lib/child.ts";
 import { machineCpu } from "./lib/proc.ts";
 import { benchLatencyFloor, type FloorResult } from "./floor.ts";
+import { benchOutage } from "./outage.ts";
 import { benchTtff } from "./ttff.ts";
 
-const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "turn", "sip"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -277,6 +279,10 @@ try {
   await gst?.close();
   await chromium?.close();
 }
+
+// ---- a recorder that dies and comes back (Chromium) -------------------------------
+
+await step("outage", async (signal) => ({ ...(await benchOutage({ cycles: quick ? 2 : 7, log, signal })) }), 240_000);
 
 // ---- other rooms' benchmarks -------------------------------------------------------
 
