@@ -72,7 +72,7 @@ export const authSection = z
     scopes: z.array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, "a scope token")).min(1).default(["openid", "profile", "email"]),
     /** Redirect URI registered at the provider. Default `<publicUrl>/auth/callback`. */
     redirectUrl: z.string().url().optional(),
-    /** Where the provider sends the browser after sign-out. Default `<publicUrl>/`. */
+    /** Where the provider sends the browser after sign-out (register it there). Default `<publicUrl>/auth/signed-out`. */
     postLogoutRedirectUrl: z.string().url().optional(),
     /** Claim path(s) holding the user's groups or roles, e.g. `groups` or `realm_access.roles`. Default `groups`. */
     rolesClaim: z.union([claimPath, z.array(claimPath).min(1)]).default("groups"),

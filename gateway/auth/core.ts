@@ -35,6 +35,7 @@ import { DEV_RIGHTS, Rights, rolesFromClaims, type AuthAction } from "./rights.t
 import { readSessionFile, SessionFileWriter, type SessionFileState } from "./session-file.ts";
 import { SessionStore, short, type Refreshed, type SessionRecord } from "./sessions.ts";
 import type { EndReason, SessionView, User, WatchReason } from "./types.ts";
+import { describeUserAgent } from "./user-agent.ts";
 
 /** The `aud` of the gateway's own session tokens. */
 const SESSION_AUDIENCE = "gatehouse-session";
@@ -211,6 +212,9 @@ export class AuthCore {
     if (!rec || rec.sub !== claims.sub) return { ok: false, error: new AuthError("UNAUTHORIZED", "session ended"), bearer: false, clearSessionToken: true };
     if (!(await this.sessions.ensureLive(rec)))
       return { ok: false, error: new AuthError("UNAUTHORIZED", "session expired"), bearer: false, clearSessionToken: true };
+    // For the sessions page: when and from where it was last used (memory only, not persisted per request).
+    rec.lastSeenAt = this.clock();
+    rec.address = c.source;
     // Token older than the session's current lifetime (refreshed meanwhile, or expired): issue a fresh one.
     const tokenExp = typeof claims.exp === "number" ? claims.exp * 1000 : 0;
     const stale = tokenExp <= this.clock() || rec.expiresAt - tokenExp > 30_000 || !this.keyring.signedByCurrent(token);
@@ -317,7 +321,7 @@ export class AuthCore {
   }
 
   /** Finish the sign-in `attemptId` names with the provider's callback query (`?code=…&state=…`). */
-  async completeSignIn(attemptId: string | undefined, query: string, source: string): Promise<SignInResult> {
+  async completeSignIn(attemptId: string | undefined, query: string, source: string, userAgent?: string): Promise<SignInResult> {
     const limited = this.rateLimited(source);
     if (limited) {
       this.failed("rate_limited", source);
@@ -331,7 +335,7 @@ export class AuthCore {
     }
     let rec: SessionRecord;
     try {
-      rec = await this.createSession(query, p.tx);
+      rec = await this.createSession(query, p.tx, { userAgent, address: source });
     } catch (err) {
       if (isGatehouseError(err) && err.code === "UPSTREAM") {
         this.log.warn("sign-in failed: identity provider unavailable", { reason: causeChain(err) });
@@ -360,13 +364,21 @@ export class AuthCore {
     this.events.emit("signInFailed", { reason, source, at: this.clock() });
   }
 
-  private async createSession(query: string, tx: LoginTransaction): Promise<SessionRecord> {
+  private async createSession(query: string, tx: LoginTransaction, client: { userAgent: string | undefined; address: string }): Promise<SessionRecord> {
     const t = await this.provider.rp!.complete(query, tx);
     const sub = t.idClaims?.sub;
     if (typeof sub !== "string" || !sub) throw new AuthError("UNAUTHORIZED", "ID token without subject");
     const { roles, name } = await this.rolesFromTokens(t, sub);
     const sid = t.idClaims?.sid;
-    return this.sessions.create({ sub: userId(sub), name, roles, refreshToken: t.refreshToken, idToken: t.idToken, providerSid: typeof sid === "string" ? sid : undefined });
+    return this.sessions.create({
+      sub: userId(sub),
+      name,
+      roles,
+      refreshToken: t.refreshToken,
+      idToken: t.idToken,
+      providerSid: typeof sid === "string" ? sid : undefined,
+      ...client,
+    });
   }
 
   private async rolesFromTokens(t: TokenSet, sub: string): Promise<{ roles: string[]; name: string | undefined }> {
@@ -525,16 +537,26 @@ export class AuthCore {
     return this.sessions.end(id, "revoked");
   }
 
-  listSessions(): SessionView[] {
-    return this.sessions.all().map((rec) => ({
-      ref: sessionRef(rec.id),
-      sub: rec.sub,
-      name: rec.name,
-      roles: rec.roles,
-      createdAt: new Date(rec.createdAt).toISOString(),
-      expiresAt: new Date(rec.expiresAt).toISOString(),
-      live: this.sessions.isLive(rec),
-    }));
+  /** Every session; `current` marks the one of the browser asking. */
+  listSessions(current?: SessionId): SessionView[] {
+    return this.sessions.all().map((rec) => {
+      const renews = rec.refreshToken !== undefined;
+      return {
+        ref: sessionRef(rec.id),
+        sub: rec.sub,
+        name: rec.name,
+        roles: rec.roles,
+        createdAt: new Date(rec.createdAt).toISOString(),
+        expiresAt: new Date(rec.expiresAt).toISOString(),
+        endsAt: new Date(renews ? rec.absoluteExpiresAt : rec.expiresAt).toISOString(),
+        renews,
+        live: this.sessions.isLive(rec),
+        device: describeUserAgent(rec.userAgent),
+        address: rec.address,
+        lastSeenAt: new Date(rec.lastSeenAt).toISOString(),
+        current: rec.id === current,
+      };
+    });
   }
 
   revokeSessionRef(ref: string): boolean {

@@ -32,14 +32,22 @@ export function isNavigation(req: IncomingMessage): boolean {
 
 /** The one inline style of our own pages; allowed by its hash in the CSP (no 'unsafe-inline'). */
 const PAGE_STYLE =
-  "body{font:16px system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#222}h1{font-size:1.4rem}" +
-  "a.button,button{display:inline-block;margin-top:1rem;padding:.5rem 1rem;border:1px solid #888;border-radius:4px;text-decoration:none;color:inherit;background:#f4f4f4;font:inherit}";
+  ":root{color-scheme:dark}*{box-sizing:border-box}" +
+  "body{margin:0;min-height:100vh;display:grid;place-items:center;padding:24px 16px;background:#0b0e13;color:#e7ecf3;font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}" +
+  "main{width:100%;max-width:26rem;padding:28px 26px;border:1px solid #263041;border-radius:14px;background:#131821;box-shadow:0 24px 64px rgba(0,0,0,.45)}" +
+  ".brand{display:flex;align-items:center;gap:8px;margin-bottom:18px;font-weight:650}.brand i{width:24px;height:24px;border-radius:6px;background:#1e6fd9}" +
+  "h1{margin:0 0 8px;font-size:1.35rem}p{margin:0 0 10px;color:#b8c2d3}strong{color:#e7ecf3}" +
+  ".actions{display:flex;flex-wrap:wrap;gap:10px;margin-top:20px}form{margin:0}" +
+  "a.button,button{display:inline-flex;align-items:center;justify-content:center;min-height:42px;padding:0 18px;border:1px solid #263041;border-radius:10px;" +
+  "background:#1a212c;color:#e7ecf3;font:inherit;font-size:15px;text-decoration:none;cursor:pointer}a.button:hover,button:hover{border-color:#3a4760}" +
+  "button.primary,a.primary{border-color:#2f7fe0;background:#1e6fd9;color:#fff}:focus-visible{outline:2px solid #4aa3ff;outline-offset:2px}";
 const PAGE_STYLE_HASH = `'sha256-${createHash("sha256").update(PAGE_STYLE).digest("base64")}'`;
 
 /** A self-contained HTML page (no scripts; its style allowed by hash). `body` is trusted HTML. */
 export function page(title: string, body: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${esc(title)} — Gatehouse</title><style>${PAGE_STYLE}</style></head><body>${body}</body></html>`;
+<meta name="color-scheme" content="dark"><title>${esc(title)} — Gatehouse</title><style>${PAGE_STYLE}</style></head>
+<body><main><div class="brand" aria-hidden="true"><i></i>Gatehouse</div>${body}</main></body></html>`;
 }
 
 /** The sign-in error page. */

@@ -98,7 +98,8 @@ export interface Auth {
   /** End one session now (administrator action). */
   revokeSession(id: SessionId): boolean;
   /** The sessions held now, for administrators: each named by a `ref` that is not the session's secret id. */
-  listSessions(): SessionView[];
+  /** Every session; `current` (the asking browser's session id) is marked. */
+  listSessions(current?: SessionId): SessionView[];
   /** End the session a `listSessions` ref names; false when there is none. */
   revokeSessionRef(ref: string): boolean;
   /** End every session of a subject. */
@@ -149,7 +150,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     watch: (user, cb, scope) => core.watch(user, cb, scope),
     onRevoke: (id, cb) => core.onRevoke(id, cb),
     revokeSession: (id) => core.revokeSession(id),
-    listSessions: () => core.listSessions(),
+    listSessions: (current) => core.listSessions(current),
     revokeSessionRef: (ref) => core.revokeSessionRef(ref),
     revokeUser: (sub) => core.revokeUser(sub),
     reload: (next) => core.reload(next),

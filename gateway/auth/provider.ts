@@ -77,7 +77,7 @@ export async function setUpProvider(o: ProviderOptions): Promise<Provider> {
   let devUsers: DevUser[] | undefined;
   try {
     const redirectUri = cfg.redirectUrl ?? `${o.base}/auth/callback`;
-    const postLogoutRedirectUri = cfg.postLogoutRedirectUrl ?? `${o.base}/`;
+    const postLogoutRedirectUri = cfg.postLogoutRedirectUrl ?? `${o.base}/auth/signed-out`;
     const windowMs = cfg.rateLimit.windowSeconds * 1000;
     let clientSecret = cfg.clientSecret;
     let audience = cfg.bearer.audience;

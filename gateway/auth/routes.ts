@@ -14,7 +14,7 @@ import type { Logger } from "../../config/log.ts";
 import type { AuthConfig } from "../../config/sections/auth.ts";
 import { describeError, sendError } from "../http/errors.ts";
 import type { AuthCore, Resolution } from "./core.ts";
-import { errorPage, isNavigation, page, parseCookies, sameOrigin, sendPage } from "./http.ts";
+import { errorPage, esc, isNavigation, page, parseCookies, sameOrigin, sendPage } from "./http.ts";
 import { safeReturnTo } from "./return-to.ts";
 import type { SessionRecord } from "./sessions.ts";
 import type { User } from "./types.ts";
@@ -144,7 +144,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
     const cookies = parseCookies(req.headers.cookie);
     const attempt = cookies.get(loginCookie);
     const query = req.originalUrl.includes("?") ? req.originalUrl.slice(req.originalUrl.indexOf("?")) : "";
-    core.completeSignIn(attempt, query, sourceOf(req)).then(async (r) => {
+    core.completeSignIn(attempt, query, sourceOf(req), req.get("user-agent")).then(async (r) => {
       const again = { href: "/auth/login", label: "Sign in again" };
       if (!r.ok && r.failure === "rate_limited")
         return tooMany(res, r.retryAfterSeconds ?? 60, "Too many failed sign-in attempts from your address. Wait a few minutes, then try again.");
@@ -172,14 +172,18 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
   router.get("/logout", (req, res, next) => {
     // A confirmation page: sign-out is a POST (CSRF-protected), never a GET a third party could trigger.
     resolve(req).then((r) => {
-      if (!r.ok || r.user.via !== "session") return res.redirect(303, "/");
+      const back = safeReturnTo(req.query.return_to);
+      if (!r.ok || r.user.via !== "session") return res.redirect(303, back);
+      const who = r.user.name && r.user.name !== r.user.sub ? `<strong id="user">${esc(r.user.name)}</strong> (${esc(r.user.sub)})` : `<strong id="user">${esc(r.user.sub)}</strong>`;
       sendPage(
         res,
         200,
         page(
           "Sign out",
-          `<h1 id="title">Sign out</h1><form method="post" action="/auth/logout"><input type="hidden" name="_csrf" value="${core.csrfToken(r.user.sessionId!)}">
-<button type="submit" id="logout">Sign out</button></form>`,
+          `<h1 id="title">Sign out of Gatehouse?</h1><p>You are signed in as ${who}.</p>
+<p>Live video and door calls in this browser stop.</p>
+<div class="actions"><form method="post" action="/auth/logout"><input type="hidden" name="_csrf" value="${core.csrfToken(r.user.sessionId!)}">
+<button type="submit" id="logout" class="primary">Sign out</button></form><a class="button" id="cancel" href="${esc(back)}">Cancel</a></div>`,
         ),
       );
     }).catch(next);
@@ -191,16 +195,28 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
       const done = (location: string) => (json ? res.json({ redirect: location }) : res.redirect(303, location));
       if (!r.ok || r.user.via !== "session") {
         clearSessionCookie(res);
-        return done("/");
+        return done("/auth/signed-out");
       }
       if (!sameOrigin(req, publicOrigin) || !core.verifyCsrf(r.user.sessionId!, presentedCsrf(req))) {
         log.info("CSRF check failed on logout", { sub: r.user.sub });
         return csrfFailed(res);
       }
       clearSessionCookie(res);
-      // RP-initiated logout: end the provider's session too, when it offers that.
-      done((await core.signOut(r.user.sessionId!)) ?? "/");
+      // RP-initiated logout: end the provider's session too, when it offers that (it comes back to /auth/signed-out).
+      done((await core.signOut(r.user.sessionId!)) ?? "/auth/signed-out");
     }).catch(next);
+  });
+
+  router.get("/signed-out", (_req, res) => {
+    sendPage(
+      res,
+      200,
+      page(
+        "Signed out",
+        `<h1 id="title">You are signed out</h1><p>Your Gatehouse session has ended in this browser.</p>
+<p>On a shared computer, also close the browser.</p><div class="actions"><a class="button primary" id="sign-in" href="/auth/login">Sign in again</a></div>`,
+      ),
+    );
   });
 
   // OpenID Connect Back-Channel Logout 1.0: the provider, server to server.

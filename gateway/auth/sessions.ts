@@ -38,7 +38,16 @@ export interface SessionRecord {
   readonly providerSid: string | undefined;
   /** No refresh attempt before (ms): backoff while the provider is down. */
   nextRefreshAt: number;
+  /** The browser it was signed in from (User-Agent, at most 300 characters), for the sessions page. */
+  readonly userAgent: string | undefined;
+  /** Address of the latest request (ms-free, as the front door saw it). */
+  address: string | undefined;
+  /** Latest request made with it (ms); the sign-in at first. */
+  lastSeenAt: number;
 }
+
+/** Longest User-Agent kept with a session, characters. */
+export const MAX_USER_AGENT = 300;
 
 /** A session as written to `auth.session.file` (session-file.ts). */
 export interface PersistedSession {
@@ -52,6 +61,9 @@ export interface PersistedSession {
   refreshToken: string | undefined;
   idToken: string | undefined;
   providerSid: string | undefined;
+  userAgent?: string | undefined;
+  address?: string | undefined;
+  lastSeenAt?: number | undefined;
 }
 
 /** What a refresh yields; throw `UpstreamError` (provider down) or `AuthError` (refused). */
@@ -120,6 +132,9 @@ export class SessionStore {
     refreshToken: string | undefined;
     idToken: string | undefined;
     providerSid?: string | undefined;
+    /** The signing-in browser's User-Agent and address. */
+    userAgent?: string | undefined;
+    address?: string | undefined;
   }): SessionRecord {
     const now = this.opts.clock();
     const absoluteExpiresAt = now + this.opts.maxAgeMs;
@@ -127,6 +142,9 @@ export class SessionStore {
       id: sessionId(randomBytes(24).toString("base64url")),
       ...init,
       providerSid: init.providerSid,
+      userAgent: init.userAgent?.slice(0, MAX_USER_AGENT),
+      address: init.address,
+      lastSeenAt: now,
       roles: Object.freeze([...init.roles]),
       createdAt: now,
       expiresAt: Math.min(now + this.opts.ttlMs, absoluteExpiresAt),
@@ -159,6 +177,9 @@ export class SessionStore {
       refreshToken: r.refreshToken,
       idToken: r.idToken,
       providerSid: r.providerSid,
+      userAgent: r.userAgent,
+      address: r.address,
+      lastSeenAt: r.lastSeenAt,
     }));
   }
 
@@ -183,6 +204,9 @@ export class SessionStore {
         idToken: p.idToken,
         providerSid: p.providerSid,
         nextRefreshAt: 0,
+        userAgent: typeof p.userAgent === "string" ? p.userAgent.slice(0, MAX_USER_AGENT) : undefined,
+        address: typeof p.address === "string" ? p.address : undefined,
+        lastSeenAt: typeof p.lastSeenAt === "number" && Number.isFinite(p.lastSeenAt) ? p.lastSeenAt : p.createdAt,
       });
       n++;
     }

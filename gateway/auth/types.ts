@@ -38,9 +38,22 @@ export interface SessionView {
   readonly roles: readonly string[];
   /** ISO 8601. */
   readonly createdAt: string;
+  /** Usable until (ISO 8601) before its next refresh. */
   readonly expiresAt: string;
+  /** When it really ends (ISO 8601): its maximum age when the provider renews it, else `expiresAt`. */
+  readonly endsAt: string;
+  /** Renewed with the provider's refresh token until `endsAt`. */
+  readonly renews: boolean;
   /** False while lapsed and waiting for a refresh. */
   readonly live: boolean;
+  /** "Chrome 156 on Linux", from the User-Agent it signed in with. */
+  readonly device: string;
+  /** Address of its latest request. */
+  readonly address: string | undefined;
+  /** Its latest request (ISO 8601). */
+  readonly lastSeenAt: string;
+  /** The session of the browser asking. */
+  readonly current: boolean;
 }
 
 export interface DevUser {

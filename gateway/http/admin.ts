@@ -35,8 +35,8 @@ export function adminRouter(deps: AdminDeps): Router {
       sendError(res, err);
     }
   });
-  r.get("/sessions", (_req, res) => {
-    res.json({ sessions: deps.auth.listSessions() });
+  r.get("/sessions", (req, res) => {
+    res.json({ sessions: deps.auth.listSessions(req.user?.sessionId) });
   });
   r.delete("/sessions/:ref", (req, res) => {
     const ref = String(req.params.ref);

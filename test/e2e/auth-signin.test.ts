@@ -90,10 +90,22 @@ describe("sign-in in Chromium", () => {
     expect(cookie?.httpOnly).toBe(true);
     expect(cookie?.sameSite).toBe("Lax");
 
+    // The sign-out page names the user and offers Cancel, which changes nothing.
+    await page.goto(`${gw.url}/auth/logout?return_to=${encodeURIComponent("/#camera=demo")}`, { waitUntil: "load" });
+    await page.bringToFront(); // a background tab does not follow links or submit forms
+    expect(await page.$eval("#title", (e) => e.textContent)).toBe("Sign out of Gatehouse?");
+    expect(await page.$eval("#user", (e) => e.textContent)).toBe("Demo Viewer");
+    await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("#cancel")]);
+    expect(new URL(page.url()).hash).toBe("#camera=demo");
+    expect((await apiCameraIds(page)).status).toBe(200);
+
     await page.goto(`${gw.url}/auth/logout`, { waitUntil: "load" });
-    await page.bringToFront(); // a background tab does not submit forms
     await Promise.all([page.waitForNavigation({ timeout: 15_000 }), page.click("#logout")]);
-    // Provider session ended too: coming back asks for the password again.
+    // Through the provider's sign-out and back to our "signed out" page.
+    await page.waitForFunction((origin: string) => location.origin === origin && location.pathname === "/auth/signed-out", { timeout: 20_000 }, new URL(gw.url).origin);
+    expect(await page.$eval("#title", (e) => e.textContent)).toBe("You are signed out");
+    // Provider session ended too: signing in again asks for the password.
+    await Promise.all([page.waitForNavigation({ timeout: 15_000 }), page.click("#sign-in")]);
     await page.waitForFunction((issuer: string) => location.origin === issuer && !!document.querySelector("#password"), { timeout: 20_000 }, auth.issuer!);
 
     // The stream still playing in the other tab is ended by the gateway at once...
@@ -106,7 +118,7 @@ describe("sign-in in Chromium", () => {
     expect(replay.status).toBe(401);
     await page.close();
     await other.close();
-  });
+  }, 90_000); // several sign-ins through the provider's pages
 
   it("the administrator ends another user's session from the sessions page; that browser loses access at once", async () => {
     const adminCtx = await chromium.browser.createBrowserContext();
@@ -125,17 +137,55 @@ describe("sign-in in Chromium", () => {
       await Promise.all([admin.waitForNavigation({ waitUntil: "load" }), admin.click("#sessions-link")]);
       await admin.waitForSelector('#sessions tr[data-sub="dev-viewer"]', { timeout: 15_000 });
       expect(await admin.$eval('#sessions tr[data-sub="dev-admin"] .session-sub', (e) => e.textContent)).toBe("dev-admin (you)");
+      // The administrator's own browser is marked and listed first, with the real device, address and activity.
+      const own = await admin.$eval("#sessions tbody tr:first-child", (tr) => ({
+        sub: (tr as HTMLElement).dataset["sub"],
+        tag: tr.querySelector(".session-tag.is-this")?.textContent,
+        device: tr.querySelector(".session-device")?.textContent,
+        address: tr.querySelector(".session-address")?.textContent,
+        seen: tr.querySelector(".session-seen")?.textContent,
+      }));
+      expect(own).toMatchObject({ sub: "dev-admin", tag: "This browser", seen: "just now" });
+      expect(own.device).toMatch(/^(Headless )?Chrome \d+ on Linux$/);
+      expect(own.address).toMatch(/127\.0\.0\.1$/);
+      // The session's real end: its maximum age when the provider renews it.
+      const [listed] = await admin.evaluate(async () => {
+        const r = await fetch("/api/admin/sessions", { cache: "no-store" });
+        return ((await r.json()) as { sessions: Array<{ sub: string; current: boolean; renews: boolean; endsAt: string; expiresAt: string }> }).sessions.filter(
+          (x) => x.current,
+        );
+      });
+      expect(listed?.sub).toBe("dev-admin");
+      if (listed?.renews) expect(Date.parse(listed.endsAt)).toBeGreaterThan(Date.parse(listed.expiresAt));
+      else expect(listed?.endsAt).toBe(listed?.expiresAt);
+
       const rows = await admin.$$eval('#sessions tr[data-sub="dev-viewer"]', (els) => els.length);
+      // Ending asks first; Cancel ends nothing.
       await admin.click('#sessions tr[data-sub="dev-viewer"] .session-actions button:last-child'); // every session of the user
+      await admin.waitForSelector("#confirm[open]");
+      expect(await admin.$eval("#confirm-title", (e) => e.textContent)).toBe("End every session of Demo Viewer?");
+      expect(await admin.$eval("#confirm-provider", (e) => e.textContent)).toMatch(/signed straight back in/);
+      await admin.click("#confirm-cancel");
+      await admin.waitForSelector("#confirm", { hidden: true });
+      expect((await apiCameraIds(viewer)).status).toBe(200);
+      await admin.click('#sessions tr[data-sub="dev-viewer"] .session-actions button:last-child');
+      await admin.waitForSelector("#confirm[open]");
+      await admin.click("#confirm-ok");
       await admin.waitForFunction(() => !document.querySelector('#sessions tr[data-sub="dev-viewer"]'), { timeout: 15_000 });
       expect(rows).toBeGreaterThanOrEqual(1);
       expect((await apiCameraIds(viewer)).status).toBe(401);
 
       // Back on the page, the viewer is signed in again silently (the provider's own session was
-      // not ended: the sessions page says so), sees no sessions link, and the API refuses it.
+      // not ended): the sessions page says so, the viewer sees no sessions link, and the API refuses it.
       await viewer.goto(`${gw.url}/`, { waitUntil: "load" });
       await viewer.waitForSelector("#user:not([hidden])", { timeout: 15_000 });
       expect(await viewer.$eval("#sessions-link", (e) => (e as HTMLElement).hidden)).toBe(true);
+      await admin.waitForFunction(() => /Demo Viewer was signed straight back in/.test(document.getElementById("notice")?.textContent ?? ""), { timeout: 15_000 });
+      expect(await admin.$eval('#sessions tr[data-sub="dev-viewer"] .session-tag.is-back', (e) => e.textContent)).toBe("Signed back in");
+      // On a phone the sessions are cards: no sideways scrolling.
+      await admin.setViewport({ width: 390, height: 844 });
+      expect(await admin.$eval("#sessions tbody tr", (tr) => getComputedStyle(tr).display)).toBe("block");
+      expect(await admin.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
       await viewer.goto(`${gw.url}/sessions.html`, { waitUntil: "load" });
       await viewer.waitForSelector("#notice:not([hidden])", { timeout: 15_000 });
       expect(await viewer.$eval("#notice", (e) => e.textContent)).toMatch(/Only an administrator/);
@@ -143,7 +193,7 @@ describe("sign-in in Chromium", () => {
       await adminCtx.close();
       await viewerCtx.close();
     }
-  });
+  }, 90_000); // several sign-ins through the provider's pages
 
   it("the administrator sees every camera", async () => {
     const context = await chromium.browser.createBrowserContext();

@@ -60,7 +60,7 @@ beforeAll(async () => {
       idp = await startTestOidc({
         ca,
         users: USERS,
-        clients: [{ clientId: "gatehouse", clientSecret: "client-secret-for-tests", redirectUris: [`${url}/auth/callback`], postLogoutRedirectUris: [`${url}/`] }],
+        clients: [{ clientId: "gatehouse", clientSecret: "client-secret-for-tests", redirectUris: [`${url}/auth/callback`], postLogoutRedirectUris: [`${url}/auth/signed-out`] }],
       });
       return idp;
     },
@@ -293,13 +293,14 @@ describe("session lifecycle", () => {
     const endSession = new URL(out.headers.get("location")!);
     expect(endSession.origin).toBe(idp.issuer);
     expect(endSession.searchParams.get("id_token_hint")).toBeTruthy();
-    expect(endSession.searchParams.get("post_logout_redirect_uri")).toBe(`${app.url}/`);
+    expect(endSession.searchParams.get("post_logout_redirect_uri")).toBe(`${app.url}/auth/signed-out`);
     expect(app.ended).toContainEqual({ viewer, reason: "logout" });
     expect(alice.cookie(host, cookieName)).toBeUndefined();
     // The provider's confirmation page (auto-submitted by script in a browser) then back to us.
     const confirm = await alice.follow(endSession.href);
-    const back = await alice.submitForm(confirm, { logout: "yes" }, { stopAt: `${app.url}/` });
-    expect(back.url).toBe(`${app.url}/`);
+    const back = await alice.submitForm(confirm, { logout: "yes" }, { stopAt: `${app.url}/auth/signed-out` });
+    expect(back.url).toBe(`${app.url}/auth/signed-out`);
+    expect((await alice.follow(back.url)).body).toContain("You are signed out");
     // The old cookie is worthless now, and the provider wants a password again.
     const replay = newBrowser();
     replay.setCookie(host, cookieName, stolen);

@@ -185,4 +185,22 @@ describe("session store", () => {
     expect(store.endFromProvider(undefined, undefined, "logged_out_at_provider")).toBe(0);
     expect(store.get(a2.id)).toBe(a2);
   });
+
+  it("keeps the signing-in browser (User-Agent capped), its address and last activity, across export and import", () => {
+    const { store, advance } = setup();
+    const rec = store.create({ sub: userId("u"), name: "U", roles: [], refreshToken: "rt", idToken: undefined, userAgent: "x".repeat(1000), address: "192.0.2.7" });
+    expect(rec.userAgent).toHaveLength(300);
+    expect(rec.lastSeenAt).toBe(rec.createdAt);
+    advance(5000);
+    rec.lastSeenAt = rec.createdAt + 5000;
+    rec.address = "192.0.2.8";
+    const [saved] = store.export();
+    expect(saved).toMatchObject({ address: "192.0.2.8", lastSeenAt: rec.createdAt + 5000 });
+    const { store: other } = setup();
+    expect(other.import([{ ...saved!, id: "other-id" }, { ...saved!, id: "old-file", userAgent: undefined, address: undefined, lastSeenAt: undefined }])).toBe(2);
+    const [a, b] = other.all();
+    expect([a?.userAgent?.length, a?.address, a?.lastSeenAt]).toEqual([300, "192.0.2.8", rec.createdAt + 5000]);
+    // A file written before these fields existed: last activity falls back to the sign-in.
+    expect([b?.userAgent, b?.address, b?.lastSeenAt]).toEqual([undefined, undefined, saved!.createdAt]);
+  });
 });
