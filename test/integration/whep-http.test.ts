@@ -169,9 +169,9 @@ describe("WHEP", () => {
   });
 
   it("answers 503 with Retry-After when the ICE port range is full, and frees the ports of viewers that never connect", async () => {
-    // Three ports, one viewer each; a viewer not connected after 1.5 s is closed.
+    // Three ports, one viewer each; a viewer not connected after 4 s is closed.
     const first = 20000 + Math.floor(Math.random() * 40000);
-    const a = await app({ sfu: { icePortRange: [first, first + 2], connectTimeoutMs: 1500 } });
+    const a = await app({ sfu: { icePortRange: [first, first + 2], connectTimeoutMs: 4000 } });
     expect(a.sfu.viewerCapacity).toBe(3);
     // Offers whose peers are gone at once: answered, never checked.
     const dead = async () => {
@@ -185,7 +185,7 @@ describe("WHEP", () => {
     expect(full).toBeInstanceOf(WhepHttpError);
     expect([(full as WhepHttpError).status, JSON.parse((full as WhepHttpError).body)]).toEqual([503, { error: "overload", reason: "no free media port" }]);
     const res = await post(a.whep("cam1"), held[0]!.pc.localDescription!.sdp);
-    expect([res.status, res.headers.get("retry-after")]).toEqual([503, "2"]);
+    expect([res.status, res.headers.get("retry-after")]).toEqual([503, "4"]);
     expect(a.sfu.viewersRefused).toBe(2);
     const reasons = await Promise.all(a.sfu.viewerList().map((v) => new Promise((r) => v.once("closed", r))));
     expect(reasons).toEqual(["connect timeout", "connect timeout", "connect timeout"]);
