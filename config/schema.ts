@@ -9,6 +9,7 @@ import { turnSection } from "./sections/turn.ts";
 import { sipSection } from "./sections/sip.ts";
 import { metricsSection } from "./sections/metrics.ts";
 import { iceSection, viewersSection } from "./sections/viewers.ts";
+import { auditSection } from "./sections/audit.ts";
 
 /** An inclusive UDP/TCP port range written as [first, last]. */
 export const portRange = z
@@ -138,6 +139,9 @@ export const configSchema = z.strictObject({
   turn: turnSection,
   sip: sipSection,
   metrics: metricsSection,
+  audit: auditSection,
+  /** Directory for the gateway's own files (the audit trail's SQLite file). Relative paths are from the working directory. Default `data`. */
+  dataDir: z.string().min(1).default("data"),
 });
 
 export type Config = z.infer<typeof configSchema>;

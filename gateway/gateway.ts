@@ -26,7 +26,7 @@ import { createAuth, sessionRef, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
 import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
-import { admissionCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
+import { admissionCollector, auditCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import type { SessionId } from "../config/ids.ts";
 import { relayedAddressesIn, startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
@@ -34,6 +34,7 @@ import { startFrontDoor } from "./frontdoor/index.ts";
 import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
+import { AuditCallLog, auditAdmin, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 
@@ -56,6 +57,8 @@ export interface Gateway {
   readonly turn: TurnServer | undefined;
   /** The SIP door-intercom server, when `sip.enabled` (its browser side is under /api/intercom). */
   readonly sip: SipServer | undefined;
+  /** The audit trail, when `audit.enabled`. */
+  readonly audit: AuditLog | undefined;
   /** Base URL of the metrics-only listener, when `metrics.listen` is set. */
   readonly metricsUrl: string | undefined;
   close(reason?: string): Promise<void>;
@@ -77,6 +80,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 
   try {
+    // The audit trail opens first and closes last: everything that closes after it may still record.
+    let audit: AuditLog | undefined;
+    if (config.audit.enabled) {
+      const a = await openAudit({ config: config.audit, dataDir: config.dataDir, log: log.child({ component: "audit" }) });
+      audit = a;
+      cleanups.push(() => a.close());
+    }
+
     let cameras: readonly CameraConfig[] = config.cameras;
     let demo: DemoRecorder | undefined;
     const demoWanted = config.demo.enabled === true || (config.demo.enabled === "auto" && cameras.length === 0);
@@ -220,6 +231,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       turnSessions.delete(e.ref);
       turn?.closeSession(e.ref);
     });
+    if (audit) cleanups.push(auditAuth(audit, auth.observer));
+
+    // The intercom's call history comes from the audit trail (it survives restarts).
+    const callLog = audit && sip ? await AuditCallLog.load(audit, sip.intercom) : undefined;
+    if (callLog) cleanups.push(() => callLog.close());
+    const intercomAudit = audit && sip ? auditIntercom(audit, sip.intercom) : undefined;
+    if (intercomAudit) cleanups.push(() => intercomAudit.close());
 
     // Closed before the SIP server (cleanups run in reverse): event streams and talk peers first.
     const intercomWeb = sip
@@ -231,6 +249,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           iceServers: (req) => iceServersFor(req.user),
           cameraName: (id) => registry.configs().find((c) => c.id === id)?.name,
           log: log.child({ component: "intercom" }),
+          ...(callLog ? { history: () => callLog.history() } : {}),
         })
       : undefined;
     if (intercomWeb) cleanups.push(() => intercomWeb.close("gateway closing"));
@@ -257,6 +276,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         },
       },
     ];
+    if (audit) {
+      const a = audit;
+      checks.push({ name: "audit", check: () => (a.healthy ? { ready: true, detail: a.store.kind } : { ready: false, detail: `${a.store.kind} store failing; ${a.stats.queued} records waiting` }) });
+      collectors.push(auditCollector(a));
+    }
     if (turn) checks.push({ name: "turn", check: up("listening") });
     if (sip) checks.push({ name: "sip", check: up("listening") });
     const scrapeToken = config.metrics.token;
@@ -271,6 +295,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // A scraper with the metrics token needs no session; anything else goes on to sign-in below.
     app.get("/metrics", (req, res, next) => (hasScrapeToken(req, scrapeToken) ? serveMetrics(() => {})(req, res, next) : next()));
     app.use("/auth", auth.router);
+    // Refused live views are recorded too, including those refused at sign-in (401).
+    if (audit) app.use("/whep", auditWhepRefusals(audit));
     // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
     app.use(auth.requireUser, auth.csrf);
     // Operational figures and other users' sessions cover every camera: only an administrator of all of them.
@@ -278,6 +304,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin"))) throw new AuthError("FORBIDDEN", `${what} need the admin right on every camera`);
     };
     app.get("/metrics", serveMetrics((req) => requireGlobalAdmin(req, "metrics")));
+    if (audit) {
+      app.use(
+        "/api/admin/audit",
+        auditRouter({ audit, authorize: (req) => requireGlobalAdmin(req, "the audit trail"), exportMaxRows: config.audit.exportMaxRows }),
+      );
+      app.use("/api/admin", auditAdmin(audit));
+    }
     app.use(
       "/api/admin",
       adminRouter({
@@ -287,6 +320,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         log: log.child({ component: "admin" }),
       }),
     );
+    if (intercomWeb && intercomAudit) app.use("/api/intercom", intercomAudit.routes);
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
     else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));
@@ -330,6 +364,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           });
         },
         iceServers: (req) => iceServersFor(req.user),
+        ...(audit ? { audit: whepAudit(audit) } : {}),
         log: log.child({ component: "whep" }),
       }),
     );
@@ -382,6 +417,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       turn,
       sip,
       metricsUrl,
+      audit,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

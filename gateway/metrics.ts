@@ -6,6 +6,7 @@ import { nativeStatus, type Sfu } from "../sfu/sfu.ts";
 import type { TurnServer } from "../turn/index.ts";
 import type { SipServer } from "./sip/index.ts";
 import type { CameraRegistry } from "./cameras.ts";
+import type { AuditLog } from "./audit/index.ts";
 import { CumulativeHistogram, type Collector, type Sample } from "./http/metrics.ts";
 import type { ViewerAdmission } from "./http/viewer-admission.ts";
 
@@ -188,6 +189,11 @@ export function turnCollector(turn: TurnServer): Collector {
     () => ({ ...turn.metrics.snapshot(), relaySockets: turn.relaySockets, connections: turn.connections }),
     new Set(["allocations", "permissions", "channels", "relay_sockets", "connections"]),
   );
+}
+
+/** The audit trail's writes, failures, drops and queue. */
+export function auditCollector(audit: AuditLog): Collector {
+  return statsCollector("gatehouse_audit", "Audit trail", () => audit.stats, new Set(["queued"]));
 }
 
 /** SIP transport, transaction, registrar and call figures. */

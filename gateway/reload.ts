@@ -8,9 +8,10 @@ import { watch, type FSWatcher } from "node:fs";
 import { ConfigError, loadConfig } from "../config/load.ts";
 import type { Logger } from "../config/log.ts";
 import type { Gateway } from "./gateway.ts";
+import type { AuditSink } from "./audit/index.ts";
 
-/** The part of a gateway a reload touches. */
-export type Reloadable = Pick<Gateway, "auth">;
+/** The part of a gateway a reload touches (and the audit trail, which records each reload). */
+export type Reloadable = Pick<Gateway, "auth"> & { readonly audit?: Pick<AuditSink, "record"> | undefined };
 
 export interface ReloadWatcher {
   /** Reload now (SIGHUP). */
@@ -27,10 +28,13 @@ export function watchConfig(file: string, gateway: Reloadable, log: Logger, debo
       const next = loadConfig({ file });
       const { applied, needsRestart } = gateway.auth.reload(next.auth);
       log.info("configuration reloaded", { file, applied, needsRestart });
+      gateway.audit?.record({ action: "config_reload", outcome: "success", detail: JSON.stringify({ file, applied, needsRestart }) });
       if (needsRestart.length) log.warn("some changes take effect only after a restart", { keys: needsRestart });
     } catch (err) {
       if (err instanceof ConfigError) log.error("new configuration rejected; keeping the running one", { problems: err.problems });
       else log.error("configuration reload failed", { err });
+      const problems = err instanceof ConfigError ? err.problems : ["reload failed"];
+      gateway.audit?.record({ action: "config_reload", outcome: "failure", detail: JSON.stringify({ file, problems }) });
     }
   };
   let watcher: FSWatcher | undefined;

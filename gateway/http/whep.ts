@@ -52,6 +52,8 @@ export interface WhepDeps {
   admission?: ViewerAdmission;
   /** Called once a viewer exists, e.g. to end it when the caller's session is revoked. */
   onViewer?(req: Request, viewer: ViewerHandle): void;
+  /** The audit trail: told of each live view that starts (it follows the viewer to its end). */
+  audit?: { viewerStarted(req: Request, viewer: ViewerHandle): void };
   log: Logger;
 }
 
@@ -121,6 +123,7 @@ export function whepRouter(deps: WhepDeps): Router {
         await viewer.close("rejected by gateway");
         throw err;
       }
+      deps.audit?.viewerStarted(req, viewer);
       const location = `${req.baseUrl}/${encodeURIComponent(id)}/${viewer.id}`;
       res.status(201);
       res.set("Content-Type", SDP);

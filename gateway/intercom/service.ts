@@ -44,6 +44,8 @@ export interface IntercomServiceOptions {
   maxStreams?: number;
   /** Finished calls listed by GET /calls. Default 50. */
   historyLimit?: number;
+  /** Finished calls, oldest first (the audit trail's call log, which survives restarts). Default: the SIP side's in-memory list. */
+  history?: () => readonly CallRecord[];
   /** Talk peer timing, ms (see TalkPeerOptions). */
   talk?: { negotiationTimeoutMs?: number; connectTimeoutMs?: number; disconnectGraceMs?: number };
 }
@@ -319,7 +321,7 @@ export class IntercomService {
     const active: CallView[] = [];
     for (const e of this.calls.values()) if (e.owner?.sub === user.sub || this.mayAnswer(user, e.device.id)) active.push(this.callView(e, user));
     const history: HistoryView[] = [];
-    const all = this.ic.history();
+    const all = this.opts.history?.() ?? this.ic.history();
     const limit = this.opts.historyLimit ?? 50;
     for (let i = all.length - 1; i >= 0 && history.length < limit; i--) {
       const r = all[i]!;

@@ -1,0 +1,243 @@
+/**
+ * The audit trail in PostgreSQL (the `pg` client), for large sites and for several gateways
+ * writing one trail. A batch is one transaction that first takes a transaction-scoped
+ * advisory lock for the table, then reads the chain's head: writers from any number of
+ * processes chain one after the other. Rows are never updated (a trigger refuses it).
+ */
+import pg from "pg";
+import { UpstreamError } from "../../config/errors.ts";
+import { ChainVerifier, GENESIS_HASH, sealRecord, type AuditAction, type AuditEntry, type AuditFilter, type AuditOutcome, type AuditRecord, type ChainAnchor, type ChainVerdict } from "./record.ts";
+import { VERIFY_PAGE, type AuditStore } from "./store.ts";
+
+export interface PostgresAuditOptions {
+  connectionString: string;
+  /** Table name (validated by the config schema: `[a-z_][a-z0-9_]*`). */
+  table: string;
+  poolSize: number;
+  /** Per-statement timeout, ms. Default 10000. */
+  statementTimeoutMs?: number;
+}
+
+interface Row {
+  seq: string;
+  time: string;
+  action: string;
+  outcome: string;
+  subject: string | null;
+  name: string | null;
+  session: string | null;
+  source: string | null;
+  camera: string | null;
+  door: string | null;
+  detail: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+const toRecord = (r: Row): AuditRecord => ({
+  seq: Number(r.seq),
+  time: Number(r.time),
+  action: r.action as AuditAction,
+  outcome: r.outcome as AuditOutcome,
+  subject: r.subject,
+  name: r.name,
+  session: r.session,
+  source: r.source,
+  camera: r.camera,
+  door: r.door,
+  detail: r.detail,
+  prevHash: r.prev_hash,
+  hash: r.hash,
+});
+
+/** A 64-bit advisory-lock key per table name (stable across processes). */
+function lockKey(table: string): string {
+  let h = 0n;
+  for (const c of Buffer.from(`gatehouse-audit:${table}`)) h = (h * 131n + BigInt(c)) & 0x7fffffffffffffffn;
+  return h.toString();
+}
+
+export class PostgresAuditStore implements AuditStore {
+  readonly kind = "postgres" as const;
+  private readonly pool: pg.Pool;
+  private readonly t: string;
+  private readonly anchorTable: string;
+  private readonly lock: string;
+  private closed = false;
+
+  private constructor(pool: pg.Pool, table: string) {
+    this.pool = pool;
+    this.t = table;
+    this.anchorTable = `${table}_anchor`;
+    this.lock = lockKey(table);
+  }
+
+  /** Connects and creates the table when missing. Throws UpstreamError when the server cannot be reached. */
+  static async open(opts: PostgresAuditOptions): Promise<PostgresAuditStore> {
+    const pool = new pg.Pool({
+      connectionString: opts.connectionString,
+      max: opts.poolSize,
+      statement_timeout: opts.statementTimeoutMs ?? 10_000,
+      connectionTimeoutMillis: 10_000,
+    });
+    // An idle client's error (server restart) must not crash the process; the next query reconnects.
+    pool.on("error", () => {});
+    const store = new PostgresAuditStore(pool, opts.table);
+    try {
+      const c = await pool.connect();
+      try {
+        await c.query("SELECT pg_advisory_lock($1)", [store.lock]);
+        try {
+          await c.query(`
+            CREATE TABLE IF NOT EXISTS ${store.t} (
+              seq BIGINT PRIMARY KEY,
+              time BIGINT NOT NULL,
+              action TEXT NOT NULL,
+              outcome TEXT NOT NULL,
+              subject TEXT, name TEXT, session TEXT, source TEXT, camera TEXT, door TEXT, detail TEXT,
+              prev_hash TEXT NOT NULL,
+              hash TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS ${store.t}_time ON ${store.t} (time);
+            CREATE INDEX IF NOT EXISTS ${store.t}_subject ON ${store.t} (subject, seq);
+            CREATE INDEX IF NOT EXISTS ${store.t}_camera ON ${store.t} (camera, seq);
+            CREATE INDEX IF NOT EXISTS ${store.t}_action ON ${store.t} (action, seq);
+            CREATE TABLE IF NOT EXISTS ${store.anchorTable} (id INT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL);
+            CREATE OR REPLACE FUNCTION ${store.t}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$;
+            DROP TRIGGER IF EXISTS ${store.t}_no_update ON ${store.t};
+            CREATE TRIGGER ${store.t}_no_update BEFORE UPDATE ON ${store.t} FOR EACH ROW EXECUTE FUNCTION ${store.t}_append_only();
+          `);
+        } finally {
+          await c.query("SELECT pg_advisory_unlock($1)", [store.lock]);
+        }
+      } finally {
+        c.release();
+      }
+    } catch (cause) {
+      await pool.end().catch(() => {});
+      throw new UpstreamError("cannot open the PostgreSQL audit store", { cause });
+    }
+    return store;
+  }
+
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    if (this.closed) throw new UpstreamError("audit store closed");
+    let c: pg.PoolClient;
+    try {
+      c = await this.pool.connect();
+    } catch (cause) {
+      throw new UpstreamError("PostgreSQL audit store unreachable", { cause });
+    }
+    try {
+      await c.query("BEGIN");
+      await c.query("SELECT pg_advisory_xact_lock($1)", [this.lock]);
+      const out = await fn(c);
+      await c.query("COMMIT");
+      return out;
+    } catch (cause) {
+      await c.query("ROLLBACK").catch(() => {});
+      throw cause instanceof UpstreamError ? cause : new UpstreamError("PostgreSQL audit write failed", { cause });
+    } finally {
+      c.release();
+    }
+  }
+
+  private async anchorOf(c: pg.ClientBase | pg.Pool): Promise<ChainAnchor> {
+    const a = await c.query<{ seq: string; hash: string }>(`SELECT seq, hash FROM ${this.anchorTable} WHERE id = 1`);
+    return a.rows[0] ? { seq: Number(a.rows[0].seq), hash: a.rows[0].hash } : { seq: 0, hash: GENESIS_HASH };
+  }
+
+  private async headOf(c: pg.ClientBase | pg.Pool): Promise<ChainAnchor> {
+    const h = await c.query<{ seq: string; hash: string }>(`SELECT seq, hash FROM ${this.t} ORDER BY seq DESC LIMIT 1`);
+    return h.rows[0] ? { seq: Number(h.rows[0].seq), hash: h.rows[0].hash } : this.anchorOf(c);
+  }
+
+  append(entries: readonly AuditEntry[], now: number): Promise<AuditRecord[]> {
+    if (entries.length === 0) return Promise.resolve([]);
+    return this.tx(async (c) => {
+      let { seq, hash } = await this.headOf(c);
+      const out: AuditRecord[] = [];
+      for (const e of entries) {
+        const r = sealRecord(e, seq + 1, hash, now);
+        out.push(r);
+        seq = r.seq;
+        hash = r.hash;
+      }
+      // One multi-row INSERT per 500 records.
+      for (let i = 0; i < out.length; i += 500) {
+        const part = out.slice(i, i + 500);
+        const values: unknown[] = [];
+        const rows = part.map((r, j) => {
+          values.push(r.seq, r.time, r.action, r.outcome, r.subject, r.name, r.session, r.source, r.camera, r.door, r.detail, r.prevHash, r.hash);
+          const b = j * 13;
+          return `(${Array.from({ length: 13 }, (_, k) => `$${b + k + 1}`).join(",")})`;
+        });
+        await c.query(`INSERT INTO ${this.t} (seq, time, action, outcome, subject, name, session, source, camera, door, detail, prev_hash, hash) VALUES ${rows.join(",")}`, values);
+      }
+      return out;
+    });
+  }
+
+  async query(f: AuditFilter): Promise<AuditRecord[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    const arg = (v: unknown) => {
+      args.push(v);
+      return `$${args.length}`;
+    };
+    if (f.user) where.push(`(subject = ${arg(f.user)} OR name ILIKE ${arg(`%${f.user.replace(/[\\%_]/g, (c) => "\\" + c)}%`)})`);
+    if (f.camera) where.push(`camera = ${arg(f.camera)}`);
+    if (f.door) where.push(`door = ${arg(f.door)}`);
+    if (f.actions?.length) where.push(`action = ANY(${arg(f.actions)})`);
+    if (f.from !== undefined) where.push(`time >= ${arg(f.from)}`);
+    if (f.to !== undefined) where.push(`time < ${arg(f.to)}`);
+    if (f.beforeSeq !== undefined) where.push(`seq < ${arg(f.beforeSeq)}`);
+    const sql = `SELECT * FROM ${this.t} ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ${arg(f.limit)}`;
+    try {
+      return (await this.pool.query<Row>(sql, args)).rows.map(toRecord);
+    } catch (cause) {
+      throw new UpstreamError("PostgreSQL audit query failed", { cause });
+    }
+  }
+
+  async verify(): Promise<ChainVerdict> {
+    try {
+      const v = new ChainVerifier(await this.anchorOf(this.pool));
+      let after = v.verdict().lastSeq;
+      for (;;) {
+        const rows = (await this.pool.query<Row>(`SELECT * FROM ${this.t} WHERE seq > $1 ORDER BY seq LIMIT $2`, [after, VERIFY_PAGE])).rows.map(toRecord);
+        if (rows.length === 0 || !v.next(rows)) break;
+        after = rows[rows.length - 1]!.seq;
+      }
+      return v.verdict();
+    } catch (cause) {
+      throw new UpstreamError("PostgreSQL audit verification failed", { cause });
+    }
+  }
+
+  prune(before: number): Promise<{ deleted: number; anchor: ChainAnchor }> {
+    return this.tx(async (c) => {
+      const last = (await c.query<{ seq: string; hash: string }>(`SELECT seq, hash FROM ${this.t} WHERE time < $1 ORDER BY seq DESC LIMIT 1`, [before])).rows[0];
+      if (!last) return { deleted: 0, anchor: await this.anchorOf(c) };
+      const del = await c.query(`DELETE FROM ${this.t} WHERE seq <= $1`, [last.seq]);
+      const anchor = { seq: Number(last.seq), hash: last.hash };
+      await c.query(`INSERT INTO ${this.anchorTable} (id, seq, hash) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash`, [anchor.seq, anchor.hash]);
+      return { deleted: del.rowCount ?? 0, anchor };
+    });
+  }
+
+  async head(): Promise<ChainAnchor> {
+    try {
+      return await this.headOf(this.pool);
+    } catch (cause) {
+      throw new UpstreamError("PostgreSQL audit store unreachable", { cause });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
