@@ -118,6 +118,7 @@ export class AuditLog implements AuditSink {
         if (this.failing) this.log.info("audit store writable again", { written: recs.length });
         this.failing = false;
         this.retryMs = this.opts.retryMinMs ?? 200;
+        this.stats.queued = this.queue.length;
         this.events.emit("written", recs);
       } catch (err) {
         this.stats.writeFailures++;
