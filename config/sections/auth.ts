@@ -14,10 +14,10 @@ export type AuthAction = (typeof AUTH_ACTIONS)[number];
 
 /**
  * JWS algorithms a token may be signed with. Only asymmetric ones: `none` and HMAC (`HS*`) can never
- * be allowed, so a token "signed" with a public key as an HMAC secret is always refused.
- * (EdDSA is not offered: the JWT library the gateway uses cannot verify it.)
+ * be allowed, so a token "signed" with a public key as an HMAC secret is always refused. `EdDSA`
+ * is Ed25519 (RFC 8037).
  */
-export const ASYMMETRIC_JWS_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"] as const;
+export const ASYMMETRIC_JWS_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
 
 /** A dotted claim path, e.g. `groups`, `realm_access.roles`, `resource_access.gatehouse.roles`. */
 const claimPath = z
@@ -94,7 +94,7 @@ export const authSection = z
         /** Absolute session lifetime, seconds, after which the user signs in again whatever the refreshes. Default 43200 (12 h). */
         maxAgeSeconds: seconds(60, 30 * 86400, 43200),
         /**
-         * PEM files with the private keys (EC P-256 → ES256, RSA ≥ 2048 bits → RS256) that sign session tokens.
+         * PEM files with the private keys (EC P-256 → ES256, Ed25519 → EdDSA, RSA ≥ 2048 bits → RS256) that sign session tokens.
          * The FIRST signs; all verify. Rotation: put the new key first and reload (cookies are re-signed on their
          * next request); drop the old key after `maxAgeSeconds` and nobody has been logged out.
          * Empty (default): one key generated in memory at start, so sessions end when the gateway restarts.

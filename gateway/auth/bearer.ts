@@ -12,10 +12,11 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from "node:crypto";
 import { decodeProtectedHeader, jwtVerify, type JWTPayload } from "jose";
 import { AuthError, BadInputError, UpstreamError } from "../../config/errors.ts";
+import type { ASYMMETRIC_JWS_ALGS } from "../../config/sections/auth.ts";
 import type { Logger } from "../../config/log.ts";
 import type { FetchLike } from "./fetch.ts";
 
-export type Alg = "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "ES512";
+export type Alg = (typeof ASYMMETRIC_JWS_ALGS)[number];
 const EC_CURVE: Record<string, string> = { ES256: "P-256", ES384: "P-384", ES512: "P-521" };
 /** Tokens larger than this are refused before any parsing, bytes. */
 const MAX_TOKEN_BYTES = 16 * 1024;
@@ -85,11 +86,15 @@ export class JwksCache {
       const keys: CachedKey[] = [];
       for (const raw of body.keys as Array<CachedKey["jwk"]>) {
         if (!raw || typeof raw !== "object" || (raw.use !== undefined && raw.use !== "sig")) continue;
-        if (raw.kty !== "RSA" && raw.kty !== "EC") continue;
+        if (raw.kty !== "RSA" && raw.kty !== "EC" && raw.kty !== "OKP") continue;
         try {
           // Public members only: a JWKS that leaks a private member must not make us hold a private key.
           const pub: JsonWebKey =
-            raw.kty === "RSA" ? { kty: "RSA", n: raw.n, e: raw.e } : { kty: "EC", crv: raw.crv, x: raw.x, y: raw.y };
+            raw.kty === "RSA"
+              ? { kty: "RSA", n: raw.n, e: raw.e }
+              : raw.kty === "EC"
+                ? { kty: "EC", crv: raw.crv, x: raw.x, y: raw.y }
+                : { kty: "OKP", crv: raw.crv, x: raw.x };
           keys.push({ kid: typeof raw.kid === "string" ? raw.kid : undefined, jwk: raw, key: createPublicKey({ key: pub, format: "jwk" }) });
         } catch {
           this.opts.log.debug("unusable JWKS key skipped", { kid: raw.kid });
@@ -105,6 +110,7 @@ export class JwksCache {
 
 function keyFits(k: CachedKey, alg: Alg): boolean {
   if (k.jwk.alg !== undefined && k.jwk.alg !== alg) return false;
+  if (alg === "EdDSA") return k.jwk.kty === "OKP" && k.jwk.crv === "Ed25519";
   if (alg.startsWith("ES")) return k.jwk.kty === "EC" && k.jwk.crv === EC_CURVE[alg];
   return k.jwk.kty === "RSA" && (k.key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
 }

@@ -14,7 +14,7 @@ import { BadInputError } from "../../config/errors.ts";
 export class UnknownSigningKeyError extends BadInputError {}
 
 /** Algorithms session tokens may carry; HS* and none can never verify. */
-export type SessionAlg = "ES256" | "RS256";
+export type SessionAlg = "ES256" | "EdDSA" | "RS256";
 
 export interface SessionKey {
   readonly kid: string;
@@ -131,19 +131,22 @@ function toSessionKey(privateKey: KeyObject, where: string): SessionKey {
   let alg: SessionAlg;
   const details = privateKey.asymmetricKeyDetails;
   if (privateKey.asymmetricKeyType === "ec" && details?.namedCurve === "prime256v1") alg = "ES256";
+  else if (privateKey.asymmetricKeyType === "ed25519") alg = "EdDSA";
   else if (privateKey.asymmetricKeyType === "rsa" && (details?.modulusLength ?? 0) >= 2048) alg = "RS256";
-  else throw new BadInputError(`${where}: use an EC P-256 or RSA (≥ 2048 bits) key`);
+  else throw new BadInputError(`${where}: use an EC P-256, Ed25519 or RSA (≥ 2048 bits) key`);
   const publicKey = createPublicKey(privateKey);
   return Object.freeze({ kid: jwkThumbprint(publicKey), alg, privateKey, publicKey });
 }
 
-/** RFC 7638 JWK thumbprint (SHA-256, base64url) of an EC or RSA public key. */
+/** RFC 7638 JWK thumbprint (SHA-256, base64url) of an EC, OKP (RFC 8037 §2) or RSA public key. */
 export function jwkThumbprint(publicKey: KeyObject): string {
   const jwk = publicKey.export({ format: "jwk" });
   // §3.2: required members only, lexicographic order, no whitespace.
   const canonical =
     jwk.kty === "EC"
       ? JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y })
-      : JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
+      : jwk.kty === "OKP"
+        ? JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x })
+        : JSON.stringify({ e: jwk.e, kty: jwk.kty, n: jwk.n });
   return createHash("sha256").update(canonical).digest("base64url");
 }

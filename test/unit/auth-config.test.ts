@@ -37,7 +37,8 @@ describe("auth configuration", () => {
   });
 
   it("can never allow none or HMAC algorithms", () => {
-    for (const alg of ["none", "HS256", "HS512", "EdDSA"]) expect(problems({ bearer: { algorithms: [alg] } }).join()).toMatch(/auth\.bearer\.algorithms\[0\]/);
+    for (const alg of ["none", "HS256", "HS512", "Ed448"]) expect(problems({ bearer: { algorithms: [alg] } }).join()).toMatch(/auth\.bearer\.algorithms\[0\]/);
+    expect(problems({ bearer: { algorithms: ["EdDSA", "ES256"] } })).toEqual([]);
     expect(problems({ bearer: { algorithms: [] } }).join()).toMatch(/auth\.bearer\.algorithms/);
   });
 

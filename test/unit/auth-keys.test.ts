@@ -46,13 +46,26 @@ describe("session keyring", () => {
     expect((await dropped.verify(fresh, opts)).sid).toBe("x");
   });
 
+  it("signs with EdDSA for an Ed25519 key (RFC 8037), thumbprints it by §2, and still refuses other algorithms with it", async () => {
+    const ed = pem(generateKeyPairSync("ed25519").privateKey);
+    const ring = SessionKeyring.fromFiles(["/ed"], () => ed);
+    expect(ring.signer.alg).toBe("EdDSA");
+    const token = await ring.sign(claims());
+    expect(decodeProtectedHeader(token)).toMatchObject({ alg: "EdDSA", kid: ring.signer.kid });
+    expect((await ring.verify(token, opts)).sid).toBe("x");
+    // RFC 8037 Appendix A.3: the thumbprint of the example Ed25519 key.
+    const { createPublicKey } = await import("node:crypto");
+    const example = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }, format: "jwk" });
+    expect(jwkThumbprint(example)).toBe("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+  });
+
   it("uses RS256 for RSA keys and refuses weak or unsupported keys", () => {
     const rsa = pem(generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey);
     expect(SessionKeyring.fromFiles(["/r"], () => rsa).signer.alg).toBe("RS256");
     const weak = pem(generateKeyPairSync("rsa", { modulusLength: 1024 }).privateKey);
     expect(() => SessionKeyring.fromFiles(["/w"], () => weak)).toThrow(/signingKeys\[0\].*RSA/);
-    const ed = pem(generateKeyPairSync("ed25519").privateKey);
-    expect(() => SessionKeyring.fromFiles(["/e"], () => ed)).toThrow(/P-256/);
+    const ed448 = pem(generateKeyPairSync("ed448").privateKey);
+    expect(() => SessionKeyring.fromFiles(["/e"], () => ed448)).toThrow(/P-256, Ed25519 or RSA/);
     expect(() => SessionKeyring.fromFiles(["/x"], () => "not a key")).toThrow(/not a PEM private key/);
     expect(() => SessionKeyring.fromFiles(["/missing"], () => { throw new Error("ENOENT"); })).toThrow(/cannot read \/missing/);
   });
