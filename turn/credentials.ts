@@ -5,17 +5,19 @@
  * base64(HMAC-SHA1(shared secret, username)). A coturn fleet configured with
  * `--use-auth-secret --static-auth-secret=<same secret>` accepts the same credentials.
  *
- * Credentials minted for a signed-in session carry the session's non-secret reference
- * after the subject: `<expiry>:<subject>#<ref>` (ref: 16 base64url characters). coturn
- * reads everything after the first ':' as an opaque user name, so the form stays
- * compatible; our server uses the reference to refuse the credentials, and close their
- * allocations, once the session ends.
+ * Credentials we mint end in `#<ref>.<mint>`: the non-secret reference of the sign-in session
+ * they were minted for (16 base64url characters, empty for callers without a session) and a
+ * random mint id (8 base64url characters), so two viewers never share a username:
+ * `<expiry>:<subject>#<ref>.<mint>`. coturn reads everything after the first ':' as an opaque
+ * user name, so the form stays compatible; our server uses the reference to refuse the
+ * credentials, and close their allocations, once the session ends, and the username to find
+ * every allocation one peer connection made.
  */
-import { createHmac } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { longTermKey } from "./stun/integrity.ts";
 
 export interface TurnCredentials {
-  /** `expiry:subject`, or `expiry:subject#sessionRef`. */
+  /** `expiry:subject#sessionRef.mint` (`sessionRef` empty without a session). */
   readonly username: string;
   /** base64 HMAC-SHA1 of the username under the shared secret. */
   readonly password: string;
@@ -48,7 +50,8 @@ export function mintTurnCredentials(opts: MintOptions): TurnCredentials {
   const now = opts.now ?? Date.now();
   const expiresAt = Math.floor(now / 1000) + Math.ceil(opts.ttlSeconds);
   if (opts.session !== undefined && !SESSION_REF.test(opts.session)) throw new RangeError("session must be 16 base64url characters");
-  const username = opts.session === undefined ? `${expiresAt}:${opts.subject}` : `${expiresAt}:${opts.subject}#${opts.session}`;
+  const mint = randomBytes(6).toString("base64url");
+  const username = `${expiresAt}:${opts.subject}#${opts.session ?? ""}.${mint}`;
   return Object.freeze({ username, password: restPassword(opts.secret, username), ttlSeconds: opts.ttlSeconds, expiresAt });
 }
 
@@ -58,13 +61,17 @@ export function restPassword(secret: string, username: string): string {
 }
 
 /**
- * Split a REST username into expiry and subject. The expiry comes first (coturn's
- * default order); a username that does not start with digits and ':' is not ours.
+ * Split a REST username into expiry, subject and (when we minted it) session reference.
+ * The expiry comes first (coturn's default order); a username that does not start with
+ * digits and ':' is not in REST form. One without our `#ref.mint` tail (made elsewhere
+ * with the same secret) has no session.
  */
 export function parseRestUsername(username: string): { expiresAt: number; subject: string; session: string | undefined } | undefined {
-  const m = /^(\d{1,12}):(.+?)(?:#([A-Za-z0-9_-]{16}))?$/s.exec(username);
+  const ours = /^(\d{1,12}):(.+)#([A-Za-z0-9_-]{16})?\.[A-Za-z0-9_-]{8}$/s.exec(username);
+  if (ours) return { expiresAt: Number(ours[1]), subject: ours[2]!, session: ours[3] };
+  const m = /^(\d{1,12}):(.+)$/s.exec(username);
   if (!m) return undefined;
-  return { expiresAt: Number(m[1]), subject: m[2]!, session: m[3] };
+  return { expiresAt: Number(m[1]), subject: m[2]!, session: undefined };
 }
 
 /**

@@ -84,12 +84,12 @@ export const turnSection = z
     quotas: z
       .strictObject({
         /**
-         * Live allocations per user (subject of the credential). Default 100: a browser allocates on
-         * every TURN transport offered (UDP, TCP, TLS) for each tile, so a wall of 16 tiles takes 48,
-         * and a reload may briefly hold the old page's too.
+         * Live allocations per user (subject of the credential). Default 256: a browser allocates on
+         * every TURN transport offered (UDP, TCP, TLS) from each of its networks for each tile, so a
+         * wall of 16 tiles on a two-network machine takes 96, and a reload briefly holds the old
+         * page's too (measured with Chromium; a closed page's allocations go within ~15 s).
          */
-        allocationsPerUser: z.number().int().min(1).max(10000).default(100),
-        /** Live allocations in total. Default 4000 (the default relay port range holds 16384). */
+        allocationsPerUser: z.number().int().min(1).max(10000).default(256),
         totalAllocations: z.number().int().min(1).max(1_000_000).default(4000),
         /** Relayed bytes per second per allocation, each direction; 0 = unlimited. Default 2.5 MB/s (20 Mbit/s). */
         bandwidthBytesPerSecond: z.number().int().min(0).default(2_500_000),

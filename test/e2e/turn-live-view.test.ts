@@ -95,7 +95,7 @@ describe("live view through the embedded TURN relay", () => {
     expect(res.links).toContain(`<turn:127.0.0.1:${gateway.turn!.udp[0]!.port}?transport=udp>; rel="ice-server"`);
     expect(res.links).toContain(`<turn:127.0.0.1:${port}?transport=tcp>`);
     expect(res.links).toContain(`<turns:127.0.0.1:${port}?transport=tcp>`);
-    expect(res.links).toMatch(/username="\d+:anonymous"; credential="[A-Za-z0-9+/=]+"/);
+    expect(res.links).toMatch(/username="\d+:anonymous#\.[A-Za-z0-9_-]{8}"; credential="[A-Za-z0-9+/=]+"/);
   });
 
   for (const transport of ["udp", "tcp", "tls"] as const) {

@@ -106,7 +106,7 @@ describe("relay access outlives the session", () => {
   it("sign-out closes the session's allocations (UDP and TCP) and refuses its credentials; another session of the same user keeps its relay", async () => {
     const viewer = await signedIn("viewer");
     const creds = await turnCredentials(viewer);
-    expect(creds.username).toMatch(/^\d+:dev-viewer#[A-Za-z0-9_-]{16}$/);
+    expect(creds.username).toMatch(/^\d+:dev-viewer#[A-Za-z0-9_-]{16}\.[A-Za-z0-9_-]{8}$/);
     const otherSession = await signedIn("viewer");
     const kept = await client("udp", await turnCredentials(otherSession));
     expect((await kept.allocate()).cls).toBe(MessageClass.Success);

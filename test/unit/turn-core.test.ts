@@ -5,7 +5,7 @@
  */
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
+import { createLogger, silentLogger } from "../../config/log.ts";
 import type { ClientTuple, RelayEndpoint, RelayHandle } from "../../turn/allocation.ts";
 import { TurnCore, type TurnAction, type TurnCoreOptions } from "../../turn/core.ts";
 import { mintTurnCredentials } from "../../turn/credentials.ts";
@@ -643,6 +643,25 @@ describe("quotas", () => {
     expect(new Client(core, clock, creds("bob")).allocate().cls).toBe(MessageClass.Success);
     expect(codeOf(new Client(core, clock, creds("carol")).allocate())).toBe(508);
     expect(core.metrics.quotaRejections).toBe(2);
+  });
+
+  it("normal use exceeds the per-user quota: refusals are logged (once per user and reason in a window) and counted", () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "info", write: (l) => lines.push(l), format: "json" });
+    const core = new TurnCore(options({ log, quotas: { ...options().quotas, allocationsPerUser: 2 } }));
+    const refused: string[] = [];
+    core.events.on("refused", (subject, reason) => refused.push(`${subject}:${reason}`));
+    for (let i = 0; i < 2; i++) expect(new Client(core, clock, creds("alice")).allocate().cls).toBe(MessageClass.Success);
+    for (let i = 0; i < 5; i++) expect(codeOf(new Client(core, clock, creds("alice")).allocate())).toBe(486);
+    expect(core.metrics.quotaRejections).toBe(5);
+    expect(refused).toEqual(Array(5).fill("alice:user-quota"));
+    const logged = lines.filter((l) => l.includes("turn request refused"));
+    expect(logged).toHaveLength(1);
+    expect(JSON.parse(logged[0]!)).toMatchObject({ level: "warn", subject: "alice", reason: "user-quota", allocations: 2, limit: 2 });
+    now += 11_000;
+    core.tick(now);
+    expect(codeOf(new Client(core, clock, creds("alice")).allocate())).toBe(486);
+    expect(lines.filter((l) => l.includes("turn request refused"))).toHaveLength(2);
   });
 
   it("drops relayed data over the per-allocation bandwidth", () => {

@@ -86,14 +86,16 @@ describe("front door first-bytes verdicts", () => {
 describe("REST credentials", () => {
   it("mints expiry:subject with a base64 HMAC-SHA1 password (the coturn --use-auth-secret form)", () => {
     const c = mintTurnCredentials({ secret: "s3cr3t-s3cr3t-s3cr3t", subject: "user@example", ttlSeconds: 300, now: 1_700_000_000_123 });
-    expect(c.username).toBe("1700000300:user@example");
     expect(c.expiresAt).toBe(1_700_000_300);
-    expect(c.password).toBe(createHmac("sha1", "s3cr3t-s3cr3t-s3cr3t").update("1700000300:user@example").digest("base64"));
+    expect(c.password).toBe(createHmac("sha1", "s3cr3t-s3cr3t-s3cr3t").update(c.username).digest("base64"));
     expect(restPassword("s3cr3t-s3cr3t-s3cr3t", c.username)).toBe(c.password);
+    expect(c.username).toMatch(/^1700000300:user@example#\.[A-Za-z0-9_-]{8}$/);
     expect(parseRestUsername(c.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user@example", session: undefined });
     const bound = mintTurnCredentials({ secret: "0123456789abcdef", subject: "user#x", ttlSeconds: 300, now: 1_700_000_000_000, session: "AbCdEfGhIjKlMn-_" });
-    expect(bound.username).toBe("1700000300:user#x#AbCdEfGhIjKlMn-_");
+    expect(bound.username).toMatch(/^1700000300:user#x#AbCdEfGhIjKlMn-_\.[A-Za-z0-9_-]{8}$/);
     expect(parseRestUsername(bound.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user#x", session: "AbCdEfGhIjKlMn-_" });
+    // Two viewers minted in the same second never share a username.
+    expect(mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 300, now: 0 }).username).not.toBe(mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 300, now: 0 }).username);
     expect(() => mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 1, session: "short" })).toThrow(RangeError);
     expect(parseRestUsername("a:b:c")).toBeUndefined();
     expect(parseRestUsername("123:x:y")).toEqual({ expiresAt: 123, subject: "x:y", session: undefined });
@@ -120,7 +122,7 @@ describe("turn configuration section", () => {
     expect(t.credentialLifetimeSeconds).toBe(300);
     expect(t.udp).toEqual([{ host: "127.0.0.1", port: 14049 }]);
     expect(t.lifetimes).toEqual({ allocationSeconds: 600, maxAllocationSeconds: 3600, permissionSeconds: 300, channelSeconds: 600 });
-    expect(t.quotas.allocationsPerUser).toBe(100);
+    expect(t.quotas.allocationsPerUser).toBe(256);
     expect(t.peers).toEqual({ allow: [], deny: [], allowPublic: false });
   });
 

@@ -1,0 +1,128 @@
+/**
+ * Normal use exceeds the per-user quota: a page of 16 tiles played through the embedded TURN
+ * relay only (`iceTransportPolicy: "relay"`; UDP, TCP and TLS offered, as the WHEP Link headers
+ * give them) must work, twice in a row in the same browser, under the default quotas; and when
+ * a page closes, the allocations it held go away promptly (not after their 600 s lifetime).
+ * Chromium; the tiles are WHEP sessions of the web client's own `whep.js`.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import type { Page } from "puppeteer-core";
+import { generate } from "selfsigned";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { launchChromium, type Chromium } from "../peers/chromium.ts";
+
+const TILES = 16;
+let gateway: Gateway;
+let chromium: Chromium;
+let dir: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), "gh-turn-wall-"));
+  const pems = await generate([{ name: "commonName", value: "localhost" }], { keySize: 2048, algorithm: "sha256" });
+  writeFileSync(path.join(dir, "cert.pem"), pems.cert);
+  writeFileSync(path.join(dir, "key.pem"), pems.private);
+  const config = parseConfig(
+    {
+      server: { port: 0, tls: { cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem") } },
+      auth: { mode: "none" },
+      log: { level: "warn" },
+      // Default quotas: the point is that they are sized for a wall.
+      turn: { enabled: true, secret: "e2e-turn-wall-secret-0123456789", udp: [{ host: "127.0.0.1", port: 0 }], relay: { address: "127.0.0.1", portRange: [0, 0] } },
+    },
+    {},
+  );
+  gateway = await startGateway({ config, log: silentLogger });
+  chromium = await launchChromium({ args: ["--ignore-certificate-errors"] });
+}, 60_000);
+
+afterAll(async () => {
+  await chromium?.close();
+  await gateway?.close("test done");
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Open a page with `TILES` relay-only WHEP sessions of the demo camera, each rendering into a video element. */
+async function openWall(): Promise<Page> {
+  // /whep.js itself as the page: same origin as the gateway, and no app tiles of its own.
+  const page = await chromium.newPage(`${gateway.url}/healthz`);
+  // A string, so that the test bundler leaves the page's dynamic import alone.
+  await page.evaluate(`(async (n) => {
+    const { WhepSession } = await import("/whep.js");
+    window.tiles = [];
+    for (let i = 0; i < n; i++) {
+      const v = document.createElement("video");
+      v.muted = true;
+      v.autoplay = true;
+      document.body.append(v);
+      const s = new WhepSession("/whep/demo", { iceTransportPolicy: "relay", headers: async () => ({}) });
+      s.addEventListener("stream", () => (v.srcObject = s.stream));
+      s.start();
+      window.tiles.push(s);
+    }
+    // As the web client does: the page going away ends its sessions (DELETE with keepalive).
+    window.addEventListener("pagehide", () => { for (const t of window.tiles) t.close("page hidden", { keepalive: true }); });
+  })(${TILES})`);
+  return page;
+}
+
+/** Per tile: decoded frames and the selected local candidate type. */
+async function tileStates(page: Page): Promise<{ frames: number; type: string | undefined }[]> {
+  return page.evaluate(async () => {
+    const tiles = (window as unknown as { tiles: { pc: RTCPeerConnection | null }[] }).tiles;
+    return Promise.all(
+      tiles.map(async (t) => {
+        if (!t.pc) return { frames: 0, type: undefined };
+        const stats = await t.pc.getStats();
+        let frames = 0;
+        let type: string | undefined;
+        for (const s of stats.values()) {
+          if (s.type === "inbound-rtp" && s.kind === "video") frames = Math.max(frames, s.framesDecoded ?? 0);
+          if (s.type === "transport" && s.selectedCandidatePairId) type = stats.get(stats.get(s.selectedCandidatePairId).localCandidateId)?.candidateType;
+        }
+        return { frames, type };
+      }),
+    );
+  });
+}
+
+async function allPlaying(page: Page, timeoutMs: number): Promise<{ frames: number; type: string | undefined }[]> {
+  const t0 = Date.now();
+  let states = await tileStates(page);
+  while (states.some((s) => s.frames < 10) && Date.now() - t0 < timeoutMs) {
+    await new Promise((r) => setTimeout(r, 250));
+    states = await tileStates(page);
+  }
+  return states;
+}
+
+describe("normal use exceeds the per-user quota", () => {
+  it(`a page of ${TILES} tiles over TURN plays, twice in a row; a closed page's allocations go away promptly`, async () => {
+    const turn = gateway.turn!;
+    const refusedBefore = turn.metrics.quotaRejections;
+    // Round 1, then a reload at once (the first page's allocations not yet gone), then the close.
+    const first = await openWall();
+    const one = await allPlaying(first, 60_000);
+    expect({ round: 1, playing: one.filter((s) => s.frames >= 10).length, relayed: one.filter((s) => s.type === "relay").length }).toEqual({ round: 1, playing: TILES, relayed: TILES });
+    const heldByOne = turn.core.allocationCount;
+    expect(heldByOne).toBeGreaterThanOrEqual(TILES);
+    await first.close();
+    const second = await openWall();
+    const two = await allPlaying(second, 60_000);
+    expect({ round: 2, playing: two.filter((s) => s.frames >= 10).length, relayed: two.filter((s) => s.type === "relay").length }).toEqual({ round: 2, playing: TILES, relayed: TILES });
+    expect(turn.metrics.quotaRejections).toBe(refusedBefore);
+    // The first page's allocations went away meanwhile (its viewers ended, and their relays with them).
+    const t0 = Date.now();
+    while (turn.core.allocationCount > heldByOne + 6 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
+    const afterReload = turn.core.allocationCount;
+    await second.close();
+    while (turn.core.allocationCount > 0 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 100));
+    console.log(`turn wall: ${TILES} tiles held ${heldByOne} allocations; after the reload ${afterReload}; all gone ${Math.round((Date.now() - t0) / 100) / 10} s after the reload`);
+    expect(afterReload).toBeLessThanOrEqual(heldByOne + 6);
+    expect(turn.core.allocationCount).toBe(0);
+  }, 240_000);
+});
