@@ -245,7 +245,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           intercom: sip.intercom,
           auth,
           publicOrigin: new URL(url).origin,
-          media: { bindAddress, icePortRange: config.media.icePortRange, announcedAddress: config.media.announcedAddress },
+          media: {
+            bindAddress,
+            icePortRange: config.media.icePortRange,
+            announcedAddress: config.media.announcedAddress,
+            // The browser's candidates follow the viewers' rules: IP literals only, no refused ranges.
+            screenOffer: (sdp) => sfu.screenOfferCandidates(sdp),
+          },
           iceServers: (req) => iceServersFor(req.user),
           cameraName: (id) => registry.configs().find((c) => c.id === id)?.name,
           log: log.child({ component: "intercom" }),

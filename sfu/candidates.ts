@@ -154,3 +154,48 @@ export function formatCandidate(c: RemoteCandidate): string {
   if (c.ufrag !== undefined) s += ` ufrag ${c.ufrag}`;
   return s;
 }
+
+/** An SDP's own candidates after screening (see screenCandidates). */
+export interface ScreenedCandidates {
+  /** The SDP's lines, accepted candidates rewritten plainly, the others left out. */
+  lines: string[];
+  /** Distinct candidates kept. */
+  kept: number;
+  dropped: CandidateDrops;
+}
+
+/**
+ * Screens the candidates an offer carries itself (no trickle): `candidateLines` are the
+ * indices of its `a=candidate:` lines. Each distinct candidate is judged once (bundled
+ * sections repeat them); more distinct ones than `maxPerRequest`, or a malformed one, is
+ * BadInputError. Once one is left out, `a=end-of-candidates` goes too.
+ */
+export function screenCandidates(lines: readonly string[], candidateLines: readonly number[], rules: CandidateRules): ScreenedCandidates {
+  const dropped = noCandidateDrops();
+  /** Each distinct candidate once: kept or not. */
+  const decided = new Map<string, boolean>();
+  const out: (string | undefined)[] = lines.slice();
+  let kept = 0;
+  for (const at of candidateLines) {
+    const cand = parseCandidate(lines[at]!.replace(/^a=/, ""));
+    const text = formatCandidate(cand);
+    let keep = decided.get(text);
+    if (keep === undefined) {
+      if (decided.size >= rules.maxPerRequest) throw new BadInputError(`too many ICE candidates (at most ${rules.maxPerRequest})`);
+      let verdict: "accept" | CandidateDropReason = judgeCandidate(cand, rules);
+      if (verdict === "accept" && kept >= rules.maxPerViewer) verdict = "excess";
+      keep = verdict === "accept";
+      if (verdict === "accept") kept++;
+      else dropped[verdict]++;
+      decided.set(text, keep);
+    }
+    out[at] = keep ? `a=${text}` : undefined;
+  }
+  if (kept < decided.size) {
+    // Once a candidate is left out, "that was all" (RFC 8838 §8.2) is no longer true: werift
+    // would give up as soon as the rest failed, before the peer's own checks taught it the
+    // address behind the name (a peer-reflexive candidate). The connect timeout ends the wait.
+    for (let i = 0; i < out.length; i++) if (out[i]?.trim() === "a=end-of-candidates") out[i] = undefined;
+  }
+  return { lines: out.filter((l) => l !== undefined), kept, dropped };
+}

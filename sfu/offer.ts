@@ -6,15 +6,7 @@
  * werift applies the plan (sfu/werift-peer.ts); this module never touches it.
  */
 import { BadInputError } from "../config/errors.ts";
-import {
-  formatCandidate,
-  judgeCandidate,
-  noCandidateDrops,
-  parseCandidate,
-  type CandidateDropReason,
-  type CandidateDrops,
-  type CandidateRules,
-} from "./candidates.ts";
+import { screenCandidates, type CandidateDrops, type CandidateRules } from "./candidates.ts";
 import { parseFmtp } from "./h264/nal.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
@@ -323,36 +315,10 @@ export function readOffer(sdp: string, rules: CandidateRules): Offer {
   if (typeof sdp === "string" && sdp.length > MAX_OFFER_CHARS) throw new BadInputError(`SDP offer larger than ${MAX_OFFER_CHARS} characters`);
   const lines = splitOffer(normalizeBundleOnly(sdp));
   const parsed = parseLines(lines);
-  const dropped = noCandidateDrops();
-  /** Each distinct candidate once (bundled sections may repeat them): kept or not. */
-  const decided = new Map<string, boolean>();
-  const out: (string | undefined)[] = lines.slice();
-  let kept = 0;
-  for (const c of parsed.candidates) {
-    const cand = parseCandidate(c.value);
-    const text = formatCandidate(cand);
-    let keep = decided.get(text);
-    if (keep === undefined) {
-      if (decided.size >= rules.maxPerRequest) throw new BadInputError(`too many ICE candidates (at most ${rules.maxPerRequest})`);
-      let verdict: "accept" | CandidateDropReason = judgeCandidate(cand, rules);
-      if (verdict === "accept" && kept >= rules.maxPerViewer) verdict = "excess";
-      keep = verdict === "accept";
-      if (verdict === "accept") kept++;
-      else dropped[verdict]++;
-      decided.set(text, keep);
-    }
-    out[c.line] = keep ? `a=${text}` : undefined;
-  }
-  if (kept < decided.size) {
-    // Once a candidate is left out, "that was all" (RFC 8838 §8.2) is no longer true: werift
-    // would give up as soon as the rest failed, before the viewer's own checks taught it the
-    // address behind the name (a peer-reflexive candidate). The connect timeout ends the wait.
-    for (let i = 0; i < out.length; i++) if (out[i] === "a=end-of-candidates") out[i] = undefined;
-  }
+  const screened = screenCandidates(lines, parsed.candidates.map((c) => c.line), rules);
   const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
-  const text = out.filter((l) => l !== undefined).join(eol) + eol;
   const mids = parsed.media.filter((m) => m.port !== 0 && m.mid !== undefined).map((m) => m.mid!);
-  return { sdp: text, parsed, mids, candidates: kept, dropped };
+  return { sdp: screened.lines.join(eol) + eol, parsed, mids, candidates: screened.kept, dropped: screened.dropped };
 }
 
 /** RFC 3551 §6 static payload types the SFU can forward, for offers that omit their rtpmap. */

@@ -22,6 +22,7 @@ import {
   judgeCandidate,
   noCandidateDrops,
   parseCandidate,
+  screenCandidates,
   type CandidateDropReason,
   type CandidateDrops,
   type CandidateRules,
@@ -198,6 +199,22 @@ export class Sfu {
   /** Viewers refused since start because no media port was free (or negotiation timed out). */
   get viewersRefused(): number {
     return this.refusedNoPort;
+  }
+
+  /**
+   * Another WebRTC offer the gateway answers outside the SFU (the intercom's talk peer): its
+   * candidates screened by the same rules, and counted with the viewers'. Returns the text
+   * to give werift. Throws BadInputError like readOffer.
+   */
+  screenOfferCandidates(sdp: string): string {
+    const lines = sdp.split(/\r?\n/);
+    while (lines.length > 0 && lines[lines.length - 1] === "") lines.pop();
+    const at: number[] = [];
+    lines.forEach((l, i) => l.startsWith("a=candidate:") && at.push(i));
+    const screened = screenCandidates(lines, at, this.rules);
+    this.count(screened.kept, screened.dropped);
+    const eol = sdp.includes("\r\n") ? "\r\n" : "\n";
+    return screened.lines.join(eol) + eol;
   }
 
   /** Client candidates accepted and dropped (by reason) since start. */

@@ -31,8 +31,17 @@ export interface IntercomServiceOptions {
   /** The SIP server's application side (`sip.intercom`). */
   intercom: Intercom;
   auth: IntercomAuth;
-  /** Talk peers' ICE: the address they bind, the UDP range, the announced address (config.media). */
-  media: { bindAddress: string; icePortRange: readonly [number, number]; announcedAddress?: string | undefined };
+  /**
+   * Talk peers' ICE: the address they bind, the UDP range, the announced address (config.media),
+   * and how the browser's own candidates are screened (the SFU's rules: IP literals only, no
+   * refused ranges; throws BadInputError).
+   */
+  media: {
+    bindAddress: string;
+    icePortRange: readonly [number, number];
+    announcedAddress?: string | undefined;
+    screenOffer?: ((sdp: string) => string) | undefined;
+  };
   /** A camera's display name, for the ring card. */
   cameraName?: (id: string) => string | undefined;
   log: Logger;
@@ -552,7 +561,7 @@ export class IntercomService {
   private async createPeer(offerSdp: string, codec: G711Codec, callId: string): Promise<TalkPeer> {
     const m = this.opts.media;
     return TalkPeer.create({
-      offerSdp,
+      offerSdp: m.screenOffer ? m.screenOffer(offerSdp) : offerSdp,
       codec,
       bindAddress: m.bindAddress,
       icePortRange: m.icePortRange,

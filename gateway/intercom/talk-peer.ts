@@ -223,7 +223,9 @@ export class TalkPeer implements MediaSink {
         try {
           await pc.setRemoteDescription({ type: "offer", sdp: opts.offerSdp });
         } catch (err) {
-          throw new BadInputError(`offer rejected: ${(err as Error).message ?? String(err)}`, { cause: err });
+          // What werift says is for our logs, not for the browser.
+          opts.log.debug("werift refused a talk offer", { err });
+          throw new BadInputError("offer refused by the WebRTC stack", { cause: err });
         }
         // RFC 5763 §5: passive (DTLS server) answers the browser's ClientHello at once.
         for (const t of pc.dtlsTransports) t.role = "server";

@@ -221,6 +221,31 @@ describe("intercom in the browser (HTTP + SSE + talk peer) with baresip at the d
     expect(await endV).toMatchObject({ reason: "remote-bye", answeredBy: "dev-admin" });
   }, 60_000);
 
+  it("the answering browser's own candidates follow the viewers' rules: names and refused ranges dropped, the call still connects", async () => {
+    const sa = await stream(admin);
+    const r = await ring(sa);
+    const callId = String(r.callId);
+    const before = gw.sfu.candidateStats().dropped;
+    const { phone, offer } = await WeriftBrowserPhone.create();
+    cleanups.push(() => phone.close());
+    // What a browser hiding its address sends: an mDNS name, plus a cloud metadata address.
+    const hidden = offer
+      .replace(/(a=candidate:\S+ 1 udp \d+ )127\.0\.0\.1( \d+ typ host)/g, "$1f3b1d1c4-3c3e-4c53-9d2e-31f4e8d3a9b7.local$2")
+      .replace(/(a=mid:\S+\r\n)/, "$1a=candidate:9 1 udp 2122260223 169.254.169.254 80 typ host\r\n");
+    expect(hidden).toContain(".local ");
+    const res = await admin.post(`/api/intercom/calls/${callId}/answer`, { sdp: hidden });
+    expect(res.status, res.body).toBe(201);
+    await phone.accept(res.body);
+    // The browser's own checks teach the talk peer its address (peer-reflexive).
+    await phone.connected();
+    const after = gw.sfu.candidateStats().dropped;
+    expect(after.name - before.name).toBeGreaterThan(0);
+    expect(after.range - before.range).toBe(1);
+    const endA = sa.next("ended", (d) => d.callId === callId);
+    door.command("hangup");
+    await endA;
+  }, 60_000);
+
   it("declines for everyone, and a call nobody answers is a missed call", async () => {
     const sa = await stream(admin);
     const sv = await stream(viewer);

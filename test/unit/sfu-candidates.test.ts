@@ -2,7 +2,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { BadInputError } from "../../config/errors.ts";
 import { canonicalIp } from "../../config/net/ip.ts";
-import { formatCandidate, judgeCandidate, parseCandidate } from "../../sfu/candidates.ts";
+import { formatCandidate, judgeCandidate, parseCandidate, screenCandidates } from "../../sfu/candidates.ts";
 
 const OPEN = { loopback: false, privateRanges: true };
 
@@ -76,6 +76,23 @@ describe("client ICE candidates", () => {
     expect(verdict("93.184.216.34", OPEN, "tcp 1 ADDR 9 typ host tcptype active")).toBe("unsupported");
     expect(judgeCandidate(parseCandidate("candidate:1 2 udp 1 93.184.216.34 5000 typ host"), OPEN)).toBe("unsupported");
     expect(verdict("93.184.216.34", OPEN, "udp 1 ADDR 0 typ host")).toBe("unsupported");
+  });
+
+  it("screens an offer's own candidates: kept ones rewritten, the others and end-of-candidates left out", () => {
+    const lines = [
+      "m=audio 9 UDP/TLS/RTP/SAVPF 0",
+      "a=candidate:1 1 udp 2122260223 192.168.1.9 5000 typ host",
+      "a=candidate:2 1 udp 2122260223 door-phone.local 5001 typ host",
+      "a=end-of-candidates",
+    ];
+    const rules = { loopback: false, privateRanges: true, maxPerRequest: 4, maxPerViewer: 4 };
+    expect(screenCandidates(lines, [1, 2], rules)).toEqual({
+      lines: ["m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=candidate:1 1 udp 2122260223 192.168.1.9 5000 typ host"],
+      kept: 1,
+      dropped: { name: 1, range: 0, unsupported: 0, excess: 0 },
+    });
+    expect(screenCandidates(lines.slice(0, 2).concat(lines[3]!), [1], rules).lines).toContain("a=end-of-candidates");
+    expect(() => screenCandidates(lines, [1, 2], { ...rules, maxPerRequest: 1 })).toThrow(/too many ICE candidates/);
   });
 
   it("writes a candidate werift reads back the same, and never throws anything but BadInputError (fuzzed)", () => {
