@@ -1,0 +1,189 @@
+/**
+ * The audit trail, for administrators of every camera (`GET api/admin/audit`): who signed in,
+ * watched which camera, answered or opened which door, and what administrators did, newest
+ * first, with filters; a CSV export of the same filters; and a check of the hash chain. The
+ * server decides who may (403 for anyone else).
+ */
+
+const base = new URL(".", document.baseURI);
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const form = /** @type {HTMLFormElement} */ ($("filters"));
+const table = /** @type {HTMLTableElement} */ ($("records"));
+const body = /** @type {HTMLTableSectionElement} */ (table.tBodies[0]);
+const notice = $("notice");
+const summary = $("summary");
+const more = /** @type {HTMLButtonElement} */ ($("more"));
+const exportLink = /** @type {HTMLAnchorElement} */ ($("export"));
+const verdict = $("verdict");
+
+/** @typedef {{ seq: number, time: number, action: string, outcome: string, subject: string|null, name: string|null, session: string|null, source: string|null, camera: string|null, door: string|null, detail: string|null }} AuditRecord */
+
+const LABELS = /** @type {Record<string, string>} */ ({
+  sign_in: "Sign-in",
+  sign_out: "Sign-out",
+  session_ended: "Session ended",
+  live_view_start: "Live view started",
+  live_view_end: "Live view ended",
+  intercom_ring: "Door rang",
+  intercom_answer: "Call answered",
+  intercom_reject: "Call declined",
+  intercom_hangup: "Hung up",
+  intercom_call: "Called a door",
+  intercom_call_end: "Call ended",
+  door_open: "Door opened",
+  admin_session_end: "Admin ended a session",
+  admin_user_sessions_end: "Admin ended a user's sessions",
+  config_reload: "Configuration reloaded",
+  audit_pruned: "Old records deleted (retention)",
+});
+
+const time = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
+/** @type {number | null} */
+let next = null;
+let shown = 0;
+
+/** @param {string} text empty hides the notice */
+function say(text) {
+  notice.hidden = !text;
+  notice.textContent = text;
+}
+
+/** The filters as query parameters (datetime-local inputs are local time; sent as ISO). */
+function params() {
+  const q = new URLSearchParams();
+  const data = new FormData(form);
+  for (const k of ["user", "camera", "door", "action"]) {
+    const v = String(data.get(k) ?? "").trim();
+    if (v) q.set(k, v);
+  }
+  for (const k of ["from", "to"]) {
+    const v = String(data.get(k) ?? "");
+    if (v) q.set(k, new Date(v).toISOString());
+  }
+  return q;
+}
+
+/** @param {boolean} append load the next (older) page below the rows shown */
+async function load(append) {
+  const q = params();
+  exportLink.href = new URL(`api/admin/audit/export.csv?${q}`, base).href;
+  if (append && next !== null) q.set("before", String(next));
+  q.set("limit", "100");
+  let res;
+  try {
+    res = await fetch(new URL(`api/admin/audit?${q}`, base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
+  } catch {
+    say("The gateway cannot be reached.");
+    return;
+  }
+  if (res.status === 401) {
+    location.assign(new URL(`auth/login?return_to=${encodeURIComponent(location.pathname)}`, base));
+    return;
+  }
+  if (res.status === 403) {
+    table.hidden = true;
+    form.hidden = true;
+    say("Only an administrator of every camera can read the audit trail.");
+    return;
+  }
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) {
+    say(`Could not load the audit trail: ${json.reason ?? `HTTP ${res.status}`}.`);
+    return;
+  }
+  say("");
+  const { records, actions } = /** @type {{ records: AuditRecord[], next: number | null, actions: string[] }} */ (json);
+  fillActions(actions);
+  next = json.next;
+  if (!append) {
+    body.replaceChildren();
+    shown = 0;
+  }
+  body.append(...records.map(row));
+  shown += records.length;
+  summary.textContent = `${shown} record${shown === 1 ? "" : "s"}${next !== null ? " (more below)" : ""}`;
+  table.hidden = false;
+  more.hidden = next === null;
+}
+
+/** @param {string[]} actions */
+function fillActions(actions) {
+  const select = /** @type {HTMLSelectElement} */ (form.elements.namedItem("action"));
+  if (select.options.length > 1) return;
+  for (const a of actions) select.append(new Option(LABELS[a] ?? a, a));
+}
+
+/** @param {AuditRecord} r */
+function row(r) {
+  const tr = document.createElement("tr");
+  tr.dataset.seq = String(r.seq);
+  tr.dataset.action = r.action;
+  tr.className = `outcome-${r.outcome}`;
+  const who = document.createElement("td");
+  if (r.name || r.subject) {
+    who.append(span("session-name", r.name ?? r.subject ?? ""));
+    if (r.subject && r.name) who.append(span("session-sub", r.subject));
+  } else who.textContent = "—";
+  const at = cell(time.format(new Date(r.time)));
+  at.title = new Date(r.time).toISOString();
+  tr.append(
+    at,
+    cell(LABELS[r.action] ?? r.action),
+    cell(r.outcome),
+    who,
+    cell(r.source ?? "—"),
+    cell([r.camera, r.door].filter(Boolean).join(" / ") || "—"),
+    cell(detailText(r.detail)),
+  );
+  return tr;
+}
+
+/** A JSON detail as `key: value` pairs; anything else as it is. @param {string | null} d */
+function detailText(d) {
+  if (!d) return "";
+  try {
+    const o = JSON.parse(d);
+    if (o && typeof o === "object") return Object.entries(o).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+  } catch {
+    /* plain text */
+  }
+  return d;
+}
+
+/** @param {string} text */
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+/** @param {string} cls @param {string} text */
+function span(cls, text) {
+  const s = document.createElement("span");
+  s.className = cls;
+  s.textContent = text;
+  return s;
+}
+
+async function verify() {
+  verdict.hidden = false;
+  verdict.textContent = "Checking every record…";
+  try {
+    const res = await fetch(new URL("api/admin/audit/verify", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
+    const v = await res.json();
+    if (!res.ok) verdict.textContent = `Could not check the chain: ${v.reason ?? `HTTP ${res.status}`}.`;
+    else if (v.ok) verdict.textContent = `The chain is intact: ${v.checked} records checked, the newest is #${v.lastSeq}.`;
+    else verdict.textContent = `The chain is BROKEN at record #${v.brokenAt} (${String(v.problem).replace(/_/g, " ")}): records were changed or removed after they were written. ${v.checked} records before it are intact.`;
+    verdict.classList.toggle("is-broken", res.ok && !v.ok);
+  } catch {
+    verdict.textContent = "The gateway cannot be reached.";
+  }
+}
+
+form.addEventListener("submit", (e) => {
+  e.preventDefault();
+  void load(false);
+});
+more.addEventListener("click", () => void load(true));
+$("verify").addEventListener("click", () => void verify());
+void load(false);
