@@ -303,6 +303,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     app.use("/auth", auth.router);
     // Refused live views are recorded too, including those refused at sign-in (401).
     if (audit) app.use("/whep", auditWhepRefusals(audit));
+    // The web client's own files hold nothing secret and are served to anyone: a page opened before
+    // sign-in then sends the browser to sign in with its whole address, the fragment included
+    // (`/#camera=<id>`), which a redirect from here could not see. Its data stays behind sign-in.
+    app.use(express.static(WEB_ROOT, { index: "index.html", fallthrough: true }));
     // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
     app.use(auth.requireUser, auth.csrf);
     // Operational figures and other users' sessions cover every camera: only an administrator of all of them.
@@ -374,7 +378,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         log: log.child({ component: "whep" }),
       }),
     );
-    app.use(express.static(WEB_ROOT, { index: "index.html", fallthrough: true }));
     app.use(errorHandler(log));
     server.on("request", app);
 
