@@ -4,7 +4,10 @@
  * another address; an unfinished message and an idle connection no device registered over
  * are closed after their (short) timeouts, while a registered connection stays open.
  * Bounded: a few hundred connections on loopback, a few seconds.
+ * And a forged source cannot lock a door out: blind UDP REGISTERs with the door's address
+ * (wrong passwords, with a nonce issued elsewhere or a forged one) count for nothing.
  */
+import dgram from "node:dgram";
 import net from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,7 +29,7 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function start(connections: Record<string, unknown>): Promise<SipServer> {
+async function start(connections: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<SipServer> {
   const base = 20000 + 2 * Math.floor(Math.random() * 9000);
   server = await startSipServer({
     config: parseConfig({
@@ -38,6 +41,7 @@ async function start(connections: Record<string, unknown>): Promise<SipServer> {
         rtpPortRange: [base, base + 9],
         connections,
         devices: [{ id: "front", username: "front", password: PASSWORD }],
+        ...extra,
       },
     }).sip,
     log: silentLogger,
@@ -148,5 +152,50 @@ describe("SIP over TCP can be exhausted without authentication", () => {
     } finally {
       clearInterval(ping);
     }
+  }, 30_000);
+});
+
+describe("a forged source can lock a door out", () => {
+  it("REGISTERs crafted with the door's address and no round trip (forged nonce, or one issued elsewhere) never lock it out; sipp at the door still registers", async () => {
+    const srv = await start({}, { lockout: { maxFailures: 3 } });
+    const port = srv.ports.udp!;
+    const DOOR = "127.0.0.6";
+    // The attacker's own round trip, from its own address, yields a genuine nonce for it.
+    const attacker = dgram.createSocket("udp4");
+    const door = dgram.createSocket("udp4"); // stands in for spoofed datagrams: the door's address, a port of ours
+    try {
+      await new Promise<void>((r) => attacker.bind(0, "127.0.0.5", () => r()));
+      await new Promise<void>((r) => door.bind(0, DOOR, () => r()));
+      const reply = (s: dgram.Socket): Promise<string> => within(new Promise<string>((r) => s.once("message", (m) => r(m.toString("latin1")))), 3000, "a SIP answer");
+      const msg = (via: string, cseq: number, auth = ""): string =>
+        `REGISTER sip:gatehouse SIP/2.0\r\nVia: SIP/2.0/UDP ${via};branch=z9hG4bKspoof${cseq}\r\nMax-Forwards: 70\r\nFrom: <sip:front@gatehouse>;tag=s${cseq}\r\n` +
+        `To: <sip:front@gatehouse>\r\nCall-ID: spoof-${cseq}@x\r\nCSeq: ${cseq} REGISTER\r\nContact: <sip:front@${via}>\r\nExpires: 300\r\n${auth}Content-Length: 0\r\n\r\n`;
+      let answer = reply(attacker);
+      attacker.send(msg(`127.0.0.5:${attacker.address().port}`, 1), port, "127.0.0.1");
+      const challenge = await answer;
+      const nonce = /nonce="([^"]+)"/.exec(challenge)![1]!;
+      for (let i = 0; i < 6; i++) {
+        const n = i % 2 === 0 ? nonce : Buffer.alloc(31, i).toString("base64url");
+        const response = digestResponse({ algorithm: "MD5", username: "front", realm: "gatehouse", password: `guess-${i}`, method: "REGISTER", uri: "sip:gatehouse", nonce: n, cnonce: "c", nc: "00000001", qop: "auth" });
+        answer = reply(door);
+        door.send(msg(`${DOOR}:${door.address().port}`, 10 + i, `Authorization: Digest username="front", realm="gatehouse", nonce="${n}", uri="sip:gatehouse", response="${response}", algorithm=MD5, cnonce="c", qop=auth, nc=00000001\r\n`), port, "127.0.0.1");
+        // Never a 403: the nonce was not sent to this address, so no password was even checked.
+        expect((await answer).split("\r\n")[0]).toBe("SIP/2.0 401 Unauthorized");
+      }
+      expect(srv.stats()).toMatchObject({ lockouts: 0, auth: { failures: 0 } });
+    } finally {
+      attacker.close();
+      door.close();
+    }
+    const registered = new Promise<string>((resolve) => srv.registrar.events.once("registered", (_d, b) => resolve(b.target.address)));
+    const r = await runSipp({
+      scenario: `${FIX}/register.xml`,
+      target: `127.0.0.1:${port}`,
+      keys: { user: "front", domain: "gatehouse", expires: 300 },
+      auth: { user: "front", password: PASSWORD },
+      extraArgs: ["-i", DOOR],
+    });
+    expect(r.code, describeRun(r)).toBe(0);
+    expect(await registered).toBe(DOOR);
   }, 30_000);
 });
