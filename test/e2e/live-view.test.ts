@@ -91,6 +91,12 @@ describe("live view end to end (gateway + Chromium)", () => {
         expect(await audioPacketsReceived(page, videoOf("demo"))).toBeGreaterThan(5);
         const [tile] = await tiles(page);
         expect(tile).toMatchObject({ camera: "demo", state: "connected", attempts: 1 });
+        // A video element that has no stream yet reports nothing, however busy another
+        // receiver on the page is (a ring card's video once passed on a grid tile's frames).
+        await page.evaluate(() => document.body.append(Object.assign(document.createElement("video"), { id: "no-stream-yet" })));
+        expect(await inboundStats(page, "video", "#no-stream-yet")).toBeNull();
+        expect(await inboundStats(page, "video", "#not-on-the-page")).toBeNull();
+        expect((await inboundStats(page, "video"))?.framesDecoded).toBeGreaterThan(0);
         expect(pageErrors(page).filter((e) => !/404/.test(e))).toEqual([]);
       } finally {
         await page.close();

@@ -36,7 +36,8 @@ export async function openRecordedPage(browser: Browser, log: Logger, url?: stri
 /**
  * Installed in every page before its own scripts: an RTCPeerConnection registry and
  * `__gh.inbound(selector, kind)`, the inbound-rtp stats of the receiver feeding the
- * element `selector` (or of the busiest receiver of that kind when no such element).
+ * element `selector` (null while that element is missing or has no stream yet), or of the
+ * busiest receiver of that kind when `selector` is null.
  * A plain string so that no test-runner transform can rewrite it.
  */
 export const PAGE_HELPERS = `(() => {
@@ -59,8 +60,14 @@ export const PAGE_HELPERS = `(() => {
   window.__gh = {
     pcs: live,
     async inbound(selector, kind) {
-      const el = selector ? document.querySelector(selector) : null;
-      const tracks = el && el.srcObject ? el.srcObject.getTracks() : null;
+      // With a selector, only the element's own tracks count: before it has a stream (or
+      // exists) there is nothing to report, never another receiver on the same page.
+      let tracks = null;
+      if (selector) {
+        const el = document.querySelector(selector);
+        if (!el || !el.srcObject) return null;
+        tracks = el.srcObject.getTracks();
+      }
       let best = null;
       for (const pc of live()) {
         for (const r of pc.getReceivers()) {

@@ -137,7 +137,9 @@ export async function decodedFrames(page: Page, selector?: string): Promise<numb
 
 /**
  * Wait until the receiver playing in `selector` (default: any video receiver) has
- * decoded at least `n` frames. Polls the page's getStats every 50 ms.
+ * decoded at least `n` frames and, with a selector, the element itself holds a frame to
+ * show (`readyState` ≥ HAVE_CURRENT_DATA: the decoder's count runs ahead of the element on a
+ * busy machine). Polls the page's getStats every 50 ms.
  * @returns the frame count reached
  */
 export async function waitForDecodedFrames(page: Page, n: number, timeoutMs: number, selector?: string): Promise<number> {
@@ -146,7 +148,9 @@ export async function waitForDecodedFrames(page: Page, n: number, timeoutMs: num
     const handle = await page.waitForFunction(
       async (sel, target) => {
         const s = await (window as unknown as GhWindow).__gh.inbound(sel, "video");
-        return s && s.framesDecoded >= target ? s.framesDecoded : false;
+        if (!s || s.framesDecoded < target) return false;
+        if (sel && ((document.querySelector(sel) as HTMLMediaElement | null)?.readyState ?? 0) < HTMLMediaElement.HAVE_CURRENT_DATA) return false;
+        return s.framesDecoded;
       },
       { polling: 50, timeout: timeoutMs },
       selector ?? null,
