@@ -1,5 +1,6 @@
 /**
  * Configuration in one pass: defaults → file (YAML or JSON) → environment → validate.
+ * Without a file, the embedded defaults (embedded.ts: the whole demo) stand in for it.
  *
  * Any string value may be written `${NAME}` (or contain it) to take a secret from
  * the environment; a missing variable is an error naming the key. Unknown keys and
@@ -8,6 +9,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import type { z } from "zod";
+import { embeddedDefaults } from "./embedded.ts";
 import { BadInputError } from "./errors.ts";
 import { configSchema, type Config, type ConfigInput } from "./schema.ts";
 import { metricsProblems } from "./sections/metrics.ts";
@@ -22,7 +24,7 @@ export class ConfigError extends BadInputError {
 }
 
 export interface LoadOptions {
-  /** Path of a YAML or JSON file. Default: $GATEHOUSE_CONFIG, else none (embedded defaults). */
+  /** Path of a YAML or JSON file. Default: $GATEHOUSE_CONFIG, else none (the embedded defaults, embedded.ts). */
   file?: string | undefined;
   /** Already-parsed input (tests); merged over the file. */
   input?: ConfigInput;
@@ -32,9 +34,10 @@ export interface LoadOptions {
 export function loadConfig(opts: LoadOptions = {}): Readonly<Config> {
   const env = opts.env ?? process.env;
   const file = opts.file ?? env.GATEHOUSE_CONFIG;
-  let raw: unknown = {};
+  let raw: unknown;
   let source = "embedded defaults";
-  if (file) {
+  if (!file) raw = embeddedDefaults();
+  else {
     source = file;
     let text: string;
     try {

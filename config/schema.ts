@@ -125,6 +125,21 @@ export const configSchema = z.strictObject({
       enabled: z.union([z.boolean(), z.literal("auto")]).default("auto"),
       /** Port of the demo RTSP server on 127.0.0.1. Default 0 (any free port). */
       rtspPort: z.number().int().min(0).max(65535).default(0),
+      /**
+       * Built-in demo door station: an in-process SIP intercom at the demo camera that registers
+       * with the gateway, rings when an administrator asks, answers calls, plays a tone and echoes
+       * what it hears. Runs only with the demo recorder and `sip.enabled` (UDP).
+       */
+      door: z
+        .strictObject({
+          /** Default false; true in the embedded defaults (`npm start` without a file). */
+          enabled: z.boolean().default(false),
+          /** Display name in rings and the Doors menu. Default "Demo door". */
+          name: z.string().min(1).max(200).default("Demo door"),
+          /** Milliseconds the door rings before it answers a call. Default 800. */
+          answerAfterMs: z.number().int().min(0).max(30000).default(800),
+        })
+        .prefault({}),
     })
     .prefault({}),
   log: z

@@ -8,6 +8,7 @@
  * the pulls (sources see upstreamDown), the SFU (viewers end), the demo recorder last,
  * so no recorder disappears under a pull that is still running.
  */
+import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
@@ -35,13 +36,26 @@ import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
 import { AuditCallLog, auditAdmin, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
+import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
+import { DemoDoor } from "./demo/door.ts";
+import { demoDoorRouter } from "./demo/routes.ts";
+import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 
 export interface GatewayOptions {
   config: Readonly<Config>;
   log?: Logger;
+  /**
+   * A fixed port (front door, TURN, SIP) already taken by another program: `fail` (default)
+   * stops start-up; `fallback` says which and listens on a free port instead (`npm start` with
+   * the embedded defaults, where nobody chose the ports).
+   */
+  takenPorts?: TakenPortPolicy;
 }
+
+/** Device id and SIP user of the built-in demo door station. */
+export const DEMO_DOOR_ID = "demo-door";
 
 export interface Gateway {
   /** Base URL of the front door, e.g. http://127.0.0.1:8080 */
@@ -61,6 +75,10 @@ export interface Gateway {
   readonly audit: AuditLog | undefined;
   /** Base URL of the metrics-only listener, when `metrics.listen` is set. */
   readonly metricsUrl: string | undefined;
+  /** The built-in demo door station, when `demo.door.enabled` (with the demo recorder and SIP over UDP). */
+  readonly demoDoor: DemoDoor | undefined;
+  /** Fixed ports that were taken at start, each replaced by a free one (`takenPorts: "fallback"`). */
+  readonly takenPorts: readonly TakenPort[];
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -134,20 +152,72 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
     cleanups.push(() => registry.close());
 
+    const policy = opts.takenPorts ?? "fail";
+    const takenPorts: TakenPort[] = [];
+
+    // The built-in demo door station: a SIP device of its own, at the demo camera, with a
+    // password made for this run (it lives in this process, nobody else needs it).
+    let demoDoorDevice: SipDeviceConfig | undefined;
+    if (config.demo.door.enabled && demo && config.sip.enabled) {
+      if (!config.sip.udp.enabled) log.warn("demo door not started: it needs sip.udp");
+      else if (config.sip.devices.some((d) => d.id === DEMO_DOOR_ID || d.username.toLowerCase() === DEMO_DOOR_ID))
+        log.warn(`demo door not started: a configured SIP device is already called "${DEMO_DOOR_ID}"`);
+      else
+        demoDoorDevice = {
+          id: DEMO_DOOR_ID,
+          name: config.demo.door.name,
+          username: DEMO_DOOR_ID,
+          password: randomBytes(18).toString("base64url"),
+          camera: "demo",
+          answerers: { users: [], groups: [] },
+          dtmf: { openDoor: "#", method: "rfc4733", durationMs: 160 },
+          allow: [],
+          digestAlgorithms: ["SHA-256", "MD5"],
+          authenticateCalls: true,
+        };
+    }
+
     // Door intercoms: SIP registrar + UAS; the browser side is mounted under /api/intercom below.
     let sip: SipServer | undefined;
     // Nothing reaches SIP through the relay: the TURN server (started below) names its own sockets.
     let turn: TurnServer | undefined;
     if (config.sip.enabled) {
-      sip = await startSipServer({
-        config: config.sip,
-        log: log.child({ component: "sip" }),
-        cameras: cameras.map((c) => c.id),
-        ...(config.server.tls ? { tlsFallback: config.server.tls } : {}),
-        refuseSource: (address, port) => turn?.isRelaySource(address, port) ?? false,
-      });
+      const sipConfig: SipConfig = demoDoorDevice ? { ...config.sip, devices: [...config.sip.devices, demoDoorDevice] } : config.sip;
+      const anyPort = (c: SipConfig): SipConfig => ({ ...c, udp: { ...c.udp, port: 0 }, tcp: { ...c.tcp, port: 0 }, ...(c.tls ? { tls: { ...c.tls, port: 0 } } : {}) });
+      sip = await startWithFallback("SIP", [sipConfig.udp.port, sipConfig.tcp.port, sipConfig.tls?.port ?? 0], policy, log, takenPorts, (free) =>
+        startSipServer({
+          config: free ? anyPort(sipConfig) : sipConfig,
+          log: log.child({ component: "sip" }),
+          cameras: cameras.map((c) => c.id),
+          ...(config.server.tls ? { tlsFallback: config.server.tls } : {}),
+          refuseSource: (address, port) => turn?.isRelaySource(address, port) ?? false,
+        }),
+      );
       const s = sip;
       cleanups.push(() => s.close("gateway closing"));
+    }
+
+    // The demo door registers like any door; if it cannot, the rest runs without it.
+    let demoDoor: DemoDoor | undefined;
+    if (sip && demoDoorDevice && sip.ports.udp) {
+      const bind = config.sip.bindAddress;
+      try {
+        demoDoor = await DemoDoor.start({
+          sip: config.sip,
+          registrar: { address: bind === "0.0.0.0" ? "127.0.0.1" : bind === "::" ? "::1" : bind, port: sip.ports.udp },
+          username: demoDoorDevice.username,
+          password: demoDoorDevice.password!,
+          displayName: config.demo.door.name,
+          answerAfterMs: config.demo.door.answerAfterMs,
+          log: log.child({ component: "demo-door" }),
+        });
+        const d = demoDoor;
+        // Closed before the SIP server (cleanups run in reverse): it hangs up and unregisters.
+        cleanups.push(() => d.close("gateway closing"));
+        log.info("demo door registered", { device: DEMO_DOOR_ID, aor: demoDoor.aor });
+      } catch (err) {
+        log.warn("demo door not started", { err });
+      }
     }
 
     const tls = config.server.tls
@@ -161,16 +231,21 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // After a restart the set is empty: old credentials are refused until the page fetches new ones.
     const turnSessions = new Set<string>();
     if (config.turn.enabled) {
-      turn = await startTurnServer({
-        config: config.turn,
-        log,
-        allowedPeers: [config.media.announcedAddress ?? bindAddress],
-        allowedPeerPorts: config.media.icePortRange,
-        // Credentials of a sign-in session end with it, so they may last as long as it can.
-        sessionCredentialLifetimeSeconds: Math.min(config.auth.session.maxAgeSeconds, 86_400),
-        sessionActive: (ref) => turnSessions.has(ref),
-        ...(tls ? { tls } : {}),
-      });
+      const tc = config.turn;
+      const anyPort = (l: typeof tc.udp) => l.map((x) => ({ ...x, port: 0 }));
+      const fixed = [...tc.udp, ...tc.tcp, ...tc.tls].map((l) => l.port);
+      turn = await startWithFallback("TURN", fixed, policy, log, takenPorts, (free) =>
+        startTurnServer({
+          config: free ? { ...tc, udp: anyPort(tc.udp), tcp: anyPort(tc.tcp), tls: anyPort(tc.tls) } : tc,
+          log,
+          allowedPeers: [config.media.announcedAddress ?? bindAddress],
+          allowedPeerPorts: config.media.icePortRange,
+          // Credentials of a sign-in session end with it, so they may last as long as it can.
+          sessionCredentialLifetimeSeconds: Math.min(config.auth.session.maxAgeSeconds, 86_400),
+          sessionActive: (ref) => turnSessions.has(ref),
+          ...(tls ? { tls } : {}),
+        }),
+      );
       const t = turn;
       cleanups.push(() => t.close("gateway closing"));
     }
@@ -179,14 +254,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // One port carries HTTP(S), WebSocket and TURN over TCP/TLS: the front door tells them apart
     // by the first bytes of each connection (after TLS).
     const server = http.createServer();
-    const door = await startFrontDoor({
-      host: config.server.host,
-      port: config.server.port,
-      ...(tls ? { tls } : {}),
-      http: server,
-      ...(turn && config.turn.shareHttpsPort ? { turn } : {}),
-      log: log.child({ component: "frontdoor" }),
-    });
+    const door = await startWithFallback("front door", [config.server.port], policy, log, takenPorts, (free) =>
+      startFrontDoor({
+        host: config.server.host,
+        port: free ? 0 : config.server.port,
+        ...(tls ? { tls } : {}),
+        http: server,
+        ...(turn && config.turn.shareHttpsPort ? { turn } : {}),
+        log: log.child({ component: "frontdoor" }),
+      }),
+    );
     cleanups.push(() => door.close());
     const port = door.port;
     const host = config.server.host.includes(":") ? `[${config.server.host}]` : config.server.host;
@@ -331,6 +408,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       }),
     );
     if (intercomWeb && intercomAudit) app.use("/api/intercom", intercomAudit.routes);
+    if (intercomWeb && demoDoor)
+      app.use(
+        "/api/intercom/demo-door",
+        demoDoorRouter({ door: demoDoor, deviceId: DEMO_DOOR_ID, mayRing: (req) => auth.can(req.user!, "demo", "admin") }),
+      );
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
     else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));
@@ -427,6 +509,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       sip,
       metricsUrl,
       audit,
+      demoDoor,
+      takenPorts,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

@@ -23,11 +23,24 @@ try {
   throw err;
 }
 
+const configFile = values.config ?? process.env.GATEHOUSE_CONFIG;
 // Lines go to stderr through a bounded buffer written off the event loop.
 const sink = stderrLogSink({ maxBufferedBytes: config.log.bufferBytes });
 const log = createLogger({ level: config.log.level, format: config.log.format, write: sink.write });
-const gateway = await startGateway({ config, log });
+// With the embedded defaults nobody chose the ports: a taken one is replaced, not fatal.
+const gateway = await startGateway({ config, log, takenPorts: configFile ? "fail" : "fallback" });
 const lines = [``, `Gatehouse is running: open ${gateway.url}/`];
+for (const t of gateway.takenPorts) lines.push(`  (${t.what}: port ${t.port} was taken by another program; a free port is used instead)`);
+if (gateway.turn) {
+  const udp = gateway.turn.udp.map((a) => `UDP ${a.address}:${a.port}`);
+  const tcp = config.turn.shareHttpsPort ? [`${config.server.tls ? "TCP/TLS" : "TCP"} on the front-door port ${gateway.httpPort}`] : [];
+  lines.push(`TURN relay: ${[...udp, ...tcp].join(", ")}  (try ${gateway.url}/?relay=udp or ?relay=tcp)`);
+}
+if (gateway.sip) {
+  const p = gateway.sip.ports;
+  lines.push(`SIP intercom: ${[p.udp && `UDP ${p.udp}`, p.tcp && `TCP ${p.tcp}`, p.tls && `TLS ${p.tls}`].filter(Boolean).join(", ")} on ${config.sip.bindAddress}`);
+}
+if (gateway.demoDoor) lines.push(`Demo door station registered (${gateway.demoDoor.aor}): sign in as admin, open Doors, press "Ring the demo door", or Talk to it.`);
 if (gateway.auth.devUsers?.length) {
   lines.push(``, `DEVELOPMENT ONLY: built-in identity provider at ${gateway.auth.issuer} with demo accounts:`);
   for (const u of gateway.auth.devUsers) lines.push(`  ${u.username.padEnd(8)} password ${u.password}   (${u.description})`);
@@ -36,7 +49,6 @@ if (gateway.auth.devUsers?.length) {
 process.stdout.write(lines.join("\n") + "\n\n");
 
 // Rights and signing keys follow the file without a restart (SIGHUP also reloads).
-const configFile = values.config ?? process.env.GATEHOUSE_CONFIG;
 const watcher = configFile ? watchConfig(configFile, gateway, log.child({ component: "config" })) : undefined;
 
 if (watcher) process.on("SIGHUP", () => watcher.reload());

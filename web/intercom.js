@@ -51,6 +51,11 @@ let source = null;
 let streamState = "closed";
 /** @type {Array<{ callId: string, deviceName: string, at: number }>} */
 const missed = [];
+/** The gateway's built-in demo door station, when it runs: `GET api/intercom/demo-door`. */
+const DEMO_DOOR = "demo-door";
+/** @type {{ device: string, canRing: boolean } | null} */
+let demoDoor = null;
+let demoNote = "";
 
 // ---------------------------------------------------------------- DOM scaffolding
 
@@ -726,6 +731,41 @@ function renderDoors() {
     list.append(li);
   }
   doorsMenu.append(list);
+  const demo = demoDoor?.canRing ? doors.get(demoDoor.device) : undefined;
+  if (demo) {
+    // The demo door calls in like a real one: its ring reaches everyone who may answer it.
+    const box = el("div", "ic-demo");
+    const ring = button("Ring the demo door", "ic-ring-demo", () => void ringDemoDoor());
+    ring.disabled = !demo.online;
+    const note = el("p", "ic-demo-note", demoNote);
+    note.setAttribute("role", "status");
+    box.append(ring, note);
+    doorsMenu.append(box);
+  }
+}
+
+/** Ask the demo door to call in; the ring arrives on the event stream like any door's. */
+async function ringDemoDoor() {
+  demoNote = "Ringing…";
+  renderDoors();
+  try {
+    const res = await fetch(api("/demo-door/ring"), {
+      method: "POST",
+      headers: { Accept: "application/json", ...(await csrfHeaders(base)) },
+      credentials: "same-origin",
+    });
+    if (res.ok) {
+      demoNote = "";
+      showDoors(false);
+    } else {
+      if (res.status === 403) resetCsrf();
+      const body = await res.json().catch(() => ({}));
+      demoNote = typeof body.reason === "string" ? `The demo door cannot ring: ${body.reason}` : `The demo door cannot ring (HTTP ${res.status})`;
+    }
+  } catch {
+    demoNote = "The gateway cannot be reached";
+  }
+  renderDoors();
 }
 
 /** @param {DoorInfo} d */
@@ -760,6 +800,10 @@ async function start() {
   iceServers = Array.isArray(info.iceServers) ? info.iceServers : [];
   doors.clear();
   for (const d of Array.isArray(info.devices) ? info.devices : []) doors.set(d.id, d);
+  if (doors.has(DEMO_DOOR)) {
+    const r = await fetch(api("/demo-door"), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" }).catch(() => null);
+    demoDoor = r?.ok ? await r.json().catch(() => null) : null;
+  }
   if (!layer.isConnected) document.body.append(layer);
   const topbar = document.querySelector(".topbar");
   if (topbar && !doorsBtn.isConnected) {
