@@ -32,12 +32,10 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
 fi
 
 missing_packages() {
-  local status p
-  # One query for all; an unknown name only adds a line on stderr.
-  status="$(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null || true)"
-  for p in "${pkgs[@]}"; do
-    grep -qxF "$p install ok installed" <<<"$status" || printf '%s\n' "$p"
-  done
+  # One query for all (an unknown name only adds a line on stderr), one pass over its answer.
+  { dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null || true; } |
+    awk -v want="${pkgs[*]}" '$2 " " $3 " " $4 == "install ok installed" { ok[$1] = 1 }
+      END { n = split(want, w, " "); for (i = 1; i <= n; i++) if (!(w[i] in ok)) print w[i] }'
 }
 
 mapfile -t missing < <(missing_packages)

@@ -88,7 +88,8 @@ ${world.sudo === "password" ? 'echo "sudo: a password is required" >&2; exit 1' 
   };
 }
 
-describe("test peer installer", () => {
+// Each case spawns bash and a dozen small tools: seconds apiece on a loaded two-core machine.
+describe("test peer installer", { timeout: 60_000 }, () => {
   it("reads one list that names every peer the tests start", () => {
     for (const p of ["chromium", "firefox-esr", "gir1.2-gst-rtsp-server-1.0", "gstreamer1.0-libav", "gstreamer1.0-x", "coturn", "sip-tester", "baresip", "janus", "redis-server", "postgresql", "prometheus", "iproute2", "gcc"])
       expect(listed).toContain(p);
