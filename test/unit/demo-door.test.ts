@@ -80,16 +80,16 @@ describe("demo door requests", () => {
   it("answers the gateway's digest challenge (the strongest algorithm it offers) so that its DigestServer accepts it", () => {
     const server = new DigestServer({ now: () => 1_000_000 });
     const req = registerRequest(id, { branch: "z9hG4bKa", callId: "c1", fromTag: "t1", cseq: 1, expires: 600 });
-    const challenge = makeResponse(req, 401, { headers: server.challenge("gatehouse", ["MD5", "SHA-256"]).map((c) => ["WWW-Authenticate", c] as [string, string]) });
+    const challenge = makeResponse(req, 401, { headers: server.challenge("gatehouse", ["MD5", "SHA-256"], "127.0.0.1").map((c) => ["WWW-Authenticate", c] as [string, string]) });
     const a = answerChallenge(challenge, { username: "demo-door", password: "pw-123456789", method: "REGISTER", uri: "sip:gatehouse", cnonce: "abc" });
     expect(a?.header).toBe("Authorization");
     expect(a?.value).toContain("algorithm=SHA-256");
-    const ok = server.verify(a!.value, "REGISTER", "gatehouse", ["MD5", "SHA-256"], (u) => (u === "demo-door" ? "pw-123456789" : undefined));
+    const ok = server.verify(a!.value, "REGISTER", "gatehouse", ["MD5", "SHA-256"], (u) => (u === "demo-door" ? "pw-123456789" : undefined), "127.0.0.1");
     expect(ok).toMatchObject({ ok: true, username: "demo-door", algorithm: "SHA-256" });
     const wrong = answerChallenge(challenge, { username: "demo-door", password: "other", method: "REGISTER", uri: "sip:gatehouse", cnonce: "abd" });
-    expect(server.verify(wrong!.value, "REGISTER", "gatehouse", ["MD5", "SHA-256"], () => "pw-123456789")).toMatchObject({ ok: false, reason: "bad-response" });
+    expect(server.verify(wrong!.value, "REGISTER", "gatehouse", ["MD5", "SHA-256"], () => "pw-123456789", "127.0.0.1")).toMatchObject({ ok: false, reason: "bad-response" });
     // 407 → Proxy-Authorization; no qop=auth or no Digest → nothing to answer with.
-    const proxy = makeResponse(req, 407, { headers: [["Proxy-Authenticate", server.challenge("gatehouse", ["MD5"])[0]!]] });
+    const proxy = makeResponse(req, 407, { headers: [["Proxy-Authenticate", server.challenge("gatehouse", ["MD5"], "127.0.0.1")[0]!]] });
     expect(answerChallenge(proxy, { username: "u", password: "p", method: "INVITE", uri: "sip:x", cnonce: "c" })?.header).toBe("Proxy-Authorization");
     const basic = makeResponse(req, 401, { headers: [["WWW-Authenticate", 'Basic realm="x"'], ["WWW-Authenticate", 'Digest realm="x", nonce="n"']] });
     expect(answerChallenge(basic, { username: "u", password: "p", method: "REGISTER", uri: "sip:x", cnonce: "c" })).toBeUndefined();
