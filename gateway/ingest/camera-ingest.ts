@@ -20,7 +20,7 @@ import {
   type RtspClientOptions,
   type RtspClientStats,
 } from "../rtsp/client.ts";
-import { isPermanent, UnplayableError } from "../rtsp/status.ts";
+import { isPermanent, RecorderPolicyError, RtspStatusError, UnplayableError, UpstreamLostError } from "../rtsp/status.ts";
 import { realTimers, type TimerHandle, type Timers } from "../rtsp/timers.ts";
 import { backoffDelay } from "./backoff.ts";
 import { CameraStateMachine, type CameraStatus } from "./camera-state.ts";
@@ -296,8 +296,9 @@ export class CameraIngest {
     // Someone is looking at this camera: keep retrying often, so it is back within moments of the recorder.
     if (!permanent && this.viewers > 0) delay = Math.min(delay, watchedRetryMaxMs);
     // One warning per distinct failure; repeats are debug so a dead camera does not flood the log.
-    const level = this.lastLoggedFailure === err.message ? "debug" : "warn";
-    this.lastLoggedFailure = err.message;
+    const key = failureKey(err);
+    const level = this.lastLoggedFailure === key ? "debug" : "warn";
+    this.lastLoggedFailure = key;
     this.log[level]("camera ingest failed; will retry", { reason: err.message, code: err.code, retryInMs: delay });
     this.retryInMs = delay;
     this.retryTimer = this.timers.setTimeout(() => {
@@ -438,4 +439,18 @@ function toError(err: unknown): GatehouseError {
   if (isGatehouseError(err)) return err;
   if (err instanceof Error) return new UpstreamError(err.message, { cause: err });
   return new ClosedError(String(err));
+}
+
+/**
+ * What makes two failures "the same one again" for the log: their class, category and typed
+ * details (RTSP status, loss signal, refused policy, socket error), never their text.
+ */
+export function failureKey(err: GatehouseError): string {
+  const parts: string[] = [err.constructor.name, err.code];
+  if (err instanceof RtspStatusError) parts.push(err.method, String(err.status));
+  if (err instanceof UpstreamLostError) parts.push(err.signal);
+  if (err instanceof RecorderPolicyError) parts.push(err.policy);
+  const sys = (err.cause as { code?: unknown } | undefined)?.code;
+  if (typeof sys === "string") parts.push(sys);
+  return parts.join(":");
 }

@@ -409,3 +409,16 @@ describe("CameraIngest tells the truth about the camera", () => {
     expect(always.clients[0]!.probed).toBe(false);
   });
 });
+
+describe("failureKey (which failures count as the same one again in the log)", () => {
+  it("compares failures by their type and typed details, not by their text", async () => {
+    const { RtspStatusError, UpstreamLostError } = await import("../../gateway/rtsp/status.ts");
+    const { failureKey } = await import("../../gateway/ingest/camera-ingest.ts");
+    const reset = (msg: string) => new UpstreamError(msg, { cause: Object.assign(new Error("x"), { code: "ECONNRESET" }) });
+    expect(failureKey(reset("connection to 10.0.0.9:554 reset"))).toBe(failureKey(reset("connection to 10.0.0.9:554 reset (again, other words)")));
+    expect(failureKey(reset("a"))).not.toBe(failureKey(new UpstreamError("a", { cause: Object.assign(new Error("x"), { code: "ECONNREFUSED" }) })));
+    expect(failureKey(new RtspStatusError("DESCRIBE", 404, "Not Found"))).not.toBe(failureKey(new RtspStatusError("DESCRIBE", 503, "")));
+    expect(failureKey(new UpstreamLostError("no-media", "x"))).not.toBe(failureKey(new UpstreamLostError("rtcp-bye", "x")));
+    expect(failureKey(new AuthError("UNAUTHORIZED", "a"))).not.toBe(failureKey(new AuthError("FORBIDDEN", "a")));
+  });
+});
