@@ -30,7 +30,9 @@ import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/healt
 import { admissionCollector, auditCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import type { SessionId } from "../config/ids.ts";
-import { relayedAddressesIn, startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
+import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
+import { canonicalIp } from "../config/net/ip.ts";
+import { parseCandidate } from "../sfu/candidates.ts";
 import { startFrontDoor } from "./frontdoor/index.ts";
 import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
@@ -40,6 +42,25 @@ import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
 import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
+
+/**
+ * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
+ * peer connection made with our TURN server. Unreadable lines are skipped (the SFU judges them).
+ */
+function relayedAddressesIn(sdp: string): { family: 4 | 6; address: string; port: number }[] {
+  const out: { family: 4 | 6; address: string; port: number }[] = [];
+  for (const line of sdp.split(/\r?\n/)) {
+    if (!line.startsWith("a=candidate:") || out.length >= 64) continue;
+    try {
+      const c = parseCandidate(line.slice(2));
+      const address = canonicalIp(c.address);
+      if (c.type === "relay" && c.transport === "udp" && address !== undefined) out.push({ family: address.includes(":") ? 6 : 4, address, port: c.port });
+    } catch {
+      // not a candidate we can read: nothing of ours
+    }
+  }
+  return out;
+}
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 

@@ -4,7 +4,6 @@
  * username="…"; credential="…"; credential-type="password"`).
  */
 import type { TurnCredentials } from "./credentials.ts";
-import { canonicalIp, type TransportAddress } from "./stun/address.ts";
 
 /** The shape browsers take in `RTCPeerConnection({ iceServers })`. */
 export interface IceServer {
@@ -48,23 +47,6 @@ export function iceServerLinkHeader(servers: readonly IceServer[]): string[] {
     for (const url of s.urls) {
       out.push(`<${url}>; rel="ice-server"; username=${q(s.username)}; credential=${q(s.credential)}; credential-type="password"`);
     }
-  }
-  return out;
-}
-
-/**
- * The relayed transport addresses a peer connection named in its SDP (`a=candidate:… typ
- * relay`, RFC 8839 §5.1): our XOR-RELAYED-ADDRESSes when it allocated with us. Only IP
- * literals count; at most 64 are returned.
- */
-export function relayedAddressesIn(sdp: string): TransportAddress[] {
-  const out: TransportAddress[] = [];
-  const re = /^a=candidate:\S+ \d+ udp \d+ (\S+) (\d{1,5}) typ relay(?:\s|$)/gim;
-  for (let m = re.exec(sdp); m !== null && out.length < 64; m = re.exec(sdp)) {
-    const address = canonicalIp(m[1]!);
-    const port = Number(m[2]);
-    if (address === undefined || port < 1 || port > 65535) continue;
-    out.push({ family: address.includes(":") ? 6 : 4, address, port });
   }
   return out;
 }

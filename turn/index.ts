@@ -4,7 +4,7 @@
  */
 export { startTurnServer, type TurnServer, type TurnServerOptions, type TurnTcpHandler } from "./server.ts";
 export { mintTurnCredentials, restPassword, parseRestUsername, type TurnCredentials, type MintOptions } from "./credentials.ts";
-export { turnIceServers, iceServerLinkHeader, relayedAddressesIn, type TurnIceServerOptions, type IceServer } from "./ice-servers.ts";
+export { turnIceServers, iceServerLinkHeader, type TurnIceServerOptions, type IceServer } from "./ice-servers.ts";
 export { TurnMetrics } from "./metrics.ts";
 export { PeerPolicy, type PeerVerdict } from "./policy.ts";
 export type { TurnEvents, AllocationInfo, AllocationCloseReason } from "./core.ts";
