@@ -34,6 +34,15 @@ describe("config", () => {
     expect(ok.cameras[0]).toMatchObject({ redirectHosts: ["nvr-2.example", "10.0.0.7", "fd00::7", "[fd00::8]"], basicOverPlainRtsp: true });
   });
 
+  it("bounds live viewers and client candidates by default, sized for a wall of 64 tiles", () => {
+    const cfg = parseConfig({});
+    expect(cfg.media.viewers).toEqual({ perSession: 64, perUser: 128, connectTimeoutMs: 10000 });
+    expect(cfg.media.ice).toEqual({ maxCandidatesPerRequest: 32, maxCandidatesPerViewer: 64, privateCandidates: true });
+    expect(() => parseConfig({ media: { viewers: { perSession: 10, perUser: 5 } } })).toThrow(/media\.viewers\.perUser: perUser must be at least perSession/);
+    expect(() => parseConfig({ media: { viewers: { connectTimeoutMs: 10 } } })).toThrow(/media\.viewers\.connectTimeoutMs/);
+    expect(() => parseConfig({ media: { ice: { maxCandidates: 3 } } })).toThrow(/media\.ice\.maxCandidates: unknown key/);
+  });
+
   it("takes secrets from the environment and names a missing variable", () => {
     const cfg = parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1", password: "${CAM_PW}" }] }, { CAM_PW: "s3cret" });
     expect(cfg.cameras[0]!.password).toBe("s3cret");
