@@ -57,6 +57,8 @@ export class AuditLog implements AuditSink {
   private retryTimer: NodeJS.Timeout | undefined;
   private retentionTimer: NodeJS.Timeout | undefined;
   private failing = false;
+  /** Records accepted into the queue since start (written ones count towards `stats.written`). */
+  private accepted = 0;
   private closed = false;
   private readonly waiters: Array<() => void> = [];
   readonly stats: AuditStats = { written: 0, writeFailures: 0, dropped: 0, queued: 0, batches: 0, pruned: 0 };
@@ -90,6 +92,7 @@ export class AuditLog implements AuditSink {
       return;
     }
     this.queue.push({ ...entry, time: entry.time ?? this.clock() });
+    this.accepted++;
     this.stats.queued = this.queue.length;
     this.schedule();
   }
@@ -147,18 +150,24 @@ export class AuditLog implements AuditSink {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  /** Resolves once everything recorded so far is stored (or, with the store failing, once a try was made). */
+  /** Resolves once everything recorded so far is stored (or, with the store failing, once one more try was made). */
   async flush(): Promise<void> {
-    if (this.writing) await this.writing;
-    if (this.queue.length === 0) return;
-    if (this.retryTimer) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = undefined;
+    const target = this.accepted;
+    let tried = false;
+    for (;;) {
+      if (this.writing) {
+        await this.writing;
+        continue;
+      }
+      if (this.stats.written >= target || this.queue.length === 0) return;
+      if (this.failing && tried) return;
+      tried = true;
+      if (this.retryTimer) {
+        clearTimeout(this.retryTimer);
+        this.retryTimer = undefined;
+      }
+      this.drain();
     }
-    const done = new Promise<void>((r) => this.waiters.push(r));
-    this.drain();
-    await Promise.race([done, this.writing ?? done]);
-    if (this.writing) await this.writing;
   }
 
   query(filter: AuditFilter): Promise<AuditRecord[]> {

@@ -129,6 +129,11 @@ export class PostgresAuditStore implements AuditStore {
     } catch (cause) {
       throw new UpstreamError("PostgreSQL audit store unreachable", { cause });
     }
+    // A checked-out client whose connection drops between queries emits "error": without a
+    // listener that would end the process. The failure reaches us through the next query.
+    let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    c.on("error", onError);
     try {
       await c.query("BEGIN");
       await c.query("SELECT pg_advisory_xact_lock($1)", [this.lock]);
@@ -136,10 +141,13 @@ export class PostgresAuditStore implements AuditStore {
       await c.query("COMMIT");
       return out;
     } catch (cause) {
-      await c.query("ROLLBACK").catch(() => {});
+      if (!broken) await c.query("ROLLBACK").catch(() => {});
+      broken ??= cause as Error;
       throw cause instanceof UpstreamError ? cause : new UpstreamError("PostgreSQL audit write failed", { cause });
     } finally {
-      c.release();
+      c.off("error", onError);
+      // A client that failed is discarded, not returned to the pool.
+      c.release(broken);
     }
   }
 

@@ -11,7 +11,8 @@
  * with media worker threads), ttff (demo recorder), ttff_gop2s (GStreamer recorder
  * with a 2 s GOP that never answers keyframe requests), janus_ttff (same recorder),
  * outage (a watched recorder SIGKILLed and restarted: how fast the page leaves LIVE,
- * and how fast new frames are decoded once it listens again), turn, sip. One that fails or whose module does not exist yet is reported as
+ * and how fast new frames are decoded once it listens again), turn, sip, audit (records/s into
+ * SQLite and PostgreSQL, and what it adds to a WHEP POST's p99). One that fails or whose module does not exist yet is reported as
  * `"<name>_error": "…"` and the run goes on.
  *
  * Method notes (the machine is shared and noisy): every server runs in a process of its
@@ -31,8 +32,9 @@ import { machineCpu } from "./lib/proc.ts";
 import { benchLatencyFloor, type FloorResult } from "./floor.ts";
 import { benchOutage } from "./outage.ts";
 import { benchTtff } from "./ttff.ts";
+import { benchAudit } from "./audit.ts";
 
-const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -289,6 +291,7 @@ await step("outage", async (signal) => ({ ...(await benchOutage({ cycles: quick 
 // Three rounds (not its default five) keep the whole run near ten minutes; medians still hold.
 await step("turn", () => optional("turn.ts", "benchTurn", quick ? { quick: true, rounds: 2 } : { rounds: 3 }));
 await step("sip", () => optional("sip.ts", "benchSip", quick ? { quick: true } : {}));
+await step("audit", () => benchAudit({ quick, log }), 180_000);
 
 const cpu1 = machineCpu();
 out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;
