@@ -61,6 +61,7 @@ interface Entry {
 export class CameraRegistry {
   private readonly entries = new Map<CameraId, Entry>();
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger };
   readonly events: SafeEmitter<CameraRegistryEvents>;
 
@@ -137,8 +138,13 @@ export class CameraRegistry {
     return this.entries.get(id as CameraId)?.ingest.status();
   }
 
-  async close(reason = "gateway closing"): Promise<void> {
-    if (this.closed) return;
+  /** Stops every ingest; every caller gets the same promise. */
+  close(reason = "gateway closing"): Promise<void> {
+    this.closing ??= this.doClose(reason);
+    return this.closing;
+  }
+
+  private async doClose(reason: string): Promise<void> {
     this.closed = true;
     await Promise.all(
       [...this.entries.values()].map(async (e) => {

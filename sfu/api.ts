@@ -5,12 +5,15 @@
  * media lives in a worker thread (sfu/worker-pool.ts). Both behave the same, except
  * that a proxy's `stats()` is a snapshot at most half a second old
  * (`Sfu.refreshStats()` makes it current).
+ *
+ * This file is the contract: the handles, their events, statistics and states are
+ * declared here, and the implementations (source.ts, viewer.ts, the worker proxies)
+ * import them from here, never the other way round.
  */
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { PacketRing } from "./ring.ts";
-import type { SourceEvents, SourceStats } from "./source.ts";
+import type { TransportInfo } from "./transport.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
-import type { ViewerEvents, ViewerState, ViewerStats } from "./viewer.ts";
 
 /** A camera's source. */
 export interface SourceHandle extends MediaSink {
@@ -48,4 +51,158 @@ export interface ViewerHandle {
   setPacingRate(bitsPerSecond: number): void;
   /** Ends the viewer. Idempotent; resolves once its transport is released. */
   close(reason?: string): Promise<void>;
+}
+
+// ---- sources: events, statistics -------------------------------------------------
+
+/** Why the source dropped an upstream packet. */
+export type SourceDropReason =
+  /** Not RTP, or a track index outside the last setTracks. */
+  | "malformed"
+  /** A payload type other than the track's. */
+  | "payloadType"
+  | "duplicate"
+  /** Reordered or late (older than the newest packet). */
+  | "late"
+  /** Video before the first keyframe of an upstream session: no viewer could decode it. */
+  | "awaitingKeyframe"
+  /** H.264 payloads a browser cannot use (interleaved-mode types, malformed STAP-A, empty). */
+  | "unsupportedPayload"
+  /** Larger than a history slot (non-H.264 payload over 1500 bytes). */
+  | "oversize"
+  /** Pushed while no upstream session was announced (before setTracks or after close). */
+  | "noTracks"
+  /**
+   * Never fanned out: the media thread fell further behind ingest than its backlog bound
+   * (overload; the viewers resume at the next keyframe).
+   */
+  | "backlog";
+
+export interface SourceTrackStats extends TrackSpec {
+  packetsIn: number;
+  packetsOut: number;
+  /** Upstream packets lost (sequence gaps). */
+  lost: number;
+  keyframes: number;
+  /** Packets in the current cached GOP, 0 when none is usable. */
+  gopPackets: number;
+  /** H.264: STAP-A(SPS, PPS) inserted before IDRs. */
+  parameterSetsInserted: number;
+  /** Payloads split to fit the path MTU. */
+  refragmented: number;
+  /** The upstream sends RTCP sender reports (lip sync uses its clock). */
+  upstreamSr: boolean;
+}
+
+export interface SourceStats {
+  id: CameraId;
+  packetsIn: number;
+  bytesIn: number;
+  dropped: Record<SourceDropReason, number>;
+  /** Viewers (connecting ones included): the demand signal. */
+  viewers: number;
+  tracks: SourceTrackStats[];
+  /** A keyframe is cached: a new viewer starts decoding at once. */
+  hasKeyframe: boolean;
+  /** Unix ms of the last upstream packet, undefined before the first. */
+  lastPacketAt: number | undefined;
+  /** Upstream sessions announced by setTracks (reconnects + 1). */
+  sessions: number;
+  upstreamUp: boolean;
+}
+
+export type SourceEvents = {
+  /** Viewer count changed (connecting viewers count): drives on-demand pulling. */
+  viewers: [count: number];
+  /** A keyframe started on a video track. */
+  keyframe: [info: { track: number; packets: number }];
+  /** Periodic statistics (about once a second while anyone listens). */
+  stats: [stats: SourceStats];
+};
+
+// ---- viewers: states, events, statistics -------------------------------------------
+
+/** Viewer lifecycle as seen from outside. */
+export type ViewerState = "connecting" | "connected" | "disconnected" | "closed";
+
+export type ViewerEvents = {
+  closed: [reason: string];
+  state: [state: ViewerState];
+  /** Overload step-down ("keyframes": only whole keyframes are sent) and step back up ("full"). */
+  quality: [mode: ViewerQuality, reason: string];
+};
+
+/**
+ * What a viewer is sent: every frame, or (stepped down past capacity: there is no
+ * simulcast layer to switch to) whole keyframes only, about one frame per GOP.
+ */
+export type ViewerQuality = "full" | "keyframes";
+
+/** Why packets did not reach a viewer. */
+export type ViewerDropReason =
+  /** The send queue was full: the frame and everything up to the next keyframe were dropped. */
+  | "queueFull"
+  /** Video before the first keyframe (after a join without cache, an overflow, or a PLI without cache). */
+  | "awaitingKeyframe"
+  /** The packet left the source history before this viewer's queue reached it. */
+  | "expired"
+  /** The source's codec was not negotiated with this viewer (e.g. audio codec changed upstream). */
+  | "codecNotNegotiated"
+  /** The transport refused the packet (not connected). */
+  | "notConnected"
+  /** Video between keyframes while the viewer is stepped down to keyframes only. */
+  | "steppedDown"
+  /** Queued video older than maxQueueDelayMs (the viewer or the SFU fell behind): dropped up to the next keyframe. */
+  | "queueDelay";
+
+export interface ViewerTrackStats {
+  kind: "video" | "audio";
+  ssrc: number;
+  payloadType: number;
+  packets: number;
+  bytes: number;
+}
+
+export interface ViewerStats {
+  id: ViewerId;
+  cameraId: CameraId;
+  user: string | undefined;
+  state: ViewerState;
+  /** Unix ms when the viewer was created (offer received). */
+  createdAt: number;
+  /** Milliseconds from offer to ICE+DTLS connected; undefined until then. */
+  connectMs: number | undefined;
+  packetsOut: number;
+  bytesOut: number;
+  /** RTCP NACK packets received. */
+  nacks: number;
+  /** Sequence numbers asked for by NACKs. */
+  nackedPackets: number;
+  retransmits: number;
+  retransmitBytes: number;
+  /** NACKed packets no longer (or never) held. */
+  nackMisses: number;
+  plis: number;
+  firs: number;
+  /** Times the cached GOP was replayed to this viewer (join, PLI, FIR). */
+  keyframesFromCache: number;
+  drops: Record<ViewerDropReason, number>;
+  /** Packets waiting in the send queue now. */
+  queued: number;
+  /** Round-trip time from the last receiver report, ms. */
+  rttMs: number | undefined;
+  /** Fraction lost (0–1) from the last receiver report on video. */
+  fractionLost: number | undefined;
+  /** Interarrival jitter from the last video receiver report, ms. */
+  jitterMs: number | undefined;
+  /** Last REMB estimate, bits/s. */
+  rembBps: number | undefined;
+  malformedRtcp: number;
+  tracks: ViewerTrackStats[];
+  /** SRTP profile and send path, once connected. */
+  transport: TransportInfo | undefined;
+  /** "keyframes" while stepped down for overload. */
+  quality: ViewerQuality;
+  /** Times this viewer was stepped down. */
+  stepDowns: number;
 }

@@ -14,74 +14,11 @@ import { ntpToUnixMs } from "./rtp/ntp.ts";
 import { emptyRtpHeader, readRtpHeader } from "./rtp/packet.ts";
 import { parseRtcp } from "./rtp/rtcp.ts";
 import { TrackTimeline, Verdict } from "./timeline.ts";
-import type { SourceHandle } from "./api.ts";
+import type { SourceDropReason, SourceEvents, SourceHandle, SourceStats } from "./api.ts";
+
+export type { SourceDropReason, SourceEvents, SourceStats, SourceTrackStats } from "./api.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
 import type { Viewer, ViewerSource } from "./viewer.ts";
-
-/** Why the source dropped an upstream packet. */
-export type SourceDropReason =
-  /** Not RTP, or a track index outside the last setTracks. */
-  | "malformed"
-  /** A payload type other than the track's. */
-  | "payloadType"
-  | "duplicate"
-  /** Reordered or late (older than the newest packet). */
-  | "late"
-  /** Video before the first keyframe of an upstream session: no viewer could decode it. */
-  | "awaitingKeyframe"
-  /** H.264 payloads a browser cannot use (interleaved-mode types, malformed STAP-A, empty). */
-  | "unsupportedPayload"
-  /** Larger than a history slot (non-H.264 payload over 1500 bytes). */
-  | "oversize"
-  /** Pushed while no upstream session was announced (before setTracks or after close). */
-  | "noTracks"
-  /**
-   * Never fanned out: the media thread fell further behind ingest than its backlog bound
-   * (overload; the viewers resume at the next keyframe).
-   */
-  | "backlog";
-
-export interface SourceTrackStats extends TrackSpec {
-  packetsIn: number;
-  packetsOut: number;
-  /** Upstream packets lost (sequence gaps). */
-  lost: number;
-  keyframes: number;
-  /** Packets in the current cached GOP, 0 when none is usable. */
-  gopPackets: number;
-  /** H.264: STAP-A(SPS, PPS) inserted before IDRs. */
-  parameterSetsInserted: number;
-  /** Payloads split to fit the path MTU. */
-  refragmented: number;
-  /** The upstream sends RTCP sender reports (lip sync uses its clock). */
-  upstreamSr: boolean;
-}
-
-export interface SourceStats {
-  id: CameraId;
-  packetsIn: number;
-  bytesIn: number;
-  dropped: Record<SourceDropReason, number>;
-  /** Viewers (connecting ones included): the demand signal. */
-  viewers: number;
-  tracks: SourceTrackStats[];
-  /** A keyframe is cached: a new viewer starts decoding at once. */
-  hasKeyframe: boolean;
-  /** Unix ms of the last upstream packet, undefined before the first. */
-  lastPacketAt: number | undefined;
-  /** Upstream sessions announced by setTracks (reconnects + 1). */
-  sessions: number;
-  upstreamUp: boolean;
-}
-
-export type SourceEvents = {
-  /** Viewer count changed (connecting viewers count): drives on-demand pulling. */
-  viewers: [count: number];
-  /** A keyframe started on a video track. */
-  keyframe: [info: { track: number; packets: number }];
-  /** Periodic statistics (about once a second while anyone listens). */
-  stats: [stats: SourceStats];
-};
 
 export interface SourceOptions {
   id: CameraId;
@@ -153,6 +90,7 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   };
   private readonly hdr = emptyRtpHeader();
   private closed = false;
+  private closing: Promise<void> | undefined;
   private packetsIn = 0;
   private bytesIn = 0;
   private lastPacketAt: number | undefined;
@@ -539,16 +477,19 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   }
 
   /** Closes every viewer of this source and frees its history. Idempotent. */
-  async close(reason = "source closed"): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.upstreamUp = false;
-    const viewers = [...this.viewers];
-    await Promise.all(viewers.map((v) => v.close(reason)));
-    this.attached = [];
-    this.tracks = [];
-    this.o.onClosed?.(this);
-    this.events.removeAllListeners();
+  close(reason = "source closed"): Promise<void> {
+    // Every caller, first or later, waits for the same end.
+    this.closing ??= (async () => {
+      this.closed = true;
+      this.upstreamUp = false;
+      const viewers = [...this.viewers];
+      await Promise.all(viewers.map((v) => v.close(reason)));
+      this.attached = [];
+      this.tracks = [];
+      this.o.onClosed?.(this);
+      this.events.removeAllListeners();
+    })();
+    return this.closing;
   }
 
   private newTrack(spec: TrackSpec): TrackState {

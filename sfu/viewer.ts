@@ -10,7 +10,9 @@ import { randomBytes, randomInt } from "node:crypto";
 import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
-import type { ViewerHandle } from "./api.ts";
+import type { ViewerDropReason, ViewerEvents, ViewerHandle, ViewerQuality, ViewerState, ViewerStats, ViewerTrackStats } from "./api.ts";
+
+export type { ViewerDropReason, ViewerEvents, ViewerQuality, ViewerState, ViewerStats, ViewerTrackStats } from "./api.ts";
 import type { Drainable, Pacer } from "./pacer.ts";
 import { SlotFlag, type PacketRing } from "./ring.ts";
 import { ntpFromUnixMs, ntpMiddle32 } from "./rtp/ntp.ts";
@@ -24,93 +26,8 @@ import {
   type ReportBlock,
 } from "./rtp/rtcp.ts";
 import { SendQueue } from "./send-queue.ts";
-import type { TransportInfo, TransportState, ViewerTransport } from "./transport.ts";
+import type { TransportState, ViewerTransport } from "./transport.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
-
-/** Viewer lifecycle as seen from outside. */
-export type ViewerState = "connecting" | "connected" | "disconnected" | "closed";
-
-export type ViewerEvents = {
-  closed: [reason: string];
-  state: [state: ViewerState];
-  /** Overload step-down ("keyframes": only whole keyframes are sent) and step back up ("full"). */
-  quality: [mode: ViewerQuality, reason: string];
-};
-
-/**
- * What a viewer is sent: every frame, or (stepped down past capacity: there is no
- * simulcast layer to switch to) whole keyframes only, about one frame per GOP.
- */
-export type ViewerQuality = "full" | "keyframes";
-
-/** Why packets did not reach a viewer. */
-export type ViewerDropReason =
-  /** The send queue was full: the frame and everything up to the next keyframe were dropped. */
-  | "queueFull"
-  /** Video before the first keyframe (after a join without cache, an overflow, or a PLI without cache). */
-  | "awaitingKeyframe"
-  /** The packet left the source history before this viewer's queue reached it. */
-  | "expired"
-  /** The source's codec was not negotiated with this viewer (e.g. audio codec changed upstream). */
-  | "codecNotNegotiated"
-  /** The transport refused the packet (not connected). */
-  | "notConnected"
-  /** Video between keyframes while the viewer is stepped down to keyframes only. */
-  | "steppedDown"
-  /** Queued video older than maxQueueDelayMs (the viewer or the SFU fell behind): dropped up to the next keyframe. */
-  | "queueDelay";
-
-export interface ViewerTrackStats {
-  kind: "video" | "audio";
-  ssrc: number;
-  payloadType: number;
-  packets: number;
-  bytes: number;
-}
-
-export interface ViewerStats {
-  id: ViewerId;
-  cameraId: CameraId;
-  user: string | undefined;
-  state: ViewerState;
-  /** Unix ms when the viewer was created (offer received). */
-  createdAt: number;
-  /** Milliseconds from offer to ICE+DTLS connected; undefined until then. */
-  connectMs: number | undefined;
-  packetsOut: number;
-  bytesOut: number;
-  /** RTCP NACK packets received. */
-  nacks: number;
-  /** Sequence numbers asked for by NACKs. */
-  nackedPackets: number;
-  retransmits: number;
-  retransmitBytes: number;
-  /** NACKed packets no longer (or never) held. */
-  nackMisses: number;
-  plis: number;
-  firs: number;
-  /** Times the cached GOP was replayed to this viewer (join, PLI, FIR). */
-  keyframesFromCache: number;
-  drops: Record<ViewerDropReason, number>;
-  /** Packets waiting in the send queue now. */
-  queued: number;
-  /** Round-trip time from the last receiver report, ms. */
-  rttMs: number | undefined;
-  /** Fraction lost (0–1) from the last receiver report on video. */
-  fractionLost: number | undefined;
-  /** Interarrival jitter from the last video receiver report, ms. */
-  jitterMs: number | undefined;
-  /** Last REMB estimate, bits/s. */
-  rembBps: number | undefined;
-  malformedRtcp: number;
-  tracks: ViewerTrackStats[];
-  /** SRTP profile and send path, once connected. */
-  transport: TransportInfo | undefined;
-  /** "keyframes" while stepped down for overload. */
-  quality: ViewerQuality;
-  /** Times this viewer was stepped down. */
-  stepDowns: number;
-}
 
 /** What a viewer needs from its source. */
 export interface ViewerSource {

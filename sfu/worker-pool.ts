@@ -25,15 +25,24 @@ import { ClosedError, NotFoundError } from "../config/errors.ts";
 import { SafeEmitter } from "../config/events.ts";
 import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
-import type { SourceHandle, ViewerHandle } from "./api.ts";
+import type {
+  SourceDropReason,
+  SourceEvents,
+  SourceHandle,
+  SourceStats,
+  ViewerDropReason,
+  ViewerEvents,
+  ViewerHandle,
+  ViewerQuality,
+  ViewerState,
+  ViewerStats,
+} from "./api.ts";
 import type { CreateViewerOptions, EngineOptions, SfuStats } from "./engine.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { nativeStatus } from "./native/index.ts";
 import { planAnswer, type Offer } from "./offer.ts";
 import type { PacketRing } from "./ring.ts";
-import type { SourceDropReason, SourceEvents, SourceStats } from "./source.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
-import type { ViewerDropReason, ViewerEvents, ViewerQuality, ViewerState, ViewerStats } from "./viewer.ts";
 import {
   encodeRecord,
   errorFromWire,

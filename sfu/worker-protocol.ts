@@ -16,9 +16,8 @@ import {
 } from "../config/errors.ts";
 import type { LogFields, Logger, LogLevel } from "../config/log.ts";
 import type { Offer } from "./offer.ts";
-import type { SourceStats } from "./source.ts";
+import type { SourceStats, ViewerQuality, ViewerState, ViewerStats } from "./api.ts";
 import type { TrackSpec } from "./types.ts";
-import type { ViewerQuality, ViewerState, ViewerStats } from "./viewer.ts";
 import type { IceServer } from "./werift-peer.ts";
 
 /** Histogram state as LatencyHistogram.toJSON() writes it. */
