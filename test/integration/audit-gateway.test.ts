@@ -12,6 +12,7 @@ import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import type { AuditRecord } from "../../gateway/audit/index.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { watchConfig } from "../../gateway/reload.ts";
 import { Baresip, tone, wav } from "../peers/baresip.ts";
 import { HttpBrowser, signIn } from "../peers/oidc.ts";
 import { WeriftViewer, WhepHttpError } from "../peers/werift-viewer.ts";
@@ -172,6 +173,27 @@ describe("audit trail on the gateway", () => {
     const rs = await until(admin, "action=admin_user_sessions_end,session_ended", (rs) => rs.length >= 2);
     expect(rs.find((x) => x.action === "admin_user_sessions_end")).toMatchObject({ outcome: "success", subject: "dev-admin", detail: '{"subject":"dev-viewer","status":200}' });
     expect(rs.find((x) => x.action === "session_ended")).toMatchObject({ subject: "dev-viewer", name: "Demo Viewer", detail: "revoked" });
+  });
+
+  it("records a sign-out and a configuration reload (accepted, then rejected)", async () => {
+    const { client: bob, browser } = await signedIn("viewer");
+    const csrf = (JSON.parse((await bob.get("/auth/csrf")).body) as { token: string }).token;
+    const out = await browser.request(`${gw.url}/auth/logout`, { method: "POST", body: new URLSearchParams({ _csrf: csrf }), headers: { origin: gw.url } });
+    expect(out.status).toBeLessThan(400);
+    const signOut = await until(admin, "action=sign_out", (rs) => rs.length >= 1);
+    expect(signOut[0]).toMatchObject({ subject: "dev-viewer", name: "Demo Viewer", source: "127.0.0.1", detail: "logout" });
+
+    const file = path.join(dataDir, "gatehouse.yaml");
+    fs.writeFileSync(file, "auth:\n  mode: dev\n");
+    const watcher = watchConfig(file, gw, silentLogger, 10);
+    watcher.reload();
+    fs.writeFileSync(file, "auth:\n  mode: dev\n  nonsense: 1\n");
+    watcher.reload();
+    watcher.close();
+    const reloads = await until(admin, "action=config_reload", (rs) => rs.length >= 2);
+    expect(reloads[1]).toMatchObject({ outcome: "success" });
+    expect(reloads[0]).toMatchObject({ outcome: "failure" });
+    expect(JSON.parse(reloads[0]!.detail!).problems).toEqual(["auth.nonsense: unknown key"]);
   });
 
   it("filters by time, exports CSV and verifies the chain", async () => {
