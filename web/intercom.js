@@ -49,7 +49,8 @@ const cards = new Map();
 /** @type {EventSource | null} */
 let source = null;
 let streamState = "closed";
-/** @type {Array<{ callId: string, deviceName: string, at: number }>} */
+/** Missed calls on screen, newest first: the server's call log less those dismissed here. */
+/** @type {Array<{ callId: string, deviceName: string, at: number, snapshot: boolean }>} */
 const missed = [];
 /** The gateway's built-in demo door station, when it runs: `GET api/intercom/demo-door`. */
 const DEMO_DOOR = "demo-door";
@@ -189,6 +190,8 @@ class CallCard {
     this.deviceName = info.deviceName;
     this.camera = info.camera;
     this.from = info.from;
+    /** When the ring times out (Date.now ms), for the countdown; 0 unknown. */
+    this.expiresAt = typeof info.expiresAt === "number" ? info.expiresAt : 0;
     this.state = state;
 
     const id = `ic-${Math.random().toString(36).slice(2, 10)}`;
@@ -214,7 +217,8 @@ class CallCard {
     this.kicker = kicker;
     const title = el("h2", "ic-title", this.deviceName);
     title.id = `${id}-title`;
-    const desc = el("p", "ic-desc", state === "ringing" ? `Caller: ${this.from || "unknown"}` : "Talking to the door");
+    const desc = el("p", "ic-desc", state === "ringing" ? "Ringing" : "Talking to the door");
+    this.desc = desc;
     desc.id = `${id}-desc`;
     this.status = el("p", "ic-status");
     this.status.setAttribute("role", "status");
@@ -227,6 +231,45 @@ class CallCard {
     this.el.dataset.state = state;
     this.render();
     this.startVideo();
+    if (state === "ringing") {
+      this.countdown();
+      this.clock = setInterval(() => this.countdown(), 1000);
+    }
+  }
+
+  /** "Ringing · 23 s left to answer" while it rings. */
+  countdown() {
+    if (this.state !== "ringing") return;
+    const left = this.expiresAt ? Math.max(0, Math.ceil((this.expiresAt - Date.now()) / 1000)) : null;
+    const text = left === null ? "Ringing" : `Ringing · ${left} s left to answer`;
+    if (this.desc.textContent !== text) this.desc.textContent = text;
+  }
+
+  /**
+   * Ask before opening the door, in the card: "Open <door>?" with Open and Cancel.
+   * @param {() => void} open
+   */
+  confirmOpen(open) {
+    const keep = [...this.actions.children];
+    const ask = el("p", "ic-confirm-text", this.state === "ringing" ? `Open ${this.deviceName}? This answers the call with your microphone muted.` : `Open ${this.deviceName}?`);
+    const yes = button("Open", "ic-open-confirm", () => {
+      open();
+    });
+    yes.setAttribute("aria-label", `Yes, open ${this.deviceName}`);
+    const no = button("Cancel", "ic-open-cancel", () => {
+      this.actions.replaceChildren(...keep);
+      this.el.classList.remove("is-confirming");
+      /** @type {HTMLElement | undefined} */ (keep.find((b) => b.classList.contains("ic-open")))?.focus();
+    });
+    this.el.classList.add("is-confirming");
+    this.actions.replaceChildren(ask, yes, no);
+    no.focus();
+  }
+
+  /** Answer with the microphone muted, then open the door once the call is up. */
+  async answerAndOpen() {
+    this.openAfterAnswer = true;
+    await this.answer();
   }
 
   /** The call is over (checked after each await: the ended event may have arrived meanwhile). */
@@ -247,6 +290,8 @@ class CallCard {
       this.videoEl.srcObject = session.stream;
       void this.videoEl.play().catch(() => {});
     });
+    // Keep a picture of who rang with the call, for the call log (the first page to send one wins).
+    this.videoEl.addEventListener("playing", () => void this.sendSnapshot(), { once: true });
     session.addEventListener("statechange", () => {
       const s = session.state;
       this.noVideo.hidden = s === "connected";
@@ -256,6 +301,32 @@ class CallCard {
     session.start();
   }
 
+  async sendSnapshot() {
+    if (this.sentSnapshot || this.callId.startsWith("calling-")) return;
+    this.sentSnapshot = true;
+    // A frame or two after "playing", so the picture is not the decoder's first grey frame.
+    await new Promise((r) => setTimeout(r, 300));
+    const v = this.videoEl;
+    if (!v.videoWidth || !v.videoHeight) return;
+    const scale = Math.min(1, 640 / v.videoWidth);
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.round(v.videoWidth * scale);
+    canvas.height = Math.round(v.videoHeight * scale);
+    canvas.getContext("2d")?.drawImage(v, 0, 0, canvas.width, canvas.height);
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.8));
+    if (!blob) return;
+    try {
+      await fetch(api(`/calls/${encodeURIComponent(this.callId)}/snapshot`), {
+        method: "POST",
+        headers: { "Content-Type": "image/jpeg", ...(await csrfHeaders(base)) },
+        body: /** @type {Blob} */ (blob),
+        credentials: "same-origin",
+      });
+    } catch {
+      // best effort: the call log then shows no picture
+    }
+  }
+
   /** Buttons and texts for the current state. */
   render() {
     this.el.dataset.state = this.state;
@@ -263,9 +334,11 @@ class CallCard {
     if (this.state === "ringing") {
       this.answerBtn = button("Answer", "ic-answer", () => void this.answer());
       this.answerBtn.setAttribute("aria-label", `Answer ${this.deviceName}`);
+      const open = button("Open door", "ic-open", () => this.confirmOpen(() => void this.answerAndOpen()));
+      open.setAttribute("aria-label", `Open ${this.deviceName}`);
       const decline = button("Decline", "ic-decline", () => void this.post("reject"));
       decline.setAttribute("aria-label", `Decline ${this.deviceName}`);
-      this.actions.append(this.answerBtn, decline);
+      this.actions.append(this.answerBtn, open, decline);
     } else if (this.state === "answering" || this.state === "calling") {
       const cancel = button(this.state === "calling" ? "Cancel" : "Hang up", "ic-hangup", () => this.cancel());
       this.actions.append(cancel);
@@ -274,7 +347,8 @@ class CallCard {
       this.muteBtn.setAttribute("aria-pressed", "false");
       this.muteBtn.disabled = !this.mic;
       if (!this.mic) this.muteBtn.title = "No microphone: listening only";
-      this.openBtn = button("Open door", "ic-open", () => void this.openDoor());
+      this.openBtn = button("Open door", "ic-open", () => this.confirmOpen(() => void this.openDoor()));
+      this.openBtn.setAttribute("aria-label", `Open ${this.deviceName}`);
       const hangup = button("Hang up", "ic-hangup", () => void this.post("hangup"));
       this.actions.append(this.muteBtn, this.openBtn, hangup);
     }
@@ -288,6 +362,9 @@ class CallCard {
   /** Answer with the microphone (listen-only when the browser refuses it). */
   async answer() {
     if (this.state !== "ringing") return;
+    if (this.clock !== undefined) clearInterval(this.clock);
+    this.clock = undefined;
+    this.el.classList.remove("is-confirming");
     this.state = "answering";
     this.render();
     this.say("Connecting…");
@@ -390,6 +467,11 @@ class CallCard {
     this.clock = setInterval(() => this.tick(), 1000);
     this.openBtn?.focus();
     updateRinging();
+    if (this.openAfterAnswer) {
+      this.openAfterAnswer = false;
+      if (this.mic && !this.muted) this.toggleMute();
+      await this.openDoor();
+    }
   }
 
   tick() {
@@ -424,6 +506,8 @@ class CallCard {
   }
 
   async openDoor() {
+    this.el.classList.remove("is-confirming");
+    if (this.state === "in-call") this.render();
     const btn = this.openBtn;
     if (btn) btn.disabled = true;
     this.notify("Opening the door…");
@@ -574,10 +658,67 @@ function onEnded(e) {
 
 /** @param {{ callId: string, deviceName: string, at: number }} m */
 function addMissed(m) {
-  if (missed.some((x) => x.callId === m.callId)) return;
-  missed.unshift(m);
-  missed.length = Math.min(missed.length, MAX_MISSED);
+  if (!missed.some((x) => x.callId === m.callId) && !dismissed().has(m.callId)) {
+    missed.unshift({ ...m, snapshot: false });
+    missed.length = Math.min(missed.length, MAX_MISSED);
+    renderMissed();
+  }
+  // The server's call log is the record (time, picture); this page's memory is only a first draft.
+  void loadMissed();
+}
+
+const dismissedKey = () => `gatehouse.intercom.dismissed.${me?.sub ?? ""}`;
+
+/** Missed calls this user dismissed in this browser (call ids). @returns {Set<string>} */
+function dismissed() {
+  try {
+    const v = JSON.parse(localStorage.getItem(dismissedKey()) ?? "[]");
+    return new Set(Array.isArray(v) ? v.filter((x) => typeof x === "string") : []);
+  } catch {
+    return new Set();
+  }
+}
+
+/** @param {string} callId */
+function dismiss(callId) {
+  const set = dismissed();
+  set.add(callId);
+  try {
+    localStorage.setItem(dismissedKey(), JSON.stringify([...set].slice(-200)));
+  } catch {
+    // no storage: dismissed until the next reload
+  }
+  const i = missed.findIndex((m) => m.callId === callId);
+  if (i >= 0) missed.splice(i, 1);
   renderMissed();
+}
+
+/** Missed calls from the server's call log (`GET api/intercom/history?missed=1`). */
+async function loadMissed() {
+  let res;
+  try {
+    res = await fetch(api("/history?missed=1&limit=20"), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
+  } catch {
+    return;
+  }
+  if (!res.ok) return;
+  const body = await res.json().catch(() => null);
+  if (!body || !Array.isArray(body.calls)) return;
+  const gone = dismissed();
+  const list = body.calls
+    .filter((/** @type {any} */ c) => c && c.missed && c.direction === "incoming" && typeof c.callId === "string" && !gone.has(c.callId))
+    .slice(0, MAX_MISSED)
+    .map((/** @type {any} */ c) => ({ callId: c.callId, deviceName: String(c.deviceName ?? ""), at: Number(c.startedAt) || Date.now(), snapshot: Boolean(c.snapshot) }));
+  missed.splice(0, missed.length, ...list);
+  renderMissed();
+}
+
+const timeOfDay = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const dateAndTime = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+/** "17:45" today, else the date too. @param {number} at */
+function whenText(at) {
+  const d = new Date(at);
+  return d.toDateString() === new Date().toDateString() ? timeOfDay.format(d) : dateAndTime.format(d);
 }
 
 function renderMissed() {
@@ -588,14 +729,19 @@ function renderMissed() {
   for (const m of missed) {
     const li = el("li", "ic-missed-item");
     li.dataset.call = m.callId;
-    const time = new Date(m.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    li.append(el("span", "ic-missed-text", `Missed call from ${m.deviceName} at ${time}`));
-    const dismiss = button("Dismiss", "ic-dismiss", () => {
-      missed.splice(missed.indexOf(m), 1);
-      renderMissed();
-    });
-    dismiss.setAttribute("aria-label", `Dismiss missed call from ${m.deviceName}`);
-    li.append(dismiss);
+    if (m.snapshot) {
+      const img = /** @type {HTMLImageElement} */ (el("img", "ic-missed-snapshot"));
+      img.src = api(`/calls/${encodeURIComponent(m.callId)}/snapshot`).href;
+      img.alt = `${m.deviceName} when it rang`;
+      img.width = 96;
+      img.height = 54;
+      li.append(img);
+    }
+    li.dataset.at = new Date(m.at).toISOString();
+    li.append(el("span", "ic-missed-text", `Missed call from ${m.deviceName} at ${whenText(m.at)}`));
+    const close = button("Dismiss", "ic-dismiss", () => dismiss(m.callId));
+    close.setAttribute("aria-label", `Dismiss missed call from ${m.deviceName}`);
+    li.append(close);
     list.append(li);
   }
   missedBox.append(list);
@@ -704,16 +850,55 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
+/** @type {Map<string, WhepSession>} door id → live preview of its camera while the menu is open */
+const previews = new Map();
+
 /** @param {boolean} show */
 function showDoors(show) {
   doorsMenu.hidden = !show;
   doorsBtn.setAttribute("aria-expanded", String(show));
-  if (show) /** @type {HTMLElement | null} */ (doorsMenu.querySelector("button"))?.focus();
+  if (show) {
+    startPreviews();
+    /** @type {HTMLElement | null} */ (doorsMenu.querySelector("button"))?.focus();
+  } else stopPreviews();
+}
+
+/** Each door's camera, small and muted, while the menu is open (closed with it: no idle streams). */
+function startPreviews() {
+  for (const li of doorsMenu.querySelectorAll(".ic-door")) {
+    const id = /** @type {HTMLElement} */ (li).dataset.device ?? "";
+    const door = doors.get(id);
+    const video = /** @type {HTMLVideoElement | null} */ (li.querySelector(".ic-door-preview video"));
+    if (!door?.camera || !video || previews.has(id)) continue;
+    const session = new WhepSession(new URL(`whep/${encodeURIComponent(door.camera)}`, base));
+    previews.set(id, session);
+    const note = /** @type {HTMLElement} */ (li.querySelector(".ic-door-preview p"));
+    session.addEventListener("stream", () => {
+      video.srcObject = session.stream;
+      void video.play().catch(() => {});
+    });
+    session.addEventListener("statechange", () => {
+      note.hidden = session.state === "connected";
+      if (session.state === "failed") note.textContent = "Camera unavailable";
+    });
+    session.start();
+  }
+}
+
+function stopPreviews() {
+  for (const [id, session] of previews) {
+    session.close("doors menu closed");
+    const video = /** @type {HTMLVideoElement | null} */ (doorsMenu.querySelector(`.ic-door[data-device="${CSS.escape(id)}"] .ic-door-preview video`));
+    if (video) video.srcObject = null;
+  }
+  previews.clear();
 }
 
 function renderDoors() {
   const talkable = [...doors.values()].filter((d) => d.canTalk);
   doorsBtn.hidden = talkable.length === 0;
+  const open = !doorsMenu.hidden;
+  if (open) stopPreviews();
   doorsMenu.replaceChildren();
   const list = el("ul", "ic-doors-list");
   for (const d of talkable) {
@@ -727,6 +912,17 @@ function renderDoors() {
     });
     talk.disabled = !d.online;
     talk.setAttribute("aria-label", `Talk to ${d.name}`);
+    if (d.camera) {
+      const preview = el("div", "ic-door-preview");
+      const video = /** @type {HTMLVideoElement} */ (el("video"));
+      video.muted = true;
+      video.autoplay = true;
+      video.playsInline = true;
+      video.disablePictureInPicture = true;
+      video.setAttribute("aria-label", `${d.cameraName ?? d.name}, live`);
+      preview.append(video, el("p", "", "Connecting…"));
+      li.append(preview);
+    }
     li.append(name, state, talk);
     list.append(li);
   }
@@ -742,6 +938,7 @@ function renderDoors() {
     box.append(ring, note);
     doorsMenu.append(box);
   }
+  if (open) startPreviews();
 }
 
 /** Ask the demo door to call in; the ring arrives on the event stream like any door's. */
@@ -814,6 +1011,7 @@ async function start() {
   renderDoors();
   syncLayer();
   connectStream();
+  void loadMissed();
 }
 
 // The page is going away: a call held here ends (keepalive POST survives the unload).
@@ -829,6 +1027,7 @@ Object.defineProperty(window, "gatehouseIntercom", {
       me,
       doors: [...doors.values()],
       missed: missed.map((m) => ({ ...m })),
+      previews: [...previews.keys()],
       cards: [...cards.values()].map((c) => ({ callId: c.callId, deviceId: c.deviceId, state: c.state, status: c.status.textContent, answeredBy: c.answeredBy, video: c.video?.state ?? null, muted: c.muted, mic: Boolean(c.mic) })),
     }),
     /** Statistics of the talk connection of the call on screen: inbound and outbound audio. */

@@ -10,7 +10,7 @@ import type { User } from "../auth/index.ts";
 import { httpStatusOf, sendError } from "../http/errors.ts";
 import { CallAlreadyAnsweredError } from "../sip/index.ts";
 import { MAX_TALK_OFFER_CHARS } from "./sdp.ts";
-import type { IntercomService } from "./service.ts";
+import { MAX_SNAPSHOT_BYTES, type IntercomService } from "./service.ts";
 import type { WhepIceServer } from "../http/whep.ts";
 import type { Logger } from "../../config/log.ts";
 
@@ -101,6 +101,38 @@ export function intercomRouter(deps: IntercomRouterDeps): Router {
   r.get("/calls", (req, res) => {
     try {
       res.json(service.callsFor(userOf(req)));
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+
+  /** The call log: `?missed=1` for missed calls only, `?limit=n`. */
+  r.get("/history", (req, res) => {
+    try {
+      const limit = Number(req.query.limit ?? 50);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 500) throw new BadInputError("limit: an integer from 1 to 500");
+      res.json({ calls: service.history(userOf(req), { missedOnly: req.query.missed === "1", limit }) });
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+
+  /** A picture of the door camera taken while the call rang (PNG or JPEG body), kept for the call log. */
+  const imageBody = express.raw({ type: ["image/png", "image/jpeg"], limit: MAX_SNAPSHOT_BYTES });
+  r.post("/calls/:callId/snapshot", imageBody, (req, res) => {
+    try {
+      if (!Buffer.isBuffer(req.body) || req.body.length === 0) throw new BadInputError("body must be a PNG or JPEG image");
+      service.attachSnapshot(userOf(req), String(req.params.callId), req.body);
+      res.status(204).end();
+    } catch (err) {
+      fail(res, err);
+    }
+  });
+
+  r.get("/calls/:callId/snapshot", (req, res) => {
+    try {
+      const snap = service.snapshotOf(userOf(req), String(req.params.callId));
+      res.set("Cache-Control", "private, max-age=3600").type(snap.type).send(snap.bytes);
     } catch (err) {
       fail(res, err);
     }

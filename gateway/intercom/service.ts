@@ -20,6 +20,16 @@ import { readAudioOffer, type G711Codec } from "./sdp.ts";
 import { SseStream } from "../http/sse.ts";
 import { TalkPeer, type TalkPeerStats } from "./talk-peer.ts";
 
+/** Largest door snapshot kept with a call, bytes. */
+export const MAX_SNAPSHOT_BYTES = 512 * 1024;
+
+/** PNG or JPEG by magic bytes, else null. */
+function imageType(b: Buffer): "image/png" | "image/jpeg" | null {
+  if (b.length > 8 && b.readUInt32BE(0) === 0x89504e47 && b.readUInt32BE(4) === 0x0d0a1a0a) return "image/png";
+  if (b.length > 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return "image/jpeg";
+  return null;
+}
+
 /** What the intercom needs from sign-in (gateway/auth): rights per camera and session watching. */
 export interface IntercomAuth {
   can(user: User, cameraId: string, action: AuthAction): boolean;
@@ -119,6 +129,8 @@ export interface HistoryView {
   reason: CallRecord["reason"];
   status: number | null;
   missed: boolean;
+  /** A door camera picture is kept with the call (GET …/calls/:id/snapshot). */
+  snapshot: boolean;
 }
 
 interface DeviceInfo {
@@ -160,6 +172,8 @@ export class IntercomService {
   private readonly calls = new Map<string, CallEntry>();
   private readonly subscribers = new Set<Subscriber>();
   private readonly names = new Map<string, string>();
+  /** Door camera pictures of recent calls (call id → image), oldest first; bounded like the history. */
+  private readonly snapshots = new Map<string, { type: "image/jpeg" | "image/png"; bytes: Buffer }>();
   private readonly offs: Array<() => void> = [];
   private closed = false;
   /** Counters for logs and tests. */
@@ -299,7 +313,34 @@ export class IntercomService {
       reason: r.reason,
       status: r.status ?? null,
       missed: r.reason === "missed",
+      snapshot: this.snapshots.has(r.callId),
     };
+  }
+
+  /**
+   * A picture of the door camera taken while `callId` rang (by a page that showed it), kept with
+   * the call for the call log. The first one wins; later ones are ignored. Only users who may
+   * answer the door, only for a call of the log or ringing now; PNG or JPEG by their magic bytes.
+   */
+  attachSnapshot(user: User, callId: string, bytes: Buffer): void {
+    const deviceId = this.calls.get(callId)?.device.id ?? (this.opts.history?.() ?? this.ic.history()).find((r) => r.callId === callId)?.deviceId;
+    if (!deviceId) throw new NotFoundError("no such call");
+    if (!this.mayAnswer(user, deviceId)) throw new AuthError("FORBIDDEN", "not a door you may answer");
+    const type = imageType(bytes);
+    if (!type) throw new BadInputError("a snapshot must be a PNG or JPEG image");
+    if (bytes.length > MAX_SNAPSHOT_BYTES) throw new BadInputError(`a snapshot must be at most ${MAX_SNAPSHOT_BYTES} bytes`);
+    if (this.snapshots.has(callId)) return;
+    this.snapshots.set(callId, { type, bytes: Buffer.from(bytes) });
+    const keep = (this.opts.historyLimit ?? 50) + 16;
+    while (this.snapshots.size > keep) this.snapshots.delete(this.snapshots.keys().next().value!);
+  }
+
+  /** The picture kept with `callId`, for a user who may see that call. */
+  snapshotOf(user: User, callId: string): { type: string; bytes: Buffer } {
+    const deviceId = this.calls.get(callId)?.device.id ?? (this.opts.history?.() ?? this.ic.history()).find((r) => r.callId === callId)?.deviceId;
+    const snap = this.snapshots.get(callId);
+    if (!deviceId || !snap || !this.mayAnswer(user, deviceId)) throw new NotFoundError("no snapshot for this call");
+    return snap;
   }
 
   /** Doors this user may answer or talk to. */
@@ -329,15 +370,27 @@ export class IntercomService {
   callsFor(user: User): { active: CallView[]; history: HistoryView[] } {
     const active: CallView[] = [];
     for (const e of this.calls.values()) if (e.owner?.sub === user.sub || this.mayAnswer(user, e.device.id)) active.push(this.callView(e, user));
-    const history: HistoryView[] = [];
+    return { active, history: this.history(user) };
+  }
+
+  /**
+   * Finished calls of the doors this user may answer (and outgoing calls they held), newest
+   * first: the call log behind the web client's missed calls. Read through here so the record
+   * store can change underneath (today the SIP layer's bounded memory).
+   */
+  history(user: User, opts: { missedOnly?: boolean; limit?: number } = {}): HistoryView[] {
+    const out: HistoryView[] = [];
     const all = this.opts.history?.() ?? this.ic.history();
-    const limit = this.opts.historyLimit ?? 50;
-    for (let i = all.length - 1; i >= 0 && history.length < limit; i--) {
+    const limit = Math.min(opts.limit ?? Infinity, this.opts.historyLimit ?? 50);
+    for (let i = all.length - 1; i >= 0 && out.length < limit; i--) {
       const r = all[i]!;
       const mine = r.direction === "outgoing" ? r.answeredBy === user.sub : this.mayAnswer(user, r.deviceId) || r.answeredBy === user.sub;
-      if (mine) history.push(this.historyView(r));
+      if (!mine) continue;
+      const v = this.historyView(r);
+      if (opts.missedOnly && !v.missed) continue;
+      out.push(v);
     }
-    return { active, history };
+    return out;
   }
 
   // ------------------------------------------------------------------ event stream

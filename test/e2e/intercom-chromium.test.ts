@@ -116,7 +116,9 @@ describe("door intercom in Chromium with baresip at the door", () => {
     await viewerPage.waitForSelector(ringCard, { timeout: 10_000 });
     for (const p of [adminPage, viewerPage]) {
       expect(await p.$eval(`${ringCard} .ic-title`, (e) => e.textContent)).toBe("Front door");
-      expect(await p.$eval(`${ringCard} .ic-desc`, (e) => e.textContent)).toContain("door1");
+      // The door's name, never its SIP address; a countdown to the ring's end.
+      expect(await p.$eval(ringCard, (e) => e.textContent)).not.toMatch(/sip:|door1@/);
+      expect(await p.$eval(`${ringCard} .ic-desc`, (e) => e.textContent)).toMatch(/^Ringing · \d+ s left to answer$/);
       expect(await p.$eval(ringCard, (e) => e.getAttribute("role"))).toBe("alertdialog");
       // The door camera's live view plays in the ring card.
       await waitForDecodedFrames(p, 5, 15_000, `${ringCard} video`);
@@ -154,6 +156,11 @@ describe("door intercom in Chromium with baresip at the door", () => {
     // Open the door: the configured digits reach the door as RFC 4733 events.
     const hash = door.waitFor(/received event: '#' \(end=1\)/);
     await adminPage.click(".ic-card .ic-open");
+    // Asked first: nothing is sent until confirmed.
+    await adminPage.waitForSelector(".ic-card .ic-open-confirm");
+    expect(await adminPage.$eval(".ic-card .ic-confirm-text", (e) => e.textContent)).toBe("Open Front door?");
+    expect(door.lines.some((l) => /received event: '1'/.test(l))).toBe(false);
+    await adminPage.click(".ic-card .ic-open-confirm");
     await hash;
     expect(door.lines.some((l) => /received event: '1' \(end=1\)/.test(l))).toBe(true);
     await adminPage.waitForFunction(() => /^In call \d\d:\d\d · Door opened$/.test(document.querySelector(".ic-card .ic-status")?.textContent ?? ""), { timeout: 5000 });
@@ -182,16 +189,38 @@ describe("door intercom in Chromium with baresip at the door", () => {
     await viewerPage.waitForSelector(ringCard, { timeout: 10_000 });
     for (const p of [adminPage, viewerPage]) {
       await p.waitForSelector(".ic-missed-item", { timeout: (RING_SECONDS + 10) * 1000 });
-      expect(await p.$eval(".ic-missed-item .ic-missed-text", (e) => e.textContent)).toMatch(/^Missed call from Front door at /);
+      expect(await p.$eval(".ic-missed-item .ic-missed-text", (e) => e.textContent)).toMatch(/^Missed call from Front door at \d\d:\d\d/);
       await p.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 10_000 });
     }
     await door.waitFor(/480 Temporarily Unavailable/, 10_000, 0);
+    // Kept by the server: after a reload the missed call is still listed, with a picture from the
+    // door camera taken while it rang.
+    await viewerPage.reload({ waitUntil: "load" });
+    await viewerPage.waitForSelector(".ic-missed-item img.ic-missed-snapshot", { timeout: 15_000 });
+    await viewerPage.waitForFunction(() => {
+      const img = document.querySelector<HTMLImageElement>(".ic-missed-item img.ic-missed-snapshot");
+      return !!img && img.complete && img.naturalWidth > 0;
+    }, { timeout: 10_000 });
+    const logged = await viewerPage.evaluate(async () => (await (await fetch("/api/intercom/history?missed=1")).json()) as { calls: Array<{ deviceName: string; missed: boolean; snapshot: boolean; startedAt: number }> });
+    expect(logged.calls[0]).toMatchObject({ deviceName: "Front door", missed: true, snapshot: true });
+    const size = await viewerPage.evaluate(() => {
+      const img = document.querySelector<HTMLImageElement>(".ic-missed-item img.ic-missed-snapshot")!;
+      return [img.naturalWidth, img.naturalHeight];
+    });
+    expect(size).toEqual([640, 360]); // the demo camera's frame
+    // Dismissed here, it stays dismissed after a reload.
+    await viewerPage.click(".ic-missed-item .ic-dismiss");
+    await viewerPage.reload({ waitUntil: "load" });
+    await viewerPage.waitForFunction(() => (window as unknown as IntercomWindow).gatehouseIntercom?.state().stream === "open", { timeout: 15_000 });
+    expect(await viewerPage.$(".ic-missed-item")).toBeNull();
   }, 60_000);
 
   it("talks to the door from the doors menu (the door answers by itself); the viewer has no such menu", async () => {
     expect(await viewerPage.$eval(".ic-doors-btn", (e) => (e as HTMLElement).hidden)).toBe(true);
     const mark = door!.lines.length;
     await adminPage.click(".ic-doors-btn");
+    // The menu shows each door's camera live while it is open.
+    await waitForDecodedFrames(adminPage, 3, 15_000, '.ic-door[data-device="door1"] .ic-door-preview video');
     await adminPage.waitForSelector('.ic-door[data-device="door1"] .ic-talk:not([disabled])', { visible: true, timeout: 5000 });
     await adminPage.click('.ic-door[data-device="door1"] .ic-talk');
     await adminPage.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 15_000 });
@@ -206,6 +235,31 @@ describe("door intercom in Chromium with baresip at the door", () => {
     // The door hangs up: the page hears of it and closes the card.
     door!.command("hangup");
     await adminPage.waitForFunction(() => document.querySelector(".ic-card .ic-status")?.textContent === "The door hung up", { timeout: 10_000 });
+    await adminPage.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 10_000 });
+  }, 60_000);
+
+  it("opens the door from the ring card after a confirmation: the call is answered with the microphone muted", async () => {
+    await door?.close();
+    door = Baresip.start({ user: "door1", password: PASSWORD, domain: "gatehouse", registrar: `127.0.0.1:${gw.sip!.ports.udp}`, microphone: wav(tone(440, 20)) });
+    await door.waitFor(/registered successfully/);
+    const mark = door.lines.length;
+    door.command("dial sip:gate@gatehouse");
+    await adminPage.waitForSelector(ringCard, { timeout: 10_000 });
+    await adminPage.click(`${ringCard} .ic-open`);
+    await adminPage.waitForSelector(`${ringCard} .ic-open-confirm`);
+    expect(await adminPage.$eval(`${ringCard} .ic-confirm-text`, (e) => e.textContent)).toMatch(/^Open Front door\?/);
+    // Cancel goes back to the ring's buttons; confirming opens.
+    await adminPage.click(`${ringCard} .ic-open-cancel`);
+    await adminPage.waitForSelector(`${ringCard} .ic-answer`);
+    await adminPage.click(`${ringCard} .ic-open`);
+    const hash = door.waitFor(/received event: '#' \(end=1\)/, 15_000, mark);
+    await adminPage.click(`${ringCard} .ic-open-confirm`);
+    await hash;
+    await adminPage.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 15_000 });
+    await adminPage.waitForFunction(() => /microphone muted/.test(document.querySelector(".ic-card .ic-status")?.textContent ?? ""), { timeout: 5000 });
+    const bye = door.waitFor(BYE_SEEN, 10_000, mark);
+    await adminPage.click(".ic-card .ic-hangup");
+    await bye;
     await adminPage.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 10_000 });
   }, 60_000);
 });

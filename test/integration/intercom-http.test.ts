@@ -264,6 +264,29 @@ describe("intercom in the browser (HTTP + SSE + talk peer) with baresip at the d
     expect(missed).toMatchObject({ reason: "missed", status: 480, missed: true, answeredBy: null });
     const hist = (await viewer.get("/api/intercom/calls")).json() as { history: Array<{ callId: string; missed: boolean }> };
     expect(hist.history[0]).toMatchObject({ callId, missed: true });
+
+    // The call log on its own: missed calls only, newest first.
+    const log = (await viewer.get("/api/intercom/history?missed=1")).json() as { calls: Array<{ callId: string; missed: boolean; snapshot: boolean }> };
+    expect(log.calls[0]).toMatchObject({ callId, missed: true, snapshot: false });
+    expect(log.calls.every((c) => c.missed)).toBe(true);
+    expect((await viewer.get("/api/intercom/history?limit=0")).status).toBe(400);
+
+    // A picture of the door kept with the call: PNG or JPEG only, first one wins, CSRF required.
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(64, 1)]);
+    const jpeg = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(64, 2)]);
+    const snap = `/api/intercom/calls/${callId}/snapshot`;
+    expect((await viewer.post(snap, { image: { type: "image/png", bytes: Buffer.from("not a picture at all") } })).status).toBe(400);
+    expect((await viewer.post(snap, { json: { png: true } })).status).toBe(400);
+    expect((await viewer.post(snap, { image: { type: "image/png", bytes: png } }, { csrf: false })).status).toBe(403);
+    expect((await viewer.post("/api/intercom/calls/no-such-call/snapshot", { image: { type: "image/png", bytes: png } })).status).toBe(404);
+    expect((await viewer.get(snap)).status).toBe(404);
+    expect((await viewer.post(snap, { image: { type: "image/png", bytes: png } })).status).toBe(204);
+    expect((await admin.post(snap, { image: { type: "image/jpeg", bytes: jpeg } })).status).toBe(204);
+    const got = await viewer.get(snap);
+    expect(got.status).toBe(200);
+    expect(Buffer.from(got.body, "latin1").subarray(1, 4).toString("latin1")).toBe("PNG");
+    const after = (await viewer.get("/api/intercom/history?missed=1")).json() as { calls: Array<{ callId: string; snapshot: boolean }> };
+    expect(after.calls.find((c) => c.callId === callId)?.snapshot).toBe(true);
   }, 60_000);
 
   it("talks to the door with `talk` only; checks CSRF, content type and unknown ids", async () => {

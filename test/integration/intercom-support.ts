@@ -125,13 +125,16 @@ export class GatewayClient {
 
   async post(
     path: string,
-    body?: { sdp?: string; json?: unknown },
+    body?: { sdp?: string; json?: unknown; image?: { type: string; bytes: Buffer } },
     opts: { csrf?: boolean; signal?: AbortSignal } = {},
   ): Promise<{ status: number; body: string; headers: Headers; json: () => Record<string, unknown> }> {
     const url = `${this.base}${path}`;
     const headers: Record<string, string> = opts.csrf === false ? {} : await this.headers();
-    let payload: string | undefined;
-    if (body?.sdp !== undefined) {
+    let payload: string | Uint8Array<ArrayBuffer> | undefined;
+    if (body?.image !== undefined) {
+      headers["content-type"] = body.image.type;
+      payload = new Uint8Array(body.image.bytes);
+    } else if (body?.sdp !== undefined) {
       headers["content-type"] = "application/sdp";
       payload = body.sdp;
     } else if (body?.json !== undefined) {

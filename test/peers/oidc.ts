@@ -152,7 +152,7 @@ export class HttpBrowser {
     m.set(name, { value, path });
   }
 
-  async request(url: string, init: { method?: string; body?: string | URLSearchParams; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<BrowserResponse> {
+  async request(url: string, init: { method?: string; body?: string | URLSearchParams | Uint8Array<ArrayBuffer>; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<BrowserResponse> {
     const u = new URL(url);
     const cookies = [...(this.jar.get(u.hostname) ?? new Map<string, StoredCookie>())]
       .filter(([, c]) => u.pathname === c.path || u.pathname.startsWith(c.path.endsWith("/") ? c.path : `${c.path}/`))
