@@ -146,6 +146,7 @@ describe("the demo with the embedded defaults, in Chromium", () => {
 
     const opened = doorEvent(door, "dtmf", (d) => d === "#");
     await page.click(".ic-card .ic-open");
+    await page.click(".ic-card .ic-open-confirm"); // opening a door asks first
     await opened;
     // The gateway answers the page once the digits' last packets went out.
     await page.waitForFunction(() => /· Door opened$/.test(document.querySelector(".ic-card .ic-status")?.textContent ?? ""), { timeout: 10_000 });
