@@ -177,7 +177,7 @@ describe("door intercom in Chromium with baresip at the door", () => {
     const heard = analyse(wavSamples(door.recordedFromNetwork()!));
     expect(heard.peak).toBeGreaterThan(1000);
     expect(heard.level).toBeGreaterThan(100);
-    expect(pageErrors(adminPage).filter((e) => !/status of 404/.test(e))).toEqual([]);
+    expect(pageErrors(adminPage).filter((e) => !/status of 404/.test(e)), JSON.stringify(pageErrors(adminPage))).toEqual([]);
   }, 90_000);
 
   it("a ring nobody answers becomes a missed call on every page that rang", async () => {
