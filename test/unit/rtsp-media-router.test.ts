@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { readFileSync } from "node:fs";
-import { MediaRouter } from "../../gateway/rtsp/media-router.ts";
+import { hasBye, MediaRouter } from "../../gateway/rtsp/media-router.ts";
 import { RtspStreamParser } from "../../gateway/rtsp/message.ts";
 
 function rtp(seq: number, pt = 96): Buffer {
@@ -108,5 +108,32 @@ describe("MediaRouter", () => {
         expect(s.packetsIn + s.rtcpIn + s.malformed).toBe(frames.length);
       }),
     );
+  });
+});
+
+describe("RTCP BYE (the recorder ended the stream)", () => {
+  // RFC 3550 §6.4.2 RR (no report blocks) and §6.6 BYE, one SSRC each.
+  const rr = Buffer.from([0x80, 201, 0, 1, 0, 0, 0, 7]);
+  const bye = Buffer.from([0x81, 203, 0, 1, 0, 0, 0, 7]);
+
+  it("finds a BYE anywhere in a compound, and only a BYE", () => {
+    expect(hasBye(Buffer.concat([rr, bye]))).toBe(true);
+    expect(hasBye(bye)).toBe(true);
+    expect(hasBye(rr)).toBe(false);
+    expect(hasBye(Buffer.concat([rr, Buffer.from([0x00, 203, 0, 1])]))).toBe(false); // not version 2
+    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (b) => typeof hasBye(Buffer.from(b)) === "boolean"));
+  });
+
+  it("tells the client once media flows, never for a BYE queued before PLAY", () => {
+    const byes: number[] = [];
+    const router = new MediaRouter({ pushRtp: () => {}, pushRtcp: () => {} });
+    router.onBye = (t) => void byes.push(t);
+    router.mapChannels(1, 2, 3);
+    router.onInterleaved(3, Buffer.concat([rr, bye])); // before PLAY answered: an old session's goodbye
+    router.start();
+    expect(byes).toEqual([]);
+    router.onInterleaved(3, rr);
+    router.onInterleaved(3, Buffer.concat([rr, bye]));
+    expect(byes).toEqual([1]);
   });
 });
