@@ -1,0 +1,33 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { configJsonSchema, renderConfigJsonSchema, SCHEMA_FILE } from "../../config/json-schema.ts";
+
+type Node = { type?: string; properties?: Record<string, Node>; additionalProperties?: unknown; items?: Node; default?: unknown };
+
+describe("configuration JSON Schema", () => {
+  it("is in sync with the zod schema (run `npm run schema` after changing config/)", () => {
+    expect(readFileSync(SCHEMA_FILE, "utf8")).toBe(renderConfigJsonSchema());
+  });
+
+  it("is strict like the loader, documents defaults, and knows every key of the example configuration", () => {
+    const root = configJsonSchema() as Node;
+    expect(root.additionalProperties).toBe(false);
+    expect(root.properties!.server!.properties!.port!.default).toBe(8080);
+    expect(root.properties!.audit!.properties!.backend).toMatchObject({ default: "sqlite" });
+    // Every key used in config/example.yaml is described by the schema.
+    const example = parseYaml(readFileSync(new URL("../../config/example.yaml", import.meta.url), "utf8")) as Record<string, unknown>;
+    const missing: string[] = [];
+    const walk = (value: unknown, node: Node | undefined, at: string) => {
+      if (!node || value === null || typeof value !== "object") return;
+      if (Array.isArray(value)) return value.forEach((v, i) => walk(v, node.items, `${at}[${i}]`));
+      for (const [k, v] of Object.entries(value)) {
+        const child = node.properties?.[k];
+        if (!child) missing.push(`${at}${at ? "." : ""}${k}`);
+        else walk(v, child, `${at}${at ? "." : ""}${k}`);
+      }
+    };
+    walk(example, root, "");
+    expect(missing).toEqual([]);
+  });
+});
