@@ -6,6 +6,8 @@
  */
 import http from "node:http";
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, type RTCRtpTransceiver } from "werift";
+// werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
+import "../peers/werift-dtls-client.ts";
 import { linearToUlaw, ulawToLinear } from "../../gateway/sip/rtp.ts";
 import type { HttpBrowser } from "../peers/oidc.ts";
 

@@ -8,6 +8,8 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { RTCPeerConnection } from "werift";
+// werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
+import "../peers/werift-dtls-client.ts";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import type { PacketRing } from "../../sfu/ring.ts";
 import type { ViewerHandle as Viewer } from "../../sfu/sfu.ts";

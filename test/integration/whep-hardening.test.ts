@@ -11,6 +11,8 @@ import { createSocket, type Socket } from "node:dgram";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RTCPeerConnection } from "werift";
+// werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
+import "../peers/werift-dtls-client.ts";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";

@@ -21,6 +21,8 @@
  * go to our counter; STUN and DTLS go on to werift's own handler unchanged.
  */
 import { RTCPeerConnection, RTCRtpCodecParameters, type RTCDtlsTransport } from "werift";
+// werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
+import "./werift-dtls-client.ts";
 import { serializeRr } from "../../sfu/rtp/rtcp.ts";
 import { SeqCounter } from "../bench/lib/seq.ts";
 import { chromiumVideoCodecs } from "./werift-viewer.ts";

@@ -16,6 +16,8 @@ import {
   type RTCDtlsTransport,
   type RtpPacket,
 } from "werift";
+// werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
+import "./werift-dtls-client.ts";
 import { compound, serializeNack, serializePli, seqsToNackItems } from "../../sfu/rtp/rtcp.ts";
 
 export interface ReceivedPacket {
