@@ -35,7 +35,7 @@ const ringCard = '.ic-card[data-state="ringing"]';
 const demoDoorRow = '.ic-door[data-device="demo-door"]';
 
 /** Resolves on the door's next event matching `pred`. */
-function doorEvent<K extends keyof DemoDoorEvents>(door: DemoDoor, event: K, pred: (...a: DemoDoorEvents[K]) => boolean = () => true, timeoutMs = 20_000): Promise<DemoDoorEvents[K]> {
+function doorEvent<K extends keyof DemoDoorEvents>(door: DemoDoor, event: K, pred: (...a: DemoDoorEvents[K]) => boolean = () => true, timeoutMs = 30_000): Promise<DemoDoorEvents[K]> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => {
       off();
@@ -51,7 +51,7 @@ function doorEvent<K extends keyof DemoDoorEvents>(door: DemoDoor, event: K, pre
 }
 
 /** The door heard real sound (Chromium's fake microphone beeps), not silence. */
-async function doorHears(door: DemoDoor, timeoutMs = 20_000): Promise<void> {
+async function doorHears(door: DemoDoor, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const h = door.stats().heard;
@@ -97,15 +97,15 @@ beforeAll(async () => {
   chromium = await launchChromium();
   page = await chromium.newPage();
   await page.goto(`${gw.url}/`, { waitUntil: "load" });
-  await page.waitForSelector("#username", { timeout: 20_000 });
+  await page.waitForSelector("#username", { timeout: 30_000 });
   await page.type("#username", "admin");
   await page.type("#password", gw.auth.devUsers!.find((u) => u.username === "admin")!.password);
-  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 20_000 }), page.click("#submit")]);
-  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 20_000 }, new URL(gw.url).origin);
+  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 30_000 }), page.click("#submit")]);
+  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 30_000 }, new URL(gw.url).origin);
   // Record the page's peer connections from here on (the ring's live view and the call's).
   await inboundStats(page, "audio");
-  await page.waitForFunction(() => (window as unknown as IntercomWindow).gatehouseIntercom?.state().stream === "open", { timeout: 20_000 });
-}, 120_000);
+  await page.waitForFunction(() => (window as unknown as IntercomWindow).gatehouseIntercom?.state().stream === "open", { timeout: 30_000 });
+}, 180_000);
 
 afterAll(async () => {
   await chromium?.close();
@@ -116,20 +116,20 @@ describe("the demo with the embedded defaults, in Chromium", () => {
   it("the demo door rings the administrator's page; audio flows both ways with it; open door and hang-up reach it", async () => {
     const door = gw.demoDoor!;
     await page.click(".ic-doors-btn");
-    await page.waitForSelector(`${demoDoorRow} .ic-door-state.is-online`, { visible: true, timeout: 10_000 });
-    await page.waitForSelector(".ic-ring-demo:not([disabled])", { visible: true, timeout: 10_000 });
+    await page.waitForSelector(`${demoDoorRow} .ic-door-state.is-online`, { visible: true, timeout: 30_000 });
+    await page.waitForSelector(".ic-ring-demo:not([disabled])", { visible: true, timeout: 30_000 });
     await page.click(".ic-ring-demo");
 
-    await page.waitForSelector(ringCard, { timeout: 15_000 });
+    await page.waitForSelector(ringCard, { timeout: 30_000 });
     expect(door.state).toBe("ringing");
     expect(await page.$eval(`${ringCard} .ic-title`, (e) => e.textContent)).toBe("Demo door");
     // The demo camera plays in the ring card.
-    await waitForDecodedFrames(page, 5, 20_000, `${ringCard} video`);
+    await waitForDecodedFrames(page, 5, 30_000, `${ringCard} video`);
     expect(await canvasNotBlack(page, `${ringCard} video`)).toBe(true);
 
     const inCall = doorEvent(door, "state", (s) => s === "in-call");
     await page.click(`${ringCard} .ic-answer`);
-    await page.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 20_000 });
+    await page.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 30_000 });
     await inCall;
 
     // Door → browser: the door's tone, with real energy. Browser → door: the fake microphone.
@@ -138,7 +138,7 @@ describe("the demo with the embedded defaults, in Chromium", () => {
         const s = await (window as unknown as IntercomWindow).gatehouseIntercom.talkStats();
         return !!s?.inbound && s.inbound.packetsReceived > 100 && s.inbound.totalAudioEnergy > 0 && !!s.outbound && s.outbound.packetsSent > 100;
       },
-      { polling: 200, timeout: 20_000 },
+      { polling: 200, timeout: 30_000 },
     );
     expect((await page.evaluate(() => (window as unknown as IntercomWindow).gatehouseIntercom.talkStats()))?.codec).toBe("audio/PCMU");
     await doorHears(door);
@@ -149,40 +149,40 @@ describe("the demo with the embedded defaults, in Chromium", () => {
     await page.click(".ic-card .ic-open-confirm"); // opening a door asks first
     await opened;
     // The gateway answers the page once the digits' last packets went out.
-    await page.waitForFunction(() => /· Door opened$/.test(document.querySelector(".ic-card .ic-status")?.textContent ?? ""), { timeout: 10_000 });
+    await page.waitForFunction(() => /· Door opened$/.test(document.querySelector(".ic-card .ic-status")?.textContent ?? ""), { timeout: 30_000 });
 
     const ended = doorEvent(door, "ended");
     await page.click(".ic-card .ic-hangup");
     expect((await ended)[0]).toMatchObject({ direction: "outgoing", answered: true, reason: "bye" });
-    await page.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 15_000 });
+    await page.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 30_000 });
     expect(door.state).toBe("idle");
     const errors = pageErrors(page).filter((e) => !/status of 404/.test(e));
     expect(errors, errors.join("\n")).toEqual([]);
-  }, 120_000);
+  }, 240_000);
 
   it("Talk calls the demo door, which answers by itself with its tone and hears the page", async () => {
     const door = gw.demoDoor!;
     const answered = doorEvent(door, "state", (s) => s === "in-call");
     await page.click(".ic-doors-btn");
-    await page.waitForSelector(`${demoDoorRow} .ic-talk:not([disabled])`, { visible: true, timeout: 10_000 });
+    await page.waitForSelector(`${demoDoorRow} .ic-talk:not([disabled])`, { visible: true, timeout: 30_000 });
     await page.click(`${demoDoorRow} .ic-talk`);
     await answered;
-    await page.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 20_000 });
+    await page.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 30_000 });
     await page.waitForFunction(
       async () => {
         const s = await (window as unknown as IntercomWindow).gatehouseIntercom.talkStats();
         return !!s?.inbound && s.inbound.packetsReceived > 50 && s.inbound.totalAudioEnergy > 0;
       },
-      { polling: 200, timeout: 20_000 },
+      { polling: 200, timeout: 30_000 },
     );
     await doorHears(door);
     expect(door.stats().calls.incoming).toBe(1);
 
     // The door hangs up: the page hears of it and closes the card.
     door.hangup();
-    await page.waitForFunction(() => document.querySelector(".ic-card .ic-status")?.textContent === "The door hung up", { timeout: 15_000 });
-    await page.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 15_000 });
-  }, 120_000);
+    await page.waitForFunction(() => document.querySelector(".ic-card .ic-status")?.textContent === "The door hung up", { timeout: 30_000 });
+    await page.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 30_000 });
+  }, 240_000);
 
   for (const transport of ["tcp", "udp"] as const) {
     it(`?relay=${transport} plays the demo camera through the embedded TURN relay`, async () => {

@@ -46,7 +46,8 @@ function configWith(ports: { http: number; turnUdp: number; sipUdp: number; sipT
   );
 }
 
-describe("default ports taken", () => {
+// A whole gateway starts twice here (sign-in provider, SFU workers, SIP, TURN): tens of seconds on a loaded machine.
+describe("default ports taken", { timeout: 120_000 }, () => {
   it("fallback: names each taken port, uses a free one, and the whole demo runs", async () => {
     const lines: string[] = [];
     const log = createLogger({ level: "warn", format: "json", write: (l) => lines.push(l) });
