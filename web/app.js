@@ -161,9 +161,11 @@ class Tile {
     el.querySelector(".tile-snapshot")?.addEventListener("click", () => void snapshot(this));
     el.querySelector(".tile-fullscreen")?.addEventListener("click", () => void toggleFullscreen(this.el, this.video));
     el.querySelector(".zoom-reset")?.addEventListener("click", () => zoom.reset());
-    // Double-click: fullscreen of this camera (the first click has opened it).
-    this.openBtn.addEventListener("dblclick", () => {
-      if (zoom.dragged) return;
+    // Double-click anywhere on the picture (the first click has opened it, so the tile may have
+    // moved under the pointer): fullscreen of this camera. Not on its buttons.
+    el.addEventListener("dblclick", (e) => {
+      const t = /** @type {Element | null} */ (e.target);
+      if (zoom.dragged || (t?.closest?.("button, a, input, select") && t.closest("button") !== this.openBtn)) return;
       if (openId !== this.id) openCamera(this.id, true);
       void toggleFullscreen(this.el, this.video);
     });
