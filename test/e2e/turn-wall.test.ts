@@ -31,6 +31,8 @@ beforeAll(async () => {
       server: { port: 0, tls: { cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem") } },
       auth: { mode: "none" },
       log: { level: "warn" },
+      // Sixteen relayed connections at once on a shared two-core machine: connecting may take a while.
+      media: { viewers: { connectTimeoutMs: 30_000 } },
       // Default quotas: the point is that they are sized for a wall.
       turn: { enabled: true, secret: "e2e-turn-wall-secret-0123456789", udp: [{ host: "127.0.0.1", port: 0 }], relay: { address: "127.0.0.1", portRange: [0, 0] } },
     },
@@ -59,11 +61,13 @@ async function openWall(): Promise<Page> {
       v.muted = true;
       v.autoplay = true;
       document.body.append(v);
-      const s = new WhepSession("/whep/demo", { iceTransportPolicy: "relay", headers: async () => ({}) });
+      const s = new WhepSession("/whep/demo", { iceTransportPolicy: "relay", connectTimeoutMs: 30000, gatherMaxMs: 10000, headers: async () => ({}) });
       s.addEventListener("stream", () => (v.srcObject = s.stream));
       s.start();
       window.tiles.push(s);
     }
+    // (gatherMaxMs: on a loaded machine the relay candidates must make it into the offer, which is
+    // how the gateway knows which allocations a viewer's peer connection made.)
     // As the web client does: the page going away ends its sessions (DELETE with keepalive).
     window.addEventListener("pagehide", () => { for (const t of window.tiles) t.close("page hidden", { keepalive: true }); });
   })(${TILES})`);
@@ -106,23 +110,25 @@ describe("normal use exceeds the per-user quota", () => {
     const refusedBefore = turn.metrics.quotaRejections;
     // Round 1, then a reload at once (the first page's allocations not yet gone), then the close.
     const first = await openWall();
-    const one = await allPlaying(first, 60_000);
-    expect({ round: 1, playing: one.filter((s) => s.frames >= 10).length, relayed: one.filter((s) => s.type === "relay").length }).toEqual({ round: 1, playing: TILES, relayed: TILES });
+    const one = await allPlaying(first, 120_000);
+    expect({ round: 1, playing: one.filter((s) => s.frames >= 10).length, relayed: one.filter((s) => s.type === "relay").length, refused: turn.metrics.quotaRejections - refusedBefore }).toEqual({ round: 1, playing: TILES, relayed: TILES, refused: 0 });
     const heldByOne = turn.core.allocationCount;
     expect(heldByOne).toBeGreaterThanOrEqual(TILES);
     await first.close();
     const second = await openWall();
-    const two = await allPlaying(second, 60_000);
-    expect({ round: 2, playing: two.filter((s) => s.frames >= 10).length, relayed: two.filter((s) => s.type === "relay").length }).toEqual({ round: 2, playing: TILES, relayed: TILES });
+    const two = await allPlaying(second, 120_000);
+    expect({ round: 2, playing: two.filter((s) => s.frames >= 10).length, relayed: two.filter((s) => s.type === "relay").length, refused: turn.metrics.quotaRejections - refusedBefore }).toEqual({ round: 2, playing: TILES, relayed: TILES, refused: 0 });
     expect(turn.metrics.quotaRejections).toBe(refusedBefore);
     // The first page's allocations went away meanwhile (its viewers ended, and their relays with them).
     const t0 = Date.now();
     while (turn.core.allocationCount > heldByOne + 6 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
     const afterReload = turn.core.allocationCount;
     await second.close();
-    while (turn.core.allocationCount > 0 && Date.now() - t0 < 60_000) await new Promise((r) => setTimeout(r, 100));
+    // Viewers that never connected are reclaimed by the SFU after media.viewers.connectTimeoutMs (30 s here).
+    while (turn.core.allocationCount > 0 && Date.now() - t0 < 120_000) await new Promise((r) => setTimeout(r, 100));
     console.log(`turn wall: ${TILES} tiles held ${heldByOne} allocations; after the reload ${afterReload}; all gone ${Math.round((Date.now() - t0) / 100) / 10} s after the reload`);
+    const left = turn.core.listAllocations().map((a) => `${a.transport} ${a.client.address} ${Math.round((Date.now() - t0) / 1000)} s`);
     expect(afterReload).toBeLessThanOrEqual(heldByOne + 6);
-    expect(turn.core.allocationCount).toBe(0);
-  }, 240_000);
+    expect(left).toEqual([]);
+  }, 420_000);
 });
