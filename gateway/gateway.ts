@@ -27,6 +27,7 @@ import { createAuth, sessionRef, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
 import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
+import { discoveryHandler } from "./http/discovery.ts";
 import { admissionCollector, auditCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import type { SessionId } from "../config/ids.ts";
@@ -63,6 +64,8 @@ function relayedAddressesIn(sdp: string): { family: 4 | 6; address: string; port
 }
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
+/** The package version, for the discovery document. */
+const GATEHOUSE_VERSION = (JSON.parse(readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "package.json"), "utf8")) as { version: string }).version;
 
 export interface GatewayOptions {
   config: Readonly<Config>;
@@ -388,6 +391,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (turn) checks.push({ name: "turn", check: up("listening") });
     if (sip) checks.push({ name: "sip", check: up("listening") });
     const scrapeToken = config.metrics.token;
+    /** Base URL of the metrics-only listener, once it listens (below). */
+    let metricsUrl: string | undefined;
     const serveMetrics = (authorize: (req: express.Request) => void) => metricsHandler({ collectors: () => collectors, authorize });
 
     const app = express();
@@ -396,6 +401,32 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     app.use(auth.securityHeaders);
     app.get("/healthz", healthzHandler);
     app.get("/readyz", readyzHandler(() => checks));
+    app.get(
+      "/.well-known/gatehouse",
+      discoveryHandler(() => {
+        const sipHost = config.sip.announcedAddress ?? publicHost;
+        const ports = sip?.ports ?? {};
+        return {
+          service: "gatehouse",
+          version: GATEHOUSE_VERSION,
+          url,
+          api: `${url}/api`,
+          whep: `${url}/whep`,
+          turn: turn ? turnIceServers({ host: publicHost, ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}), ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}), credentials: { username: "", password: "" } }).flatMap((s) => s.urls) : [],
+          sip: sip
+            ? [
+                ...(ports.udp ? [`sip:${config.sip.domain}@${sipHost}:${ports.udp};transport=udp`] : []),
+                ...(ports.tcp ? [`sip:${config.sip.domain}@${sipHost}:${ports.tcp};transport=tcp`] : []),
+                ...(ports.tls ? [`sips:${config.sip.domain}@${sipHost}:${ports.tls};transport=tls`] : []),
+              ]
+            : [],
+          identityProvider: auth.issuer ?? null,
+          signIn: `${url}/auth/login`,
+          health: { live: `${url}/healthz`, ready: `${url}/readyz` },
+          metrics: metricsUrl ? `${metricsUrl}/metrics` : `${url}/metrics`,
+        };
+      }),
+    );
     // A scraper with the metrics token needs no session; anything else goes on to sign-in below.
     app.get("/metrics", (req, res, next) => (hasScrapeToken(req, scrapeToken) ? serveMetrics(() => {})(req, res, next) : next()));
     app.use("/auth", auth.router);
@@ -486,7 +517,6 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
     // Metrics on a listener of their own: /metrics, /healthz and /readyz only. With a token
     // configured a scraper must send it; without one the listener is loopback-only (config/sections/metrics.ts).
-    let metricsUrl: string | undefined;
     if (config.metrics.listen) {
       const mapp = express();
       mapp.disable("x-powered-by");

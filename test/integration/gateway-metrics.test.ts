@@ -150,3 +150,33 @@ describe("gateway /metrics", () => {
     expect((await fetch(`${gw.metricsUrl}/`)).status).toBe(404);
   });
 });
+
+describe("discovery document", () => {
+  it("lists the public endpoints at /.well-known/gatehouse without sign-in and without secrets", async () => {
+    const config = parseConfig({
+      server: { port: 0 },
+      auth: { mode: "dev" },
+      media: { icePortRange: [41000, 41999] },
+      turn: { enabled: true, secret: "metrics-test-secret-0123456789", udp: [{ host: "127.0.0.1", port: 0 }], relay: { portRange: [0, 0] } },
+      sip: { enabled: true, udp: { port: 0 }, tcp: { port: 0 } },
+    });
+    await using gw = await startGateway({ config, log: silentLogger });
+    const res = await fetch(`${gw.url}/.well-known/gatehouse`);
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as Record<string, unknown>;
+    expect(doc).toMatchObject({
+      service: "gatehouse",
+      url: gw.url,
+      api: `${gw.url}/api`,
+      whep: `${gw.url}/whep`,
+      identityProvider: gw.auth.issuer,
+      signIn: `${gw.url}/auth/login`,
+      health: { live: `${gw.url}/healthz`, ready: `${gw.url}/readyz` },
+      metrics: `${gw.url}/metrics`,
+    });
+    const port = new URL(gw.url).port;
+    expect(doc.turn).toEqual([`turn:127.0.0.1:${gw.turn!.udp[0]!.port}?transport=udp`, `turn:127.0.0.1:${port}?transport=tcp`]);
+    expect(doc.sip).toEqual([`sip:gatehouse@127.0.0.1:${gw.sip!.ports.udp};transport=udp`, `sip:gatehouse@127.0.0.1:${gw.sip!.ports.tcp};transport=tcp`]);
+    expect(JSON.stringify(doc)).not.toMatch(/secret|credential|password/i);
+  });
+});
