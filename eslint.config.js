@@ -17,6 +17,17 @@ export default tseslint.config(
     },
   },
   {
+    // werift falls back to a public STUN server unless its peers come from sfu/peer-connection.ts.
+    files: ["**/*.ts"],
+    ignores: ["sfu/peer-connection.ts"],
+    rules: {
+      "no-restricted-imports": [
+        "error",
+        { paths: [{ name: "werift", importNames: ["RTCPeerConnection"], allowTypeImports: true, message: "create werift peers with createPeerConnection (sfu/peer-connection.ts): it never contacts a default STUN server" }] },
+      ],
+    },
+  },
+  {
     files: ["web/**/*.js"],
     languageOptions: { globals: { ...globals.browser } },
   },

@@ -23,11 +23,12 @@
  */
 import { createSecretKey, type KeyObject } from "node:crypto";
 import type { Socket } from "node:dgram";
+import type {
+  RTCPeerConnection} from "werift";
 import {
   MediaStream,
   MediaStreamTrack,
   RTCDtlsTransport,
-  RTCPeerConnection,
   RTCRtpCodecParameters,
   RtpHeader,
   type RtcpPacket,
@@ -36,6 +37,7 @@ import { BadInputError, ClosedError, isGatehouseError, OverloadError } from "../
 import type { Logger } from "../config/log.ts";
 import type { AnswerPlan, Offer } from "./offer.ts";
 import type { RtpHeaderFields } from "./rtp/packet.ts";
+import { createPeerConnection } from "./peer-connection.ts";
 import { SrtpSender } from "./srtp/context.ts";
 import { deriveSrtpSessionKeys, srtpProfileName, srtpProfileParams } from "./srtp/kdf.ts";
 import type { TransportHandlers, TransportInfo, TransportState, ViewerTransport } from "./transport.ts";
@@ -151,7 +153,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       }),
   );
 
-  const pc = new RTCPeerConnection({
+  const pc = createPeerConnection({
     iceServers: o.iceServers,
     icePortRange: o.icePortRange,
     // werift binds to iceInterfaceAddresses but advertises interface addresses it finds

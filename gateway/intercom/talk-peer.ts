@@ -15,9 +15,10 @@
  * peers therefore negotiate one at a time among themselves and take their ports from the top
  * of the media range, far from where the SFU's viewers start, falling back to the whole range.
  */
+import type {
+  RTCPeerConnection} from "werift";
 import {
   MediaStreamTrack,
-  RTCPeerConnection,
   RTCRtpCodecParameters,
   type RTCRtpTransceiver,
   type RtpPacket,
@@ -27,6 +28,7 @@ import dgram from "node:dgram";
 import { BadInputError, OverloadError } from "../../config/errors.ts";
 import { SafeEmitter } from "../../config/events.ts";
 import type { Logger } from "../../config/log.ts";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import { RtpRestamper, type RestampOut, type RestamperStats } from "./restamp.ts";
 import { announceAddress, readAudioOffer, type G711Codec } from "./sdp.ts";
@@ -205,7 +207,7 @@ export class TalkPeer implements MediaSink {
     const v6 = opts.bindAddress.includes(":");
     const made = await serialized(async () => {
       const range = await talkPortRange(opts.icePortRange, wildcard ? undefined : opts.bindAddress, v6);
-      const pc = new RTCPeerConnection({
+      const pc = createPeerConnection({
         iceServers: opts.iceServers ?? [],
         icePortRange: range,
         // As the SFU: with a fixed bind address, advertise exactly that one (werift skips loopback otherwise).

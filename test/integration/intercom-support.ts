@@ -5,7 +5,8 @@
  * and SDP routes with the CSRF header.
  */
 import http from "node:http";
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, type RTCRtpTransceiver } from "werift";
+import { MediaStreamTrack, RTCRtpCodecParameters, type RTCPeerConnection, type RTCRtpTransceiver } from "werift";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "../peers/werift-dtls-client.ts";
 import { linearToUlaw, ulawToLinear } from "../../gateway/sip/rtp.ts";
@@ -186,7 +187,7 @@ export class WeriftBrowserPhone {
   }
 
   static async create(): Promise<{ phone: WeriftBrowserPhone; offer: string }> {
-    const pc = new RTCPeerConnection({
+    const pc = createPeerConnection({
       iceServers: [],
       iceUseIpv4: false,
       iceUseIpv6: false,

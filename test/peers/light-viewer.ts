@@ -20,7 +20,8 @@
  * socket's StunProtocol instance: RTP/RTCP bytes (first byte 128–191, RFC 7983 §7)
  * go to our counter; STUN and DTLS go on to werift's own handler unchanged.
  */
-import { RTCPeerConnection, RTCRtpCodecParameters, type RTCDtlsTransport } from "werift";
+import { RTCRtpCodecParameters, type RTCDtlsTransport, type RTCPeerConnection } from "werift";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "./werift-dtls-client.ts";
 import { serializeRr } from "../../sfu/rtp/rtcp.ts";
@@ -129,7 +130,7 @@ export class LightViewer {
 
   private static peer(opts: LightViewerOptions, codecs: RTCRtpCodecParameters[]): RTCPeerConnection {
     const addr = opts.bindAddress ?? "127.0.0.1";
-    return new RTCPeerConnection({
+    return createPeerConnection({
       iceServers: [],
       iceUseIpv4: false,
       iceUseIpv6: false,

@@ -13,7 +13,8 @@ import { EventEmitter, once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import express from "express";
-import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters } from "werift";
+import { MediaStreamTrack, type RTCPeerConnection, RTCRtpCodecParameters } from "werift";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
 
 export const WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
 export const CSP =
@@ -220,7 +221,7 @@ export class StubGateway extends EventEmitter {
     if (this.missing.has(camera) || !this.cameras.some((c) => c.id === camera)) {
       return { status: 404, body: JSON.stringify({ reason: "unknown camera" }) };
     }
-    const pc = new RTCPeerConnection({
+    const pc = createPeerConnection({
       iceServers: [],
       // Loopback only, like the tests' other peers (and reachable through coturn's loopback relay).
       // werift binds to iceInterfaceAddresses but advertises the interfaces it finds (loopback excluded):

@@ -10,12 +10,14 @@
  * Offers the codecs Chromium offers (several H.264 profiles in both packetization
  * modes, VP8, VP9, AV1; Opus, PCMU, PCMA…) unless told otherwise, binds 127.0.0.1 only.
  */
+import type {
+  RTCPeerConnection} from "werift";
 import {
-  RTCPeerConnection,
   RTCRtpCodecParameters,
   type RTCDtlsTransport,
   type RtpPacket,
 } from "werift";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "./werift-dtls-client.ts";
 import { compound, serializeNack, serializePli, seqsToNackItems } from "../../sfu/rtp/rtcp.ts";
@@ -239,7 +241,7 @@ export class WeriftViewer {
     const wantAudio = o.audio ?? true;
     const videoCodecs = o.videoCodecs ?? chromiumVideoCodecs();
     const audioCodecs = o.audioCodecs ?? chromiumAudioCodecs();
-    const pc = new RTCPeerConnection({
+    const pc = createPeerConnection({
       iceServers: [],
       iceUseIpv4: false,
       iceUseIpv6: false,
