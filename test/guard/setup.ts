@@ -1,0 +1,24 @@
+/**
+ * vitest setupFiles: each test file runs under the network guard (net-guard.ts) and fails
+ * when anything in it, its worker threads or its child processes was refused.
+ */
+import { afterAll, beforeAll } from "vitest";
+import { GUARD_FILE_ENV, installNetGuard } from "./net-guard.ts";
+import { formatRefusals, readRefusals } from "./records.ts";
+
+// Normally preloaded already (global-setup.ts); this covers a fork started without it.
+installNetGuard();
+
+let file: string | undefined;
+beforeAll(({}, suite) => {
+  file = (suite as { file?: { filepath?: string } }).file?.filepath;
+  // Threads and child processes started from here on carry the file's name in their records.
+  if (file) process.env[GUARD_FILE_ENV] = file;
+});
+
+afterAll(() => {
+  const mine = readRefusals().filter((r) => r.pid === process.pid || (file !== undefined && r.file === file));
+  if (mine.length > 0) {
+    throw new Error(`network guard: this file looked up a name or contacted an address off this host ${mine.length} time(s):\n${formatRefusals(mine)}`);
+  }
+});
