@@ -104,18 +104,23 @@ export function inHostNamespace(): boolean {
 export function addressAllowed(address: string): boolean {
   if (!net.isIP(address.replace(/%.*$/, ""))) return false;
   if (HOST_ALLOW.has(address)) return true;
-  return !hostNs && NAMESPACE_ALLOW.has(address);
+  return !state.hostNs && NAMESPACE_ALLOW.has(address);
 }
 
-let hostNs = true;
-const local: Refusal[] = [];
-
-/** Refusals recorded by this thread since it started (the files hold every thread's). */
-export function localRefusals(): readonly Refusal[] {
-  return local;
+/**
+ * The thread's guard state, on globalThis: a test file loads this module again through
+ * vitest's module runner, and that copy must see the state of the preloaded one.
+ */
+interface GuardState {
+  installed: boolean;
+  hostNs: boolean;
+  expecting: Refusal[] | undefined;
 }
-
-let expecting: Refusal[] | undefined;
+const state: GuardState = ((globalThis as unknown as Record<symbol, GuardState>)[Symbol.for("gatehouse.netGuard")] ??= {
+  installed: false,
+  hostNs: true,
+  expecting: undefined,
+});
 
 /**
  * Runs `fn` with this thread's refusals collected and returned instead of recorded for the
@@ -123,13 +128,13 @@ let expecting: Refusal[] | undefined;
  * this thread meanwhile (its refusals would be taken as expected).
  */
 export async function expectRefusals(fn: () => Promise<void>): Promise<Refusal[]> {
-  if (expecting) throw new Error("expectRefusals does not nest");
+  if (state.expecting) throw new Error("expectRefusals does not nest");
   const got: Refusal[] = [];
-  expecting = got;
+  state.expecting = got;
   try {
     await fn();
   } finally {
-    expecting = undefined;
+    state.expecting = undefined;
   }
   return got;
 }
@@ -142,12 +147,11 @@ function record(kind: RefusalKind, target: string, via: string): void {
     .slice(0, 8)
     .join("\n");
   const file = process.env[GUARD_FILE_ENV];
-  const r: Refusal = { kind, target, via, ...(file ? { file } : {}), pid: process.pid, thread: threadId, hostNamespace: hostNs, stack };
-  if (expecting) {
-    expecting.push(r);
+  const r: Refusal = { kind, target, via, ...(file ? { file } : {}), pid: process.pid, thread: threadId, hostNamespace: state.hostNs, stack };
+  if (state.expecting) {
+    state.expecting.push(r);
     return;
   }
-  local.push(r);
   const dir = process.env[GUARD_DIR_ENV];
   if (dir) {
     try {
@@ -213,7 +217,7 @@ function patchDns(): void {
 }
 
 interface ConnectOptions {
-  path?: string;
+  path?: string | null;
   host?: string;
   port?: number | string;
 }
@@ -226,13 +230,15 @@ function patchNet(): void {
   proto.connect = function guardedConnect(this: net.Socket, ...args: unknown[]) {
     const normalized = Array.isArray(args[0]) ? (args[0] as [ConnectOptions, unknown]) : normalize(args);
     const o = normalized[0] ?? {};
-    if (o.path !== undefined) return connect.apply(this, args);
+    // A Unix domain socket (Node's own test: a truthy path; http passes path: null for TCP).
+    if (o.path) return connect.apply(this, args);
     const host = o.host ?? "localhost";
     if (addressAllowed(host)) return connect.apply(this, args);
     const target = `${host}:${o.port}`;
     record(net.isIP(host) ? "connect" : "lookup", target, "net.Socket#connect");
     const err = refusedError(net.isIP(host) ? "ECONNREFUSED" : "ENOTFOUND", target, net.isIP(host) ? "connect" : "getaddrinfo");
-    process.nextTick(() => this.destroy(err));
+    // As a real refusal would: after the caller (http's agent, tls) has attached its listeners.
+    setImmediate(() => this.destroy(err));
     return this;
   };
 }
@@ -380,14 +386,11 @@ function pick(env: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {
   return out;
 }
 
-const INSTALLED = Symbol.for("gatehouse.netGuard.installed");
-
 /** Installs the guard in this thread (idempotent). */
 export function installNetGuard(): void {
-  const g = globalThis as unknown as Record<symbol, boolean>;
-  if (g[INSTALLED]) return;
-  g[INSTALLED] = true;
-  hostNs = inHostNamespace();
+  if (state.installed) return;
+  state.installed = true;
+  state.hostNs = inHostNamespace();
   patchDns();
   patchNet();
   patchDgram();

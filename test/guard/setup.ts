@@ -10,6 +10,8 @@ import { formatRefusals, readRefusals } from "./records.ts";
 installNetGuard();
 
 let file: string | undefined;
+// vitest hands the suite as the second argument (the first must be a destructured fixture object).
+// eslint-disable-next-line no-empty-pattern
 beforeAll(({}, suite) => {
   file = (suite as { file?: { filepath?: string } }).file?.filepath;
   // Threads and child processes started from here on carry the file's name in their records.
