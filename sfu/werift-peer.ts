@@ -23,9 +23,8 @@
  */
 import { createSecretKey, type KeyObject } from "node:crypto";
 import type { Socket } from "node:dgram";
-import type {
-  RTCPeerConnection} from "werift";
 import {
+  type RTCPeerConnection,
   MediaStream,
   MediaStreamTrack,
   RTCDtlsTransport,

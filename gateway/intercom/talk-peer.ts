@@ -15,9 +15,8 @@
  * peers therefore negotiate one at a time among themselves and take their ports from the top
  * of the media range, far from where the SFU's viewers start, falling back to the whole range.
  */
-import type {
-  RTCPeerConnection} from "werift";
 import {
+  type RTCPeerConnection,
   MediaStreamTrack,
   RTCRtpCodecParameters,
   type RTCRtpTransceiver,

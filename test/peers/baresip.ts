@@ -75,6 +75,9 @@ export class Baresip {
       [
         "poll_method\t\tepoll",
         "sip_listen\t\t127.0.0.1:0",
+        // Loopback only: otherwise baresip writes the host's first interface address in its SDP
+        // and the gateway sends the call's first RTP there (the test network guard refuses it).
+        "net_interface\t\t127.0.0.1",
         `audio_source\t\taufile,${mic}`,
         "audio_player\t\taubridge,sink",
         "audio_alert\t\taubridge,sink",

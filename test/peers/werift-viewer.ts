@@ -10,11 +10,11 @@
  * Offers the codecs Chromium offers (several H.264 profiles in both packetization
  * modes, VP8, VP9, AV1; Opus, PCMU, PCMA…) unless told otherwise, binds 127.0.0.1 only.
  */
-import type {
-  RTCPeerConnection} from "werift";
 import {
+  type RTCPeerConnection,
   RTCRtpCodecParameters,
   type RTCDtlsTransport,
+  type RTCIceServer,
   type RtpPacket,
 } from "werift";
 import { createPeerConnection } from "../../sfu/peer-connection.ts";
@@ -51,6 +51,10 @@ export interface WeriftViewerOptions {
   timeoutMs?: number;
   /** Rewrites the offer before it is POSTed (what a client with other candidates would send). */
   mungeOffer?: (sdp: string) => string;
+  /** ICE servers (e.g. the gateway's TURN, from an OPTIONS request's Link headers). Default none. */
+  iceServers?: RTCIceServer[];
+  /** `relay`: gather relayed candidates only, as `?relay=1` makes the web client do. Default `all`. */
+  iceTransportPolicy?: "all" | "relay";
 }
 
 /** The HTTP failure of a WHEP request, with status and body for assertions. */
@@ -242,7 +246,8 @@ export class WeriftViewer {
     const videoCodecs = o.videoCodecs ?? chromiumVideoCodecs();
     const audioCodecs = o.audioCodecs ?? chromiumAudioCodecs();
     const pc = createPeerConnection({
-      iceServers: [],
+      iceServers: o.iceServers ?? [],
+      ...(o.iceTransportPolicy ? { iceTransportPolicy: o.iceTransportPolicy } : {}),
       iceUseIpv4: false,
       iceUseIpv6: false,
       iceAdditionalHostAddresses: ["127.0.0.1"],
