@@ -10,6 +10,7 @@ import { sipSection } from "./sections/sip.ts";
 import { metricsSection } from "./sections/metrics.ts";
 import { iceSection, viewersSection } from "./sections/viewers.ts";
 import { auditSection } from "./sections/audit.ts";
+import { cidrEntry } from "./net/cidr.ts";
 
 /** An inclusive UDP/TCP port range written as [first, last]. */
 export const portRange = z
@@ -75,6 +76,34 @@ export const configSchema = z.strictObject({
         .optional(),
       /** Public base URL used in links, when behind a proxy. */
       publicUrl: z.string().url().optional(),
+      /**
+       * Reverse proxies (IP or CIDR) whose `X-Forwarded-For` is believed: the client address
+       * used by rate limits and logs is then the last address in that header that is not itself
+       * a trusted proxy. Default [] (the header is ignored; the TCP peer is the client).
+       */
+      trustProxy: z.array(cidrEntry).default([]),
+      /** A new connection must send its first bytes (ClientHello, request line, STUN header) within this, ms. Default 10000. */
+      firstBytesTimeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+      /** The TLS handshake must complete within this, ms. Default 10000. */
+      tlsHandshakeTimeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+      /** Each request's headers must arrive in full within this, ms (408 and close). Default 10000. */
+      headersTimeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+      /** Each request, headers and body, must arrive in full within this, ms (408 and close). Default 30000. */
+      requestTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+      /** An idle keep-alive connection is closed after this, ms. Default 5000. */
+      keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+      /**
+       * Open front-door connections at once (HTTP, WebSocket, TURN over TCP/TLS). When full, the
+       * oldest connection that has not yet completed a request is closed to make room. Default 10000.
+       */
+      maxConnections: z.number().int().min(16).max(1_000_000).default(10_000),
+      /** Open connections per client address (trusted proxies exempt); more are closed at once. Default 256. */
+      maxConnectionsPerSource: z.number().int().min(1).max(1_000_000).default(256),
+    })
+    .superRefine((s, ctx) => {
+      if (s.headersTimeoutMs > s.requestTimeoutMs) {
+        ctx.addIssue({ code: "custom", path: ["headersTimeoutMs"], message: "must not exceed server.requestTimeoutMs" });
+      }
     })
     .prefault({}),
   media: z

@@ -8,13 +8,30 @@
  * the gateway's `http.Server` as a 'connection' (decrypted TLSSocket for HTTPS), so
  * keep-alive, pipelining and WebSocket upgrades work exactly as on a plain server.
  *
- * A connection that sends nothing decisive within the sniff timeout, or does not finish
- * its TLS handshake in time, is closed (slowloris).
+ * Nothing here waits forever for a client (slowloris):
+ * - a connection that sends nothing decisive within `firstBytesTimeoutMs`, or does not
+ *   finish its TLS handshake within `tlsHandshakeTimeoutMs`, is closed;
+ * - every HTTP request must bring its headers within `headersTimeoutMs` and the whole
+ *   request within `requestTimeoutMs` (408, then close), and an idle keep-alive connection
+ *   ends after `keepAliveTimeoutMs`. Node's http.Server enforces those only once it has
+ *   "listened", which a server fed by `emit('connection')` never does: the front door, its
+ *   real listener, starts that tracking for it;
+ * - one client address holds at most `maxConnectionsPerSource` connections (trusted reverse
+ *   proxies exempt), and when `maxConnections` are open, the oldest connection that has not
+ *   yet completed a request is closed to make room, so a flood of unfinished requests can
+ *   delay but never lock out a real client.
+ *
+ * Plain HTTP on a port that has TLS is not served: GET and HEAD are redirected (308) to the
+ * same path on the HTTPS origin, anything else gets 400 (its body already crossed the network
+ * in clear; a redirect would only invite the client to send it again). TURN over plain TCP
+ * stays accepted there (`turn:host:443?transport=tcp`).
  */
-import type http from "node:http";
+import http from "node:http";
 import net from "node:net";
+import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { Logger } from "../../config/log.ts";
+import type { CidrList } from "../../config/net/cidr.ts";
 import type { TurnTcpHandler } from "../../turn/server.ts";
 import { sniff, type Protocol } from "./sniff.ts";
 
@@ -34,10 +51,28 @@ export interface FrontDoorOptions {
   /** TURN over TCP/TLS; without it STUN-looking connections are treated as HTTP. */
   turn?: TurnTcpHandler;
   log: Logger;
-  /** Seconds for the first decisive bytes, and again for the TLS handshake. Default 10. */
-  sniffTimeoutSeconds?: number;
-  /** Open connections accepted at once, whatever they turn out to be; beyond it new ones are refused. Default 10000. */
+  /** Milliseconds for a new connection's first decisive bytes. Default 10000. */
+  firstBytesTimeoutMs?: number;
+  /** Milliseconds for the TLS handshake. Default 10000. */
+  tlsHandshakeTimeoutMs?: number;
+  /** Milliseconds for each HTTP request's headers (then 408 and close). Default 10000. */
+  headersTimeoutMs?: number;
+  /** Milliseconds for each whole HTTP request, body included (then 408 and close). Default 30000. */
+  requestTimeoutMs?: number;
+  /** Milliseconds an idle keep-alive HTTP connection stays open. Default 5000. */
+  keepAliveTimeoutMs?: number;
+  /**
+   * Open connections at once, whatever they turn out to be. When full, the oldest connection
+   * that has not completed a request yet is closed for the new one; with none, the new one is
+   * refused. Default 10000.
+   */
   maxConnections?: number;
+  /** Open connections per client address; more are refused at once. Default 256. */
+  maxConnectionsPerSource?: number;
+  /** Addresses exempt from the per-source cap (trusted reverse proxies carry many clients). */
+  trustedProxies?: CidrList;
+  /** Where plain HTTP on the TLS port is redirected, e.g. `https://cams.example.com`. Default: https on this host and port. */
+  httpsOrigin?: string;
 }
 
 export interface FrontDoorStats {
@@ -50,6 +85,14 @@ export interface FrontDoorStats {
   tlsFailed: number;
   /** Plain connections refused because `allowPlain` is false. */
   plainRefused: number;
+  /** Plain HTTP requests on the TLS port answered with a redirect to HTTPS (or 400). */
+  plainRedirected: number;
+  /** New connections refused: their address already held `maxConnectionsPerSource`. */
+  refusedPerSource: number;
+  /** New connections refused: `maxConnections` open, every one of them with a completed request. */
+  refusedFull: number;
+  /** Connections without a completed request closed to make room for a new one. */
+  evicted: number;
 }
 
 export interface FrontDoor {
@@ -65,23 +108,163 @@ export interface FrontDoor {
 
 type Layer = "plain" | "tls";
 
+/** One accepted connection, for the caps. */
+interface Conn {
+  readonly socket: net.Socket;
+  readonly source: string;
+  readonly exempt: boolean;
+  /** It completed an HTTP request (or was handed to TURN): no longer evicted under pressure. */
+  proven: boolean;
+}
+
+/** The address as one string per client: an IPv4-mapped IPv6 address counts as its IPv4 form. */
+function sourceOf(socket: net.Socket): string {
+  const a = socket.remoteAddress ?? "unknown";
+  return a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a;
+}
+
+/** How many open front doors feed each http.Server (the last one to close stops its checks). */
+const feeding = new WeakMap<http.Server, number>();
+
+/** Node's http.Server checks header and request timeouts on a timer it starts when it listens. */
+function enforceHttpTimeouts(server: http.Server, t: { headersMs: number; requestMs: number; keepAliveMs: number }): void {
+  server.headersTimeout = t.headersMs;
+  server.requestTimeout = t.requestMs;
+  server.keepAliveTimeout = t.keepAliveMs;
+  // How often Node checks them (its default, 30 s, would let a 10 s timeout run to 40 s).
+  (server as http.Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.max(50, Math.min(1000, Math.floor(t.headersMs / 4)));
+  // The server never listens itself (connections are injected): start the tracking as listen() would.
+  server.emit("listening");
+  feeding.set(server, (feeding.get(server) ?? 0) + 1);
+}
+
+/** Stops the checks started by enforceHttpTimeouts once no front door feeds `server`. */
+function releaseHttpServer(server: http.Server): void {
+  const n = (feeding.get(server) ?? 1) - 1;
+  feeding.set(server, n);
+  // close() on a server that never listened only stops the connection checks (and emits 'close').
+  if (n === 0) server.close(() => {});
+}
+
 export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor> {
   const log = opts.log.child({ component: "frontdoor" });
-  const timeoutMs = (opts.sniffTimeoutSeconds ?? 10) * 1000;
+  const firstBytesMs = opts.firstBytesTimeoutMs ?? 10_000;
+  const handshakeMs = opts.tlsHandshakeTimeoutMs ?? 10_000;
+  const maxConnections = opts.maxConnections ?? 10_000;
+  const maxPerSource = opts.maxConnectionsPerSource ?? 256;
   const allowPlain = opts.allowPlain ?? true;
   const secureContext = opts.tls ? tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key }) : undefined;
-  const stats: FrontDoorStats = { http: 0, https: 0, turnTcp: 0, turnTls: 0, timedOut: 0, tlsFailed: 0, plainRefused: 0 };
-  const sockets = new Set<net.Socket>();
+  const stats: FrontDoorStats = {
+    http: 0,
+    https: 0,
+    turnTcp: 0,
+    turnTls: 0,
+    timedOut: 0,
+    tlsFailed: 0,
+    plainRefused: 0,
+    plainRedirected: 0,
+    refusedPerSource: 0,
+    refusedFull: 0,
+    evicted: 0,
+  };
+  const conns = new Map<net.Socket, Conn>();
+  /** Connections without a completed request, oldest first (a Set keeps insertion order). */
+  const unproven = new Set<Conn>();
+  const perSource = new Map<string, number>();
+  /** The connection a stream handed on (the socket itself, or the TLSSocket over it) belongs to. */
+  const connOf = new WeakMap<object, Conn>();
   let closed = false;
 
+  const timeouts = {
+    headersMs: opts.headersTimeoutMs ?? 10_000,
+    requestMs: opts.requestTimeoutMs ?? 30_000,
+    keepAliveMs: opts.keepAliveTimeoutMs ?? 5_000,
+  };
+  enforceHttpTimeouts(opts.http, timeouts);
+  const prove = (stream: unknown): void => {
+    const c = stream ? connOf.get(stream as object) : undefined;
+    if (c && !c.proven) {
+      c.proven = true;
+      unproven.delete(c);
+    }
+  };
+  const onRequest = (req: http.IncomingMessage): void => prove(req.socket);
+  const onUpgrade = (req: http.IncomingMessage): void => prove(req.socket);
+  opts.http.on("request", onRequest);
+  opts.http.on("upgrade", onUpgrade);
+
+  // Plain HTTP on a TLS port: a redirect to HTTPS (GET, HEAD) or a clear 400, then close.
+  const redirector = secureContext ? http.createServer((req, res) => answerPlain(req, res)) : undefined;
+  if (redirector) {
+    enforceHttpTimeouts(redirector, timeouts);
+    redirector.on("upgrade", (_req: http.IncomingMessage, socket: Duplex) => {
+      stats.plainRedirected++;
+      const body = "This port speaks HTTPS: use wss://\n";
+      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+  }
+  let httpsOrigin = opts.httpsOrigin?.replace(/\/$/, "");
+  function answerPlain(req: http.IncomingMessage, res: http.ServerResponse): void {
+    stats.plainRedirected++;
+    res.shouldKeepAlive = false;
+    if (req.method === "GET" || req.method === "HEAD") {
+      // Only the path is the client's: never its Host header or an absolute-form target.
+      const path = req.url?.startsWith("/") ? req.url : "/";
+      const location = `${httpsOrigin}${path}`;
+      res.writeHead(308, { location, "content-type": "text/plain; charset=utf-8", "cache-control": "no-store", connection: "close" });
+      res.end(req.method === "HEAD" ? undefined : `This port speaks HTTPS: ${location}\n`);
+    } else {
+      res.writeHead(400, { "content-type": "text/plain; charset=utf-8", connection: "close" });
+      res.end("This port speaks HTTPS: send the request again over https://\n");
+    }
+    req.resume();
+  }
+
+  function admit(socket: net.Socket): Conn | undefined {
+    const source = sourceOf(socket);
+    const exempt = opts.trustedProxies?.has(source) ?? false;
+    const held = perSource.get(source) ?? 0;
+    if (!exempt && held >= maxPerSource) {
+      stats.refusedPerSource++;
+      log.debug("front door: too many connections from one address", { source, held });
+      return undefined;
+    }
+    if (conns.size >= maxConnections) {
+      const oldest = unproven.values().next();
+      if (oldest.done) {
+        stats.refusedFull++;
+        log.debug("front door full", { connections: conns.size });
+        return undefined;
+      }
+      // Make room: the oldest connection that has not completed anything goes first.
+      stats.evicted++;
+      forget(oldest.value);
+      oldest.value.socket.destroy();
+    }
+    const c: Conn = { socket, source, exempt, proven: false };
+    conns.set(socket, c);
+    unproven.add(c);
+    perSource.set(source, held + 1);
+    connOf.set(socket, c);
+    return c;
+  }
+
+  function forget(c: Conn): void {
+    if (!conns.delete(c.socket)) return;
+    unproven.delete(c);
+    const n = (perSource.get(c.source) ?? 1) - 1;
+    if (n > 0) perSource.set(c.source, n);
+    else perSource.delete(c.source);
+  }
+
   const server = net.createServer({ noDelay: true }, (socket) => {
-    if (closed) {
+    socket.on("error", (err) => log.debug("front door connection error", { err }));
+    const c = closed ? undefined : admit(socket);
+    if (!c) {
       socket.destroy();
       return;
     }
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    socket.on("error", (err) => log.debug("front door connection error", { err }));
+    socket.once("close", () => forget(c));
     sniffStream(socket, "plain");
   });
 
@@ -92,7 +275,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       stats.timedOut++;
       cleanup();
       stream.destroy();
-    }, timeoutMs);
+    }, firstBytesMs);
     const onData = (chunk: Buffer): void => {
       buf = buf ? Buffer.concat([buf, chunk]) : chunk;
       const verdict = sniff(buf, layer === "plain" && !!secureContext);
@@ -126,15 +309,21 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     if (protocol === "turn" && opts.turn) {
       if (layer === "tls") stats.turnTls++;
       else stats.turnTcp++;
+      // TURN has its own authentication and lifetimes; the front door's eviction is for HTTP.
+      prove(stream);
       opts.turn.handleConnection(stream, layer === "tls" ? "tls" : "tcp", first);
       stream.resume();
       return;
     }
-    if (layer === "tls") stats.https++;
-    else stats.http++;
     // The HTTP server reads the bytes we already took from the stream's buffer first.
     stream.unshift(first);
-    opts.http.emit("connection", stream);
+    if (layer === "plain" && redirector) {
+      redirector.emit("connection", stream);
+    } else {
+      if (layer === "tls") stats.https++;
+      else stats.http++;
+      opts.http.emit("connection", stream);
+    }
     stream.resume();
   }
 
@@ -147,11 +336,13 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       ALPNProtocols: ["http/1.1", "stun.turn"],
       requestCert: false,
     });
+    const c = connOf.get(socket);
+    if (c) connOf.set(t, c);
     const timer = setTimeout(() => {
       stats.timedOut++;
       t.destroy();
       socket.destroy();
-    }, timeoutMs);
+    }, handshakeMs);
     t.once("secure", () => {
       clearTimeout(timer);
       sniffStream(t, "tls");
@@ -168,14 +359,14 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen({ host: opts.host, port: opts.port }, () => {
+    server.listen({ host: opts.host, port: opts.port, backlog: 4096 }, () => {
       server.off("error", reject);
       resolve();
     });
   });
-  server.maxConnections = opts.maxConnections ?? 10_000;
   server.on("error", (err) => log.error("front door listener error", { err }));
   const addr = server.address() as net.AddressInfo;
+  httpsOrigin ??= `https://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}`;
   log.info("front door listening", { host: addr.address, port: addr.port, tls: !!secureContext, turn: !!opts.turn });
 
   let closing: Promise<void> | undefined;
@@ -184,19 +375,25 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     port: addr.port,
     stats,
     get connections() {
-      return sockets.size;
+      return conns.size;
     },
     close() {
       if (closing) return closing;
       closed = true;
-      const socketsClosed = [...sockets].map(
+      opts.http.off("request", onRequest);
+      opts.http.off("upgrade", onUpgrade);
+      const socketsClosed = [...conns.keys()].map(
         (s) =>
           new Promise<void>((resolve) => {
+            if (s.destroyed) return resolve();
             s.once("close", () => resolve());
             s.destroy();
           }),
       );
-      closing = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), ...socketsClosed]).then(() => {});
+      closing = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), ...socketsClosed]).then(() => {
+        releaseHttpServer(opts.http);
+        if (redirector) releaseHttpServer(redirector);
+      });
       return closing;
     },
     [Symbol.asyncDispose]() {

@@ -300,7 +300,8 @@ export function sockaddrText(b: Buffer): string {
 }
 
 function sockaddrAllowed(b: unknown): boolean {
-  if (!Buffer.isBuffer(b)) return true; // the addon rejects it itself
+  // Not a socket address at all: the addon throws for it itself ("bad socket address").
+  if (!Buffer.isBuffer(b) || (b.length !== 16 && b.length !== 28)) return true;
   const text = sockaddrText(b);
   const host = text.startsWith("[") ? text.slice(1, text.lastIndexOf("]")) : text.slice(0, text.lastIndexOf(":"));
   return addressAllowed(net.isIP(host) ? host : "none");

@@ -46,7 +46,8 @@ beforeAll(async () => {
     http: httpServer,
     turn,
     log: silentLogger,
-    sniffTimeoutSeconds: 1,
+    firstBytesTimeoutMs: 1000,
+    tlsHandshakeTimeoutMs: 1000,
   });
 });
 
@@ -57,10 +58,10 @@ afterAll(async () => {
   await turn?.close();
 });
 
-function request(mod: typeof http | typeof https, agent: http.Agent, path: string, body?: Buffer): Promise<{ method: string; url: string; bytes: number; secure: boolean }> {
+function request(mod: typeof http | typeof https, agent: http.Agent, path: string, body?: Buffer, port = door.port): Promise<{ method: string; url: string; bytes: number; secure: boolean }> {
   return new Promise((resolve, reject) => {
     const req = mod.request(
-      { host: "127.0.0.1", port: door.port, path, method: body ? "POST" : "GET", agent, rejectUnauthorized: false } as https.RequestOptions,
+      { host: "127.0.0.1", port, path, method: body ? "POST" : "GET", agent, rejectUnauthorized: false } as https.RequestOptions,
       (res) => {
         let b = "";
         res.on("data", (d: Buffer) => (b += d.toString()));
@@ -102,12 +103,13 @@ function bindingOver(s: net.Socket | tls.TLSSocket): Promise<number> {
 }
 
 describe("front door on one port", () => {
-  it("serves plain HTTP with keep-alive: several requests, one connection", async () => {
+  it("serves plain HTTP with keep-alive on a port without TLS: several requests, one connection", async () => {
+    await using plainDoor = await startFrontDoor({ host: "127.0.0.1", port: 0, http: httpServer, turn, log: silentLogger });
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const before = connections;
-    const a = await request(http, agent, "/a");
-    const b = await request(http, agent, "/b", Buffer.alloc(2_000_000, 7));
-    const c = await request(http, agent, "/c");
+    const a = await request(http, agent, "/a", undefined, plainDoor.port);
+    const b = await request(http, agent, "/b", Buffer.alloc(2_000_000, 7), plainDoor.port);
+    const c = await request(http, agent, "/c", undefined, plainDoor.port);
     agent.destroy();
     expect([a.url, b.url, c.url]).toEqual(["/a", "/b", "/c"]);
     expect(b.bytes).toBe(2_000_000);
