@@ -34,7 +34,8 @@ import type { SessionId } from "../config/ids.ts";
 import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
 import { canonicalIp } from "../config/net/ip.ts";
 import { parseCandidate } from "../sfu/candidates.ts";
-import { startFrontDoor } from "./frontdoor/index.ts";
+import { CidrList } from "../config/net/cidr.ts";
+import { clientAddress, startFrontDoor, type FrontDoor } from "./frontdoor/index.ts";
 import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
@@ -97,6 +98,8 @@ export interface Gateway {
   readonly sip: SipServer | undefined;
   /** The audit trail, when `audit.enabled`. */
   readonly audit: AuditLog | undefined;
+  /** The front door (HTTP(S), WebSocket and TURN over TCP/TLS on one port): its connections and counters. */
+  readonly frontDoor: Pick<FrontDoor, "connections" | "stats">;
   /** Base URL of the metrics-only listener, when `metrics.listen` is set. */
   readonly metricsUrl: string | undefined;
   /** The built-in demo door station, when `demo.door.enabled` (with the demo recorder and SIP over UDP). */
@@ -286,6 +289,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         http: server,
         ...(turn && config.turn.shareHttpsPort ? { turn } : {}),
         log: log.child({ component: "frontdoor" }),
+        firstBytesTimeoutMs: config.server.firstBytesTimeoutMs,
+        tlsHandshakeTimeoutMs: config.server.tlsHandshakeTimeoutMs,
+        headersTimeoutMs: config.server.headersTimeoutMs,
+        requestTimeoutMs: config.server.requestTimeoutMs,
+        keepAliveTimeoutMs: config.server.keepAliveTimeoutMs,
+        maxConnections: config.server.maxConnections,
+        maxConnectionsPerSource: config.server.maxConnectionsPerSource,
+        trustedProxies: new CidrList(config.server.trustProxy, "server.trustProxy"),
+        ...(config.server.publicUrl?.startsWith("https:") ? { httpsOrigin: config.server.publicUrl } : {}),
       }),
     );
     cleanups.push(() => door.close());
@@ -398,6 +410,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const app = express();
     app.disable("x-powered-by");
     app.set("trust proxy", false);
+    // req.ip is the one client address (server.trustProxy decides whether X-Forwarded-For counts).
+    Object.defineProperty(app.request, "ip", { configurable: true, enumerable: true, get(this: express.Request) { return clientAddress(this); } });
     app.use(auth.securityHeaders);
     app.get("/healthz", healthzHandler);
     app.get("/readyz", readyzHandler(() => checks));
@@ -558,6 +572,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       auth,
       turn,
       sip,
+      frontDoor: door,
       metricsUrl,
       audit,
       demoDoor,

@@ -15,6 +15,7 @@ import type { AuthConfig } from "../../config/sections/auth.ts";
 import { describeError, sendError } from "../http/errors.ts";
 import type { AuthCore, Resolution } from "./core.ts";
 import { errorPage, esc, isNavigation, page, parseCookies, sameOrigin, sendPage } from "./http.ts";
+import { clientAddress } from "../frontdoor/client-address.ts";
 import { safeReturnTo } from "./return-to.ts";
 import type { SessionRecord } from "./sessions.ts";
 import type { User } from "./types.ts";
@@ -49,7 +50,7 @@ export function authRoutes(o: AuthRoutesOptions): AuthRoutes {
   const cookieBase = { httpOnly: true, secure: o.secureCookies, sameSite: cfg.cookie.sameSite, path: "/" } as const;
   const loginCookieOpts = { ...cookieBase, sameSite: "lax", path: "/auth" } as const;
 
-  const sourceOf = (req: IncomingMessage) => (req as Request).ip ?? req.socket.remoteAddress ?? "unknown";
+  const sourceOf = (req: IncomingMessage) => clientAddress(req);
   const credentialsOf = (req: IncomingMessage) => ({
     authorization: req.headers.authorization,
     sessionToken: parseCookies(req.headers.cookie).get(sessionCookie),

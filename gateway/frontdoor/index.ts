@@ -33,9 +33,11 @@ import tls from "node:tls";
 import type { Logger } from "../../config/log.ts";
 import type { CidrList } from "../../config/net/cidr.ts";
 import type { TurnTcpHandler } from "../../turn/server.ts";
+import { normalizeAddress, stampClientAddress } from "./client-address.ts";
 import { sniff, type Protocol } from "./sniff.ts";
 
 export { sniff, type Protocol } from "./sniff.ts";
+export { clientAddress } from "./client-address.ts";
 
 export interface FrontDoorOptions {
   /** Address to bind. */
@@ -69,9 +71,12 @@ export interface FrontDoorOptions {
   maxConnections?: number;
   /** Open connections per client address; more are refused at once. Default 256. */
   maxConnectionsPerSource?: number;
-  /** Addresses exempt from the per-source cap (trusted reverse proxies carry many clients). */
+  /**
+   * Trusted reverse proxies (`server.trustProxy`): exempt from the per-source cap (they carry
+   * many clients), and their `X-Forwarded-For` names the client (see client-address.ts).
+   */
   trustedProxies?: CidrList;
-  /** Where plain HTTP on the TLS port is redirected, e.g. `https://cams.example.com`. Default: https on this host and port. */
+  /** Where plain HTTP on the TLS port is redirected, e.g. `https://cams.example.com`. Default: the Host the client asked for, on this port. */
   httpsOrigin?: string;
 }
 
@@ -117,10 +122,8 @@ interface Conn {
   proven: boolean;
 }
 
-/** The address as one string per client: an IPv4-mapped IPv6 address counts as its IPv4 form. */
 function sourceOf(socket: net.Socket): string {
-  const a = socket.remoteAddress ?? "unknown";
-  return a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a;
+  return normalizeAddress(socket.remoteAddress ?? "unknown");
 }
 
 /** How many open front doors feed each http.Server (the last one to close stops its checks). */
@@ -188,8 +191,12 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       unproven.delete(c);
     }
   };
-  const onRequest = (req: http.IncomingMessage): void => prove(req.socket);
-  const onUpgrade = (req: http.IncomingMessage): void => prove(req.socket);
+  // Registered before the gateway's own handlers: every request carries its client address.
+  const onRequest = (req: http.IncomingMessage): void => {
+    stampClientAddress(req, opts.trustedProxies);
+    prove(req.socket);
+  };
+  const onUpgrade = onRequest;
   opts.http.on("request", onRequest);
   opts.http.on("upgrade", onUpgrade);
 
@@ -203,14 +210,21 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
       socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
   }
-  let httpsOrigin = opts.httpsOrigin?.replace(/\/$/, "");
+  const httpsOrigin = opts.httpsOrigin ? new URL(opts.httpsOrigin).origin : undefined;
+  /** Without a configured origin: the host the client asked for (a plain host name or IP only), on this port. */
+  const originFor = (req: http.IncomingMessage): string | undefined => {
+    if (httpsOrigin) return httpsOrigin;
+    const m = /^([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/.exec(req.headers.host ?? "");
+    return m ? `https://${m[1]}:${door.port}` : undefined;
+  };
   function answerPlain(req: http.IncomingMessage, res: http.ServerResponse): void {
     stats.plainRedirected++;
     res.shouldKeepAlive = false;
-    if (req.method === "GET" || req.method === "HEAD") {
-      // Only the path is the client's: never its Host header or an absolute-form target.
-      const path = req.url?.startsWith("/") ? req.url : "/";
-      const location = `${httpsOrigin}${path}`;
+    const origin = originFor(req);
+    if ((req.method === "GET" || req.method === "HEAD") && origin) {
+      // The path is the client's own; an absolute-form target is not followed.
+      const path = req.url?.startsWith("/") && !req.url.startsWith("//") ? req.url : "/";
+      const location = `${origin}${path}`;
       res.writeHead(308, { location, "content-type": "text/plain; charset=utf-8", "cache-control": "no-store", connection: "close" });
       res.end(req.method === "HEAD" ? undefined : `This port speaks HTTPS: ${location}\n`);
     } else {
@@ -357,16 +371,24 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     t.once("close", () => clearTimeout(timer));
   }
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host: opts.host, port: opts.port, backlog: 4096 }, () => {
-      server.off("error", reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: opts.host, port: opts.port, backlog: 4096 }, () => {
+        server.off("error", reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    // Not listening (port taken…): leave the HTTP servers as they were.
+    opts.http.off("request", onRequest);
+    opts.http.off("upgrade", onUpgrade);
+    releaseHttpServer(opts.http);
+    if (redirector) releaseHttpServer(redirector);
+    throw err;
+  }
   server.on("error", (err) => log.error("front door listener error", { err }));
   const addr = server.address() as net.AddressInfo;
-  httpsOrigin ??= `https://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}`;
   log.info("front door listening", { host: addr.address, port: addr.port, tls: !!secureContext, turn: !!opts.turn });
 
   let closing: Promise<void> | undefined;
