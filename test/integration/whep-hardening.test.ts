@@ -10,12 +10,12 @@ import { randomInt } from "node:crypto";
 import { createSocket, type Socket } from "node:dgram";
 import fc from "fast-check";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { RTCPeerConnection } from "werift";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "../peers/werift-dtls-client.ts";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
 import { HttpBrowser, signIn } from "../peers/oidc.ts";
 import { chromiumAudioCodecs, chromiumVideoCodecs, WeriftViewer } from "../peers/werift-viewer.ts";
 
@@ -96,7 +96,7 @@ async function viewer(headers: Record<string, string>, o: { mungeOffer?: (sdp: s
 
 /** A real offer (werift, Chromium's codecs) whose peer is gone: the gateway answers it, and nobody ever checks. */
 async function deadOffer(): Promise<string> {
-  const pc = new RTCPeerConnection({
+  const pc = createPeerConnection({
     iceServers: [],
     iceUseIpv4: false,
     iceUseIpv6: false,
