@@ -102,10 +102,16 @@ export function inHostNamespace(): boolean {
 
 /** Whether an IP literal may be contacted from this process (false for names and non-literals). */
 export function addressAllowed(address: string): boolean {
-  if (!net.isIP(address.replace(/%.*$/, ""))) return false;
-  if (HOST_ALLOW.has(address)) return true;
-  return !state.hostNs && NAMESPACE_ALLOW.has(address);
+  // Media paths ask for every datagram: remember the verdicts (a bounded cache).
+  let v = verdicts.get(address);
+  if (v === undefined) {
+    v = net.isIP(address.replace(/%.*$/, "")) !== 0 && (HOST_ALLOW.has(address) || (!state.hostNs && NAMESPACE_ALLOW.has(address)));
+    if (verdicts.size >= 4096) verdicts.clear();
+    verdicts.set(address, v);
+  }
+  return v;
 }
+const verdicts = new Map<string, boolean>();
 
 /**
  * The thread's guard state, on globalThis: a test file loads this module again through

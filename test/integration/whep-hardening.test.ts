@@ -205,7 +205,8 @@ describe("WHEP hardening", () => {
     const back = await viewer(a);
     await back.connected;
     await back.video.waitForCount(20);
-    expect(gw.sfu.viewerList().map((v) => v.state).sort()).toEqual(["connected", "connected"]);
+    // The state reaches this thread in a message from the media worker, maybe after the first packets.
+    await expect.poll(() => gw.sfu.viewerList().map((v) => v.state).sort()).toEqual(["connected", "connected"]);
   }, 60_000);
 
   it("WHEP resources are bound to their owner: another user's or session's DELETE and PATCH get 404", async () => {
