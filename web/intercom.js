@@ -643,7 +643,13 @@ function onAnswered(a) {
 /** @param {{ callId: string, deviceName: string, reason: string, missed: boolean, answeredByName: string | null, startedAt: number }} e */
 function onEnded(e) {
   const card = cards.get(e.callId);
-  if (e.missed) addMissed({ callId: e.callId, deviceName: e.deviceName, at: e.startedAt });
+  if (e.missed) {
+    try {
+      addMissed({ callId: e.callId, deviceName: e.deviceName, at: e.startedAt });
+    } catch (err) {
+      console.warn("intercom: missed call not listed", err); // the card must still end below
+    }
+  }
   if (!card) return;
   if (card.state === "ended") return;
   const why =
@@ -659,7 +665,8 @@ function onEnded(e) {
 /** @param {{ callId: string, deviceName: string, at: number }} m */
 function addMissed(m) {
   if (!missed.some((x) => x.callId === m.callId) && !dismissed().has(m.callId)) {
-    missed.unshift({ ...m, snapshot: false });
+    // An event without a usable time (older gateways) is listed at its arrival.
+    missed.unshift({ ...m, at: Number.isFinite(m.at) && m.at > 0 ? m.at : Date.now(), snapshot: false });
     missed.length = Math.min(missed.length, MAX_MISSED);
     renderMissed();
   }
@@ -708,7 +715,7 @@ async function loadMissed() {
   const list = body.calls
     .filter((/** @type {any} */ c) => c && c.missed && c.direction === "incoming" && typeof c.callId === "string" && !gone.has(c.callId))
     .slice(0, MAX_MISSED)
-    .map((/** @type {any} */ c) => ({ callId: c.callId, deviceName: String(c.deviceName ?? ""), at: Number(c.startedAt) || Date.now(), snapshot: Boolean(c.snapshot) }));
+    .map((/** @type {any} */ c) => ({ callId: c.callId, deviceName: String(c.deviceName ?? ""), at: Number.isFinite(Number(c.startedAt)) && Number(c.startedAt) > 0 ? Number(c.startedAt) : Date.now(), snapshot: Boolean(c.snapshot) }));
   missed.splice(0, missed.length, ...list);
   renderMissed();
 }

@@ -177,7 +177,8 @@ describe("door intercom in Chromium with baresip at the door", () => {
     const heard = analyse(wavSamples(door.recordedFromNetwork()!));
     expect(heard.peak).toBeGreaterThan(1000);
     expect(heard.level).toBeGreaterThan(100);
-    expect(pageErrors(adminPage).filter((e) => !/status of 404/.test(e)), JSON.stringify(pageErrors(adminPage))).toEqual([]);
+    // 401s are the page's first load before sign-in (the client is served without it, then sends the browser to sign in).
+    expect(pageErrors(adminPage).filter((e) => !/status of (404|401)/.test(e)), JSON.stringify(pageErrors(adminPage))).toEqual([]);
   }, 90_000);
 
   it("a ring nobody answers becomes a missed call on every page that rang", async () => {
@@ -187,32 +188,32 @@ describe("door intercom in Chromium with baresip at the door", () => {
     door.command("dial sip:gate@gatehouse");
     await adminPage.waitForSelector(ringCard, { timeout: 10_000 });
     await viewerPage.waitForSelector(ringCard, { timeout: 10_000 });
+    // The call log may hold earlier missed calls (it outlives the page and the gateway): look for this one.
+    const callId = await adminPage.$eval(ringCard, (e) => (e as HTMLElement).dataset["call"] ?? "");
+    const item = `.ic-missed-item[data-call="${callId}"]`;
     for (const p of [adminPage, viewerPage]) {
-      await p.waitForSelector(".ic-missed-item", { timeout: (RING_SECONDS + 10) * 1000 });
-      expect(await p.$eval(".ic-missed-item .ic-missed-text", (e) => e.textContent)).toMatch(/^Missed call from Front door at \d\d:\d\d/);
+      await p.waitForSelector(item, { timeout: (RING_SECONDS + 10) * 1000 });
+      expect(await p.$eval(`${item} .ic-missed-text`, (e) => e.textContent)).toMatch(/^Missed call from Front door at \d\d:\d\d/);
       await p.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 10_000 });
     }
     await door.waitFor(/480 Temporarily Unavailable/, 10_000, 0);
     // Kept by the server: after a reload the missed call is still listed, with a picture from the
     // door camera taken while it rang.
     await viewerPage.reload({ waitUntil: "load" });
-    await viewerPage.waitForSelector(".ic-missed-item img.ic-missed-snapshot", { timeout: 15_000 });
-    await viewerPage.waitForFunction(() => {
-      const img = document.querySelector<HTMLImageElement>(".ic-missed-item img.ic-missed-snapshot");
+    await viewerPage.waitForSelector(`${item} img.ic-missed-snapshot`, { timeout: 15_000 });
+    await viewerPage.waitForFunction((sel: string) => {
+      const img = document.querySelector<HTMLImageElement>(sel);
       return !!img && img.complete && img.naturalWidth > 0;
-    }, { timeout: 10_000 });
+    }, { timeout: 10_000 }, `${item} img.ic-missed-snapshot`);
     const logged = await viewerPage.evaluate(async () => (await (await fetch("/api/intercom/history?missed=1")).json()) as { calls: Array<{ deviceName: string; missed: boolean; snapshot: boolean; startedAt: number }> });
-    expect(logged.calls[0]).toMatchObject({ deviceName: "Front door", missed: true, snapshot: true });
-    const size = await viewerPage.evaluate(() => {
-      const img = document.querySelector<HTMLImageElement>(".ic-missed-item img.ic-missed-snapshot")!;
-      return [img.naturalWidth, img.naturalHeight];
-    });
+    expect(logged.calls.find((c) => (c as { callId?: string }).callId === callId)).toMatchObject({ deviceName: "Front door", missed: true, snapshot: true });
+    const size = await viewerPage.$eval(`${item} img.ic-missed-snapshot`, (img) => [(img as HTMLImageElement).naturalWidth, (img as HTMLImageElement).naturalHeight]);
     expect(size).toEqual([640, 360]); // the demo camera's frame
     // Dismissed here, it stays dismissed after a reload.
-    await viewerPage.click(".ic-missed-item .ic-dismiss");
+    await viewerPage.click(`${item} .ic-dismiss`);
     await viewerPage.reload({ waitUntil: "load" });
     await viewerPage.waitForFunction(() => (window as unknown as IntercomWindow).gatehouseIntercom?.state().stream === "open", { timeout: 15_000 });
-    expect(await viewerPage.$(".ic-missed-item")).toBeNull();
+    expect(await viewerPage.$(item)).toBeNull();
   }, 60_000);
 
   it("talks to the door from the doors menu (the door answers by itself); the viewer has no such menu", async () => {
