@@ -77,6 +77,13 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, 
     if (env.GATEHOUSE_METRICS_TOKEN.length < 16) problems.push("GATEHOUSE_METRICS_TOKEN: must be at least 16 characters");
     else cfg.metrics.token = env.GATEHOUSE_METRICS_TOKEN;
   }
+  // The data directory may come from the environment when the configuration names none
+  // (a service unit's state directory; each test file's own directory).
+  const named = typeof substituted === "object" && substituted !== null && "dataDir" in substituted;
+  if (!named && env.GATEHOUSE_DATA_DIR !== undefined) {
+    if (env.GATEHOUSE_DATA_DIR === "") problems.push("GATEHOUSE_DATA_DIR: must not be empty");
+    else cfg.dataDir = env.GATEHOUSE_DATA_DIR;
+  }
   problems.push(...metricsProblems(cfg.metrics));
   if (problems.length) throw new ConfigError(problems, source);
   return deepFreeze(cfg);

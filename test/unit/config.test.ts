@@ -43,6 +43,13 @@ describe("config", () => {
     expect(() => parseConfig({ media: { ice: { maxCandidates: 3 } } })).toThrow(/media\.ice\.maxCandidates: unknown key/);
   });
 
+  it("takes the data directory from GATEHOUSE_DATA_DIR only when the configuration names none", () => {
+    expect(parseConfig({}, {}).dataDir).toBe("data");
+    expect(parseConfig({}, { GATEHOUSE_DATA_DIR: "/var/lib/gatehouse" }).dataDir).toBe("/var/lib/gatehouse");
+    expect(parseConfig({ dataDir: "/srv/gh" }, { GATEHOUSE_DATA_DIR: "/var/lib/gatehouse" }).dataDir).toBe("/srv/gh");
+    expect(() => parseConfig({}, { GATEHOUSE_DATA_DIR: "" })).toThrow(/GATEHOUSE_DATA_DIR: must not be empty/);
+  });
+
   it("takes secrets from the environment and names a missing variable", () => {
     const cfg = parseConfig({ cameras: [{ id: "a", url: "rtsp://h/1", password: "${CAM_PW}" }] }, { CAM_PW: "s3cret" });
     expect(cfg.cameras[0]!.password).toBe("s3cret");
