@@ -21,7 +21,8 @@
  * The allow-list (explicit; nothing else passes):
  * - in the host's network namespace: loopback (127.0.0.0/8, ::1, and their IPv4-mapped form)
  *   and the unspecified addresses 0.0.0.0 and :: (Linux delivers a connect or send to them
- *   to this host itself); Unix domain sockets;
+ *   to this host itself); the exact addresses of this namespace's own interfaces (delivered
+ *   locally; a browser offers them as host candidates), never their subnets; Unix domain sockets;
  * - in a network namespace a test created (the process's /proc/self/ns/net differs from the
  *   one the run started in, e.g. `unshare -rn` or `ip netns exec`): also the private and
  *   documentation ranges tests give their namespaced interfaces (10/8, 172.16/12, 192.168/16,
@@ -35,6 +36,7 @@ import dns from "node:dns";
 import { appendFileSync, readlinkSync } from "node:fs";
 import { syncBuiltinESMExports } from "node:module";
 import net from "node:net";
+import os from "node:os";
 import { fileURLToPath } from "node:url";
 import { threadId } from "node:worker_threads";
 import workerThreads from "node:worker_threads";
@@ -105,13 +107,31 @@ export function addressAllowed(address: string): boolean {
   // Media paths ask for every datagram: remember the verdicts (a bounded cache).
   let v = verdicts.get(address);
   if (v === undefined) {
-    v = net.isIP(address.replace(/%.*$/, "")) !== 0 && (HOST_ALLOW.has(address) || (!state.hostNs && NAMESPACE_ALLOW.has(address)));
+    const literal = address.replace(/%.*$/, "");
+    v = net.isIP(literal) !== 0 && (HOST_ALLOW.has(address) || ownAddresses().has(literal) || (!state.hostNs && NAMESPACE_ALLOW.has(address)));
     if (verdicts.size >= 4096) verdicts.clear();
     verdicts.set(address, v);
   }
   return v;
 }
 const verdicts = new Map<string, boolean>();
+
+/**
+ * The addresses of this namespace's own interfaces, exactly (not their subnets): the kernel
+ * delivers a datagram to one of them locally, so it never leaves the host. A browser started
+ * by a test offers them as host candidates (Chromium gathers every interface), and the
+ * gateway's connectivity checks go there.
+ */
+function ownAddresses(): ReadonlySet<string> {
+  if (own === undefined) {
+    own = new Set<string>();
+    for (const list of Object.values(os.networkInterfaces())) {
+      for (const a of list ?? []) if (!a.internal) own.add(a.address.replace(/%.*$/, ""));
+    }
+  }
+  return own;
+}
+let own: Set<string> | undefined;
 
 /**
  * The thread's guard state, on globalThis: a test file loads this module again through

@@ -9,13 +9,13 @@ import dns from "node:dns";
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { tmpdir } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { Worker } from "node:worker_threads";
 import { afterAll, describe, expect, it } from "vitest";
 import { fastPath } from "../../sfu/native/index.ts";
-import { expectRefusals, GUARD_DIR_ENV, PRELOAD_PATH } from "../guard/net-guard.ts";
+import { addressAllowed, expectRefusals, GUARD_DIR_ENV, PRELOAD_PATH } from "../guard/net-guard.ts";
 import { readRefusals } from "../guard/records.ts";
 
 const scratch = mkdtempSync(path.join(tmpdir(), "net-guard-test-"));
@@ -115,6 +115,21 @@ describe("the test network guard", () => {
     expect(refused).toEqual([]);
     rx.close();
     server.close();
+  });
+
+  it("lets through the exact addresses of this host's own interfaces, never their neighbours", () => {
+    const own = Object.values(networkInterfaces())
+      .flatMap((l) => l ?? [])
+      .filter((a) => !a.internal && a.family === "IPv4");
+    for (const a of own) {
+      expect(addressAllowed(a.address)).toBe(true);
+      // The next address of the same subnet is another host: refused.
+      const octets = a.address.split(".").map(Number);
+      octets[3] = octets[3] === 254 ? 253 : octets[3]! + 1;
+      const neighbour = octets.join(".");
+      if (!own.some((o) => o.address === neighbour)) expect(addressAllowed(neighbour)).toBe(false);
+    }
+    expect(addressAllowed("192.0.2.44")).toBe(own.some((o) => o.address === "192.0.2.44"));
   });
 
   it("stops the native fast path's datagrams to a refused address, and only those", async () => {
