@@ -6,7 +6,7 @@
  */
 import pg from "pg";
 import { UpstreamError } from "../../config/errors.ts";
-import { ChainVerifier, GENESIS_HASH, sealRecord, type AuditAction, type AuditEntry, type AuditFilter, type AuditOutcome, type AuditRecord, type ChainAnchor, type ChainVerdict } from "./record.ts";
+import { ChainVerifier, GENESIS_HASH, recordFromRow, sealRecord, type AuditEntry, type AuditFilter, type AuditRecord, type AuditRow, type ChainAnchor, type ChainVerdict } from "./record.ts";
 import { VERIFY_PAGE, type AuditStore } from "./store.ts";
 
 export interface PostgresAuditOptions {
@@ -18,37 +18,7 @@ export interface PostgresAuditOptions {
   statementTimeoutMs?: number;
 }
 
-interface Row {
-  seq: string;
-  time: string;
-  action: string;
-  outcome: string;
-  subject: string | null;
-  name: string | null;
-  session: string | null;
-  source: string | null;
-  camera: string | null;
-  door: string | null;
-  detail: string | null;
-  prev_hash: string;
-  hash: string;
-}
 
-const toRecord = (r: Row): AuditRecord => ({
-  seq: Number(r.seq),
-  time: Number(r.time),
-  action: r.action as AuditAction,
-  outcome: r.outcome as AuditOutcome,
-  subject: r.subject,
-  name: r.name,
-  session: r.session,
-  source: r.source,
-  camera: r.camera,
-  door: r.door,
-  detail: r.detail,
-  prevHash: r.prev_hash,
-  hash: r.hash,
-});
 
 /** A 64-bit advisory-lock key per table name (stable across processes). */
 function lockKey(table: string): string {
@@ -203,7 +173,7 @@ export class PostgresAuditStore implements AuditStore {
     if (f.beforeSeq !== undefined) where.push(`seq < ${arg(f.beforeSeq)}`);
     const sql = `SELECT * FROM ${this.t} ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ${arg(f.limit)}`;
     try {
-      return (await this.pool.query<Row>(sql, args)).rows.map(toRecord);
+      return (await this.pool.query<AuditRow>(sql, args)).rows.map(recordFromRow);
     } catch (cause) {
       throw new UpstreamError("PostgreSQL audit query failed", { cause });
     }
@@ -214,7 +184,7 @@ export class PostgresAuditStore implements AuditStore {
       const v = new ChainVerifier(await this.anchorOf(this.pool));
       let after = v.verdict().lastSeq;
       for (;;) {
-        const rows = (await this.pool.query<Row>(`SELECT * FROM ${this.t} WHERE seq > $1 ORDER BY seq LIMIT $2`, [after, VERIFY_PAGE])).rows.map(toRecord);
+        const rows = (await this.pool.query<AuditRow>(`SELECT * FROM ${this.t} WHERE seq > $1 ORDER BY seq LIMIT $2`, [after, VERIFY_PAGE])).rows.map(recordFromRow);
         if (rows.length === 0 || !v.next(rows)) break;
         after = rows[rows.length - 1]!.seq;
       }

@@ -88,6 +88,42 @@ export interface AuditRecord {
 }
 
 /** The hash before the first record. */
+/** A record as a store's row holds it (snake_case columns; PostgreSQL returns bigints as text). */
+export interface AuditRow {
+  seq: number | string;
+  time: number | string;
+  action: string;
+  outcome: string;
+  subject: string | null;
+  name: string | null;
+  session: string | null;
+  source: string | null;
+  camera: string | null;
+  door: string | null;
+  detail: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+/** A stored row as a record. */
+export function recordFromRow(r: AuditRow): AuditRecord {
+  return {
+    seq: Number(r.seq),
+    time: Number(r.time),
+    action: r.action as AuditAction,
+    outcome: r.outcome as AuditOutcome,
+    subject: r.subject,
+    name: r.name,
+    session: r.session,
+    source: r.source,
+    camera: r.camera,
+    door: r.door,
+    detail: r.detail,
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
 export const GENESIS_HASH = "0".repeat(64);
 
 const MAX_FIELD = 512;

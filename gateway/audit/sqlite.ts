@@ -8,40 +8,10 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { UpstreamError } from "../../config/errors.ts";
-import { ChainVerifier, GENESIS_HASH, sealRecord, type AuditAction, type AuditEntry, type AuditFilter, type AuditOutcome, type AuditRecord, type ChainAnchor, type ChainVerdict } from "./record.ts";
+import { ChainVerifier, GENESIS_HASH, recordFromRow, sealRecord, type AuditEntry, type AuditFilter, type AuditRecord, type AuditRow, type ChainAnchor, type ChainVerdict } from "./record.ts";
 import { VERIFY_PAGE, type AuditStore } from "./store.ts";
 
-interface Row {
-  seq: number;
-  time: number;
-  action: string;
-  outcome: string;
-  subject: string | null;
-  name: string | null;
-  session: string | null;
-  source: string | null;
-  camera: string | null;
-  door: string | null;
-  detail: string | null;
-  prev_hash: string;
-  hash: string;
-}
 
-const toRecord = (r: Row): AuditRecord => ({
-  seq: Number(r.seq),
-  time: Number(r.time),
-  action: r.action as AuditAction,
-  outcome: r.outcome as AuditOutcome,
-  subject: r.subject,
-  name: r.name,
-  session: r.session,
-  source: r.source,
-  camera: r.camera,
-  door: r.door,
-  detail: r.detail,
-  prevHash: r.prev_hash,
-  hash: r.hash,
-});
 
 export interface SqliteAuditOptions {
   /** Database file (its directory is created). `:memory:` for tests. */
@@ -170,7 +140,7 @@ export class SqliteAuditStore implements AuditStore {
     }
     const sql = `SELECT * FROM audit ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`;
     args.push(f.limit);
-    return Promise.resolve((this.db.prepare(sql).all(...args) as unknown as Row[]).map(toRecord));
+    return Promise.resolve((this.db.prepare(sql).all(...args) as unknown as AuditRow[]).map(recordFromRow));
   }
 
   verify(): Promise<ChainVerdict> {
@@ -178,7 +148,7 @@ export class SqliteAuditStore implements AuditStore {
     const page = this.db.prepare("SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?");
     let after = v.verdict().lastSeq;
     for (;;) {
-      const rows = (page.all(after, VERIFY_PAGE) as unknown as Row[]).map(toRecord);
+      const rows = (page.all(after, VERIFY_PAGE) as unknown as AuditRow[]).map(recordFromRow);
       if (rows.length === 0 || !v.next(rows)) break;
       after = rows[rows.length - 1]!.seq;
     }
