@@ -12,6 +12,7 @@
 import { Router, type Request } from "express";
 import { BadInputError } from "../../config/errors.ts";
 import { sendError } from "../http/errors.ts";
+import { administratorsOnly } from "../http/admin.ts";
 import type { AuditLog } from "./log.ts";
 import { AUDIT_ACTIONS, CSV_COLUMNS, csvLine, type AuditAction, type AuditFilter } from "./record.ts";
 
@@ -71,15 +72,7 @@ export function filterOf(q: Request["query"], limit: number): AuditFilter {
 
 export function auditRouter(deps: AuditRouterDeps): Router {
   const r = Router();
-  r.use((req, res, next) => {
-    res.set("Cache-Control", "no-store");
-    try {
-      deps.authorize(req);
-      next();
-    } catch (err) {
-      sendError(res, err);
-    }
-  });
+  r.use(administratorsOnly(deps.authorize));
 
   r.get("/", async (req, res) => {
     try {

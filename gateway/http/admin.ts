@@ -9,7 +9,7 @@
  *
  * Mounted behind sign-in and CSRF; `authorize` decides who is an administrator.
  */
-import { Router, type Request } from "express";
+import { Router, type Request, type RequestHandler } from "express";
 import { NotFoundError } from "../../config/errors.ts";
 import type { Logger } from "../../config/log.ts";
 import type { Auth } from "../auth/index.ts";
@@ -24,17 +24,25 @@ export interface AdminDeps {
   log: Logger;
 }
 
-export function adminRouter(deps: AdminDeps): Router {
-  const r = Router();
-  r.use((req, res, next) => {
+/**
+ * Middleware for the administrators' routes: nothing is cached, and a caller `authorize`
+ * refuses gets its error mapped (401/403) before any route runs.
+ */
+export function administratorsOnly(authorize: (req: Request) => void): RequestHandler {
+  return (req, res, next) => {
     res.set("Cache-Control", "no-store");
     try {
-      deps.authorize(req);
+      authorize(req);
       next();
     } catch (err) {
       sendError(res, err);
     }
-  });
+  };
+}
+
+export function adminRouter(deps: AdminDeps): Router {
+  const r = Router();
+  r.use(administratorsOnly(deps.authorize));
   r.get("/sessions", (req, res) => {
     res.json({ sessions: deps.auth.listSessions(req.user?.sessionId) });
   });
