@@ -6,7 +6,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { RTCRtpCodecParameters } from "werift";
 import { AuthError } from "../../config/errors.ts";
 import { iceServerLinks, parseSdpFrag } from "../../gateway/http/whep.ts";
-import { WeriftViewer, WhepHttpError } from "../peers/werift-viewer.ts";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
+import { chromiumAudioCodecs, chromiumVideoCodecs, WeriftViewer, WhepHttpError } from "../peers/werift-viewer.ts";
 import { startTestApp, type TestApp } from "./sfu-app.ts";
 
 const cleanups: Array<() => Promise<unknown>> = [];
@@ -65,8 +66,17 @@ describe("WHEP", () => {
 
   it("writes the announced address into host candidates (1:1 NAT)", async () => {
     const a = await app({ sfu: { announcedAddress: "203.0.113.7" } });
-    const v = await viewer(a);
-    const candidates = v.answerSdp.match(/^a=candidate:.*$/gm) ?? [];
+    // Only the answer is looked at: a viewer that applied it would send its checks to the
+    // announced address, off this host (the network guard refuses that).
+    const pc = createPeerConnection({ iceServers: [], codecs: { video: chromiumVideoCodecs(), audio: chromiumAudioCodecs() } });
+    cleanups.push(() => pc.close());
+    pc.addTransceiver("video", { direction: "recvonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await post(a.whep("cam1"), pc.localDescription!.sdp);
+    expect(res.status).toBe(201);
+    const resource = new URL(res.headers.get("location")!, a.whep("cam1")).toString();
+    cleanups.push(() => fetch(resource, { method: "DELETE" }));
+    const candidates = (await res.text()).match(/^a=candidate:.*$/gm) ?? [];
     expect(candidates.length).toBeGreaterThan(0);
     for (const c of candidates) expect(c).toMatch(/ udp \d+ 203\.0\.113\.7 \d+ typ host/);
   });
