@@ -51,11 +51,30 @@ export class WhepError extends Error {
    * @param {string} message
    * @param {number} [status] HTTP status, 0 for a network or local failure
    */
-  constructor(message, status = 0) {
+  constructor(message, status = 0, retryAfterMs = 0) {
     super(message);
     this.name = "WhepError";
     this.status = status;
+    /** The server's `Retry-After`, ms (0: none). */
+    this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** Longest `Retry-After` the client honours, ms: a wrong header must not park a tile for hours. */
+const RETRY_AFTER_MAX_MS = 300_000;
+
+/**
+ * A `Retry-After` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date) in ms from `now`,
+ * bounded to 5 minutes; 0 when absent or unreadable.
+ * @param {string | null} value
+ * @param {number} [now] ms since the epoch
+ * @returns {number}
+ */
+export function retryAfterMs(value, now = Date.now()) {
+  if (!value) return 0;
+  const v = value.trim();
+  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now;
+  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, RETRY_AFTER_MAX_MS) : 0;
 }
 
 /**
@@ -208,7 +227,7 @@ export class WhepSession extends EventTarget {
     if (gen !== this.#gen) return;
     if (res.status !== 201 && res.status !== 200) {
       if (res.status === 403) resetCsrf();
-      throw new WhepError(await reasonOf(res), res.status);
+      throw new WhepError(await reasonOf(res), res.status, retryAfterMs(res.headers.get("Retry-After")));
     }
     const location = res.headers.get("Location");
     if (location) this.resource = new URL(location, res.url || this.#endpoint).href;
@@ -285,7 +304,9 @@ export class WhepSession extends EventTarget {
     const o = this.#opts;
     // A drop after a good connection retries almost at once; repeated failures back off.
     const base = wasConnected && this.failures === 1 ? 100 : Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** (this.failures - 1));
-    const delay = Math.round(base * (0.8 + 0.4 * Math.random()));
+    // A server that says when to come back (429 over a viewer limit, 503 with no free media
+    // port) is not asked again before then.
+    const delay = Math.max(Math.round(base * (0.8 + 0.4 * Math.random())), error.retryAfterMs);
     this.retryAt = performance.now() + delay;
     this.#setState("retrying");
     this.#arm(delay, () => this.#attempt());

@@ -66,6 +66,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
     stub.camerasStatus = 200;
     stub.csrfToken = null;
     stub.missing.clear();
+    stub.busy.clear();
     stub.iceLink = null;
     stub.me = null;
   };
@@ -297,6 +298,22 @@ describe("live view page (Chromium, stub WHEP server)", () => {
       await stub.waitForRequest((r) => r.method === "POST" && r.camera === "gone" && stub.requests.filter((x) => x.camera === "gone").length >= 2);
       const gone = (await tileStats(page)).find((s) => s.camera === "gone");
       expect(gone?.state === "retrying" || gone?.state === "connecting").toBe(true);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("waits as long as the gateway's Retry-After asks before offering again (503, no free media port)", async () => {
+    await resetStub([["full", "Busy gate"]]);
+    stub.busy.set("full", 3);
+    const page = await chromium.newPage(stub.url);
+    try {
+      const posts = () => stub.requests.filter((r) => r.method === "POST" && r.camera === "full");
+      await page.waitForFunction((sel) => document.querySelector(sel)?.getAttribute("data-status") === "retrying", { timeout: 15_000 }, tile("full"));
+      await stub.waitForRequest(() => posts().length >= 2);
+      const [first, second] = posts();
+      // The client's own backoff would offer again after about 0.5 s.
+      expect(second!.at - first!.at).toBeGreaterThanOrEqual(2_900);
     } finally {
       await page.close();
     }

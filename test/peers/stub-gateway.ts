@@ -38,6 +38,8 @@ export interface WhepRequestRecord {
   camera: string;
   viewer?: string;
   csrf?: string;
+  /** performance.now() when the request arrived. */
+  at: number;
 }
 
 /** A minimal WHEP gateway: static web/, api/cameras, and one werift peer per viewer. */
@@ -56,6 +58,8 @@ export class StubGateway extends EventEmitter {
   iceLink: string | null = null;
   /** Cameras whose WHEP endpoint answers 404. */
   readonly missing = new Set<string>();
+  /** Cameras whose POST answers 503 with this `Retry-After`, seconds (no free media port). */
+  readonly busy = new Map<string, number>();
   readonly requests: WhepRequestRecord[] = [];
   readonly viewers = new Map<string, { camera: string; pc: RTCPeerConnection }>();
   private readonly video = new MediaStreamTrack({ kind: "video" });
@@ -128,6 +132,7 @@ export class StubGateway extends EventEmitter {
         .then((r) => {
           res.status(r.status);
           if (r.location) res.set("Location", r.location);
+          if (r.retryAfter !== undefined) res.set("Retry-After", String(r.retryAfter));
           res.type(r.status === 201 ? "application/sdp" : "application/json").send(r.body);
         })
         .catch(next);
@@ -198,7 +203,8 @@ export class StubGateway extends EventEmitter {
     for (const s of this.sockets) s.close();
   }
 
-  private record(r: WhepRequestRecord): void {
+  private record(req: Omit<WhepRequestRecord, "at">): void {
+    const r = { ...req, at: performance.now() };
     this.requests.push(r);
     this.emit("request", r);
   }
@@ -214,13 +220,15 @@ export class StubGateway extends EventEmitter {
     return (sock.address() as AddressInfo).port;
   }
 
-  private async answer(camera: string, offer: string, csrf: string | undefined): Promise<{ status: number; body: string; location?: string }> {
+  private async answer(camera: string, offer: string, csrf: string | undefined): Promise<{ status: number; body: string; location?: string; retryAfter?: number }> {
     const viewer = `v${++this.next}`;
     this.record({ method: "POST", camera, viewer, ...(csrf ? { csrf } : {}) });
     if (this.csrfToken && csrf !== this.csrfToken) return { status: 403, body: JSON.stringify({ reason: "bad CSRF token" }) };
     if (this.missing.has(camera) || !this.cameras.some((c) => c.id === camera)) {
       return { status: 404, body: JSON.stringify({ reason: "unknown camera" }) };
     }
+    const busyFor = this.busy.get(camera);
+    if (busyFor !== undefined) return { status: 503, body: JSON.stringify({ reason: "no free media port" }), retryAfter: busyFor };
     const pc = createPeerConnection({
       iceServers: [],
       // Loopback only, like the tests' other peers (and reachable through coturn's loopback relay).
