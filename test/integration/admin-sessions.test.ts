@@ -8,7 +8,8 @@ import { decodeJwt } from "jose";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
-import { HttpBrowser, signIn } from "../peers/oidc.ts";
+import type { HttpBrowser} from "../peers/oidc.ts";
+import { signedInDevUser } from "../peers/oidc.ts";
 
 let gw: Gateway;
 const browsers: HttpBrowser[] = [];
@@ -21,13 +22,7 @@ afterAll(async () => {
   await gw?.close("test done");
 });
 
-async function signedIn(user: "admin" | "viewer"): Promise<HttpBrowser> {
-  const b = new HttpBrowser();
-  browsers.push(b);
-  const pw = gw.auth.devUsers!.find((u) => u.username === user)!.password;
-  expect((await signIn(b, `${gw.url}/auth/login`, user, pw)).status).toBe(200);
-  return b;
-}
+const signedIn = (user: "admin" | "viewer"): Promise<HttpBrowser> => signedInDevUser(gw, user, browsers);
 
 async function call(b: HttpBrowser, method: string, path: string, csrf = true): Promise<{ status: number; body: string }> {
   const headers: Record<string, string> = { accept: "application/json" };

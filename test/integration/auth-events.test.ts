@@ -8,7 +8,7 @@ import { silentLogger } from "../../config/log.ts";
 import type { SessionEndedEvent, SignedInEvent, SignInFailedEvent } from "../../gateway/auth/index.ts";
 import { sessionRef } from "../../gateway/auth/index.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
-import { HttpBrowser, signIn } from "../peers/oidc.ts";
+import { HttpBrowser, signedInDevUser } from "../peers/oidc.ts";
 
 let gw: Gateway;
 const browsers: HttpBrowser[] = [];
@@ -31,13 +31,7 @@ afterAll(async () => {
   await gw?.close("test done");
 });
 
-async function signedIn(user: "admin" | "viewer"): Promise<HttpBrowser> {
-  const b = new HttpBrowser();
-  browsers.push(b);
-  const pw = gw.auth.devUsers!.find((u) => u.username === user)!.password;
-  expect((await signIn(b, `${gw.url}/auth/login`, user, pw)).status).toBe(200);
-  return b;
-}
+const signedIn = (user: "admin" | "viewer"): Promise<HttpBrowser> => signedInDevUser(gw, user, browsers);
 
 const me = async (b: HttpBrowser) => (await b.request(`${gw.url}/auth/me`, { headers: { accept: "application/json" } })).status;
 

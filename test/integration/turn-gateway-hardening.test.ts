@@ -11,7 +11,8 @@ import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
 import { MessageClass } from "../../turn/stun/constants.ts";
-import { HttpBrowser, signIn } from "../peers/oidc.ts";
+import type { HttpBrowser} from "../peers/oidc.ts";
+import { signedInDevUser } from "../peers/oidc.ts";
 import { codeOf, reasonOf, TurnTestClient } from "../peers/turn-client.ts";
 
 let gw: Gateway;
@@ -43,13 +44,7 @@ afterAll(async () => {
   await gw?.close("test done");
 });
 
-async function signedIn(user: "admin" | "viewer"): Promise<HttpBrowser> {
-  const b = new HttpBrowser();
-  browsers.push(b);
-  const pw = gw.auth.devUsers!.find((u) => u.username === user)!.password;
-  expect((await signIn(b, `${gw.url}/auth/login`, user, pw)).status).toBe(200);
-  return b;
-}
+const signedIn = (user: "admin" | "viewer"): Promise<HttpBrowser> => signedInDevUser(gw, user, browsers);
 
 /** TURN credentials from the WHEP OPTIONS Link headers, as the web client gets them. */
 async function turnCredentials(b: HttpBrowser): Promise<{ username: string; password: string }> {

@@ -16,7 +16,8 @@ import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
 import { createPeerConnection } from "../../sfu/peer-connection.ts";
-import { HttpBrowser, signIn } from "../peers/oidc.ts";
+import type { HttpBrowser} from "../peers/oidc.ts";
+import { signedInDevUser } from "../peers/oidc.ts";
 import { chromiumAudioCodecs, chromiumVideoCodecs, WeriftViewer } from "../peers/werift-viewer.ts";
 
 const PORTS = 16;
@@ -59,13 +60,7 @@ afterAll(async () => {
   await gw?.close("test done");
 });
 
-async function signedIn(user: "admin" | "viewer"): Promise<HttpBrowser> {
-  const b = new HttpBrowser();
-  browsers.push(b);
-  const pw = gw.auth.devUsers!.find((u) => u.username === user)!.password;
-  expect((await signIn(b, `${gw.url}/auth/login`, user, pw)).status).toBe(200);
-  return b;
-}
+const signedIn = (user: "admin" | "viewer"): Promise<HttpBrowser> => signedInDevUser(gw, user, browsers);
 
 /** What a signed-in page sends with a state-changing request: its cookies, the CSRF token, its origin. */
 async function pageHeaders(b: HttpBrowser): Promise<Record<string, string>> {

@@ -228,6 +228,24 @@ export async function signIn(
   return browser.submitForm(form, { username, password }, opts);
 }
 
+/**
+ * A new browser signed in to a gateway running the development provider, as one of its demo
+ * accounts; it joins `browsers` (the caller closes them). Throws unless sign-in ends in 200.
+ */
+export async function signedInDevUser(
+  gw: { url: string; auth: { devUsers?: ReadonlyArray<{ username: string; password: string }> | undefined } },
+  user: string,
+  browsers: HttpBrowser[],
+): Promise<HttpBrowser> {
+  const b = new HttpBrowser();
+  browsers.push(b);
+  const account = gw.auth.devUsers?.find((u) => u.username === user);
+  if (!account) throw new Error(`no development account "${user}"`);
+  const res = await signIn(b, `${gw.url}/auth/login`, user, account.password);
+  if (res.status !== 200) throw new Error(`signing in as ${user} ended with ${res.status} at ${res.url}`);
+  return b;
+}
+
 // ---- a minimal gateway around the auth module ------------------------------------------------------
 
 export interface AuthAppOptions {
