@@ -87,7 +87,6 @@ export interface AuditRecord {
   hash: string;
 }
 
-/** The hash before the first record. */
 /** A record as a store's row holds it (snake_case columns; PostgreSQL returns bigints as text). */
 export interface AuditRow {
   seq: number | string;
@@ -124,6 +123,7 @@ export function recordFromRow(r: AuditRow): AuditRecord {
   };
 }
 
+/** The hash before the first record. */
 export const GENESIS_HASH = "0".repeat(64);
 
 const MAX_FIELD = 512;
