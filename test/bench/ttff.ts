@@ -132,7 +132,7 @@ export async function benchTtff(opts: TtffOptions = {}): Promise<TtffResult> {
     if (!base) {
       const { startGateway } = await import("../../gateway/gateway.ts");
       const { parseConfig } = await import("../../config/load.ts");
-      const config = parseConfig({ server: { port: 0 }, auth: { mode: "none" }, log: { level: "warn" } }, {});
+      const config = parseConfig({ server: { port: 0 }, auth: { mode: "none" }, log: { level: "warn" }, audit: { enabled: false } }, {});
       const gw = await startGateway({ config, log: silentLogger });
       disposers.push(() => gw.close("bench done"));
       base = gw.url;

@@ -26,7 +26,7 @@ import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
 const videoOf = (camera: string) => `[data-camera="${camera}"] video`;
 
 function gatewayConfig(input: ConfigInput) {
-  return parseConfig({ server: { port: 0 }, auth: { mode: "none" }, log: { level: "warn" }, ...input }, {});
+  return parseConfig({ server: { port: 0 }, auth: { mode: "none" }, log: { level: "warn" }, ...input }, { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR });
 }
 
 interface TileState {

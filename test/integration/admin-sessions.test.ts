@@ -15,7 +15,7 @@ let gw: Gateway;
 const browsers: HttpBrowser[] = [];
 
 beforeAll(async () => {
-  gw = await startGateway({ config: parseConfig({ server: { host: "127.0.0.1", port: 0 }, auth: { mode: "dev" }, log: { level: "silent" } }, {}), log: silentLogger });
+  gw = await startGateway({ config: parseConfig({ server: { host: "127.0.0.1", port: 0 }, auth: { mode: "dev" }, log: { level: "silent" } }, { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR }), log: silentLogger });
 }, 60_000);
 afterAll(async () => {
   for (const b of browsers) b.close();

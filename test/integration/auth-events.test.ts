@@ -17,7 +17,7 @@ const failed: SignInFailedEvent[] = [];
 const ended: SessionEndedEvent[] = [];
 
 beforeAll(async () => {
-  gw = await startGateway({ config: parseConfig({ server: { host: "127.0.0.1", port: 0 }, auth: { mode: "dev" }, log: { level: "silent" } }, {}), log: silentLogger });
+  gw = await startGateway({ config: parseConfig({ server: { host: "127.0.0.1", port: 0 }, auth: { mode: "dev" }, log: { level: "silent" } }, { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR }), log: silentLogger });
   gw.auth.observer.on("signedIn", (e) => signedInEvents.push(e));
   gw.auth.observer.on("signInFailed", (e) => failed.push(e));
   gw.auth.observer.on("sessionEnded", (e) => ended.push(e));

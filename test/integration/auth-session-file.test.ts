@@ -24,7 +24,7 @@ afterAll(async () => {
 
 /** Starts the gateway on `port` (0: any) with the session file; the dev provider on a fixed port so its issuer stays the same. */
 async function start(file: string, port: number, devPort: number, log = silentLogger): Promise<Gateway> {
-  const config = parseConfig({ server: { host: "127.0.0.1", port }, auth: { mode: "dev", dev: { port: devPort }, session: { file } }, log: { level: "silent" } }, {});
+  const config = parseConfig({ server: { host: "127.0.0.1", port }, auth: { mode: "dev", dev: { port: devPort }, session: { file } }, log: { level: "silent" } }, { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR });
   return startGateway({ config, log });
 }
 

@@ -38,7 +38,7 @@ afterAll(() => rmSync(certDir, { recursive: true, force: true }));
 
 async function gateway(server: Record<string, unknown>, auth: Record<string, unknown> = { mode: "none" }): Promise<Gateway> {
   return startGateway({
-    config: parseConfig({ server: { host: "127.0.0.1", port: 0, ...server }, auth, demo: { enabled: true }, media: { workers: 1 }, log: { level: "warn" } }, {}),
+    config: parseConfig({ server: { host: "127.0.0.1", port: 0, ...server }, auth, demo: { enabled: true }, media: { workers: 1 }, log: { level: "warn" } }, { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR }),
     log: silentLogger,
   });
 }
