@@ -28,7 +28,7 @@ import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
 import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
 import { discoveryHandler } from "./http/discovery.ts";
-import { admissionCollector, auditCollector, cameraCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
+import { admissionCollector, auditCollector, cameraCollector, frontDoorCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
 import { AuthError } from "../config/errors.ts";
 import type { SessionId } from "../config/ids.ts";
 import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
@@ -377,7 +377,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     processRegistry();
     const sfuWindow = new SfuMetricsWindow(sfu, config.metrics.windowSeconds);
     cleanups.push(() => sfuWindow.close());
-    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(admission, sfu)];
+    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(admission, sfu), frontDoorCollector(door)];
     if (turn) collectors.push(turnCollector(turn));
     if (sip) collectors.push(sipCollector(sip));
     let closingNow = false;

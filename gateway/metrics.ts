@@ -9,6 +9,7 @@ import type { CameraRegistry } from "./cameras.ts";
 import type { AuditLog } from "./audit/index.ts";
 import { CumulativeHistogram, type Collector, type Sample } from "./http/metrics.ts";
 import type { ViewerAdmission } from "./http/viewer-admission.ts";
+import type { FrontDoor } from "./frontdoor/index.ts";
 
 const INGEST_STATES = ["idle", "connecting", "playing", "backoff", "failed"] as const;
 
@@ -189,6 +190,11 @@ export function turnCollector(turn: TurnServer): Collector {
     () => ({ ...turn.metrics.snapshot(), relaySockets: turn.relaySockets, connections: turn.connections }),
     new Set(["allocations", "permissions", "channels", "relay_sockets", "connections"]),
   );
+}
+
+/** The front door's connections by kind, its refusals and timeouts, and the connections open now. */
+export function frontDoorCollector(door: Pick<FrontDoor, "stats" | "connections">): Collector {
+  return statsCollector("gatehouse_frontdoor", "Front door", () => ({ ...door.stats, connections: door.connections }), new Set(["connections"]));
 }
 
 /** The audit trail's writes, failures, drops and queue. */

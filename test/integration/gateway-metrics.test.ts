@@ -76,6 +76,10 @@ describe("gateway /metrics", () => {
     expect(first).toMatch(/^gatehouse_turn_auth_failures_total 0$/m);
     expect(first).toMatch(/^# TYPE gatehouse_sip_calls gauge$/m);
     expect(first).toMatch(/^gatehouse_sip_bindings 0$/m);
+    // The scrape itself came through the front door, as plain HTTP.
+    expect(Number(/^gatehouse_frontdoor_http_total (\d+)$/m.exec(first)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(Number(/^gatehouse_frontdoor_connections (\d+)$/m.exec(first)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(first).toMatch(/^gatehouse_frontdoor_refused_per_source_total 0$/m);
 
     // A second scraper in between takes nothing away from the first.
     await fetch(`${gw.url}/metrics`);
