@@ -11,6 +11,7 @@ import { metricsSection } from "./sections/metrics.ts";
 import { iceSection, viewersSection } from "./sections/viewers.ts";
 import { auditSection } from "./sections/audit.ts";
 import { cidrEntry } from "./net/cidr.ts";
+import { cameraPlaybackSchema, playbackSection } from "./sections/playback.ts";
 
 /** An inclusive UDP/TCP port range written as [first, last]. */
 export const portRange = z
@@ -61,6 +62,8 @@ export const cameraSchema = z.strictObject({
         .regex(/^(\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:.]*:[0-9a-fA-F:.]*|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?)$/, "a host name or IP address, without scheme or port"),
     )
     .optional(),
+  /** Where and how the camera's recorder replays recordings. Default: none (no playback for this camera). */
+  playback: cameraPlaybackSchema.optional(),
 });
 
 export const configSchema = z.strictObject({
@@ -184,6 +187,8 @@ export const configSchema = z.strictObject({
   sip: sipSection,
   metrics: metricsSection,
   audit: auditSection,
+  /** Recorder playback: limits and pacing. */
+  playback: playbackSection,
   /** Directory for the gateway's own files (the audit trail's SQLite file). Relative paths are from the working directory. Default `data`. */
   dataDir: z.string().min(1).default("data"),
 });

@@ -72,6 +72,13 @@ export interface RtspClientOptions {
    * to 0.5–1.5 times it, RFC 3550 §6.3.1). Default 5000, the RFC's minimum; 0 sends none.
    */
   rtcpIntervalMs?: number;
+  /**
+   * An RTSP option tag the recorder must support (RFC 2326 §12.32), sent with DESCRIBE,
+   * SETUP, PLAY and PAUSE: `onvif-replay` for recorder playback. Default none.
+   */
+  require?: string | undefined;
+  /** Headers of the first PLAY instead of `Range: npt=0.000-` (a replay's clock range, Scale…). */
+  playHeaders?: Record<string, string> | undefined;
 }
 
 export interface PlaySession {
@@ -91,6 +98,8 @@ export interface PlaySession {
   keepAlive: "GET_PARAMETER" | "OPTIONS";
   /** Authentication used, e.g. "digest MD5"; undefined when none was asked. */
   auth: string | undefined;
+  /** The headers of the PLAY answer (Range, Scale, RTP-Info…); set by RtspClient, absent in test doubles. */
+  playAnswer?: RtspHeaders;
 }
 
 /** What a probe found: the tracks a pull would forward and the media it would leave out, with reasons. */
@@ -142,6 +151,7 @@ export class RtspClient {
   private keepAlives = 0;
   private unmatchedBase = 0;
   private shutdownPromise: Promise<void> | undefined;
+  private mediaExpected = true;
 
   constructor(opts: RtspClientOptions) {
     this.opts = opts;
@@ -240,7 +250,7 @@ export class RtspClient {
       if (isRedirect(options.status) && (await this.redirect(options, redirects, maxRedirects))) continue;
       const publicMethods = options.status < 300 ? parsePublic(options.headers.get("Public")) : new Set<string>();
 
-      const describe = await this.send("DESCRIBE", this.url.href, { Accept: "application/sdp" });
+      const describe = await this.send("DESCRIBE", this.url.href, { Accept: "application/sdp", ...this.required() });
       if (isRedirect(describe.status) && (await this.redirect(describe, redirects, maxRedirects))) continue;
       if (describe.status >= 300) throw responseError("DESCRIBE", describe.status, describe.reason);
       return await then(describe, publicMethods);
@@ -361,6 +371,7 @@ export class RtspClient {
       url: this.url.href,
       keepAlive: publicMethods.has("GET_PARAMETER") ? "GET_PARAMETER" : "OPTIONS",
       auth: this.authorizer?.description,
+      playAnswer: play.headers,
     };
     this.state = "playing";
     try {
@@ -385,7 +396,7 @@ export class RtspClient {
   private async setupTrack(i: number, t: IngestTrack, mode: "tcp" | "udp"): Promise<RtspResponse> {
     if (mode === "tcp") {
       const interleaved = requestedChannels(i, this.router);
-      return this.send("SETUP", t.controlUrl, { Transport: formatTransport({ lower: "TCP", interleaved }) });
+      return this.send("SETUP", t.controlUrl, { Transport: formatTransport({ lower: "TCP", interleaved }), ...this.required() });
     }
     if (!this.opts.ports) throw new BadInputError("UDP transport needs a client port pool");
     const conn = this.conn!;
@@ -407,6 +418,7 @@ export class RtspClient {
     if (i === 0) this.log.debug("udp media sockets", { rtp: pair.rtpPort, recvBuffer: pair.recvBufferSize });
     return this.send("SETUP", t.controlUrl, {
       Transport: formatTransport({ lower: "UDP", clientPort: [pair.rtpPort, pair.rtcpPort] }),
+      ...this.required(),
     });
   }
 
@@ -437,14 +449,35 @@ export class RtspClient {
 
   /** RFC 2326 §9 aggregate control; 459 means the server wants per-track PLAY. */
   private async playAggregateOrEach(tracks: IngestTrack[]): Promise<RtspResponse> {
-    const res = await this.send("PLAY", this.aggregateUrl, { Range: "npt=0.000-" });
+    const headers = { ...(this.opts.playHeaders ?? { Range: "npt=0.000-" }), ...this.required() };
+    const res = await this.send("PLAY", this.aggregateUrl, headers);
     if (res.status !== 459) return res;
     let last = res;
     for (const t of tracks) {
-      last = await this.send("PLAY", t.controlUrl, { Range: "npt=0.000-" });
+      last = await this.send("PLAY", t.controlUrl, headers);
       if (last.status >= 300) return last;
     }
     return last;
+  }
+
+  private required(): Record<string, string> {
+    return this.opts.require ? { Require: this.opts.require } : {};
+  }
+
+  /**
+   * A PLAY (seek, speed) or PAUSE on the playing session (RFC 2326 §10.5, §10.6), with
+   * `require` added. Resolves with the answer, whatever its status (the caller decides
+   * what a 4xx means); rejects with ClosedError/UpstreamError when the connection fails.
+   * While `expectMedia(false)` (paused) the media watchdog does not end the session.
+   */
+  async control(method: "PLAY" | "PAUSE", headers: Record<string, string> = {}): Promise<RtspResponse> {
+    if (this.state !== "playing") throw new ClosedError(`RTSP session not playing (${this.state})`);
+    return this.send(method, this.aggregateUrl, { ...headers, ...this.required() });
+  }
+
+  /** Whether silence ends the session: false while paused or at the end of a recording. */
+  expectMedia(on: boolean): void {
+    this.mediaExpected = on;
   }
 
   /**
@@ -549,7 +582,7 @@ export class RtspClient {
     const check = (): void => {
       if (this.state !== "playing") return;
       const now = this.router.stats.packetsIn;
-      quiet = now === last ? quiet + 1 : 0;
+      quiet = now === last && this.mediaExpected ? quiet + 1 : 0;
       last = now;
       if (quiet >= 4) {
         this.end(new UpstreamLostError("no-media", `no media for ${this.opts.mediaTimeoutMs} ms`));
