@@ -102,6 +102,12 @@ export const configSchema = z.strictObject({
       maxConnections: z.number().int().min(16).max(1_000_000).default(10_000),
       /** Open connections per client address (trusted proxies exempt); more are closed at once. Default 256. */
       maxConnectionsPerSource: z.number().int().min(1).max(1_000_000).default(256),
+      /**
+       * On SIGTERM/SIGINT the gateway stops accepting, tells open pages it is restarting, ends SIP
+       * calls with BYE, closes viewers, writes the audit trail and the session file, then exits 0.
+       * Steps still running after this long are abandoned (logged); ms. Default 10000.
+       */
+      shutdownTimeoutMs: z.number().int().min(100).max(300_000).default(10_000),
     })
     .superRefine((s, ctx) => {
       if (s.headersTimeoutMs > s.requestTimeoutMs) {

@@ -3,10 +3,13 @@
  * ingest, SIP, TURN, sign-in and the HTTP front door.
  * `await using gw = await startGateway({ config })`.
  *
- * Everything started registers its cleanup, and close runs them in reverse: the
- * intercom and sign-in first, then the front door (no new connections), TURN, SIP,
- * the pulls (sources see upstreamDown), the SFU (viewers end), the demo recorder last,
- * so no recorder disappears under a pull that is still running.
+ * Everything started registers its cleanup, and close runs them in reverse. Before that,
+ * the front door stops accepting, the open pages' event streams end with a `gateway`
+ * "restarting" notice, and SIP calls end with BYE. Then the intercom's browser side and
+ * sign-in (the session file is written), the front door's connections, TURN, SIP, the pulls
+ * (sources see upstreamDown), the SFU (viewers end), the demo recorder, and the audit trail
+ * last (what waits is written). `close(reason, { timeoutMs })` bounds it: a step still running
+ * at the bound is logged and left behind, and the rest still run.
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -44,6 +47,7 @@ import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
 import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
+import { SafeEmitter } from "../config/events.ts";
 
 /**
  * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
@@ -79,6 +83,25 @@ export interface GatewayOptions {
   takenPorts?: TakenPortPolicy;
 }
 
+/** How a close proceeds. */
+export interface CloseOptions {
+  /**
+   * Bound on the whole close, ms (`server.shutdownTimeoutMs` for a signal): a step still running
+   * then is logged and left behind, and the remaining ones (audit trail last) still run.
+   * Default: no bound.
+   */
+  timeoutMs?: number;
+}
+
+/** A step that starts after the shutdown bound still gets this long, ms (the audit trail's last write). */
+const LAST_STEP_MS = 1000;
+
+/** Events of the gateway's own lifecycle, for the parts that tell clients about it. */
+export type GatewayLifecycleEvents = {
+  /** A close began: stop taking work, tell clients. */
+  closing: [reason: string];
+};
+
 /** Device id and SIP user of the built-in demo door station. */
 export const DEMO_DOOR_ID = "demo-door";
 
@@ -106,7 +129,8 @@ export interface Gateway {
   readonly demoDoor: DemoDoor | undefined;
   /** Fixed ports that were taken at start, each replaced by a free one (`takenPorts: "fallback"`). */
   readonly takenPorts: readonly TakenPort[];
-  close(reason?: string): Promise<void>;
+  /** Graceful close (see the file's doc comment); the same promise for every caller. */
+  close(reason?: string, opts?: CloseOptions): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -114,16 +138,35 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
   const { config } = opts;
   const log = opts.log ?? createLogger({ level: config.log.level, format: config.log.format });
   const cleanups: Array<() => Promise<void> | void> = [];
-  const closeAll = async () => {
+  /**
+   * Runs the cleanups in reverse. With a deadline (epoch ms), a step still running when it
+   * passes is logged and left behind so the next ones (the audit trail last) still run; each
+   * step gets at least `LAST_STEP_MS` so a late one is not skipped outright.
+   */
+  const closeAll = async (deadline?: number) => {
     for (const fn of cleanups.reverse()) {
       try {
-        await fn();
+        const step = Promise.resolve().then(fn);
+        if (deadline === undefined) {
+          await step;
+          continue;
+        }
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<"late">((resolve) => {
+          timer = setTimeout(() => resolve("late"), Math.max(LAST_STEP_MS, deadline - Date.now()));
+        });
+        const done = await Promise.race([step.then(() => "done" as const), late]).finally(() => clearTimeout(timer));
+        if (done === "late") {
+          log.warn("a shutdown step did not finish in time; going on without it", { step: fn.name || "anonymous" });
+          step.catch((err: unknown) => log.warn("error while closing", { err }));
+        }
       } catch (err) {
         log.warn("error while closing", { err });
       }
     }
   };
 
+  const lifecycle = new SafeEmitter<GatewayLifecycleEvents>((event, err) => log.warn("lifecycle listener failed", { event, err }));
   try {
     // The audit trail opens first and closes last: everything that closes after it may still record.
     let audit: AuditLog | undefined;
@@ -222,6 +265,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       );
       const s = sip;
       cleanups.push(() => s.close("gateway closing"));
+      // Calls end first (BYE to answered ones, 480 to ringing ones), while the audit hooks and
+      // the browsers' streams still listen, so the end is recorded and shown.
+      lifecycle.on("closing", () => s.intercom.close());
     }
 
     // The demo door registers like any door; if it cannot, the rest runs without it.
@@ -489,6 +535,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         canSee: (req, id) => auth.canSee(req.user!, id),
         publicOrigin: new URL(url).origin,
         watch: (req, end) => auth.watch(req.user!, end),
+        lifecycle,
       }),
     );
     app.use(
@@ -555,11 +602,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
 
     let closing: Promise<void> | undefined;
-    const close = (reason = "closed") => {
+    const close = (reason = "closed", closeOpts: CloseOptions = {}) => {
       closing ??= (async () => {
+        const started = Date.now();
         closingNow = true;
         log.info("gateway closing", { reason });
-        await closeAll();
+        // No new connections; the pages that are open hear why their streams end, and retry.
+        door.stopAccepting();
+        lifecycle.emit("closing", reason);
+        await closeAll(closeOpts.timeoutMs !== undefined ? started + closeOpts.timeoutMs : undefined);
+        log.info("gateway closed", { reason, ms: Date.now() - started });
       })();
       return closing;
     };

@@ -1,7 +1,8 @@
 /**
  * `npm start`: load the configuration (embedded defaults, or $GATEHOUSE_CONFIG /
  * `--config <file>`), start the gateway, print where to open it, stop cleanly on
- * SIGINT/SIGTERM. A bad configuration exits with status 2 and the problems listed.
+ * SIGINT/SIGTERM (status 0; a second signal exits at once with 130/143, a stop past
+ * `server.shutdownTimeoutMs` with 1). A bad configuration exits with status 2 and the problems listed.
  */
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config/load.ts";
@@ -53,12 +54,31 @@ const watcher = configFile ? watchConfig(configFile, gateway, log.child({ compon
 
 if (watcher) process.on("SIGHUP", () => watcher.reload());
 
+// A graceful stop within server.shutdownTimeoutMs, status 0; a second signal exits at once.
 let stopping = false;
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.on(sig, () => {
-    if (stopping) process.exit(1);
+    if (stopping) {
+      log.warn("second signal: exiting at once", { signal: sig });
+      process.exit(sig === "SIGINT" ? 130 : 143);
+    }
     stopping = true;
+    log.info("shutting down", { signal: sig, timeoutMs: config.server.shutdownTimeoutMs });
     watcher?.close();
-    gateway.close(sig).then(() => process.exit(0));
+    // The close leaves late steps behind at the bound; this is the backstop should one block it.
+    const backstop = setTimeout(() => {
+      log.error("shutdown did not finish in time; exiting", { timeoutMs: config.server.shutdownTimeoutMs });
+      process.exit(1);
+    }, config.server.shutdownTimeoutMs + 3000);
+    backstop.unref();
+    gateway.close(sig, { timeoutMs: config.server.shutdownTimeoutMs }).then(
+      () => {
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error("shutdown failed", { err });
+        process.exit(1);
+      },
+    );
   });
 }

@@ -25,6 +25,10 @@ import { Zoom } from "./zoom.js";
 
 /** Camera list refresh period, ms (states arrive on the event stream; this catches list changes). */
 const REFRESH_MS = 10_000;
+/** The camera event stream is opened again this long after the browser gave up on it, ms. */
+const STREAM_RETRY_MS = 2000;
+/** What the page says while the gateway restarts. */
+const RESTARTING = "The gateway is restarting. This page reconnects by itself…";
 /** Camera states in which the recorder is not delivering: no LIVE, last picture greyed. */
 const DOWN = new Set(["reconnecting", "offline", "failed"]);
 /** NTP epoch (1900) to Unix epoch, ms. */
@@ -84,6 +88,8 @@ let openId = null;
 let statsForAll = false;
 let hiddenSince = 0;
 let redirecting = false;
+/** The gateway said it is restarting; cleared when the camera list answers again. */
+let restarting = false;
 let userKnown = false;
 
 /**
@@ -404,8 +410,9 @@ async function refreshCameras() {
   try {
     res = await fetch(new URL("api/cameras", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
   } catch {
-    return showNotice("The gateway cannot be reached. Retrying…");
+    return showNotice(restarting ? RESTARTING : "The gateway cannot be reached. Retrying…");
   }
+  if (res.status === 503 && restarting) return showNotice(RESTARTING);
   if (res.status === 401) return signIn();
   if (!res.ok) return showNotice(`The camera list is unavailable (HTTP ${res.status}). Retrying…`);
   /** @type {unknown} */
@@ -416,6 +423,7 @@ async function refreshCameras() {
     return showNotice("The gateway sent an unreadable camera list. Retrying…");
   }
   showNotice("");
+  restarting = false;
   if (!Array.isArray(list)) return;
   reconcile(list.filter((c) => c && typeof c.id === "string"));
 }
@@ -427,7 +435,26 @@ async function refreshCameras() {
 function listenCameras() {
   if (typeof EventSource !== "function") return;
   const es = new EventSource(new URL("api/cameras/events", base), { withCredentials: true });
+  // The gateway shuts down (an upgrade, a restart): say so, and come back when it does.
+  es.addEventListener("gateway", (e) => {
+    try {
+      const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      if (n?.state !== "restarting") return;
+      restarting = true;
+      showNotice(RESTARTING);
+      // Come back sooner than the list's usual refresh: the notice goes once the list answers.
+      setTimeout(() => void refreshCameras(), Math.max(500, Number(n.retryMs) || 1000));
+    } catch {
+      // as below
+    }
+  });
+  // A stream refused for good (a 503 while the gateway restarts): the browser gives up on it, we do not.
+  es.addEventListener("error", () => {
+    if (es.readyState !== EventSource.CLOSED) return; // the browser retries by itself
+    setTimeout(listenCameras, STREAM_RETRY_MS);
+  });
   es.addEventListener("cameras", (e) => {
+    if (restarting) void refreshCameras();
     try {
       const list = JSON.parse(/** @type {MessageEvent} */ (e).data);
       if (Array.isArray(list)) reconcile(list.filter((c) => c && typeof c.id === "string"));

@@ -106,6 +106,11 @@ export interface FrontDoor {
   readonly stats: Readonly<FrontDoorStats>;
   /** Connections accepted and not yet closed, whatever they turned out to be. */
   readonly connections: number;
+  /**
+   * Stop listening (no new connections; those accepted carry on until close). The first step
+   * of a graceful shutdown. Idempotent.
+   */
+  stopAccepting(): void;
   /** Stop listening and destroy every connection accepted here. Idempotent. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -392,6 +397,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
   log.info("front door listening", { host: addr.address, port: addr.port, tls: !!secureContext, turn: !!opts.turn });
 
   let closing: Promise<void> | undefined;
+  let listenerClosed: Promise<void> | undefined;
   const door: FrontDoor = {
     host: addr.address,
     port: addr.port,
@@ -399,9 +405,14 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
     get connections() {
       return conns.size;
     },
+    stopAccepting() {
+      if (listenerClosed) return;
+      closed = true;
+      listenerClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+    },
     close() {
       if (closing) return closing;
-      closed = true;
+      door.stopAccepting();
       opts.http.off("request", onRequest);
       opts.http.off("upgrade", onUpgrade);
       const socketsClosed = [...conns.keys()].map(
@@ -412,7 +423,7 @@ export async function startFrontDoor(opts: FrontDoorOptions): Promise<FrontDoor>
             s.destroy();
           }),
       );
-      closing = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), ...socketsClosed]).then(() => {
+      closing = Promise.all([listenerClosed, ...socketsClosed]).then(() => {
         releaseHttpServer(opts.http);
         if (redirector) releaseHttpServer(redirector);
       });

@@ -5,7 +5,9 @@
  *
  *   GET /api/cameras             → [CameraView]
  *   GET /api/cameras/events      → text/event-stream: `cameras` (the whole list, first), then
- *                                  `camera` (one camera's view) each time what a person sees changes
+ *                                  `camera` (one camera's view) each time what a person sees changes,
+ *                                  and `gateway` ({ state: "restarting", message, retryMs }) as the
+ *                                  last event when the gateway shuts down
  *   GET /api/cameras/:id/status  → CameraView + the ingest's technical status (administrators' details)
  */
 import { Router, type Request } from "express";
@@ -13,6 +15,19 @@ import { AuthError, NotFoundError } from "../../config/errors.ts";
 import type { CameraRegistry, CameraView } from "../cameras.ts";
 import { sendError } from "./errors.ts";
 import { SseStream } from "./sse.ts";
+import type { SafeEmitter } from "../../config/events.ts";
+
+/** The last event of every camera stream when the gateway shuts down: the page says so and reconnects. */
+export interface GatewayNotice {
+  state: "restarting";
+  /** Plain words for the page. */
+  message: string;
+  /** How soon the page should try again, ms. */
+  retryMs: number;
+}
+
+/** Reconnection delay the pages are told, ms. */
+const RETRY_MS = 1000;
 
 export interface ApiDeps {
   cameras: CameraRegistry;
@@ -24,6 +39,8 @@ export interface ApiDeps {
   watch?(req: Request, end: (reason: string) => void): () => void;
   /** Event stream heartbeat, ms. Default 25000. */
   heartbeatMs?: number;
+  /** The gateway's `closing`: every stream ends with a `gateway` notice. */
+  lifecycle?: Pick<SafeEmitter<{ closing: [reason: string] }>, "on">;
 }
 
 /** A slow page may leave this much unread before its stream is dropped (it reconnects and gets the list again), bytes. */
@@ -34,6 +51,12 @@ export function apiRouter(deps: ApiDeps): Router {
   const streams = new Set<SseStream>();
   deps.cameras.events.on("closed", () => {
     for (const s of [...streams]) s.close("gateway closing");
+  });
+  let closing = false;
+  deps.lifecycle?.on("closing", () => {
+    closing = true;
+    const notice: GatewayNotice = { state: "restarting", message: "The gateway is restarting. This page reconnects by itself.", retryMs: RETRY_MS };
+    for (const s of [...streams]) s.close("gateway closing", { event: "gateway", data: notice });
   });
 
   const visible = (req: Request): CameraView[] =>
@@ -56,11 +79,13 @@ export function apiRouter(deps: ApiDeps): Router {
     } catch (err) {
       return sendError(res, err);
     }
+    // A page reconnecting over a connection still open while the gateway shuts down: try later.
+    if (closing) return void res.status(503).set("Retry-After", "1").set("Cache-Control", "no-store").json({ error: "restarting", message: "The gateway is restarting." });
     let off = (): void => {};
     let unwatch = (): void => {};
     const stream = new SseStream(res, {
       heartbeatMs: deps.heartbeatMs ?? 25_000,
-      retryMs: 1000,
+      retryMs: RETRY_MS,
       maxBufferedBytes: MAX_BUFFERED,
       onClose: () => {
         streams.delete(stream);

@@ -1,8 +1,9 @@
 /**
  * A signed-in screen keeps playing through a gateway restart when sessions are kept in
  * `auth.session.file`: Chromium signs in through the development provider, plays the demo
- * camera, the gateway stops and starts again on the same address, and the same page goes on
- * decoding fresh frames on its own: no sign-in page, no reload.
+ * camera, the gateway stops and starts again on the same address (the page says "The gateway is
+ * restarting" meanwhile), and the same page goes on decoding fresh frames on its own: no sign-in
+ * page, no reload, and the notice gone.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -67,6 +68,8 @@ describe("gateway restart with auth.session.file", () => {
     await waitForDecodedFrames(page, 10, 20_000);
 
     await gw.close("upgrade");
+    // While it is away the page says so in plain words (the gateway's last event on its stream).
+    await page.waitForFunction(() => !document.querySelector<HTMLElement>("#notice")!.hidden && /gateway is restarting/i.test(document.querySelector("#notice")!.textContent ?? ""), { timeout: 10_000 });
     gw = await start(port, devPort);
     const restarted = gw;
     // The page's own retry reaches the new process with its cookie: a viewer appears there...
@@ -84,6 +87,8 @@ describe("gateway restart with auth.session.file", () => {
     // ...and fresh frames decode on the same page, which never left the gateway.
     await waitForNewFrames(page, 25, 20_000);
     expect(new URL(page.url()).origin).toBe(new URL(restarted.url).origin);
+    // The notice goes once the gateway answers again.
+    await page.waitForFunction(() => document.querySelector<HTMLElement>("#notice")!.hidden, { timeout: 15_000 });
     await page.close();
   }, 90_000);
 });

@@ -55,8 +55,8 @@ export class SseClient {
     this.ended = new Promise((resolve) => res.on("close", () => resolve()));
   }
 
-  /** Open `url` with these headers (cookie); resolves once the `ready` event arrived. */
-  static async open(url: string, headers: Record<string, string> = {}): Promise<SseClient> {
+  /** Open `url` with these headers (cookie); resolves once the `first` event (default `ready`) arrived. */
+  static async open(url: string, headers: Record<string, string> = {}, first = "ready"): Promise<SseClient> {
     const { req, res } = await new Promise<{ req: http.ClientRequest; res: http.IncomingMessage }>((resolve, reject) => {
       const req = http.get(url, { headers: { accept: "text/event-stream", ...headers } }, (res) => resolve({ req, res }));
       req.on("error", reject);
@@ -66,7 +66,7 @@ export class SseClient {
       throw new Error(`event stream answered ${res.statusCode}`);
     }
     const c = new SseClient(req, res);
-    await c.next("ready");
+    await c.next(first);
     return c;
   }
 
