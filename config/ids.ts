@@ -17,3 +17,9 @@ export const sessionId = (s: string): SessionId => s as SessionId;
 export const viewerId = (s: string): ViewerId => s as ViewerId;
 export const userId = (s: string): UserId => s as UserId;
 export const allocationId = (s: string): AllocationId => s as AllocationId;
+
+/**
+ * The SFU source of one of a camera's streams: the camera id itself for its main stream,
+ * `<camera>:<stream>` for the others (':' never appears in a camera or stream id).
+ */
+export const streamSourceId = (camera: string, stream: string): CameraId => (stream === "main" ? camera : `${camera}:${stream}`) as CameraId;

@@ -22,16 +22,46 @@ const cameraId = z
   .string()
   .regex(/^[a-z0-9][a-z0-9_-]{0,63}$/, "lower-case letters, digits, '-' and '_', at most 64 characters");
 
+const rtspUrl = z
+  .string()
+  .url()
+  .refine((u) => /^rtsps?:\/\//i.test(u), { message: "must be an rtsp:// or rtsps:// URL" });
+
+/**
+ * A further stream of a camera (a recorder's substream, typically 640×360). It is pulled
+ * on demand like the main stream, once whatever the number of viewers, with the camera's
+ * credentials, transport and TLS settings.
+ */
+export const cameraStreamSchema = z.strictObject({
+  /** Stream id: `/whep/<camera>?stream=<id>`. `main` (the camera's `url`) and `auto` are reserved. */
+  id: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "lower-case letters, digits, '-' and '_', at most 32 characters")
+    .refine((s) => s !== "main" && s !== "auto", { message: "'main' and 'auto' are reserved names" }),
+  /** `rtsp://` or `rtsps://` URL of this stream. */
+  url: rtspUrl,
+  /** Picture size, pixels (shown to the user; optional). */
+  width: z.number().int().min(16).max(16384).optional(),
+  height: z.number().int().min(16).max(16384).optional(),
+});
+
 export const cameraSchema = z.strictObject({
   /** Stable id used in URLs (`/whep/<id>`) and rights. */
   id: cameraId,
   /** Display name. Default: the id. */
   name: z.string().min(1).max(200).optional(),
-  /** `rtsp://` or `rtsps://` URL of the stream. Credentials may also be embedded in it. */
-  url: z
-    .string()
-    .url()
-    .refine((u) => /^rtsps?:\/\//i.test(u), { message: "must be an rtsp:// or rtsps:// URL" }),
+  /** `rtsp://` or `rtsps://` URL of the main (full-resolution) stream. Credentials may also be embedded in it. */
+  url: rtspUrl,
+  /**
+   * Further streams of the camera, largest first; the last one is its substream (`sub`): grid
+   * tiles, the Low choice and adaptation to a slow network use it. Default none (every viewer
+   * gets the main stream).
+   */
+  streams: z
+    .array(cameraStreamSchema)
+    .max(4)
+    .optional()
+    .refine((l) => l === undefined || new Set(l.map((s) => s.id)).size === l.length, { message: "stream ids must be unique" }),
   /** RTSP user name. Default: from the URL, else none. */
   username: z.string().optional(),
   /** RTSP password; use `${ENV_VAR}` to take it from the environment. */
@@ -201,4 +231,5 @@ export const configSchema = z.strictObject({
 
 export type Config = z.infer<typeof configSchema>;
 export type CameraConfig = z.infer<typeof cameraSchema>;
+export type CameraStreamConfig = z.infer<typeof cameraStreamSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

@@ -1,13 +1,15 @@
 /**
- * The camera registry: one RTSP ingest per camera feeding one SFU source, and the
- * demand signal between them (viewer count → pull on demand, idle stop).
+ * The camera registry: one RTSP ingest per camera stream (its main `url` and each of its
+ * `streams`) feeding one SFU source each, and the demand signal between them (viewer
+ * count → pull on demand, idle stop). A stream is pulled once whatever the number of
+ * viewers, and only while someone watches it (`alwaysOn` keeps the main stream only).
  *
  * This is the only place where the control plane (gateway) joins the media plane
  * (sfu): ingest pushes media into the source, the source reports its viewer count back.
  */
 import type { CameraConfig, Config } from "../config/schema.ts";
 import type { Logger } from "../config/log.ts";
-import { cameraId as toCameraId, type CameraId } from "../config/ids.ts";
+import { cameraId as toCameraId, streamSourceId, type CameraId } from "../config/ids.ts";
 import { SafeEmitter } from "../config/events.ts";
 import type { Sfu } from "../sfu/sfu.ts";
 import { CameraIngest, type IngestStatus } from "./ingest/camera-ingest.ts";
@@ -43,6 +45,16 @@ export interface CameraView {
   transport?: "tcp" | "udp";
   /** Media the recorder offers that cannot be played, with the reason (H.265, AAC…). */
   unplayable: { type: string; reason: string }[];
+  /** The camera's streams, main first (`sub` is the last one): what `?stream=` may name. */
+  streams: { id: string; width?: number; height?: number }[];
+}
+
+/** A camera's stream as the registry pulls it. */
+interface StreamEntry {
+  /** `main` or the configured stream id. */
+  id: string;
+  source: CameraId;
+  ingest: CameraIngest;
 }
 
 export type CameraRegistryEvents = {
@@ -54,7 +66,10 @@ export type CameraRegistryEvents = {
 
 interface Entry {
   config: CameraConfig;
+  /** The main stream's ingest (what the camera's status describes when nothing else is watched). */
   ingest: CameraIngest;
+  /** Every stream, main first. */
+  streams: StreamEntry[];
   unsubscribe: () => void;
 }
 
@@ -71,25 +86,58 @@ export class CameraRegistry {
     const ports = new UdpPortPool(deps.rtsp.clientPortRange);
     for (const camera of cameras) {
       const id = toCameraId(camera.id);
-      const source = deps.sfu.source(id);
       const log = deps.log.child({ camera: camera.id });
-      const ingest = new CameraIngest({ camera, rtsp: deps.rtsp, sink: source, log, ports });
-      const offViewers = source.on("viewers", (n: number) => ingest.setDemand(n));
+      const streams: StreamEntry[] = [];
+      const offs: (() => void)[] = [];
       let last = "";
-      const offState = ingest.on("state", (st) => {
-        const view = this.viewOf(camera, st);
+      const announce = () => {
+        const e = this.entries.get(id);
+        if (!e) return;
+        const view = this.viewOf(e);
         // One event per visible change (the ingest also reports changes nobody sees, e.g. counters).
         const key = JSON.stringify({ ...view, viewers: 0 });
         if (key === last) return;
         last = key;
         this.events.emit("camera", view);
-      });
-      const unsubscribe = () => {
-        offViewers();
-        offState();
       };
-      this.entries.set(id, { config: camera, ingest, unsubscribe });
+      for (const s of [{ id: "main", url: camera.url }, ...(camera.streams ?? [])]) {
+        const main = s.id === "main";
+        const sourceId = streamSourceId(camera.id, s.id);
+        const source = deps.sfu.source(sourceId);
+        // A further stream: same recorder and credentials, another URL; pulled only on demand,
+        // and the idle light check is the main stream's alone (one per camera).
+        const config = main ? camera : { ...camera, url: s.url, alwaysOn: false };
+        const rtsp = main ? deps.rtsp : { ...deps.rtsp, checkIntervalSeconds: 0 };
+        const ingest = new CameraIngest({ camera: config, rtsp, sink: source, log: main ? log : log.child({ stream: s.id }), ports });
+        offs.push(source.on("viewers", (n: number) => ingest.setDemand(n)));
+        offs.push(ingest.on("state", announce));
+        streams.push({ id: s.id, source: sourceId, ingest });
+      }
+      const unsubscribe = () => {
+        for (const off of offs) off();
+      };
+      this.entries.set(id, { config: camera, ingest: streams[0]!.ingest, streams, unsubscribe });
     }
+  }
+
+  /**
+   * The SFU source for `stream` of a camera: `main`, `sub` (its last stream, or main when it
+   * has none), `auto` (as `main`), or a configured stream id. Undefined for an unknown camera
+   * or stream.
+   */
+  streamSource(camera: string, stream = "main"): { stream: string; source: CameraId } | undefined {
+    const e = this.entries.get(camera as CameraId);
+    if (!e) return undefined;
+    const s =
+      stream === "main" || stream === "auto"
+        ? e.streams[0]
+        : (e.streams.find((x) => x.id === stream) ?? (stream === "sub" ? e.streams[e.streams.length - 1] : undefined));
+    return s ? { stream: s.id, source: s.source } : undefined;
+  }
+
+  /** The ids of a camera's streams, main first (the last is its substream). */
+  streamIds(camera: string): string[] {
+    return this.entries.get(camera as CameraId)?.streams.map((s) => s.id) ?? [];
   }
 
   has(id: string): boolean {
@@ -108,10 +156,18 @@ export class CameraRegistry {
   view(id: string): CameraView | undefined {
     const e = this.entries.get(id as CameraId);
     if (!e) return undefined;
-    return this.viewOf(e.config, e.ingest.status());
+    return this.viewOf(e);
   }
 
-  private viewOf(config: CameraConfig, st: IngestStatus): CameraView {
+  /**
+   * A camera's view: the state of the stream people watch (the main stream when it is
+   * watched or nothing is, else the first watched stream), and every stream's viewers.
+   */
+  private viewOf(e: Entry): CameraView {
+    const config = e.config;
+    const demand = (s: StreamEntry) => this.deps.sfu.findSource(s.source)?.viewerCount ?? 0;
+    const watched = demand(e.streams[0]!) > 0 ? e.streams[0]! : (e.streams.find((s) => demand(s) > 0) ?? e.streams[0]!);
+    const st: IngestStatus = watched.ingest.status();
     const c = st.camera;
     const v: CameraView = {
       id: toCameraId(config.id),
@@ -119,11 +175,15 @@ export class CameraRegistry {
       groups: config.groups,
       state: st.state,
       reason: st.reason,
-      viewers: this.deps.sfu.findSource(toCameraId(config.id))?.viewerCount ?? 0,
+      viewers: e.streams.reduce((n, s) => n + demand(s), 0),
       status: c.state,
       reachability: c.reachability,
       since: c.since,
       unplayable: st.unsupported,
+      streams: [
+        { id: "main" },
+        ...(config.streams ?? []).map((s) => ({ id: s.id, ...(s.width ? { width: s.width } : {}), ...(s.height ? { height: s.height } : {}) })),
+      ],
     };
     if (c.reason !== undefined) v.statusReason = c.reason;
     if (c.lastLiveAt !== undefined) v.lastLiveAt = c.lastLiveAt;
@@ -149,7 +209,7 @@ export class CameraRegistry {
     await Promise.all(
       [...this.entries.values()].map(async (e) => {
         e.unsubscribe();
-        await e.ingest.close(reason);
+        await Promise.all(e.streams.map((s) => s.ingest.close(reason)));
       }),
     );
     this.entries.clear();

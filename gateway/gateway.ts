@@ -543,6 +543,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       whepRouter({
         sfu,
         cameraExists: (id) => registry.has(id),
+        streamSource: (id, stream) => registry.streamSource(id, stream),
         authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
         userOf: (req) => req.user?.sub,
         // Viewers belong to the session that made them (a bearer token's user counts as one session).

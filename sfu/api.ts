@@ -49,6 +49,20 @@ export interface ViewerHandle {
   stats(): ViewerStats;
   /** Caps this viewer's send rate, bits/s. */
   setPacingRate(bitsPerSecond: number): void;
+  /** The source media comes from now: `cameraId` at first, another after `switchSource`. */
+  readonly sourceId: CameraId;
+  /**
+   * Re-binds this viewer's outgoing video and audio to another source (another stream of
+   * the camera, `streamSourceId(camera, "sub")`, or another camera's) without renegotiation:
+   * its SSRCs stay, sequence numbers run on without a gap, timestamps continue from the last
+   * frame sent by the time elapsed. Video moves at the target's next keyframe (the old
+   * picture plays until then; at once from the target's cached keyframe when the current
+   * source sends nothing). The target counts as demand (its pull starts) from this call, the
+   * old source until the switch is made. Ends with a "switched" event, `ok` false when the
+   * target does not exist, sent no keyframe within the switch timeout (default 8 s), or was
+   * superseded by another call. Asking for the current source cancels a pending switch.
+   */
+  switchSource(source: CameraId, reason?: string): void;
   /** Ends the viewer. Idempotent; resolves once its transport is released. */
   close(reason?: string): Promise<void>;
 }
@@ -130,7 +144,20 @@ export type ViewerEvents = {
   state: [state: ViewerState];
   /** Overload step-down ("keyframes": only whole keyframes are sent) and step back up ("full"). */
   quality: [mode: ViewerQuality, reason: string];
+  /** A source switch (`switchSource`) was made (`ok`), or given up: the viewer stays on `from`. */
+  switched: [info: SwitchInfo];
 };
+
+/** The outcome of a source switch. */
+export interface SwitchInfo {
+  /** The source the viewer was on when the switch ended (for a failure: the one it stays on). */
+  from: CameraId;
+  /** The source asked for. */
+  to: CameraId;
+  ok: boolean;
+  /** The caller's reason when made; why not otherwise ("no such source", "superseded", "no keyframe in time"). */
+  reason: string;
+}
 
 /**
  * What a viewer is sent: every frame, or (stepped down past capacity: there is no

@@ -134,6 +134,11 @@ export interface CreateViewerOptions {
   id?: ViewerId;
   /** ICE servers for this viewer's own gathering (a worker cannot call `iceServers()`). */
   iceServers?: IceServer[];
+  /**
+   * The camera watched, when the viewer starts on another of its streams' sources
+   * (`streamSourceId(camera, stream)`): the viewer's `cameraId`. Default: the source id.
+   */
+  cameraId?: CameraId;
 }
 
 const defaultTimers: SfuTimers = {
@@ -239,10 +244,12 @@ export class SfuEngine {
     const plan = planAnswer(offer.parsed, source.currentTracks());
 
     const vid = opts.id ?? toViewerId(randomBytes(12).toString("base64url"));
-    const log = (opts.log ?? this.log).child({ camera: id, viewer: vid });
+    const log = (opts.log ?? this.log).child({ camera: opts.cameraId ?? id, viewer: vid });
     const viewer = new Viewer({
       id: vid,
       source,
+      cameraId: opts.cameraId ?? id,
+      findSource: (sid) => (this.closing ? undefined : this.sources.get(sid)),
       log,
       user: opts.user,
       pacer: this.pacer,

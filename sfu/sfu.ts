@@ -41,7 +41,7 @@ export { Source } from "./source.ts";
 export type { SourceStats, SourceEvents, SourceDropReason } from "./api.ts";
 export type { TransportInfo } from "./transport.ts";
 export { Viewer } from "./viewer.ts";
-export type { ViewerStats, ViewerEvents, ViewerState, ViewerDropReason, ViewerQuality } from "./api.ts";
+export type { ViewerStats, ViewerEvents, ViewerState, ViewerDropReason, ViewerQuality, SwitchInfo } from "./api.ts";
 export type { IceServer } from "./werift-peer.ts";
 export type { PoolExit } from "./worker-pool.ts";
 export type { CandidateDropReason, CandidateDrops } from "./candidates.ts";

@@ -357,7 +357,7 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
     const first = this.rotate++ % n;
     for (let k = 0; k < n; k++) {
       const i = first + k < n ? first + k : first + k - n;
-      list[i]!.onSourcePacket(track, ring, ext, now);
+      list[i]!.onSourcePacket(track, ring, ext, now, this);
     }
   }
 

@@ -26,6 +26,7 @@ import {
   type ReportBlock,
 } from "./rtp/rtcp.ts";
 import { SendQueue } from "./send-queue.ts";
+import { SourceSwitch, spliceOffset } from "./rebind.ts";
 import type { TransportState, ViewerTransport } from "./transport.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
@@ -41,6 +42,8 @@ export interface ViewerSource {
   gop(track: number): { start: number; end: number } | undefined;
   /** The source-timeline RTP timestamp at `nowMs` and the NTP time (Unix ms) to pair it with. */
   clockAt(track: number, nowMs: number): { unixMs: number; ts: number } | undefined;
+  /** Registers a viewer as demand (connecting ones included). */
+  addViewer(viewer: Viewer): void;
   /** Start fan-out to this viewer (it is connected). */
   attach(viewer: Viewer): void;
   /** Stop fan-out and forget this viewer. */
@@ -89,6 +92,12 @@ export interface ViewerOptions {
    * bounded instead of growing with the queue. Default 500.
    */
   maxQueueDelayMs?: number | undefined;
+  /** The camera this viewer watches (rights, resource URLs). Default: the source's id. */
+  cameraId?: CameraId | undefined;
+  /** Finds another source by id for `switchSource` (undefined: unknown). Default: none can be found. */
+  findSource?: ((id: CameraId) => ViewerSource | undefined) | undefined;
+  /** Give up a source switch when the target sent no keyframe this long, ms. Default 8000. */
+  switchTimeoutMs?: number | undefined;
 }
 
 /** Per negotiated m-section state. */
@@ -120,6 +129,14 @@ interface ViewerTrack {
   hExt: Float64Array;
   hTs: Uint32Array;
   hResentAt: Float64Array;
+  /** The ring each history entry's packet lives in (the source may have changed since). */
+  hRing: (PacketRing | undefined)[];
+  /** Our timestamp of the last packet mapped (queued or sent) and when (ingest clock, ms): where a new source's timestamps continue. */
+  mappedTs: number;
+  lastAt: number;
+  mapped: boolean;
+  /** The next packet comes from a newly bound source: splice its timestamps onto ours. */
+  splice: boolean;
   /** Middle 32 bits of the NTP time in our last SR (what the receiver echoes as LSR). */
   lastSrMiddle: number;
   /** Our clock when that SR went out, ms. */
@@ -141,6 +158,8 @@ const OVERFLOW_WINDOW_MS = 10_000;
 /** First stay at keyframes only, ms; doubles (up to STEP_DOWN_MAX_MS) when it has to step down again soon after. */
 const STEP_DOWN_MIN_MS = 10_000;
 const STEP_DOWN_MAX_MS = 120_000;
+/** A switch to another source is made at once (cached keyframe) when the current one sent no video this long, ms. */
+const STALE_SOURCE_MS = 1000;
 const VIDEO = 0;
 const AUDIO = 1;
 
@@ -207,11 +226,15 @@ export class Viewer implements Drainable, ViewerHandle {
   private holdMs = STEP_DOWN_MIN_MS;
   private holdUntil = 0;
   private stepDowns = 0;
+  /** The source media comes from now, and a pending switch to another (see sfu/rebind.ts). */
+  private readonly sw: SourceSwitch<ViewerSource>;
+  private switchReason = "";
 
   constructor(o: ViewerOptions) {
     this.o = o;
     this.id = o.id;
-    this.cameraId = o.source.id;
+    this.cameraId = o.cameraId ?? o.source.id;
+    this.sw = new SourceSwitch<ViewerSource>(o.source, { timeoutMs: o.switchTimeoutMs ?? 8000 });
     this.user = o.user;
     this.log = o.log;
     this.events = new SafeEmitter<ViewerEvents>((event, err) => this.log.warn("viewer listener failed", { event, err }));
@@ -240,6 +263,75 @@ export class Viewer implements Drainable, ViewerHandle {
 
   get state(): ViewerState {
     return this._state;
+  }
+
+  /** The source media comes from now. */
+  private get src(): ViewerSource {
+    return this.sw.current;
+  }
+
+  /** The id of the source media comes from now (it changes when a switch commits). */
+  get sourceId(): CameraId {
+    return this.sw.current.id;
+  }
+
+  /**
+   * Re-binds this viewer (video and audio) to another source: at the target's next
+   * keyframe, or at once from its cached keyframe when the current source sends nothing.
+   * SSRC, sequence numbers and timestamps continue; no renegotiation. The target counts as
+   * demand from now (its pull starts), the old source until the switch is made. Emits
+   * "switched" when done or given up. Throws nothing: an unknown source is a failed switch.
+   */
+  switchSource(id: CameraId, reason = "switch"): void {
+    if (this._state === "closed") return;
+    const target = id === this.src.id ? this.src : id === this.sw.target?.id ? this.sw.target : this.o.findSource?.(id);
+    if (!target) {
+      this.events.emit("switched", { from: this.src.id, to: id, ok: false, reason: "no such source" });
+      return;
+    }
+    const r = this.sw.request(target, this.o.timers.now());
+    const gone = this.sw.abandoned;
+    if (gone) {
+      gone.removeViewer(this);
+      this.events.emit("switched", { from: this.src.id, to: gone.id, ok: false, reason: "superseded" });
+    }
+    if (r === "same") return;
+    this.switchReason = reason;
+    target.addViewer(this);
+    if (!this.attached) {
+      // Nothing sent yet: bind now (the join replays the target's cached keyframe).
+      this.commitSwitch();
+      return;
+    }
+    target.attach(this);
+    const video = this.tracks[VIDEO];
+    const now = this.o.timers.now();
+    if (!video || !video.mapped || now - video.lastAt > STALE_SOURCE_MS || this.src.trackIndexOf("video") < 0) {
+      // The current source shows nothing live (down, or not started): the target's cached keyframe beats waiting.
+      this.commitSwitch();
+      if (this.tracks[VIDEO]) this.resync("switch");
+    }
+  }
+
+  /** Moves to the switch target now: tracks remapped, queued packets of the old source dropped, timestamps spliced. */
+  private commitSwitch(): void {
+    if (!this.sw.commit()) return;
+    this.afterCommit();
+  }
+
+  private afterCommit(): void {
+    const left = this.sw.left!;
+    for (const [t, vt] of this.tracks.entries()) {
+      if (!vt) continue;
+      this.queue.removeTrack(t);
+      vt.lastSrcExt = -1;
+      vt.splice = true;
+      vt.sourceTrack = -2; // forces the remap below
+    }
+    this.onSourceTracks();
+    left.removeViewer(this);
+    this.log.info("viewer switched source", { from: left.id, to: this.src.id, reason: this.switchReason });
+    this.events.emit("switched", { from: left.id, to: this.src.id, ok: true, reason: this.switchReason });
   }
 
   /** Why the viewer closed, once it has. */
@@ -283,6 +375,11 @@ export class Viewer implements Drainable, ViewerHandle {
       hExt: new Float64Array(H),
       hTs: new Uint32Array(H),
       hResentAt: new Float64Array(H).fill(-Infinity),
+      hRing: new Array<PacketRing | undefined>(H).fill(undefined),
+      mappedTs: 0,
+      lastAt: 0,
+      mapped: false,
+      splice: false,
       lastSrMiddle: 0,
       lastSrAt: 0,
     });
@@ -297,8 +394,8 @@ export class Viewer implements Drainable, ViewerHandle {
   onSourceTracks(): void {
     for (const vt of this.tracks) {
       if (!vt) continue;
-      const idx = this.o.source.trackIndexOf(vt.kind);
-      const spec = idx >= 0 ? this.o.source.trackSpec(idx) : undefined;
+      const idx = this.src.trackIndexOf(vt.kind);
+      const spec = idx >= 0 ? this.src.trackSpec(idx) : undefined;
       if (vt.sourceTrack !== idx) {
         this.queue.removeTrack(vt === this.tracks[VIDEO] ? VIDEO : AUDIO);
         vt.lastSrcExt = -1;
@@ -324,7 +421,7 @@ export class Viewer implements Drainable, ViewerHandle {
           this.log.info("viewer connected", { ms: this.connectedAt - this.createdAt });
           this.attached = true;
           this.lastRtcpAt = this.connectedAt;
-          this.o.source.attach(this);
+          this.src.attach(this);
           this.resync("join");
         } else {
           this.setState("connected");
@@ -399,7 +496,14 @@ export class Viewer implements Drainable, ViewerHandle {
    * A new packet in the source's ring for source track `srcTrack` (called for attached
    * viewers). `now`: the SFU clock (ms) at ingest.
    */
-  onSourcePacket(srcTrack: number, ring: PacketRing, ext: number, now: number): void {
+  onSourcePacket(srcTrack: number, ring: PacketRing, ext: number, now: number, from: ViewerSource): void {
+    if (from !== this.src) {
+      // The switch target: its first keyframe start moves this viewer over (then sent as usual).
+      if (from !== this.sw.target || (ring.flags(ext) & SlotFlag.KEYFRAME_START) === 0) return;
+      if (srcTrack !== from.trackIndexOf("video") || !this.sw.onKeyframe(from)) return;
+      this.afterCommit();
+      if (this.tracks[VIDEO]) this.tracks[VIDEO].waitKeyframe = false;
+    }
     let t: number;
     let vt = this.tracks[VIDEO];
     if (vt && vt.sourceTrack === srcTrack) t = VIDEO;
@@ -412,9 +516,8 @@ export class Viewer implements Drainable, ViewerHandle {
       this.drops.codecNotNegotiated++;
       return;
     }
-    const ts = (ring.timestamp(ext) + vt.tsOffset) >>> 0;
-    const keyframeStart = (ring.flags(ext) & SlotFlag.KEYFRAME_START) !== 0;
     let flags = LIVE;
+    const keyframeStart = (ring.flags(ext) & SlotFlag.KEYFRAME_START) !== 0;
     if (vt.waitKeyframe) {
       if (!keyframeStart) {
         this.drops.awaitingKeyframe++;
@@ -438,6 +541,16 @@ export class Viewer implements Drainable, ViewerHandle {
       }
       if (this.quality === "keyframes" && (ring.flags(ext) & SlotFlag.MARKER) !== 0) this.inKeyframe = false;
     }
+    if (vt.splice) {
+      // First packet from a newly bound source: continue our timestamps, start a run (no gap).
+      vt.tsOffset = spliceOffset({ lastTs: vt.mappedTs, lastAt: vt.lastAt, sentAny: vt.mapped, tsOffset: vt.tsOffset }, ring.timestamp(ext), now, vt.clockRate);
+      vt.splice = false;
+      flags |= RUN_START;
+    }
+    const ts = (ring.timestamp(ext) + vt.tsOffset) >>> 0;
+    vt.lastAt = now;
+    vt.mappedTs = ts;
+    vt.mapped = true;
     const tr = this.transport;
     if (tr && this.queue.length === 0 && this.mayDirect(tr, now) && this.o.pacer.takeDirect()) {
       // Nothing queued ahead of it: out now, from the ingest callback.
@@ -501,7 +614,7 @@ export class Viewer implements Drainable, ViewerHandle {
     const q = this.queue;
     if (q.length === 0 || (q.peekFlags() & LIVE) === 0 || q.peekTrack() !== VIDEO) return;
     const vt = this.tracks[VIDEO];
-    const ring = vt && vt.sourceTrack >= 0 ? this.o.source.ring(vt.sourceTrack) : undefined;
+    const ring = vt && vt.sourceTrack >= 0 ? this.src.ring(vt.sourceTrack) : undefined;
     if (!ring) return;
     const at = ring.arrivalOf(q.peekExt());
     if (at <= 0 || performance.now() - at <= (this.o.maxQueueDelayMs ?? 500)) return;
@@ -521,11 +634,11 @@ export class Viewer implements Drainable, ViewerHandle {
    * apart, ending where the live mapping continues, so they decode and render within a
    * few tens of ms and live frames follow at their real spacing.
    */
-  resync(reason: "join" | "pli" | "fir"): void {
+  resync(reason: "join" | "pli" | "fir" | "switch"): void {
     const vt = this.tracks[VIDEO];
     if (!vt || vt.sourceTrack < 0) return;
-    const ring = this.o.source.ring(vt.sourceTrack);
-    const gop = this.o.source.gop(vt.sourceTrack);
+    const ring = this.src.ring(vt.sourceTrack);
+    const gop = this.src.gop(vt.sourceTrack);
     this.queue.removeTrack(VIDEO);
     if (!ring || !gop || gop.end - gop.start + 1 > this.queue.capacity - this.queue.length) {
       // Nothing usable cached (no keyframe yet, or a GOP larger than the queue): wait for the next one.
@@ -562,6 +675,10 @@ export class Viewer implements Drainable, ViewerHandle {
       vt.tsOffset = (base + frame * step - ring.timestamp(end)) >>> 0;
     }
     vt.waitKeyframe = false;
+    vt.splice = false;
+    vt.mappedTs = (ring.timestamp(end) + vt.tsOffset) >>> 0;
+    vt.lastAt = this.o.timers.now();
+    vt.mapped = true;
     this.st.keyframesFromCache++;
     this.lastResyncAt = this.o.timers.now();
     this.log.debug("replaying cached GOP", { reason, packets: end - start + 1 });
@@ -625,7 +742,7 @@ export class Viewer implements Drainable, ViewerHandle {
   private sendPacket(tr: ViewerTransport, t: number, ext: number, ts: number, flags: number): number {
     const vt = this.tracks[t];
     if (!vt || vt.sourceTrack < 0) return 0;
-    const ring = this.o.source.ring(vt.sourceTrack);
+    const ring = this.src.ring(vt.sourceTrack);
     if (!ring || !ring.has(ext)) {
       // Gone from history: leave lastSrcExt so the hole shows as a sequence gap.
       this.drops.expired++;
@@ -653,6 +770,7 @@ export class Viewer implements Drainable, ViewerHandle {
     vt.hExt[i] = ext;
     vt.hTs[i] = ts;
     vt.hResentAt[i] = -Infinity;
+    vt.hRing[i] = ring;
     vt.seq = (seq + 1) & 0xffff;
     vt.lastSrcExt = ext;
     vt.lastTs = ts;
@@ -669,7 +787,7 @@ export class Viewer implements Drainable, ViewerHandle {
     this.st.nackedPackets++;
     const tr = this.transport;
     const i = seq % this.o.nackHistory;
-    const ring = vt.sourceTrack >= 0 ? this.o.source.ring(vt.sourceTrack) : undefined;
+    const ring = vt.hRing[i];
     if (!tr || !ring || vt.hSeq[i] !== seq || !ring.has(vt.hExt[i]!)) {
       this.st.nackMisses++;
       return;
@@ -724,6 +842,12 @@ export class Viewer implements Drainable, ViewerHandle {
       void this.close("viewer silent (no RTCP)");
       return;
     }
+    const given = this.sw.expired(now);
+    if (given) {
+      given.removeViewer(this);
+      this.log.info("source switch given up: no keyframe from the target", { to: given.id });
+      this.events.emit("switched", { from: this.src.id, to: given.id, ok: false, reason: "no keyframe in time" });
+    }
     // Overload: a viewer whose queue overflowed twice in a few seconds cannot be kept up
     // with (its link, or our CPU): step it down rather than drop frame after frame.
     if (this.quality === "full" && now - this.lastOverflowAt < OVERFLOW_WINDOW_MS) this.stepDown("queue overflow", now);
@@ -731,7 +855,7 @@ export class Viewer implements Drainable, ViewerHandle {
       if (!vt || !vt.sentAny || vt.sourceTrack < 0) continue;
       // RFC 3550 §6.2: ~1 s here (tiny bandwidth), randomised ±25 % by the tick phase.
       if (now - vt.lastSrAt < 1000) continue;
-      const clock = this.o.source.clockAt(vt.sourceTrack, now);
+      const clock = this.src.clockAt(vt.sourceTrack, now);
       if (!clock) continue;
       const ntp = ntpFromUnixMs(clock.unixMs);
       const sr = serializeSr({
@@ -841,7 +965,12 @@ export class Viewer implements Drainable, ViewerHandle {
     this.setState("closed");
     this.queue.clear();
     this.o.pacer.remove(this);
-    this.o.source.removeViewer(this);
+    this.src.removeViewer(this);
+    const pending = this.sw.target;
+    if (pending) {
+      this.sw.request(this.src, this.o.timers.now());
+      pending.removeViewer(this);
+    }
     this.attached = false;
     const expected = reason === "client delete" || reason === "sfu closing" || reason === "source closed";
     if (expected) this.log.debug("viewer closed", { reason });

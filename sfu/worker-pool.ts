@@ -30,6 +30,7 @@ import type {
   SourceEvents,
   SourceHandle,
   SourceStats,
+  SwitchInfo,
   ViewerDropReason,
   ViewerEvents,
   ViewerHandle,
@@ -249,6 +250,11 @@ export class WorkerPool {
         if (v?.worker === w) v.remoteQuality(m.quality, m.reason);
         break;
       }
+      case "viewerSwitched": {
+        const v = this.viewers.get(m.id as ViewerId);
+        if (v?.worker === w) v.remoteSwitched(m.info);
+        break;
+      }
       case "keyframe":
         this.sources.get(m.cam as CameraId)?.emitKeyframe(m.info);
         break;
@@ -311,7 +317,7 @@ export class WorkerPool {
     planAnswer(offer.parsed, source.currentTracks());
     const w = this.leastLoaded();
     const vid = toViewerId(randomBytes(12).toString("base64url"));
-    const v = new ViewerProxy(vid, source, w, opts.user, this);
+    const v = new ViewerProxy(vid, source, w, opts.user, this, opts.cameraId);
     // A viewer is demand from the moment it asks (on-demand pulls start now).
     this.viewers.set(vid, v);
     w.viewers++;
@@ -325,6 +331,7 @@ export class WorkerPool {
         offer,
         user: opts.user,
         iceServers: opts.iceServers ?? this.o.iceServers?.() ?? [],
+        camera: opts.cameraId,
       });
       if (v.state === "closed") throw new ClosedError("viewer closed during negotiation");
       return { viewer: v, answerSdp: r.answerSdp };
@@ -407,7 +414,7 @@ export class WorkerPool {
     if (this.viewers.get(v.id) !== v) return;
     this.viewers.delete(v.id);
     v.worker.viewers--;
-    v.source.removeViewer();
+    v.releaseSources();
   }
 
   /** Asks the worker to close a viewer; resolves when it has. */
@@ -625,7 +632,9 @@ class ViewerProxy implements ViewerHandle {
   readonly id: ViewerId;
   readonly cameraId: CameraId;
   readonly user: string | undefined;
-  readonly source: SourceProxy;
+  /** The source media comes from, and the one a pending switch goes to: both count this viewer as demand. */
+  private source: SourceProxy;
+  private pending: SourceProxy | undefined;
   readonly worker: MediaWorker;
   private readonly pool: WorkerPool;
   private readonly events: SafeEmitter<ViewerEvents>;
@@ -636,9 +645,9 @@ class ViewerProxy implements ViewerHandle {
   private closedEmitted = false;
   private resolveClosed: () => void = () => {};
 
-  constructor(id: ViewerId, source: SourceProxy, worker: MediaWorker, user: string | undefined, pool: WorkerPool) {
+  constructor(id: ViewerId, source: SourceProxy, worker: MediaWorker, user: string | undefined, pool: WorkerPool, camera?: CameraId) {
     this.id = id;
-    this.cameraId = source.id;
+    this.cameraId = camera ?? source.id;
     this.source = source;
     this.worker = worker;
     this.user = user;
@@ -702,6 +711,49 @@ class ViewerProxy implements ViewerHandle {
 
   setPacingRate(bitsPerSecond: number): void {
     if (bitsPerSecond > 0 && this._state !== "closed") this.worker.post({ t: "pacing", id: this.id, bps: bitsPerSecond });
+  }
+
+  get sourceId(): CameraId {
+    return this.source.id;
+  }
+
+  /** See ViewerHandle.switchSource: demand moves here, the switch itself is made in the worker. */
+  switchSource(id: CameraId, reason = "switch"): void {
+    if (this._state === "closed" || id === this.pending?.id) return;
+    const target = id === this.source.id ? this.source : this.pool.findSource(id);
+    if (!(target instanceof SourceProxy)) {
+      this.events.emit("switched", { from: this.source.id, to: id, ok: false, reason: "no such source" });
+      return;
+    }
+    // A pending target given up (superseded or cancelled) stops counting now; the worker reports it.
+    this.pending?.removeViewer();
+    this.pending = undefined;
+    if (target !== this.source) {
+      target.addViewer();
+      this.pending = target;
+    }
+    this.worker.post({ t: "switch", id: this.id, cam: id, reason });
+  }
+
+  remoteSwitched(info: SwitchInfo): void {
+    if (this._state === "closed") return;
+    if (info.ok && this.pending?.id === info.to) {
+      const left = this.source;
+      this.source = this.pending;
+      this.pending = undefined;
+      left.removeViewer();
+    } else if (!info.ok && this.pending?.id === info.to) {
+      this.pending.removeViewer();
+      this.pending = undefined;
+    }
+    this.events.emit("switched", info);
+  }
+
+  /** The viewer ends: it no longer counts as demand anywhere. */
+  releaseSources(): void {
+    this.source.removeViewer();
+    this.pending?.removeViewer();
+    this.pending = undefined;
   }
 
   close(reason = "closed"): Promise<void> {

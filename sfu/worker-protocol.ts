@@ -16,7 +16,7 @@ import {
 } from "../config/errors.ts";
 import type { LogFields, Logger, LogLevel } from "../config/log.ts";
 import type { Offer } from "./offer.ts";
-import type { SourceStats, ViewerQuality, ViewerState, ViewerStats } from "./api.ts";
+import type { SourceStats, SwitchInfo, ViewerQuality, ViewerState, ViewerStats } from "./api.ts";
 import type { TrackSpec } from "./types.ts";
 import type { IceServer } from "./werift-peer.ts";
 
@@ -59,9 +59,11 @@ export type ToWorker =
   /** Batched RTP/RTCP records (see encodeRecord). */
   | { t: "media"; cam: string; data: Uint8Array }
   /** The offer as the facade read it (sfu/offer.ts): never parsed again here. */
-  | { t: "createViewer"; req: number; cam: string; id: string; offer: Offer; user: string | undefined; iceServers: IceServer[] }
+  | { t: "createViewer"; req: number; cam: string; id: string; offer: Offer; user: string | undefined; iceServers: IceServer[]; camera?: string | undefined }
   | { t: "closeViewer"; req: number; id: string; reason: string }
   | { t: "pacing"; id: string; bps: number }
+  /** Viewer.switchSource (the facade has made `cam` exist on every worker). */
+  | { t: "switch"; id: string; cam: string; reason: string }
   | { t: "candidate"; req: number; id: string; candidate: string; mid: string }
   | { t: "snapshot"; req: number }
   | { t: "reset" }
@@ -74,6 +76,8 @@ export type FromWorker =
   | { t: "viewerState"; id: string; state: ViewerState }
   | { t: "viewerClosed"; id: string; reason: string }
   | { t: "viewerQuality"; id: string; quality: ViewerQuality; reason: string }
+  /** A source switch ended (made or given up). */
+  | { t: "viewerSwitched"; id: string; info: SwitchInfo }
   | { t: "keyframe"; cam: string; info: { track: number; packets: number } }
   | ({ t: "snapshot" } & WorkerSnapshot)
   | { t: "log"; level: Exclude<LogLevel, "silent">; msg: string; fields: LogFields };

@@ -111,6 +111,10 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
     case "pacing":
       engine.viewer(viewerId(m.id))?.setPacingRate(m.bps);
       break;
+    case "switch":
+      source(m.cam);
+      engine.viewer(viewerId(m.id))?.switchSource(cameraId(m.cam), m.reason);
+      break;
     case "candidate":
       engine.addIceCandidate(viewerId(m.id), m.candidate, m.mid).then(
         () => post({ t: "reply", req: m.req, ok: true }),
@@ -147,6 +151,7 @@ async function createViewer(m: Extract<ToWorker, { t: "createViewer" }>): Promis
       id: viewerId(m.id),
       user: m.user,
       iceServers: m.iceServers,
+      ...(m.camera !== undefined ? { cameraId: cameraId(m.camera) } : {}),
     });
     watchViewer(viewer);
     post({ t: "reply", req: m.req, ok: true, value: { answerSdp } });
@@ -159,6 +164,7 @@ function watchViewer(v: Viewer): void {
   v.on("state", (state) => post({ t: "viewerState", id: v.id, state }));
   v.on("closed", (reason) => post({ t: "viewerClosed", id: v.id, reason }));
   v.on("quality", (quality, reason) => post({ t: "viewerQuality", id: v.id, quality, reason }));
+  v.on("switched", (info) => post({ t: "viewerSwitched", id: v.id, info }));
   // It may have changed state between creation and now (a same-tick failure).
   if (v.state !== "connecting") post({ t: "viewerState", id: v.id, state: v.state });
 }

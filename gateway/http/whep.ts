@@ -2,9 +2,14 @@
  * WHEP (draft-ietf-wish-whep, HTTP shape of RFC 9725 WHIP) signalling for live view:
  *
  *   OPTIONS /whep/:camera           → 204, Accept-Post, Link ice-server headers
- *   POST    /whep/:camera           → 201 answer SDP, Location, ETag, Link ice-server headers
+ *   POST    /whep/:camera[?stream=] → 201 answer SDP, Location, ETag, Link ice-server headers
  *   PATCH   /whep/:camera/:viewer   → 204 trickled candidates (application/trickle-ice-sdpfrag, RFC 8840);
  *                                     405 for an ICE restart (not supported: POST again)
+ *   PATCH   /whep/:camera/:viewer   → 202 {"stream": "sub"} (application/json): another of the camera's
+ *                                     streams, switched at its next keyframe without renegotiation
+ *
+ * `stream` names one of the camera's streams: `main`, `sub` (its smallest), `auto` (main, then
+ * whatever the viewer's network carries) or a configured stream id; 400 for any other.
  *   DELETE  /whep/:camera/:viewer   → 200, the viewer ends
  *
  * Category errors become statuses in gateway/http/errors.ts (the one place); only the
@@ -37,6 +42,16 @@ export interface WhepDeps {
   sfu: Sfu;
   /** Is this a configured camera? Unknown cameras answer 404. */
   cameraExists(id: string): boolean;
+  /**
+   * The SFU source of a camera's stream (`main`, `sub`, `auto` or a stream id), or undefined
+   * for a stream it does not have. Default: the camera's own source, `main`/`auto` only.
+   */
+  streamSource?(camera: string, stream: string): { stream: string; source: string } | undefined;
+  /**
+   * A viewer's stream choice: its ladder (sources, largest first) and whether the SFU may
+   * move it along the ladder as its network allows (`auto`) or keeps it on one. Default none.
+   */
+  onStreamChoice?(viewer: ViewerHandle, camera: string, stream: string): void;
   /** Throws AuthError (401/403) when the request may not watch this camera. */
   authorize?(req: Request, cameraId: string): void;
   /** ICE servers for this client (Link headers). */
@@ -59,6 +74,7 @@ export interface WhepDeps {
 
 const SDP = "application/sdp";
 const SDPFRAG = "application/trickle-ice-sdpfrag";
+const JSON_TYPE = "application/json";
 
 export function whepRouter(deps: WhepDeps): Router {
   const r = Router();
@@ -69,6 +85,20 @@ export function whepRouter(deps: WhepDeps): Router {
   };
   const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
   const fragBody = express.text({ type: SDPFRAG, limit: 16 * 1024 });
+  const jsonBody = express.json({ type: JSON_TYPE, limit: 1024, strict: true });
+
+  /** The source for the asked stream (absent = `auto`); 400 for a stream the camera does not have. */
+  const streamOf = (camera: string, asked: unknown): { stream: string; source: string } => {
+    const name = asked === undefined ? "auto" : asked;
+    if (typeof name !== "string" || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) throw new BadInputError("stream must be main, sub, auto or a stream id");
+    const found = deps.streamSource
+      ? deps.streamSource(camera, name)
+      : name === "main" || name === "auto"
+        ? { stream: "main", source: camera }
+        : undefined;
+    if (!found) throw new BadInputError(`camera has no stream '${name}'`);
+    return found;
+  };
 
   const camera = (req: Request): string => {
     const id = String(req.params.camera ?? "");
@@ -106,12 +136,14 @@ export function whepRouter(deps: WhepDeps): Router {
     const id = String(req.params.camera);
     try {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
+      const asked = req.query.stream;
+      const { source } = streamOf(id, asked);
       const user = deps.userOf?.(req);
       const ticket = admission.admit(ownerOf(req));
       let viewer: ViewerHandle;
       let answerSdp: string;
       try {
-        ({ viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(id), req.body, { user }));
+        ({ viewer, answerSdp } = await deps.sfu.createViewer(toCameraId(source), req.body, { user, cameraId: toCameraId(id) }));
         ticket.bind(viewer);
       } catch (err) {
         ticket.release();
@@ -119,6 +151,7 @@ export function whepRouter(deps: WhepDeps): Router {
       }
       try {
         deps.onViewer?.(req, viewer);
+        deps.onStreamChoice?.(viewer, id, typeof asked === "string" ? asked : "auto");
       } catch (err) {
         await viewer.close("rejected by gateway");
         throw err;
@@ -129,7 +162,7 @@ export function whepRouter(deps: WhepDeps): Router {
       res.set("Content-Type", SDP);
       res.set("Location", location);
       res.set("ETag", etagOf(viewer.id));
-      res.set("Accept-Patch", SDPFRAG);
+      res.set("Accept-Patch", `${SDPFRAG}, ${JSON_TYPE}`);
       res.set("Cache-Control", "no-store");
       setLinks(res, deps.iceServers(req));
       res.send(answerSdp);
@@ -145,11 +178,35 @@ export function whepRouter(deps: WhepDeps): Router {
     } catch (err) {
       return sendError(res, err);
     }
+    if (req.is(JSON_TYPE)) return jsonBody(req, res, next);
     if (!req.is(SDPFRAG)) {
-      res.status(415).set("Accept-Patch", SDPFRAG).json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDPFRAG}` });
+      res
+        .status(415)
+        .set("Accept-Patch", `${SDPFRAG}, ${JSON_TYPE}`)
+        .json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDPFRAG} or ${JSON_TYPE}` });
       return;
     }
     fragBody(req, res, next);
+  });
+  r.patch("/:camera/:viewer", (req, res, next) => {
+    if (!req.is(JSON_TYPE)) return next();
+    // A stream change: `{"stream": "main" | "sub" | "auto" | <id>}`, made at the stream's next keyframe.
+    try {
+      const cam = camera(req);
+      const v = viewerOf(req);
+      const body: unknown = req.body;
+      if (typeof body !== "object" || body === null || Array.isArray(body) || Object.keys(body).some((k) => k !== "stream"))
+        throw new BadInputError('body must be {"stream": "<main|sub|auto|id>"}');
+      const asked = (body as { stream?: unknown }).stream;
+      const { stream, source } = streamOf(cam, asked);
+      const viewer = deps.sfu.viewer(v);
+      if (!viewer) throw new NotFoundError("no such viewer session");
+      viewer.switchSource(toCameraId(source), `asked for ${String(asked)}`);
+      deps.onStreamChoice?.(viewer, cam, String(asked));
+      res.status(202).set("Cache-Control", "no-store").json({ stream: String(asked), source: stream });
+    } catch (err) {
+      sendError(res, err);
+    }
   });
   r.patch("/:camera/:viewer", async (req, res) => {
     try {

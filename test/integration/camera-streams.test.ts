@@ -1,0 +1,80 @@
+/**
+ * A camera with a main stream and a substream, served by two real GStreamer recorders:
+ * each stream is pulled once whatever the number of viewers and only while watched, and a
+ * viewer moves between them on a live session (WHEP PATCH) without renegotiation: same
+ * SSRC, sequence numbers without a gap, timestamps going on.
+ */
+import { describe, expect, it } from "vitest";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import { startGateway } from "../../gateway/gateway.ts";
+import { startGstRtspServer } from "../peers/gst.ts";
+import { WeriftViewer } from "../peers/werift-viewer.ts";
+
+/** Resolves when `check` holds, polling on the event loop (no fixed sleep decides the outcome). */
+async function until(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  while (!check()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("camera streams", () => {
+  it("pulls each stream once on demand and switches a live viewer between them at a keyframe", async () => {
+    await using main = await startGstRtspServer({ width: 640, height: 360, bitrate: 600, gop: 12, noAudio: true });
+    await using sub = await startGstRtspServer({ width: 320, height: 180, bitrate: 150, gop: 12, noAudio: true });
+    const config = parseConfig({
+      server: { port: 0 },
+      auth: { mode: "none" },
+      demo: { enabled: false },
+      rtsp: { idleStopSeconds: 0 },
+      media: { icePortRange: [46100, 46399] },
+      cameras: [{ id: "gate", url: main.url, streams: [{ id: "low", url: sub.url, width: 320, height: 180 }] }],
+    });
+    await using gw = await startGateway({ config, log: silentLogger });
+
+    // The camera lists its streams; an unknown one is refused before any media is set up.
+    const cams = (await (await fetch(`${gw.url}/api/cameras`)).json()) as { cameras?: { id: string; streams: unknown }[] } | { id: string; streams: unknown }[];
+    const list = Array.isArray(cams) ? cams : (cams.cameras ?? []);
+    expect(list.find((c) => c.id === "gate")?.streams).toEqual([{ id: "main" }, { id: "low", width: 320, height: 180 }]);
+    await expect(WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gate?stream=nope`, audio: false })).rejects.toMatchObject({ status: 400 });
+
+    // Two tiles on the substream: one pull of it, none of the main stream.
+    const a = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gate?stream=sub`, audio: false });
+    const b = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gate?stream=sub`, audio: false });
+    await Promise.all([a.connected, b.connected]);
+    await a.video.waitForCount(30);
+    await b.video.waitForCount(30);
+    expect(sub.sessions()).toBe(1);
+    expect(main.sessions()).toBe(0);
+
+    // One of them opens the camera large: PATCH to the main stream.
+    const res = await fetch(a.resource, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ stream: "main" }) });
+    expect(res.status).toBe(202);
+    const viewerA = gw.sfu.viewerList().find((v) => a.resource.endsWith(v.id))!;
+    await until(() => viewerA.sourceId === "gate", "the switch to the main stream");
+    expect(main.sessions()).toBe(1);
+    expect(sub.sessions()).toBe(1); // b still watches it
+    const switchedAt = a.video.packets.length;
+    await until(() => a.video.count >= switchedAt + 60, "main-stream packets");
+    const pkts = a.video.packets;
+    expect(new Set(pkts.map((p) => p.ssrc)).size).toBe(1);
+    for (let i = 1; i < pkts.length; i++) expect((pkts[i]!.sequenceNumber - pkts[i - 1]!.sequenceNumber) & 0xffff, `seq at ${i}`).toBe(1);
+    for (let i = 1; i < pkts.length; i++) expect((pkts[i]!.timestamp - pkts[i - 1]!.timestamp) | 0, `ts at ${i}`).toBeGreaterThanOrEqual(0);
+    // Main-stream frames are larger: the payload bytes per frame went up.
+    expect(pkts.slice(switchedAt).reduce((n, p) => n + p.payload.length, 0) / 60).toBeGreaterThan(pkts.slice(0, 60).reduce((n, p) => n + p.payload.length, 0) / 60);
+
+    // The last substream viewer leaves: its pull ends (idleStopSeconds 0), the main one stays.
+    await b.close();
+    await until(() => sub.sessions() === 0, "the substream's pull to end");
+    expect(main.sessions()).toBe(1);
+    // Bad stream changes are refused with 400 and change nothing.
+    const bad = await fetch(a.resource, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ stream: "nope" }) });
+    expect(bad.status).toBe(400);
+    const junk = await fetch(a.resource, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: "{" });
+    expect(junk.status).toBe(400);
+    expect(viewerA.sourceId).toBe("gate");
+    await a.close();
+  });
+});
