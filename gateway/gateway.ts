@@ -393,7 +393,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (audit) cleanups.push(auditAuth(audit, auth.observer));
 
     // The intercom's call history comes from the audit trail (it survives restarts).
-    const callLog = audit && sip ? await AuditCallLog.load(audit, sip.intercom) : undefined;
+    const callLog = audit && sip ? await AuditCallLog.load(audit, sip.intercom, 1000, log.child({ component: "audit" })) : undefined;
     if (callLog) cleanups.push(() => callLog.close());
     const intercomAudit = audit && sip ? auditIntercom(audit, sip.intercom) : undefined;
     if (intercomAudit) cleanups.push(() => intercomAudit.close());

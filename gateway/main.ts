@@ -29,7 +29,16 @@ const configFile = values.config ?? process.env.GATEHOUSE_CONFIG;
 const sink = stderrLogSink({ maxBufferedBytes: config.log.bufferBytes });
 const log = createLogger({ level: config.log.level, format: config.log.format, write: sink.write });
 // With the embedded defaults nobody chose the ports: a taken one is replaced, not fatal.
-const gateway = await startGateway({ config, log, takenPorts: configFile ? "fail" : "fallback" });
+let gateway;
+try {
+  gateway = await startGateway({ config, log, takenPorts: configFile ? "fail" : "fallback" });
+} catch (err) {
+  // One plain line an operator can act on (the key or address to check), then the details.
+  process.stderr.write(`gatehouse: cannot start: ${err instanceof Error ? err.message : String(err)}\n`);
+  log.error("start-up failed", { err });
+  await sink.flush();
+  process.exit(1);
+}
 const lines = [``, `Gatehouse is running: open ${gateway.url}/`];
 for (const t of gateway.takenPorts) lines.push(`  (${t.what}: port ${t.port} was taken by another program; a free port is used instead)`);
 if (gateway.turn) {

@@ -19,6 +19,8 @@ export const auditSection = z
         connectionString: z.string().min(1),
         /** Table name (created when missing). Default `gatehouse_audit`. */
         table: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, "lower-case letters, digits and '_'").default("gatehouse_audit"),
+        /** A connection attempt gives up after this, ms (an unreachable server at start: the gateway starts and keeps trying). Default 10000. */
+        connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
         /** Connections in the pool. Default 4. */
         poolSize: z.number().int().min(1).max(64).default(4),
       })

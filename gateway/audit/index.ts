@@ -11,7 +11,8 @@ import type { AuditConfig } from "../../config/sections/audit.ts";
 import type { Logger } from "../../config/log.ts";
 import type { CallRecord, Intercom } from "../sip/index.ts";
 import { AuditLog } from "./log.ts";
-import { PostgresAuditStore } from "./postgres.ts";
+import { isPermanentPostgresFailure, PostgresAuditStore } from "./postgres.ts";
+import { UpstreamError } from "../../config/errors.ts";
 import { SqliteAuditStore } from "./sqlite.ts";
 import type { AuditStore } from "./store.ts";
 
@@ -34,16 +35,46 @@ export interface OpenAuditOptions {
 export async function openAudit(opts: OpenAuditOptions): Promise<AuditLog> {
   const c = opts.config;
   let store: AuditStore;
+  let unavailable = false;
   if (c.backend === "postgres") {
-    store = await PostgresAuditStore.open({ connectionString: c.postgres!.connectionString, table: c.postgres!.table, poolSize: c.postgres!.poolSize });
+    const pgStore = PostgresAuditStore.create({ connectionString: c.postgres!.connectionString, table: c.postgres!.table, poolSize: c.postgres!.poolSize, connectTimeoutMs: c.postgres!.connectTimeoutMs });
+    try {
+      await pgStore.ready();
+    } catch (err) {
+      // Refused for good (password, database, rights): the configuration is wrong, stop here.
+      if (isPermanentPostgresFailure(err)) {
+        await pgStore.close().catch(() => {});
+        throw new UpstreamError(`the PostgreSQL audit store at ${pgStore.server} refused the gateway (${causeText(err)}); check audit.postgres.connectionString`, { cause: err });
+      }
+      // Not reachable yet (down, restarting, the network): start and keep trying, loudly.
+      opts.log.error(
+        `the PostgreSQL audit store at ${pgStore.server} is unreachable (${causeText(err)}); starting without it: records wait in memory (audit.queueMax) and are written once it answers; /readyz reports audit not ready. Check audit.postgres.connectionString and the server.`,
+        { server: pgStore.server },
+      );
+      unavailable = true;
+    }
+    store = pgStore;
   } else {
     store = new SqliteAuditStore({ file: c.file ?? path.join(opts.dataDir, "audit.sqlite") });
   }
   const audit = new AuditLog({ store, log: opts.log, queueMax: c.queueMax, retentionDays: c.retentionDays });
+  if (unavailable) {
+    audit.markUnavailable();
+    return audit;
+  }
   await audit.applyRetention();
   const head = await store.head();
   opts.log.info("audit trail open", { backend: store.kind, headSeq: head.seq, headHash: head.hash });
   return audit;
+}
+
+/** The innermost message of an error chain, for one line of a log or a start-up failure. */
+function causeText(err: unknown): string {
+  let e: unknown = err;
+  for (let i = 0; i < 5 && (e as { cause?: unknown })?.cause; i++) e = (e as { cause: unknown }).cause;
+  const code = (e as { code?: unknown })?.code;
+  const msg = e instanceof Error ? e.message : String(e);
+  return typeof code === "string" && !msg.includes(code) ? `${code}: ${msg}` : msg;
 }
 
 /**
@@ -64,9 +95,16 @@ export class AuditCallLog {
     });
   }
 
-  static async load(audit: Pick<AuditLog, "query" | "flush">, intercom: Pick<Intercom, "events">, max = 1000): Promise<AuditCallLog> {
+  static async load(audit: Pick<AuditLog, "query" | "flush">, intercom: Pick<Intercom, "events">, max = 1000, log?: Logger): Promise<AuditCallLog> {
     await audit.flush();
-    const recs = await audit.query({ actions: ["intercom_call_end"], limit: max });
+    let recs: Awaited<ReturnType<AuditLog["query"]>>;
+    try {
+      recs = await audit.query({ actions: ["intercom_call_end"], limit: max });
+    } catch (err) {
+      // The store is unreachable at start: calls from now on are listed, earlier ones are not.
+      log?.warn("the intercom's call history could not be read from the audit trail; it starts empty", { err });
+      recs = [];
+    }
     const calls: CallRecord[] = [];
     for (const r of recs.reverse()) {
       try {

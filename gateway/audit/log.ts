@@ -80,6 +80,37 @@ export class AuditLog implements AuditSink {
     return !this.failing && !this.closed;
   }
 
+  /**
+   * The store could not be reached at start: records wait (up to `queueMax`) and the store is
+   * tried with backoff until it answers, then what waits is written. `healthy` is false meanwhile.
+   */
+  markUnavailable(): void {
+    this.failing = true;
+    this.probe();
+  }
+
+  private probe(): void {
+    if (this.closed || this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.store.head().then(
+        () => {
+          if (!this.failing || this.closed) return;
+          this.log.info("audit store reachable again", { waiting: this.queue.length });
+          this.failing = false;
+          this.retryMs = this.opts.retryMinMs ?? 200;
+          this.drain();
+        },
+        () => {
+          if (!this.failing) return;
+          this.retryMs = Math.min(this.retryMs * 2, this.opts.retryMaxMs ?? 10_000);
+          this.probe();
+        },
+      );
+    }, this.retryMs);
+    this.retryTimer.unref();
+  }
+
   record(entry: AuditEntry): void {
     if (this.closed) {
       this.stats.dropped++;

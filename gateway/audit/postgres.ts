@@ -16,9 +16,57 @@ export interface PostgresAuditOptions {
   poolSize: number;
   /** Per-statement timeout, ms. Default 10000. */
   statementTimeoutMs?: number;
+  /** Connection timeout, ms. Default 10000. */
+  connectTimeoutMs?: number;
 }
 
 
+
+/** The table, its indexes, its anchor and the trigger that refuses updates. */
+const SCHEMA = (t: string, anchor: string): string => `
+            CREATE TABLE IF NOT EXISTS ${t} (
+              seq BIGINT PRIMARY KEY,
+              time BIGINT NOT NULL,
+              action TEXT NOT NULL,
+              outcome TEXT NOT NULL,
+              subject TEXT, name TEXT, session TEXT, source TEXT, camera TEXT, door TEXT, detail TEXT,
+              prev_hash TEXT NOT NULL,
+              hash TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS ${t}_time ON ${t} (time);
+            CREATE INDEX IF NOT EXISTS ${t}_subject ON ${t} (subject, seq);
+            CREATE INDEX IF NOT EXISTS ${t}_camera ON ${t} (camera, seq);
+            CREATE INDEX IF NOT EXISTS ${t}_action ON ${t} (action, seq);
+            CREATE TABLE IF NOT EXISTS ${anchor} (id INT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL);
+            CREATE OR REPLACE FUNCTION ${t}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$;
+            DROP TRIGGER IF EXISTS ${t}_no_update ON ${t};
+            CREATE TRIGGER ${t}_no_update BEFORE UPDATE ON ${t} FOR EACH ROW EXECUTE FUNCTION ${t}_append_only();
+          `;
+
+/** `host:port` (or the socket directory) a connection string names, for messages. Opens nothing. */
+export function serverOf(connectionString: string): string {
+  try {
+    const c = new pg.Client({ connectionString });
+    const host = c.host || "localhost";
+    return host.startsWith("/") ? `${host} (unix socket, port ${c.port})` : `${host.includes(":") ? `[${host}]` : host}:${c.port}`;
+  } catch {
+    return "(unreadable connection string)";
+  }
+}
+
+/**
+ * A failure that waiting will not cure: the server answered and refused us (authentication,
+ * unknown database, missing rights: SQLSTATE classes 28, 3D, 42). Anything else (refused or
+ * timed-out connections, a server starting up) may pass.
+ */
+export function isPermanentPostgresFailure(err: unknown): boolean {
+  for (let e: unknown = err, i = 0; e && i < 5; e = (e as { cause?: unknown }).cause, i++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^(28|3D|42)[0-9A-Z]{3}$/.test(code)) return true;
+  }
+  return false;
+}
 
 /** A 64-bit advisory-lock key per table name (stable across processes). */
 function lockKey(table: string): string {
@@ -34,70 +82,74 @@ export class PostgresAuditStore implements AuditStore {
   private readonly anchorTable: string;
   private readonly lock: string;
   private closed = false;
+  private schema: Promise<void> | undefined;
+  /** Where the server is (`host:port`), for messages. */
+  readonly server: string;
 
-  private constructor(pool: pg.Pool, table: string) {
+  private constructor(pool: pg.Pool, table: string, server: string) {
+    this.server = server;
     this.pool = pool;
     this.t = table;
     this.anchorTable = `${table}_anchor`;
     this.lock = lockKey(table);
   }
 
-  /** Connects and creates the table when missing. Throws UpstreamError when the server cannot be reached. */
-  static async open(opts: PostgresAuditOptions): Promise<PostgresAuditStore> {
+  /** The pool, without connecting: the schema is made on first use (`ready()`). */
+  static create(opts: PostgresAuditOptions): PostgresAuditStore {
     const pool = new pg.Pool({
       connectionString: opts.connectionString,
       max: opts.poolSize,
       statement_timeout: opts.statementTimeoutMs ?? 10_000,
-      connectionTimeoutMillis: 10_000,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? 10_000,
     });
     // An idle client's error (server restart) must not crash the process; the next query reconnects.
     pool.on("error", () => {});
-    const store = new PostgresAuditStore(pool, opts.table);
+    return new PostgresAuditStore(pool, opts.table, serverOf(opts.connectionString));
+  }
+
+  /** Connects and creates the table when missing. Throws UpstreamError when the server cannot be reached. */
+  static async open(opts: PostgresAuditOptions): Promise<PostgresAuditStore> {
+    const store = PostgresAuditStore.create(opts);
     try {
-      const c = await pool.connect();
-      try {
-        await c.query("SELECT pg_advisory_lock($1)", [store.lock]);
-        try {
-          await c.query(`
-            CREATE TABLE IF NOT EXISTS ${store.t} (
-              seq BIGINT PRIMARY KEY,
-              time BIGINT NOT NULL,
-              action TEXT NOT NULL,
-              outcome TEXT NOT NULL,
-              subject TEXT, name TEXT, session TEXT, source TEXT, camera TEXT, door TEXT, detail TEXT,
-              prev_hash TEXT NOT NULL,
-              hash TEXT NOT NULL
-            );
-            CREATE INDEX IF NOT EXISTS ${store.t}_time ON ${store.t} (time);
-            CREATE INDEX IF NOT EXISTS ${store.t}_subject ON ${store.t} (subject, seq);
-            CREATE INDEX IF NOT EXISTS ${store.t}_camera ON ${store.t} (camera, seq);
-            CREATE INDEX IF NOT EXISTS ${store.t}_action ON ${store.t} (action, seq);
-            CREATE TABLE IF NOT EXISTS ${store.anchorTable} (id INT PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, hash TEXT NOT NULL);
-            CREATE OR REPLACE FUNCTION ${store.t}_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-              BEGIN RAISE EXCEPTION 'audit records are append-only'; END $$;
-            DROP TRIGGER IF EXISTS ${store.t}_no_update ON ${store.t};
-            CREATE TRIGGER ${store.t}_no_update BEFORE UPDATE ON ${store.t} FOR EACH ROW EXECUTE FUNCTION ${store.t}_append_only();
-          `);
-        } finally {
-          await c.query("SELECT pg_advisory_unlock($1)", [store.lock]);
-        }
-      } finally {
-        c.release();
-      }
-    } catch (cause) {
-      await pool.end().catch(() => {});
-      throw new UpstreamError("cannot open the PostgreSQL audit store", { cause });
+      await store.ready();
+    } catch (err) {
+      await store.close().catch(() => {});
+      throw err;
     }
     return store;
   }
 
+  /** Creates the table when missing, once; tried again on the next call after a failure. */
+  ready(): Promise<void> {
+    this.schema ??= this.makeSchema().catch((cause: unknown) => {
+      this.schema = undefined;
+      throw cause instanceof UpstreamError ? cause : new UpstreamError(`cannot open the PostgreSQL audit store at ${this.server}`, { cause });
+    });
+    return this.schema;
+  }
+
+  private async makeSchema(): Promise<void> {
+    const c = await this.pool.connect();
+    try {
+      await c.query("SELECT pg_advisory_lock($1)", [this.lock]);
+      try {
+        await c.query(SCHEMA(this.t, this.anchorTable));
+      } finally {
+        await c.query("SELECT pg_advisory_unlock($1)", [this.lock]);
+      }
+    } finally {
+      c.release();
+    }
+  }
+
   private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     if (this.closed) throw new UpstreamError("audit store closed");
+    await this.ready();
     let c: pg.PoolClient;
     try {
       c = await this.pool.connect();
     } catch (cause) {
-      throw new UpstreamError("PostgreSQL audit store unreachable", { cause });
+      throw new UpstreamError(`PostgreSQL audit store unreachable at ${this.server}`, { cause });
     }
     // A checked-out client whose connection drops between queries emits "error": without a
     // listener that would end the process. The failure reaches us through the next query.
@@ -171,6 +223,7 @@ export class PostgresAuditStore implements AuditStore {
     if (f.from !== undefined) where.push(`time >= ${arg(f.from)}`);
     if (f.to !== undefined) where.push(`time < ${arg(f.to)}`);
     if (f.beforeSeq !== undefined) where.push(`seq < ${arg(f.beforeSeq)}`);
+    await this.ready();
     const sql = `SELECT * FROM ${this.t} ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ${arg(f.limit)}`;
     try {
       return (await this.pool.query<AuditRow>(sql, args)).rows.map(recordFromRow);
@@ -180,6 +233,7 @@ export class PostgresAuditStore implements AuditStore {
   }
 
   async verify(): Promise<ChainVerdict> {
+    await this.ready();
     try {
       const v = new ChainVerifier(await this.anchorOf(this.pool));
       let after = v.verdict().lastSeq;
@@ -206,10 +260,11 @@ export class PostgresAuditStore implements AuditStore {
   }
 
   async head(): Promise<ChainAnchor> {
+    await this.ready();
     try {
       return await this.headOf(this.pool);
     } catch (cause) {
-      throw new UpstreamError("PostgreSQL audit store unreachable", { cause });
+      throw new UpstreamError(`PostgreSQL audit store unreachable at ${this.server}`, { cause });
     }
   }
 

@@ -16,6 +16,10 @@ export interface PostgresServer {
   readonly url: string;
   readonly socketDir: string;
   readonly port: number;
+  /** Stop the server, keeping its data (the socket goes away: clients see it unreachable). */
+  stop(): Promise<void>;
+  /** Start it again after `stop`, on the same socket and data. */
+  start(): Promise<void>;
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -44,46 +48,58 @@ export async function startPostgres(opts: { timeoutMs?: number } = {}): Promise<
   execFileSync(path.join(bin, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"], { ...ids, stdio: "pipe", cwd: dir, timeout: 60_000 });
   // The socket's name carries the port; no TCP listener, so any number is free.
   const port = 20000 + Math.floor(Math.random() * 40000);
-  const child: ChildProcess = spawn(
-    path.join(bin, "postgres"),
-    ["-D", data, "-k", dir, "-p", String(port), "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=50"],
-    { ...ids, cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let log = "";
-  child.stdout!.on("data", (c: Buffer) => (log += c.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`postgres did not start in time:\n${log}`)), opts.timeoutMs ?? 30_000);
-    const onData = (c: Buffer) => {
-      log += c.toString();
-      if (log.includes("database system is ready to accept connections")) {
+  let child: ChildProcess | undefined;
+  /** Start the server on the data directory (again, after `stop`). */
+  const run = async (): Promise<void> => {
+    const c: ChildProcess = spawn(
+      path.join(bin, "postgres"),
+      ["-D", data, "-k", dir, "-p", String(port), "-c", "listen_addresses=", "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=50"],
+      { ...ids, cwd: dir, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    child = c;
+    let log = "";
+    c.stdout!.on("data", (d: Buffer) => (log += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`postgres did not start in time:\n${log}`)), opts.timeoutMs ?? 30_000);
+      const onData = (d: Buffer) => {
+        log += d.toString();
+        if (log.includes("database system is ready to accept connections")) {
+          clearTimeout(timer);
+          c.stderr!.off("data", onData);
+          resolve();
+        }
+      };
+      c.stderr!.on("data", onData);
+      c.once("exit", (code) => {
         clearTimeout(timer);
-        child.stderr!.off("data", onData);
-        resolve();
-      }
-    };
-    child.stderr!.on("data", onData);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`postgres exited with ${code}:\n${log}`));
+        reject(new Error(`postgres exited with ${code}:\n${log}`));
+      });
     });
-  });
-  child.stderr!.resume();
+    c.stderr!.resume();
+  };
+  /** Stop the server (fast shutdown), keeping its data. */
+  const stop = async (): Promise<void> => {
+    const c = child;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once("exit", () => r()));
+    c.kill("SIGINT"); // fast shutdown
+    const t = setTimeout(() => c.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(t);
+  };
+  await run();
   let closed: Promise<void> | undefined;
   const close = () =>
     (closed ??= (async () => {
-      if (child.exitCode === null) {
-        const exited = new Promise<void>((r) => child.once("exit", () => r()));
-        child.kill("SIGINT"); // fast shutdown
-        const t = setTimeout(() => child.kill("SIGKILL"), 10_000);
-        await exited;
-        clearTimeout(t);
-      }
+      await stop();
       rmSync(dir, { recursive: true, force: true });
     })());
   return {
     url: `postgresql://postgres@/postgres?host=${encodeURIComponent(dir)}&port=${port}`,
     socketDir: dir,
     port,
+    stop,
+    start: run,
     close,
     [Symbol.asyncDispose]: close,
   };
