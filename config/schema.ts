@@ -10,6 +10,7 @@ import { sipSection } from "./sections/sip.ts";
 import { metricsSection } from "./sections/metrics.ts";
 import { iceSection, viewersSection } from "./sections/viewers.ts";
 import { auditSection } from "./sections/audit.ts";
+import { clusterSection } from "./sections/cluster.ts";
 import { cidrEntry } from "./net/cidr.ts";
 import { cameraPlaybackSchema, playbackSection } from "./sections/playback.ts";
 
@@ -225,6 +226,8 @@ export const configSchema = z.strictObject({
   audit: auditSection,
   /** Recorder playback: limits and pacing. */
   playback: playbackSection,
+  /** Several gateways as one, through Redis (gateway/cluster/). Default: none (this gateway runs alone). */
+  cluster: clusterSection.optional(),
   /** Directory for the gateway's own files (the audit trail's SQLite file). Relative paths are from the working directory. Default `data`. */
   dataDir: z.string().min(1).default("data"),
 });

@@ -47,7 +47,11 @@ import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
 import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
+<<<<<<< HEAD
 import { SafeEmitter } from "../config/events.ts";
+=======
+import { forwardingRouter, inboundRouter, INTERNAL_WHEP, startCluster, type Cluster } from "./cluster/index.ts";
+>>>>>>> e13f46c (cluster: several gateways as one on Redis — node announcements in the discovery document, shared sessions and revocations, one pull per camera by lease, WHEP answered through the camera's owner)
 
 /**
  * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
@@ -129,8 +133,14 @@ export interface Gateway {
   readonly demoDoor: DemoDoor | undefined;
   /** Fixed ports that were taken at start, each replaced by a free one (`takenPorts: "fallback"`). */
   readonly takenPorts: readonly TakenPort[];
+<<<<<<< HEAD
   /** Graceful close (see the file's doc comment); the same promise for every caller. */
   close(reason?: string, opts?: CloseOptions): Promise<void>;
+=======
+  /** This node's membership of a cluster, when `cluster` is configured. */
+  readonly cluster: Cluster | undefined;
+  close(reason?: string): Promise<void>;
+>>>>>>> e13f46c (cluster: several gateways as one on Redis — node announcements in the discovery document, shared sessions and revocations, one pull per camera by lease, WHEP answered through the camera's owner)
   [Symbol.asyncDispose](): Promise<void>;
 }
 
@@ -303,6 +313,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // Sessions whose relay credentials were minted, by reference; a session leaves when it ends.
     // After a restart the set is empty: old credentials are refused until the page fetches new ones.
     const turnSessions = new Set<string>();
+    // In a cluster, credentials minted by another node for one of its sessions are good here too,
+    // until the cluster says the session ended (the HMAC proves a node of the cluster minted them).
+    let cluster: Cluster | undefined;
     if (config.turn.enabled) {
       const tc = config.turn;
       const anyPort = (l: typeof tc.udp) => l.map((x) => ({ ...x, port: 0 }));
@@ -315,7 +328,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           allowedPeerPorts: config.media.icePortRange,
           // Credentials of a sign-in session end with it, so they may last as long as it can.
           sessionCredentialLifetimeSeconds: Math.min(config.auth.session.maxAgeSeconds, 86_400),
-          sessionActive: (ref) => turnSessions.has(ref),
+          sessionActive: (ref) => turnSessions.has(ref) || (cluster !== undefined && !cluster.sessions.isRevoked(ref)),
           ...(tls ? { tls } : {}),
         }),
       );
@@ -358,6 +371,12 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
      * ending the session (sign-out, expiry, revocation, back-channel logout) closes their
      * allocations and refuses them. Others (bearer tokens) end with the token at the latest.
      */
+    /** TURN URIs of this node, without credentials (discovery, node announcements). */
+    const publicTurnUris = (): string[] =>
+      turn
+        ? turnIceServers({ host: publicHost, ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}), ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}), credentials: { username: "", password: "" } }).flatMap((s) => s.urls)
+        : [];
+
     const iceServersFor = (user: { sub: string; expiresAt: number; sessionId?: SessionId | undefined } | undefined) => {
       if (!turn || !user) return [];
       let credentials;
@@ -377,18 +396,52 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       });
     };
 
+    // Several gateways as one: shared sessions, one pull per camera, announcements (gateway/cluster/).
+    const late: { auth?: Auth } = {};
+    if (config.cluster) {
+      const c = await startCluster({
+        config: config.cluster,
+        frontDoorUrl: `${tls ? "https" : "http"}://${host}:${port}`,
+        port,
+        sessionMaxAgeMs: config.auth.session.maxAgeSeconds * 1000,
+        announce: () => ({
+          endpoints: { whep: `${cluster?.nodeUrl ?? url}/whep`, turn: turn ? publicTurnUris() : [], sip: [] },
+          load: { viewers: sfu.viewerList().length, sessions: late.auth?.heldSessions().length ?? 0 },
+        }),
+        onRevoked: (ref) => {
+          turnSessions.delete(ref);
+          turn?.closeSession(ref);
+        },
+        log: log.child({ component: "cluster" }),
+      });
+      cluster = c;
+      cleanups.push(() => c.close());
+      // A camera this node stopped pulling goes back to the cluster; one taken over elsewhere ends here.
+      registry.events.on("camera", (view) => {
+        if (view.state === "idle" && view.viewers === 0) void c.leases.release(view.id);
+      });
+      c.leases.events.on("lost", (camera) => {
+        for (const v of sfu.viewerList()) if (v.cameraId === camera) void v.close("camera taken over by another node");
+      });
+    }
+
     const auth = await createAuth({
       config: config.auth,
       publicUrl: url,
       listenHost: config.server.host,
       cameras: () => registry.configs(),
       log: log.child({ component: "auth" }),
+      ...(cluster ? { mirror: cluster.sessions } : {}),
     });
+    late.auth = auth;
     cleanups.push(() => auth.close());
+    cluster?.sessions.attach(auth);
     // Relay access ends with the session (sign-out, expiry, revocation, back-channel logout).
     auth.observer.on("sessionEnded", (e) => {
       turnSessions.delete(e.ref);
       turn?.closeSession(e.ref);
+      // Sign-out, revocation, back-channel logout: every node of the cluster ends it too.
+      cluster?.sessions.ended(e);
     });
     if (audit) cleanups.push(auditAuth(audit, auth.observer));
 
@@ -448,11 +501,22 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     if (turn) checks.push({ name: "turn", check: up("listening") });
     if (sip) checks.push({ name: "sip", check: up("listening") });
+    if (cluster) {
+      const c = cluster;
+      // Not required: without Redis a node still serves what it serves (a balancer keeps it).
+      checks.push({
+        name: "cluster",
+        required: false,
+        check: () => (c.link.available ? { ready: true, detail: `${c.nodes.nodes.length} nodes` } : { ready: false, detail: "Redis unreachable: serving what this node serves" }),
+      });
+    }
     const scrapeToken = config.metrics.token;
     /** Base URL of the metrics-only listener, once it listens (below). */
     let metricsUrl: string | undefined;
     const serveMetrics = (authorize: (req: express.Request) => void) => metricsHandler({ collectors: () => collectors, authorize });
 
+    /** The WHEP routes, built below (after sign-in's routes) and reached earlier by the cluster's internal link. */
+    let whepLate: express.RequestHandler = (_req, _res, next) => next();
     const app = express();
     app.disable("x-powered-by");
     app.set("trust proxy", false);
@@ -472,7 +536,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           url,
           api: `${url}/api`,
           whep: `${url}/whep`,
-          turn: turn ? turnIceServers({ host: publicHost, ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}), ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}), credentials: { username: "", password: "" } }).flatMap((s) => s.urls) : [],
+          turn: turn ? publicTurnUris() : [],
           sip: sip
             ? [
                 ...(ports.udp ? [`sip:${config.sip.domain}@${sipHost}:${ports.udp};transport=udp`] : []),
@@ -484,12 +548,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           signIn: `${url}/auth/login`,
           health: { live: `${url}/healthz`, ready: `${url}/readyz` },
           metrics: metricsUrl ? `${metricsUrl}/metrics` : `${url}/metrics`,
+          ...(cluster ? { cluster: cluster.discovery() } : {}),
         };
       }),
     );
     // A scraper with the metrics token needs no session; anything else goes on to sign-in below.
     app.get("/metrics", (req, res, next) => (hasScrapeToken(req, scrapeToken) ? serveMetrics(() => {})(req, res, next) : next()));
     app.use("/auth", auth.router);
+    // WHEP requests another node of the cluster forwarded (signed with the cluster's key; no cookie, no CSRF).
+    if (cluster) app.use(INTERNAL_WHEP, inboundRouter({ key: cluster.forwardKey, auth, log: log.child({ component: "cluster" }) }), (req, res, next) => whepLate(req, res, next));
     // Refused live views are recorded too, including those refused at sign-in (401).
     if (audit) app.use("/whep", auditWhepRefusals(audit));
     // The web client's own files hold nothing secret and are served to anyone: a page opened before
@@ -538,9 +605,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         lifecycle,
       }),
     );
-    app.use(
-      "/whep",
-      whepRouter({
+    const whep = whepRouter({
         sfu,
         cameraExists: (id) => registry.has(id),
         streamSource: (id, stream) => registry.streamSource(id, stream),
@@ -572,8 +637,27 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         iceServers: (req) => iceServersFor(req.user),
         ...(audit ? { audit: whepAudit(audit) } : {}),
         log: log.child({ component: "whep" }),
-      }),
-    );
+      });
+    if (cluster) {
+      const c = cluster;
+      // Viewers of a camera another node pulls are answered through that node.
+      app.use(
+        "/whep",
+        forwardingRouter({
+          nodeId: c.nodeId,
+          leases: c.leases,
+          nodes: c.nodes,
+          key: c.forwardKey,
+          cameraExists: (id) => registry.has(id),
+          authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
+          timeoutMs: config.cluster!.forwardTimeoutMs,
+          leaseSeconds: Math.ceil(config.cluster!.leaseMs / 1000),
+          log: log.child({ component: "cluster" }),
+        }),
+      );
+    }
+    app.use("/whep", whep);
+    whepLate = whep;
     app.use(errorHandler(log));
     server.on("request", app);
 
@@ -630,6 +714,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       audit,
       demoDoor,
       takenPorts,
+      cluster,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

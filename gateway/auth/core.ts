@@ -19,7 +19,7 @@
  *   interpret by their text.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { AuthError, isGatehouseError, NotFoundError, RateLimitedError } from "../../config/errors.ts";
+import { AuthError, isGatehouseError, NotFoundError, OverloadError, RateLimitedError } from "../../config/errors.ts";
 import { SafeEmitter } from "../../config/events.ts";
 import { userId, type SessionId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
@@ -33,7 +33,7 @@ import { RateLimiter } from "./rate-limit.ts";
 import type { LoginTransaction, TokenSet } from "./relying-party.ts";
 import { DEV_RIGHTS, Rights, rolesFromClaims, type AuthAction } from "./rights.ts";
 import { readSessionFile, SessionFileWriter, type SessionFileState } from "./session-file.ts";
-import { SessionStore, short, type Refreshed, type SessionRecord } from "./sessions.ts";
+import { SessionStore, short, type PersistedSession, type Refreshed, type SessionRecord } from "./sessions.ts";
 import type { EndReason, SessionView, User, WatchReason } from "./types.ts";
 import { describeUserAgent } from "./user-agent.ts";
 
@@ -53,6 +53,31 @@ export interface AuthCoreOptions {
   log: Logger;
   /** Session sweep interval, milliseconds (tests pass 0 and call `sweep()`). */
   sweepMs?: number | undefined;
+  /** Sessions shared with other gateways (gateway/cluster/): absent, sessions live in this process (and `auth.session.file`). */
+  mirror?: SessionMirror | undefined;
+}
+
+/**
+ * Where sessions are shared with other gateways of a cluster. Sessions are created, refreshed and
+ * ended here as always; the mirror is told, and a session this gateway does not hold is asked of it.
+ */
+export interface SessionMirror {
+  /**
+   * The session with this id, kept by another gateway; undefined when none (or it was ended).
+   * Throws OverloadError when the cluster cannot be asked now.
+   */
+  load(id: SessionId): Promise<PersistedSession | undefined>;
+  /** A session was created or refreshed here. */
+  saved(session: PersistedSession): void;
+  /**
+   * Sessions of a subject (with `sid`: those from that provider session) were ended here by the
+   * provider (back-channel logout) or an administrator: the cluster ends them everywhere, held or not.
+   */
+  endedAll(sub: string | undefined, sid: string | undefined, reason: EndReason): void;
+  /** The signing key (PKCS#8 PEM) and CSRF secret every gateway of the cluster uses when none is configured. */
+  readonly secrets?: { signingKeyPem: string; csrfSecret: Buffer } | undefined;
+  /** Issuer of the session tokens (the same on every gateway of the cluster). */
+  readonly tokenIssuer?: string | undefined;
 }
 
 /** What a request presented. */
@@ -75,7 +100,8 @@ export type Resolution =
     }
   | {
       readonly ok: false;
-      readonly error: AuthError | RateLimitedError;
+      /** OverloadError: the sessions shared with other gateways cannot be read now (503). */
+      readonly error: AuthError | RateLimitedError | OverloadError;
       /** The caller presented a bearer token (RFC 6750 `error=` in the challenge). */
       readonly bearer: boolean;
       /** The presented session token is useless: the client should forget it. */
@@ -130,6 +156,9 @@ export class AuthCore {
   private readonly loginsBySource: RateLimiter;
   private readonly sessions: SessionStore;
   private readonly sessionFile: SessionFileWriter | undefined;
+  private readonly mirror: SessionMirror | undefined;
+  /** `iss` of the session tokens: the public origin, or the cluster's common issuer. */
+  private readonly tokenIssuer: string;
   private readonly pending = new Map<string, PendingSignIn>();
   private readonly scoped = new Set<ScopedWatch>();
   private closing: Promise<void> | undefined;
@@ -138,6 +167,8 @@ export class AuthCore {
     const cfg = (this.cfg = opts.config);
     this.mode = cfg.mode;
     this.publicOrigin = opts.publicOrigin;
+    this.mirror = opts.mirror;
+    this.tokenIssuer = opts.mirror?.tokenIssuer ?? opts.publicOrigin;
     this.provider = opts.provider;
     this.cameras = opts.cameras;
     this.clock = opts.clock;
@@ -147,8 +178,13 @@ export class AuthCore {
     this.rights = rightsOf(cfg);
     // What a previous run kept (auth.session.file): its sessions, CSRF secret and generated key.
     const kept = cfg.session.file ? readSessionFile(cfg.session.file, this.log) : undefined;
-    this.keyring = cfg.session.signingKeys.length ? SessionKeyring.fromFiles(cfg.session.signingKeys) : keptKeyring(kept, this.log);
-    const keptSecret = kept?.csrfSecret ? Buffer.from(kept.csrfSecret, "base64url") : undefined;
+    const shared = opts.mirror?.secrets;
+    this.keyring = cfg.session.signingKeys.length
+      ? SessionKeyring.fromFiles(cfg.session.signingKeys)
+      : shared
+        ? SessionKeyring.fromGeneratedPem(shared.signingKeyPem)
+        : keptKeyring(kept, this.log);
+    const keptSecret = shared?.csrfSecret ?? (kept?.csrfSecret ? Buffer.from(kept.csrfSecret, "base64url") : undefined);
     this.csrfSecret = keptSecret?.length === 32 ? keptSecret : randomBytes(32);
     this.csrf = new CsrfTokens(this.csrfSecret);
     this.rolesPaths = typeof cfg.rolesClaim === "string" ? [cfg.rolesClaim] : [...cfg.rolesClaim];
@@ -162,7 +198,8 @@ export class AuthCore {
       clock: this.clock,
       log: this.log.child({ component: "sessions" }),
       sweepMs: opts.sweepMs,
-      refresh: (rec) => this.refreshAtProvider(rec),
+      refresh: (rec) => this.refreshShared(rec),
+      onSaved: (rec) => this.mirror?.saved(this.sessions.persisted(rec)),
       // New roles may withdraw a right a running stream depends on.
       onRefreshed: () => this.recheckScoped(),
       onChange: (urgent) => (urgent ? this.sessionFile?.flush() : this.sessionFile?.changed()),
@@ -199,7 +236,7 @@ export class AuthCore {
     if (!token) return { ok: false, error: new AuthError("UNAUTHORIZED", "not signed in"), bearer: false, clearSessionToken: false };
     let claims: { sid?: unknown; sub?: unknown; exp?: unknown };
     try {
-      claims = await this.keyring.verify(token, { issuer: this.publicOrigin, audience: SESSION_AUDIENCE });
+      claims = await this.keyring.verify(token, { issuer: this.tokenIssuer, audience: SESSION_AUDIENCE });
     } catch (err) {
       // A forged or foreign token (an old key after a restart also lands here: not counted then).
       const limited = this.rateLimited(c.source);
@@ -208,7 +245,14 @@ export class AuthCore {
       this.log.debug("session cookie refused", { source: c.source, reason: causeChain(err) });
       return { ok: false, error: new AuthError("UNAUTHORIZED", "invalid session", { cause: err }), bearer: false, clearSessionToken: true };
     }
-    const rec = typeof claims.sid === "string" ? this.sessions.get(claims.sid as SessionId) : undefined;
+    let rec: SessionRecord | undefined;
+    try {
+      rec = typeof claims.sid === "string" ? await this.find(claims.sid as SessionId) : undefined;
+    } catch (err) {
+      // The cluster cannot be asked: the cookie may well be good, so it is kept (503, not 401).
+      if (err instanceof OverloadError) return { ok: false, error: err, bearer: false, clearSessionToken: false };
+      throw err;
+    }
     if (!rec || rec.sub !== claims.sub) return { ok: false, error: new AuthError("UNAUTHORIZED", "session ended"), bearer: false, clearSessionToken: true };
     if (!(await this.sessions.ensureLive(rec)))
       return { ok: false, error: new AuthError("UNAUTHORIZED", "session expired"), bearer: false, clearSessionToken: true };
@@ -246,7 +290,7 @@ export class AuthCore {
   /** A signed session token for the session's current lifetime (the cookie's value). */
   sessionToken(rec: SessionRecord): Promise<string> {
     return this.keyring.sign({
-      iss: this.publicOrigin,
+      iss: this.tokenIssuer,
       aud: SESSION_AUDIENCE,
       sub: rec.sub,
       sid: rec.id,
@@ -263,8 +307,8 @@ export class AuthCore {
   /** End the session a (valid) session token names; nothing when the token is not ours. */
   async endByToken(token: string, reason: EndReason): Promise<SessionRecord | undefined> {
     try {
-      const c = await this.keyring.verify(token, { issuer: this.publicOrigin, audience: SESSION_AUDIENCE });
-      const rec = typeof c.sid === "string" ? this.sessions.get(c.sid as SessionId) : undefined;
+      const c = await this.keyring.verify(token, { issuer: this.tokenIssuer, audience: SESSION_AUDIENCE });
+      const rec = typeof c.sid === "string" ? await this.find(c.sid as SessionId) : undefined;
       if (rec && rec.sub === c.sub) {
         this.sessions.end(rec.id, reason);
         return rec;
@@ -395,6 +439,62 @@ export class AuthCore {
     return { roles: [...roles], name };
   }
 
+  /**
+   * A session held here, or one another gateway of the cluster created (taken in here from then
+   * on). Throws OverloadError when the cluster cannot be asked.
+   */
+  private async find(id: SessionId): Promise<SessionRecord | undefined> {
+    const rec = this.sessions.get(id);
+    if (rec || !this.mirror) return rec;
+    const kept = await this.mirror.load(id);
+    if (!kept || kept.id !== id) return undefined;
+    this.sessions.import([kept]);
+    return this.sessions.get(id);
+  }
+
+  /**
+   * The session of a request another gateway of the cluster forwarded (it authenticated the
+   * caller; the session is checked here again). Undefined when the session is unknown or over.
+   */
+  async sessionUser(id: SessionId): Promise<User | undefined> {
+    const rec = await this.find(id);
+    if (!rec || !(await this.sessions.ensureLive(rec))) return undefined;
+    return userOf(rec);
+  }
+
+  /** In a cluster, another gateway may have refreshed the session already: take its result rather than spend the refresh token twice. */
+  private async refreshShared(rec: SessionRecord): Promise<Refreshed> {
+    if (this.mirror) {
+      try {
+        const kept = await this.mirror.load(rec.id);
+        if (kept && kept.expiresAt > rec.expiresAt + 1000)
+          return { roles: kept.roles, name: kept.name, refreshToken: kept.refreshToken, idToken: kept.idToken };
+      } catch {
+        // the cluster cannot be asked: refresh with the token this gateway holds
+      }
+    }
+    return this.refreshAtProvider(rec);
+  }
+
+  /**
+   * A session ended on another gateway of the cluster (sign-out, revocation, back-channel
+   * logout): end it here too, with its streams. By its non-secret ref; false when not held here.
+   */
+  endFromCluster(ref: string, reason: EndReason): boolean {
+    const rec = this.sessions.all().find((r) => sessionRef(r.id) === ref);
+    return rec !== undefined && this.sessions.end(rec.id, reason);
+  }
+
+  /** The provider ended sessions (back-channel logout) at another gateway of the cluster: the matching ones held here end too. */
+  endFromProviderCluster(sub: string | undefined, sid: string | undefined, reason: EndReason): number {
+    return this.sessions.endFromProvider(sub, sid, reason);
+  }
+
+  /** The sessions held here (a cluster shares them again and checks them against its revocations after an outage). */
+  heldSessions(): PersistedSession[] {
+    return this.sessions.export();
+  }
+
   private async refreshAtProvider(rec: SessionRecord): Promise<Refreshed> {
     const t = await this.provider.rp!.refresh(rec.refreshToken!);
     // A refresh may come without an ID token (OIDC Core §12.2): keep the roles we had then.
@@ -431,6 +531,7 @@ export class AuthCore {
     try {
       const { sub, sid } = await validator.validate(token);
       const ended = this.sessions.endFromProvider(sub, sid, "logged_out_at_provider");
+      this.mirror?.endedAll(sub, sid, "logged_out_at_provider");
       this.log.info("back-channel logout from the provider", { sub, sid: sid === undefined ? undefined : short(sid), sessions: ended });
       return { ok: true, ended };
     } catch (err) {
@@ -565,6 +666,7 @@ export class AuthCore {
   }
 
   revokeUser(sub: string): number {
+    this.mirror?.endedAll(sub, undefined, "revoked");
     return this.sessions.endAllOf(sub, "revoked");
   }
 

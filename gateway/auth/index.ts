@@ -28,12 +28,13 @@ import type { SessionId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import type { CameraConfig } from "../../config/schema.ts";
 import type { AuthConfig } from "../../config/sections/auth.ts";
-import { AuthCore } from "./core.ts";
+import { AuthCore, type SessionMirror } from "./core.ts";
 import type { AuthObserver } from "./events.ts";
 import type { FetchLike } from "./fetch.ts";
 import { securityHeaders } from "./http.ts";
 import { setUpProvider } from "./provider.ts";
 import type { AuthAction } from "./rights.ts";
+import type { PersistedSession } from "./sessions.ts";
 import { authRoutes } from "./routes.ts";
 import type { DevUser, EndReason, SessionView, User, WatchReason } from "./types.ts";
 
@@ -42,6 +43,8 @@ export type { DevUser, EndReason, SessionView, User, WatchReason } from "./types
 export type { AuthEvents, AuthObserver, SessionEndedEvent, SignedInEvent, SignInFailedEvent, SignInFailure } from "./events.ts";
 export { AUTH_ACTIONS } from "./rights.ts";
 export { sessionRef } from "./core.ts";
+export type { SessionMirror } from "./core.ts";
+export type { PersistedSession } from "./sessions.ts";
 
 export interface CreateAuthOptions {
   config: AuthConfig;
@@ -58,6 +61,8 @@ export interface CreateAuthOptions {
   fetch?: FetchLike;
   /** Session sweep interval, milliseconds (tests pass 0 and call `sweep()`). */
   sweepMs?: number;
+  /** Sessions shared with the other gateways of a cluster (gateway/cluster/). */
+  mirror?: SessionMirror;
 }
 
 export interface Auth {
@@ -104,6 +109,14 @@ export interface Auth {
   revokeSessionRef(ref: string): boolean;
   /** End every session of a subject. */
   revokeUser(sub: string): number;
+  /** The user of a session another gateway of the cluster vouches for (a forwarded request); undefined when the session is unknown or over. */
+  sessionUser(id: SessionId): Promise<User | undefined>;
+  /** A session ended on another gateway of the cluster: end it here too (false when not held here). */
+  endFromCluster(ref: string, reason: EndReason): boolean;
+  /** The provider ended sessions at another gateway of the cluster: end the matching ones held here. */
+  endFromProviderCluster(sub: string | undefined, sid: string | undefined, reason: EndReason): number;
+  /** The sessions held here, as persisted (a cluster re-shares them after a Redis outage). */
+  heldSessions(): PersistedSession[];
   /** Apply a new auth section without restart: rights and signing keys. Other changes need a restart (reported). */
   reload(config: AuthConfig): { applied: string[]; needsRestart: string[] };
   /** Session housekeeping now (the timer does it every few seconds); resolves when its refreshes are done. */
@@ -123,7 +136,7 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
   const provider = await setUpProvider({ config: cfg, base: publicUrl.href.replace(/\/$/, ""), listenHost: opts.listenHost, clock, log, fetch: opts.fetch });
   let core: AuthCore;
   try {
-    core = new AuthCore({ config: cfg, publicOrigin, provider, cameras: opts.cameras, clock, log, sweepMs: opts.sweepMs });
+    core = new AuthCore({ config: cfg, publicOrigin, provider, cameras: opts.cameras, clock, log, sweepMs: opts.sweepMs, mirror: opts.mirror });
   } catch (err) {
     await provider.close();
     throw err;
@@ -153,6 +166,10 @@ export async function createAuth(opts: CreateAuthOptions): Promise<Auth> {
     listSessions: (current) => core.listSessions(current),
     revokeSessionRef: (ref) => core.revokeSessionRef(ref),
     revokeUser: (sub) => core.revokeUser(sub),
+    sessionUser: (id) => core.sessionUser(id),
+    endFromCluster: (ref, reason) => core.endFromCluster(ref, reason),
+    endFromProviderCluster: (sub, sid, reason) => core.endFromProviderCluster(sub, sid, reason),
+    heldSessions: () => core.heldSessions(),
     reload: (next) => core.reload(next),
     sweep: () => core.sweep(),
     close: (reason) => core.close(reason),

@@ -94,6 +94,8 @@ export interface SessionStoreOptions {
    * ended on purpose (logout, revocation), which must survive even a crash right after.
    */
   onChange?: (urgent: boolean) => void;
+  /** A session was created or refreshed (a cluster shares it). */
+  onSaved?: (rec: SessionRecord) => void;
   /** A session ended (once per session, after its watchers were told). */
   onEnded?: (rec: SessionRecord, reason: EndReason) => void;
 }
@@ -152,7 +154,16 @@ export class SessionStore {
       nextRefreshAt: 0,
     };
     this.add(rec);
+    this.saved(rec);
     return rec;
+  }
+
+  private saved(rec: SessionRecord): void {
+    try {
+      this.opts.onSaved?.(rec);
+    } catch (err) {
+      this.opts.log.warn("session save listener threw", { err });
+    }
   }
 
   private add(rec: SessionRecord): void {
@@ -166,7 +177,12 @@ export class SessionStore {
 
   /** The sessions, for `auth.session.file`. */
   export(): PersistedSession[] {
-    return this.all().map((r) => ({
+    return this.all().map((r) => this.persisted(r));
+  }
+
+  /** One session as written to `auth.session.file` (and shared in a cluster). */
+  persisted(r: SessionRecord): PersistedSession {
+    return {
       id: r.id,
       sub: r.sub,
       name: r.name,
@@ -180,7 +196,7 @@ export class SessionStore {
       userAgent: r.userAgent,
       address: r.address,
       lastSeenAt: r.lastSeenAt,
-    }));
+    };
   }
 
   /**
@@ -271,6 +287,7 @@ export class SessionStore {
       rec.nextRefreshAt = 0;
       this.opts.log.debug("session refreshed", { session: short(rec.id), sub: rec.sub });
       this.opts.onChange?.(false);
+      this.saved(rec);
       try {
         this.opts.onRefreshed?.(rec);
       } catch (err) {

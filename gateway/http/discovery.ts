@@ -4,6 +4,7 @@
  * `/healthz`: it lists only what any client is told anyway (no credentials, no camera list).
  */
 import type { RequestHandler } from "express";
+import type { ClusterDiscovery } from "../cluster/index.ts";
 
 export interface DiscoveryDocument {
   service: "gatehouse";
@@ -22,6 +23,8 @@ export interface DiscoveryDocument {
   signIn: string;
   health: { live: string; ready: string };
   metrics: string;
+  /** The cluster this gateway belongs to (gateway/cluster/), with the nodes alive and their load. */
+  cluster?: ClusterDiscovery;
 }
 
 export function discoveryHandler(doc: () => DiscoveryDocument): RequestHandler {

@@ -1,0 +1,138 @@
+/**
+ * Several gateways as one, coordinated through Redis: node announcements (nodes.ts), shared
+ * sessions and revocations (sessions.ts), one pull per camera by lease (leases.ts), and WHEP
+ * answered through the camera's owner (forward.ts). Started by gateway.ts only when the
+ * configuration has a `cluster` section; without it nothing here runs and nothing is needed.
+ *
+ *   const cluster = await startCluster({ config: config.cluster, nodeUrl, ... });
+ *   createAuth({ ..., mirror: cluster.sessions });  cluster.sessions.attach(auth);
+ *   app.use(INTERNAL_WHEP, inboundRouter(...), whep);  app.use("/whep", forwardingRouter(...), whep);
+ */
+import os from "node:os";
+import type { Logger } from "../../config/log.ts";
+import type { ClusterConfig } from "../../config/sections/cluster.ts";
+import type { EndReason } from "../auth/index.ts";
+import { forwardKey } from "./forward.ts";
+import { CameraLeases } from "./leases.ts";
+import { NodeRegistry, type NodeAnnouncement } from "./nodes.ts";
+import { RedisLink } from "./redis.ts";
+import { SharedSessions } from "./sessions.ts";
+
+export { forwardingRouter, inboundRouter, INTERNAL_WHEP } from "./forward.ts";
+export type { NodeAnnouncement } from "./nodes.ts";
+export { coordinationUnavailable } from "./redis.ts";
+
+export interface ClusterOptions {
+  config: ClusterConfig;
+  /** This node's front-door URL (the default of `cluster.publicUrl`). */
+  frontDoorUrl: string;
+  /** The front-door port (part of the default node id). */
+  port: number;
+  /** Absolute session lifetime, ms. */
+  sessionMaxAgeMs: number;
+  /** What this node announces besides its id, URL and leases (endpoints, load). */
+  announce: () => { endpoints: NodeAnnouncement["endpoints"]; load: Omit<NodeAnnouncement["load"], "cameras"> };
+  /** A session ended on another node (its TURN allocations here close). */
+  onRevoked: (ref: string, reason: EndReason) => void;
+  log: Logger;
+}
+
+/** What `/.well-known/gatehouse` says of the cluster. */
+export interface ClusterDiscovery {
+  name: string;
+  /** This node's id. */
+  node: string;
+  /** Whether this node reaches the cluster's Redis now. */
+  coordinated: boolean;
+  /** The nodes alive at the last heartbeat, least loaded first (where a balancer sends new users). */
+  nodes: Array<Pick<NodeAnnouncement, "id" | "url" | "endpoints" | "load" | "heartbeatAt">>;
+}
+
+export interface Cluster {
+  readonly name: string;
+  readonly nodeId: string;
+  /** This node's URL for the other nodes. */
+  readonly nodeUrl: string;
+  readonly link: RedisLink;
+  readonly sessions: SharedSessions;
+  readonly leases: CameraLeases;
+  readonly nodes: NodeRegistry;
+  /** Key of the internal link's signatures. */
+  readonly forwardKey: Buffer;
+  discovery(): ClusterDiscovery;
+  close(): Promise<void>;
+}
+
+/** Connects to Redis (start-up fails when it cannot), joins the cluster and announces this node. */
+export async function startCluster(o: ClusterOptions): Promise<Cluster> {
+  const cfg = o.config;
+  const log = o.log;
+  const nodeId = cfg.nodeId ?? `${os.hostname()}:${o.port}`;
+  const nodeUrl = (cfg.publicUrl ?? o.frontDoorUrl).replace(/\/$/, "");
+  let link: RedisLink;
+  try {
+    link = await RedisLink.connect(cfg, log);
+  } catch (err) {
+    throw new Error(`cluster: cannot reach Redis at ${redactUrl(cfg.redis.url)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  try {
+    const sessions = await SharedSessions.start({ link, nodeId, clusterName: cfg.name, maxAgeMs: o.sessionMaxAgeMs, log, onRevoked: o.onRevoked });
+    const leases = new CameraLeases({ link, nodeId, leaseMs: cfg.leaseMs, log });
+    const startedAt = Date.now();
+    const nodes = new NodeRegistry({
+      link,
+      heartbeatMs: cfg.heartbeatMs,
+      nodeTtlMs: cfg.nodeTtlMs,
+      clock: Date.now,
+      log,
+      announcement: () => {
+        const a = o.announce();
+        const owns = leases.owned();
+        return { id: nodeId, url: nodeUrl, endpoints: a.endpoints, load: { ...a.load, cameras: owns.length }, owns, startedAt };
+      },
+    });
+    await nodes.beat();
+    // Back from an outage: announce at once rather than at the next heartbeat.
+    link.events.on("up", () => void nodes.beat());
+    log.info("cluster: joined", { cluster: cfg.name, node: nodeId, url: nodeUrl, nodes: nodes.nodes.length });
+    let closing: Promise<void> | undefined;
+    return {
+      name: cfg.name,
+      nodeId,
+      nodeUrl,
+      link,
+      sessions,
+      leases,
+      nodes,
+      forwardKey: forwardKey(sessions.secrets.csrfSecret),
+      discovery: () => ({
+        name: cfg.name,
+        node: nodeId,
+        coordinated: link.available,
+        nodes: [...nodes.nodes]
+          .sort((a, b) => a.load.viewers - b.load.viewers || a.id.localeCompare(b.id))
+          .map((n) => ({ id: n.id, url: n.url, endpoints: n.endpoints, load: n.load, heartbeatAt: n.heartbeatAt })),
+      }),
+      close: () =>
+        (closing ??= (async () => {
+          await leases.close();
+          await nodes.close();
+          await link.close();
+        })()),
+    };
+  } catch (err) {
+    await link.close();
+    throw err;
+  }
+}
+
+/** The Redis URL without its password, for messages. */
+function redactUrl(u: string): string {
+  try {
+    const url = new URL(u);
+    if (url.password) url.password = "***";
+    return url.toString();
+  } catch {
+    return "(unreadable URL)";
+  }
+}
