@@ -47,11 +47,8 @@ import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
 import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
-<<<<<<< HEAD
 import { SafeEmitter } from "../config/events.ts";
-=======
 import { forwardingRouter, inboundRouter, INTERNAL_WHEP, startCluster, type Cluster } from "./cluster/index.ts";
->>>>>>> e13f46c (cluster: several gateways as one on Redis — node announcements in the discovery document, shared sessions and revocations, one pull per camera by lease, WHEP answered through the camera's owner)
 
 /**
  * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
@@ -133,14 +130,10 @@ export interface Gateway {
   readonly demoDoor: DemoDoor | undefined;
   /** Fixed ports that were taken at start, each replaced by a free one (`takenPorts: "fallback"`). */
   readonly takenPorts: readonly TakenPort[];
-<<<<<<< HEAD
-  /** Graceful close (see the file's doc comment); the same promise for every caller. */
-  close(reason?: string, opts?: CloseOptions): Promise<void>;
-=======
   /** This node's membership of a cluster, when `cluster` is configured. */
   readonly cluster: Cluster | undefined;
-  close(reason?: string): Promise<void>;
->>>>>>> e13f46c (cluster: several gateways as one on Redis — node announcements in the discovery document, shared sessions and revocations, one pull per camera by lease, WHEP answered through the camera's owner)
+  /** Graceful close (see the file's doc comment); the same promise for every caller. */
+  close(reason?: string, opts?: CloseOptions): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
