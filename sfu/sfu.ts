@@ -29,7 +29,7 @@ import {
 } from "./candidates.ts";
 import { readOffer, type Offer } from "./offer.ts";
 import { SfuEngine, type CreateViewerOptions, type EngineOptions, type SfuStats } from "./engine.ts";
-import { splitPortRange, WorkerPool, type PoolExit } from "./worker-pool.ts";
+import { splitPortRange, WorkerPool, type PoolExit, type WorkerRestartPolicy, type WorkerSlotStatus } from "./worker-pool.ts";
 
 /** Whether the native fast path (sfu/native/) is in use, for operators. */
 export { nativeStatus } from "./native/index.ts";
@@ -43,7 +43,7 @@ export type { TransportInfo } from "./transport.ts";
 export { Viewer } from "./viewer.ts";
 export type { ViewerStats, ViewerEvents, ViewerState, ViewerDropReason, ViewerQuality, SwitchInfo } from "./api.ts";
 export type { IceServer } from "./werift-peer.ts";
-export type { PoolExit } from "./worker-pool.ts";
+export type { PoolExit, WorkerRestartDecision, WorkerRestartPolicy, WorkerSlotStatus } from "./worker-pool.ts";
 export type { CandidateDropReason, CandidateDrops } from "./candidates.ts";
 
 export interface SfuOptions extends EngineOptions {
@@ -53,6 +53,8 @@ export interface SfuOptions extends EngineOptions {
    * split between workers.
    */
   workers?: number | undefined;
+  /** With workers: whether and when a worker that failed is replaced (default: at once, always). */
+  workerRestarts?: WorkerRestartPolicy | undefined;
   /**
    * What a viewer's own ICE candidates may be (sfu/candidates.ts): private ranges taken
    * (default true), most per offer or PATCH (default 32), most per viewer (default 64).
@@ -138,6 +140,21 @@ export class Sfu {
   /** Media worker threads (0: media runs on the calling thread). */
   get workerCount(): number {
     return this.backend.workerCount;
+  }
+
+  /** Each media worker slot: running, restarting or stopped (empty without workers). */
+  workerSlots(): WorkerSlotStatus[] {
+    return this.pool?.workerSlots() ?? [];
+  }
+
+  /** Starts a fresh worker in a slot its restart policy left empty; false when there is nothing to start. */
+  restartWorker(index: number): boolean {
+    return this.pool?.restartWorker(index) ?? false;
+  }
+
+  /** Makes media worker `index` fail with an uncaught exception (tests and failure drills); false without such a worker. */
+  injectWorkerFault(index: number): boolean {
+    return this.pool?.injectFault(index) ?? false;
   }
 
   /** The source of a camera, created on first use. Throws ClosedError after close. */

@@ -67,7 +67,9 @@ export type ToWorker =
   | { t: "candidate"; req: number; id: string; candidate: string; mid: string }
   | { t: "snapshot"; req: number }
   | { t: "reset" }
-  | { t: "close"; req: number; reason: string };
+  | { t: "close"; req: number; reason: string }
+  /** Fail as an uncaught exception would (tests and failure drills: WorkerPool.injectFault). */
+  | { t: "fault" };
 
 /** Worker → main thread. */
 export type FromWorker =

@@ -131,6 +131,12 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
     case "close":
       void close(m.req, m.reason);
       break;
+    case "fault":
+      // Outside the message handler's try/catch: the thread ends with this error, as on a real bug.
+      setImmediate(() => {
+        throw new Error("injected fault");
+      });
+      break;
   }
 }
 

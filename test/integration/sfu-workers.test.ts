@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import { silentLogger } from "../../config/log.ts";
 import { h264PayloadIsKeyframeStart } from "../../sfu/h264/nal.ts";
-import { Sfu, type ViewerHandle } from "../../sfu/sfu.ts";
+import { Sfu, type SfuOptions, type ViewerHandle, type WorkerRestartDecision } from "../../sfu/sfu.ts";
 import { WeriftViewer } from "../peers/werift-viewer.ts";
 import { startTestApp, testPortRange, type TestApp } from "./sfu-app.ts";
 import { FakeRecorder } from "./sfu-upstream.ts";
@@ -22,9 +22,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(workers: number): Promise<{ app: TestApp; rec: FakeRecorder; range: [number, number] }> {
+async function setup(workers: number, sfu: Partial<SfuOptions> = {}): Promise<{ app: TestApp; rec: FakeRecorder; range: [number, number] }> {
   const range = testPortRange();
-  const app = await startTestApp({ sfu: { workers, icePortRange: range } });
+  const app = await startTestApp({ sfu: { workers, icePortRange: range, ...sfu } });
   cleanups.push(() => app.close());
   const rec = new FakeRecorder(app.sfu.source(cameraId("cam1")), { audio: true });
   cleanups.push(async () => rec.stop());
@@ -159,6 +159,53 @@ describe("sfu media workers", () => {
     const kf = await c.v.video.waitFor((p) => h264PayloadIsKeyframeStart(p.payload), "keyframe on the new worker", 10_000);
     expect(kf).toBeDefined();
     await c.v.video.waitForCount(50);
+    rec.stop();
+  });
+
+  it("fails a worker from inside (fault hook), leaves its slot empty when its policy says so, and starts it again on request", async () => {
+    const decisions: Array<{ index: number; code: number; error: string | undefined }> = [];
+    const started: number[] = [];
+    let answer: WorkerRestartDecision = { restart: false, reason: "too many failures" };
+    const { app, rec, range } = await setup(2, {
+      workerRestarts: {
+        exited: (index, code, error) => {
+          decisions.push({ index, code, error: error?.message });
+          return answer;
+        },
+        started: (index) => started.push(index),
+      },
+    });
+    const half = range[0] + Math.floor((range[1] - range[0] + 1) / 2);
+    const a = await join(app);
+    const b = await join(app);
+    const aIndex = a.port < half ? 0 : 1;
+    rec.start(10);
+    await a.v.video.waitForCount(20);
+
+    const closedA = new Promise<string>((r) => a.sv.on("closed", r));
+    expect(app.sfu.injectWorkerFault(aIndex)).toBe(true);
+    expect(await closedA).toBe("media worker failed");
+    // The thread died of the exception thrown inside it.
+    expect(decisions).toEqual([{ index: aIndex, code: 1, error: "injected fault" }]);
+    expect(app.sfu.workerSlots()[aIndex]).toMatchObject({ state: "stopped", viewers: 0, starts: 1, lastFailure: "injected fault" });
+    expect(app.sfu.injectWorkerFault(aIndex)).toBe(false);
+
+    // Its viewers come back on the remaining worker (its port slice), the other viewer never noticed.
+    const c = await join(app);
+    expect(c.port < half ? 0 : 1).toBe(1 - aIndex);
+    await c.v.video.waitForCount(20);
+    const before = b.v.video.count;
+    await b.v.video.waitForCount(before + 20);
+
+    // Started again (an administrator, or the end of the window): it takes the next viewer.
+    answer = { restart: true, delayMs: 0 };
+    expect(app.sfu.restartWorker(aIndex)).toBe(true);
+    expect(app.sfu.restartWorker(aIndex)).toBe(false);
+    expect(started).toEqual([aIndex]);
+    expect(app.sfu.workerSlots()[aIndex]).toMatchObject({ state: "running", starts: 2 });
+    const d = await join(app);
+    expect(d.port < half ? 0 : 1).toBe(aIndex);
+    await d.v.video.waitForCount(20);
     rec.stop();
   });
 
