@@ -11,6 +11,7 @@ import { metricsSection } from "./sections/metrics.ts";
 import { iceSection, viewersSection } from "./sections/viewers.ts";
 import { auditSection } from "./sections/audit.ts";
 import { clusterSection } from "./sections/cluster.ts";
+import { supervisionSection } from "./sections/supervision.ts";
 import { cidrEntry } from "./net/cidr.ts";
 import { cameraPlaybackSchema, playbackSection } from "./sections/playback.ts";
 
@@ -228,6 +229,7 @@ export const configSchema = z.strictObject({
   playback: playbackSection,
   /** Several gateways as one, through Redis (gateway/cluster/). Default: none (this gateway runs alone). */
   cluster: clusterSection.optional(),
+  supervision: supervisionSection,
   /** Directory for the gateway's own files (the audit trail's SQLite file). Relative paths are from the working directory. Default `data`. */
   dataDir: z.string().min(1).default("data"),
 });

@@ -71,6 +71,10 @@ interface Entry {
   /** Every stream, main first. */
   streams: StreamEntry[];
   unsubscribe: () => void;
+  /** Set while the supervisor keeps the camera disabled, with the main ingest's last status. */
+  disabled: { reason: string; since: number; last: IngestStatus } | undefined;
+  /** The last view announced (one event per visible change). */
+  last: string;
 }
 
 export class CameraRegistry {
@@ -78,46 +82,87 @@ export class CameraRegistry {
   private closed = false;
   private closing: Promise<void> | undefined;
   private readonly deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger };
+  private readonly ports: UdpPortPool;
   readonly events: SafeEmitter<CameraRegistryEvents>;
 
   constructor(cameras: readonly CameraConfig[], deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger }) {
     this.deps = deps;
     this.events = new SafeEmitter<CameraRegistryEvents>((event, err) => deps.log.error("camera listener failed", { event, err }));
-    const ports = new UdpPortPool(deps.rtsp.clientPortRange);
+    this.ports = new UdpPortPool(deps.rtsp.clientPortRange);
     for (const camera of cameras) {
-      const id = toCameraId(camera.id);
-      const log = deps.log.child({ camera: camera.id });
-      const streams: StreamEntry[] = [];
-      const offs: (() => void)[] = [];
-      let last = "";
-      const announce = () => {
-        const e = this.entries.get(id);
-        if (!e) return;
-        const view = this.viewOf(e);
-        // One event per visible change (the ingest also reports changes nobody sees, e.g. counters).
-        const key = JSON.stringify({ ...view, viewers: 0 });
-        if (key === last) return;
-        last = key;
-        this.events.emit("camera", view);
-      };
-      for (const s of [{ id: "main", url: camera.url }, ...(camera.streams ?? [])]) {
-        const main = s.id === "main";
-        const sourceId = streamSourceId(camera.id, s.id);
-        const source = deps.sfu.source(sourceId);
-        // A further stream: same recorder and credentials, another URL; pulled only on demand,
-        // and the idle light check is the main stream's alone (one per camera).
-        const config = main ? camera : { ...camera, url: s.url, alwaysOn: false };
-        const rtsp = main ? deps.rtsp : { ...deps.rtsp, checkIntervalSeconds: 0 };
-        const ingest = new CameraIngest({ camera: config, rtsp, sink: source, log: main ? log : log.child({ stream: s.id }), ports });
-        offs.push(source.on("viewers", (n: number) => ingest.setDemand(n)));
-        offs.push(ingest.on("state", announce));
-        streams.push({ id: s.id, source: sourceId, ingest });
-      }
-      const unsubscribe = () => {
-        for (const off of offs) off();
-      };
-      this.entries.set(id, { config: camera, ingest: streams[0]!.ingest, streams, unsubscribe });
+      const entry: Entry = { config: camera, ingest: undefined!, streams: [], unsubscribe: () => {}, disabled: undefined, last: "" };
+      this.entries.set(toCameraId(camera.id), entry);
+      this.attach(entry);
     }
+  }
+
+  /** Starts an ingest per stream of the camera (on demand, or always on for the main one) and relays their states. */
+  private attach(entry: Entry): void {
+    const camera = entry.config;
+    const log = this.deps.log.child({ camera: camera.id });
+    const streams: StreamEntry[] = [];
+    const offs: (() => void)[] = [];
+    for (const s of [{ id: "main", url: camera.url }, ...(camera.streams ?? [])]) {
+      const main = s.id === "main";
+      const sourceId = streamSourceId(camera.id, s.id);
+      const source = this.deps.sfu.source(sourceId);
+      // A further stream: same recorder and credentials, another URL; pulled only on demand,
+      // and the idle light check is the main stream's alone (one per camera).
+      const config = main ? camera : { ...camera, url: s.url, alwaysOn: false };
+      const rtsp = main ? this.deps.rtsp : { ...this.deps.rtsp, checkIntervalSeconds: 0 };
+      const ingest = new CameraIngest({ camera: config, rtsp, sink: source, log: main ? log : log.child({ stream: s.id }), ports: this.ports });
+      offs.push(source.on("viewers", (n: number) => ingest.setDemand(n)));
+      offs.push(ingest.on("state", () => this.announce(entry)));
+      // Viewers already there (a camera enabled again while they watch): pull for them.
+      if (source.viewerCount > 0) ingest.setDemand(source.viewerCount);
+      streams.push({ id: s.id, source: sourceId, ingest });
+    }
+    entry.streams = streams;
+    entry.ingest = streams[0]!.ingest;
+    entry.unsubscribe = () => {
+      for (const off of offs) off();
+    };
+  }
+
+  /** One event per visible change (the ingest also reports changes nobody sees, e.g. counters). */
+  private announce(entry: Entry): void {
+    if (this.entries.get(toCameraId(entry.config.id)) !== entry) return;
+    const view = this.viewOf(entry);
+    const key = JSON.stringify({ ...view, viewers: 0 });
+    if (key === entry.last) return;
+    entry.last = key;
+    this.events.emit("camera", view);
+  }
+
+  /**
+   * Stops pulling every stream of a camera and shows it as disabled with `reason` (the
+   * supervisor's error-tolerant state for a camera that keeps failing); its viewers stay and
+   * are told. False when it is unknown or already disabled.
+   */
+  disable(id: string, reason: string): boolean {
+    const e = this.entries.get(id as CameraId);
+    if (!e || e.disabled || this.closed) return false;
+    e.disabled = { reason, since: Date.now(), last: e.ingest.status() };
+    e.unsubscribe();
+    e.unsubscribe = () => {};
+    for (const s of e.streams) void s.ingest.close(`disabled: ${reason}`);
+    this.announce(e);
+    return true;
+  }
+
+  /** Pulls a disabled camera again (on demand, as before). False when it is unknown or not disabled. */
+  enable(id: string): boolean {
+    const e = this.entries.get(id as CameraId);
+    if (!e || !e.disabled || this.closed) return false;
+    e.disabled = undefined;
+    this.attach(e);
+    this.announce(e);
+    return true;
+  }
+
+  /** Whether the supervisor keeps this camera disabled, and why. */
+  disabledReason(id: string): string | undefined {
+    return this.entries.get(id as CameraId)?.disabled?.reason;
   }
 
   /**
@@ -167,7 +212,7 @@ export class CameraRegistry {
     const config = e.config;
     const demand = (s: StreamEntry) => this.deps.sfu.findSource(s.source)?.viewerCount ?? 0;
     const watched = demand(e.streams[0]!) > 0 ? e.streams[0]! : (e.streams.find((s) => demand(s) > 0) ?? e.streams[0]!);
-    const st: IngestStatus = watched.ingest.status();
+    const st: IngestStatus = e.disabled ? disabledStatus(e.disabled) : watched.ingest.status();
     const c = st.camera;
     const v: CameraView = {
       id: toCameraId(config.id),
@@ -194,8 +239,10 @@ export class CameraRegistry {
     return v;
   }
 
-  status(id: string): ReturnType<CameraIngest["status"]> | undefined {
-    return this.entries.get(id as CameraId)?.ingest.status();
+  status(id: string): IngestStatus | undefined {
+    const e = this.entries.get(id as CameraId);
+    if (!e) return undefined;
+    return e.disabled ? disabledStatus(e.disabled) : e.ingest.status();
   }
 
   /** Stops every ingest; every caller gets the same promise. */
@@ -216,4 +263,18 @@ export class CameraRegistry {
     this.events.emit("closed");
     this.events.removeAllListeners();
   }
+}
+
+/** What a disabled camera's ingest reports: its last figures, in state `disabled` with the supervisor's reason. */
+function disabledStatus(d: { reason: string; since: number; last: IngestStatus }): IngestStatus {
+  const reason = `disabled: ${d.reason}`;
+  const { transport: _t, retryInMs: _r, ...last } = d.last;
+  return {
+    ...last,
+    state: "disabled",
+    reason,
+    since: d.since,
+    recorderSessions: 0,
+    camera: { ...d.last.camera, state: "disabled", reason, since: d.since },
+  };
 }

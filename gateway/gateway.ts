@@ -49,6 +49,22 @@ import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
 import { SafeEmitter } from "../config/events.ts";
 import { forwardingRouter, inboundRouter, INTERNAL_WHEP, startCluster, type Cluster } from "./cluster/index.ts";
+import { realTimers } from "./rtsp/timers.ts";
+import { providerFetch } from "./auth/fetch.ts";
+import { Supervisor } from "./supervision/supervisor.ts";
+import { Webhook } from "./supervision/webhook.ts";
+import { supervisionRouter } from "./supervision/routes.ts";
+import { discoveryProbe, localTarget, sipOptionsProbe, stunProbe } from "./supervision/probes.ts";
+import {
+  componentReadiness,
+  mediaWorkerPolicy,
+  superviseCameras,
+  superviseMediaWorkers,
+  supervisionCollector,
+  supervisionReadiness,
+  watchHealth,
+  type HealthCheck,
+} from "./supervision/wiring.ts";
 
 /**
  * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
@@ -122,6 +138,8 @@ export interface Gateway {
   readonly sip: SipServer | undefined;
   /** The audit trail, when `audit.enabled`. */
   readonly audit: AuditLog | undefined;
+  /** Restarts, error-tolerant states and the last events of every component. */
+  readonly supervisor: Supervisor;
   /** The front door (HTTP(S), WebSocket and TURN over TCP/TLS on one port): its connections and counters. */
   readonly frontDoor: Pick<FrontDoor, "connections" | "stats">;
   /** Base URL of the metrics-only listener, when `metrics.listen` is set. */
@@ -179,6 +197,22 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       cleanups.push(() => a.close());
     }
 
+    // The supervisor: restart policies, component states, the last events, the webhook.
+    const sc = config.supervision;
+    const supervisor = new Supervisor({
+      policy: { maxRestarts: sc.maxRestarts, windowMs: sc.windowSeconds * 1000, backoffMinMs: sc.backoffMinMs, backoffMaxMs: sc.backoffMaxMs },
+      eventsKept: sc.eventsKept,
+      log: log.child({ component: "supervisor" }),
+      timers: realTimers,
+    });
+    cleanups.push(() => supervisor.close());
+    const webhook = sc.webhook ? new Webhook({ ...sc.webhook, log: log.child({ component: "supervisor-webhook" }) }) : undefined;
+    if (webhook) {
+      const w = webhook;
+      supervisor.events.on("event", (e) => w.send(e));
+      cleanups.push(() => w.close());
+    }
+
     let cameras: readonly CameraConfig[] = config.cameras;
     let demo: DemoRecorder | undefined;
     const demoWanted = config.demo.enabled === true || (config.demo.enabled === "auto" && cameras.length === 0);
@@ -209,8 +243,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       },
       // Media in worker threads (0 = one per core); signaling and ingest stay on this thread.
       workers: config.media.workers,
+      // A worker that dies is replaced after a backoff; one that keeps dying is left stopped.
+      workerRestarts: mediaWorkerPolicy(supervisor),
     });
     cleanups.push(() => sfu.close("gateway closing"));
+    superviseMediaWorkers(supervisor, sfu);
 
     // One user never holds more than half of the ICE ports: the rest stays for everybody else.
     const perUserCap = Math.max(1, Math.floor(sfu.viewerCapacity / 2));
@@ -224,6 +261,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
 
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
     cleanups.push(() => registry.close());
+    cleanups.push(superviseCameras(supervisor, registry));
 
     const policy = opts.takenPorts ?? "fail";
     const takenPorts: TakenPort[] = [];
@@ -469,14 +507,24 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     processRegistry();
     const sfuWindow = new SfuMetricsWindow(sfu, config.metrics.windowSeconds);
     cleanups.push(() => sfuWindow.close());
-    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(admission, sfu), frontDoorCollector(door)];
+    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(admission, sfu), frontDoorCollector(door), supervisionCollector(supervisor, webhook)];
     if (turn) collectors.push(turnCollector(turn));
     if (sip) collectors.push(sipCollector(sip));
     let closingNow = false;
     const up = (what: string) => () => (closingNow ? { ready: false, detail: "closing" } : { ready: true, detail: what });
     const checks: ReadinessCheck[] = [
       { name: "http", check: up("listening") },
-      { name: "sfu", check: () => (closingNow ? { ready: false, detail: "closing" } : { ready: true, detail: `${sfu.workerCount} media workers` }) },
+      {
+        name: "sfu",
+        check: () => {
+          if (closingNow) return { ready: false, detail: "closing" };
+          const slots = sfu.workerSlots();
+          const running = slots.filter((w) => w.state === "running").length;
+          if (slots.length > 0 && running === 0) return { ready: false, detail: "no media worker running" };
+          return { ready: true, detail: slots.length > 0 ? `${running} of ${slots.length} media workers running` : "media on the main thread" };
+        },
+      },
+      supervisionReadiness(supervisor),
       { name: "auth", check: up(config.auth.mode) },
       {
         name: "cameras",
@@ -492,8 +540,32 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       checks.push({ name: "audit", check: () => (a.healthy ? { ready: true, detail: a.store.kind } : { ready: false, detail: `${a.store.kind} store failing; ${a.stats.queued} records waiting` }) });
       collectors.push(auditCollector(a));
     }
-    if (turn) checks.push({ name: "turn", check: up("listening") });
-    if (sip) checks.push({ name: "sip", check: up("listening") });
+    // Health checks of what has no restart of its own to report: TURN, SIP, the audit store, the identity provider.
+    const timeoutMs = sc.checkTimeoutMs;
+    const health: HealthCheck[] = [];
+    if (turn?.udp[0]) {
+      const l = turn.udp[0];
+      health.push({ id: "turn", kind: "turn", name: "TURN", probe: () => stunProbe(localTarget(l.address), l.port, timeoutMs) });
+    }
+    if (sip?.ports.udp) {
+      const p = sip.ports.udp;
+      health.push({ id: "sip", kind: "sip", name: "SIP", probe: () => sipOptionsProbe(localTarget(config.sip.bindAddress), p, timeoutMs) });
+    }
+    if (audit) {
+      const a = audit;
+      health.push({ id: "audit", kind: "audit", name: "Audit store", probe: () => (a.healthy ? { ok: true, reason: `${a.store.kind} store writes` } : { ok: false, reason: `${a.store.kind} store failing; ${a.stats.queued} records waiting` }) });
+    }
+    if (auth.issuer && config.auth.mode !== "none") {
+      const issuer = auth.issuer;
+      const idpFetch = providerFetch({ ca: config.auth.issuerCaFile ? readFileSync(config.auth.issuerCaFile, "utf8") : undefined, timeoutMs });
+      cleanups.push(() => idpFetch.close());
+      health.push({ id: "identity-provider", kind: "identity-provider", name: "Identity provider", probe: () => discoveryProbe(issuer, idpFetch, timeoutMs) });
+      // Signed-in users keep working while the provider is away; new sign-ins fail.
+      checks.push(componentReadiness(supervisor, "identity-provider", "identity-provider", false));
+    }
+    cleanups.push(watchHealth(supervisor, health, sc.checkIntervalSeconds * 1000, log.child({ component: "supervisor" })));
+    if (turn) checks.push(turn.udp[0] ? componentReadiness(supervisor, "turn", "turn") : { name: "turn", check: up("listening") });
+    if (sip) checks.push(sip.ports.udp ? componentReadiness(supervisor, "sip", "sip") : { name: "sip", check: up("listening") });
     if (cluster) {
       const c = cluster;
       // Not required: without Redis a node still serves what it serves (a balancer keeps it).
@@ -570,6 +642,15 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       );
       app.use("/api/admin", auditAdmin(audit));
     }
+    app.use(
+      "/api/admin/supervision",
+      supervisionRouter({
+        supervisor,
+        webhook,
+        authorize: (req) => requireGlobalAdmin(req, "supervision"),
+        log: log.child({ component: "admin" }),
+      }),
+    );
     app.use(
       "/api/admin",
       adminRouter({
@@ -705,6 +786,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       frontDoor: door,
       metricsUrl,
       audit,
+      supervisor,
       demoDoor,
       takenPorts,
       cluster,

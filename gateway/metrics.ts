@@ -11,7 +11,7 @@ import { CumulativeHistogram, type Collector, type Sample } from "./http/metrics
 import type { ViewerAdmission } from "./http/viewer-admission.ts";
 import type { FrontDoor } from "./frontdoor/index.ts";
 
-const INGEST_STATES = ["idle", "connecting", "playing", "backoff", "failed"] as const;
+const INGEST_STATES = ["idle", "connecting", "playing", "backoff", "failed", "disabled"] as const;
 
 export function cameraCollector(cameras: CameraRegistry): Collector {
   return () => {
@@ -165,7 +165,8 @@ export function admissionCollector(admission: ViewerAdmission, sfu: Sfu): Collec
  * camelCase becomes snake_case under `prefix`; names in `gauges` are gauges, the rest counters.
  */
 export function statsCollector(prefix: string, help: string, stats: () => object, gauges: ReadonlySet<string>): Collector {
-  const snake = (k: string) => k.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+  // relaySockets → relay_sockets; an all-capitals key (a SIP method: OPTIONS) → options.
+  const snake = (k: string) => k.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toLowerCase();
   return () => {
     const out: Sample[] = [];
     const walk = (o: object, path: string) => {

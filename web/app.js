@@ -30,7 +30,7 @@ const STREAM_RETRY_MS = 2000;
 /** What the page says while the gateway restarts. */
 const RESTARTING = "The gateway is restarting. This page reconnects by itself…";
 /** Camera states in which the recorder is not delivering: no LIVE, last picture greyed. */
-const DOWN = new Set(["reconnecting", "offline", "failed"]);
+const DOWN = new Set(["reconnecting", "offline", "failed", "disabled"]);
 /** NTP epoch (1900) to Unix epoch, ms. */
 const NTP_UNIX_MS = 2_208_988_800_000;
 /** Statistics and badge refresh period, ms. */
@@ -338,6 +338,8 @@ class Tile {
     // The gateway knows the recorder is down: say so, whatever the (healthy) connection to the gateway does.
     if (DOWN.has(this.serverStatus) && s.state !== "unauthorized" && s.state !== "failed") {
       if (this.serverStatus === "failed") return { status: "error", label: "Camera error", message: capitalize(why || "the camera cannot be played") };
+      // Stopped by the supervisor after repeated failures (its reason starts with "disabled:").
+      if (this.serverStatus === "disabled") return { status: "error", label: "Disabled", message: capitalize(why || "disabled") };
       if (this.serverStatus === "offline")
         return { status: "offline", label: "Offline", message: `Camera offline: ${why || "the recorder does not answer"}. Retrying…` };
       return { status: "reconnecting", label: "Reconnecting", message: `${capitalize(why || "the recorder stopped")}. Reconnecting…` };

@@ -51,7 +51,8 @@ export interface CameraIngestOptions {
   createClient?: (opts: RtspClientOptions) => IngestClient;
 }
 
-export type IngestState = "idle" | "connecting" | "playing" | "backoff" | "failed";
+/** `disabled` is the camera registry's (a camera the supervisor stopped), never the ingest's own. */
+export type IngestState = "idle" | "connecting" | "playing" | "backoff" | "failed" | "disabled";
 
 export interface IngestStatus {
   state: IngestState;

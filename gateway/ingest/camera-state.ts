@@ -12,6 +12,8 @@
  *   recorder did not answer, so nobody should wait on a spinner. Retries go on.
  * - `failed`: retrying soon will not help (credentials refused, unknown stream, nothing
  *   a browser can play); retries go on at the longest backoff.
+ * - `disabled` (set by the camera registry, never by this machine): the supervisor stopped
+ *   pulling a camera that kept failing, until an administrator enables it or its window passes.
  * - `idle`: not pulled (nobody watches); `reachability` keeps what the last session or
  *   the last light check found, so an outage of an unwatched camera is visible too.
  */
@@ -19,7 +21,7 @@ import { AuthError, ClosedError, type GatehouseError } from "../../config/errors
 import { RecorderPolicyError, RtspStatusError, UnplayableError, UpstreamLostError, type LossSignal } from "../rtsp/status.ts";
 
 /** The states a user can see (README "Camera states"). */
-export type CameraState = "idle" | "connecting" | "live" | "reconnecting" | "offline" | "failed";
+export type CameraState = "idle" | "connecting" | "live" | "reconnecting" | "offline" | "failed" | "disabled";
 
 /** Whether the recorder answers, as far as the gateway knows. */
 export type Reachability =
