@@ -7,6 +7,11 @@
  * GET_PARAMETER keep-alives, TEARDOWN, a 60 s session timeout, optional Digest auth,
  * SPS/PPS in band before every IDR and RTCP sender reports every second.
  *
+ * It is also a recorder: a PLAY with `Require: onvif-replay` plays the demo recording (a 60 s
+ * clip whose frames show their own second and frame number, looped against the wall clock over
+ * the last 24 hours) from `Range: clock=…` at `Scale` (reverse too), with the ONVIF RTP header
+ * extension carrying each frame's recorded time (`replay.ts`, `replay-sender.ts`).
+ *
  * Cheap per session: the clip is packetized once (`clip.ts`); a session only stamps a
  * 12-byte header per packet (`sender.ts`). One timer tick (10 ms) paces every session
  * by RTP timestamps; a session whose TCP connection backs up skips to the next keyframe
@@ -25,6 +30,8 @@ import { RtspHeaders, RtspStreamParser, interleavedFrame, serializeResponse, typ
 import { prepareClip, type DemoClip } from "./clip.ts";
 import { DigestVerifier } from "./digest.ts";
 import { HeaderSlab, TrackSender, type TrackTransport } from "./sender.ts";
+import { DemoRecording, ONVIF_REPLAY, formatClockTime, parseReplayRequest, requiresReplay, unsupportedOptions } from "./replay.ts";
+import { ReplaySender } from "./replay-sender.ts";
 
 /** Timer functions, injectable so tests drive the pacing tick and the reaper without sleeping. */
 export interface DemoTimers {
@@ -40,6 +47,11 @@ export interface DemoRecorderOptions {
   log: Logger;
   /** Clip files; default: the committed assets. `ulaw: null` serves video only. */
   paths?: { h264?: string; ulaw?: string | null };
+  /**
+   * The recording served to ONVIF replay requests; default: the committed 60 s clip at 25 fps
+   * over the last 24 hours. `false`: no recording (a replay PLAY gets 551 Option not supported).
+   */
+  recording?: DemoRecordingSource | false;
   /** Frame rate of the H.264 file, frames/s. Default 25. */
   fps?: number;
   /** Path of the stream. Default "/demo". */
@@ -67,6 +79,15 @@ export interface DemoRecorderOptions {
   random?: (n: number) => Buffer;
 }
 
+export interface DemoRecordingSource {
+  /** H.264 Annex-B clip; default the committed `demo-recording-640x360-25fps.h264`. */
+  h264?: string;
+  /** Its frame rate, frames/s. Default 25. */
+  fps?: number;
+  /** How far back the recording reaches, ms. Default 24 h. */
+  windowMs?: number;
+}
+
 export interface DemoRecorderStats {
   sessions: number;
   connections: number;
@@ -76,6 +97,8 @@ export interface DemoRecorderStats {
   sessionsTimedOut: number;
   /** RTCP reports received from clients, over UDP or interleaved (keep-alives). */
   rtcpReceived: number;
+  /** PLAY requests that started or moved a replay. */
+  replays: number;
 }
 
 export interface DemoRecorder {
@@ -84,6 +107,8 @@ export interface DemoRecorder {
   readonly port: number;
   /** Sessions currently set up (ready or playing). */
   sessions(): number;
+  /** What the recording holds now (ONVIF replay), epoch ms; null without a recording. */
+  recordingWindow(): { from: number; to: number } | null;
   stats(): DemoRecorderStats;
   /** Stops listening, ends every session and connection. Idempotent. */
   close(reason?: string): Promise<void>;
@@ -93,6 +118,9 @@ export interface DemoRecorder {
 const ASSETS = fileURLToPath(new URL("./assets/", import.meta.url));
 const DEFAULT_H264 = ASSETS + "demo-640x360-25fps.h264";
 const DEFAULT_ULAW = ASSETS + "demo-8khz.ulaw";
+const DEFAULT_RECORDING = ASSETS + "demo-recording-640x360-25fps.h264";
+/** The demo recording reaches this far back by default: a day. */
+export const DEMO_RECORDING_WINDOW_MS = 24 * 3600_000;
 const PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, GET_PARAMETER, TEARDOWN";
 const REAP_EVERY_MS = 1000;
 
@@ -102,9 +130,32 @@ export async function startDemoRecorder(opts: DemoRecorderOptions): Promise<Demo
   const ulawPath = opts.paths?.ulaw === undefined ? DEFAULT_ULAW : opts.paths.ulaw;
   const ulaw = ulawPath === null ? undefined : await readFile(ulawPath);
   const clip = prepareClip({ h264, ulaw, fps: opts.fps ?? 25, maxPayload: opts.maxPayload ?? 1400 });
-  const server = new DemoServer(opts, clip);
+  let recording: LoadedRecording | null = null;
+  if (opts.recording !== false) {
+    const src = opts.recording ?? {};
+    const fps = src.fps ?? 25;
+    const recClip = prepareClip({ h264: await readFile(src.h264 ?? DEFAULT_RECORDING), fps, maxPayload: opts.maxPayload ?? 1400 });
+    recording = { clip: recClip, clock: recordingOf(recClip, src.windowMs ?? DEMO_RECORDING_WINDOW_MS) };
+  }
+  const server = new DemoServer(opts, clip, recording);
   await server.listen();
   return server;
+}
+
+interface LoadedRecording {
+  clip: DemoClip;
+  clock: DemoRecording;
+}
+
+/** The recording's clock from a prepared clip: its frames and which of them are key frames. */
+export function recordingOf(clip: DemoClip, windowMs: number): DemoRecording {
+  const keyFrames: boolean[] = [];
+  let lastTs = -1;
+  for (const p of clip.video.packets) {
+    if (p.ts !== lastTs) keyFrames.push(p.keyframe);
+    lastTs = p.ts;
+  }
+  return new DemoRecording({ frames: keyFrames.length, fps: clip.fps, keyFrames, windowMs });
 }
 
 // ------------------------------------------------------------------------------------
@@ -141,10 +192,10 @@ class TcpTransport implements TrackTransport {
   }
   rtp(header: Buffer, payload: Buffer): void {
     // RFC 2326 §10.12: '$', channel, 16-bit length, then the RTP packet.
-    const h = this.conn.slab.take(16);
+    const h = this.conn.slab.take(4 + header.length);
     h[0] = 0x24;
     h[1] = this.channel;
-    h.writeUInt16BE(12 + payload.length, 2);
+    h.writeUInt16BE(header.length + payload.length, 2);
     header.copy(h, 4);
     this.conn.socket.write(h);
     this.conn.socket.write(payload);
@@ -173,7 +224,7 @@ class UdpTransport implements TrackTransport {
     return this.rtpSock.getSendQueueCount() < 2000;
   }
   rtp(header: Buffer, payload: Buffer): void {
-    const h = this.slab.take(12);
+    const h = this.slab.take(header.length);
     header.copy(h);
     this.rtpSock.send([h, payload], this.rtpPort, this.address);
   }
@@ -207,6 +258,8 @@ class Session {
   nextReportAt = 0;
   /** The connection carrying its interleaved tracks, if any. */
   conn: Conn | null = null;
+  /** Set by the first PLAY with `Require: onvif-replay`: the video track then plays the recording. */
+  replay: ReplaySender | null = null;
   readonly slab = new HeaderSlab();
   constructor(id: string, now: number) {
     this.id = id;
@@ -308,12 +361,14 @@ class DemoServer implements DemoRecorder {
   private nextReapAt = 0;
   private nextConnId = 1;
   private closing: Promise<void> | null = null;
-  private readonly counters = { packetsSent: 0, packetsSkipped: 0, badRequests: 0, sessionsTimedOut: 0, rtcpReceived: 0 };
+  private readonly counters = { packetsSent: 0, packetsSkipped: 0, badRequests: 0, sessionsTimedOut: 0, rtcpReceived: 0, replays: 0 };
+  private readonly recording: LoadedRecording | null;
 
-  constructor(opts: DemoRecorderOptions, clip: DemoClip) {
+  constructor(opts: DemoRecorderOptions, clip: DemoClip, recording: LoadedRecording | null) {
     this.opts = opts;
     this.log = opts.log;
     this.clip = clip;
+    this.recording = recording;
     this.clock = opts.clock ?? (() => performance.now());
     this.wallClock = opts.wallClock ?? Date.now;
     this.timers = opts.timers ?? {
@@ -354,11 +409,16 @@ class DemoServer implements DemoRecorder {
       audio: this.clip.audio ? "PCMU/8000" : "none",
       loopMs: this.clip.loopMs,
       auth: this.auth ? "digest" : "none",
+      recording: this.recording ? `${Math.round(this.recording.clock.windowMs / 3600_000)} h (ONVIF replay)` : "none",
     });
   }
 
   sessions(): number {
     return this.sessionsById.size;
+  }
+
+  recordingWindow(): { from: number; to: number } | null {
+    return this.recording ? this.recording.clock.window(this.wallClock()) : null;
   }
 
   stats(): DemoRecorderStats {
@@ -434,6 +494,15 @@ class DemoServer implements DemoRecorder {
       const conn = s.conn && !s.conn.closed ? s.conn : null;
       if (conn) conn.socket.cork(); // batch this tick's frames into one writev
       const report = now >= s.nextReportAt;
+      if (s.replay) {
+        this.counters.packetsSent += s.replay.pump(now, this.wallClock());
+        if (report) {
+          s.replay.sendReport();
+          s.nextReportAt = now + this.rtcpIntervalMs;
+        }
+        if (conn) conn.socket.uncork();
+        continue;
+      }
       const wall = report ? this.wallClock() : 0;
       for (const t of s.tracks) {
         if (!t) continue;
@@ -565,8 +634,13 @@ class DemoServer implements DemoRecorder {
   private dispatch(conn: Conn, req: RtspRequest): Reply {
     const cseq = req.headers.get("cseq");
     if (cseq === undefined || !/^\d{1,10}$/.test(cseq.trim())) throw new BadInputError("missing or invalid CSeq");
+    // The one option we know: ONVIF replay (when there is a recording). Anything else is 551 (RFC 2326 §12.32).
     const require = req.headers.get("require");
-    if (require) return { status: 551, headers: { Unsupported: require } };
+    if (require !== undefined) {
+      const unknown = unsupportedOptions(require);
+      if (!this.recording && requiresReplay(require)) unknown.push(ONVIF_REPLAY);
+      if (unknown.length > 0) return { status: 551, headers: { Unsupported: unknown.join(", ") } };
+    }
 
     const method = req.method.toUpperCase();
     if (method !== "OPTIONS" && this.auth) {
@@ -591,11 +665,11 @@ class DemoServer implements DemoRecorder {
       case "OPTIONS":
         return { status: 200, headers: { Public: PUBLIC, ...this.sessionHeader(session) } };
       case "DESCRIBE":
-        return this.describe(req);
+        return this.describe(req, requiresReplay(require));
       case "SETUP":
         return this.setup(conn, req, session);
       case "PLAY":
-        return this.play(req, session);
+        return requiresReplay(require) || session?.replay ? this.playReplay(req, session) : this.play(req, session);
       case "PAUSE":
         return this.pause(req, session);
       case "TEARDOWN":
@@ -651,14 +725,43 @@ class DemoServer implements DemoRecorder {
     }
   }
 
-  private describe(req: RtspRequest): Reply {
+  private describe(req: RtspRequest, replay: boolean): Reply {
     if (this.resolve(req.uri) !== -1) return { status: 404 };
     const base = this.baseUrl(req);
     return {
       status: 200,
       headers: { "Content-Type": "application/sdp", "Content-Base": base },
-      body: Buffer.from(this.sdp(), "utf8"),
+      body: Buffer.from(replay ? this.replaySdp() : this.sdp(), "utf8"),
     };
+  }
+
+  /**
+   * The recording's description: video only (the demo recording has no sound), with the range it
+   * holds as absolute times (ONVIF replay; RFC 2326 §C.1.5 `a=range:clock=`).
+   */
+  private replaySdp(): string {
+    const rec = this.recording!;
+    const c = rec.clip;
+    const win = rec.clock.window(this.wallClock());
+    const host = this.opts.host.includes(":") ? "IP6" : "IP4";
+    return (
+      [
+        "v=0",
+        `o=- ${Math.floor(this.wallClock() / 1000)} 1 IN ${host} ${this.opts.host}`,
+        "s=Gatehouse demo recording",
+        `c=IN ${host} ${host === "IP4" ? "0.0.0.0" : "::"}`,
+        "t=0 0",
+        "a=tool:Gatehouse demo recorder",
+        "a=control:*",
+        `a=range:clock=${formatClockTime(win.from)}-${formatClockTime(win.to)}`,
+        `m=video 0 RTP/AVP ${c.video.payloadType}`,
+        `a=rtpmap:${c.video.payloadType} H264/90000`,
+        `a=fmtp:${c.video.payloadType} packetization-mode=1;profile-level-id=${c.profileLevelId};sprop-parameter-sets=${c.spropParameterSets}`,
+        `a=framerate:${c.fps}`,
+        `a=x-dimensions:${c.spsInfo.width},${c.spsInfo.height}`,
+        "a=control:trackID=0",
+      ].join("\r\n") + "\r\n"
+    );
   }
 
   /** The session description (RFC 4566; H.264 per RFC 6184 §8.2.1). */
@@ -741,6 +844,7 @@ class DemoServer implements DemoRecorder {
       };
     }
     session.tracks[track] = setup;
+    if (track === 0 && session.replay) session.replay.transport = sender.transport;
     if (!existing) {
       this.sessionsById.set(session.id, session);
       this.log.info("demo session created", { session: session.id, conn: conn.id, transport: choice.kind });
@@ -757,6 +861,7 @@ class DemoServer implements DemoRecorder {
       s.conn.channels.delete(t.channel + 1);
     }
     t.sender.transport = null;
+    if (s.replay && s.tracks[0] === t) s.replay.transport = null;
   }
 
   private play(req: RtspRequest, s: Session | undefined): Reply {
@@ -778,6 +883,51 @@ class DemoServer implements DemoRecorder {
     });
     const npt = ((now - s.startMs) / 1000).toFixed(3);
     return { status: 200, headers: { ...this.sessionHeader(s), Range: `npt=${npt}-`, "RTP-Info": info.join(",") } };
+  }
+
+  /**
+   * PLAY of the recording (ONVIF replay): a Range moves to that time at once (whether playing or
+   * not, as `Immediate: yes` asks), Scale sets speed and direction, no Range resumes. The video
+   * track plays the recording; a set-up audio track stays silent (the recording has no sound).
+   */
+  private playReplay(req: RtspRequest, s: Session | undefined): Reply {
+    if (!s) return { status: 454 };
+    if (this.resolve(req.uri) === null) return { status: 404, headers: this.sessionHeader(s) };
+    const video = s.tracks[0];
+    if (!video) return { status: 455, headers: this.sessionHeader(s) }; // nothing to play the recording on
+    const request = parseReplayRequest(req.headers);
+    const now = this.clock();
+    if (!s.replay) {
+      const rnd = this.random(4);
+      s.replay = new ReplaySender({
+        track: this.recording!.clip.video,
+        recording: this.recording!.clock,
+        ssrc: video.sender.ssrc, // as announced in SETUP
+        seq: video.sender.nextSeq(),
+        tsBase: rnd.readUInt32BE(0),
+        cname: `gatehouse-demo-${s.id}`,
+      });
+      s.replay.transport = video.sender.transport;
+    }
+    const pos = s.replay.play(request, Number(req.headers.get("cseq")), now, this.wallClock());
+    this.counters.replays++;
+    if (s.state !== "playing") {
+      s.state = "playing";
+      s.nextReportAt = now;
+      this.playing.add(s);
+    }
+    this.log.debug("demo replay", { session: s.id, start: new Date(pos.startMs).toISOString(), scale: request.scale, rateControl: request.rateControl });
+    const end = request.end !== undefined ? formatClockTime(request.end) : "";
+    return {
+      status: 200,
+      headers: {
+        ...this.sessionHeader(s),
+        Range: `clock=${formatClockTime(pos.startMs)}-${end}`,
+        Scale: String(request.scale),
+        "Rate-Control": request.rateControl ? "yes" : "no",
+        "RTP-Info": `url=${this.baseUrl(req)}trackID=0;seq=${pos.seq};rtptime=${pos.rtptime}`,
+      },
+    };
   }
 
   private pause(req: RtspRequest, s: Session | undefined): Reply {
