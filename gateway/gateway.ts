@@ -23,6 +23,8 @@ import { Sfu } from "../sfu/sfu.ts";
 import { CameraRegistry } from "./cameras.ts";
 import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
+import { recordingsRouter } from "./http/recordings.ts";
+import { RetentionRecordings, type RecordingIndex } from "./playback/recordings.ts";
 import { errorHandler } from "./http/errors.ts";
 import { ViewerAdmission } from "./http/viewer-admission.ts";
 import { whepRouter } from "./http/whep.ts";
@@ -119,6 +121,8 @@ export type GatewayLifecycleEvents = {
   closing: [reason: string];
 };
 
+/** Id of the built-in demo recorder's camera. */
+export const DEMO_CAMERA_ID = "demo";
 /** Device id and SIP user of the built-in demo door station. */
 export const DEMO_DOOR_ID = "demo-door";
 
@@ -150,9 +154,23 @@ export interface Gateway {
   readonly takenPorts: readonly TakenPort[];
   /** This node's membership of a cluster, when `cluster` is configured. */
   readonly cluster: Cluster | undefined;
+  /** What each camera's recorder holds (the timeline); the playback engine tells it what it learns. */
+  readonly recordings: RecordingIndex & Pick<RetentionRecordings, "ranges" | "window">;
   /** Graceful close (see the file's doc comment); the same promise for every caller. */
   close(reason?: string, opts?: CloseOptions): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * How far back a camera's recorder keeps video, ms (the timeline's retention window), or undefined
+ * when it has no recordings: the demo camera's is the demo recording's.
+ */
+function retentionOf(cameraId: string, demo: DemoRecorder | undefined): number | undefined {
+  if (cameraId === DEMO_CAMERA_ID && demo) {
+    const w = demo.recordingWindow();
+    return w ? w.to - w.from : undefined;
+  }
+  return undefined;
 }
 
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
@@ -221,7 +239,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       cleanups.push(() => demo!.close());
       cameras = [
         ...cameras,
-        { id: "demo", name: "Demo camera", url: demo.url, transport: "tcp", alwaysOn: false, groups: ["demo"], tlsInsecure: false },
+        { id: DEMO_CAMERA_ID, name: "Demo camera", url: demo.url, transport: "tcp", alwaysOn: false, groups: ["demo"], tlsInsecure: false },
       ];
       log.info("demo recorder running", { url: demo.url });
     }
@@ -260,6 +278,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
 
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
+    const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(id, demo) });
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));
 
@@ -669,11 +688,13 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
     else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));
+    app.use("/api", recordingsRouter({ recordings, authorize: (req, id) => auth.authorizeCamera(req.user!, id, "playback") }));
     app.use(
       "/api",
       apiRouter({
         cameras: registry,
         canSee: (req, id) => auth.canSee(req.user!, id),
+        actionsOf: (req, id) => auth.actions(req.user!, id),
         publicOrigin: new URL(url).origin,
         watch: (req, end) => auth.watch(req.user!, end),
         lifecycle,
@@ -790,6 +811,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       demoDoor,
       takenPorts,
       cluster,
+      recordings,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };

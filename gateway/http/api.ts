@@ -3,7 +3,7 @@
  * one camera's status, and the page's one event stream of camera states. Never exposes
  * recorder URLs or credentials.
  *
- *   GET /api/cameras             → [CameraView]
+ *   GET /api/cameras             → [CameraView + `actions`: what the caller may do with it (live, playback, talk…)]
  *   GET /api/cameras/events      → text/event-stream: `cameras` (the whole list, first), then
  *                                  `camera` (one camera's view) each time what a person sees changes,
  *                                  and `gateway` ({ state: "restarting", message, retryMs }) as the
@@ -33,6 +33,8 @@ export interface ApiDeps {
   cameras: CameraRegistry;
   /** May this request see this camera? Unknown and invisible cameras answer alike (404). */
   canSee(req: Request, cameraId: string): boolean;
+  /** What the caller may do with a camera it sees (the page shows the timeline only with `playback`). */
+  actionsOf?(req: Request, cameraId: string): readonly string[];
   /** Origin of the web client (event streams are same-origin only); undefined: not checked. */
   publicOrigin?: string | undefined;
   /** Ends the event stream when the caller's session ends or is revoked; returns the unsubscribe. */
@@ -59,11 +61,13 @@ export function apiRouter(deps: ApiDeps): Router {
     for (const s of [...streams]) s.close("gateway closing", { event: "gateway", data: notice });
   });
 
+  const withActions = (req: Request, view: CameraView): CameraView & { actions?: readonly string[] } =>
+    deps.actionsOf ? { ...view, actions: deps.actionsOf(req, view.id) } : view;
   const visible = (req: Request): CameraView[] =>
     deps.cameras
       .configs()
       .filter((c) => deps.canSee(req, c.id))
-      .map((c) => deps.cameras.view(c.id)!);
+      .map((c) => withActions(req, deps.cameras.view(c.id)!));
 
   r.get("/cameras", (req, res) => {
     res.set("Cache-Control", "no-store").json(visible(req));
@@ -96,7 +100,7 @@ export function apiRouter(deps: ApiDeps): Router {
     streams.add(stream);
     stream.send("cameras", visible(req));
     off = deps.cameras.events.on("camera", (view) => {
-      if (deps.canSee(req, view.id)) stream.send("camera", view);
+      if (deps.canSee(req, view.id)) stream.send("camera", withActions(req, view));
     });
     unwatch = deps.watch?.(req, (reason) => stream.close(`session ended: ${reason}`)) ?? unwatch;
     if (stream.closed) {
