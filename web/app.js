@@ -22,6 +22,7 @@ import { Shortcuts } from "./shortcuts.js";
 import { fullscreenElement, onFullscreenChange, toggleFullscreen } from "./fullscreen.js";
 import { saveSnapshot } from "./snapshot.js";
 import { Zoom } from "./zoom.js";
+import { PlaybackController, Timeline } from "./timeline.js";
 
 /** Camera list refresh period, ms (states arrive on the event stream; this catches list changes). */
 const REFRESH_MS = 10_000;
@@ -94,7 +95,7 @@ let userKnown = false;
 
 /**
  * @typedef {{ id: string, name?: string, groups?: string[], state?: string, reason?: string, status?: string, statusReason?: string,
- *   lastLiveAt?: number, transport?: string, unplayable?: { type: string, reason: string }[] }} CameraInfo
+ *   lastLiveAt?: number, transport?: string, unplayable?: { type: string, reason: string }[], actions?: string[] }} CameraInfo
  */
 
 /** @param {number} ms epoch ms */
@@ -130,6 +131,10 @@ class Tile {
     /** performance.now() since the tile is out of view, or 0. */
     this.offscreenSince = 0;
     this.needsGesture = false;
+    /** What the user may do with the camera (`live`, `playback`…), as the gateway says. @type {string[]} */
+    this.actions = [];
+    /** Set while the tile shows a recording instead of live (the timeline's playback). @type {{ label: string, message: string, time: number } | null} */
+    this.playback = null;
 
     const el = /** @type {HTMLLIElement} */ (/** @type {DocumentFragment} */ (template.content.cloneNode(true)).firstElementChild);
     this.el = el;
@@ -186,6 +191,7 @@ class Tile {
     this.serverState = cam.state || "";
     this.serverReason = cam.reason || "";
     this.groups = Array.isArray(cam.groups) ? cam.groups.filter((g) => typeof g === "string") : [];
+    this.actions = Array.isArray(cam.actions) ? cam.actions.filter((a) => typeof a === "string") : [];
     const status = cam.status || "";
     if (status === "live" && this.serverStatus !== "live" && this.serverStatus !== "") this.liveMark = performance.now();
     this.serverStatus = status;
@@ -202,7 +208,7 @@ class Tile {
   /** Start (or keep) a WHEP session for this camera. */
   connect() {
     this.pausedFor = "";
-    if (this.session) return;
+    if (this.session || this.playback) return;
     const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy, turnTransport });
     this.session = session;
     sessions.set(this.id, session);
@@ -330,6 +336,8 @@ class Tile {
 
   /** What the tile shows: one of live, connecting, waiting, retrying, error, paused. */
   status() {
+    // Playing a recording: never LIVE; the timeline's controller says what it is.
+    if (this.playback) return { status: this.playback.message ? "playback-opening" : "playback", label: this.playback.label, message: this.playback.message };
     const s = this.session;
     if (!s) return { status: "paused", label: "Paused", message: this.pausedFor || "Paused" };
     const cameraDown = DOWN.has(this.serverStatus) || (!this.serverStatus && (this.serverState === "failed" || this.serverState === "backoff"));
@@ -389,7 +397,7 @@ class Tile {
     this.el.toggleAttribute("data-stale", stale);
     const last = stale ? `Last picture ${clockText(this.frameWall)}` : "";
     if (this.lastEl.textContent !== last) this.lastEl.textContent = last;
-    const time = status === "live" && this.frameWall ? clockText(this.frameWall) : "";
+    const time = status === "live" && this.frameWall ? clockText(this.frameWall) : this.playback && this.playback.time ? clockText(this.playback.time) : "";
     if (this.timeEl.textContent !== time) this.timeEl.textContent = time;
     const s = this.summary;
     const meta = s && s.frameWidth ? `${s.frameWidth}×${s.frameHeight}` : "";
@@ -595,6 +603,7 @@ function openCamera(id, push) {
     else t.disconnect(PAUSED_OTHER_OPEN);
   }
   zoom.attach(tile.el, tile.video);
+  showTimeline(tile);
   renderStep();
   tile.render();
   renderSummary();
@@ -612,6 +621,7 @@ function closeCamera() {
   titleEl.textContent = "All cameras";
   document.title = "Gatehouse — Live";
   zoom.attach(null, null);
+  showTimeline(null);
   for (const t of tiles.values()) t.el.classList.remove("is-open");
   applyView(true);
   renderSummary();
@@ -639,6 +649,60 @@ function applyHash() {
   if (id && tiles.size > 0 && !tiles.has(id)) showNotice(`Camera “${id}” does not exist or is not visible to you.`);
   if (openId) closeCamera();
 }
+
+// ---------------------------------------------------------------- timeline and playback (single view)
+
+const timelineEl = $("timeline");
+const timeline = new Timeline(timelineEl);
+/** The tile whose timeline is shown (the open camera, with the playback right). @type {Tile | null} */
+let playbackTile = null;
+const playback = new PlaybackController({
+  timeline,
+  base,
+  host: {
+    show(stream) {
+      const t = playbackTile;
+      if (!t) return;
+      t.video.srcObject = stream;
+      if (stream) t.play();
+    },
+    goLive() {
+      const t = playbackTile;
+      if (!t) return;
+      t.playback = null;
+      t.connect();
+    },
+    status(label, message = "") {
+      const t = playbackTile;
+      if (!t) return;
+      if (label === null) {
+        t.playback = null;
+      } else {
+        // Entering playback: the live session ends (a recording is personal, one stream at a time).
+        if (!t.playback && t.session) t.disconnect("");
+        t.playback = { label, message, time: playback.frameTime ?? 0 };
+      }
+      t.render();
+      renderSummary();
+    },
+    unauthorized: signIn,
+  },
+});
+timeline.addEventListener("availability", () => renderStep());
+
+/** @param {Tile | null} tile the open camera, or null when the single view closes */
+function showTimeline(tile) {
+  const want = tile && tile.actions.includes("playback") ? tile : null;
+  if (want === playbackTile) return;
+  // The previous camera goes back to live (if it was playing a recording) before another opens.
+  playback.setCamera(null);
+  playbackTile = want;
+  timelineEl.hidden = true; // shown once the gateway lists its recordings
+  document.body.classList.toggle("has-timeline", Boolean(want));
+  if (want) playback.setCamera(want.id);
+}
+
+const timelineShown = () => Boolean(openId && playbackTile && playbackTile.id === openId && !timelineEl.hidden);
 
 // ---------------------------------------------------------------- keyboard
 
@@ -729,6 +793,21 @@ shortcuts.add(
   },
   { keys: ["+", "-"], label: "Zoom in or out (also the mouse wheel, or pinch)", when: "single view", run: (e) => (openId ? zoom.zoomBy(e.key === "-" ? 1 / 1.25 : 1.25) : false) },
   { keys: ["0"], label: "Whole picture (no zoom)", when: "single view", run: () => (openId ? zoom.reset() : false) },
+  {
+    keys: [" ", "k"],
+    label: "Play or pause the recording (pausing live holds the picture)",
+    when: "timeline",
+    // Space on a focused button presses that button.
+    run: (e) => (timelineShown() && !(e.key === " " && /** @type {Element | null} */ (e.target)?.closest?.("button, select, a")) ? timeline.togglePause() : false),
+  },
+  { keys: ["j"], label: "Back 10 seconds", when: "timeline", run: () => (timelineShown() ? timeline.jump(-10) : false) },
+  { keys: ["h"], label: "Back 30 seconds", when: "timeline", run: () => (timelineShown() ? timeline.jump(-30) : false) },
+  { keys: ["l"], label: "Forward 10 seconds", when: "timeline", run: () => (timelineShown() ? timeline.jump(10) : false) },
+  { keys: ["."], label: "Next frame (while paused)", when: "timeline", run: () => (timelineShown() ? timeline.step() : false) },
+  { keys: ["<", ">"], label: "Slower or faster (1/8× … 32×)", when: "timeline", run: (e) => (timelineShown() ? timeline.nudgeSpeed(e.key === "<" ? -1 : 1) : false) },
+  { keys: ["[", "]"], label: "Timeline: show a longer or shorter time (a week … an hour; also the wheel or a pinch on it)", when: "timeline", run: (e) => (timelineShown() ? timeline.zoom(e.key === "[" ? 1 : -1) : false) },
+  { keys: ["t"], label: "Go to a date and time", when: "timeline", run: () => (timelineShown() ? timeline.focusPicker() : false) },
+  { keys: ["End"], label: "Back to live", when: "timeline", run: () => (timelineShown() && playback.mode === "playback" ? timeline.live() : false) },
   ...LAYOUTS.map((l, i) => ({
     keys: [String(i)],
     label: `Layout ${l.label}`,
@@ -1050,6 +1129,17 @@ Object.defineProperty(window, "gatehouse", {
     view: () => ({ layout: layout.layout.id, page: layout.page, pageCount: layout.pageCount, shown: shownTiles.map((t) => t.id) }),
     /** Digital zoom of the single view: scale and pan in CSS px. */
     zoom: () => ({ ...zoom.view }),
+    /** The timeline: shown, view span and start, playback state, recorded ranges (ms). */
+    timeline: () => ({
+      shown: timelineShown(),
+      span: timeline.span,
+      viewStart: timeline.viewStart,
+      ...timeline.state,
+      position: timeline.position,
+      frameTime: playback.frameTime,
+      ranges: timeline.ranges.map((r) => ({ ...r })),
+      error: /** @type {HTMLElement} */ (timelineEl.querySelector(".tl-error")).hidden ? "" : timelineEl.querySelector(".tl-error")?.textContent ?? "",
+    }),
   }),
   configurable: true,
 });
