@@ -162,15 +162,18 @@ export interface Gateway {
 }
 
 /**
- * How far back a camera's recorder keeps video, ms (the timeline's retention window), or undefined
- * when it has no recordings: the demo camera's is the demo recording's.
+ * The demo camera's playback: ONVIF replay from the demo recorder itself, over the demo
+ * recording's window (none when the recorder serves no recording).
  */
-function retentionOf(cameraId: string, demo: DemoRecorder | undefined): number | undefined {
-  if (cameraId === DEMO_CAMERA_ID && demo) {
-    const w = demo.recordingWindow();
-    return w ? w.to - w.from : undefined;
-  }
-  return undefined;
+function demoPlayback(demo: DemoRecorder): Pick<CameraConfig, "playback"> {
+  const w = demo.recordingWindow();
+  if (!w) return {};
+  return { playback: { mode: "onvif", url: demo.url, retentionDays: (w.to - w.from) / 86_400_000, pacing: "recorder", intraFromRate: 8 } };
+}
+
+/** How far back a camera's recorder keeps video, ms (its `playback.retentionDays`), or undefined without playback. */
+function retentionOf(camera: CameraConfig | undefined): number | undefined {
+  return camera?.playback ? camera.playback.retentionDays * 86_400_000 : undefined;
 }
 
 export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
@@ -239,7 +242,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       cleanups.push(() => demo!.close());
       cameras = [
         ...cameras,
-        { id: DEMO_CAMERA_ID, name: "Demo camera", url: demo.url, transport: "tcp", alwaysOn: false, groups: ["demo"], tlsInsecure: false },
+        {
+          id: DEMO_CAMERA_ID,
+          name: "Demo camera",
+          url: demo.url,
+          transport: "tcp",
+          alwaysOn: false,
+          groups: ["demo"],
+          tlsInsecure: false,
+          ...demoPlayback(demo),
+        },
       ];
       log.info("demo recorder running", { url: demo.url });
     }
@@ -278,7 +290,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
 
     const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
-    const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(id, demo) });
+    const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(registry.configs().find((c) => c.id === id)) });
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));
 

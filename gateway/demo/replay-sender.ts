@@ -206,8 +206,8 @@ export class ReplaySender {
       setExtensionBit(this.header);
       // ONVIF: every packet of the access unit carries its time; D on the first after a jump, T and E on the last.
       writeOnvifExtension(this.header, 12, {
-        timeMs,
-        clean,
+        time: timeMs,
+        cleanPoint: clean,
         discontinuity: this.discontinuity,
         end: terminal && i === last - 1,
         terminal: terminal && i === last - 1,

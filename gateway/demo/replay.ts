@@ -9,9 +9,10 @@
 
 import { BadInputError } from "../../config/errors.ts";
 import { ntpFromUnixMs } from "../../sfu/rtp/ntp.ts";
+import { ONVIF_EXTENSION_PROFILE, ONVIF_REPLAY, formatClockTime, parseClockTime, type OnvifFrameInfo } from "../playback/onvif.ts";
 
-/** The `Require` option tag of ONVIF replay. */
-export const ONVIF_REPLAY = "onvif-replay";
+// The clock= format, the option tag and the extension's layout are the playback client's (one helper each way).
+export { ONVIF_REPLAY, formatClockTime, parseClockTime, type OnvifFrameInfo };
 
 /** What a replay PLAY asks for. */
 export interface ReplayRequest {
@@ -53,32 +54,6 @@ export function unsupportedOptions(require: string): string[] {
 }
 
 /**
- * An absolute time of `Range: clock=` (RFC 2326 §3.7, ISO 8601 basic format in UTC):
- * `YYYYMMDDThhmmss[.fraction]Z`. Returns epoch ms, or null when malformed.
- */
-export function parseClockTime(v: string): number | null {
-  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:\.(\d{1,9}))?Z$/.exec(v.trim());
-  if (!m) return null;
-  const [, y, mo, d, h, mi, s, frac] = m;
-  const month = Number(mo);
-  const day = Number(d);
-  const hour = Number(h);
-  const minute = Number(mi);
-  const second = Number(s);
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) return null;
-  const ms = Date.UTC(Number(y), month - 1, day, hour, minute, second) + (frac ? Math.floor(Number(`0.${frac}`) * 1000) : 0);
-  // Date.UTC rolls 31 February over into March: refuse dates that do not exist.
-  if (new Date(ms).getUTCDate() !== day) return null;
-  return ms;
-}
-
-/** Formats epoch ms as a `clock=` time: `20261206T101500.040Z`. */
-export function formatClockTime(ms: number): string {
-  const iso = new Date(ms).toISOString(); // 2026-12-06T10:15:00.040Z
-  return iso.replace(/[-:]/g, "");
-}
-
-/**
  * `Range: clock=<start>-[<end>]` → epoch ms. Other units (npt, smpte) and a missing start return
  * `{}` for npt=now-style "go on" requests; anything unreadable throws BadInputError (400).
  */
@@ -97,12 +72,12 @@ export function parseRangeClock(v: string): { start?: number; end?: number } {
   const out: { start?: number; end?: number } = {};
   if (a !== "") {
     const start = parseClockTime(a);
-    if (start === null) throw new BadInputError("replay Range: unreadable start time");
+    if (start === undefined) throw new BadInputError("replay Range: unreadable start time");
     out.start = start;
   }
   if (b !== "") {
     const end = parseClockTime(b);
-    if (end === null) throw new BadInputError("replay Range: unreadable end time");
+    if (end === undefined) throw new BadInputError("replay Range: unreadable end time");
     out.end = end;
   }
   return out;
@@ -145,25 +120,8 @@ export function parseReplayRequest(h: HeaderSource): ReplayRequest {
 // ------------------------------------------------------------------------------------
 // The RTP header extension (ONVIF Streaming Specification, "RTP header extension")
 
-/** "Defined by profile" value of the ONVIF replay extension. */
-export const ONVIF_EXTENSION_PROFILE = 0xabac;
 /** Bytes the extension adds after the 12-byte fixed header: 4 (profile, length) + 12 (data). */
 export const ONVIF_EXTENSION_BYTES = 16;
-
-export interface OnvifFrameInfo {
-  /** Absolute (recorded) time of the frame, epoch ms. */
-  timeMs: number;
-  /** C: the access unit is a clean point (a key frame). */
-  clean: boolean;
-  /** E: the last access unit of a contiguous section of the recording. */
-  end: boolean;
-  /** D: the first access unit after a discontinuity (a seek, a gap, a change of direction). */
-  discontinuity: boolean;
-  /** T: the last access unit of the requested range; nothing follows. */
-  terminal: boolean;
-  /** Low 8 bits of the CSeq of the PLAY this data answers. */
-  cseq: number;
-}
 
 /**
  * Writes the extension at `offset` (right after a 12-byte fixed header with no CSRCs; the caller
@@ -176,15 +134,15 @@ export interface OnvifFrameInfo {
  * Returns the bytes written (16).
  */
 export function writeOnvifExtension(out: Uint8Array, offset: number, f: OnvifFrameInfo): number {
-  out[offset] = 0xab;
-  out[offset + 1] = 0xac;
+  out[offset] = ONVIF_EXTENSION_PROFILE >> 8;
+  out[offset + 1] = ONVIF_EXTENSION_PROFILE & 0xff;
   out[offset + 2] = 0;
   out[offset + 3] = 3;
-  const ntp = ntpFromUnixMs(f.timeMs);
+  const ntp = ntpFromUnixMs(f.time);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   view.setUint32(offset + 4, ntp.seconds >>> 0);
   view.setUint32(offset + 8, ntp.fraction >>> 0);
-  out[offset + 12] = (f.clean ? 0x80 : 0) | (f.end ? 0x40 : 0) | (f.discontinuity ? 0x20 : 0) | (f.terminal ? 0x10 : 0);
+  out[offset + 12] = (f.cleanPoint ? 0x80 : 0) | (f.end ? 0x40 : 0) | (f.discontinuity ? 0x20 : 0) | (f.terminal ? 0x10 : 0);
   out[offset + 13] = f.cseq & 0xff;
   out[offset + 14] = 0;
   out[offset + 15] = 0;
