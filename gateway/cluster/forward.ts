@@ -74,12 +74,23 @@ export function forwardingRouter(d: ForwardDeps): Router {
     if (!d.cameraExists(camera)) return next();
     try {
       d.authorize(req, camera);
-      const owner = await d.leases.owner(camera);
+      let owner = await d.leases.owner(camera);
       if (owner.self) return next();
-      const node = await nodeUrl(d, owner.node);
-      if (!node) throw unreachableOwner(d, owner.node);
       const body = await readBody(req);
-      const answer = await send(d, req, `${node}${INTERNAL_WHEP}/${encodeURIComponent(camera)}`, body);
+      let answer: globalThis.Response;
+      try {
+        const node = await nodeUrl(d, owner.node);
+        if (!node) throw unreachableOwner(d, owner.node);
+        answer = await send(d, req, `${node}${INTERNAL_WHEP}/${encodeURIComponent(camera)}`, body);
+      } catch (err) {
+        // The owner does not answer and no longer announces itself: it is gone (crashed, killed).
+        // Take the camera over now instead of waiting for its lease to lapse.
+        if (!(err instanceof OverloadError) || (await d.nodes.alive(owner.node))) throw err;
+        owner = await d.leases.takeOver(camera, owner);
+        if (!owner.self) throw err;
+        req.body = body;
+        return next();
+      }
       const location = answer.headers.get("location");
       if (answer.status === 201 && location) {
         const viewer = location.slice(location.lastIndexOf("/") + 1);

@@ -106,6 +106,21 @@ export class CameraLeases {
     return owner;
   }
 
+  /**
+   * The owner's node is gone (its announcement lapsed and it does not answer): take its lease
+   * now rather than wait for the lease to lapse. Only that very lease (node and token) is
+   * replaced; if anyone renewed or took it meanwhile, the current owner is returned.
+   */
+  async takeOver(camera: string, dead: CameraOwner): Promise<CameraOwner> {
+    const { link } = this.o;
+    await link.run("take the camera over", (c) =>
+      c.eval(RELEASE, { keys: [link.key(`camera:${camera}:owner`)], arguments: [`${dead.node} ${dead.token}`] }),
+    );
+    const owner = await this.owner(camera);
+    if (owner.self) this.o.log.warn("cluster: camera taken over from a node that is gone", { camera, from: dead.node, token: owner.token });
+    return owner;
+  }
+
   /** Let the camera go (this node stopped pulling it). */
   async release(camera: string): Promise<void> {
     const mine = this.held.get(camera);

@@ -58,6 +58,16 @@ export class NodeRegistry {
     return this.listing.find((n) => n.id === id);
   }
 
+  /** Whether the node is announced now (asks Redis; false when it is not, or Redis cannot be asked). */
+  async alive(id: string): Promise<boolean> {
+    const { link } = this.o;
+    try {
+      return (await link.run("check a node", (c) => c.exists(link.key(nodeKey(id))))) === 1;
+    } catch {
+      return true; // unknown: assume alive (nothing is taken over without Redis anyway)
+    }
+  }
+
   /** Announce now and refresh the listing. Never throws (Redis down: the listing is kept as it was). */
   async beat(): Promise<void> {
     if (this.closed) return;

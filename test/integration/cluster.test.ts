@@ -92,6 +92,15 @@ describe("a cluster of three gateways on Redis", () => {
     expect(doc.cluster.node).toBe("node-2");
     expect(doc.cluster.coordinated).toBe(true);
     expect(doc.cluster.nodes.map((n) => n.url).sort()).toEqual(nodes.map((n) => n.url).sort());
+    // The internal link refuses anything not signed with the cluster's key.
+    for (const auth of [undefined, `${Math.floor(Date.now() / 1000)}.forged`]) {
+      const res = await fetch(`${nodes[0]!.url}/cluster/whep/demo`, {
+        method: "POST",
+        headers: { "content-type": "application/sdp", ...(auth ? { "gatehouse-cluster-auth": auth, "gatehouse-cluster-session": "x" } : {}) },
+        body: "v=0\r\n",
+      });
+      expect(res.status).toBe(401);
+    }
   });
 
   it("a session made on one node is valid on the others; viewers on every node share one pull", async () => {
