@@ -67,6 +67,7 @@ import {
   watchHealth,
   type HealthCheck,
 } from "./supervision/wiring.ts";
+import { portMap } from "./port-map.ts";
 
 /**
  * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
@@ -673,6 +674,29 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       );
       app.use("/api/admin", auditAdmin(audit));
     }
+    // What the connectivity test page needs: this user's ICE servers (relay credentials) and the
+    // addresses to name in its advice. Nothing here is beyond what a live view's answer reveals.
+    app.get("/api/connectivity", (req, res) => {
+      res.set("Cache-Control", "no-store").json({
+        host: publicHost,
+        httpsPort: publicPort,
+        tls: tls !== undefined,
+        media: { ports: config.media.icePortRange },
+        turn: turn ? { udpPort: turn.udp[0]?.port ?? null, sharesHttpsPort: config.turn.shareHttpsPort } : null,
+        iceServers: iceServersFor(req.user),
+      });
+    });
+    // The firewall table of this deployment, with the ports actually bound.
+    app.get("/api/admin/ports", (req, res) => {
+      requireGlobalAdmin(req, "the port map");
+      const rows = portMap(config, {
+        http: port,
+        ...(turn ? { turnUdp: turn.udp.map((a) => a.port) } : {}),
+        ...(sip ? { sip: sip.ports } : {}),
+        ...(metricsUrl ? { metrics: Number(new URL(metricsUrl).port) } : {}),
+      });
+      res.set("Cache-Control", "no-store").json({ rows });
+    });
     app.use(
       "/api/admin/supervision",
       supervisionRouter({

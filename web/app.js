@@ -545,7 +545,9 @@ async function showUser() {
   // Administrators of every camera manage sessions (the server checks the same).
   const cams = Array.isArray(me.cameras) ? me.cameras : [];
   $("sessions-link").hidden = me.via === "none" || cams.length === 0 || !cams.every((/** @type {{ actions?: string[] }} */ c) => c.actions?.includes("admin"));
-  $("audit-link").hidden = cams.length === 0 || !cams.every((/** @type {{ actions?: string[] }} */ c) => c.actions?.includes("admin"));
+  const globalAdmin = cams.length > 0 && cams.every((/** @type {{ actions?: string[] }} */ c) => c.actions?.includes("admin"));
+  $("audit-link").hidden = !globalAdmin;
+  $("ports-link").hidden = !globalAdmin;
   box.hidden = false;
 }
 
