@@ -224,6 +224,28 @@ export function portMap(config: Readonly<Config>, bound: BoundPorts = {}): PortR
     });
   }
 
+  if (config.cluster) {
+    const r = hostPort(config.cluster.redis.url, { redis: 6379, rediss: 6379 });
+    rows.push({
+      source: GATEWAY,
+      destination: r ? `Redis ${r.host}` : "Redis",
+      ports: r ? String(r.port) : "6379",
+      transport: r?.scheme === "rediss" ? "TCP (TLS)" : "TCP",
+      purpose: "cluster: node listing, camera ownership, forwarding",
+      direction: "outbound",
+      key: "cluster.redis.url",
+    });
+    rows.push({
+      source: "other gateways of the cluster",
+      destination: front,
+      ports: portOf(httpPort),
+      transport: tls ? "TCP (TLS)" : "TCP",
+      purpose: "cluster: live views forwarded to the node that owns the camera",
+      direction: "both",
+      key: "cluster.publicUrl",
+    });
+  }
+
   // Monitoring.
   if (config.metrics.listen) {
     rows.push({

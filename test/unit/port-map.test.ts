@@ -51,11 +51,14 @@ describe("port map of config/example.yaml", () => {
     const cfg = example();
     cfg.audit = { backend: "postgres", postgres: { connectionString: "postgres://gh:pw@db.internal:6432/audit" } };
     cfg.metrics = { token: "t".repeat(24), listen: { host: "10.0.0.5", port: 9464 } };
+    cfg.cluster = { redis: { url: "redis://:secretpw@redis.internal:6380/2" } };
     cfg.turn!.enabled = false;
     cfg.sip!.enabled = false;
     const r2 = portMap(parseConfig(cfg, SECRETS));
     expect(row(r2, "audit.postgres.connectionString")).toMatchObject({ destination: "PostgreSQL db.internal", ports: "6432", transport: "TCP", direction: "outbound" });
     expect(JSON.stringify(r2)).not.toContain("pw@");
+    expect(row(r2, "cluster.redis.url")).toMatchObject({ destination: "Redis redis.internal", ports: "6380", direction: "outbound" });
+    expect(JSON.stringify(r2)).not.toContain("secretpw");
     expect(row(r2, "metrics.listen")).toMatchObject({ destination: "gateway 10.0.0.5", ports: "9464", direction: "inbound" });
     expect(r2.some((r) => r.key.startsWith("turn.") || r.key.startsWith("sip."))).toBe(false);
     expect(row(r2, "server.port").purpose).not.toMatch(/TURN/);
