@@ -47,24 +47,11 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function signedInPage(user: string, at: string): Promise<Page> {
-  const page = await chromium.newPage();
-  await page.goto(`${gw.url}/${at}`, { waitUntil: "load" });
-  // A page opened signed out goes to the provider and comes back to the same address.
-  if (!page.url().startsWith(gw.url)) {
-    await page.waitForSelector("#username", { timeout: 15_000 });
-    await page.type("#username", user);
-    await page.type("#password", gw.auth.devUsers!.find((u) => u.username === user)!.password);
-    await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 15_000 }), page.click("#submit")]);
-  }
-  return page;
-}
-
-/** Sign in as `user` in a browser context of its own (no other user's cookies), landing on the ports page. */
-async function signIn(user: string): Promise<Page> {
+/** Sign in as `user` in a browser context of its own (no other user's cookies), landing on `at`. */
+async function signIn(user: string, at = "/ports.html"): Promise<Page> {
   const context = await chromium.browser.createBrowserContext();
   const page = await context.newPage();
-  await page.goto(`${gw.url}/auth/login?return_to=${encodeURIComponent("/ports.html")}`, { waitUntil: "load" });
+  await page.goto(`${gw.url}/auth/login?return_to=${encodeURIComponent(at)}`, { waitUntil: "load" });
   await page.waitForSelector("#username", { timeout: 15_000 });
   await page.type("#username", user);
   await page.type("#password", gw.auth.devUsers!.find((u) => u.username === user)!.password);
@@ -103,7 +90,7 @@ describe("firewall ports page", () => {
 
 describe("connection test page", () => {
   it("tries direct UDP and the relay over UDP, TCP and TLS one at a time; all work on loopback", async () => {
-    const page = await signedInPage("viewer", "connectivity.html");
+    const page = await signIn("viewer", "/connectivity.html");
     await page.waitForFunction(() => (window as unknown as { gatehouseConnectivity: { done: boolean } }).gatehouseConnectivity.done, { timeout: 80_000 });
     const results = await page.$$eval("#paths tbody tr", (trs) => trs.map((tr) => ({ path: (tr as HTMLElement).dataset.path, state: (tr as HTMLElement).dataset.state, detail: tr.querySelectorAll("td")[2]?.textContent ?? "" })));
     expect(results.map((r) => [r.path, r.state])).toEqual([
