@@ -669,7 +669,11 @@ class DemoServer implements DemoRecorder {
       case "SETUP":
         return this.setup(conn, req, session);
       case "PLAY":
-        return requiresReplay(require) || session?.replay ? this.playReplay(req, session) : this.play(req, session);
+        // A clock= range asks for recorded time, which only the recording has: GStreamer's rtspsrc
+        // in ONVIF mode sends one without `Require: onvif-replay`.
+        return requiresReplay(require) || session?.replay || (this.recording && isClockRange(req.headers.get("range")))
+          ? this.playReplay(req, session)
+          : this.play(req, session);
       case "PAUSE":
         return this.pause(req, session);
       case "TEARDOWN":
@@ -950,6 +954,11 @@ class DemoServer implements DemoRecorder {
     if (reason === "teardown" || reason === "connection closed") this.log.info("demo session ended", { session: s.id, reason, packets: sent });
     else this.log.debug("demo session ended", { session: s.id, reason, packets: sent });
   }
+}
+
+/** True for `Range: clock=…` (RFC 2326 §3.7 absolute time). */
+function isClockRange(range: string | undefined): boolean {
+  return range !== undefined && /^\s*clock\s*=/i.test(range);
 }
 
 /** The session id of a request's Session header ("id;timeout=…"), or undefined. */

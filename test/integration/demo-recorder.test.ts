@@ -87,6 +87,19 @@ afterAll(async () => {
   await authed?.close();
 });
 
+describe("demo recorder as a recorder (ONVIF replay) with GStreamer", () => {
+  it("rtspsrc in ONVIF mode plays the recording from its start and openh264 decodes it", async () => {
+    const before = rec.stats().replays;
+    // onvif-mode: PLAY with Range: clock=19000101T000000Z- (before the recording: it starts at its beginning).
+    const pipeline =
+      `rtspsrc location=${rec.url} onvif-mode=true protocols=tcp latency=100 name=src ` +
+      `src. ! application/x-rtp,media=video ! rtponvifparse ! rtph264depay ! h264parse ! openh264dec ! identity eos-after=60 ! fakesink`;
+    const r = await run("gst-launch-1.0", pipeline.split(" "), 20_000);
+    expect(r.stdout).toContain("Got EOS from element");
+    expect(rec.stats().replays).toBeGreaterThan(before);
+  });
+});
+
 describe("demo recorder with ffprobe/ffmpeg", () => {
   it("ffprobe over TCP sees H.264 constrained baseline 640x360 and PCMU", async () => {
     const r = await run("ffprobe", ["-v", "error", "-rtsp_transport", "tcp", "-show_streams", "-of", "json", rec.url]);

@@ -298,6 +298,19 @@ describe("demo recorder: ONVIF replay", () => {
     expect(frames.length).toBeLessThanOrEqual(2 + 25 + 25);
   });
 
+  it("takes a PLAY with a clock= range and no Require as replay (GStreamer's rtspsrc in ONVIF mode sends none)", async () => {
+    const { rec, client, advance } = await setup();
+    const s = await client.request("SETUP", `${rec.url}/trackID=0`, { Transport: "RTP/AVP/TCP;unicast;interleaved=0-1" });
+    const session = s.headers.get("session")!.split(";")[0]!;
+    const at = WALL0 - 3600_000;
+    const play = await client.request("PLAY", rec.url, { Session: session, Range: `clock=${formatClockTime(at)}-`, "Rate-Control": "yes" });
+    expect(headerOf(play, "range")).toBe(`clock=${formatClockTime(at)}-`);
+    advance(200);
+    await client.sync();
+    expect(framesOf(client.frames)[0]!.time).toBe(at);
+    expect(rec.stats().replays).toBe(1);
+  });
+
   it("refuses what it cannot do: unknown options 551, bad Range or Scale 400, no recording 551", async () => {
     const { rec, client } = await setup();
     const session = await replaySession(client, rec.url);
