@@ -548,6 +548,7 @@ async function showUser() {
   const globalAdmin = cams.length > 0 && cams.every((/** @type {{ actions?: string[] }} */ c) => c.actions?.includes("admin"));
   $("audit-link").hidden = !globalAdmin;
   $("ports-link").hidden = !globalAdmin;
+  $("supervision-link").hidden = !globalAdmin;
   box.hidden = false;
 }
 

@@ -5,8 +5,8 @@
  * server decides who may (403 for anyone else).
  */
 
-const base = new URL(".", document.baseURI);
-const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+import { base, byId as $, cell, getAdminJson, notifier, span } from "./admin-page.js";
+
 const form = /** @type {HTMLFormElement} */ ($("filters"));
 const table = /** @type {HTMLTableElement} */ ($("records"));
 const body = /** @type {HTMLTableSectionElement} */ (table.tBodies[0]);
@@ -42,11 +42,7 @@ const time = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle:
 let next = null;
 let shown = 0;
 
-/** @param {string} text empty hides the notice */
-function say(text) {
-  notice.hidden = !text;
-  notice.textContent = text;
-}
+const say = notifier(notice);
 
 /** The filters as query parameters (datetime-local inputs are local time; sent as ISO). */
 function params() {
@@ -69,28 +65,16 @@ async function load(append) {
   exportLink.href = new URL(`api/admin/audit/export.csv?${q}`, base).href;
   if (append && next !== null) q.set("before", String(next));
   q.set("limit", "100");
-  let res;
-  try {
-    res = await fetch(new URL(`api/admin/audit?${q}`, base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
-  } catch {
-    say("The gateway cannot be reached.");
-    return;
-  }
-  if (res.status === 401) {
-    location.assign(new URL(`auth/login?return_to=${encodeURIComponent(location.pathname)}`, base));
-    return;
-  }
-  if (res.status === 403) {
-    table.hidden = true;
-    form.hidden = true;
-    say("Only an administrator of every camera can read the audit trail.");
-    return;
-  }
-  const json = await res.json().catch(() => ({}));
-  if (!res.ok) {
-    say(`Could not load the audit trail: ${json.reason ?? `HTTP ${res.status}`}.`);
-    return;
-  }
+  const json = await getAdminJson(`api/admin/audit?${q}`, {
+    say,
+    what: "the audit trail",
+    forbidden: "Only an administrator of every camera can read the audit trail.",
+    onForbidden: () => {
+      table.hidden = true;
+      form.hidden = true;
+    },
+  });
+  if (!json) return;
   say("");
   const { records, actions } = /** @type {{ records: AuditRecord[], next: number | null, actions: string[] }} */ (json);
   fillActions(actions);
@@ -150,20 +134,7 @@ function detailText(d) {
   return d;
 }
 
-/** @param {string} text */
-function cell(text) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  return td;
-}
 
-/** @param {string} cls @param {string} text */
-function span(cls, text) {
-  const s = document.createElement("span");
-  s.className = cls;
-  s.textContent = text;
-  return s;
-}
 
 async function verify() {
   verdict.hidden = false;

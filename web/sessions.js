@@ -8,6 +8,7 @@
  * open, the browser is signed straight back in on its next visit. The page watches for that after
  * an ending and says so.
  */
+import { base, button, byId as $, cell as tableCell, getAdminJson, notifier, span } from "./admin-page.js";
 import { csrfHeaders, resetCsrf } from "./csrf.js";
 
 /** List refresh period, ms. */
@@ -17,8 +18,6 @@ const WATCH_REFRESH_MS = 2000;
 /** How long after an ending a new session of the same user counts as "signed straight back in", ms. */
 const WATCH_MS = 120_000;
 
-const base = new URL(".", document.baseURI);
-const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const table = /** @type {HTMLTableElement} */ ($("sessions"));
 const body = /** @type {HTMLTableSectionElement} */ (table.tBodies[0]);
 const notice = $("notice");
@@ -37,11 +36,7 @@ const ended = new Map();
 /** @type {ReturnType<typeof setTimeout> | undefined} */
 let timer;
 
-/** @param {string} text empty hides the notice */
-function say(text) {
-  notice.hidden = !text;
-  notice.textContent = text;
-}
+const say = notifier(notice);
 
 const time = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 const clock = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
@@ -61,27 +56,14 @@ async function load() {
   clearTimeout(timer);
   const watching = [...ended.values()].some((e) => Date.now() - e.at < WATCH_MS);
   timer = setTimeout(() => void load(), watching ? WATCH_REFRESH_MS : REFRESH_MS);
-  let res;
-  try {
-    res = await fetch(new URL("api/admin/sessions", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
-  } catch {
-    say("The gateway cannot be reached.");
-    return;
-  }
-  if (res.status === 401) {
-    location.assign(new URL(`auth/login?return_to=${encodeURIComponent(location.pathname)}`, base));
-    return;
-  }
-  if (res.status === 403) {
-    table.hidden = true;
-    say("Only an administrator of every camera can see who is signed in.");
-    return;
-  }
-  if (!res.ok) {
-    say(`Could not load the sessions (HTTP ${res.status}).`);
-    return;
-  }
-  const { sessions } = /** @type {{ sessions: Session[] }} */ (await res.json());
+  const json = await getAdminJson("api/admin/sessions", {
+    say,
+    what: "the sessions",
+    forbidden: "Only an administrator of every camera can see who is signed in.",
+    onForbidden: () => (table.hidden = true),
+  });
+  if (!json) return;
+  const { sessions } = /** @type {{ sessions: Session[] }} */ (json);
   say(signedBackIn(sessions));
   render(sessions);
 }
@@ -157,46 +139,7 @@ function row(s) {
  * @param {string} label
  * @param {...(string | Node)} content
  */
-function cell(label, ...content) {
-  const td = document.createElement("td");
-  td.dataset.label = label;
-  const v = document.createElement("div");
-  v.className = "cell-value";
-  v.append(...content);
-  td.append(v);
-  return td;
-}
-
-/** @param {string} className @param {string} text */
-function span(className, text) {
-  const e = document.createElement("span");
-  e.className = className;
-  e.textContent = text;
-  return e;
-}
-
-/**
- * @param {string} label
- * @param {string} title
- * @param {() => Promise<void>} action
- */
-function button(label, title, action) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.className = "btn";
-  b.textContent = label;
-  b.title = title;
-  b.setAttribute("aria-label", title);
-  b.addEventListener("click", async () => {
-    b.disabled = true;
-    try {
-      await action();
-    } finally {
-      b.disabled = false;
-    }
-  });
-  return b;
-}
+const cell = (label, ...content) => tableCell(content, label);
 
 /**
  * Ask first; say what ending does and what it does not.
