@@ -1,0 +1,230 @@
+/**
+ * End to end, with a real GStreamer recorder and Chromium: the supervisor never loops.
+ * A camera whose recorder keeps dying is disabled with its reason (tile and /api/cameras),
+ * an administrator enables it on the Supervision page, and the next time it comes back by
+ * itself when the window has passed. Every event reaches a webhook (a local HTTP server).
+ * A media worker killed from inside is replaced, and the viewer's page resumes by itself.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Page } from "puppeteer-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import type { CameraView } from "../../gateway/cameras.ts";
+import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import type { SupervisionEvent } from "../../gateway/supervision/supervisor.ts";
+import { launchChromium, waitForNewFrames, type Chromium } from "../peers/chromium.ts";
+import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
+
+const VIDEO = '[data-camera="crash"] video';
+const WINDOW_SECONDS = 20;
+
+interface TileStats {
+  camera: string;
+  status: string;
+  label: string;
+  message: string;
+  serverStatus: string;
+}
+
+async function tile(page: Page, camera: string): Promise<TileStats> {
+  const all = await page.evaluate(() => (window as unknown as { gatehouse: { stats(): Promise<TileStats[]> } }).gatehouse.stats());
+  const t = all.find((x) => x.camera === camera);
+  if (!t) throw new Error(`no tile for ${camera}`);
+  return t;
+}
+
+async function waitForLabel(page: Page, camera: string, label: string, timeoutMs: number): Promise<void> {
+  await page.waitForFunction(
+    (cam, want) => (document.querySelector(`[data-camera="${cam}"] .badge-text`)?.textContent ?? "") === want,
+    { polling: 50, timeout: timeoutMs },
+    camera,
+    label,
+  );
+}
+
+/** Resolves with the camera's view once `ok` holds (driven by the registry's events). */
+function waitForCamera(gw: Gateway, id: string, ok: (v: CameraView) => boolean, timeoutMs: number): Promise<CameraView> {
+  return new Promise((resolve, reject) => {
+    const now = gw.cameras.view(id)!;
+    if (ok(now)) return resolve(now);
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`camera ${id} never matched; last ${JSON.stringify(gw.cameras.view(id))}`));
+    }, timeoutMs);
+    const off = gw.cameras.events.on("camera", (v) => {
+      if (v.id !== id || !ok(v)) return;
+      clearTimeout(timer);
+      off();
+      resolve(v);
+    });
+  });
+}
+
+async function apiCamera(gw: Gateway, id: string): Promise<CameraView> {
+  const res = await fetch(`${gw.url}/api/cameras`);
+  expect(res.status).toBe(200);
+  return ((await res.json()) as CameraView[]).find((c) => c.id === id)!;
+}
+
+describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000 }, () => {
+  let chromium: Chromium;
+  let crash: GstRtspServer;
+  let gw: Gateway;
+  let hook: http.Server;
+  const delivered: { contentType: string | undefined; body: { source: string; event: SupervisionEvent } }[] = [];
+
+  beforeAll(async () => {
+    hook = http.createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        delivered.push({ contentType: req.headers["content-type"], body: JSON.parse(body) });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, "127.0.0.1", r));
+    const hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
+    [chromium, crash] = await Promise.all([launchChromium(), startGstRtspServer({ width: 320, height: 240, gop: 25 })]);
+    gw = await startGateway({
+      config: parseConfig(
+        {
+          server: { port: 0 },
+          auth: { mode: "none" },
+          log: { level: "warn" },
+          demo: { enabled: false },
+          media: { workers: 2 },
+          cameras: [{ id: "crash", url: crash.url }],
+          // One lost session is tolerated in the window, the second disables the camera.
+          supervision: { maxRestarts: 1, windowSeconds: WINDOW_SECONDS, backoffMinMs: 200, webhook: { url: hookUrl, timeoutMs: 2000 } },
+        },
+        {},
+      ),
+      log: silentLogger,
+    });
+  }, 90_000);
+
+  afterAll(async () => {
+    await gw?.close("test done");
+    await crash?.close();
+    await chromium?.close();
+    await new Promise<void>((r) => (hook ? hook.close(() => r()) : r()));
+  });
+
+  /** Kills the recorder while the camera is live; resolves once the gateway has seen the loss (or disabled it). */
+  async function crashOnce(): Promise<CameraView> {
+    await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
+    await crash.kill("SIGKILL");
+    const down = await waitForCamera(gw, "crash", (v) => v.status !== "live", 10_000);
+    await crash.restart();
+    return down;
+  }
+
+  it("disables a camera whose recorder keeps dying, shows why, and brings it back by an administrator or after the window", async () => {
+    const page = await chromium.newPage(`${gw.url}/#camera=crash`);
+    await waitForNewFrames(page, 10, 30_000, VIDEO);
+
+    // First loss: tolerated (the ingest reconnects, live again).
+    expect((await crashOnce()).status).not.toBe("disabled");
+    await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
+    await waitForNewFrames(page, 5, 20_000, VIDEO);
+    expect(gw.supervisor.status("camera:crash")).toMatchObject({ state: "ok", failures: 1, restarts: 1 });
+
+    // Second loss within the window: disabled, with the reason, on the tile and in the API.
+    await crashOnce();
+    const disabled = await waitForCamera(gw, "crash", (v) => v.status === "disabled", 10_000);
+    expect(disabled.statusReason).toMatch(/^disabled: 2 failures in 20 s: the recorder /);
+    const api = await apiCamera(gw, "crash");
+    expect(api).toMatchObject({ status: "disabled", state: "disabled" });
+    expect(api.statusReason).toBe(disabled.statusReason);
+    await waitForLabel(page, "crash", "Disabled", 10_000);
+    const t = await tile(page, "crash");
+    expect(t).toMatchObject({ status: "error", serverStatus: "disabled" });
+    expect(t.message).toBe(`D${disabled.statusReason!.slice(1)}`);
+    // The recorder is back, but nothing pulls it: still disabled.
+    expect(gw.cameras.status("crash")!.recorderSessions).toBe(0);
+
+    // The administrator's page lists the events and enables the camera.
+    const admin = await chromium.newPage(`${gw.url}/supervision.html`);
+    await admin.waitForSelector('#components tr[data-component="camera:crash"][data-state="disabled"] button', { timeout: 10_000 });
+    const shown = await admin.$$eval("#events tbody tr", (trs) =>
+      trs.map((tr) => ({ component: (tr as HTMLElement).dataset.component, type: (tr as HTMLElement).dataset.type, text: tr.textContent ?? "" })),
+    );
+    expect(shown.filter((e) => e.component === "camera:crash").map((e) => e.type)).toEqual([
+      "disabled", "failed", "recovered", "restarting", "failed",
+    ]);
+    expect(shown[0]!.text).toContain("2 failures in 20 s");
+    await admin.click('#components tr[data-component="camera:crash"] button');
+    await admin.waitForSelector('#components tr[data-component="camera:crash"][data-state="ok"]', { timeout: 10_000 });
+    await admin.waitForSelector('#events tbody tr[data-type="enabled"]', { timeout: 10_000 });
+    expect(await admin.$eval('#events tbody tr[data-type="enabled"]', (tr) => tr.textContent)).toContain("enabled by an administrator (by anonymous)");
+    await admin.close();
+    await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
+    await waitForNewFrames(page, 10, 20_000, VIDEO);
+    await waitForLabel(page, "crash", "Live", 10_000);
+
+    // Again twice: disabled again, and this time back by itself once the window has passed.
+    await crashOnce();
+    await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
+    await crashOnce();
+    await waitForCamera(gw, "crash", (v) => v.status === "disabled", 10_000);
+    const disabledAt = Date.now();
+    const until = gw.supervisor.status("camera:crash")!.disabledUntil!;
+    expect(until - disabledAt).toBeGreaterThan((WINDOW_SECONDS - 3) * 1000);
+    await waitForCamera(gw, "crash", (v) => v.status !== "disabled", (WINDOW_SECONDS + 10) * 1000);
+    expect(Date.now()).toBeGreaterThanOrEqual(until);
+    await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
+    await waitForNewFrames(page, 10, 20_000, VIDEO);
+    console.info(`camera enabled again ${Date.now() - disabledAt} ms after it was disabled (window ${WINDOW_SECONDS} s)`);
+    expect(gw.supervisor.recent().filter((e) => e.component === "camera:crash").at(-1)).toMatchObject({ component: "camera:crash", type: "enabled", reason: "the window passed" });
+
+    // The webhook got every camera event, in order, as JSON.
+    const cameraEvents = gw.supervisor.recent().filter((e) => e.component === "camera:crash");
+    await new Promise<void>((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error(`webhook got ${delivered.length} events`)), 10_000);
+      const check = () => {
+        if (delivered.filter((d) => d.body.event.component === "camera:crash").length >= cameraEvents.length) {
+          clearTimeout(deadline);
+          resolve();
+        } else setTimeout(check, 50);
+      };
+      check();
+    });
+    const got = delivered.filter((d) => d.body.event.component === "camera:crash");
+    expect(got.map((d) => d.body.event)).toEqual(cameraEvents);
+    expect(new Set(got.map((d) => d.body.event.type))).toEqual(new Set(["failed", "restarting", "recovered", "disabled", "enabled"]));
+    expect(got.every((d) => d.contentType === "application/json")).toBe(true);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/^gatehouse_supervision_events_total\{kind="camera",type="disabled"\} 2$/m);
+    expect(metrics).toMatch(/^gatehouse_supervision_webhook_failed_total 0$/m);
+    await page.close();
+  });
+
+  it("replaces a media worker killed from inside, and the viewer's page resumes by itself", async () => {
+    await waitForCamera(gw, "crash", (v) => v.status !== "disabled", 30_000);
+    const page = await chromium.newPage(`${gw.url}/#camera=crash`);
+    await waitForNewFrames(page, 10, 30_000, VIDEO);
+    const slot = gw.sfu.workerSlots().find((s) => s.viewers > 0)!;
+    expect(slot).toBeDefined();
+    const startsBefore = slot.starts;
+
+    const killedAt = Date.now();
+    expect(gw.sfu.injectWorkerFault(slot.index)).toBe(true);
+    // The page notices the dead connection, offers again and is placed on a running worker.
+    await waitForNewFrames(page, 10, 45_000, VIDEO);
+    const resumeMs = Date.now() - killedAt;
+    console.info(`viewer decoding again ${resumeMs} ms after its media worker was killed`);
+    expect(resumeMs).toBeLessThan(30_000);
+    await waitForLabel(page, "crash", "Live", 10_000);
+
+    const id = `media-worker:${slot.index}`;
+    const evts = gw.supervisor.recent().filter((e) => e.component === id);
+    expect(evts.map((e) => e.type)).toEqual(["failed", "restarting", "recovered"]);
+    expect(evts[0]!.reason).toBe("the thread failed: injected fault");
+    expect(gw.sfu.workerSlots()[slot.index]).toMatchObject({ state: "running", starts: startsBefore + 1 });
+    const ready = (await (await fetch(`${gw.url}/readyz`)).json()) as { components: Record<string, { ready: boolean; detail: string }> };
+    expect(ready.components.sfu).toMatchObject({ ready: true, detail: "2 of 2 media workers running" });
+    await page.close();
+  });
+});
