@@ -180,6 +180,11 @@ export class CameraRegistry {
     return s ? { stream: s.id, source: s.source } : undefined;
   }
 
+  /** The SFU sources of a camera's streams, main first (the last is its substream). */
+  streamSources(camera: string): CameraId[] {
+    return this.entries.get(camera as CameraId)?.streams.map((s) => s.source) ?? [];
+  }
+
   /** The ids of a camera's streams, main first (the last is its substream). */
   streamIds(camera: string): string[] {
     return this.entries.get(camera as CameraId)?.streams.map((s) => s.id) ?? [];

@@ -740,6 +740,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         sfu,
         cameraExists: (id) => registry.has(id),
         streamSource: (id, stream) => registry.streamSource(id, stream),
+        // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
+        onStreamChoice: (viewer, id, stream) => viewer.setStreams(registry.streamSources(id), stream === "auto"),
         authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
         userOf: (req) => req.user?.sub,
         // Viewers belong to the session that made them (a bearer token's user counts as one session).

@@ -63,6 +63,13 @@ export interface ViewerHandle {
    * superseded by another call. Asking for the current source cancels a pending switch.
    */
   switchSource(source: CameraId, reason?: string): void;
+  /**
+   * The viewer's streams as sources, largest first, and whether the SFU moves it between
+   * them as its network allows (`auto`: steps down main → sub → keyframes only within
+   * seconds when the browser's reports show the link saturating, back up with hysteresis;
+   * see sfu/adapt.ts), or leaves it where `switchSource` puts it.
+   */
+  setStreams(ladder: readonly CameraId[], auto: boolean): void;
   /** Ends the viewer. Idempotent; resolves once its transport is released. */
   close(reason?: string): Promise<void>;
 }
@@ -232,4 +239,10 @@ export interface ViewerStats {
   quality: ViewerQuality;
   /** Times this viewer was stepped down. */
   stepDowns: number;
+  /** The source media comes from now (another of the camera's streams after a switch). */
+  sourceId: CameraId;
+  /** The network estimate of an adaptive (Auto) viewer, bits/s; undefined before the link said anything or when not adaptive. */
+  estimateBps: number | undefined;
+  /** Moved between its streams by the SFU as its network allows (Auto). */
+  adaptive: boolean;
 }

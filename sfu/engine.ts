@@ -88,6 +88,8 @@ export interface EngineOptions {
   workerDebugLogs?: boolean;
   /** Live video queued longer than this for a viewer is dropped up to the next keyframe, ms. Default 500. */
   maxQueueDelayMs?: number;
+  /** How a viewer's network adaptation switches it (a media worker asks the facade). Default: the viewer itself. */
+  requestSwitch?: (viewer: ViewerId, source: CameraId, reason: string) => void;
 }
 
 /** Event-loop delay of the media thread, ms (perf_hooks.monitorEventLoopDelay). */
@@ -250,6 +252,7 @@ export class SfuEngine {
       source,
       cameraId: opts.cameraId ?? id,
       findSource: (sid) => (this.closing ? undefined : this.sources.get(sid)),
+      requestSwitch: this.o.requestSwitch ? (sid, reason) => this.o.requestSwitch!(vid, sid, reason) : undefined,
       log,
       user: opts.user,
       pacer: this.pacer,

@@ -94,6 +94,9 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   private packetsIn = 0;
   private bytesIn = 0;
   private lastPacketAt: number | undefined;
+  private rateAt = 0;
+  private rateBytes = 0;
+  private rate = 0;
   private sessions = 0;
   private readonly dropped: Record<SourceDropReason, number> = {
     malformed: 0,
@@ -444,6 +447,17 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   /** Viewers of this source (connecting ones included). */
   viewerList(): Viewer[] {
     return [...this.viewers];
+  }
+
+  /** Upstream bit rate over the last second or more (updated when asked, at most once a second), bits/s; 0 when idle. */
+  rateBps(): number {
+    const now = this.o.now();
+    if (now - this.rateAt >= 1000) {
+      this.rate = this.rateAt > 0 ? ((this.bytesIn - this.rateBytes) * 8000) / (now - this.rateAt) : 0;
+      this.rateAt = now;
+      this.rateBytes = this.bytesIn;
+    }
+    return this.rate;
   }
 
   stats(): SourceStats {

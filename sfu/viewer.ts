@@ -27,6 +27,7 @@ import {
 } from "./rtp/rtcp.ts";
 import { SendQueue } from "./send-queue.ts";
 import { SourceSwitch, spliceOffset } from "./rebind.ts";
+import { BandwidthEstimator, LadderController } from "./adapt.ts";
 import type { TransportState, ViewerTransport } from "./transport.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
@@ -44,6 +45,8 @@ export interface ViewerSource {
   clockAt(track: number, nowMs: number): { unixMs: number; ts: number } | undefined;
   /** Registers a viewer as demand (connecting ones included). */
   addViewer(viewer: Viewer): void;
+  /** Upstream bit rate now, bits/s (0 when not pulled). */
+  rateBps(): number;
   /** Start fan-out to this viewer (it is connected). */
   attach(viewer: Viewer): void;
   /** Stop fan-out and forget this viewer. */
@@ -98,6 +101,25 @@ export interface ViewerOptions {
   findSource?: ((id: CameraId) => ViewerSource | undefined) | undefined;
   /** Give up a source switch when the target sent no keyframe this long, ms. Default 8000. */
   switchTimeoutMs?: number | undefined;
+  /**
+   * How a switch decided by network adaptation is made: where sources' demand is counted
+   * on another thread, it must go through there. Default: `switchSource` itself.
+   */
+  requestSwitch?: ((source: CameraId, reason: string) => void) | undefined;
+}
+
+/** Network adaptation of a viewer in Auto mode (see sfu/adapt.ts). */
+interface Adaptation {
+  /** Sources from the largest stream to the smallest. */
+  ladder: readonly CameraId[];
+  est: BandwidthEstimator;
+  ctl: LadderController;
+  /** Last known rate of each ladder level, bits/s. */
+  rates: (number | undefined)[];
+  /** The previous video receiver report: extended highest seq, cumulative lost; our sent count and bytes then. */
+  rr: { highest: number; lost: number; sent: number; bytes: number; packets: number } | undefined;
+  /** Stepped down to keyframes only by adaptation (not overload). */
+  keyframes: boolean;
 }
 
 /** Per negotiated m-section state. */
@@ -137,6 +159,8 @@ interface ViewerTrack {
   mapped: boolean;
   /** The next packet comes from a newly bound source: splice its timestamps onto ours. */
   splice: boolean;
+  /** Sequence numbers used so far (gaps included), unwrapped: what a receiver's extended highest seq counts. */
+  extSeq: number;
   /** Middle 32 bits of the NTP time in our last SR (what the receiver echoes as LSR). */
   lastSrMiddle: number;
   /** Our clock when that SR went out, ms. */
@@ -229,6 +253,7 @@ export class Viewer implements Drainable, ViewerHandle {
   /** The source media comes from now, and a pending switch to another (see sfu/rebind.ts). */
   private readonly sw: SourceSwitch<ViewerSource>;
   private switchReason = "";
+  private adapt: Adaptation | undefined;
 
   constructor(o: ViewerOptions) {
     this.o = o;
@@ -313,6 +338,59 @@ export class Viewer implements Drainable, ViewerHandle {
     }
   }
 
+  /**
+   * The viewer's streams, largest first (sources), and whether the SFU moves it between
+   * them as its network allows (`auto`; keyframes only below the smallest) or leaves the
+   * choice to the caller (`switchSource`). Auto starts from where the viewer is.
+   */
+  setStreams(ladder: readonly CameraId[], auto: boolean): void {
+    if (this._state === "closed") return;
+    const was = this.adapt;
+    this.adapt = undefined;
+    if (was?.keyframes && this.quality === "keyframes") this.requestStepUp();
+    if (!auto || ladder.length === 0) return;
+    this.adapt = {
+      ladder: [...ladder],
+      est: new BandwidthEstimator(),
+      ctl: new LadderController({ levels: ladder.length }),
+      rates: ladder.map(() => undefined),
+      rr: undefined,
+      keyframes: false,
+    };
+  }
+
+  /** Where the viewer is on its ladder: the source it is on or going to, or below the last for keyframes only. */
+  private adaptLevel(a: Adaptation): number {
+    if (a.keyframes && this.quality === "keyframes") return a.ladder.length;
+    return a.ladder.indexOf((this.sw.target ?? this.src).id);
+  }
+
+  private adaptTick(a: Adaptation, now: number): void {
+    const level = this.adaptLevel(a);
+    if (level < 0) return; // on a source outside its ladder (moved by hand): nothing to adapt
+    for (let i = 0; i < a.ladder.length; i++) {
+      const id = a.ladder[i]!;
+      const s = id === this.src.id ? this.src : this.o.findSource?.(id);
+      const r = s?.rateBps() ?? 0;
+      if (r > 0) a.rates[i] = r;
+    }
+    const next = a.ctl.decide(now, level, a.est, a.rates);
+    if (next === level) return;
+    const why = next > level ? "network: less bandwidth" : "network: bandwidth back";
+    this.log.info("viewer adapting to its network", { from: level, to: next, estimateBps: Math.round(a.est.estimateBps ?? 0) });
+    if (next === a.ladder.length) {
+      a.keyframes = true;
+      this.stepDown(why, now);
+      return;
+    }
+    if (a.keyframes) {
+      a.keyframes = false;
+      this.requestStepUp();
+    }
+    const to = a.ladder[next]!;
+    if (to !== (this.sw.target ?? this.src).id) (this.o.requestSwitch ?? ((id: CameraId, r: string) => this.switchSource(id, r)))(to, why);
+  }
+
   /** Moves to the switch target now: tracks remapped, queued packets of the old source dropped, timestamps spliced. */
   private commitSwitch(): void {
     if (!this.sw.commit()) return;
@@ -380,6 +458,7 @@ export class Viewer implements Drainable, ViewerHandle {
       lastAt: 0,
       mapped: false,
       splice: false,
+      extSeq: 0,
       lastSrMiddle: 0,
       lastSrAt: 0,
     });
@@ -480,6 +559,7 @@ export class Viewer implements Drainable, ViewerHandle {
           break;
         case "remb":
           this.st.rembBps = item.bitrate;
+          this.adapt?.est.onRemb(item.bitrate);
           break;
         case "error":
           this.st.malformedRtcp++;
@@ -771,6 +851,7 @@ export class Viewer implements Drainable, ViewerHandle {
     vt.hTs[i] = ts;
     vt.hResentAt[i] = -Infinity;
     vt.hRing[i] = ring;
+    vt.extSeq += ((seq - vt.seq) & 0xffff) + 1;
     vt.seq = (seq + 1) & 0xffff;
     vt.lastSrcExt = ext;
     vt.lastTs = ts;
@@ -815,11 +896,32 @@ export class Viewer implements Drainable, ViewerHandle {
       this.st.fractionLost = b.fractionLost / 256;
       this.st.jitterMs = (b.jitter * 1000) / vt.clockRate;
     }
+    let rttMs: number | undefined;
     if (b.lsr !== 0 && b.lsr === vt.lastSrMiddle) {
       // RFC 3550 §6.4.1 A − LSR − DLSR, with A − LSR measured on our own clock: the SR's
       // NTP may be the camera's clock, so only the elapsed time since sending is comparable.
       const rtt = now - vt.lastSrAt - (b.dlsr * 1000) / 65536;
-      if (rtt >= 0) this.st.rttMs = rtt;
+      if (rtt >= 0) this.st.rttMs = rttMs = rtt;
+    }
+    const a = this.adapt;
+    if (a && vt.kind === "video") {
+      const prev = a.rr;
+      a.rr = { highest: b.highestSeq, lost: b.cumulativeLost, sent: vt.extSeq, bytes: vt.bytes, packets: vt.packets };
+      if (prev) {
+        const sent = vt.extSeq - prev.sent;
+        const packets = vt.packets - prev.packets;
+        a.est.onReport({
+          now,
+          sent,
+          // Extended highest seq advances by at most 2^31 per report: anything else is a restart of the receiver's count.
+          arrived: Math.min(sent + 64, (b.highestSeq - prev.highest) >>> 0),
+          lost: b.cumulativeLost - prev.lost,
+          // Payload plus RTP, SRTP, UDP and IP headers.
+          bytesPerPacket: (packets > 0 ? (vt.bytes - prev.bytes) / packets : 1000) + 50,
+          fractionLost: b.fractionLost / 256,
+          rttMs,
+        });
+      }
     }
   }
 
@@ -848,6 +950,7 @@ export class Viewer implements Drainable, ViewerHandle {
       this.log.info("source switch given up: no keyframe from the target", { to: given.id });
       this.events.emit("switched", { from: this.src.id, to: given.id, ok: false, reason: "no keyframe in time" });
     }
+    if (this.adapt) this.adaptTick(this.adapt, now);
     // Overload: a viewer whose queue overflowed twice in a few seconds cannot be kept up
     // with (its link, or our CPU): step it down rather than drop frame after frame.
     if (this.quality === "full" && now - this.lastOverflowAt < OVERFLOW_WINDOW_MS) this.stepDown("queue overflow", now);
@@ -901,6 +1004,8 @@ export class Viewer implements Drainable, ViewerHandle {
 
   /** Stepped down and its hold time is over: may it come back now? (The SFU lets a few back at a time.) */
   canStepUp(now: number): boolean {
+    // Held down by network adaptation: it brings the viewer back itself.
+    if (this.adapt?.keyframes) return false;
     return this.quality === "keyframes" && !this.stepUpAtKeyframe && now >= this.holdUntil;
   }
 
@@ -953,6 +1058,9 @@ export class Viewer implements Drainable, ViewerHandle {
       transport: this.transport?.describe?.(),
       quality: this.quality,
       stepDowns: this.stepDowns,
+      sourceId: this.src.id,
+      estimateBps: this.adapt?.est.estimateBps === undefined ? undefined : Math.round(this.adapt.est.estimateBps),
+      adaptive: this.adapt !== undefined,
     };
   }
 

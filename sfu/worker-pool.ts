@@ -273,6 +273,12 @@ export class WorkerPool {
         if (p?.worker === w) p.proxy.remoteQuality(m.quality, m.reason);
         break;
       }
+      case "viewerWantsSource": {
+        // Network adaptation in the worker: demand is counted here, so the switch starts here.
+        const p = this.viewers.get(m.id as ViewerId);
+        if (p?.worker === w) p.proxy.switchSource(m.cam as CameraId, m.reason);
+        break;
+      }
       case "viewerSwitched": {
         const p = this.viewers.get(m.id as ViewerId);
         if (p?.worker === w) p.proxy.remoteSwitched(m.info);
@@ -363,6 +369,7 @@ export class WorkerPool {
         forget: () => this.forget(placed),
         findSource: (cam) => this.sources.get(cam),
         switchTo: (cam, reason) => w.post({ t: "switch", id: vid, cam, reason }),
+        setStreams: (ladder, auto) => w.post({ t: "streams", id: vid, ladder: [...ladder], auto }),
       },
       opts.cameraId,
     );

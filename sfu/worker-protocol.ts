@@ -64,6 +64,8 @@ export type ToWorker =
   | { t: "pacing"; id: string; bps: number }
   /** Viewer.switchSource (the facade has made `cam` exist on every worker). */
   | { t: "switch"; id: string; cam: string; reason: string }
+  /** Viewer.setStreams. */
+  | { t: "streams"; id: string; ladder: string[]; auto: boolean }
   | { t: "candidate"; req: number; id: string; candidate: string; mid: string }
   | { t: "snapshot"; req: number }
   | { t: "reset" }
@@ -78,6 +80,8 @@ export type FromWorker =
   | { t: "viewerState"; id: string; state: ViewerState }
   | { t: "viewerClosed"; id: string; reason: string }
   | { t: "viewerQuality"; id: string; quality: ViewerQuality; reason: string }
+  /** Network adaptation wants the viewer on another source (the facade counts demand, then asks back with "switch"). */
+  | { t: "viewerWantsSource"; id: string; cam: string; reason: string }
   /** A source switch ended (made or given up). */
   | { t: "viewerSwitched"; id: string; info: SwitchInfo }
   | { t: "keyframe"; cam: string; info: { track: number; packets: number } }

@@ -36,7 +36,11 @@ const port = parentPort;
 const init = workerData as WorkerInit;
 const post = (m: FromWorker) => port.postMessage(m);
 const log = postingLogger(post, init.debugLogs, { worker: init.index });
-const engine = new SfuEngine({ ...stripUndefined(init.options), log });
+const engine = new SfuEngine({
+  ...stripUndefined(init.options),
+  log,
+  requestSwitch: (viewer, cam, reason) => post({ t: "viewerWantsSource", id: viewer, cam, reason }),
+});
 // The main thread posts each ingest batch to every worker in turn. Were this thread's
 // wake-up allowed to preempt it (the default policy), the first worker woken would
 // take the main thread's core before the batch reached the next one: measured at 100
@@ -110,6 +114,9 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
     }
     case "pacing":
       engine.viewer(viewerId(m.id))?.setPacingRate(m.bps);
+      break;
+    case "streams":
+      engine.viewer(viewerId(m.id))?.setStreams(m.ladder.map(cameraId), m.auto);
       break;
     case "switch":
       source(m.cam);

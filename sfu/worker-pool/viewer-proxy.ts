@@ -21,6 +21,8 @@ export interface ViewerChannel {
   findSource(id: CameraId): SourceProxy | undefined;
   /** Asks the worker to switch the viewer to `cam` (at its next keyframe). */
   switchTo(cam: CameraId, reason: string): void;
+  /** Tells the worker the viewer's streams and whether it adapts (Viewer.setStreams). */
+  setStreams(ladder: readonly CameraId[], auto: boolean): void;
 }
 
 const NO_VIEWER_DROPS: Record<ViewerDropReason, number> = {
@@ -110,6 +112,9 @@ export class ViewerProxy implements ViewerHandle {
       transport: undefined,
       quality: "full",
       stepDowns: 0,
+      sourceId: this.source.id,
+      estimateBps: undefined,
+      adaptive: false,
     };
   }
 
@@ -119,6 +124,10 @@ export class ViewerProxy implements ViewerHandle {
 
   get sourceId(): CameraId {
     return this.source.id;
+  }
+
+  setStreams(ladder: readonly CameraId[], auto: boolean): void {
+    if (this._state !== "closed") this.channel.setStreams(ladder, auto);
   }
 
   /** See ViewerHandle.switchSource: demand moves here, the switch itself is made in the worker. */
