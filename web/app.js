@@ -170,6 +170,13 @@ class Tile {
     el.querySelector(".tile-prev")?.addEventListener("click", () => stepCamera(-1));
     el.querySelector(".tile-next")?.addEventListener("click", () => stepCamera(1));
     el.querySelector(".tile-snapshot")?.addEventListener("click", () => void snapshot(this));
+    /** @type {HTMLSelectElement} */
+    this.qualitySel = /** @type {HTMLSelectElement} */ (el.querySelector(".tile-quality"));
+    this.qualitySel.value = prefs.get().quality;
+    this.qualitySel.addEventListener("change", () => {
+      const q = this.qualitySel.value;
+      if (q === "auto" || q === "high" || q === "low") prefs.set({ quality: q });
+    });
     el.querySelector(".tile-fullscreen")?.addEventListener("click", () => void toggleFullscreen(this.el, this.video));
     el.querySelector(".zoom-reset")?.addEventListener("click", () => zoom.reset());
     // Double-click anywhere on the picture (the first click has opened it, so the tile may have
@@ -205,11 +212,26 @@ class Tile {
     this.render();
   }
 
+  /**
+   * The camera stream this tile should play: the substream in the grid, the user's
+   * Auto / High / Low choice when opened large.
+   */
+  wantedStream() {
+    if (openId !== this.id) return "sub";
+    const q = prefs.get().quality;
+    return q === "high" ? "main" : q === "low" ? "sub" : "auto";
+  }
+
+  /** Tell a running session which stream to play now (switched at its next keyframe, same connection). */
+  followStream() {
+    void this.session?.setStream(this.wantedStream());
+  }
+
   /** Start (or keep) a WHEP session for this camera. */
   connect() {
     this.pausedFor = "";
     if (this.session || this.playback) return;
-    const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy, turnTransport });
+    const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy, turnTransport, stream: this.wantedStream() });
     this.session = session;
     sessions.set(this.id, session);
     this.summary = null;
@@ -602,8 +624,10 @@ function openCamera(id, push) {
     const isOpen = t === tile;
     t.el.classList.toggle("is-open", isOpen);
     t.el.hidden = !isOpen;
-    if (isOpen) t.connect();
-    else t.disconnect(PAUSED_OTHER_OPEN);
+    if (isOpen) {
+      t.connect();
+      t.followStream();
+    } else t.disconnect(PAUSED_OTHER_OPEN);
   }
   zoom.attach(tile.el, tile.video);
   showTimeline(tile);
@@ -627,6 +651,8 @@ function closeCamera() {
   showTimeline(null);
   for (const t of tiles.values()) t.el.classList.remove("is-open");
   applyView(true);
+  // The camera that was open goes back to its substream on the same connection.
+  if (was) tiles.get(was)?.followStream();
   renderSummary();
   if (was) tiles.get(was)?.openBtn.focus();
 }
@@ -935,6 +961,9 @@ $("clear-filter").addEventListener("click", () => finder.clear());
 layout.addEventListener("change", () => applyView());
 finder.addEventListener("change", () => applyView());
 prefs.addEventListener("change", () => {
+  const q = prefs.get().quality;
+  for (const t of tiles.values()) if (t.qualitySel.value !== q) t.qualitySel.value = q;
+  if (openId) tiles.get(openId)?.followStream();
   layout.setLayout(prefs.get().layout);
   shortcuts.setEnabled(prefs.get().shortcuts);
   renderLayoutChoice();

@@ -8,12 +8,12 @@
 const PREFIX = "gatehouse.console.";
 
 /**
- * @typedef {{ layout: string, favourites: string[], group: string, favouritesOnly: boolean, shortcuts: boolean }} Prefs
+ * @typedef {{ layout: string, favourites: string[], group: string, favouritesOnly: boolean, shortcuts: boolean, quality: "auto" | "high" | "low" }} Prefs
  */
 
 /** @returns {Prefs} */
 export function defaultPrefs() {
-  return { layout: "auto", favourites: [], group: "", favouritesOnly: false, shortcuts: true };
+  return { layout: "auto", favourites: [], group: "", favouritesOnly: false, shortcuts: true, quality: "auto" };
 }
 
 /**
@@ -36,6 +36,7 @@ export function parsePrefs(text) {
   if (typeof v.group === "string" && v.group.length <= 200) p.group = v.group;
   if (typeof v.favouritesOnly === "boolean") p.favouritesOnly = v.favouritesOnly;
   if (typeof v.shortcuts === "boolean") p.shortcuts = v.shortcuts;
+  if (v.quality === "auto" || v.quality === "high" || v.quality === "low") p.quality = v.quality;
   return p;
 }
 

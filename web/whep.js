@@ -27,6 +27,8 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  * @property {RTCIceServer[]} [iceServers] fixed ICE servers; when given, OPTIONS is skipped
  * @property {RTCIceTransportPolicy} [iceTransportPolicy] "relay" forces TURN (tests, strict networks)
  * @property {"udp" | "tcp" | "tls"} [turnTransport] keep only TURN URLs of this transport (checks one firewall path)
+ * @property {string} [stream] the camera's stream to play: `auto` (the server's default: main, then what the
+ *   network carries), `main`, `sub` or a stream id; change it on the live session with `setStream`
  * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 25)
  * @property {number} [gatherMaxMs] upper bound on candidate gathering, ms (default 2000)
  * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
@@ -122,6 +124,8 @@ export class WhepSession extends EventTarget {
   #learntServers = null;
   /** @type {AbortController | null} */
   #abort = null;
+  /** The stream asked for (undefined: the server's default). */
+  #stream;
 
   /**
    * @param {string | URL} endpoint the camera's WHEP endpoint, e.g. `whep/front-door`
@@ -131,6 +135,48 @@ export class WhepSession extends EventTarget {
     super();
     this.#endpoint = new URL(endpoint, document.baseURI).href;
     this.#opts = { ...DEFAULTS, ...options };
+    this.#stream = options.stream;
+  }
+
+  /** The stream asked for: `auto`, `main`, `sub`, a stream id, or undefined (the server's default). */
+  get streamChoice() {
+    return this.#stream;
+  }
+
+  /**
+   * Play another of the camera's streams. On a live session this is a PATCH of the resource:
+   * the server switches at the stream's next keyframe, on the same connection (no
+   * renegotiation, no gap); later attempts ask for it in their POST. Resolves true when the
+   * server took it (or there was no live session to tell), false when it refused.
+   * @param {string} stream `auto`, `main`, `sub` or a stream id
+   * @returns {Promise<boolean>}
+   */
+  async setStream(stream) {
+    if (this.#stream === stream || this.state === "closed") return true;
+    this.#stream = stream;
+    return this.#patchStream();
+  }
+
+  /** Tells the live session (if any) the stream asked for now. */
+  async #patchStream() {
+    const resource = this.resource;
+    const stream = this.#stream;
+    if (!resource || stream === undefined) return true;
+    try {
+      const headers = { "Content-Type": "application/json", ...(await (this.#opts.headers ?? csrfHeaders)()) };
+      const res = await fetch(resource, { method: "PATCH", headers, body: JSON.stringify({ stream }), credentials: "same-origin", cache: "no-store" });
+      return res.ok;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The POST URL: the endpoint, with `?stream=` when one is asked for. */
+  #postUrl() {
+    if (this.#stream === undefined) return this.#endpoint;
+    const u = new URL(this.#endpoint);
+    u.searchParams.set("stream", this.#stream);
+    return u.href;
   }
 
   /** The endpoint URL this session posts to. */
@@ -212,8 +258,10 @@ export class WhepSession extends EventTarget {
     this.#abort = new AbortController();
     this.timings.post = performance.now();
     let res;
+    let asked;
     try {
-      res = await fetch(this.#endpoint, {
+      asked = this.#stream;
+      res = await fetch(this.#postUrl(), {
         method: "POST",
         headers,
         body: pc.localDescription?.sdp ?? "",
@@ -231,6 +279,8 @@ export class WhepSession extends EventTarget {
     }
     const location = res.headers.get("Location");
     if (location) this.resource = new URL(location, res.url || this.#endpoint).href;
+    // Another stream was asked for while the offer was on its way.
+    if (this.#stream !== asked) void this.#patchStream();
     const linked = iceServersFromLinks(parseLinkHeader(res.headers.get("Link")));
     // Two-step fallback: a server that only advertises ICE servers on POST gets them used next time.
     if (!opts.iceServers && servers.length === 0 && linked.length > 0) this.#learntServers = linked;
