@@ -4,6 +4,7 @@
 import http from "node:http";
 import https from "node:https";
 import process from "node:process";
+import { URL } from "node:url";
 
 const url = new URL(process.env.GATEHOUSE_HEALTH_URL || "http://127.0.0.1:8443/healthz");
 const get = url.protocol === "https:" ? https.get : http.get;
