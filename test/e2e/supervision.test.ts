@@ -223,8 +223,35 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     expect(evts.map((e) => e.type)).toEqual(["failed", "restarting", "recovered"]);
     expect(evts[0]!.reason).toBe("the thread failed: injected fault");
     expect(gw.sfu.workerSlots()[slot.index]).toMatchObject({ state: "running", starts: startsBefore + 1 });
-    const ready = (await (await fetch(`${gw.url}/readyz`)).json()) as { components: Record<string, { ready: boolean; detail: string }> };
-    expect(ready.components.sfu).toMatchObject({ ready: true, detail: "2 of 2 media workers running" });
+    const readyz = async () => ((await (await fetch(`${gw.url}/readyz`)).json()) as { components: Record<string, { ready: boolean; detail: string }> }).components;
+    expect((await readyz()).sfu).toMatchObject({ ready: true, detail: "2 of 2 media workers running" });
+
+    // The same worker dies again within the window: not restarted again; viewers go to the other one.
+    const onIt = gw.sfu.workerSlots()[slot.index]!.viewers > 0;
+    expect(gw.sfu.injectWorkerFault(slot.index)).toBe(true);
+    await new Promise<void>((resolve) => {
+      const off = gw.supervisor.events.on("event", (e) => {
+        if (e.component === id && e.type === "disabled") {
+          off();
+          resolve();
+        }
+      });
+    });
+    expect(gw.supervisor.status(id)).toMatchObject({ state: "disabled", canEnable: true });
+    expect(gw.supervisor.status(id)!.reason).toMatch(/^2 failures in 20 s: the thread failed: injected fault$/);
+    await waitForNewFrames(page, 10, 45_000, VIDEO);
+    const slots = gw.sfu.workerSlots();
+    expect(slots[slot.index]).toMatchObject({ state: "stopped", viewers: 0 });
+    expect(slots[1 - slot.index]).toMatchObject({ state: "running", viewers: 1 });
+    expect(await readyz()).toMatchObject({ sfu: { ready: true, detail: "1 of 2 media workers running" }, supervision: { ready: false } });
+    console.info(`second kill of worker ${slot.index} (the viewer was ${onIt ? "on it" : "elsewhere"}): slot left stopped, viewer decoding on the other worker`);
+
+    // An administrator starts it again (the API behind the page's Enable button).
+    const res = await fetch(`${gw.url}/api/admin/supervision/components/${encodeURIComponent(id)}/enable`, { method: "POST" });
+    expect(res.status).toBe(200);
+    expect(gw.sfu.workerSlots()[slot.index]).toMatchObject({ state: "running", starts: startsBefore + 2 });
+    expect((await readyz()).sfu).toMatchObject({ ready: true, detail: "2 of 2 media workers running" });
+    expect((await fetch(`${gw.url}/api/admin/supervision/components/${encodeURIComponent(id)}/enable`, { method: "POST" })).status).toBe(409);
     await page.close();
   });
 });
