@@ -14,6 +14,7 @@ import { clusterSection } from "./sections/cluster.ts";
 import { supervisionSection } from "./sections/supervision.ts";
 import { cidrEntry } from "./net/cidr.ts";
 import { cameraPlaybackSchema, playbackSection } from "./sections/playback.ts";
+import { cameraTranscode, transcodeSection } from "./sections/transcode.ts";
 
 /** An inclusive UDP/TCP port range written as [first, last]. */
 export const portRange = z
@@ -96,6 +97,8 @@ export const cameraSchema = z.strictObject({
     .optional(),
   /** Where and how the camera's recorder replays recordings. Default: none (no playback for this camera). */
   playback: cameraPlaybackSchema.optional(),
+  /** Conversion of codecs browsers cannot play (AAC sound, H.265 video); needs ffmpeg (`transcode.ffmpegPath`). Default: every field's default. */
+  transcode: cameraTranscode.optional(),
 });
 
 export const configSchema = z.strictObject({
@@ -230,6 +233,7 @@ export const configSchema = z.strictObject({
   /** Several gateways as one, through Redis (gateway/cluster/). Default: none (this gateway runs alone). */
   cluster: clusterSection.optional(),
   supervision: supervisionSection,
+  transcode: transcodeSection,
   /** Directory for the gateway's own files (the audit trail's SQLite file). Relative paths are from the working directory. Default `data`. */
   dataDir: z.string().min(1).default("data"),
 });

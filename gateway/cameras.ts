@@ -16,6 +16,8 @@ import { CameraIngest, type IngestStatus } from "./ingest/camera-ingest.ts";
 import type { CameraState, Reachability } from "./ingest/camera-state.ts";
 import type { LossSignal } from "./rtsp/status.ts";
 import { UdpPortPool } from "./ingest/udp-ports.ts";
+import { cameraTranscodeOf, transcodeSection } from "../config/sections/transcode.ts";
+import { TranscodingSink, type TranscodeStatus } from "./transcode/sink.ts";
 
 /** What any user who may see a camera is told about it (`/api/cameras`, the page's event stream). */
 export interface CameraView {
@@ -47,6 +49,8 @@ export interface CameraView {
   unplayable: { type: string; reason: string }[];
   /** The camera's streams, main first (`sub` is the last one): what `?stream=` may name. */
   streams: { id: string; width?: number; height?: number }[];
+  /** Tracks of the described stream converted by ffmpeg (AAC → Opus, H.265 → H.264) and how each ffmpeg is doing. */
+  transcodes?: { track: number; from: string; to: string; state: string; failures: number; lastFailure?: string }[];
 }
 
 /** A camera's stream as the registry pulls it. */
@@ -55,6 +59,8 @@ interface StreamEntry {
   id: string;
   source: CameraId;
   ingest: CameraIngest;
+  /** Between ingest and source: converts AAC and H.265 tracks (gateway/transcode/). */
+  transcoder: TranscodingSink;
 }
 
 export type CameraRegistryEvents = {
@@ -77,15 +83,35 @@ interface Entry {
   last: string;
 }
 
+interface RegistryDeps {
+  rtsp: Config["rtsp"];
+  sfu: Sfu;
+  log: Logger;
+  /** Default: every field's default. */
+  transcode?: Config["transcode"];
+}
+
+/** Converted tracks a person should know about: an ffmpeg that cannot be found or keeps failing. */
+function transcodeTrouble(list: TranscodeStatus[]): { type: string; reason: string }[] {
+  const out: { type: string; reason: string }[] = [];
+  for (const t of list) {
+    const what = t.to === "OPUS" ? "AAC sound" : "H.265 video";
+    const type = t.to === "OPUS" ? "audio" : "video";
+    if (t.ffmpeg.state === "missing") out.push({ type, reason: `${what} needs ffmpeg, which could not be started (${t.ffmpeg.lastFailure ?? "not found"}): install it (apt install ffmpeg) or set transcode.ffmpegPath` });
+    else if (t.ffmpeg.state === "backoff") out.push({ type, reason: `${what}: the converter (ffmpeg) failed (${t.ffmpeg.lastFailure ?? "unknown"}) and is restarting` });
+  }
+  return out;
+}
+
 export class CameraRegistry {
   private readonly entries = new Map<CameraId, Entry>();
   private closed = false;
   private closing: Promise<void> | undefined;
-  private readonly deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger };
+  private readonly deps: RegistryDeps;
   private readonly ports: UdpPortPool;
   readonly events: SafeEmitter<CameraRegistryEvents>;
 
-  constructor(cameras: readonly CameraConfig[], deps: { rtsp: Config["rtsp"]; sfu: Sfu; log: Logger }) {
+  constructor(cameras: readonly CameraConfig[], deps: RegistryDeps) {
     this.deps = deps;
     this.events = new SafeEmitter<CameraRegistryEvents>((event, err) => deps.log.error("camera listener failed", { event, err }));
     this.ports = new UdpPortPool(deps.rtsp.clientPortRange);
@@ -110,12 +136,31 @@ export class CameraRegistry {
       // and the idle light check is the main stream's alone (one per camera).
       const config = main ? camera : { ...camera, url: s.url, alwaysOn: false };
       const rtsp = main ? this.deps.rtsp : { ...this.deps.rtsp, checkIntervalSeconds: 0 };
-      const ingest = new CameraIngest({ camera: config, rtsp, sink: source, log: main ? log : log.child({ stream: s.id }), ports: this.ports });
-      offs.push(source.on("viewers", (n: number) => ingest.setDemand(n)));
+      const slog = main ? log : log.child({ stream: s.id });
+      // AAC and H.265 tracks are converted on their way to the source: one ffmpeg per stream and codec, while watched.
+      const transcoder = new TranscodingSink({
+        downstream: source,
+        camera: cameraTranscodeOf(camera),
+        global: this.deps.transcode ?? transcodeSection.parse({}),
+        log: slog.child({ component: "transcode" }),
+        onChange: () => {
+          if (!this.closed) this.announce(entry);
+        },
+      });
+      const ingest = new CameraIngest({ camera: config, rtsp, sink: transcoder, log: slog, ports: this.ports, convert: () => transcoder.convertible() });
+      offs.push(
+        source.on("viewers", (n: number) => {
+          transcoder.setDemand(n);
+          ingest.setDemand(n);
+        }),
+      );
       offs.push(ingest.on("state", () => this.announce(entry)));
       // Viewers already there (a camera enabled again while they watch): pull for them.
-      if (source.viewerCount > 0) ingest.setDemand(source.viewerCount);
-      streams.push({ id: s.id, source: sourceId, ingest });
+      if (source.viewerCount > 0) {
+        transcoder.setDemand(source.viewerCount);
+        ingest.setDemand(source.viewerCount);
+      }
+      streams.push({ id: s.id, source: sourceId, ingest, transcoder });
     }
     entry.streams = streams;
     entry.ingest = streams[0]!.ingest;
@@ -145,7 +190,10 @@ export class CameraRegistry {
     e.disabled = { reason, since: Date.now(), last: e.ingest.status() };
     e.unsubscribe();
     e.unsubscribe = () => {};
-    for (const s of e.streams) void s.ingest.close(`disabled: ${reason}`);
+    for (const s of e.streams) {
+      void s.ingest.close(`disabled: ${reason}`);
+      void s.transcoder.close();
+    }
     this.announce(e);
     return true;
   }
@@ -218,6 +266,7 @@ export class CameraRegistry {
     const demand = (s: StreamEntry) => this.deps.sfu.findSource(s.source)?.viewerCount ?? 0;
     const watched = demand(e.streams[0]!) > 0 ? e.streams[0]! : (e.streams.find((s) => demand(s) > 0) ?? e.streams[0]!);
     const st: IngestStatus = e.disabled ? disabledStatus(e.disabled) : watched.ingest.status();
+    const transcodes = e.disabled ? [] : watched.transcoder.status();
     const c = st.camera;
     const v: CameraView = {
       id: toCameraId(config.id),
@@ -229,7 +278,7 @@ export class CameraRegistry {
       status: c.state,
       reachability: c.reachability,
       since: c.since,
-      unplayable: st.unsupported,
+      unplayable: [...st.unsupported, ...transcodeTrouble(transcodes)],
       streams: [
         { id: "main" },
         ...(config.streams ?? []).map((s) => ({ id: s.id, ...(s.width ? { width: s.width } : {}), ...(s.height ? { height: s.height } : {}) })),
@@ -241,7 +290,18 @@ export class CameraRegistry {
     if (c.lostBy !== undefined) v.lostBy = c.lostBy;
     if (c.checkedAt !== undefined) v.checkedAt = c.checkedAt;
     if (st.transport !== undefined) v.transport = st.transport;
+    if (transcodes.length > 0)
+      v.transcodes = transcodes.map((t) => {
+        const x: NonNullable<CameraView["transcodes"]>[number] = { track: t.track, from: t.from, to: t.to, state: t.ffmpeg.state, failures: t.ffmpeg.failures };
+        if (t.ffmpeg.lastFailure !== undefined) x.lastFailure = t.ffmpeg.lastFailure;
+        return x;
+      });
     return v;
+  }
+
+  /** The converted tracks of each of a camera's streams (AAC → Opus, H.265 → H.264) in detail, for administrators. */
+  transcodes(id: string): { stream: string; tracks: TranscodeStatus[] }[] | undefined {
+    return this.entries.get(id as CameraId)?.streams.map((s) => ({ stream: s.id, tracks: s.transcoder.status() }));
   }
 
   status(id: string): IngestStatus | undefined {
@@ -261,7 +321,12 @@ export class CameraRegistry {
     await Promise.all(
       [...this.entries.values()].map(async (e) => {
         e.unsubscribe();
-        await Promise.all(e.streams.map((s) => s.ingest.close(reason)));
+        await Promise.all(
+          e.streams.map(async (s) => {
+            await s.ingest.close(reason);
+            await s.transcoder.close();
+          }),
+        );
       }),
     );
     this.entries.clear();

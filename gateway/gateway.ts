@@ -290,7 +290,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       retryAfterSeconds: Math.ceil(config.media.viewers.connectTimeoutMs / 1000),
     });
 
-    const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, sfu, log: log.child({ component: "ingest" }) });
+    const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, transcode: config.transcode, sfu, log: log.child({ component: "ingest" }) });
     const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(registry.configs().find((c) => c.id === id)) });
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));

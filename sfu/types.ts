@@ -6,7 +6,13 @@
  */
 
 /** Codecs the SFU forwards without transcoding. */
-export type CodecName = "H264" | "PCMU" | "PCMA" | "OPUS";
+export type ForwardedCodec = "H264" | "PCMU" | "PCMA" | "OPUS";
+
+/**
+ * Codecs a recorder may send: the forwarded ones, and those the gateway converts before the
+ * SFU sees them (gateway/transcode/: AAC in RTP `MPEG4-GENERIC` / `MP4A-LATM`, H.265).
+ */
+export type CodecName = ForwardedCodec | "H265" | "MPEG4-GENERIC" | "MP4A-LATM";
 
 /** One upstream track, as described by the recorder's SDP. */
 export interface TrackSpec {

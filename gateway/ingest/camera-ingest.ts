@@ -47,6 +47,8 @@ export interface CameraIngestOptions {
   random?: () => number;
   /** A session that played this long resets the backoff, ms. Default 10000. */
   stableMs?: number;
+  /** Which convertible codecs (AAC, H.265) to pull, asked at each DESCRIBE (gateway/transcode/). Default: none. */
+  convert?: RtspClientOptions["convert"];
   /** Builds the RTSP client of each attempt. Default: a real RtspClient. */
   createClient?: (opts: RtspClientOptions) => IngestClient;
 }
@@ -226,6 +228,7 @@ export class CameraIngest {
         tlsInsecure: camera.tlsInsecure,
         basicOverPlainRtsp: camera.basicOverPlainRtsp,
         redirectHosts: camera.redirectHosts,
+        convert: this.opts.convert,
         requestTimeoutMs: rtsp.requestTimeoutMs,
         mediaTimeoutMs: rtsp.mediaTimeoutMs,
         ports: this.opts.ports,
@@ -398,6 +401,7 @@ export class CameraIngest {
         password: camera.password,
         transport: camera.transport,
         tlsInsecure: camera.tlsInsecure,
+        convert: this.opts.convert,
         requestTimeoutMs: rtsp.requestTimeoutMs,
         mediaTimeoutMs: rtsp.mediaTimeoutMs,
         log: this.log.child({ check: true }),

@@ -27,13 +27,15 @@ import { createAuthorizer, isStale, parseChallenges, pickChallenge, type Authori
 import { formatTransport, parsePublic, parseSession, parseTransport, type TransportSpec } from "./headers.ts";
 import { MediaRouter, type RouterStats } from "./media-router.ts";
 import { RtspHeaders, interleavedFrame, type RtspResponse } from "./message.ts";
-import { baseUrl, parseSdp, planTracks, type IngestTrack, type UnsupportedMedia } from "./sdp.ts";
+import { baseUrl, parseSdp, planTracks, type ConvertibleCodecs, type IngestTrack, type UnsupportedMedia } from "./sdp.ts";
 import { RecorderPolicyError, UnplayableError, UpstreamLostError, isRedirect, responseError } from "./status.ts";
 import { realTimers, type TimerHandle, type Timers } from "./timers.ts";
 import { UdpMediaPair } from "./udp-media.ts";
 import { parseRtspUrl, redirectAllowed, sameOrigin, type RtspUrl } from "./url.ts";
 
 export interface RtspClientOptions {
+  /** Which convertible codecs (AAC, H.265) to pull, asked at each DESCRIBE. Default: none. */
+  convert?: () => ConvertibleCodecs;
   /** rtsp:// or rtsps:// URL; may carry `user:password@` (percent-encoded). */
   url: string;
   /** Overrides the URL's user name. */
@@ -231,7 +233,7 @@ export class RtspClient {
     try {
       return await this.run(async (describe) => {
         const sdp = this.readSdp(describe);
-        const plan = planTracks(sdp, baseUrl(this.url.href, describe.headers.get("Content-Base"), describe.headers.get("Content-Location")));
+        const plan = planTracks(sdp, baseUrl(this.url.href, describe.headers.get("Content-Base"), describe.headers.get("Content-Location")), this.opts.convert?.());
         return { specs: plan.tracks.map((t) => t.spec), unsupported: plan.unsupported, url: this.url.href };
       });
     } finally {
@@ -324,7 +326,7 @@ export class RtspClient {
   private async setupAndPlay(describe: RtspResponse, publicMethods: Set<string>): Promise<PlaySession> {
     const sdp = this.readSdp(describe);
     const base = baseUrl(this.url.href, describe.headers.get("Content-Base"), describe.headers.get("Content-Location"));
-    const plan = planTracks(sdp, base);
+    const plan = planTracks(sdp, base, this.opts.convert?.());
     for (const u of plan.unsupported) this.log.info("media not pulled", { media: u.mediaIndex, type: u.type, reason: u.reason });
     if (plan.tracks.length === 0)
       throw new UnplayableError(

@@ -7,6 +7,7 @@
  */
 import { BadInputError } from "../../config/errors.ts";
 import type { CodecName, TrackSpec } from "../../sfu/types.ts";
+import { parseAacFmtp } from "../transcode/aac.ts";
 
 export interface RtpMap {
   /** Encoding name as written (case preserved), e.g. "H264", "PCMU", "opus". */
@@ -233,8 +234,18 @@ const STATIC_PT: Record<number, RtpMap> = {
   8: { encoding: "PCMA", clockRate: 8000, channels: 1 },
 };
 
+/**
+ * Codecs the gateway can only convert (gateway/transcode/): `true` when this camera converts
+ * them, so their tracks are pulled; otherwise the words shown on the tile saying why they are
+ * not (e.g. ffmpeg is missing). Absent: not converted.
+ */
+export interface ConvertibleCodecs {
+  aac?: true | string;
+  h265?: true | string;
+}
+
 /** Decides which media sections to pull and how the SFU sees them. Never throws. */
-export function planTracks(sdp: SdpSession, base: string): TrackPlan {
+export function planTracks(sdp: SdpSession, base: string, convert: ConvertibleCodecs = {}): TrackPlan {
   const aggregateUrl = resolveControl(base, sdp.control);
   const tracks: IngestTrack[] = [];
   const unsupported: UnsupportedMedia[] = [];
@@ -264,7 +275,7 @@ export function planTracks(sdp: SdpSession, base: string): TrackPlan {
     let spec: TrackSpec | undefined;
     for (const f of m.formats) {
       const pt = /^\d{1,3}$/.test(f) ? Number(f) : -1;
-      const result = mapFormat(m, pt);
+      const result = mapFormat(m, pt, convert);
       if (typeof result === "string") reasons.push(result);
       else {
         spec = result;
@@ -281,7 +292,7 @@ export function planTracks(sdp: SdpSession, base: string): TrackPlan {
 }
 
 /** A TrackSpec for one payload type of a media section, or why it cannot be forwarded. */
-function mapFormat(m: SdpMedia, pt: number): TrackSpec | string {
+function mapFormat(m: SdpMedia, pt: number, convert: ConvertibleCodecs): TrackSpec | string {
   if (pt < 0 || pt > 127) return "invalid payload type";
   const map = m.rtpmap.get(pt) ?? STATIC_PT[pt];
   if (!map) return `payload type ${pt} has no rtpmap`;
@@ -289,7 +300,12 @@ function mapFormat(m: SdpMedia, pt: number): TrackSpec | string {
   const fmtp = m.fmtp.get(pt) ?? "";
   let codec: CodecName;
   if (m.type === "video") {
-    if (enc === "H265" || enc === "HEVC") return "H.265 cannot be played by browsers (configure an H.264 substream)";
+    if (enc === "H265" || enc === "HEVC") {
+      if (convert.h265 !== true)
+        return convert.h265 ?? "H.265 video cannot be played by this browser (configure an H.264 stream, or set the camera's transcode.h265 to h264)";
+      if (map.clockRate !== 90000) return `H.265 clock rate ${map.clockRate} is not 90000`;
+      return { kind: "video", codec: "H265", clockRate: 90000, channels: 1, payloadType: pt, fmtp };
+    }
     if (enc !== "H264") return `video codec ${map.encoding} is not supported (H.264 only)`;
     const mode = /(?:^|;)\s*packetization-mode\s*=\s*(\d+)/i.exec(fmtp);
     if (mode && mode[1] !== "0" && mode[1] !== "1") return `H.264 packetization-mode=${mode[1]} is not supported`;
@@ -299,8 +315,12 @@ function mapFormat(m: SdpMedia, pt: number): TrackSpec | string {
     if (enc === "PCMU" && map.clockRate === 8000) codec = "PCMU";
     else if (enc === "PCMA" && map.clockRate === 8000) codec = "PCMA";
     else if (enc === "OPUS" && map.clockRate === 48000) codec = "OPUS";
-    else if (enc === "MPEG4-GENERIC" || enc === "MP4A-LATM")
-      return "AAC sound cannot be played yet (set the camera's audio to G.711 or Opus to hear it)";
+    else if (enc === "MPEG4-GENERIC" || enc === "MP4A-LATM") {
+      if (convert.aac !== true) return convert.aac ?? "AAC sound is not converted for this camera (set its transcode.aac to opus)";
+      const aac = parseAacFmtp(enc, map.clockRate, fmtp);
+      if (typeof aac === "string") return `AAC sound cannot be converted: ${aac}`;
+      return { kind: "audio", codec: enc, clockRate: map.clockRate, channels: map.channels || 1, payloadType: pt, fmtp };
+    }
     else return `audio codec ${map.encoding}/${map.clockRate} is not supported (PCMU, PCMA, Opus only)`;
   }
   return {

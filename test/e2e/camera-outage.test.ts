@@ -139,7 +139,7 @@ describe("a camera that fails, seen in Chromium (real GStreamer recorders)", { t
             { id: "ending", url: ending.url },
             { id: "gone", url: gone.url },
             { id: "udponly", url: udpOnly.url },
-            { id: "hevc", url: hevc.url },
+            { id: "hevc", url: hevc.url, transcode: { aac: "off" } },
           ],
         },
         {},
@@ -297,10 +297,10 @@ describe("a camera that fails, seen in Chromium (real GStreamer recorders)", { t
     // No viewer ever: only the light check (connect + DESCRIBE) looks at it.
     const hevcView = await waitForCamera(gateway, "hevc", (v) => v.reachability === "failing");
     expect(hevcView).toMatchObject({ status: "idle", viewers: 0 });
-    expect(hevcView.statusReason).toMatch(/^nothing a browser can play: H\.265 cannot be played by browsers/);
+    expect(hevcView.statusReason).toMatch(/^nothing a browser can play: H\.265 video cannot be played by this browser/);
     expect(hevcView.unplayable.map((u) => u.reason)).toEqual([
-      "H.265 cannot be played by browsers (configure an H.264 substream)",
-      "AAC sound cannot be played yet (set the camera's audio to G.711 or Opus to hear it)",
+      "H.265 video cannot be played by this browser: configure an H.264 stream on the camera, or set its transcode.h265 to h264 (converts with ffmpeg)",
+      "AAC sound is switched off for this camera (transcode.aac: off)",
     ]);
     expect(hevc.sessions()).toBe(0);
 

@@ -50,7 +50,9 @@ def parse_args():
     p.add_argument("--session-timeout", type=int, default=60, help="RTSP session timeout, seconds")
     p.add_argument("--frames", type=int, default=0, help="end the stream (EOS) after this many video frames; 0 = never")
     p.add_argument("--codec", default="h264", help="h264 or h265 video")
-    p.add_argument("--aac", action="store_true", help="AAC audio instead of PCMU")
+    p.add_argument("--aac", action="store_true", help="AAC audio (RTP MPEG4-GENERIC, RFC 3640) instead of PCMU")
+    p.add_argument("--aac-latm", action="store_true", help="AAC audio in RTP MP4A-LATM (RFC 6416) instead of PCMU")
+    p.add_argument("--audio-rate", type=int, default=8000, help="audio sampling rate, Hz")
     return p.parse_args()
 
 
@@ -58,7 +60,7 @@ def launch_line(a):
     interval = 0 if a.sprop_only else a.config_interval
     vframes = f" num-buffers={a.frames}" if a.frames > 0 else ""
     # 8000 Hz audio in buffers of 400 samples (50 ms): the audio ends with the video.
-    aframes = f" num-buffers={max(1, a.frames * 20 // a.fps)} samplesperbuffer=400" if a.frames > 0 else ""
+    aframes = f" num-buffers={max(1, a.frames * 20 // a.fps)} samplesperbuffer={a.audio_rate // 20}" if a.frames > 0 else ""
     if a.codec == "h265":
         video = (
             f"videotestsrc is-live=true pattern=ball{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
@@ -67,9 +69,15 @@ def launch_line(a):
         )
     else:
         video = None
-    audio_enc = "avenc_aac ! rtpmp4gpay name=pay1 pt=97" if a.aac else "mulawenc ! rtppcmupay name=pay1 pt=0"
+    if a.aac_latm:
+        audio_enc = "avenc_aac ! rtpmp4apay name=pay1 pt=97"
+    elif a.aac:
+        audio_enc = "avenc_aac ! rtpmp4gpay name=pay1 pt=97"
+    else:
+        audio_enc = "mulawenc ! rtppcmupay name=pay1 pt=0"
+    arate = a.audio_rate if (a.aac or a.aac_latm) else 8000
     if video is not None:
-        return f"( {video}{'' if a.no_audio else ' audiotestsrc is-live=true wave=sine' + aframes + ' ! audio/x-raw,rate=8000,channels=1 ! audioconvert ! ' + audio_enc} )"
+        return f"( {video}{'' if a.no_audio else  f' audiotestsrc is-live=true wave=sine{aframes} ! audio/x-raw,rate={arate},channels=1 ! audioconvert ! ' + audio_enc} )"
     video = (
         f"videotestsrc is-live=true pattern=ball{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} bitrate={a.bitrate} "
@@ -80,7 +88,7 @@ def launch_line(a):
         f"! rtph264pay name=pay0 pt=96 config-interval={interval}"
     )
     audio = (
-        f" audiotestsrc is-live=true wave=sine{aframes} ! audio/x-raw,rate=8000,channels=1 ! audioconvert "
+        f" audiotestsrc is-live=true wave=sine{aframes} ! audio/x-raw,rate={arate},channels=1 ! audioconvert "
         f"! {audio_enc}"
     )
     return f"( {video}{'' if a.no_audio else audio} )"

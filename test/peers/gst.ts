@@ -51,8 +51,10 @@ export interface GstServerOptions {
   frames?: number;
   /** Video codec. Default h264. */
   codec?: "h264" | "h265";
-  /** AAC audio (MPEG4-GENERIC) instead of PCMU. */
-  aac?: boolean;
+  /** AAC audio instead of PCMU: true or "generic" = RTP MPEG4-GENERIC (RFC 3640, rtpmp4gpay), "latm" = MP4A-LATM (RFC 6416, rtpmp4apay). */
+  aac?: boolean | "generic" | "latm";
+  /** Sampling rate of AAC audio, Hz. Default 8000. */
+  audioRate?: number;
   /** How long to wait for the server to listen, ms. Default 15000. */
   readyTimeoutMs?: number;
 }
@@ -138,7 +140,9 @@ class GstProcess implements GstRtspServer {
     ] as const)
       if (v !== undefined) args.push(k, String(v));
     if (o.noAudio) args.push("--no-audio");
-    if (o.aac) args.push("--aac");
+    if (o.aac === "latm") args.push("--aac-latm");
+    else if (o.aac) args.push("--aac");
+    if (o.audioRate !== undefined) args.push("--audio-rate", String(o.audioRate));
 
     // Binding the old port right after a kill can race the kernel; retry a few times.
     for (let attempt = 0; ; attempt++) {

@@ -280,7 +280,7 @@ describe("session setup", () => {
     rec.setHandler(wellBehaved({ sdp: cameraSdp().replace("H264/90000", "H265/90000") }));
     const err = await client(rec.url).c.start().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnplayableError);
-    expect((err as Error).message).toMatch(/^no playable track: H\.265 cannot be played by browsers/);
+    expect((err as Error).message).toMatch(/^no playable track: H\.265 video cannot be played by this browser/);
   });
 
   it("times out a request the recorder never answers", async () => {

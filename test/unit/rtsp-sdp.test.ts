@@ -120,8 +120,29 @@ describe("planTracks", () => {
       { kind: "audio", codec: "PCMU", clockRate: 8000, channels: 1, payloadType: 0, fmtp: "" },
     ]);
     expect(plan.unsupported).toEqual([
-      { mediaIndex: 2, type: "audio", reason: "AAC sound cannot be played yet (set the camera's audio to G.711 or Opus to hear it)" },
+      { mediaIndex: 2, type: "audio", reason: "AAC sound is not converted for this camera (set its transcode.aac to opus)" },
     ]);
+  });
+
+  it("pulls AAC and H.265 only for a camera that converts them, and says why not otherwise", () => {
+    const sdp = parseSdp(
+      "v=0\ns=-\nm=video 0 RTP/AVP 96\na=control:v\na=rtpmap:96 H265/90000\na=fmtp:96 sprop-vps=QAEMAf//AWAAAAMAkAAAAwAAAwBdlZgJ\n" +
+        "m=audio 0 RTP/AVP 97\na=control:a\na=rtpmap:97 MPEG4-GENERIC/16000/1\na=fmtp:97 streamtype=5;profile-level-id=2;mode=AAC-hbr;config=1408;sizelength=13;indexlength=3;indexdeltalength=3\n" +
+        "m=audio 0 RTP/AVP 98\na=control:b\na=rtpmap:98 MP4A-LATM/44100/2\na=fmtp:98 cpresent=0;config=400024203fc0\n" +
+        "m=audio 0 RTP/AVP 99\na=control:c\na=rtpmap:99 MPEG4-GENERIC/48000/2\na=fmtp:99 mode=AAC-hbr;config=2990;sizelength=13\n",
+    );
+    const yes = planTracks(sdp, "rtsp://h/a/", { aac: true, h265: true });
+    expect(yes.tracks.map((t) => [t.spec.kind, t.spec.codec, t.spec.clockRate])).toEqual([
+      ["video", "H265", 90000],
+      ["audio", "MPEG4-GENERIC", 16000],
+      ["audio", "MP4A-LATM", 44100],
+    ]);
+    // config=2990: object type 5 (HE-AAC) whose core is not AAC-LC, refused with the reason.
+    expect(yes.unsupported.map((u) => u.mediaIndex)).toEqual([3]);
+    expect(yes.unsupported[0]!.reason).toMatch(/^AAC sound cannot be converted: /);
+    const no = planTracks(sdp, "rtsp://h/a/", { aac: "install ffmpeg", h265: "no H.265 here" });
+    expect(no.tracks).toEqual([]);
+    expect(no.unsupported.map((u) => u.reason)).toEqual(["no H.265 here", "install ffmpeg", "install ffmpeg", "install ffmpeg"]);
   });
 
   it("refuses H.264 packetization-mode=2, SRTP profiles and unknown dynamic types", () => {

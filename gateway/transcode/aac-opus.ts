@@ -1,0 +1,218 @@
+/**
+ * One camera's AAC sound converted to Opus by ONE ffmpeg child, while wanted.
+ *
+ * RTP in (the camera's), RTP out (Opus, 48 kHz, the camera's SSRC, timestamps on the
+ * camera's clock through a ClockMap), so the camera's RTCP sender reports, translated by the
+ * same map, still tie sound to picture. ffmpeg reads ADTS on stdin and writes Ogg Opus on
+ * stdout (one 20 ms packet per page); see aac.ts for why we depacketize ourselves.
+ */
+import type { ChildProcessWithoutNullStreams } from "node:child_process";
+import type { Logger } from "../../config/log.ts";
+import { emptyRtpHeader, readRtpHeader, writeRtpHeader } from "../../sfu/rtp/packet.ts";
+import { AacDepacketizer, adtsHeader, type AacDropReason, type AacStreamConfig } from "./aac.ts";
+import { ClockMap, OggReader, opusHeadPreSkip, opusPacketSamples, OpusStamper } from "./ogg-opus.ts";
+import { ChildSupervisor, type ChildStatus, type SpawnFn } from "./supervisor.ts";
+import type { Timers } from "../rtsp/timers.ts";
+
+/**
+ * Until ffmpeg has caught up after its start (an Opus packet whose input reached us at most
+ * STARTUP_MAX_LAG_MS before), older output is dropped: ffmpeg's start-up delay would otherwise
+ * come out as a burst of old sound that the browser's jitter buffer keeps as extra delay for
+ * many seconds (sound a second or two behind the picture). Past STARTUP_GIVE_UP_MS of output
+ * the lag is accepted as it is.
+ */
+const STARTUP_MAX_LAG_MS = 250;
+const STARTUP_GIVE_UP_MS = 10_000;
+
+/** The payload type the Opus output carries (what the SFU source is told). */
+export const OPUS_PAYLOAD_TYPE = 111;
+
+export interface AacToOpusOptions {
+  stream: AacStreamConfig;
+  ffmpeg: string;
+  opusBitrateKbps: number;
+  /** Receives each Opus RTP packet (valid during the call). */
+  out: (packet: Buffer) => void;
+  log: Logger;
+  supervisor: { restartMinMs: number; restartMaxMs: number; stableMs: number; stderrLines: number; onChange?: (() => void) | undefined };
+  /** Encoded input waiting for ffmpeg, bytes, past which input is dropped. */
+  maxPendingBytes: number;
+  timers?: Timers;
+  spawn?: SpawnFn;
+}
+
+export interface TranscodeCounters {
+  /** Access units (or frames) handed to ffmpeg. */
+  unitsIn: number;
+  /** Packets produced for viewers. */
+  packetsOut: number;
+  /** Input dropped while ffmpeg was not running (nobody watching, restarting). */
+  notRunning: number;
+  /** Input dropped because ffmpeg did not keep up. */
+  backlog: number;
+  /** Output dropped because it could not be timed (nothing fed, malformed). */
+  untimed: number;
+  /** Output dropped because ffmpeg's start-up made it late. */
+  startupLate: number;
+}
+
+export class AacToOpus {
+  readonly counters: TranscodeCounters = { unitsIn: 0, packetsOut: 0, notRunning: 0, backlog: 0, untimed: 0, startupLate: 0 };
+  private startedAt = 0;
+  private caughtUp = false;
+  private readonly o: AacToOpusOptions;
+  private readonly depack: AacDepacketizer;
+  private readonly clock: ClockMap;
+  private readonly supervisor: ChildSupervisor;
+  private readonly hdr = emptyRtpHeader();
+  private stamper: OpusStamper | undefined;
+  private ogg: OggReader | undefined;
+  private stdin: ChildProcessWithoutNullStreams["stdin"] | undefined;
+  private lastSeq = -1;
+  private ssrc = 0;
+  private seq = Math.floor(Math.random() * 0x10000);
+  private readonly outBuf = Buffer.allocUnsafe(12 + 1500);
+
+  constructor(o: AacToOpusOptions) {
+    this.o = o;
+    this.depack = new AacDepacketizer(o.stream);
+    this.clock = new ClockMap(o.stream.clockRate);
+    this.supervisor = new ChildSupervisor({
+      ...o.supervisor,
+      command: o.ffmpeg,
+      args: () => this.args(),
+      log: o.log,
+      timers: o.timers,
+      spawn: o.spawn,
+      onStart: (child) => this.wire(child),
+      onEnd: () => this.unwire(),
+    });
+  }
+
+  /** The camera's RTP timestamp on the Opus clock (for its sender reports). */
+  mapTimestamp(ts: number): number {
+    return this.clock.map(ts);
+  }
+
+  drops(): Record<AacDropReason, number> {
+    return this.depack.drops;
+  }
+
+  status(): ChildStatus {
+    return this.supervisor.status();
+  }
+
+  setWanted(wanted: boolean): void {
+    this.supervisor.setWanted(wanted);
+  }
+
+  /** A new upstream session: forget fragments and sequence state (the clock map stays). */
+  resetSession(): void {
+    this.depack.resetSession();
+    this.lastSeq = -1;
+  }
+
+  /** One camera RTP packet (valid only during the call). Never throws. */
+  push(packet: Buffer): void {
+    const h = this.hdr;
+    if (!readRtpHeader(packet, h)) {
+      this.depack.drops.malformed++;
+      return;
+    }
+    const lost = this.lastSeq >= 0 && ((h.sequenceNumber - this.lastSeq) & 0xffff) !== 1;
+    this.lastSeq = h.sequenceNumber;
+    this.ssrc = h.ssrc;
+    const aus = this.depack.push(packet.subarray(h.payloadOffset, h.payloadOffset + h.payloadLength), h.timestamp, h.marker, lost);
+    if (aus.length === 0) return;
+    const stdin = this.stdin;
+    const asc = this.depack.asc;
+    if (!stdin || !this.stamper || !asc) {
+      this.counters.notRunning += aus.length;
+      return;
+    }
+    const dur = this.depack.auDuration();
+    const now = performance.now();
+    for (const au of aus) {
+      if (stdin.writableLength > this.o.maxPendingBytes) {
+        this.counters.backlog++;
+        continue;
+      }
+      this.stamper.input(au.ts, dur, now);
+      stdin.write(Buffer.concat([adtsHeader(asc, au.data.length), au.data]));
+      this.counters.unitsIn++;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.supervisor.close();
+  }
+
+  private args(): string[] {
+    const channels = Math.min(2, this.depack.asc?.channelConfig ?? 2) || 2;
+    return [
+      "-hide_banner", "-loglevel", "warning",
+      // Start at once: no probing beyond the first frames of a stream we describe ourselves.
+      "-fflags", "+nobuffer", "-probesize", "32", "-analyzeduration", "0",
+      "-f", "aac", "-i", "pipe:0",
+      "-vn", "-ac", String(channels), "-ar", "48000",
+      "-c:a", "libopus", "-b:a", `${this.o.opusBitrateKbps}k`, "-frame_duration", "20", "-application", "audio",
+      "-f", "ogg", "-page_duration", "20000", "-flush_packets", "1", "pipe:1",
+    ];
+  }
+
+  private wire(child: ChildProcessWithoutNullStreams): void {
+    this.stamper = new OpusStamper(this.clock, this.o.stream.clockRate);
+    this.startedAt = performance.now();
+    this.caughtUp = false;
+    this.ogg = new OggReader();
+    this.stdin = child.stdin;
+    const stamper = this.stamper;
+    const ogg = this.ogg;
+    child.stdout.on("data", (chunk: Buffer) => {
+      if (this.stamper !== stamper) return;
+      for (const p of ogg.push(chunk)) this.onOpus(stamper, p.data);
+    });
+  }
+
+  private unwire(): void {
+    this.stdin = undefined;
+    this.stamper = undefined;
+    this.ogg = undefined;
+  }
+
+  private onOpus(stamper: OpusStamper, data: Buffer): void {
+    const pre = opusHeadPreSkip(data);
+    if (pre !== undefined) {
+      stamper.setPreSkip(pre);
+      return;
+    }
+    if (data.length >= 8 && data.toString("latin1", 0, 8) === "OpusTags") return;
+    const samples = opusPacketSamples(data);
+    const ts = samples > 0 ? stamper.output(samples) : undefined;
+    if (ts === undefined || data.length > 1500) {
+      this.counters.untimed++;
+      return;
+    }
+    if (!this.caughtUp) {
+      const now = performance.now();
+      if (now - stamper.lastInputAt <= STARTUP_MAX_LAG_MS) this.caughtUp = true;
+      else if (now - this.startedAt < STARTUP_GIVE_UP_MS) {
+        this.counters.startupLate++;
+        return;
+      } else {
+        this.caughtUp = true;
+        this.o.log.warn("ffmpeg's sound stays late", { lagMs: Math.round(now - stamper.lastInputAt) });
+      }
+    }
+    const buf = this.outBuf;
+    this.seq = (this.seq + 1) & 0xffff;
+    writeRtpHeader(buf, { marker: false, payloadType: OPUS_PAYLOAD_TYPE, sequenceNumber: this.seq, timestamp: ts, ssrc: this.ssrc });
+    data.copy(buf, 12);
+    this.counters.packetsOut++;
+    try {
+      this.o.out(buf.subarray(0, 12 + data.length));
+    } catch (err) {
+      this.o.log.warn("opus output failed", { err });
+    }
+  }
+}

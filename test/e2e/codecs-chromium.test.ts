@@ -1,0 +1,252 @@
+/**
+ * End to end: cameras in the codecs they ship with by default, played in real Chromium.
+ * - AAC sound (RTP MPEG4-GENERIC and MP4A-LATM, from GStreamer's avenc_aac) arrives as Opus,
+ *   with sound in it (audio energy above zero), and in sync with the picture: Chromium's own
+ *   estimate of the capture time of what it plays now (estimatedPlayoutTimestamp, from the
+ *   RTP timestamps and sender reports) agrees between sound and picture within 100 ms, and
+ *   neither claims a capture time in the future or long past (so sync was not bought by
+ *   delaying one side by seconds).
+ * - An H.265 camera configured to transcode plays as H.264 at the configured largest size.
+ * - One ffmpeg per camera and codec whatever the number of viewers, stopped when nobody watches.
+ * - Without ffmpeg the tile and /api/cameras say what is missing and how to add it.
+ */
+import type { Page } from "puppeteer-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
+import { parseConfig } from "../../config/load.ts";
+import type { ConfigInput } from "../../config/schema.ts";
+import { silentLogger } from "../../config/log.ts";
+import type { CameraView } from "../../gateway/cameras.ts";
+import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { launchChromium, waitForDecodedFrames, type Chromium } from "../peers/chromium.ts";
+import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
+
+const videoOf = (camera: string) => `[data-camera="${camera}"] video`;
+
+function gatewayConfig(input: ConfigInput) {
+  return parseConfig({ server: { port: 0 }, auth: { mode: "none" }, log: { level: "warn" }, demo: { enabled: false }, ...input }, {});
+}
+
+interface AvStats {
+  audio: { codec: string; packets: number; energy: number; level: number; playoutNtp: number | null } | null;
+  video: { codec: string; frames: number; width: number; height: number; playoutNtp: number | null } | null;
+  /** Date.now() in the page when the stats were taken. */
+  now: number;
+}
+
+/** Inbound audio and video stats of the tile's receivers, from one moment. */
+async function avStats(page: Page, selector: string): Promise<AvStats> {
+  return page.evaluate(async (sel) => {
+    const el = document.querySelector(sel) as HTMLVideoElement | null;
+    const out: AvStats = { audio: null, video: null, now: Date.now() };
+    const stream = el?.srcObject as MediaStream | null;
+    if (!stream) return out;
+    const tracks = stream.getTracks();
+    const gh = (window as unknown as { __gh: { pcs(): RTCPeerConnection[] } }).__gh;
+    for (const pc of gh.pcs()) {
+      const report = await pc.getStats();
+      const codecs = new Map<string, string>();
+      for (const s of report.values()) if (s.type === "codec") codecs.set(s.id, s.mimeType);
+      for (const r of pc.getReceivers()) {
+        if (!r.track || !tracks.includes(r.track)) continue;
+        for (const s of (await r.getStats()).values()) {
+          if (s.type !== "inbound-rtp") continue;
+          const playoutNtp = typeof s.estimatedPlayoutTimestamp === "number" ? s.estimatedPlayoutTimestamp - 2_208_988_800_000 : null;
+          if (s.kind === "audio")
+            out.audio = { codec: codecs.get(s.codecId) ?? "", packets: s.packetsReceived ?? 0, energy: s.totalAudioEnergy ?? 0, level: s.audioLevel ?? 0, playoutNtp };
+          else out.video = { codec: codecs.get(s.codecId) ?? "", frames: s.framesDecoded ?? 0, width: s.frameWidth ?? 0, height: s.frameHeight ?? 0, playoutNtp };
+        }
+      }
+    }
+    out.now = Date.now();
+    return out;
+  }, selector);
+}
+
+/** Unmutes the tile (its sound button, as a person would), then waits until its sound has energy in it (a sine from the recorder). */
+async function waitForSound(page: Page, camera: string, timeoutMs: number): Promise<AvStats> {
+  const selector = videoOf(camera);
+  await page.waitForSelector(`[data-camera="${camera}"] .tile-audio`, { timeout: timeoutMs });
+  await page.evaluate((cam) => {
+    const v = document.querySelector(`[data-camera="${cam}"] video`) as HTMLVideoElement;
+    if (v.muted) (document.querySelector(`[data-camera="${cam}"] .tile-audio`) as HTMLButtonElement).click();
+  }, camera);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = await avStats(page, selector);
+    if (s.audio && s.audio.energy > 0 && s.audio.level > 0) return s;
+    if (Date.now() > deadline) throw new Error(`no sound within ${timeoutMs} ms: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** ffmpeg processes that are children of this test process (the gateway runs in it). */
+function ffmpegChildren(): number {
+  const out = execFileSync("ps", ["-o", "pid=,ppid=,comm=", "--ppid", String(process.pid)], { encoding: "utf8" }).trim();
+  return out ? out.split("\n").filter((l) => /\bffmpeg\b/.test(l)).length : 0;
+}
+
+async function waitFor<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (ok(v)) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(v)} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () => {
+  let chromium: Chromium;
+
+  beforeAll(async () => {
+    // Sound plays when a tile is unmuted without a click first (headless has no person to click).
+    chromium = await launchChromium({ args: ["--autoplay-policy=no-user-gesture-required"] });
+  });
+
+  afterAll(async () => {
+    await chromium?.close();
+  });
+
+  describe("with the system's ffmpeg", () => {
+    let aac: GstRtspServer;
+    let latm: GstRtspServer;
+    let hevc: GstRtspServer;
+    let gateway: Gateway;
+
+    beforeAll(async () => {
+      [aac, latm, hevc] = await Promise.all([
+        startGstRtspServer({ width: 320, height: 240, gop: 25, aac: "generic", audioRate: 16000 }),
+        startGstRtspServer({ width: 320, height: 240, gop: 25, aac: "latm", audioRate: 44100 }),
+        startGstRtspServer({ width: 640, height: 360, gop: 25, codec: "h265", noAudio: true }),
+      ]);
+      gateway = await startGateway({
+        config: gatewayConfig({
+          cameras: [
+            { id: "aac", url: aac.url, transport: "tcp" },
+            { id: "latm", url: latm.url, transport: "tcp" },
+            { id: "hevc", url: hevc.url, transport: "tcp", transcode: { h265: "h264", maxWidth: 480, maxHeight: 480, bitrateKbps: 600 } },
+          ],
+          transcode: { idleStopSeconds: 0 },
+        }),
+        log: silentLogger,
+      });
+    });
+
+    afterAll(async () => {
+      await gateway?.close("test done");
+      await Promise.all([aac?.close(), latm?.close(), hevc?.close()]);
+    });
+
+    it("plays AAC (MPEG4-GENERIC) as Opus with sound, in sync with the picture", async () => {
+      const page = await chromium.newPage(`${gateway.url}/#camera=aac`);
+      try {
+        await waitForDecodedFrames(page, 25, 20_000, videoOf("aac"));
+        const first = await waitForSound(page, "aac", 15_000);
+        expect(first.audio!.codec).toBe("audio/opus");
+        // Sync: Chromium aligns sound and picture by their RTP timestamps and sender reports, in
+        // steps; on a loaded machine that takes a while. Wait until five samples in a row agree
+        // within 100 ms, and check that neither side claims a capture time in the future (what an
+        // audio timestamp ahead of the truth would show) or seconds in the past.
+        const offsets: number[] = [];
+        let inRow = 0;
+        const deadline = Date.now() + 40_000;
+        while (inRow < 5) {
+          if (Date.now() > deadline) throw new Error(`sound and picture not in sync within 40 s; offsets (ms) ${offsets.map(Math.round).join(", ")}`);
+          await new Promise((r) => setTimeout(r, 250));
+          const s = await avStats(page, videoOf("aac"));
+          if (!s.audio?.playoutNtp || !s.video?.playoutNtp) continue;
+          const offset = s.audio.playoutNtp - s.video.playoutNtp;
+          offsets.push(offset);
+          inRow = Math.abs(offset) < 100 ? inRow + 1 : 0;
+          expect(s.now - s.audio.playoutNtp).toBeGreaterThan(-100);
+          expect(s.now - s.video.playoutNtp).toBeGreaterThan(-100);
+          expect(s.now - s.audio.playoutNtp).toBeLessThan(5000);
+        }
+        console.info(`AAC→Opus A/V offsets (ms) until in sync: ${offsets.map(Math.round).join(", ")}`);
+        const view = (await (await fetch(`${gateway.url}/api/cameras`)).json()) as CameraView[];
+        const cam = view.find((c) => c.id === "aac")!;
+        expect(cam.unplayable).toEqual([]);
+        expect(cam.transcodes).toEqual([{ track: 1, from: "MPEG4-GENERIC", to: "OPUS", state: "running", failures: 0 }]);
+      } finally {
+        await page.close();
+      }
+    }, 90_000);
+
+    it("plays AAC (MP4A-LATM) as Opus with sound; one ffmpeg for two viewers, none once they leave", async () => {
+      const pages = [await chromium.newPage(`${gateway.url}/#camera=latm`), await chromium.newPage(`${gateway.url}/#camera=latm`)];
+      try {
+        for (const p of pages) {
+          const s = await waitForSound(p, "latm", 20_000);
+          expect(s.audio!.codec).toBe("audio/opus");
+        }
+        expect(ffmpegChildren()).toBe(1);
+        const cam = gateway.cameras.view("latm")!;
+        expect(cam.transcodes?.map((t) => [t.from, t.to, t.state])).toEqual([["MP4A-LATM", "OPUS", "running"]]);
+      } finally {
+        for (const p of pages) await p.close();
+      }
+      // idleStopSeconds 0: the ffmpeg ends as soon as the last viewer has gone.
+      await waitFor(() => ffmpegChildren(), (n) => n === 0, 15_000, "ffmpeg children after the viewers left");
+      await waitFor(() => gateway.cameras.view("latm")!.transcodes?.[0]?.state, (s) => s === "stopped", 5_000, "transcode state");
+    });
+
+    it("plays an H.265 camera transcoded to H.264 at the configured largest size", async () => {
+      const page = await chromium.newPage(`${gateway.url}/#camera=hevc`);
+      try {
+        await waitForDecodedFrames(page, 25, 30_000, videoOf("hevc"));
+        const s = await avStats(page, videoOf("hevc"));
+        expect(s.video!.codec).toBe("video/H264");
+        // 640×360 scaled down to fit 480×480, keeping the aspect ratio.
+        expect([s.video!.width, s.video!.height]).toEqual([480, 270]);
+        const cam = gateway.cameras.view("hevc")!;
+        expect(cam.unplayable).toEqual([]);
+        expect(cam.transcodes).toEqual([{ track: 0, from: "H265", to: "H264", state: "running", failures: 0 }]);
+        expect(ffmpegChildren()).toBe(1);
+      } finally {
+        await page.close();
+      }
+    });
+  });
+
+  describe("without ffmpeg", () => {
+    let recorder: GstRtspServer;
+    let gateway: Gateway;
+
+    beforeAll(async () => {
+      recorder = await startGstRtspServer({ width: 320, height: 240, gop: 25, aac: "generic", audioRate: 16000 });
+      gateway = await startGateway({
+        config: gatewayConfig({
+          cameras: [{ id: "aac", url: recorder.url, transport: "tcp" }],
+          transcode: { ffmpegPath: "/nonexistent/bin/ffmpeg" },
+        }),
+        log: silentLogger,
+      });
+    });
+
+    afterAll(async () => {
+      await gateway?.close("test done");
+      await recorder?.close();
+    });
+
+    it("plays the picture and says on the tile and in /api/cameras what is missing for the sound", async () => {
+      const page = await chromium.newPage(`${gateway.url}/#camera=aac`);
+      try {
+        await waitForDecodedFrames(page, 25, 20_000, videoOf("aac"));
+        const expected = "AAC sound needs ffmpeg to play, and ffmpeg was not found at /nonexistent/bin/ffmpeg: install it (apt install ffmpeg) or set transcode.ffmpegPath";
+        const view = (await (await fetch(`${gateway.url}/api/cameras`)).json()) as CameraView[];
+        expect(view[0]!.unplayable).toEqual([{ type: "audio", reason: expected }]);
+        await page.waitForFunction(
+          (sel, text) => document.querySelector(sel)?.textContent === `Not shown: ${text}`,
+          { polling: 100, timeout: 10_000 },
+          `[data-camera="aac"] .tile-note`,
+          expected,
+        );
+        expect((await avStats(page, videoOf("aac"))).audio).toBeNull();
+        expect(ffmpegChildren()).toBe(0);
+      } finally {
+        await page.close();
+      }
+    });
+  });
+});
