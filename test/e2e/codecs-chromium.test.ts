@@ -74,7 +74,7 @@ async function waitForSound(page: Page, camera: string, timeoutMs: number): Prom
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const s = await avStats(page, selector);
-    if (s.audio && s.audio.energy > 0 && s.audio.level > 0) return s;
+    if (s.audio && s.audio.energy > 0 && s.audio.level > 0 && s.audio.codec !== "") return s;
     if (Date.now() > deadline) throw new Error(`no sound within ${timeoutMs} ms: ${JSON.stringify(s)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
