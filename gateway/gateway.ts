@@ -27,7 +27,7 @@ import { recordingsRouter } from "./http/recordings.ts";
 import { RetentionRecordings, type RecordingIndex } from "./playback/recordings.ts";
 import { errorHandler } from "./http/errors.ts";
 import { ViewerAdmission } from "./http/viewer-admission.ts";
-import { whepRouter } from "./http/whep.ts";
+import { iceServerLinks, whepRouter } from "./http/whep.ts";
 import { createAuth, sessionRef, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
@@ -68,6 +68,9 @@ import {
   type HealthCheck,
 } from "./supervision/wiring.ts";
 import { portMap } from "./port-map.ts";
+import { PlaybackService } from "./playback/service.ts";
+import { playbackRouter } from "./playback/routes.ts";
+import { playbackAudit } from "./audit/hooks.ts";
 
 /**
  * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
@@ -294,6 +297,16 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(registry.configs().find((c) => c.id === id)) });
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));
+    const playbackAuditHook = audit ? playbackAudit(audit) : undefined;
+    const playback = new PlaybackService({
+      sfu,
+      settings: config.playback,
+      rtsp: config.rtsp,
+      log: log.child({ component: "playback" }),
+      ...(playbackAuditHook ? { onEnd: playbackAuditHook.ended } : {}),
+    });
+    // Closed before the SFU (cleanups run in reverse): TEARDOWN at each recorder.
+    cleanups.push(() => playback.close());
 
     const policy = opts.takenPorts ?? "fail";
     const takenPorts: TakenPort[] = [];
@@ -656,6 +669,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (cluster) app.use(INTERNAL_WHEP, inboundRouter({ key: cluster.forwardKey, auth, log: log.child({ component: "cluster" }) }), (req, res, next) => whepLate(req, res, next));
     // Refused live views are recorded too, including those refused at sign-in (401).
     if (audit) app.use("/whep", auditWhepRefusals(audit));
+    if (playbackAuditHook) app.use("/whep", playbackAuditHook.refusals);
     // The web client's own files hold nothing secret and are served to anyone: a page opened before
     // sign-in then sends the browser to sign in with its whole address, the fragment included
     // (`/#camera=<id>`), which a redirect from here could not see. Its data stays behind sign-in.
@@ -734,6 +748,29 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         publicOrigin: new URL(url).origin,
         watch: (req, end) => auth.watch(req.user!, end),
         lifecycle,
+      }),
+    );
+    // Playback first: the live routes answer 405 to any other path of two segments.
+    app.use(
+      "/whep",
+      playbackRouter({
+        service: playback,
+        camera: (id) => registry.config(id),
+        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "playback"),
+        ownerOf: (req) => {
+          const user = req.user?.sub ?? "";
+          return { user, session: req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : "" };
+        },
+        // A playback ends when its session is revoked, lapses, or loses the right.
+        onStarted: (req, entry) => {
+          const stop = auth.watch(req.user!, (reason) => void playback.end(entry, `auth: ${reason}`), { cameraId: entry.cameraId, action: "playback" });
+          entry.viewer.on("closed", stop);
+          playbackAuditHook?.started(req, entry);
+        },
+        setIceLinks: (req, res) => {
+          for (const l of iceServerLinks(iceServersFor(req.user))) res.append("Link", l);
+        },
+        log: log.child({ component: "playback" }),
       }),
     );
     const whep = whepRouter({

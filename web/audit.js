@@ -24,6 +24,8 @@ const LABELS = /** @type {Record<string, string>} */ ({
   session_ended: "Session ended",
   live_view_start: "Live view started",
   live_view_end: "Live view ended",
+  playback_start: "Playback started",
+  playback_end: "Playback ended",
   intercom_ring: "Door rang",
   intercom_answer: "Call answered",
   intercom_reject: "Call declined",

@@ -16,6 +16,7 @@ import type { AuthObserver, SignInFailure } from "../auth/index.ts";
 import { sessionRef } from "../auth/index.ts";
 import type { CallRecord, Intercom } from "../sip/index.ts";
 import type { AuditSink } from "./log.ts";
+import type { PlaybackEntry } from "../playback/service.ts";
 import type { AuditAction, AuditEntry, AuditOutcome } from "./record.ts";
 
 /** Who and from where, as the audit trail names a request's caller. */
@@ -90,6 +91,45 @@ export function whepAudit(audit: AuditSink, clock: () => number = Date.now): Whe
           detail: JSON.stringify({ viewer: viewer.id, reason, seconds: Math.round((clock() - started) / 100) / 10 }),
         });
       });
+    },
+  };
+}
+
+/**
+ * Playback records: `playback_start` when one opens (and, with its HTTP status, when an
+ * attempt is refused), `playback_end` with the stretches of recording watched.
+ */
+export function playbackAudit(audit: AuditSink, clock: () => number = Date.now): {
+  started(req: Request, e: PlaybackEntry): void;
+  ended(e: PlaybackEntry, reason: string): void;
+  /** Refused or failed playback offers. Mount at /whep. */
+  refusals: RequestHandler;
+} {
+  const who = new WeakMap<PlaybackEntry, { caller: ReturnType<typeof callerOf>; began: number }>();
+  const iso = (t: number) => new Date(t).toISOString();
+  return {
+    started(req, e) {
+      const caller = callerOf(req);
+      who.set(e, { caller, began: clock() });
+      audit.record({ action: "playback_start", outcome: "success", ...caller, camera: e.cameraId, detail: JSON.stringify({ playback: e.id, from: iso(e.session.state().position) }) });
+    },
+    ended(e, reason) {
+      const w = who.get(e);
+      const seconds = w ? Math.round((clock() - w.began) / 100) / 10 : 0;
+      const ranges = e.watched().map(([a, b]) => [iso(a), iso(b)]);
+      let detail = JSON.stringify({ playback: e.id, reason, seconds, ranges });
+      if (detail.length > 2000) detail = JSON.stringify({ playback: e.id, reason, seconds, ranges: ranges.slice(0, 20), more: ranges.length - 20 });
+      audit.record({ action: "playback_end", outcome: "success", ...(w?.caller ?? { subject: e.owner.user || undefined }), camera: e.cameraId, detail });
+    },
+    refusals: (req, res, next) => {
+      if (req.method === "POST" && /^\/[^/]+\/playback\/?$/.test(req.path)) {
+        const camera = decodeURIComponent(req.path.split("/")[1]!);
+        res.on("finish", () => {
+          if (res.statusCode < 400) return;
+          audit.record({ action: "playback_start", outcome: outcomeOf(res.statusCode), ...callerOf(req), camera, detail: JSON.stringify({ status: res.statusCode, start: String(req.query.start ?? "").slice(0, 64) }) });
+        });
+      }
+      next();
     },
   };
 }

@@ -16,6 +16,8 @@ export type AuditAction =
   | "session_ended"
   | "live_view_start"
   | "live_view_end"
+  | "playback_start"
+  | "playback_end"
   | "intercom_ring"
   | "intercom_answer"
   | "intercom_reject"
@@ -34,6 +36,8 @@ export const AUDIT_ACTIONS: readonly AuditAction[] = [
   "session_ended",
   "live_view_start",
   "live_view_end",
+  "playback_start",
+  "playback_end",
   "intercom_ring",
   "intercom_answer",
   "intercom_reject",

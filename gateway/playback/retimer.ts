@@ -77,6 +77,8 @@ export interface RetimerStats {
 }
 
 interface TrackState {
+  /** One SSRC for the whole session, whatever the recorder's streams use. */
+  ssrc: number;
   seq: number;
   /** Timestamp at send time `epoch`. */
   tsBase: number;
@@ -112,6 +114,7 @@ export class Retimer {
     this.tracks = opts.tracks.map((t, i) => ({
       kind: t.kind,
       clockRate: t.clockRate,
+      ssrc: Math.floor(Math.random() * 0x1_0000_0000) >>> 0,
       seq: opts.initial?.[i]?.seq ?? Math.floor(Math.random() * 0x10000),
       tsBase: opts.initial?.[i]?.ts ?? Math.floor(Math.random() * 0x1_0000_0000),
     }));
@@ -266,6 +269,7 @@ export class Retimer {
     }
     this.epoch ??= sendAt;
     const ts = (t.tsBase + Math.round(((sendAt - this.epoch) * t.clockRate) / 1000)) >>> 0;
+    data.writeUInt32BE(t.ssrc, 8);
     data.writeUInt16BE(t.seq, 2);
     t.seq = (t.seq + 1) & 0xffff;
     data.writeUInt32BE(ts, 4);

@@ -1,0 +1,423 @@
+/**
+ * One viewer's playback of one camera's recording: a personal RTSP replay session at the
+ * recorder (ONVIF replay, or a URL template with `Range: npt=`), re-timed (retimer.ts) and
+ * paced into a MediaSink (the SFU source this session alone feeds), with the controls a
+ * guard uses: seek, pause, resume, speed, step, jump.
+ *
+ *   const s = new PlaybackSession({ camera, start, sink, ... });
+ *   const tracks = await s.open();          // RTSP up, first PLAY sent; setTracks done
+ *   await s.control({ action: "speed", rate: 4 });
+ *   s.events.on("segment", (seg) => …);     // send time → recorded time, for the page
+ *   await s.close("viewer left");
+ *
+ * Controls are serialised (one RTSP request at a time) and answer as soon as the
+ * recorder has: they never wait for media.
+ */
+import { ClosedError, UpstreamError, WrongStateError, BadInputError, type GatehouseError } from "../../config/errors.ts";
+import { SafeEmitter } from "../../config/events.ts";
+import type { Logger } from "../../config/log.ts";
+import type { CameraConfig } from "../../config/schema.ts";
+import { expandUrlTemplate } from "../../config/url-template.ts";
+import { h264PayloadIsKeyframeStart } from "../../sfu/h264/nal.ts";
+import { emptyRtpHeader, readRtpHeader } from "../../sfu/rtp/packet.ts";
+import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
+import type { UdpPortPool } from "../ingest/udp-ports.ts";
+import { RtspClient, type RtspClientOptions } from "../rtsp/client.ts";
+import type { RtspResponse } from "../rtsp/message.ts";
+import { realTimers, type TimerHandle, type Timers } from "../rtsp/timers.ts";
+import { checkRate, nptPlayHeaders, ONVIF_REPLAY, parseClockRangeStart, readOnvifExtension, replayPlayHeaders } from "./onvif.ts";
+import { Retimer, type RetimerStats, type Segment } from "./retimer.ts";
+
+/** A control request, as the page sends it. */
+export type PlaybackControl =
+  | { action: "seek"; time: number }
+  | { action: "pause" }
+  | { action: "resume" }
+  | { action: "speed"; rate: number }
+  | { action: "step" }
+  | { action: "jump"; seconds: number };
+
+/** What a control answers. */
+export interface PlaybackState {
+  /** Recorded time of the frame last sent (or the position asked for, before it is), Unix ms. */
+  position: number;
+  paused: boolean;
+  rate: number;
+  /** The recording ended (the recorder said so); a seek starts again. */
+  ended: boolean;
+}
+
+export type PlaybackEvents = {
+  /** A new mapping from send time to recorded time. */
+  segment: [Segment];
+  /** The state changed (pause, rate, end of the recording). */
+  state: [PlaybackState];
+  /** The recorder session died; the session is closed. */
+  closed: [reason: string];
+};
+
+export interface PlaybackSessionOptions {
+  camera: Pick<CameraConfig, "url" | "username" | "password" | "transport" | "tlsInsecure" | "basicOverPlainRtsp" | "redirectHosts" | "playback">;
+  /** Where to start, Unix ms. */
+  start: number;
+  /** The SFU source this session feeds (nobody else does). */
+  sink: Pick<MediaSink, "setTracks" | "pushRtp">;
+  requestTimeoutMs: number;
+  mediaTimeoutMs: number;
+  ports?: UdpPortPool | undefined;
+  /** Held before the first frame after a start, seek or speed change, ms. */
+  startDelayMs: number;
+  /** Most packets buffered while pacing. */
+  bufferPackets: number;
+  log: Logger;
+  timers?: Timers;
+  /** Builds the RTSP client (tests). */
+  createClient?: (o: RtspClientOptions) => RtspClient;
+}
+
+export interface PlaybackSessionStats {
+  retimer: RetimerStats;
+  /** Video frames sent to the viewer. */
+  framesOut: number;
+  /** Packets dropped because they belonged to the stream before a seek. */
+  stale: number;
+}
+
+/** RTSP statuses meaning "this recorder cannot do that" (RFC 2326 §7.1.1): 451, 457, 458, 459, 501, 551. */
+const UNSUPPORTED = new Set([451, 457, 458, 459, 501, 551]);
+
+export class PlaybackSession {
+  readonly events: SafeEmitter<PlaybackEvents>;
+  private readonly o: PlaybackSessionOptions;
+  private readonly timers: Timers;
+  private readonly log: Logger;
+  private readonly onvif: boolean;
+  private client: RtspClient | undefined;
+  private retimer: Retimer | undefined;
+  private specs: TrackSpec[] = [];
+  private rate = 1;
+  private paused = false;
+  private ended = false;
+  private closed = false;
+  /** Position before the first frame of the current stream is sent. */
+  private target: number;
+  private lastSent: number | undefined;
+  /** Packets are from a stream we asked to replace: dropped until the PLAY answer. */
+  private gate = true;
+  /** Pause again once the first frame at or after `target` has been sent (seek or step while paused). */
+  private holdAfterFrame = false;
+  /** Recorded time of a stream without the ONVIF extension: first packet's ts and the time it stands for. */
+  private tsAnchor: (number | undefined)[] = [];
+  private timer: TimerHandle | undefined;
+  private chain: Promise<unknown> = Promise.resolve();
+  private framesOut = 0;
+  private stale = 0;
+  /** The recorder refused these: answered 409 without asking again. */
+  private refusedRates = new Set<number>();
+  /** URL mode: the recording URL's time origin (npt 0). */
+  private urlOrigin = 0;
+
+  constructor(opts: PlaybackSessionOptions) {
+    this.o = opts;
+    this.timers = opts.timers ?? realTimers;
+    this.log = opts.log;
+    this.events = new SafeEmitter<PlaybackEvents>((event, err) => this.log.error("playback listener failed", { event, err }));
+    this.onvif = (opts.camera.playback?.mode ?? "onvif") === "onvif";
+    this.target = opts.start;
+  }
+
+  /** Connects to the recorder and starts replay at `start`; resolves with the tracks (already set on the sink). */
+  async open(): Promise<TrackSpec[]> {
+    if (this.client) throw new WrongStateError("playback session already opened");
+    const pb = this.o.camera.playback;
+    let url: string;
+    let playHeaders: Record<string, string>;
+    if (this.onvif) {
+      url = pb?.url ?? this.o.camera.url;
+      playHeaders = replayPlayHeaders(this.request(this.o.start, false));
+    } else {
+      url = expandUrlTemplate(pb!.url!, this.o.start);
+      this.urlOrigin = this.o.start;
+      playHeaders = nptPlayHeaders(0, 1);
+    }
+    const client = (this.o.createClient ?? ((x) => new RtspClient(x)))({
+      url,
+      username: this.o.camera.username,
+      password: this.o.camera.password,
+      transport: this.o.camera.transport === "udp" ? "udp" : "tcp",
+      tlsInsecure: this.o.camera.tlsInsecure,
+      basicOverPlainRtsp: this.o.camera.basicOverPlainRtsp,
+      redirectHosts: this.o.camera.redirectHosts,
+      requestTimeoutMs: this.o.requestTimeoutMs,
+      mediaTimeoutMs: this.o.mediaTimeoutMs,
+      ports: this.o.ports,
+      log: this.log,
+      timers: this.timers,
+      require: this.onvif ? ONVIF_REPLAY : undefined,
+      playHeaders,
+      sink: { pushRtp: (t, p) => this.onRtp(t, p), pushRtcp: () => {} },
+      onPlay: (s) => {
+        this.specs = s.specs;
+        this.retimer = new Retimer({
+          tracks: s.specs.map((x) => ({ kind: x.kind, clockRate: x.clockRate })),
+          startDelayMs: this.o.startDelayMs,
+          maxPackets: this.o.bufferPackets,
+        });
+        this.retimer.onSegment((seg) => this.events.emit("segment", seg));
+        this.retimer.reset(1, this.o.start);
+        this.o.sink.setTracks(s.specs);
+        const at = parseClockRangeStart(s.playAnswer?.get("Range"));
+        if (at !== undefined && this.onvif) this.target = Math.max(at, this.o.start);
+        this.gate = false;
+      },
+    });
+    this.client = client;
+    client.events.on("ended", (err) => this.fail(err));
+    if (this.closed) throw new ClosedError("playback closed while opening");
+    await client.start();
+    return this.specs;
+  }
+
+  state(): PlaybackState {
+    return { position: this.lastSent ?? this.target, paused: this.paused || this.holdAfterFrame, rate: this.rate, ended: this.ended };
+  }
+
+  stats(): PlaybackSessionStats {
+    return {
+      retimer: this.retimer ? { ...this.retimer.stats, dropped: { ...this.retimer.stats.dropped } } : emptyRetimerStats(),
+      framesOut: this.framesOut,
+      stale: this.stale,
+    };
+  }
+
+  /**
+   * Applies one control; resolves with the new state. Throws BadInputError (bad value),
+   * WrongStateError (step while playing, a rate the recorder refuses: HTTP 409),
+   * UpstreamError (the recorder failed), ClosedError.
+   */
+  control(c: PlaybackControl): Promise<PlaybackState> {
+    const run = this.chain.then(() => this.apply(c));
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Ends the RTSP session and stops sending. Idempotent. */
+  async close(reason = "closed"): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.timers.clearTimeout(this.timer);
+    this.retimer?.clear();
+    await this.client?.close(reason);
+    this.events.emit("closed", reason);
+  }
+
+  // ---- controls --------------------------------------------------------------------
+
+  private async apply(c: PlaybackControl): Promise<PlaybackState> {
+    if (this.closed) throw new ClosedError("playback session closed");
+    if (!this.client || !this.retimer) throw new WrongStateError("playback session not started");
+    switch (c.action) {
+      case "seek":
+        if (!Number.isFinite(c.time)) throw new BadInputError("seek needs a time");
+        await this.restart(c.time, this.rate, this.paused);
+        break;
+      case "jump":
+        if (!Number.isFinite(c.seconds) || Math.abs(c.seconds) > 366 * 86400) throw new BadInputError("jump needs seconds");
+        await this.restart(this.state().position + c.seconds * 1000, this.rate, this.paused);
+        break;
+      case "speed": {
+        checkRate(c.rate);
+        if (c.rate === this.rate) break;
+        if (this.refusedRates.has(c.rate)) throw refusedRate(c.rate);
+        const before = this.rate;
+        try {
+          await this.restart(this.state().position, c.rate, this.paused);
+        } catch (err) {
+          if (err instanceof WrongStateError) {
+            this.refusedRates.add(c.rate);
+            // The recorder refused: go on where we were, at the rate we had.
+            await this.restart(this.state().position, before, this.paused).catch(() => undefined);
+          }
+          throw err;
+        }
+        break;
+      }
+      case "pause":
+        this.holdAfterFrame = false;
+        if (this.paused) break;
+        this.paused = true;
+        this.timers.clearTimeout(this.timer);
+        this.client.expectMedia(false);
+        await this.request2("PAUSE", {});
+        break;
+      case "resume":
+        if (!this.paused) break;
+        this.paused = false;
+        this.holdAfterFrame = false;
+        this.client.expectMedia(true);
+        this.retimer.thaw(this.timers.now());
+        // RFC 2326 §10.5: a PLAY without Range resumes where PAUSE stopped.
+        await this.request2("PLAY", this.onvif ? { Scale: String(this.rate) } : {});
+        this.pump();
+        break;
+      case "step":
+        if (!this.paused) throw new WrongStateError("step works while paused");
+        await this.step();
+        break;
+      default:
+        throw new BadInputError("unknown action");
+    }
+    const s = this.state();
+    this.events.emit("state", s);
+    return s;
+  }
+
+  /** A fresh stream from `time` at `rate` (seek, jump, speed); paused: shows the frame at `time`, then holds. */
+  private async restart(time: number, rate: number, paused: boolean): Promise<void> {
+    const client = this.client!;
+    const retimer = this.retimer!;
+    this.timers.clearTimeout(this.timer);
+    this.gate = true;
+    this.ended = false;
+    retimer.reset(rate, time);
+    this.tsAnchor = [];
+    this.target = time;
+    this.lastSent = undefined;
+    // Paused: play until the frame asked for is on screen (send() holds it there).
+    this.holdAfterFrame = paused;
+    this.paused = false;
+    client.expectMedia(true);
+    let res: RtspResponse;
+    if (this.onvif) {
+      res = await this.request2("PLAY", replayPlayHeaders(this.request(time, true, rate)), true);
+    } else {
+      if (time < this.urlOrigin) throw new WrongStateError("this recorder's playback URL cannot seek before the session's start; open a new playback session");
+      res = await this.request2("PLAY", nptPlayHeaders((time - this.urlOrigin) / 1000, rate), true);
+    }
+    this.rate = rate;
+    const at = this.onvif ? parseClockRangeStart(res.headers.get("Range")) : undefined;
+    if (at !== undefined && rate > 0 && at > time) this.target = at; // a seek into a gap lands after it
+    this.gate = false;
+    this.pump();
+  }
+
+  /** One frame forward while paused: from what is buffered, else by asking the recorder for the next one. */
+  private async step(): Promise<void> {
+    const retimer = this.retimer!;
+    const sent = retimer.nextFrame(this.timers.now());
+    if (sent.some((p) => this.specs[p.track]?.kind === "video")) {
+      this.send(sent);
+      return;
+    }
+    const pos = this.state().position;
+    await this.restart(pos + 1, this.rate > 0 ? this.rate : 1, true);
+  }
+
+  private request(start: number, immediate: boolean, rate = this.rate) {
+    const pb = this.o.camera.playback;
+    return {
+      start,
+      rate,
+      clientPaces: pb?.pacing === "gateway",
+      intraOnly: Math.abs(rate) >= (pb?.intraFromRate ?? 8),
+      immediate,
+    };
+  }
+
+  /** Sends PLAY/PAUSE; maps the recorder's refusals. `seeking`: a refusal of Scale/Range is the page's 409. */
+  private async request2(method: "PLAY" | "PAUSE", headers: Record<string, string>, seeking = false): Promise<RtspResponse> {
+    const res = await this.client!.control(method, headers);
+    if (res.status < 300) return res;
+    if (UNSUPPORTED.has(res.status) || (seeking && (res.status === 400 || res.status === 403 || res.status === 406)))
+      throw new WrongStateError(`the recorder refused this (${res.status} ${res.reason})`);
+    throw new UpstreamError(`recorder answered ${method} with ${res.status} ${res.reason}`);
+  }
+
+  // ---- media -------------------------------------------------------------------------
+
+  private onRtp(track: number, packet: Buffer): void {
+    const retimer = this.retimer;
+    if (!retimer || this.closed) return;
+    if (this.gate) {
+      this.stale++;
+      return;
+    }
+    const spec = this.specs[track];
+    if (!spec) return;
+    const ext = readOnvifExtension(packet);
+    let recorded: number;
+    if (ext) recorded = ext.time;
+    else {
+      // No frame times from the recorder: its RTP clock counts recorded time from the position asked.
+      const ts = packet.readUInt32BE(4);
+      const first = (this.tsAnchor[track] ??= ts);
+      recorded = this.target + ((((ts - first) | 0) / spec.clockRate) * 1000);
+    }
+    let keyframe = false;
+    if (spec.kind === "video") {
+      const hl = rtpHeaderLength(packet);
+      keyframe = ext?.cleanPoint === true || (hl > 0 && h264PayloadIsKeyframeStart(packet.subarray(hl)));
+    }
+    const verdict = retimer.push(track, packet, recorded, keyframe, this.timers.now());
+    if (verdict === "full") {
+      // Over the bound: what follows cannot be decoded without what was dropped; start again at a key frame.
+      retimer.reset(this.rate, recorded);
+    }
+    if (ext?.terminal && spec.kind === "video") this.client?.expectMedia(false);
+    if (!this.paused) this.pump();
+  }
+
+  /** Sends what is due and arms the timer for the next. */
+  private pump(): void {
+    const retimer = this.retimer;
+    if (!retimer || this.closed || this.paused) return;
+    this.timers.clearTimeout(this.timer);
+    this.timer = undefined;
+    const now = this.timers.now();
+    this.send(retimer.due(now));
+    if (this.paused) return;
+    const next = retimer.nextDue();
+    if (next !== undefined) this.timer = this.timers.setTimeout(() => this.pump(), Math.max(0, next - this.timers.now()));
+  }
+
+  private send(packets: readonly { track: number; data: Buffer; recorded: number }[]): void {
+    for (const p of packets) {
+      const video = this.specs[p.track]?.kind === "video";
+      this.o.sink.pushRtp(p.track, p.data);
+      if (!video) continue;
+      this.lastSent = p.recorded;
+      if ((p.data[1]! & 0x80) !== 0) {
+        this.framesOut++;
+        if (this.holdAfterFrame && p.recorded >= this.target - 0.5) {
+          // A seek or step while paused: this frame is the one asked for; hold it.
+          this.holdAfterFrame = false;
+          this.paused = true;
+          this.timers.clearTimeout(this.timer);
+          this.client?.expectMedia(false);
+          this.chain = this.chain.then(() => this.request2("PAUSE", {})).catch(() => undefined);
+          this.events.emit("state", this.state());
+          return;
+        }
+      }
+    }
+  }
+
+  private fail(err: GatehouseError): void {
+    if (this.closed) return;
+    this.log.info("playback recorder session ended", { reason: err.message });
+    void this.close(`recorder: ${err.message}`);
+  }
+}
+
+function refusedRate(rate: number): WrongStateError {
+  return new WrongStateError(`this recorder does not play at ${rate}×`);
+}
+
+const header = emptyRtpHeader();
+function rtpHeaderLength(p: Buffer): number {
+  return readRtpHeader(p, header) ? header.payloadOffset : 0;
+}
+
+function emptyRetimerStats(): RetimerStats {
+  return { queued: 0, pushed: 0, dropped: { awaitingKeyframe: 0, audioMuted: 0, beforeStart: 0, full: 0, malformed: 0 }, late: 0, gaps: 0 };
+}
