@@ -252,6 +252,12 @@ export class PlaybackSession {
         break;
       case "resume":
         if (!this.paused) break;
+        if (this.o.camera.playback?.pacing === "gateway") {
+          // The recorder ran ahead of the picture (it sends as fast as it can): go on from the picture.
+          this.holdAfterFrame = false;
+          await this.restart(this.state().position + 1, this.rate, false);
+          break;
+        }
         this.paused = false;
         this.holdAfterFrame = false;
         this.client.expectMedia(true);
@@ -362,6 +368,9 @@ export class PlaybackSession {
     if (verdict === "full") {
       // Over the bound: what follows cannot be decoded without what was dropped; start again at a key frame.
       retimer.reset(this.rate, recorded);
+    } else if (retimer.size >= this.o.bufferPackets * 0.75 && this.client && !this.client.held) {
+      // The recorder sends faster than we play (Rate-Control: no): hold it back by TCP flow control.
+      this.client.holdMedia(true);
     }
     if (ext?.terminal && spec.kind === "video") this.client?.expectMedia(false);
     if (!this.paused) this.pump();
@@ -375,6 +384,7 @@ export class PlaybackSession {
     this.timer = undefined;
     const now = this.timers.now();
     this.send(retimer.due(now));
+    if (this.client?.held && retimer.size < this.o.bufferPackets / 4) this.client.holdMedia(false);
     if (this.paused) return;
     const next = retimer.nextDue();
     if (next !== undefined) this.timer = this.timers.setTimeout(() => this.pump(), Math.max(0, next - this.timers.now()));

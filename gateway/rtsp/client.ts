@@ -154,6 +154,7 @@ export class RtspClient {
   private unmatchedBase = 0;
   private shutdownPromise: Promise<void> | undefined;
   private mediaExpected = true;
+  private mediaHeld = false;
 
   constructor(opts: RtspClientOptions) {
     this.opts = opts;
@@ -477,6 +478,21 @@ export class RtspClient {
     return this.send(method, this.aggregateUrl, { ...headers, ...this.required() });
   }
 
+  /**
+   * Holds the recorder back by TCP flow control (interleaved transport only): true stops
+   * reading its connection, false reads again. Every request (controls, keep-alive) reads
+   * again by itself, since its answer comes on the same connection.
+   */
+  holdMedia(hold: boolean): void {
+    this.mediaHeld = hold;
+    this.conn?.holdReading(hold);
+  }
+
+  /** Whether `holdMedia(true)` is in force. */
+  get held(): boolean {
+    return this.mediaHeld;
+  }
+
   /** Whether silence ends the session: false while paused or at the end of a recording. */
   expectMedia(on: boolean): void {
     this.mediaExpected = on;
@@ -490,6 +506,8 @@ export class RtspClient {
   private async send(method: string, uri: string, extra: Record<string, string> = {}): Promise<RtspResponse> {
     const conn = this.conn;
     if (!conn) throw new ClosedError("no RTSP connection");
+    // An answer cannot be read from a held connection: read again (the owner holds it back again if need be).
+    if (this.mediaHeld) this.holdMedia(false);
     let fresh = false;
     for (let attempt = 0; attempt < 4; attempt++) {
       const headers = new RtspHeaders(extra);
@@ -584,7 +602,7 @@ export class RtspClient {
     const check = (): void => {
       if (this.state !== "playing") return;
       const now = this.router.stats.packetsIn;
-      quiet = now === last && this.mediaExpected ? quiet + 1 : 0;
+      quiet = now === last && this.mediaExpected && !this.mediaHeld ? quiet + 1 : 0;
       last = now;
       if (quiet >= 4) {
         this.end(new UpstreamLostError("no-media", `no media for ${this.opts.mediaTimeoutMs} ms`));

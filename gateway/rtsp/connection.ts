@@ -176,6 +176,17 @@ export class RtspConnection {
   }
 
   /** Writes raw bytes (e.g. an interleaved RTCP frame). Dropped when closed. */
+  /**
+   * Stops (true) or resumes reading the socket: TCP flow control then holds the recorder
+   * back (a replay sent faster than it is played). Answers are not read either while held,
+   * so resume before a request.
+   */
+  holdReading(hold: boolean): void {
+    if (this.closedWith) return;
+    if (hold) this.socket.pause();
+    else this.socket.resume();
+  }
+
   write(bytes: Buffer): void {
     if (!this.closedWith) this.socket.write(bytes);
   }

@@ -1,0 +1,219 @@
+/**
+ * Recorder playback end to end: GStreamer's ONVIF replay server (a recorder that is not
+ * ours; each frame shows its recorded time as pixel blocks) → gateway (ONVIF replay RTSP
+ * client, re-timer, SFU) → web/playback-client.js in real Chromium. The recorded time of
+ * the frame on screen is read from its pixels, never from what the gateway claims.
+ *
+ * And the `playback` right: a signed-in user who may only watch live gets 403.
+ */
+import type { Page } from "puppeteer-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { launchChromium, pageErrors, type Chromium } from "../peers/chromium.ts";
+import { READ_FRAME_INDEX, startOnvifRecorder, type OnvifRecorder } from "../peers/gst-onvif.ts";
+import { signedInDevUser, type HttpBrowser } from "../peers/oidc.ts";
+
+const HOUR = 3_600_000;
+const FRAME_MS = 40;
+
+let rec: OnvifRecorder;
+let gw: Gateway;
+let chromium: Chromium;
+let page: Page;
+
+/** The recording: the last two hours, with a one-minute gap an hour ago. */
+const base = Math.floor(Date.now() / 1000) * 1000 - 2 * HOUR;
+const gap: [number, number] = [base + HOUR, base + HOUR + 60_000];
+
+beforeAll(async () => {
+  rec = await startOnvifRecorder({ baseMs: base, durationS: 7200, gaps: [gap] });
+  const config = parseConfig(
+    {
+      server: { port: 0 },
+      auth: { mode: "none" },
+      log: { level: "warn" },
+      cameras: [
+        { id: "rec", url: rec.url, playback: { mode: "onvif" } },
+        { id: "recgw", url: rec.url, playback: { mode: "onvif", pacing: "gateway" } },
+      ],
+    },
+    { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR },
+  );
+  gw = await startGateway({ config, log: silentLogger });
+  chromium = await launchChromium();
+  page = await chromium.newPage(`${gw.url}/playback-client.js`);
+  await page.evaluate(`(async () => {
+    document.body.innerHTML = '<video id="v" autoplay muted playsinline width="320" height="192"></video><video id="v2" autoplay muted playsinline width="320" height="192"></video>';
+    (await navigator.mediaDevices.getUserMedia({ video: true })).getTracks().forEach((t) => t.stop());
+    window.PB = await import("/playback-client.js");
+  })()`);
+}, 60_000);
+
+afterAll(async () => {
+  await chromium?.close();
+  await gw?.close("test done");
+  await rec?.close();
+});
+
+/** The recorded time of the frame on screen, from its pixels (null before the first frame). */
+async function onScreen(selector = "#v"): Promise<number | null> {
+  const idx = (await page.evaluate(READ_FRAME_INDEX(selector))) as number | null;
+  return idx === null ? null : rec.timeOf(idx);
+}
+
+/** Waits until the frame on screen satisfies `ok`, and returns its recorded time. */
+async function waitForFrame(ok: (t: number) => boolean, timeoutMs = 10_000, selector = "#v"): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const t = await onScreen(selector);
+    if (t !== null && ok(t)) return t;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`frame on screen ${t === null ? "none" : new Date(t).toISOString()} did not match in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** The same frame stays on screen for `ms`. */
+async function steady(ms: number): Promise<number> {
+  const first = await onScreen();
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await onScreen()).toBe(first);
+  }
+  return first!;
+}
+
+const call = (js: string) => page.evaluate(`(async () => { const r = await (${js}); return r && r.position ? { ...r, position: r.position.getTime() } : r; })()`) as Promise<{ position: number; paused: boolean; rate: number }>;
+
+/** Recorded seconds per wall second over `wallMs`, sampled from the pixels. */
+async function measuredRate(wallMs: number, selector = "#v"): Promise<number> {
+  const a = await onScreen(selector);
+  const ta = performance.now();
+  await new Promise((r) => setTimeout(r, wallMs));
+  const b = await onScreen(selector);
+  const tb = performance.now();
+  return (b! - a!) / (tb - ta);
+}
+
+describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
+  it("starts at the asked time and plays in real time", async () => {
+    const start = base + 10 * 60_000 + 7 * FRAME_MS;
+    const state = await call(`(window.pb = new PB.PlaybackClient({ camera: "rec", start: ${start}, video: document.getElementById("v") })).open()`);
+    expect(state.rate).toBe(1);
+    const first = await waitForFrame((t) => t >= start - FRAME_MS);
+    expect(first - start).toBeLessThan(2000);
+    const rate = await measuredRate(2000);
+    expect(rate).toBeGreaterThan(0.9);
+    expect(rate).toBeLessThan(1.1);
+    const e = rec.events.find((x) => x.method === "PLAY");
+    expect(e?.range).toMatch(/^clock=\d{8}T\d{6}\.\d{3}Z-$/);
+  });
+
+  it("pause holds the frame; step advances exactly one; the page's time is the frame's", async () => {
+    const paused = await call(`window.pb.pause()`);
+    expect(paused.paused).toBe(true);
+    await new Promise((r) => setTimeout(r, 400));
+    const held = await steady(600);
+    const pageTime = (await page.evaluate(`window.pb.currentTime().getTime()`)) as number;
+    expect(Math.abs(pageTime - held)).toBeLessThanOrEqual(FRAME_MS);
+    for (let i = 1; i <= 3; i++) {
+      const s = await call(`window.pb.step()`);
+      const next = await waitForFrame((t) => t !== held + (i - 1) * FRAME_MS);
+      expect(next).toBe(held + i * FRAME_MS);
+      expect(s.position).toBe(next);
+      await steady(300);
+    }
+  });
+
+  it("seek to T while paused shows the frame of T, and holds it", async () => {
+    const target = base + 30 * 60_000 + 123 * FRAME_MS;
+    await call(`window.pb.seek(${target})`);
+    const shown = await waitForFrame((t) => Math.abs(t - target) < 60_000);
+    expect(Math.abs(shown - target)).toBeLessThanOrEqual(FRAME_MS);
+    expect(await steady(500)).toBe(shown);
+    expect(((await page.evaluate(`window.pb.state.paused`)) as boolean)).toBe(true);
+  });
+
+  it("jumps back 10 s and 30 s", async () => {
+    const from = (await onScreen())!;
+    await call(`window.pb.jump(-10)`);
+    expect(Math.abs((await waitForFrame((t) => t < from - 5000)) - (from - 10_000))).toBeLessThanOrEqual(FRAME_MS);
+    await call(`window.pb.jump(-30)`);
+    expect(Math.abs((await waitForFrame((t) => t < from - 35_000)) - (from - 40_000))).toBeLessThanOrEqual(FRAME_MS);
+  });
+
+  it("plays 4× and 16×: recorded time advances 4× and 16× wall time within 5 %", async () => {
+    await call(`window.pb.resume()`);
+    for (const rate of [4, 16]) {
+      const s = await call(`window.pb.speed(${rate})`);
+      expect(s.rate).toBe(rate);
+      const before = (await onScreen())!;
+      await waitForFrame((t) => t > before + rate * 500);
+      const measured = await measuredRate(3000);
+      expect(Math.abs(measured / rate - 1)).toBeLessThan(0.05);
+    }
+    await call(`window.pb.speed(1)`);
+  });
+
+  it("paced by the gateway (Rate-Control: no): a start in a gap lands right after it; 4× within 5 %", async () => {
+    await call(`window.pb.pause()`);
+    const start = gap[0] + 20_000;
+    await call(`(window.pb2 = new PB.PlaybackClient({ camera: "recgw", start: ${start}, video: document.getElementById("v2") })).open()`);
+    const shown = await waitForFrame((t) => t >= gap[0], 10_000, "#v2");
+    expect(shown).toBeGreaterThanOrEqual(gap[1]);
+    expect(shown - gap[1]).toBeLessThan(3000);
+    const play = rec.events.filter((e) => e.method === "PLAY").at(-1)!;
+    expect(play.range).toMatch(/^clock=/);
+    await call(`window.pb2.speed(4)`);
+    await waitForFrame((t) => t > shown + 4000, 10_000, "#v2");
+    const measured = await measuredRate(3000, "#v2");
+    expect(Math.abs(measured / 4 - 1)).toBeLessThan(0.05);
+    await page.evaluate(`window.pb2.close()`);
+  });
+
+  it("refuses a speed out of range (400) and step while playing (409); ends at the gateway on close", async () => {
+    expect(await page.evaluate(`window.pb.speed(64).then(() => null, (e) => e.status)`)).toBe(400);
+    await call(`window.pb.resume()`);
+    expect(await page.evaluate(`window.pb.step().then(() => null, (e) => [e.status, e.reason])`)).toEqual([409, "step works while paused"]);
+    await page.evaluate(`window.pb.close()`);
+    await expect.poll(() => gw.sfu.viewerList().length, { timeout: 10_000 }).toBe(0);
+    await expect.poll(() => rec.events.filter((e) => e.event === "session-removed").length, { timeout: 10_000 }).toBeGreaterThanOrEqual(1);
+    expect(pageErrors(page)).toEqual([]);
+  });
+});
+
+describe("the playback right", () => {
+  let dev: Gateway;
+  const browsers: HttpBrowser[] = [];
+
+  beforeAll(async () => {
+    const config = parseConfig(
+      { server: { port: 0 }, auth: { mode: "dev" }, log: { level: "silent" }, cameras: [{ id: "demo", url: rec.url, playback: {} }] },
+      { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR },
+    );
+    dev = await startGateway({ config, log: silentLogger });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const b of browsers) b.close();
+    await dev?.close("test done");
+  });
+
+  it("a user with live but not playback gets 403 (JSON), and opens no recorder session", async () => {
+    const b = await signedInDevUser(dev, "viewer", browsers);
+    const me = await b.request(`${dev.url}/auth/me`, { headers: { accept: "application/json" } });
+    const csrf = (JSON.parse(me.body) as { csrfToken: string }).csrfToken;
+    const sessionsBefore = rec.events.filter((e) => e.event === "session").length;
+    const start = new Date(base + HOUR / 2).toISOString();
+    const res = await b.request(`${dev.url}/whep/demo/playback?start=${encodeURIComponent(start)}`, {
+      method: "POST",
+      headers: { "content-type": "application/sdp", "x-csrf-token": csrf, origin: dev.url },
+      body: "v=0\r\n",
+    });
+    expect(res.status).toBe(403);
+    expect(JSON.parse(res.body)).toMatchObject({ error: "forbidden" });
+    expect(rec.events.filter((e) => e.event === "session").length).toBe(sessionsBefore);
+  });
+});
