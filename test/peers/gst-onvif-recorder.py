@@ -28,7 +28,8 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+gi.require_version("GstVideo", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstVideo  # noqa: E402
 
 NTP_UNIX_OFFSET_S = 2208988800
 BITS = 20
@@ -102,6 +103,9 @@ class Feeder:
         self.lock = threading.Lock()
         self.next = 0
         self.discont = True
+        # Frames: intra (ONVIF Streaming §6.5): key frames only, one per GOP.
+        self.intra = False
+        self.gop = 25
         src.connect("need-data", self.on_need)
         src.connect("seek-data", self.on_seek)
 
@@ -120,7 +124,7 @@ class Feeder:
                 src.emit("end-of-stream")
                 return
             discont = self.discont or i != self.next
-            self.next = i + 1
+            self.next = i + (self.gop if self.intra else 1)
             self.discont = False
         buf = Gst.Buffer.new_wrapped(self.rec.picture(i))
         t_ns = int(round((self.rec.time_ms(i) + NTP_UNIX_OFFSET_S * 1000) * 1_000_000))
@@ -129,6 +133,10 @@ class Feeder:
         buf.duration = Gst.SECOND // self.rec.fps
         if discont:
             buf.set_flags(Gst.BufferFlags.DISCONT)
+        if self.intra:
+            # Every frame sent is a key frame (the encoder is told so).
+            src.get_static_pad("src").push_event(GstVideo.video_event_new_downstream_force_key_unit(
+                buf.pts, buf.pts, buf.pts, True, 0))
         src.emit("push-buffer", buf)
 
 
@@ -174,7 +182,9 @@ def main():
 
     def on_configure(_factory, media):
         src = media.get_element().get_by_name("src")
-        media._feeder = Feeder(rec, src)  # keep it alive with the media
+        # An attribute on the wrapper keeps it (and the feeder) tied to this media (PyGObject toggle refs).
+        media.feeder = Feeder(rec, src)
+        media.feeder.gop = a.gop
 
     factory.connect("media-configure", on_configure)
     server.get_mount_points().add_factory(a.mount, factory)
@@ -182,8 +192,13 @@ def main():
     def on_client(_server, client):
         def on_play(_c, ctx):
             h = ctx.request
+            frames = h.get_header(GstRtsp.RTSPHeaderField.FRAMES, 0)[1]
+            f = getattr(ctx.media, "feeder", None) if ctx.media else None
+            if f is not None:
+                with f.lock:
+                    f.intra = (frames or "").startswith("intra")
             emit(event="request", method="PLAY", range=h.get_header(GstRtsp.RTSPHeaderField.RANGE, 0)[1],
-                 scale=h.get_header(GstRtsp.RTSPHeaderField.SCALE, 0)[1])
+                 scale=h.get_header(GstRtsp.RTSPHeaderField.SCALE, 0)[1], frames=frames)
 
         for sig, method in [("describe-request", "DESCRIBE"), ("setup-request", "SETUP"), ("pause-request", "PAUSE")]:
             client.connect(sig, (lambda m: lambda _c, _ctx: emit(event="request", method=m))(method))
