@@ -689,6 +689,7 @@ const playback = new PlaybackController({
   timeline,
   base,
   host: {
+    video: () => playbackTile?.video ?? null,
     show(stream) {
       const t = playbackTile;
       if (!t) return;

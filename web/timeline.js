@@ -8,18 +8,17 @@
  * recorder offers it). A click on the track seeks there; dragging the playhead scrubs and seeks
  * where it is let go; dragging elsewhere pans.
  *
- * `PlaybackController` turns those intents into the playback API (WHEP with a start time:
- * `POST whep/<id>/playback?start=<ISO>`, then `POST <Location>/control`): every control answers
- * at once on screen (optimistic), then follows what the gateway says, and a refusal is shown in
- * plain words and undone. The clock shows the recorded wall-clock time of the picture, never the
- * time of viewing.
+ * `PlaybackController` turns those intents into a playback session (`PlaybackClient`,
+ * web/playback-client.js: WHEP with a start time, then controls): every control answers at once
+ * on screen (optimistic), then follows what the gateway says, and a refusal is shown in plain
+ * words and undone. The clock shows the recorded wall-clock time of the frame on screen (the
+ * client's `currentTime()`), never the time of viewing.
  *
  * Only for users with the `playback` right on the camera (`actions` in `api/cameras`); the
  * gateway checks the same (403).
  */
 
-import { WhepSession } from "./whep.js";
-import { csrfHeaders } from "./csrf.js";
+import { PlaybackClient } from "./playback-client.js";
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
@@ -35,6 +34,9 @@ export const SPEEDS = [-16, -4, -1, 0.125, 0.25, 0.5, 1, 2, 4, 8, 16, 32];
 
 /** Tick spacings, ms, smallest first. */
 const TICK_STEPS = [5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY];
+
+/** A playback whose first picture has not arrived this long after it was asked for is given up, ms. */
+const OPEN_TIMEOUT_MS = 15_000;
 
 /** How often the recorded ranges are fetched again while the view stays open, ms. */
 const REFRESH_MS = 30_000;
@@ -627,6 +629,7 @@ export function playbackErrorText(status, action = "") {
 
 /**
  * @typedef {object} PlaybackHost what the controller needs from the page
+ * @property {() => HTMLVideoElement | null} video the open tile's video element (the playback stream goes there)
  * @property {(stream: MediaStream | null) => void} show put a stream on the open tile's video (null: none)
  * @property {() => void} goLive close playback on the tile and let the live session run again
  * @property {(label: string | null, message?: string) => void} status the tile's badge in playback (null: live)
@@ -646,8 +649,12 @@ export class PlaybackController {
   #base;
   /** @type {string | null} */
   #camera = null;
-  /** @type {WhepSession | null} */
+  /** @type {PlaybackClient | null} */
   #session = null;
+  /** The session's offer/answer is done (controls can go). @type {Promise<unknown> | null} */
+  #opening = null;
+  /** Media of the session reached the page. */
+  #streaming = false;
   /** Where the recorded time was at `#atPerf` (performance.now()), and how it moves. */
   #pos = 0;
   #atPerf = 0;
@@ -694,7 +701,13 @@ export class PlaybackController {
 
   /** The recorded time of the picture on screen, ms (live: null). */
   get frameTime() {
-    return this.#session ? this.#now() : null;
+    return this.#session ? this.#frameNow() : null;
+  }
+
+  /** The recorded time the client measured for the frame on screen, else the estimate. */
+  #frameNow() {
+    const t = this.#streaming ? this.#session?.currentTime() : null;
+    return t ? t.getTime() : this.#now();
   }
 
   /** Fetch the recorded ranges around the view. Resolves false when the camera has none (the timeline hides). */
@@ -765,16 +778,16 @@ export class PlaybackController {
 
   #show() {
     const playing = Boolean(this.#session);
-    this.#tl.setState({ mode: playing ? "playback" : "live", position: playing ? this.#now() : Date.now(), paused: this.#paused, rate: this.#rate });
+    this.#tl.setState({ mode: playing ? "playback" : "live", position: playing ? this.#frameNow() : Date.now(), paused: this.#paused, rate: this.#rate });
     if (playing) {
       const label = this.#paused ? "Paused" : this.#rate === 1 ? "Recorded" : `Recorded ${speedLabel(this.#rate)}`;
-      this.#host.status(label);
+      this.#host.status(label, this.#streaming ? "" : "Opening the recording…");
     }
   }
 
   #tick() {
     if (this.#session && !this.#paused) {
-      const p = this.#now();
+      const p = this.#frameNow();
       // Played into the present: that is live.
       if (this.#rate > 0 && p >= Date.now() - 500) return this.#goLive();
     }
@@ -790,31 +803,31 @@ export class PlaybackController {
       case "seek":
         return this.#seek(/** @type {number} */ (d.time));
       case "jump": {
-        const to = Math.min(Date.now(), (this.#session ? this.#now() : Date.now()) + (d.seconds ?? 0) * 1000);
+        const to = Math.min(Date.now(), (this.#session ? this.#frameNow() : Date.now()) + (d.seconds ?? 0) * 1000);
         if (!this.#session) return this.#open(to, false);
         this.#set(to, this.#paused, this.#rate);
-        return this.#control({ action: "jump", seconds: d.seconds });
+        return this.#control("jump", [d.seconds]);
       }
       case "pause":
         // Pausing live holds the picture of now: playback from now, paused.
         if (!this.#session) return this.#open(Date.now() - 1000, true);
-        this.#set(this.#now(), true, this.#rate);
-        return this.#control({ action: "pause" });
+        this.#set(this.#frameNow(), true, this.#rate);
+        return this.#control("pause", []);
       case "resume":
         if (!this.#session) return;
-        this.#set(this.#now(), false, this.#rate);
-        return this.#control({ action: "resume" });
+        this.#set(this.#frameNow(), false, this.#rate);
+        return this.#control("resume", []);
       case "speed": {
         const rate = /** @type {number} */ (d.rate);
         if (!this.#session) return this.#open(Date.now() - (rate > 1 ? 60_000 : 1000), false, rate);
         const before = this.#rate;
-        this.#set(this.#now(), this.#paused, rate);
-        return this.#control({ action: "speed", rate }, () => this.#set(this.#now(), this.#paused, before));
+        this.#set(this.#frameNow(), this.#paused, rate);
+        return this.#control("speed", [rate], () => this.#set(this.#now(), this.#paused, before));
       }
       case "step":
         if (!this.#session || !this.#paused) return this.#tl.showError("Pause first to step one frame.");
         this.#set(this.#pos + 40, true, this.#rate);
-        return this.#control({ action: "step" });
+        return this.#control("step", []);
     }
   }
 
@@ -823,7 +836,7 @@ export class PlaybackController {
     const to = Math.min(t, Date.now() - 1000);
     if (!this.#session) return this.#open(to, false);
     this.#set(to, this.#paused, this.#rate);
-    this.#control({ action: "seek", time: new Date(to).toISOString() });
+    this.#control("seek", [new Date(to)]);
   }
 
   /**
@@ -832,79 +845,77 @@ export class PlaybackController {
    */
   #open(t, paused, rate = 1) {
     const id = this.#camera;
-    if (!id) return;
+    const video = this.#host.video();
+    if (!id || !video) return;
     this.#stopSession();
     const gen = ++this.#gen;
-    const url = new URL(`whep/${encodeURIComponent(id)}/playback?start=${encodeURIComponent(new Date(t).toISOString())}`, this.#base);
-    const session = new WhepSession(url, { backoffMaxMs: 2000 });
-    this.#session = session;
-    this.#set(t, paused, 1);
-    this.#host.status(paused ? "Paused" : "Recorded", "Opening the recording…");
-    session.addEventListener("statechange", () => {
+    // The tile leaves live first (its stream goes), then the recording takes its video element.
+    this.#streaming = false;
+    const client = new PlaybackClient({ camera: id, start: new Date(t), video, base: this.#base.href });
+    this.#session = client;
+    this.#set(t, paused, rate);
+    client.addEventListener("state", (e) => {
       if (gen !== this.#gen) return;
-      const st = session.state;
-      if (st === "unauthorized") return this.#host.unauthorized?.();
-      const err = session.lastError;
-      if (st === "failed" || (st === "retrying" && err && err.status >= 400)) {
-        // A refusal will not change by asking again: say why and go back to live.
-        this.#fail(playbackErrorText(err?.status ?? 0));
-      } else if (st === "retrying") {
-        // The connection broke: open again where the picture was (the old session started elsewhere).
-        this.#open(this.#now(), this.#paused, this.#rate);
-      }
+      const st = /** @type {CustomEvent} */ (e).detail;
+      const pos = st.position instanceof Date ? st.position.getTime() : Number(st.position);
+      if (Number.isFinite(pos)) this.#set(pos, Boolean(st.paused), Number(st.rate) || this.#rate);
     });
-    session.addEventListener("stream", () => {
+    client.addEventListener("ended", (e) => {
       if (gen !== this.#gen) return;
-      this.#host.show(session.stream);
-      this.#show();
-      // Controls given while it opened: apply them now.
-      if (paused) this.#control({ action: "pause" });
-      if (rate !== 1) {
-        this.#rate = rate;
-        this.#control({ action: "speed", rate });
-      }
+      const reason = /** @type {CustomEvent} */ (e).detail?.reason;
+      this.#fail(reason ? `Playback ended: ${reason}.` : "Playback ended.");
     });
-    session.start();
+    video.addEventListener(
+      "loadeddata",
+      () => {
+        if (gen !== this.#gen) return;
+        this.#streaming = true;
+        this.#show();
+      },
+      { once: true },
+    );
+    this.#opening = client.open().then(
+      () => {
+        if (gen !== this.#gen) return;
+        if (video.srcObject instanceof MediaStream) this.#host.show(video.srcObject);
+        this.#show();
+      },
+      (/** @type {any} */ err) => {
+        if (gen !== this.#gen) return;
+        if (err?.status === 401) return this.#host.unauthorized?.();
+        this.#fail(playbackErrorText(typeof err?.status === "number" ? err.status : 0));
+      },
+    );
+    // No spinner that waits for ever: a recording that does not arrive is said so.
+    setTimeout(() => {
+      if (gen === this.#gen && !this.#streaming) this.#fail("The recording did not arrive from the recorder.");
+    }, OPEN_TIMEOUT_MS);
+    // Controls given before it opened: the gateway gets them once it has.
+    if (paused) this.#control("pause", []);
+    if (rate !== 1) this.#control("speed", [rate]);
     this.#show();
   }
 
   /**
    * Send one control; the screen already shows its effect. On refusal: say why and `undo`.
-   * @param {Record<string, unknown>} body @param {() => void} [undo]
+   * @param {"seek" | "pause" | "resume" | "speed" | "step" | "jump"} method @param {unknown[]} args @param {() => void} [undo]
    */
-  #control(body, undo) {
-    const session = this.#session;
+  #control(method, args, undo) {
+    const client = this.#session;
     const gen = this.#gen;
+    const opening = this.#opening;
     this.#queue = this.#queue.then(async () => {
-      if (gen !== this.#gen || !session) return;
-      // Wait for the session resource (its POST may still be on the way).
-      for (let i = 0; i < 100 && !session.resource && gen === this.#gen && session.state !== "failed"; i++) await new Promise((r) => setTimeout(r, 50));
-      if (gen !== this.#gen || !session.resource) return;
-      let res;
+      if (gen !== this.#gen || !client) return;
+      await opening;
+      if (gen !== this.#gen || !client.location) return;
       try {
-        res = await fetch(`${session.resource}/control`, {
-          method: "POST",
-          credentials: "same-origin",
-          headers: { "Content-Type": "application/json", Accept: "application/json", ...(await csrfHeaders()) },
-          body: JSON.stringify(body),
-        });
-      } catch {
-        if (gen === this.#gen) this.#tl.showError(playbackErrorText(0));
+        // The answer arrives as a `state` event too (handled above).
+        await /** @type {(...a: unknown[]) => Promise<unknown>} */ (client[method]).apply(client, args);
+      } catch (/** @type {any} */ err) {
+        if (gen !== this.#gen) return;
+        if (err?.status === 401) return this.#host.unauthorized?.();
+        this.#tl.showError(playbackErrorText(typeof err?.status === "number" ? err.status : 0, method));
         undo?.();
-        return;
-      }
-      if (gen !== this.#gen) return;
-      if (!res.ok) {
-        this.#tl.showError(playbackErrorText(res.status, String(body.action)));
-        undo?.();
-        return;
-      }
-      try {
-        const a = await res.json();
-        const pos = typeof a.position === "string" ? Date.parse(a.position) : Number(a.position);
-        if (gen === this.#gen && Number.isFinite(pos)) this.#set(pos, Boolean(a.paused), Number(a.rate) || this.#rate);
-      } catch {
-        // an answer without a body: keep what the screen shows
       }
     });
   }
@@ -926,8 +937,10 @@ export class PlaybackController {
   #stopSession() {
     const s = this.#session;
     this.#session = null;
+    this.#opening = null;
+    this.#streaming = false;
     if (!s) return;
-    s.close("playback ended");
+    void s.close();
     this.#host.show(null);
     this.#host.status(null);
   }
