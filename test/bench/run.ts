@@ -33,8 +33,9 @@ import { benchLatencyFloor, type FloorResult } from "./floor.ts";
 import { benchOutage } from "./outage.ts";
 import { benchTtff } from "./ttff.ts";
 import { benchAudit } from "./audit.ts";
+import { benchPlayback } from "./playback.ts";
 
-const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -292,6 +293,7 @@ await step("outage", async (signal) => ({ ...(await benchOutage({ cycles: quick 
 await step("turn", () => optional("turn.ts", "benchTurn", quick ? { quick: true, rounds: 2 } : { rounds: 3 }));
 await step("sip", () => optional("sip.ts", "benchSip", quick ? { quick: true } : {}));
 await step("audit", () => benchAudit({ quick, log }), 180_000);
+await step("playback", async () => ({ ...(await benchPlayback({ quick })) }), 180_000);
 
 const cpu1 = machineCpu();
 out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;
