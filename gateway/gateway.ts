@@ -20,6 +20,7 @@ import express from "express";
 import type { Config, CameraConfig } from "../config/schema.ts";
 import { createLogger, type Logger } from "../config/log.ts";
 import { Sfu } from "../sfu/sfu.ts";
+import { authCloseReason, ViewerCloseReasons } from "../sfu/api.ts";
 import { CameraRegistry } from "./cameras.ts";
 import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
@@ -497,7 +498,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         if (view.state === "idle" && view.viewers === 0) void c.leases.release(view.id);
       });
       c.leases.events.on("lost", (camera) => {
-        for (const v of sfu.viewerList()) if (v.cameraId === camera) void v.close("camera taken over by another node");
+        for (const v of sfu.viewerList()) if (v.cameraId === camera) void v.close(ViewerCloseReasons.takenOver);
       });
     }
 
@@ -789,7 +790,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           const user = req.user!;
           const sub = user.sub;
           const stop = auth.watch(user, (reason) => {
-            void viewer.close(`auth: ${reason}`);
+            void viewer.close(authCloseReason(reason));
             // A session's relays end with the session (above); a bearer caller's with its token.
             if (user.sessionId === undefined) turn?.closeSubject(sub);
           }, {

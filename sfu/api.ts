@@ -42,7 +42,7 @@ export interface ViewerHandle {
   readonly user: string | undefined;
   readonly state: ViewerState;
   /** Why the viewer closed, once it has. */
-  readonly reason: string | undefined;
+  readonly reason: ViewerCloseReason | undefined;
   on<K extends keyof ViewerEvents>(event: K, fn: (...args: ViewerEvents[K]) => void): () => void;
   once<K extends keyof ViewerEvents>(event: K, fn: (...args: ViewerEvents[K]) => void): () => void;
   off<K extends keyof ViewerEvents>(event: K, fn: (...args: ViewerEvents[K]) => void): void;
@@ -71,7 +71,7 @@ export interface ViewerHandle {
    */
   setStreams(ladder: readonly CameraId[], auto: boolean): void;
   /** Ends the viewer. Idempotent; resolves once its transport is released. */
-  close(reason?: string): Promise<void>;
+  close(reason?: ViewerCloseReason): Promise<void>;
 }
 
 // ---- sources: events, statistics -------------------------------------------------
@@ -141,13 +141,106 @@ export type SourceEvents = {
   stats: [stats: SourceStats];
 };
 
+// ---- viewers: why they end -----------------------------------------------------------
+
+/**
+ * Why a viewer ended. The values are the words logs, the audit trail (`live_view_end`) and the
+ * media workers' messages carry; compare against these constants, never against literals.
+ */
+export const ViewerCloseReasons = {
+  /** The browser ended its session (WHEP DELETE). */
+  clientDelete: "client delete",
+  /** The SFU (the gateway) is shutting down. */
+  sfuClosing: "sfu closing",
+  /** Its source (camera) was closed. */
+  sourceClosed: "source closed",
+  /** ICE + DTLS did not complete in time after the POST. */
+  connectTimeout: "connect timeout",
+  /** The connection was lost and did not come back. */
+  iceDisconnected: "ice disconnected",
+  /** ICE failed (no path between the browser and the gateway). */
+  iceFailed: "ice failed",
+  /** ICE or the DTLS handshake failed. */
+  dtlsFailed: "ice/dtls failed",
+  /** The transport closed under the viewer. */
+  transportClosed: "transport closed",
+  /** The media worker serving it died. */
+  workerFailed: "media worker failed",
+  /** The browser stopped sending RTCP (closed tab, dead network). */
+  viewerSilent: "viewer silent (no RTCP)",
+  /** The offer could not be answered. */
+  negotiationFailed: "negotiation failed",
+  /** The gateway refused it after it was made (admission, audit). */
+  rejectedByGateway: "rejected by gateway",
+  /** Another gateway of the cluster now serves the camera. */
+  takenOver: "camera taken over by another node",
+  /** Ended without a more precise reason. */
+  closed: "closed",
+  /** Ended by `[Symbol.asyncDispose]`. */
+  disposed: "disposed",
+} as const;
+
+/** Access ended: the session was signed out, expired or revoked, or the right was removed. */
+export type AuthCloseReason = `auth: ${string}`;
+export type ViewerCloseReason = (typeof ViewerCloseReasons)[keyof typeof ViewerCloseReasons] | AuthCloseReason;
+
+const KNOWN_CLOSE_REASONS: ReadonlySet<string> = new Set(Object.values(ViewerCloseReasons));
+
+/** The reason for a viewer ended because its user's access ended (`why`: "logout", "expired", …). */
+export function authCloseReason(why: string): AuthCloseReason {
+  return `auth: ${why}`;
+}
+
+/** A reason received as text (a worker message): itself when known, else `closed`. */
+export function toCloseReason(text: string): ViewerCloseReason {
+  return KNOWN_CLOSE_REASONS.has(text) || text.startsWith("auth: ") ? (text as ViewerCloseReason) : ViewerCloseReasons.closed;
+}
+
+/** Ends its owner chose (logged at debug, not info). */
+export function isExpectedClose(reason: ViewerCloseReason): boolean {
+  return reason === ViewerCloseReasons.clientDelete || reason === ViewerCloseReasons.sfuClosing || reason === ViewerCloseReasons.sourceClosed || reason === ViewerCloseReasons.disposed;
+}
+
+/** Plain words for a person (a page, a log line read by an operator). */
+export function closeReasonText(reason: ViewerCloseReason): string {
+  if (reason.startsWith("auth: ")) return "Your access to this camera ended (signed out, session expired or right removed).";
+  switch (reason as (typeof ViewerCloseReasons)[keyof typeof ViewerCloseReasons]) {
+    case ViewerCloseReasons.clientDelete:
+      return "The viewer was closed.";
+    case ViewerCloseReasons.sfuClosing:
+      return "The gateway is restarting.";
+    case ViewerCloseReasons.sourceClosed:
+      return "The camera was removed.";
+    case ViewerCloseReasons.connectTimeout:
+      return "The video connection could not be set up in time.";
+    case ViewerCloseReasons.iceDisconnected:
+    case ViewerCloseReasons.transportClosed:
+      return "The video connection was lost.";
+    case ViewerCloseReasons.iceFailed:
+    case ViewerCloseReasons.dtlsFailed:
+      return "No network path for video was found between this browser and the gateway.";
+    case ViewerCloseReasons.workerFailed:
+      return "The gateway's media process failed; the view starts again.";
+    case ViewerCloseReasons.viewerSilent:
+      return "The browser stopped answering.";
+    case ViewerCloseReasons.negotiationFailed:
+      return "The browser and the gateway could not agree on a video format.";
+    case ViewerCloseReasons.rejectedByGateway:
+      return "The gateway refused the stream.";
+    case ViewerCloseReasons.takenOver:
+      return "Another gateway now serves this camera.";
+    default:
+      return "The video ended.";
+  }
+}
+
 // ---- viewers: states, events, statistics -------------------------------------------
 
 /** Viewer lifecycle as seen from outside. */
 export type ViewerState = "connecting" | "connected" | "disconnected" | "closed";
 
 export type ViewerEvents = {
-  closed: [reason: string];
+  closed: [reason: ViewerCloseReason];
   state: [state: ViewerState];
   /** Overload step-down ("keyframes": only whole keyframes are sent) and step back up ("full"). */
   quality: [mode: ViewerQuality, reason: string];

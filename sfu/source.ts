@@ -15,6 +15,7 @@ import { emptyRtpHeader, readRtpHeader } from "./rtp/packet.ts";
 import { parseRtcp } from "./rtp/rtcp.ts";
 import { TrackTimeline, Verdict } from "./timeline.ts";
 import type { SourceDropReason, SourceEvents, SourceHandle, SourceStats } from "./api.ts";
+import { ViewerCloseReasons, type ViewerCloseReason } from "./api.ts";
 
 export type { SourceDropReason, SourceEvents, SourceStats, SourceTrackStats } from "./api.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
@@ -491,7 +492,7 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
   }
 
   /** Closes every viewer of this source and frees its history. Idempotent. */
-  close(reason = "source closed"): Promise<void> {
+  close(reason: ViewerCloseReason = ViewerCloseReasons.sourceClosed): Promise<void> {
     // Every caller, first or later, waits for the same end.
     this.closing ??= (async () => {
       this.closed = true;

@@ -11,6 +11,7 @@ import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import type { ViewerDropReason, ViewerEvents, ViewerHandle, ViewerQuality, ViewerState, ViewerStats, ViewerTrackStats } from "./api.ts";
+import { isExpectedClose, toCloseReason, ViewerCloseReasons, type ViewerCloseReason } from "./api.ts";
 
 export type { ViewerDropReason, ViewerEvents, ViewerQuality, ViewerState, ViewerStats, ViewerTrackStats } from "./api.ts";
 import type { Drainable, Pacer } from "./pacer.ts";
@@ -202,7 +203,7 @@ export class Viewer implements Drainable, ViewerHandle {
   private transport: ViewerTransport | undefined;
   private cname = "gatehouse";
   private _state: ViewerState = "connecting";
-  private closedReason: string | undefined;
+  private closedReason: ViewerCloseReason | undefined;
   private closing: Promise<void> | undefined;
   private readonly createdAt: number;
   private connectedAt: number | undefined;
@@ -270,7 +271,7 @@ export class Viewer implements Drainable, ViewerHandle {
     this.tokensAt = this.createdAt;
     this.connectTimer = o.timers.setTimeout(() => {
       this.connectTimer = undefined;
-      if (this._state === "connecting") void this.close("connect timeout");
+      if (this._state === "connecting") void this.close(ViewerCloseReasons.connectTimeout);
     }, o.connectTimeoutMs);
   }
 
@@ -413,7 +414,7 @@ export class Viewer implements Drainable, ViewerHandle {
   }
 
   /** Why the viewer closed, once it has. */
-  get reason(): string | undefined {
+  get reason(): ViewerCloseReason | undefined {
     return this.closedReason;
   }
 
@@ -511,15 +512,15 @@ export class Viewer implements Drainable, ViewerHandle {
         if (this.disconnectTimer === undefined) {
           this.disconnectTimer = this.o.timers.setTimeout(() => {
             this.disconnectTimer = undefined;
-            if (this._state === "disconnected") void this.close("ice disconnected");
+            if (this._state === "disconnected") void this.close(ViewerCloseReasons.iceDisconnected);
           }, this.o.disconnectTimeoutMs);
         }
         break;
       case "failed":
-        void this.close(detail ?? "ice failed");
+        void this.close(toCloseReason(detail ?? ViewerCloseReasons.iceFailed));
         break;
       case "closed":
-        void this.close(detail ?? "transport closed");
+        void this.close(toCloseReason(detail ?? ViewerCloseReasons.transportClosed));
         break;
       case "connecting":
         break;
@@ -941,7 +942,7 @@ export class Viewer implements Drainable, ViewerHandle {
   tick(now: number): void {
     if (this._state !== "connected" || !this.transport) return;
     if (now - this.lastRtcpAt > this.o.rtcpTimeoutMs) {
-      void this.close("viewer silent (no RTCP)");
+      void this.close(ViewerCloseReasons.viewerSilent);
       return;
     }
     const given = this.sw.expired(now);
@@ -1065,7 +1066,7 @@ export class Viewer implements Drainable, ViewerHandle {
   }
 
   /** Ends the viewer: stops media, releases the transport, tells the source. Idempotent. */
-  close(reason = "closed"): Promise<void> {
+  close(reason: ViewerCloseReason = ViewerCloseReasons.closed): Promise<void> {
     if (this.closing) return this.closing;
     this.closedReason = reason;
     this.clearTimer("connectTimer");
@@ -1080,8 +1081,7 @@ export class Viewer implements Drainable, ViewerHandle {
       pending.removeViewer(this);
     }
     this.attached = false;
-    const expected = reason === "client delete" || reason === "sfu closing" || reason === "source closed";
-    if (expected) this.log.debug("viewer closed", { reason });
+    if (isExpectedClose(reason)) this.log.debug("viewer closed", { reason });
     else this.log.info("viewer closed", { reason });
     this.closing = (async () => {
       try {

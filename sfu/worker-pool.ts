@@ -22,6 +22,7 @@ import { ClosedError, NotFoundError } from "../config/errors.ts";
 import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import type { SourceHandle, SourceStats, ViewerHandle } from "./api.ts";
+import { toCloseReason, ViewerCloseReasons } from "./api.ts";
 import type { CreateViewerOptions, EngineOptions, SfuStats } from "./engine.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { nativeStatus } from "./native/index.ts";
@@ -182,7 +183,7 @@ export class WorkerPool {
     const error = slot.lastError;
     slot.lastError = undefined;
     slot.lastFailure = error ? error.message : `exit code ${code}`;
-    for (const p of [...this.viewers.values()]) if (p.worker === w) p.proxy.remoteClosed("media worker failed");
+    for (const p of [...this.viewers.values()]) if (p.worker === w) p.proxy.remoteClosed(ViewerCloseReasons.workerFailed);
     let decision: WorkerRestartDecision = { restart: true, delayMs: 0 };
     try {
       decision = this.o.workerRestarts?.exited(w.index, code, error) ?? decision;
@@ -264,8 +265,8 @@ export class WorkerPool {
       }
       case "viewerClosed": {
         const p = this.viewers.get(m.id as ViewerId);
-        if (p?.worker === w) p.proxy.remoteClosed(m.reason);
-        else this.closingViewers.get(m.id)?.proxy.remoteClosed(m.reason);
+        if (p?.worker === w) p.proxy.remoteClosed(toCloseReason(m.reason));
+        else this.closingViewers.get(m.id)?.proxy.remoteClosed(toCloseReason(m.reason));
         break;
       }
       case "viewerQuality": {

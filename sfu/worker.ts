@@ -7,6 +7,7 @@
  * It exits by itself after `close`: every socket and timer is released, then the port
  * is closed, and nothing is left to keep the thread alive (the pool checks that).
  */
+import { toCloseReason } from "./api.ts";
 import { getHeapStatistics } from "node:v8";
 import { parentPort, workerData } from "node:worker_threads";
 import { cameraId, viewerId } from "../config/ids.ts";
@@ -105,7 +106,7 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
       break;
     case "closeViewer": {
       const v = engine.viewer(viewerId(m.id));
-      const done = v ? v.close(m.reason) : Promise.resolve();
+      const done = v ? v.close(toCloseReason(m.reason)) : Promise.resolve();
       void done.then(
         () => post({ t: "reply", req: m.req, ok: true }),
         (err: unknown) => post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) }),

@@ -28,6 +28,7 @@ import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import type { Sfu, TrickledCandidate, ViewerHandle } from "../../sfu/sfu.ts";
+import { ViewerCloseReasons } from "../../sfu/api.ts";
 import { errorHandler, sendError } from "./errors.ts";
 import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
 
@@ -153,7 +154,7 @@ export function whepRouter(deps: WhepDeps): Router {
         deps.onViewer?.(req, viewer);
         deps.onStreamChoice?.(viewer, id, typeof asked === "string" ? asked : "auto");
       } catch (err) {
-        await viewer.close("rejected by gateway");
+        await viewer.close(ViewerCloseReasons.rejectedByGateway);
         throw err;
       }
       deps.audit?.viewerStarted(req, viewer);
@@ -234,7 +235,7 @@ export function whepRouter(deps: WhepDeps): Router {
   r.delete("/:camera/:viewer", async (req, res) => {
     try {
       const v = viewerOf(req);
-      await deps.sfu.viewer(v)?.close("client delete");
+      await deps.sfu.viewer(v)?.close(ViewerCloseReasons.clientDelete);
       res.status(200).end();
     } catch (err) {
       sendError(res, err);

@@ -5,6 +5,7 @@
 import { SafeEmitter } from "../../config/events.ts";
 import type { CameraId, ViewerId } from "../../config/ids.ts";
 import type { SwitchInfo, ViewerDropReason, ViewerEvents, ViewerHandle, ViewerQuality, ViewerState, ViewerStats } from "../api.ts";
+import { ViewerCloseReasons, type ViewerCloseReason } from "../api.ts";
 import type { SourceProxy } from "./source-proxy.ts";
 
 /** What a viewer proxy needs of the pool and its worker: these callbacks, nothing else. */
@@ -46,7 +47,7 @@ export class ViewerProxy implements ViewerHandle {
   private readonly events: SafeEmitter<ViewerEvents>;
   private readonly createdAt = Date.now();
   private _state: ViewerState = "connecting";
-  private closedReason: string | undefined;
+  private closedReason: ViewerCloseReason | undefined;
   private closing: Promise<void> | undefined;
   private closedEmitted = false;
   private resolveClosed: () => void = () => {};
@@ -65,7 +66,7 @@ export class ViewerProxy implements ViewerHandle {
     return this._state;
   }
 
-  get reason(): string | undefined {
+  get reason(): ViewerCloseReason | undefined {
     return this.closedReason;
   }
 
@@ -169,14 +170,14 @@ export class ViewerProxy implements ViewerHandle {
     this.pending = undefined;
   }
 
-  close(reason = "closed"): Promise<void> {
+  close(reason: ViewerCloseReason = ViewerCloseReasons.closed): Promise<void> {
     if (this.closing) return this.closing;
     this.localClosing(reason);
     return this.closing!;
   }
 
   /** Starts closing from this side: state "closed" at once, "closed" event when the worker is done. */
-  localClosing(reason: string): void {
+  localClosing(reason: ViewerCloseReason): void {
     if (this.closing) return;
     this.closedReason = reason;
     this.setState("closed");
@@ -196,7 +197,7 @@ export class ViewerProxy implements ViewerHandle {
   }
 
   /** The worker closed it (timeout, failure, our request) or is gone. */
-  remoteClosed(reason: string): void {
+  remoteClosed(reason: ViewerCloseReason): void {
     if (!this.closing) {
       this.closedReason = reason;
       this.setState("closed");

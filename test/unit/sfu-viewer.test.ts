@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import { silentLogger } from "../../config/log.ts";
+import { ViewerCloseReasons } from "../../sfu/api.ts";
 import { h264PayloadIsKeyframeStart } from "../../sfu/h264/nal.ts";
 import { Pacer } from "../../sfu/pacer.ts";
 import { ntpFromUnixMs, ntpMiddle32 } from "../../sfu/rtp/ntp.ts";
@@ -495,9 +496,9 @@ describe("viewer forwarding", () => {
     makeViewer();
     const reasons: string[] = [];
     a.v.on("closed", (r) => reasons.push(r));
-    await source.close("camera removed");
+    await source.close();
     expect(counts).toEqual([1, 2, 1, 0]);
-    expect(reasons).toEqual(["camera removed"]);
+    expect(reasons).toEqual([ViewerCloseReasons.sourceClosed]);
   });
 
   it("steps a viewer that keeps overflowing down to whole keyframes, without sequence gaps, and back up at a keyframe", () => {
