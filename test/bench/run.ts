@@ -12,7 +12,8 @@
  * with a 2 s GOP that never answers keyframe requests), janus_ttff (same recorder),
  * outage (a watched recorder SIGKILLed and restarted: how fast the page leaves LIVE,
  * and how fast new frames are decoded once it listens again), turn, sip, audit (records/s into
- * SQLite and PostgreSQL, and what it adds to a WHEP POST's p99). One that fails or whose module does not exist yet is reported as
+ * SQLite and PostgreSQL, and what it adds to a WHEP POST's p99), codecs (the ffmpeg child's CPU
+ * converting one AAC camera to Opus and one 1080p25 H.265 camera to H.264). One that fails or whose module does not exist yet is reported as
  * `"<name>_error": "…"` and the run goes on.
  *
  * Method notes (the machine is shared and noisy): every server runs in a process of its
@@ -34,8 +35,9 @@ import { benchOutage } from "./outage.ts";
 import { benchTtff } from "./ttff.ts";
 import { benchAudit } from "./audit.ts";
 import { benchPlayback } from "./playback.ts";
+import { benchCodecs } from "./codecs.ts";
 
-const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback", "codecs"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -294,6 +296,7 @@ await step("turn", () => optional("turn.ts", "benchTurn", quick ? { quick: true,
 await step("sip", () => optional("sip.ts", "benchSip", quick ? { quick: true } : {}));
 await step("audit", () => benchAudit({ quick, log }), 180_000);
 await step("playback", async () => ({ ...(await benchPlayback({ quick })) }), 180_000);
+await step("codecs", () => benchCodecs({ quick, log }), 240_000);
 
 const cpu1 = machineCpu();
 out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;
