@@ -11,6 +11,7 @@
 import { randomBytes } from "node:crypto";
 import { NotFoundError, OverloadError, RateLimitedError } from "../../config/errors.ts";
 import { cameraId as toCameraId, type CameraId } from "../../config/ids.ts";
+import { toCloseReason, ViewerCloseReasons } from "../../sfu/api.ts";
 import type { Logger } from "../../config/log.ts";
 import type { CameraConfig, Config } from "../../config/schema.ts";
 import type { SourceHandle, ViewerHandle } from "../../sfu/api.ts";
@@ -142,7 +143,7 @@ export class PlaybackService {
       if (ended) return;
       ended = true;
       this.entries.delete(id);
-      void Promise.all([session.close(reason), viewer.close(reason)]).then(() => this.freeSlots.push(slot));
+      void Promise.all([session.close(reason), viewer.close(toCloseReason(reason))]).then(() => this.freeSlots.push(slot));
       try {
         this.o.onEnd?.(entry, reason);
       } catch (err) {
@@ -173,7 +174,7 @@ export class PlaybackService {
 
   /** Ends one playback (its viewer too). */
   async end(e: PlaybackEntry, reason: string): Promise<void> {
-    await e.viewer.close(reason);
+    await e.viewer.close(toCloseReason(reason));
   }
 
   /** Sessions open now. */
@@ -188,7 +189,7 @@ export class PlaybackService {
   /** Ends every playback. Idempotent. */
   async close(reason = "gateway closing"): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.entries.values()].map((e) => Promise.all([e.session.close(reason), e.viewer.close(reason)])));
+    await Promise.all([...this.entries.values()].map((e) => Promise.all([e.session.close(reason), e.viewer.close(ViewerCloseReasons.sfuClosing)])));
   }
 }
 
