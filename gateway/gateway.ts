@@ -45,7 +45,7 @@ import { clientAddress, startFrontDoor, type FrontDoor } from "./frontdoor/index
 import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
-import { AuditCallLog, auditAdmin, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
+import { AuditCallLog, auditAdmin, callerOf, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
 import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
 import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
@@ -718,6 +718,19 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         supervisor,
         webhook,
         authorize: (req) => requireGlobalAdmin(req, "supervision"),
+        // Enabling a disabled camera or media worker is an administrator's action: audited.
+        ...(audit
+          ? {
+              onEnabled: (req: express.Request, component: string) =>
+                audit.record({
+                  action: "admin_component_enable",
+                  outcome: "success",
+                  ...callerOf(req),
+                  ...(component.startsWith("camera:") ? { camera: component.slice("camera:".length) } : {}),
+                  detail: JSON.stringify({ component }),
+                }),
+            }
+          : {}),
         log: log.child({ component: "admin" }),
       }),
     );

@@ -36,6 +36,7 @@ const LABELS = /** @type {Record<string, string>} */ ({
   admin_session_end: "Admin ended a session",
   admin_user_sessions_end: "Admin ended a user's sessions",
   config_reload: "Configuration reloaded",
+  admin_component_enable: "Admin enabled a component",
   audit_pruned: "Old records deleted (retention)",
 });
 

@@ -28,6 +28,7 @@ export type AuditAction =
   | "admin_session_end"
   | "admin_user_sessions_end"
   | "config_reload"
+  | "admin_component_enable"
   | "audit_pruned";
 
 export const AUDIT_ACTIONS: readonly AuditAction[] = [
@@ -48,6 +49,7 @@ export const AUDIT_ACTIONS: readonly AuditAction[] = [
   "admin_session_end",
   "admin_user_sessions_end",
   "config_reload",
+  "admin_component_enable",
   "audit_pruned",
 ];
 

@@ -160,6 +160,11 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     await admin.waitForSelector('#events tbody tr[data-type="enabled"]', { timeout: 10_000 });
     expect(await admin.$eval('#events tbody tr[data-type="enabled"]', (tr) => tr.textContent)).toContain("enabled by an administrator (by anonymous)");
     await admin.close();
+    // An administrator's action: in the audit trail.
+    await gw.audit!.flush();
+    const audited = await gw.audit!.query({ actions: ["admin_component_enable"], limit: 10 });
+    expect(audited).toHaveLength(1);
+    expect(audited[0]).toMatchObject({ action: "admin_component_enable", outcome: "success", camera: "crash", subject: "anonymous" });
     await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
     await waitForNewFrames(page, 10, 20_000, VIDEO);
     await waitForLabel(page, "crash", "Live", 10_000);
