@@ -104,6 +104,13 @@ export class PlaybackSession {
   private lastSent: number | undefined;
   /** Packets are from a stream we asked to replace: dropped until the PLAY answer. */
   private gate = true;
+  /**
+   * The recorder marks the first packet of each new stream with the ONVIF D bit (learned from
+   * the first stream): after a seek, packets before it are the old stream's, still in flight
+   * after the PLAY answer (a server may send queued media after its answer).
+   */
+  private marksDiscont: boolean | undefined;
+  private awaitDiscont = false;
   /** Pause again once the first frame at or after `target` has been sent (seek or step while paused). */
   private holdAfterFrame = false;
   /** Recorded time of a stream without the ONVIF extension: first packet's ts and the time it stands for. */
@@ -283,7 +290,10 @@ export class PlaybackSession {
     const client = this.client!;
     const retimer = this.retimer!;
     this.timers.clearTimeout(this.timer);
-    this.gate = true;
+    // The new stream starts at a packet with the D bit where the recorder marks them (its
+    // first packets may come before the PLAY answer); otherwise at the answer.
+    this.awaitDiscont = this.onvif && this.marksDiscont === true;
+    this.gate = !this.awaitDiscont;
     this.ended = false;
     retimer.reset(rate, time);
     this.tsAnchor = [];
@@ -351,6 +361,16 @@ export class PlaybackSession {
     const spec = this.specs[track];
     if (!spec) return;
     const ext = readOnvifExtension(packet);
+    if (ext) {
+      this.marksDiscont ??= ext.discontinuity;
+      if (this.awaitDiscont) {
+        if (!ext.discontinuity) {
+          this.stale++;
+          return;
+        }
+        this.awaitDiscont = false;
+      }
+    }
     let recorded: number;
     if (ext) recorded = ext.time;
     else {
