@@ -91,6 +91,22 @@ interface RegistryDeps {
   transcode?: Config["transcode"];
 }
 
+/** Video a browser cannot be given: the recorder offers video, none of it is pulled (H.265 not converted, say). */
+function videoUnplayable(s: StreamEntry): boolean {
+  const st = s.ingest.status();
+  return st.unsupported.some((u) => u.type === "video") && !st.tracks.some((t) => t.kind === "video");
+}
+
+/**
+ * The stream that stands for `main`: the main stream, unless its video cannot be played (an
+ * H.265 main stream without a transcode) and another stream's can — the camera's H.264 stream.
+ */
+function playableMain(streams: StreamEntry[]): StreamEntry | undefined {
+  const main = streams[0];
+  if (!main || streams.length < 2 || !videoUnplayable(main)) return main;
+  return streams.slice(1).find((s) => !videoUnplayable(s)) ?? main;
+}
+
 /** Converted tracks a person should know about: an ffmpeg that cannot be found or keeps failing. */
 function transcodeTrouble(list: TranscodeStatus[]): { type: string; reason: string }[] {
   const out: { type: string; reason: string }[] = [];
@@ -215,15 +231,16 @@ export class CameraRegistry {
 
   /**
    * The SFU source for `stream` of a camera: `main`, `sub` (its last stream, or main when it
-   * has none), `auto` (as `main`), or a configured stream id. Undefined for an unknown camera
-   * or stream.
+   * has none), `auto` (as `main`), or a configured stream id. `main` and `auto` give another
+   * stream when the main one's video cannot be played and that one's can (an H.265 main stream
+   * without a transcode, an H.264 substream). Undefined for an unknown camera or stream.
    */
   streamSource(camera: string, stream = "main"): { stream: string; source: CameraId } | undefined {
     const e = this.entries.get(camera as CameraId);
     if (!e) return undefined;
     const s =
       stream === "main" || stream === "auto"
-        ? e.streams[0]
+        ? playableMain(e.streams)
         : (e.streams.find((x) => x.id === stream) ?? (stream === "sub" ? e.streams[e.streams.length - 1] : undefined));
     return s ? { stream: s.id, source: s.source } : undefined;
   }

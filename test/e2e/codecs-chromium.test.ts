@@ -112,13 +112,17 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
     let aac: GstRtspServer;
     let latm: GstRtspServer;
     let hevc: GstRtspServer;
+    let hevcMain: GstRtspServer;
+    let h264Sub: GstRtspServer;
     let gateway: Gateway;
 
     beforeAll(async () => {
-      [aac, latm, hevc] = await Promise.all([
+      [aac, latm, hevc, hevcMain, h264Sub] = await Promise.all([
         startGstRtspServer({ width: 320, height: 240, gop: 25, aac: "generic", audioRate: 16000 }),
         startGstRtspServer({ width: 320, height: 240, gop: 25, aac: "latm", audioRate: 44100 }),
         startGstRtspServer({ width: 640, height: 360, gop: 25, codec: "h265", noAudio: true }),
+        startGstRtspServer({ width: 320, height: 240, gop: 25, codec: "h265", noAudio: true }),
+        startGstRtspServer({ width: 256, height: 144, gop: 25, noAudio: true }),
       ]);
       gateway = await startGateway({
         config: gatewayConfig({
@@ -126,7 +130,10 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
             { id: "aac", url: aac.url, transport: "tcp" },
             { id: "latm", url: latm.url, transport: "tcp" },
             { id: "hevc", url: hevc.url, transport: "tcp", transcode: { h265: "h264", maxWidth: 480, maxHeight: 480, bitrateKbps: 600 } },
+            // H.265 main stream, no transcode, an H.264 substream: the camera plays its substream.
+            { id: "hevcsub", url: hevcMain.url, transport: "tcp", streams: [{ id: "sub", url: h264Sub.url }] },
           ],
+          rtsp: { checkIntervalSeconds: 1 },
           transcode: { idleStopSeconds: 0 },
         }),
         log: silentLogger,
@@ -135,7 +142,7 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
 
     afterAll(async () => {
       await gateway?.close("test done");
-      await Promise.all([aac?.close(), latm?.close(), hevc?.close()]);
+      await Promise.all([aac?.close(), latm?.close(), hevc?.close(), hevcMain?.close(), h264Sub?.close()]);
     });
 
     it("plays AAC (MPEG4-GENERIC) as Opus with sound, in sync with the picture", async () => {
@@ -203,6 +210,22 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
         expect(cam.unplayable).toEqual([]);
         expect(cam.transcodes).toEqual([{ track: 0, from: "H265", to: "H264", state: "running", failures: 0 }]);
         expect(ffmpegChildren()).toBe(1);
+      } finally {
+        await page.close();
+      }
+    });
+
+    it("plays the H.264 substream of a camera whose H.265 main stream is not transcoded", async () => {
+      // The light check has seen the main stream's H.265 (nothing pulled, no ffmpeg).
+      await waitFor(() => gateway.cameras.view("hevcsub")!.unplayable.map((u) => u.type), (t) => t.includes("video"), 15_000, "main stream checked");
+      const page = await chromium.newPage(`${gateway.url}/#camera=hevcsub`);
+      try {
+        await waitForDecodedFrames(page, 25, 30_000, videoOf("hevcsub"));
+        const s = await avStats(page, videoOf("hevcsub"));
+        expect(s.video!.codec).toBe("video/H264");
+        expect([s.video!.width, s.video!.height]).toEqual([256, 144]);
+        expect(hevcMain.sessions()).toBe(0);
+        expect(h264Sub.sessions()).toBe(1);
       } finally {
         await page.close();
       }
