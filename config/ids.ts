@@ -9,12 +9,15 @@ export type Brand<T, B extends string> = T & { readonly [brand]: B };
 export type CameraId = Brand<string, "CameraId">;
 export type SessionId = Brand<string, "SessionId">;
 export type ViewerId = Brand<string, "ViewerId">;
+/** A multi-camera session of the SFU (one peer connection, many cameras). */
+export type GridSessionId = Brand<string, "GridSessionId">;
 export type UserId = Brand<string, "UserId">;
 export type AllocationId = Brand<string, "AllocationId">;
 
 export const cameraId = (s: string): CameraId => s as CameraId;
 export const sessionId = (s: string): SessionId => s as SessionId;
 export const viewerId = (s: string): ViewerId => s as ViewerId;
+export const gridSessionId = (s: string): GridSessionId => s as GridSessionId;
 export const userId = (s: string): UserId => s as UserId;
 export const allocationId = (s: string): AllocationId => s as AllocationId;
 

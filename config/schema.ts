@@ -8,7 +8,7 @@ import { authSection } from "./sections/auth.ts";
 import { turnSection } from "./sections/turn.ts";
 import { sipSection } from "./sections/sip.ts";
 import { metricsSection } from "./sections/metrics.ts";
-import { iceSection, viewersSection } from "./sections/viewers.ts";
+import { gridSection, iceSection, viewersSection } from "./sections/viewers.ts";
 import { auditSection } from "./sections/audit.ts";
 import { clusterSection } from "./sections/cluster.ts";
 import { supervisionSection } from "./sections/supervision.ts";
@@ -168,6 +168,8 @@ export const configSchema = z.strictObject({
       viewers: viewersSection,
       /** What a viewer's own ICE candidates may be. */
       ice: iceSection,
+      /** Multi-camera sessions: a whole grid over one peer connection. */
+      grid: gridSection,
     })
     .prefault({}),
   rtsp: z

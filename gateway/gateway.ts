@@ -29,6 +29,7 @@ import { RetentionRecordings, type RecordingIndex } from "./playback/recordings.
 import { errorHandler } from "./http/errors.ts";
 import { ViewerAdmission } from "./http/viewer-admission.ts";
 import { iceServerLinks, whepRouter } from "./http/whep.ts";
+import { gridRouter } from "./http/grid.ts";
 import { createAuth, sessionRef, type Auth } from "./auth/index.ts";
 import { adminRouter } from "./http/admin.ts";
 import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
@@ -842,6 +843,40 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     }
     app.use("/whep", whep);
     whepLate = whep;
+    app.use(
+      "/grid",
+      gridRouter({
+        sfu,
+        limits: config.media.grid,
+        cameraExists: (id) => registry.has(id),
+        streamSource: (id, stream) => registry.streamSource(id, stream),
+        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
+        userOf: (req) => req.user?.sub,
+        sessionOf: (req) => (req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : undefined),
+        admission,
+        // The whole session ends with the caller's sign-in session (as live viewers do), its relays with it.
+        onSession: (req, session) => {
+          const user = req.user!;
+          const sub = user.sub;
+          const stop = auth.watch(user, (reason) => {
+            void session.close(`auth: ${reason}`);
+            if (user.sessionId === undefined) turn?.closeSubject(sub);
+          });
+          const relayed = turn && typeof req.body === "string" ? relayedAddressesIn(req.body) : [];
+          session.once("closed", () => {
+            stop();
+            if (relayed.length > 0) turn?.closeClientOf(sub, relayed);
+          });
+        },
+        // Each binding ends when the right to its camera is withdrawn; the session stays.
+        onBinding: (req, session, mid, camera) => {
+          const stop = auth.watch(req.user!, (reason) => void session.unbind(mid, `auth: ${reason}`).catch(() => {}), { cameraId: camera, action: "live" });
+          return () => stop();
+        },
+        iceServers: (req) => iceServersFor(req.user),
+        log: log.child({ component: "grid" }),
+      }),
+    );
     app.use(errorHandler(log));
     server.on("request", app);
 

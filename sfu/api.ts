@@ -10,7 +10,7 @@
  * declared here, and the implementations (source.ts, viewer.ts, the worker proxies)
  * import them from here, never the other way round.
  */
-import type { CameraId, ViewerId } from "../config/ids.ts";
+import type { CameraId, GridSessionId, ViewerId } from "../config/ids.ts";
 import type { PacketRing } from "./ring.ts";
 import type { TransportInfo } from "./transport.ts";
 import type { MediaSink, TrackSpec } from "./types.ts";
@@ -174,6 +174,12 @@ export const ViewerCloseReasons = {
   rejectedByGateway: "rejected by gateway",
   /** Another gateway of the cluster now serves the camera. */
   takenOver: "camera taken over by another node",
+  /** A slot of a multi-camera session was bound to another camera (its viewer of the old one ends). */
+  slotRebound: "slot re-bound",
+  /** A slot of a multi-camera session was unbound by its page. */
+  slotUnbound: "slot unbound",
+  /** The multi-camera session the slot belonged to ended. */
+  sessionClosed: "session closed",
   /** Ended without a more precise reason. */
   closed: "closed",
   /** Ended by `[Symbol.asyncDispose]`. */
@@ -198,7 +204,15 @@ export function toCloseReason(text: string): ViewerCloseReason {
 
 /** Ends its owner chose (logged at debug, not info). */
 export function isExpectedClose(reason: ViewerCloseReason): boolean {
-  return reason === ViewerCloseReasons.clientDelete || reason === ViewerCloseReasons.sfuClosing || reason === ViewerCloseReasons.sourceClosed || reason === ViewerCloseReasons.disposed;
+  return (
+    reason === ViewerCloseReasons.clientDelete ||
+    reason === ViewerCloseReasons.sfuClosing ||
+    reason === ViewerCloseReasons.sourceClosed ||
+    reason === ViewerCloseReasons.disposed ||
+    reason === ViewerCloseReasons.slotRebound ||
+    reason === ViewerCloseReasons.slotUnbound ||
+    reason === ViewerCloseReasons.sessionClosed
+  );
 }
 
 /** Plain words for a person (a page, a log line read by an operator). */
@@ -338,4 +352,75 @@ export interface ViewerStats {
   estimateBps: number | undefined;
   /** Moved between its streams by the SFU as its network allows (Auto). */
   adaptive: boolean;
+}
+
+// ---- multi-camera sessions ----------------------------------------------------------
+
+/**
+ * One browser's multi-camera session: ONE peer connection (one ICE/DTLS handshake, one
+ * ICE port, one set of TURN allocations) with several outgoing slots, one per m-section
+ * the browser offered to receive on. Each slot is bound to a camera (or to none) and can
+ * be re-bound without renegotiation: the slot's SSRC stays, its sequence numbers and
+ * timestamps go on, and the new camera starts at its cached keyframe.
+ */
+export interface GridSessionHandle {
+  readonly id: GridSessionId;
+  readonly user: string | undefined;
+  /** The peer connection's state (the same lifecycle as a viewer's). */
+  readonly state: ViewerState;
+  /** Why the session closed, once it has. */
+  readonly reason: string | undefined;
+  /** Every slot, in offer order. */
+  slots(): GridSlot[];
+  /**
+   * Binds a slot to a camera (replacing what it showed). Rights are the caller's business.
+   * NotFoundError: no such slot or camera; ClosedError: the session is closed.
+   */
+  bind(mid: string, camera: CameraId): Promise<void>;
+  /** Unbinds a slot (it sends nothing until bound again). Harmless when it is not bound. */
+  unbind(mid: string, reason?: ViewerCloseReason): Promise<void>;
+  on<K extends keyof GridSessionEvents>(event: K, fn: (...args: GridSessionEvents[K]) => void): () => void;
+  once<K extends keyof GridSessionEvents>(event: K, fn: (...args: GridSessionEvents[K]) => void): () => void;
+  off<K extends keyof GridSessionEvents>(event: K, fn: (...args: GridSessionEvents[K]) => void): void;
+  stats(): GridSessionStats;
+  /** Ends the session and every binding. Idempotent; resolves once its transport is released. */
+  close(reason?: string): Promise<void>;
+}
+
+/** A slot of a multi-camera session. */
+export interface GridSlot {
+  /** The m-section's mid (the browser's transceiver). */
+  mid: string;
+  kind: "video" | "audio";
+  /** The camera it shows, if bound. */
+  camera: CameraId | undefined;
+}
+
+export type GridSessionEvents = {
+  closed: [reason: string];
+  state: [state: ViewerState];
+  /** A binding ended without being asked (the camera's source closed, the slot fell silent…). */
+  slotEnded: [mid: string, camera: CameraId, reason: ViewerCloseReason];
+};
+
+export interface GridSlotStats extends GridSlot {
+  ssrc: number;
+  packetsOut: number;
+  bytesOut: number;
+  plis: number;
+  /** Times the cached GOP started this slot's camera (binds, PLIs). */
+  keyframesFromCache: number;
+  quality: ViewerQuality;
+}
+
+export interface GridSessionStats {
+  id: GridSessionId;
+  user: string | undefined;
+  state: ViewerState;
+  /** Unix ms when the session was created (offer received). */
+  createdAt: number;
+  /** Milliseconds from offer to ICE+DTLS connected; undefined until then. */
+  connectMs: number | undefined;
+  slots: GridSlotStats[];
+  transport: TransportInfo | undefined;
 }

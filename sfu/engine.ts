@@ -9,15 +9,17 @@
 import { randomBytes } from "node:crypto";
 import { monitorEventLoopDelay, type ELDHistogram } from "node:perf_hooks";
 import { ClosedError, NotFoundError } from "../config/errors.ts";
-import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/ids.ts";
+import { gridSessionId as toGridSessionId, viewerId as toViewerId, type CameraId, type GridSessionId, type ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import { DEFAULT_MAX_PAYLOAD } from "./h264/packetizer.ts";
 import { LatencyHistogram, type LatencySummary } from "./latency.ts";
 import { SendBatch } from "./udp-writer.ts";
-import { planAnswer, type Offer } from "./offer.ts";
+import { GridSession } from "./grid-session.ts";
+import { planAnswer, planGridAnswer, type Offer } from "./offer.ts";
 import { Pacer } from "./pacer.ts";
 import { Source, type SourceStats } from "./source.ts";
 import type { CodecName } from "./types.ts";
+import type { GridSessionStats } from "./api.ts";
 import { Viewer, type ViewerStats } from "./viewer.ts";
 import { createWeriftPeer, prewarmDtlsCertificate, type IceServer, type WeriftPeer } from "./werift-peer.ts";
 import type { IngestStats } from "./worker-protocol.ts";
@@ -102,6 +104,8 @@ export interface EventLoopStats {
 export interface SfuStats {
   sources: SourceStats[];
   viewers: ViewerStats[];
+  /** Multi-camera sessions (sfu/grid-session.ts), each with its slots. */
+  sessions?: GridSessionStats[];
   /**
    * Live packets, ingest (MediaSink.pushRtp) → handed to the socket (SRTP protected and
    * written), per packet per viewer, since start or `resetMeasurements()`. Cache replays
@@ -143,6 +147,18 @@ export interface CreateViewerOptions {
   cameraId?: CameraId;
 }
 
+export interface CreateSessionOptions {
+  log?: Logger;
+  /** Who is watching (for logs and stats). */
+  user?: string;
+  /** The session id to use (a worker's engine receives it from the Sfu facade). Default: random. */
+  id?: GridSessionId;
+  /** ICE servers for this session's own gathering. */
+  iceServers?: IceServer[];
+  /** Most video slots the offer may ask for. */
+  maxSlots: number;
+}
+
 const defaultTimers: SfuTimers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
@@ -151,6 +167,11 @@ const defaultTimers: SfuTimers = {
   setImmediate: (fn) => setImmediate(fn),
   now: () => Date.now(),
 };
+
+/** Least pacing rate of a multi-camera session's slot, bits/s (a 1080p keyframe goes out within a few hundred ms). */
+const MIN_SLOT_PACING_BPS = 4_000_000;
+/** Least pacing burst of a multi-camera session's slot, bytes. */
+const MIN_SLOT_BURST_BYTES = 16 * 1024;
 
 /** Period of the viewer tick (sender reports, timeouts, step-down), ms. */
 const TICK_MS = 250;
@@ -165,6 +186,7 @@ export class SfuEngine {
   private readonly timers: SfuTimers;
   private readonly sources = new Map<CameraId, Source>();
   private readonly viewers = new Map<ViewerId, Viewer>();
+  private readonly sessions = new Map<GridSessionId, GridSession>();
   /** The werift side of each viewer, for trickle ICE. */
   private readonly peers = new Map<ViewerId, Pick<WeriftPeer, "addRemoteCandidate">>();
   private readonly pacer: Pacer;
@@ -247,28 +269,7 @@ export class SfuEngine {
 
     const vid = opts.id ?? toViewerId(randomBytes(12).toString("base64url"));
     const log = (opts.log ?? this.log).child({ camera: opts.cameraId ?? id, viewer: vid });
-    const viewer = new Viewer({
-      id: vid,
-      source,
-      cameraId: opts.cameraId ?? id,
-      findSource: (sid) => (this.closing ? undefined : this.sources.get(sid)),
-      requestSwitch: this.o.requestSwitch ? (sid, reason) => this.o.requestSwitch!(vid, sid, reason) : undefined,
-      log,
-      user: opts.user,
-      pacer: this.pacer,
-      timers: this.timers,
-      queuePackets: this.o.viewerQueuePackets,
-      nackHistory: this.o.nackHistory,
-      pacingBps: this.o.pacingBps ?? 30_000_000,
-      pacingBurstBytes: this.o.pacingBurstBytes ?? 256 * 1024,
-      connectTimeoutMs: this.o.connectTimeoutMs ?? 20_000,
-      disconnectTimeoutMs: this.o.disconnectTimeoutMs ?? 10_000,
-      rtcpTimeoutMs: this.o.rtcpTimeoutMs ?? 15_000,
-      keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
-      replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
-      random: this.o.random,
-      maxQueueDelayMs: this.o.maxQueueDelayMs ?? 500,
-    });
+    const viewer = this.newViewer(source, vid, log, opts.user, undefined, opts.cameraId ?? id);
     // Register first: a viewer is demand from the moment it asks (on-demand pulls start now).
     this.viewers.set(vid, viewer);
     source.addViewer(viewer);
@@ -287,15 +288,7 @@ export class SfuEngine {
         offer,
         plan,
         streamId: `gatehouse-${id}`,
-        icePortRange: this.o.icePortRange,
-        bindAddress: this.o.bindAddress,
-        announcedAddress: this.o.announcedAddress,
-        iceServers: opts.iceServers ?? this.o.iceServers?.() ?? [],
-        ownedSrtp: this.o.ownedSrtp ?? true,
-        sendBatch: this.batch,
-        latency: this.latency,
-        cacheKeyObjects: this.o.cacheSrtpKeyObjects ?? true,
-        log,
+        ...this.peerOptions(opts.iceServers, log),
         handlers: {
           // Events before bindTransport (none expected: ICE starts after the answer) are replayed in order.
           onRtcp: (b) => (ready ? viewer.onRtcp(b) : early.push(() => viewer.onRtcp(b))),
@@ -331,6 +324,127 @@ export class SfuEngine {
     }
   }
 
+  /**
+   * Creates a multi-camera session (sfu/grid-session.ts) from a browser's offer with one
+   * receiving video section per slot (at most `maxSlots`) and at most one audio section;
+   * returns the answer. Its slots are bound to cameras afterwards (GridSession.bind). The
+   * session holds one ICE port like a viewer. Throws as createViewer does.
+   */
+  async createSession(offer: Offer, opts: CreateSessionOptions): Promise<{ session: GridSession; answerSdp: string }> {
+    if (this.closing) throw new ClosedError("sfu closed");
+    const plan = planGridAnswer(offer.parsed, opts.maxSlots);
+    const sid = opts.id ?? toGridSessionId(randomBytes(12).toString("base64url"));
+    const log = (opts.log ?? this.log).child({ session: sid });
+    const session = new GridSession({
+      id: sid,
+      user: opts.user,
+      log,
+      plan,
+      timers: this.timers,
+      connectTimeoutMs: this.o.connectTimeoutMs ?? 20_000,
+      disconnectTimeoutMs: this.o.disconnectTimeoutMs ?? 10_000,
+      source: (camera) => this.sources.get(camera),
+      // The slots share one connection (one socket at the browser): each gets its share of a
+      // viewer's pacing rate and burst, so a page turn (every slot replaying its camera's GOP at
+      // once) does not burst N times as much into it.
+      newViewer: (source, id, vlog) =>
+        this.newViewer(source, toViewerId(id), vlog, opts.user, {
+          pacingBps: Math.max(MIN_SLOT_PACING_BPS, Math.floor((this.o.pacingBps ?? 30_000_000) / plan.videoSlots.length)),
+          pacingBurstBytes: Math.max(MIN_SLOT_BURST_BYTES, Math.floor((this.o.pacingBurstBytes ?? 256 * 1024) / plan.videoSlots.length)),
+        }),
+    });
+    this.sessions.set(sid, session);
+    session.on("state", (st) => {
+      if (st === "closed") {
+        this.sessions.delete(sid);
+      }
+    });
+    let ready = false;
+    const early: Array<() => void> = [];
+    try {
+      const peer = await createWeriftPeer({
+        offer,
+        plan,
+        streamId: `gatehouse-grid-${sid}`,
+        ...this.peerOptions(opts.iceServers, log),
+        handlers: {
+          onRtcp: (b) => (ready ? session.onRtcp(b) : early.push(() => session.onRtcp(b))),
+          onState: (s, d) => (ready ? session.onTransportState(s, d) : early.push(() => session.onTransportState(s, d))),
+        },
+      });
+      session.attachPeer(peer);
+      ready = true;
+      for (const fn of early) fn();
+      if (this.closing || session.state === "closed") {
+        await session.close(this.closing ? "sfu closing" : (session.reason ?? "closed"));
+        throw new ClosedError("session closed during negotiation");
+      }
+      log.info("session created", { user: opts.user, slots: peer.slots.length, video: `H264/${plan.video!.choice.payloadType}` });
+      return { session, answerSdp: peer.answerSdp };
+    } catch (err) {
+      await session.close("negotiation failed");
+      throw err;
+    }
+  }
+
+  /** A multi-camera session by id, while it lives. */
+  session(id: GridSessionId): GridSession | undefined {
+    return this.sessions.get(id);
+  }
+
+  /** All live multi-camera sessions. */
+  sessionList(): GridSession[] {
+    return [...this.sessions.values()];
+  }
+
+  /** What every peer of this engine is created with. */
+  private peerOptions(iceServers: IceServer[] | undefined, log: Logger) {
+    return {
+      icePortRange: this.o.icePortRange,
+      bindAddress: this.o.bindAddress,
+      announcedAddress: this.o.announcedAddress,
+      iceServers: iceServers ?? this.o.iceServers?.() ?? [],
+      ownedSrtp: this.o.ownedSrtp ?? true,
+      sendBatch: this.batch,
+      latency: this.latency,
+      cacheKeyObjects: this.o.cacheSrtpKeyObjects ?? true,
+      log,
+    };
+  }
+
+  /** A viewer of `source` with this engine's options (not yet registered or bound). */
+  private newViewer(
+    source: Source,
+    vid: ViewerId,
+    log: Logger,
+    user: string | undefined,
+    pacing?: { pacingBps: number; pacingBurstBytes: number },
+    camera: CameraId = source.id,
+  ): Viewer {
+    return new Viewer({
+      id: vid,
+      source,
+      cameraId: camera,
+      findSource: (sid) => (this.closing ? undefined : this.sources.get(sid)),
+      requestSwitch: this.o.requestSwitch ? (sid, reason) => this.o.requestSwitch!(vid, sid, reason) : undefined,
+      log,
+      user,
+      pacer: this.pacer,
+      timers: this.timers,
+      queuePackets: this.o.viewerQueuePackets,
+      nackHistory: this.o.nackHistory,
+      pacingBps: pacing?.pacingBps ?? this.o.pacingBps ?? 30_000_000,
+      pacingBurstBytes: pacing?.pacingBurstBytes ?? this.o.pacingBurstBytes ?? 256 * 1024,
+      connectTimeoutMs: this.o.connectTimeoutMs ?? 20_000,
+      disconnectTimeoutMs: this.o.disconnectTimeoutMs ?? 10_000,
+      rtcpTimeoutMs: this.o.rtcpTimeoutMs ?? 15_000,
+      keyframeResendMinMs: this.o.keyframeResendMinMs ?? 500,
+      replayFrameSpacingMs: this.o.replayFrameSpacingMs ?? 1,
+      random: this.o.random,
+      maxQueueDelayMs: this.o.maxQueueDelayMs ?? 500,
+    });
+  }
+
   /** A viewer by id, while it lives. */
   viewer(id: ViewerId): Viewer | undefined {
     return this.viewers.get(id);
@@ -351,6 +465,7 @@ export class SfuEngine {
     return {
       sources: [...this.sources.values()].map((s) => s.stats()),
       viewers: [...this.viewers.values()].map((v) => v.stats()),
+      sessions: [...this.sessions.values()].map((x) => x.stats()),
       forwardLatencyMs: this.latency.summary(),
       forwardLatency: this.latency,
       eventLoopDelayMs: this.loopStats(),
@@ -392,15 +507,17 @@ export class SfuEngine {
   private tick(): void {
     const now = this.timers.now();
     let healthy = true;
-    for (const v of this.viewers.values()) {
+    let count = 0;
+    for (const v of this.allViewers()) {
+      count++;
       v.tick(now);
       if (v.overflowedWithin(now, STEP_UP_QUIET_MS)) healthy = false;
     }
     // Stepped-down viewers come back a few at a time, and only while no queue overflows:
     // all at once would bring back the overload that sent them down.
     if (healthy) {
-      let ups = Math.max(1, Math.ceil(this.viewers.size * STEP_UP_FRACTION));
-      for (const v of this.viewers.values()) {
+      let ups = Math.max(1, Math.ceil(count * STEP_UP_FRACTION));
+      for (const v of this.allViewers()) {
         if (ups === 0) break;
         if (v.canStepUp(now)) {
           v.requestStepUp();
@@ -409,6 +526,13 @@ export class SfuEngine {
       }
     }
     if (++this.ticks % 4 === 0) for (const s of this.sources.values()) s.emitStats();
+  }
+
+  /** One-camera viewers and the bound slots of multi-camera sessions (a copy: ticking may close some). */
+  private allViewers(): Viewer[] {
+    const all = [...this.viewers.values()];
+    for (const s of this.sessions.values()) for (const v of s.viewers()) all.push(v);
+    return all;
   }
 
   /** Workers of this engine: none, it runs on the calling thread. */
@@ -426,10 +550,12 @@ export class SfuEngine {
       this.log.info("sfu closing", { reason });
       await Promise.all([...this.sources.values()].map((s) => s.close("sfu closing")));
       await Promise.all([...this.viewers.values()].map((v) => v.close("sfu closing")));
+      await Promise.all([...this.sessions.values()].map((x) => x.close("sfu closing")));
       this.pacer.close();
       this.loopDelay.disable();
       this.sources.clear();
       this.viewers.clear();
+      this.sessions.clear();
     })();
     return this.closing;
   }

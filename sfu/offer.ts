@@ -88,6 +88,11 @@ export interface AudioChoice {
 export interface AnswerPlan {
   /** Undefined when the offer has no video section that can receive. */
   video: { mid: string; index: number; choice: VideoChoice } | undefined;
+  /**
+   * A multi-camera session (planGridAnswer): every receiving video section, in offer order,
+   * each answered with `video.choice`. Undefined for a one-camera viewer (one video section).
+   */
+  videoSlots?: readonly { mid: string; index: number }[] | undefined;
   /** Undefined when the offer has no audio section we can serve (it is then rejected). */
   audio: { mid: string; index: number; choices: AudioChoice[] } | undefined;
 }
@@ -436,4 +441,33 @@ export function planAnswer(offer: ParsedOffer, tracks: readonly TrackSpec[] | un
     throw new BadInputError("offer must BUNDLE audio and video (a=group:BUNDLE)");
   }
   return { video, audio };
+}
+
+/**
+ * The answer of a multi-camera session (one peer connection, many cameras): every receiving
+ * video section becomes a slot sent with the same H.264 payload type (chosen as planAnswer
+ * does for a source of unknown profile: constrained baseline first), and the first
+ * receiving audio section, if any, one audio slot with every forwardable codec offered (the
+ * camera bound to it is not known yet). Sections must be offered alike: a video section
+ * without the chosen payload type is bad input. At most `maxVideoSlots` video sections.
+ */
+export function planGridAnswer(offer: ParsedOffer, maxVideoSlots: number): AnswerPlan & { videoSlots: readonly { mid: string; index: number }[] } {
+  const plan = planAnswer(offer, undefined);
+  const sections = offer.media.filter((m) => m.kind === "video" && receives(m));
+  if (!plan.video || sections.length === 0) throw new BadInputError("a multi-camera session needs at least one receiving video section");
+  if (sections.length > maxVideoSlots) throw new BadInputError(`at most ${maxVideoSlots} video slots per session`);
+  const pt = plan.video.choice.payloadType;
+  const slots: { mid: string; index: number }[] = [];
+  for (const m of sections) {
+    const c = m.codecs.find((x) => x.payloadType === pt);
+    if (!c || !isH264Mode1(c) || profileLevelIdOf(c) !== plan.video.choice.profileLevelId) {
+      throw new BadInputError(`video section ${m.mid ?? m.index} does not offer the session's H.264 payload type ${pt}`);
+    }
+    slots.push({ mid: m.mid!, index: m.index });
+  }
+  // One transport for the whole session: every slot in one BUNDLE group (planAnswer checked audio's).
+  if (!offer.bundles.some((g) => slots.every((s) => g.includes(s.mid)))) {
+    throw new BadInputError("offer must BUNDLE every section (a=group:BUNDLE)");
+  }
+  return { ...plan, videoSlots: slots };
 }

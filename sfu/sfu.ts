@@ -14,8 +14,8 @@
 import { networkInterfaces } from "node:os";
 import { BadInputError, isGatehouseError, NotFoundError, OverloadError } from "../config/errors.ts";
 import { isLoopback } from "../config/net/special.ts";
-import type { CameraId, ViewerId } from "../config/ids.ts";
-import type { SourceHandle, ViewerHandle } from "./api.ts";
+import type { CameraId, GridSessionId, ViewerId } from "../config/ids.ts";
+import type { GridSessionHandle, SourceHandle, ViewerHandle } from "./api.ts";
 import {
   CANDIDATE_DROP_REASONS,
   formatCandidate,
@@ -28,13 +28,14 @@ import {
   type CandidateRules,
 } from "./candidates.ts";
 import { readOffer, type Offer } from "./offer.ts";
-import { SfuEngine, type CreateViewerOptions, type EngineOptions, type SfuStats } from "./engine.ts";
+import { SfuEngine, type CreateSessionOptions, type CreateViewerOptions, type EngineOptions, type SfuStats } from "./engine.ts";
 import { splitPortRange, WorkerPool, type PoolExit, type WorkerRestartPolicy, type WorkerSlotStatus } from "./worker-pool.ts";
 
 /** Whether the native fast path (sfu/native/) is in use, for operators. */
 export { nativeStatus } from "./native/index.ts";
 
 export type { SourceHandle, ViewerHandle } from "./api.ts";
+export type { GridSessionHandle, GridSessionEvents, GridSessionStats, GridSlot, GridSlotStats } from "./api.ts";
 export type { CreateViewerOptions, EventLoopStats, SfuStats, SfuTimers, WorkerStats } from "./engine.ts";
 export type { LatencySummary } from "./latency.ts";
 export { Source } from "./source.ts";
@@ -90,6 +91,9 @@ interface Backend {
   findSource(id: CameraId): SourceHandle | undefined;
   sourceList(): SourceHandle[];
   createViewer(id: CameraId, offer: Offer, opts?: CreateViewerOptions): Promise<{ viewer: ViewerHandle; answerSdp: string }>;
+  createSession(offer: Offer, opts: CreateSessionOptions): Promise<{ session: GridSessionHandle; answerSdp: string }>;
+  session(id: GridSessionId): GridSessionHandle | undefined;
+  sessionList(): GridSessionHandle[];
   viewer(id: ViewerId): ViewerHandle | undefined;
   viewerList(): ViewerHandle[];
   stats(): SfuStats;
@@ -187,7 +191,7 @@ export class Sfu {
     const offer = readOffer(offerSdp, this.rules);
     this.count(offer.candidates, offer.dropped);
     // Every port taken: say so now, rather than let werift probe the whole range in vain.
-    if (this.backend.viewerList().length >= this.viewerCapacity) throw this.noPorts("no free media port");
+    if (this.portsHeld() >= this.viewerCapacity) throw this.noPorts("no free media port");
     let created: { viewer: ViewerHandle; answerSdp: string };
     try {
       created = await this.backend.createViewer(id, offer, opts);
@@ -201,6 +205,44 @@ export class Sfu {
       viewer.once("closed", () => this.remote.delete(viewer.id));
     }
     return created;
+  }
+
+  /**
+   * Creates a multi-camera session (sfu/grid-session.ts): ONE peer connection whose receiving
+   * video sections (at most `maxSlots`) and first audio section are slots, each bound to a
+   * camera later with `session.bind(mid, camera)` and re-bound without renegotiation. The
+   * offer is read as createViewer reads it; it holds one media port like a viewer. Throws
+   * as createViewer does (BadInputError also for more video sections than `maxSlots`).
+   */
+  async createSession(offerSdp: string, opts: { user?: string | undefined; maxSlots: number; iceServers?: CreateViewerOptions["iceServers"] }): Promise<{ session: GridSessionHandle; answerSdp: string }> {
+    const offer = readOffer(offerSdp, this.rules);
+    this.count(offer.candidates, offer.dropped);
+    if (this.portsHeld() >= this.viewerCapacity) throw this.noPorts("no free media port");
+    try {
+      return await this.backend.createSession(offer, {
+        maxSlots: opts.maxSlots,
+        ...(opts.user !== undefined ? { user: opts.user } : {}),
+        ...(opts.iceServers ? { iceServers: opts.iceServers } : {}),
+      });
+    } catch (err) {
+      if (isGatehouseError(err) && err.code === "OVERLOAD") throw this.noPorts(err.message, err);
+      throw err;
+    }
+  }
+
+  /** A multi-camera session by id, while it lives. */
+  session(id: GridSessionId): GridSessionHandle | undefined {
+    return this.backend.session(id);
+  }
+
+  /** All live multi-camera sessions. */
+  sessionList(): GridSessionHandle[] {
+    return this.backend.sessionList();
+  }
+
+  /** Media ports held: one per viewer and one per multi-camera session. */
+  private portsHeld(): number {
+    return this.backend.viewerList().length + this.backend.sessionList().length;
   }
 
   private noPorts(message: string, cause?: unknown): OverloadError {

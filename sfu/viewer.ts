@@ -123,6 +123,12 @@ interface Adaptation {
   keyframes: boolean;
 }
 
+/** An outgoing RTP stream's position: the next sequence number to send and the last timestamp sent. */
+export interface RtpContinuation {
+  seq: number;
+  ts: number;
+}
+
 /** Per negotiated m-section state. */
 interface ViewerTrack {
   kind: "video" | "audio";
@@ -426,8 +432,8 @@ export class Viewer implements Drainable, ViewerHandle {
     transport: ViewerTransport,
     negotiated: {
       cname: string;
-      video?: { ssrc: number; payloadType: number } | undefined;
-      audio?: { ssrc: number; payloadTypes: Map<CodecName, number> } | undefined;
+      video?: { ssrc: number; payloadType: number; continueAfter?: RtpContinuation | undefined } | undefined;
+      audio?: { ssrc: number; payloadTypes: Map<CodecName, number>; continueAfter?: RtpContinuation | undefined } | undefined;
     },
   ): void {
     this.transport = transport;
@@ -463,11 +469,27 @@ export class Viewer implements Drainable, ViewerHandle {
       lastSrMiddle: 0,
       lastSrAt: 0,
     });
+    // An outgoing stream that another viewer sent on before (a slot of a multi-camera session
+    // re-bound to another camera): its sequence numbers and timestamps go on from there, so
+    // the receiver sees one continuous stream (the first packet sent here starts a run).
+    const cont = (vt: ViewerTrack, c: RtpContinuation | undefined): ViewerTrack => {
+      if (!c) return vt;
+      vt.seq = c.seq & 0xffff;
+      vt.lastTs = c.ts >>> 0;
+      vt.sentAny = true;
+      return vt;
+    };
     if (negotiated.video) {
-      this.tracks[VIDEO] = make("video", negotiated.video.ssrc, new Map([["H264", negotiated.video.payloadType]]));
+      this.tracks[VIDEO] = cont(make("video", negotiated.video.ssrc, new Map([["H264", negotiated.video.payloadType]])), negotiated.video.continueAfter);
     }
-    if (negotiated.audio) this.tracks[AUDIO] = make("audio", negotiated.audio.ssrc, negotiated.audio.payloadTypes);
+    if (negotiated.audio) this.tracks[AUDIO] = cont(make("audio", negotiated.audio.ssrc, negotiated.audio.payloadTypes), negotiated.audio.continueAfter);
     this.onSourceTracks();
+  }
+
+  /** Where this viewer's outgoing stream of `kind` stands (next sequence number, last timestamp), once it has sent. */
+  continuation(kind: "video" | "audio"): RtpContinuation | undefined {
+    const vt = this.tracks[kind === "video" ? VIDEO : AUDIO];
+    return vt && vt.sentAny ? { seq: vt.seq, ts: vt.lastTs } : undefined;
   }
 
   /** The source's track list changed (setTracks): remap tracks and payload types. */

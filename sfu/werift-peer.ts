@@ -87,6 +87,8 @@ export interface WeriftPeer {
   /** SSRC werift announced (a=ssrc) for the video / audio m-section we send on. */
   videoSsrc: number | undefined;
   audioSsrc: number | undefined;
+  /** Every sending m-section: its mid, kind and the SSRC announced for it (several video ones in a multi-camera session). */
+  slots: { mid: string; kind: "video" | "audio"; ssrc: number }[];
   /** CNAME werift announced, for our SDES. */
   cname: string;
   /**
@@ -177,15 +179,24 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
 
   try {
     const stream = new MediaStream({ id: o.streamId });
-    const videoTransceiver = videoCodec
-      ? pc.addTransceiver(new MediaStreamTrack({ kind: "video", codec: videoCodec }), {
-          direction: "sendonly",
-          streams: [stream],
-        })
-      : undefined;
+    // A multi-camera session sends one video track per slot, each in a stream of its own
+    // (the browser must not lip-sync one camera's picture to another's sound).
+    const slotCount = plan.videoSlots?.length ?? (videoCodec ? 1 : 0);
+    const videoTransceivers = videoCodec
+      ? Array.from({ length: slotCount }, (_, i) =>
+          pc.addTransceiver(new MediaStreamTrack({ kind: "video", codec: videoCodec }), {
+            direction: "sendonly",
+            streams: [plan.videoSlots ? new MediaStream({ id: `${o.streamId}-${i}` }) : stream],
+          }),
+        )
+      : [];
+    const videoTransceiver = videoTransceivers[0];
     const audioTransceiver =
       audioCodecs.length > 0
-        ? pc.addTransceiver(new MediaStreamTrack({ kind: "audio" }), { direction: "sendonly", streams: [stream] })
+        ? pc.addTransceiver(new MediaStreamTrack({ kind: "audio" }), {
+            direction: "sendonly",
+            streams: [plan.videoSlots ? new MediaStream({ id: `${o.streamId}-audio` }) : stream],
+          })
         : undefined;
 
     await serialized(async () => {
@@ -208,9 +219,9 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     // viewer that can never connect. Say so (503) instead of answering it.
     if (!/^a=candidate:/m.test(local.sdp)) throw new OverloadError("no free media port");
 
-    if (videoTransceiver && plan.video) {
-      const pt = videoTransceiver.codecs.find((c) => c.name.toLowerCase() === "h264")?.payloadType;
-      if (pt !== plan.video.choice.payloadType) {
+    for (const t of plan.video ? videoTransceivers : []) {
+      const pt = t.codecs.find((c) => c.name.toLowerCase() === "h264")?.payloadType;
+      if (pt !== plan.video!.choice.payloadType) {
         throw new BadInputError(`no common video codec (negotiated ${pt ?? "none"})`);
       }
     }
@@ -261,6 +272,10 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       answerSdp,
       videoSsrc: videoTransceiver?.sender.ssrc,
       audioSsrc: audioTransceiver?.sender.ssrc,
+      slots: [
+        ...videoTransceivers.map((t) => ({ mid: t.mid ?? "", kind: "video" as const, ssrc: t.sender.ssrc })),
+        ...(audioTransceiver ? [{ mid: audioTransceiver.mid ?? "", kind: "audio" as const, ssrc: audioTransceiver.sender.ssrc }] : []),
+      ],
       cname: pc.cname,
       addRemoteCandidate: async (candidate, mid) => {
         if (closed) throw new ClosedError("viewer closed");

@@ -19,14 +19,15 @@ import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { monitorEventLoopDelay, type ELDHistogram } from "node:perf_hooks";
 import { ClosedError, NotFoundError } from "../config/errors.ts";
-import { viewerId as toViewerId, type CameraId, type ViewerId } from "../config/ids.ts";
+import { gridSessionId as toGridSessionId, viewerId as toViewerId, type CameraId, type GridSessionId, type ViewerId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
-import type { SourceHandle, SourceStats, ViewerHandle } from "./api.ts";
+import type { GridSessionHandle, GridSlot, SourceHandle, SourceStats, ViewerHandle } from "./api.ts";
 import { toCloseReason, ViewerCloseReasons } from "./api.ts";
-import type { CreateViewerOptions, EngineOptions, SfuStats } from "./engine.ts";
+import type { CreateSessionOptions, CreateViewerOptions, EngineOptions, SfuStats } from "./engine.ts";
+import { GridSessionProxy } from "./grid-session-proxy.ts";
 import { LatencyHistogram } from "./latency.ts";
 import { nativeStatus } from "./native/index.ts";
-import { planAnswer, type Offer } from "./offer.ts";
+import { planAnswer, planGridAnswer, type Offer } from "./offer.ts";
 import { MediaWorker } from "./worker-pool/media-worker.ts";
 import { leastLoaded, splitPortRange } from "./worker-pool/placement.ts";
 import { SourceProxy } from "./worker-pool/source-proxy.ts";
@@ -110,6 +111,8 @@ export class WorkerPool {
   private readonly slots: Slot[] = [];
   private readonly sources = new Map<CameraId, SourceProxy>();
   private readonly viewers = new Map<ViewerId, Placed>();
+  /** Multi-camera sessions and the worker each lives on (sfu/grid-session-proxy.ts). */
+  private readonly sessions = new Map<GridSessionId, { proxy: GridSessionProxy; worker: MediaWorker }>();
   /** Viewers closed locally whose worker has not confirmed yet. */
   private readonly closingViewers = new Map<string, Placed>();
   private readonly loopDelay: ELDHistogram;
@@ -184,6 +187,7 @@ export class WorkerPool {
     slot.lastError = undefined;
     slot.lastFailure = error ? error.message : `exit code ${code}`;
     for (const p of [...this.viewers.values()]) if (p.worker === w) p.proxy.remoteClosed(ViewerCloseReasons.workerFailed);
+    for (const x of [...this.sessions.values()]) if (x.worker === w) x.proxy.remoteClosed(ViewerCloseReasons.workerFailed);
     let decision: WorkerRestartDecision = { restart: true, delayMs: 0 };
     try {
       decision = this.o.workerRestarts?.exited(w.index, code, error) ?? decision;
@@ -283,6 +287,16 @@ export class WorkerPool {
       case "viewerSwitched": {
         const p = this.viewers.get(m.id as ViewerId);
         if (p?.worker === w) p.proxy.remoteSwitched(m.info);
+        break;
+      }
+      case "sessionState":
+      case "sessionClosed":
+      case "slotEnded": {
+        const x = this.sessions.get(m.id as GridSessionId);
+        if (!x || x.worker !== w) break;
+        if (m.t === "sessionState") x.proxy.remoteState(m.state);
+        else if (m.t === "sessionClosed") x.proxy.remoteClosed(m.reason);
+        else x.proxy.remoteSlotEnded(m.mid, m.cam as CameraId, m.reason);
         break;
       }
       case "keyframe":
@@ -398,6 +412,57 @@ export class WorkerPool {
     }
   }
 
+  /** A multi-camera session on the least loaded worker (see sfu/grid-session-proxy.ts for why any worker will do). */
+  async createSession(offer: Offer, opts: CreateSessionOptions): Promise<{ session: GridSessionHandle; answerSdp: string }> {
+    if (this.closing) throw new ClosedError("sfu closed");
+    planGridAnswer(offer.parsed, opts.maxSlots);
+    const w = leastLoaded(this.slots.map((s) => ({ viewers: s.worker.viewers, accepting: s.state === "running" && !s.worker.ended, worker: s.worker }))).worker;
+    const sid = toGridSessionId(randomBytes(12).toString("base64url"));
+    const proxy = new GridSessionProxy(sid, opts.user, {
+      call: (m) => w.call(m),
+      stats: (id) => w.sessionStats.get(id),
+      addDemand: (camera) => {
+        const src = this.sources.get(camera);
+        if (!src) return false;
+        src.addViewer();
+        return true;
+      },
+      removeDemand: (camera) => this.sources.get(camera)?.removeViewer(),
+      forget: (p) => {
+        if (this.sessions.get(p.id)?.proxy !== p) return;
+        this.sessions.delete(p.id);
+        w.viewers--;
+      },
+    });
+    this.sessions.set(sid, { proxy, worker: w });
+    w.viewers++;
+    try {
+      const r = await w.call<{ answerSdp: string; slots: GridSlot[] }>({
+        t: "createSession",
+        req: 0,
+        id: sid,
+        offer,
+        user: opts.user,
+        iceServers: opts.iceServers ?? this.o.iceServers?.() ?? [],
+        maxSlots: opts.maxSlots,
+      });
+      proxy.setSlots(r.slots);
+      if (proxy.state === "closed") throw new ClosedError("session closed during negotiation");
+      return { session: proxy, answerSdp: r.answerSdp };
+    } catch (err) {
+      proxy.remoteClosed("negotiation failed");
+      throw err;
+    }
+  }
+
+  session(id: GridSessionId): GridSessionHandle | undefined {
+    return this.sessions.get(id)?.proxy;
+  }
+
+  sessionList(): GridSessionHandle[] {
+    return [...this.sessions.values()].map((x) => x.proxy);
+  }
+
   async addIceCandidate(id: ViewerId, candidate: string, mid: string): Promise<void> {
     const p = this.viewers.get(id);
     if (!p) throw new NotFoundError("no such viewer");
@@ -418,6 +483,7 @@ export class WorkerPool {
     return {
       sources: [...this.sources.values()].map((s) => s.stats()),
       viewers: [...this.viewers.values()].map((p) => p.proxy.stats()),
+      sessions: [...this.sessions.values()].map((x) => x.proxy.stats()),
       forwardLatencyMs: latency.summary(),
       forwardLatency: latency,
       eventLoopDelayMs: { p99: Math.round(loopP99 * 100) / 100, max: Math.round(loopMax * 100) / 100 },
@@ -487,6 +553,7 @@ export class WorkerPool {
       for (const slot of this.slots) clearTimeout(slot.timer);
       for (const s of this.sources.values()) s.flush();
       for (const p of [...this.viewers.values()]) p.proxy.localClosing("sfu closing");
+      for (const x of [...this.sessions.values()]) void x.proxy.close("sfu closing");
       const exits = await Promise.all(
         this.slots.map(async ({ worker: w }) => {
           await w.call({ t: "close", req: 0, reason: "sfu closing" }).catch(() => {});
@@ -504,6 +571,7 @@ export class WorkerPool {
         }),
       );
       for (const p of [...this.viewers.values()]) p.proxy.remoteClosed("sfu closing");
+      for (const x of [...this.sessions.values()]) x.proxy.remoteClosed("sfu closing");
       this.loopDelay.disable();
       this.sources.clear();
       return exits;

@@ -16,7 +16,7 @@ import {
 } from "../config/errors.ts";
 import type { LogFields, Logger, LogLevel } from "../config/log.ts";
 import type { Offer } from "./offer.ts";
-import type { SourceStats, SwitchInfo, ViewerQuality, ViewerState, ViewerStats } from "./api.ts";
+import type { GridSessionStats, SourceStats, SwitchInfo, ViewerQuality, ViewerState, ViewerStats } from "./api.ts";
 import type { TrackSpec } from "./types.ts";
 import type { IceServer } from "./werift-peer.ts";
 
@@ -32,6 +32,7 @@ export interface HistogramWire {
 export interface WorkerSnapshot {
   sources: SourceStats[];
   viewers: ViewerStats[];
+  sessions: GridSessionStats[];
   latency: HistogramWire;
   loop: { p99: number; max: number };
   /** This worker's V8 heap, KiB. */
@@ -61,6 +62,11 @@ export type ToWorker =
   /** The offer as the facade read it (sfu/offer.ts): never parsed again here. */
   | { t: "createViewer"; req: number; cam: string; id: string; offer: Offer; user: string | undefined; iceServers: IceServer[]; camera?: string | undefined }
   | { t: "closeViewer"; req: number; id: string; reason: string }
+  /** A multi-camera session (sfu/grid-session.ts): created, its slots bound and unbound, closed. */
+  | { t: "createSession"; req: number; id: string; offer: Offer; user: string | undefined; iceServers: IceServer[]; maxSlots: number }
+  | { t: "bindSlot"; req: number; id: string; mid: string; cam: string }
+  | { t: "unbindSlot"; req: number; id: string; mid: string; reason: string }
+  | { t: "closeSession"; req: number; id: string; reason: string }
   | { t: "pacing"; id: string; bps: number }
   /** Viewer.switchSource (the facade has made `cam` exist on every worker). */
   | { t: "switch"; id: string; cam: string; reason: string }
@@ -84,6 +90,9 @@ export type FromWorker =
   | { t: "viewerWantsSource"; id: string; cam: string; reason: string }
   /** A source switch ended (made or given up). */
   | { t: "viewerSwitched"; id: string; info: SwitchInfo }
+  | { t: "sessionState"; id: string; state: ViewerState }
+  | { t: "sessionClosed"; id: string; reason: string }
+  | { t: "slotEnded"; id: string; mid: string; cam: string; reason: string }
   | { t: "keyframe"; cam: string; info: { track: number; packets: number } }
   | ({ t: "snapshot" } & WorkerSnapshot)
   | { t: "log"; level: Exclude<LogLevel, "silent">; msg: string; fields: LogFields };

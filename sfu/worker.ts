@@ -10,7 +10,8 @@
 import { toCloseReason } from "./api.ts";
 import { getHeapStatistics } from "node:v8";
 import { parentPort, workerData } from "node:worker_threads";
-import { cameraId, viewerId } from "../config/ids.ts";
+import { NotFoundError } from "../config/errors.ts";
+import { cameraId, gridSessionId, viewerId } from "../config/ids.ts";
 import { SfuEngine } from "./engine.ts";
 import { IngestQueue } from "./ingest-queue.ts";
 import { fastPath } from "./native/index.ts";
@@ -104,6 +105,33 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
     case "createViewer":
       void createViewer(m);
       break;
+    case "createSession":
+      void createSession(m);
+      break;
+    case "bindSlot":
+    case "unbindSlot": {
+      // Synchronous in the engine: the reply says whether the slot now shows the camera.
+      try {
+        const session = engine.session(gridSessionId(m.id));
+        if (!session) throw new NotFoundError("no such session");
+        if (m.t === "bindSlot") {
+          source(m.cam);
+          session.bindNow(m.mid, cameraId(m.cam));
+        } else session.unbindNow(m.mid, toCloseReason(m.reason));
+        post({ t: "reply", req: m.req, ok: true });
+      } catch (err) {
+        post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) });
+      }
+      break;
+    }
+    case "closeSession": {
+      const x = engine.session(gridSessionId(m.id));
+      void (x ? x.close(m.reason) : Promise.resolve()).then(
+        () => post({ t: "reply", req: m.req, ok: true }),
+        (err: unknown) => post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) }),
+      );
+      break;
+    }
     case "closeViewer": {
       const v = engine.viewer(viewerId(m.id));
       const done = v ? v.close(toCloseReason(m.reason)) : Promise.resolve();
@@ -174,6 +202,24 @@ async function createViewer(m: Extract<ToWorker, { t: "createViewer" }>): Promis
   }
 }
 
+async function createSession(m: Extract<ToWorker, { t: "createSession" }>): Promise<void> {
+  try {
+    const { session, answerSdp } = await engine.createSession(m.offer, {
+      id: gridSessionId(m.id),
+      user: m.user,
+      iceServers: m.iceServers,
+      maxSlots: m.maxSlots,
+    });
+    session.on("state", (state) => post({ t: "sessionState", id: m.id, state }));
+    session.on("closed", (reason) => post({ t: "sessionClosed", id: m.id, reason }));
+    session.on("slotEnded", (mid, cam, reason) => post({ t: "slotEnded", id: m.id, mid, cam, reason }));
+    if (session.state !== "connecting") post({ t: "sessionState", id: m.id, state: session.state });
+    post({ t: "reply", req: m.req, ok: true, value: { answerSdp, slots: session.slots() } });
+  } catch (err) {
+    post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) });
+  }
+}
+
 function watchViewer(v: Viewer): void {
   v.on("state", (state) => post({ t: "viewerState", id: v.id, state }));
   v.on("closed", (reason) => post({ t: "viewerClosed", id: v.id, reason }));
@@ -189,6 +235,7 @@ function snapshot(): WorkerSnapshot {
   return {
     sources: st.sources,
     viewers: st.viewers,
+    sessions: st.sessions ?? [],
     latency: engine.latencyHistogram().toJSON(),
     loop: engine.loopStats(),
     ingest: {

@@ -1,5 +1,11 @@
 /**
- * Gatehouse live view: a grid of live camera tiles, one WHEP session per tile.
+ * Gatehouse live view: a grid of live camera tiles.
+ *
+ * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one
+ *   set of TURN allocations): each tile holds a slot of it, and paging or a layout change
+ *   re-binds slots to other cameras without a new connection. The camera opened large uses a
+ *   WHEP session of its own (its sound comes with it). `?grid=0` gives every tile its own WHEP
+ *   session instead (the older page, kept for comparison and for gateways without `/grid`).
  *
  * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
  *   browser to sign in and come back here. `GET api/cameras/events` (one event stream for the
@@ -14,6 +20,7 @@
 
 
 import { WhepSession } from "./whep.js";
+import { GridSession } from "./grid-session.js";
 import { summarize, formatSummary } from "./stats.js";
 import { GridLayout, LAYOUTS } from "./layout.js";
 import { Finder, filterCameras, groupsOf } from "./finder.js";
@@ -60,6 +67,26 @@ const iceTransportPolicy = relayParam === "1" || /^(udp|tcp|tls)$/.test(relayPar
 const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
   /^(udp|tcp|tls)$/.test(relayParam ?? "") ? relayParam : undefined
 );
+
+/** The grid over one peer connection (default), or one WHEP session per tile with `?grid=0`. */
+const gridMode = query.get("grid") !== "0";
+/** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
+let gridSession = null;
+
+/**
+ * The page's multi-camera session, asked for enough slots for the current page of the layout.
+ * @returns {GridSession}
+ */
+function theGrid() {
+  const want = Math.max(1, Math.min(tiles.size, layout.layout.slots));
+  if (!gridSession) {
+    gridSession = new GridSession(new URL("grid", base), { iceTransportPolicy, turnTransport, slots: want });
+    gridSession.addEventListener("statechange", () => {
+      if (gridSession?.state === "unauthorized") signIn();
+    });
+  } else gridSession.wantSlots(want);
+  return gridSession;
+}
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const grid = /** @type {HTMLUListElement} */ ($("grid"));
@@ -120,7 +147,7 @@ class Tile {
     this.liveMark = 0;
     /** Epoch ms of the picture on screen (the recorder's clock from RTCP sender reports, else arrival). */
     this.frameWall = 0;
-    /** @type {WhepSession | null} */
+    /** @type {WhepSession | import("./grid-session.js").SlotLease | null} */
     this.session = null;
     /** @type {import("./stats.js").StatsSummary | null} */
     this.summary = null;
@@ -135,6 +162,8 @@ class Tile {
     this.actions = [];
     /** Set while the tile shows a recording instead of live (the timeline's playback). @type {{ label: string, message: string, time: number } | null} */
     this.playback = null;
+    /** The next statistics sample is the baseline of a newly bound grid slot (see `connect`). */
+    this.frameBaseline = false;
 
     const el = /** @type {HTMLLIElement} */ (/** @type {DocumentFragment} */ (template.content.cloneNode(true)).firstElementChild);
     this.el = el;
@@ -227,11 +256,22 @@ class Tile {
     void this.session?.setStream(this.wantedStream());
   }
 
-  /** Start (or keep) a WHEP session for this camera. */
+  /** Start (or keep) this camera's stream: a slot of the grid's connection, or (opened large) a WHEP session of its own. */
   connect() {
     this.pausedFor = "";
-    if (this.session || this.playback) return;
-    const session = new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy, turnTransport, stream: this.wantedStream() });
+    if (this.playback) return;
+    const large = openId === this.id;
+    if (this.session) {
+      // Opened large from the grid, or back: the other kind of session.
+      const own = this.session instanceof WhepSession;
+      if (!gridMode || own === large) return;
+      this.disconnect("");
+      this.pausedFor = "";
+    }
+    const session =
+      gridMode && !large
+        ? theGrid().lease(this.id)
+        : new WhepSession(new URL(`whep/${encodeURIComponent(this.id)}`, base), { iceTransportPolicy, turnTransport, stream: this.wantedStream() });
     this.session = session;
     sessions.set(this.id, session);
     this.summary = null;
@@ -243,6 +283,9 @@ class Tile {
       this.summary = null;
       this.lastFrameAt = 0;
       this.frameWall = 0;
+      // A grid slot's receiver has decoded the slot's earlier cameras: only frames counted after
+      // this camera was bound are this camera's (the first sample is the baseline).
+      this.frameBaseline = !(session instanceof WhepSession);
       this.video.srcObject = session.stream;
       this.play();
       this.render();
@@ -323,17 +366,23 @@ class Tile {
 
   /** Sample getStats (once per tick) and refresh the overlay and stall detection. */
   async sample() {
-    const pc = this.session?.pc;
-    if (!pc) return;
+    const session = this.session;
+    const pc = session?.pc;
+    if (!pc || !session) return;
     let report;
     try {
-      report = await pc.getStats();
+      report = await statsOf(session);
     } catch {
       return; // closed meanwhile
     }
     if (this.session?.pc !== pc) return;
     const now = performance.now();
     const s = summarize(report, this.summary, now);
+    if (this.frameBaseline) {
+      this.frameBaseline = false;
+      this.summary = s;
+      return;
+    }
     if (!this.summary || s.framesDecoded > this.summary.framesDecoded) {
       if (s.framesDecoded > 0) {
         this.lastFrameAt = now;
@@ -650,6 +699,8 @@ function closeCamera() {
   zoom.attach(null, null);
   showTimeline(null);
   for (const t of tiles.values()) t.el.classList.remove("is-open");
+  // The camera that was large goes back to a slot of the grid's connection.
+  if (gridMode && was) tiles.get(was)?.disconnect(PAUSED_NOT_SHOWN);
   applyView(true);
   // The camera that was open goes back to its substream on the same connection.
   if (was) tiles.get(was)?.followStream();
@@ -1106,7 +1157,7 @@ async function stats() {
     let summary = t.summary;
     if (s?.pc) {
       try {
-        summary = summarize(await s.pc.getStats(), t.summary, performance.now());
+        summary = summarize(await statsOf(s), t.summary, performance.now());
       } catch {
         // closed while sampling
       }
@@ -1145,6 +1196,8 @@ window.addEventListener("hashchange", applyHash);
 // End sessions on the server when the page goes away; restart if it comes back from the back/forward cache.
 window.addEventListener("pagehide", () => {
   for (const t of tiles.values()) t.disconnect("Page closed", true);
+  gridSession?.close("page closed", { keepalive: true });
+  gridSession = null;
 });
 window.addEventListener("pageshow", (e) => {
   if (!e.persisted) return;
@@ -1155,6 +1208,8 @@ Object.defineProperty(window, "gatehouse", {
   value: Object.freeze({
     sessions,
     tiles,
+    /** The grid's one multi-camera session (null before the first tile plays, and with `?grid=0`). */
+    grid: () => gridSession,
     stats,
     open: (/** @type {string} */ id) => openCamera(id, true),
     back: goBack,
@@ -1189,6 +1244,16 @@ listenCameras();
   await refreshCameras();
   setTimeout(poll, REFRESH_MS);
 })();
+
+/**
+ * A tile's own statistics: its receiver's when it shares the grid's connection, else its connection's.
+ * @param {WhepSession | import("./grid-session.js").SlotLease} s
+ * @returns {Promise<RTCStatsReport>}
+ */
+function statsOf(s) {
+  if ("getStats" in s && typeof s.getStats === "function") return s.getStats();
+  return /** @type {RTCPeerConnection} */ (s.pc).getStats();
+}
 
 /** @param {string} s */
 function capitalize(s) {

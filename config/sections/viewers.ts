@@ -35,3 +35,16 @@ export const iceSection = z
     privateCandidates: z.boolean().default(true),
   })
   .prefault({});
+
+/**
+ * Multi-camera sessions (the `media.grid` keys): a page's whole grid over one peer
+ * connection, cameras bound to its slots (gateway/http/grid.ts).
+ */
+export const gridSection = z
+  .strictObject({
+    /** Most video slots (cameras shown at once) one session may offer. Default 36 (the "Fit all" layout's page). */
+    slotsPerSession: z.number().int().min(1).max(64).default(36),
+    /** Most multi-camera sessions one user may hold at once (one per open page, typically). Default 8. */
+    sessionsPerUser: z.number().int().min(1).max(1000).default(8),
+  })
+  .prefault({});

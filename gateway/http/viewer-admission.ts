@@ -39,10 +39,17 @@ export interface AdmissionStats {
   users: number;
 }
 
+/** What holds a place: a viewer, or a multi-camera session (one media port either way). */
+export interface AdmittedHolder {
+  readonly id: string;
+  readonly state: ViewerHandle["state"];
+  once(event: "closed", fn: () => void): unknown;
+}
+
 /** A place taken by an admitted POST: bound to the viewer it created, or released if none came of it. */
 export interface AdmissionTicket {
   /** The viewer now holds the place until it closes; it belongs to the ticket's owner. */
-  bind(viewer: ViewerHandle): void;
+  bind(viewer: AdmittedHolder): void;
   /** Gives the place back (idempotent; after `bind`, the viewer's close does it). */
   release(): void;
 }

@@ -5,7 +5,7 @@
  */
 import { Worker } from "node:worker_threads";
 import { ClosedError } from "../../config/errors.ts";
-import type { SourceStats, ViewerStats } from "../api.ts";
+import type { GridSessionStats, SourceStats, ViewerStats } from "../api.ts";
 import { errorFromWire, type FromWorker, type ToWorker, type WorkerInit, type WorkerSnapshot } from "../worker-protocol.ts";
 
 interface Pending {
@@ -22,6 +22,7 @@ export class MediaWorker {
   viewers = 0;
   snapshot: WorkerSnapshot | undefined;
   viewerStats = new Map<string, ViewerStats>();
+  sessionStats = new Map<string, GridSessionStats>();
   sourceStats = new Map<string, SourceStats>();
   private readonly pending = new Map<number, Pending>();
   private nextReq = 1;
@@ -83,6 +84,7 @@ export class MediaWorker {
   setSnapshot(s: WorkerSnapshot): void {
     this.snapshot = s;
     this.viewerStats = new Map(s.viewers.map((v) => [v.id, v]));
+    this.sessionStats = new Map(s.sessions.map((x) => [x.id, x]));
     this.sourceStats = new Map(s.sources.map((x) => [x.id, x]));
   }
 }

@@ -1,0 +1,264 @@
+/**
+ * Multi-camera sessions over HTTP: a whole grid of cameras in ONE peer connection (one
+ * ICE/DTLS handshake, one ICE port, one set of TURN allocations), cameras bound to the
+ * connection's slots by mid. Per-camera WHEP (gateway/http/whep.ts) stays for other clients.
+ *
+ *   OPTIONS /grid                          → 204, Link ice-server headers, Gatehouse-Grid-Slots (most video slots)
+ *   POST    /grid                          → 201 answer SDP, Location /grid/:session, Link headers.
+ *                                            The offer: one recvonly video section per slot, at most one audio section.
+ *   GET     /grid/:session                 → 200 {id, state, slots: [{mid, kind, camera}]}
+ *   PUT     /grid/:session/slots/:mid      → 200 {mid, kind, camera, stream}; body {"camera": "<id>", "stream"?: "sub"}
+ *                                            (default `sub`, the camera's smallest stream). Rights are checked
+ *                                            on every bind: 403 {error, reason} leaves the slot as it was and the
+ *                                            session untouched; 404 for a camera the caller cannot see or a slot
+ *                                            that does not exist.
+ *   DELETE  /grid/:session/slots/:mid      → 204, the slot shows nothing
+ *   DELETE  /grid/:session                 → 200, the session ends
+ *
+ * No renegotiation: a page offers as many slots as its layout can show at once (at most
+ * `media.grid.slotsPerSession`), and re-binds them as it pages.
+ *
+ * A session belongs to the sign-in session that created it (anyone else gets 404). It holds
+ * one place of the caller's live-viewer limits (it holds one media port), and a user holds
+ * at most `media.grid.sessionsPerUser` of them (429 beyond). Each binding is watched like
+ * a live viewer: when the right to that camera is withdrawn, that binding ends; when the
+ * sign-in session ends, the whole session does (the gateway's `onSession`/`onBinding`).
+ */
+import express, { Router, type Request, type Response } from "express";
+import { BadInputError, isGatehouseError, NotFoundError, RateLimitedError } from "../../config/errors.ts";
+import { cameraId as toCameraId, gridSessionId, type CameraId } from "../../config/ids.ts";
+import type { Logger } from "../../config/log.ts";
+import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
+import type { GridSessionHandle, Sfu } from "../../sfu/sfu.ts";
+import { errorHandler, sendError } from "./errors.ts";
+import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
+import { iceServerLinks, type WhepIceServer } from "./whep.ts";
+
+export interface GridLimits {
+  /** Most video slots one session may offer. */
+  slotsPerSession: number;
+  /** Most sessions one user may hold at once. */
+  sessionsPerUser: number;
+}
+
+export interface GridDeps {
+  sfu: Sfu;
+  limits: GridLimits;
+  /** Is this a configured camera? Unknown cameras answer 404. */
+  cameraExists(id: string): boolean;
+  /**
+   * The SFU source of a camera's stream (`main`, `sub`, `auto` or a stream id), or undefined for
+   * a stream it does not have. Default: the camera's own source, `main`/`sub`/`auto` alike.
+   */
+  streamSource?(camera: string, stream: string): { stream: string; source: string } | undefined;
+  /** Throws (NotFoundError, AuthError FORBIDDEN) when the request may not watch this camera live. */
+  authorize?(req: Request, cameraId: string): void;
+  /** ICE servers for this client (Link headers). */
+  iceServers(req: Request): WhepIceServer[];
+  userOf?(req: Request): string | undefined;
+  /** The sign-in session (or token) asking: it owns the sessions it creates. Default: the user. */
+  sessionOf?(req: Request): string | undefined;
+  /** Live-viewer limits: a session holds one place. Default: none. */
+  admission?: ViewerAdmission;
+  /** A session exists (e.g. to end it when the caller's sign-in session ends). */
+  onSession?(req: Request, session: GridSessionHandle): void;
+  /** A slot now shows `camera` for this caller; returns what to do when that binding ends (e.g. stop watching the right). */
+  onBinding?(req: Request, session: GridSessionHandle, mid: string, camera: CameraId): (reason: string) => void;
+  log: Logger;
+}
+
+const SDP = "application/sdp";
+/** Response header of OPTIONS and POST: the most video slots a session may offer. */
+export const SLOTS_HEADER = "Gatehouse-Grid-Slots";
+
+interface Owned {
+  session: GridSessionHandle;
+  owner: ViewerOwner;
+  /** Per slot: ends the current binding's watch (its reason given). */
+  ends: Map<string, (reason: string) => void>;
+  /** Per slot: the camera asked for and the SFU source of its stream that the slot shows. */
+  bound: Map<string, { camera: string; stream: string; source: string }>;
+}
+
+export function gridRouter(deps: GridDeps): Router {
+  const r = Router();
+  const admission = deps.admission ?? ViewerAdmission.unlimited();
+  const owned = new Map<string, Owned>();
+  const perUser = new Map<string, number>();
+  const ownerOf = (req: Request): ViewerOwner => {
+    const user = deps.userOf?.(req) ?? "";
+    return { user, session: deps.sessionOf?.(req) ?? user };
+  };
+  const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
+  const jsonBody = express.json({ limit: 1024, strict: true });
+
+  const headers = (req: Request, res: Response) => {
+    for (const l of iceServerLinks(deps.iceServers(req))) res.append("Link", l);
+    res.set(SLOTS_HEADER, String(deps.limits.slotsPerSession));
+    res.set("Cache-Control", "no-store");
+  };
+
+  r.options("/", (req, res) => {
+    headers(req, res);
+    res.set("Accept-Post", SDP);
+    res.set("Allow", "OPTIONS, POST");
+    res.status(204).end();
+  });
+
+  r.post("/", (req, res, next) => {
+    if (!req.is(SDP)) {
+      res.status(415).set("Accept-Post", SDP).json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDP}` });
+      return;
+    }
+    sdpBody(req, res, next);
+  });
+  r.post("/", async (req, res) => {
+    try {
+      if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
+      const owner = ownerOf(req);
+      if ((perUser.get(owner.user) ?? 0) >= deps.limits.sessionsPerUser) {
+        throw new RateLimitedError(`at most ${deps.limits.sessionsPerUser} multi-camera sessions per user`, { retryAfterSeconds: 10 });
+      }
+      const ticket = admission.admit(owner);
+      let session: GridSessionHandle;
+      let answerSdp: string;
+      try {
+        ({ session, answerSdp } = await deps.sfu.createSession(req.body, {
+          user: deps.userOf?.(req),
+          maxSlots: deps.limits.slotsPerSession,
+          // Our TURN for the SFU's own gathering is not needed: the gateway is the reachable side.
+        }));
+        ticket.bind(session);
+      } catch (err) {
+        ticket.release();
+        throw err;
+      }
+      const entry: Owned = { session, owner, ends: new Map(), bound: new Map() };
+      owned.set(session.id, entry);
+      perUser.set(owner.user, (perUser.get(owner.user) ?? 0) + 1);
+      session.on("slotEnded", (mid, _camera, reason) => endBinding(entry, mid, reason));
+      session.once("closed", (reason) => {
+        for (const mid of [...entry.ends.keys()]) endBinding(entry, mid, `session closed: ${reason}`);
+        owned.delete(session.id);
+        const n = (perUser.get(owner.user) ?? 1) - 1;
+        if (n <= 0) perUser.delete(owner.user);
+        else perUser.set(owner.user, n);
+      });
+      try {
+        deps.onSession?.(req, session);
+      } catch (err) {
+        await session.close("rejected by gateway");
+        throw err;
+      }
+      res.status(201);
+      headers(req, res);
+      res.set("Content-Type", SDP);
+      res.set("Location", `${req.baseUrl}/${session.id}`);
+      res.send(answerSdp);
+    } catch (err) {
+      if (!isGatehouseError(err)) deps.log.error("multi-camera session offer failed", { err });
+      sendError(res, err);
+    }
+  });
+
+  r.get("/:session", (req, res) => {
+    try {
+      const entry = ownedBy(req);
+      const slots = entry.session.slots().map((s) => {
+        const b = entry.bound.get(s.mid);
+        // What the caller bound, while the slot still shows it (a binding the gateway ended shows none).
+        return b && s.camera === b.source ? { mid: s.mid, kind: s.kind, camera: b.camera, stream: b.stream } : { mid: s.mid, kind: s.kind, camera: null };
+      });
+      res.set("Cache-Control", "no-store").json({ id: entry.session.id, state: entry.session.state, slots });
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.delete("/:session", async (req, res) => {
+    try {
+      const { session } = ownedBy(req);
+      await session.close("client delete");
+      res.status(200).end();
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.put("/:session/slots/:mid", jsonBody, async (req, res) => {
+    try {
+      const entry = ownedBy(req);
+      const mid = String(req.params.mid ?? "");
+      const body = req.body as { camera?: unknown; stream?: unknown } | undefined;
+      if (!body || typeof body.camera !== "string" || body.camera === "") throw new BadInputError('body must be {"camera": "<id>", "stream"?: "sub"}');
+      const camera = body.camera;
+      const asked = body.stream ?? "sub";
+      if (typeof asked !== "string" || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(asked)) throw new BadInputError("stream must be main, sub, auto or a stream id");
+      const slot = entry.session.slots().find((s) => s.mid === mid);
+      if (!slot) throw new NotFoundError("no such slot");
+      if (!deps.cameraExists(camera)) throw new NotFoundError("no such camera");
+      // Rights on every bind: a refusal leaves the slot as it was, the session untouched.
+      deps.authorize?.(req, camera);
+      // Grid tiles default to the camera's smallest stream (its substream).
+      const found = deps.streamSource ? deps.streamSource(camera, asked) : ["main", "sub", "auto"].includes(asked) ? { stream: asked, source: camera } : undefined;
+      if (!found) throw new BadInputError(`camera has no stream '${asked}'`);
+      const id = toCameraId(camera);
+      const source = toCameraId(found.source);
+      if (slot.camera !== source) {
+        await entry.session.bind(mid, source);
+        endBinding(entry, mid, "slot re-bound");
+        entry.bound.set(mid, { camera, stream: found.stream, source });
+        const end = deps.onBinding?.(req, entry.session, mid, id);
+        if (end) entry.ends.set(mid, end);
+      }
+      res.set("Cache-Control", "no-store").json({ mid, kind: slot.kind, camera: id, stream: found.stream });
+    } catch (err) {
+      if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
+      sendError(res, err);
+    }
+  });
+
+  r.delete("/:session/slots/:mid", async (req, res) => {
+    try {
+      const entry = ownedBy(req);
+      const mid = String(req.params.mid ?? "");
+      await entry.session.unbind(mid);
+      endBinding(entry, mid, "client unbind");
+      entry.bound.delete(mid);
+      res.status(204).end();
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.all("/:session/slots/:mid", (_req, res) => {
+    res.status(405).set("Allow", "PUT, DELETE").json({ error: "method_not_allowed", reason: "use PUT or DELETE" });
+  });
+  r.all("/:session", (_req, res) => {
+    res.status(405).set("Allow", "GET, DELETE").json({ error: "method_not_allowed", reason: "use GET or DELETE" });
+  });
+  r.all("/", (_req, res) => {
+    res.status(405).set("Allow", "OPTIONS, POST").json({ error: "method_not_allowed", reason: "use POST" });
+  });
+
+  r.use(errorHandler(deps.log));
+
+  function endBinding(entry: Owned, mid: string, reason: string): void {
+    const end = entry.ends.get(mid);
+    if (!end) return;
+    entry.ends.delete(mid);
+    end(reason);
+  }
+
+  /** The session of this resource if the caller's sign-in session created it; else 404. */
+  function ownedBy(req: Request): Owned {
+    const entry = owned.get(gridSessionId(String(req.params.session ?? "")));
+    const o = ownerOf(req);
+    if (!entry || entry.owner.user !== o.user || entry.owner.session !== o.session || entry.session.state === "closed") {
+      throw new NotFoundError("no such session");
+    }
+    return entry;
+  }
+
+  return r;
+}
