@@ -4,7 +4,6 @@
  * The recorder is pulled once for the three nodes; when the node that pulls it is killed (SIGKILL),
  * another node takes the camera over and both pages play again by themselves, without a reload.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -13,71 +12,27 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../config/log.ts";
 import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import { launchChromium, waitForDecodedFrames, waitForNewFrames, type Chromium } from "../peers/chromium.ts";
+import { signInPage, startClusterNode, type ClusterNode } from "../peers/cluster-node.ts";
 import { HttpBrowser, signIn } from "../peers/oidc.ts";
 import { startRedis, type RedisServer } from "../peers/redis.ts";
 import { WeriftViewer } from "../peers/werift-viewer.ts";
-
-interface Node {
-  id: string;
-  child: ChildProcess;
-  url: string;
-  passwords: Map<string, string>;
-}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gatehouse-cluster-"));
 const LEASE_MS = 2000;
 let redis: RedisServer;
 let recorder: DemoRecorder;
 let chromium: Chromium;
-const nodes: Node[] = [];
+const nodes: ClusterNode[] = [];
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
-
-async function startNode(i: number): Promise<Node> {
-  const id = `node-${i}`;
-  const file = path.join(dir, `${id}.yaml`);
-  fs.writeFileSync(
-    file,
-    [
-      `server: { host: 127.0.0.${i + 1}, port: 0 }`,
-      "auth: { mode: dev }",
-      "demo: { enabled: false }",
-      "audit: { enabled: false }",
-      `dataDir: ${dir}/${id}`,
-      `cameras: [{ id: demo, name: Cluster camera, url: "${recorder.url}", transport: tcp }]`,
-      "media: { workers: 1 }",
-      "rtsp: { idleStopSeconds: 2 }",
-      "log: { level: warn, format: json }",
-      `cluster: { redis: { url: "${redis.url}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${LEASE_MS} }`,
-      "",
-    ].join("\n"),
-  );
-  const child = spawn(process.execPath, ["gateway/main.ts", "--config", file], { stdio: ["ignore", "pipe", "pipe"] });
-  cleanups.push(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  });
-  let stderr = "";
-  child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
-  const out = await new Promise<string>((resolve, reject) => {
-    let text = "";
-    const t = setTimeout(() => reject(new Error(`${id} did not start:\n${text}\n${stderr.slice(-3000)}`)), 60_000);
-    child.stdout!.on("data", (c: Buffer) => {
-      text += c.toString();
-      if (/Configure auth\.mode/.test(text)) {
-        clearTimeout(t);
-        resolve(text);
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`${id} exited ${code}:\n${stderr.slice(-3000)}`)));
-  });
-  const url = /Gatehouse is running: open (\S+)\//.exec(out)![1]!;
-  const passwords = new Map([...out.matchAll(/^\s+(\w+)\s+password (\S+)/gm)].map((m) => [m[1]!, m[2]!]));
-  return { id, child, url, passwords };
-}
 
 beforeAll(async () => {
   redis = await startRedis();
   recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  for (const i of [1, 2, 3]) nodes.push(await startNode(i));
+  for (const index of [1, 2, 3]) {
+    const n = await startClusterNode({ index, dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs: LEASE_MS });
+    nodes.push(n);
+    cleanups.push(() => n.kill());
+  }
   chromium = await launchChromium();
 }, 120_000);
 
@@ -89,15 +44,6 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function signInPage(page: Page, node: Node, user: string): Promise<void> {
-  await page.goto(`${node.url}/`, { waitUntil: "load" });
-  await page.waitForSelector("#username", { timeout: 15_000 });
-  await page.type("#username", user);
-  await page.type("#password", node.passwords.get(user)!);
-  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 15_000 }), page.click("#submit")]);
-  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 15_000 }, new URL(node.url).origin);
-}
-
 async function pullsAtRecorder(n: number, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (recorder.sessions() !== n) {
@@ -108,7 +54,7 @@ async function pullsAtRecorder(n: number, timeoutMs: number): Promise<void> {
 
 describe("a three-node cluster in Chromium", () => {
   it("pulls the camera once for pages on two nodes, and after its puller is SIGKILLed both pages play again by themselves", async () => {
-    const [n1, n2, n3] = nodes as [Node, Node, Node];
+    const [n1, n2, n3] = nodes as [ClusterNode, ClusterNode, ClusterNode];
     // node-1 takes the camera: a viewer signed in there watches it first.
     const http = new HttpBrowser();
     cleanups.push(() => http.close());
@@ -136,7 +82,7 @@ describe("a three-node cluster in Chromium", () => {
 
     // The puller dies without a word.
     const killedAt = Date.now();
-    n1.child.kill("SIGKILL");
+    n1.kill();
     const recovered = await Promise.all(
       pages.map(async (page) => {
         await waitForNewFrames(page, 25, 30_000);

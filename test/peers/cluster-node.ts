@@ -1,0 +1,112 @@
+/**
+ * One gateway node of a cluster as a process of its own (`node gateway/main.ts --config …`), so a
+ * test can SIGKILL it: a loopback address of its own (127.0.0.<n>), a free port, the development
+ * provider (its demo accounts' passwords read from what it prints), Redis at `redisUrl`.
+ *
+ *   const n = await startClusterNode({ index: 2, dir, redisUrl, cameraUrl, leaseMs: 2000 });
+ *   n.url; n.passwords.get("viewer"); n.child.kill("SIGKILL");
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Page } from "puppeteer-core";
+
+const REPO = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface ClusterNode {
+  id: string;
+  child: ChildProcess;
+  url: string;
+  passwords: Map<string, string>;
+  /** SIGKILL (no goodbye: its leases and announcement lapse). */
+  kill(): void;
+  /** SIGTERM and wait for the exit (a clean leave). */
+  stop(): Promise<void>;
+}
+
+export interface ClusterNodeOptions {
+  /** Node n listens on 127.0.0.<n+1> and is called node-<n>. */
+  index: number;
+  /** Directory for its configuration and data. */
+  dir: string;
+  redisUrl: string;
+  /** The RTSP URL of the cluster's camera (id `demo`, which the development `viewer` may watch). */
+  cameraUrl: string;
+  leaseMs: number;
+  /** Start-up limit, ms. Default 60000. */
+  timeoutMs?: number;
+}
+
+export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNode> {
+  const id = `node-${o.index}`;
+  const file = path.join(o.dir, `${id}.yaml`);
+  fs.writeFileSync(
+    file,
+    [
+      `server: { host: 127.0.0.${o.index + 1}, port: 0 }`,
+      "auth: { mode: dev }",
+      "demo: { enabled: false }",
+      "audit: { enabled: false }",
+      `dataDir: ${path.join(o.dir, id)}`,
+      `cameras: [{ id: demo, name: Cluster camera, url: "${o.cameraUrl}", transport: tcp }]`,
+      "media: { workers: 1 }",
+      "rtsp: { idleStopSeconds: 2 }",
+      "log: { level: warn, format: json }",
+      `cluster: { redis: { url: "${o.redisUrl}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${o.leaseMs} }`,
+      "",
+    ].join("\n"),
+  );
+  const child = spawn(process.execPath, [path.join(REPO, "gateway/main.ts"), "--config", file], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-20_000)));
+  const out = await new Promise<string>((resolve, reject) => {
+    let text = "";
+    const t = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${id} did not start:\n${text}\n${stderr.slice(-3000)}`));
+    }, o.timeoutMs ?? 60_000);
+    child.stdout!.on("data", (c: Buffer) => {
+      text += c.toString();
+      if (/Configure auth\.mode/.test(text)) {
+        clearTimeout(t);
+        resolve(text);
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(t);
+      reject(new Error(`${id} exited ${code}:\n${stderr.slice(-3000)}`));
+    });
+  });
+  child.stdout!.resume();
+  const url = /Gatehouse is running: open (\S+)\//.exec(out)![1]!;
+  const passwords = new Map([...out.matchAll(/^\s+(\w+)\s+password (\S+)/gm)].map((m) => [m[1]!, m[2]!]));
+  const alive = () => child.exitCode === null && child.signalCode === null;
+  return {
+    id,
+    child,
+    url,
+    passwords,
+    kill: () => {
+      if (alive()) child.kill("SIGKILL");
+    },
+    stop: async () => {
+      if (!alive()) return;
+      const exited = new Promise<void>((r) => child.once("exit", () => r()));
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** Open the node's web client in `page` and sign in there as a development account. */
+export async function signInPage(page: Page, node: ClusterNode, user: string): Promise<void> {
+  await page.goto(`${node.url}/`, { waitUntil: "load" });
+  await page.waitForSelector("#username", { timeout: 15_000 });
+  await page.type("#username", user);
+  await page.type("#password", node.passwords.get(user)!);
+  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 15_000 }), page.click("#submit")]);
+  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 15_000 }, new URL(node.url).origin);
+}
