@@ -101,10 +101,14 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
   };
 }
 
-/** Open the node's web client in `page` and sign in there as a development account. */
+/**
+ * Open the node's web client in `page` and sign in there as a development account, unless the
+ * browser's session (a cookie of the same host, from any node of the cluster) is already good.
+ */
 export async function signInPage(page: Page, node: ClusterNode, user: string): Promise<void> {
   await page.goto(`${node.url}/`, { waitUntil: "load" });
-  await page.waitForSelector("#username", { timeout: 15_000 });
+  await page.waitForFunction(() => document.querySelector("#username") !== null || document.querySelector("[data-camera]") !== null, { timeout: 15_000 });
+  if ((await page.$("#username")) === null) return;
   await page.type("#username", user);
   await page.type("#password", node.passwords.get(user)!);
   await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 15_000 }), page.click("#submit")]);
