@@ -50,7 +50,5 @@ export const playbackSection = z
     startDelayMs: z.number().int().min(0).max(2000).default(120),
     /** Most video packets buffered per session while the gateway paces; beyond it the recorder is held back (or packets dropped). Default 4096. */
     bufferPackets: z.number().int().min(256).max(65536).default(4096),
-    /** A playback session whose viewer has not connected this long after its POST is closed, ms. Default 15000. */
-    connectTimeoutMs: z.number().int().min(1000).max(120000).default(15000),
   })
   .prefault({});
