@@ -1,0 +1,109 @@
+/**
+ * A 16-camera grid page in real Chromium: time from navigation to the LAST tile's first
+ * decoded frame, the product's live view over one peer connection (`grid16_ttff_ms_*`) and,
+ * side by side in the same run, the older page with one WHEP peer connection per tile
+ * (`?grid=0`, `grid16_whep_ttff_ms_*`). Sixteen cameras, each its own RTSP session of the
+ * built-in demo recorder, pulled continuously (warm sources, keyframe caches filled).
+ *
+ * Each trial opens a fresh page and polls every receiver's getStats every 10 ms from inside
+ * the page; the figure is performance.now() (navigation start = 0) when every one of the 16
+ * video receivers has decoded a frame. Pages alternate between the two clients.
+ *
+ *   node test/bench/grid.ts [--trials 5]
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import { startDemoRecorder } from "../../gateway/demo/recorder.ts";
+import { startGateway } from "../../gateway/gateway.ts";
+import { launchChromium } from "../peers/chromium.ts";
+import { percentile } from "./ttff.ts";
+
+const CAMERAS = 16;
+
+export interface GridBenchResult {
+  grid16_ttff_ms_p50: number;
+  grid16_ttff_ms_p95: number;
+  grid16_whep_ttff_ms_p50: number;
+  grid16_whep_ttff_ms_p95: number;
+  grid16_trials: number;
+  grid16_failed: number;
+}
+
+export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBenchResult> {
+  const trials = opts.trials ?? 5;
+  const recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
+  const cams = Array.from({ length: CAMERAS }, (_, i) => `cam${String(i + 1).padStart(2, "0")}`);
+  const config = parseConfig(
+    {
+      server: { port: 0 },
+      auth: { mode: "none" },
+      log: { level: "error" },
+      demo: { enabled: false },
+      cameras: cams.map((id) => ({ id, url: recorder.url, transport: "tcp", alwaysOn: true })),
+    },
+    {},
+  );
+  const gateway = await startGateway({ config, log: silentLogger });
+  const chromium = await launchChromium();
+  const grid: number[] = [];
+  const whep: number[] = [];
+  let failed = 0;
+  try {
+    // Every camera pulled and its keyframe cached before the first page.
+    const t0 = Date.now();
+    while (Date.now() - t0 < 30_000 && !cams.every((c) => gateway.sfu.findSource(c as never)?.stats().hasKeyframe)) await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < trials * 2; i++) {
+      const oneConnection = i % 2 === 0;
+      const page = await chromium.newPage();
+      try {
+        await page.goto(`${gateway.url}/${oneConnection ? "" : "?grid=0"}`, { waitUntil: "domcontentloaded" });
+        const ms = await page.evaluate(
+          `(async (n) => {
+            const end = performance.now() + 20000;
+            while (performance.now() < end) {
+              let decoding = 0;
+              for (const pc of window.__gh.pcs()) {
+                for (const r of pc.getReceivers()) {
+                  if (!r.track || r.track.kind !== "video") continue;
+                  const rep = await r.getStats();
+                  for (const s of rep.values()) if (s.type === "inbound-rtp" && s.kind === "video" && (s.framesDecoded || 0) > 0) { decoding++; break; }
+                }
+              }
+              if (decoding >= n) return performance.now();
+              await new Promise((r) => setTimeout(r, 10));
+            }
+            return -1;
+          })(${CAMERAS})`,
+        );
+        if (typeof ms !== "number" || ms < 0) failed++;
+        else (oneConnection ? grid : whep).push(Math.round(ms));
+      } finally {
+        await page.close();
+      }
+      // The page's sessions end with it; the next page starts from a quiet gateway.
+      const t1 = Date.now();
+      while (Date.now() - t1 < 15_000 && (gateway.sfu.viewerList().length > 0 || gateway.sfu.sessionList().length > 0)) await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await chromium.close();
+    await gateway.close("bench done");
+    await recorder.close();
+  }
+  return {
+    grid16_ttff_ms_p50: percentile(grid, 50),
+    grid16_ttff_ms_p95: percentile(grid, 95),
+    grid16_whep_ttff_ms_p50: percentile(whep, 50),
+    grid16_whep_ttff_ms_p95: percentile(whep, 95),
+    grid16_trials: trials,
+    grid16_failed: failed,
+  };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({ options: { trials: { type: "string" } } });
+  const r = await benchGrid({ trials: values.trials ? Number(values.trials) : 5 });
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+  setTimeout(() => process.exit(0), 200).unref();
+}
