@@ -12,7 +12,8 @@
  *   when the round trip has grown far above its recent minimum (a standing queue);
  * - on overuse the estimate drops to 85 % of what was delivered (GCC's A = 0.85·R);
  * - with a quiet link (no growth, loss ≤ 10 %, queueing delay small) it grows by 8 % a
- *   second from at least what is delivered; in between it holds.
+ *   second from at least what is delivered (also while little is sent: keyframes only);
+ *   in between it holds.
  *
  * Without padding probes nothing tells how much more a link carries than what it is being
  * sent: the controller steps up when the estimate has grown past the next stream's rate and
@@ -112,7 +113,7 @@ export class BandwidthEstimator {
       if (lossy) next = Math.min(next, (this.est ?? this.deliveredBps) * (1 - 0.5 * r.fractionLost));
       this.est = clamp(Math.min(this.est ?? Infinity, next), this.o.minBps, this.o.maxBps);
       this.overuseAt = r.now;
-    } else if (this.queueDelayMs > this.o.holdDelayMs || r.sent < MIN_SENT) {
+    } else if (this.queueDelayMs > this.o.holdDelayMs) {
       v = "hold";
     } else {
       v = "increase";

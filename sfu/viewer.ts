@@ -118,7 +118,7 @@ interface Adaptation {
   /** Last known rate of each ladder level, bits/s. */
   rates: (number | undefined)[];
   /** The previous video receiver report: extended highest seq, cumulative lost; our sent count and bytes then. */
-  rr: { highest: number; lost: number; sent: number; bytes: number; packets: number } | undefined;
+  rr: { at: number; highest: number; lost: number; sent: number; bytes: number; packets: number } | undefined;
   /** Stepped down to keyframes only by adaptation (not overload). */
   keyframes: boolean;
 }
@@ -929,7 +929,10 @@ export class Viewer implements Drainable, ViewerHandle {
     const a = this.adapt;
     if (a && vt.kind === "video") {
       const prev = a.rr;
-      a.rr = { highest: b.highestSeq, lost: b.cumulativeLost, sent: vt.extSeq, bytes: vt.bytes, packets: vt.packets };
+      // Intervals of a second at least: over shorter ones (a browser adds a report to each
+      // NACK) the packets in flight make sent and arrived differ without any queue growing.
+      if (prev && now - prev.at < 1000) return;
+      a.rr = { at: now, highest: b.highestSeq, lost: b.cumulativeLost, sent: vt.extSeq, bytes: vt.bytes, packets: vt.packets };
       if (prev) {
         const sent = vt.extSeq - prev.sent;
         const packets = vt.packets - prev.packets;

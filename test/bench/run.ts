@@ -38,8 +38,9 @@ import { benchPlayback } from "./playback.ts";
 import { benchCodecs } from "./codecs.ts";
 import { benchCluster } from "./cluster.ts";
 import { benchGrid } from "./grid.ts";
+import { benchStreams } from "./streams.ts";
 
-const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback", "codecs", "cluster", "grid"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback", "codecs", "cluster", "grid", "streams"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -301,6 +302,7 @@ await step("playback", async () => ({ ...(await benchPlayback({ quick })) }), 18
 await step("codecs", () => benchCodecs({ quick, log }), 240_000);
 await step("cluster", (signal) => benchCluster({ cycles: quick ? 2 : 5, log, signal }), 600_000);
 await step("grid", async () => ({ ...(await benchGrid({ trials: quick ? 2 : 5 })) }), 300_000);
+await step("streams", () => benchStreams({ rounds: quick ? 1 : 3, log }), 420_000);
 
 const cpu1 = machineCpu();
 out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;

@@ -52,6 +52,11 @@ export interface ChromiumOptions {
   viewport?: { width: number; height: number };
   /** Page console errors and uncaught exceptions go here (debug level). */
   log?: Logger;
+  /**
+   * Talk to the browser over a pipe instead of a loopback TCP port: needed when the binary
+   * is a wrapper that starts it in another network namespace. Default false.
+   */
+  pipe?: boolean;
 }
 
 export interface Chromium {
@@ -79,6 +84,7 @@ export async function launchChromium(opts: ChromiumOptions = {}): Promise<Chromi
       handleSIGTERM: false,
       handleSIGHUP: false,
       protocolTimeout: 30_000,
+      pipe: opts.pipe ?? false,
     });
   } catch (err) {
     await fs.rm(profile, { recursive: true, force: true });

@@ -1,0 +1,70 @@
+/**
+ * A gateway with one camera of two streams (main 1280×720, sub 640×360, two GStreamer
+ * recorders), for tests that run it in a network namespace (test/peers/netns.ts): started
+ * as a child process, it prints one JSON line `{ "url": … }` when ready (the front door listens
+ * on loopback, as sign-in off requires, and a TCP forwarder on the namespace's address
+ * stands for it; media goes straight to the address), answers each
+ * `status` line on stdin with a JSON line, and closes everything when stdin ends.
+ *
+ *   node test/peers/netns-gateway.ts <bind address>
+ */
+import net from "node:net";
+import { createInterface } from "node:readline";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import { startGateway } from "../../gateway/gateway.ts";
+import { startGstRtspServer } from "./gst.ts";
+
+const host = process.argv[2] ?? "127.0.0.1";
+const fps = Number(process.env["NETNS_GW_FPS"] ?? 15);
+const main = await startGstRtspServer({ width: 1280, height: 720, fps, gop: fps, bitrate: 1800, noAudio: true });
+const sub = await startGstRtspServer({ width: 640, height: 360, fps, gop: fps, bitrate: 300, noAudio: true });
+const config = parseConfig({
+  // Sign-in off needs a loopback listener: the page reaches it through a forwarder on `host` (below).
+  server: { host: "127.0.0.1", port: 0 },
+  auth: { mode: "none" },
+  demo: { enabled: false },
+  rtsp: { idleStopSeconds: 2 },
+  media: { bindAddress: host, icePortRange: [40000, 40199], workers: 1 },
+  cameras: [{ id: "gate", url: main.url, streams: [{ id: "sub", url: sub.url, width: 640, height: 360 }] }],
+});
+const gw = await startGateway({ config, log: silentLogger });
+const say = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
+const forwarder = net.createServer((c) => {
+  const up = net.connect(gw.httpPort, "127.0.0.1");
+  c.pipe(up).pipe(c);
+  const end = () => {
+    c.destroy();
+    up.destroy();
+  };
+  c.on("error", end);
+  up.on("error", end);
+});
+await new Promise<void>((r) => forwarder.listen(0, host, () => r()));
+say({ url: `http://${host}:${(forwarder.address() as net.AddressInfo).port}` });
+
+const lines = createInterface({ input: process.stdin });
+lines.on("line", (line) => {
+  if (line.trim() !== "status") return;
+  void gw.sfu.refreshStats().then(() =>
+    say({
+      status: {
+        mainSessions: main.sessions(),
+        subSessions: sub.sessions(),
+        viewers: gw.sfu.viewerList().map((v) => {
+          const s = v.stats();
+          return { sourceId: s.sourceId, quality: s.quality, estimateBps: s.estimateBps, rttMs: s.rttMs, fractionLost: s.fractionLost, adaptive: s.adaptive };
+        }),
+      },
+    }),
+  );
+});
+lines.on("close", () => {
+  void (async () => {
+    forwarder.close();
+    await gw.close("test over");
+    await main.close();
+    await sub.close();
+    process.exit(0);
+  })();
+});

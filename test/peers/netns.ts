@@ -1,0 +1,146 @@
+/**
+ * A gateway side and a client side in two network namespaces, joined through a third
+ * that shapes the link in each direction as `tc netem` would (rate with a bounded FIFO,
+ * random loss, delay). This kernel has no sch_netem (only tbf/htb/pfifo, no classifiers,
+ * no iptables), so the shaping is done by a small userspace bridge
+ * (test/peers/link-emulator.py, AF_PACKET) in the middle namespace. Nothing is added to
+ * the host's own namespace; closing deletes the three namespaces (and the veth pairs with
+ * them). Needs root (the tests run as root).
+ *
+ *   await using link = await createNetnsLink();
+ *   link.spawn("server", process.execPath, ["script.ts"]);   // inside the server side
+ *   await link.shape("down", { rateKbit: 1000, lossPct: 5, delayMs: 150 });
+ *
+ * Addresses: 10.213.<n>.1 (server side), 10.213.<n>.2 (client side), /24, one L2 segment.
+ */
+import { execFile, spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
+import { randomBytes, randomInt } from "node:crypto";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+/** What the link does to packets going one way (netem's terms). */
+export interface NetemShape {
+  /** Bottleneck rate, kbit/s (undefined: none). */
+  rateKbit?: number;
+  /** Random loss, percent. */
+  lossPct?: number;
+  /** One-way delay, ms. */
+  delayMs?: number;
+  /** Packets the bottleneck queue holds before it drops. Default netem's 1000. */
+  limit?: number;
+}
+
+export interface NetnsLink extends AsyncDisposable {
+  readonly serverNs: string;
+  readonly clientNs: string;
+  readonly serverAddress: string;
+  readonly clientAddress: string;
+  /** Shape packets going to the client ("down") or to the server ("up"). */
+  shape(direction: "down" | "up", s: NetemShape): Promise<void>;
+  /** Starts a process inside one side's namespace. */
+  spawn(side: "server" | "client", command: string, args: string[], opts?: SpawnOptions): ChildProcess;
+  /** An executable that runs `binary` with its arguments inside one side's namespace (for tools that take a path). */
+  wrapper(side: "server" | "client", binary: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export async function createNetnsLink(): Promise<NetnsLink> {
+  const tag = randomBytes(3).toString("hex");
+  const serverNs = `gh-${tag}-s`;
+  const clientNs = `gh-${tag}-c`;
+  const midNs = `gh-${tag}-m`;
+  const vs = `gh${tag}s`;
+  const vc = `gh${tag}c`;
+  const ms = `gh${tag}ms`;
+  const mc = `gh${tag}mc`;
+  const net = randomInt(1, 254);
+  const serverAddress = `10.213.${net}.1`;
+  const clientAddress = `10.213.${net}.2`;
+  const ip = (...args: string[]) => run("ip", args);
+  const dirs: string[] = [];
+  let emulator: ChildProcess | undefined;
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    if (emulator && emulator.exitCode === null) {
+      const gone = new Promise((r) => emulator!.once("exit", r));
+      emulator.stdin?.end();
+      await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
+      if (emulator.exitCode === null) emulator.kill("SIGKILL");
+    }
+    for (const ns of [serverNs, clientNs, midNs]) await ip("netns", "del", ns).catch(() => {});
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  };
+  const answers: ((line: string) => void)[] = [];
+  try {
+    for (const ns of [serverNs, clientNs, midNs]) {
+      await ip("netns", "add", ns);
+      await ip("-n", ns, "link", "set", "lo", "up");
+    }
+    await ip("link", "add", vs, "netns", serverNs, "type", "veth", "peer", "name", ms, "netns", midNs);
+    await ip("link", "add", vc, "netns", clientNs, "type", "veth", "peer", "name", mc, "netns", midNs);
+    await ip("-n", serverNs, "addr", "add", `${serverAddress}/24`, "dev", vs);
+    await ip("-n", clientNs, "addr", "add", `${clientAddress}/24`, "dev", vc);
+    for (const [ns, dev] of [
+      [serverNs, vs],
+      [clientNs, vc],
+      [midNs, ms],
+      [midNs, mc],
+    ] as const) {
+      // One MTU-sized frame per packet through the bridge (no segmentation offload to undo).
+      await ip("-n", ns, "link", "set", dev, "gso_max_segs", "1", "gro_max_size", "1500");
+      await ip("-n", ns, "link", "set", dev, "up", "promisc", "on");
+    }
+    const script = new URL("./link-emulator.py", import.meta.url).pathname;
+    emulator = spawn("ip", ["netns", "exec", midNs, "/usr/bin/python3", script, ms, mc], { stdio: ["pipe", "pipe", "inherit"] });
+    const lines = createInterface({ input: emulator.stdout! });
+    lines.on("line", (l) => answers.shift()?.(l));
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error("link emulator did not start")), 10_000);
+      answers.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+      emulator!.once("exit", (code) => reject(new Error(`link emulator exited (${code})`)));
+    });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const nsOf = (side: "server" | "client") => (side === "server" ? serverNs : clientNs);
+  return {
+    serverNs,
+    clientNs,
+    serverAddress,
+    clientAddress,
+    async shape(direction, s) {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error("link emulator did not answer")), 5000);
+        answers.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+        emulator!.stdin!.write(`${JSON.stringify({ dir: direction, ...s })}\n`);
+      });
+    },
+    spawn(side, command, args, opts = {}) {
+      return spawn("ip", ["netns", "exec", nsOf(side), command, ...args], opts);
+    },
+    async wrapper(side, binary) {
+      const dir = await mkdtemp(path.join(tmpdir(), "gatehouse-netns-"));
+      dirs.push(dir);
+      const file = path.join(dir, path.basename(binary));
+      await writeFile(file, `#!/bin/sh\nexec ip netns exec ${nsOf(side)} ${binary} "$@"\n`);
+      await chmod(file, 0o755);
+      return file;
+    },
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}

@@ -1,0 +1,185 @@
+/**
+ * The Auto-quality scenario over a shaped link, shared by the end-to-end test
+ * (test/e2e/streams-netem.test.ts) and the benchmark (test/bench/streams.ts):
+ *
+ * 1. the gateway (test/peers/netns-gateway.ts: one camera, main 1280×720 and sub 640×360)
+ *    in one namespace, Chromium in the other, 150 ms each way;
+ * 2. the camera opened large in the product page (`/#camera=gate`, Auto): main stream;
+ * 3. the link to the browser limited to 1 Mbit/s with 5 % loss: time until the gateway
+ *    switched the viewer to the substream and until the page decodes 640-wide frames;
+ * 4. the limit held `holdLimitedMs`, then the rate limit lifted (loss and delay stay): time
+ *    until the viewer is back on main, at the gateway and in the page;
+ * 5. throughout, the page's framesDecoded sampled every 50 ms: the longest time without a
+ *    new frame (freeze), and the recorders' session counts.
+ */
+import { createInterface } from "node:readline";
+import type { Page } from "puppeteer-core";
+import { inboundStats, launchChromium, waitForDecodedFrames } from "./chromium.ts";
+import { createNetnsLink } from "./netns.ts";
+
+export interface NetemResult {
+  startWidth: number;
+  /** Seconds from the limit to the gateway's switch / the page's first 640-wide frame. */
+  downServerS: number;
+  downPageS: number;
+  widthLimited: number;
+  /** Seconds from lifting the limit to the switch back / the page's first 1280-wide frame. */
+  upServerS: number;
+  upPageS: number;
+  /** Longest time without a newly decoded frame from the limit on to the end, ms. */
+  freezeMaxMs: number;
+  /** Steps between streams the gateway made while limited (1 = no oscillation). */
+  switchesWhileLimited: number;
+  maxSessions: { main: number; sub: number };
+  mainReleased: boolean;
+}
+
+interface GwStatus {
+  mainSessions: number;
+  subSessions: number;
+  viewers: { sourceId: string; quality: string; estimateBps: number | undefined; rttMs: number | undefined; fractionLost: number | undefined }[];
+}
+
+const SAMPLER = `(() => {
+  const w = window;
+  w.__ghSamples = [];
+  w.__ghSampler = setInterval(async () => {
+    const s = await w.__gh.inbound(null, "video");
+    if (s) w.__ghSamples.push([performance.now(), s.framesDecoded, s.frameWidth, s.key]);
+  }, 50);
+})()`;
+
+export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: number } = {}): Promise<NetemResult> {
+  await using link = await createNetnsLink();
+  await link.shape("down", { delayMs: 150 });
+  await link.shape("up", { delayMs: 150 });
+  const child = link.spawn("server", process.execPath, [new URL("./netns-gateway.ts", import.meta.url).pathname, link.serverAddress], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  const lines = createInterface({ input: child.stdout! });
+  const waiting: ((v: Record<string, unknown>) => void)[] = [];
+  lines.on("line", (l) => {
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    waiting.shift()?.(v);
+  });
+  const next = (ms = 30_000) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`gateway child said nothing in ${ms} ms: ${stderr}`)), ms);
+      waiting.push((v) => {
+        clearTimeout(t);
+        resolve(v);
+      });
+    });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  try {
+    const { url } = (await next(60_000)) as { url: string };
+    const status = async (): Promise<GwStatus> => {
+      const p = next();
+      child.stdin!.write("status\n");
+      return (await p)["status"] as GwStatus;
+    };
+    const wrapper = await link.wrapper("client", "/usr/bin/chromium");
+    await using chromium = await launchChromium({ executablePath: wrapper, pipe: true });
+    const page = await chromium.newPage(`${url}/#camera=gate`);
+    await waitForDecodedFrames(page, 20, 60_000);
+    const width = async () => (await inboundStats(page, "video"))?.frameWidth ?? 0;
+    await until(async () => (await width()) === 1280, "the main stream in the page", 30_000);
+    const startWidth = await width();
+    await page.evaluate(SAMPLER);
+    const maxSessions = { main: 0, sub: 0 };
+    let mainReleased = false;
+    const watch = async () => {
+      const s = await status();
+      maxSessions.main = Math.max(maxSessions.main, s.mainSessions);
+      maxSessions.sub = Math.max(maxSessions.sub, s.subSessions);
+      if (s.mainSessions === 0 && s.subSessions === 1) mainReleased = true;
+      return s;
+    };
+    const t0 = performance.now();
+    const trace: string[] = [];
+    const source = async () => {
+      const v = (await watch()).viewers[0];
+      trace.push(`${Math.round((performance.now() - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost}`);
+      return v?.sourceId;
+    };
+
+    // Limit the link to the browser.
+    await link.shape("down", { rateKbit: 1000, lossPct: 5, delayMs: 150 });
+    const limitedAt = performance.now();
+    const downServerS = await timeUntil(async () => (await source()) === "gate:sub", limitedAt, "the gateway to switch to the substream", o.timeoutMs ?? 30_000);
+    const downPageS = await timeUntil(async () => (await width()) === 640, limitedAt, "640-wide frames in the page", o.timeoutMs ?? 30_000);
+    // Held limited: it must stay down (count the switches).
+    let switchesWhileLimited = 1;
+    let last = "gate:sub";
+    const holdEnd = performance.now() + (o.holdLimitedMs ?? 10_000);
+    while (performance.now() < holdEnd) {
+      const s = await source();
+      if (s !== undefined && s !== last) {
+        switchesWhileLimited++;
+        last = s;
+      }
+      await sleep(250);
+    }
+    const widthLimited = await width();
+    // Lift the rate limit (the loss and the delay stay).
+    await link.shape("down", { lossPct: 5, delayMs: 150 });
+    const liftedAt = performance.now();
+    const upServerS = await timeUntil(async () => (await source()) === "gate", liftedAt, "the gateway to switch back to main", o.timeoutMs ?? 40_000).catch(
+      (err: unknown) => {
+        throw new Error(`${(err as Error).message}; trace:\n${trace.filter((_, i) => i % 5 === 0).join("\n")}`);
+      },
+    );
+    const upPageS = await timeUntil(async () => (await width()) === 1280, liftedAt, "1280-wide frames in the page", o.timeoutMs ?? 40_000);
+    await sleep(2000);
+    const freezeMaxMs = await freezeSince(page, limitedAt);
+    return { startWidth, downServerS, downPageS, widthLimited, upServerS, upPageS, freezeMaxMs, switchesWhileLimited, maxSessions, mainReleased };
+  } finally {
+    child.stdin!.end();
+    await Promise.race([exited, sleep(15_000)]);
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
+}
+
+/** Longest interval between two increases of framesDecoded since `from` (performance.now of this process ≈ the page's: both monotonic, compared as differences only). */
+async function freezeSince(page: Page, _from: number): Promise<number> {
+  const samples = (await page.evaluate("window.__ghSamples")) as [number, number, number, string][];
+  let worst = 0;
+  let lastAt = samples[0]?.[0] ?? 0;
+  let lastFrames = samples[0]?.[1] ?? 0;
+  let lastKey = samples[0]?.[3] ?? "";
+  for (const [at, frames, , key] of samples) {
+    if (key !== lastKey || frames > lastFrames) {
+      worst = Math.max(worst, at - lastAt);
+      lastAt = at;
+      lastFrames = frames;
+      lastKey = key;
+    }
+  }
+  const end = samples.at(-1)?.[0] ?? lastAt;
+  return Math.round(Math.max(worst, end - lastAt));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+async function until(check: () => Promise<boolean>, what: string, timeoutMs: number): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** Seconds from `from` until `check` holds (polled every 100 ms). */
+async function timeUntil(check: () => Promise<boolean>, from: number, what: string, timeoutMs: number): Promise<number> {
+  await until(check, what, timeoutMs);
+  return Math.round((performance.now() - from) / 100) / 10;
+}
