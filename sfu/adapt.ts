@@ -10,7 +10,8 @@
  * - the link is overused when fewer packets reached the receiver's front than we sent in
  *   the same interval (a queue is growing on the path), when more than 10 % are lost, or
  *   when the round trip has grown far above its recent minimum (a standing queue);
- * - on overuse the estimate drops to 85 % of what was delivered (GCC's A = 0.85·R);
+ * - on overuse the estimate drops to 85 % of what was delivered (GCC's A = 0.85·R), by at
+ *   most half per report;
  * - with a quiet link (no growth, loss ≤ 10 %, queueing delay small) it grows by 8 % a
  *   second from at least what is delivered (also while little is sent: keyframes only);
  *   in between it holds.
@@ -103,15 +104,20 @@ export class BandwidthEstimator {
     let minRtt = Infinity;
     for (const s of this.rtts) if (s.ms < minRtt) minRtt = s.ms;
     this.queueDelayMs = r.rttMs !== undefined && Number.isFinite(minRtt) ? Math.max(0, r.rttMs - minRtt) : 0;
-    const growing = r.sent >= MIN_SENT && r.arrived < 0.85 * r.sent;
-    const lossy = r.fractionLost > 0.1;
+    // Few packets (keyframes only) make both ratios noisy: one late or lost packet of eight is not congestion.
+    const growing = r.sent >= MIN_SENT && r.arrived < 0.85 * r.sent - 2;
+    const lossy = r.fractionLost > 0.1 && r.sent >= 4 * MIN_SENT;
     let v: LinkVerdict;
     if (growing || lossy || this.queueDelayMs > this.o.overuseDelayMs) {
       v = "overuse";
       // GCC §5.5: A = 0.85·R on overuse; loss beyond 10 %: A·(1 − 0.5·p) (§6).
       let next = growing || this.queueDelayMs > this.o.overuseDelayMs ? 0.85 * this.deliveredBps : Infinity;
       if (lossy) next = Math.min(next, (this.est ?? this.deliveredBps) * (1 - 0.5 * r.fractionLost));
-      this.est = clamp(Math.min(this.est ?? Infinity, next), this.o.minBps, this.o.maxBps);
+      // One report never takes more than half away (a stalled receiver or a burst of loss
+      // over one interval is not the link's capacity); the first one not below 40 % of what was sent.
+      const sentBps = (r.sent * r.bytesPerPacket * 8 * 1000) / dt;
+      const floor = this.est !== undefined ? 0.5 * this.est : 0.4 * sentBps;
+      this.est = clamp(Math.max(floor, Math.min(this.est ?? Infinity, next)), this.o.minBps, this.o.maxBps);
       this.overuseAt = r.now;
     } else if (this.queueDelayMs > this.o.holdDelayMs) {
       v = "hold";
