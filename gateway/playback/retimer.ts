@@ -96,7 +96,15 @@ export class Retimer {
   private epoch: number | undefined;
   private anchor: { wall: number; recorded: number } | undefined;
   private lastRecorded: number | undefined;
+  /** Send time of the last video packet scheduled (queued or sent). */
   private lastSendAt = -Infinity;
+  /**
+   * Send time of the last packet handed out (by `due` or `nextFrame`). Dropping the queue
+   * rolls `lastSendAt` back to it: output timestamps must never run backwards from what
+   * the viewer got, but packets dropped unsent (a recorder paced by the gateway runs far
+   * ahead) must not hold the next stream back until their send time.
+   */
+  private lastOutAt = -Infinity;
   private awaitingKeyframe = true;
   /** Frames before this recorded time (a seek target) are sent at the anchor, not paced. */
   private target: number | undefined;
@@ -159,6 +167,7 @@ export class Retimer {
     this.queue.length = 0;
     this.head = 0;
     this.stats.queued = 0;
+    this.lastSendAt = this.lastOutAt;
   }
 
   /** Packets held (not yet due). */
@@ -201,6 +210,7 @@ export class Retimer {
   due(now: number): TimedPacket[] {
     const out: TimedPacket[] = [];
     while (this.head < this.queue.length && this.queue[this.head]!.sendAt <= now) out.push(this.queue[this.head++]!);
+    if (out.length > 0) this.lastOutAt = Math.max(this.lastOutAt, out[out.length - 1]!.sendAt);
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
@@ -286,6 +296,7 @@ export class Retimer {
       p.data.writeUInt32BE((t.tsBase + Math.round(((at - this.epoch) * t.clockRate) / 1000)) >>> 0, 4);
     }
     this.lastSendAt = at;
+    this.lastOutAt = at;
     this.anchor = undefined;
     const last = packets[packets.length - 1]!;
     this.emitSegment(at, last.recorded, 0);

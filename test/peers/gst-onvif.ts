@@ -106,13 +106,19 @@ export function decodeFrameIndex(blockLuma: readonly number[]): number {
 
 /**
  * In-page code (a string, for page.evaluate) that reads the frame index drawn on `selector`'s
- * current frame: samples the middle of each block.
+ * current frame: samples the middle of each block; null when no recorder frame is painted.
  */
 export const READ_FRAME_INDEX = (selector: string) => `(() => {
   const v = document.querySelector(${JSON.stringify(selector)});
   if (!v || !v.videoWidth) return null;
   const c = document.createElement("canvas"); c.width = v.videoWidth; c.height = v.videoHeight;
-  const x = c.getContext("2d"); x.drawImage(v, 0, 0);
+  const x = c.getContext("2d", { willReadFrequently: true }); x.drawImage(v, 0, 0);
+  // A recorder's frame is mid-gray below the band; anything else (no frame painted yet, a
+  // black picture) is no frame, not frame 0.
+  const g = x.getImageData(0, ${BAND_H} + 8, c.width, 8).data;
+  let gsum = 0; for (let i = 0; i < g.length; i += 4) gsum += g[i];
+  const gray = gsum / (g.length / 4);
+  if (gray < 60 || gray > 130) return null;
   let idx = 0;
   for (let b = 0; b < ${FRAME_BITS}; b++) {
     const d = x.getImageData(b * ${BLOCK_W} + 4, 8, ${BLOCK_W} - 8, ${BAND_H} - 16).data;

@@ -148,4 +148,29 @@ describe("Retimer", () => {
     expect(r.push(0, Buffer.alloc(4), R0, false, 0)).toBe("malformed");
     expect(r.push(0, rtp(3, 0, P), Number.NaN, false, 0)).toBe("malformed");
   });
+
+  it("a new stream after a reset starts after what was sent, not after what was queued and dropped", () => {
+    const { r } = make();
+    // Rate-Control: no: the recorder ran 4 s ahead of the picture.
+    for (let i = 0; i < 100; i++) r.push(0, rtp(i, i * 3600, i % 25 === 0 ? IDR : P), R0 + i * 40, i % 25 === 0, 0);
+    const sent = r.due(300);
+    expect(sent.length).toBeGreaterThan(0);
+    const lastTs = tsOf(sent[sent.length - 1]!);
+    r.reset(4, R0 + 60_000);
+    expect(r.push(0, rtp(500, 0, IDR), R0 + 60_000, true, 300)).toBe("queued");
+    const first = r.due(1e9)[0]!;
+    expect(first.sendAt).toBe(400);
+    expect((tsOf(first) - lastTs) | 0).toBeGreaterThan(0);
+  });
+
+  it("resuming after a pause plays what is queued from now, not from the end of the queue", () => {
+    const { r } = make();
+    for (let i = 0; i < 100; i++) r.push(0, rtp(i, i * 3600, i % 25 === 0 ? IDR : P), R0 + i * 40, i % 25 === 0, 0);
+    const sent = r.due(300);
+    r.thaw(1000);
+    const next = r.due(1e9);
+    expect(next[0]!.sendAt).toBe(1000);
+    expect(next[0]!.recorded).toBe(sent[sent.length - 1]!.recorded + 40);
+    expect(next[1]!.sendAt).toBe(1040);
+  });
 });
