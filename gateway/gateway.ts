@@ -46,7 +46,7 @@ import { clientAddress, startFrontDoor, type FrontDoor } from "./frontdoor/index
 import { sipCollector, turnCollector } from "./metrics.ts";
 import { startSipServer, type SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
-import { AuditCallLog, auditAdmin, callerOf, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
+import { AuditCallLog, auditAdmin, callerOf, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, gridAudit, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
 import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
 import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
@@ -300,6 +300,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));
     const playbackAuditHook = audit ? playbackAudit(audit) : undefined;
+    const gridAuditHook = audit ? gridAudit(audit) : undefined;
     const playback = new PlaybackService({
       sfu,
       settings: config.playback,
@@ -671,6 +672,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (cluster) app.use(INTERNAL_WHEP, inboundRouter({ key: cluster.forwardKey, auth, log: log.child({ component: "cluster" }) }), (req, res, next) => whepLate(req, res, next));
     // Refused live views are recorded too, including those refused at sign-in (401).
     if (audit) app.use("/whep", auditWhepRefusals(audit));
+    if (gridAuditHook) app.use("/grid", gridAuditHook.refusals);
     if (playbackAuditHook) app.use("/whep", playbackAuditHook.refusals);
     // The web client's own files hold nothing secret and are served to anyone: a page opened before
     // sign-in then sends the browser to sign in with its whole address, the fragment included
@@ -869,10 +871,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           });
         },
         // Each binding ends when the right to its camera is withdrawn; the session stays.
-        onBinding: (req, session, mid, camera) => {
-          const stop = auth.watch(req.user!, (reason) => void session.unbind(mid, `auth: ${reason}`).catch(() => {}), { cameraId: camera, action: "live" });
+        onBinding: (req, _session, mid, camera, end) => {
+          const stop = auth.watch(req.user!, (reason) => end(authCloseReason(reason)), { cameraId: camera, action: "live" });
           return () => stop();
         },
+        ...(gridAuditHook ? { audit: gridAuditHook } : {}),
         iceServers: (req) => iceServersFor(req.user),
         log: log.child({ component: "grid" }),
       }),

@@ -5,7 +5,8 @@
  *
  * - sign-in: the auth observer's `signedIn`, `signInFailed`, `sessionEnded`;
  * - live view: WHEP's `audit.viewerStarted(req, viewer)` (the end follows the viewer's `closed`),
- *   and refused WHEP offers from the response status;
+ *   and refused WHEP offers from the response status; a multi-camera session's slot bindings
+ *   (`gridAudit`: each binding's start and its end, refused binds from the response status);
  * - intercom: the SIP side's `ring` and `ended` events; answers, rejections, hang-ups, calls
  *   and door openings from the browser routes' responses (who, from where, and the outcome);
  * - administrators: ending sessions, from the admin routes' responses; config reloads (reload.ts).
@@ -147,6 +148,70 @@ export function auditWhepRefusals(audit: AuditSink): RequestHandler {
       });
     }
     next();
+  };
+}
+
+/** One slot of a multi-camera session showing one camera, as the grid routes report it. */
+export interface GridBinding {
+  /** The multi-camera session's id. */
+  session: string;
+  /** The slot (the browser's m-section). */
+  mid: string;
+  camera: string;
+  /** The camera's stream the slot shows (`sub`, `main`, …). */
+  stream: string;
+}
+
+/** What the grid routes are given: one call per binding, returning that binding's end. */
+export interface GridAudit {
+  /** A slot now shows a camera (a `live_view_start`); the returned function records its end, once. */
+  bindingStarted(req: Request, b: GridBinding): (reason: string) => void;
+}
+
+/**
+ * A camera watched through a slot of a multi-camera session is a live view like a WHEP
+ * viewer's: `live_view_start` when the slot is bound to it, `live_view_end` (why, how long)
+ * when that binding ends for any reason, and refused binds with their outcome.
+ */
+export function gridAudit(audit: AuditSink, clock: () => number = Date.now): GridAudit & {
+  /** Refused or failed binds (successful ones are recorded by `bindingStarted`). Mount at /grid. */
+  refusals: RequestHandler;
+} {
+  return {
+    bindingStarted(req, b) {
+      const who = callerOf(req);
+      const started = clock();
+      const where = { grid: b.session, mid: b.mid, stream: b.stream };
+      audit.record({ action: "live_view_start", outcome: "success", ...who, camera: b.camera, detail: JSON.stringify(where), time: started });
+      let ended = false;
+      return (reason) => {
+        if (ended) return;
+        ended = true;
+        audit.record({
+          action: "live_view_end",
+          outcome: "success",
+          ...who,
+          camera: b.camera,
+          detail: JSON.stringify({ ...where, reason, seconds: Math.round((clock() - started) / 100) / 10 }),
+        });
+      };
+    },
+    refusals: (req, res, next) => {
+      const m = req.method === "PUT" ? /^\/([^/]+)\/slots\/([^/]+)\/?$/.exec(req.path) : null;
+      if (m) {
+        const grid = decodeURIComponent(m[1]!).slice(0, 64);
+        const mid = decodeURIComponent(m[2]!).slice(0, 64);
+        res.on("finish", () => {
+          if (res.statusCode < 400) return;
+          // The body as the route parsed it (absent when it was not JSON).
+          const body = (req.body ?? {}) as { camera?: unknown; stream?: unknown };
+          const camera = typeof body.camera === "string" && body.camera !== "" ? body.camera : undefined;
+          const stream = typeof body.stream === "string" ? body.stream.slice(0, 64) : undefined;
+          audit.record({ action: "live_view_start", outcome: outcomeOf(res.statusCode), ...callerOf(req), camera, detail: JSON.stringify({ grid, mid, ...(stream ? { stream } : {}), status: res.statusCode }) });
+        });
+      }
+      next();
+    },
   };
 }
 

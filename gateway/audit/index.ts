@@ -17,7 +17,7 @@ import { SqliteAuditStore } from "./sqlite.ts";
 import type { AuditStore } from "./store.ts";
 
 export { AuditLog, type AuditSink, type AuditStats } from "./log.ts";
-export { auditAdmin, auditAuth, auditIntercom, auditWhepRefusals, callerOf, whepAudit, type WhepAudit } from "./hooks.ts";
+export { auditAdmin, auditAuth, auditIntercom, auditWhepRefusals, callerOf, gridAudit, whepAudit, type GridAudit, type GridBinding, type WhepAudit } from "./hooks.ts";
 export { auditRouter } from "./routes.ts";
 export * from "./record.ts";
 export type { AuditStore } from "./store.ts";

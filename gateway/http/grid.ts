@@ -23,12 +23,15 @@
  * at most `media.grid.sessionsPerUser` of them (429 beyond). Each binding is watched like
  * a live viewer: when the right to that camera is withdrawn, that binding ends; when the
  * sign-in session ends, the whole session does (the gateway's `onSession`/`onBinding`).
+ * Each binding is also a live view on the audit trail (`audit`): its start, and its end —
+ * exactly once, whatever ends it (re-bind, unbind, right withdrawn, session closed).
  */
 import express, { Router, type Request, type Response } from "express";
 import { BadInputError, isGatehouseError, NotFoundError, RateLimitedError } from "../../config/errors.ts";
 import { cameraId as toCameraId, gridSessionId, type CameraId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
+import type { AuthCloseReason } from "../../sfu/api.ts";
 import type { GridSessionHandle, Sfu } from "../../sfu/sfu.ts";
 import { errorHandler, sendError } from "./errors.ts";
 import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
@@ -62,8 +65,14 @@ export interface GridDeps {
   admission?: ViewerAdmission;
   /** A session exists (e.g. to end it when the caller's sign-in session ends). */
   onSession?(req: Request, session: GridSessionHandle): void;
-  /** A slot now shows `camera` for this caller; returns what to do when that binding ends (e.g. stop watching the right). */
-  onBinding?(req: Request, session: GridSessionHandle, mid: string, camera: CameraId): (reason: string) => void;
+  /**
+   * A slot now shows `camera` for this caller; returns what to do when that binding ends (e.g.
+   * stop watching the right). `end(reason)` ends this binding (the slot shows nothing) if the
+   * slot still shows it.
+   */
+  onBinding?(req: Request, session: GridSessionHandle, mid: string, camera: CameraId, end: (reason: AuthCloseReason) => void): (reason: string) => void;
+  /** The audit trail: a binding started; returns the record of its end. */
+  audit?: { bindingStarted(req: Request, b: { session: string; mid: string; camera: string; stream: string }): (reason: string) => void };
   log: Logger;
 }
 
@@ -74,8 +83,8 @@ export const SLOTS_HEADER = "Gatehouse-Grid-Slots";
 interface Owned {
   session: GridSessionHandle;
   owner: ViewerOwner;
-  /** Per slot: ends the current binding's watch (its reason given). */
-  ends: Map<string, (reason: string) => void>;
+  /** Per slot: ends the current binding (its watch, its audit record), given why; called once. */
+  ends: Map<string, { end: (reason: string) => void }>;
   /** Per slot: the camera asked for and the SFU source of its stream that the slot shows. */
   bound: Map<string, { camera: string; stream: string; source: string }>;
 }
@@ -208,8 +217,7 @@ export function gridRouter(deps: GridDeps): Router {
         await entry.session.bind(mid, source);
         endBinding(entry, mid, "slot re-bound");
         entry.bound.set(mid, { camera, stream: found.stream, source });
-        const end = deps.onBinding?.(req, entry.session, mid, id);
-        if (end) entry.ends.set(mid, end);
+        startBinding(req, entry, mid, id, { camera, stream: found.stream });
       }
       res.set("Cache-Control", "no-store").json({ mid, kind: slot.kind, camera: id, stream: found.stream });
     } catch (err) {
@@ -243,11 +251,27 @@ export function gridRouter(deps: GridDeps): Router {
 
   r.use(errorHandler(deps.log));
 
+  function startBinding(req: Request, entry: Owned, mid: string, id: CameraId, b: { camera: string; stream: string }): void {
+    const finishers: Array<(reason: string) => void> = [];
+    const binding = { end: (reason: string) => finishers.forEach((f) => f(reason)) };
+    entry.ends.set(mid, binding);
+    const recorded = deps.audit?.bindingStarted(req, { session: entry.session.id, mid, ...b });
+    if (recorded) finishers.push(recorded);
+    const stop = deps.onBinding?.(req, entry.session, mid, id, (reason) => {
+      if (entry.ends.get(mid) !== binding) return;
+      endBinding(entry, mid, reason);
+      void entry.session.unbind(mid, reason).catch(() => {});
+    });
+    if (stop) finishers.unshift(stop);
+    // The session closed while the slot was being bound: this binding ends with it.
+    if (entry.session.state === "closed") endBinding(entry, mid, `session closed: ${entry.session.reason ?? "closed"}`);
+  }
+
   function endBinding(entry: Owned, mid: string, reason: string): void {
-    const end = entry.ends.get(mid);
-    if (!end) return;
+    const binding = entry.ends.get(mid);
+    if (!binding) return;
     entry.ends.delete(mid);
-    end(reason);
+    binding.end(reason);
   }
 
   /** The session of this resource if the caller's sign-in session created it; else 404. */

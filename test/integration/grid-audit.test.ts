@@ -1,0 +1,212 @@
+/**
+ * A camera watched through a slot of a multi-camera session (gateway/http/grid.ts) is on the
+ * audit trail like a WHEP viewer: the whole gateway (development sign-in, three cameras of the
+ * built-in demo recorder, the SQLite audit store in a temp data directory), a werift peer as
+ * the grid client (one peer connection, two video slots and audio), signed in as the
+ * development `viewer`, who may watch cam1 and cam2 live and only see cam3's recordings.
+ *
+ * - bind → `live_view_start` (who, from where, camera, the session, slot and stream);
+ * - re-bind to another camera → the first binding's `live_view_end` ("slot re-bound", seconds),
+ *   the second's start; binding the same camera again records nothing;
+ * - refused binds (403 no right, 404 unknown camera) → `live_view_start` denied, with the status;
+ * - unbind, session closed, sign-in session revoked by an administrator → `live_view_end`
+ *   with why, exactly once per binding.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { RTCPeerConnection } from "werift";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import type { AuditRecord } from "../../gateway/audit/index.ts";
+import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
+import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { createPeerConnection } from "../../sfu/peer-connection.ts";
+import { HttpBrowser, signIn } from "../peers/oidc.ts";
+import { chromiumAudioCodecs, chromiumVideoCodecs } from "../peers/werift-viewer.ts";
+import "../peers/werift-dtls-client.ts";
+
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "gh-grid-audit-"));
+let gw: Gateway;
+let recorder: DemoRecorder;
+const browsers: HttpBrowser[] = [];
+const pcs: RTCPeerConnection[] = [];
+
+beforeAll(async () => {
+  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
+  const config = parseConfig(
+    {
+      server: { host: "127.0.0.1", port: 0 },
+      log: { level: "warn" },
+      dataDir,
+      demo: { enabled: false },
+      cameras: ["cam1", "cam2", "cam3"].map((id) => ({ id, url: recorder.url, transport: "tcp" })),
+      auth: {
+        mode: "dev",
+        rights: [
+          { role: "gatehouse-viewer", cameras: ["cam1", "cam2"], actions: ["live"] },
+          { role: "gatehouse-viewer", cameras: ["cam3"], actions: ["playback"] },
+          { role: "gatehouse-admin", cameras: ["*"], actions: ["admin"] },
+        ],
+      },
+    },
+    {},
+  );
+  gw = await startGateway({ config, log: silentLogger });
+}, 60_000);
+
+afterAll(async () => {
+  for (const pc of pcs) await pc.close().catch(() => {});
+  for (const b of browsers) b.close();
+  await gw?.close("test done");
+  await recorder?.close();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** A signed-in browser's requests (cookie, CSRF token, origin). */
+class Client {
+  constructor(
+    readonly browser: HttpBrowser,
+    private readonly csrf: string,
+  ) {}
+  static async signIn(user: "viewer" | "admin"): Promise<Client> {
+    const b = new HttpBrowser();
+    browsers.push(b);
+    const pw = gw.auth.devUsers!.find((u) => u.username === user)!.password;
+    expect((await signIn(b, `${gw.url}/auth/login`, user, pw)).status).toBe(200);
+    const csrf = (JSON.parse((await b.request(`${gw.url}/auth/csrf`, { headers: { accept: "application/json" } })).body) as { token: string }).token;
+    return new Client(b, csrf);
+  }
+  async send(method: string, url: string, body?: { sdp?: string; json?: unknown }): Promise<{ status: number; body: string; location: string | null }> {
+    const headers: Record<string, string> = { "x-csrf-token": this.csrf, origin: gw.url, accept: "application/json" };
+    let payload: string | undefined;
+    if (body?.sdp !== undefined) {
+      headers["content-type"] = "application/sdp";
+      payload = body.sdp;
+    } else if (body?.json !== undefined) {
+      headers["content-type"] = "application/json";
+      payload = JSON.stringify(body.json);
+    }
+    const r = await this.browser.request(new URL(url, gw.url).toString(), { method, headers, ...(payload !== undefined ? { body: payload } : {}) });
+    return { status: r.status, body: r.body, location: r.headers.get("location") };
+  }
+}
+
+/** A werift peer offering two recvonly video slots and one audio slot, as the web client's grid does; the session's resource. */
+async function openGrid(c: Client): Promise<{ resource: string; mids: string[]; pc: RTCPeerConnection }> {
+  const pc = createPeerConnection({
+    iceServers: [],
+    iceUseIpv4: false,
+    iceUseIpv6: false,
+    iceAdditionalHostAddresses: ["127.0.0.1"],
+    iceInterfaceAddresses: { udp4: "127.0.0.1" },
+    codecs: { video: chromiumVideoCodecs(), audio: chromiumAudioCodecs() },
+  });
+  pcs.push(pc);
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  await pc.setLocalDescription(await pc.createOffer());
+  const connected = new Promise<void>((resolve, reject) => {
+    pc.connectionStateChange.subscribe((s) => (s === "connected" ? resolve() : s === "failed" ? reject(new Error("grid connection failed")) : undefined));
+  });
+  const r = await c.send("POST", "/grid", { sdp: pc.localDescription!.sdp });
+  expect(r.status, r.body).toBe(201);
+  await pc.setRemoteDescription({ type: "answer", sdp: r.body });
+  await connected;
+  const resource = new URL(r.location!, gw.url).pathname;
+  const state = JSON.parse((await c.send("GET", resource)).body) as { slots: { mid: string; kind: string }[] };
+  return { resource, mids: state.slots.filter((s) => s.kind === "video").map((s) => s.mid), pc };
+}
+
+let admin: Client;
+
+async function records(query: string): Promise<AuditRecord[]> {
+  const r = await admin.send("GET", `/api/admin/audit?${query}`);
+  expect(r.status, r.body).toBe(200);
+  return (JSON.parse(r.body) as { records: AuditRecord[] }).records;
+}
+
+/** Polls the trail (records are written in the background) until `pred` holds. */
+async function until(query: string, pred: (rs: AuditRecord[]) => boolean): Promise<AuditRecord[]> {
+  for (;;) {
+    const rs = await records(query);
+    if (pred(rs)) return rs;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const detail = (r: AuditRecord) => JSON.parse(r.detail!) as Record<string, unknown>;
+const ofGrid = (id: string) => (rs: AuditRecord[]) => rs.filter((r) => r.detail && detail(r).grid === id);
+
+describe("multi-camera sessions on the audit trail", () => {
+  let viewer: Client;
+
+  it("records a bind, a re-bind (the first binding's end, the second's start), refused binds and the session's close", { timeout: 60_000 }, async () => {
+    admin = await Client.signIn("admin");
+    viewer = await Client.signIn("viewer");
+    const { resource, mids } = await openGrid(viewer);
+    const grid = resource.split("/").pop()!;
+    expect(mids).toHaveLength(2);
+    const [m0, m1] = mids as [string, string];
+
+    // Bind: one start, with who, from where, which session, slot and stream.
+    expect((await viewer.send("PUT", `${resource}/slots/${m0}`, { json: { camera: "cam1" } })).status).toBe(200);
+    // The same camera again changes nothing and records nothing.
+    expect((await viewer.send("PUT", `${resource}/slots/${m0}`, { json: { camera: "cam1" } })).status).toBe(200);
+    const [start1] = ofGrid(grid)(await until("camera=cam1&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(start1).toMatchObject({ outcome: "success", subject: "dev-viewer", name: "Demo Viewer", source: "127.0.0.1", camera: "cam1" });
+    expect(start1!.session).toMatch(/^[A-Za-z0-9_-]{16}$/);
+    // The stream the slot shows: `sub` asked (the default), and these cameras have only their main one.
+    expect(detail(start1!)).toEqual({ grid, mid: m0, stream: "main" });
+
+    // Re-bind the slot to cam2: cam1's binding ends, cam2's starts.
+    expect((await viewer.send("PUT", `${resource}/slots/${m0}`, { json: { camera: "cam2", stream: "main" } })).status).toBe(200);
+    const [end1] = ofGrid(grid)(await until("camera=cam1&action=live_view_end", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(end1).toMatchObject({ outcome: "success", subject: "dev-viewer", session: start1!.session, source: "127.0.0.1", camera: "cam1" });
+    expect(detail(end1!)).toMatchObject({ grid, mid: m0, stream: "main", reason: "slot re-bound" });
+    expect(typeof detail(end1!).seconds).toBe("number");
+    const [start2] = ofGrid(grid)(await until("camera=cam2&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(start2).toMatchObject({ outcome: "success", subject: "dev-viewer", camera: "cam2" });
+    expect(detail(start2!)).toEqual({ grid, mid: m0, stream: "main" });
+
+    // Refused binds: no right (403), no such camera (404); the slot keeps showing cam2.
+    expect((await viewer.send("PUT", `${resource}/slots/${m1}`, { json: { camera: "cam3" } })).status).toBe(403);
+    expect((await viewer.send("PUT", `${resource}/slots/${m1}`, { json: { camera: "nope" } })).status).toBe(404);
+    const [refused3] = await until("camera=cam3&action=live_view_start", (rs) => rs.length >= 1);
+    expect(refused3).toMatchObject({ outcome: "denied", subject: "dev-viewer", source: "127.0.0.1", camera: "cam3" });
+    expect(detail(refused3!)).toEqual({ grid, mid: m1, status: 403 });
+    const [refusedNope] = await until("camera=nope&action=live_view_start", (rs) => rs.length >= 1);
+    expect(refusedNope).toMatchObject({ outcome: "denied", camera: "nope" });
+    expect(detail(refusedNope!)).toEqual({ grid, mid: m1, status: 404 });
+
+    // A second slot bound, then unbound by the client.
+    expect((await viewer.send("PUT", `${resource}/slots/${m1}`, { json: { camera: "cam1" } })).status).toBe(200);
+    expect((await viewer.send("DELETE", `${resource}/slots/${m1}`)).status).toBe(204);
+    await until("camera=cam1&action=live_view_end", (rs) => ofGrid(grid)(rs).some((r) => detail(r).mid === m1 && detail(r).reason === "client unbind"));
+
+    // The session closes: cam2's binding ends with it.
+    expect((await viewer.send("DELETE", resource)).status).toBe(200);
+    const [end2] = ofGrid(grid)(await until("camera=cam2&action=live_view_end", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(detail(end2!)).toMatchObject({ grid, mid: m0, stream: "main", reason: "session closed: client delete" });
+
+    // Exactly once per binding: three bindings, three starts and three ends on this session.
+    const all = ofGrid(grid)(await records("user=dev-viewer&limit=500"));
+    expect(all.filter((r) => r.action === "live_view_start" && r.outcome === "success")).toHaveLength(3);
+    expect(all.filter((r) => r.action === "live_view_end")).toHaveLength(3);
+  });
+
+  it("records the end of a binding when an administrator revokes the viewer's sign-in session", { timeout: 60_000 }, async () => {
+    const { resource, mids } = await openGrid(viewer);
+    const grid = resource.split("/").pop()!;
+    expect((await viewer.send("PUT", `${resource}/slots/${mids[0]}`, { json: { camera: "cam2" } })).status).toBe(200);
+    const [start] = ofGrid(grid)(await until("camera=cam2&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect((await admin.send("DELETE", `/api/admin/sessions/${start!.session}`)).status).toBe(204);
+    const ends = ofGrid(grid)(await until("camera=cam2&action=live_view_end", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(ends).toHaveLength(1);
+    expect(String(detail(ends[0]!).reason)).toMatch(/auth: /);
+    // The session is gone for the signed-out browser; still one end for the binding.
+    expect(ofGrid(grid)(await records("camera=cam2&action=live_view_end"))).toHaveLength(1);
+  });
+});
