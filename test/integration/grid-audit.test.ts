@@ -33,9 +33,14 @@ let recorder: DemoRecorder;
 const browsers: HttpBrowser[] = [];
 const pcs: RTCPeerConnection[] = [];
 
-beforeAll(async () => {
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  const config = parseConfig(
+const RIGHTS = [
+  { role: "gatehouse-viewer", cameras: ["cam1", "cam2"], actions: ["live"] },
+  { role: "gatehouse-viewer", cameras: ["cam3"], actions: ["playback"] },
+  { role: "gatehouse-admin", cameras: ["*"], actions: ["admin"] },
+];
+
+function configWith(rights: typeof RIGHTS) {
+  return parseConfig(
     {
       server: { host: "127.0.0.1", port: 0 },
       log: { level: "warn" },
@@ -44,16 +49,16 @@ beforeAll(async () => {
       cameras: ["cam1", "cam2", "cam3"].map((id) => ({ id, url: recorder.url, transport: "tcp" })),
       auth: {
         mode: "dev",
-        rights: [
-          { role: "gatehouse-viewer", cameras: ["cam1", "cam2"], actions: ["live"] },
-          { role: "gatehouse-viewer", cameras: ["cam3"], actions: ["playback"] },
-          { role: "gatehouse-admin", cameras: ["*"], actions: ["admin"] },
-        ],
+        rights,
       },
     },
     {},
   );
-  gw = await startGateway({ config, log: silentLogger });
+}
+
+beforeAll(async () => {
+  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
+  gw = await startGateway({ config: configWith(RIGHTS), log: silentLogger });
 }, 60_000);
 
 afterAll(async () => {
@@ -66,10 +71,12 @@ afterAll(async () => {
 
 /** A signed-in browser's requests (cookie, CSRF token, origin). */
 class Client {
-  constructor(
-    readonly browser: HttpBrowser,
-    private readonly csrf: string,
-  ) {}
+  readonly browser: HttpBrowser;
+  private readonly csrf: string;
+  constructor(browser: HttpBrowser, csrf: string) {
+    this.browser = browser;
+    this.csrf = csrf;
+  }
   static async signIn(user: "viewer" | "admin"): Promise<Client> {
     const b = new HttpBrowser();
     browsers.push(b);
@@ -195,6 +202,32 @@ describe("multi-camera sessions on the audit trail", () => {
     const all = ofGrid(grid)(await records("user=dev-viewer&limit=500"));
     expect(all.filter((r) => r.action === "live_view_start" && r.outcome === "success")).toHaveLength(3);
     expect(all.filter((r) => r.action === "live_view_end")).toHaveLength(3);
+  });
+
+  it("records the end of a binding when the right to its camera is withdrawn; the session and its other binding go on", { timeout: 60_000 }, async () => {
+    const { resource, mids } = await openGrid(viewer);
+    const grid = resource.split("/").pop()!;
+    const [m0, m1] = mids as [string, string];
+    expect((await viewer.send("PUT", `${resource}/slots/${m0}`, { json: { camera: "cam1" } })).status).toBe(200);
+    expect((await viewer.send("PUT", `${resource}/slots/${m1}`, { json: { camera: "cam2" } })).status).toBe(200);
+    await until("user=dev-viewer&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 2);
+    // The viewer may no longer watch cam1 live.
+    gw.auth.reload(configWith([{ role: "gatehouse-viewer", cameras: ["cam2"], actions: ["live"] }, ...RIGHTS.slice(1)]).auth);
+    try {
+      const [end] = ofGrid(grid)(await until("camera=cam1&action=live_view_end", (rs) => ofGrid(grid)(rs).length >= 1));
+      expect(end).toMatchObject({ outcome: "success", subject: "dev-viewer", camera: "cam1" });
+      expect(detail(end!)).toMatchObject({ grid, mid: m0, reason: expect.stringMatching(/^auth: /) });
+      const state = JSON.parse((await viewer.send("GET", resource)).body) as { state: string; slots: { mid: string; camera: string | null }[] };
+      expect(state.state).not.toBe("closed");
+      expect(state.slots.filter((s) => s.mid === m0 || s.mid === m1).map((s) => s.camera)).toEqual([null, "cam2"]);
+      // Closing the session later ends cam2's binding only: cam1's ended once, already.
+      expect((await viewer.send("DELETE", resource)).status).toBe(200);
+      await until("camera=cam2&action=live_view_end", (rs) => ofGrid(grid)(rs).length >= 1);
+      const ends = ofGrid(grid)(await records("user=dev-viewer&action=live_view_end"));
+      expect(ends.map((r) => r.camera).sort()).toEqual(["cam1", "cam2"]);
+    } finally {
+      gw.auth.reload(configWith(RIGHTS).auth);
+    }
   });
 
   it("records the end of a binding when an administrator revokes the viewer's sign-in session", { timeout: 60_000 }, async () => {
