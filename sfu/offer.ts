@@ -465,8 +465,10 @@ export function planGridAnswer(offer: ParsedOffer, maxVideoSlots: number): Answe
     }
     slots.push({ mid: m.mid!, index: m.index });
   }
-  // One transport for the whole session: every slot in one BUNDLE group (planAnswer checked audio's).
-  if (!offer.bundles.some((g) => slots.every((s) => g.includes(s.mid)))) {
+  // One transport for the whole session: every slot and the audio in ONE BUNDLE group (an offer
+  // naming a section in two groups, e.g. audio with the first video only, would need two).
+  const bundled = [...slots.map((s) => s.mid), ...(plan.audio ? [plan.audio.mid] : [])];
+  if (!offer.bundles.some((g) => bundled.every((mid) => g.includes(mid)))) {
     throw new BadInputError("offer must BUNDLE every section (a=group:BUNDLE)");
   }
   return { ...plan, videoSlots: slots };

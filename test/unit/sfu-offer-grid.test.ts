@@ -33,10 +33,11 @@ const CHROMIUM_AUDIO = [
   { pt: 8, rtpmap: "PCMA/8000" },
 ];
 
-/** An offer of these sections, mids 0…n-1, every non-rejected one in one BUNDLE group unless `bundle` says otherwise. */
-function offer(sections: Section[], bundle?: string[]): string {
+/** An offer of these sections, mids 0…n-1, every non-rejected one in one BUNDLE group unless `bundle` says otherwise (one group, or several). */
+function offer(sections: Section[], bundle?: string[] | string[][]): string {
   const mids = sections.map((_, i) => String(i));
-  const lines = ["v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", `a=group:BUNDLE ${(bundle ?? mids.filter((_, i) => sections[i]!.port !== 0)).join(" ")}`];
+  const groups = bundle === undefined ? [mids.filter((_, i) => sections[i]!.port !== 0)] : Array.isArray(bundle[0]) ? (bundle as string[][]) : [bundle as string[]];
+  const lines = ["v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", ...groups.map((g) => `a=group:BUNDLE ${g.join(" ")}`)];
   sections.forEach((s, i) => {
     const codecs = s.codecs ?? (s.kind === "video" ? CHROMIUM_VIDEO : CHROMIUM_AUDIO);
     lines.push(
@@ -165,5 +166,9 @@ describe("planGridAnswer", () => {
     expectBadInput(() => plan(offer([...videos(3), { kind: "audio" }], ["0", "1", "3"])), /BUNDLE every section/);
     expectBadInput(() => plan(offer([...videos(3), { kind: "audio" }], ["0", "1", "2"])), /BUNDLE audio and video/);
     expect(plan(offer([...videos(3), { kind: "audio" }], ["3", "2", "1", "0"])).videoSlots).toHaveLength(3);
+    // Two groups, the audio bundled with the first video section only, the slots in the other:
+    // two transports, not one.
+    expectBadInput(() => plan(offer([...videos(3), { kind: "audio" }], [["0", "3"], ["0", "1", "2"]])), /BUNDLE every section/);
+    expectBadInput(() => plan(offer([...videos(3), { kind: "audio" }], [["0", "1", "2"], ["3"]])), /BUNDLE/);
   });
 });
