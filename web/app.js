@@ -68,8 +68,11 @@ const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
   /^(udp|tcp|tls)$/.test(relayParam ?? "") ? relayParam : undefined
 );
 
-/** The grid over one peer connection (default), or one WHEP session per tile with `?grid=0`. */
-const gridMode = query.get("grid") !== "0";
+/**
+ * The grid over one peer connection (default), or one WHEP session per tile with `?grid=0`, or
+ * when the gateway turns out to have no grid endpoint.
+ */
+let gridMode = query.get("grid") !== "0";
 /** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
 let gridSession = null;
 
@@ -81,11 +84,25 @@ function theGrid() {
   const want = Math.max(1, Math.min(tiles.size, layout.layout.slots));
   if (!gridSession) {
     gridSession = new GridSession(new URL("grid", base), { iceTransportPolicy, turnTransport, slots: want });
-    gridSession.addEventListener("statechange", () => {
-      if (gridSession?.state === "unauthorized") signIn();
+    const session = gridSession;
+    session.addEventListener("statechange", () => {
+      if (session.state === "unauthorized") signIn();
+      if (session.state === "unsupported") playTilesOnTheirOwn();
     });
   } else gridSession.wantSlots(want);
   return gridSession;
+}
+
+/** No grid endpoint at this gateway: every tile the grid was to play gets a WHEP session of its own. */
+function playTilesOnTheirOwn() {
+  gridMode = false;
+  gridSession?.close("no grid endpoint");
+  gridSession = null;
+  for (const tile of tiles.values()) {
+    if (!tile.session || tile.session instanceof WhepSession) continue;
+    tile.disconnect("");
+    tile.connect();
+  }
 }
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));

@@ -25,7 +25,11 @@
 import { csrfHeaders, resetCsrf } from "./csrf.js";
 import { gatherCandidates, iceServersFromLinks, onlyTurnTransport, parseLinkHeader, retryAfterMs, WhepError } from "./whep.js";
 
-/** @typedef {"new"|"connecting"|"connected"|"disconnected"|"retrying"|"unauthorized"|"failed"|"closed"} GridState */
+/**
+ * `unsupported`: the gateway has no grid endpoint (an older gateway, or one behind a proxy that only
+ * passes `/whep/`); the page then plays each tile over a WHEP session of its own.
+ * @typedef {"new"|"connecting"|"connected"|"disconnected"|"retrying"|"unauthorized"|"failed"|"unsupported"|"closed"} GridState
+ */
 
 /**
  * @typedef {object} GridOptions
@@ -367,6 +371,8 @@ export class GridSession extends EventTarget {
     try {
       const res = await fetch(this.#endpoint, { method: "OPTIONS", credentials: "same-origin", cache: "no-store" });
       if (res.status === 401) throw new WhepError("sign-in required", 401);
+      // No such route: retrying cannot help, and the tiles must not wait on it.
+      if (res.status === 404 || res.status === 405 || res.status === 501) throw new WhepError("this gateway has no grid endpoint", res.status);
       const max = Number(res.headers.get(SLOTS_HEADER));
       if (Number.isInteger(max) && max > 0) this.maxSlots = max;
       return res.ok ? iceServersFromLinks(parseLinkHeader(res.headers.get("Link"))) : [];
@@ -410,6 +416,7 @@ export class GridSession extends EventTarget {
     this.#teardown(false);
     for (const l of this.#leases) l._unbound();
     if (error.status === 401) return this.#setState("unauthorized");
+    if (!this.resource && this.attempts === 1 && [404, 405, 501].includes(error.status)) return this.#setState("unsupported");
     if (error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status)) return this.#setState("failed");
     this.failures++;
     const o = this.#opts;
