@@ -1,11 +1,13 @@
 /**
  * Gatehouse live view: a grid of live camera tiles.
  *
- * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one
- *   set of TURN allocations): each tile holds a slot of it, and paging or a layout change
- *   re-binds slots to other cameras without a new connection. The camera opened large uses a
- *   WHEP session of its own (its sound comes with it). `?grid=0` gives every tile its own WHEP
- *   session instead (the older page, kept for comparison and for gateways without `/grid`).
+ * - Each tile plays over a WHEP session of its own (with its sound). With `?grid=1` the grid plays
+ *   over ONE peer connection instead (web/grid-session.js: one ICE/DTLS handshake, one set of
+ *   TURN allocations): each tile holds a slot of it, paging or a layout change re-binds slots to
+ *   other cameras without a new connection, and the camera opened large uses a WHEP session of
+ *   its own (its sound comes with it). It is not the default yet: its tiles carry no sound, a
+ *   cluster node serves a slot only from cameras it pulls itself, and it falls back to the
+ *   per-tile sessions when the gateway has no `/grid`.
  *
  * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
  *   browser to sign in and come back here. `GET api/cameras/events` (one event stream for the
@@ -69,10 +71,10 @@ const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
 );
 
 /**
- * The grid over one peer connection (default), or one WHEP session per tile with `?grid=0`, or
- * when the gateway turns out to have no grid endpoint.
+ * The grid over one peer connection with `?grid=1` (until the gateway turns out to have no grid
+ * endpoint), else one WHEP session per tile.
  */
-let gridMode = query.get("grid") !== "0";
+let gridMode = query.get("grid") === "1";
 /** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
 let gridSession = null;
 
@@ -1225,7 +1227,7 @@ Object.defineProperty(window, "gatehouse", {
   value: Object.freeze({
     sessions,
     tiles,
-    /** The grid's one multi-camera session (null before the first tile plays, and with `?grid=0`). */
+    /** The grid's one multi-camera session (null before the first tile plays, and without `?grid=1`). */
     grid: () => gridSession,
     stats,
     open: (/** @type {string} */ id) => openCamera(id, true),

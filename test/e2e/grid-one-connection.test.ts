@@ -184,7 +184,7 @@ function expectSlotsMatch(v: PageView, cams: readonly string[]): void {
 
 describe("a whole grid over one peer connection (Chromium, whole gateway)", () => {
   it("9 cameras in one connection; a camera without the right is refused in plain words; the next page re-binds slots without a new connection", async () => {
-    const page = await signedInPage("");
+    const page = await signedInPage("?grid=1");
     try {
       const first = await until(page, (v) => live(v, PAGE1).length === PAGE1.length && row(v, REFUSED).status === "error", 60_000);
       expect(live(first, PAGE1)).toEqual(PAGE1);
@@ -230,7 +230,7 @@ describe("a whole grid over one peer connection (Chromium, whole gateway)", () =
     const t0 = Date.now();
     while (gateway.sfu.sessionList().length > 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
     expect(gateway.sfu.sessionList()).toHaveLength(0);
-    const page = await signedInPage("?relay=tcp");
+    const page = await signedInPage("?grid=1&relay=tcp");
     try {
       const v = await until(page, (x) => live(x, PAGE1).length === PAGE1.length && row(x, REFUSED).status === "error", 90_000);
       expect(live(v, PAGE1)).toEqual(PAGE1);
