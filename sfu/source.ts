@@ -38,6 +38,12 @@ export interface SourceOptions {
 
 /** Slot size for non-video tracks (audio payloads, unnormalised). */
 const AUDIO_SLOT_BYTES = 1500;
+/**
+ * How long after a track starts its sender reports wait for the recorder's own (RFC 3550
+ * §6.2: the first within half the 5 s minimum interval, randomised up to 1.5×) before
+ * falling back to the arrival-time mapping.
+ */
+export const SR_FIRST_WAIT_MS = 4000;
 
 interface TrackState {
   spec: TrackSpec;
@@ -419,6 +425,10 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
       const dt = nowMs - st.srArrivalMs;
       return { unixMs: st.srUnixMs + dt, ts: (st.srTs + Math.round((dt * rate) / 1000)) >>> 0 };
     }
+    // Say nothing while the recorder's first reports may still come: an arrival-time mapping
+    // sent now would be replaced by the recorder's a moment later, and a receiver that synced
+    // to the first one jumps, then chases the new one for many seconds.
+    if (nowMs - st.clockBaseMs < SR_FIRST_WAIT_MS) return undefined;
     const mediaMs = nowMs - st.clockBaseMs - st.clockMinLateMs;
     return { unixMs: nowMs, ts: (st.clockBaseTs + Math.round((mediaMs * rate) / 1000)) >>> 0 };
   }
