@@ -377,6 +377,7 @@ class Tile {
   /** @param {boolean} show */
   showStats(show) {
     this.statsEl.hidden = !show;
+    if (show) void this.loadIngestDetails();
     this.statsBtn.setAttribute("aria-pressed", String(show));
     this.statsBtn.setAttribute("aria-label", `${show ? "Hide" : "Show"} statistics for ${this.name}`);
     this.statsBtn.title = show ? "Hide statistics" : "Show statistics";
@@ -413,6 +414,32 @@ class Tile {
     }
     this.summary = s;
     if (!this.statsEl.hidden) this.renderStats(s);
+  }
+
+  /**
+   * Administrators of this camera also see the gateway's side in the statistics: the recorder's
+   * transport and tracks, what it has sent, reconnects and the last failure (`api/cameras/:id/status`).
+   */
+  async loadIngestDetails() {
+    const admin = this.actions.includes("admin");
+    for (const row of this.statsEl.querySelectorAll(".admin-only")) /** @type {HTMLElement} */ (row).hidden = !admin;
+    if (!admin) return;
+    /** @param {string} key @param {string} text */
+    const put = (key, text) => {
+      const el = this.statsEl.querySelector(`[data-ingest="${key}"]`);
+      if (el) el.textContent = text;
+    };
+    try {
+      const res = await fetch(new URL(`api/cameras/${encodeURIComponent(this.id)}/status`, base), { credentials: "same-origin", cache: "no-store" });
+      if (!res.ok) throw new Error(`the gateway answered ${res.status}`);
+      const { ingest } = await res.json();
+      const tracks = Array.isArray(ingest?.tracks) ? ingest.tracks.map((/** @type {{ codec?: string, kind?: string }} */ t) => t.codec ?? t.kind).filter(Boolean).join(", ") : "";
+      put("recorder", `${ingest?.state ?? "?"}${ingest?.transport ? ` over ${ingest.transport.toUpperCase()}` : ""}${tracks ? ` · ${tracks}` : ""}`);
+      put("upstream", `${Number(ingest?.packetsIn ?? 0).toLocaleString()} packets, ${Math.round(Number(ingest?.bytesIn ?? 0) / 1024).toLocaleString()} KiB, ${ingest?.reconnects ?? 0} reconnects, ${ingest?.malformed ?? 0} dropped`);
+      put("lastError", ingest?.lastError || "none");
+    } catch (err) {
+      put("recorder", `not available: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** @param {import("./stats.js").StatsSummary} s */

@@ -143,6 +143,21 @@ describe("live view end to end (gateway + Chromium)", () => {
         { polling: 100, timeout: 10_000 },
       );
       expect(recorder.sessions()).toBe(1);
+
+      // An administrator (everyone, with sign-in off) sees the gateway's side one click away: the
+      // tile's statistics add the recorder's state, transport and tracks, and what it has sent.
+      await page.click('[data-camera="gst"] .tile-stats-toggle');
+      const recorderRow = await page.waitForFunction(
+        () => {
+          const t = document.querySelector('[data-camera="gst"] [data-ingest="recorder"]')?.textContent ?? "";
+          return /^playing over TCP · H264/.test(t) ? t : false;
+        },
+        { polling: 100, timeout: 10_000 },
+      );
+      expect(await recorderRow.jsonValue()).toMatch(/^playing over TCP · H264/);
+      expect(await page.$eval('[data-camera="gst"] [data-ingest="upstream"]', (e) => e.textContent)).toMatch(/^[\d,]+ packets, [\d,]+ KiB, 0 reconnects, 0 dropped$/);
+      expect(await page.$eval('[data-camera="gst"] [data-ingest="lastError"]', (e) => e.textContent)).toBe("none");
+      await page.click('[data-camera="gst"] .tile-stats-toggle');
     });
 
     it("resumes on the same page, same WHEP session, within seconds of a recorder crash and restart", async () => {
