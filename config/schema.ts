@@ -236,6 +236,13 @@ export const configSchema = z.strictObject({
   cluster: clusterSection.optional(),
   supervision: supervisionSection,
   transcode: transcodeSection,
+  /** Each signed-in user's console preferences, kept in `<dataDir>/preferences.sqlite`. */
+  preferences: z
+    .strictObject({
+      /** Largest preferences document one user may store, bytes (a larger PUT is 413). */
+      maxBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    })
+    .prefault({}),
   /** Directory for the gateway's own files (the audit trail's SQLite file). Relative paths are from the working directory. Default `data`. */
   dataDir: z.string().min(1).default("data"),
 });

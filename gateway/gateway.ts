@@ -25,6 +25,8 @@ import { CameraRegistry } from "./cameras.ts";
 import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
 import { recordingsRouter } from "./http/recordings.ts";
+import { preferencesRouter } from "./http/preferences.ts";
+import { PreferenceStore } from "./preferences/store.ts";
 import { RetentionRecordings, type RecordingIndex } from "./playback/recordings.ts";
 import { errorHandler } from "./http/errors.ts";
 import { ViewerAdmission } from "./http/viewer-admission.ts";
@@ -680,6 +682,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     app.use(express.static(WEB_ROOT, { index: "index.html", fallthrough: true }));
     // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
     app.use(auth.requireUser, auth.csrf);
+    const prefStore = new PreferenceStore(path.join(config.dataDir, "preferences.sqlite"), config.preferences.maxBytes);
+    cleanups.push(() => prefStore.close());
+    app.use("/api", preferencesRouter({ store: prefStore, maxBytes: config.preferences.maxBytes }));
     // Operational figures and other users' sessions cover every camera: only an administrator of all of them.
     const requireGlobalAdmin = (req: express.Request, what: string) => {
       if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin"))) throw new AuthError("FORBIDDEN", `${what} need the admin right on every camera`);
