@@ -47,7 +47,7 @@ async function call(b: HttpBrowser, method: string, body?: string, opts: { csrf?
     }
   }
   const r = await b.request(`${g.url}/api/me/preferences`, { method, headers, ...(body !== undefined ? { body } : {}) });
-  let json: unknown = null;
+  let json: unknown;
   try {
     json = JSON.parse(r.body);
   } catch {
