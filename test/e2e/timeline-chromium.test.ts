@@ -133,7 +133,9 @@ describe("the timeline (Chromium, demo recorder)", () => {
     expect(gapPx / track).toBeLessThan((HOUR / DAY) * 1.1);
     // The clock and the badge say live.
     expect(await page.$eval(".tl-mode", (e) => e.textContent)).toBe("Live");
-    expect(await page.$eval(".tile.is-open .badge-text", (e) => e.textContent)).toBe("Live");
+    // The tile's badge follows its once-a-second statistics sample: live from the first sample
+    // that counts decoded frames.
+    expect(await until("badge live", () => page.$eval(".tile.is-open .badge-text", (e) => e.textContent), (t) => t === "Live")).toBe("Live");
   });
 
   it("zooms from a week to an hour with the buttons, the keys and the wheel", async () => {
