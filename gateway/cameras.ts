@@ -81,6 +81,8 @@ interface Entry {
   disabled: { reason: string; since: number; last: IngestStatus } | undefined;
   /** The last view announced (one event per visible change). */
   last: string;
+  /** Kept pulled whether watched or not, by `keepPulling` (a cluster's lease holder of an `alwaysOn` camera). */
+  pinned?: boolean;
 }
 
 interface RegistryDeps {
@@ -89,6 +91,11 @@ interface RegistryDeps {
   log: Logger;
   /** Default: every field's default. */
   transcode?: Config["transcode"];
+  /**
+   * `alwaysOn` cameras wait for `keepPulling` instead of being pulled from the start: in a
+   * cluster only the node holding a camera's lease pulls it. Default false.
+   */
+  alwaysOnByLease?: boolean;
 }
 
 /** Video a browser cannot be given: the recorder offers video, none of it is pulled (H.265 not converted, say). */
@@ -150,7 +157,7 @@ export class CameraRegistry {
       const source = this.deps.sfu.source(sourceId);
       // A further stream: same recorder and credentials, another URL; pulled only on demand,
       // and the idle light check is the main stream's alone (one per camera).
-      const config = main ? camera : { ...camera, url: s.url, alwaysOn: false };
+      const config = main ? (this.deps.alwaysOnByLease ? { ...camera, alwaysOn: entry.pinned === true } : camera) : { ...camera, url: s.url, alwaysOn: false };
       const rtsp = main ? this.deps.rtsp : { ...this.deps.rtsp, checkIntervalSeconds: 0 };
       const slog = main ? log : log.child({ stream: s.id });
       // AAC and H.265 tracks are converted on their way to the source: one ffmpeg per stream and codec, while watched.
@@ -221,6 +228,19 @@ export class CameraRegistry {
     e.disabled = undefined;
     this.attach(e);
     this.announce(e);
+    return true;
+  }
+
+  /**
+   * Keep the camera's main stream pulled whether watched or not (`on`), or pull it on demand
+   * only again. A cluster builds its registry with `alwaysOn` off and pins the cameras whose
+   * lease this node holds, so one node pulls each of them. False when the camera is unknown.
+   */
+  keepPulling(id: string, on: boolean): boolean {
+    const e = this.entries.get(id as CameraId);
+    if (!e || this.closed) return false;
+    e.pinned = on;
+    if (!e.disabled) e.ingest.setAlwaysOn(on || (e.config.alwaysOn && !this.deps.alwaysOnByLease));
     return true;
   }
 

@@ -54,7 +54,7 @@ import { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
 import { SafeEmitter } from "../config/events.ts";
-import { forwardingRouter, inboundRouter, INTERNAL_WHEP, startCluster, type Cluster } from "./cluster/index.ts";
+import { clusterAdminHandler, forwardingRouter, inboundRouter, INTERNAL_WHEP, keepAlwaysOnByLease, startCluster, type Cluster } from "./cluster/index.ts";
 import { realTimers } from "./rtsp/timers.ts";
 import { providerFetch } from "./auth/fetch.ts";
 import { Supervisor } from "./supervision/supervisor.ts";
@@ -297,7 +297,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       retryAfterSeconds: Math.ceil(config.media.viewers.connectTimeoutMs / 1000),
     });
 
-    const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, transcode: config.transcode, sfu, log: log.child({ component: "ingest" }) });
+    const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, transcode: config.transcode, sfu, log: log.child({ component: "ingest" }), alwaysOnByLease: config.cluster !== undefined });
     const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(registry.configs().find((c) => c.id === id)) });
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));
@@ -486,7 +486,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         port,
         sessionMaxAgeMs: config.auth.session.maxAgeSeconds * 1000,
         announce: () => ({
-          endpoints: { whep: `${cluster?.nodeUrl ?? url}/whep`, turn: turn ? publicTurnUris() : [], sip: [] },
+          endpoints: { whep: `${url}/whep`, turn: turn ? publicTurnUris() : [], sip: [] },
           load: { viewers: sfu.viewerList().length, sessions: late.auth?.heldSessions().length ?? 0 },
         }),
         onRevoked: (ref) => {
@@ -504,6 +504,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       c.leases.events.on("lost", (camera) => {
         for (const v of sfu.viewerList()) if (v.cameraId === camera) void v.close(ViewerCloseReasons.takenOver);
       });
+      cleanups.push(keepAlwaysOnByLease({ leases: c.leases, link: c.link, cameras: cameras.filter((x) => x.alwaysOn).map((x) => x.id), pin: (id, on) => registry.keepPulling(id, on), intervalMs: config.cluster.leaseMs / 3, log: log.child({ component: "cluster" }) }));
     }
 
     const auth = await createAuth({
@@ -697,6 +698,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       );
       app.use("/api/admin", auditAdmin(audit));
     }
+    // Each node's internal URL and what it pulls: for administrators only (the public document omits them).
+    if (cluster) app.get("/api/admin/cluster", clusterAdminHandler(cluster, (req) => requireGlobalAdmin(req, "the cluster's nodes")));
     // What the connectivity test page needs: this user's ICE servers (relay credentials) and the
     // addresses to name in its advice. Nothing here is beyond what a live view's answer reveals.
     app.get("/api/connectivity", (req, res) => {

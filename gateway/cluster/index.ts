@@ -9,15 +9,18 @@
  *   app.use(INTERNAL_WHEP, inboundRouter(...), whep);  app.use("/whep", forwardingRouter(...), whep);
  */
 import os from "node:os";
+import type { Request, RequestHandler } from "express";
 import type { Logger } from "../../config/log.ts";
 import type { ClusterConfig } from "../../config/sections/cluster.ts";
 import type { EndReason } from "../auth/index.ts";
+import { sendError } from "../http/errors.ts";
 import { forwardKey } from "./forward.ts";
 import { CameraLeases } from "./leases.ts";
 import { NodeRegistry, type NodeAnnouncement } from "./nodes.ts";
 import { RedisLink } from "./redis.ts";
 import { SharedSessions } from "./sessions.ts";
 
+export { keepAlwaysOnByLease } from "./always-on.ts";
 export { forwardingRouter, inboundRouter, INTERNAL_WHEP } from "./forward.ts";
 export type { NodeAnnouncement } from "./nodes.ts";
 export { coordinationUnavailable } from "./redis.ts";
@@ -37,7 +40,11 @@ export interface ClusterOptions {
   log: Logger;
 }
 
-/** What `/.well-known/gatehouse` says of the cluster. */
+/**
+ * What the public `/.well-known/gatehouse` says of the cluster: no node's internal URL (the
+ * address other nodes reach it at, which a load balancer may hide); the nodes find each other's
+ * in Redis, and an administrator sees them in `internal()` (`GET /api/admin/cluster`).
+ */
 export interface ClusterDiscovery {
   name: string;
   /** This node's id. */
@@ -45,7 +52,12 @@ export interface ClusterDiscovery {
   /** Whether this node reaches the cluster's Redis now. */
   coordinated: boolean;
   /** The nodes alive at the last heartbeat, least loaded first (where a balancer sends new users). */
-  nodes: Array<Pick<NodeAnnouncement, "id" | "url" | "endpoints" | "load" | "heartbeatAt">>;
+  nodes: Array<Pick<NodeAnnouncement, "id" | "endpoints" | "load" | "heartbeatAt">>;
+}
+
+/** The cluster as an administrator sees it: each node's internal URL and the cameras it pulls too. */
+export interface ClusterInternalView extends Omit<ClusterDiscovery, "nodes"> {
+  nodes: Array<Pick<NodeAnnouncement, "id" | "url" | "endpoints" | "load" | "owns" | "startedAt" | "heartbeatAt">>;
 }
 
 export interface Cluster {
@@ -60,6 +72,7 @@ export interface Cluster {
   /** Key of the internal link's signatures. */
   readonly forwardKey: Buffer;
   discovery(): ClusterDiscovery;
+  internal(): ClusterInternalView;
   close(): Promise<void>;
 }
 
@@ -96,6 +109,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     link.events.on("up", () => void nodes.beat());
     log.info("cluster: joined", { cluster: cfg.name, node: nodeId, url: nodeUrl, nodes: nodes.nodes.length });
     let closing: Promise<void> | undefined;
+    const listing = () => [...nodes.nodes].sort((a, b) => a.load.viewers - b.load.viewers || a.id.localeCompare(b.id));
     return {
       name: cfg.name,
       nodeId,
@@ -109,9 +123,13 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         name: cfg.name,
         node: nodeId,
         coordinated: link.available,
-        nodes: [...nodes.nodes]
-          .sort((a, b) => a.load.viewers - b.load.viewers || a.id.localeCompare(b.id))
-          .map((n) => ({ id: n.id, url: n.url, endpoints: n.endpoints, load: n.load, heartbeatAt: n.heartbeatAt })),
+        nodes: listing().map((n) => ({ id: n.id, endpoints: n.endpoints, load: n.load, heartbeatAt: n.heartbeatAt })),
+      }),
+      internal: () => ({
+        name: cfg.name,
+        node: nodeId,
+        coordinated: link.available,
+        nodes: listing().map((n) => ({ id: n.id, url: n.url, endpoints: n.endpoints, load: n.load, owns: n.owns, startedAt: n.startedAt, heartbeatAt: n.heartbeatAt })),
       }),
       close: () =>
         (closing ??= (async () => {
@@ -124,6 +142,18 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     await link.close();
     throw err;
   }
+}
+
+/** `GET /api/admin/cluster`: the internal view, for whom `authorize` lets through (throws otherwise). */
+export function clusterAdminHandler(cluster: Pick<Cluster, "internal">, authorize: (req: Request) => void): RequestHandler {
+  return (req, res) => {
+    try {
+      authorize(req);
+      res.set("Cache-Control", "no-store").json(cluster.internal());
+    } catch (err) {
+      sendError(res, err);
+    }
+  };
 }
 
 /** The Redis URL without its password, for messages. */

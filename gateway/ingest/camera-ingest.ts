@@ -99,6 +99,8 @@ export class CameraIngest {
   private reason: string | undefined = "idle: no viewers";
   private since: number;
   private viewers = 0;
+  /** Pulled whether watched or not (`alwaysOn`, or held so by the cluster's lease). */
+  private keepOn: boolean;
   private closed = false;
   private client: IngestClient | undefined;
   private generation = 0;
@@ -130,13 +132,32 @@ export class CameraIngest {
     this.since = this.timers.now();
     this.machine = new CameraStateMachine(() => this.timers.now());
     this.events = new SafeEmitter<CameraIngestEvents>((event, err) => this.log.error("ingest listener failed", { event, err }));
-    if (opts.camera.alwaysOn) {
+    this.keepOn = opts.camera.alwaysOn;
+    if (this.keepOn) {
       this.reason = undefined;
       this.connect();
     } else {
       // The first light check soon after start (spread over a second), then every interval.
       this.armCheck(Math.round((opts.random ?? Math.random)() * 1000));
     }
+  }
+
+  /**
+   * Pull whether watched or not (`alwaysOn`), or only on demand again. In a cluster only the node
+   * holding the camera's lease keeps an `alwaysOn` camera pulled (gateway/cluster/always-on.ts).
+   */
+  setAlwaysOn(on: boolean): void {
+    if (this.closed || on === this.keepOn) return;
+    this.keepOn = on;
+    if (on) {
+      this.clearIdle();
+      this.timers.clearTimeout(this.checkTimer);
+      this.checkTimer = undefined;
+      if (this.state === "idle") this.connect();
+      return;
+    }
+    if (this.viewers === 0 && this.state !== "idle") this.armIdle();
+    this.armCheck(this.checkIntervalMs());
   }
 
   /** Subscribes to an event; returns the unsubscribe function. */
@@ -155,7 +176,7 @@ export class CameraIngest {
       else if (this.state === "backoff" && prev === 0) this.retrySoon();
       return;
     }
-    if (prev > 0 && !this.opts.camera.alwaysOn && this.state !== "idle") this.armIdle();
+    if (prev > 0 && !this.keepOn && this.state !== "idle") this.armIdle();
   }
 
   status(): IngestStatus {
@@ -199,7 +220,7 @@ export class CameraIngest {
   }
 
   private wanted(): boolean {
-    return !this.closed && (this.opts.camera.alwaysOn || this.viewers > 0 || this.idleTimer !== undefined);
+    return !this.closed && (this.keepOn || this.viewers > 0 || this.idleTimer !== undefined);
   }
 
   private setState(state: IngestState, reason: string | undefined): void {
@@ -324,7 +345,7 @@ export class CameraIngest {
     const ms = this.opts.rtsp.idleStopSeconds * 1000;
     this.idleTimer = this.timers.setTimeout(() => {
       this.idleTimer = undefined;
-      if (this.viewers > 0 || this.opts.camera.alwaysOn || this.closed) return;
+      if (this.viewers > 0 || this.keepOn || this.closed) return;
       void this.stop(`idle: no viewers for ${this.opts.rtsp.idleStopSeconds} s`, "info");
     }, ms);
   }
@@ -379,7 +400,7 @@ export class CameraIngest {
   private armCheck(ms: number): void {
     this.timers.clearTimeout(this.checkTimer);
     this.checkTimer = undefined;
-    if (this.closed || this.opts.camera.alwaysOn || this.opts.rtsp.checkIntervalSeconds <= 0) return;
+    if (this.closed || this.keepOn || this.opts.rtsp.checkIntervalSeconds <= 0) return;
     this.checkTimer = this.timers.setTimeout(() => {
       this.checkTimer = undefined;
       void this.check();
