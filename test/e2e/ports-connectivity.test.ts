@@ -5,7 +5,12 @@
  *    a viewer gets a plain refusal (and the API a 403);
  *  - any signed-in user runs the connection test: direct UDP and the relay over UDP, TCP and
  *    TLS are each tried with real WHEP live views (relay-only, one TURN URI at a time) and all
- *    work on loopback; the page says nothing needs asking.
+ *    work on loopback; the page says nothing needs asking;
+ *  - the same test from a browser that may not use UDP for WebRTC (Chromium's
+ *    `disable_non_proxied_udp` policy: no UDP candidates, no TURN over UDP, TCP only, as
+ *    behind a firewall that drops UDP): direct and relay-over-UDP are blocked, TCP and TLS on
+ *    the front-door port work, and the advice names the UDP ports to ask the network
+ *    administrator for, and the host.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -14,6 +19,7 @@ import type { Page } from "puppeteer-core";
 import { generate } from "selfsigned";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../config/load.ts";
+import type { Config } from "../../config/schema.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
 import { launchChromium, type Chromium } from "../peers/chromium.ts";
@@ -21,13 +27,14 @@ import { launchChromium, type Chromium } from "../peers/chromium.ts";
 let gw: Gateway;
 let chromium: Chromium;
 let dir: string;
+let config: Config;
 
 beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), "gh-ports-e2e-"));
   const pems = await generate([{ name: "commonName", value: "localhost" }], { keySize: 2048, algorithm: "sha256" });
   writeFileSync(path.join(dir, "cert.pem"), pems.cert);
   writeFileSync(path.join(dir, "key.pem"), pems.private);
-  const config = parseConfig(
+  config = parseConfig(
     {
       server: { host: "127.0.0.1", port: 0, tls: { cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem") } },
       auth: { mode: "dev" },
@@ -48,8 +55,8 @@ afterAll(async () => {
 });
 
 /** Sign in as `user` in a browser context of its own (no other user's cookies), landing on `at`. */
-async function signIn(user: string, at = "/ports.html"): Promise<Page> {
-  const context = await chromium.browser.createBrowserContext();
+async function signIn(user: string, at = "/ports.html", browser: Chromium = chromium): Promise<Page> {
+  const context = await browser.browser.createBrowserContext();
   const page = await context.newPage();
   await page.goto(`${gw.url}/auth/login?return_to=${encodeURIComponent(at)}`, { waitUntil: "load" });
   await page.waitForSelector("#username", { timeout: 15_000 });
@@ -109,4 +116,30 @@ describe("connection test page", () => {
     await expect.poll(() => gw.sfu.stats().viewers.length, { timeout: 15_000 }).toBe(0);
     await page.close();
   }, 120_000);
+});
+
+describe("connection test page, UDP blocked", () => {
+  it("says which paths are blocked and asks for the UDP ports in plain words; TCP and TLS on the front-door port work", async () => {
+    // Chromium's own switch: WebRTC may use UDP only through a proxy that carries it, and there is none.
+    await using noUdp = await launchChromium({ args: ["--ignore-certificate-errors", "--webrtc-ip-handling-policy=disable_non_proxied_udp"] });
+    const page = await signIn("viewer", "/connectivity.html", noUdp);
+    await page.waitForFunction(() => (window as unknown as { gatehouseConnectivity: { done: boolean } }).gatehouseConnectivity.done, { timeout: 100_000 });
+    const results = await page.$$eval("#paths tbody tr", (trs) => trs.map((tr) => ({ path: (tr as HTMLElement).dataset.path, state: (tr as HTMLElement).dataset.state, detail: tr.querySelectorAll("td")[2]?.textContent ?? "" })));
+    expect(results.map((r) => [r.path, r.state])).toEqual([
+      ["direct", "blocked"],
+      ["turn-udp", "blocked"],
+      ["turn-tcp", "works"],
+      ["turn-tls", "works"],
+    ]);
+    expect(results[2]!.detail).toMatch(new RegExp(`^turn:127\\.0\\.0\\.1:${gw.httpPort}.*through the relay over TCP`));
+    expect(results[3]!.detail).toMatch(new RegExp(`^turns:127\\.0\\.0\\.1:${gw.httpPort}.*through the relay over TLS`));
+    const [first, last] = config.media.icePortRange;
+    const advice = await page.$eval("#advice", (p) => p.textContent ?? "");
+    expect(advice).toBe(
+      `UDP is blocked on this network: video works through the relay over TLS on TCP port ${gw.httpPort}, with more delay and less smoothness. ` +
+        `Ask your network administrator to allow UDP ports ${first}–${last} and UDP port ${gw.turn!.udp[0]!.port} from this computer to 127.0.0.1.`,
+    );
+    await expect.poll(() => gw.sfu.stats().viewers.length, { timeout: 15_000 }).toBe(0);
+    await page.close();
+  }, 150_000);
 });
