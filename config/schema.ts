@@ -45,6 +45,7 @@ export const cameraStreamSchema = z.strictObject({
   url: rtspUrl,
   /** Picture size, pixels (shown to the user; optional). */
   width: z.number().int().min(16).max(16384).optional(),
+  /** Picture height, pixels (shown to the user; optional). */
   height: z.number().int().min(16).max(16384).optional(),
 });
 
@@ -102,6 +103,7 @@ export const cameraSchema = z.strictObject({
 });
 
 export const configSchema = z.strictObject({
+  /** The front door: HTTP(S), WebSocket and TURN over TCP/TLS on one port, its timeouts and connection limits. */
   server: z
     .strictObject({
       /** Address the HTTP(S) listener binds. Default 127.0.0.1 (local only). */
@@ -150,6 +152,7 @@ export const configSchema = z.strictObject({
       }
     })
     .prefault({}),
+  /** WebRTC media: ICE ports and addresses, media worker threads, per-viewer queues and viewer limits. */
   media: z
     .strictObject({
       /** UDP ports for WebRTC ICE (viewer media). Default [40000, 40999]. */
@@ -172,6 +175,7 @@ export const configSchema = z.strictObject({
       grid: gridSection,
     })
     .prefault({}),
+  /** Pulling cameras and recorders over RTSP: client ports, timeouts, reconnect backoff, idle stop. */
   rtsp: z
     .strictObject({
       /** UDP client ports for RTP/RTCP, two consecutive per stream. Default [3556, 4556]. */
@@ -194,6 +198,7 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** Cameras. When empty and `demo.enabled` is not false, the built-in demo recorder is used. */
   cameras: z.array(cameraSchema).default([]),
+  /** The built-in demo recorder and demo door station, for trying the gateway without cameras. */
   demo: z
     .strictObject({
       /** Built-in demo recorder: `auto` (only when no cameras are configured), true or false. */
@@ -217,24 +222,34 @@ export const configSchema = z.strictObject({
         .prefault({}),
     })
     .prefault({}),
+  /** Logging to stderr: level, format and the write buffer. */
   log: z
     .strictObject({
+      /** Least severe level written. Default info. */
       level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+      /** `json` (one object per line, for collectors) or `pretty` (for people). Default pretty. */
       format: z.enum(["json", "pretty"]).default("pretty"),
       /** Log lines waiting to be written to stderr, in bytes; past it lines are dropped and counted. Default 4 MiB. */
       bufferBytes: z.number().int().min(65536).max(1 << 30).default(4 * 1024 * 1024),
     })
     .prefault({}),
+  /** Sign-in (OpenID Connect, the development provider or none), sessions and rights per camera. */
   auth: authSection,
+  /** The embedded TURN relay (UDP, and TCP/TLS on the front-door port): credentials, quotas, relay ports. */
   turn: turnSection,
+  /** The SIP door-intercom server: transports, registered devices, who answers, limits and timers. */
   sip: sipSection,
+  /** Prometheus metrics: scrape token, a listener of their own, the rolling window of figures. */
   metrics: metricsSection,
+  /** The audit trail: SQLite or PostgreSQL, retention, queue and export limits. */
   audit: auditSection,
   /** Recorder playback: limits and pacing. */
   playback: playbackSection,
   /** Several gateways as one, through Redis (gateway/cluster/). Default: none (this gateway runs alone). */
   cluster: clusterSection.optional(),
+  /** Supervision of every component: restarts with backoff, at most N per window, health checks, the webhook. */
   supervision: supervisionSection,
+  /** Conversion of codecs browsers cannot play (AAC sound, H.265 video) with ffmpeg: its path and limits. */
   transcode: transcodeSection,
   /** Each signed-in user's console preferences, kept in `<dataDir>/preferences.sqlite`. */
   preferences: z

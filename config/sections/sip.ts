@@ -77,12 +77,27 @@ export const sipSection = z
     /** Address written in Via, Contact and SDP when it differs from the bound one (NAT, 0.0.0.0). */
     announcedAddress: z.string().optional(),
     /** SIP over UDP. Default enabled on 5060 (0 = any free port). */
-    udp: z.strictObject({ enabled: z.boolean().default(true), port: port.default(5060) }).prefault({}),
+    udp: z
+      .strictObject({
+        /** Default true. */
+        enabled: z.boolean().default(true),
+        /** Port; 0 = any free port. Default 5060. */
+        port: port.default(5060),
+      })
+      .prefault({}),
     /** SIP over TCP. Default enabled on 5060 (0 = any free port). */
-    tcp: z.strictObject({ enabled: z.boolean().default(true), port: port.default(5060) }).prefault({}),
+    tcp: z
+      .strictObject({
+        /** Default true. */
+        enabled: z.boolean().default(true),
+        /** Port; 0 = any free port. Default 5060. */
+        port: port.default(5060),
+      })
+      .prefault({}),
     /** SIP over TLS; absent = off. Certificate and key are PEM paths (default: server.tls). */
     tls: z
       .strictObject({
+        /** TLS port. Default 5061. */
         port: port.default(5061),
         cert: z.string().min(1).optional(),
         key: z.string().min(1).optional(),
@@ -151,8 +166,11 @@ export const sipSection = z
     /** RFC 3261 timers, ms: T1 (RTT estimate), T2, T4. Defaults 500, 4000, 5000. */
     timers: z
       .strictObject({
+        /** T1, the round-trip estimate: first retransmission interval, ms. Default 500. */
         t1Ms: z.number().int().min(10).max(10000).default(500),
+        /** T2, the longest retransmission interval of non-INVITE requests and INVITE responses, ms. Default 4000. */
         t2Ms: z.number().int().min(100).max(60000).default(4000),
+        /** T4, how long a message may stay in the network, ms. Default 5000. */
         t4Ms: z.number().int().min(100).max(60000).default(5000),
       })
       .prefault({}),

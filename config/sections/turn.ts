@@ -90,6 +90,7 @@ export const turnSection = z
          * page's too (measured with Chromium; a closed page's allocations go within ~15 s).
          */
         allocationsPerUser: z.number().int().min(1).max(10000).default(256),
+        /** Allocations on this server at once, all users together; more get 486 Allocation Quota Reached. Default 4000. */
         totalAllocations: z.number().int().min(1).max(1_000_000).default(4000),
         /** Relayed bytes per second per allocation, each direction; 0 = unlimited. Default 2.5 MB/s (20 Mbit/s). */
         bandwidthBytesPerSecond: z.number().int().min(0).default(2_500_000),
