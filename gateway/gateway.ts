@@ -11,7 +11,6 @@
  * last (what waits is written). `close(reason, { timeoutMs })` bounds it: a step still running
  * at the bound is logged and left behind, and the rest still run.
  */
-import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import path from "node:path";
@@ -20,7 +19,7 @@ import express from "express";
 import type { Config, CameraConfig } from "../config/schema.ts";
 import { createLogger, type Logger } from "../config/log.ts";
 import { Sfu } from "../sfu/sfu.ts";
-import { authCloseReason, ViewerCloseReasons } from "../sfu/api.ts";
+import { ViewerCloseReasons } from "../sfu/api.ts";
 import { CameraRegistry } from "./cameras.ts";
 import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
@@ -30,70 +29,32 @@ import { PreferenceStore } from "./preferences/store.ts";
 import { RetentionRecordings, type RecordingIndex } from "./playback/recordings.ts";
 import { errorHandler } from "./http/errors.ts";
 import { ViewerAdmission } from "./http/viewer-admission.ts";
-import { iceServerLinks, whepRouter } from "./http/whep.ts";
-import { gridRouter } from "./http/grid.ts";
-import { createAuth, sessionRef, type Auth } from "./auth/index.ts";
-import { adminRouter } from "./http/admin.ts";
-import { hasScrapeToken, metricsHandler, processRegistry, type Collector } from "./http/metrics.ts";
-import { healthzHandler, readyzHandler, type ReadinessCheck } from "./http/health.ts";
+import { mountMediaRoutes } from "./http/media-routes.ts";
+import { mountAdminRoutes } from "./http/admin-routes.ts";
+import { createAuth, type Auth } from "./auth/index.ts";
+import { hasScrapeToken, metricsHandler, startMetricsListener } from "./http/metrics.ts";
+import { healthzHandler, readyzHandler } from "./http/health.ts";
 import { discoveryHandler } from "./http/discovery.ts";
-import { admissionCollector, auditCollector, cameraCollector, frontDoorCollector, sfuCollector, SfuMetricsWindow } from "./metrics.ts";
-import { AuthError } from "../config/errors.ts";
-import type { SessionId } from "../config/ids.ts";
-import { startTurnServer, turnIceServers, type TurnServer } from "../turn/index.ts";
-import { canonicalIp } from "../config/net/ip.ts";
-import { parseCandidate } from "../sfu/candidates.ts";
+import { startTurnServer, type TurnServer } from "../turn/index.ts";
 import { CidrList } from "../config/net/cidr.ts";
 import { clientAddress, startFrontDoor, type FrontDoor } from "./frontdoor/index.ts";
-import { sipCollector, turnCollector } from "./metrics.ts";
-import { startSipServer, type SipServer } from "./sip/index.ts";
+import type { SipServer } from "./sip/index.ts";
 import { createIntercomWeb } from "./intercom/index.ts";
-import { AuditCallLog, auditAdmin, callerOf, auditAuth, auditIntercom, auditRouter, auditWhepRefusals, gridAudit, openAudit, whepAudit, type AuditLog } from "./audit/index.ts";
-import type { SipConfig, SipDeviceConfig } from "../config/sections/sip.ts";
-import { DemoDoor } from "./demo/door.ts";
+import { DEMO_DOOR_ID, startDoors } from "./intercom/doors.ts";
+import { AuditCallLog, auditAuth, auditIntercom, auditWhepRefusals, gridAudit, openAudit, type AuditLog } from "./audit/index.ts";
+import type { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
 import { SafeEmitter } from "../config/events.ts";
-import { clusterAdminHandler, forwardingRouter, inboundRouter, INTERNAL_WHEP, keepAlwaysOnByLease, startCluster, type Cluster } from "./cluster/index.ts";
+import { inboundRouter, INTERNAL_WHEP, keepAlwaysOnByLease, startCluster, type Cluster } from "./cluster/index.ts";
 import { realTimers } from "./rtsp/timers.ts";
-import { providerFetch } from "./auth/fetch.ts";
 import { Supervisor } from "./supervision/supervisor.ts";
 import { Webhook } from "./supervision/webhook.ts";
-import { supervisionRouter } from "./supervision/routes.ts";
-import { discoveryProbe, localTarget, sipOptionsProbe, stunProbe } from "./supervision/probes.ts";
-import {
-  componentReadiness,
-  mediaWorkerPolicy,
-  superviseCameras,
-  superviseMediaWorkers,
-  supervisionCollector,
-  supervisionReadiness,
-  watchHealth,
-  type HealthCheck,
-} from "./supervision/wiring.ts";
-import { portMap } from "./port-map.ts";
+import { mediaWorkerPolicy, superviseCameras, superviseMediaWorkers } from "./supervision/wiring.ts";
 import { PlaybackService } from "./playback/service.ts";
-import { playbackRouter } from "./playback/routes.ts";
 import { playbackAudit } from "./audit/hooks.ts";
-
-/**
- * The relayed addresses a viewer's offer names (`a=candidate:… typ relay`): the allocations its
- * peer connection made with our TURN server. Unreadable lines are skipped (the SFU judges them).
- */
-function relayedAddressesIn(sdp: string): { family: 4 | 6; address: string; port: number }[] {
-  const out: { family: 4 | 6; address: string; port: number }[] = [];
-  for (const line of sdp.split(/\r?\n/)) {
-    if (!line.startsWith("a=candidate:") || out.length >= 64) continue;
-    try {
-      const c = parseCandidate(line.slice(2));
-      const address = canonicalIp(c.address);
-      if (c.type === "relay" && c.transport === "udp" && address !== undefined) out.push({ family: address.includes(":") ? 6 : 4, address, port: c.port });
-    } catch {
-      // not a candidate we can read: nothing of ours
-    }
-  }
-  return out;
-}
+import { RelayAccess, type RelayUser } from "./relay-access.ts";
+import { wireReadiness } from "./readiness.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 /** The package version, for the discovery document. */
@@ -132,7 +93,7 @@ export type GatewayLifecycleEvents = {
 /** Id of the built-in demo recorder's camera. */
 export const DEMO_CAMERA_ID = "demo";
 /** Device id and SIP user of the built-in demo door station. */
-export const DEMO_DOOR_ID = "demo-door";
+export { DEMO_DOOR_ID };
 
 export interface Gateway {
   /** Base URL of the front door, e.g. http://127.0.0.1:8080 */
@@ -316,73 +277,20 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const policy = opts.takenPorts ?? "fail";
     const takenPorts: TakenPort[] = [];
 
-    // The built-in demo door station: a SIP device of its own, at the demo camera, with a
-    // password made for this run (it lives in this process, nobody else needs it).
-    let demoDoorDevice: SipDeviceConfig | undefined;
-    if (config.demo.door.enabled && demo && config.sip.enabled) {
-      if (!config.sip.udp.enabled) log.warn("demo door not started: it needs sip.udp");
-      else if (config.sip.devices.some((d) => d.id === DEMO_DOOR_ID || d.username.toLowerCase() === DEMO_DOOR_ID))
-        log.warn(`demo door not started: a configured SIP device is already called "${DEMO_DOOR_ID}"`);
-      else
-        demoDoorDevice = {
-          id: DEMO_DOOR_ID,
-          name: config.demo.door.name,
-          username: DEMO_DOOR_ID,
-          password: randomBytes(18).toString("base64url"),
-          camera: "demo",
-          answerers: { users: [], groups: [] },
-          dtmf: { openDoor: "#", method: "rfc4733", durationMs: 160 },
-          allow: [],
-          digestAlgorithms: ["SHA-256", "MD5"],
-          authenticateCalls: true,
-        };
-    }
-
-    // Door intercoms: SIP registrar + UAS; the browser side is mounted under /api/intercom below.
-    let sip: SipServer | undefined;
+    // Door intercoms: SIP registrar + UAS and the demo door; the browser side is mounted under /api/intercom below.
     // Nothing reaches SIP through the relay: the TURN server (started below) names its own sockets.
     let turn: TurnServer | undefined;
-    if (config.sip.enabled) {
-      const sipConfig: SipConfig = demoDoorDevice ? { ...config.sip, devices: [...config.sip.devices, demoDoorDevice] } : config.sip;
-      const anyPort = (c: SipConfig): SipConfig => ({ ...c, udp: { ...c.udp, port: 0 }, tcp: { ...c.tcp, port: 0 }, ...(c.tls ? { tls: { ...c.tls, port: 0 } } : {}) });
-      sip = await startWithFallback("SIP", [sipConfig.udp.port, sipConfig.tcp.port, sipConfig.tls?.port ?? 0], policy, log, takenPorts, (free) =>
-        startSipServer({
-          config: free ? anyPort(sipConfig) : sipConfig,
-          log: log.child({ component: "sip" }),
-          cameras: cameras.map((c) => c.id),
-          ...(config.server.tls ? { tlsFallback: config.server.tls } : {}),
-          refuseSource: (address, port) => turn?.isRelaySource(address, port) ?? false,
-        }),
-      );
-      const s = sip;
-      cleanups.push(() => s.close("gateway closing"));
-      // Calls end first (BYE to answered ones, 480 to ringing ones), while the audit hooks and
-      // the browsers' streams still listen, so the end is recorded and shown.
-      lifecycle.on("closing", () => s.intercom.close());
-    }
-
-    // The demo door registers like any door; if it cannot, the rest runs without it.
-    let demoDoor: DemoDoor | undefined;
-    if (sip && demoDoorDevice && sip.ports.udp) {
-      const bind = config.sip.bindAddress;
-      try {
-        demoDoor = await DemoDoor.start({
-          sip: config.sip,
-          registrar: { address: bind === "0.0.0.0" ? "127.0.0.1" : bind === "::" ? "::1" : bind, port: sip.ports.udp },
-          username: demoDoorDevice.username,
-          password: demoDoorDevice.password!,
-          displayName: config.demo.door.name,
-          answerAfterMs: config.demo.door.answerAfterMs,
-          log: log.child({ component: "demo-door" }),
-        });
-        const d = demoDoor;
-        // Closed before the SIP server (cleanups run in reverse): it hangs up and unregisters.
-        cleanups.push(() => d.close("gateway closing"));
-        log.info("demo door registered", { device: DEMO_DOOR_ID, aor: demoDoor.aor });
-      } catch (err) {
-        log.warn("demo door not started", { err });
-      }
-    }
+    const { sip, demoDoor } = await startDoors({
+      config,
+      demoCamera: demo ? DEMO_CAMERA_ID : undefined,
+      cameras: cameras.map((c) => c.id),
+      policy,
+      takenPorts,
+      onClose: (fn) => cleanups.push(fn),
+      lifecycle,
+      isRelaySource: (address, port) => turn?.isRelaySource(address, port) ?? false,
+      log,
+    });
 
     const tls = config.server.tls
       ? { cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }
@@ -391,9 +299,9 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // TURN first, so the front door can hand it TCP/TLS connections. The gateway's own media
     // addresses are the only private peers it relays to without an explicit allow-list, and on
     // the media ports only (never SIP, TURN or HTTP).
-    // Sessions whose relay credentials were minted, by reference; a session leaves when it ends.
-    // After a restart the set is empty: old credentials are refused until the page fetches new ones.
-    const turnSessions = new Set<string>();
+    // Parts made later that earlier ones call back: who may use the relay (made once the public
+    // address is known, below) and sign-in.
+    const late: { auth?: Auth; relay?: RelayAccess } = {};
     // In a cluster, credentials minted by another node for one of its sessions are good here too,
     // until the cluster says the session ended (the HMAC proves a node of the cluster minted them).
     let cluster: Cluster | undefined;
@@ -409,7 +317,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           allowedPeerPorts: config.media.icePortRange,
           // Credentials of a sign-in session end with it, so they may last as long as it can.
           sessionCredentialLifetimeSeconds: Math.min(config.auth.session.maxAgeSeconds, 86_400),
-          sessionActive: (ref) => turnSessions.has(ref) || (cluster !== undefined && !cluster.sessions.isRevoked(ref)),
+          sessionActive: (ref) => late.relay?.sessionActive(ref) === true || (cluster !== undefined && !cluster.sessions.isRevoked(ref)),
           ...(tls ? { tls } : {}),
         }),
       );
@@ -447,38 +355,18 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const publicHost = new URL(url).hostname.replace(/^\[|\]$/g, "");
     const publicPort = Number(new URL(url).port || (tls ? 443 : 80));
 
-    /**
-     * ICE servers for one signed-in user: our TURN. Credentials of a session carry its reference:
-     * ending the session (sign-out, expiry, revocation, back-channel logout) closes their
-     * allocations and refuses them. Others (bearer tokens) end with the token at the latest.
-     */
-    /** TURN URIs of this node, without credentials (discovery, node announcements). */
-    const publicTurnUris = (): string[] =>
-      turn
-        ? turnIceServers({ host: publicHost, ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}), ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}), credentials: { username: "", password: "" } }).flatMap((s) => s.urls)
-        : [];
-
-    const iceServersFor = (user: { sub: string; expiresAt: number; sessionId?: SessionId | undefined } | undefined) => {
-      if (!turn || !user) return [];
-      let credentials;
-      if (user.sessionId !== undefined) {
-        const ref = sessionRef(user.sessionId);
-        turnSessions.add(ref);
-        credentials = turn.mintCredentials(user.sub, undefined, ref);
-      } else {
-        const remaining = Math.floor((user.expiresAt - Date.now()) / 1000);
-        credentials = turn.mintCredentials(user.sub, Math.max(30, Math.min(config.turn.credentialLifetimeSeconds, remaining)));
-      }
-      return turnIceServers({
-        host: publicHost,
-        ...(turn.udp[0] ? { udpPort: turn.udp[0].port } : {}),
-        ...(config.turn.shareHttpsPort ? { httpsPort: publicPort, tls: tls !== undefined } : {}),
-        credentials,
-      });
-    };
+    const relayAccess = new RelayAccess({
+      turn,
+      publicHost,
+      publicPort,
+      sharesHttpsPort: config.turn.shareHttpsPort,
+      tls: tls !== undefined,
+      credentialLifetimeSeconds: config.turn.credentialLifetimeSeconds,
+    });
+    late.relay = relayAccess;
+    const iceServersFor = (user: RelayUser | undefined) => relayAccess.iceServersFor(user);
 
     // Several gateways as one: shared sessions, one pull per camera, announcements (gateway/cluster/).
-    const late: { auth?: Auth } = {};
     if (config.cluster) {
       const c = await startCluster({
         config: config.cluster,
@@ -486,13 +374,10 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         port,
         sessionMaxAgeMs: config.auth.session.maxAgeSeconds * 1000,
         announce: () => ({
-          endpoints: { whep: `${url}/whep`, turn: turn ? publicTurnUris() : [], sip: [] },
+          endpoints: { whep: `${url}/whep`, turn: relayAccess.publicUris(), sip: [] },
           load: { viewers: sfu.viewerList().length, sessions: late.auth?.heldSessions().length ?? 0 },
         }),
-        onRevoked: (ref) => {
-          turnSessions.delete(ref);
-          turn?.closeSession(ref);
-        },
+        onRevoked: (ref) => relayAccess.sessionEnded(ref),
         log: log.child({ component: "cluster" }),
       });
       cluster = c;
@@ -520,8 +405,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     cluster?.sessions.attach(auth);
     // Relay access ends with the session (sign-out, expiry, revocation, back-channel logout).
     auth.observer.on("sessionEnded", (e) => {
-      turnSessions.delete(e.ref);
-      turn?.closeSession(e.ref);
+      relayAccess.sessionEnded(e.ref);
       // Sign-out, revocation, back-channel logout: every node of the cluster ends it too.
       cluster?.sessions.ended(e);
     });
@@ -554,78 +438,25 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       : undefined;
     if (intercomWeb) cleanups.push(() => intercomWeb.close("gateway closing"));
 
-    // What /metrics reports, and what /readyz checks. The process's own figures start now.
-    processRegistry();
-    const sfuWindow = new SfuMetricsWindow(sfu, config.metrics.windowSeconds);
-    cleanups.push(() => sfuWindow.close());
-    const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(admission, sfu), frontDoorCollector(door), supervisionCollector(supervisor, webhook)];
-    if (turn) collectors.push(turnCollector(turn));
-    if (sip) collectors.push(sipCollector(sip));
+    // What /metrics reports, and what /readyz checks.
     let closingNow = false;
-    const up = (what: string) => () => (closingNow ? { ready: false, detail: "closing" } : { ready: true, detail: what });
-    const checks: ReadinessCheck[] = [
-      { name: "http", check: up("listening") },
-      {
-        name: "sfu",
-        check: () => {
-          if (closingNow) return { ready: false, detail: "closing" };
-          const slots = sfu.workerSlots();
-          const running = slots.filter((w) => w.state === "running").length;
-          if (slots.length > 0 && running === 0) return { ready: false, detail: "no media worker running" };
-          return { ready: true, detail: slots.length > 0 ? `${running} of ${slots.length} media workers running` : "media on the main thread" };
-        },
-      },
-      supervisionReadiness(supervisor),
-      { name: "auth", check: up(config.auth.mode) },
-      {
-        name: "cameras",
-        required: false,
-        check: () => {
-          const failed = registry.configs().filter((c) => registry.status(c.id)?.state === "failed").length;
-          return { ready: failed === 0, detail: `${registry.configs().length} configured, ${failed} failed` };
-        },
-      },
-    ];
-    if (audit) {
-      const a = audit;
-      checks.push({ name: "audit", check: () => (a.healthy ? { ready: true, detail: a.store.kind } : { ready: false, detail: `${a.store.kind} store failing; ${a.stats.queued} records waiting` }) });
-      collectors.push(auditCollector(a));
-    }
-    // Health checks of what has no restart of its own to report: TURN, SIP, the audit store, the identity provider.
-    const timeoutMs = sc.checkTimeoutMs;
-    const health: HealthCheck[] = [];
-    if (turn?.udp[0]) {
-      const l = turn.udp[0];
-      health.push({ id: "turn", kind: "turn", name: "TURN", probe: () => stunProbe(localTarget(l.address), l.port, timeoutMs) });
-    }
-    if (sip?.ports.udp) {
-      const p = sip.ports.udp;
-      health.push({ id: "sip", kind: "sip", name: "SIP", probe: () => sipOptionsProbe(localTarget(config.sip.bindAddress), p, timeoutMs) });
-    }
-    if (audit) {
-      const a = audit;
-      health.push({ id: "audit", kind: "audit", name: "Audit store", probe: () => (a.healthy ? { ok: true, reason: `${a.store.kind} store writes` } : { ok: false, reason: `${a.store.kind} store failing; ${a.stats.queued} records waiting` }) });
-    }
-    if (auth.issuer && config.auth.mode !== "none") {
-      const issuer = auth.issuer;
-      const idpFetch = providerFetch({ ca: config.auth.issuerCaFile ? readFileSync(config.auth.issuerCaFile, "utf8") : undefined, timeoutMs });
-      cleanups.push(() => idpFetch.close());
-      health.push({ id: "identity-provider", kind: "identity-provider", name: "Identity provider", probe: () => discoveryProbe(issuer, idpFetch, timeoutMs) });
-      // Signed-in users keep working while the provider is away; new sign-ins fail.
-      checks.push(componentReadiness(supervisor, "identity-provider", "identity-provider", false));
-    }
-    cleanups.push(watchHealth(supervisor, health, sc.checkIntervalSeconds * 1000, log.child({ component: "supervisor" })));
-    if (turn) checks.push(turn.udp[0] ? componentReadiness(supervisor, "turn", "turn") : { name: "turn", check: up("listening") });
-    if (sip) checks.push(sip.ports.udp ? componentReadiness(supervisor, "sip", "sip") : { name: "sip", check: up("listening") });
-    if (cluster) {
-      const c = cluster;
-      // Not required: without Redis a node still serves what it serves (a balancer keeps it).
-      checks.push({
-        name: "cluster",
-        required: false,
-        check: () => (c.link.available ? { ready: true, detail: `${c.nodes.nodes.length} nodes` } : { ready: false, detail: "Redis unreachable: serving what this node serves" }),
-      });
-    }
+    const { checks, collectors } = wireReadiness({
+      config,
+      supervisor,
+      webhook,
+      sfu,
+      registry,
+      admission,
+      door,
+      turn,
+      sip,
+      audit,
+      auth,
+      cluster,
+      closing: () => closingNow,
+      onClose: (fn) => cleanups.push(fn),
+      log,
+    });
     const scrapeToken = config.metrics.token;
     /** Base URL of the metrics-only listener, once it listens (below). */
     let metricsUrl: string | undefined;
@@ -652,7 +483,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           url,
           api: `${url}/api`,
           whep: `${url}/whep`,
-          turn: turn ? publicTurnUris() : [],
+          turn: relayAccess.publicUris(),
           sip: sip
             ? [
                 ...(ports.udp ? [`sip:${config.sip.domain}@${sipHost}:${ports.udp};transport=udp`] : []),
@@ -686,74 +517,25 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const prefStore = new PreferenceStore(path.join(config.dataDir, "preferences.sqlite"), config.preferences.maxBytes);
     cleanups.push(() => prefStore.close());
     app.use("/api", preferencesRouter({ store: prefStore, maxBytes: config.preferences.maxBytes }));
-    // Operational figures and other users' sessions cover every camera: only an administrator of all of them.
-    const requireGlobalAdmin = (req: express.Request, what: string) => {
-      if (!registry.configs().every((c) => auth.can(req.user!, c.id, "admin"))) throw new AuthError("FORBIDDEN", `${what} need the admin right on every camera`);
-    };
-    app.get("/metrics", serveMetrics((req) => requireGlobalAdmin(req, "metrics")));
-    if (audit) {
-      app.use(
-        "/api/admin/audit",
-        auditRouter({ audit, authorize: (req) => requireGlobalAdmin(req, "the audit trail"), exportMaxRows: config.audit.exportMaxRows }),
-      );
-      app.use("/api/admin", auditAdmin(audit));
-    }
-    // Each node's internal URL and what it pulls: for administrators only (the public document omits them).
-    if (cluster) app.get("/api/admin/cluster", clusterAdminHandler(cluster, (req) => requireGlobalAdmin(req, "the cluster's nodes")));
-    // What the connectivity test page needs: this user's ICE servers (relay credentials) and the
-    // addresses to name in its advice. Nothing here is beyond what a live view's answer reveals.
-    app.get("/api/connectivity", (req, res) => {
-      res.set("Cache-Control", "no-store").json({
-        host: publicHost,
-        httpsPort: publicPort,
-        tls: tls !== undefined,
-        media: { ports: config.media.icePortRange },
-        turn: turn ? { udpPort: turn.udp[0]?.port ?? null, sharesHttpsPort: config.turn.shareHttpsPort } : null,
-        iceServers: iceServersFor(req.user),
-      });
+    mountAdminRoutes(app, {
+      config,
+      registry,
+      auth,
+      audit,
+      supervisor,
+      webhook,
+      turn,
+      sip,
+      cluster,
+      relay: relayAccess,
+      publicHost,
+      publicPort,
+      httpPort: port,
+      tls: tls !== undefined,
+      metricsUrl: () => metricsUrl,
+      metrics: serveMetrics,
+      log,
     });
-    // The firewall table of this deployment, with the ports actually bound.
-    app.get("/api/admin/ports", (req, res) => {
-      requireGlobalAdmin(req, "the port map");
-      const rows = portMap(config, {
-        http: port,
-        ...(turn ? { turnUdp: turn.udp.map((a) => a.port) } : {}),
-        ...(sip ? { sip: sip.ports } : {}),
-        ...(metricsUrl ? { metrics: Number(new URL(metricsUrl).port) } : {}),
-      });
-      res.set("Cache-Control", "no-store").json({ rows });
-    });
-    app.use(
-      "/api/admin/supervision",
-      supervisionRouter({
-        supervisor,
-        webhook,
-        authorize: (req) => requireGlobalAdmin(req, "supervision"),
-        // Enabling a disabled camera or media worker is an administrator's action: audited.
-        ...(audit
-          ? {
-              onEnabled: (req: express.Request, component: string) =>
-                audit.record({
-                  action: "admin_component_enable",
-                  outcome: "success",
-                  ...callerOf(req),
-                  ...(component.startsWith("camera:") ? { camera: component.slice("camera:".length) } : {}),
-                  detail: JSON.stringify({ component }),
-                }),
-            }
-          : {}),
-        log: log.child({ component: "admin" }),
-      }),
-    );
-    app.use(
-      "/api/admin",
-      adminRouter({
-        auth,
-        authorize: (req) => requireGlobalAdmin(req, "sessions"),
-        onUserRevoked: (sub) => turn?.closeSubject(sub),
-        log: log.child({ component: "admin" }),
-      }),
-    );
     if (intercomWeb && intercomAudit) app.use("/api/intercom", intercomAudit.routes);
     if (intercomWeb && demoDoor)
       app.use(
@@ -775,144 +557,28 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         lifecycle,
       }),
     );
-    // Playback first: the live routes answer 405 to any other path of two segments.
-    app.use(
-      "/whep",
-      playbackRouter({
-        service: playback,
-        camera: (id) => registry.config(id),
-        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "playback"),
-        ownerOf: (req) => {
-          const user = req.user?.sub ?? "";
-          return { user, session: req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : "" };
-        },
-        // A playback ends when its session is revoked, lapses, or loses the right.
-        onStarted: (req, entry) => {
-          const stop = auth.watch(req.user!, (reason) => void playback.end(entry, `auth: ${reason}`), { cameraId: entry.cameraId, action: "playback" });
-          entry.viewer.on("closed", stop);
-          playbackAuditHook?.started(req, entry);
-        },
-        setIceLinks: (req, res) => {
-          for (const l of iceServerLinks(iceServersFor(req.user))) res.append("Link", l);
-        },
-        log: log.child({ component: "playback" }),
-      }),
-    );
-    const whep = whepRouter({
-        sfu,
-        cameraExists: (id) => registry.has(id),
-        streamSource: (id, stream) => registry.streamSource(id, stream),
-        // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
-        onStreamChoice: (viewer, id, stream) => viewer.setStreams(registry.streamSources(id), stream === "auto"),
-        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
-        userOf: (req) => req.user?.sub,
-        // Viewers belong to the session that made them (a bearer token's user counts as one session).
-        sessionOf: (req) => (req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : undefined),
-        admission,
-        // A viewer's stream ends when its session is revoked, lapses, or loses the right.
-        onViewer: (req, viewer) => {
-          const user = req.user!;
-          const sub = user.sub;
-          const stop = auth.watch(user, (reason) => {
-            void viewer.close(authCloseReason(reason));
-            // A session's relays end with the session (above); a bearer caller's with its token.
-            if (user.sessionId === undefined) turn?.closeSubject(sub);
-          }, {
-            cameraId: viewer.cameraId,
-            action: "live",
-          });
-          // The relays this viewer's peer connection allocated (named in its offer) go with it,
-          // so a closed page does not hold the user's relay quota until the allocations expire.
-          const relayed = turn && typeof req.body === "string" ? relayedAddressesIn(req.body) : [];
-          viewer.on("closed", () => {
-            stop();
-            if (relayed.length > 0) turn?.closeClientOf(sub, relayed);
-          });
-        },
-        iceServers: (req) => iceServersFor(req.user),
-        ...(audit ? { audit: whepAudit(audit) } : {}),
-        log: log.child({ component: "whep" }),
-      });
-    if (cluster) {
-      const c = cluster;
-      // Viewers of a camera another node pulls are answered through that node.
-      app.use(
-        "/whep",
-        forwardingRouter({
-          nodeId: c.nodeId,
-          leases: c.leases,
-          nodes: c.nodes,
-          key: c.forwardKey,
-          cameraExists: (id) => registry.has(id),
-          authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
-          timeoutMs: config.cluster!.forwardTimeoutMs,
-          leaseSeconds: Math.ceil(config.cluster!.leaseMs / 1000),
-          log: log.child({ component: "cluster" }),
-        }),
-      );
-    }
-    app.use("/whep", whep);
-    whepLate = whep;
-    app.use(
-      "/grid",
-      gridRouter({
-        sfu,
-        limits: config.media.grid,
-        cameraExists: (id) => registry.has(id),
-        streamSource: (id, stream) => registry.streamSource(id, stream),
-        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
-        userOf: (req) => req.user?.sub,
-        sessionOf: (req) => (req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : undefined),
-        admission,
-        // The whole session ends with the caller's sign-in session (as live viewers do), its relays with it.
-        onSession: (req, session) => {
-          const user = req.user!;
-          const sub = user.sub;
-          const stop = auth.watch(user, (reason) => {
-            void session.close(`auth: ${reason}`);
-            if (user.sessionId === undefined) turn?.closeSubject(sub);
-          });
-          const relayed = turn && typeof req.body === "string" ? relayedAddressesIn(req.body) : [];
-          session.once("closed", () => {
-            stop();
-            if (relayed.length > 0) turn?.closeClientOf(sub, relayed);
-          });
-        },
-        // Each binding ends when the right to its camera is withdrawn; the session stays.
-        onBinding: (req, _session, mid, camera, end) => {
-          const stop = auth.watch(req.user!, (reason) => end(authCloseReason(reason)), { cameraId: camera, action: "live" });
-          return () => stop();
-        },
-        ...(gridAuditHook ? { audit: gridAuditHook } : {}),
-        iceServers: (req) => iceServersFor(req.user),
-        log: log.child({ component: "grid" }),
-      }),
-    );
+    whepLate = mountMediaRoutes(app, {
+      config,
+      sfu,
+      registry,
+      auth,
+      admission,
+      relay: relayAccess,
+      playback,
+      audit,
+      playbackAudit: playbackAuditHook,
+      gridAudit: gridAuditHook,
+      cluster,
+      log,
+    });
     app.use(errorHandler(log));
     server.on("request", app);
 
-    // Metrics on a listener of their own: /metrics, /healthz and /readyz only. With a token
-    // configured a scraper must send it; without one the listener is loopback-only (config/sections/metrics.ts).
+    // Metrics on a listener of their own: /metrics, /healthz and /readyz only.
     if (config.metrics.listen) {
-      const mapp = express();
-      mapp.disable("x-powered-by");
-      mapp.get("/healthz", healthzHandler);
-      mapp.get("/readyz", readyzHandler(() => checks));
-      mapp.get(
-        "/metrics",
-        serveMetrics((req) => {
-          if (scrapeToken && !hasScrapeToken(req, scrapeToken)) throw new AuthError("UNAUTHORIZED", "the metrics token is required");
-        }),
-      );
-      mapp.use((_req, res) => void res.status(404).json({ error: "not_found" }));
-      const mserver = http.createServer(mapp);
-      await new Promise<void>((resolve, reject) => {
-        mserver.once("error", reject);
-        mserver.listen(config.metrics.listen!.port, config.metrics.listen!.host, () => resolve());
-      });
-      cleanups.push(() => new Promise<void>((resolve) => { mserver.closeAllConnections(); mserver.close(() => resolve()); }));
-      const a = mserver.address() as { address: string; port: number };
-      metricsUrl = `http://${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`;
+      const m = await startMetricsListener({ ...config.metrics.listen, token: scrapeToken, collectors: () => collectors, checks: () => checks });
+      cleanups.push(() => m.close());
+      metricsUrl = m.url;
       log.info("metrics listener", { url: metricsUrl, token: scrapeToken ? "required" : "none (loopback)" });
     }
 

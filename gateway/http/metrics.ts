@@ -9,11 +9,13 @@
  * Label values are escaped, and nothing secret (URLs, credentials, tokens) is ever a label.
  */
 import { timingSafeEqual, createHash } from "node:crypto";
+import http from "node:http";
 import { monitorEventLoopDelay, type ELDHistogram } from "node:perf_hooks";
-import { Router, type Request, type RequestHandler } from "express";
+import express, { Router, type Request, type RequestHandler } from "express";
 import client from "prom-client";
 import { AuthError } from "../../config/errors.ts";
 import { sendError } from "./errors.ts";
+import { healthzHandler, readyzHandler, type ReadinessCheck } from "./health.ts";
 
 export type MetricType = "counter" | "gauge";
 
@@ -232,4 +234,52 @@ export function metricsRouter(deps: MetricsDeps): Router {
   const r = Router();
   r.get("/", metricsHandler(deps));
   return r;
+}
+
+export interface MetricsListenerOptions {
+  readonly host: string;
+  readonly port: number;
+  /** With a token a scraper must send it; without one the listener is loopback-only (config/sections/metrics.ts). */
+  readonly token: string | undefined;
+  readonly collectors: () => readonly Collector[];
+  readonly checks: () => readonly ReadinessCheck[];
+}
+
+export interface MetricsListener {
+  /** Base URL, e.g. http://127.0.0.1:9464 */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Metrics on a listener of their own: /metrics, /healthz and /readyz only. */
+export async function startMetricsListener(o: MetricsListenerOptions): Promise<MetricsListener> {
+  const app = express();
+  app.disable("x-powered-by");
+  app.get("/healthz", healthzHandler);
+  app.get("/readyz", readyzHandler(o.checks));
+  app.get(
+    "/metrics",
+    metricsHandler({
+      collectors: o.collectors,
+      authorize: (req) => {
+        if (o.token && !hasScrapeToken(req, o.token)) throw new AuthError("UNAUTHORIZED", "the metrics token is required");
+      },
+    }),
+  );
+  app.use((_req, res) => void res.status(404).json({ error: "not_found" }));
+  const server = http.createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const a = server.address() as { address: string; port: number };
+  let closed: Promise<void> | undefined;
+  return {
+    url: `http://${a.address.includes(":") ? `[${a.address}]` : a.address}:${a.port}`,
+    close: () =>
+      (closed ??= new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      })),
+  };
 }

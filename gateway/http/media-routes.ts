@@ -1,0 +1,156 @@
+/**
+ * The routes that start media for a signed-in user: recorder playback and live view (WHEP under
+ * /whep, answered through the camera's owner in a cluster) and the whole grid over one peer
+ * connection (/grid). Each viewer or session ends with its caller's sign-in session or right,
+ * and the relays its peer connection allocated end with it.
+ */
+import type express from "express";
+import type { Logger } from "../../config/log.ts";
+import type { Config } from "../../config/schema.ts";
+import { authCloseReason } from "../../sfu/api.ts";
+import type { Sfu } from "../../sfu/sfu.ts";
+import { whepAudit, type AuditLog, type GridAudit } from "../audit/index.ts";
+import type { playbackAudit } from "../audit/hooks.ts";
+import type { Auth } from "../auth/index.ts";
+import type { CameraRegistry } from "../cameras.ts";
+import { forwardingRouter, type Cluster } from "../cluster/index.ts";
+import { playbackRouter } from "../playback/routes.ts";
+import type { PlaybackService } from "../playback/service.ts";
+import type { RelayAccess } from "../relay-access.ts";
+import { gridRouter } from "./grid.ts";
+import type { ViewerAdmission } from "./viewer-admission.ts";
+import { iceServerLinks, whepRouter } from "./whep.ts";
+
+export interface MediaRoutesParts {
+  readonly config: Readonly<Config>;
+  readonly sfu: Sfu;
+  readonly registry: CameraRegistry;
+  readonly auth: Auth;
+  readonly admission: ViewerAdmission;
+  readonly relay: RelayAccess;
+  readonly playback: PlaybackService;
+  readonly audit: AuditLog | undefined;
+  readonly playbackAudit: ReturnType<typeof playbackAudit> | undefined;
+  readonly gridAudit: GridAudit | undefined;
+  readonly cluster: Cluster | undefined;
+  readonly log: Logger;
+}
+
+/** Viewers belong to the session that made them (a bearer token's user counts as one session). */
+function sessionOf(req: express.Request): string | undefined {
+  return req.user ? (req.user.sessionId ?? `${req.user.via}:${req.user.sub}`) : undefined;
+}
+
+/**
+ * Mounts playback, live view and the grid on `app`. Returns the live-view router alone, which the
+ * cluster's internal link also reaches (a WHEP request another node forwarded).
+ */
+export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): express.RequestHandler {
+  const { auth, relay, registry, playback } = p;
+  // Playback first: the live routes answer 405 to any other path of two segments.
+  app.use(
+    "/whep",
+    playbackRouter({
+      service: playback,
+      camera: (id) => registry.config(id),
+      authorize: (req, id) => auth.authorizeCamera(req.user!, id, "playback"),
+      ownerOf: (req) => ({ user: req.user?.sub ?? "", session: sessionOf(req) ?? "" }),
+      // A playback ends when its session is revoked, lapses, or loses the right.
+      onStarted: (req, entry) => {
+        const stop = auth.watch(req.user!, (reason) => void playback.end(entry, authCloseReason(reason)), { cameraId: entry.cameraId, action: "playback" });
+        entry.viewer.on("closed", stop);
+        p.playbackAudit?.started(req, entry);
+      },
+      setIceLinks: (req, res) => {
+        for (const l of iceServerLinks(relay.iceServersFor(req.user))) res.append("Link", l);
+      },
+      log: p.log.child({ component: "playback" }),
+    }),
+  );
+
+  const whep = whepRouter({
+    sfu: p.sfu,
+    cameraExists: (id) => registry.has(id),
+    streamSource: (id, stream) => registry.streamSource(id, stream),
+    // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
+    onStreamChoice: (viewer, id, stream) => viewer.setStreams(registry.streamSources(id), stream === "auto"),
+    authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
+    userOf: (req) => req.user?.sub,
+    sessionOf,
+    admission: p.admission,
+    // A viewer's stream ends when its session is revoked, lapses, or loses the right.
+    onViewer: (req, viewer) => {
+      const user = req.user!;
+      const stop = auth.watch(
+        user,
+        (reason) => {
+          void viewer.close(authCloseReason(reason));
+          relay.callerLost(user);
+        },
+        { cameraId: viewer.cameraId, action: "live" },
+      );
+      const releaseRelays = relay.relaysOf(user.sub, req.body);
+      viewer.on("closed", () => {
+        stop();
+        releaseRelays();
+      });
+    },
+    iceServers: (req) => relay.iceServersFor(req.user),
+    ...(p.audit ? { audit: whepAudit(p.audit) } : {}),
+    log: p.log.child({ component: "whep" }),
+  });
+  const cluster = p.cluster;
+  if (cluster)
+    // Viewers of a camera another node pulls are answered through that node.
+    app.use(
+      "/whep",
+      forwardingRouter({
+        nodeId: cluster.nodeId,
+        leases: cluster.leases,
+        nodes: cluster.nodes,
+        key: cluster.forwardKey,
+        cameraExists: (id) => registry.has(id),
+        authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
+        timeoutMs: p.config.cluster!.forwardTimeoutMs,
+        leaseSeconds: Math.ceil(p.config.cluster!.leaseMs / 1000),
+        log: p.log.child({ component: "cluster" }),
+      }),
+    );
+  app.use("/whep", whep);
+
+  app.use(
+    "/grid",
+    gridRouter({
+      sfu: p.sfu,
+      limits: p.config.media.grid,
+      cameraExists: (id) => registry.has(id),
+      streamSource: (id, stream) => registry.streamSource(id, stream),
+      authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
+      userOf: (req) => req.user?.sub,
+      sessionOf,
+      admission: p.admission,
+      // The whole session ends with the caller's sign-in session (as live viewers do), its relays with it.
+      onSession: (req, session) => {
+        const user = req.user!;
+        const stop = auth.watch(user, (reason) => {
+          void session.close(authCloseReason(reason));
+          relay.callerLost(user);
+        });
+        const releaseRelays = relay.relaysOf(user.sub, req.body);
+        session.once("closed", () => {
+          stop();
+          releaseRelays();
+        });
+      },
+      // Each binding ends when the right to its camera is withdrawn; the session stays.
+      onBinding: (req, _session, _mid, camera, end) => {
+        const stop = auth.watch(req.user!, (reason) => end(authCloseReason(reason)), { cameraId: camera, action: "live" });
+        return () => stop();
+      },
+      ...(p.gridAudit ? { audit: p.gridAudit } : {}),
+      iceServers: (req) => relay.iceServersFor(req.user),
+      log: p.log.child({ component: "grid" }),
+    }),
+  );
+  return whep;
+}
