@@ -12,6 +12,7 @@ import type { Logger } from "../config/log.ts";
 import { cameraId as toCameraId, streamSourceId, type CameraId } from "../config/ids.ts";
 import { SafeEmitter } from "../config/events.ts";
 import type { Sfu } from "../sfu/sfu.ts";
+import type { MediaSink } from "../sfu/types.ts";
 import { CameraIngest, type IngestStatus } from "./ingest/camera-ingest.ts";
 import type { CameraState, Reachability } from "./ingest/camera-state.ts";
 import type { LossSignal } from "./rtsp/status.ts";
@@ -96,6 +97,8 @@ interface RegistryDeps {
    * cluster only the node holding a camera's lease pulls it. Default false.
    */
   alwaysOnByLease?: boolean;
+  /** In a cluster: what the ingest pushes is also forwarded to relaying nodes, whose demand (`extra`) holds the pull. */
+  tap?: (source: CameraId, sink: MediaSink, setDemand: (extra: number) => void) => MediaSink;
 }
 
 /** Video a browser cannot be given: the recorder offers video, none of it is pulled (H.265 not converted, say). */
@@ -161,8 +164,13 @@ export class CameraRegistry {
       const rtsp = main ? this.deps.rtsp : { ...this.deps.rtsp, checkIntervalSeconds: 0 };
       const slog = main ? log : log.child({ stream: s.id });
       // AAC and H.265 tracks are converted on their way to the source: one ffmpeg per stream and codec, while watched.
+      let extra = 0;
       const transcoder = new TranscodingSink({
-        downstream: source,
+        downstream:
+          this.deps.tap?.(sourceId, source, (n) => {
+            extra = n;
+            setDemand(source.viewerCount);
+          }) ?? source,
         camera: cameraTranscodeOf(camera),
         global: this.deps.transcode ?? transcodeSection.parse({}),
         log: slog.child({ component: "transcode" }),
@@ -171,18 +179,14 @@ export class CameraRegistry {
         },
       });
       const ingest = new CameraIngest({ camera: config, rtsp, sink: transcoder, log: slog, ports: this.ports, convert: () => transcoder.convertible() });
-      offs.push(
-        source.on("viewers", (n: number) => {
-          transcoder.setDemand(n);
-          ingest.setDemand(n);
-        }),
-      );
+      const setDemand = (n: number) => {
+        transcoder.setDemand(n + extra);
+        ingest.setDemand(n + extra);
+      };
+      offs.push(source.on("viewers", setDemand));
       offs.push(ingest.on("state", () => this.announce(entry)));
       // Viewers already there (a camera enabled again while they watch): pull for them.
-      if (source.viewerCount > 0) {
-        transcoder.setDemand(source.viewerCount);
-        ingest.setDemand(source.viewerCount);
-      }
+      if (source.viewerCount > 0) setDemand(source.viewerCount);
       streams.push({ id: s.id, source: sourceId, ingest, transcoder });
     }
     entry.streams = streams;

@@ -47,6 +47,7 @@ import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
 import { SafeEmitter } from "../config/events.ts";
 import { inboundRouter, INTERNAL_WHEP, keepAlwaysOnByLease, startCluster, type Cluster } from "./cluster/index.ts";
+import { createRelayTaps, RELAY_PATH, startForwarding, type Forwarding } from "./cluster/forward-relay.ts";
 import { realTimers } from "./rtsp/timers.ts";
 import { Supervisor } from "./supervision/supervisor.ts";
 import { Webhook } from "./supervision/webhook.ts";
@@ -258,7 +259,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       retryAfterSeconds: Math.ceil(config.media.viewers.connectTimeoutMs / 1000),
     });
 
-    const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, transcode: config.transcode, sfu, log: log.child({ component: "ingest" }), alwaysOnByLease: config.cluster !== undefined });
+    const relayTaps = config.cluster ? createRelayTaps(config.cluster, log) : undefined;
+    const registry = new CameraRegistry(cameras, { rtsp: config.rtsp, transcode: config.transcode, sfu, log: log.child({ component: "ingest" }), alwaysOnByLease: config.cluster !== undefined, ...(relayTaps ? { tap: relayTaps.wrap.bind(relayTaps) } : {}) });
     const recordings = new RetentionRecordings({ clock: Date.now, retentionOf: (id) => retentionOf(registry.configs().find((c) => c.id === id)) });
     cleanups.push(() => registry.close());
     cleanups.push(superviseCameras(supervisor, registry));
@@ -305,6 +307,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // In a cluster, credentials minted by another node for one of its sessions are good here too,
     // until the cluster says the session ended (the HMAC proves a node of the cluster minted them).
     let cluster: Cluster | undefined;
+    let forwarding: Forwarding | undefined;
     if (config.turn.enabled) {
       const tc = config.turn;
       const anyPort = (l: typeof tc.udp) => l.map((x) => ({ ...x, port: 0 }));
@@ -382,6 +385,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       });
       cluster = c;
       cleanups.push(() => c.close());
+      forwarding = await startForwarding({ cluster: c, config: config.cluster.forward, host: config.server.host, taps: relayTaps!, sfu, cameras: registry, timeoutMs: config.cluster.forwardTimeoutMs, log: log.child({ component: "cluster" }) });
+      cleanups.push(() => forwarding?.close());
       // A camera this node stopped pulling goes back to the cluster; one taken over elsewhere ends here.
       registry.events.on("camera", (view) => {
         if (view.state === "idle" && view.viewers === 0) void c.leases.release(view.id);
@@ -503,6 +508,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     app.get("/metrics", (req, res, next) => (hasScrapeToken(req, scrapeToken) ? serveMetrics(() => {})(req, res, next) : next()));
     app.use("/auth", auth.router);
     // WHEP requests another node of the cluster forwarded (signed with the cluster's key; no cookie, no CSRF).
+    if (forwarding) app.use(RELAY_PATH, forwarding.router);
     if (cluster) app.use(INTERNAL_WHEP, inboundRouter({ key: cluster.forwardKey, auth, log: log.child({ component: "cluster" }) }), (req, res, next) => whepLate(req, res, next));
     // Refused live views are recorded too, including those refused at sign-in (401).
     if (audit) app.use("/whep", auditWhepRefusals(audit));
@@ -569,6 +575,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       playbackAudit: playbackAuditHook,
       gridAudit: gridAuditHook,
       cluster,
+      forwarding,
       log,
     });
     app.use(errorHandler(log));

@@ -46,6 +46,31 @@ export const clusterSection = z
     leaseMs: z.number().int().min(300).max(600_000).default(4000),
     /** A WHEP request forwarded to the camera's owner gives up after this long (503 to the client), milliseconds. Default 5000. */
     forwardTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
+    /**
+     * How a viewer who reaches a node that does not pull the camera is served (README "Cluster"):
+     * answered through the owner (the owner's SFU sends to the browser), or from a relay on this
+     * node that the owner forwards the camera's RTP to over an internal UDP link.
+     */
+    forward: z
+      .strictObject({
+        /** `answer`: always through the owner. `forward`: relay on this node once `above` is reached. Default `forward`. */
+        mode: z.enum(["answer", "forward"]).default("forward"),
+        /**
+         * In `forward` mode, viewers of a camera this node answers through its owner before it
+         * relays the camera instead (counted from their POST to their DELETE); 0 relays from the
+         * first viewer. A camera already relayed here is always served from the relay. Default 0.
+         */
+        above: z.number().int().min(0).max(10_000).default(0),
+        /** Internal address the forwarding socket binds (UDP); the other nodes must reach it. Default: `server.host`. */
+        address: z.union([z.ipv4(), z.ipv6()]).optional(),
+        /** UDP port of the forwarding socket; 0 picks a free one (told to the other node when it subscribes). Default 0. */
+        port: z.number().int().min(0).max(65_535).default(0),
+        /** A relaying node whose owner sends nothing this long finds the owner again; an owner not kept alive this long ends the link, ms. Default 2000. */
+        silenceMs: z.number().int().min(200).max(60_000).default(2000),
+        /** Links this node forwards at most (one per relaying node and camera stream). Default 256. */
+        maxLinks: z.number().int().min(1).max(100_000).default(256),
+      })
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
     if (c.nodeTtlMs < 2 * c.heartbeatMs) ctx.addIssue({ code: "custom", path: ["nodeTtlMs"], message: "must be at least twice heartbeatMs" });

@@ -27,11 +27,11 @@ import type { NodeRegistry } from "./nodes.ts";
 
 /** Path prefix of the internal WHEP link on every node. */
 export const INTERNAL_WHEP = "/cluster/whep";
-const AUTH_HEADER = "gatehouse-cluster-auth";
+export const AUTH_HEADER = "gatehouse-cluster-auth";
 const SESSION_HEADER = "gatehouse-cluster-session";
 const NODE_HEADER = "gatehouse-cluster-node";
 /** A forwarded request signed longer ago than this is refused (clock skew between nodes included), seconds. */
-const MAX_SKEW_SECONDS = 30;
+export const MAX_SKEW_SECONDS = 30;
 /** Forwarded viewer resources remembered (for their PATCH and DELETE); beyond, the oldest are forgotten. */
 const MAX_FORWARDED = 50_000;
 /** Response headers of the owner passed on to the browser. */
@@ -42,7 +42,7 @@ export function forwardKey(secret: Buffer): Buffer {
   return createHash("sha256").update("gatehouse cluster forward\n").update(secret).digest();
 }
 
-function signature(key: Buffer, ts: string, method: string, path: string, session: string): string {
+export function signature(key: Buffer, ts: string, method: string, path: string, session: string): string {
   return createHmac("sha256", key).update(`${ts}\n${method}\n${path}\n${session}`).digest("base64url");
 }
 
@@ -57,6 +57,8 @@ export interface ForwardDeps {
   timeoutMs: number;
   /** How long until a dead owner's lease lapses at most, seconds (Retry-After). */
   leaseSeconds: number;
+  /** RTP forwarding (forward-relay.ts): a relay source to serve the viewer from here instead of answering through the owner. */
+  relay?: { route(req: Request, camera: string, node: string): Promise<string | undefined>; answered(camera: string, delta: number): void };
   log: Logger;
 }
 
@@ -76,6 +78,9 @@ export function forwardingRouter(d: ForwardDeps): Router {
       d.authorize(req, camera);
       let owner = await d.leases.owner(camera);
       if (owner.self) return next();
+      // Served from a relay of the camera on this node (the WHEP routes make the viewer on it).
+      const relayed = await d.relay?.route(req, camera, owner.node);
+      if (relayed) return void ((res.locals.relaySource = relayed), next());
       const body = await readBody(req);
       let answer: globalThis.Response;
       try {
@@ -95,6 +100,7 @@ export function forwardingRouter(d: ForwardDeps): Router {
       if (answer.status === 201 && location) {
         const viewer = location.slice(location.lastIndexOf("/") + 1);
         forwarded.set(viewer, owner.node);
+        d.relay?.answered(camera, 1);
         if (forwarded.size > MAX_FORWARDED) forwarded.delete(forwarded.keys().next().value!);
         res.set("Location", `${req.baseUrl}/${encodeURIComponent(camera)}/${viewer}`);
       }
@@ -114,7 +120,7 @@ export function forwardingRouter(d: ForwardDeps): Router {
       if (!node) throw unreachableOwner(d, owner);
       const body = req.method === "PATCH" ? await readBody(req) : undefined;
       const answer = await send(d, req, `${node}${INTERNAL_WHEP}/${encodeURIComponent(camera)}/${encodeURIComponent(String(req.params.viewer))}`, body);
-      if (req.method === "DELETE" && answer.status < 300) forwarded.delete(String(req.params.viewer));
+      if (req.method === "DELETE" && answer.status < 300 && forwarded.delete(String(req.params.viewer))) d.relay?.answered(camera, -1);
       await relay(answer, res);
     } catch (err) {
       sendError(res, err);

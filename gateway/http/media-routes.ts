@@ -14,6 +14,7 @@ import type { playbackAudit } from "../audit/hooks.ts";
 import type { Auth } from "../auth/index.ts";
 import type { CameraRegistry } from "../cameras.ts";
 import { forwardingRouter, type Cluster } from "../cluster/index.ts";
+import type { Forwarding } from "../cluster/forward-relay.ts";
 import { playbackRouter } from "../playback/routes.ts";
 import type { PlaybackService } from "../playback/service.ts";
 import type { RelayAccess } from "../relay-access.ts";
@@ -33,6 +34,8 @@ export interface MediaRoutesParts {
   readonly playbackAudit: ReturnType<typeof playbackAudit> | undefined;
   readonly gridAudit: GridAudit | undefined;
   readonly cluster: Cluster | undefined;
+  /** RTP forwarding between the cluster's nodes: a viewer here may be served from a relay of the owner's pull. */
+  readonly forwarding?: Pick<Forwarding, "route" | "answered"> | undefined;
   readonly log: Logger;
 }
 
@@ -101,7 +104,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
   });
   const cluster = p.cluster;
   if (cluster)
-    // Viewers of a camera another node pulls are answered through that node.
+    // Viewers of a camera another node pulls are served from a relay here, or answered through that node.
     app.use(
       "/whep",
       forwardingRouter({
@@ -113,6 +116,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
         authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
         timeoutMs: p.config.cluster!.forwardTimeoutMs,
         leaseSeconds: Math.ceil(p.config.cluster!.leaseMs / 1000),
+        ...(p.forwarding ? { relay: p.forwarding } : {}),
         log: p.log.child({ component: "cluster" }),
       }),
     );

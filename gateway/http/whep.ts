@@ -138,7 +138,8 @@ export function whepRouter(deps: WhepDeps): Router {
     try {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
       const asked = req.query.stream;
-      const { source } = streamOf(id, asked);
+      // A viewer of a camera another node pulls may be served from this node's relay of it (gateway/cluster/forward-relay.ts).
+      const source = (res.locals.relaySource as string | undefined) ?? streamOf(id, asked).source;
       const user = deps.userOf?.(req);
       const ticket = admission.admit(ownerOf(req));
       let viewer: ViewerHandle;

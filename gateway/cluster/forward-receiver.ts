@@ -1,0 +1,257 @@
+/**
+ * The relaying node's side of RTP forwarding: a relay source per forwarded stream (an SFU source
+ * of its own, `<stream source>@relay`, fed by the owner's datagrams instead of an ingest), which
+ * this node's viewers of the stream watch. The relay keeps its link alive while anyone watches,
+ * asks for a keyframe when it has none to give, and when the owner falls silent finds the
+ * camera's owner again: another node (subscribe there), or this node (its viewers move to the
+ * local pull at its first keyframe, without renegotiation).
+ */
+import type { KeyObject } from "node:crypto";
+import type dgram from "node:dgram";
+import type { CameraId } from "../../config/ids.ts";
+import type { Logger } from "../../config/log.ts";
+import type { SourceHandle, ViewerHandle } from "../../sfu/api.ts";
+import type { RelayEndpoint } from "./forward-link.ts";
+import { decodeRelay, decodeTracks, encodeRelay, ReplayWindow, RelayType } from "./forward-wire.ts";
+
+/** A link the owner granted. */
+export interface RelaySubscription {
+  channel: number;
+  key: KeyObject;
+  /** Where the owner's datagrams come from and keep-alives go. */
+  address: string;
+  port: number;
+}
+
+export interface RelayReceiversOptions {
+  endpoint: RelayEndpoint;
+  sfu: { source(id: CameraId): SourceHandle; viewerList(): ViewerHandle[] };
+  /** Asks `node` (the owner) for a link of the camera's stream. */
+  subscribe(camera: string, stream: string, node: string): Promise<RelaySubscription>;
+  /** Who owns the camera now (taking it over when its owner is gone). */
+  owner(camera: string): Promise<{ self: boolean; node: string }>;
+  /** The source this node pulls for the camera's stream when it owns the camera. */
+  localSource(camera: string, stream: string): CameraId;
+  /** The owner silent this long: find it again; no viewer this long: the relay ends, ms. */
+  silenceMs: number;
+  clock?: () => number;
+  log: Logger;
+}
+
+interface Relay {
+  readonly camera: string;
+  readonly stream: string;
+  readonly id: CameraId;
+  readonly source: SourceHandle;
+  node: string | undefined;
+  sub: RelaySubscription | undefined;
+  window: ReplayWindow;
+  counter: number;
+  /** The owner's epoch whose tracks the source has, undefined before (or after a `down`). */
+  epoch: number | undefined;
+  lastPacketAt: number;
+  subscribedAt: number;
+  keyframeAskedAt: number;
+  idleSince: number | undefined;
+  resolving: Promise<void> | undefined;
+  closed: boolean;
+}
+
+/** The relay source of a camera stream's source. */
+export function relaySourceId(source: CameraId): CameraId {
+  return `${source}@relay` as CameraId;
+}
+
+export class RelayReceivers {
+  private readonly relays = new Map<CameraId, Relay>();
+  private readonly o: RelayReceiversOptions;
+  private readonly clock: () => number;
+  private readonly timer: NodeJS.Timeout;
+  readonly counters = { packets: 0, resubscribes: 0, adopted: 0, keyframeRequests: 0 };
+
+  constructor(o: RelayReceiversOptions) {
+    this.o = o;
+    this.clock = o.clock ?? Date.now;
+    this.timer = setInterval(() => this.tick(), Math.max(100, Math.floor(o.silenceMs / 4)));
+    this.timer.unref();
+  }
+
+  /** Streams relayed here now. */
+  get count(): number {
+    return this.relays.size;
+  }
+
+  /** Whether this node relays the camera's stream now. */
+  has(camera: string, stream: string): boolean {
+    return this.relays.has(relaySourceId(this.o.localSource(camera, stream)));
+  }
+
+  /**
+   * The relay source of the camera's stream, subscribing to `node` (its owner) when this node
+   * does not relay it yet. Throws when the owner refuses or cannot be reached.
+   */
+  async ensure(camera: string, stream: string, node: string): Promise<CameraId> {
+    const id = relaySourceId(this.o.localSource(camera, stream));
+    const existing = this.relays.get(id);
+    if (existing && !existing.closed) return id;
+    const now = this.clock();
+    const r: Relay = {
+      camera,
+      stream,
+      id,
+      source: this.o.sfu.source(id),
+      node: undefined,
+      sub: undefined,
+      window: new ReplayWindow(),
+      counter: 0,
+      epoch: undefined,
+      lastPacketAt: now,
+      subscribedAt: now,
+      keyframeAskedAt: now,
+      idleSince: undefined,
+      resolving: undefined,
+      closed: false,
+    };
+    await this.subscribe(r, node);
+    this.relays.set(id, r);
+    return id;
+  }
+
+  private async subscribe(r: Relay, node: string): Promise<void> {
+    const sub = await this.o.subscribe(r.camera, r.stream, node);
+    if (r.sub) this.o.endpoint.relayed.delete(r.sub.channel);
+    r.sub = sub;
+    r.node = node;
+    r.window = new ReplayWindow();
+    r.counter = 0;
+    r.lastPacketAt = r.subscribedAt = r.keyframeAskedAt = this.clock();
+    this.o.endpoint.relayed.set(sub.channel, { datagram: (buf, from) => this.fromOwner(r, buf, from) });
+  }
+
+  private fromOwner(r: Relay, buf: Buffer, from: dgram.RemoteInfo): void {
+    const ep = this.o.endpoint;
+    const sub = r.sub;
+    if (!sub || r.closed) return ep.drop("unknownChannel");
+    const d = decodeRelay(buf, sub.key);
+    if (!d.ok) return ep.drop(d.reason);
+    if (from.port !== sub.port) return ep.drop("unexpected");
+    if (!r.window.accept(d.header.counter)) return ep.drop("replay");
+    r.lastPacketAt = this.clock();
+    const { type, epoch, track } = d.header;
+    switch (type) {
+      case RelayType.rtp:
+      case RelayType.rtcp:
+        if (epoch !== r.epoch) return ep.drop("staleEpoch");
+        this.counters.packets++;
+        if (type === RelayType.rtp) r.source.pushRtp(track, d.payload);
+        else r.source.pushRtcp(track, d.payload);
+        return;
+      case RelayType.tracks: {
+        if (epoch === r.epoch) return; // the once-a-second repeat
+        const tracks = decodeTracks(d.payload);
+        if (!tracks) return ep.drop("malformed");
+        if (r.epoch !== undefined) r.source.upstreamDown("the forwarding node started a new upstream session");
+        r.epoch = epoch;
+        r.source.setTracks(tracks);
+        return;
+      }
+      case RelayType.down:
+        if (r.epoch === undefined) return;
+        r.epoch = undefined;
+        r.source.upstreamDown(`at the camera's node: ${d.payload.toString("utf8")}`);
+        return;
+      case RelayType.bye:
+        // The owner let the camera go (lease lost, shutdown): find its owner now.
+        r.lastPacketAt = -Infinity;
+        this.resolve(r);
+        return;
+      default:
+        return ep.drop("unexpected");
+    }
+  }
+
+  private send(r: Relay, type: RelayType): void {
+    const sub = r.sub;
+    if (!sub) return;
+    r.counter = (r.counter + 1) >>> 0;
+    this.o.endpoint.send(encodeRelay(sub.key, { type, channel: sub.channel, counter: r.counter, track: 0, epoch: r.epoch ?? 0 }, Buffer.alloc(0)), sub.port, sub.address);
+  }
+
+  private tick(): void {
+    const now = this.clock();
+    const silence = this.o.silenceMs;
+    for (const r of [...this.relays.values()]) {
+      if (r.source.viewerCount === 0) {
+        r.idleSince ??= now;
+        if (now - r.idleSince > silence) {
+          this.end(r, "no viewer");
+          continue;
+        }
+      } else r.idleSince = undefined;
+      if (r.resolving) continue;
+      this.send(r, RelayType.keep);
+      if (now - r.lastPacketAt > silence) {
+        this.resolve(r);
+        continue;
+      }
+      // Tracks but nothing decodable for a while (the replayed keyframe was lost): ask again.
+      if (r.epoch !== undefined && now - r.keyframeAskedAt > silence && r.source.viewerCount > 0 && !r.source.stats().hasKeyframe) {
+        r.keyframeAskedAt = now;
+        this.counters.keyframeRequests++;
+        this.send(r, RelayType.keyframe);
+      }
+    }
+  }
+
+  /** The owner fell silent or left: find the camera's owner and subscribe there, or pull here. */
+  private resolve(r: Relay): void {
+    if (r.resolving || r.closed) return;
+    this.counters.resubscribes++;
+    r.resolving = (async () => {
+      try {
+        const owner = await this.o.owner(r.camera);
+        if (r.closed) return;
+        if (owner.self) {
+          this.adopt(r);
+          return;
+        }
+        this.o.log.info("cluster: forwarded camera: subscribing to its owner", { camera: r.camera, stream: r.stream, node: owner.node, was: r.node });
+        await this.subscribe(r, owner.node);
+      } catch (err) {
+        this.o.log.warn("cluster: forwarded camera: its owner cannot be reached yet", { camera: r.camera, err });
+        r.lastPacketAt = this.clock(); // try again after another silence
+      } finally {
+        r.resolving = undefined;
+      }
+    })();
+  }
+
+  /** This node pulls the camera now: its viewers move to the local source (at its first keyframe). */
+  private adopt(r: Relay): void {
+    const local = this.o.localSource(r.camera, r.stream);
+    this.counters.adopted++;
+    let moved = 0;
+    for (const v of this.o.sfu.viewerList())
+      if (v.sourceId === r.id) {
+        v.switchSource(local, "this node pulls the camera now");
+        moved++;
+      }
+    this.o.log.info("cluster: forwarded camera now pulled here", { camera: r.camera, stream: r.stream, viewers: moved });
+    this.end(r, "pulled here now");
+  }
+
+  private end(r: Relay, why: string): void {
+    if (r.closed) return;
+    this.send(r, RelayType.bye);
+    r.closed = true;
+    if (r.sub) this.o.endpoint.relayed.delete(r.sub.channel);
+    if (r.epoch !== undefined) r.source.upstreamDown(`relay ended: ${why}`);
+    this.relays.delete(r.id);
+    this.o.log.debug("cluster: relay ended", { camera: r.camera, stream: r.stream, why });
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    for (const r of [...this.relays.values()]) this.end(r, "node closing");
+  }
+}
