@@ -124,6 +124,8 @@ export interface Gateway {
   readonly takenPorts: readonly TakenPort[];
   /** This node's membership of a cluster, when `cluster` is configured. */
   readonly cluster: Cluster | undefined;
+  /** RTP forwarding between the cluster's nodes (its socket, links, relays, drops), when `cluster` is configured. */
+  readonly forwarding: Forwarding | undefined;
   /** What each camera's recorder holds (the timeline); the playback engine tells it what it learns. */
   readonly recordings: RecordingIndex & Pick<RetentionRecordings, "ranges" | "window">;
   /** Graceful close (see the file's doc comment); the same promise for every caller. */
@@ -619,6 +621,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       demoDoor,
       takenPorts,
       cluster,
+      forwarding,
       recordings,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),

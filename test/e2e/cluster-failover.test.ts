@@ -3,6 +3,8 @@
  * recorder, counting its RTSP sessions), Chromium pages on two nodes that do not pull the camera.
  * The recorder is pulled once for the three nodes; when the node that pulls it is killed (SIGKILL),
  * another node takes the camera over and both pages play again by themselves, without a reload.
+ * Viewers elsewhere are answered through the owner here (`forward.mode: answer`); relays are
+ * cluster-forward.test.ts's.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -29,7 +31,7 @@ beforeAll(async () => {
   redis = await startRedis();
   recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
   for (const index of [1, 2, 3]) {
-    const n = await startClusterNode({ index, dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs: LEASE_MS });
+    const n = await startClusterNode({ index, dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs: LEASE_MS, forwardMode: "answer" });
     nodes.push(n);
     cleanups.push(() => n.kill());
   }

@@ -5,6 +5,8 @@
  * node works on the others; the camera is pulled once for the whole cluster; signing out on one
  * node ends a stream served by another; with Redis stopped, what runs keeps running and what
  * needs the cluster is refused with 503 in plain words; when Redis returns, the nodes catch up.
+ * (Viewers elsewhere are answered through the owner here: `forward.mode: answer`; the relays of
+ * the default mode are cluster-forward.test.ts's.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../config/load.ts";
@@ -45,7 +47,7 @@ beforeAll(async () => {
         log: { level: "silent" },
         media: { workers: 1 },
         rtsp: { idleStopSeconds: 2 },
-        cluster: { redis: { url: redis.url, reconnectMaxMs: 300 }, nodeId: `node-${i + 1}`, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: 1500 },
+        cluster: { redis: { url: redis.url, reconnectMaxMs: 300 }, nodeId: `node-${i + 1}`, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: 1500, forward: { mode: "answer" } },
       },
       {},
     );

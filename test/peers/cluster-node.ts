@@ -34,6 +34,8 @@ export interface ClusterNodeOptions {
   /** The RTSP URL of the cluster's camera (id `demo`, which the development `viewer` may watch). */
   cameraUrl: string;
   leaseMs: number;
+  /** `cluster.forward.mode`: viewers elsewhere answered through the owner, or served from relays. Default the product's. */
+  forwardMode?: "answer" | "forward";
   /** Start-up limit, ms. Default 60000. */
   timeoutMs?: number;
 }
@@ -53,7 +55,7 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
       "media: { workers: 1 }",
       "rtsp: { idleStopSeconds: 2 }",
       "log: { level: warn, format: json }",
-      `cluster: { redis: { url: "${o.redisUrl}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${o.leaseMs} }`,
+      `cluster: { redis: { url: "${o.redisUrl}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${o.leaseMs}${o.forwardMode ? `, forward: { mode: ${o.forwardMode} }` : ""} }`,
       "",
     ].join("\n"),
   );
