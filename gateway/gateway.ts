@@ -274,6 +274,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       rtsp: config.rtsp,
       log: log.child({ component: "playback" }),
       ...(playbackAuditHook ? { onEnd: playbackAuditHook.ended } : {}),
+      onLearn: (id, range, present) => recordings.learn(id, range, present),
     });
     // Closed before the SFU (cleanups run in reverse): TEARDOWN at each recorder.
     cleanups.push(() => playback.close());

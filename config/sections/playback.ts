@@ -50,5 +50,10 @@ export const playbackSection = z
     startDelayMs: z.number().int().min(0).max(2000).default(120),
     /** Most video packets buffered per session while the gateway paces; beyond it the recorder is held back (or packets dropped). Default 4096. */
     bufferPackets: z.number().int().min(256).max(65536).default(4096),
+    /**
+     * A jump in recorded time at least this long, seen in a recorder's answers (a stream that starts later than asked, a
+     * frame marked as a discontinuity), is learned as a gap on the timeline, ms. Default 1000.
+     */
+    learnGapMinMs: z.number().int().min(100).max(3_600_000).default(1000),
   })
   .prefault({});

@@ -112,7 +112,7 @@ export function playbackAudit(audit: AuditSink, clock: () => number = Date.now):
     started(req, e) {
       const caller = callerOf(req);
       who.set(e, { caller, began: clock() });
-      audit.record({ action: "playback_start", outcome: "success", ...caller, camera: e.cameraId, detail: JSON.stringify({ playback: e.id, from: iso(e.session.state().position) }) });
+      audit.record({ action: "playback_start", outcome: "success", ...caller, camera: e.cameraId, detail: JSON.stringify({ playback: e.id, from: iso(e.start) }) });
     },
     ended(e, reason) {
       const w = who.get(e);

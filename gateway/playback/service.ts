@@ -19,6 +19,7 @@ import type { CreateViewerOptions } from "../../sfu/engine.ts";
 import type { Timers } from "../rtsp/timers.ts";
 import { PlaybackSession, type PlaybackControl, type PlaybackState } from "./session.ts";
 import type { Segment } from "./retimer.ts";
+import type { TimeRange } from "./recordings.ts";
 
 /** What the service needs of the SFU. */
 export interface PlaybackSfu {
@@ -40,6 +41,8 @@ export interface PlaybackEntry {
   readonly id: string;
   readonly cameraId: string;
   readonly owner: PlaybackOwner;
+  /** Where the viewer asked to start, Unix ms. */
+  readonly start: number;
   readonly session: PlaybackSession;
   readonly viewer: ViewerHandle;
   /** Segments so far (the last few), for a page that subscribes late. */
@@ -57,6 +60,8 @@ export interface PlaybackServiceOptions {
   /** Told when a playback starts and when it ends (audit). */
   onStart?: (e: PlaybackEntry) => void;
   onEnd?: (e: PlaybackEntry, reason: string) => void;
+  /** Told what a recorder's answers teach about its recording (the timeline's gaps). */
+  onLearn?: (cameraId: string, range: TimeRange, present: boolean) => void;
 }
 
 const SLOT_PREFIX = "~playback-";
@@ -103,15 +108,19 @@ export class PlaybackService {
       mediaTimeoutMs: this.o.rtsp.mediaTimeoutMs,
       startDelayMs: this.o.settings.startDelayMs,
       bufferPackets: this.o.settings.bufferPackets,
+      minGapMs: this.o.settings.learnGapMinMs,
       log,
       ...(this.o.timers ? { timers: this.o.timers } : {}),
     });
     const segments: Segment[] = [];
     const ranges: WatchedRange[] = [];
+    session.events.on("learned", (l) => this.o.onLearn?.(camera.id, l.range, l.present));
     session.events.on("segment", (s) => {
       segments.push(s);
       if (segments.length > 32) segments.shift();
     });
+    // From the first frame on (frames flow before the viewer's answer is sent).
+    trackWatched(session, ranges);
     let viewer: ViewerHandle;
     let answerSdp: string;
     try {
@@ -131,12 +140,12 @@ export class PlaybackService {
       id,
       cameraId: camera.id,
       owner,
+      start,
       session,
       viewer,
       segments,
       watched: () => ranges.map(([a, b]) => [a, b]),
     };
-    trackWatched(session, ranges);
     this.entries.set(id, entry);
     let ended = false;
     const end = (reason: string): void => {

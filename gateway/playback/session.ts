@@ -27,6 +27,8 @@ import type { RtspResponse } from "../rtsp/message.ts";
 import { realTimers, type TimerHandle, type Timers } from "../rtsp/timers.ts";
 import { checkRate, nptPlayHeaders, ONVIF_REPLAY, parseClockRangeStart, readOnvifExtension, replayPlayHeaders } from "./onvif.ts";
 import { Retimer, type RetimerStats, type Segment } from "./retimer.ts";
+import { GapLearner, type Learned } from "./gaps.ts";
+import { RtspStatusError } from "../rtsp/status.ts";
 
 /** A control request, as the page sends it. */
 export type PlaybackControl =
@@ -54,6 +56,8 @@ export type PlaybackEvents = {
   state: [PlaybackState];
   /** The recorder session died; the session is closed. */
   closed: [reason: string];
+  /** What the recorder's answers taught about the recording (a gap, a stretch it delivered). */
+  learned: [Learned];
 };
 
 export interface PlaybackSessionOptions {
@@ -69,6 +73,10 @@ export interface PlaybackSessionOptions {
   startDelayMs: number;
   /** Most packets buffered while pacing. */
   bufferPackets: number;
+  /** The shortest jump in recorded time learned as a gap, ms. Default 1000. */
+  minGapMs?: number;
+  /** Wall clock, Unix ms (the end of a gap learned from a refusal). Default Date.now. */
+  wallClock?: () => number;
   log: Logger;
   timers?: Timers;
   /** Builds the RTSP client (tests). */
@@ -123,6 +131,8 @@ export class PlaybackSession {
   private refusedRates = new Set<number>();
   /** URL mode: the recording URL's time origin (npt 0). */
   private urlOrigin = 0;
+  /** Gaps and recorded stretches, from the recorder's answers (ONVIF replay only: it alone gives frame times). */
+  private readonly gaps: GapLearner;
 
   constructor(opts: PlaybackSessionOptions) {
     this.o = opts;
@@ -131,6 +141,7 @@ export class PlaybackSession {
     this.events = new SafeEmitter<PlaybackEvents>((event, err) => this.log.error("playback listener failed", { event, err }));
     this.onvif = (opts.camera.playback?.mode ?? "onvif") === "onvif";
     this.target = opts.start;
+    this.gaps = new GapLearner({ minGapMs: opts.minGapMs ?? 1000 });
   }
 
   /** Connects to the recorder and starts replay at `start`; resolves with the tracks (already set on the sink). */
@@ -173,15 +184,26 @@ export class PlaybackSession {
         this.retimer.onSegment((seg) => this.events.emit("segment", seg));
         this.retimer.reset(1, this.o.start);
         this.o.sink.setTracks(s.specs);
+        this.learn(this.gaps.restart(this.o.start, 1, this.request(this.o.start, false).intraOnly));
         const at = parseClockRangeStart(s.playAnswer?.get("Range"));
-        if (at !== undefined && this.onvif) this.target = Math.max(at, this.o.start);
+        if (at !== undefined && this.onvif) {
+          this.target = Math.max(at, this.o.start);
+          this.learn(this.gaps.answered(at));
+        }
         this.gate = false;
       },
     });
     this.client = client;
     client.events.on("ended", (err) => this.fail(err));
     if (this.closed) throw new ClosedError("playback closed while opening");
-    await client.start();
+    try {
+      await client.start();
+    } catch (err) {
+      // An open range refused as out of range: the recorder holds nothing from the start on.
+      if (this.onvif && err instanceof RtspStatusError && err.method === "PLAY" && (err.status === 457 || err.status === 404))
+        this.learn(this.gaps.refused(this.o.start, (this.o.wallClock ?? Date.now)()));
+      throw err;
+    }
     return this.specs;
   }
 
@@ -214,6 +236,7 @@ export class PlaybackSession {
     this.closed = true;
     this.timers.clearTimeout(this.timer);
     this.retimer?.clear();
+    this.learn(this.gaps.flush());
     await this.client?.close(reason);
     this.events.emit("closed", reason);
   }
@@ -305,14 +328,21 @@ export class PlaybackSession {
     client.expectMedia(true);
     let res: RtspResponse;
     if (this.onvif) {
-      res = await this.request2("PLAY", replayPlayHeaders(this.request(time, true, rate)), true);
+      const req = this.request(time, true, rate);
+      this.learn(this.gaps.restart(time, rate, req.intraOnly));
+      res = await this.request2("PLAY", replayPlayHeaders(req), true, (status) => {
+        if (rate > 0 && (status === 457 || status === 404)) this.learn(this.gaps.refused(time, (this.o.wallClock ?? Date.now)()));
+      });
     } else {
       if (time < this.urlOrigin) throw new WrongStateError("this recorder's playback URL cannot seek before the session's start; open a new playback session");
       res = await this.request2("PLAY", nptPlayHeaders((time - this.urlOrigin) / 1000, rate), true);
     }
     this.rate = rate;
     const at = this.onvif ? parseClockRangeStart(res.headers.get("Range")) : undefined;
-    if (at !== undefined && rate > 0 && at > time) this.target = at; // a seek into a gap lands after it
+    if (at !== undefined && rate > 0 && at > time) {
+      this.target = at; // a seek into a gap lands after it
+      this.learn(this.gaps.answered(at));
+    }
     this.gate = false;
     this.pump();
   }
@@ -341,9 +371,10 @@ export class PlaybackSession {
   }
 
   /** Sends PLAY/PAUSE; maps the recorder's refusals. `seeking`: a refusal of Scale/Range is the page's 409. */
-  private async request2(method: "PLAY" | "PAUSE", headers: Record<string, string>, seeking = false): Promise<RtspResponse> {
+  private async request2(method: "PLAY" | "PAUSE", headers: Record<string, string>, seeking = false, onRefused?: (status: number) => void): Promise<RtspResponse> {
     const res = await this.client!.control(method, headers);
     if (res.status < 300) return res;
+    onRefused?.(res.status);
     if (UNSUPPORTED.has(res.status) || (seeking && (res.status === 400 || res.status === 403 || res.status === 406)))
       throw new WrongStateError(`the recorder refused this (${res.status} ${res.reason})`);
     throw new UpstreamError(`recorder answered ${method} with ${res.status} ${res.reason}`);
@@ -380,6 +411,7 @@ export class PlaybackSession {
       recorded = this.target + ((((ts - first) | 0) / spec.clockRate) * 1000);
     }
     let keyframe = false;
+    if (spec.kind === "video" && ext) this.learn(this.gaps.frame(recorded, ext.discontinuity));
     if (spec.kind === "video") {
       const hl = rtpHeaderLength(packet);
       keyframe = ext?.cleanPoint === true || (hl > 0 && h264PayloadIsKeyframeStart(packet.subarray(hl)));
@@ -430,6 +462,11 @@ export class PlaybackSession {
         }
       }
     }
+  }
+
+  private learn(learned: readonly Learned[]): void {
+    if (!this.onvif) return;
+    for (const l of learned) this.events.emit("learned", l);
   }
 
   private fail(err: GatehouseError): void {
