@@ -2,9 +2,9 @@
  * The SIP requests a door station sends that the gateway (a registrar and UAS) never builds:
  * REGISTER, an out-of-dialog INVITE, the CANCEL of that INVITE (RFC 3261 §9.1), and the
  * Authorization answering a digest challenge (§22.2, RFC 7616 qop=auth). Pure: the message
- * model, parser and digest arithmetic are gateway/sip's own; this only assembles headers.
+ * model and parser are gateway/sip's own, its digest answers gateway/digest's; this only assembles headers.
  */
-import { digestResponse, parseCredentials, type DigestAlgorithm } from "../sip/digest.ts";
+import { createAuthorizer, parseChallenges, pickChallenge } from "../digest/client.ts";
 import { SipHeaders, type SipRequest, type SipResponse } from "../sip/message.ts";
 import { quote } from "../sip/uri.ts";
 
@@ -89,46 +89,22 @@ export function cancelRequest(invite: SipRequest): SipRequest {
   return { kind: "request", method: "CANCEL", uri: invite.uri, headers: h, body: Buffer.alloc(0) };
 }
 
-const ALGORITHMS: readonly DigestAlgorithm[] = ["SHA-512-256", "SHA-256", "MD5"];
-
 /**
  * The Authorization value answering the strongest digest challenge of a 401 (or the
- * Proxy-Authorization of a 407) that offers qop=auth; undefined when none can be answered.
+ * Proxy-Authorization of a 407) that offers qop=auth; undefined when none can be answered. Never Basic: SIP has none
+ * (RFC 3261 §22.1).
  */
 export function answerChallenge(
   res: SipResponse,
-  p: { username: string; password: string; method: string; uri: string; cnonce: string; nc?: number },
+  p: { username: string; password: string; method: string; uri: string; cnonce: string },
 ): { header: "Authorization" | "Proxy-Authorization"; value: string } | undefined {
   const proxy = res.status === 407;
-  const offers = res.headers.getAll(proxy ? "proxy-authenticate" : "www-authenticate").map(parseCredentials);
-  let best: { alg: DigestAlgorithm; params: ReadonlyMap<string, string> } | undefined;
-  for (const c of offers) {
-    if (!c || c.scheme.toLowerCase() !== "digest") continue;
-    const alg = ALGORITHMS.find((a) => a === (c.params.get("algorithm") ?? "MD5").toUpperCase());
-    const qop = (c.params.get("qop") ?? "").split(",").map((q) => q.trim().toLowerCase());
-    if (!alg || !qop.includes("auth") || !c.params.get("nonce") || c.params.get("realm") === undefined) continue;
-    if (!best || ALGORITHMS.indexOf(alg) < ALGORITHMS.indexOf(best.alg)) best = { alg, params: c.params };
-  }
-  if (!best) return undefined;
-  const realm = best.params.get("realm")!;
-  const nonce = best.params.get("nonce")!;
-  const nc = (p.nc ?? 1).toString(16).padStart(8, "0");
-  const response = digestResponse({
-    algorithm: best.alg,
-    username: p.username,
-    realm,
-    password: p.password,
-    method: p.method,
-    uri: p.uri,
-    nonce,
-    cnonce: p.cnonce,
-    nc,
-    qop: "auth",
-  });
-  const opaque = best.params.get("opaque");
-  const value =
-    `Digest username=${quote(p.username)}, realm=${quote(realm)}, nonce=${quote(nonce)}, uri=${quote(p.uri)}, ` +
-    `response=${quote(response)}, algorithm=${best.alg}, cnonce=${quote(p.cnonce)}, qop=auth, nc=${nc}` +
-    (opaque !== undefined ? `, opaque=${quote(opaque)}` : "");
-  return { header: proxy ? "Proxy-Authorization" : "Authorization", value };
+  const digest = parseChallenges(res.headers.getAll(proxy ? "proxy-authenticate" : "www-authenticate")).filter(
+    // qop=auth only: the gateway's registrar refuses the RFC 2069 answer (no nonce count against replays).
+    (c) => c.scheme === "digest" && (c.params.get("qop") ?? "").split(",").some((q) => q.trim().toLowerCase() === "auth"),
+  );
+  const best = pickChallenge(digest);
+  const authorizer = best && createAuthorizer(best, { username: p.username, password: p.password }, { cnonce: () => p.cnonce });
+  if (!authorizer) return undefined;
+  return { header: proxy ? "Proxy-Authorization" : "Authorization", value: authorizer.authorize(p.method, p.uri) };
 }

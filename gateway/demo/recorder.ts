@@ -28,7 +28,7 @@ import { BadInputError } from "../../config/errors.ts";
 import { parseRtcp, type RtcpItem } from "../../sfu/rtp/rtcp.ts";
 import { RtspHeaders, RtspStreamParser, interleavedFrame, serializeResponse, type RtspRequest, type RtspResponse } from "../rtsp/message.ts";
 import { prepareClip, type DemoClip } from "./clip.ts";
-import { DigestVerifier } from "./digest.ts";
+import { DigestServer } from "../digest/server.ts";
 import { HeaderSlab, TrackSender, type TrackTransport } from "./sender.ts";
 import { DemoRecording, ONVIF_REPLAY, formatClockTime, parseReplayRequest, requiresReplay, unsupportedOptions } from "./replay.ts";
 import { ReplaySender } from "./replay-sender.ts";
@@ -347,7 +347,8 @@ class DemoServer implements DemoRecorder {
   private readonly rtcpIntervalMs: number;
   private readonly highWater: number;
   private readonly maxSessions: number;
-  private readonly auth: DigestVerifier | null;
+  /** Digest for RTSP clients: MD5 and the RFC 2069 answer without qop (GStreamer sends no other). */
+  private readonly auth: { readonly server: DigestServer; readonly username: string; readonly password: string; readonly realm: string } | null;
   private readonly server: net.Server;
   private rtpSock: dgram.Socket | null = null;
   private rtcpSock: dgram.Socket | null = null;
@@ -381,7 +382,9 @@ class DemoServer implements DemoRecorder {
     this.rtcpIntervalMs = opts.rtcpIntervalMs ?? 1000;
     this.highWater = opts.tcpHighWaterBytes ?? 4 * 1024 * 1024;
     this.maxSessions = opts.maxSessions ?? 64;
-    this.auth = opts.auth ? new DigestVerifier({ ...opts.auth, clock: this.wallClock }) : null;
+    this.auth = opts.auth
+      ? { server: new DigestServer({ now: this.wallClock, allowNoQop: true }), username: opts.auth.username, password: opts.auth.password, realm: opts.auth.realm ?? "Gatehouse demo" }
+      : null;
     this.server = net.createServer((s) => this.accept(s));
     this.server.maxConnections = 256;
   }
@@ -643,11 +646,14 @@ class DemoServer implements DemoRecorder {
     }
 
     const method = req.method.toUpperCase();
-    if (method !== "OPTIONS" && this.auth) {
-      const verdict = this.auth.verify(req.method, req.headers.get("authorization"));
-      if (verdict !== "ok") {
-        this.log.debug("RTSP auth challenge", { method, verdict });
-        return { status: 401, headers: { "WWW-Authenticate": this.auth.challenge(verdict === "stale") } };
+    const auth = this.auth;
+    if (method !== "OPTIONS" && auth) {
+      const address = conn.socket.remoteAddress ?? "";
+      const verdict = auth.server.verify(req.headers.get("authorization"), req.method, auth.realm, ["MD5"], (u) => (u === auth.username ? auth.password : undefined), address);
+      if (!verdict.ok) {
+        this.log.debug("RTSP auth challenge", { method, verdict: verdict.reason });
+        const [challenge] = auth.server.challenge(auth.realm, ["MD5"], address, verdict.reason === "stale", { qop: false });
+        return { status: 401, headers: { "WWW-Authenticate": challenge! } };
       }
     }
 

@@ -23,7 +23,7 @@ import { compound, SdesItemType, serializeRr, serializeSdes } from "../../sfu/rt
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import type { UdpPortPool } from "../ingest/udp-ports.ts";
 import { RtspConnection } from "./connection.ts";
-import { createAuthorizer, isStale, parseChallenges, pickChallenge, type Authorizer, type Credentials } from "./digest.ts";
+import { createAuthorizer, isStale, parseChallenges, pickChallenge, type Authorizer, type Credentials } from "../digest/client.ts";
 import { formatTransport, parsePublic, parseSession, parseTransport, type TransportSpec } from "./headers.ts";
 import { MediaRouter, type RouterStats } from "./media-router.ts";
 import { RtspHeaders, interleavedFrame, type RtspResponse } from "./message.ts";

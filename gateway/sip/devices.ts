@@ -7,7 +7,7 @@ import type { Brand } from "../../config/ids.ts";
 import { CidrList } from "../../config/net/cidr.ts";
 import type { Logger } from "../../config/log.ts";
 import type { SipDeviceConfig } from "../../config/sections/sip.ts";
-import type { DigestAlgorithm, DigestServer, VerifyFailure } from "./digest.ts";
+import type { DigestAlgorithm, DigestServer, VerifyFailure } from "../digest/server.ts";
 import type { Lockout } from "./lockout.ts";
 import type { SipRequest } from "./message.ts";
 

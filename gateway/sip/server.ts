@@ -18,7 +18,7 @@ import type { SipConfig } from "../../config/sections/sip.ts";
 import { realClock, type SipClock } from "./clock.ts";
 import { ALLOW, SUPPORTED, randomIds, ourVia, type IdSource, type SipContext } from "./context.ts";
 import { DeviceAuth, DeviceDirectory, type Device } from "./devices.ts";
-import { DigestServer } from "./digest.ts";
+import { DigestServer } from "../digest/server.ts";
 import { responseDestination, stampReceived, type Endpoint } from "./endpoint.ts";
 import { Intercom, type IntercomOptions } from "./intercom.ts";
 import { Lockout } from "./lockout.ts";

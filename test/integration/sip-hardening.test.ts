@@ -14,7 +14,8 @@ import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
-import { digestResponse, parseCredentials } from "../../gateway/sip/digest.ts";
+import { digestResponse } from "../../gateway/digest/client.ts";
+import { parseCredentials } from "../../gateway/digest/server.ts";
 import { startSipServer, type SipServer } from "../../gateway/sip/server.ts";
 import { describeRun, runSipp } from "../peers/sipp.ts";
 

@@ -11,7 +11,7 @@ import { embeddedDefaults } from "../../config/embedded.ts";
 import { loadConfig, parseConfig } from "../../config/load.ts";
 import { DoorVoice, FRAME_SAMPLES } from "../../gateway/demo/door-voice.ts";
 import { answerChallenge, cancelRequest, inviteRequest, registerRequest, type DoorIdentity } from "../../gateway/demo/door-sip.ts";
-import { DigestServer } from "../../gateway/sip/digest.ts";
+import { DigestServer } from "../../gateway/digest/server.ts";
 import { makeResponse, parseMessage, serializeMessage, type SipRequest } from "../../gateway/sip/message.ts";
 import { linearToUlaw, ulawToLinear } from "../../gateway/sip/rtp.ts";
 

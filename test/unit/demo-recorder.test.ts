@@ -9,7 +9,7 @@ import { once } from "node:events";
 import { createLogger } from "../../config/log.ts";
 import { parseTransport, type DemoRecorder, type DemoRecorderOptions } from "../../gateway/demo/recorder.ts";
 import type { RtspResponse } from "../../gateway/rtsp/message.ts";
-import { digestResponse, parseChallenges } from "../../gateway/rtsp/digest.ts";
+import { digestResponse, parseChallenges } from "../../gateway/digest/client.ts";
 import { parseRtpHeader } from "../../sfu/rtp/packet.ts";
 import { parseRtcp, type RtcpItem } from "../../sfu/rtp/rtcp.ts";
 import { seqDiff } from "../../sfu/rtp/seq.ts";

@@ -8,7 +8,8 @@ import { generate } from "selfsigned";
 import { AuthError, ClosedError, UpstreamError } from "../../config/errors.ts";
 import { silentLogger } from "../../config/log.ts";
 import { RtspClient, type PlaySession, type RtspClientOptions } from "../../gateway/rtsp/client.ts";
-import { digestResponse, parseCredentials } from "../../gateway/rtsp/digest.ts";
+import { digestResponse } from "../../gateway/digest/client.ts";
+import { parseCredentials } from "../../gateway/digest/server.ts";
 import { isPermanent, RecorderPolicyError, UnplayableError } from "../../gateway/rtsp/status.ts";
 import { parseRtspUrl, redirectAllowed } from "../../gateway/rtsp/url.ts";
 import { UdpPortPool } from "../../gateway/ingest/udp-ports.ts";
@@ -68,7 +69,7 @@ function digestGuard(inner: Handler, user: string, pass: string, opts: { stale?:
     const p = creds?.params;
     const algorithm = (p?.get("algorithm") ?? "MD5") as "MD5" | "SHA-256";
     const ok =
-      creds?.scheme === "digest" &&
+      creds?.scheme.toLowerCase() === "digest" &&
       p?.get("nonce") === nonce &&
       p.get("response") ===
         digestResponse({

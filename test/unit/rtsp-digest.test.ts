@@ -5,13 +5,13 @@ import {
   digestResponse,
   isStale,
   parseChallenges,
-  parseCredentials,
   pickChallenge,
   type Challenge,
   type DigestAlgorithm,
-} from "../../gateway/rtsp/digest.ts";
+} from "../../gateway/digest/client.ts";
+import { parseCredentials } from "../../gateway/digest/server.ts";
 
-const params = (c: Challenge | undefined): Record<string, string> => Object.fromEntries(c?.params ?? []);
+const params = (c: Pick<Challenge, "params"> | { readonly params: ReadonlyMap<string, string> } | undefined): Record<string, string> => Object.fromEntries(c?.params ?? []);
 
 describe("RFC 2617 §3.5 example", () => {
   const challenge =

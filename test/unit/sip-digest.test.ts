@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { DigestServer, digestResponse, parseCredentials, type DigestAlgorithm } from "../../gateway/sip/digest.ts";
+import { digestResponse } from "../../gateway/digest/client.ts";
+import { DigestServer, parseCredentials, type DigestAlgorithm } from "../../gateway/digest/server.ts";
 import { Lockout } from "../../gateway/sip/lockout.ts";
 
 describe("digest response (known answers)", () => {

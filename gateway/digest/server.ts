@@ -1,6 +1,9 @@
 /**
- * Server-side HTTP Digest for SIP (RFC 3261 §22.4, RFC 2617, RFC 7616, RFC 8760):
- * MD5, SHA-256 and SHA-512-256 (plus `-sess` variants), qop=auth only.
+ * Server-side HTTP Digest, for SIP (RFC 3261 §22.4, RFC 2617, RFC 7616, RFC 8760) and the demo
+ * recorder's RTSP (RFC 2326 §D.2): MD5, SHA-256 and SHA-512-256 (plus `-sess` variants),
+ * qop=auth; with `allowNoQop`, also the RFC 2069 answer without qop that most RTSP clients send
+ * (GStreamer's among them), for which only the nonce's age and address protect against replays.
+ * The response arithmetic is the client's (./client.ts): one implementation for both sides.
  *
  * Nonces are stateless and self-authenticating: `issued-at | random | HMAC(secret)`, so a
  * forged or foreign nonce is rejected without a table. The MAC also covers the address the
@@ -13,12 +16,11 @@
  *
  * Pure apart from the injected clock and random source.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { isToken, readQuoted } from "./uri.ts";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { isToken, readQuoted } from "../sip/uri.ts";
+import { digestResponse, type DigestAlgorithm } from "./client.ts";
 
-export type DigestAlgorithm = "MD5" | "SHA-256" | "SHA-512-256";
-
-const HASH: Record<DigestAlgorithm, string> = { MD5: "md5", "SHA-256": "sha256", "SHA-512-256": "sha512-256" };
+export type { DigestAlgorithm };
 
 export interface DigestOptions {
   /** Wall-clock milliseconds. */
@@ -30,6 +32,11 @@ export interface DigestOptions {
   /** HMAC key for nonces (random per process by default). */
   secret?: Buffer;
   random?: (n: number) => Buffer;
+  /**
+   * Accept answers without qop (RFC 2069) and challenge without it (`challenge(…, { qop: false })`).
+   * For RTSP clients only; SIP requires qop=auth, whose nonce count guards against replays.
+   */
+  allowNoQop?: boolean;
 }
 
 export type VerifyFailure =
@@ -93,10 +100,6 @@ export function parseCredentials(value: string): DigestCredentials | undefined {
   return { scheme, params };
 }
 
-function hash(alg: DigestAlgorithm, s: string): string {
-  return createHash(HASH[alg]).update(s, "latin1").digest("hex");
-}
-
 /** Parse the `algorithm` directive (default MD5, RFC 2617 §3.2.2). */
 function parseAlgorithm(a: string | undefined): { alg: DigestAlgorithm; sess: boolean } | undefined {
   const v = (a ?? "MD5").toUpperCase();
@@ -104,29 +107,6 @@ function parseAlgorithm(a: string | undefined): { alg: DigestAlgorithm; sess: bo
   const base = sess ? v.slice(0, -5) : v;
   if (base === "MD5" || base === "SHA-256" || base === "SHA-512-256") return { alg: base, sess };
   return undefined;
-}
-
-/**
- * Compute the expected `response` (RFC 7616 §3.4.1, qop=auth). Exported for tests and
- * for clients we build (outgoing calls to devices that challenge).
- */
-export function digestResponse(p: {
-  algorithm: DigestAlgorithm;
-  sess?: boolean;
-  username: string;
-  realm: string;
-  password: string;
-  method: string;
-  uri: string;
-  nonce: string;
-  cnonce: string;
-  nc: string;
-  qop: "auth";
-}): string {
-  let ha1 = hash(p.algorithm, `${p.username}:${p.realm}:${p.password}`);
-  if (p.sess) ha1 = hash(p.algorithm, `${ha1}:${p.nonce}:${p.cnonce}`);
-  const ha2 = hash(p.algorithm, `${p.method}:${p.uri}`);
-  return hash(p.algorithm, `${ha1}:${p.nonce}:${p.nc}:${p.cnonce}:${p.qop}:${ha2}`);
 }
 
 interface NonceUse {
@@ -140,6 +120,7 @@ export class DigestServer {
   private readonly maxTracked: number;
   private readonly secret: Buffer;
   private readonly random: (n: number) => Buffer;
+  private readonly allowNoQop: boolean;
   private readonly used = new Map<string, NonceUse>();
   /** Nonces issued at or before this time that are no longer tracked are treated as stale. */
   private forgottenBefore = -Infinity;
@@ -150,6 +131,7 @@ export class DigestServer {
     this.maxTracked = opts.maxTrackedNonces ?? 10_000;
     this.secret = opts.secret ?? randomBytes(32);
     this.random = opts.random ?? randomBytes;
+    this.allowNoQop = opts.allowNoQop ?? false;
   }
 
   /** A fresh nonce bound to `realm` and to the address it is sent to. */
@@ -162,11 +144,10 @@ export class DigestServer {
   }
 
   /** WWW-Authenticate values for a client at `address`, one per algorithm in preference order (RFC 8760 §2.4). */
-  challenge(realm: string, algorithms: readonly DigestAlgorithm[], address: string, stale = false): string[] {
+  challenge(realm: string, algorithms: readonly DigestAlgorithm[], address: string, stale = false, o: { qop?: boolean } = {}): string[] {
     const nonce = this.nonce(realm, address);
-    return algorithms.map(
-      (a) => `Digest realm="${realm}", nonce="${nonce}", algorithm=${a}, qop="auth"${stale ? ", stale=true" : ""}`,
-    );
+    const qop = o.qop === false && this.allowNoQop ? "" : `, qop="auth"`;
+    return algorithms.map((a) => `Digest realm="${realm}", nonce="${nonce}", algorithm=${a}${qop}${stale ? ", stale=true" : ""}`);
   }
 
   /**
@@ -196,11 +177,13 @@ export class DigestServer {
     if (!username || !nonce || !uri || !response) return { ok: false, reason: "malformed" };
     const algo = parseAlgorithm(p.get("algorithm"));
     if (!algo || !allowed.includes(algo.alg)) return { ok: false, reason: "unsupported-algorithm", username };
-    // qop=auth is required: it carries the nonce count we use against replays.
-    if (p.get("qop")?.toLowerCase() !== "auth") return { ok: false, reason: "malformed", username };
+    // qop=auth is required (unless allowNoQop): it carries the nonce count we use against replays.
+    const qop = p.get("qop")?.toLowerCase();
+    const legacy = qop === undefined && this.allowNoQop && !algo.sess;
+    if (qop !== "auth" && !legacy) return { ok: false, reason: "malformed", username };
     const ncText = p.get("nc");
     const cnonce = p.get("cnonce");
-    if (!ncText || !/^[0-9a-fA-F]{8}$/.test(ncText) || !cnonce) return { ok: false, reason: "malformed", username };
+    if (!legacy && (!ncText || !/^[0-9a-fA-F]{8}$/.test(ncText) || !cnonce)) return { ok: false, reason: "malformed", username };
     const issuedAt = this.checkNonce(nonce, realm, address);
     if (issuedAt === undefined) return { ok: false, reason: "bad-nonce", username };
     const pw = password(username);
@@ -216,12 +199,13 @@ export class DigestServer {
       nonce,
       cnonce,
       nc: ncText,
-      qop: "auth",
+      qop: legacy ? undefined : "auth",
     });
     if (!safeEqualHex(expected, response.toLowerCase())) return { ok: false, reason: "bad-response", username };
     // The password is right; only now does freshness matter (RFC 7616 §3.3: stale=true).
     if (this.now() - issuedAt > this.lifetime) return { ok: false, reason: "stale", username };
-    const nc = parseInt(ncText, 16);
+    if (legacy) return { ok: true, username, algorithm: algo.alg };
+    const nc = parseInt(ncText!, 16);
     const prior = this.used.get(nonce);
     if (prior) {
       if (nc <= prior.nc) return { ok: false, reason: "replay", username };

@@ -1,6 +1,7 @@
 /**
- * Client-side HTTP authentication as RTSP uses it (RFC 2326 §D.2 → RFC 2617/7616 Digest,
- * RFC 7617 Basic). Pure: challenges in, `Authorization` values out; the cnonce source is
+ * Client-side HTTP authentication as RTSP and SIP use it (RFC 2326 §D.2, RFC 3261 §22 →
+ * RFC 2617/7616 Digest, RFC 7617 Basic); `digestResponse` is also the server's arithmetic
+ * (./server.ts). Pure: challenges in, `Authorization` values out; the cnonce source is
  * injected so tests reproduce the RFC examples byte for byte.
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -59,11 +60,6 @@ export function parseChallenges(values: readonly string[]): Challenge[] {
     }
   }
   return out;
-}
-
-/** Parses an `Authorization` value (same grammar as a challenge); for servers verifying a client, and tests. */
-export function parseCredentials(value: string): Challenge | undefined {
-  return parseChallenges([value])[0];
 }
 
 class Lexer {
@@ -269,7 +265,7 @@ function quote(s: string): string {
 
 export interface DigestInput {
   algorithm: DigestAlgorithm;
-  sess: boolean;
+  sess?: boolean | undefined;
   username: string;
   password: string;
   realm: string;
