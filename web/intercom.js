@@ -13,6 +13,10 @@
  *   in the door's G.711 codec. 409 means someone else was first: the card says who.
  * - In a call: door video, mute, open door, hang up, call timer. Others who got the ring see
  *   "Answered by …" and the card goes away; an unanswered ring leaves a missed-call entry.
+ * - "Open door" on a ringing card (after a confirmation) needs no microphone and no talk
+ *   connection: `POST api/intercom/calls/<id>/open-door` makes the gateway answer the door
+ *   itself, send the open-door digits and hang up. Every page that rang hears `door-opened`
+ *   and says "Door opened by …" before the card goes.
  * - `window.gatehouseIntercom` exposes state and talk statistics for tests and diagnostics.
  *
  * No inline scripts or styles (the page's CSP forbids them): classes and DOM properties only.
@@ -156,10 +160,11 @@ function updateRinging() {
 
 /**
  * One call on screen: a ring (incoming), a call we place (outgoing), then the call itself.
- * States: ringing → answering → in-call → ended; calling → in-call → ended; gone.
+ * States: ringing → answering → in-call → ended; ringing → opening → ended (the gateway opens
+ * the door without a call here); calling → in-call → ended; gone.
  */
 class CallCard {
-  /** @type {"ringing"|"answering"|"calling"|"in-call"|"ended"} */
+  /** @type {"ringing"|"answering"|"opening"|"calling"|"in-call"|"ended"} */
   state;
   /** @type {string} */
   callId;
@@ -179,6 +184,10 @@ class CallCard {
   clock;
   /** A short message shown with the call timer until `until` (Date.now ms). */
   note = { text: "", until: 0 };
+  /** Someone (on another page) is opening the door of this ring: `door-opened` or `ended` follows. */
+  opening = false;
+  /** The card is on its way out (linger() was called). */
+  lingering = false;
 
   /**
    * @param {{ callId: string, deviceId: string, deviceName: string, camera: string | null, from: string, expiresAt?: number }} info
@@ -251,7 +260,7 @@ class CallCard {
    */
   confirmOpen(open) {
     const keep = [...this.actions.children];
-    const ask = el("p", "ic-confirm-text", this.state === "ringing" ? `Open ${this.deviceName}? This answers the call with your microphone muted.` : `Open ${this.deviceName}?`);
+    const ask = el("p", "ic-confirm-text", `Open ${this.deviceName}?`);
     const yes = button("Open", "ic-open-confirm", () => {
       open();
     });
@@ -266,10 +275,62 @@ class CallCard {
     no.focus();
   }
 
-  /** Answer with the microphone muted, then open the door once the call is up. */
-  async answerAndOpen() {
-    this.openAfterAnswer = true;
-    await this.answer();
+  /**
+   * Open the door of this ring without answering it here: the gateway answers the door itself,
+   * sends its open-door digits and hangs up; no microphone, no talk connection.
+   */
+  async openRinging() {
+    if (this.state !== "ringing") return;
+    if (this.clock !== undefined) clearInterval(this.clock);
+    this.clock = undefined;
+    this.el.classList.remove("is-confirming");
+    this.state = "opening";
+    this.kicker.textContent = "Door intercom";
+    this.desc.textContent = "Opening the door";
+    this.render();
+    this.say("Opening the door…");
+    updateRinging();
+    const ok = await this.post("open-door");
+    if (this.state !== "opening") return; // door-opened or ended arrived first
+    if (ok) return this.opened("Door opened");
+    // Refused (the call still rings, or its end is on the way): back to the ring's buttons, with the reason.
+    const reason = this.status.textContent ?? "";
+    this.state = "ringing";
+    this.render();
+    this.say(reason);
+    this.countdown();
+    this.clock = setInterval(() => this.countdown(), 1000);
+    updateRinging();
+  }
+
+  /**
+   * The door was opened (by the gateway, for someone): say so, then the card goes.
+   * @param {string} text
+   */
+  opened(text) {
+    this.opening = false;
+    this.release();
+    this.state = "ended";
+    this.kicker.textContent = "Door intercom";
+    this.desc.textContent = "Door opened";
+    this.render();
+    this.say(text);
+    this.el.classList.add("is-opened");
+    this.linger();
+  }
+
+  /**
+   * Someone else asked the gateway to open this ring's door.
+   * @param {string} name
+   */
+  openingElsewhere(name) {
+    this.answeredBy = name;
+    this.opening = true;
+    this.release();
+    this.state = "ended";
+    this.kicker.textContent = "Door intercom";
+    this.render();
+    this.say(`Opening the door: ${name}`);
   }
 
   /** The call is over (checked after each await: the ended event may have arrived meanwhile). */
@@ -334,7 +395,7 @@ class CallCard {
     if (this.state === "ringing") {
       this.answerBtn = button("Answer", "ic-answer", () => void this.answer());
       this.answerBtn.setAttribute("aria-label", `Answer ${this.deviceName}`);
-      const open = button("Open door", "ic-open", () => this.confirmOpen(() => void this.answerAndOpen()));
+      const open = button("Open door", "ic-open", () => this.confirmOpen(() => void this.openRinging()));
       open.setAttribute("aria-label", `Open ${this.deviceName}`);
       const decline = button("Decline", "ic-decline", () => void this.post("reject"));
       decline.setAttribute("aria-label", `Decline ${this.deviceName}`);
@@ -467,11 +528,6 @@ class CallCard {
     this.clock = setInterval(() => this.tick(), 1000);
     this.openBtn?.focus();
     updateRinging();
-    if (this.openAfterAnswer) {
-      this.openAfterAnswer = false;
-      if (this.mic && !this.muted) this.toggleMute();
-      await this.openDoor();
-    }
   }
 
   tick() {
@@ -584,6 +640,8 @@ class CallCard {
 
   linger() {
     updateRinging();
+    if (this.lingering) return;
+    this.lingering = true;
     setTimeout(() => this.remove(), LINGER_MS);
   }
 
@@ -631,10 +689,15 @@ function showRing(r) {
   if (!active || !/^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) card.answerBtn?.focus();
 }
 
-/** @param {{ callId: string, by: string, byName: string, you: boolean }} a */
+/** @param {{ callId: string, by: string, byName: string, you: boolean, purpose?: string }} a */
 function onAnswered(a) {
   const card = cards.get(a.callId);
   if (!card) return;
+  if (a.purpose === "open-door") {
+    // The gateway answered only to open the door: `door-opened` (or `ended`) follows.
+    if (card.state === "ringing") card.openingElsewhere(a.you ? "you, on another page" : a.byName || a.by);
+    return;
+  }
   // This page's own answer is in flight ("answering"); any other answer ends the ring here.
   if (a.you && card.state === "ringing") card.answeredElsewhere("you, on another page");
   else if (!a.you && (card.state === "ringing" || card.state === "answering")) card.answeredElsewhere(a.byName || a.by);
@@ -651,7 +714,9 @@ function onEnded(e) {
     }
   }
   if (!card) return;
-  if (card.state === "ended") return;
+  if (card.state === "ended" && !card.opening) return;
+  const opening = card.opening;
+  card.opening = false;
   const why =
     e.missed ? "Missed call"
     : e.reason === "rejected" ? "Declined"
@@ -659,7 +724,21 @@ function onEnded(e) {
     : e.reason === "remote-bye" ? "The door hung up"
     : e.reason === "local-bye" ? "Call ended"
     : "Call ended";
+  if (opening) {
+    // Someone else's opening ended without `door-opened`: the door could not be opened.
+    card.say(`The door was not opened (${why.toLowerCase()})`);
+    card.linger();
+    return;
+  }
   card.end(why);
+}
+
+/** @param {{ callId: string, by: string, byName: string, you: boolean }} d */
+function onDoorOpened(d) {
+  const card = cards.get(d.callId);
+  if (!card) return;
+  if (card.state === "opening") card.opened("Door opened");
+  else if (card.opening || card.state === "ringing") card.opened(`Door opened by ${d.you ? "you, on another page" : d.byName || d.by}`);
 }
 
 /** @param {{ callId: string, deviceName: string, at: number }} m */
@@ -788,6 +867,7 @@ function connectStream() {
   });
   on("ring", showRing);
   on("answered", onAnswered);
+  on("door-opened", onDoorOpened);
   on("ended", onEnded);
   on("dtmf", (d) => cards.get(d.callId)?.notify(`The door sent “${d.digit}”`));
   on("device", (d) => {

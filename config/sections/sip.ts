@@ -113,6 +113,13 @@ export const sipSection = z
     ringTimeoutSeconds: z.number().min(1).max(600).default(30),
     /** Answer with 183 + SDP while ringing: the door's audio reaches the browser before answer, the door hears a ringback tone. Default false (180 only). */
     earlyMedia: z.boolean().default(false),
+    /**
+     * After "Open door" on a ringing call (the gateway answers, sends the digits, hangs up): how
+     * long the call is kept after the last RFC 4733 event before BYE, ms, so the door's jitter
+     * buffer plays the event out (a door station receiving BYE at once may drop it). SIP INFO
+     * digits are confirmed by the door's 2xx and need no wait. Default 500.
+     */
+    openDoorHangupDelayMs: z.number().int().min(0).max(5000).default(500),
     registration: z
       .strictObject({
         /** Shortest binding accepted, seconds; shorter requests get 423 (RFC 3261 §10.3). Default 60. */

@@ -282,7 +282,9 @@ export function auditIntercom(audit: AuditSink, intercom: Pick<Intercom, "events
         const action = ACTIONS[m[2]!]!;
         res.on("finish", () => {
           const c = calls.get(callId);
-          audit.record({ action, outcome: outcomeOf(res.statusCode), ...callerOf(req), door: c?.door, camera: c?.camera, detail: JSON.stringify({ callId, status: res.statusCode }) });
+          // A route may add fields of its own to the detail (res.locals.auditDetail).
+          const extra = (res.locals as { auditDetail?: Record<string, unknown> }).auditDetail ?? {};
+          audit.record({ action, outcome: outcomeOf(res.statusCode), ...callerOf(req), door: c?.door, camera: c?.camera, detail: JSON.stringify({ callId, status: res.statusCode, ...extra }) });
         });
       } else if ((m = /^\/devices\/([^/]+)\/call$/.exec(req.path))) {
         const door = decodeURIComponent(m[1]!);

@@ -13,14 +13,15 @@
  *
  * ## Routes (JSON unless noted; POSTs need the app's CSRF header for cookie sessions)
  *   GET  /api/intercom                          → { user, iceServers, devices[] } (doors the user may answer or talk to)
- *   GET  /api/intercom/events                   → text/event-stream: ready, ring, answered, ended, dtmf, device, bye
+ *   GET  /api/intercom/events                   → text/event-stream: ready, ring, answered, door-opened, ended, dtmf, device, bye
  *   GET  /api/intercom/calls                    → { active[], history[] } (newest first)
  *   GET  /api/intercom/calls/:callId            → one active call, with the talk peer's figures for its holder
  *   POST /api/intercom/calls/:callId/answer     (application/sdp offer) → 201 answer SDP, Location, X-Call-Id;
  *                                                 409 { answeredBy, answeredByName } when someone else was first
  *   POST /api/intercom/calls/:callId/reject     → 204 (603 to the door, for everyone)
  *   POST /api/intercom/calls/:callId/hangup     → 204 (BYE; on a ringing call the same as reject)
- *   POST /api/intercom/calls/:callId/open-door  → 204 once the door's digits were sent (RFC 4733 or SIP INFO)
+ *   POST /api/intercom/calls/:callId/open-door  → 204 once the door's digits were sent (RFC 4733 or SIP INFO); on a
+ *                                                 ringing call the gateway answers it itself, sends them and hangs up
  *   POST /api/intercom/calls/:callId/dtmf       ({ digits }) → 204
  *   POST /api/intercom/devices/:deviceId/call   (application/sdp offer) → 201 answer SDP once the door answered
  *
@@ -41,6 +42,12 @@
  *   loser's peer is closed and it gets 409 naming the winner.
  * - The door's video is the door camera's ordinary live view (WHEP), which the page opens with
  *   the ring; nothing here touches video.
+ * - "Open door" on a ringing call needs no browser media: the gateway answers the door with
+ *   its own RTP endpoint (enough for RFC 4733 events; SIP INFO per the device's `dtmf.method`),
+ *   waits for the ACK, sends the open-door digits, waits until they are sent and hangs up with
+ *   BYE (the call ends as `door-opened`). Every page that got the ring hears `answered`
+ *   (`purpose: "open-door"`), then `door-opened` with who opened it, then `ended`. A user who
+ *   may see the door but not answer it gets 403.
  * - Only the person holding a call (who answered or placed it) can hang it up, open the door
  *   or send digits; opening the door re-checks `answer_intercom`. A call ends when its
  *   holder's sign-in ends or the right is withdrawn, and when the browser's audio connection

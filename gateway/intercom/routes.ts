@@ -178,7 +178,9 @@ export function intercomRouter(deps: IntercomRouterDeps): Router {
 
   r.post("/calls/:callId/open-door", async (req, res) => {
     try {
-      await service.openDoor(userOf(req), String(req.params.callId));
+      const out = await service.openDoor(userOf(req), String(req.params.callId));
+      // For the audit record (gateway/audit/hooks.ts): whether the gateway answered the ring itself.
+      res.locals.auditDetail = { answeredByGateway: out.answeredByGateway };
       res.status(204).end();
     } catch (err) {
       fail(res, err);

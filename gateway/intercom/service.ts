@@ -158,6 +158,8 @@ interface CallEntry {
   unwatch: (() => void) | undefined;
   /** Streams told about this call: they hear `answered` and `ended`. */
   readonly told: Set<Subscriber>;
+  /** Who asked the gateway to open the door of this ringing call (Intercom.openRinging). */
+  openedBy?: { sub: string; name: string | undefined };
 }
 
 /** Display names remembered for "answered by" (user ids → names), most recent last. */
@@ -177,7 +179,7 @@ export class IntercomService {
   private readonly offs: Array<() => void> = [];
   private closed = false;
   /** Counters for logs and tests. */
-  readonly stats = { streams: 0, ringsSent: 0, answers: 0, answerConflicts: 0, outgoing: 0, talkFailures: 0 };
+  readonly stats = { streams: 0, ringsSent: 0, answers: 0, answerConflicts: 0, outgoing: 0, talkFailures: 0, doorOpens: 0 };
 
   constructor(opts: IntercomServiceOptions) {
     this.ic = opts.intercom;
@@ -190,7 +192,7 @@ export class IntercomService {
     }
     this.offs.push(
       this.ic.events.on("ring", (r) => this.onRing(r)),
-      this.ic.events.on("answered", (a) => this.onAnswered(a.callId, a.user)),
+      this.ic.events.on("answered", (a) => this.onAnswered(a.callId, a.user, a.purpose)),
       this.ic.events.on("ended", (rec) => this.onEnded(rec)),
       this.ic.events.on("dtmf", (d) => this.onDoorDtmf(d.callId, d.digit)),
       this.ic.events.on("device", (d) => this.onDevice(d.deviceId, d.online)),
@@ -461,10 +463,10 @@ export class IntercomService {
     this.log.info("intercom: ring sent to browsers", { call: r.callId, device: device.id, streams: n });
   }
 
-  private onAnswered(callId: string, userId: string): void {
+  private onAnswered(callId: string, userId: string, purpose: "open-door" | undefined): void {
     const e = this.calls.get(callId);
     if (!e) return;
-    const data = { callId, deviceId: e.device.id, by: userId, byName: this.nameOf(userId) ?? userId };
+    const data = { callId, deviceId: e.device.id, by: userId, byName: this.nameOf(userId) ?? userId, ...(purpose ? { purpose } : {}) };
     for (const s of e.told) s.stream.send("answered", { ...data, you: s.user.sub === userId });
   }
 
@@ -475,7 +477,14 @@ export class IntercomService {
     e.unwatch?.();
     void e.peer?.close(`call ended: ${rec.reason}`);
     const data = { ...this.historyView(rec) };
-    for (const s of this.recipients(e)) s.stream.send("ended", data);
+    const recipients = this.recipients(e);
+    if (rec.reason === "door-opened" && e.openedBy) {
+      // Before `ended`, so a ring card says who opened the door rather than "Call ended".
+      const by = e.openedBy.sub;
+      const opened = { callId: rec.callId, deviceId: e.device.id, deviceName: e.device.name, by, byName: this.nameOf(by) ?? by, at: rec.endedAt };
+      for (const s of recipients) s.stream.send("door-opened", { ...opened, you: s.user.sub === by });
+    }
+    for (const s of recipients) s.stream.send("ended", data);
   }
 
   private onDoorDtmf(callId: string, digit: string): void {
@@ -545,13 +554,41 @@ export class IntercomService {
     this.ic.hangup(callId);
   }
 
-  /** The door's configured open-door digits (needs `answer_intercom` on the door, re-checked now). */
-  async openDoor(user: User, callId: string): Promise<void> {
-    const e = this.entryFor(user, callId);
-    this.mustOwn(user, e);
+  /**
+   * "Open door". On a call the user holds: the door's configured digits in that call. On a
+   * ringing call: the gateway answers it itself, with no browser media, sends the digits,
+   * waits until they are sent and hangs up (Intercom.openRinging); everyone who got the ring
+   * hears `door-opened` with who opened it. Needs `answer_intercom` on the door (and, for a
+   * ringing call, the door's answerer lists), checked now: a user who may see the door but not
+   * answer it gets 403, one who may not see it 404, exactly like an unknown call.
+   */
+  async openDoor(user: User, callId: string): Promise<{ answeredByGateway: boolean }> {
+    const e = this.calls.get(callId);
+    if (!e || !this.visible(user, e.device)) throw new NotFoundError("no such call");
+    const call = this.ic.get(callId);
+    if (!call) throw new NotFoundError("no such call");
+    if (call.state === "ringing" && e.direction === "incoming") {
+      if (!this.mayAnswer(user, e.device.id)) throw new AuthError("FORBIDDEN", "opening this door needs the answer_intercom right");
+      this.rememberName(user);
+      e.openedBy = { sub: user.sub, name: user.name };
+      try {
+        await this.ic.openRinging(callId, intercomUser(user));
+      } catch (err) {
+        if (err instanceof CallAlreadyAnsweredError) this.stats.answerConflicts++;
+        throw err;
+      }
+      this.stats.doorOpens++;
+      this.log.info("intercom: door opened without answering", { call: callId, device: e.device.id, sub: user.sub });
+      return { answeredByGateway: true };
+    }
     if (!this.right(user, e.device, "answer_intercom")) throw new AuthError("FORBIDDEN", "opening this door needs the answer_intercom right");
+    // Someone is opening it already (the gateway answered for them): the same answer as a lost race to answer.
+    if (e.openedBy) throw new CallAlreadyAnsweredError(e.openedBy.sub);
+    this.mustOwn(user, e);
     await this.ic.openDoor(callId);
+    this.stats.doorOpens++;
     this.log.info("intercom: door opened", { call: callId, device: e.device.id, sub: user.sub });
+    return { answeredByGateway: false };
   }
 
   async dtmf(user: User, callId: string, digits: string): Promise<void> {

@@ -46,6 +46,8 @@ export type EndReason =
   | "cancelled"
   | "remote-bye"
   | "local-bye"
+  /** Answered by the gateway itself to send the open-door digits, then hung up (BYE). */
+  | "door-opened"
   /** Our 2xx was never acknowledged. */
   | "no-ack"
   /** RFC 4028: no refresh in time, or our refresh failed. */
@@ -66,6 +68,8 @@ export interface CallEnd {
 
 export type CallEvents = {
   state: [state: CallState];
+  /** The door acknowledged our 200 OK (RFC 3261 §13.3.1.4): the dialog is confirmed, its media known. */
+  confirmed: [];
   /** A DTMF digit from the device (RFC 4733 or INFO). */
   dtmf: [digit: string];
   ended: [end: CallEnd];
@@ -90,12 +94,17 @@ export interface SipCall {
   setSink(sink: MediaSink | null): void;
   /** Audio back to the door: an RTP packet in the negotiated codec (see audioTrack.payloadType). */
   sendRtp(packet: Buffer): void;
-  /** Send DTMF to the door with the device's configured method. */
-  sendDtmf(digits: string): Promise<void>;
-  /** Send the device's configured open-door digits. */
-  openDoor(): Promise<void>;
-  /** Hang up (BYE), decline (603) while ringing, or cancel an outgoing call. */
-  hangup(): void;
+  /** Send DTMF to the door with the device's configured method; resolves with the method used, once sent. */
+  sendDtmf(digits: string): Promise<"rfc4733" | "info">;
+  /** Send the device's configured open-door digits (as sendDtmf). */
+  openDoor(): Promise<"rfc4733" | "info">;
+  /**
+   * Resolves once an answered incoming call is confirmed by the door's ACK (at once for an
+   * outgoing call that was answered); rejects with WrongStateError if the call ends first.
+   */
+  confirmed(): Promise<void>;
+  /** Hang up (BYE), decline (603) while ringing, or cancel an outgoing call. `reason` names an answered call's end. */
+  hangup(reason?: "local-bye" | "door-opened"): void;
   mediaStats(): MediaStats;
 }
 
@@ -140,6 +149,7 @@ export class Call implements SipCall {
   private pendingTimer: { interval: number; weRefresh: boolean } | undefined;
   private endReasonWanted: EndReason | undefined;
   private cancelSent = false;
+  private isConfirmed = false;
 
   constructor(init: CallInit, direction: "incoming" | "outgoing") {
     this.ctx = init.ctx;
@@ -556,6 +566,7 @@ export class Call implements SipCall {
   }
 
   private onAck(req: SipRequest): void {
+    const first = this.inviteTx !== undefined && this.inviteTx.state === "accepted" && !this.isConfirmed;
     if (this.inviteTx && this.inviteTx.state === "accepted") this.inviteTx.ackReceived();
     if (this.reinviteTx && this.reinviteTx.state === "accepted") this.reinviteTx.ackReceived();
     if (this.awaitingAckAnswer && req.body.length > 0) {
@@ -567,6 +578,10 @@ export class Call implements SipCall {
       } catch {
         this.hangupWith("failed");
       }
+    }
+    if (first && this.st === "answered") {
+      this.isConfirmed = true;
+      this.events.emit("confirmed");
     }
   }
 
@@ -672,12 +687,12 @@ export class Call implements SipCall {
 
   // ------------------------------------------------------------------ DTMF and hang-up
 
-  async sendDtmf(digits: string): Promise<void> {
+  async sendDtmf(digits: string): Promise<"rfc4733" | "info"> {
     if (this.st !== "answered") throw new WrongStateError(`call is ${this.st}`);
     const { method, durationMs } = this.device.dtmf;
     if (method === "rfc4733") {
       const ok = await this.media.sendDtmf(digits, durationMs);
-      if (ok) return;
+      if (ok) return "rfc4733";
       if (this.st !== "answered") throw new WrongStateError("call ended while sending DTMF");
       // No telephone-event negotiated: fall back to INFO, which every SIP device can at least reject.
       this.log.info("sip: telephone-event not negotiated, sending DTMF by INFO", { call: this.id });
@@ -692,16 +707,34 @@ export class Call implements SipCall {
       });
       if (status >= 300) throw new WrongStateError(`device refused DTMF INFO with ${status}`);
     }
+    return "info";
   }
 
-  openDoor(): Promise<void> {
+  openDoor(): Promise<"rfc4733" | "info"> {
     return this.sendDtmf(this.device.dtmf.openDoor);
   }
 
-  hangup(): void {
+  confirmed(): Promise<void> {
+    if (this.st === "answered" && (this.isConfirmed || this.direction === "outgoing")) return Promise.resolve();
+    if (this.st === "ended") return Promise.reject(new WrongStateError("the call has ended"));
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.events.on("confirmed", () => {
+          offs.forEach((off) => off());
+          resolve();
+        }),
+        this.events.on("ended", (e) => {
+          offs.forEach((off) => off());
+          reject(new WrongStateError(`the call ended (${e.reason}) before the door acknowledged it`));
+        }),
+      ];
+    });
+  }
+
+  hangup(reason: "local-bye" | "door-opened" = "local-bye"): void {
     if (this.st === "ringing") this.reject(603);
     else if (this.st === "calling") this.cancelOutgoing("cancelled");
-    else if (this.st === "answered") this.hangupWith("local-bye");
+    else if (this.st === "answered") this.hangupWith(reason);
   }
 
   /** BYE an established (or confirmed) dialog and end. */

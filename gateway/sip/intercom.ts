@@ -70,7 +70,8 @@ export interface DeviceStatus {
 
 export type IntercomEvents = {
   ring: [ring: RingEvent];
-  answered: [info: { callId: CallId; deviceId: DeviceId; user: string }];
+  /** `purpose: "open-door"`: the gateway answered for `user` only to open the door (openRinging). */
+  answered: [info: { callId: CallId; deviceId: DeviceId; user: string; purpose?: "open-door" }];
   ended: [record: CallRecord];
   dtmf: [info: { callId: CallId; deviceId: DeviceId; digit: string }];
   device: [info: { deviceId: DeviceId; online: boolean }];
@@ -101,11 +102,13 @@ export interface IntercomStats {
   outgoing: number;
   refusedUnknown: number;
   refusedBusy: number;
+  /** Ringing calls the gateway answered itself to open the door (openRinging). */
+  openedUnanswered: number;
 }
 
 export class Intercom {
   readonly events: SafeEmitter<IntercomEvents>;
-  readonly stats: IntercomStats = { rings: 0, answered: 0, missed: 0, rejected: 0, cancelled: 0, outgoing: 0, refusedUnknown: 0, refusedBusy: 0 };
+  readonly stats: IntercomStats = { rings: 0, answered: 0, missed: 0, rejected: 0, cancelled: 0, outgoing: 0, refusedUnknown: 0, refusedBusy: 0, openedUnanswered: 0 };
   private readonly ctx: SipContext;
   private readonly devicesDir: DeviceDirectory;
   private readonly registrar: Registrar;
@@ -172,12 +175,46 @@ export class Intercom {
     this.mustGet(callId).hangup();
   }
 
+  /**
+   * Open the door of a ringing call without anyone talking: the gateway answers it itself
+   * (its own RTP endpoint, no browser media), waits for the door's ACK (§13.3.1.4), sends the
+   * device's open-door digits with its `dtmf.method` (RFC 4733 events, or SIP INFO), waits
+   * until they are sent (the last event's end packets, or each INFO's 2xx), then hangs up
+   * with BYE. The first answer wins, as for answer(). Rejects with UpstreamError when the
+   * door hung up, never acknowledged, or refused the digits (the call is then ended too).
+   */
+  async openRinging(callId: string, user: IntercomUser): Promise<void> {
+    const call = this.mustGet(callId);
+    if (!this.mayAnswer(call.device.id, user)) throw new AuthError("FORBIDDEN", "not an answerer of this door");
+    if (call.direction !== "incoming") throw new WrongStateError("not an incoming call");
+    if (call.state === "answered") throw new CallAlreadyAnsweredError(call.answeredBy ?? "someone");
+    if (call.state !== "ringing") throw new WrongStateError(`call is ${call.state}`);
+    call.answer(user.id);
+    this.stats.answered++;
+    this.stats.openedUnanswered++;
+    this.events.emit("answered", { callId: call.id, deviceId: call.device.id, user: user.id, purpose: "open-door" });
+    try {
+      await call.confirmed();
+      const method = await call.openDoor();
+      // RFC 4733: let the door's jitter buffer play the last event out before the BYE.
+      const delay = method === "rfc4733" ? this.ctx.cfg.openDoorHangupDelayMs : 0;
+      if (delay > 0 && call.ended === undefined) await new Promise<void>((resolve) => this.ctx.clock.setTimer(delay, resolve));
+    } catch (err) {
+      const ended = call.ended !== undefined;
+      call.hangup();
+      this.log.warn("intercom: the door could not be opened", { call: call.id, device: call.device.id, err });
+      throw new UpstreamError(ended ? "the call ended before the door could be opened" : "the door did not take the open-door digits", { cause: err });
+    }
+    call.hangup("door-opened");
+    this.log.info("intercom: door opened by the gateway, call ended", { call: call.id, device: call.device.id, user: user.id });
+  }
+
   /** Send the device's open-door DTMF digits in an answered call. */
-  openDoor(callId: string): Promise<void> {
+  openDoor(callId: string): Promise<"rfc4733" | "info"> {
     return this.mustGet(callId).openDoor();
   }
 
-  sendDtmf(callId: string, digits: string): Promise<void> {
+  sendDtmf(callId: string, digits: string): Promise<"rfc4733" | "info"> {
     return this.mustGet(callId).sendDtmf(digits);
   }
 

@@ -144,7 +144,7 @@ describe("audit trail on the gateway", () => {
     expect((await admin.post(`/api/intercom/calls/${callId}/open-door`)).status).toBe(204);
     await digits;
     // Someone not in the call cannot open the door: refused, and recorded.
-    expect((await viewer.post(`/api/intercom/calls/${callId}/open-door`)).status).toBe(404);
+    expect((await viewer.post(`/api/intercom/calls/${callId}/open-door`)).status).toBe(403);
     const ended = s.next("ended");
     expect((await admin.post(`/api/intercom/calls/${callId}/hangup`)).status).toBe(204);
     await ended;

@@ -168,8 +168,8 @@ describe("intercom in the browser (HTTP + SSE + talk peer) with baresip at the d
     const seven = door.waitFor(/received event: '7' \(end=1\)/);
     expect((await admin.post(`/api/intercom/calls/${callId}/dtmf`, { json: { digits: "7" } })).status).toBe(204);
     await seven;
-    // Only the person in the call: the viewer gets nothing out of it.
-    expect((await viewer.post(`/api/intercom/calls/${callId}/open-door`)).status).toBe(404);
+    // Only who may answer the door: the viewer may watch its camera, so is refused (not told "no such call").
+    expect((await viewer.post(`/api/intercom/calls/${callId}/open-door`)).status).toBe(403);
 
     const ended = sa.next("ended");
     const bye = door.waitFor(BYE_SEEN);
