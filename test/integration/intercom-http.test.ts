@@ -59,7 +59,8 @@ function config(rights: unknown) {
         ],
       },
     },
-    {},
+    // The audit trail (the call log) in this file's own data directory (test/guard/setup.ts), not ./data.
+    { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR },
   );
 }
 
