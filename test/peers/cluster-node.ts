@@ -14,6 +14,10 @@ import type { Page } from "puppeteer-core";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
 
+/** Ports of a node inside its own network namespace (`netns`): its front door, and its development provider's base. */
+export const NETNS_HTTP_PORT = 8080;
+export const NETNS_IDP_PORT = 9100;
+
 export interface ClusterNode {
   id: string;
   child: ChildProcess;
@@ -36,6 +40,14 @@ export interface ClusterNodeOptions {
   leaseMs: number;
   /** `cluster.forward.mode`: viewers elsewhere answered through the owner, or served from relays. Default the product's. */
   forwardMode?: "answer" | "forward";
+  /**
+   * Run the node in this network namespace (test/peers/cluster-netns.ts) with `address` on the
+   * shared segment: the front door listens on 127.0.0.<n+1>:8080 inside it (development sign-in
+   * needs loopback; a forwarder on `address`:8080 stands for it between nodes), the development
+   * provider on 127.0.0.1:<9100+n>, media and RTP forwarding on `address`. Fixed ports are safe
+   * there: the namespace is the test's own.
+   */
+  netns?: { ns: string; address: string };
   /** Start-up limit, ms. Default 60000. */
   timeoutMs?: number;
 }
@@ -46,20 +58,23 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
   fs.writeFileSync(
     file,
     [
-      `server: { host: 127.0.0.${o.index + 1}, port: 0 }`,
-      "auth: { mode: dev }",
+      `server: { host: 127.0.0.${o.index + 1}, port: ${o.netns ? NETNS_HTTP_PORT : 0} }`,
+      o.netns ? `auth: { mode: dev, dev: { port: ${NETNS_IDP_PORT + o.index} } }` : "auth: { mode: dev }",
       "demo: { enabled: false }",
       "audit: { enabled: false }",
       `dataDir: ${path.join(o.dir, id)}`,
       `cameras: [{ id: demo, name: Cluster camera, url: "${o.cameraUrl}", transport: tcp }]`,
-      "media: { workers: 1 }",
+      o.netns ? `media: { workers: 1, bindAddress: ${o.netns.address} }` : "media: { workers: 1 }",
       "rtsp: { idleStopSeconds: 2 }",
       "log: { level: warn, format: json }",
-      `cluster: { redis: { url: "${o.redisUrl}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${o.leaseMs}${o.forwardMode ? `, forward: { mode: ${o.forwardMode} }` : ""} }`,
+      `cluster: { redis: { url: "${o.redisUrl}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${o.leaseMs}, forward: { ${[o.forwardMode ? `mode: ${o.forwardMode}` : "", o.netns ? `address: ${o.netns.address}` : ""].filter(Boolean).join(", ")} }${o.netns ? `, publicUrl: "http://${o.netns.address}:${NETNS_HTTP_PORT}"` : ""} }`,
       "",
     ].join("\n"),
   );
-  const child = spawn(process.execPath, [path.join(REPO, "gateway/main.ts"), "--config", file], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
+  const argv = [process.execPath, path.join(REPO, "gateway/main.ts"), "--config", file];
+  const child = o.netns
+    ? spawn("ip", ["netns", "exec", o.netns.ns, ...argv], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] })
+    : spawn(argv[0]!, argv.slice(1), { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr!.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-20_000)));
   const out = await new Promise<string>((resolve, reject) => {
