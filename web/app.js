@@ -23,7 +23,7 @@
 
 import { WhepSession } from "./whep.js";
 import { GridSession } from "./grid-session.js";
-import { summarize, formatSummary } from "./stats.js";
+import { summarize, formatSummary, frameWallClock } from "./stats.js";
 import { GridLayout, LAYOUTS } from "./layout.js";
 import { Finder, filterCameras, groupsOf } from "./finder.js";
 import { PrefStore } from "./prefs.js";
@@ -41,8 +41,6 @@ const STREAM_RETRY_MS = 2000;
 const RESTARTING = "The gateway is restarting. This page reconnects by itself…";
 /** Camera states in which the recorder is not delivering: no LIVE, last picture greyed. */
 const DOWN = new Set(["reconnecting", "offline", "failed", "disabled"]);
-/** NTP epoch (1900) to Unix epoch, ms. */
-const NTP_UNIX_MS = 2_208_988_800_000;
 /** Statistics and badge refresh period, ms. */
 const TICK_MS = 1000;
 /** A connected tile with no new decoded frame for this long shows "no video", ms. */
@@ -406,10 +404,8 @@ class Tile {
     if (!this.summary || s.framesDecoded > this.summary.framesDecoded) {
       if (s.framesDecoded > 0) {
         this.lastFrameAt = now;
-        // Chromium maps the frame's RTP time through our sender reports (the recorder's own
-        // clock when it sends reports, else arrival); a value far from now is not trusted.
-        const playout = s.playoutNtpMs ? s.playoutNtpMs - NTP_UNIX_MS : 0;
-        this.frameWall = playout && Math.abs(playout - Date.now()) < 3_600_000 ? playout : Date.now();
+        // The recorder's clock when it sends sender reports (even when it is off), else arrival.
+        this.frameWall = frameWallClock(s.playoutNtpMs, Date.now()).wallMs;
       }
     }
     this.summary = s;
@@ -1217,6 +1213,7 @@ async function stats() {
       stale: t.el.hasAttribute("data-stale"),
       lastPicture: t.lastEl.textContent,
       frameTime: t.timeEl.textContent,
+      frameWall: t.frameWall,
       state: s ? s.state : "paused",
       attempts: s ? s.attempts : 0,
       hasAudio: s ? s.hasAudio : false,

@@ -110,6 +110,26 @@ export function summarize(report, prev, now) {
   };
 }
 
+/** Milliseconds from the NTP epoch (1900) to the Unix epoch (1970). */
+export const NTP_UNIX_MS = 2_208_988_800_000;
+/** 2000-01-01 in Unix ms: a sender's clock before it was never set (running time, 1900 or 1970 based). */
+const CLOCK_SET_AFTER_MS = 946_684_800_000;
+
+/**
+ * The wall-clock time of the frame on screen. Chromium maps the frame's RTP time through the
+ * sender reports it received (the gateway forwards the recorder's own clock when the recorder
+ * sends reports, else the arrival time), so `playoutNtpMs` is the recorder's time even when
+ * its clock is hours off: that is what is shown. A clock that was never set, or no mapping
+ * yet, gives the arrival time (`nowMs`).
+ * @param {number} playoutNtpMs estimatedPlayoutTimestamp (NTP ms; 0 when unknown)
+ * @param {number} nowMs this computer's clock, Unix ms
+ * @returns {{ wallMs: number, from: "sender" | "arrival" }}
+ */
+export function frameWallClock(playoutNtpMs, nowMs) {
+  const unix = playoutNtpMs ? playoutNtpMs - NTP_UNIX_MS : 0;
+  return unix > CLOCK_SET_AFTER_MS ? { wallMs: unix, from: "sender" } : { wallMs: nowMs, from: "arrival" };
+}
+
 /**
  * @param {Map<string, any>} byId
  * @param {any} rtp

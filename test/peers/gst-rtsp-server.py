@@ -22,7 +22,7 @@ import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
+from gi.repository import GLib, GObject, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def emit(**fields):
@@ -53,6 +53,9 @@ def parse_args():
     p.add_argument("--aac", action="store_true", help="AAC audio (RTP MPEG4-GENERIC, RFC 3640) instead of PCMU")
     p.add_argument("--aac-latm", action="store_true", help="AAC audio in RTP MP4A-LATM (RFC 6416) instead of PCMU")
     p.add_argument("--audio-rate", type=int, default=8000, help="audio sampling rate, Hz")
+    p.add_argument("--ntp-offset", type=float, default=None,
+                   help="RTCP sender reports carry the host's wall clock plus this many seconds (a recorder whose clock is off)")
+    p.add_argument("--no-rtcp", action="store_true", help="send no RTCP at all (no sender reports)")
     return p.parse_args()
 
 
@@ -94,6 +97,26 @@ def launch_line(a):
     return f"( {video}{'' if a.no_audio else audio} )"
 
 
+def use_clock_time_in_reports(media):
+    """Once the media has its rtpbin: SR NTP times are the pipeline clock's absolute time, taken as-is (ns since 1900)."""
+    pipeline = media.get_element().get_parent()
+    it = pipeline.iterate_elements()
+    while True:
+        ok, el = it.next()
+        if ok != Gst.IteratorResult.OK:
+            break
+        if el.get_factory() is not None and el.get_factory().get_name() == "rtpbin":
+            el.set_property("ntp-time-source", "clock-time")
+
+
+def offset_clock(seconds):
+    """The wall clock plus `seconds`, counted from the NTP epoch (1900) as RTCP wants it."""
+    clock = GObject.new(Gst.SystemClock, clock_type=Gst.ClockType.REALTIME)
+    now = clock.get_internal_time()
+    clock.set_calibration(now, now + int((2208988800 + seconds) * Gst.SECOND), 1, 1)
+    return clock
+
+
 def main():
     a = parse_args()
     Gst.init(None)
@@ -106,6 +129,16 @@ def main():
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(a))
     factory.set_shared(True)
+    if a.no_rtcp:
+        factory.set_enable_rtcp(False)
+    if a.ntp_offset is not None:
+        clock = offset_clock(a.ntp_offset)
+
+        def configure(_f, media):
+            media.set_clock(clock)
+            media.connect("prepared", use_clock_time_in_reports)
+
+        factory.connect("media-configure", configure)
     protos = GstRtsp.RTSPLowerTrans(0)
     for name in a.protocols.split(","):
         protos |= {"tcp": GstRtsp.RTSPLowerTrans.TCP, "udp": GstRtsp.RTSPLowerTrans.UDP}[name.strip()]

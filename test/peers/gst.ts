@@ -55,6 +55,10 @@ export interface GstServerOptions {
   aac?: boolean | "generic" | "latm";
   /** Sampling rate of AAC audio, Hz. Default 8000. */
   audioRate?: number;
+  /** RTCP sender reports carry the host's wall clock plus this many seconds (a recorder whose clock is off). */
+  ntpOffsetSeconds?: number;
+  /** Send no RTCP at all (no sender reports: receivers only have arrival times). */
+  noRtcp?: boolean;
   /** How long to wait for the server to listen, ms. Default 15000. */
   readyTimeoutMs?: number;
 }
@@ -143,6 +147,8 @@ class GstProcess implements GstRtspServer {
     if (o.aac === "latm") args.push("--aac-latm");
     else if (o.aac) args.push("--aac");
     if (o.audioRate !== undefined) args.push("--audio-rate", String(o.audioRate));
+    if (o.ntpOffsetSeconds !== undefined) args.push("--ntp-offset", String(o.ntpOffsetSeconds));
+    if (o.noRtcp) args.push("--no-rtcp");
 
     // Binding the old port right after a kill can race the kernel; retry a few times.
     for (let attempt = 0; ; attempt++) {
