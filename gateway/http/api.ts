@@ -8,7 +8,9 @@
  *                                  `camera` (one camera's view) each time what a person sees changes,
  *                                  and `gateway` ({ state: "restarting", message, retryMs }) as the
  *                                  last event when the gateway shuts down
- *   GET /api/cameras/:id/status  → CameraView + the ingest's technical status (administrators' details)
+ *   GET /api/cameras/:id/status  → CameraView (its state and the reason in plain words, for anyone who
+ *                                  sees the camera) + `ingest`, the recorder side's technical status,
+ *                                  only for the camera's administrators (`admin` action)
  */
 import { Router, type Request } from "express";
 import { AuthError, NotFoundError } from "../../config/errors.ts";
@@ -33,7 +35,10 @@ export interface ApiDeps {
   cameras: CameraRegistry;
   /** May this request see this camera? Unknown and invisible cameras answer alike (404). */
   canSee(req: Request, cameraId: string): boolean;
-  /** What the caller may do with a camera it sees (the page shows the timeline only with `playback`). */
+  /**
+   * What the caller may do with a camera it sees (the page shows the timeline only with `playback`).
+   * Without it nobody gets the administrators' technical details.
+   */
   actionsOf?(req: Request, cameraId: string): readonly string[];
   /** Origin of the web client (event streams are same-origin only); undefined: not checked. */
   publicOrigin?: string | undefined;
@@ -112,8 +117,11 @@ export function apiRouter(deps: ApiDeps): Router {
   r.get("/cameras/:id/status", (req, res) => {
     const id = req.params.id;
     if (!deps.cameras.has(id) || !deps.canSee(req, id)) return sendError(res, new NotFoundError("no such camera"));
-    const st = deps.cameras.status(id)!;
-    res.set("Cache-Control", "no-store").json({ ...deps.cameras.view(id), ingest: st });
+    const view = withActions(req, deps.cameras.view(id)!);
+    // The recorder's transport, tracks, counters and last failure are for its administrators;
+    // everyone else gets what the tile shows (state and reason in plain words).
+    const admin = view.actions?.includes("admin") ?? false;
+    res.set("Cache-Control", "no-store").json(admin ? { ...view, ingest: deps.cameras.status(id)! } : view);
   });
   return r;
 }
