@@ -383,8 +383,8 @@ export interface GridSessionHandle {
   once<K extends keyof GridSessionEvents>(event: K, fn: (...args: GridSessionEvents[K]) => void): () => void;
   off<K extends keyof GridSessionEvents>(event: K, fn: (...args: GridSessionEvents[K]) => void): void;
   stats(): GridSessionStats;
-  /** Ends the session and every binding. Idempotent; resolves once its transport is released. */
-  close(reason?: string): Promise<void>;
+  /** Ends the session and every binding. Every caller gets the same promise, resolved once its transport is released. */
+  close(reason?: ViewerCloseReason): Promise<void>;
 }
 
 /** A slot of a multi-camera session. */
@@ -397,7 +397,7 @@ export interface GridSlot {
 }
 
 export type GridSessionEvents = {
-  closed: [reason: string];
+  closed: [reason: ViewerCloseReason];
   state: [state: ViewerState];
   /** A binding ended without being asked (the camera's source closed, the slot fell silent…). */
   slotEnded: [mid: string, camera: CameraId, reason: ViewerCloseReason];

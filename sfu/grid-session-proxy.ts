@@ -16,7 +16,7 @@
 import { ClosedError, NotFoundError } from "../config/errors.ts";
 import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, GridSessionId } from "../config/ids.ts";
-import { toCloseReason, type GridSessionEvents, type GridSessionHandle, type GridSessionStats, type GridSlot, type ViewerCloseReason, type ViewerState } from "./api.ts";
+import { toCloseReason, ViewerCloseReasons, type GridSessionEvents, type GridSessionHandle, type GridSessionStats, type GridSlot, type ViewerCloseReason, type ViewerState } from "./api.ts";
 import type { ToWorker } from "./worker-protocol.ts";
 
 /** What a session proxy needs of the pool: its worker's request channel, and demand on sources. */
@@ -39,7 +39,7 @@ export class GridSessionProxy implements GridSessionHandle {
   private readonly slotList: GridSlot[] = [];
   private readonly createdAt = Date.now();
   private _state: ViewerState = "connecting";
-  private closedReason: string | undefined;
+  private closedReason: ViewerCloseReason | undefined;
   private closing: Promise<void> | undefined;
   private closedEmitted = false;
   private resolveClosed: () => void = () => {};
@@ -60,7 +60,7 @@ export class GridSessionProxy implements GridSessionHandle {
     return this._state;
   }
 
-  get reason(): string | undefined {
+  get reason(): ViewerCloseReason | undefined {
     return this.closedReason;
   }
 
@@ -128,7 +128,7 @@ export class GridSessionProxy implements GridSessionHandle {
     };
   }
 
-  close(reason = "closed"): Promise<void> {
+  close(reason: ViewerCloseReason = ViewerCloseReasons.closed): Promise<void> {
     if (this.closing) return this.closing;
     const done = new Promise<void>((r) => (this.resolveClosed = r));
     this.closing = done;
@@ -155,8 +155,9 @@ export class GridSessionProxy implements GridSessionHandle {
     this.events.emit("slotEnded", mid, camera, toCloseReason(reason));
   }
 
-  /** The worker closed it (timeout, failure, our request) or is gone. */
-  remoteClosed(reason: string): void {
+  /** The worker closed it (timeout, failure, our request) or is gone; `text` as the worker wrote it. */
+  remoteClosed(text: string): void {
+    const reason = toCloseReason(text);
     if (!this.closing) {
       this.closing = Promise.resolve();
       this.startClosing(reason);
@@ -168,7 +169,7 @@ export class GridSessionProxy implements GridSessionHandle {
     this.resolveClosed();
   }
 
-  private startClosing(reason: string): void {
+  private startClosing(reason: ViewerCloseReason): void {
     this.closedReason = reason;
     this.setState("closed");
     for (const s of this.slotList) {

@@ -20,6 +20,8 @@ import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, GridSessionId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import {
+  isExpectedClose,
+  toCloseReason,
   ViewerCloseReasons,
   type GridSessionEvents,
   type GridSessionHandle,
@@ -86,7 +88,7 @@ export class GridSession implements GridSessionHandle {
   private peer: GridPeer | undefined;
   private transportState: TransportState = "connecting";
   private _state: ViewerState = "connecting";
-  private closedReason: string | undefined;
+  private closedReason: ViewerCloseReason | undefined;
   private closing: Promise<void> | undefined;
   private readonly createdAt: number;
   private connectedAt: number | undefined;
@@ -111,7 +113,7 @@ export class GridSession implements GridSessionHandle {
     return this._state;
   }
 
-  get reason(): string | undefined {
+  get reason(): ViewerCloseReason | undefined {
     return this.closedReason;
   }
 
@@ -230,15 +232,15 @@ export class GridSession implements GridSessionHandle {
         if (this.disconnectTimer === undefined) {
           this.disconnectTimer = this.o.timers.setTimeout(() => {
             this.disconnectTimer = undefined;
-            if (this._state === "disconnected") void this.close("ice disconnected");
+            if (this._state === "disconnected") void this.close(ViewerCloseReasons.iceDisconnected);
           }, this.o.disconnectTimeoutMs);
         }
         break;
       case "failed":
-        void this.close(detail ?? "ice failed");
+        void this.close(toCloseReason(detail ?? ViewerCloseReasons.iceFailed));
         break;
       case "closed":
-        void this.close(detail ?? "transport closed");
+        void this.close(toCloseReason(detail ?? ViewerCloseReasons.transportClosed));
         break;
       case "connecting":
         break;
@@ -277,7 +279,7 @@ export class GridSession implements GridSessionHandle {
     };
   }
 
-  close(reason = "closed"): Promise<void> {
+  close(reason: ViewerCloseReason = ViewerCloseReasons.closed): Promise<void> {
     if (this.closing) return this.closing;
     this.closedReason = reason;
     this.clearTimer("connectTimer");
@@ -285,8 +287,7 @@ export class GridSession implements GridSessionHandle {
     this.setState("closed");
     const viewers = [...this.viewers()];
     for (const s of this.slotList) s.viewer = undefined;
-    const expected = reason === "client delete" || reason === "sfu closing";
-    if (expected) this.log.debug("session closed", { reason });
+    if (isExpectedClose(reason)) this.log.debug("session closed", { reason });
     else this.log.info("session closed", { reason });
     this.closing = (async () => {
       await Promise.all(viewers.map((v) => v.close(ViewerCloseReasons.sessionClosed)));

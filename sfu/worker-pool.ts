@@ -553,7 +553,7 @@ export class WorkerPool {
       for (const slot of this.slots) clearTimeout(slot.timer);
       for (const s of this.sources.values()) s.flush();
       for (const p of [...this.viewers.values()]) p.proxy.localClosing("sfu closing");
-      for (const x of [...this.sessions.values()]) void x.proxy.close("sfu closing");
+      for (const x of [...this.sessions.values()]) void x.proxy.close(ViewerCloseReasons.sfuClosing);
       const exits = await Promise.all(
         this.slots.map(async ({ worker: w }) => {
           await w.call({ t: "close", req: 0, reason: "sfu closing" }).catch(() => {});

@@ -126,7 +126,7 @@ function handle(m: Exclude<ToWorker, IngestMessage>): void {
     }
     case "closeSession": {
       const x = engine.session(gridSessionId(m.id));
-      void (x ? x.close(m.reason) : Promise.resolve()).then(
+      void (x ? x.close(toCloseReason(m.reason)) : Promise.resolve()).then(
         () => post({ t: "reply", req: m.req, ok: true }),
         (err: unknown) => post({ t: "reply", req: m.req, ok: false, error: errorToWire(err) }),
       );

@@ -16,7 +16,8 @@ import { Router, type Request } from "express";
 import { AuthError, NotFoundError } from "../../config/errors.ts";
 import type { CameraRegistry, CameraView } from "../cameras.ts";
 import { sendError } from "./errors.ts";
-import { SseStream } from "./sse.ts";
+import { sessionEnded, SseStream, StreamEndReasons } from "./sse.ts";
+import type { WatchReason } from "../auth/types.ts";
 import type { SafeEmitter } from "../../config/events.ts";
 
 /** The last event of every camera stream when the gateway shuts down: the page says so and reconnects. */
@@ -43,7 +44,7 @@ export interface ApiDeps {
   /** Origin of the web client (event streams are same-origin only); undefined: not checked. */
   publicOrigin?: string | undefined;
   /** Ends the event stream when the caller's session ends or is revoked; returns the unsubscribe. */
-  watch?(req: Request, end: (reason: string) => void): () => void;
+  watch?(req: Request, end: (reason: WatchReason) => void): () => void;
   /** Event stream heartbeat, ms. Default 25000. */
   heartbeatMs?: number;
   /** The gateway's `closing`: every stream ends with a `gateway` notice. */
@@ -57,13 +58,13 @@ export function apiRouter(deps: ApiDeps): Router {
   const r = Router();
   const streams = new Set<SseStream>();
   deps.cameras.events.on("closed", () => {
-    for (const s of [...streams]) s.close("gateway closing");
+    for (const s of [...streams]) s.close(StreamEndReasons.closing);
   });
   let closing = false;
   deps.lifecycle?.on("closing", () => {
     closing = true;
     const notice: GatewayNotice = { state: "restarting", message: "The gateway is restarting. This page reconnects by itself.", retryMs: RETRY_MS };
-    for (const s of [...streams]) s.close("gateway closing", { event: "gateway", data: notice });
+    for (const s of [...streams]) s.close(StreamEndReasons.closing, { event: "gateway", data: notice });
   });
 
   const withActions = (req: Request, view: CameraView): CameraView & { actions?: readonly string[] } =>
@@ -107,7 +108,7 @@ export function apiRouter(deps: ApiDeps): Router {
     off = deps.cameras.events.on("camera", (view) => {
       if (deps.canSee(req, view.id)) stream.send("camera", withActions(req, view));
     });
-    unwatch = deps.watch?.(req, (reason) => stream.close(`session ended: ${reason}`)) ?? unwatch;
+    unwatch = deps.watch?.(req, (reason) => stream.close(sessionEnded(reason))) ?? unwatch;
     if (stream.closed) {
       off();
       unwatch();

@@ -31,7 +31,7 @@ import { BadInputError, isGatehouseError, NotFoundError, RateLimitedError } from
 import { cameraId as toCameraId, gridSessionId, type CameraId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
-import type { AuthCloseReason } from "../../sfu/api.ts";
+import { ViewerCloseReasons, type AuthCloseReason } from "../../sfu/api.ts";
 import type { GridSessionHandle, Sfu } from "../../sfu/sfu.ts";
 import { errorHandler, sendError } from "./errors.ts";
 import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
@@ -156,7 +156,7 @@ export function gridRouter(deps: GridDeps): Router {
       try {
         deps.onSession?.(req, session);
       } catch (err) {
-        await session.close("rejected by gateway");
+        await session.close(ViewerCloseReasons.rejectedByGateway);
         throw err;
       }
       res.status(201);
@@ -187,7 +187,7 @@ export function gridRouter(deps: GridDeps): Router {
   r.delete("/:session", async (req, res) => {
     try {
       const { session } = ownedBy(req);
-      await session.close("client delete");
+      await session.close(ViewerCloseReasons.clientDelete);
       res.status(200).end();
     } catch (err) {
       sendError(res, err);

@@ -3,6 +3,30 @@
  * bound on what a slow client may leave buffered, and one idempotent close.
  */
 import type { ServerResponse } from "node:http";
+import type { WatchReason } from "../auth/types.ts";
+
+/** Why an event stream ended, besides its user's access ending (`sessionEnded`). */
+export const StreamEndReasons = {
+  /** The browser closed it (tab closed, page left, network gone). */
+  clientClosed: "client closed",
+  /** The connection failed under it. */
+  socketError: "socket error",
+  /** The browser left more unread than `maxBufferedBytes`. */
+  tooSlow: "client too slow",
+  /** The gateway, or the service behind the stream, is shutting down. */
+  closing: "closing",
+  /** What the stream reports on has ended (a playback session). */
+  ended: "ended",
+} as const;
+
+/** The stream's user was signed out, their session expired or was revoked, or the right was removed. */
+export type SessionEndedReason = `auth: ${WatchReason}`;
+export type StreamEndReason = (typeof StreamEndReasons)[keyof typeof StreamEndReasons] | SessionEndedReason;
+
+/** The reason for a stream ended because its user's access ended. */
+export function sessionEnded(why: WatchReason): SessionEndedReason {
+  return `auth: ${why}`;
+}
 
 /** One event in the text/event-stream format. `data` is JSON on a single line (JSON.stringify never emits raw newlines). */
 export function sseFrame(event: string, data: unknown, id?: number): string {
@@ -18,7 +42,7 @@ export interface SseStreamOptions {
   /** A client that leaves more than this unread is dropped, bytes. */
   maxBufferedBytes: number;
   /** Called once when the stream ends, whoever ended it. */
-  onClose: (reason: string) => void;
+  onClose: (reason: StreamEndReason) => void;
 }
 
 export class SseStream {
@@ -41,8 +65,8 @@ export class SseStream {
     res.write(`retry: ${opts.retryMs}\n\n`);
     this.heartbeat = setInterval(() => this.write(": keepalive\n\n"), opts.heartbeatMs);
     this.heartbeat.unref();
-    res.on("close", () => this.close("client closed"));
-    res.on("error", () => this.close("socket error"));
+    res.on("close", () => this.close(StreamEndReasons.clientClosed));
+    res.on("error", () => this.close(StreamEndReasons.socketError));
   }
 
   get closed(): boolean {
@@ -55,7 +79,7 @@ export class SseStream {
   }
 
   /** End the stream (after a last event, if given). Idempotent. */
-  close(reason: string, last?: { event: string; data: unknown }): void {
+  close(reason: StreamEndReason, last?: { event: string; data: unknown }): void {
     if (this.ended) return;
     this.ended = true;
     if (last && this.res.writable) this.res.write(sseFrame(last.event, last.data, this.nextId++));
@@ -67,7 +91,7 @@ export class SseStream {
   private write(text: string): boolean {
     if (this.ended) return false;
     if (this.res.writableLength > this.opts.maxBufferedBytes) {
-      this.close("client too slow");
+      this.close(StreamEndReasons.tooSlow);
       return false;
     }
     this.res.write(text);

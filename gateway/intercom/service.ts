@@ -17,8 +17,8 @@ import {
   type SipCall,
 } from "../sip/index.ts";
 import { readAudioOffer, type G711Codec } from "./sdp.ts";
-import { SseStream } from "../http/sse.ts";
-import { TalkPeer, type TalkPeerStats } from "./talk-peer.ts";
+import { sessionEnded, SseStream, StreamEndReasons } from "../http/sse.ts";
+import { TalkPeer, TalkPeerCloseReasons, type TalkPeerStats } from "./talk-peer.ts";
 
 /** Largest door snapshot kept with a call, bytes. */
 export const MAX_SNAPSHOT_BYTES = 512 * 1024;
@@ -178,6 +178,7 @@ export class IntercomService {
   private readonly snapshots = new Map<string, { type: "image/jpeg" | "image/png"; bytes: Buffer }>();
   private readonly offs: Array<() => void> = [];
   private closed = false;
+  private closing: Promise<void> | undefined;
   /** Counters for logs and tests. */
   readonly stats = { streams: 0, ringsSent: 0, answers: 0, answerConflicts: 0, outgoing: 0, talkFailures: 0, doorOpens: 0 };
 
@@ -422,7 +423,7 @@ export class IntercomService {
     this.subscribers.add(sub);
     this.stats.streams++;
     // A signed-out or revoked session loses its ring stream at once.
-    sub.unwatch = this.auth.watch(user, (reason) => stream.close(`auth: ${reason}`, { event: "bye", data: { reason } }));
+    sub.unwatch = this.auth.watch(user, (reason) => stream.close(sessionEnded(reason), { event: "bye", data: { reason } }));
     const ringing: RingView[] = [];
     const calls: CallView[] = [];
     for (const e of this.calls.values()) {
@@ -527,7 +528,7 @@ export class IntercomService {
       answered = this.ic.answer(callId, intercomUser(user), { sink: peer });
     } catch (err) {
       if (err instanceof CallAlreadyAnsweredError) this.stats.answerConflicts++;
-      await peer.close("answer refused");
+      await peer.close(TalkPeerCloseReasons.answerRefused);
       throw err;
     }
     this.stats.answers++;
@@ -631,7 +632,7 @@ export class IntercomService {
       if (call.state !== "answered") throw new WrongStateError(`the door ended the call (${call.state})`);
       if (gone.aborted) throw new WrongStateError("the browser left before the call was set up");
     } catch (err) {
-      await peer?.close("call setup failed");
+      await peer?.close(TalkPeerCloseReasons.setupFailed);
       call.hangup();
       throw err;
     }
@@ -689,16 +690,24 @@ export class IntercomService {
     }
   }
 
-  /** End every event stream and talk peer (calls are ended by the SIP server). Idempotent. */
-  async close(reason = "closed"): Promise<void> {
-    if (this.closed) return;
+  /**
+   * End every event stream and talk peer (calls are ended by the SIP server). Every caller gets
+   * the same promise. `reason` is for the log.
+   */
+  close(reason = "closed"): Promise<void> {
+    this.closing ??= this.doClose(reason);
+    return this.closing;
+  }
+
+  private async doClose(reason: string): Promise<void> {
     this.closed = true;
+    this.log.debug("intercom: closing", { reason });
     for (const off of this.offs.splice(0)) off();
-    for (const s of [...this.subscribers]) s.stream.close(reason, { event: "bye", data: { reason: "closing" } });
+    for (const s of [...this.subscribers]) s.stream.close(StreamEndReasons.closing, { event: "bye", data: { reason: "closing" } });
     const peers: Promise<void>[] = [];
     for (const e of this.calls.values()) {
       e.unwatch?.();
-      if (e.peer) peers.push(e.peer.close(reason));
+      if (e.peer) peers.push(e.peer.close(TalkPeerCloseReasons.closing));
     }
     this.calls.clear();
     await Promise.all(peers);

@@ -29,6 +29,7 @@ import { SafeEmitter } from "../../config/events.ts";
 import type { Logger } from "../../config/log.ts";
 import { createPeerConnection } from "../../sfu/peer-connection.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
+import type { EndReason as CallEndReason } from "../sip/call.ts";
 import { RtpRestamper, type RestampOut, type RestamperStats } from "./restamp.ts";
 import { announceAddress, readAudioOffer, type G711Codec } from "./sdp.ts";
 
@@ -63,12 +64,23 @@ export interface TalkPeerOptions {
   now?: () => number;
 }
 
+/** Why a talk peer was closed, besides its call ending (`call ended: <the call's end reason>`). */
+export const TalkPeerCloseReasons = {
+  /** The browser's answer could not be applied. */
+  answerRefused: "answer refused",
+  /** The call could not be set up with the browser's audio. */
+  setupFailed: "call setup failed",
+  /** The intercom service is shutting down. */
+  closing: "intercom closing",
+} as const;
+export type TalkPeerCloseReason = (typeof TalkPeerCloseReasons)[keyof typeof TalkPeerCloseReasons] | `call ended: ${CallEndReason}`;
+
 export type TalkPeerState = "connecting" | "connected" | "disconnected" | "failed" | "closed";
 
 export type TalkPeerEvents = {
   state: [state: TalkPeerState, detail: string | undefined];
   /** Once, whatever closed it. */
-  closed: [reason: string];
+  closed: [reason: TalkPeerCloseReason];
 };
 
 export interface TalkPeerStats {
@@ -162,6 +174,7 @@ export class TalkPeer implements MediaSink {
   private upstream: TrackSpec | undefined;
   private uplink: ((packet: Buffer) => void) | null = null;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly counters = {
     toBrowser: { packets: 0, bytes: 0 },
     fromBrowser: { packets: 0, bytes: 0 },
@@ -374,15 +387,17 @@ export class TalkPeer implements MediaSink {
   }
 
   /** Close the connection (DTLS close_notify to the browser). Idempotent. */
-  async close(reason: string): Promise<void> {
-    if (this.closed) return;
+  /** Closes the browser connection once; every caller gets the same promise. */
+  close(reason: TalkPeerCloseReason): Promise<void> {
+    if (this.closing) return this.closing;
     this.closed = true;
     this.disarm();
     this.uplink = null;
     this.setStateForce("closed", reason);
     this.events.emit("closed", reason);
     this.events.removeAllListeners();
-    await this.pc.close().catch(() => {});
+    this.closing = this.pc.close().catch(() => {});
+    return this.closing;
   }
 
   private setState(s: TalkPeerState, detail?: string): void {

@@ -18,7 +18,7 @@ import type { Logger } from "../../config/log.ts";
 import type { CameraConfig } from "../../config/schema.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import { errorHandler, sendError } from "../http/errors.ts";
-import { SseStream } from "../http/sse.ts";
+import { SseStream, StreamEndReasons } from "../http/sse.ts";
 import type { PlaybackControl, PlaybackState } from "./session.ts";
 import type { PlaybackEntry, PlaybackOwner, PlaybackService } from "./service.ts";
 import type { Segment } from "./retimer.ts";
@@ -130,7 +130,7 @@ export function playbackRouter(deps: PlaybackRoutesDeps): Router {
     sse.send("hello", { serverTime: Date.now(), state: stateJson(e.session.state()), segments: e.segments.map(segmentJson) });
     offs.push(e.session.events.on("segment", (s) => sse.send("segment", segmentJson(s))));
     offs.push(e.session.events.on("state", (s) => sse.send("state", { ...stateJson(s), serverTime: Date.now() })));
-    offs.push(e.session.events.on("closed", (reason) => sse.close("playback ended", { event: "end", data: { reason } })));
+    offs.push(e.session.events.on("closed", (reason) => sse.close(StreamEndReasons.ended, { event: "end", data: { reason } })));
   });
 
   r.all("/:camera/playback", (_req, res) => {

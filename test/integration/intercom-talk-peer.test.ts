@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { BadInputError } from "../../config/errors.ts";
 import { silentLogger } from "../../config/log.ts";
-import { TalkPeer, type TalkPeerState } from "../../gateway/intercom/talk-peer.ts";
+import { TalkPeer, TalkPeerCloseReasons, type TalkPeerState } from "../../gateway/intercom/talk-peer.ts";
 import { WeriftBrowserPhone } from "./intercom-support.ts";
 
 const RANGE: [number, number] = [42000, 42999];
@@ -86,9 +86,13 @@ describe("talk peer", () => {
     peer.events.on("state", (s) => states.push(s));
     peer.events.on("closed", (r) => closed.push(r));
     await new Promise<void>((resolve) => peer.events.on("state", (s) => s === "failed" && resolve()));
-    await peer.close("first");
-    await peer.close("second");
+    // Both callers get the same promise; the browser connection is closed, and "closed" told, once.
+    const first = peer.close(TalkPeerCloseReasons.closing);
+    const second = peer.close(TalkPeerCloseReasons.answerRefused);
+    expect(second).toBe(first);
+    await Promise.all([first, second]);
+    expect((peer as unknown as { pc: { connectionState: string } }).pc.connectionState).toBe("closed");
     expect(states).toEqual(["failed", "closed"]);
-    expect(closed).toEqual(["first"]);
+    expect(closed).toEqual(["intercom closing"]);
   });
 });
