@@ -315,6 +315,9 @@ export class GridSession implements GridSessionHandle {
   }
 }
 
+/** What a detached slot transport's close() returns: nothing is left to wait for. */
+const DETACHED: Promise<void> = Promise.resolve();
+
 /**
  * One slot's view of the session's transport: sends go through it (each packet carries the
  * slot's SSRC), closing ends only the slot, never the shared connection.
@@ -339,8 +342,10 @@ class SlotTransport implements ViewerTransport {
     return this.shared.inFlight;
   }
 
-  async close(): Promise<void> {
+  /** Detaches this slot (the session closes the shared transport); the same settled promise to every caller. */
+  close(): Promise<void> {
     this.detached = true;
+    return DETACHED;
   }
 
   describe(): TransportInfo | undefined {

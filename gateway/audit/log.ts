@@ -60,6 +60,7 @@ export class AuditLog implements AuditSink {
   /** Records accepted into the queue since start (written ones count towards `stats.written`). */
   private accepted = 0;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly waiters: Array<() => void> = [];
   readonly stats: AuditStats = { written: 0, writeFailures: 0, dropped: 0, queued: 0, batches: 0, pruned: 0 };
 
@@ -226,9 +227,16 @@ export class AuditLog implements AuditSink {
     }
   }
 
-  /** Writes what waits (one last try), logs the chain's head for outside comparison, closes the store. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /**
+   * Writes what waits (one last try), logs the chain's head for outside comparison, closes the
+   * store. Every caller gets the same promise (a second caller must not flush or close again).
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
     await this.flush().catch(() => {});
     this.closed = true;
     clearInterval(this.retentionTimer);

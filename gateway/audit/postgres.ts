@@ -82,6 +82,7 @@ export class PostgresAuditStore implements AuditStore {
   private readonly anchorTable: string;
   private readonly lock: string;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private schema: Promise<void> | undefined;
   /** Where the server is (`host:port`), for messages. */
   readonly server: string;
@@ -268,9 +269,12 @@ export class PostgresAuditStore implements AuditStore {
     }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    await this.pool.end();
+  /** Ends the pool once; every caller gets the same promise. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closed = true;
+      this.closing = this.pool.end();
+    }
+    return this.closing;
   }
 }

@@ -27,6 +27,7 @@ export class SqliteAuditStore implements AuditStore {
   private readonly headStmt: StatementSync;
   private readonly anchorStmt: StatementSync;
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   constructor(opts: SqliteAuditOptions) {
     if (opts.file !== ":memory:") mkdirSync(path.dirname(path.resolve(opts.file)), { recursive: true, mode: 0o750 });
@@ -179,11 +180,13 @@ export class SqliteAuditStore implements AuditStore {
     return Promise.resolve(this.headNow());
   }
 
+  /** Closes the database once; every caller gets the same promise. */
   close(): Promise<void> {
-    if (!this.closed) {
+    if (!this.closing) {
       this.closed = true;
       this.db.close();
+      this.closing = Promise.resolve();
     }
-    return Promise.resolve();
+    return this.closing;
   }
 }

@@ -290,9 +290,12 @@ export async function startOidcProvider(opts: OidcProviderOptions): Promise<Runn
       server.close(() => resolve());
       server.closeAllConnections();
     });
-  const close = async () => {
+  // Every caller gets the same promise (a second call must not resolve before the server is down).
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
     closed = true;
-    await closeServer();
+    closing ??= closeServer();
+    return closing;
   };
   return {
     issuer,

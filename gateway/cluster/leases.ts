@@ -67,6 +67,7 @@ export class CameraLeases {
   private readonly held = new Map<string, string>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   constructor(o: CameraLeasesOptions) {
     this.o = o;
@@ -166,13 +167,18 @@ export class CameraLeases {
     });
   }
 
-  /** Stop renewing and give every lease back at once (a clean shutdown hands cameras over without waiting for a lapse). */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    clearInterval(this.timer);
-    await Promise.all(this.owned().map((c) => this.release(c)));
-    this.events.removeAllListeners();
+  /**
+   * Stop renewing and give every lease back at once (a clean shutdown hands cameras over without
+   * waiting for a lapse). Every caller gets the same promise.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      clearInterval(this.timer);
+      await Promise.all(this.owned().map((c) => this.release(c)));
+      this.events.removeAllListeners();
+    })();
+    return this.closing;
   }
 }
 

@@ -41,6 +41,7 @@ export class NodeRegistry {
   private readonly timer: NodeJS.Timeout;
   private listing: NodeAnnouncement[] = [];
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   constructor(o: NodeRegistryOptions) {
     this.o = o;
@@ -98,9 +99,13 @@ export class NodeRegistry {
     }
   }
 
-  /** Stop announcing and withdraw from the listing (best effort: the key lapses anyway). */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Stop announcing and withdraw from the listing (best effort: the key lapses anyway). Every caller gets the same promise. */
+  close(): Promise<void> {
+    this.closing ??= this.withdraw();
+    return this.closing;
+  }
+
+  private async withdraw(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
     const { link } = this.o;

@@ -76,6 +76,7 @@ export class PlaybackService {
   private opening = 0;
   private readonly openingPerUser = new Map<string, number>();
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   constructor(opts: PlaybackServiceOptions) {
     this.o = opts;
@@ -195,10 +196,13 @@ export class PlaybackService {
     return [...this.entries.values()];
   }
 
-  /** Ends every playback. Idempotent. */
-  async close(reason = "gateway closing"): Promise<void> {
-    this.closed = true;
-    await Promise.all([...this.entries.values()].map((e) => Promise.all([e.session.close(reason), e.viewer.close(ViewerCloseReasons.sfuClosing)])));
+  /** Ends every playback. Every caller gets the same promise. */
+  close(reason = "gateway closing"): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      await Promise.all([...this.entries.values()].map((e) => Promise.all([e.session.close(reason), e.viewer.close(ViewerCloseReasons.sfuClosing)])));
+    })();
+    return this.closing;
   }
 }
 

@@ -107,6 +107,7 @@ export class PlaybackSession {
   private paused = false;
   private ended = false;
   private closed = false;
+  private closing: Promise<void> | undefined;
   /** Position before the first frame of the current stream is sent. */
   private target: number;
   private lastSent: number | undefined;
@@ -230,9 +231,13 @@ export class PlaybackSession {
     return run;
   }
 
-  /** Ends the RTSP session and stops sending. Idempotent. */
-  async close(reason = "closed"): Promise<void> {
-    if (this.closed) return;
+  /** Ends the RTSP session and stops sending. Every caller gets the same promise. */
+  close(reason = "closed"): Promise<void> {
+    this.closing ??= this.doClose(reason);
+    return this.closing;
+  }
+
+  private async doClose(reason: string): Promise<void> {
     this.closed = true;
     this.timers.clearTimeout(this.timer);
     this.retimer?.clear();

@@ -107,6 +107,7 @@ export class SipSockets implements SipTransportAdapter {
   private nextFlow = 1;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private ports: { udp?: number; tcp?: number; tls?: number } = {};
 
   private constructor(opts: SipSocketsOptions) {
@@ -387,9 +388,13 @@ export class SipSockets implements SipTransportAdapter {
     return this.flows.size;
   }
 
-  /** Close listeners and connections. Idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Close listeners and connections. Every caller gets the same promise. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
     this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
     // Let queued writes (final responses, BYEs) leave, then cut whatever lingers.

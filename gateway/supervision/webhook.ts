@@ -33,6 +33,7 @@ export class Webhook {
   private readonly counts = { sent: 0, failed: 0, dropped: 0 };
   private running: Promise<void> | undefined;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private readonly abort = new AbortController();
   private lastWarned = "";
 
@@ -60,13 +61,16 @@ export class Webhook {
   }
 
   /** Stops delivering: the delivery under way is aborted, waiting events are dropped and counted; idempotent. */
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.counts.dropped += this.queue.length;
-    this.queue.length = 0;
-    this.abort.abort();
-    await this.running;
+  /** Drops what waits, aborts the request in flight; every caller gets the same promise. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closed = true;
+      this.counts.dropped += this.queue.length;
+      this.queue.length = 0;
+      this.abort.abort();
+      this.closing = Promise.resolve(this.running).then(() => {});
+    }
+    return this.closing;
   }
 
   private async drain(): Promise<void> {

@@ -62,6 +62,7 @@ export class H265ToH264 {
   private lastAuTs: number | undefined;
   private frameTicks = 3600;
   private closed = false;
+  private closing: Promise<void> | undefined;
 
   constructor(o: H265ToH264Options) {
     this.o = o;
@@ -164,11 +165,15 @@ export class H265ToH264 {
     }
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
-    await this.supervisor.close();
-    this.socket?.close();
-    this.socket = undefined;
+  /** Stops ffmpeg and closes its socket once; every caller gets the same promise. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.closed = true;
+      await this.supervisor.close();
+      this.socket?.close();
+      this.socket = undefined;
+    })();
+    return this.closing;
   }
 
   private insertPending(ts: number): void {

@@ -67,6 +67,7 @@ export class TranscodingSink implements MediaSink {
   private wanted = false;
   private idleTimer: TimerHandle | undefined;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private ffmpeg: string | undefined;
 
   constructor(o: TranscodingSinkOptions) {
@@ -170,8 +171,13 @@ export class TranscodingSink implements MediaSink {
     return out;
   }
 
-  /** Stops every ffmpeg; idempotent. */
-  async close(): Promise<void> {
+  /** Stops every ffmpeg; every caller gets the same promise. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
     this.closed = true;
     this.timers.clearTimeout(this.idleTimer);
     this.idleTimer = undefined;

@@ -76,6 +76,7 @@ export class ChildSupervisor {
   private stableTimer: TimerHandle | undefined;
   private retryInMs: number | undefined;
   private exits: Promise<void>[] = [];
+  private closing: Promise<void> | undefined;
 
   constructor(o: ChildSupervisorOptions) {
     this.o = o;
@@ -112,11 +113,14 @@ export class ChildSupervisor {
     }
   }
 
-  /** Stops the child for good; resolves when it exited. Idempotent. */
-  async close(): Promise<void> {
-    this.setWanted(false);
-    this.closed = true;
-    await Promise.all(this.exits);
+  /** Stops the child for good; resolves when it exited. Every caller gets the same promise. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.setWanted(false);
+      this.closed = true;
+      this.closing = Promise.all(this.exits).then(() => {});
+    }
+    return this.closing;
   }
 
   private launch(): void {
