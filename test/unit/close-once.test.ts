@@ -159,7 +159,7 @@ describe("close() twice at once", () => {
   });
 
   it("the development identity provider: both callers wait until it no longer listens", async () => {
-    const idp = await startOidcProvider({ clients: [], users: [] });
+    const idp = await startOidcProvider({ clients: [], users: [], log: silentLogger });
     await closeTwice(() => idp.close());
     // Nothing answers on its port any more.
     await expect(fetch(`${idp.issuer}/.well-known/openid-configuration`)).rejects.toThrow();
