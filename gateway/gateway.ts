@@ -24,6 +24,7 @@ import { CameraRegistry } from "./cameras.ts";
 import { startDemoRecorder, type DemoRecorder } from "./demo/recorder.ts";
 import { apiRouter } from "./http/api.ts";
 import { recordingsRouter } from "./http/recordings.ts";
+import { recordingsCatalog } from "./playback/search.ts";
 import { preferencesRouter } from "./http/preferences.ts";
 import { PreferenceStore } from "./preferences/store.ts";
 import { RetentionRecordings, type RecordingIndex } from "./playback/recordings.ts";
@@ -554,7 +555,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
     else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));
-    app.use("/api", recordingsRouter({ recordings, authorize: (req, id) => auth.authorizeCamera(req.user!, id, "playback") }));
+    app.use("/api", recordingsRouter({ recordings: recordingsCatalog(recordings, (id) => registry.config(id), log.child({ component: "playback" })), authorize: (req, id) => auth.authorizeCamera(req.user!, id, "playback") }));
     app.use(
       "/api",
       apiRouter({

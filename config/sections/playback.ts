@@ -28,6 +28,24 @@ export const cameraPlaybackSchema = z
     pacing: z.enum(["recorder", "gateway"]).default("recorder"),
     /** Ask for key frames only (`Frames: intra`) at this rate and above (absolute). Default 8. */
     intraFromRate: z.number().min(1).max(32).default(8),
+    /**
+     * The recorder's ONVIF Recording Search service, for the timeline (what it holds and its gaps). Default none: the
+     * timeline is the retention window minus the gaps playback learns. Credentials as the camera's (WS-Security digest).
+     */
+    search: z
+      .strictObject({
+        /** The search service address (`http://` or `https://`, as the recorder's GetServices lists it); contacted as given, no redirects. */
+        url: z
+          .string()
+          .refine((u) => /^https?:\/\/[^/?#]+/i.test(u), { message: "must be an http:// or https:// URL" }),
+        /** The recording to search (its RecordingToken). Default: the recorder's only recording. */
+        recordingToken: z.string().min(1).max(128).optional(),
+        /** One SOAP request gives up after this, ms. Default 5000. */
+        timeoutMs: z.number().int().min(200).max(60_000).default(5000),
+        /** An answer is reused for this long for the same span, s. Default 30. */
+        cacheSeconds: z.number().int().min(0).max(3600).default(30),
+      })
+      .optional(),
   })
   .superRefine((p, ctx) => {
     if (p.mode === "url") {

@@ -7,22 +7,22 @@
  * one, a visible camera without the right is 403, a camera without recordings is 404.
  */
 import { Router, type Request } from "express";
-import type { RetentionRecordings } from "../playback/recordings.ts";
+import type { RecordingsAnswer } from "../playback/recordings.ts";
 import { sendError } from "./errors.ts";
 
 export interface RecordingsRouteDeps {
-  recordings: Pick<RetentionRecordings, "answer">;
+  recordings: { answer(cameraId: string, query: { from?: unknown; to?: unknown }): RecordingsAnswer | Promise<RecordingsAnswer> };
   /** Throws NotFoundError (invisible or unknown camera) or AuthError FORBIDDEN (no `playback` right). */
   authorize(req: Request, cameraId: string): void;
 }
 
 export function recordingsRouter(deps: RecordingsRouteDeps): Router {
   const r = Router();
-  r.get("/cameras/:id/recordings", (req, res) => {
+  r.get("/cameras/:id/recordings", async (req, res) => {
     try {
       deps.authorize(req, req.params.id);
       const q = req.query;
-      res.set("Cache-Control", "no-store").json(deps.recordings.answer(req.params.id, { from: q["from"], to: q["to"] }));
+      res.set("Cache-Control", "no-store").json(await deps.recordings.answer(req.params.id, { from: q["from"], to: q["to"] }));
     } catch (err) {
       sendError(res, err);
     }

@@ -1,12 +1,12 @@
 /**
  * What each camera's recorder holds, for the timeline (`GET /api/cameras/:id/recordings`).
  *
- * Recorders that offer ONVIF recording search (`FindRecordings`/`GetRecordingSummary`) are SOAP
- * services, which the gateway does not speak; so the model is the retention window: a camera's
+ * Where a camera's recorder offers ONVIF recording search (`playback.search`, search.ts) it
+ * answers; otherwise, or when it fails, the model is the retention window: a camera's
  * recorder is taken to hold everything from `now − retention` to `now`, except the gaps the
  * playback engine has learned from the recorder's own answers (a PLAY at a time it had nothing
  * for, a jump over a hole, the end of a contiguous section). The answer says which model it is
- * (`source: "retention"`; `"onvif-search"` is reserved for a searching implementation).
+ * (`source: "retention"` or `"onvif-search"`).
  *
  * The playback engine tells the index what it learns through `RecordingIndex.learn`:
  *
@@ -40,8 +40,10 @@ export interface RecordingsAnswer {
   /** What the recorder holds within the asked span, oldest first, disjoint. */
   ranges: { start: string; end: string }[];
   source: "onvif-search" | "retention";
-  /** The whole retention window now. */
+  /** The whole retention window now (with ONVIF search: the recording's earliest and latest). */
   retention: { from: string; to: string };
+  /** Why ONVIF search, configured for this camera, did not answer (the retention model answered instead). */
+  searchError?: string;
 }
 
 export interface RetentionRecordingsOptions {
@@ -119,11 +121,7 @@ export class RetentionRecordings implements RecordingIndex {
   answer(cameraId: string, query: { from?: unknown; to?: unknown }): RecordingsAnswer {
     const win = this.window(cameraId);
     if (!win) throw new NotFoundError("this camera has no recordings");
-    const to = query.to === undefined ? win.end : parseTime(query.to, "to");
-    const from = query.from === undefined ? Math.min(win.start, to) : parseTime(query.from, "from");
-    if (to < from) throw new BadInputError("'to' is before 'from'");
-    if (to - from > MAX_QUERY_SPAN_MS) throw new BadInputError("ask for at most 32 days at once");
-    const iso = (ms: number) => new Date(ms).toISOString();
+    const { start: from, end: to } = querySpan(win, query);
     return {
       ranges: this.ranges(cameraId, from, to).map((r) => ({ start: iso(r.start), end: iso(r.end) })),
       source: "retention",
@@ -131,6 +129,17 @@ export class RetentionRecordings implements RecordingIndex {
     };
   }
 }
+
+/** The span a query asks for (defaults: the window); throws BadInputError for a bad or too long one. */
+export function querySpan(win: TimeRange, query: { from?: unknown; to?: unknown }): TimeRange {
+  const to = query.to === undefined ? win.end : parseTime(query.to, "to");
+  const from = query.from === undefined ? Math.min(win.start, to) : parseTime(query.from, "from");
+  if (to < from) throw new BadInputError("'to' is before 'from'");
+  if (to - from > MAX_QUERY_SPAN_MS) throw new BadInputError("ask for at most 32 days at once");
+  return { start: from, end: to };
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
 
 /** A query time: ISO 8601 with a zone (or a date), or epoch ms. */
 export function parseTime(v: unknown, name: string): number {
