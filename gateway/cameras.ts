@@ -101,20 +101,26 @@ interface RegistryDeps {
   tap?: (source: CameraId, sink: MediaSink, setDemand: (extra: number) => void) => MediaSink;
 }
 
-/** Video a browser cannot be given: the recorder offers video, none of it is pulled (H.265 not converted, say). */
-function videoUnplayable(s: StreamEntry): boolean {
+/**
+ * Video a browser cannot be given: the recorder offers video, none of it is pulled (H.265 not
+ * converted, say), or it is H.265 passed through and the browser (`h265` false) cannot decode it.
+ */
+function videoUnplayable(s: StreamEntry, h265: boolean): boolean {
   const st = s.ingest.status();
-  return st.unsupported.some((u) => u.type === "video") && !st.tracks.some((t) => t.kind === "video");
+  const refused = st.unsupported.filter((u) => u.type === "video");
+  if (refused.length === 0) return false;
+  if (refused.some((u) => u.passthrough === "H265")) return !h265;
+  return !st.tracks.some((t) => t.kind === "video");
 }
 
 /**
  * The stream that stands for `main`: the main stream, unless its video cannot be played (an
  * H.265 main stream without a transcode) and another stream's can — the camera's H.264 stream.
  */
-function playableMain(streams: StreamEntry[]): StreamEntry | undefined {
+function playableMain(streams: StreamEntry[], h265: boolean): StreamEntry | undefined {
   const main = streams[0];
-  if (!main || streams.length < 2 || !videoUnplayable(main)) return main;
-  return streams.slice(1).find((s) => !videoUnplayable(s)) ?? main;
+  if (!main || streams.length < 2 || !videoUnplayable(main, h265)) return main;
+  return streams.slice(1).find((s) => !videoUnplayable(s, h265)) ?? main;
 }
 
 /** Converted tracks a person should know about: an ffmpeg that cannot be found or keeps failing. */
@@ -257,14 +263,15 @@ export class CameraRegistry {
    * The SFU source for `stream` of a camera: `main`, `sub` (its last stream, or main when it
    * has none), `auto` (as `main`), or a configured stream id. `main` and `auto` give another
    * stream when the main one's video cannot be played and that one's can (an H.265 main stream
-   * without a transcode, an H.264 substream). Undefined for an unknown camera or stream.
+   * without a transcode, an H.264 substream); `h265`: the viewer offered H.265, so an H.265
+   * stream passed through is playable. Undefined for an unknown camera or stream.
    */
-  streamSource(camera: string, stream = "main"): { stream: string; source: CameraId } | undefined {
+  streamSource(camera: string, stream = "main", h265 = false): { stream: string; source: CameraId } | undefined {
     const e = this.entries.get(camera as CameraId);
     if (!e) return undefined;
     const s =
       stream === "main" || stream === "auto"
-        ? playableMain(e.streams)
+        ? playableMain(e.streams, h265)
         : (e.streams.find((x) => x.id === stream) ?? (stream === "sub" ? e.streams[e.streams.length - 1] : undefined));
     return s ? { stream: s.id, source: s.source } : undefined;
   }

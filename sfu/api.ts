@@ -13,7 +13,7 @@
 import type { CameraId, GridSessionId, ViewerId } from "../config/ids.ts";
 import type { PacketRing } from "./ring.ts";
 import type { TransportInfo } from "./transport.ts";
-import type { MediaSink, TrackSpec } from "./types.ts";
+import type { CodecName, MediaSink, TrackSpec } from "./types.ts";
 
 /** A camera's source. */
 export interface SourceHandle extends MediaSink {
@@ -24,8 +24,8 @@ export interface SourceHandle extends MediaSink {
   stats(): SourceStats;
   /** The current upstream tracks, or undefined before the first setTracks. */
   currentTracks(): readonly TrackSpec[] | undefined;
-  /** Index of the first track of this kind, or −1. */
-  trackIndexOf(kind: "video" | "audio"): number;
+  /** Index of the first track of this kind (and codec, when given), or −1. */
+  trackIndexOf(kind: "video" | "audio", codec?: CodecName): number;
   /** Viewers, connecting ones included. */
   readonly viewerCount: number;
   /**

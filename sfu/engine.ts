@@ -301,7 +301,7 @@ export class SfuEngine {
         cname: peer.cname,
         video:
           plan.video && peer.videoSsrc !== undefined
-            ? { ssrc: peer.videoSsrc, payloadType: plan.video.choice.payloadType }
+            ? { ssrc: peer.videoSsrc, payloadType: plan.video.choice.payloadType, h265PayloadType: plan.video.h265?.payloadType }
             : undefined,
         audio: plan.audio && peer.audioSsrc !== undefined ? { ssrc: peer.audioSsrc, payloadTypes: audioPts } : undefined,
       });
@@ -314,7 +314,7 @@ export class SfuEngine {
       }
       log.info("viewer created", {
         user: opts.user,
-        video: plan.video ? `H264/${plan.video.choice.payloadType} ${plan.video.choice.profileLevelId}` : "none",
+        video: plan.video ? `H264/${plan.video.choice.payloadType} ${plan.video.choice.profileLevelId}${plan.video.h265 ? ` H265/${plan.video.h265.payloadType}` : ""}` : "none",
         audio: plan.audio?.choices.map((c) => `${c.codec}/${c.payloadType}`).join(",") ?? "none",
       });
       return { viewer, answerSdp: peer.answerSdp };

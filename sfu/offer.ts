@@ -85,9 +85,21 @@ export interface AudioChoice {
   fmtp: string;
 }
 
+/** An H.265 payload type (RFC 7798) the viewer offered, answered beside the H.264 one. */
+export interface H265Choice {
+  payloadType: number;
+  /** As offered (the answer echoes it: profile, tier, level). */
+  fmtp: string;
+  rtcpFeedback: { type: string; parameter?: string }[];
+}
+
 export interface AnswerPlan {
-  /** Undefined when the offer has no video section that can receive. */
-  video: { mid: string; index: number; choice: VideoChoice } | undefined;
+  /**
+   * Undefined when the offer has no video section that can receive. `h265`: the viewer offered
+   * H.265 and the source may send it (its video is H.265, or not known yet): the camera's H.265
+   * is then passed through, the H.264 payload type serving a source that has only H.264.
+   */
+  video: { mid: string; index: number; choice: VideoChoice; h265?: H265Choice | undefined } | undefined;
   /**
    * A multi-camera session (planGridAnswer): every receiving video section, in offer order,
    * each answered with `video.choice`. Undefined for a one-camera viewer (one video section).
@@ -412,6 +424,8 @@ export function planAnswer(offer: ParsedOffer, tracks: readonly TrackSpec[] | un
       candidates.find((c) => h264ProfileOf(profileLevelIdOf(c)) === "constrained-baseline") ||
       candidates.find((c) => h264ProfileOf(profileLevelIdOf(c)) === "baseline") ||
       candidates[0]!;
+    const hevc = videoSection.codecs.find((c) => c.name.toUpperCase() === "H265" && c.clockRate === 90000);
+    const sourceHevc = tracks === undefined || tracks.some((t) => t.kind === "video" && t.codec === "H265");
     video = {
       mid: videoSection.mid,
       index: videoSection.index,
@@ -421,6 +435,7 @@ export function planAnswer(offer: ParsedOffer, tracks: readonly TrackSpec[] | un
         profileLevelId: profileLevelIdOf(pick),
         rtcpFeedback: pick.rtcpFeedback,
       },
+      h265: hevc && sourceHevc ? { payloadType: hevc.payloadType, fmtp: hevc.fmtp, rtcpFeedback: hevc.rtcpFeedback } : undefined,
     };
   }
 
@@ -452,7 +467,9 @@ export function planAnswer(offer: ParsedOffer, tracks: readonly TrackSpec[] | un
  * without the chosen payload type is bad input. At most `maxVideoSlots` video sections.
  */
 export function planGridAnswer(offer: ParsedOffer, maxVideoSlots: number): AnswerPlan & { videoSlots: readonly { mid: string; index: number }[] } {
-  const plan = planAnswer(offer, undefined);
+  const full = planAnswer(offer, undefined);
+  // Grid slots are sent H.264 (the cameras' substreams); H.265 passthrough is for one camera opened large.
+  const plan: AnswerPlan = { ...full, video: full.video && { ...full.video, h265: undefined } };
   const sections = offer.media.filter((m) => m.kind === "video" && receives(m));
   if (!plan.video || sections.length === 0) throw new BadInputError("a multi-camera session needs at least one receiving video section");
   if (sections.length > maxVideoSlots) throw new BadInputError(`at most ${maxVideoSlots} video slots per session`);
@@ -472,4 +489,9 @@ export function planGridAnswer(offer: ParsedOffer, maxVideoSlots: number): Answe
     throw new BadInputError("offer must BUNDLE every section (a=group:BUNDLE)");
   }
   return { ...plan, videoSlots: slots };
+}
+
+/** Whether an offer lists H.265 (RFC 7798 `H265/90000`), read before the offer is parsed to choose a camera's stream. */
+export function offersH265(sdp: string): boolean {
+  return /^a=rtpmap:\d{1,3} H265\/90000\s*$/im.test(sdp);
 }

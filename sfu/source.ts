@@ -9,6 +9,7 @@ import type { CameraId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import { parseSpropParameterSets } from "./h264/nal.ts";
 import { H264Normalizer } from "./h264/normalizer.ts";
+import { H265Normalizer } from "./h265/normalizer.ts";
 import { PacketRing, SlotFlag } from "./ring.ts";
 import { ntpToUnixMs } from "./rtp/ntp.ts";
 import { emptyRtpHeader, readRtpHeader } from "./rtp/packet.ts";
@@ -18,7 +19,7 @@ import type { SourceDropReason, SourceEvents, SourceHandle, SourceStats } from "
 import { ViewerCloseReasons, type ViewerCloseReason } from "./api.ts";
 
 export type { SourceDropReason, SourceEvents, SourceStats, SourceTrackStats } from "./api.ts";
-import type { MediaSink, TrackSpec } from "./types.ts";
+import type { CodecName, MediaSink, TrackSpec } from "./types.ts";
 import type { Viewer, ViewerSource } from "./viewer.ts";
 
 export interface SourceOptions {
@@ -50,6 +51,10 @@ interface TrackState {
   timeline: TrackTimeline;
   ring: PacketRing;
   normalizer: H264Normalizer | undefined;
+  /** H.265 passthrough (sfu/h265/normalizer.ts): access units re-packetized to maxPayload. */
+  h265: H265Normalizer | undefined;
+  /** Upstream packets lost while an H.265 access unit was being received: the gap goes before its first output. */
+  pendingGap: number;
   /** Next output extended sequence number. */
   nextExt: number;
   awaitKeyframe: boolean;
@@ -176,6 +181,12 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
       } else {
         st.normalizer = undefined;
       }
+      if (spec.codec === "H265") {
+        st.h265 ??= new H265Normalizer({ maxPayload: this.o.maxPayload, fmtp: spec.fmtp });
+        st.h265.setFmtp(spec.fmtp);
+        st.h265.reset();
+      } else st.h265 = undefined;
+      st.pendingGap = 0;
       next.push(st);
     }
     this.tracks = next;
@@ -255,7 +266,17 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
     this.updateClock(st, tl.outTs, now);
     const payload = packet.subarray(h.payloadOffset, h.payloadOffset + h.payloadLength);
 
-    if (st.normalizer) {
+    if (st.h265) {
+      const outs = st.h265.push(payload, h.marker, tl.outTs, tl.lost > 0);
+      // An access unit is sent when complete: the loss seen meanwhile goes before its first packet.
+      let gap = st.pendingGap + tl.lost;
+      st.pendingGap = outs.length === 0 ? gap : 0;
+      for (let i = 0; i < outs.length; i++) {
+        const p = outs[i]!;
+        this.emit(st, track, p.payload, p.marker, p.timestamp, p.keyframeStart, gap, inAt, now);
+        gap = 0;
+      }
+    } else if (st.normalizer) {
       const outs = st.normalizer.push(payload, h.marker, tl.outTs);
       if (outs.length === 0) {
         this.dropped.unsupportedPayload++;
@@ -298,6 +319,8 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
       st.hasSr = false;
       st.clockStarted = false;
       st.normalizer?.reset();
+      st.h265?.reset();
+      st.pendingGap = 0;
     }
     this.log.info("upstream down", { reason });
   }
@@ -314,6 +337,7 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
       // this session's picture, so it stays cached for joins until then).
       st.awaitKeyframe = true;
       st.normalizer?.reset();
+      st.h265?.reset();
     }
   }
 
@@ -406,8 +430,8 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
     return this.specs[track];
   }
 
-  trackIndexOf(kind: "video" | "audio"): number {
-    return this.specs.findIndex((t) => t.kind === kind);
+  trackIndexOf(kind: "video" | "audio", codec?: CodecName): number {
+    return this.specs.findIndex((t) => t.kind === kind && (codec === undefined || t.codec === codec));
   }
 
   gop(track: number): { start: number; end: number } | undefined {
@@ -485,8 +509,8 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
         lost: st.lost,
         keyframes: st.keyframes,
         gopPackets: st.gopStart >= 0 && st.ring.has(st.gopStart) ? st.ring.newest - st.gopStart + 1 : 0,
-        parameterSetsInserted: st.normalizer?.stats.parameterSetsInserted ?? 0,
-        refragmented: st.normalizer?.stats.refragmented ?? 0,
+        parameterSetsInserted: st.normalizer?.stats.parameterSetsInserted ?? st.h265?.stats.parameterSetsInserted ?? 0,
+        refragmented: st.normalizer?.stats.refragmented ?? st.h265?.stats.refragmented ?? 0,
         upstreamSr: st.hasSr,
       })),
       hasKeyframe: this.tracks.some((st) => st.spec.kind === "video" && st.gopStart >= 0 && st.ring.has(st.gopStart)),
@@ -525,6 +549,8 @@ export class Source implements MediaSink, ViewerSource, SourceHandle {
       timeline: new TrackTimeline(spec.clockRate),
       ring: new PacketRing(capacity, video ? this.o.maxPayload : AUDIO_SLOT_BYTES),
       normalizer: undefined,
+      h265: undefined,
+      pendingGap: 0,
       nextExt: 0,
       awaitKeyframe: video,
       gopStart: -1,

@@ -5,14 +5,15 @@
  * SIP intercom) pushes RTP into it. Nothing in sfu/ knows where the packets came from.
  */
 
-/** Codecs the SFU forwards without transcoding. */
-export type ForwardedCodec = "H264" | "PCMU" | "PCMA" | "OPUS";
+/** Codecs the SFU forwards without transcoding (H.265 only to viewers that offered it). */
+export type ForwardedCodec = "H264" | "H265" | "PCMU" | "PCMA" | "OPUS";
 
 /**
  * Codecs a recorder may send: the forwarded ones, and those the gateway converts before the
- * SFU sees them (gateway/transcode/: AAC in RTP `MPEG4-GENERIC` / `MP4A-LATM`, H.265).
+ * SFU sees them (gateway/transcode/: AAC in RTP `MPEG4-GENERIC` / `MP4A-LATM`; H.265 to H.264
+ * for the other viewers when the camera is configured for it).
  */
-export type CodecName = ForwardedCodec | "H265" | "MPEG4-GENERIC" | "MP4A-LATM";
+export type CodecName = ForwardedCodec | "MPEG4-GENERIC" | "MP4A-LATM";
 
 /** One upstream track, as described by the recorder's SDP. */
 export interface TrackSpec {

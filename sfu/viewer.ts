@@ -38,8 +38,8 @@ export interface ViewerSource {
   /** The packet history of a source track. */
   ring(track: number): PacketRing | undefined;
   trackSpec(track: number): TrackSpec | undefined;
-  /** Index of the first source track of this kind, or −1. */
-  trackIndexOf(kind: "video" | "audio"): number;
+  /** Index of the first source track of this kind (and codec, when given), or −1. */
+  trackIndexOf(kind: "video" | "audio", codec?: CodecName): number;
   /** The cached GOP of a video track as an inclusive range of extended sequence numbers. */
   gop(track: number): { start: number; end: number } | undefined;
   /** The source-timeline RTP timestamp at `nowMs` and the NTP time (Unix ms) to pair it with. */
@@ -432,7 +432,7 @@ export class Viewer implements Drainable, ViewerHandle {
     transport: ViewerTransport,
     negotiated: {
       cname: string;
-      video?: { ssrc: number; payloadType: number; continueAfter?: RtpContinuation | undefined } | undefined;
+      video?: { ssrc: number; payloadType: number; h265PayloadType?: number | undefined; continueAfter?: RtpContinuation | undefined } | undefined;
       audio?: { ssrc: number; payloadTypes: Map<CodecName, number>; continueAfter?: RtpContinuation | undefined } | undefined;
     },
   ): void {
@@ -480,7 +480,7 @@ export class Viewer implements Drainable, ViewerHandle {
       return vt;
     };
     if (negotiated.video) {
-      this.tracks[VIDEO] = cont(make("video", negotiated.video.ssrc, new Map([["H264", negotiated.video.payloadType]])), negotiated.video.continueAfter);
+      this.tracks[VIDEO] = cont(make("video", negotiated.video.ssrc, videoPayloadTypes(negotiated.video)), negotiated.video.continueAfter);
     }
     if (negotiated.audio) this.tracks[AUDIO] = cont(make("audio", negotiated.audio.ssrc, negotiated.audio.payloadTypes), negotiated.audio.continueAfter);
     this.onSourceTracks();
@@ -496,7 +496,7 @@ export class Viewer implements Drainable, ViewerHandle {
   onSourceTracks(): void {
     for (const vt of this.tracks) {
       if (!vt) continue;
-      const idx = this.src.trackIndexOf(vt.kind);
+      const idx = vt.kind === "video" ? videoTrackFor(this.src, vt.payloadTypes) : this.src.trackIndexOf(vt.kind);
       const spec = idx >= 0 ? this.src.trackSpec(idx) : undefined;
       if (vt.sourceTrack !== idx) {
         this.queue.removeTrack(vt === this.tracks[VIDEO] ? VIDEO : AUDIO);
@@ -603,7 +603,7 @@ export class Viewer implements Drainable, ViewerHandle {
     if (from !== this.src) {
       // The switch target: its first keyframe start moves this viewer over (then sent as usual).
       if (from !== this.sw.target || (ring.flags(ext) & SlotFlag.KEYFRAME_START) === 0) return;
-      if (srcTrack !== from.trackIndexOf("video") || !this.sw.onKeyframe(from)) return;
+      if (srcTrack !== videoTrackFor(from, this.tracks[VIDEO]?.payloadTypes, true) || !this.sw.onKeyframe(from)) return;
       this.afterCommit();
       if (this.tracks[VIDEO]) this.tracks[VIDEO].waitKeyframe = false;
     }
@@ -1137,4 +1137,22 @@ export class Viewer implements Drainable, ViewerHandle {
     if (h !== undefined) this.o.timers.clearTimeout(h);
     this[which] = undefined;
   }
+}
+
+/** The payload types of a viewer's video: H.264, and H.265 when it negotiated it (passthrough). */
+function videoPayloadTypes(v: { payloadType: number; h265PayloadType?: number | undefined }): Map<CodecName, number> {
+  const m = new Map<CodecName, number>([["H264", v.payloadType]]);
+  if (v.h265PayloadType !== undefined) m.set("H265", v.h265PayloadType);
+  return m;
+}
+
+/**
+ * The source video track a viewer is sent: the camera's H.265 when both sides have it, else its
+ * H.264, else (`negotiatedOnly` false) the first video track, counted as not negotiated.
+ */
+function videoTrackFor(src: ViewerSource, pts: ReadonlyMap<CodecName, number> | undefined, negotiatedOnly = false): number {
+  const hevc = pts?.has("H265") ? src.trackIndexOf("video", "H265") : -1;
+  if (hevc >= 0) return hevc;
+  const avc = src.trackIndexOf("video", "H264");
+  return avc >= 0 || negotiatedOnly ? avc : src.trackIndexOf("video");
 }

@@ -27,6 +27,7 @@ import {
   type RTCPeerConnection,
   MediaStream,
   MediaStreamTrack,
+  setTrackSourceCodecs,
   RTCDtlsTransport,
   RTCRtpCodecParameters,
   RtpHeader,
@@ -142,6 +143,17 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
         rtcpFeedback: [{ type: "nack" }, { type: "nack", parameter: "pli" }, { type: "ccm", parameter: "fir" }],
       })
     : undefined;
+  // RFC 7798: the camera's H.265 passed through to a viewer that offered it (same feedback).
+  const hevc = plan.video?.h265;
+  const h265Codec = hevc
+    ? new RTCRtpCodecParameters({
+        mimeType: "video/H265",
+        clockRate: 90000,
+        payloadType: hevc.payloadType,
+        parameters: hevc.fmtp || undefined,
+        rtcpFeedback: [{ type: "nack" }, { type: "nack", parameter: "pli" }, { type: "ccm", parameter: "fir" }],
+      })
+    : undefined;
   const audioCodecs = (plan.audio?.choices ?? []).map(
     (c) =>
       new RTCRtpCodecParameters({
@@ -163,7 +175,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     iceUseIpv6: wildcard && v6,
     iceAdditionalHostAddresses: wildcard ? undefined : [o.bindAddress],
     iceInterfaceAddresses: wildcard ? undefined : v6 ? { udp6: o.bindAddress } : { udp4: o.bindAddress },
-    codecs: { video: videoCodec ? [videoCodec] : [], audio: audioCodecs },
+    codecs: { video: videoCodec ? (h265Codec ? [h265Codec, videoCodec] : [videoCodec]) : [], audio: audioCodecs },
     headerExtensions: { video: [], audio: [] },
     bundlePolicy: "max-bundle",
   });
@@ -184,7 +196,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     const slotCount = plan.videoSlots?.length ?? (videoCodec ? 1 : 0);
     const videoTransceivers = videoCodec
       ? Array.from({ length: slotCount }, (_, i) =>
-          pc.addTransceiver(new MediaStreamTrack({ kind: "video", codec: videoCodec }), {
+          pc.addTransceiver(videoTrack(videoCodec, h265Codec), {
             direction: "sendonly",
             streams: [plan.videoSlots ? new MediaStream({ id: `${o.streamId}-${i}` }) : stream],
           }),
@@ -223,6 +235,9 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       const pt = t.codecs.find((c) => c.name.toLowerCase() === "h264")?.payloadType;
       if (pt !== plan.video!.choice.payloadType) {
         throw new BadInputError(`no common video codec (negotiated ${pt ?? "none"})`);
+      }
+      if (hevc && t.codecs.find((c) => c.name.toLowerCase() === "h265")?.payloadType !== hevc.payloadType) {
+        throw new BadInputError("H.265 offered but not negotiated");
       }
     }
     const dtls = (videoTransceiver ?? audioTransceiver)?.sender.dtlsTransport ?? pc.dtlsTransports[0];
@@ -599,4 +614,15 @@ function announce(sdp: string, address: string): string {
     /^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host)/gm,
     (_m, pre: string, _addr: string, post: string) => `${pre}${address}${post}`,
   );
+}
+
+/**
+ * A video track whose codecs limit the answer to what the plan chose (werift answers the
+ * offer's first payload type of a codec's name otherwise, whatever its H.264 profile): the
+ * chosen H.264 and, when planned, H.265.
+ */
+function videoTrack(h264: RTCRtpCodecParameters, h265: RTCRtpCodecParameters | undefined): MediaStreamTrack {
+  const track = new MediaStreamTrack({ kind: "video", codec: h264 });
+  if (h265) setTrackSourceCodecs(track, [h265, h264]);
+  return track;
 }

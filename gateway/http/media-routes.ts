@@ -74,7 +74,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
   const whep = whepRouter({
     sfu: p.sfu,
     cameraExists: (id) => registry.has(id),
-    streamSource: (id, stream) => registry.streamSource(id, stream),
+    streamSource: (id, stream, h265) => registry.streamSource(id, stream, h265),
     // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
     onStreamChoice: (viewer, id, stream) => viewer.setStreams(registry.streamSources(id), stream === "auto"),
     authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),

@@ -26,7 +26,7 @@ import express, { Router, type Request, type Response } from "express";
 import { BadInputError, isGatehouseError, NotFoundError } from "../../config/errors.ts";
 import { cameraId as toCameraId, viewerId as toViewerId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
-import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
+import { MAX_OFFER_CHARS, offersH265 } from "../../sfu/offer.ts";
 import type { Sfu, TrickledCandidate, ViewerHandle } from "../../sfu/sfu.ts";
 import { ViewerCloseReasons } from "../../sfu/api.ts";
 import { errorHandler, sendError } from "./errors.ts";
@@ -47,7 +47,8 @@ export interface WhepDeps {
    * The SFU source of a camera's stream (`main`, `sub`, `auto` or a stream id), or undefined
    * for a stream it does not have. Default: the camera's own source, `main`/`auto` only.
    */
-  streamSource?(camera: string, stream: string): { stream: string; source: string } | undefined;
+  /** `h265`: the viewer's offer has H.265 (an H.265 stream passed through is playable for it). */
+  streamSource?(camera: string, stream: string, h265?: boolean): { stream: string; source: string } | undefined;
   /**
    * A viewer's stream choice: its ladder (sources, largest first) and whether the SFU may
    * move it along the ladder as its network allows (`auto`) or keeps it on one. Default none.
@@ -89,11 +90,11 @@ export function whepRouter(deps: WhepDeps): Router {
   const jsonBody = express.json({ type: JSON_TYPE, limit: 1024, strict: true });
 
   /** The source for the asked stream (absent = `auto`); 400 for a stream the camera does not have. */
-  const streamOf = (camera: string, asked: unknown): { stream: string; source: string } => {
+  const streamOf = (camera: string, asked: unknown, h265 = false): { stream: string; source: string } => {
     const name = asked === undefined ? "auto" : asked;
     if (typeof name !== "string" || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) throw new BadInputError("stream must be main, sub, auto or a stream id");
     const found = deps.streamSource
-      ? deps.streamSource(camera, name)
+      ? deps.streamSource(camera, name, h265)
       : name === "main" || name === "auto"
         ? { stream: "main", source: camera }
         : undefined;
@@ -139,7 +140,7 @@ export function whepRouter(deps: WhepDeps): Router {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
       const asked = req.query.stream;
       // A viewer of a camera another node pulls may be served from this node's relay of it (gateway/cluster/forward-relay.ts).
-      const source = (res.locals.relaySource as string | undefined) ?? streamOf(id, asked).source;
+      const source = (res.locals.relaySource as string | undefined) ?? streamOf(id, asked, offersH265(req.body)).source;
       const user = deps.userOf?.(req);
       const ticket = admission.admit(ownerOf(req));
       let viewer: ViewerHandle;

@@ -74,7 +74,7 @@ export interface IngestStatus {
   /** Tracks of the current (or last) session, as given to the sink. */
   tracks: TrackSpec[];
   /** Media the recorder offers that are not forwarded, with reasons (e.g. H.265). */
-  unsupported: { type: string; reason: string }[];
+  unsupported: { type: string; reason: string; passthrough?: "H265" }[];
   /** RTSP sessions this ingest holds on the recorder right now (0 or 1: one pull per camera). */
   recorderSessions: number;
   /** Transport of the current session. */
@@ -122,7 +122,7 @@ export class CameraIngest {
   private checkTimer: TimerHandle | undefined;
   private checking: IngestClient | undefined;
   /** Unplayable media found by the last light check (idle cameras). */
-  private checkedUnsupported: { type: string; reason: string }[] | undefined;
+  private checkedUnsupported: IngestStatus["unsupported"] | undefined;
 
   constructor(opts: CameraIngestOptions) {
     this.opts = opts;
@@ -191,7 +191,7 @@ export class CameraIngest {
       malformed: this.totals.malformed + (live?.malformed ?? 0),
       tracks: session?.specs ?? [],
       unsupported: session
-        ? session.unsupported.map((u) => ({ type: u.type, reason: u.reason }))
+        ? session.unsupported.map(unsupportedView)
         : (this.checkedUnsupported ?? []),
       recorderSessions: this.playing ? 1 : 0,
       camera: this.machine.status(),
@@ -439,7 +439,7 @@ export class CameraIngest {
     let error: GatehouseError | undefined;
     try {
       const found = await client.probe();
-      this.checkedUnsupported = found.unsupported.map((u) => ({ type: u.type, reason: u.reason }));
+      this.checkedUnsupported = found.unsupported.map(unsupportedView);
       if (found.specs.length === 0) error = toError(new UnplayableError(`no playable track: ${found.unsupported.map((u) => u.reason).join("; ")}`));
     } catch (err) {
       error = toError(err);
@@ -479,4 +479,9 @@ export function failureKey(err: GatehouseError): string {
   const sys = (err.cause as { code?: unknown } | undefined)?.code;
   if (typeof sys === "string") parts.push(sys);
   return parts.join(":");
+}
+
+/** What the status says of media left out (or pulled only for viewers that can play it). */
+function unsupportedView(u: { type: string; reason: string; passthrough?: "H265" | undefined }): IngestStatus["unsupported"][number] {
+  return u.passthrough ? { type: u.type, reason: u.reason, passthrough: u.passthrough } : { type: u.type, reason: u.reason };
 }

@@ -219,6 +219,8 @@ export interface UnsupportedMedia {
   type: string;
   /** Human-readable, e.g. "H.265 cannot be played by browsers". */
   reason: string;
+  /** Pulled all the same, for the viewers that can play it (H.265 passed through to those that offered it). */
+  passthrough?: "H265";
 }
 
 export interface TrackPlan {
@@ -242,7 +244,14 @@ const STATIC_PT: Record<number, RtpMap> = {
 export interface ConvertibleCodecs {
   aac?: true | string;
   h265?: true | string;
+  /**
+   * H.265 not converted is pulled anyway, passed through to viewers that offered H.265
+   * (`h265` then holds the words for the other viewers, reported as unsupported with `passthrough`).
+   */
+  h265Passthrough?: boolean;
 }
+
+const H265_WORDS = "H.265 video cannot be played by this browser (configure an H.264 stream, or set the camera's transcode.h265 to h264)";
 
 /** Decides which media sections to pull and how the SFU sees them. Never throws. */
 export function planTracks(sdp: SdpSession, base: string, convert: ConvertibleCodecs = {}): TrackPlan {
@@ -286,6 +295,9 @@ export function planTracks(sdp: SdpSession, base: string, convert: ConvertibleCo
       skip([...new Set(reasons)].join("; ") || "no payload format");
       continue;
     }
+    if (spec.codec === "H265" && convert.h265 !== true) {
+      unsupported.push({ mediaIndex: m.index, type: m.type, reason: convert.h265 ?? H265_WORDS, passthrough: "H265" });
+    }
     tracks.push({ spec, controlUrl: resolveControl(base, m.control), mediaIndex: m.index });
   }
   return { tracks, unsupported, aggregateUrl };
@@ -301,8 +313,7 @@ function mapFormat(m: SdpMedia, pt: number, convert: ConvertibleCodecs): TrackSp
   let codec: CodecName;
   if (m.type === "video") {
     if (enc === "H265" || enc === "HEVC") {
-      if (convert.h265 !== true)
-        return convert.h265 ?? "H.265 video cannot be played by this browser (configure an H.264 stream, or set the camera's transcode.h265 to h264)";
+      if (convert.h265 !== true && !convert.h265Passthrough) return convert.h265 ?? H265_WORDS;
       if (map.clockRate !== 90000) return `H.265 clock rate ${map.clockRate} is not 90000`;
       return { kind: "video", codec: "H265", clockRate: 90000, channels: 1, payloadType: pt, fmtp };
     }

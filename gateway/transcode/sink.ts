@@ -49,6 +49,8 @@ type Converter = AacToOpus | H265ToH264;
 interface Route {
   spec: TrackSpec;
   converter: Converter | undefined;
+  /** An H.265 track converted to H.264: the source's track carrying the camera's H.265 as it is, for viewers that offered H.265. */
+  raw: number | undefined;
 }
 
 /** Words for a person when ffmpeg cannot be found. */
@@ -84,8 +86,11 @@ export class TranscodingSink implements MediaSink {
     if (this.o.camera.aac === "off") c.aac = "AAC sound is switched off for this camera (transcode.aac: off)";
     else c.aac = this.ffmpeg ? true : ffmpegMissing("aac", cmd);
     if (this.o.camera.h265 === "off")
-      c.h265 = "H.265 video cannot be played by this browser: configure an H.264 stream on the camera, or set its transcode.h265 to h264 (converts with ffmpeg)";
+      c.h265 = this.o.camera.h265Passthrough
+        ? "H.265 video plays only in browsers that decode H.265: configure an H.264 stream on the camera, or set its transcode.h265 to h264 (converts with ffmpeg)"
+        : "H.265 video cannot be played by this browser: configure an H.264 stream on the camera, or set its transcode.h265 to h264 (converts with ffmpeg)";
     else c.h265 = this.ffmpeg ? true : ffmpegMissing("h265", cmd);
+    if (this.o.camera.h265Passthrough) c.h265Passthrough = true;
     return c;
   }
 
@@ -93,6 +98,8 @@ export class TranscodingSink implements MediaSink {
     if (this.closed) return;
     const next: Route[] = [];
     const out: TrackSpec[] = [];
+    // The camera's H.265 of a converted track, after every track: viewers that offered H.265 get it as it is.
+    const raws: TrackSpec[] = [];
     for (const [i, spec] of tracks.entries()) {
       const prev = this.routes[i];
       const same = prev && prev.spec.codec === spec.codec && prev.spec.fmtp === spec.fmtp && prev.spec.clockRate === spec.clockRate;
@@ -100,19 +107,22 @@ export class TranscodingSink implements MediaSink {
       let converter = same ? prev.converter : undefined;
       if (converter) converter.resetSession();
       else converter = this.makeConverter(i, spec);
-      next.push({ spec, converter });
+      let raw: number | undefined;
+      if (converter instanceof H265ToH264) raw = tracks.length + raws.push(spec) - 1;
+      next.push({ spec, converter, raw });
       if (converter instanceof AacToOpus) out.push({ kind: "audio", codec: "OPUS", clockRate: 48000, channels: 2, payloadType: OPUS_PAYLOAD_TYPE, fmtp: "minptime=10;useinbandfec=1" });
       else if (converter instanceof H265ToH264) out.push({ kind: "video", codec: "H264", clockRate: 90000, channels: 1, payloadType: H264_PAYLOAD_TYPE, fmtp: H264_OUTPUT_FMTP });
       else out.push(spec);
     }
     for (let i = tracks.length; i < this.routes.length; i++) void this.routes[i]!.converter?.close();
     this.routes = next;
-    this.o.downstream.setTracks(out);
+    this.o.downstream.setTracks([...out, ...raws]);
     this.applyWanted();
   }
 
   pushRtp(track: number, packet: Buffer): void {
     const r = this.routes[track];
+    if (r?.raw !== undefined) this.o.downstream.pushRtp(r.raw, packet);
     if (r?.converter) r.converter.push(packet);
     else this.o.downstream.pushRtp(track, packet);
   }
@@ -125,6 +135,7 @@ export class TranscodingSink implements MediaSink {
     }
     if (r.converter instanceof H265ToH264) {
       this.o.downstream.pushRtcp(track, packet); // same 90 kHz clock, same SSRC
+      if (r.raw !== undefined) this.o.downstream.pushRtcp(r.raw, packet);
       return;
     }
     const conv = r.converter;

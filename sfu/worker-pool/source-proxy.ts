@@ -13,7 +13,7 @@ import { SafeEmitter } from "../../config/events.ts";
 import type { CameraId } from "../../config/ids.ts";
 import type { SourceDropReason, SourceEvents, SourceHandle, SourceStats } from "../api.ts";
 import type { PacketRing } from "../ring.ts";
-import type { MediaSink, TrackSpec } from "../types.ts";
+import type { CodecName, MediaSink, TrackSpec } from "../types.ts";
 import { encodeRecord, MAX_RECORD_PAYLOAD, RECORD_HEADER, RecordKind, type ToWorker } from "../worker-protocol.ts";
 
 /** Ingest batch buffer, bytes (a keyframe's worth of 1200-byte packets). */
@@ -132,8 +132,8 @@ export class SourceProxy implements SourceHandle, MediaSink {
     return this.tracks;
   }
 
-  trackIndexOf(kind: "video" | "audio"): number {
-    return this.tracks?.findIndex((t) => t.kind === kind) ?? -1;
+  trackIndexOf(kind: "video" | "audio", codec?: CodecName): number {
+    return this.tracks?.findIndex((t) => t.kind === kind && (codec === undefined || t.codec === codec)) ?? -1;
   }
 
   get viewerCount(): number {

@@ -93,6 +93,14 @@ export function chromiumVideoCodecs(): RTCRtpCodecParameters[] {
   ];
 }
 
+/** A browser that decodes H.265 (Safari 18, Chrome with hardware decoding): H.265 (RFC 7798) first, then Chromium's list. */
+export function h265VideoCodecs(): RTCRtpCodecParameters[] {
+  return [
+    new RTCRtpCodecParameters({ mimeType: "video/H265", clockRate: 90000, payloadType: 49, rtcpFeedback: fb, parameters: "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST" }),
+    ...chromiumVideoCodecs(),
+  ];
+}
+
 export function chromiumAudioCodecs(): RTCRtpCodecParameters[] {
   return [
     new RTCRtpCodecParameters({ mimeType: "audio/opus", clockRate: 48000, channels: 2, payloadType: 111, parameters: "minptime=10;useinbandfec=1" }),

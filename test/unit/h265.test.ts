@@ -6,6 +6,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { H265Depacketizer } from "../../sfu/h265/depacketizer.ts";
 import { h265Type, parseH265Sprops, toAnnexB } from "../../sfu/h265/nal.ts";
+import { H265Normalizer } from "../../sfu/h265/normalizer.ts";
 import { buildAp, packetizeH265 } from "../../sfu/h265/packetizer.ts";
 
 /** A NAL unit of `type` (layer 0, TID 1) and `size` bytes. */
@@ -103,5 +104,40 @@ describe("H.265 depacketizer", () => {
     expect(parseH265Sprops(fmtp).map((n) => h265Type(n[0]!))).toEqual([32, 34]);
     expect(toAnnexB([vps]).subarray(0, 4)).toEqual(Buffer.from([0, 0, 0, 1]));
     expect(h265Type(buildAp([vps, vps])[0]!)).toBe(48);
+  });
+});
+
+describe("H.265 normalizer (passthrough to viewers)", () => {
+  it("re-packetizes access units to the MTU, puts parameter sets before an IRAP that lacks them, and flags the keyframe start", () => {
+    const vps = nal(32, 20, 1);
+    const sps = nal(33, 30, 2);
+    const pps = nal(34, 8, 3);
+    const fmtp = `sprop-vps=${vps.toString("base64")};sprop-sps=${sps.toString("base64")};sprop-pps=${pps.toString("base64")}`;
+    const n = new H265Normalizer({ maxPayload: 1000, fmtp });
+    // The camera sends 1400-byte packets (its own MTU) and no parameter sets in band.
+    const idr = nal(19, 5000, 4);
+    const cam = packetizeH265([idr], 1400);
+    const out = cam.flatMap((p, i) => n.push(p, i === cam.length - 1, 3000).map((o) => ({ ...o })));
+    expect(out.every((o) => o.payload.length <= 1000)).toBe(true);
+    expect(out[0]!.keyframeStart).toBe(true);
+    expect(out.slice(1).some((o) => o.keyframeStart)).toBe(false);
+    expect(out.map((o) => o.marker)).toEqual(out.map((_o, i) => i === out.length - 1));
+    const d = new H265Depacketizer();
+    const aus = out.flatMap((o) => d.push(o.payload, o.timestamp, o.marker, false));
+    expect(aus).toHaveLength(1);
+    expect(aus[0]!.nals).toEqual([vps, sps, pps, idr]);
+    expect(n.stats).toMatchObject({ parameterSetsInserted: 1, keyframes: 1, refragmented: cam.filter((p) => p.length > 1000).length });
+
+    // In-band sets replace the SDP's; a non-IRAP picture gets none; packets wait for their access unit.
+    const sps2 = nal(33, 31, 9);
+    const p1 = packetizeH265([vps, sps2, pps, nal(19, 300, 5)], 1400);
+    for (const p of p1.slice(0, -1)) expect(n.push(p, false, 6000)).toHaveLength(0);
+    n.push(p1.at(-1)!, true, 6000);
+    const next = n.push(nal(1, 200, 6), true, 9000).map((o) => ({ ...o }));
+    expect(next).toHaveLength(1);
+    expect(next[0]!.keyframeStart).toBe(false);
+    const idr2 = packetizeH265([nal(19, 100, 7)], 1400);
+    const again = n.push(idr2[0]!, true, 12000);
+    expect(new H265Depacketizer().push(again[0]!.payload, 1, true, false)[0]!.nals.slice(0, 3)).toEqual([vps, sps2, pps]);
   });
 });

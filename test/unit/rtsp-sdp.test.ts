@@ -143,6 +143,12 @@ describe("planTracks", () => {
     const no = planTracks(sdp, "rtsp://h/a/", { aac: "install ffmpeg", h265: "no H.265 here" });
     expect(no.tracks).toEqual([]);
     expect(no.unsupported.map((u) => u.reason)).toEqual(["no H.265 here", "install ffmpeg", "install ffmpeg", "install ffmpeg"]);
+    // Passed through: pulled for viewers that offer H.265, and still named for the others.
+    const pass = planTracks(sdp, "rtsp://h/a/", { aac: "install ffmpeg", h265: "only where H.265 decodes", h265Passthrough: true });
+    expect(pass.tracks.map((t) => [t.spec.kind, t.spec.codec])).toEqual([["video", "H265"]]);
+    expect(pass.unsupported[0]).toEqual({ mediaIndex: 0, type: "video", reason: "only where H.265 decodes", passthrough: "H265" });
+    // Converted to H.264: nothing to say to anyone.
+    expect(planTracks(sdp, "rtsp://h/a/", { aac: true, h265: true, h265Passthrough: true }).unsupported.some((u) => u.type === "video")).toBe(false);
   });
 
   it("refuses H.264 packetization-mode=2, SRTP profiles and unknown dynamic types", () => {

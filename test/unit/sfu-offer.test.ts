@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { BadInputError } from "../../config/errors.ts";
 import { parseCandidate, type CandidateRules } from "../../sfu/candidates.ts";
-import { h264ProfileOf, parseOffer, planAnswer, readOffer } from "../../sfu/offer.ts";
+import { h264ProfileOf, offersH265, parseOffer, planAnswer, readOffer } from "../../sfu/offer.ts";
 import type { TrackSpec } from "../../sfu/types.ts";
 
 /** Chromium 156's recvonly offer (video + audio transceivers), as captured before ICE gathering. */
@@ -304,6 +304,24 @@ describe("planAnswer", () => {
     expect(high.video?.choice.payloadType).toBe(108);
     // A source without audio: the audio section is left out (werift rejects it with port 0).
     expect(high.audio).toBeUndefined();
+  });
+
+  it("answers H.265 beside H.264 when the viewer offers it and the source may send it (RFC 7798 passthrough)", () => {
+    // Safari-like: H.265 offered (payload type 123) in the video section, before H.264.
+    const hevcOffer = CHROMIUM_OFFER.replace(/^(m=video 9 UDP\/TLS\/RTP\/SAVPF) (.*)$/m, "$1 123 $2").replace(
+      /^(a=rtpmap:96 VP8\/90000)$/m,
+      "a=rtpmap:123 H265/90000\na=fmtp:123 level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST\na=rtcp-fb:123 nack pli\n$1",
+    );
+    const offer = parseOffer(hevcOffer);
+    // Source unknown (pulled on demand): both, the H.265 one used if the camera turns out to send it.
+    expect(planAnswer(offer, undefined).video).toMatchObject({ choice: { payloadType: 108 }, h265: { payloadType: 123, fmtp: "level-id=93;profile-id=1;tier-flag=0;tx-mode=SRST" } });
+    expect(planAnswer(offer, [{ ...video(""), codec: "H265" }]).video?.h265?.payloadType).toBe(123);
+    // An H.264 source: H.264 only.
+    expect(planAnswer(offer, [video("packetization-mode=1;profile-level-id=42e01f")]).video?.h265).toBeUndefined();
+    // No H.265 offered (Chromium): H.264 only, whatever the source.
+    expect(planAnswer(parseOffer(CHROMIUM_OFFER), [{ ...video(""), codec: "H265" }]).video?.h265).toBeUndefined();
+    expect(offersH265(hevcOffer)).toBe(true);
+    expect(offersH265(CHROMIUM_OFFER)).toBe(false);
   });
 
   it("rejects an offer without usable H.264", () => {

@@ -1,0 +1,177 @@
+/**
+ * H.265 passthrough (RFC 7798) against a real GStreamer H.265 recorder: a WebRTC peer that
+ * offers H.265 is answered H.265 and receives the camera's own NAL units (compared byte for
+ * byte with the same stream pulled by ffmpeg beside the gateway), parameter sets before its
+ * first IRAP picture, every packet within the path MTU; a peer that offers no H.265 keeps
+ * today's fallback (the camera's H.264 substream).
+ */
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { parseConfig } from "../../config/load.ts";
+import { silentLogger } from "../../config/log.ts";
+import { startGateway } from "../../gateway/gateway.ts";
+import { DEFAULT_MAX_PAYLOAD } from "../../sfu/h264/packetizer.ts";
+import { H265Depacketizer } from "../../sfu/h265/depacketizer.ts";
+import { H265Type, h265Type, isIrap, isParameterSet } from "../../sfu/h265/nal.ts";
+import { startGstRtspServer } from "../peers/gst.ts";
+import { WeriftViewer, h265VideoCodecs, type ReceivedPacket } from "../peers/werift-viewer.ts";
+
+const hash = (b: Buffer): string => createHash("sha1").update(b).digest("hex");
+
+/** Splits an Annex-B byte stream into NAL units (start codes 00 00 01 / 00 00 00 01); the last may be incomplete. */
+function annexBNals(buf: Buffer): Buffer[] {
+  const starts: number[] = [];
+  for (let i = 0; i + 2 < buf.length; i++) {
+    if (buf[i] === 0 && buf[i + 1] === 0 && buf[i + 2] === 1) {
+      starts.push(i + 3);
+      i += 2;
+    }
+  }
+  const out: Buffer[] = [];
+  for (let k = 0; k + 1 < starts.length; k++) {
+    let end = starts[k + 1]! - 3;
+    while (end > starts[k]! && buf[end - 1] === 0) end--; // a four-byte start code's leading zero
+    out.push(buf.subarray(starts[k]!, end));
+  }
+  return out;
+}
+
+/** The camera's stream as ffmpeg receives it over RTSP (its own session), in Annex B. */
+function ffmpegPull(url: string): { bytes: () => Buffer; started: Promise<void>; stop: () => Promise<void> } {
+  const child = spawn("ffmpeg", ["-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url, "-map", "0:v", "-c", "copy", "-f", "hevc", "pipe:1"], { stdio: ["ignore", "pipe", "pipe"] });
+  const chunks: Buffer[] = [];
+  let err = "";
+  const started = new Promise<void>((resolve, reject) => {
+    child.stdout.on("data", (c: Buffer) => {
+      chunks.push(c);
+      resolve();
+    });
+    child.on("exit", (code) => reject(new Error(`ffmpeg ended (${code}) before any output: ${err}`)));
+  });
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return {
+    bytes: () => Buffer.concat(chunks),
+    started,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** The NAL units a viewer received, depacketized in sequence order from its first packet. */
+function viewerNals(packets: readonly ReceivedPacket[]): { nals: Buffer[]; firstAu: Buffer[] } {
+  const d = new H265Depacketizer();
+  const nals: Buffer[] = [];
+  let firstAu: Buffer[] = [];
+  let prev = -1;
+  for (const p of packets) {
+    const lost = prev >= 0 && ((p.sequenceNumber - prev) & 0xffff) !== 1;
+    prev = p.sequenceNumber;
+    for (const au of d.push(p.payload, p.timestamp, p.marker, lost)) {
+      if (nals.length === 0) firstAu = au.nals;
+      nals.push(...au.nals);
+    }
+  }
+  expect(d.drops).toEqual({ malformed: 0, fragmentLost: 0, tooLarge: 0, unsupported: 0 });
+  return { nals, firstAu };
+}
+
+describe("H.265 passthrough", () => {
+  it("sends the camera's H.265 NAL units to a peer that offers H.265, within the MTU; a peer without H.265 gets the H.264 substream", async () => {
+    await using main = await startGstRtspServer({ width: 640, height: 360, bitrate: 1200, gop: 25, codec: "h265", noAudio: true });
+    await using sub = await startGstRtspServer({ width: 256, height: 144, gop: 25, noAudio: true });
+    const config = parseConfig({
+      server: { port: 0 },
+      auth: { mode: "none" },
+      demo: { enabled: false },
+      rtsp: { idleStopSeconds: 0 },
+      cameras: [{ id: "hevc", url: main.url, transport: "tcp", transcode: { h265Passthrough: true }, streams: [{ id: "sub", url: sub.url }] }],
+    });
+    await using gw = await startGateway({ config, log: silentLogger });
+
+    // ffmpeg pulls the same (shared) recorder stream first: the reference the viewer's NALs must match.
+    const ref = ffmpegPull(main.url);
+    try {
+      await ref.started;
+      const viewer = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/hevc?stream=main`, audio: false, videoCodecs: h265VideoCodecs() });
+      try {
+        await viewer.connected;
+        const frames = (n: number) => viewer.video.waitFor(() => viewer.video.packets.filter((p) => p.marker).length >= n, `${n} frames`, 20_000);
+        await frames(90);
+        await ref.stop();
+        const packets = viewer.video.packets.slice();
+        expect(new Set(packets.map((p) => p.payloadType))).toEqual(new Set([49]));
+        const sizes = packets.map((p) => p.payload.length).sort((a, b) => a - b);
+        expect(sizes.at(-1)).toBeLessThanOrEqual(DEFAULT_MAX_PAYLOAD);
+        // The recorder's packets are up to 1400 bytes: some NAL units were re-fragmented (FU, type 49).
+        expect(packets.some((p) => h265Type(p.payload[0]!) === H265Type.FU)).toBe(true);
+
+        const got = viewerNals(packets);
+        // Parameter sets first, before the first IRAP picture of the first access unit.
+        const types = got.firstAu.map((n) => h265Type(n[0]!));
+        const irapAt = types.findIndex(isIrap);
+        expect(irapAt).toBeGreaterThan(0);
+        for (const t of [H265Type.VPS, H265Type.SPS, H265Type.PPS]) expect(types.slice(0, irapAt)).toContain(t);
+
+        const camera = annexBNals(ref.bytes());
+        // The camera's parameter sets are the ones delivered.
+        const cameraSets = new Set(camera.filter((n) => isParameterSet(h265Type(n[0]!))).map(hash));
+        for (const n of got.firstAu.slice(0, irapAt)) if (isParameterSet(h265Type(n[0]!))) expect(cameraSets.has(hash(n))).toBe(true);
+        // Every other NAL unit, byte for byte and in order: each of the viewer's GOPs is a run of
+        // the camera's, the GOPs in the camera's order (ffmpeg may repeat its first GOP after probing).
+        const gops = (l: Buffer[]): string[][] => {
+          const out: string[][] = [];
+          let open: string[] = [];
+          let lead: string[] = [];
+          for (const x of l) {
+            const t = h265Type(x[0]!);
+            if (isParameterSet(t)) continue;
+            if (t >= 32) lead.push(hash(x));
+            else {
+              if (isIrap(t) && open.length > 0) {
+                out.push(open);
+                open = [];
+              }
+              open.push(...lead, hash(x));
+              lead = [];
+            }
+          }
+          if (open.length > 0) out.push(open);
+          return out;
+        };
+        const mine = gops(got.nals);
+        const theirs = gops(camera).map((g) => g.join());
+        expect(mine.length).toBeGreaterThanOrEqual(4);
+        let from = 0;
+        let equal = 0;
+        for (const [i, g] of mine.slice(0, -1).entries()) {
+          // The last GOP may be cut by the end of the capture; every other one must match whole.
+          const at = theirs.indexOf(g.join(), from);
+          expect(at, `viewer GOP ${i} (${g.length} NAL units) is one of the camera's, after the previous`).toBeGreaterThanOrEqual(0);
+          from = at + 1;
+          equal += g.length;
+        }
+        const n = equal;
+        console.info(`H.265 passthrough: ${n} NAL units equal to the camera's, ${packets.length} packets, largest payload ${sizes.at(-1)} B, median ${sizes[sizes.length >> 1]} B`);
+      } finally {
+        await viewer.close();
+      }
+    } finally {
+      await ref.stop();
+    }
+
+    // A peer offering no H.265 (Chromium here): H.264 from the substream, as before.
+    const plain = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/hevc`, audio: false });
+    try {
+      await plain.connected;
+      const p = await plain.video.waitForCount(10);
+      expect(p.payloadType).toBe(108); // H.264 constrained baseline, packetization-mode 1
+      expect(sub.sessions()).toBe(1);
+    } finally {
+      await plain.close();
+    }
+  }, 60_000);
+});
