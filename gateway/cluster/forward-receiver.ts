@@ -64,6 +64,7 @@ export function relaySourceId(source: CameraId): CameraId {
 
 export class RelayReceivers {
   private readonly relays = new Map<CameraId, Relay>();
+  private readonly pending = new Map<CameraId, Promise<void>>();
   private readonly o: RelayReceiversOptions;
   private readonly clock: () => number;
   private readonly timer: NodeJS.Timeout;
@@ -94,6 +95,17 @@ export class RelayReceivers {
     const id = relaySourceId(this.o.localSource(camera, stream));
     const existing = this.relays.get(id);
     if (existing && !existing.closed) return id;
+    // Viewers arriving together share one subscription.
+    let pending = this.pending.get(id);
+    if (!pending) {
+      pending = this.open(camera, stream, id, node).finally(() => this.pending.delete(id));
+      this.pending.set(id, pending);
+    }
+    await pending;
+    return id;
+  }
+
+  private async open(camera: string, stream: string, id: CameraId, node: string): Promise<void> {
     const now = this.clock();
     const r: Relay = {
       camera,
@@ -114,7 +126,6 @@ export class RelayReceivers {
     };
     await this.subscribe(r, node);
     this.relays.set(id, r);
-    return id;
   }
 
   private async subscribe(r: Relay, node: string): Promise<void> {

@@ -11,6 +11,15 @@
  * - `cluster_owner_cpu_us_per_packet` / `cluster_forwarder_cpu_us_per_packet`: CPU per RTP
  *   packet delivered to the pages, of the node that pulls and sends, and of a node that only
  *   answered its page's signalling through the owner (its media goes to the owner directly).
+ *   These first figures are of `cluster.forward.mode: answer`.
+ * - Then the same three nodes in `forward` mode (the default; benchForwarding below):
+ *   `cluster_relay_cpu_us_per_packet` (a node that receives the camera from its owner over the
+ *   forwarding link and serves its own viewers from the relay) beside
+ *   `cluster_relay_owner_cpu_us_per_packet` (the owner: pull, its own viewers, the link), same
+ *   windows, K light viewers on each; `…_net` subtracts the third node's CPU over the same window
+ *   (no viewer, no relay: the processes' baseline); `cluster_relay_cpu_ratio` = relay / owner.
+ *   `cluster_forward_failover_ms_*`: owner SIGKILLed → the pages on the two other nodes (same
+ *   connection, no new offer) decode again after their stall.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -20,6 +29,8 @@ import { silentLogger } from "../../config/log.ts";
 import { startDemoRecorder } from "../../gateway/demo/recorder.ts";
 import { inboundStats, launchChromium, waitForDecodedFrames } from "../peers/chromium.ts";
 import { signInPage, startClusterNode, type ClusterNode } from "../peers/cluster-node.ts";
+import { LightViewer } from "../peers/light-viewer.ts";
+import { HttpBrowser, signIn } from "../peers/oidc.ts";
 import { startRedis } from "../peers/redis.ts";
 import { cpuSeconds } from "./lib/proc.ts";
 import { median, percentile, round } from "./lib/stats.ts";
@@ -50,7 +61,7 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
     for (const p of pages.splice(0)) await p.close().catch(() => {});
   };
   try {
-    const start = async (index: number) => nodes.set(index, await startClusterNode({ index, dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs }));
+    const start = async (index: number) => nodes.set(index, await startClusterNode({ index, dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs, forwardMode: "answer", timeoutMs: 180_000 }));
     for (const i of [1, 2, 3]) await start(i);
     const anyNode = () => [...nodes.values()][0]!;
     const discovery = async (via: ClusterNode) => (await (await fetch(`${via.url}/.well-known/gatehouse`)).json()) as Discovery;
@@ -124,6 +135,10 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
       log(`cluster: cycle ${c + 1}: node-${puller} killed, pages playing again after ${ms.join(", ")} ms`);
       await start(puller);
     }
+    await closePages();
+    for (const n of nodes.values()) await n.stop();
+    nodes.clear();
+    const forwarded = await benchForwarding({ dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs, chromium, cycles, nodes, log, ...(o.signal ? { signal: o.signal } : {}) });
     return {
       cluster_nodes: clusterNodes,
       cluster_failover_ms_p50: round(median(failover)),
@@ -132,6 +147,7 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
       cluster_failover_samples: failover.length,
       cluster_lease_ms: leaseMs,
       ...(ownerCpu !== undefined ? { cluster_owner_cpu_us_per_packet: ownerCpu, cluster_forwarder_cpu_us_per_packet: forwarderCpu } : {}),
+      ...forwarded,
     };
   } finally {
     await closePages();
@@ -140,5 +156,157 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
     await recorder.close();
     await redis.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+interface ForwardBenchOptions {
+  dir: string;
+  redisUrl: string;
+  cameraUrl: string;
+  leaseMs: number;
+  chromium: Awaited<ReturnType<typeof launchChromium>>;
+  cycles: number;
+  /** Filled with the nodes started here (the caller kills what is left). */
+  nodes: Map<number, ClusterNode>;
+  /** Light viewers per node in the CPU windows. Default 10. */
+  viewersPerNode?: number;
+  /** CPU windows. Default 3. */
+  windows?: number;
+  log: (msg: string) => void;
+  signal?: AbortSignal;
+}
+
+/** The relay's figures (module doc). */
+export async function benchForwarding(o: ForwardBenchOptions): Promise<Record<string, unknown>> {
+  const { nodes, log } = o;
+  const start = async (index: number) =>
+    nodes.set(index, await startClusterNode({ index, dir: o.dir, redisUrl: o.redisUrl, cameraUrl: o.cameraUrl, leaseMs: o.leaseMs, forwardMode: "forward", timeoutMs: 180_000 }));
+  for (const i of [1, 2, 3]) await start(i);
+  const n1 = nodes.get(1)!;
+  const http = new HttpBrowser();
+  const viewers: LightViewer[] = [];
+  const pages: Page[] = [];
+  try {
+    const login = await signIn(http, `${n1.url}/auth/login`, "viewer", n1.passwords.get("viewer")!);
+    if (login.status !== 200) throw new Error(`sign-in failed: ${login.status}`);
+    const cookie = [...(http.jar.get(new URL(n1.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
+    const headersFor = async (n: ClusterNode) => {
+      const me = await fetch(`${n.url}/auth/me`, { headers: { cookie, accept: "application/json" } });
+      const csrf = ((await me.json()) as { csrfToken: string }).csrfToken;
+      return { cookie, "x-csrf-token": csrf, origin: n.url };
+    };
+    // K viewers on the owner (node 1, the first to ask), K on node 2 (served from its relay); node 3 idle.
+    const k = o.viewersPerNode ?? 10;
+    const byNode = new Map<number, LightViewer[]>([
+      [1, []],
+      [2, []],
+    ]);
+    for (const i of [1, 2]) {
+      const h = await headersFor(nodes.get(i)!);
+      for (let j = 0; j < k; j++) {
+        const v = await LightViewer.whep(`${nodes.get(i)!.url}/whep/demo`, { headers: h, timeoutMs: 30_000 });
+        viewers.push(v);
+        byNode.get(i)!.push(v);
+      }
+    }
+    await Promise.all(viewers.map((v) => v.firstPacket));
+    const received = (i: number) => byNode.get(i)!.reduce((n, v) => n + [...v.streams.values()].reduce((m, s) => m + s.received, 0), 0);
+    const relay: number[] = [];
+    const owner: number[] = [];
+    const relayNet: number[] = [];
+    const ownerNet: number[] = [];
+    for (let w = 0; w < (o.windows ?? 3); w++) {
+      if (o.signal?.aborted) throw new Error("aborted");
+      const cpu0 = [1, 2, 3].map((i) => cpuSeconds(nodes.get(i)!.child.pid!));
+      const p0 = [received(1), received(2)];
+      await new Promise((r) => setTimeout(r, 5000));
+      const cpu = [1, 2, 3].map((i, x) => cpuSeconds(nodes.get(i)!.child.pid!) - cpu0[x]!);
+      const p = [received(1) - p0[0]!, received(2) - p0[1]!];
+      if (p[0]! <= 0 || p[1]! <= 0) throw new Error(`no packets delivered in a window (${p.join(", ")})`);
+      owner.push((cpu[0]! * 1e6) / p[0]!);
+      relay.push((cpu[1]! * 1e6) / p[1]!);
+      ownerNet.push(((cpu[0]! - cpu[2]!) * 1e6) / p[0]!);
+      relayNet.push(((cpu[1]! - cpu[2]!) * 1e6) / p[1]!);
+      log(`cluster forward: window ${w + 1}: owner ${round(owner.at(-1)!, 1)} µs/packet, relay ${round(relay.at(-1)!, 1)} µs/packet (${p.join(", ")} packets)`);
+    }
+    for (const v of viewers.splice(0)) await v.close().catch(() => {});
+
+    // Failover: pages on the two nodes that do not pull; the owner killed; their stall ends.
+    const failover: number[] = [];
+    for (let c = 0; c < o.cycles; c++) {
+      if (o.signal?.aborted) throw new Error("aborted");
+      let puller: number | undefined;
+      for (let t = 0; t < 100 && puller === undefined; t++) {
+        const doc = (await (await fetch(`${nodes.get(2)!.url}/.well-known/gatehouse`)).json()) as Discovery;
+        const id = doc.cluster.nodes.find((n) => n.load.cameras > 0)?.id;
+        puller = id ? Number(id.slice("node-".length)) : undefined;
+        if (puller === undefined) {
+          // Nobody pulls (the last cycle's pages closed): a page on node 1 starts it.
+          const opener = await o.chromium.newPage();
+          pages.push(opener);
+          await signInPage(opener, nodes.get(1)!, "viewer");
+          await waitForDecodedFrames(opener, 5, 30_000);
+        }
+      }
+      if (puller === undefined) throw new Error("no node pulls the camera");
+      const others = [...nodes.keys()].filter((i) => i !== puller);
+      const current: Page[] = [];
+      for (const i of others) {
+        const page = await o.chromium.newPage();
+        pages.push(page);
+        current.push(page);
+        await signInPage(page, nodes.get(i)!, "viewer");
+        await waitForDecodedFrames(page, 10, 30_000);
+      }
+      for (const p of pages.filter((p) => !current.includes(p))) await p.close().catch(() => {});
+      pages.splice(0, pages.length, ...current);
+      const killedAt = Date.now();
+      nodes.get(puller)!.kill();
+      const ms = await Promise.all(current.map((p) => stallEnd(p, killedAt)));
+      failover.push(...ms);
+      log(`cluster forward: cycle ${c + 1}: node-${puller} killed, pages decoding again after ${ms.join(", ")} ms`);
+      await start(puller);
+    }
+    return {
+      cluster_relay_viewers_per_node: k,
+      cluster_relay_owner_cpu_us_per_packet: round(median(owner), 2),
+      cluster_relay_cpu_us_per_packet: round(median(relay), 2),
+      cluster_relay_cpu_ratio: round(median(relay) / median(owner), 2),
+      cluster_relay_owner_cpu_us_per_packet_net: round(median(ownerNet), 2),
+      cluster_relay_cpu_us_per_packet_net: round(median(relayNet), 2),
+      cluster_relay_cpu_ratio_net: round(median(relayNet) / median(ownerNet), 2),
+      cluster_forward_failover_ms_p50: round(median(failover)),
+      cluster_forward_failover_ms_max: Math.max(...failover),
+      cluster_forward_failover_samples: failover.length,
+    };
+  } finally {
+    for (const v of viewers) await v.close().catch(() => {});
+    for (const p of pages) await p.close().catch(() => {});
+    http.close();
+  }
+}
+
+/**
+ * Ms from `since` until the page decodes again after a stall (no new frame for 300 ms), or until
+ * its first new frame after the stall when the picture froze at once. 0 when it never stalled
+ * within 10 s (the viewer did not notice).
+ */
+async function stallEnd(page: Page, since: number): Promise<number> {
+  let last = (await inboundStats(page, "video"))?.framesDecoded ?? 0;
+  let lastChange = Date.now();
+  let stalled = false;
+  const end = Date.now() + 60_000;
+  for (;;) {
+    const s = await inboundStats(page, "video").catch(() => null);
+    const frames = s?.framesDecoded ?? last;
+    const now = Date.now();
+    if (frames > last || (s !== null && frames < last)) {
+      if (stalled) return now - since;
+      last = frames;
+      lastChange = now;
+    } else if (now - lastChange >= 300) stalled = true;
+    if (!stalled && now - since > 10_000) return 0;
+    if (now > end) throw new Error("a page did not decode again within 60 s");
+    await new Promise((r) => setTimeout(r, 20));
   }
 }

@@ -158,7 +158,10 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     // The local source got everything, as without a tap.
     expect(s.local).toEqual(["tracks", "rtp", "rtp", "rtp", "rtcp"]);
 
-    expect(await s.receivers.ensure("cam", "main", "owner")).toBe("cam@relay");
+    // Two viewers at once: one subscription.
+    const [first, second] = await Promise.all([s.receivers.ensure("cam", "main", "owner"), s.receivers.ensure("cam", "main", "owner")]);
+    expect([first, second]).toEqual(["cam@relay", "cam@relay"]);
+    expect(s.subscriptions()).toBe(1);
     expect(s.demand).toEqual([1]);
     await until("the replay", () => s.source.log.length >= 4);
     expect(s.source.log.slice(0, 4)).toEqual(["tracks 2", "rtcp 0 200", "rtp 0 2", "rtp 0 3"]);
