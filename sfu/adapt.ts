@@ -5,36 +5,43 @@
  * sends it, and a ladder controller that moves the viewer between its streams (main → sub
  * → keyframes only) with hysteresis.
  *
- * The estimator is loss- and delay-based, in the spirit of Google Congestion Control
- * (draft-ietf-rmcat-gcc-02 §5–6), reduced to what receiver reports carry:
- * - the link is overused when fewer packets reached the receiver's front than we sent in
- *   the same interval (a queue is growing on the path), when more than 10 % are lost, or
- *   when the round trip has grown far above its recent minimum (a standing queue);
- * - on overuse the estimate drops to 85 % of what was delivered (GCC's A = 0.85·R), by at
- *   most half per report;
- * - with a quiet link (no growth, loss ≤ 10 %, queueing delay small) it grows by 8 % a
- *   second from at least what is delivered (also while little is sent: keyframes only);
- *   in between it holds.
+ * The estimator is delay- and loss-based, in the spirit of Google Congestion Control
+ * (draft-ietf-rmcat-gcc-02 §5–6), reduced to what receiver reports carry. It remembers when
+ * it sent each packet, so a report's highest sequence number says how long the packets
+ * after it have been on their way:
+ * - queueing delay: the age of the third packet the receiver had not got when it reported,
+ *   beyond the lowest round trip seen (a lower bound of how long it has queued; the third,
+ *   so a lost packet or two at the end of a burst is not a queue), or the round trip's own
+ *   growth, whichever is larger;
+ * - the link is overused when that delay has stayed above `overuseDelayMs` for reports over
+ *   at least `overuseForMs` (one large keyframe takes a while to cross a slow link, and a
+ *   report in the middle of it sees a queue that is gone by the next), or when more than
+ *   10 % is lost in two reports in a row; the estimate then drops to 85 % of what was delivered over the last second
+ *   (GCC's A = 0.85·R: with a standing queue the link was busy all along, so that is its
+ *   rate), by at most half a second (reports come in bursts with NACKs);
+ * - with a quiet link (delay under `holdDelayMs`, loss ≤ 10 %) it grows by 8 % a second from
+ *   at least what is delivered (also while little is sent: keyframes only); in between it holds.
+ *
+ * Comparing what we sent and what arrived between two reports instead (as this did before)
+ * misreads bursty traffic: a keyframe sent just before a report is still on its way (a
+ * round trip) and looks like a growing queue, so a viewer on keyframes only saw "overuse"
+ * every few seconds and its estimate never left the floor.
  *
  * Without padding probes nothing tells how much more a link carries than what it is being
  * sent: the controller steps up when the estimate has grown past the next stream's rate and
- * a hold time has passed, and that hold doubles (to two minutes) each time a step up is
- * followed by a step down soon after, so a link that cannot carry the larger stream is
- * tried less and less often. Pure: time is passed in.
+ * a hold time has passed (a timed trial), and that hold doubles (to two minutes) each time a
+ * step up is followed by a step down soon after, so a link that cannot carry the larger
+ * stream is tried less and less often. Pure: time is passed in.
  */
 
-/** One receiver report on a video track, as differences since the previous one. */
+/** One receiver report block on the video track. */
 export interface LinkReport {
   /** When it arrived, ms. */
   now: number;
-  /** Packets we sent since the previous report. */
-  sent: number;
-  /** Advance of the extended highest sequence number received (packets that reached the receiver's front, lost ones included). */
-  arrived: number;
-  /** Advance of the cumulative number lost (negative after duplicates or late recovery). */
-  lost: number;
-  /** Mean RTP packet size sent, bytes. */
-  bytesPerPacket: number;
+  /** The receiver's extended highest sequence number received (its low 16 bits are used). */
+  highestSeq: number;
+  /** The receiver's cumulative number of packets lost. */
+  cumulativeLost: number;
   /** Fraction lost in the report, 0–1. */
   fractionLost: number;
   /** Round trip from this report, ms (undefined when it echoed no sender report of ours). */
@@ -48,34 +55,66 @@ export interface EstimatorOptions {
   minBps?: number;
   /** Highest estimate, bits/s. Default 50 Mbit/s. */
   maxBps?: number;
-  /** Queueing delay (round trip above its recent minimum) beyond which the link counts as overused, ms. Default 600. */
+  /** Queueing delay beyond which the link counts as overused, ms. Default 300. */
   overuseDelayMs?: number;
-  /** Queueing delay beyond which the estimate does not grow, ms. Default 150. */
+  /** Queueing delay beyond which the estimate does not grow, ms. Default 120. */
   holdDelayMs?: number;
+  /** How long the queueing delay must stay above `overuseDelayMs` (first and last report) to count, ms. Default 400. */
+  overuseForMs?: number;
 }
 
-/** Minimum packets sent in an interval for its delivery ratio to mean anything. */
-const MIN_SENT = 8;
 /** Round-trip minimum remembered for this long, ms. */
 const MIN_RTT_WINDOW_MS = 30_000;
+/** Packets whose send time and size are remembered (power of two; about 40 s at 200 packets/s). */
+const HISTORY = 8192;
+const MASK = HISTORY - 1;
+/** Which not-yet-received packet's age is the queueing delay (1 = the first after the highest received). */
+const PENDING_NTH = 3;
+/** Per-packet bytes on the wire beyond the RTP payload: RTP 12, SRTP tag 10–16, UDP 8, IPv4 20. */
+const OVERHEAD = 50;
+/** Delivery is measured over at least this long, ms. */
+const DELIVERY_WINDOW_MS = 1000;
+/** A report's loss fraction counts only over this many packets at least (keyframes only: one of eight is noise). */
+const MIN_LOSS_PACKETS = 32;
 
 export class BandwidthEstimator {
   private est: number | undefined;
   private lastAt: number | undefined;
+  private lastHighest = -1;
   private readonly rtts: { at: number; ms: number }[] = [];
   private readonly o: Required<EstimatorOptions>;
+  /** Send time (ms) and cumulative bytes through each packet, by our extended sequence number. */
+  private readonly sentAt = new Float64Array(HISTORY);
+  private readonly sentCum = new Float64Array(HISTORY);
+  private newestExt = -1;
+  private newestSeq = 0;
+  private totalBytes = 0;
+  /** Since when the queueing delay has been above the overuse threshold (undefined: it is not). */
+  private queuedSince: number | undefined;
+  private lossyBefore = false;
+  /** The estimate a second ago at most: no decrease goes below half of it. */
+  private decreaseBase = 0;
+  private decreaseBaseAt = -Infinity;
+  /** Recent reports: when, the highest packet received (our extended number), cumulative lost, our total bytes sent then. */
+  private readonly samples: { at: number; ext: number; lost: number; sent: number }[] = [];
   /** The last report's verdict and when. */
   verdict: LinkVerdict = "hold";
   verdictAt = 0;
   /** When the last overuse was seen, ms (−∞ before). */
   overuseAt = -Infinity;
-  /** Delivered rate over the last interval, bits/s. */
+  /** Delivered rate over the last second or so, bits/s. */
   deliveredBps = 0;
   /** Queueing delay of the last report, ms. */
   queueDelayMs = 0;
 
   constructor(o: EstimatorOptions = {}) {
-    this.o = { minBps: o.minBps ?? 50_000, maxBps: o.maxBps ?? 50_000_000, overuseDelayMs: o.overuseDelayMs ?? 600, holdDelayMs: o.holdDelayMs ?? 150 };
+    this.o = {
+      minBps: o.minBps ?? 50_000,
+      maxBps: o.maxBps ?? 50_000_000,
+      overuseDelayMs: o.overuseDelayMs ?? 300,
+      holdDelayMs: o.holdDelayMs ?? 120,
+      overuseForMs: o.overuseForMs ?? 400,
+    };
   }
 
   /** The estimate, bits/s; undefined until the link first told us something about its capacity. */
@@ -89,35 +128,96 @@ export class BandwidthEstimator {
     if (this.est !== undefined && bps < this.est) this.est = Math.max(this.o.minBps, bps);
   }
 
+  /**
+   * One video packet sent with sequence number `seq` (skipped numbers count as sent then,
+   * empty), `payloadBytes` of RTP payload, at `now` (ms). Retransmissions are not reported.
+   */
+  onSent(seq: number, payloadBytes: number, now: number): void {
+    let ext = 0;
+    if (this.newestExt >= 0) {
+      const d = (seq - this.newestSeq) & 0xffff;
+      if (d === 0 || d >= 0x8000) return; // not newer than the newest: a resend
+      ext = this.newestExt + d;
+      for (let e = Math.max(this.newestExt + 1, ext - HISTORY + 1); e < ext; e++) {
+        this.sentAt[e & MASK] = now;
+        this.sentCum[e & MASK] = this.totalBytes;
+      }
+    }
+    this.totalBytes += payloadBytes + OVERHEAD;
+    this.sentAt[ext & MASK] = now;
+    this.sentCum[ext & MASK] = this.totalBytes;
+    this.newestExt = ext;
+    this.newestSeq = seq & 0xffff;
+  }
+
+  /** Our extended number of the packet with sequence number `seq`, if it is still remembered. */
+  private extOf(seq: number): number | undefined {
+    if (this.newestExt < 0) return undefined;
+    const d = (this.newestSeq - (seq & 0xffff)) & 0xffff;
+    if (d >= HISTORY || d > this.newestExt) return undefined;
+    return this.newestExt - d;
+  }
+
   /** Feeds one receiver report; returns its verdict. */
   onReport(r: LinkReport): LinkVerdict {
-    const prev = this.lastAt;
-    this.lastAt = r.now;
     if (r.rttMs !== undefined && r.rttMs >= 0) {
       this.rtts.push({ at: r.now, ms: r.rttMs });
       while (this.rtts.length > 0 && r.now - this.rtts[0]!.at > MIN_RTT_WINDOW_MS) this.rtts.shift();
     }
-    if (prev === undefined || r.now <= prev) return this.verdict;
-    const dt = r.now - prev;
-    const received = Math.max(0, r.arrived - Math.max(0, r.lost));
-    this.deliveredBps = (received * r.bytesPerPacket * 8 * 1000) / dt;
+    const h = this.extOf(r.highestSeq);
+    if (h === undefined) return this.verdict;
+    const prevAt = this.lastAt;
+    const prevHighest = this.lastHighest;
+    this.lastAt = r.now;
+    this.lastHighest = h;
     let minRtt = Infinity;
     for (const s of this.rtts) if (s.ms < minRtt) minRtt = s.ms;
-    this.queueDelayMs = r.rttMs !== undefined && Number.isFinite(minRtt) ? Math.max(0, r.rttMs - minRtt) : 0;
-    // Few packets (keyframes only) make both ratios noisy: one late or lost packet of eight is not congestion.
-    const growing = r.sent >= MIN_SENT && r.arrived < 0.85 * r.sent - 2;
-    const lossy = r.fractionLost > 0.1 && r.sent >= 4 * MIN_SENT;
+    // Queueing delay, a lower bound: the PENDING_NTH packet after the highest received had
+    // not arrived when the receiver reported (one way back before `now`, within minRtt).
+    let q = 0;
+    if (Number.isFinite(minRtt)) {
+      const k = h + PENDING_NTH;
+      if (k <= this.newestExt && this.newestExt - k < HISTORY) q = r.now - this.sentAt[k & MASK]! - minRtt;
+      if (r.rttMs !== undefined) q = Math.max(q, r.rttMs - minRtt);
+    }
+    this.queueDelayMs = Math.max(0, q);
+    // Delivered: what reached the receiver's front since a report at least a second old, less what it lost.
+    this.samples.push({ at: r.now, ext: h, lost: r.cumulativeLost, sent: this.totalBytes });
+    while (this.samples.length > 2 && r.now - this.samples[1]!.at >= DELIVERY_WINDOW_MS) this.samples.shift();
+    const base = this.samples[0]!;
+    let sentBps = 0;
+    if (base !== this.samples.at(-1) && r.now - base.at >= DELIVERY_WINDOW_MS / 2 && h >= base.ext && this.newestExt - base.ext < HISTORY) {
+      const dt = r.now - base.at;
+      const packets = h - base.ext;
+      const lostShare = packets > 0 ? Math.min(1, Math.max(0, r.cumulativeLost - base.lost) / packets) : 0;
+      this.deliveredBps = ((this.sentCum[h & MASK]! - this.sentCum[base.ext & MASK]!) * (1 - lostShare) * 8000) / dt;
+      sentBps = ((this.totalBytes - base.sent) * 8000) / dt;
+    }
+    if (prevAt === undefined || r.now <= prevAt) return this.verdict;
+    const dt = r.now - prevAt;
+    // Two reports in a row: one second of 5 % random loss is above 10 % now and then.
+    const lossyNow = r.fractionLost > 0.1 && h - prevHighest >= MIN_LOSS_PACKETS;
+    const lossy = lossyNow && this.lossyBefore;
+    this.lossyBefore = lossyNow;
+    if (this.queueDelayMs <= this.o.overuseDelayMs) this.queuedSince = undefined;
+    else this.queuedSince ??= r.now;
+    const queued = this.queuedSince !== undefined && r.now - this.queuedSince >= this.o.overuseForMs;
     let v: LinkVerdict;
-    if (growing || lossy || this.queueDelayMs > this.o.overuseDelayMs) {
+    if (queued || lossy) {
       v = "overuse";
       // GCC §5.5: A = 0.85·R on overuse; loss beyond 10 %: A·(1 − 0.5·p) (§6).
-      let next = growing || this.queueDelayMs > this.o.overuseDelayMs ? 0.85 * this.deliveredBps : Infinity;
+      let next = queued && this.deliveredBps > 0 ? 0.85 * this.deliveredBps : Infinity;
       if (lossy) next = Math.min(next, (this.est ?? this.deliveredBps) * (1 - 0.5 * r.fractionLost));
-      // One report never takes more than half away (a stalled receiver or a burst of loss
-      // over one interval is not the link's capacity); the first one not below 40 % of what was sent.
-      const sentBps = (r.sent * r.bytesPerPacket * 8 * 1000) / dt;
-      const floor = this.est !== undefined ? 0.5 * this.est : 0.4 * sentBps;
-      this.est = clamp(Math.max(floor, Math.min(this.est ?? Infinity, next)), this.o.minBps, this.o.maxBps);
+      if (Number.isFinite(next) || this.est === undefined) {
+        // Never more than half away within a second (a stalled receiver or a burst of loss
+        // is not the link's capacity); the first estimate not below a quarter of what is sent.
+        if (this.est !== undefined && r.now - this.decreaseBaseAt >= 1000) {
+          this.decreaseBase = this.est;
+          this.decreaseBaseAt = r.now;
+        }
+        const floor = this.est !== undefined ? 0.5 * this.decreaseBase : 0.25 * sentBps;
+        this.est = clamp(Math.max(floor, Math.min(this.est ?? Infinity, Number.isFinite(next) ? next : 0)), this.o.minBps, this.o.maxBps);
+      }
       this.overuseAt = r.now;
     } else if (this.queueDelayMs > this.o.holdDelayMs) {
       v = "hold";

@@ -117,8 +117,6 @@ interface Adaptation {
   ctl: LadderController;
   /** Last known rate of each ladder level, bits/s. */
   rates: (number | undefined)[];
-  /** The previous video receiver report: extended highest seq, cumulative lost; our sent count and bytes then. */
-  rr: { at: number; highest: number; lost: number; sent: number; bytes: number; packets: number } | undefined;
   /** Stepped down to keyframes only by adaptation (not overload). */
   keyframes: boolean;
 }
@@ -361,7 +359,6 @@ export class Viewer implements Drainable, ViewerHandle {
       est: new BandwidthEstimator(),
       ctl: new LadderController({ levels: ladder.length }),
       rates: ladder.map(() => undefined),
-      rr: undefined,
       keyframes: false,
     };
   }
@@ -881,6 +878,7 @@ export class Viewer implements Drainable, ViewerHandle {
     vt.sentAny = true;
     vt.packets++;
     vt.bytes += payload.length;
+    if (t === VIDEO) this.adapt?.est.onSent(seq, payload.length, this.o.timers.now());
     this.st.packetsOut++;
     this.st.bytesOut += payload.length + 12;
     return payload.length + 12;
@@ -926,29 +924,7 @@ export class Viewer implements Drainable, ViewerHandle {
       const rtt = now - vt.lastSrAt - (b.dlsr * 1000) / 65536;
       if (rtt >= 0) this.st.rttMs = rttMs = rtt;
     }
-    const a = this.adapt;
-    if (a && vt.kind === "video") {
-      const prev = a.rr;
-      // Intervals of a second at least: over shorter ones (a browser adds a report to each
-      // NACK) the packets in flight make sent and arrived differ without any queue growing.
-      if (prev && now - prev.at < 1000) return;
-      a.rr = { at: now, highest: b.highestSeq, lost: b.cumulativeLost, sent: vt.extSeq, bytes: vt.bytes, packets: vt.packets };
-      if (prev) {
-        const sent = vt.extSeq - prev.sent;
-        const packets = vt.packets - prev.packets;
-        a.est.onReport({
-          now,
-          sent,
-          // Extended highest seq advances by at most 2^31 per report: anything else is a restart of the receiver's count.
-          arrived: Math.min(sent + 64, (b.highestSeq - prev.highest) >>> 0),
-          lost: b.cumulativeLost - prev.lost,
-          // Payload plus RTP, SRTP, UDP and IP headers.
-          bytesPerPacket: (packets > 0 ? (vt.bytes - prev.bytes) / packets : 1000) + 50,
-          fractionLost: b.fractionLost / 256,
-          rttMs,
-        });
-      }
-    }
+    if (vt.kind === "video") this.adapt?.est.onReport({ now, highestSeq: b.highestSeq, cumulativeLost: b.cumulativeLost, fractionLost: b.fractionLost / 256, rttMs });
   }
 
   private trackBySsrc(ssrc: number): ViewerTrack | undefined {

@@ -46,6 +46,7 @@ def parse_args():
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--gop", type=int, default=25, help="key-int-max, frames")
     p.add_argument("--bitrate", type=int, default=500, help="kbit/s")
+    p.add_argument("--pattern", default="ball", help="videotestsrc pattern: ball (a moving ball, compresses far below --bitrate), snow (noise: the encoder sends --bitrate)")
     p.add_argument("--no-audio", action="store_true")
     p.add_argument("--session-timeout", type=int, default=60, help="RTSP session timeout, seconds")
     p.add_argument("--frames", type=int, default=0, help="end the stream (EOS) after this many video frames; 0 = never")
@@ -66,7 +67,7 @@ def launch_line(a):
     aframes = f" num-buffers={max(1, a.frames * 20 // a.fps)} samplesperbuffer={a.audio_rate // 20}" if a.frames > 0 else ""
     if a.codec == "h265":
         video = (
-            f"videotestsrc is-live=true pattern=ball{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
+            f"videotestsrc is-live=true pattern={a.pattern}{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
             f"! x265enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} bitrate={a.bitrate} "
             f"! rtph265pay name=pay0 pt=96 config-interval=-1"
         )
@@ -82,7 +83,7 @@ def launch_line(a):
     if video is not None:
         return f"( {video}{'' if a.no_audio else  f' audiotestsrc is-live=true wave=sine{aframes} ! audio/x-raw,rate={arate},channels=1 ! audioconvert ! ' + audio_enc} )"
     video = (
-        f"videotestsrc is-live=true pattern=ball{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
+        f"videotestsrc is-live=true pattern={a.pattern}{vframes} ! video/x-raw,width={a.width},height={a.height},framerate={a.fps}/1 "
         f"! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={a.gop} bitrate={a.bitrate} "
         f"{'option-string=repeat-headers=0 ' if a.sprop_only else ''}"
         # avc stream-format keeps x264's SPS/PPS in codec_data only, so with config-interval=0 they reach

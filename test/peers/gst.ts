@@ -43,6 +43,12 @@ export interface GstServerOptions {
   gop?: number;
   /** Video bitrate, kbit/s. Default 500. */
   bitrate?: number;
+  /**
+   * videotestsrc pattern. Default "ball": a moving ball on black, which x264 encodes far
+   * below `bitrate` (1280×720 at 1800 kbit/s comes out near 150 kbit/s); "snow" (noise)
+   * makes the encoder send `bitrate`, like a busy scene.
+   */
+  pattern?: "ball" | "snow";
   /** Video only. */
   noAudio?: boolean;
   /** RTSP session timeout the server announces and enforces, seconds. Default 60. */
@@ -141,6 +147,7 @@ class GstProcess implements GstRtspServer {
       ["--session-timeout", o.sessionTimeout],
       ["--frames", o.frames],
       ["--codec", o.codec],
+      ["--pattern", o.pattern],
     ] as const)
       if (v !== undefined) args.push(k, String(v));
     if (o.noAudio) args.push("--no-audio");

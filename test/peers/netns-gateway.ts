@@ -17,8 +17,8 @@ import { startGstRtspServer } from "./gst.ts";
 
 const host = process.argv[2] ?? "127.0.0.1";
 const fps = Number(process.env["NETNS_GW_FPS"] ?? 15);
-const main = await startGstRtspServer({ width: 1280, height: 720, fps, gop: fps, bitrate: 1800, noAudio: true });
-const sub = await startGstRtspServer({ width: 640, height: 360, fps, gop: fps, bitrate: 300, noAudio: true });
+const main = await startGstRtspServer({ width: 1280, height: 720, fps, gop: fps, bitrate: 1800, noAudio: true, pattern: "snow" });
+const sub = await startGstRtspServer({ width: 640, height: 360, fps, gop: fps, bitrate: 300, noAudio: true, pattern: "snow" });
 const config = parseConfig({
   // Sign-in off needs a loopback listener: the page reaches it through a forwarder on `host` (below).
   server: { host: "127.0.0.1", port: 0 },
@@ -43,6 +43,16 @@ const forwarder = net.createServer((c) => {
 await new Promise<void>((r) => forwarder.listen(0, host, () => r()));
 say({ url: `http://${host}:${(forwarder.address() as net.AddressInfo).port}` });
 
+/** Each source's upstream rate since the previous status, kbit/s. */
+let last = { at: performance.now(), bytes: new Map<string, number>() };
+const rates = (): Record<string, number> => {
+  const now = { at: performance.now(), bytes: new Map(gw.sfu.sourceList().map((x) => [x.id as string, x.stats().bytesIn])) };
+  const out: Record<string, number> = {};
+  for (const [id, b] of now.bytes) out[id] = Math.round(((b - (last.bytes.get(id) ?? b)) * 8) / (now.at - last.at));
+  last = now;
+  return out;
+};
+
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (line) => {
   if (line.trim() !== "status") return;
@@ -51,6 +61,7 @@ lines.on("line", (line) => {
       status: {
         mainSessions: main.sessions(),
         subSessions: sub.sessions(),
+        rates: rates(),
         viewers: gw.sfu.viewerList().map((v) => {
           const s = v.stats();
           return { sourceId: s.sourceId, quality: s.quality, estimateBps: s.estimateBps, rttMs: s.rttMs, fractionLost: s.fractionLost, adaptive: s.adaptive };

@@ -32,9 +32,12 @@ export interface NetemResult {
   switchesWhileLimited: number;
   maxSessions: { main: number; sub: number };
   mainReleased: boolean;
+  /** The gateway's view about every half second: source, quality, estimate, round trip, loss, upstream rates. */
+  trace: string[];
 }
 
 interface GwStatus {
+  rates: Record<string, number>;
   mainSessions: number;
   subSessions: number;
   viewers: { sourceId: string; quality: string; estimateBps: number | undefined; rttMs: number | undefined; fractionLost: number | undefined }[];
@@ -105,8 +108,9 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     const t0 = performance.now();
     const trace: string[] = [];
     const source = async () => {
-      const v = (await watch()).viewers[0];
-      trace.push(`${Math.round((performance.now() - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost}`);
+      const s = await watch();
+      const v = s.viewers[0];
+      trace.push(`${Math.round((performance.now() - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} kbit/s=${JSON.stringify(s.rates)}`);
       return v?.sourceId;
     };
 
@@ -133,13 +137,13 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     const liftedAt = performance.now();
     const upServerS = await timeUntil(async () => (await source()) === "gate", liftedAt, "the gateway to switch back to main", o.timeoutMs ?? 40_000).catch(
       (err: unknown) => {
-        throw new Error(`${(err as Error).message}; trace:\n${trace.filter((_, i) => i % 5 === 0).join("\n")}`);
+        throw new Error(`${(err as Error).message}; trace:\n${trace.join("\n")}`);
       },
     );
     const upPageS = await timeUntil(async () => (await width()) === 1280, liftedAt, "1280-wide frames in the page", o.timeoutMs ?? 40_000);
     await sleep(2000);
     const freezeMaxMs = await freezeSince(page, limitedAt);
-    return { startWidth, downServerS, downPageS, widthLimited, upServerS, upPageS, freezeMaxMs, switchesWhileLimited, maxSessions, mainReleased };
+    return { startWidth, downServerS, downPageS, widthLimited, upServerS, upPageS, freezeMaxMs, switchesWhileLimited, maxSessions, mainReleased, trace };
   } finally {
     child.stdin!.end();
     await Promise.race([exited, sleep(15_000)]);
