@@ -1,8 +1,7 @@
 /**
  * Adapting a viewer to its network: a bandwidth estimator fed by what the browser reports
  * in RTCP receiver reports (RFC 3550 §6.4.1: extended highest sequence number received,
- * cumulative and fraction lost, and the round trip from LSR/DLSR) and REMB when a browser
- * sends it, and a ladder controller that moves the viewer between its streams (main → sub
+ * cumulative and fraction lost, and the round trip from LSR/DLSR), and a ladder controller that moves the viewer between its streams (main → sub
  * → keyframes only) with hysteresis.
  *
  * The estimator is delay- and loss-based, in the spirit of Google Congestion Control
@@ -19,8 +18,14 @@
  *   10 % is lost in two reports in a row; the estimate then drops to 85 % of what was delivered over the last second
  *   (GCC's A = 0.85·R: with a standing queue the link was busy all along, so that is its
  *   rate), by at most half a second (reports come in bursts with NACKs);
- * - with a quiet link (delay under `holdDelayMs`, loss ≤ 10 %) it grows by 8 % a second from
- *   at least what is delivered (also while little is sent: keyframes only); in between it holds.
+ * - with a quiet link (delay under `holdDelayMs`, or above it for less than `overuseForMs`;
+ *   loss ≤ 10 %) it grows by 8 % a second (15 % once quiet for 5 s without a break) from at
+ *   least what is delivered (also while little is sent: keyframes only); in between it holds.
+ *
+ * Chromium's REMB is not used (the viewer only records it): we send no abs-send-time header
+ * extension, so Chromium estimates from RTP timestamps, which a gateway rewrites at every
+ * stream switch and cached-GOP replay. Over a 1 Mbit/s link it read 50–250 kbit/s and, taken
+ * as a ceiling, held viewers at the floor. `onRemb` stays for a receiver whose REMB is sound.
  *
  * Comparing what we sent and what arrived between two reports instead (as this did before)
  * misreads bursty traffic: a keyframe sent just before a report is still on its way (a
@@ -74,13 +79,14 @@ const PENDING_NTH = 3;
 const OVERHEAD = 50;
 /** Delivery is measured over at least this long, ms. */
 const DELIVERY_WINDOW_MS = 1000;
-/** A report's loss fraction counts only over this many packets at least (keyframes only: one of eight is noise). */
+/** A link quiet this long without a break lets the estimate grow faster, ms. */
+const QUIET_FAST_MS = 5000;
+/** Loss counts only over this many packets at least (keyframes only: one of eight is noise). */
 const MIN_LOSS_PACKETS = 32;
 
 export class BandwidthEstimator {
   private est: number | undefined;
   private lastAt: number | undefined;
-  private lastHighest = -1;
   private readonly rtts: { at: number; ms: number }[] = [];
   private readonly o: Required<EstimatorOptions>;
   /** Send time (ms) and cumulative bytes through each packet, by our extended sequence number. */
@@ -92,6 +98,8 @@ export class BandwidthEstimator {
   /** Since when the queueing delay has been above the overuse threshold (undefined: it is not). */
   private queuedSince: number | undefined;
   private lossyBefore = false;
+  /** Since when the queueing delay has been above the hold threshold. */
+  private heldSince: number | undefined;
   /** The estimate a second ago at most: no decrease goes below half of it. */
   private decreaseBase = 0;
   private decreaseBaseAt = -Infinity;
@@ -106,6 +114,10 @@ export class BandwidthEstimator {
   deliveredBps = 0;
   /** Queueing delay of the last report, ms. */
   queueDelayMs = 0;
+  /** When a report last showed the queue below the hold threshold, ms (−∞ before). */
+  quietAt = -Infinity;
+  /** Since when the link has been quiet without a break (undefined: it is not). */
+  private quietSince: number | undefined;
 
   constructor(o: EstimatorOptions = {}) {
     this.o = {
@@ -167,9 +179,7 @@ export class BandwidthEstimator {
     const h = this.extOf(r.highestSeq);
     if (h === undefined) return this.verdict;
     const prevAt = this.lastAt;
-    const prevHighest = this.lastHighest;
     this.lastAt = r.now;
-    this.lastHighest = h;
     let minRtt = Infinity;
     for (const s of this.rtts) if (s.ms < minRtt) minRtt = s.ms;
     // Queueing delay, a lower bound: the PENDING_NTH packet after the highest received had
@@ -186,23 +196,33 @@ export class BandwidthEstimator {
     while (this.samples.length > 2 && r.now - this.samples[1]!.at >= DELIVERY_WINDOW_MS) this.samples.shift();
     const base = this.samples[0]!;
     let sentBps = 0;
+    let windowLoss = 0;
+    let windowPackets = 0;
     if (base !== this.samples.at(-1) && r.now - base.at >= DELIVERY_WINDOW_MS / 2 && h >= base.ext && this.newestExt - base.ext < HISTORY) {
       const dt = r.now - base.at;
       const packets = h - base.ext;
       const lostShare = packets > 0 ? Math.min(1, Math.max(0, r.cumulativeLost - base.lost) / packets) : 0;
+      windowLoss = lostShare;
+      windowPackets = packets;
       this.deliveredBps = ((this.sentCum[h & MASK]! - this.sentCum[base.ext & MASK]!) * (1 - lostShare) * 8000) / dt;
       sentBps = ((this.totalBytes - base.sent) * 8000) / dt;
     }
     if (prevAt === undefined || r.now <= prevAt) return this.verdict;
     const dt = r.now - prevAt;
-    // Two reports in a row: one second of 5 % random loss is above 10 % now and then.
-    const lossyNow = r.fractionLost > 0.1 && h - prevHighest >= MIN_LOSS_PACKETS;
+    // Loss over the delivery window (a report's own fraction may cover a handful of packets),
+    // in two reports in a row: a second of 5 % random loss is above 10 % now and then.
+    const lossyNow = windowLoss > 0.1 && windowPackets >= MIN_LOSS_PACKETS;
     const lossy = lossyNow && this.lossyBefore;
     this.lossyBefore = lossyNow;
+    if (this.queueDelayMs <= this.o.holdDelayMs) {
+      this.heldSince = undefined;
+      this.quietAt = r.now;
+    } else this.heldSince ??= r.now;
     if (this.queueDelayMs <= this.o.overuseDelayMs) this.queuedSince = undefined;
     else this.queuedSince ??= r.now;
     const queued = this.queuedSince !== undefined && r.now - this.queuedSince >= this.o.overuseForMs;
     let v: LinkVerdict;
+    if (queued || lossy || this.heldSince !== undefined) this.quietSince = undefined;
     if (queued || lossy) {
       v = "overuse";
       // GCC §5.5: A = 0.85·R on overuse; loss beyond 10 %: A·(1 − 0.5·p) (§6).
@@ -219,12 +239,17 @@ export class BandwidthEstimator {
         this.est = clamp(Math.max(floor, Math.min(this.est ?? Infinity, Number.isFinite(next) ? next : 0)), this.o.minBps, this.o.maxBps);
       }
       this.overuseAt = r.now;
-    } else if (this.queueDelayMs > this.o.holdDelayMs) {
+    } else if (this.heldSince !== undefined && r.now - this.heldSince >= this.o.overuseForMs) {
       v = "hold";
     } else {
       v = "increase";
+      this.quietSince ??= r.now;
       if (this.est !== undefined) {
-        const grown = Math.max(this.est, this.deliveredBps) * Math.pow(1.08, Math.min(dt, 2000) / 1000);
+        // GCC's 8 % a second; after QUIET_FAST_MS of a quiet link without a break, 15 %
+        // (nothing pushes back: the link is far from full), so a viewer whose link came
+        // back finds the larger stream within seconds rather than half a minute.
+        const rate = r.now - this.quietSince >= QUIET_FAST_MS ? 1.15 : 1.08;
+        const grown = Math.max(this.est, this.deliveredBps) * Math.pow(rate, Math.min(dt, 2000) / 1000);
         this.est = clamp(grown, this.o.minBps, this.o.maxBps);
       }
     }
@@ -247,6 +272,11 @@ export interface LadderOptions {
   downSpacingMs?: number;
   /** Headroom the estimate needs over a level's rate to step up to it. Default 1.15. */
   upMargin?: number;
+  /**
+   * After a step down, the next one waits until the queue has drained once (what still
+   * queues was sent at the level above), or this long at most, ms. Default 8000.
+   */
+  drainMaxMs?: number;
 }
 
 /**
@@ -272,6 +302,7 @@ export class LadderController {
       failWindowMs: o.failWindowMs ?? 20_000,
       downSpacingMs: o.downSpacingMs ?? 2500,
       upMargin: o.upMargin ?? 1.15,
+      drainMaxMs: o.drainMaxMs ?? 8000,
     };
     this.holdMs = this.o.holdMinMs;
   }
@@ -286,7 +317,8 @@ export class LadderController {
     const e = est.estimateBps;
     if (e === undefined) return level;
     const overusing = now - est.overuseAt < 1500;
-    if (overusing && level < this.lowest && now - this.lastDownAt >= this.o.downSpacingMs) {
+    const drained = est.quietAt > this.lastDownAt || now - this.lastDownAt >= this.o.drainMaxMs;
+    if (overusing && level < this.lowest && now - this.lastDownAt >= this.o.downSpacingMs && drained) {
       const rate = rates[level];
       if (rate === undefined || rate > e) {
         let next = level + 1;

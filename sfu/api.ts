@@ -350,6 +350,9 @@ export interface ViewerStats {
   sourceId: CameraId;
   /** The network estimate of an adaptive (Auto) viewer, bits/s; undefined before the link said anything or when not adaptive. */
   estimateBps: number | undefined;
+  /** Of an adaptive viewer: what reached it over the last second, bits/s, and how long its packets queue on the path (a lower bound), ms. */
+  deliveredBps?: number | undefined;
+  queueDelayMs?: number | undefined;
   /** Moved between its streams by the SFU as its network allows (Auto). */
   adaptive: boolean;
 }

@@ -372,11 +372,14 @@ export class Viewer implements Drainable, ViewerHandle {
   private adaptTick(a: Adaptation, now: number): void {
     const level = this.adaptLevel(a);
     if (level < 0) return; // on a source outside its ladder (moved by hand): nothing to adapt
+    // The rate of the stream being sent (another one's, while it starts or stops, reads low).
+    const r = level < a.ladder.length && a.ladder[level] === this.src.id ? this.src.rateBps() : 0;
+    if (r > 0) a.rates[level] = r;
     for (let i = 0; i < a.ladder.length; i++) {
-      const id = a.ladder[i]!;
-      const s = id === this.src.id ? this.src : this.o.findSource?.(id);
-      const r = s?.rateBps() ?? 0;
-      if (r > 0) a.rates[i] = r;
+      if (a.rates[i] !== undefined) continue;
+      const s = this.o.findSource?.(a.ladder[i]!);
+      const ri = s?.rateBps() ?? 0;
+      if (ri > 0) a.rates[i] = ri;
     }
     const next = a.ctl.decide(now, level, a.est, a.rates);
     if (next === level) return;
@@ -578,8 +581,8 @@ export class Viewer implements Drainable, ViewerHandle {
           }
           break;
         case "remb":
+          // Recorded, not used: see sfu/adapt.ts on REMB.
           this.st.rembBps = item.bitrate;
-          this.adapt?.est.onRemb(item.bitrate);
           break;
         case "error":
           this.st.malformedRtcp++;
@@ -948,7 +951,7 @@ export class Viewer implements Drainable, ViewerHandle {
     }
     const given = this.sw.expired(now);
     if (given) {
-      given.removeViewer(this);
+        given.removeViewer(this);
       this.log.info("source switch given up: no keyframe from the target", { to: given.id });
       this.events.emit("switched", { from: this.src.id, to: given.id, ok: false, reason: "no keyframe in time" });
     }
@@ -1062,6 +1065,8 @@ export class Viewer implements Drainable, ViewerHandle {
       stepDowns: this.stepDowns,
       sourceId: this.src.id,
       estimateBps: this.adapt?.est.estimateBps === undefined ? undefined : Math.round(this.adapt.est.estimateBps),
+      deliveredBps: this.adapt && Math.round(this.adapt.est.deliveredBps),
+      queueDelayMs: this.adapt && Math.round(this.adapt.est.queueDelayMs),
       adaptive: this.adapt !== undefined,
     };
   }

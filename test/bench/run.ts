@@ -302,7 +302,7 @@ await step("playback", async () => ({ ...(await benchPlayback({ quick })) }), 18
 await step("codecs", () => benchCodecs({ quick, log }), 240_000);
 await step("cluster", (signal) => benchCluster({ cycles: quick ? 2 : 5, log, signal }), 600_000);
 await step("grid", async () => ({ ...(await benchGrid({ trials: quick ? 2 : 5 })) }), 300_000);
-await step("streams", () => benchStreams({ rounds: quick ? 1 : 3, log }), 420_000);
+await step("streams", () => benchStreams({ rounds: quick ? 1 : 3, log }), 720_000);
 
 const cpu1 = machineCpu();
 out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;

@@ -8,10 +8,11 @@
  *
  *   node test/peers/netns-gateway.ts <bind address>
  */
+import { appendFileSync } from "node:fs";
 import net from "node:net";
 import { createInterface } from "node:readline";
 import { parseConfig } from "../../config/load.ts";
-import { silentLogger } from "../../config/log.ts";
+import { createLogger, silentLogger } from "../../config/log.ts";
 import { startGateway } from "../../gateway/gateway.ts";
 import { startGstRtspServer } from "./gst.ts";
 
@@ -28,7 +29,10 @@ const config = parseConfig({
   media: { bindAddress: host, icePortRange: [40000, 40199], workers: 1 },
   cameras: [{ id: "gate", url: main.url, streams: [{ id: "sub", url: sub.url, width: 640, height: 360 }] }],
 });
-const gw = await startGateway({ config, log: silentLogger });
+// NETNS_GW_LOG=<file>: the gateway's log (info and up) appended there, for a run to be read afterwards.
+const logFile = process.env["NETNS_GW_LOG"];
+const log = logFile ? createLogger({ level: "info", write: (line) => appendFileSync(logFile, `${line}\n`) }) : silentLogger;
+const gw = await startGateway({ config, log });
 const say = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const forwarder = net.createServer((c) => {
   const up = net.connect(gw.httpPort, "127.0.0.1");
@@ -64,7 +68,7 @@ lines.on("line", (line) => {
         rates: rates(),
         viewers: gw.sfu.viewerList().map((v) => {
           const s = v.stats();
-          return { sourceId: s.sourceId, quality: s.quality, estimateBps: s.estimateBps, rttMs: s.rttMs, fractionLost: s.fractionLost, adaptive: s.adaptive };
+          return { sourceId: s.sourceId, quality: s.quality, estimateBps: s.estimateBps, deliveredBps: s.deliveredBps, queueDelayMs: s.queueDelayMs, rttMs: s.rttMs, fractionLost: s.fractionLost, adaptive: s.adaptive };
         }),
       },
     }),

@@ -28,6 +28,8 @@ export interface NetemResult {
   upPageS: number;
   /** Longest time without a newly decoded frame from the limit on to the end, ms. */
   freezeMaxMs: number;
+  /** When that freeze began, seconds after the limit. */
+  freezeAtS: number;
   /** Steps between streams the gateway made while limited (1 = no oscillation). */
   switchesWhileLimited: number;
   maxSessions: { main: number; sub: number };
@@ -40,7 +42,7 @@ interface GwStatus {
   rates: Record<string, number>;
   mainSessions: number;
   subSessions: number;
-  viewers: { sourceId: string; quality: string; estimateBps: number | undefined; rttMs: number | undefined; fractionLost: number | undefined }[];
+  viewers: { sourceId: string; quality: string; estimateBps: number | undefined; deliveredBps?: number; queueDelayMs?: number; rttMs: number | undefined; fractionLost: number | undefined }[];
 }
 
 const SAMPLER = `(() => {
@@ -110,7 +112,7 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     const source = async () => {
       const s = await watch();
       const v = s.viewers[0];
-      trace.push(`${Math.round((performance.now() - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} kbit/s=${JSON.stringify(s.rates)}`);
+      trace.push(`${Math.round((performance.now() - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} dlv=${v?.deliveredBps} q=${v?.queueDelayMs} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} kbit/s=${JSON.stringify(s.rates)}`);
       return v?.sourceId;
     };
 
@@ -142,8 +144,10 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     );
     const upPageS = await timeUntil(async () => (await width()) === 1280, liftedAt, "1280-wide frames in the page", o.timeoutMs ?? 40_000);
     await sleep(2000);
-    const freezeMaxMs = await freezeSince(page, limitedAt);
-    return { startWidth, downServerS, downPageS, widthLimited, upServerS, upPageS, freezeMaxMs, switchesWhileLimited, maxSessions, mainReleased, trace };
+    const { worst: freezeMaxMs, at: freezeAt } = await freezeSince(page);
+    const pageNow = (await page.evaluate("performance.now()")) as number;
+    const freezeAtS = Math.round((freezeAt - (pageNow - (performance.now() - limitedAt))) / 100) / 10;
+    return { startWidth, downServerS, downPageS, widthLimited, upServerS, upPageS, freezeMaxMs, freezeAtS, switchesWhileLimited, maxSessions, mainReleased, trace };
   } finally {
     child.stdin!.end();
     await Promise.race([exited, sleep(15_000)]);
@@ -151,23 +155,31 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
   }
 }
 
-/** Longest interval between two increases of framesDecoded since `from` (performance.now of this process ≈ the page's: both monotonic, compared as differences only). */
-async function freezeSince(page: Page, _from: number): Promise<number> {
+/** Longest interval between two increases of framesDecoded in the page's samples, and when it began (the page's performance.now). */
+async function freezeSince(page: Page): Promise<{ worst: number; at: number }> {
   const samples = (await page.evaluate("window.__ghSamples")) as [number, number, number, string][];
   let worst = 0;
+  let worstAt = 0;
   let lastAt = samples[0]?.[0] ?? 0;
   let lastFrames = samples[0]?.[1] ?? 0;
   let lastKey = samples[0]?.[3] ?? "";
   for (const [at, frames, , key] of samples) {
     if (key !== lastKey || frames > lastFrames) {
-      worst = Math.max(worst, at - lastAt);
+      if (at - lastAt > worst) {
+        worst = at - lastAt;
+        worstAt = lastAt;
+      }
       lastAt = at;
       lastFrames = frames;
       lastKey = key;
     }
   }
   const end = samples.at(-1)?.[0] ?? lastAt;
-  return Math.round(Math.max(worst, end - lastAt));
+  if (end - lastAt > worst) {
+    worst = end - lastAt;
+    worstAt = lastAt;
+  }
+  return { worst: Math.round(worst), at: worstAt };
 }
 
 function sleep(ms: number): Promise<void> {

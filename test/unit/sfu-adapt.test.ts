@@ -41,7 +41,7 @@ interface LinkOptions {
 function runLink(est: BandwidthEstimator, o: LinkOptions, seconds: number, send: (t: number) => number, each?: (t: number) => void): void {
   const rnd = seeded(o.seed ?? 1);
   const every = o.reportEveryMs ?? 1000;
-  let seq = o.firstSeq ?? 0;
+  const seq = o.firstSeq ?? 0;
   let busyUntil = 0;
   const arrivals: { at: number; ext: number }[] = [];
   const reports: { at: number; highest: number; lost: number; fraction: number; rtt: number }[] = [];
@@ -203,9 +203,9 @@ function simulate(capacity: (t: number) => number, rates: number[], seconds: num
 describe("LadderController on the simulated link", () => {
   const rates = [1.8e6, 0.3e6]; // main, sub (level 2: keyframes only)
 
-  it("steps main → sub within 5 s at 1 Mbit/s with 5 % loss, stays there, and is back on main within 20 s of the limit lifting", () => {
+  it("steps main → sub within 5 s at 1 Mbit/s with 5 % loss, stays there, and is back on main within 20 s of a 15 s limit lifting", () => {
     const limitedFrom = 10_000;
-    const limitedTo = 40_000;
+    const limitedTo = 25_000;
     const { levels } = simulate((t) => (t >= limitedFrom && t < limitedTo ? 1e6 : 20e6), rates, 80);
     const down = levels.find((l) => l.t >= limitedFrom && l.level > 0)!;
     expect(down.level).toBe(1);
@@ -214,6 +214,18 @@ describe("LadderController on the simulated link", () => {
     expect(levels.every((l) => l.level < 2)).toBe(true);
     const up = levels.find((l) => l.t >= limitedTo && l.level === 0)!;
     expect(up.t - limitedTo).toBeLessThanOrEqual(20_000);
+    expect(levels.at(-1)!.level).toBe(0);
+  });
+
+  it("after a long limit (failed tries of main double the wait) is back on main within that wait", () => {
+    const limitedFrom = 10_000;
+    const limitedTo = 40_000;
+    const { levels, ctl } = simulate((t) => (t >= limitedFrom && t < limitedTo ? 1e6 : 20e6), rates, 90);
+    // Two tries of main while limited, each back down at once.
+    expect(ctl.ups).toBeGreaterThanOrEqual(2);
+    expect(levels.filter((l) => l.t >= limitedFrom && l.t < limitedTo).every((l) => l.level < 2)).toBe(true);
+    const up = levels.find((l) => l.t >= limitedTo && l.level === 0)!;
+    expect(up.t - limitedTo).toBeLessThanOrEqual(30_000);
     expect(levels.at(-1)!.level).toBe(0);
   });
 
