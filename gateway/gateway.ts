@@ -47,7 +47,7 @@ import type { DemoDoor } from "./demo/door.ts";
 import { demoDoorRouter } from "./demo/routes.ts";
 import { startWithFallback, type TakenPort, type TakenPortPolicy } from "./ports.ts";
 import { SafeEmitter } from "../config/events.ts";
-import { inboundRouter, INTERNAL_WHEP, keepAlwaysOnByLease, startCluster, type Cluster } from "./cluster/index.ts";
+import { ClusterIntercom, inboundRouter, INTERNAL_INTERCOM, INTERNAL_WHEP, keepAlwaysOnByLease, startCluster, type Cluster } from "./cluster/index.ts";
 import { createRelayTaps, RELAY_PATH, startForwarding, type Forwarding } from "./cluster/forward-relay.ts";
 import { realTimers } from "./rtsp/timers.ts";
 import { Supervisor } from "./supervision/supervisor.ts";
@@ -383,6 +383,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         announce: () => ({
           endpoints: { whep: `${url}/whep`, turn: relayAccess.publicUris(), sip: [] },
           load: { viewers: sfu.viewerList().length, sessions: late.auth?.heldSessions().length ?? 0 },
+          doors: sip ? sip.intercom.devices().filter((d) => d.bindings.length > 0).map((d) => d.id) : [],
         }),
         onRevoked: (ref) => relayAccess.sessionEnded(ref),
         log: log.child({ component: "cluster" }),
@@ -426,6 +427,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     const intercomAudit = audit && sip ? auditIntercom(audit, sip.intercom) : undefined;
     if (intercomAudit) cleanups.push(() => intercomAudit.close());
 
+    // Doors registered with any node ring every node's pages; actions go to the node holding the call.
+    const clusterIntercom = cluster && sip ? new ClusterIntercom({ link: cluster.link, nodes: cluster.nodes, nodeId: cluster.nodeId, key: cluster.forwardKey, intercom: sip.intercom, timeoutMs: config.cluster!.forwardTimeoutMs, callTimeoutMs: (config.sip.ringTimeoutSeconds + 10) * 1000, log: log.child({ component: "cluster" }) }) : undefined;
     // Closed before the SIP server (cleanups run in reverse): event streams and talk peers first.
     const intercomWeb = sip
       ? createIntercomWeb({
@@ -443,9 +446,11 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           cameraName: (id) => registry.configs().find((c) => c.id === id)?.name,
           log: log.child({ component: "intercom" }),
           ...(callLog ? { history: () => callLog.history() } : {}),
+          ...clusterIntercom?.hooks(),
         })
       : undefined;
     if (intercomWeb) cleanups.push(() => intercomWeb.close("gateway closing"));
+    if (clusterIntercom && intercomWeb) await clusterIntercom.attach(intercomWeb.service).then(() => cleanups.push(() => clusterIntercom.close()));
 
     // What /metrics reports, and what /readyz checks.
     let closingNow = false;
@@ -514,6 +519,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // WHEP requests another node of the cluster forwarded (signed with the cluster's key; no cookie, no CSRF).
     if (forwarding) app.use(RELAY_PATH, forwarding.router);
     if (cluster) app.use(INTERNAL_WHEP, inboundRouter({ key: cluster.forwardKey, auth, log: log.child({ component: "cluster" }) }), (req, res, next) => whepLate(req, res, next));
+    if (cluster && intercomWeb) app.use(INTERNAL_INTERCOM, inboundRouter({ key: cluster.forwardKey, auth, log: log.child({ component: "cluster" }) }), intercomWeb.router);
     // Refused live views are recorded too, including those refused at sign-in (401).
     if (audit) app.use("/whep", auditWhepRefusals(audit));
     if (gridAuditHook) app.use("/grid", gridAuditHook.refusals);
@@ -552,6 +558,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         "/api/intercom/demo-door",
         demoDoorRouter({ door: demoDoor, deviceId: DEMO_DOOR_ID, mayRing: (req) => auth.can(req.user!, "demo", "admin") }),
       );
+    if (clusterIntercom) app.use("/api/intercom", clusterIntercom.router());
     if (intercomWeb) app.use("/api/intercom", intercomWeb.router);
     // Without SIP the page still asks once: say so plainly instead of a 404 in every console.
     else app.get("/api/intercom", (_req, res) => res.set("Cache-Control", "no-store").json({ enabled: false }));

@@ -46,6 +46,12 @@ export function signature(key: Buffer, ts: string, method: string, path: string,
   return createHmac("sha256", key).update(`${ts}\n${method}\n${path}\n${session}`).digest("base64url");
 }
 
+/** Headers that make a request to another node's internal link one of this cluster, on behalf of `session` ("" for none). */
+export function signedHeaders(key: Buffer, nodeId: string, method: string, path: string, session: string): Record<string, string> {
+  const ts = String(Math.floor(Date.now() / 1000));
+  return { [AUTH_HEADER]: `${ts}.${signature(key, ts, method, path, session)}`, [SESSION_HEADER]: session, [NODE_HEADER]: nodeId };
+}
+
 export interface ForwardDeps {
   nodeId: string;
   leases: CameraLeases;
@@ -176,12 +182,7 @@ function unreachableOwner(d: ForwardDeps, node: string): OverloadError {
 async function send(d: ForwardDeps, req: Request, url: string, body: string | undefined): Promise<globalThis.Response> {
   const path = new URL(url).pathname;
   const session = req.user?.sessionId ?? "";
-  const ts = String(Math.floor(Date.now() / 1000));
-  const headers: Record<string, string> = {
-    [AUTH_HEADER]: `${ts}.${signature(d.key, ts, req.method, path, session)}`,
-    [SESSION_HEADER]: session,
-    [NODE_HEADER]: d.nodeId,
-  };
+  const headers = signedHeaders(d.key, d.nodeId, req.method, path, session);
   // A bearer caller has no session the owner could look up: its own token goes along.
   if (!session && req.get("authorization")) headers.authorization = req.get("authorization")!;
   if (body !== undefined) headers["content-type"] = req.get("content-type") ?? "application/octet-stream";

@@ -21,6 +21,7 @@ import { RedisLink } from "./redis.ts";
 import { SharedSessions } from "./sessions.ts";
 
 export { keepAlwaysOnByLease } from "./always-on.ts";
+export { ClusterIntercom, INTERNAL_INTERCOM } from "./intercom.ts";
 export { forwardingRouter, inboundRouter, INTERNAL_WHEP } from "./forward.ts";
 export type { NodeAnnouncement } from "./nodes.ts";
 export { coordinationUnavailable } from "./redis.ts";
@@ -34,7 +35,7 @@ export interface ClusterOptions {
   /** Absolute session lifetime, ms. */
   sessionMaxAgeMs: number;
   /** What this node announces besides its id, URL and leases (endpoints, load). */
-  announce: () => { endpoints: NodeAnnouncement["endpoints"]; load: Omit<NodeAnnouncement["load"], "cameras"> };
+  announce: () => { endpoints: NodeAnnouncement["endpoints"]; load: Omit<NodeAnnouncement["load"], "cameras">; doors?: string[] };
   /** A session ended on another node (its TURN allocations here close). */
   onRevoked: (ref: string, reason: EndReason) => void;
   log: Logger;
@@ -101,7 +102,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       announcement: () => {
         const a = o.announce();
         const owns = leases.owned();
-        return { id: nodeId, url: nodeUrl, endpoints: a.endpoints, load: { ...a.load, cameras: owns.length }, owns, startedAt };
+        return { id: nodeId, url: nodeUrl, endpoints: a.endpoints, load: { ...a.load, cameras: owns.length }, owns, doors: a.doors ?? [], startedAt };
       },
     });
     await nodes.beat();

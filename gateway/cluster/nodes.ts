@@ -18,6 +18,8 @@ export interface NodeAnnouncement {
   load: { viewers: number; cameras: number; sessions: number };
   /** Cameras it pulls for the cluster (holds the lease of). */
   owns: string[];
+  /** Door stations registered with it (it holds their calls). */
+  doors?: string[];
   startedAt: number;
   /** Its last heartbeat, ms since the epoch (its own clock). */
   heartbeatAt: number;

@@ -67,6 +67,22 @@ export interface IntercomServiceOptions {
   history?: () => readonly CallRecord[];
   /** Talk peer timing, ms (see TalkPeerOptions). */
   talk?: { negotiationTimeoutMs?: number; connectTimeoutMs?: number; disconnectGraceMs?: number };
+  /**
+   * In a cluster (gateway/cluster/intercom.ts): the first answer anywhere wins by a claim in the
+   * shared store; resolves to the winner's user id (the caller's own when it won). Throws when
+   * the store cannot be asked: the SIP layer, which holds the call, then decides alone.
+   */
+  claimAnswer?: (callId: string, userId: string) => Promise<string>;
+  /** In a cluster: doors registered with another node (online there), by device id. */
+  doorsElsewhere?: () => ReadonlySet<string>;
+}
+
+/** A call whose SIP dialog another node of the cluster holds: its state as that node reported it. */
+interface RemoteState {
+  node: string;
+  state: "ringing" | "calling" | "answered";
+  answeredAt: number | undefined;
+  answeredBy: string | undefined;
 }
 
 /** A configured door as the browser sees it. */
@@ -160,6 +176,8 @@ interface CallEntry {
   readonly told: Set<Subscriber>;
   /** Who asked the gateway to open the door of this ringing call (Intercom.openRinging). */
   openedBy?: { sub: string; name: string | undefined };
+  /** Set when another node of the cluster holds the call (its actions are forwarded there). */
+  remote?: RemoteState;
 }
 
 /** Display names remembered for "answered by" (user ids → names), most recent last. */
@@ -198,6 +216,11 @@ export class IntercomService {
       this.ic.events.on("dtmf", (d) => this.onDoorDtmf(d.callId, d.digit)),
       this.ic.events.on("device", (d) => this.onDevice(d.deviceId, d.online)),
     );
+  }
+
+  /** The call's state, answerer and answer time, whichever node holds it. */
+  private stateOf(e: CallEntry): { state: CallView["state"]; answeredAt: number | undefined; answeredBy: string | undefined } | undefined {
+    return e.remote ?? this.ic.get(e.callId);
   }
 
   // ------------------------------------------------------------------ rights
@@ -260,8 +283,12 @@ export class IntercomService {
   }
 
   private rememberName(user: User): void {
-    this.names.delete(user.sub);
-    this.names.set(user.sub, user.name ?? user.sub);
+    this.rememberNameOf(user.sub, user.name ?? user.sub);
+  }
+
+  private rememberNameOf(sub: string, name: string): void {
+    this.names.delete(sub);
+    this.names.set(sub, name);
     if (this.names.size > MAX_NAMES) this.names.delete(this.names.keys().next().value!);
   }
 
@@ -280,7 +307,7 @@ export class IntercomService {
   }
 
   private callView(e: CallEntry, user: User): CallView {
-    const call = this.ic.get(e.callId);
+    const call = this.stateOf(e);
     const camera = this.videoOf(user, e.device);
     const by = call?.answeredBy ?? e.owner?.sub;
     const answered = call?.state === "answered";
@@ -348,7 +375,8 @@ export class IntercomService {
 
   /** Doors this user may answer or talk to. */
   deviceViews(user: User): DeviceView[] {
-    const online = new Map<string, boolean>(this.ic.devices().map((d) => [d.id, d.online]));
+    const elsewhere = this.opts.doorsElsewhere?.();
+    const online = new Map<string, boolean>(this.ic.devices().map((d) => [d.id, d.online || elsewhere?.has(d.id) === true]));
     const out: DeviceView[] = [];
     for (const d of this.devices.values()) {
       if (!this.visible(user, d)) continue;
@@ -427,7 +455,7 @@ export class IntercomService {
     const ringing: RingView[] = [];
     const calls: CallView[] = [];
     for (const e of this.calls.values()) {
-      const call = this.ic.get(e.callId);
+      const call = this.stateOf(e);
       if (e.owner?.sub === user.sub) {
         e.told.add(sub);
         calls.push(this.callView(e, user));
@@ -439,7 +467,8 @@ export class IntercomService {
     stream.send("ready", { user: { sub: user.sub, name: user.name ?? user.sub }, ringing, calls });
   }
 
-  private onRing(r: RingEvent): void {
+  private onRing(r: RingEvent, remote?: RemoteState): void {
+    if (this.closed || this.calls.has(r.callId)) return;
     const device = this.devices.get(r.deviceId) ?? { id: r.deviceId, name: r.deviceName, camera: r.camera };
     const e: CallEntry = {
       callId: r.callId,
@@ -452,6 +481,7 @@ export class IntercomService {
       peer: undefined,
       unwatch: undefined,
       told: new Set(),
+      ...(remote ? { remote } : {}),
     };
     this.calls.set(r.callId, e);
     let n = 0;
@@ -461,7 +491,77 @@ export class IntercomService {
       if (s.stream.send("ring", this.ringView(e, s.user))) n++;
     }
     this.stats.ringsSent += n;
-    this.log.info("intercom: ring sent to browsers", { call: r.callId, device: device.id, streams: n });
+    this.log.info("intercom: ring sent to browsers", { call: r.callId, device: device.id, streams: n, ...(remote ? { node: remote.node } : {}) });
+  }
+
+  // ------------------------------------------------------------------ calls held by other nodes
+
+  /** A door registered with another node rings (gateway/cluster/intercom.ts): this node's pages ring too. */
+  remoteRing(r: RingEvent, node: string): void {
+    this.onRing(r, { node, state: "ringing", answeredAt: undefined, answeredBy: undefined });
+  }
+
+  /** Another node's call was answered (by anyone, anywhere). */
+  remoteAnswered(callId: string, by: string, byName: string | null, at: number): void {
+    const e = this.calls.get(callId);
+    if (!e?.remote) return;
+    if (byName !== null && !this.names.has(by)) this.rememberNameOf(by, byName);
+    e.remote.state = "answered";
+    e.remote.answeredBy = by;
+    e.remote.answeredAt = at;
+    this.onAnswered(callId, by);
+  }
+
+  /** Another node's call ended: its record, for the pages told of it here. */
+  remoteEnded(rec: CallRecord): void {
+    if (this.calls.get(rec.callId)?.remote) this.onEnded(rec);
+  }
+
+  /** The node holding the call is gone: the call ends on this node's pages. */
+  remoteLost(callId: string): void {
+    const e = this.calls.get(callId);
+    if (!e?.remote) return;
+    const now = Date.now();
+    this.onEnded({ callId: e.callId, deviceId: e.device.id as CallRecord["deviceId"], direction: e.direction, from: e.from, startedAt: e.startedAt, answeredAt: e.remote.answeredAt, answeredBy: e.remote.answeredBy, endedAt: now, reason: "failed", status: undefined });
+  }
+
+  remoteDtmf(callId: string, digit: string): void {
+    if (this.calls.get(callId)?.remote) this.onDoorDtmf(callId, digit);
+  }
+
+  /** A door came online or went offline at another node (and is not registered here). */
+  remoteDevice(deviceId: string, online: boolean): void {
+    if (this.ic.devices().some((d) => d.id === deviceId && d.online)) return;
+    this.onDevice(deviceId, online);
+  }
+
+  /**
+   * A user of this node holds a call another node holds the dialog of (their answer or their
+   * "talk to the door" went there): this node's pages of that user follow it.
+   */
+  remoteHeld(call: { callId: string; deviceId: string; direction: "incoming" | "outgoing"; from: string; startedAt: number }, node: string, user: User): void {
+    let e = this.calls.get(call.callId);
+    if (!e) {
+      const device = this.devices.get(call.deviceId);
+      if (!device) return;
+      e = {
+        callId: call.callId as CallId,
+        device,
+        direction: call.direction,
+        from: call.from,
+        startedAt: call.startedAt,
+        expiresAt: call.startedAt,
+        owner: undefined,
+        peer: undefined,
+        unwatch: undefined,
+        told: new Set(),
+        remote: { node, state: "answered", answeredAt: Date.now(), answeredBy: user.sub },
+      };
+      this.calls.set(call.callId, e);
+    }
+    if (!e.remote) return;
+    e.owner = { sub: user.sub, name: user.name };
+    this.rememberName(user);
   }
 
   private onAnswered(callId: string, userId: string, purpose: "open-door" | undefined): void {
@@ -519,6 +619,7 @@ export class IntercomService {
     if (!call) throw new NotFoundError("no such call");
     if (call.state === "answered") throw new CallAlreadyAnsweredError(call.answeredBy ?? "someone");
     if (call.state !== "ringing") throw new WrongStateError(`call is ${call.state}`);
+    await this.claim(callId, user.sub);
     const codec = pickCodec(call, offerSdp);
     const peer = await this.createPeer(offerSdp, codec, callId);
     this.rememberName(user);
@@ -535,6 +636,22 @@ export class IntercomService {
     this.attach(e, answered, peer, user, "answer_intercom");
     this.log.info("intercom: answered in the browser", { call: callId, device: e.device.id, sub: user.sub, codec });
     return { answerSdp: peer.answerSdp, call: this.callView(e, user) };
+  }
+
+  /** The cluster's claim on answering (first anywhere wins); without a cluster, or its store, the SIP layer decides. */
+  private async claim(callId: string, sub: string): Promise<void> {
+    if (!this.opts.claimAnswer) return;
+    let winner: string;
+    try {
+      winner = await this.opts.claimAnswer(callId, sub);
+    } catch (err) {
+      this.log.warn("intercom: the cluster cannot be asked who answers first; this node decides", { call: callId, err });
+      return;
+    }
+    if (winner !== sub) {
+      this.stats.answerConflicts++;
+      throw new CallAlreadyAnsweredError(winner);
+    }
   }
 
   /** Decline a ringing call for everyone (603 to the door). */
