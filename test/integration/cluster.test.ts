@@ -3,7 +3,8 @@
  * 127.0.0.2, .3 and .4: one camera (the demo recorder, which counts its RTSP sessions), werift
  * viewers on every node. Proves: the nodes find each other (discovery); a session made on one
  * node works on the others; the camera is pulled once for the whole cluster; signing out on one
- * node ends a stream served by another; with Redis stopped, what runs keeps running and what
+ * node ends a stream served by another, and so does the provider's back-channel logout to another
+ * node; with Redis stopped, what runs keeps running and what
  * needs the cluster is refused with 503 in plain words; when Redis returns, the nodes catch up.
  * (Viewers elsewhere are answered through the owner here: `forward.mode: answer`; the relays of
  * the default mode are cluster-forward.test.ts's.)
@@ -148,6 +149,29 @@ describe("a cluster of three gateways on Redis", () => {
     for (const n of nodes) expect((await fetch(`${n.url}/api/cameras`, { headers: { cookie: h.cookie! } })).status).toBe(401);
     // The other user's streams go on.
     expect(owner.sfu.viewerList().length).toBe(before - 1);
+  }, 60_000);
+
+  it("a back-channel logout from the provider to one node ends the user's stream on another", async () => {
+    const [a, b] = nodes as [Gateway, Gateway, Gateway];
+    const ids = () => new Set(nodes.flatMap((n) => n.sfu.viewerList().map((x) => x.id)));
+    const known = ids();
+    // Signed in at A's provider (oidc-provider, which posts its logout tokens to A alone), watching on B.
+    const browser = await signedInDevUser(a, "viewer", browsers);
+    const v = await watch(b, await pageHeaders(browser, a, b));
+    await v.video.waitForCount(10, 20_000);
+    const mine = nodes.flatMap((n) => n.sfu.viewerList()).filter((x) => !known.has(x.id) && x.user === "dev-viewer");
+    expect(mine).toHaveLength(1);
+    // B serves it (from the camera's RTP relayed to it): the logout must cross from A to B.
+    expect(b.sfu.viewerList().map((x) => x.id)).toContain(mine[0]!.id);
+    const ended = new Promise<unknown>((resolve) => mine[0]!.once("closed", resolve));
+    // Sign out at the provider itself (not through any gateway): its logout page, confirmed.
+    const page = await browser.follow(`${a.auth.issuer}/session/end`);
+    expect(page.body).toContain("op.logoutForm");
+    await browser.submitForm(page, { logout: "yes" });
+    // A heard it from the provider; the stream served for B ends, and no node takes the session any more.
+    expect(await ended).toBe("auth: logged_out_at_provider");
+    const cookie = [...(browser.jar.get(new URL(a.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
+    for (const n of nodes) expect((await fetch(`${n.url}/api/cameras`, { headers: { cookie } })).status).toBe(401);
   }, 60_000);
 
   it("with Redis stopped, running streams go on and what needs the cluster gets 503 in plain words; when it returns, nodes catch up", async () => {
