@@ -48,7 +48,7 @@ return ARGV[1]`;
 
 type Message =
   | { t: "ring"; node: string; ring: RingEvent }
-  | { t: "answered"; node: string; callId: string; by: string; byName: string | null; at: number }
+  | { t: "answered"; node: string; callId: string; by: string; byName: string | null; at: number; purpose?: "open-door" }
   | { t: "ended"; node: string; record: CallRecord }
   | { t: "dtmf"; node: string; callId: string; digit: string }
   | { t: "device"; node: string; deviceId: string; online: boolean };
@@ -96,7 +96,7 @@ export class ClusterIntercom {
     const ev = this.o.intercom.events;
     this.offs.push(
       ev.on("ring", (ring) => this.publish({ t: "ring", node: nodeId, ring })),
-      ev.on("answered", (a) => this.publish({ t: "answered", node: nodeId, callId: a.callId, by: a.user, byName: service.displayName(a.user), at: Date.now() })),
+      ev.on("answered", (a) => this.publish({ t: "answered", node: nodeId, callId: a.callId, by: a.user, byName: service.displayName(a.user), at: Date.now(), ...(a.purpose ? { purpose: a.purpose } : {}) })),
       ev.on("ended", (record) => this.publish({ t: "ended", node: nodeId, record })),
       ev.on("dtmf", (d) => this.publish({ t: "dtmf", node: nodeId, callId: d.callId, digit: d.digit })),
       ev.on("device", (d) => this.publish({ t: "device", node: nodeId, deviceId: d.deviceId, online: d.online })),
@@ -231,7 +231,7 @@ export class ClusterIntercom {
         s.remoteRing(m.ring, m.node);
         break;
       case "answered":
-        s.remoteAnswered(m.callId, m.by, m.byName, m.at);
+        s.remoteAnswered(m.callId, m.by, m.byName, m.at, m.purpose === "open-door" ? "open-door" : undefined);
         break;
       case "ended":
         this.live.delete(m.record.callId);

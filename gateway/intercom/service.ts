@@ -502,14 +502,16 @@ export class IntercomService {
   }
 
   /** Another node's call was answered (by anyone, anywhere). */
-  remoteAnswered(callId: string, by: string, byName: string | null, at: number): void {
+  remoteAnswered(callId: string, by: string, byName: string | null, at: number, purpose: "open-door" | undefined): void {
     const e = this.calls.get(callId);
     if (!e?.remote) return;
     if (byName !== null && !this.names.has(by)) this.rememberNameOf(by, byName);
     e.remote.state = "answered";
     e.remote.answeredBy = by;
     e.remote.answeredAt = at;
-    this.onAnswered(callId, by);
+    // Answered by the gateway to open the door: the end says who opened it (`door-opened`).
+    if (purpose === "open-door") e.openedBy = { sub: by, name: byName ?? undefined };
+    this.onAnswered(callId, by, purpose);
   }
 
   /** Another node's call ended: its record, for the pages told of it here. */
@@ -687,6 +689,7 @@ export class IntercomService {
     if (!call) throw new NotFoundError("no such call");
     if (call.state === "ringing" && e.direction === "incoming") {
       if (!this.mayAnswer(user, e.device.id)) throw new AuthError("FORBIDDEN", "opening this door needs the answer_intercom right");
+      await this.claim(callId, user.sub);
       this.rememberName(user);
       e.openedBy = { sub: user.sub, name: user.name };
       try {
