@@ -17,6 +17,10 @@ const CHROMIUM_OFFER = [
   "s=-",
   "t=0 0",
   "a=group:BUNDLE 0",
+  "a=ice-ufrag:abcd",
+  "a=ice-pwd:0123456789abcdefghijkl",
+  `a=fingerprint:sha-256 ${"AB:".repeat(31)}AB`,
+  "a=setup:actpass",
   "m=audio 9 UDP/TLS/RTP/SAVPF 111 63 9 0 8 13 110 126",
   "c=IN IP4 0.0.0.0",
   "a=mid:0",
@@ -32,6 +36,12 @@ const CHROMIUM_OFFER = [
   "",
 ].join("\r\n");
 
+/** A WebRTC offer around the given m-sections (each gets its mid; ICE and DTLS at session level). */
+function webrtc(...sections: string[][]): string {
+  const head = ["v=0", "o=- 1 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=ice-ufrag:abcd", "a=ice-pwd:0123456789abcdefghijkl", `a=fingerprint:sha-256 ${"AB:".repeat(31)}AB`, "a=setup:actpass"];
+  return [...head, ...sections.flatMap((lines, i) => [lines[0]!, `a=mid:${i}`, ...lines.slice(1)]), ""].join("\r\n");
+}
+
 describe("readAudioOffer", () => {
   it("finds PCMU and PCMA in a Chromium offer", () => {
     const o = readAudioOffer(CHROMIUM_OFFER)!;
@@ -43,21 +53,23 @@ describe("readAudioOffer", () => {
   });
 
   it("takes static payload types without rtpmap, and dynamic ones by name", () => {
-    expect([...readAudioOffer("m=audio 9 RTP/AVP 8 0\r\n")!.payloadTypes]).toEqual([
+    expect([...readAudioOffer(webrtc(["m=audio 9 UDP/TLS/RTP/SAVPF 8 0"]))!.payloadTypes]).toEqual([
       ["PCMA", 8],
       ["PCMU", 0],
     ]);
-    const o = readAudioOffer("m=audio 9 RTP/AVP 96\r\na=rtpmap:96 pcmu/8000\r\na=recvonly\r\n")!;
+    const o = readAudioOffer(webrtc(["m=audio 9 UDP/TLS/RTP/SAVPF 96", "a=rtpmap:96 pcmu/8000", "a=recvonly"]))!;
     expect(o.payloadTypes.get("PCMU")).toBe(96);
     expect(o.direction).toBe("recvonly");
   });
 
   it("ignores rejected sections, other rates and channel counts, and other media", () => {
-    expect(readAudioOffer("m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n")).toBeUndefined();
-    const sdp = "m=audio 0 RTP/AVP 0\r\nm=video 9 RTP/AVP 96\r\nm=audio 9 RTP/AVP 97 98\r\na=rtpmap:97 PCMU/16000\r\na=rtpmap:98 PCMA/8000/2\r\n";
+    expect(readAudioOffer(webrtc(["m=video 9 UDP/TLS/RTP/SAVPF 96", "a=rtpmap:96 H264/90000"]))).toBeUndefined();
+    const sdp = webrtc(["m=audio 0 UDP/TLS/RTP/SAVPF 0"], ["m=video 9 UDP/TLS/RTP/SAVPF 96", "a=rtpmap:96 H264/90000"], ["m=audio 9 UDP/TLS/RTP/SAVPF 97 98", "a=rtpmap:97 PCMU/16000", "a=rtpmap:98 PCMA/8000/2"]);
     expect(readAudioOffer(sdp)!.payloadTypes.size).toBe(0);
     // A static number redefined by rtpmap is what the rtpmap says.
-    expect(readAudioOffer("m=audio 9 RTP/AVP 0\r\na=rtpmap:0 opus/48000/2\r\n")!.payloadTypes.size).toBe(0);
+    expect(readAudioOffer(webrtc(["m=audio 9 UDP/TLS/RTP/SAVPF 0", "a=rtpmap:0 opus/48000/2"]))!.payloadTypes.size).toBe(0);
+    // Not a WebRTC offer (no ICE credentials, no mid): nothing to read.
+    expect(readAudioOffer("m=audio 9 RTP/AVP 8 0\r\n")).toBeUndefined();
   });
 
   it("never throws on garbage", () => {
