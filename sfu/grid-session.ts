@@ -12,10 +12,14 @@
  * slot's sequence numbers and timestamps (Viewer.continuation), starting at the new
  * camera's cached keyframe: the browser's track just shows another picture.
  *
+ * Sound: the i-th audio section of the offer is paired with the i-th video slot and carries
+ * the sound of the camera bound there, sent by the same viewer (one viewer per tile, its
+ * sender reports tying the two together). A paired audio slot is never bound on its own.
+ *
  * Lifecycle: the session's state follows its transport (connect timeout, disconnect grace,
  * ICE/DTLS failure close it); closing it closes every slot viewer, then the transport.
  */
-import { ClosedError, NotFoundError } from "../config/errors.ts";
+import { BadInputError, ClosedError, NotFoundError } from "../config/errors.ts";
 import { SafeEmitter } from "../config/events.ts";
 import type { CameraId, GridSessionId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
@@ -75,6 +79,9 @@ interface SlotState {
   viewer: Viewer | undefined;
   /** Where the slot's stream stands after its last viewer (so a later bind continues it). */
   last: { seq: number; ts: number } | undefined;
+  /** A video slot's sound (its paired audio slot), or the video slot an audio slot follows. */
+  sound?: SlotState | undefined;
+  follows?: SlotState | undefined;
 }
 
 export class GridSession implements GridSessionHandle {
@@ -137,10 +144,17 @@ export class GridSession implements GridSessionHandle {
       this.slotList.push(slot);
       this.byMid.set(s.mid, slot);
     }
+    const videos = this.slotList.filter((s) => s.kind === "video");
+    for (const [i, a] of this.slotList.filter((s) => s.kind === "audio").entries()) {
+      const v = videos[i];
+      if (!v) break;
+      v.sound = a;
+      a.follows = v;
+    }
   }
 
   slots(): GridSlot[] {
-    return this.slotList.map((s) => ({ mid: s.mid, kind: s.kind, camera: s.viewer?.cameraId }));
+    return this.slotList.map((s) => ({ mid: s.mid, kind: s.kind, camera: (s.follows ?? s).viewer?.cameraId }));
   }
 
   async bind(mid: string, camera: CameraId): Promise<void> {
@@ -152,6 +166,7 @@ export class GridSession implements GridSessionHandle {
     if (this.closing || !this.peer) throw new ClosedError("session closed");
     const slot = this.byMid.get(mid);
     if (!slot) throw new NotFoundError("no such slot");
+    if (slot.follows) throw new BadInputError(`slot ${mid} carries the sound of slot ${slot.follows.mid}: bind that one`);
     if (slot.viewer && slot.viewer.cameraId === camera && slot.viewer.state !== "closed") return;
     const source = this.o.source(camera);
     if (!source) throw new NotFoundError(`no source for camera ${camera}`);
@@ -165,20 +180,24 @@ export class GridSession implements GridSessionHandle {
     viewer.on("closed", (reason) => {
       const cont = viewer.continuation(slot.kind);
       if (cont) slot.last = cont;
+      const sound = slot.sound && viewer.continuation("audio");
+      if (sound) slot.sound!.last = sound;
       if (slot.viewer === viewer) slot.viewer = undefined;
       // Ends the session asked for (re-bind, unbind, close) are not news; anything else is.
       if (reason !== REBOUND && reason !== UNBOUND && !this.closing && !asked.has(viewer)) this.events.emit("slotEnded", mid, camera, reason);
     });
     const plan = this.o.plan;
     const transport = new SlotTransport(this.peer.transport);
+    const pts = new Map<CodecName, number>();
+    for (const c of plan.audio?.choices ?? []) pts.set(c.codec, c.payloadType);
     if (slot.kind === "video") {
+      const sound = slot.sound;
       viewer.bindTransport(transport, {
         cname: this.peer.cname,
         video: { ssrc: slot.ssrc, payloadType: plan.video!.choice.payloadType, continueAfter: slot.last },
+        audio: sound ? { ssrc: sound.ssrc, payloadTypes: pts, continueAfter: sound.last } : undefined,
       });
     } else {
-      const pts = new Map<CodecName, number>();
-      for (const c of plan.audio?.choices ?? []) pts.set(c.codec, c.payloadType);
       viewer.bindTransport(transport, { cname: this.peer.cname, audio: { ssrc: slot.ssrc, payloadTypes: pts, continueAfter: slot.last } });
     }
     // A slot bound on a live connection starts at once (with the camera's cached GOP).
@@ -193,6 +212,7 @@ export class GridSession implements GridSessionHandle {
   unbindNow(mid: string, reason: ViewerCloseReason = UNBOUND): void {
     const slot = this.byMid.get(mid);
     if (!slot) throw new NotFoundError("no such slot");
+    if (slot.follows) throw new BadInputError(`slot ${mid} carries the sound of slot ${slot.follows.mid}: unbind that one`);
     this.endViewer(slot, reason);
   }
 
@@ -201,6 +221,8 @@ export class GridSession implements GridSessionHandle {
     if (!v) return;
     const cont = v.continuation(slot.kind);
     if (cont) slot.last = cont;
+    const sound = slot.sound && v.continuation("audio");
+    if (sound) slot.sound!.last = sound;
     slot.viewer = undefined;
     asked.add(v);
     void v.close(reason);
@@ -258,7 +280,7 @@ export class GridSession implements GridSessionHandle {
       return {
         mid: s.mid,
         kind: s.kind,
-        camera: s.viewer?.cameraId,
+        camera: (s.follows ?? s).viewer?.cameraId,
         ssrc: s.ssrc,
         packetsOut: v?.packetsOut ?? 0,
         bytesOut: v?.bytesOut ?? 0,

@@ -105,6 +105,11 @@ export interface AnswerPlan {
    * each answered with `video.choice`. Undefined for a one-camera viewer (one video section).
    */
   videoSlots?: readonly { mid: string; index: number }[] | undefined;
+  /**
+   * A multi-camera session's receiving audio sections, in offer order, each answered with
+   * `audio.choices`: the i-th carries the sound of the camera on the i-th video slot.
+   */
+  audioSlots?: readonly { mid: string; index: number }[] | undefined;
   /** Undefined when the offer has no audio section we can serve (it is then rejected). */
   audio: { mid: string; index: number; choices: AudioChoice[] } | undefined;
 }
@@ -461,12 +466,16 @@ export function planAnswer(offer: ParsedOffer, tracks: readonly TrackSpec[] | un
 /**
  * The answer of a multi-camera session (one peer connection, many cameras): every receiving
  * video section becomes a slot sent with the same H.264 payload type (chosen as planAnswer
- * does for a source of unknown profile: constrained baseline first), and the first
- * receiving audio section, if any, one audio slot with every forwardable codec offered (the
- * camera bound to it is not known yet). Sections must be offered alike: a video section
- * without the chosen payload type is bad input. At most `maxVideoSlots` video sections.
+ * does for a source of unknown profile: constrained baseline first), and every receiving audio
+ * section an audio slot with every forwardable codec offered in the first (the camera bound to
+ * it is not known yet), the i-th paired with the i-th video slot. Sections must be offered
+ * alike: a section without the chosen payload types is bad input. At most `maxVideoSlots`
+ * video sections, and no more audio sections than video ones.
  */
-export function planGridAnswer(offer: ParsedOffer, maxVideoSlots: number): AnswerPlan & { videoSlots: readonly { mid: string; index: number }[] } {
+export function planGridAnswer(
+  offer: ParsedOffer,
+  maxVideoSlots: number,
+): AnswerPlan & { videoSlots: readonly { mid: string; index: number }[]; audioSlots: readonly { mid: string; index: number }[] } {
   const full = planAnswer(offer, undefined);
   // Grid slots are sent H.264 (the cameras' substreams); H.265 passthrough is for one camera opened large.
   const plan: AnswerPlan = { ...full, video: full.video && { ...full.video, h265: undefined } };
@@ -482,13 +491,26 @@ export function planGridAnswer(offer: ParsedOffer, maxVideoSlots: number): Answe
     }
     slots.push({ mid: m.mid!, index: m.index });
   }
-  // One transport for the whole session: every slot and the audio in ONE BUNDLE group (an offer
-  // naming a section in two groups, e.g. audio with the first video only, would need two).
-  const bundled = [...slots.map((s) => s.mid), ...(plan.audio ? [plan.audio.mid] : [])];
+  const audioSlots: { mid: string; index: number }[] = [];
+  if (plan.audio) {
+    const sounds = offer.media.filter((m) => m.kind === "audio" && receives(m));
+    if (sounds.length > slots.length) throw new BadInputError("more audio sections than video slots");
+    for (const m of sounds) {
+      for (const c of plan.audio.choices) {
+        if (!m.codecs.some((x) => x.payloadType === c.payloadType && audioCodecOf(x) === c.codec)) {
+          throw new BadInputError(`audio section ${m.mid ?? m.index} does not offer the session's ${c.codec} payload type ${c.payloadType}`);
+        }
+      }
+      audioSlots.push({ mid: m.mid!, index: m.index });
+    }
+  }
+  // One transport for the whole session: every slot in ONE BUNDLE group (an offer naming a
+  // section in two groups, e.g. audio with the first video only, would need two).
+  const bundled = [...slots, ...audioSlots].map((s) => s.mid);
   if (!offer.bundles.some((g) => bundled.every((mid) => g.includes(mid)))) {
     throw new BadInputError("offer must BUNDLE every section (a=group:BUNDLE)");
   }
-  return { ...plan, videoSlots: slots };
+  return { ...plan, videoSlots: slots, audioSlots };
 }
 
 /** Whether an offer lists H.265 (RFC 7798 `H265/90000`), read before the offer is parsed to choose a camera's stream. */

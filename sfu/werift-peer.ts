@@ -191,25 +191,20 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
 
   try {
     const stream = new MediaStream({ id: o.streamId });
-    // A multi-camera session sends one video track per slot, each in a stream of its own
-    // (the browser must not lip-sync one camera's picture to another's sound).
+    // A multi-camera session sends one video track per slot, each in a stream of its own with
+    // the slot's sound (the i-th audio section): the browser lip-syncs a camera's picture with
+    // its own sound, never with another camera's.
     const slotCount = plan.videoSlots?.length ?? (videoCodec ? 1 : 0);
+    const slotStreams = Array.from({ length: slotCount }, (_, i) => (plan.videoSlots ? new MediaStream({ id: `${o.streamId}-${i}` }) : stream));
     const videoTransceivers = videoCodec
-      ? Array.from({ length: slotCount }, (_, i) =>
-          pc.addTransceiver(videoTrack(videoCodec, h265Codec), {
-            direction: "sendonly",
-            streams: [plan.videoSlots ? new MediaStream({ id: `${o.streamId}-${i}` }) : stream],
-          }),
-        )
+      ? slotStreams.map((s) => pc.addTransceiver(videoTrack(videoCodec, h265Codec), { direction: "sendonly", streams: [s] }))
       : [];
     const videoTransceiver = videoTransceivers[0];
-    const audioTransceiver =
-      audioCodecs.length > 0
-        ? pc.addTransceiver(new MediaStreamTrack({ kind: "audio" }), {
-            direction: "sendonly",
-            streams: [plan.videoSlots ? new MediaStream({ id: `${o.streamId}-audio` }) : stream],
-          })
-        : undefined;
+    const audioCount = audioCodecs.length === 0 ? 0 : plan.videoSlots ? (plan.audioSlots?.length ?? 1) : 1;
+    const audioTransceivers = Array.from({ length: audioCount }, (_, i) =>
+      pc.addTransceiver(new MediaStreamTrack({ kind: "audio" }), { direction: "sendonly", streams: [slotStreams[i] ?? stream] }),
+    );
+    const audioTransceiver = audioTransceivers[0];
 
     await serialized(async () => {
       try {
@@ -289,7 +284,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
       audioSsrc: audioTransceiver?.sender.ssrc,
       slots: [
         ...videoTransceivers.map((t) => ({ mid: t.mid ?? "", kind: "video" as const, ssrc: t.sender.ssrc })),
-        ...(audioTransceiver ? [{ mid: audioTransceiver.mid ?? "", kind: "audio" as const, ssrc: audioTransceiver.sender.ssrc }] : []),
+        ...audioTransceivers.map((t) => ({ mid: t.mid ?? "", kind: "audio" as const, ssrc: t.sender.ssrc })),
       ],
       cname: pc.cname,
       addRemoteCandidate: async (candidate, mid) => {

@@ -4,8 +4,9 @@
  *
  * Exchange:
  *   1. `OPTIONS grid` → ICE servers (Link headers) and the most video slots a session may have.
- *   2. Offer with N recvonly video transceivers (H.264 only, so the offer stays small), candidates
- *      gathered into the SDP; `POST grid` → 201, the answer, `Location` of the session.
+ *   2. Offer with N recvonly video transceivers (H.264 only, so the offer stays small) and N
+ *      recvonly audio transceivers (the i-th carries the sound of the camera on the i-th video
+ *      slot), candidates gathered into the SDP; `POST grid` → 201, the answer, `Location`.
  *   3. Cameras are bound to slots by mid: `PUT <session>/slots/<mid> {"camera": id}`; a slot
  *      given up is re-bound to the next camera that needs one (the gateway switches the slot's
  *      stream at the new camera's keyframe: no renegotiation, no new connection), or unbound
@@ -60,8 +61,8 @@ const DEFAULTS = {
 const SLOTS_HEADER = "Gatehouse-Grid-Slots";
 
 /**
- * One video slot of the connection.
- * @typedef {{ mid: string, transceiver: RTCRtpTransceiver, lease: SlotLease | null, camera: string | null, chain: Promise<void> }} Slot
+ * One video slot of the connection, with its sound (the paired audio transceiver, bound with it).
+ * @typedef {{ mid: string, transceiver: RTCRtpTransceiver, audio: RTCRtpTransceiver | null, lease: SlotLease | null, camera: string | null, chain: Promise<void> }} Slot
  */
 
 export class GridSession extends EventTarget {
@@ -324,6 +325,8 @@ export class GridSession extends EventTarget {
       }
       transceivers.push(t);
     }
+    // Each tile's sound: muted by the page until the user picks the tile.
+    const sounds = transceivers.map(() => pc.addTransceiver("audio", { direction: "recvonly" }));
     pc.onconnectionstatechange = () => this.#onConnectionState(gen);
     await pc.setLocalDescription(await pc.createOffer());
     await gatherCandidates(pc, opts, servers);
@@ -355,9 +358,12 @@ export class GridSession extends EventTarget {
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     if (gen !== this.#gen) return;
     this.timings.answered = performance.now();
-    this.#slots = transceivers
-      .filter((t) => t.mid !== null && t.currentDirection !== "inactive" && t.currentDirection !== "stopped")
-      .map((t) => ({ mid: /** @type {string} */ (t.mid), transceiver: t, lease: null, camera: null, chain: Promise.resolve() }));
+    const live = (/** @type {RTCRtpTransceiver} */ t) => t.mid !== null && t.currentDirection !== "inactive" && t.currentDirection !== "stopped";
+    this.#slots = transceivers.flatMap((t, i) => {
+      if (!live(t)) return [];
+      const a = sounds[i];
+      return [{ mid: /** @type {string} */ (t.mid), transceiver: t, audio: a && live(a) ? a : null, lease: null, camera: null, chain: Promise.resolve() }];
+    });
     // Every open lease is bound (again) on this connection.
     this.#waiting = [...this.#leases];
     for (const l of this.#leases) l._unbound();
@@ -493,7 +499,7 @@ export class SlotLease extends EventTarget {
   state = "connecting";
   /** @type {MediaStream | null} */
   stream = null;
-  /** Sound comes with the camera opened large (its own session), not with grid tiles. */
+  /** The slot carries the camera's sound (muted by the page until the tile is picked). */
   hasAudio = false;
   /** @type {WhepError | null} this camera's own refusal */
   #refusal = null;
@@ -537,10 +543,15 @@ export class SlotLease extends EventTarget {
     return this.#slot?.mid ?? null;
   }
 
-  /** Statistics of this tile's receiver only (its inbound stream, the shared transport). */
-  getStats() {
-    const r = this.#slot?.transceiver.receiver;
-    return r ? r.getStats() : Promise.reject(new Error("not bound"));
+  /** Statistics of this tile's receivers only (its inbound picture and sound, the shared transport), as one report. */
+  async getStats() {
+    const slot = this.#slot;
+    if (!slot) throw new Error("not bound");
+    const reports = await Promise.all([slot.transceiver.receiver.getStats(), ...(slot.audio ? [slot.audio.receiver.getStats()] : [])]);
+    /** @type {Map<string, any>} */
+    const all = new Map();
+    for (const r of reports) r.forEach((v, k) => all.set(k, v));
+    return /** @type {RTCStatsReport} */ (/** @type {unknown} */ (all));
   }
 
   /** Grid tiles play the camera's substream (the gateway's default for slots): nothing to change. */
@@ -566,7 +577,10 @@ export class SlotLease extends EventTarget {
     this.#slot = slot;
     this.#refusal = null;
     // A new stream per bind: the element shows nothing of the slot's previous camera.
-    this.stream = new MediaStream([slot.transceiver.receiver.track]);
+    const tracks = [slot.transceiver.receiver.track];
+    if (slot.audio) tracks.push(slot.audio.receiver.track);
+    this.hasAudio = Boolean(slot.audio);
+    this.stream = new MediaStream(tracks);
     this.dispatchEvent(new Event("stream"));
     this._sessionState();
   }

@@ -6,6 +6,8 @@
  *
  * - One peer connection, one selected candidate pair, frames decoded on every tile the user may
  *   watch; the other tile says plainly that the user may not, and the session goes on.
+ * - Sound: every tile's slot carries its camera's sound, muted; the user picks a tile (its sound
+ *   button) and hears it (audio level above zero), the other tiles stay muted.
  * - A smaller layout and the next page: tiles are re-bound to the session's slots, no new peer
  *   connection, frames decoded on the new page's tiles, each slot showing the tile's camera.
  * - The same through the TURN relay on TCP (`?relay=tcp`): one connection, relayed over TCP.
@@ -172,6 +174,33 @@ function serverSlots(): Map<string, string | undefined> {
   return new Map(sessions[0]!.slots().map((s) => [s.mid, s.camera]));
 }
 
+/** The tile's audio receiver (a track of its element's stream) once its level is above zero; its figures. */
+async function tileSound(page: Page, camera: string, timeoutMs: number): Promise<{ level: number; energy: number; codec: string; ms: number }> {
+  const t0 = Date.now();
+  for (;;) {
+    const s = await page.evaluate(async (cam) => {
+      const el = document.querySelector(`[data-camera="${cam}"] video`) as HTMLVideoElement | null;
+      const stream = el?.srcObject as MediaStream | null;
+      const track = stream?.getAudioTracks()[0];
+      if (!el || !track || el.muted) return null;
+      const gh = (window as unknown as { __gh: { pcs(): RTCPeerConnection[] } }).__gh;
+      for (const pc of gh.pcs()) {
+        const r = pc.getReceivers().find((x) => x.track === track);
+        if (!r) continue;
+        const report = await pc.getStats();
+        for (const x of (await r.getStats()).values()) {
+          if (x.type !== "inbound-rtp" || x.kind !== "audio") continue;
+          return { level: x.audioLevel ?? 0, energy: x.totalAudioEnergy ?? 0, codec: report.get(x.codecId)?.mimeType ?? "" };
+        }
+      }
+      return null;
+    }, camera);
+    if (s && s.level > 0 && s.energy > 0) return { ...s, ms: Date.now() - t0 };
+    if (Date.now() - t0 > timeoutMs) throw new Error(`no sound on ${camera}'s tile within ${timeoutMs} ms: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Every shown tile's slot (from its resource URL …/slots/<mid>) shows that tile's camera on the gateway. */
 function expectSlotsMatch(v: PageView, cams: readonly string[]): void {
   const slots = serverSlots();
@@ -201,6 +230,18 @@ describe("a whole grid over one peer connection (Chromium, whole gateway)", () =
       expect(gateway.sfu.viewerList()).toHaveLength(0); // no per-camera WHEP viewer behind the grid
       expectSlotsMatch(first, PAGE1);
       const pc = first.pcs[0];
+
+      // Sound: muted everywhere until a tile is picked; then that tile is heard, and only it.
+      const heard = PAGE1[0]!;
+      await page.waitForSelector(`[data-camera="${heard}"] .tile-audio:not([hidden])`, { timeout: 20_000 });
+      expect(await page.$$eval(".tile video", (els) => els.every((e) => (e as HTMLVideoElement).muted))).toBe(true);
+      await page.click(`[data-camera="${heard}"] .tile-audio`);
+      const sound = await tileSound(page, heard, 20_000);
+      expect(sound.level).toBeGreaterThan(0);
+      expect(sound.energy).toBeGreaterThan(0);
+      expect(sound.codec).toMatch(/^audio\/(PCMU|opus)$/i);
+      expect(await page.$$eval(".tile video", (els) => els.filter((e) => !(e as HTMLVideoElement).muted).length)).toBe(1);
+      console.info(`grid tile sound: level ${sound.level.toFixed(3)} after ${sound.ms} ms unmuted`);
 
       // The second page: cam10…cam16 take the slots cam01…cam09 held.
       const before = await view(page);

@@ -92,6 +92,16 @@ describe("planGridAnswer", () => {
     ]);
   });
 
+  it("answers an audio section per tile (the i-th with the i-th video slot's sound), no more than video slots, each offering the session's codecs", () => {
+    const p = plan(offer([...videos(3), { kind: "audio" }, { kind: "audio" }, { kind: "audio" }]));
+    expect(p.audioSlots).toEqual([3, 4, 5].map((i) => ({ mid: String(i), index: i })));
+    expect(plan(offer(videos(2))).audioSlots).toEqual([]);
+    expectBadInput(() => plan(offer([...videos(1), { kind: "audio" }, { kind: "audio" }])), /more audio sections than video slots/);
+    expectBadInput(() => plan(offer([...videos(2), { kind: "audio" }, { kind: "audio", codecs: [CHROMIUM_AUDIO[0]!] }])), /does not offer the session's/);
+    // Every section in the one BUNDLE group.
+    expectBadInput(() => plan(offer([...videos(2), { kind: "audio" }, { kind: "audio" }], ["0", "1", "2"])), /BUNDLE every section/);
+  });
+
   it("takes any constrained baseline, then baseline, then the first mode-1 H.264 when 42e01f is not offered; never a mode-0 one", () => {
     const only = (codecs: Section["codecs"]) => plan(offer(videos(2, { codecs }))).video!.choice;
     expect(only([CHROMIUM_VIDEO[1]!, CHROMIUM_VIDEO[5]!, { pt: 120, rtpmap: "H264/90000", fmtp: "packetization-mode=1;profile-level-id=4d801f" }])).toMatchObject({ payloadType: 120, profileLevelId: "4d801f" });
