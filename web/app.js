@@ -5,8 +5,9 @@
  *   over ONE peer connection instead (web/grid-session.js: one ICE/DTLS handshake, one set of
  *   TURN allocations): each tile holds a slot of it, paging or a layout change re-binds slots to
  *   other cameras without a new connection, and the camera opened large uses a WHEP session of
- *   its own (its sound comes with it). It is not the default yet: its tiles carry no sound, a
- *   cluster node serves a slot only from cameras it pulls itself, and it falls back to the
+ *   its own (its sound comes with it); grid tiles carry their camera's sound too, muted until
+ *   picked. It is not the default yet: a cluster node serves a slot only from cameras it pulls
+ *   itself, the connection proved fragile on a loaded machine, and it falls back to the
  *   per-tile sessions when the gateway has no `/grid`.
  *
  * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
