@@ -115,9 +115,14 @@ function row(s) {
   seen.classList.add("session-seen");
   if (s.lastSeenAt) seen.title = time.format(new Date(s.lastSeenAt));
   const endsAt = s.endsAt ?? s.expiresAt;
+  // The real end (the maximum age when the provider renews it), readable by machines too.
+  const ends = document.createElement("time");
+  ends.className = "session-ends";
+  ends.dateTime = new Date(endsAt).toISOString();
+  ends.textContent = time.format(new Date(endsAt));
   const until = cell(
     "Ends",
-    span("session-ends", time.format(new Date(endsAt))),
+    ends,
     span(
       "session-sub session-renew",
       !s.live ? "lapsed; renewing at the next request" : s.renews ? "renewed with the provider until then" : "not renewed: sign-in needed after this",

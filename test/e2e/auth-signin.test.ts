@@ -51,6 +51,22 @@ async function signInAt(page: Page, user: string): Promise<void> {
   await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 15_000 }, new URL(gw.url).origin);
 }
 
+/**
+ * The gateway's own page style took effect (the page's CSP allows it by hash): the brand mark,
+ * the dark background, a rounded blue primary action; not the browser's defaults.
+ */
+async function styled(page: Page): Promise<{ brand: boolean; background: boolean; buttonStyled: boolean }> {
+  return page.evaluate(() => {
+    const primary = document.querySelector(".primary");
+    const p = primary ? getComputedStyle(primary) : null;
+    return {
+      brand: !!document.querySelector(".brand"),
+      background: getComputedStyle(document.body).backgroundColor === "rgb(11, 14, 19)",
+      buttonStyled: !!p && p.backgroundColor === "rgb(30, 111, 217)" && p.borderRadius === "10px",
+    };
+  });
+}
+
 async function tileNames(page: Page): Promise<string[]> {
   await page.waitForFunction(() => document.querySelectorAll("#grid .tile").length > 0, { timeout: 15_000 });
   return page.$$eval("#grid .tile .tile-name", (els) => els.map((e) => e.textContent ?? ""));
@@ -95,6 +111,7 @@ describe("sign-in in Chromium", () => {
     await page.bringToFront(); // a background tab does not follow links or submit forms
     expect(await page.$eval("#title", (e) => e.textContent)).toBe("Sign out of Gatehouse?");
     expect(await page.$eval("#user", (e) => e.textContent)).toBe("Demo Viewer");
+    expect(await styled(page)).toEqual({ brand: true, background: true, buttonStyled: true });
     await Promise.all([page.waitForNavigation({ waitUntil: "load" }), page.click("#cancel")]);
     expect(new URL(page.url()).hash).toBe("#camera=demo");
     expect((await apiCameraIds(page)).status).toBe(200);
@@ -104,6 +121,7 @@ describe("sign-in in Chromium", () => {
     // Through the provider's sign-out and back to our "signed out" page.
     await page.waitForFunction((origin: string) => location.origin === origin && location.pathname === "/auth/signed-out", { timeout: 20_000 }, new URL(gw.url).origin);
     expect(await page.$eval("#title", (e) => e.textContent)).toBe("You are signed out");
+    expect(await styled(page)).toEqual({ brand: true, background: true, buttonStyled: true });
     // Provider session ended too: signing in again asks for the password.
     await Promise.all([page.waitForNavigation({ timeout: 15_000 }), page.click("#sign-in")]);
     await page.waitForFunction((issuer: string) => location.origin === issuer && !!document.querySelector("#password"), { timeout: 20_000 }, auth.issuer!);
@@ -158,6 +176,15 @@ describe("sign-in in Chromium", () => {
       expect(listed?.sub).toBe("dev-admin");
       if (listed?.renews) expect(Date.parse(listed.endsAt)).toBeGreaterThan(Date.parse(listed.expiresAt));
       else expect(listed?.endsAt).toBe(listed?.expiresAt);
+      // The page shows that real end, and says whether the provider renews the session until then.
+      const shown = await admin.$eval("#sessions tbody tr:first-child", (tr) => ({
+        ends: (tr.querySelector("time.session-ends") as HTMLTimeElement | null)?.dateTime,
+        text: tr.querySelector(".session-ends")?.textContent ?? "",
+        renew: tr.querySelector(".session-renew")?.textContent,
+      }));
+      expect(Date.parse(shown.ends!)).toBe(Date.parse(listed!.endsAt));
+      expect(shown.text.length).toBeGreaterThan(0);
+      expect(shown.renew).toBe(listed!.renews ? "renewed with the provider until then" : "not renewed: sign-in needed after this");
 
       const rows = await admin.$$eval('#sessions tr[data-sub="dev-viewer"]', (els) => els.length);
       // Ending asks first; Cancel ends nothing.
