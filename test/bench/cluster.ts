@@ -81,6 +81,9 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
     let forwarderCpu: number | undefined;
     const cycles = o.cycles ?? 5;
     let previous: Page[] = [opener];
+    // A failure of the answer-mode cycles is reported; the forward-mode figures still follow.
+    let answerError: string | undefined;
+    try {
     for (let c = 0; c < cycles; c++) {
       if (o.signal?.aborted) throw new Error("aborted");
       let puller: number | undefined;
@@ -135,15 +138,21 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
       log(`cluster: cycle ${c + 1}: node-${puller} killed, pages playing again after ${ms.join(", ")} ms`);
       await start(puller);
     }
+    } catch (err) {
+      if (o.signal?.aborted) throw err;
+      answerError = err instanceof Error ? err.message : String(err);
+      log(`cluster: answer-mode cycles failed: ${answerError}`);
+    }
     await closePages();
     for (const n of nodes.values()) await n.stop();
     nodes.clear();
     const forwarded = await benchForwarding({ dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs, chromium, cycles, nodes, log, ...(o.signal ? { signal: o.signal } : {}) });
     return {
       cluster_nodes: clusterNodes,
-      cluster_failover_ms_p50: round(median(failover)),
-      cluster_failover_ms_p95: round(percentile(failover, 95)),
-      cluster_failover_ms_max: Math.max(...failover),
+      ...(failover.length > 0
+        ? { cluster_failover_ms_p50: round(median(failover)), cluster_failover_ms_p95: round(percentile(failover, 95)), cluster_failover_ms_max: Math.max(...failover) }
+        : {}),
+      ...(answerError ? { cluster_answer_error: answerError } : {}),
       cluster_failover_samples: failover.length,
       cluster_lease_ms: leaseMs,
       ...(ownerCpu !== undefined ? { cluster_owner_cpu_us_per_packet: ownerCpu, cluster_forwarder_cpu_us_per_packet: forwarderCpu } : {}),
@@ -210,6 +219,10 @@ export async function benchForwarding(o: ForwardBenchOptions): Promise<Record<st
       }
     }
     await Promise.all(viewers.map((v) => v.firstPacket));
+    // Receiver reports, as a browser sends them (a silent viewer is ended by the SFU).
+    const rr = setInterval(() => {
+      for (const v of viewers) v.sendReceiverReport();
+    }, 1000);
     const received = (i: number) => byNode.get(i)!.reduce((n, v) => n + [...v.streams.values()].reduce((m, s) => m + s.received, 0), 0);
     const relay: number[] = [];
     const owner: number[] = [];
@@ -229,6 +242,7 @@ export async function benchForwarding(o: ForwardBenchOptions): Promise<Record<st
       relayNet.push(((cpu[1]! - cpu[2]!) * 1e6) / p[1]!);
       log(`cluster forward: window ${w + 1}: owner ${round(owner.at(-1)!, 1)} µs/packet, relay ${round(relay.at(-1)!, 1)} µs/packet (${p.join(", ")} packets)`);
     }
+    clearInterval(rr);
     for (const v of viewers.splice(0)) await v.close().catch(() => {});
 
     // Failover: pages on the two nodes that do not pull; the owner killed; their stall ends.
