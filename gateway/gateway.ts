@@ -52,7 +52,8 @@ import { createRelayTaps, RELAY_PATH, startForwarding, type Forwarding } from ".
 import { realTimers } from "./rtsp/timers.ts";
 import { Supervisor } from "./supervision/supervisor.ts";
 import { Webhook } from "./supervision/webhook.ts";
-import { mediaWorkerPolicy, superviseCameras, superviseMediaWorkers } from "./supervision/wiring.ts";
+import { mediaWorkerPolicy, superviseCameras, superviseMediaWorkers, superviseTurn, type TurnSupervision } from "./supervision/wiring.ts";
+import { ownerOfUser, ViewerLostNotices } from "./supervision/viewer-notices.ts";
 import { PlaybackService } from "./playback/service.ts";
 import { playbackAudit } from "./audit/hooks.ts";
 import { RelayAccess, type RelayUser } from "./relay-access.ts";
@@ -251,6 +252,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     });
     cleanups.push(() => sfu.close("gateway closing"));
     superviseMediaWorkers(supervisor, sfu);
+    // A dead media worker's viewers are told to their pages at once (their event stream).
+    const lostNotices = new ViewerLostNotices((err) => log.warn("viewer notice listener failed", { err }));
 
     // One user never holds more than half of the ICE ports: the rest stays for everybody else.
     const perUserCap = Math.max(1, Math.floor(sfu.viewerCapacity / 2));
@@ -312,6 +315,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // until the cluster says the session ended (the HMAC proves a node of the cluster minted them).
     let cluster: Cluster | undefined;
     let forwarding: Forwarding | undefined;
+    let turnSup: TurnSupervision | undefined;
     if (config.turn.enabled) {
       const tc = config.turn;
       const anyPort = (l: typeof tc.udp) => l.map((x) => ({ ...x, port: 0 }));
@@ -326,10 +330,14 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
           sessionCredentialLifetimeSeconds: Math.min(config.auth.session.maxAgeSeconds, 86_400),
           sessionActive: (ref) => late.relay?.sessionActive(ref) === true || (cluster !== undefined && !cluster.sessions.isRevoked(ref)),
           ...(tls ? { tls } : {}),
+          onUdpListenerLost: (index, reason) => turnSup?.lost(index, reason),
         }),
       );
       const t = turn;
       cleanups.push(() => t.close("gateway closing"));
+      // A UDP listener lost under the server is rebound on its port (the supervisor's policy).
+      const ts = (turnSup = superviseTurn(supervisor, t, realTimers, log.child({ component: "supervisor" })));
+      cleanups.push(() => ts.close());
     }
 
     // Listen first: the public URL (redirect URI of the sign-in flow) depends on the bound port.
@@ -463,6 +471,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       admission,
       door,
       turn,
+      turnRestart: turnSup,
       sip,
       audit,
       auth,
@@ -572,6 +581,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
         publicOrigin: new URL(url).origin,
         watch: (req, end) => auth.watch(req.user!, end),
         lifecycle,
+        viewerLost: (req, send) => lostNotices.listen(ownerOfUser(req.user), send),
       }),
     );
     whepLate = mountMediaRoutes(app, {
@@ -587,6 +597,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       gridAudit: gridAuditHook,
       cluster,
       forwarding,
+      lostNotices,
       log,
     });
     app.use(errorHandler(log));

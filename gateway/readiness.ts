@@ -23,7 +23,7 @@ import type { SipServer } from "./sip/index.ts";
 import { discoveryProbe, localTarget, sipOptionsProbe, stunProbe } from "./supervision/probes.ts";
 import type { Supervisor } from "./supervision/supervisor.ts";
 import type { Webhook } from "./supervision/webhook.ts";
-import { componentReadiness, supervisionCollector, supervisionReadiness, watchHealth, type HealthCheck } from "./supervision/wiring.ts";
+import { componentReadiness, supervisionCollector, supervisionReadiness, watchHealth, type HealthCheck, type TurnSupervision } from "./supervision/wiring.ts";
 
 export interface ReadinessParts {
   readonly config: Readonly<Config>;
@@ -34,6 +34,8 @@ export interface ReadinessParts {
   readonly admission: ViewerAdmission;
   readonly door: Pick<FrontDoor, "stats" | "connections">;
   readonly turn: TurnServer | undefined;
+  /** TURN's restarts: a failed STUN check rebinds its first UDP listener. */
+  readonly turnRestart?: Pick<TurnSupervision, "probeFailed"> | undefined;
   readonly sip: SipServer | undefined;
   readonly audit: AuditLog | undefined;
   readonly auth: Auth;
@@ -94,7 +96,15 @@ export function wireReadiness(p: ReadinessParts): GatewayReadiness {
   const timeoutMs = config.supervision.checkTimeoutMs;
   const health: HealthCheck[] = [];
   const turnUdp = p.turn?.udp[0];
-  if (turnUdp) health.push({ id: "turn", kind: "turn", name: "TURN", probe: () => stunProbe(localTarget(turnUdp.address), turnUdp.port, timeoutMs) });
+  const turnRestart = p.turnRestart;
+  if (turnUdp)
+    health.push({
+      id: "turn",
+      kind: "turn",
+      name: "TURN",
+      probe: () => stunProbe(localTarget(turnUdp.address), turnUdp.port, timeoutMs),
+      ...(turnRestart ? { onFailure: (reason: string) => turnRestart.probeFailed(reason) } : {}),
+    });
   const sipUdp = p.sip?.ports.udp;
   if (sipUdp) health.push({ id: "sip", kind: "sip", name: "SIP", probe: () => sipOptionsProbe(localTarget(config.sip.bindAddress), sipUdp, timeoutMs) });
   if (audit)

@@ -54,6 +54,11 @@ export interface TurnServerOptions {
   sessionCredentialLifetimeSeconds?: number;
   /** Whether a session (by reference) is still live; see `TurnCoreOptions.sessionActive`. */
   sessionActive?: (ref: string) => boolean;
+  /**
+   * A UDP listener failed or closed under the server (not by `close`): it no longer answers
+   * until `rebindUdp(index)` opens it again. `index` is its place in `config.udp`.
+   */
+  onUdpListenerLost?: (index: number, reason: string) => void;
 }
 
 export interface TurnServer extends TurnTcpHandler {
@@ -84,6 +89,14 @@ export interface TurnServer extends TurnTcpHandler {
   closeClientOf(subject: string, relayed: readonly TransportAddress[]): void;
   /** True when `address:port` is one of this server's relay sockets (other listeners refuse such sources). */
   isRelaySource(address: string, port: number): boolean;
+  /**
+   * Opens UDP listener `index` again on its address and port (after it was lost), closing
+   * what is left of the old one. Allocations survive (the client's next request reaches the
+   * new socket). Rejects when the port cannot be bound again.
+   */
+  rebindUdp(index: number): Promise<void>;
+  /** Closes UDP listener `index` as the system would (drills and tests); false when none is open. */
+  injectUdpListenerFault(index: number): boolean;
   /** Stop listening, end every allocation and connection. Idempotent. */
   close(reason?: string): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -180,44 +193,93 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
   };
 
   // --- UDP listeners: native sockets (recvmmsg/sendmmsg) when the addon is built, else dgram.
-  const udpSockets: dgram.Socket[] = [];
-  const nativeSockets: NativeUdpSocket[] = [];
+  /** The open listener of each `config.udp` entry (undefined while lost). */
+  const udpListeners: (UdpListener | undefined)[] = [];
   const udpAddrs: TransportAddress[] = [];
   const cleanup = (): void => {
-    for (const s of udpSockets) {
-      try {
-        s.close();
-      } catch {
-        // not bound
-      }
-    }
-    for (const s of nativeSockets) s.close();
+    for (const l of udpListeners) void l?.close();
     for (const s of servers) s.close();
   };
   const servers: net.Server[] = [];
   const tcpAddrs: TransportAddress[] = [];
   const tlsAddrs: TransportAddress[] = [];
 
-  try {
-    for (const [index, l] of cfg.udp.entries()) {
-      const family = net.isIPv6(l.host) ? 6 : 4;
-      if (native) {
-        const sock = NativeUdpSocket.open(family, l.host, l.port, cfg.relay.socketBufferBytes);
-        sock.onDrop = () => metrics.dropUdp++;
-        nativeSockets.push(sock);
-        const local: TransportAddress = { family, address: canonicalIp(l.host) ?? l.host, port: sock.port };
-        udpAddrs.push(local);
-        attachNativeUdp(sock, index, local);
-        continue;
-      }
-      const sock = createUdpSocket(family, cfg.relay.socketBufferBytes);
-      udpSockets.push(sock);
-      const port = await bindUdp(sock, l.host, l.port);
-      const local: TransportAddress = { family, address: canonicalIp(l.host) ?? l.host, port };
-      udpAddrs.push(local);
-      attachUdp(sock, index, local);
-      sock.on("error", (err) => log.warn("turn udp listener error", { port, err }));
+  /** A listener is gone without `close`: forget it and tell the owner (who may rebind it). */
+  const udpLost = (index: number, l: UdpListener, reason: string): void => {
+    if (closed || udpListeners[index] !== l) return;
+    udpListeners[index] = undefined;
+    log.error("turn udp listener lost", { index, port: udpAddrs[index]?.port, reason });
+    try {
+      opts.onUdpListenerLost?.(index, reason);
+    } catch (err) {
+      log.warn("turn udp listener lost: listener failed", { err });
     }
+  };
+
+  async function openUdp(index: number, host: string, port: number): Promise<TransportAddress> {
+    const family = net.isIPv6(host) ? 6 : 4;
+    if (native) {
+      const sock = NativeUdpSocket.open(family, host, port, cfg.relay.socketBufferBytes);
+      sock.onDrop = () => metrics.dropUdp++;
+      const local: TransportAddress = { family, address: canonicalIp(host) ?? host, port: sock.port };
+      const l: UdpListener = {
+        send: (d, _port, _address, to) => sock.send(d, to!),
+        close: async () => sock.close(),
+        fault: () => {
+          sock.close();
+          udpLost(index, l, "the UDP listener was closed");
+        },
+      };
+      udpListeners[index] = l;
+      attachNativeUdp(sock, index, local);
+      return local;
+    }
+    const sock = createUdpSocket(family, cfg.relay.socketBufferBytes);
+    let closing = false;
+    const l: UdpListener = {
+      send: (d, port, address) => {
+        try {
+          sock.send(d, port, address);
+        } catch {
+          // closed under us: the loss is reported by its "close" event
+        }
+      },
+      close: () =>
+        new Promise<void>((resolve) => {
+          closing = true;
+          try {
+            sock.close(() => resolve());
+          } catch {
+            resolve(); // not bound, or closed already
+          }
+        }),
+      fault: () => sock.close(),
+    };
+    udpListeners[index] = l;
+    let bound: number;
+    try {
+      bound = await bindUdp(sock, host, port);
+    } catch (err) {
+      udpListeners[index] = undefined;
+      await l.close();
+      throw err;
+    }
+    const local: TransportAddress = { family, address: canonicalIp(host) ?? host, port: bound };
+    attachUdp(sock, index, local);
+    sock.on("close", () => {
+      if (!closing) udpLost(index, l, "the UDP listener was closed");
+    });
+    sock.on("error", (err) => {
+      log.warn("turn udp listener error", { port: bound, err });
+      if (closing) return;
+      void l.close();
+      udpLost(index, l, `the UDP listener failed: ${err.message}`);
+    });
+    return local;
+  }
+
+  try {
+    for (const [index, l] of cfg.udp.entries()) udpAddrs.push(await openUdp(index, l.host, l.port));
     for (const l of cfg.tcp) {
       const srv = net.createServer({ noDelay: true }, (s) => handleConnection(s, "tcp"));
       servers.push(srv);
@@ -251,7 +313,8 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
         local,
         () => {
           const remote: TransportAddress = { family: rinfo.family === "IPv6" ? 6 : 4, address: rinfo.address, port: rinfo.port };
-          return [remote, { send: (d) => sock.send(d, remote.port, remote.address) }];
+          // Through whichever socket listens on this slot now (it may have been rebound since).
+          return [remote, { send: (d) => udpListeners[index]?.send(d, remote.port, remote.address, undefined) }];
         },
         relays.hasPort(rinfo.family === "IPv6" ? 6 : 4, rinfo.port) && relays.isRelaySource(rinfo.address, rinfo.port),
       );
@@ -299,7 +362,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
           () => {
             const remote: TransportAddress = { family, address: address(), port };
             const to = sock.sockaddr(remote.address, port);
-            return [remote, { send: (d) => sock.send(d, to) }];
+            return [remote, { send: (d) => udpListeners[index]?.send(d, port, remote.address, to) }];
           },
           relays.hasPort(family, port) && relays.isRelaySource(family === 4 ? formatV4(v4) : address(), port),
         );
@@ -445,6 +508,24 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     closeSession: (ref) => perform(core.closeSession(ref, clock())),
     closeClientOf: (subject, relayed) => perform(core.closeClientOf(subject, relayed)),
     isRelaySource: (address, port) => relays.isRelaySource(socketIp(address) ?? address, port),
+    async rebindUdp(index) {
+      const want = cfg.udp[index];
+      const at = udpAddrs[index];
+      if (!want || !at) throw new RangeError(`no UDP listener ${index}`);
+      if (closed) throw new Error("the TURN server is closed");
+      const old = udpListeners[index];
+      udpListeners[index] = undefined;
+      await old?.close();
+      // The same port: the URIs handed out (and the firewall's opening) stay right.
+      udpAddrs[index] = await openUdp(index, want.host, at.port);
+      log.info("turn udp listener open again", { index, port: at.port });
+    },
+    injectUdpListenerFault(index) {
+      const l = udpListeners[index];
+      if (!l) return false;
+      l.fault();
+      return true;
+    },
     close(reason = "closed") {
       if (closing) return closing;
       closed = true;
@@ -454,9 +535,8 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
         perform(core.close());
         relays.close();
         for (const c of [...conns.values()]) c.socket.destroy();
-        for (const s of nativeSockets) s.close();
         await Promise.all([
-          ...udpSockets.map((s) => new Promise<void>((r) => s.close(() => r()))),
+          ...udpListeners.map((l) => l?.close()),
           ...servers.map((s) => new Promise<void>((r) => s.close(() => r()))),
         ]);
       })();
@@ -467,6 +547,14 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     },
   };
   return server;
+}
+
+/** One UDP listener: `close` on purpose (no report), `fault` as the system would close it. */
+interface UdpListener {
+  /** `to`: the destination as a sockaddr (native sockets). */
+  send(data: Uint8Array, port: number, address: string, to: Buffer | undefined): void;
+  close(): Promise<void>;
+  fault(): void;
 }
 
 /** A uint32 IPv4 address as dotted text. */

@@ -23,6 +23,7 @@
 
 
 import { WhepSession } from "./whep.js";
+import { csrfHeaders } from "./csrf.js";
 import { GridSession } from "./grid-session.js";
 import { summarize, formatSummary, frameWallClock } from "./stats.js";
 import { GridLayout, LAYOUTS } from "./layout.js";
@@ -213,6 +214,8 @@ class Tile {
     });
     this.audioBtn.addEventListener("click", () => this.toggleAudio());
     this.statsBtn.addEventListener("click", () => this.showStats(this.statsEl.hidden));
+    this.enableBtn = /** @type {HTMLButtonElement} */ (el.querySelector(".tile-enable"));
+    this.enableBtn.addEventListener("click", () => void this.enableCamera());
     this.favBtn.addEventListener("click", () => prefs.toggleFavourite(this.id));
     el.querySelector(".tile-prev")?.addEventListener("click", () => stepCamera(-1));
     el.querySelector(".tile-next")?.addEventListener("click", () => stepCamera(1));
@@ -439,6 +442,31 @@ class Tile {
     }
   }
 
+  /**
+   * Enables the camera the supervisor disabled (an administrator's action, audited): its
+   * ingest starts again and the event stream brings the new state.
+   */
+  async enableCamera() {
+    const btn = this.enableBtn;
+    btn.disabled = true;
+    btn.textContent = "Enabling…";
+    let text = "Enable";
+    try {
+      const res = await fetch(new URL(`api/cameras/${encodeURIComponent(this.id)}/enable`, base), {
+        method: "POST",
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: await csrfHeaders(base),
+      });
+      // 409: no longer disabled (the window passed, or another administrator was first).
+      if (!res.ok && res.status !== 409) text = `Enable failed (HTTP ${res.status}): retry`;
+    } catch {
+      text = "Enable failed (no answer): retry";
+    }
+    btn.disabled = false;
+    btn.textContent = text;
+  }
+
   /** @param {import("./stats.js").StatsSummary} s */
   renderStats(s) {
     const f = formatSummary(s);
@@ -519,6 +547,13 @@ class Tile {
     const open = openId === this.id;
     this.openBtn.setAttribute("aria-label", open ? `${this.name}, ${label}` : `Open ${this.name}, ${label}`);
     this.openBtn.tabIndex = open ? -1 : 0;
+    // An administrator of this camera may bring a disabled camera back from its tile.
+    const canEnable = this.serverStatus === "disabled" && this.actions.includes("admin") && !this.playback;
+    if (this.enableBtn.hidden === canEnable) {
+      this.enableBtn.hidden = !canEnable;
+      this.enableBtn.disabled = false;
+      this.enableBtn.textContent = "Enable";
+    }
     const audible = Boolean(this.session?.hasAudio && this.video.srcObject);
     if (this.audioBtn.hidden === audible) {
       this.audioBtn.hidden = !audible;
@@ -584,6 +619,16 @@ function listenCameras() {
       if (Array.isArray(list)) reconcile(list.filter((c) => c && typeof c.id === "string"));
     } catch {
       // a damaged event: the next one, or the list refresh, fixes the view
+    }
+  });
+  // One of this page's views lost its media worker: offer again now (ICE would take seconds to notice).
+  es.addEventListener("viewer", (e) => {
+    try {
+      const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      if (!n || typeof n.viewer !== "string") return;
+      for (const s of sessions.values()) if (s instanceof WhepSession) s.lost(n.viewer, String(n.message ?? ""));
+    } catch {
+      // as below
     }
   });
   es.addEventListener("camera", (e) => {

@@ -203,6 +203,21 @@ export class WhepSession extends EventTarget {
     this.#setState("closed");
   }
 
+  /**
+   * The gateway said the viewer behind this session is gone (its media worker died): start
+   * over at once instead of waiting for ICE to notice. Ignored unless `viewerId` names the
+   * current resource (an older attempt's notice changes nothing).
+   * @param {string} viewerId the last segment of the resource URL
+   * @param {string} message why, in plain words
+   * @returns {boolean} whether the session started over
+   */
+  lost(viewerId, message) {
+    const r = this.resource;
+    if (!r || this.state === "closed" || new URL(r).pathname.split("/").pop() !== encodeURIComponent(viewerId)) return false;
+    this.#fail(new WhepError(message));
+    return true;
+  }
+
   async #attempt() {
     const gen = ++this.#gen;
     this.attempts++;

@@ -15,7 +15,7 @@ import { clusterAdminHandler, type Cluster } from "../cluster/index.ts";
 import { portMap } from "../port-map.ts";
 import type { RelayAccess } from "../relay-access.ts";
 import type { SipServer } from "../sip/index.ts";
-import { supervisionRouter } from "../supervision/routes.ts";
+import { cameraEnableRouter, supervisionRouter } from "../supervision/routes.ts";
 import type { Supervisor } from "../supervision/supervisor.ts";
 import type { Webhook } from "../supervision/webhook.ts";
 import { adminRouter } from "./admin.ts";
@@ -81,27 +81,27 @@ export function mountAdminRoutes(app: express.Express, p: AdminRoutesParts): voi
     });
     res.set("Cache-Control", "no-store").json({ rows });
   });
+  // Enabling a disabled camera or media worker is an administrator's action: audited.
+  const enabled = audit
+    ? {
+        onEnabled: (req: express.Request, component: string) =>
+          audit.record({
+            action: "admin_component_enable",
+            outcome: "success",
+            ...callerOf(req),
+            ...(component.startsWith("camera:") ? { camera: component.slice("camera:".length) } : {}),
+            detail: JSON.stringify({ component }),
+          }),
+      }
+    : {};
   app.use(
     "/api/admin/supervision",
-    supervisionRouter({
-      supervisor: p.supervisor,
-      webhook: p.webhook,
-      authorize: (req) => requireGlobalAdmin(req, "supervision"),
-      // Enabling a disabled camera or media worker is an administrator's action: audited.
-      ...(audit
-        ? {
-            onEnabled: (req: express.Request, component: string) =>
-              audit.record({
-                action: "admin_component_enable",
-                outcome: "success",
-                ...callerOf(req),
-                ...(component.startsWith("camera:") ? { camera: component.slice("camera:".length) } : {}),
-                detail: JSON.stringify({ component }),
-              }),
-          }
-        : {}),
-      log: p.log.child({ component: "admin" }),
-    }),
+    supervisionRouter({ supervisor: p.supervisor, webhook: p.webhook, authorize: (req) => requireGlobalAdmin(req, "supervision"), ...enabled, log: p.log.child({ component: "admin" }) }),
+  );
+  // The Enable button of a disabled camera's tile: an administrator of that camera.
+  app.use(
+    "/api",
+    cameraEnableRouter({ supervisor: p.supervisor, authorize: (req, id) => auth.authorizeCamera(req.user!, id, "admin"), ...enabled, log: p.log.child({ component: "admin" }) }),
   );
   app.use(
     "/api/admin",

@@ -6,8 +6,9 @@
  *   GET /api/cameras             → [CameraView + `actions`: what the caller may do with it (live, playback, talk…)]
  *   GET /api/cameras/events      → text/event-stream: `cameras` (the whole list, first), then
  *                                  `camera` (one camera's view) each time what a person sees changes,
- *                                  and `gateway` ({ state: "restarting", message, retryMs }) as the
- *                                  last event when the gateway shuts down
+ *                                  `viewer` (ViewerLostNotice: one of this session's viewers lost its
+ *                                  media worker: offer again now), and `gateway` ({ state: "restarting",
+ *                                  message, retryMs }) as the last event when the gateway shuts down
  *   GET /api/cameras/:id/status  → CameraView (its state and the reason in plain words, for anyone who
  *                                  sees the camera) + `ingest`, the recorder side's technical status,
  *                                  only for the camera's administrators (`admin` action)
@@ -19,6 +20,7 @@ import { sendError } from "./errors.ts";
 import { sessionEnded, SseStream, StreamEndReasons } from "./sse.ts";
 import type { WatchReason } from "../auth/types.ts";
 import type { SafeEmitter } from "../../config/events.ts";
+import type { ViewerLostNotice } from "../supervision/viewer-notices.ts";
 
 /** The last event of every camera stream when the gateway shuts down: the page says so and reconnects. */
 export interface GatewayNotice {
@@ -49,6 +51,8 @@ export interface ApiDeps {
   heartbeatMs?: number;
   /** The gateway's `closing`: every stream ends with a `gateway` notice. */
   lifecycle?: Pick<SafeEmitter<{ closing: [reason: string] }>, "on">;
+  /** Tells this request's session when one of its viewers lost its media worker; returns the unsubscribe. */
+  viewerLost?(req: Request, send: (notice: ViewerLostNotice) => void): () => void;
 }
 
 /** A slow page may leave this much unread before its stream is dropped (it reconnects and gets the list again), bytes. */
@@ -93,6 +97,7 @@ export function apiRouter(deps: ApiDeps): Router {
     if (closing) return void res.status(503).set("Retry-After", "1").set("Cache-Control", "no-store").json({ error: "restarting", message: "The gateway is restarting." });
     let off = (): void => {};
     let unwatch = (): void => {};
+    let offLost = (): void => {};
     const stream = new SseStream(res, {
       heartbeatMs: deps.heartbeatMs ?? 25_000,
       retryMs: RETRY_MS,
@@ -101,6 +106,7 @@ export function apiRouter(deps: ApiDeps): Router {
         streams.delete(stream);
         off();
         unwatch();
+        offLost();
       },
     });
     streams.add(stream);
@@ -108,10 +114,12 @@ export function apiRouter(deps: ApiDeps): Router {
     off = deps.cameras.events.on("camera", (view) => {
       if (deps.canSee(req, view.id)) stream.send("camera", withActions(req, view));
     });
+    offLost = deps.viewerLost?.(req, (n) => stream.send("viewer", n)) ?? offLost;
     unwatch = deps.watch?.(req, (reason) => stream.close(sessionEnded(reason))) ?? unwatch;
     if (stream.closed) {
       off();
       unwatch();
+      offLost();
     }
   });
 

@@ -21,6 +21,7 @@ import type { RelayAccess } from "../relay-access.ts";
 import { gridRouter } from "./grid.ts";
 import type { ViewerAdmission } from "./viewer-admission.ts";
 import { iceServerLinks, whepRouter } from "./whep.ts";
+import { ownerOfUser, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
 
 export interface MediaRoutesParts {
   readonly config: Readonly<Config>;
@@ -36,6 +37,8 @@ export interface MediaRoutesParts {
   readonly cluster: Cluster | undefined;
   /** RTP forwarding between the cluster's nodes: a viewer here may be served from a relay of the owner's pull. */
   readonly forwarding?: Pick<Forwarding, "route" | "answered"> | undefined;
+  /** Tells a viewer's page at once when its media worker dies. */
+  readonly lostNotices?: ViewerLostNotices | undefined;
   readonly log: Logger;
 }
 
@@ -83,6 +86,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
     admission: p.admission,
     // A viewer's stream ends when its session is revoked, lapses, or loses the right.
     onViewer: (req, viewer) => {
+      p.lostNotices?.watch(ownerOfUser(req.user), viewer);
       const user = req.user!;
       const stop = auth.watch(
         user,

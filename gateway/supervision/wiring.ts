@@ -9,7 +9,10 @@ import type { Sfu, WorkerRestartPolicy } from "../../sfu/sfu.ts";
 import type { CameraRegistry } from "../cameras.ts";
 import type { Collector, Sample } from "../http/metrics.ts";
 import type { ReadinessCheck } from "../http/health.ts";
+import type { TurnServer } from "../../turn/server.ts";
+import type { Timers } from "../rtsp/timers.ts";
 import type { ProbeResult } from "./probes.ts";
+import { RestartDriver } from "./restartable.ts";
 import type { ComponentKind, Supervisor } from "./supervisor.ts";
 import type { Webhook } from "./webhook.ts";
 
@@ -65,6 +68,53 @@ export interface HealthCheck {
   kind: ComponentKind;
   name: string;
   probe(): Promise<ProbeResult> | ProbeResult;
+  /** A failed check of a component that can be restarted: restart it (else it is only shown as down). */
+  onFailure?(reason: string): void;
+}
+
+/** TURN under supervision: what its adapter reports, and the probe's failures. */
+export interface TurnSupervision {
+  /** A UDP listener failed or closed under the server (`onUdpListenerLost`). */
+  lost(index: number, reason: string): void;
+  /** The STUN check of the first listener failed: rebind it. */
+  probeFailed(reason: string): void;
+  close(): void;
+}
+
+/**
+ * TURN's UDP listeners restarted in place: a listener lost (or one that stops answering the
+ * STUN check) is rebound on its port after the policy's backoff; past the budget TURN is shown
+ * disabled (relays over TCP and TLS on the front door still work) until an administrator
+ * enables it or the window has passed, which rebinds once more.
+ */
+export function superviseTurn(sup: Supervisor, turn: Pick<TurnServer, "rebindUdp" | "udp">, timers: Timers, log: Logger): TurnSupervision {
+  const lostIndexes = new Set<number>();
+  const driver = new RestartDriver(
+    sup,
+    {
+      id: "turn",
+      kind: "turn",
+      name: "TURN",
+      restart: async () => {
+        // What was reported lost, else (a failed check) the first listener.
+        const todo = lostIndexes.size > 0 ? [...lostIndexes] : turn.udp.length > 0 ? [0] : [];
+        for (const i of todo) {
+          await turn.rebindUdp(i);
+          lostIndexes.delete(i);
+        }
+      },
+    },
+    timers,
+    log,
+  );
+  return {
+    lost: (index, reason) => {
+      lostIndexes.add(index);
+      driver.failed(`UDP listener ${turn.udp[index]?.port ?? index}: ${reason}`);
+    },
+    probeFailed: (reason) => void driver.failed(reason),
+    close: () => driver.close(),
+  };
 }
 
 /**
@@ -74,7 +124,8 @@ export interface HealthCheck {
 export function watchHealth(sup: Supervisor, checks: readonly HealthCheck[], intervalMs: number, log: Logger): () => void {
   const running = new Set<string>();
   let stopped = false;
-  for (const c of checks) sup.register(c.id, c.kind, c.name);
+  // A component registered already (with its restart hooks) keeps them.
+  for (const c of checks) if (!sup.status(c.id)) sup.register(c.id, c.kind, c.name);
   const run = (): void => {
     for (const c of checks) {
       if (running.has(c.id)) continue;
@@ -87,7 +138,9 @@ export function watchHealth(sup: Supervisor, checks: readonly HealthCheck[], int
           r = { ok: false, reason: `check failed: ${(err as Error).message}` };
         }
         running.delete(c.id);
-        if (!stopped) sup.health(c.id, r.ok, r.reason);
+        if (stopped) return;
+        if (!r.ok && c.onFailure) c.onFailure(r.reason);
+        else sup.health(c.id, r.ok, r.reason);
       })().catch((err: unknown) => log.warn("health check failed", { component: c.id, err }));
     }
   };

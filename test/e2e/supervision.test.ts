@@ -1,11 +1,16 @@
 /**
  * End to end, with a real GStreamer recorder and Chromium: the supervisor never loops.
  * A camera whose recorder keeps dying is disabled with its reason (tile and /api/cameras),
- * an administrator enables it on the Supervision page, and the next time it comes back by
- * itself when the window has passed. Every event reaches a webhook (a local HTTP server).
- * A media worker killed from inside is replaced, and the viewer's page resumes by itself.
+ * the Supervision page lists why, an administrator enables it with the Enable button on its
+ * tile, and the next time it comes back by itself when the window has passed. Every event
+ * reaches a webhook (a local HTTP server). A media worker killed from inside is replaced;
+ * its viewer's page hears of it on its event stream at once, offers again and resumes; the
+ * second time the slot is left stopped and the administrator starts it from the page.
  */
+import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -18,7 +23,7 @@ import { launchChromium, waitForNewFrames, type Chromium } from "../peers/chromi
 import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
 
 const VIDEO = '[data-camera="crash"] video';
-const WINDOW_SECONDS = 20;
+const WINDOW_SECONDS = 30;
 
 interface TileStats {
   camera: string;
@@ -73,6 +78,8 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
   let crash: GstRtspServer;
   let gw: Gateway;
   let hook: http.Server;
+  // The audit trail of this run only (not ./data of the working copy, which a previous run filled).
+  const dataDir = mkdtempSync(path.join(tmpdir(), "gh-supervision-e2e-"));
   const delivered: { contentType: string | undefined; body: { source: string; event: SupervisionEvent } }[] = [];
 
   beforeAll(async () => {
@@ -94,6 +101,7 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
           auth: { mode: "none" },
           log: { level: "warn" },
           demo: { enabled: false },
+          dataDir,
           media: { workers: 2 },
           cameras: [{ id: "crash", url: crash.url }],
           // One lost session is tolerated in the window, the second disables the camera.
@@ -110,6 +118,7 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     await crash?.close();
     await chromium?.close();
     await new Promise<void>((r) => (hook ? hook.close(() => r()) : r()));
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   /** Kills the recorder while the camera is live; resolves once the gateway has seen the loss (or disabled it). */
@@ -129,12 +138,14 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     expect((await crashOnce()).status).not.toBe("disabled");
     await waitForCamera(gw, "crash", (v) => v.status === "live", 20_000);
     await waitForNewFrames(page, 5, 20_000, VIDEO);
+    // Only a disabled camera offers it.
+    expect(await page.$eval('[data-camera="crash"] .tile-enable', (b) => (b as HTMLElement).hidden)).toBe(true);
     expect(gw.supervisor.status("camera:crash")).toMatchObject({ state: "ok", failures: 1, restarts: 1 });
 
     // Second loss within the window: disabled, with the reason, on the tile and in the API.
     await crashOnce();
     const disabled = await waitForCamera(gw, "crash", (v) => v.status === "disabled", 10_000);
-    expect(disabled.statusReason).toMatch(/^disabled: 2 failures in 20 s: the recorder /);
+    expect(disabled.statusReason).toMatch(new RegExp(`^disabled: 2 failures in ${WINDOW_SECONDS} s: the recorder `));
     const api = await apiCamera(gw, "crash");
     expect(api).toMatchObject({ status: "disabled", state: "disabled" });
     expect(api.statusReason).toBe(disabled.statusReason);
@@ -145,18 +156,36 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     // The recorder is back, but nothing pulls it: still disabled.
     expect(gw.cameras.status("crash")!.recorderSessions).toBe(0);
 
-    // The administrator's page lists the events and enables the camera.
+    // The tile of the disabled camera offers an administrator (everyone is one without sign-in)
+    // to enable it: the button is on top (a pointer reaches it) and brings the camera back.
+    const enableBtn = '[data-camera="crash"] .tile-enable';
+    await page.waitForSelector(`${enableBtn}:not([hidden])`, { timeout: 10_000 });
+    expect(await page.$eval(enableBtn, (b) => b.textContent)).toBe("Enable");
+    const hit = await page.$eval(enableBtn, (b) => {
+      const r = b.getBoundingClientRect();
+      const e = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+      return e === b ? "the button" : `${e?.tagName}.${e?.className}`;
+    });
+    expect(hit).toBe("the button");
+    expect(gw.supervisor.status("camera:crash")!.state).toBe("disabled");
+    // Pressed (the hit test above stands for the pointer); what the button says if it fails.
+    await page.$eval(enableBtn, (b) => (b as HTMLButtonElement).click());
+    await waitForCamera(gw, "crash", (v) => v.status !== "disabled", 10_000).catch(async (err: Error) => {
+      throw new Error(`${err.message}; the button says "${await page.$eval(enableBtn, (b) => b.textContent)}"`);
+    });
+    // The button goes with the disabled state.
+    await page.waitForSelector(`${enableBtn}[hidden]`, { timeout: 10_000 });
+
+    // The administrator's page lists the events, the last one the tile's enable, by whom.
     const admin = await chromium.newPage(`${gw.url}/supervision.html`);
-    await admin.waitForSelector('#components tr[data-component="camera:crash"][data-state="disabled"] button', { timeout: 10_000 });
+    await admin.waitForSelector('#components tr[data-component="camera:crash"][data-state="ok"]', { timeout: 10_000 });
     const shown = await admin.$$eval("#events tbody tr", (trs) =>
       trs.map((tr) => ({ component: (tr as HTMLElement).dataset.component, type: (tr as HTMLElement).dataset.type, text: tr.textContent ?? "" })),
     );
     expect(shown.filter((e) => e.component === "camera:crash").map((e) => e.type)).toEqual([
-      "disabled", "failed", "recovered", "restarting", "failed",
+      "enabled", "disabled", "failed", "recovered", "restarting", "failed",
     ]);
-    expect(shown[0]!.text).toContain("2 failures in 20 s");
-    await admin.click('#components tr[data-component="camera:crash"] button');
-    await admin.waitForSelector('#components tr[data-component="camera:crash"][data-state="ok"]', { timeout: 10_000 });
+    expect(shown[1]!.text).toContain(`2 failures in ${WINDOW_SECONDS} s`);
     await admin.waitForSelector('#events tbody tr[data-type="enabled"]', { timeout: 10_000 });
     expect(await admin.$eval('#events tbody tr[data-type="enabled"]', (tr) => tr.textContent)).toContain("enabled by an administrator (by anonymous)");
     await admin.close();
@@ -208,18 +237,32 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
 
   it("replaces a media worker killed from inside, and the viewer's page resumes by itself", async () => {
     await waitForCamera(gw, "crash", (v) => v.status !== "disabled", 30_000);
+    // Only this test's page holds a viewer: the worker killed below is the one serving it.
+    for (const p of await chromium.browser.pages()) await p.close();
+    await expect.poll(() => gw.sfu.viewerList().length, { timeout: 15_000 }).toBe(0);
     const page = await chromium.newPage(`${gw.url}/#camera=crash`);
     await waitForNewFrames(page, 10, 30_000, VIDEO);
     const slot = gw.sfu.workerSlots().find((s) => s.viewers > 0)!;
     expect(slot).toBeDefined();
     const startsBefore = slot.starts;
 
+    // What the page's session does next, as it happens (its error is cleared once it connects again).
+    await page.evaluate(() => {
+      const w = window as unknown as { gatehouse: { sessions: Map<string, EventTarget & { state: string; lastError: { message: string } | null }> }; __retries: { state: string; error: string; at: number }[] };
+      const s = w.gatehouse.sessions.get("crash")!;
+      w.__retries = [];
+      s.addEventListener("statechange", () => {
+        w.__retries.push({ state: s.state, error: s.lastError?.message ?? "", at: Date.now() });
+      });
+    });
     const killedAt = Date.now();
     expect(gw.sfu.injectWorkerFault(slot.index)).toBe(true);
-    // The page notices the dead connection, offers again and is placed on a running worker.
+    // The page hears on its event stream that the worker died, offers again at once and is placed on a running worker.
     await waitForNewFrames(page, 10, 45_000, VIDEO);
     const resumeMs = Date.now() - killedAt;
-    console.info(`viewer decoding again ${resumeMs} ms after its media worker was killed`);
+    const states = await page.evaluate(() => (window as unknown as { __retries: { state: string; error: string; at: number }[] }).__retries);
+    console.info(`viewer decoding again ${resumeMs} ms after its media worker was killed; the page's session: ${states.map((x) => `${x.state} +${x.at - killedAt} ms${x.error ? ` (${x.error})` : ""}`).join(", ")}`);
+    expect(states[0]).toMatchObject({ state: "retrying", error: "The gateway's media worker for this view stopped; reconnecting." });
     expect(resumeMs).toBeLessThan(30_000);
     await waitForLabel(page, "crash", "Live", 10_000);
 
@@ -243,7 +286,7 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
       });
     });
     expect(gw.supervisor.status(id)).toMatchObject({ state: "disabled", canEnable: true });
-    expect(gw.supervisor.status(id)!.reason).toMatch(/^2 failures in 20 s: the thread failed: injected fault$/);
+    expect(gw.supervisor.status(id)!.reason).toBe(`2 failures in ${WINDOW_SECONDS} s: the thread failed: injected fault`);
     await waitForNewFrames(page, 10, 45_000, VIDEO);
     const slots = gw.sfu.workerSlots();
     expect(slots[slot.index]).toMatchObject({ state: "stopped", viewers: 0 });
@@ -251,9 +294,13 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     expect(await readyz()).toMatchObject({ sfu: { ready: true, detail: "1 of 2 media workers running" }, supervision: { ready: false } });
     console.info(`second kill of worker ${slot.index} (the viewer was ${onIt ? "on it" : "elsewhere"}): slot left stopped, viewer decoding on the other worker`);
 
-    // An administrator starts it again (the API behind the page's Enable button).
-    const res = await fetch(`${gw.url}/api/admin/supervision/components/${encodeURIComponent(id)}/enable`, { method: "POST" });
-    expect(res.status).toBe(200);
+    // An administrator starts it again with the Supervision page's Enable button.
+    const admin = await chromium.newPage(`${gw.url}/supervision.html`);
+    const row = `#components tr[data-component="${id}"]`;
+    await admin.waitForSelector(`${row}[data-state="disabled"] button`, { timeout: 10_000 });
+    await admin.click(`${row} button`);
+    await admin.waitForSelector(`${row}[data-state="ok"]`, { timeout: 10_000 });
+    await admin.close();
     expect(gw.sfu.workerSlots()[slot.index]).toMatchObject({ state: "running", starts: startsBefore + 2 });
     expect((await readyz()).sfu).toMatchObject({ ready: true, detail: "2 of 2 media workers running" });
     expect((await fetch(`${gw.url}/api/admin/supervision/components/${encodeURIComponent(id)}/enable`, { method: "POST" })).status).toBe(409);

@@ -1,7 +1,8 @@
 /**
  * Administrators' session routes on the whole gateway (development sign-in, two demo users):
  * listing who is signed in without revealing session secrets, ending one session or all of a
- * user's, CSRF and the global admin right required.
+ * user's, CSRF and the global admin right required; enabling a disabled camera (its tile's
+ * Enable button) needs the admin right on that camera and CSRF.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decodeJwt } from "jose";
@@ -72,5 +73,25 @@ describe("administrators' session routes", () => {
     expect(await me(v2)).toBe(401);
     expect((await sessions()).some((s) => s.sub === "dev-viewer")).toBe(false);
     expect(await me(admin)).toBe(200);
+  });
+});
+
+describe("enabling a disabled camera from its tile", () => {
+  it("needs the admin right on the camera and CSRF; 409 when not disabled, 404 for an unknown camera", async () => {
+    const admin = await signedIn("admin");
+    const viewer = await signedIn("viewer");
+    expect((await call(admin, "POST", "/api/cameras/demo/enable")).status).toBe(409);
+    // The supervisor disables the demo camera after more failures than the window allows.
+    for (let i = 0; i < 1000 && gw.supervisor.status("camera:demo")!.state !== "disabled"; i++) gw.supervisor.failed("camera:demo", "test: the session was lost");
+    expect(gw.cameras.view("demo")!.status).toBe("disabled");
+    expect((await call(viewer, "POST", "/api/cameras/demo/enable")).status).toBe(403);
+    expect((await call(admin, "POST", "/api/cameras/demo/enable", false)).status).toBe(403);
+    expect((await call(admin, "POST", "/api/cameras/nope/enable")).status).toBe(404);
+    expect(gw.cameras.view("demo")!.status).toBe("disabled");
+    const ok = await call(admin, "POST", "/api/cameras/demo/enable");
+    expect(ok.status).toBe(200);
+    expect(JSON.parse(ok.body)).toMatchObject({ id: "camera:demo", state: "ok" });
+    expect(gw.cameras.view("demo")!.status).not.toBe("disabled");
+    expect(gw.supervisor.recent().at(-1)).toMatchObject({ component: "camera:demo", type: "enabled", by: "dev-admin" });
   });
 });
