@@ -85,15 +85,17 @@ describe("the frame time on a tile (real GStreamer recorders, Chromium)", { time
       await waitForNewFrames(page, 25, 20_000, `[data-camera="offset"] video`);
       // Chromium needs a couple of sender reports (one a second) before it maps RTP time to the
       // sender's clock; until then the tile shows the arrival time. Waits for the hour to show.
+      const framesAt = Date.now();
       await page.waitForFunction(
         async (want) => {
           const gh = (window as unknown as { gatehouse: { stats(): Promise<Array<{ camera: string; frameWall: number }>> } }).gatehouse;
           const t = (await gh.stats()).find((x) => x.camera === "offset");
           return t !== undefined && Math.abs(t.frameWall - (Date.now() + want)) < 1000;
         },
-        { polling: 200, timeout: 15_000 },
+        { polling: 200, timeout: 30_000 },
         OFFSET_S * 1000,
       );
+      console.info(`the recorder's hour shown ${Date.now() - framesAt} ms after the first frames`);
       const t = await tileTime(page, "offset", OFFSET_S * 1000);
       console.info(`offset recorder: frame ${t.frameWall - t.now} ms from the page's clock, shown ${t.frameTime}`);
       expect(Math.abs(t.frameWall - (t.now + OFFSET_S * 1000))).toBeLessThan(1000);
@@ -111,6 +113,34 @@ describe("the frame time on a tile (real GStreamer recorders, Chromium)", { time
       console.info(`silent recorder: frame ${t.frameWall - t.now} ms from the page's clock, shown ${t.frameTime}`);
       expect(Math.abs(t.frameWall - t.now)).toBeLessThan(1000);
       expect(t.accepted).toContain(t.frameTime);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("the top bar shows the time now, and the LIVE badge leaves the picture's top-left corner (where cameras burn their time) free", async () => {
+    const page = await chromium.newPage(`${gateway.url}/#camera=silent`);
+    try {
+      await waitForNewFrames(page, 10, 20_000, `[data-camera="silent"] video`);
+      await page.waitForFunction(() => document.querySelector(`[data-camera="silent"] .badge-text`)?.textContent === "Live", { polling: 50, timeout: 10_000 });
+      const r = await page.evaluate(() => {
+        const text = (ms: number) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+        const now = Date.now();
+        const video = document.querySelector(`[data-camera="silent"] video`)!.getBoundingClientRect();
+        const badge = document.querySelector(`[data-camera="silent"] .badge`)!.getBoundingClientRect();
+        return {
+          clock: document.getElementById("clock")?.textContent ?? "",
+          accepted: [-1000, 0, 1000].map((d) => text(now + d)),
+          video: { left: video.left, top: video.top, width: video.width, height: video.height },
+          badge: { left: badge.left, right: badge.right, top: badge.top, bottom: badge.bottom, width: badge.width },
+        };
+      });
+      expect(r.accepted).toContain(r.clock);
+      expect(r.badge.width).toBeGreaterThan(0);
+      // The corner: the left third of the picture's top quarter.
+      const corner = { right: r.video.left + r.video.width / 3, bottom: r.video.top + r.video.height / 4 };
+      const overlaps = r.badge.left < corner.right && r.badge.top < corner.bottom && r.badge.right > r.video.left && r.badge.bottom > r.video.top;
+      expect(overlaps).toBe(false);
     } finally {
       await page.close();
     }
