@@ -197,9 +197,14 @@ export function authCloseReason(why: string): AuthCloseReason {
   return `auth: ${why}`;
 }
 
+/** Whether a reason (or text received as one) says the user's access ended. */
+export function isAuthCloseReason(reason: string): reason is AuthCloseReason {
+  return reason.startsWith("auth: ");
+}
+
 /** A reason received as text (a worker message): itself when known, else `closed`. */
 export function toCloseReason(text: string): ViewerCloseReason {
-  return KNOWN_CLOSE_REASONS.has(text) || text.startsWith("auth: ") ? (text as ViewerCloseReason) : ViewerCloseReasons.closed;
+  return KNOWN_CLOSE_REASONS.has(text) || isAuthCloseReason(text) ? (text as ViewerCloseReason) : ViewerCloseReasons.closed;
 }
 
 /** Ends its owner chose (logged at debug, not info). */
@@ -217,7 +222,7 @@ export function isExpectedClose(reason: ViewerCloseReason): boolean {
 
 /** Plain words for a person (a page, a log line read by an operator). */
 export function closeReasonText(reason: ViewerCloseReason): string {
-  if (reason.startsWith("auth: ")) return "Your access to this camera ended (signed out, session expired or right removed).";
+  if (isAuthCloseReason(reason)) return "Your access to this camera ended (signed out, session expired or right removed).";
   switch (reason as (typeof ViewerCloseReasons)[keyof typeof ViewerCloseReasons]) {
     case ViewerCloseReasons.clientDelete:
       return "The viewer was closed.";

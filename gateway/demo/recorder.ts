@@ -440,7 +440,7 @@ class DemoServer implements DemoRecorder {
   private async doClose(reason: string): Promise<void> {
     if (this.timer !== null) this.timers.clearInterval(this.timer);
     this.timer = null;
-    for (const s of [...this.sessionsById.values()]) this.destroySession(s, reason);
+    for (const s of [...this.sessionsById.values()]) this.destroySession(s, "recorder closed");
     for (const c of this.conns) c.socket.destroy();
     await Promise.all([
       new Promise<void>((r) => this.server.close(() => r())),
@@ -951,7 +951,7 @@ class DemoServer implements DemoRecorder {
     return { status: 200, headers: this.sessionHeader(s) };
   }
 
-  private destroySession(s: Session, reason: string): void {
+  private destroySession(s: Session, reason: DemoSessionEnd): void {
     if (!this.sessionsById.delete(s.id)) return;
     this.playing.delete(s);
     for (const t of s.tracks) if (t) this.unbindTrack(s, t);
@@ -961,6 +961,9 @@ class DemoServer implements DemoRecorder {
     else this.log.debug("demo session ended", { session: s.id, reason, packets: sent });
   }
 }
+
+/** Why a client's RTSP session ended: its TEARDOWN or its connection (worth an info line), else a lapse or our own close. */
+type DemoSessionEnd = "teardown" | "connection closed" | "timeout" | "recorder closed";
 
 /** True for `Range: clock=…` (RFC 2326 §3.7 absolute time). */
 function isClockRange(range: string | undefined): boolean {

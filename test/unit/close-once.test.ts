@@ -21,6 +21,10 @@ import { ChildSupervisor } from "../../gateway/transcode/supervisor.ts";
 import { TranscodingSink } from "../../gateway/transcode/sink.ts";
 import { PlaybackService } from "../../gateway/playback/service.ts";
 import { parseConfig } from "../../config/load.ts";
+import { CameraLeases } from "../../gateway/cluster/leases.ts";
+import { NodeRegistry } from "../../gateway/cluster/nodes.ts";
+import { IntercomService } from "../../gateway/intercom/service.ts";
+import { H265ToH264 } from "../../gateway/transcode/h265-h264.ts";
 import { cameraTranscode, transcodeSection } from "../../config/sections/transcode.ts";
 
 const dirs: string[] = [];
@@ -176,5 +180,56 @@ describe("close() twice at once", () => {
     const cfg = parseConfig({}, {});
     const playback = new PlaybackService({ sfu: {} as never, settings: cfg.playback, rtsp: cfg.rtsp, log: silentLogger });
     await closeTwice(() => playback.close());
+  });
+
+  it("CameraLeases and NodeRegistry: each lease given back once, the node withdrawn once", async () => {
+    const runs: string[] = [];
+    const link = { events: { on: () => () => {} }, key: (k: string) => k, run: async (what: string) => void runs.push(what) } as never;
+    const leases = new CameraLeases({ link, nodeId: "n1", leaseMs: 60_000, log: silentLogger });
+    (leases as unknown as { held: Map<string, string> }).held.set("lobby", "n1 1");
+    await closeTwice(() => leases.close());
+    expect(runs).toEqual(["release the camera"]);
+    runs.length = 0;
+    const nodes = new NodeRegistry({
+      link,
+      announcement: () => ({ id: "n1" }) as never,
+      heartbeatMs: 60_000,
+      nodeTtlMs: 120_000,
+      clock: Date.now,
+      log: silentLogger,
+    });
+    await closeTwice(() => nodes.close());
+    expect(runs).toEqual(["withdraw"]);
+  });
+
+  it("IntercomService: its subscriptions to the SIP side are dropped once", async () => {
+    let offs = 0;
+    const intercom = { devices: () => [], events: { on: () => () => void offs++ } } as never;
+    const service = new IntercomService({
+      intercom,
+      auth: {} as never,
+      media: { bindAddress: "127.0.0.1", icePortRange: [40000, 40010] },
+      log: silentLogger,
+    });
+    await closeTwice(() => service.close());
+    expect(offs).toBe(5);
+  });
+
+  it("H265ToH264: its ffmpeg supervisor is closed once", async () => {
+    const conv = new H265ToH264({
+      fmtp: "",
+      ffmpeg: "ffmpeg",
+      settings: cameraTranscode.parse({}),
+      out: () => {},
+      log: silentLogger,
+      supervisor: { restartMinMs: 1000, restartMaxMs: 2000, stableMs: 1000, stderrLines: 5 },
+      maxPendingBytes: 1 << 20,
+    });
+    const sup = (conv as unknown as { supervisor: { close(): Promise<void> } }).supervisor;
+    let closes = 0;
+    const real = sup.close.bind(sup);
+    sup.close = () => (closes++, real());
+    await closeTwice(() => conv.close());
+    expect(closes).toBe(1);
   });
 });

@@ -1,6 +1,6 @@
 /** Viewer close reasons: one typed set, plain words for each, and text from a worker mapped back. */
 import { describe, expect, it } from "vitest";
-import { authCloseReason, closeReasonText, isExpectedClose, toCloseReason, ViewerCloseReasons } from "../../sfu/api.ts";
+import { authCloseReason, closeReasonText, isAuthCloseReason, isExpectedClose, toCloseReason, ViewerCloseReasons } from "../../sfu/api.ts";
 
 describe("viewer close reasons", () => {
   it("keeps the words logs and the audit trail already carry", () => {
@@ -14,6 +14,8 @@ describe("viewer close reasons", () => {
     for (const r of Object.values(ViewerCloseReasons)) expect(toCloseReason(r)).toBe(r);
     expect(toCloseReason("auth: revoked")).toBe("auth: revoked");
     expect(toCloseReason("something a worker made up")).toBe(ViewerCloseReasons.closed);
+    expect(isAuthCloseReason(authCloseReason("expired"))).toBe(true);
+    for (const r of Object.values(ViewerCloseReasons)) expect(isAuthCloseReason(r)).toBe(false);
   });
 
   it("says each in plain words, distinct for the ones a person acts on", () => {
