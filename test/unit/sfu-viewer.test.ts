@@ -308,6 +308,41 @@ describe("viewer forwarding", () => {
     expect([s.nacks, s.nackedPackets, s.retransmits, s.nackMisses]).toEqual([3, 6, 2, 3]);
   });
 
+  it("once the recorder is gone, the cache answers neither a keyframe request nor a new viewer; its next keyframe plays", () => {
+    const { timers, source, rec, makeViewer } = setup();
+    rec.announce();
+    const a = makeViewer();
+    a.connect();
+    rec.pushFrames(8);
+    timers.flush();
+    const before = a.transport.video(a.vssrc).length;
+    expect(before).toBeGreaterThan(0);
+    source.upstreamDown("recorder gone");
+    // The watching page asks for a keyframe: nothing from before the outage comes back.
+    a.v.onRtcp(serializePli({ senderSsrc: 1, mediaSsrc: a.vssrc }));
+    timers.advance(1000);
+    a.v.onRtcp(serializePli({ senderSsrc: 1, mediaSsrc: a.vssrc }));
+    timers.flush();
+    expect(a.transport.video(a.vssrc).length).toBe(before);
+    expect(a.v.stats().keyframesFromCache).toBe(0);
+    // A page that opens the camera now gets no video at all.
+    const b = makeViewer();
+    b.connect();
+    timers.flush();
+    expect(b.transport.video(b.vssrc)).toHaveLength(0);
+    // The recorder comes back: both start at its new keyframe, the first one with no sequence gap.
+    rec.announce();
+    rec.frameIndex = 0;
+    rec.pushFrames(3);
+    timers.flush();
+    const again = a.transport.video(a.vssrc).slice(before);
+    expect(again.length).toBeGreaterThan(0);
+    expect(h264PayloadIsKeyframeStart(again[0]!.payload)).toBe(true);
+    expectContiguous(a.transport.video(a.vssrc).map((p) => p.seq));
+    expect(h264PayloadIsKeyframeStart(b.transport.video(b.vssrc)[0]!.payload)).toBe(true);
+    expect(b.v.stats().keyframesFromCache).toBe(0);
+  });
+
   it("answers PLI and FIR from the cache to that viewer only, rate-limited", () => {
     const { timers, rec, makeViewer } = setup();
     rec.announce();
