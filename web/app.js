@@ -166,6 +166,8 @@ class Tile {
     this.liveMark = 0;
     /** Epoch ms of the picture on screen (the recorder's clock from RTCP sender reports, else arrival). */
     this.frameWall = 0;
+    /** This computer's clock (epoch ms) when `frameWall` was read from the statistics (once a second). */
+    this.frameSampledAt = 0;
     /** @type {WhepSession | import("./grid-session.js").SlotLease | null} */
     this.session = null;
     /** @type {import("./stats.js").StatsSummary | null} */
@@ -409,7 +411,8 @@ class Tile {
       if (s.framesDecoded > 0) {
         this.lastFrameAt = now;
         // The recorder's clock when it sends sender reports (even when it is off), else arrival.
-        this.frameWall = frameWallClock(s.playoutNtpMs, Date.now()).wallMs;
+        this.frameSampledAt = Date.now();
+        this.frameWall = frameWallClock(s.playoutNtpMs, this.frameSampledAt).wallMs;
       }
     }
     this.summary = s;
@@ -1260,6 +1263,7 @@ async function stats() {
       lastPicture: t.lastEl.textContent,
       frameTime: t.timeEl.textContent,
       frameWall: t.frameWall,
+      frameSampledAt: t.frameSampledAt,
       state: s ? s.state : "paused",
       attempts: s ? s.attempts : 0,
       hasAudio: s ? s.hasAudio : false,

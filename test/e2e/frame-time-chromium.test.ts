@@ -20,9 +20,9 @@ interface TileTime {
   frameTime: string;
   /** The instant it stands for, Unix ms. */
   frameWall: number;
-  /** The page's Date.now() when read. */
+  /** The page's clock when the tile read it from Chromium's statistics (once a second). */
   now: number;
-  /** The texts the page would show for `expected` − 1 s … + 1 s. */
+  /** The texts the page would show for `expected` − 1 s … + 1 s (expected: `now` + the offset). */
   accepted: string[];
 }
 
@@ -31,9 +31,9 @@ async function tileTime(page: Page, camera: string, offsetMs: number): Promise<T
   await page.waitForFunction((cam) => (document.querySelector(`[data-camera="${cam}"] .tile-time`)?.textContent ?? "") !== "", { polling: 50, timeout: 10_000 }, camera);
   return page.evaluate(
     async (cam, off) => {
-      const gh = (window as unknown as { gatehouse: { stats(): Promise<Array<{ camera: string; frameTime: string; frameWall: number }>> } }).gatehouse;
+      const gh = (window as unknown as { gatehouse: { stats(): Promise<Array<{ camera: string; frameTime: string; frameWall: number; frameSampledAt: number }>> } }).gatehouse;
       const t = (await gh.stats()).find((x) => x.camera === cam)!;
-      const now = Date.now();
+      const now = t.frameSampledAt;
       const text = (ms: number) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
       const accepted = [-1000, 0, 1000].map((d) => text(now + off + d));
       return { frameTime: t.frameTime, frameWall: t.frameWall, now, accepted };
@@ -88,16 +88,16 @@ describe("the frame time on a tile (real GStreamer recorders, Chromium)", { time
       const framesAt = Date.now();
       await page.waitForFunction(
         async (want) => {
-          const gh = (window as unknown as { gatehouse: { stats(): Promise<Array<{ camera: string; frameWall: number }>> } }).gatehouse;
+          const gh = (window as unknown as { gatehouse: { stats(): Promise<Array<{ camera: string; frameWall: number; frameSampledAt: number }>> } }).gatehouse;
           const t = (await gh.stats()).find((x) => x.camera === "offset");
-          return t !== undefined && Math.abs(t.frameWall - (Date.now() + want)) < 1000;
+          return t !== undefined && Math.abs(t.frameWall - (t.frameSampledAt + want)) < 1000;
         },
         { polling: 200, timeout: 30_000 },
         OFFSET_S * 1000,
       );
       console.info(`the recorder's hour shown ${Date.now() - framesAt} ms after the first frames`);
       const t = await tileTime(page, "offset", OFFSET_S * 1000);
-      console.info(`offset recorder: frame ${t.frameWall - t.now} ms from the page's clock, shown ${t.frameTime}`);
+      console.info(`offset recorder: frame ${t.frameWall - t.now} ms from the page's clock when sampled, shown ${t.frameTime}`);
       expect(Math.abs(t.frameWall - (t.now + OFFSET_S * 1000))).toBeLessThan(1000);
       expect(t.accepted).toContain(t.frameTime);
     } finally {
@@ -110,7 +110,7 @@ describe("the frame time on a tile (real GStreamer recorders, Chromium)", { time
     try {
       await waitForNewFrames(page, 25, 20_000, `[data-camera="silent"] video`);
       const t = await tileTime(page, "silent", 0);
-      console.info(`silent recorder: frame ${t.frameWall - t.now} ms from the page's clock, shown ${t.frameTime}`);
+      console.info(`silent recorder: frame ${t.frameWall - t.now} ms from the page's clock when sampled, shown ${t.frameTime}`);
       expect(Math.abs(t.frameWall - t.now)).toBeLessThan(1000);
       expect(t.accepted).toContain(t.frameTime);
     } finally {
@@ -130,7 +130,8 @@ describe("the frame time on a tile (real GStreamer recorders, Chromium)", { time
         const badge = document.querySelector(`[data-camera="silent"] .badge`)!.getBoundingClientRect();
         return {
           clock: document.getElementById("clock")?.textContent ?? "",
-          accepted: [-1000, 0, 1000].map((d) => text(now + d)),
+          // Redrawn with the statistics, once a second: up to a second behind on a loaded machine.
+          accepted: [-2000, -1000, 0, 1000].map((d) => text(now + d)),
           video: { left: video.left, top: video.top, width: video.width, height: video.height },
           badge: { left: badge.left, right: badge.right, top: badge.top, bottom: badge.bottom, width: badge.width },
         };
