@@ -218,6 +218,8 @@ export class Timeline extends EventTarget {
   #pinch = null;
   /** The user moved the view: do not follow the playhead until it leaves the view. */
   #followHead = true;
+  /** The reverse speeds are offered (off once the camera's recorder refused one). */
+  #reverse = true;
 
   /** @param {HTMLElement} root an empty element; the timeline fills it */
   constructor(root) {
@@ -357,10 +359,28 @@ export class Timeline extends EventTarget {
     this.#intent({ action: "step" });
   }
 
+  /**
+   * Offer the reverse speeds or not (a recorder that does not play backwards): disabled in the
+   * list, skipped by the keys, and the list says why.
+   * @param {boolean} allowed
+   */
+  setReverse(allowed) {
+    this.#reverse = allowed;
+    const { speed } = this.#els;
+    for (const o of speed.options) if (Number(o.value) < 0) o.disabled = !allowed;
+    speed.title = allowed ? "Speed (< >)" : "Speed (< >); this recorder does not play backwards";
+  }
+
+  /** Whether the reverse speeds are offered. */
+  get reverse() {
+    return this.#reverse;
+  }
+
   /** One speed up (+1) or down (−1) in the list. @param {1 | -1} dir */
   nudgeSpeed(dir) {
-    const i = SPEEDS.indexOf(this.state.rate);
-    const next = SPEEDS[Math.min(SPEEDS.length - 1, Math.max(0, (i < 0 ? SPEEDS.indexOf(1) : i) + dir))];
+    const speeds = this.#reverse ? SPEEDS : SPEEDS.filter((r) => r > 0);
+    const i = speeds.indexOf(this.state.rate);
+    const next = speeds[Math.min(speeds.length - 1, Math.max(0, (i < 0 ? speeds.indexOf(1) : i) + dir))];
     if (next !== undefined && next !== this.state.rate) this.#intent({ action: "speed", rate: next });
   }
 
@@ -670,6 +690,8 @@ export class PlaybackController {
   #refresh;
   /** @type {AbortController | null} */
   #fetching = null;
+  /** Cameras whose recorder refused (or never answered) a reverse speed. @type {Set<string>} */
+  #noReverse = new Set();
 
   /** @param {{ timeline: Timeline, host: PlaybackHost, base: URL }} o */
   constructor(o) {
@@ -694,6 +716,7 @@ export class PlaybackController {
     clearInterval(this.#refresh);
     if (!id) return;
     this.#tl.reset();
+    this.#tl.setReverse(!this.#noReverse.has(id));
     this.#timer = setInterval(() => this.#tick(), 250);
     this.#refresh = setInterval(() => void this.loadRecordings(), REFRESH_MS);
     void this.loadRecordings();
@@ -914,8 +937,14 @@ export class PlaybackController {
       } catch (/** @type {any} */ err) {
         if (gen !== this.#gen) return;
         if (err?.status === 401) return this.#host.unauthorized?.();
-        this.#tl.showError(playbackErrorText(typeof err?.status === "number" ? err.status : 0, method));
         undo?.();
+        if (method === "speed" && err?.status === 409 && Number(args[0]) < 0 && this.#camera) {
+          // The recorder cannot play backwards: playback goes on forward; reverse is off for this camera.
+          this.#noReverse.add(this.#camera);
+          this.#tl.setReverse(false);
+          return this.#tl.showError("This recorder does not play backwards, so the reverse speeds are off for this camera. Playback goes on forward.");
+        }
+        this.#tl.showError(playbackErrorText(typeof err?.status === "number" ? err.status : 0, method));
       }
     });
   }

@@ -69,6 +69,13 @@ export const playbackSection = z
     /** Most video packets buffered per session while the gateway paces; beyond it the recorder is held back (or packets dropped). Default 4096. */
     bufferPackets: z.number().int().min(256).max(65536).default(4096),
     /**
+     * A speed change (reverse included) the recorder has not answered within this is undone: the gateway reopens the
+     * recording at the previous position and speed for the same viewer and answers 409, ms. Default 3000.
+     */
+    speedChangeTimeoutMs: z.number().int().min(200).max(60_000).default(3000),
+    /** Tries (each bounded by `rtsp.requestTimeoutMs`) to reopen the recording after such a speed change before the playback ends. Default 3. */
+    reopenAttempts: z.number().int().min(1).max(20).default(3),
+    /**
      * A jump in recorded time at least this long, seen in a recorder's answers (a stream that starts later than asked, a
      * frame marked as a discontinuity), is learned as a gap on the timeline, ms. Default 1000.
      */

@@ -109,6 +109,8 @@ export class PlaybackService {
       mediaTimeoutMs: this.o.rtsp.mediaTimeoutMs,
       startDelayMs: this.o.settings.startDelayMs,
       bufferPackets: this.o.settings.bufferPackets,
+      speedChangeTimeoutMs: this.o.settings.speedChangeTimeoutMs,
+      reopenAttempts: this.o.settings.reopenAttempts,
       minGapMs: this.o.settings.learnGapMinMs,
       log,
       ...(this.o.timers ? { timers: this.o.timers } : {}),

@@ -73,6 +73,14 @@ export interface PlaybackSessionOptions {
   startDelayMs: number;
   /** Most packets buffered while pacing. */
   bufferPackets: number;
+  /**
+   * A speed change the recorder has not answered within this is undone: the session reopens at
+   * the recorder at the previous position and speed (same viewer) and the control answers 409, ms.
+   * Default 3000.
+   */
+  speedChangeTimeoutMs?: number;
+  /** Tries to reopen the recording after an unanswered speed change before the session ends. Default 3. */
+  reopenAttempts?: number;
   /** The shortest jump in recorded time learned as a gap, ms. Default 1000. */
   minGapMs?: number;
   /** Wall clock, Unix ms (the end of a gap learned from a refusal). Default Date.now. */
@@ -130,6 +138,10 @@ export class PlaybackSession {
   private stale = 0;
   /** The recorder refused these: answered 409 without asking again. */
   private refusedRates = new Set<number>();
+  /** The recorder refused or ignored a reverse speed: every reverse speed answers 409. */
+  private noReverse = false;
+  /** A reopen after an unanswered speed change, under way. */
+  private reopening: Promise<void> | undefined;
   /** URL mode: the recording URL's time origin (npt 0). */
   private urlOrigin = 0;
   /** Gaps and recorded stretches, from the recorder's answers (ONVIF replay only: it alone gives frame times). */
@@ -159,7 +171,40 @@ export class PlaybackSession {
       this.urlOrigin = this.o.start;
       playHeaders = nptPlayHeaders(0, 1);
     }
-    const client = (this.o.createClient ?? ((x) => new RtspClient(x)))({
+    const client = this.createClient(url, playHeaders, (s) => {
+      this.specs = s.specs;
+      this.retimer = new Retimer({
+        tracks: s.specs.map((x) => ({ kind: x.kind, clockRate: x.clockRate })),
+        startDelayMs: this.o.startDelayMs,
+        maxPackets: this.o.bufferPackets,
+      });
+      this.retimer.onSegment((seg) => this.events.emit("segment", seg));
+      this.retimer.reset(1, this.o.start);
+      this.o.sink.setTracks(s.specs);
+      this.learn(this.gaps.restart(this.o.start, 1, this.request(this.o.start, false).intraOnly));
+      const at = parseClockRangeStart(s.playAnswer?.get("Range"));
+      if (at !== undefined && this.onvif) {
+        this.target = Math.max(at, this.o.start);
+        this.learn(this.gaps.answered(at));
+      }
+      this.gate = false;
+    });
+    this.client = client;
+    if (this.closed) throw new ClosedError("playback closed while opening");
+    try {
+      await client.start();
+    } catch (err) {
+      // An open range refused as out of range: the recorder holds nothing from the start on.
+      if (this.onvif && err instanceof RtspStatusError && err.method === "PLAY" && (err.status === 457 || err.status === 404))
+        this.learn(this.gaps.refused(this.o.start, (this.o.wallClock ?? Date.now)()));
+      throw err;
+    }
+    return this.specs;
+  }
+
+  /** An RTSP client whose media, answers and end count only while it is this session's current one. */
+  private createClient(url: string, playHeaders: Record<string, string>, onPlay: NonNullable<RtspClientOptions["onPlay"]>): RtspClient {
+    const client: RtspClient = (this.o.createClient ?? ((x) => new RtspClient(x)))({
       url,
       username: this.o.camera.username,
       password: this.o.camera.password,
@@ -174,38 +219,85 @@ export class PlaybackSession {
       timers: this.timers,
       require: this.onvif ? ONVIF_REPLAY : undefined,
       playHeaders,
-      sink: { pushRtp: (t, p) => this.onRtp(t, p), pushRtcp: () => {} },
+      sink: {
+        pushRtp: (t, p) => {
+          if (client === this.client) this.onRtp(t, p);
+        },
+        pushRtcp: () => {},
+      },
       onPlay: (s) => {
-        this.specs = s.specs;
-        this.retimer = new Retimer({
-          tracks: s.specs.map((x) => ({ kind: x.kind, clockRate: x.clockRate })),
-          startDelayMs: this.o.startDelayMs,
-          maxPackets: this.o.bufferPackets,
-        });
-        this.retimer.onSegment((seg) => this.events.emit("segment", seg));
-        this.retimer.reset(1, this.o.start);
-        this.o.sink.setTracks(s.specs);
-        this.learn(this.gaps.restart(this.o.start, 1, this.request(this.o.start, false).intraOnly));
-        const at = parseClockRangeStart(s.playAnswer?.get("Range"));
-        if (at !== undefined && this.onvif) {
-          this.target = Math.max(at, this.o.start);
-          this.learn(this.gaps.answered(at));
-        }
-        this.gate = false;
+        if (client === this.client || this.client === undefined) onPlay(s);
       },
     });
-    this.client = client;
-    client.events.on("ended", (err) => this.fail(err));
-    if (this.closed) throw new ClosedError("playback closed while opening");
-    try {
-      await client.start();
-    } catch (err) {
-      // An open range refused as out of range: the recorder holds nothing from the start on.
-      if (this.onvif && err instanceof RtspStatusError && err.method === "PLAY" && (err.status === 457 || err.status === 404))
-        this.learn(this.gaps.refused(this.o.start, (this.o.wallClock ?? Date.now)()));
-      throw err;
+    client.events.on("ended", (err) => {
+      if (client === this.client) this.fail(err);
+    });
+    return client;
+  }
+
+  /**
+   * A new RTSP session at the recorder from `time` at `rate`, feeding the same viewer (same
+   * re-timer, so the browser sees one continuous stream): what is left when the recorder no
+   * longer answers on the old one (a speed it cannot play and never refuses).
+   */
+  private async reopen(time: number, rate: number, paused: boolean): Promise<void> {
+    const old = this.client!;
+    const retimer = this.retimer!;
+    this.timers.clearTimeout(this.timer);
+    this.gate = true;
+    this.awaitDiscont = false;
+    let url: string;
+    let playHeaders: Record<string, string>;
+    if (this.onvif) {
+      url = this.o.camera.playback?.url ?? this.o.camera.url;
+      playHeaders = replayPlayHeaders(this.request(time, true, rate));
+    } else {
+      url = expandUrlTemplate(this.o.camera.playback!.url!, time);
+      this.urlOrigin = time;
+      playHeaders = nptPlayHeaders(0, rate);
     }
-    return this.specs;
+    retimer.reset(rate, time);
+    this.tsAnchor = [];
+    this.target = time;
+    this.lastSent = undefined;
+    this.rate = rate;
+    this.ended = false;
+    this.holdAfterFrame = paused;
+    this.paused = false;
+    const client = this.createClient(url, playHeaders, (s) => {
+      const at = this.onvif ? parseClockRangeStart(s.playAnswer?.get("Range")) : undefined;
+      if (at !== undefined && rate > 0 && at > time) this.target = at;
+      this.gate = false;
+    });
+    this.client = client;
+    void old.close("speed change not answered by the recorder");
+    if (this.closed) throw new ClosedError("playback closed while reopening");
+    await client.start();
+    this.pump();
+  }
+
+  /** `reopen`, tried `reopenAttempts` times (each bounded by the request timeout); then the session ends. */
+  private async reopenRetrying(time: number, rate: number, paused: boolean): Promise<void> {
+    const attempts = this.o.reopenAttempts ?? 3;
+    try {
+      for (let i = 1; !this.closed; i++) {
+        try {
+          await this.reopen(time, rate, paused);
+          this.log.info("playback reopened at the recorder after an unanswered speed change", { attempt: i });
+          this.events.emit("state", this.state());
+          return;
+        } catch (err) {
+          if (this.closed) return;
+          if (i >= attempts) {
+            void this.close(`recorder did not answer after a speed change (${(err as Error).message})`);
+            return;
+          }
+          this.log.info("playback reopen failed; trying again", { attempt: i, err });
+        }
+      }
+    } finally {
+      this.reopening = undefined;
+    }
   }
 
   state(): PlaybackState {
@@ -249,6 +341,7 @@ export class PlaybackSession {
   // ---- controls --------------------------------------------------------------------
 
   private async apply(c: PlaybackControl): Promise<PlaybackState> {
+    if (this.reopening) await this.reopening;
     if (this.closed) throw new ClosedError("playback session closed");
     if (!this.client || !this.retimer) throw new WrongStateError("playback session not started");
     switch (c.action) {
@@ -263,17 +356,41 @@ export class PlaybackSession {
       case "speed": {
         checkRate(c.rate);
         if (c.rate === this.rate) break;
-        if (this.refusedRates.has(c.rate)) throw refusedRate(c.rate);
+        if (this.refusedRates.has(c.rate) || (c.rate < 0 && this.noReverse)) throw refusedRate(c.rate);
         const before = this.rate;
+        const position = this.state().position;
+        const paused = this.paused;
+        const client = this.client;
+        let unanswered = false;
+        let timer: TimerHandle | undefined;
+        const attempt = this.restart(position, c.rate, paused);
+        attempt.catch(() => undefined);
         try {
-          await this.restart(this.state().position, c.rate, this.paused);
+          await Promise.race([
+            attempt,
+            new Promise<never>((_, reject) => {
+              timer = this.timers.setTimeout(() => {
+                unanswered = true;
+                reject(refusedRate(c.rate));
+              }, this.o.speedChangeTimeoutMs ?? 3000);
+            }),
+          ]);
         } catch (err) {
           if (err instanceof WrongStateError) {
-            this.refusedRates.add(c.rate);
-            // The recorder refused: go on where we were, at the rate we had.
-            await this.restart(this.state().position, before, this.paused).catch(() => undefined);
+            if (c.rate < 0) this.noReverse = true;
+            else this.refusedRates.add(c.rate);
+            this.log.info("playback speed refused by the recorder; back to the previous speed", { rate: c.rate, unanswered });
+            // Go on where we were, at the rate we had: on the same RTSP session if the recorder
+            // answered, on a new one if it did not (it may never answer on that one again).
+            // A recorder stuck on it may not answer anyone for a while: the 409 goes now, the
+            // reopen goes on behind it (the next control waits for it).
+            if (unanswered && this.client === client) this.reopening = this.reopenRetrying(position, before, paused);
+            else await this.restart(position, before, paused).catch(() => undefined);
+            throw refusedRate(c.rate);
           }
           throw err;
+        } finally {
+          this.timers.clearTimeout(timer);
         }
         break;
       }
@@ -330,7 +447,8 @@ export class PlaybackSession {
     // Paused: play until the frame asked for is on screen (send() holds it there).
     this.holdAfterFrame = paused;
     this.paused = false;
-    client.expectMedia(true);
+    // No media is owed until the recorder has answered (a recorder may take its time over a speed it finds hard).
+    client.expectMedia(false);
     let res: RtspResponse;
     if (this.onvif) {
       const req = this.request(time, true, rate);
@@ -342,6 +460,9 @@ export class PlaybackSession {
       if (time < this.urlOrigin) throw new WrongStateError("this recorder's playback URL cannot seek before the session's start; open a new playback session");
       res = await this.request2("PLAY", nptPlayHeaders((time - this.urlOrigin) / 1000, rate), true);
     }
+    // Answered too late: the session moved on (a reopen) without this request.
+    if (client !== this.client || this.closed) throw new ClosedError("the recorder answered after the session moved on");
+    client.expectMedia(true);
     this.rate = rate;
     const at = this.onvif ? parseClockRangeStart(res.headers.get("Range")) : undefined;
     if (at !== undefined && rate > 0 && at > time) {
@@ -482,7 +603,7 @@ export class PlaybackSession {
 }
 
 function refusedRate(rate: number): WrongStateError {
-  return new WrongStateError(`this recorder does not play at ${rate}×`);
+  return new WrongStateError(rate < 0 ? "This recorder does not play backwards" : `This recorder does not play at ${rate}×`);
 }
 
 const header = emptyRtpHeader();
