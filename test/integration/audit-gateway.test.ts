@@ -1,6 +1,7 @@
 /**
  * The audit trail on the whole gateway (development sign-in with two users, the demo camera,
- * SIP with baresip as the door station, SQLite in a temp data directory): every audited action
+ * SIP with baresip as the door station), once with SQLite in a temp data directory and once with
+ * a real PostgreSQL server from Debian's package (unix socket only): every audited action
  * leaves its record with who, from where, what and the outcome; administrators query it with
  * filters, export CSV and verify the chain; the intercom's call history survives a restart.
  */
@@ -15,32 +16,38 @@ import { startGateway, type Gateway } from "../../gateway/gateway.ts";
 import { watchConfig } from "../../gateway/reload.ts";
 import { Baresip, tone, wav } from "../peers/baresip.ts";
 import { HttpBrowser, signIn } from "../peers/oidc.ts";
+import { startPostgres, type PostgresServer } from "../peers/postgres.ts";
 import { WeriftViewer, WhepHttpError } from "../peers/werift-viewer.ts";
 import { GatewayClient, WeriftBrowserPhone } from "./intercom-support.ts";
 
 const PASSWORD = "door-secret-1";
-const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "gh-audit-gw-"));
-const base = 20000 + 2 * Math.floor(Math.random() * 9000);
-const config = parseConfig(
-  {
-    server: { host: "127.0.0.1", port: 0 },
-    auth: { mode: "dev" },
-    demo: { enabled: true },
-    log: { level: "warn" },
-    dataDir,
-    media: { icePortRange: [43200, 43399] },
-    sip: {
-      enabled: true,
-      udp: { port: 0 },
-      tcp: { port: 0 },
-      keepAliveSeconds: 0,
-      ringTimeoutSeconds: 8,
-      rtpPortRange: [base, base + 99],
-      devices: [{ id: "door1", name: "Front door", username: "door1", password: PASSWORD, camera: "demo", dtmf: { openDoor: "1#", durationMs: 120 } }],
+
+type Backend = "sqlite" | "postgres";
+
+function gatewayConfig(dataDir: string, backend: Backend, connectionString: string | undefined) {
+  const base = 20000 + 2 * Math.floor(Math.random() * 9000);
+  return parseConfig(
+    {
+      server: { host: "127.0.0.1", port: 0 },
+      auth: { mode: "dev" },
+      demo: { enabled: true },
+      log: { level: "warn" },
+      dataDir,
+      media: { icePortRange: [43200, 43399] },
+      ...(backend === "postgres" ? { audit: { backend: "postgres", postgres: { connectionString } } } : {}),
+      sip: {
+        enabled: true,
+        udp: { port: 0 },
+        tcp: { port: 0 },
+        keepAliveSeconds: 0,
+        ringTimeoutSeconds: 8,
+        rtpPortRange: [base, base + 99],
+        devices: [{ id: "door1", name: "Front door", username: "door1", password: PASSWORD, camera: "demo", dtmf: { openDoor: "1#", durationMs: 120 } }],
+      },
     },
-  },
-  {},
-);
+    {},
+  );
+}
 
 let gw: Gateway;
 let door: Baresip | undefined;
@@ -70,19 +77,28 @@ async function until(c: GatewayClient, query: string, pred: (rs: AuditRecord[]) 
   }
 }
 
-beforeAll(async () => {
-  gw = await startGateway({ config, log: silentLogger });
-}, 60_000);
+describe.each<Backend>(["sqlite", "postgres"])("audit trail on the gateway (%s)", (backend) => {
+  let dataDir = "";
+  let config: ReturnType<typeof gatewayConfig>;
+  let server: PostgresServer | undefined;
 
-afterAll(async () => {
-  for (const fn of cleanups.reverse()) await fn();
-  await door?.close();
-  for (const b of browsers) b.close();
-  await gw?.close("test done");
-  fs.rmSync(dataDir, { recursive: true, force: true });
-});
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "gh-audit-gw-"));
+    if (backend === "postgres") server = await startPostgres();
+    config = gatewayConfig(dataDir, backend, server?.url);
+    gw = await startGateway({ config, log: silentLogger });
+  }, 60_000);
 
-describe("audit trail on the gateway", () => {
+  afterAll(async () => {
+    for (const fn of cleanups.splice(0).reverse()) await fn();
+    await door?.close();
+    door = undefined;
+    for (const b of browsers.splice(0)) b.close();
+    await gw?.close("test done");
+    await server?.close();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
   let admin: GatewayClient;
   let viewer: GatewayClient;
   let viewerBrowser: HttpBrowser;
@@ -217,7 +233,7 @@ describe("audit trail on the gateway", () => {
     const verdict = (await admin.get("/api/admin/audit/verify")).json() as { ok: boolean; checked: number };
     expect(verdict.ok).toBe(true);
     expect(verdict.checked).toBeGreaterThanOrEqual(all.length);
-    expect(await (await fetch(`${gw.url}/readyz`)).json()).toMatchObject({ components: { audit: { ready: true, detail: "sqlite" } } });
+    expect(await (await fetch(`${gw.url}/readyz`)).json()).toMatchObject({ components: { audit: { ready: true, detail: backend } } });
   });
 
   it("keeps the intercom's call history, and the trail, across a restart", { timeout: 60_000 }, async () => {
