@@ -119,7 +119,11 @@ export async function benchPlayback(opts: { trials?: number; quick?: boolean; lo
       }
       return median(errs);
     };
-    await page.evaluate(`window.pb.seek(${base + 20 * 60_000})`);
+    // Wait for the picture at the new position: the last seek above may have been later in the
+    // recording, and a speed measured from a frame of before the seek never "advances" past it.
+    const speedFrom = base + 20 * 60_000;
+    await page.evaluate(`window.pb.seek(${speedFrom})`);
+    await page.waitForFunction(`(() => { const i = window.readIdx(); return i !== null && Math.abs(${base} + i * ${frameMs} - ${speedFrom}) < 5000; })()`, { timeout: 15_000, polling: 20 });
     const e4 = await speedError(4);
     const e16 = await speedError(16);
     await page.evaluate(`window.pb.close()`);
