@@ -6,48 +6,22 @@
  * session), and by another node once that one leaves.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
-import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import type { Gateway } from "../../gateway/gateway.ts";
+import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
 import { startRedis, type RedisServer } from "../peers/redis.ts";
 
-const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 /** A loopback name (sign-in is off, which only runs on loopback), never listened on: what clients are told. */
 const PUBLIC_URL = "http://localhost:9443";
 let redis: RedisServer;
 let recorder: DemoRecorder;
 const nodes: Gateway[] = [];
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 beforeAll(async () => {
   redis = await startRedis();
   recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  for (const [i, host] of HOSTS.entries()) {
-    const config = parseConfig(
-      {
-        server: { host, port: 0, publicUrl: PUBLIC_URL },
-        auth: { mode: "none" },
-        demo: { enabled: false },
-        audit: { enabled: false },
-        cameras: [{ id: "gate", name: "Gate", url: recorder.url, transport: "tcp", alwaysOn: true }],
-        log: { level: "silent" },
-        media: { workers: 1 },
-        rtsp: { idleStopSeconds: 1 },
-        cluster: { redis: { url: redis.url, reconnectMaxMs: 300 }, nodeId: `node-${i + 1}`, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: 1500 },
-      },
-      {},
-    );
-    nodes.push(await startGateway({ config, log: silentLogger }));
-  }
+  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, server: { publicUrl: PUBLIC_URL }, auth: { mode: "none" }, idleStopSeconds: 1, cameras: [{ id: "gate", name: "Gate", url: recorder.url, transport: "tcp", alwaysOn: true }] })));
 }, 60_000);
 
 afterAll(async () => {

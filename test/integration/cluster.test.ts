@@ -10,50 +10,24 @@
  * the default mode are cluster-forward.test.ts's.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
-import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import type { Gateway } from "../../gateway/gateway.ts";
+import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
 import { signedInDevUser, type HttpBrowser } from "../peers/oidc.ts";
 import { startRedis, type RedisServer } from "../peers/redis.ts";
 import { WeriftViewer } from "../peers/werift-viewer.ts";
 
-const HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 let redis: RedisServer;
 let recorder: DemoRecorder;
 const nodes: Gateway[] = [];
 const browsers: HttpBrowser[] = [];
 const viewers: WeriftViewer[] = [];
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 beforeAll(async () => {
   redis = await startRedis();
   recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  for (const [i, host] of HOSTS.entries()) {
-    const config = parseConfig(
-      {
-        server: { host, port: 0 },
-        auth: { mode: "dev" },
-        demo: { enabled: false },
-        audit: { enabled: false },
-        cameras: [{ id: "demo", name: "Cluster camera", url: recorder.url, transport: "tcp" }],
-        log: { level: "silent" },
-        media: { workers: 1 },
-        rtsp: { idleStopSeconds: 2 },
-        cluster: { redis: { url: redis.url, reconnectMaxMs: 300 }, nodeId: `node-${i + 1}`, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: 1500, forward: { mode: "answer" } },
-      },
-      {},
-    );
-    nodes.push(await startGateway({ config, log: silentLogger }));
-  }
+  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras: [{ id: "demo", name: "Cluster camera", url: recorder.url, transport: "tcp" }], cluster: { forward: { mode: "answer" } } })));
 }, 60_000);
 
 afterAll(async () => {
