@@ -52,7 +52,7 @@ import { createRelayTaps, RELAY_PATH, startForwarding, type Forwarding } from ".
 import { realTimers } from "./rtsp/timers.ts";
 import { Supervisor } from "./supervision/supervisor.ts";
 import { Webhook } from "./supervision/webhook.ts";
-import { mediaWorkerPolicy, superviseCameras, superviseMediaWorkers, superviseTurn, type TurnSupervision } from "./supervision/wiring.ts";
+import { mediaWorkerPolicy, superviseCameras, superviseMediaWorkers, superviseSip, superviseTurn, type TurnSupervision } from "./supervision/wiring.ts";
 import { ownerOfUser, ViewerLostNotices } from "./supervision/viewer-notices.ts";
 import { PlaybackService } from "./playback/service.ts";
 import { playbackAudit } from "./audit/hooks.ts";
@@ -300,6 +300,8 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       isRelaySource: (address, port) => turn?.isRelaySource(address, port) ?? false,
       log,
     });
+    const sipSup = sip?.ports.udp ? superviseSip(supervisor, sip, realTimers, log.child({ component: "supervisor" })) : undefined;
+    if (sipSup) cleanups.push(() => sipSup.close());
 
     const tls = config.server.tls
       ? { cert: readFileSync(config.server.tls.cert), key: readFileSync(config.server.tls.key) }
@@ -472,6 +474,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       door,
       turn,
       turnRestart: turnSup,
+      sipRestart: sipSup,
       sip,
       audit,
       auth,

@@ -23,7 +23,7 @@ import type { SipServer } from "./sip/index.ts";
 import { discoveryProbe, localTarget, sipOptionsProbe, stunProbe } from "./supervision/probes.ts";
 import type { Supervisor } from "./supervision/supervisor.ts";
 import type { Webhook } from "./supervision/webhook.ts";
-import { componentReadiness, supervisionCollector, supervisionReadiness, watchHealth, type HealthCheck, type TurnSupervision } from "./supervision/wiring.ts";
+import { componentReadiness, supervisionCollector, supervisionReadiness, watchHealth, type HealthCheck, type SipSupervision, type TurnSupervision } from "./supervision/wiring.ts";
 
 export interface ReadinessParts {
   readonly config: Readonly<Config>;
@@ -36,6 +36,8 @@ export interface ReadinessParts {
   readonly turn: TurnServer | undefined;
   /** TURN's restarts: a failed STUN check rebinds its first UDP listener. */
   readonly turnRestart?: Pick<TurnSupervision, "probeFailed"> | undefined;
+  /** Restarts SIP's UDP socket when its OPTIONS check fails. */
+  readonly sipRestart?: Pick<SipSupervision, "probeFailed"> | undefined;
   readonly sip: SipServer | undefined;
   readonly audit: AuditLog | undefined;
   readonly auth: Auth;
@@ -106,7 +108,15 @@ export function wireReadiness(p: ReadinessParts): GatewayReadiness {
       ...(turnRestart ? { onFailure: (reason: string) => turnRestart.probeFailed(reason) } : {}),
     });
   const sipUdp = p.sip?.ports.udp;
-  if (sipUdp) health.push({ id: "sip", kind: "sip", name: "SIP", probe: () => sipOptionsProbe(localTarget(config.sip.bindAddress), sipUdp, timeoutMs) });
+  const sipRestart = p.sipRestart;
+  if (sipUdp)
+    health.push({
+      id: "sip",
+      kind: "sip",
+      name: "SIP",
+      probe: () => sipOptionsProbe(localTarget(config.sip.bindAddress), sipUdp, timeoutMs),
+      ...(sipRestart ? { onFailure: (reason: string) => sipRestart.probeFailed(reason) } : {}),
+    });
   if (audit)
     health.push({
       id: "audit",

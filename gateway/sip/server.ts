@@ -188,6 +188,7 @@ export class SipServer {
       streamIdleMs: cfg.connections.idleSeconds * 1000,
       registeredFlows: () => new Set(registrar.allBindings().map((b) => b.target.flow).filter((f): f is number => f !== undefined)),
       ...(opts.refuseSource ? { refuseSource: opts.refuseSource } : {}),
+      onUdpLost: (reason) => ref.server?.onUdpLost?.(reason),
     });
     const layer = new TransactionLayer(
       {
@@ -221,6 +222,20 @@ export class SipServer {
     server.armKeepAlive();
     log.info("sip: listening", { address: cfg.bindAddress, ...sockets.boundPorts, devices: cfg.devices.length, rtp: cfg.rtpPortRange });
     return server;
+  }
+
+  /** Told when the UDP socket fails or closes under the server (the supervisor rebinds it). */
+  onUdpLost: ((reason: string) => void) | undefined;
+
+  /** Opens the UDP socket again on its port (after it was lost, or when it stopped answering). */
+  async rebindUdp(): Promise<void> {
+    if (!this.sockets.rebindUdp) throw new Error("this transport cannot rebind UDP");
+    await this.sockets.rebindUdp();
+  }
+
+  /** Closes the UDP socket as the system would (drills and tests); false when none is open. */
+  injectUdpFault(): boolean {
+    return this.sockets.injectUdpFault?.() ?? false;
   }
 
   /** Bound ports (useful when 0 was configured). */

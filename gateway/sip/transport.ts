@@ -18,6 +18,11 @@ export interface SipSocketsOptions {
   udpPort?: number | undefined;
   tcpPort?: number | undefined;
   tls?: { port: number; cert: string | Buffer; key: string | Buffer } | undefined;
+  /**
+   * The UDP socket failed or was closed under us (not by `close`): it stays closed until
+   * `rebindUdp()` opens it again on the same port.
+   */
+  onUdpLost?: (reason: string) => void;
   log: Logger;
   /** One datagram or one framed stream message. */
   onMessage(data: Buffer, source: Endpoint): void;
@@ -85,6 +90,10 @@ export interface SipTransportAdapter {
   readonly stats: TransportStats;
   send(data: Buffer, to: Endpoint, onError?: (err: Error) => void): void;
   hasFlow(flow: number): boolean;
+  /** Opens the UDP socket again on its port (after it was lost). */
+  rebindUdp?(): Promise<void>;
+  /** Closes the UDP socket as the system would; false when none is open. */
+  injectUdpFault?(): boolean;
   close(): Promise<void>;
 }
 
@@ -134,34 +143,7 @@ export class SipSockets implements SipTransportAdapter {
 
   private async start(): Promise<void> {
     const host = this.opts.bindAddress;
-    if (this.opts.udpPort !== undefined) {
-      const sock = dgram.createSocket({ type: host.includes(":") ? "udp6" : "udp4" });
-      this.udp = sock;
-      await new Promise<void>((resolve, reject) => {
-        sock.once("error", reject);
-        sock.bind(this.opts.udpPort, host, () => {
-          sock.off("error", reject);
-          resolve();
-        });
-      });
-      sock.on("error", (err) => this.log.warn("sip: UDP socket error", { err }));
-      sock.on("message", (data, rinfo) => {
-        this.stats.datagramsIn++;
-        // RFC 5626 §3.5.1 STUN keep-alives and bare CRLF pings carry no SIP: ignore.
-        if (data.length <= 4 || data[0]! < 0x20) return;
-        if (this.opts.refuseSource?.(normalizeAddress(rinfo.address), rinfo.port)) {
-          this.stats.refusedSources++;
-          return;
-        }
-        this.deliver(data, { transport: "udp", address: rinfo.address, port: rinfo.port });
-      });
-      try {
-        sock.setRecvBufferSize(1 << 20);
-      } catch {
-        // capped by the kernel; the default works too
-      }
-      this.ports.udp = sock.address().port;
-    }
+    if (this.opts.udpPort !== undefined) this.ports.udp = await this.openUdp(this.opts.udpPort);
     if (this.opts.tcpPort !== undefined) {
       const server = net.createServer({ pauseOnConnect: true });
       server.on("connection", (socket: net.Socket) => {
@@ -187,6 +169,78 @@ export class SipSockets implements SipTransportAdapter {
     const shortest = Math.min(this.opts.messageTimeoutMs ?? 10_000, this.opts.unregisteredIdleMs ?? 30_000, this.opts.streamIdleMs ?? 600_000);
     this.sweeper = setInterval(() => this.sweep(), Math.max(100, Math.min(30_000, shortest / 4)));
     this.sweeper.unref();
+  }
+
+  /** Binds the UDP socket on `port` and returns the bound port. */
+  private async openUdp(port: number): Promise<number> {
+    const host = this.opts.bindAddress;
+    const sock = dgram.createSocket({ type: host.includes(":") ? "udp6" : "udp4" });
+    await new Promise<void>((resolve, reject) => {
+      sock.once("error", reject);
+      sock.bind(port, host, () => {
+        sock.off("error", reject);
+        resolve();
+      });
+    });
+    this.udp = sock;
+    sock.on("error", (err) => {
+      this.log.warn("sip: UDP socket error", { err });
+      this.udpLost(sock, `socket error: ${err.message}`);
+    });
+    sock.on("close", () => this.udpLost(sock, "the socket closed"));
+    sock.on("message", (data, rinfo) => {
+      this.stats.datagramsIn++;
+      // RFC 5626 §3.5.1 STUN keep-alives and bare CRLF pings carry no SIP: ignore.
+      if (data.length <= 4 || data[0]! < 0x20) return;
+      if (this.opts.refuseSource?.(normalizeAddress(rinfo.address), rinfo.port)) {
+        this.stats.refusedSources++;
+        return;
+      }
+      this.deliver(data, { transport: "udp", address: rinfo.address, port: rinfo.port });
+    });
+    try {
+      sock.setRecvBufferSize(1 << 20);
+    } catch {
+      // capped by the kernel; the default works too
+    }
+    return sock.address().port;
+  }
+
+  /** The current UDP socket failed or closed under us: drop it and report it once. */
+  private udpLost(sock: dgram.Socket, reason: string): void {
+    if (this.closed || this.udp !== sock) return;
+    this.udp = undefined;
+    try {
+      sock.close();
+    } catch {
+      // closed already
+    }
+    this.log.error("sip: UDP socket lost", { port: this.ports.udp, reason });
+    this.opts.onUdpLost?.(reason);
+  }
+
+  /**
+   * Opens the UDP socket again on its bound port (the doors' configured registrar address
+   * stays right), closing the current one first if it is still open.
+   */
+  async rebindUdp(): Promise<void> {
+    const port = this.ports.udp;
+    if (port === undefined) throw new RangeError("no UDP listener configured");
+    if (this.closed) throw new Error("the SIP sockets are closed");
+    const old = this.udp;
+    this.udp = undefined;
+    if (old) await new Promise<void>((r) => old.close(() => r()));
+    await this.openUdp(port);
+    this.log.info("sip: UDP socket open again", { port });
+  }
+
+  /** Closes the UDP socket as the system would (drills and tests); false when none is open. */
+  injectUdpFault(): boolean {
+    const u = this.udp;
+    if (!u) return false;
+    // As the 'close' event would report it, but at once (the event comes on a later tick).
+    this.udpLost(u, "the socket closed");
+    return true;
   }
 
   private deliver(data: Buffer, source: Endpoint): void {
@@ -413,6 +467,7 @@ export class SipSockets implements SipTransportAdapter {
     const waits: Promise<void>[] = [];
     if (this.udp) {
       const u = this.udp;
+      this.udp = undefined;
       waits.push(new Promise((r) => u.close(() => r())));
     }
     for (const srv of [this.tcp, this.tlsServer]) {

@@ -10,6 +10,7 @@ import type { CameraRegistry } from "../cameras.ts";
 import type { Collector, Sample } from "../http/metrics.ts";
 import type { ReadinessCheck } from "../http/health.ts";
 import type { TurnServer } from "../../turn/server.ts";
+import type { SipServer } from "../sip/index.ts";
 import type { Timers } from "../rtsp/timers.ts";
 import type { ProbeResult } from "./probes.ts";
 import { RestartDriver } from "./restartable.ts";
@@ -114,6 +115,31 @@ export function superviseTurn(sup: Supervisor, turn: Pick<TurnServer, "rebindUdp
     },
     probeFailed: (reason) => void driver.failed(reason),
     close: () => driver.close(),
+  };
+}
+
+/** SIP under supervision: its UDP socket lost, or its OPTIONS check failed. */
+export interface SipSupervision {
+  probeFailed(reason: string): void;
+  close(): void;
+}
+
+/**
+ * The SIP server's UDP socket restarted in place, like TURN's listeners: a socket error or
+ * close under the server, or a failed OPTIONS check, rebinds it on its port (the doors'
+ * registrar address stays right) after the policy's backoff; past the budget SIP is shown
+ * disabled (SIP over TCP and TLS still works) until an administrator enables it or the
+ * window has passed, which rebinds once more.
+ */
+export function superviseSip(sup: Supervisor, sip: Pick<SipServer, "rebindUdp" | "onUdpLost" | "ports">, timers: Timers, log: Logger): SipSupervision {
+  const driver = new RestartDriver(sup, { id: "sip", kind: "sip", name: "SIP", restart: () => sip.rebindUdp() }, timers, log);
+  sip.onUdpLost = (reason) => void driver.failed(`UDP socket ${sip.ports.udp ?? ""}: ${reason}`);
+  return {
+    probeFailed: (reason) => void driver.failed(reason),
+    close: () => {
+      sip.onUdpLost = undefined;
+      driver.close();
+    },
   };
 }
 

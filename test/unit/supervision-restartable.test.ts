@@ -9,6 +9,7 @@ import { silentLogger } from "../../config/log.ts";
 import type { TimerHandle, Timers } from "../../gateway/rtsp/timers.ts";
 import { RestartDriver } from "../../gateway/supervision/restartable.ts";
 import { Supervisor } from "../../gateway/supervision/supervisor.ts";
+import { superviseSip } from "../../gateway/supervision/wiring.ts";
 
 class FakeClock implements Timers {
   t = 1_000_000;
@@ -110,5 +111,31 @@ describe("RestartDriver", () => {
     for (let i = 0; i < 5; i++) await Promise.resolve();
     expect(tries).toBe(3);
     expect(sup.status("turn")).toMatchObject({ state: "ok" });
+  });
+});
+
+describe("superviseSip", () => {
+  it("a failed OPTIONS check and a lost socket each rebind SIP's UDP socket after the backoff; detached on close", async () => {
+    const clock = new FakeClock();
+    const sup = new Supervisor({ policy: { maxRestarts: 2, windowMs: 60_000, backoffMinMs: 100, backoffMaxMs: 1000 }, log: silentLogger, timers: clock });
+    let rebinds = 0;
+    const sip: { ports: { udp?: number }; onUdpLost: ((reason: string) => void) | undefined; rebindUdp(): Promise<void> } = {
+      ports: { udp: 5060 },
+      onUdpLost: undefined,
+      rebindUdp: async () => void rebinds++,
+    };
+    const s = superviseSip(sup, sip, clock, silentLogger);
+    s.probeFailed("no answer to OPTIONS within 2000 ms");
+    expect(sup.status("sip")).toMatchObject({ state: "restarting", failures: 1, reason: "no answer to OPTIONS within 2000 ms" });
+    await clock.advance(100);
+    expect(rebinds).toBe(1);
+    expect(sup.status("sip")).toMatchObject({ state: "ok", restarts: 1 });
+    sip.onUdpLost!("socket error: EBADF");
+    expect(sup.recent().at(-1)).toMatchObject({ type: "restarting" });
+    expect(sup.recent().filter((e) => e.type === "failed").at(-1)).toMatchObject({ reason: "UDP socket 5060: socket error: EBADF" });
+    await clock.advance(1000);
+    expect(rebinds).toBe(2);
+    s.close();
+    expect(sip.onUdpLost).toBeUndefined();
   });
 });
