@@ -58,6 +58,7 @@ import { PlaybackService } from "./playback/service.ts";
 import { playbackAudit } from "./audit/hooks.ts";
 import { RelayAccess, type RelayUser } from "./relay-access.ts";
 import { wireReadiness } from "./readiness.ts";
+import { GridCounters } from "./http/grid.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 /** The package version, for the discovery document. */
@@ -272,6 +273,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     cleanups.push(superviseCameras(supervisor, registry));
     const playbackAuditHook = audit ? playbackAudit(audit) : undefined;
     const gridAuditHook = audit ? gridAudit(audit) : undefined;
+    const gridCounters = new GridCounters();
     const playback = new PlaybackService({
       sfu,
       settings: config.playback,
@@ -479,6 +481,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       audit,
       auth,
       cluster,
+      gridCounters,
       closing: () => closingNow,
       onClose: (fn) => cleanups.push(fn),
       log,
@@ -598,6 +601,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       audit,
       playbackAudit: playbackAuditHook,
       gridAudit: gridAuditHook,
+      gridCounters,
       cluster,
       forwarding,
       lostNotices,

@@ -16,6 +16,7 @@ import type { CameraRegistry } from "./cameras.ts";
 import type { Cluster } from "./cluster/index.ts";
 import type { FrontDoor } from "./frontdoor/index.ts";
 import type { ReadinessCheck } from "./http/health.ts";
+import { gridCollector, type GridCounters } from "./http/grid.ts";
 import { processRegistry, type Collector } from "./http/metrics.ts";
 import type { ViewerAdmission } from "./http/viewer-admission.ts";
 import { admissionCollector, auditCollector, cameraCollector, frontDoorCollector, sfuCollector, sipCollector, SfuMetricsWindow, turnCollector } from "./metrics.ts";
@@ -42,6 +43,8 @@ export interface ReadinessParts {
   readonly audit: AuditLog | undefined;
   readonly auth: Auth;
   readonly cluster: Cluster | undefined;
+  /** Grid binds made and refused (the grid routes count them). */
+  readonly gridCounters: GridCounters;
   /** True once the gateway began closing: every component then reports not ready. */
   readonly closing: () => boolean;
   /** Registers a cleanup; cleanups run in reverse order of registration. */
@@ -63,6 +66,7 @@ export function wireReadiness(p: ReadinessParts): GatewayReadiness {
   const collectors: Collector[] = [cameraCollector(registry), sfuCollector(sfu, sfuWindow), admissionCollector(p.admission, sfu), frontDoorCollector(p.door), supervisionCollector(supervisor, p.webhook)];
   if (p.turn) collectors.push(turnCollector(p.turn));
   if (p.sip) collectors.push(sipCollector(p.sip));
+  collectors.push(gridCollector(sfu, p.gridCounters));
 
   const up = (what: string) => () => (p.closing() ? { ready: false, detail: "closing" } : { ready: true, detail: what });
   const checks: ReadinessCheck[] = [

@@ -80,10 +80,11 @@ export interface Forwarding {
   /** The forwarding socket's address and port. */
   readonly address: { address: string; port: number };
   /**
-   * The relay source a viewer of `camera` (owned by `node`) is to watch here, or undefined when it
-   * is answered through the owner (the policy, or a relay that could not be set up).
+   * The relay source a viewer of `camera`'s `stream` (owned by `node`) is to watch here, or
+   * undefined when it is answered through the owner (the policy unless `always`, or a relay that
+   * could not be set up).
    */
-  route(req: Request, camera: string, node: string): Promise<CameraId | undefined>;
+  route(camera: string, stream: string | undefined, node: string, always?: boolean): Promise<CameraId | undefined>;
   /** A viewer answered through the owner started (+1) or ended (−1). */
   answered(camera: string, delta: number): void;
   stats(): ForwardingStats;
@@ -182,10 +183,10 @@ export async function startForwarding(o: ForwardingOptions): Promise<Forwarding>
   return {
     router,
     address: endpoint.address,
-    route: async (req, camera, node) => {
-      const asked = typeof req.query.stream === "string" && req.query.stream !== "auto" ? req.query.stream : "main";
+    route: async (camera, stream, node, always = false) => {
+      const asked = stream !== undefined && stream !== "auto" ? stream : "main";
       if (!o.cameras.streamSource(camera, asked)) return undefined; // the WHEP routes say why
-      const route = chooseRoute({ mode: config.mode, above: config.above, relayedHere: receivers.has(camera, asked), answeredHere: answeredHere.get(camera) ?? 0 });
+      const route = always ? "forward" : chooseRoute({ mode: config.mode, above: config.above, relayedHere: receivers.has(camera, asked), answeredHere: answeredHere.get(camera) ?? 0 });
       if (route === "answer") return undefined;
       try {
         return await receivers.ensure(camera, asked, node);

@@ -18,11 +18,11 @@
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { Router, type NextFunction, type Request, type Response } from "express";
 import { AuthError, BadInputError, OverloadError } from "../../config/errors.ts";
-import type { SessionId } from "../../config/ids.ts";
+import type { CameraId, SessionId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import type { Auth } from "../auth/index.ts";
 import { sendError } from "../http/errors.ts";
-import type { CameraLeases } from "./leases.ts";
+import type { CameraLeases, CameraOwner } from "./leases.ts";
 import type { NodeRegistry } from "./nodes.ts";
 
 /** Path prefix of the internal WHEP link on every node. */
@@ -64,8 +64,24 @@ export interface ForwardDeps {
   /** How long until a dead owner's lease lapses at most, seconds (Retry-After). */
   leaseSeconds: number;
   /** RTP forwarding (forward-relay.ts): a relay source to serve the viewer from here instead of answering through the owner. */
-  relay?: { route(req: Request, camera: string, node: string): Promise<string | undefined>; answered(camera: string, delta: number): void };
+  relay?: { route(camera: string, stream: string | undefined, node: string, always?: boolean): Promise<CameraId | undefined>; answered(camera: string, delta: number): void };
   log: Logger;
+}
+
+/** Where this node serves a camera stream's viewer from (`servedFrom`). */
+export type ServedFrom = { readonly from: "here" } | { readonly from: "relay"; readonly source: CameraId } | { readonly from: "owner"; readonly owner: CameraOwner };
+
+/**
+ * Where this node serves a viewer of `camera`'s `stream` (default its main one) from: its own pull
+ * (it holds the camera's lease, taken when free), a relay of the owner's pull (RTP forwarding,
+ * when `cluster.forward` says so, or whatever it says with `relayAlways`), or else only through
+ * the owner. The live-view routes and the grid's slots both ask here.
+ */
+export async function servedFrom(d: Pick<ForwardDeps, "leases" | "relay">, camera: string, stream: string | undefined, relayAlways = false): Promise<ServedFrom> {
+  const owner = await d.leases.owner(camera);
+  if (owner.self) return { from: "here" };
+  const source = await d.relay?.route(camera, stream, owner.node, relayAlways);
+  return source ? { from: "relay", source } : { from: "owner", owner };
 }
 
 /**
@@ -82,11 +98,11 @@ export function forwardingRouter(d: ForwardDeps): Router {
     if (!d.cameraExists(camera)) return next();
     try {
       d.authorize(req, camera);
-      let owner = await d.leases.owner(camera);
-      if (owner.self) return next();
+      const served = await servedFrom(d, camera, typeof req.query.stream === "string" ? req.query.stream : undefined);
+      if (served.from === "here") return next();
       // Served from a relay of the camera on this node (the WHEP routes make the viewer on it).
-      const relayed = await d.relay?.route(req, camera, owner.node);
-      if (relayed) return void ((res.locals.relaySource = relayed), next());
+      if (served.from === "relay") return void ((res.locals.relaySource = served.source), next());
+      let owner = served.owner;
       const body = await readBody(req);
       let answer: globalThis.Response;
       try {

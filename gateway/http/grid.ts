@@ -25,6 +25,9 @@
  * sign-in session ends, the whole session does (the gateway's `onSession`/`onBinding`).
  * Each binding is also a live view on the audit trail (`audit`): its start, and its end —
  * exactly once, whatever ends it (re-bind, unbind, right withdrawn, session closed).
+ *
+ * `/metrics` (`gridCollector`): open sessions, bound video slots, binds made, and binds refused
+ * by reason (`BIND_REFUSALS`).
  */
 import express, { Router, type Request, type Response } from "express";
 import { BadInputError, isGatehouseError, NotFoundError, RateLimitedError } from "../../config/errors.ts";
@@ -34,6 +37,7 @@ import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import { ViewerCloseReasons, type AuthCloseReason } from "../../sfu/api.ts";
 import type { GridSessionHandle, Sfu } from "../../sfu/sfu.ts";
 import { errorHandler, sendError } from "./errors.ts";
+import type { Collector } from "./metrics.ts";
 import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
 import { iceServerLinks, type WhepIceServer } from "./whep.ts";
 
@@ -50,10 +54,12 @@ export interface GridDeps {
   /** Is this a configured camera? Unknown cameras answer 404. */
   cameraExists(id: string): boolean;
   /**
-   * The SFU source of a camera's stream (`main`, `sub`, `auto` or a stream id), or undefined for
-   * a stream it does not have. Default: the camera's own source, `main`/`sub`/`auto` alike.
+   * The SFU source of a camera's stream (`main`, `sub`, `auto` or a stream id) on this node, or
+   * undefined for a stream it does not have. Default: the camera's own source, `main`/`sub`/`auto`
+   * alike. In a cluster it may wait for a relay of another node's pull, and throw (OverloadError)
+   * when none can be had.
    */
-  streamSource?(camera: string, stream: string): { stream: string; source: string } | undefined;
+  streamSource?(camera: string, stream: string): { stream: string; source: string } | undefined | Promise<{ stream: string; source: string } | undefined>;
   /** Throws (NotFoundError, AuthError FORBIDDEN) when the request may not watch this camera live. */
   authorize?(req: Request, cameraId: string): void;
   /** ICE servers for this client (Link headers). */
@@ -73,7 +79,62 @@ export interface GridDeps {
   onBinding?(req: Request, session: GridSessionHandle, mid: string, camera: CameraId, end: (reason: AuthCloseReason) => void): (reason: string) => void;
   /** The audit trail: a binding started; returns the record of its end. */
   audit?: { bindingStarted(req: Request, b: { session: string; mid: string; camera: string; stream: string }): (reason: string) => void };
+  /** Binds made and refused (`/metrics`). */
+  counters?: GridCounters;
   log: Logger;
+}
+
+/** Why a bind was refused: the `reason` label of `gatehouse_grid_binds_refused_total`. */
+export const BIND_REFUSALS = ["forbidden", "unknown_camera", "unknown_stream", "no_slot", "no_session", "bad_request", "unavailable", "failed"] as const;
+export type BindRefusal = (typeof BIND_REFUSALS)[number];
+
+/** What the grid routes count since start. */
+export class GridCounters {
+  /** Slots bound to a camera (re-binds included; the same camera again not). */
+  binds = 0;
+  readonly refused: Record<BindRefusal, number> = Object.fromEntries(BIND_REFUSALS.map((r) => [r, 0])) as Record<BindRefusal, number>;
+}
+
+/** `/metrics`: open multi-camera sessions, their bound video slots, binds made and refused by reason. */
+export function gridCollector(sfu: Pick<Sfu, "sessionList">, counters: GridCounters): Collector {
+  return () => {
+    const sessions = sfu.sessionList();
+    let bound = 0;
+    for (const s of sessions) for (const slot of s.slots()) if (slot.kind === "video" && slot.camera !== undefined) bound++;
+    return [
+      { name: "gatehouse_grid_sessions", help: "Open multi-camera sessions (a whole grid over one peer connection).", type: "gauge", value: sessions.length },
+      { name: "gatehouse_grid_slots_bound", help: "Video slots of open multi-camera sessions that show a camera now.", type: "gauge", value: bound },
+      { name: "gatehouse_grid_binds_total", help: "Slots bound to a camera since start (re-binds included).", type: "counter", value: counters.binds },
+      ...BIND_REFUSALS.map((reason) => ({
+        name: "gatehouse_grid_binds_refused_total",
+        help: "Slot binds refused since start, by reason (the slot and the session stay as they were).",
+        type: "counter" as const,
+        value: counters.refused[reason],
+        labels: { reason },
+      })),
+    ];
+  };
+}
+
+/** Which refusal an error at a step of a bind is (by the error's code, never its message). */
+function refusalOf(step: "session" | "body" | "slot" | "camera" | "stream" | "bind", err: unknown): BindRefusal {
+  const code = isGatehouseError(err) ? err.code : undefined;
+  switch (code) {
+    case "FORBIDDEN":
+    case "UNAUTHORIZED":
+      return "forbidden";
+    case "NOT_FOUND":
+      return step === "session" ? "no_session" : step === "slot" ? "no_slot" : "unknown_camera";
+    case "BAD_INPUT":
+      return step === "stream" ? "unknown_stream" : "bad_request";
+    case "OVERLOAD":
+    case "UPSTREAM":
+    case "CLOSED":
+    case "WRONG_STATE":
+      return "unavailable";
+    default:
+      return "failed";
+  }
 }
 
 const SDP = "application/sdp";
@@ -195,32 +256,40 @@ export function gridRouter(deps: GridDeps): Router {
   });
 
   r.put("/:session/slots/:mid", jsonBody, async (req, res) => {
+    let step: Parameters<typeof refusalOf>[0] = "session";
     try {
       const entry = ownedBy(req);
       const mid = String(req.params.mid ?? "");
+      step = "body";
       const body = req.body as { camera?: unknown; stream?: unknown } | undefined;
       if (!body || typeof body.camera !== "string" || body.camera === "") throw new BadInputError('body must be {"camera": "<id>", "stream"?: "sub"}');
       const camera = body.camera;
       const asked = body.stream ?? "sub";
       if (typeof asked !== "string" || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(asked)) throw new BadInputError("stream must be main, sub, auto or a stream id");
+      step = "slot";
       const slot = entry.session.slots().find((s) => s.mid === mid);
       if (!slot) throw new NotFoundError("no such slot");
+      step = "camera";
       if (!deps.cameraExists(camera)) throw new NotFoundError("no such camera");
       // Rights on every bind: a refusal leaves the slot as it was, the session untouched.
       deps.authorize?.(req, camera);
+      step = "stream";
       // Grid tiles default to the camera's smallest stream (its substream).
-      const found = deps.streamSource ? deps.streamSource(camera, asked) : ["main", "sub", "auto"].includes(asked) ? { stream: asked, source: camera } : undefined;
+      const found = deps.streamSource ? await deps.streamSource(camera, asked) : ["main", "sub", "auto"].includes(asked) ? { stream: asked, source: camera } : undefined;
       if (!found) throw new BadInputError(`camera has no stream '${asked}'`);
+      step = "bind";
       const id = toCameraId(camera);
       const source = toCameraId(found.source);
       if (slot.camera !== source) {
         await entry.session.bind(mid, source);
+        if (deps.counters) deps.counters.binds++;
         endBinding(entry, mid, "slot re-bound");
         entry.bound.set(mid, { camera, stream: found.stream, source });
         startBinding(req, entry, mid, id, { camera, stream: found.stream });
       }
       res.set("Cache-Control", "no-store").json({ mid, kind: slot.kind, camera: id, stream: found.stream });
     } catch (err) {
+      if (deps.counters) deps.counters.refused[refusalOf(step, err)]++;
       if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
       sendError(res, err);
     }

@@ -3,9 +3,15 @@
  * /whep, answered through the camera's owner in a cluster) and the whole grid over one peer
  * connection (/grid). Each viewer or session ends with its caller's sign-in session or right,
  * and the relays its peer connection allocated end with it.
+ *
+ * In a cluster a camera is pulled by one node (its lease holder). A viewer reaching another node
+ * is served there from a relay of the owner's pull, or answered through the owner
+ * (`cluster.forward`); both routes ask `servedFrom` where the camera comes from. A grid's slots
+ * are always served from a relay: the grid's one peer connection ends on this node.
  */
 import type express from "express";
 import type { Logger } from "../../config/log.ts";
+import { OverloadError } from "../../config/errors.ts";
 import type { Config } from "../../config/schema.ts";
 import { authCloseReason } from "../../sfu/api.ts";
 import type { Sfu } from "../../sfu/sfu.ts";
@@ -13,12 +19,12 @@ import { whepAudit, type AuditLog, type GridAudit } from "../audit/index.ts";
 import type { playbackAudit } from "../audit/hooks.ts";
 import type { Auth } from "../auth/index.ts";
 import type { CameraRegistry } from "../cameras.ts";
-import { forwardingRouter, type Cluster } from "../cluster/index.ts";
+import { forwardingRouter, servedFrom, type Cluster } from "../cluster/index.ts";
 import type { Forwarding } from "../cluster/forward-relay.ts";
 import { playbackRouter } from "../playback/routes.ts";
 import type { PlaybackService } from "../playback/service.ts";
 import type { RelayAccess } from "../relay-access.ts";
-import { gridRouter } from "./grid.ts";
+import { gridRouter, type GridCounters } from "./grid.ts";
 import type { ViewerAdmission } from "./viewer-admission.ts";
 import { iceServerLinks, whepRouter } from "./whep.ts";
 import { ownerOfUser, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
@@ -39,6 +45,8 @@ export interface MediaRoutesParts {
   readonly forwarding?: Pick<Forwarding, "route" | "answered"> | undefined;
   /** Tells a viewer's page at once when its media worker dies. */
   readonly lostNotices?: ViewerLostNotices | undefined;
+  /** Grid binds made and refused (`/metrics`). */
+  readonly gridCounters?: GridCounters | undefined;
   readonly log: Logger;
 }
 
@@ -132,11 +140,12 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
       sfu: p.sfu,
       limits: p.config.media.grid,
       cameraExists: (id) => registry.has(id),
-      streamSource: (id, stream) => registry.streamSource(id, stream),
+      streamSource: cluster ? (id, stream) => clusterSlotSource(p, cluster, id, stream) : (id, stream) => registry.streamSource(id, stream),
       authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
       userOf: (req) => req.user?.sub,
       sessionOf,
       admission: p.admission,
+      ...(p.gridCounters ? { counters: p.gridCounters } : {}),
       // The whole session ends with the caller's sign-in session (as live viewers do), its relays with it.
       onSession: (req, session) => {
         const user = req.user!;
@@ -161,4 +170,23 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
     }),
   );
   return whep;
+}
+
+/**
+ * The source a grid slot of this node shows for a camera's stream in a cluster: this node's own
+ * pull when it holds the camera's lease (taken when free), else a relay of the owner's pull, in
+ * either `cluster.forward.mode` (a slot cannot be answered through another node). An owner that
+ * is gone is taken over. Throws OverloadError (503, Retry-After) when no relay can be had now.
+ */
+async function clusterSlotSource(p: MediaRoutesParts, cluster: Cluster, camera: string, stream: string): Promise<{ stream: string; source: string } | undefined> {
+  const found = p.registry.streamSource(camera, stream);
+  if (!found) return undefined;
+  const d = { leases: cluster.leases, ...(p.forwarding ? { relay: p.forwarding } : {}) };
+  let served = await servedFrom(d, camera, found.stream, true);
+  if (served.from === "owner" && !(await cluster.nodes.alive(served.owner.node))) {
+    if ((await cluster.leases.takeOver(camera, served.owner)).self) served = { from: "here" };
+  }
+  if (served.from === "here") return found;
+  if (served.from === "relay") return { stream: found.stream, source: served.source };
+  throw new OverloadError(`this camera is pulled by the gateway node ${served.owner.node}, which cannot forward it here now`, { retryAfterSeconds: 1 });
 }

@@ -11,6 +11,7 @@
  * - refused binds (403 no right, 404 unknown camera) → `live_view_start` denied, with the status;
  * - unbind, session closed, sign-in session revoked by an administrator → `live_view_end`
  *   with why, exactly once per binding.
+ * - `/metrics` follows the same session: open sessions, bound slots, binds made and refused by reason.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -22,10 +23,8 @@ import { silentLogger } from "../../config/log.ts";
 import type { AuditRecord } from "../../gateway/audit/index.ts";
 import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
-import { HttpBrowser, signIn } from "../peers/oidc.ts";
-import { chromiumAudioCodecs, chromiumVideoCodecs } from "../peers/werift-viewer.ts";
-import "../peers/werift-dtls-client.ts";
+import type { HttpBrowser } from "../peers/oidc.ts";
+import { GridClient, openWeriftGrid, type WeriftGrid } from "../peers/werift-grid.ts";
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "gh-grid-audit-"));
 let gw: Gateway;
@@ -69,65 +68,14 @@ afterAll(async () => {
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** A signed-in browser's requests (cookie, CSRF token, origin). */
-class Client {
-  readonly browser: HttpBrowser;
-  private readonly csrf: string;
-  constructor(browser: HttpBrowser, csrf: string) {
-    this.browser = browser;
-    this.csrf = csrf;
-  }
-  static async signIn(user: "viewer" | "admin"): Promise<Client> {
-    const b = new HttpBrowser();
-    browsers.push(b);
-    const pw = gw.auth.devUsers!.find((u) => u.username === user)!.password;
-    expect((await signIn(b, `${gw.url}/auth/login`, user, pw)).status).toBe(200);
-    const csrf = (JSON.parse((await b.request(`${gw.url}/auth/csrf`, { headers: { accept: "application/json" } })).body) as { token: string }).token;
-    return new Client(b, csrf);
-  }
-  async send(method: string, url: string, body?: { sdp?: string; json?: unknown }): Promise<{ status: number; body: string; location: string | null }> {
-    const headers: Record<string, string> = { "x-csrf-token": this.csrf, origin: gw.url, accept: "application/json" };
-    let payload: string | undefined;
-    if (body?.sdp !== undefined) {
-      headers["content-type"] = "application/sdp";
-      payload = body.sdp;
-    } else if (body?.json !== undefined) {
-      headers["content-type"] = "application/json";
-      payload = JSON.stringify(body.json);
-    }
-    const r = await this.browser.request(new URL(url, gw.url).toString(), { method, headers, ...(payload !== undefined ? { body: payload } : {}) });
-    return { status: r.status, body: r.body, location: r.headers.get("location") };
-  }
+/** A werift peer offering two recvonly video slots and one audio slot, as the web client's grid does. */
+async function openGrid(c: GridClient): Promise<WeriftGrid> {
+  const grid = await openWeriftGrid(c, { video: 2, audio: 1 });
+  pcs.push(grid.pc);
+  return grid;
 }
 
-/** A werift peer offering two recvonly video slots and one audio slot, as the web client's grid does; the session's resource. */
-async function openGrid(c: Client): Promise<{ resource: string; mids: string[]; pc: RTCPeerConnection }> {
-  const pc = createPeerConnection({
-    iceServers: [],
-    iceUseIpv4: false,
-    iceUseIpv6: false,
-    iceAdditionalHostAddresses: ["127.0.0.1"],
-    iceInterfaceAddresses: { udp4: "127.0.0.1" },
-    codecs: { video: chromiumVideoCodecs(), audio: chromiumAudioCodecs() },
-  });
-  pcs.push(pc);
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.addTransceiver("audio", { direction: "recvonly" });
-  await pc.setLocalDescription(await pc.createOffer());
-  const connected = new Promise<void>((resolve, reject) => {
-    pc.connectionStateChange.subscribe((s) => (s === "connected" ? resolve() : s === "failed" ? reject(new Error("grid connection failed")) : undefined));
-  });
-  const r = await c.send("POST", "/grid", { sdp: pc.localDescription!.sdp });
-  expect(r.status, r.body).toBe(201);
-  await pc.setRemoteDescription({ type: "answer", sdp: r.body });
-  await connected;
-  const resource = new URL(r.location!, gw.url).pathname;
-  const state = JSON.parse((await c.send("GET", resource)).body) as { slots: { mid: string; kind: string }[] };
-  return { resource, mids: state.slots.filter((s) => s.kind === "video").map((s) => s.mid), pc };
-}
-
-let admin: Client;
+let admin: GridClient;
 
 async function records(query: string): Promise<AuditRecord[]> {
   const r = await admin.send("GET", `/api/admin/audit?${query}`);
@@ -144,16 +92,32 @@ async function until(query: string, pred: (rs: AuditRecord[]) => boolean): Promi
   }
 }
 
+/** A sample of the gateway's `/metrics` as an administrator reads it (`name` with its labels). */
+async function metric(name: string): Promise<number> {
+  const r = await admin.send("GET", "/metrics");
+  expect(r.status).toBe(200);
+  const line = r.body.split("\n").find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`no sample ${name} in /metrics`);
+  return Number(line.slice(name.length + 1));
+}
+
+async function metricBecomes(name: string, want: number): Promise<void> {
+  while ((await metric(name)) !== want) await new Promise((r) => setTimeout(r, 50));
+}
+
 const detail = (r: AuditRecord) => JSON.parse(r.detail!) as Record<string, unknown>;
 const ofGrid = (id: string) => (rs: AuditRecord[]) => rs.filter((r) => r.detail && detail(r).grid === id);
 
 describe("multi-camera sessions on the audit trail", () => {
-  let viewer: Client;
+  let viewer: GridClient;
 
   it("records a bind, a re-bind (the first binding's end, the second's start), refused binds and the session's close", { timeout: 60_000 }, async () => {
-    admin = await Client.signIn("admin");
-    viewer = await Client.signIn("viewer");
+    admin = await GridClient.signIn(gw, "admin", browsers);
+    viewer = await GridClient.signIn(gw, "viewer", browsers);
+    expect(await metric("gatehouse_grid_sessions")).toBe(0);
     const { resource, mids } = await openGrid(viewer);
+    expect(await metric("gatehouse_grid_sessions")).toBe(1);
+    expect(await metric("gatehouse_grid_slots_bound")).toBe(0);
     const grid = resource.split("/").pop()!;
     expect(mids).toHaveLength(2);
     const [m0, m1] = mids as [string, string];
@@ -187,9 +151,19 @@ describe("multi-camera sessions on the audit trail", () => {
     const [refusedNope] = await until("camera=nope&action=live_view_start", (rs) => rs.length >= 1);
     expect(refusedNope).toMatchObject({ outcome: "denied", camera: "nope" });
     expect(detail(refusedNope!)).toEqual({ grid, mid: m1, status: 404 });
+    // The same in /metrics: two binds made (cam1, then cam2 on the same slot), two refused, one slot showing a camera.
+    expect(await metric('gatehouse_grid_binds_refused_total{reason="forbidden"}')).toBe(1);
+    expect(await metric('gatehouse_grid_binds_refused_total{reason="unknown_camera"}')).toBe(1);
+    expect(await metric('gatehouse_grid_binds_refused_total{reason="no_slot"}')).toBe(0);
+    expect(await metric("gatehouse_grid_binds_total")).toBe(2);
+    expect(await metric("gatehouse_grid_slots_bound")).toBe(1);
+    expect((await viewer.send("PUT", `${resource}/slots/nope`, { json: { camera: "cam1" } })).status).toBe(404);
+    expect(await metric('gatehouse_grid_binds_refused_total{reason="no_slot"}')).toBe(1);
 
     // A second slot bound, then unbound by the client.
     expect((await viewer.send("PUT", `${resource}/slots/${m1}`, { json: { camera: "cam1" } })).status).toBe(200);
+    expect(await metric("gatehouse_grid_slots_bound")).toBe(2);
+    expect(await metric("gatehouse_grid_binds_total")).toBe(3);
     expect((await viewer.send("DELETE", `${resource}/slots/${m1}`)).status).toBe(204);
     await until("camera=cam1&action=live_view_end", (rs) => ofGrid(grid)(rs).some((r) => detail(r).mid === m1 && detail(r).reason === "client unbind"));
 
@@ -197,6 +171,8 @@ describe("multi-camera sessions on the audit trail", () => {
     expect((await viewer.send("DELETE", resource)).status).toBe(200);
     const [end2] = ofGrid(grid)(await until("camera=cam2&action=live_view_end", (rs) => ofGrid(grid)(rs).length >= 1));
     expect(detail(end2!)).toMatchObject({ grid, mid: m0, stream: "main", reason: "session closed: client delete" });
+    await metricBecomes("gatehouse_grid_sessions", 0);
+    expect(await metric("gatehouse_grid_slots_bound")).toBe(0);
 
     // Exactly once per binding: three bindings, three starts and three ends on this session.
     const all = ofGrid(grid)(await records("user=dev-viewer&limit=500"));
