@@ -13,7 +13,8 @@
  * outage (a watched recorder SIGKILLed and restarted: how fast the page leaves LIVE,
  * and how fast new frames are decoded once it listens again), turn, sip, audit (records/s into
  * SQLite and PostgreSQL, and what it adds to a WHEP POST's p99), codecs (the ffmpeg child's CPU
- * converting one AAC camera to Opus and one 1080p25 H.265 camera to H.264). One that fails or whose module does not exist yet is reported as
+ * converting one AAC camera to Opus and one 1080p25 H.265 camera to H.264), ingest (32 cameras at
+ * 2 Mbit/s with one viewer each: our CPU per camera beside Janus pulling the same 32). One that fails or whose module does not exist yet is reported as
  * `"<name>_error": "…"` and the run goes on.
  *
  * Method notes (the machine is shared and noisy): every server runs in a process of its
@@ -39,8 +40,9 @@ import { benchCodecs } from "./codecs.ts";
 import { benchCluster } from "./cluster.ts";
 import { benchGrid } from "./grid.ts";
 import { benchStreams } from "./streams.ts";
+import { benchIngest } from "./ingest.ts";
 
-const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback", "codecs", "cluster", "grid", "streams"] as const;
+const ALL = ["fanout", "latency_floor", "janus", "workers", "ttff", "ttff_gop2s", "janus_ttff", "outage", "turn", "sip", "audit", "playback", "codecs", "cluster", "grid", "streams", "ingest"] as const;
 type Name = (typeof ALL)[number];
 
 const { values } = parseArgs({
@@ -303,6 +305,7 @@ await step("codecs", () => benchCodecs({ quick, log }), 240_000);
 await step("cluster", (signal) => benchCluster({ cycles: quick ? 2 : 5, log, signal }), 600_000);
 await step("grid", async () => ({ ...(await benchGrid({ trials: quick ? 2 : 5 })) }), 300_000);
 await step("streams", () => benchStreams({ rounds: quick ? 1 : 3, log }), 720_000);
+await step("ingest", async (signal) => ({ ...(await benchIngest({ log, signal, ...(quick ? { windows: 3, windowMs: 4000 } : {}) })) }), 300_000);
 
 const cpu1 = machineCpu();
 out["machine_cpu_busy_fraction"] = Math.round(((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total)) * 1000) / 1000;

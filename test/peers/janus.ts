@@ -13,7 +13,8 @@
  * `event_loops`, only the streaming plugin and HTTP transport loaded, ICE gathered on
  * loopback only, no STUN), janus.transport.http.jcfg on a free 127.0.0.1 port, and
  * janus.plugin.streaming.jcfg with one `rtsp` mountpoint (id 1, video only by default,
- * `videobufferkf` on by default so new viewers get the latest keyframe at once).
+ * `videobufferkf` on by default so new viewers get the latest keyframe at once), or one per
+ * URL of `rtspUrls` (ids 1…N, watched with `session.watch({ mountpoint })`).
  * Janus pulls RTSP over UDP only (RTP/AVP), so the recorder must offer UDP.
  * The process is killed by its own pid on close.
  */
@@ -28,6 +29,8 @@ const JANUS_LIB = "/usr/lib/x86_64-linux-gnu/janus";
 export interface JanusOptions {
   /** RTSP URL the streaming plugin pulls (mountpoint id 1). */
   rtspUrl: string;
+  /** Several cameras: mountpoint i + 1 pulls `rtspUrls[i]` (then `rtspUrl` is not used). */
+  rtspUrls?: readonly string[];
   /** `event_loops` in janus.jcfg: a fixed pool of media loops; undefined = as packaged (one loop per handle). */
   eventLoops?: number;
   /** `videobufferkf`: keep the latest keyframe for new viewers. Default true. */
@@ -48,14 +51,16 @@ export interface Janus extends AsyncDisposable {
   /** Base URL of the HTTP API, e.g. http://127.0.0.1:8188/janus */
   readonly api: string;
   readonly pid: number;
-  /** The mountpoint id to `watch`. */
+  /** The mountpoint id to `watch` (the first one). */
   readonly mountpoint: number;
+  /** Every mountpoint id, in the order of `rtspUrls` (just `[1]` with one URL). */
+  readonly mountpoints: readonly number[];
   /** Last lines of Janus's output (for error reports). */
   tail(): string;
   /** Opens a Janus session with its own event long-poll. */
   session(): Promise<JanusSession>;
-  /** The streaming plugin's view of the mountpoint (`info` request): `{ enabled, viewers, media… }`. */
-  mountpointInfo(): Promise<Record<string, unknown>>;
+  /** The streaming plugin's view of a mountpoint (`info` request, default the first): `{ enabled, viewers, media… }`. */
+  mountpointInfo(id?: number): Promise<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -74,8 +79,8 @@ export interface JanusWatch {
 
 export interface JanusSession {
   readonly id: number;
-  /** Attaches a streaming handle and asks to watch the mountpoint; resolves with Janus's offer. */
-  watch(opts?: { timeoutMs?: number }): Promise<JanusWatch>;
+  /** Attaches a streaming handle and asks to watch the mountpoint (default the session's); resolves with Janus's offer. */
+  watch(opts?: { timeoutMs?: number; mountpoint?: number }): Promise<JanusWatch>;
   /** Destroys the session and every handle in it. Idempotent. */
   destroy(): Promise<void>;
 }
@@ -94,6 +99,8 @@ export function janusConfigFiles(o: {
   dir: string;
   httpPort: number;
   rtspUrl: string;
+  /** One mountpoint per URL (ids 1…N) instead of `rtspUrl`. */
+  rtspUrls?: readonly string[] | undefined;
   eventLoops?: number | undefined;
   videoBufferKf: boolean;
   audio: boolean;
@@ -163,20 +170,24 @@ admin: {
   admin_https = false
 }
 `,
-    "janus.plugin.streaming.jcfg": `general: {
-}
-bench: {
+    "janus.plugin.streaming.jcfg":
+      "general: {\n}\n" +
+      (o.rtspUrls ?? [o.rtspUrl])
+        .map(
+          (url, i) => `${i === 0 ? "bench" : `bench${i + 1}`}: {
   type = "rtsp"
-  id = 1
-  description = "gatehouse bench"
+  id = ${i + 1}
+  description = "gatehouse bench ${i + 1}"
   audio = ${o.audio}
   video = true
-  url = ${q(o.rtspUrl)}
+  url = ${q(url)}
   videobufferkf = ${o.videoBufferKf}
   rtspiface = "127.0.0.1"
   rtsp_reconnect_delay = 5
 }
 `,
+        )
+        .join(""),
   };
 }
 
@@ -206,6 +217,7 @@ export async function startJanus(o: JanusOptions): Promise<Janus> {
       dir,
       httpPort,
       rtspUrl: o.rtspUrl,
+      rtspUrls: o.rtspUrls,
       eventLoops: o.eventLoops,
       videoBufferKf: o.videoBufferKf ?? true,
       audio: o.audio ?? false,
@@ -217,7 +229,7 @@ export async function startJanus(o: JanusOptions): Promise<Janus> {
       stdio: ["ignore", "pipe", "pipe"],
     });
     track(child);
-    const proc = new JanusProcess(child, `http://127.0.0.1:${httpPort}/janus`, dir);
+    const proc = new JanusProcess(child, `http://127.0.0.1:${httpPort}/janus`, dir, (o.rtspUrls ?? [o.rtspUrl]).length);
     try {
       await proc.waitReady(readyTimeoutMs);
       return proc;
@@ -261,6 +273,7 @@ class JanusProcess implements Janus {
   readonly api: string;
   readonly pid: number;
   readonly mountpoint = 1;
+  readonly mountpoints: readonly number[];
   private readonly child: ChildProcess;
   private readonly dir: string;
   private output = "";
@@ -268,7 +281,8 @@ class JanusProcess implements Janus {
   private readonly sessions = new Set<JanusSession>();
   private closing: Promise<void> | undefined;
 
-  constructor(child: ChildProcess, api: string, dir: string) {
+  constructor(child: ChildProcess, api: string, dir: string, mountpoints: number) {
+    this.mountpoints = Array.from({ length: mountpoints }, (_, i) => i + 1);
     this.child = child;
     this.api = api;
     this.dir = dir;
@@ -283,7 +297,7 @@ class JanusProcess implements Janus {
     return this.output.split("\n").slice(-15).join("\n");
   }
 
-  /** HTTP API up and the mountpoint pulling (its RTSP source answered). */
+  /** HTTP API up and every mountpoint pulling (its RTSP source answered). */
   async waitReady(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     let exited = false;
@@ -294,9 +308,15 @@ class JanusProcess implements Janus {
       try {
         const res = await fetch(`${this.api}/info`);
         if (res.ok) {
-          const info = await this.mountpointInfo();
-          if (info["enabled"] === true) return;
-          last = JSON.stringify(info).slice(0, 300);
+          let all = true;
+          for (const id of this.mountpoints) {
+            const info = await this.mountpointInfo(id);
+            if (info["enabled"] === true) continue;
+            last = `mountpoint ${id}: ${JSON.stringify(info).slice(0, 300)}`;
+            all = false;
+            break;
+          }
+          if (all) return;
         }
       } catch (err) {
         last = String(err);
@@ -306,14 +326,14 @@ class JanusProcess implements Janus {
     throw new Error(`janus not ready after ${timeoutMs} ms (${last}): ${this.tail()}`);
   }
 
-  async mountpointInfo(): Promise<Record<string, unknown>> {
+  async mountpointInfo(id = this.mountpoint): Promise<Record<string, unknown>> {
     const s = await post(this.api, { janus: "create" });
     const sid = s.data!.id!;
     try {
       const h = await post(`${this.api}/${sid}`, { janus: "attach", plugin: "janus.plugin.streaming" });
       const r = await post(`${this.api}/${sid}/${h.data!.id!}`, {
         janus: "message",
-        body: { request: "info", id: this.mountpoint },
+        body: { request: "info", id },
       });
       const data = r.plugindata?.data ?? {};
       if (data["error"]) throw new Error(`janus info: ${String(data["error"])}`);
@@ -396,7 +416,7 @@ class Session implements JanusSession {
     else if (e.janus === "hangup" || e.janus === "detached") w.fail?.(new Error(`janus ${e.janus}`));
   }
 
-  async watch(opts: { timeoutMs?: number } = {}): Promise<JanusWatch> {
+  async watch(opts: { timeoutMs?: number; mountpoint?: number } = {}): Promise<JanusWatch> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const h = await post(this.url, { janus: "attach", plugin: "janus.plugin.streaming" });
     const handle = h.data!.id!;
@@ -419,7 +439,7 @@ class Session implements JanusSession {
     const webrtcUp = timeout(new Promise<void>((resolve) => (waiters.up = resolve)), "webrtcup");
     webrtcUp.catch(() => {});
     // The offer may come in the synchronous reply or, usually, as an event on the long poll.
-    const ack = await post(hurl, { janus: "message", body: { request: "watch", id: this.mountpoint } });
+    const ack = await post(hurl, { janus: "message", body: { request: "watch", id: opts.mountpoint ?? this.mountpoint } });
     if (ack.jsep?.type === "offer") waiters.offer?.(ack);
     const ev = await timeout(offer, "offer");
     return {

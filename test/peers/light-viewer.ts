@@ -60,6 +60,8 @@ interface ProtocolInternals {
 export class StreamCounter extends SeqCounter {
   readonly ssrc: number;
   bytes = 0;
+  /** Packets with the RTP marker bit (RFC 6184 §5.1: the last packet of an access unit), i.e. frames. */
+  frames = 0;
   constructor(ssrc: number) {
     super();
     this.ssrc = ssrc;
@@ -231,6 +233,7 @@ export class LightViewer {
     }
     s.push(seq);
     s.bytes += data.length;
+    if (b1 & 0x80) s.frames++;
     this.packets++;
     this.bytes += data.length;
     if (this.onRtp) this.onRtp(ssrc, seq, performance.now());

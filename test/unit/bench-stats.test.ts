@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseProcStat, parseUdpSnmp, parseUdpSocketDrops, parseVmRssKb } from "../bench/lib/proc.ts";
+import { descendantsOf, parseProcStat, parseUdpSnmp, parseUdpSocketDrops, parseVmRssKb } from "../bench/lib/proc.ts";
 import { LatencyHistogram, median, percentile, percentileSorted, round } from "../bench/lib/stats.ts";
 
 describe("bench percentiles (nearest rank)", () => {
@@ -114,8 +114,24 @@ describe("bench /proc parsers", () => {
   it("reads utime, stime, threads and RSS from /proc/<pid>/stat, even with ') ' in the name", () => {
     const line =
       "4242 (node (bench) x) S 1 4242 4242 0 -1 4194560 5000 0 0 0 1234 567 0 0 20 0 11 0 100 900000000 23456 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
-    expect(parseProcStat(line)).toEqual({ utime: 1234, stime: 567, numThreads: 11, rssPages: 23456 });
+    expect(parseProcStat(line)).toEqual({ ppid: 1, utime: 1234, stime: 567, numThreads: 11, rssPages: 23456 });
     expect(() => parseProcStat("garbage")).toThrow();
+  });
+
+  it("finds a process tree from parent links: the root first, grandchildren too, nothing else", () => {
+    // 10 → 11, 12; 12 → 13; 20 is unrelated; 1 is its own parent (init) and must not loop.
+    const parents = new Map([
+      [1, 1],
+      [10, 1],
+      [11, 10],
+      [12, 10],
+      [13, 12],
+      [20, 1],
+    ]);
+    expect(descendantsOf(10, parents)).toEqual([10, 11, 12, 13]);
+    expect(descendantsOf(13, parents)).toEqual([13]);
+    expect(descendantsOf(99, parents)).toEqual([99]);
+    expect(descendantsOf(1, parents).sort((a, b) => a - b)).toEqual([1, 10, 11, 12, 13, 20]);
   });
 
   it("reads VmRSS in kB", () => {

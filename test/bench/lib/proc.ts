@@ -7,6 +7,8 @@ import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 
 export interface ProcStat {
+  /** Parent process id. */
+  ppid: number;
   /** User-mode CPU, clock ticks (all threads). */
   utime: number;
   /** Kernel-mode CPU, clock ticks (all threads). */
@@ -30,7 +32,7 @@ export function parseProcStat(text: string): ProcStat {
     if (!Number.isFinite(v)) throw new Error(`/proc stat field ${field} missing`);
     return v;
   };
-  return { utime: num(14), stime: num(15), numThreads: num(20), rssPages: num(24) };
+  return { ppid: num(4), utime: num(14), stime: num(15), numThreads: num(20), rssPages: num(24) };
 }
 
 /** VmRSS from /proc/<pid>/status, kB; NaN when absent (kernel thread, zombie). */
@@ -119,6 +121,57 @@ export function procStat(pid: number): ProcStat {
   return parseProcStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
 }
 
+/**
+ * `root` and every process below it, given each process's parent (pid → ppid); `root`
+ * first, then breadth first. Pure.
+ */
+export function descendantsOf(root: number, parents: ReadonlyMap<number, number>): number[] {
+  const children = new Map<number, number[]>();
+  for (const [pid, ppid] of parents) {
+    if (pid === ppid) continue;
+    const list = children.get(ppid);
+    if (list) list.push(pid);
+    else children.set(ppid, [pid]);
+  }
+  const out = [root];
+  const seen = new Set(out);
+  for (let i = 0; i < out.length; i++) {
+    for (const c of children.get(out[i]!) ?? []) {
+      if (seen.has(c)) continue;
+      seen.add(c);
+      out.push(c);
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds (user + system, all threads) of `pid` and every live process below it
+ * (a gateway's transcoders, say). A child that exited since the last reading takes its
+ * time with it, so read over windows in which the tree is stable.
+ */
+export function treeCpuSeconds(pid: number): number {
+  const parents = new Map<number, number>();
+  const stats = new Map<number, ProcStat>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const st = parseProcStat(readFileSync(`/proc/${name}/stat`, "utf8"));
+      parents.set(Number(name), st.ppid);
+      stats.set(Number(name), st);
+    } catch {
+      // gone between readdir and read
+    }
+  }
+  if (!stats.has(pid)) throw new Error(`no process ${pid}`);
+  let ticks = 0;
+  for (const p of descendantsOf(pid, parents)) {
+    const st = stats.get(p);
+    if (st) ticks += st.utime + st.stime;
+  }
+  return ticks / clockTicksPerSecond();
+}
+
 /** Resident memory, kB. */
 export function rssKb(pid: number): number {
   return parseVmRssKb(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -138,11 +191,13 @@ export class CpuWindow {
   private readonly pids: Record<string, number>;
   private readonly start: Record<string, number> = {};
   private readonly t0: number;
+  private readonly read: (pid: number) => number;
 
-  /** Starts the window now. `pids`: name → pid. */
-  constructor(pids: Record<string, number>) {
+  /** Starts the window now. `pids`: name → pid. `tree`: count each process's descendants too. */
+  constructor(pids: Record<string, number>, opts: { tree?: boolean } = {}) {
     this.pids = pids;
-    for (const [name, pid] of Object.entries(pids)) this.start[name] = safeCpu(pid);
+    this.read = opts.tree ? treeCpuSeconds : cpuSeconds;
+    for (const [name, pid] of Object.entries(pids)) this.start[name] = this.safeCpu(pid);
     this.t0 = performance.now();
   }
 
@@ -152,18 +207,18 @@ export class CpuWindow {
     const cpuS: Record<string, number> = {};
     const cores: Record<string, number> = {};
     for (const [name, pid] of Object.entries(this.pids)) {
-      cpuS[name] = safeCpu(pid) - this.start[name]!;
+      cpuS[name] = this.safeCpu(pid) - this.start[name]!;
       cores[name] = cpuS[name] / wallS;
     }
     return { wallS, cpuS, cores };
   }
-}
 
-function safeCpu(pid: number): number {
-  try {
-    return cpuSeconds(pid);
-  } catch {
-    return Number.NaN;
+  private safeCpu(pid: number): number {
+    try {
+      return this.read(pid);
+    } catch {
+      return Number.NaN;
+    }
   }
 }
 
