@@ -4,10 +4,12 @@
  * camera, fan-out is that times the viewers, so the replicas cost little and each
  * worker has a warm keyframe cache for its next viewer.
  *
- * Ingest: packets pushed during one callback (one TCP read of an RTSP connection,
- * typically a whole frame) are batched into one buffer and posted to every worker when
- * the callback ends (a microtask), with the main thread's arrival time per packet so
- * forwarding latency counts the hop between threads.
+ * Ingest: packets pushed during one turn of the event loop (one TCP read of an RTSP
+ * connection, or the burst of UDP datagrams of a frame, each its own I/O callback) are
+ * batched into one buffer and posted to every worker once that turn's I/O is handled
+ * (setImmediate), with the main thread's arrival time per packet so forwarding latency
+ * counts the hop between threads. Flushing after each callback instead posted one message
+ * per UDP packet to every worker.
  */
 import { SafeEmitter } from "../../config/events.ts";
 import type { CameraId } from "../../config/ids.ts";
@@ -105,7 +107,7 @@ export class SourceProxy implements SourceHandle, MediaSink {
       // The first packet of a burst (see Source.burstArrival): its arrival stands for the burst's.
       this.scheduled = true;
       this.burstAt = performance.timeOrigin + performance.now();
-      queueMicrotask(this.flushBound);
+      setImmediate(this.flushBound);
     }
     if (this.used + RECORD_HEADER + packet.length > BATCH_BYTES) this.post();
     // Epoch time with sub-ms precision: the worker converts it to its own clock.

@@ -78,4 +78,14 @@ describe("bench Janus launcher: generated configuration", () => {
     expect(s).toContain('url = "rtsp://127.0.0.1:554/cam\\"1"');
     expect(janusConfigFiles({ ...base, videoBufferKf: false })["janus.plugin.streaming.jcfg"]).toMatch(/videobufferkf = false/);
   });
+
+  it("declares one rtsp mountpoint per camera URL, ids 1…N, each with its own unique section and URL", () => {
+    const urls = ["rtsp://127.0.0.1:5001/cam1", "rtsp://127.0.0.1:5002/cam2", "rtsp://127.0.0.1:5003/cam3"];
+    const s = janusConfigFiles({ ...base, rtspUrls: urls })["janus.plugin.streaming.jcfg"]!;
+    expect([...s.matchAll(/^(\w+): \{$/gm)].map((m) => m[1])).toEqual(["general", "bench", "bench2", "bench3"]);
+    expect([...s.matchAll(/^\s*id = (\d+)$/gm)].map((m) => Number(m[1]))).toEqual([1, 2, 3]);
+    expect([...s.matchAll(/^\s*url = "(.*)"$/gm)].map((m) => m[1])).toEqual(urls);
+    expect(s.match(/type = "rtsp"/g)).toHaveLength(3);
+    expect(s).not.toContain("cam\\\"1");
+  });
 });
