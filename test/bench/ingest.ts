@@ -28,7 +28,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { startJanus, type Janus } from "../peers/janus.ts";
-import { gatewayConfig, type Log } from "./fanout.ts";
+import { gatewayConfig, type GatewayStats, type Log } from "./fanout.ts";
 import { forkChild } from "./lib/child.ts";
 import { benchClip, DEFAULT_CLIP, type ClipSpec } from "./lib/clip.ts";
 import { CpuWindow, machineCpu, udpSocketDrops } from "./lib/proc.ts";
@@ -50,6 +50,8 @@ export interface IngestOptions {
   minDelivery?: number;
   /** Janus `event_loops`. Default 2 (as in the per-packet comparison). */
   janusEventLoops?: number;
+  /** The gateway's `media.workers`; default the config default (one per core). */
+  gatewayWorkers?: number;
   clip?: ClipSpec;
   signal?: AbortSignal;
   log?: Log;
@@ -77,6 +79,12 @@ export interface IngestWindow {
   /** Sequence-gap loss over all viewers, per side. */
   oursLoss: number;
   janusLoss: number;
+  /** Packets lost between the cameras and our gateway (RTP sequence gaps), and dropped by its sources. */
+  oursUpstreamLost: number;
+  oursSourceDropped: number;
+  /** Datagrams the kernel dropped on each server's sockets (full receive buffers). */
+  oursSocketDrops: number;
+  janusSocketDrops: number;
 }
 
 export interface IngestResult {
@@ -87,6 +95,9 @@ export interface IngestResult {
   ingest_camera_kbps: number;
   ingest_cores_p50: number;
   janus_ingest_cores_p50: number;
+  /** The same with no viewer at all (pull only), one window before the viewers connect. */
+  ingest_pull_only_cpu_pct_per_camera: number;
+  janus_ingest_pull_only_cpu_pct_per_camera: number;
   /** Lowest fraction of the clip's frame rate any viewer received in any window, per side. */
   ingest_delivery_min: number;
   janus_ingest_delivery_min: number;
@@ -132,7 +143,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
     started.push(cameras);
     const urls = cameras.ready.urls;
     const ids = urls.map((_, i) => `cam${i + 1}`);
-    const base = gatewayConfig(urls[0]!, { cameras: ids.map((id, i) => ({ id, url: urls[i]! })) });
+    const base = gatewayConfig(urls[0]!, { cameras: ids.map((id, i) => ({ id, url: urls[i]! })), workers: o.gatewayWorkers });
     const config = { ...base, cameras: base.cameras.map((c) => ({ ...c, transport: "udp" })) };
     const gateway = await forkChild<{ url: string; pid: number }>(proc("gateway.ts"), ["--config", JSON.stringify(config)], {
       execArgv: process.env.GATEHOUSE_BENCH_GATEWAY_ARGS?.split(" ").filter(Boolean) ?? [],
@@ -149,6 +160,20 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
     started.push(viewers);
     log(`ingest: cameras pid ${cameras.pid}, gateway pid ${gateway.pid}, janus pid ${janus.pid}, viewers pid ${viewers.pid}`);
 
+    // Pull only: both servers hold all the cameras, nobody watches.
+    const pullStart = performance.now();
+    for (;;) {
+      const s = await gateway.call<GatewayStats>("stats");
+      if (s.packetsIn > n * 100) break;
+      if (performance.now() - pullStart > 30_000) throw new Error(`the gateway pulled only ${s.packetsIn} packets from ${n} cameras in 30 s`);
+      await sleep(250);
+    }
+    await sleep(1000);
+    const pull = new CpuWindow({ ours: gateway.pid, janus: janus.pid }, { tree: true });
+    await sleep(windowMs);
+    const pullOnly = pull.end();
+    log(`ingest: pull only, no viewers: ours ${round(pullOnly.cores["ours"]!, 3)} cores, janus ${round(pullOnly.cores["janus"]!, 3)} cores`);
+
     const ours = await viewers.call<{ wallMs: number; retried: number }>("whep", { side: "ours", urls: ids.map((id) => `${gateway.ready.url}/whep/${id}`) }, 180_000);
     if (o.signal?.aborted) throw new Error("out of time");
     const theirs = await viewers.call<{ wallMs: number; retried: number }>("janus", { side: "janus", api: janus.api, mountpoints: [...janus.mountpoints] }, 180_000);
@@ -162,15 +187,18 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
       if (o.signal?.aborted) throw new Error("out of time");
       const d0 = { ours: udpSocketDrops(gateway.pid), janus: udpSocketDrops(janus.pid) };
       const m0 = machineCpu();
+      const g0 = await gateway.call<GatewayStats>("stats");
       await viewers.call("mark");
       // The gateway's whole process tree (a transcoder it spawned would count); Janus is one process.
       const cpu = new CpuWindow({ ours: gateway.pid, janus: janus.pid, cameras: cameras.pid, viewers: viewers.pid }, { tree: true });
       await sleep(windowMs);
       const c = cpu.end();
       const got = await viewers.call<Record<string, ViewerWindow[]>>("read");
+      const g1 = await gateway.call<GatewayStats>("stats");
       const m1 = machineCpu();
-      oursDrops += udpSocketDrops(gateway.pid) - d0.ours;
-      janusDrops += udpSocketDrops(janus.pid) - d0.janus;
+      const drops = { ours: udpSocketDrops(gateway.pid) - d0.ours, janus: udpSocketDrops(janus.pid) - d0.janus };
+      oursDrops += drops.ours;
+      janusDrops += drops.janus;
       const side = (name: "ours" | "janus") => {
         const list = got[name] ?? [];
         if (list.length !== n) throw new Error(`${name}: ${list.length} of ${n} viewers still there`);
@@ -196,18 +224,24 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         janusPps: Math.round(b.pps),
         oursLoss: round(a.loss, 4),
         janusLoss: round(b.loss, 4),
+        oursUpstreamLost: g1.upstreamLost - g0.upstreamLost,
+        oursSourceDropped: g1.sourceDropped - g0.sourceDropped,
+        oursSocketDrops: drops.ours,
+        janusSocketDrops: drops.janus,
       };
       results.push(win);
       log(
         `ingest window ${w + 1}/${windows}: ours ${win.oursCores} cores, janus ${win.janusCores} cores; ` +
           `fps min/median ours ${win.oursMinFps}/${win.oursFps}, janus ${win.janusMinFps}/${win.janusFps}; ` +
-          `cameras ${win.camerasCores}, viewers ${win.viewersCores}, machine ${win.machineBusy}`,
+          `cameras ${win.camerasCores}, viewers ${win.viewersCores}, machine ${win.machineBusy}; ` +
+          `ours upstream lost ${win.oursUpstreamLost}, source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} janus ${win.janusSocketDrops}`,
       );
       if (a.short.length > 0 || b.short.length > 0) {
         throw new Error(
           `delivery below ${minDelivery * 100} % of ${spec.fps} fps in window ${w + 1}: ` +
             `ours cameras [${a.short.join(", ")}] (slowest ${round(a.minFps, 1)} fps), ` +
-            `janus cameras [${b.short.join(", ")}] (slowest ${round(b.minFps, 1)} fps)`,
+            `janus cameras [${b.short.join(", ")}] (slowest ${round(b.minFps, 1)} fps); machine busy ${win.machineBusy}, ` +
+            `our upstream lost ${win.oursUpstreamLost} and source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} janus ${win.janusSocketDrops}`,
         );
       }
     }
@@ -222,6 +256,8 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
       ingest_camera_kbps: clip.kbps,
       ingest_cores_p50: round(oursCores, 3),
       janus_ingest_cores_p50: round(janusCores, 3),
+      ingest_pull_only_cpu_pct_per_camera: round((pullOnly.cores["ours"]! * 100) / n, 2),
+      janus_ingest_pull_only_cpu_pct_per_camera: round((pullOnly.cores["janus"]! * 100) / n, 2),
       ingest_delivery_min: round(Math.min(...results.map((r) => r.oursMinFps)) / spec.fps, 3),
       janus_ingest_delivery_min: round(Math.min(...results.map((r) => r.janusMinFps)) / spec.fps, 3),
       ingest_windows: results,
@@ -236,7 +272,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         `(streaming plugin rtsp mountpoints, event_loops = ${o.janusEventLoops ?? 2}) both pull all ${n} over RTSP/UDP, ` +
         `one light WebRTC viewer per camera on each side in a separate process; both run side by side, ` +
         `${windows} windows of ${windowMs / 1000} s, /proc utime+stime of the gateway's process tree and of Janus ` +
-        `over the same windows; medians; every viewer ≥ ${minDelivery * 100} % of ${spec.fps} fps in every window`,
+        `over the same windows (after one ${windowMs / 1000} s window of pulling with no viewer); medians; every viewer ≥ ${minDelivery * 100} % of ${spec.fps} fps in every window`,
     };
   } finally {
     await stop();
