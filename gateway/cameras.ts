@@ -276,9 +276,16 @@ export class CameraRegistry {
     return s ? { stream: s.id, source: s.source } : undefined;
   }
 
-  /** The SFU sources of a camera's streams, main first (the last is its substream). */
-  streamSources(camera: string): CameraId[] {
-    return this.entries.get(camera as CameraId)?.streams.map((s) => s.source) ?? [];
+  /**
+   * The SFU sources of a camera's streams, main first (the last is its substream). With
+   * `h265` given, those whose video that viewer can play (`true`: it receives H.265), or all
+   * when none can.
+   */
+  streamSources(camera: string, h265?: boolean): CameraId[] {
+    const streams = this.entries.get(camera as CameraId)?.streams ?? [];
+    if (h265 === undefined) return streams.map((s) => s.source);
+    const playable = streams.filter((s) => !videoUnplayable(s, h265));
+    return (playable.length > 0 ? playable : streams).map((s) => s.source);
   }
 
   /** The ids of a camera's streams, main first (the last is its substream). */

@@ -87,7 +87,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
     cameraExists: (id) => registry.has(id),
     streamSource: (id, stream, h265) => registry.streamSource(id, stream, h265),
     // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
-    onStreamChoice: (viewer, id, stream) => viewer.setStreams(registry.streamSources(id), stream === "auto"),
+    onStreamChoice: (viewer, id, stream, h265) => viewer.setStreams(registry.streamSources(id, h265), stream === "auto"),
     authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
     userOf: (req) => req.user?.sub,
     sessionOf,

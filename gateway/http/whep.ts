@@ -51,9 +51,10 @@ export interface WhepDeps {
   streamSource?(camera: string, stream: string, h265?: boolean): { stream: string; source: string } | undefined;
   /**
    * A viewer's stream choice: its ladder (sources, largest first) and whether the SFU may
-   * move it along the ladder as its network allows (`auto`) or keeps it on one. Default none.
+   * move it along the ladder as its network allows (`auto`) or keeps it on one; `h265`: the
+   * viewer receives H.265 (its answer has it). Default none.
    */
-  onStreamChoice?(viewer: ViewerHandle, camera: string, stream: string): void;
+  onStreamChoice?(viewer: ViewerHandle, camera: string, stream: string, h265: boolean): void;
   /** Throws AuthError (401/403) when the request may not watch this camera. */
   authorize?(req: Request, cameraId: string): void;
   /** ICE servers for this client (Link headers). */
@@ -88,6 +89,8 @@ export function whepRouter(deps: WhepDeps): Router {
   const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
   const fragBody = express.text({ type: SDPFRAG, limit: 16 * 1024 });
   const jsonBody = express.json({ type: JSON_TYPE, limit: 1024, strict: true });
+  /** Viewers whose answer has H.265: an H.265 stream passed through plays for them. */
+  const h265Viewers = new Set<string>();
 
   /** The source for the asked stream (absent = `auto`); 400 for a stream the camera does not have. */
   const streamOf = (camera: string, asked: unknown, h265 = false): { stream: string; source: string } => {
@@ -152,9 +155,16 @@ export function whepRouter(deps: WhepDeps): Router {
         ticket.release();
         throw err;
       }
+      // H.265 in the answer: this viewer can be moved to an H.265 stream later (a stream change by PATCH).
+      const h265 = offersH265(answerSdp);
+      if (h265) {
+        const v = viewer;
+        h265Viewers.add(v.id);
+        v.once("closed", () => h265Viewers.delete(v.id));
+      }
       try {
         deps.onViewer?.(req, viewer);
-        deps.onStreamChoice?.(viewer, id, typeof asked === "string" ? asked : "auto");
+        deps.onStreamChoice?.(viewer, id, typeof asked === "string" ? asked : "auto", h265);
       } catch (err) {
         await viewer.close(ViewerCloseReasons.rejectedByGateway);
         throw err;
@@ -201,11 +211,12 @@ export function whepRouter(deps: WhepDeps): Router {
       if (typeof body !== "object" || body === null || Array.isArray(body) || Object.keys(body).some((k) => k !== "stream"))
         throw new BadInputError('body must be {"stream": "<main|sub|auto|id>"}');
       const asked = (body as { stream?: unknown }).stream;
-      const { stream, source } = streamOf(cam, asked);
+      const h265 = h265Viewers.has(v);
+      const { stream, source } = streamOf(cam, asked, h265);
       const viewer = deps.sfu.viewer(v);
       if (!viewer) throw new NotFoundError("no such viewer session");
       viewer.switchSource(toCameraId(source), `asked for ${String(asked)}`);
-      deps.onStreamChoice?.(viewer, cam, String(asked));
+      deps.onStreamChoice?.(viewer, cam, String(asked), h265);
       res.status(202).set("Cache-Control", "no-store").json({ stream: String(asked), source: stream });
     } catch (err) {
       sendError(res, err);

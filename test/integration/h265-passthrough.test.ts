@@ -3,7 +3,9 @@
  * offers H.265 is answered H.265 and receives the camera's own NAL units (compared byte for
  * byte with the same stream pulled by ffmpeg beside the gateway), parameter sets before its
  * first IRAP picture, every packet within the path MTU; a peer that offers no H.265 keeps
- * today's fallback (the camera's H.264 substream).
+ * today's fallback (the camera's H.264 substream). A stream change by PATCH takes the peer's
+ * H.265 into account: back to `main` is the H.265 main stream for a peer that receives H.265,
+ * the H.264 substream for one that does not.
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -170,6 +172,62 @@ describe("H.265 passthrough", () => {
       const p = await plain.video.waitForCount(10);
       expect(p.payloadType).toBe(108); // H.264 constrained baseline, packetization-mode 1
       expect(sub.sessions()).toBe(1);
+    } finally {
+      await plain.close();
+    }
+  }, 60_000);
+
+  it("moves a peer that receives H.265 back to the H.265 main stream by PATCH; a peer without H.265 stays on the H.264 substream", async () => {
+    await using main = await startGstRtspServer({ width: 320, height: 240, gop: 25, codec: "h265", noAudio: true });
+    await using sub = await startGstRtspServer({ width: 256, height: 144, gop: 25, noAudio: true });
+    const config = parseConfig({
+      server: { port: 0 },
+      auth: { mode: "none" },
+      demo: { enabled: false },
+      cameras: [{ id: "hevc", url: main.url, transport: "tcp", transcode: { h265Passthrough: true }, streams: [{ id: "sub", url: sub.url }] }],
+    });
+    await using gw = await startGateway({ config, log: silentLogger });
+    const patch = async (v: WeriftViewer, stream: string): Promise<{ stream: string; source: string }> => {
+      const res = await fetch(v.resource, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ stream }) });
+      expect(res.status).toBe(202);
+      return (await res.json()) as { stream: string; source: string };
+    };
+    /** The first packet of payload type `pt` received from now on. */
+    const next = (v: WeriftViewer, pt: number, what: string) => {
+      const from = v.video.packets.length;
+      return v.video.waitFor((p) => p.payloadType === pt && v.video.packets.indexOf(p) >= from, what, 20_000);
+    };
+
+    const viewer = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/hevc?stream=main`, audio: false, videoCodecs: h265VideoCodecs() });
+    try {
+      await viewer.connected;
+      await viewer.video.waitFor((p) => p.payloadType === 49, "H.265 from the main stream", 20_000);
+      const toSub = next(viewer, 108, "H.264 from the substream");
+      expect(await patch(viewer, "sub")).toEqual({ stream: "sub", source: "sub" });
+      await toSub;
+      for (const asked of ["main", "auto"]) {
+        const back = next(viewer, 49, `H.265 after asking for ${asked}`);
+        expect(await patch(viewer, asked)).toEqual({ stream: asked, source: "main" });
+        await back;
+        if (asked === "main") {
+          const away = next(viewer, 108, "H.264 from the substream again");
+          await patch(viewer, "sub");
+          await away;
+        }
+      }
+    } finally {
+      await viewer.close();
+    }
+
+    // Without H.265, `main` is the camera's H.264 stream, by PATCH as on POST.
+    const plain = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/hevc?stream=sub`, audio: false });
+    try {
+      await plain.connected;
+      await plain.video.waitForCount(10);
+      expect(await patch(plain, "main")).toEqual({ stream: "main", source: "sub" });
+      // Its picture goes on (a move to the H.265 stream would leave it without video).
+      await plain.video.waitForCount(plain.video.count + 50);
+      expect(new Set(plain.video.packets.map((p) => p.payloadType))).toEqual(new Set([108]));
     } finally {
       await plain.close();
     }
