@@ -482,6 +482,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       auth,
       cluster,
       gridCounters,
+      forwarding,
       closing: () => closingNow,
       onClose: (fn) => cleanups.push(fn),
       log,

@@ -13,6 +13,7 @@ import type { AuditLog } from "./audit/index.ts";
 import type { Auth } from "./auth/index.ts";
 import { providerFetch } from "./auth/fetch.ts";
 import type { CameraRegistry } from "./cameras.ts";
+import { forwardingCollector } from "./cluster/forward-metrics.ts";
 import type { Cluster } from "./cluster/index.ts";
 import type { FrontDoor } from "./frontdoor/index.ts";
 import type { ReadinessCheck } from "./http/health.ts";
@@ -45,6 +46,8 @@ export interface ReadinessParts {
   readonly cluster: Cluster | undefined;
   /** Grid binds made and refused (the grid routes count them). */
   readonly gridCounters: GridCounters;
+  /** RTP forwarding between the cluster's nodes (its figures in /metrics). */
+  readonly forwarding?: Parameters<typeof forwardingCollector>[0] | undefined;
   /** True once the gateway began closing: every component then reports not ready. */
   readonly closing: () => boolean;
   /** Registers a cleanup; cleanups run in reverse order of registration. */
@@ -67,6 +70,7 @@ export function wireReadiness(p: ReadinessParts): GatewayReadiness {
   if (p.turn) collectors.push(turnCollector(p.turn));
   if (p.sip) collectors.push(sipCollector(p.sip));
   collectors.push(gridCollector(sfu, p.gridCounters));
+  if (p.forwarding) collectors.push(forwardingCollector(p.forwarding));
 
   const up = (what: string) => () => (p.closing() ? { ready: false, detail: "closing" } : { ready: true, detail: what });
   const checks: ReadinessCheck[] = [

@@ -460,6 +460,15 @@ export class SfuEngine {
     return [...this.sources.values()];
   }
 
+  /** Closes and forgets a source without viewers (Sfu.releaseSource). */
+  releaseSource(id: CameraId): boolean {
+    const s = this.sources.get(id);
+    if (!s || s.viewerCount > 0) return false;
+    this.sources.delete(id);
+    void s.close();
+    return true;
+  }
+
   /** Everything the web UI, /metrics and the benchmark read: per source and per viewer counters, latency, loop delay. */
   stats(): SfuStats {
     return {

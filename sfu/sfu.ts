@@ -90,6 +90,7 @@ interface Backend {
   source(id: CameraId): SourceHandle;
   findSource(id: CameraId): SourceHandle | undefined;
   sourceList(): SourceHandle[];
+  releaseSource(id: CameraId): boolean;
   createViewer(id: CameraId, offer: Offer, opts?: CreateViewerOptions): Promise<{ viewer: ViewerHandle; answerSdp: string }>;
   createSession(offer: Offer, opts: CreateSessionOptions): Promise<{ session: GridSessionHandle; answerSdp: string }>;
   session(id: GridSessionId): GridSessionHandle | undefined;
@@ -174,6 +175,15 @@ export class Sfu {
   /** All sources. */
   sourceList(): SourceHandle[] {
     return this.backend.sourceList();
+  }
+
+  /**
+   * Forgets a source nobody watches any more (a relay of another node's camera that ended): its
+   * history and cached pictures are freed and it leaves `sourceList()`. False (nothing done) when
+   * it does not exist or still has viewers; `source(id)` makes a fresh one later.
+   */
+  releaseSource(id: CameraId): boolean {
+    return this.backend.releaseSource(id);
   }
 
   /**

@@ -356,6 +356,16 @@ export class WorkerPool {
     return [...this.sources.values()];
   }
 
+  /** Forgets a source without viewers here and in every worker (Sfu.releaseSource). */
+  releaseSource(id: CameraId): boolean {
+    const s = this.sources.get(id);
+    if (!s || s.viewerCount > 0) return false;
+    s.flush();
+    this.sources.delete(id);
+    this.broadcast({ t: "release", cam: id });
+    return true;
+  }
+
   viewer(id: ViewerId): ViewerHandle | undefined {
     return this.viewers.get(id)?.proxy;
   }

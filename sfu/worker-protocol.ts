@@ -57,6 +57,8 @@ export interface IngestStats {
 export type ToWorker =
   | { t: "tracks"; cam: string; tracks: TrackSpec[] }
   | { t: "down"; cam: string; reason: string }
+  /** The source is no longer used (a relay ended): the replica is dropped, after the media before it. */
+  | { t: "release"; cam: string }
   /** Batched RTP/RTCP records (see encodeRecord). */
   | { t: "media"; cam: string; data: Uint8Array }
   /** The offer as the facade read it (sfu/offer.ts): never parsed again here. */

@@ -59,14 +59,14 @@ const snapshotTimer = setInterval(() => post({ t: "snapshot", ...snapshot() }), 
 
 port.on("message", (m: ToWorker) => {
   try {
-    if (m.t === "media" || m.t === "tracks" || m.t === "down") ingest(m);
+    if (m.t === "media" || m.t === "tracks" || m.t === "down" || m.t === "release") ingest(m);
     else handle(m);
   } catch (err) {
     log.warn("media worker message failed", { type: m.t, err });
   }
 });
 
-type IngestMessage = Extract<ToWorker, { t: "media" | "tracks" | "down" }>;
+type IngestMessage = Extract<ToWorker, { t: "media" | "tracks" | "down" | "release" }>;
 
 const ingestQueue = new IngestQueue({
   onRecord: (cam, kind, track, packet, arrival) => {
@@ -88,6 +88,15 @@ function ingest(m: IngestMessage): void {
       cam: m.cam,
       run: () => {
         if (!closing) source(m.cam).setTracks(m.tracks);
+      },
+    });
+  else if (m.t === "release")
+    ingestQueue.push({
+      t: "control",
+      cam: m.cam,
+      run: () => {
+        const src = engine.findSource(cameraId(m.cam));
+        if (!closing && src && src.viewerCount === 0) void src.close();
       },
     });
   else

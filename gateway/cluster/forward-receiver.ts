@@ -4,7 +4,9 @@
  * this node's viewers of the stream watch. The relay keeps its link alive while anyone watches,
  * asks for a keyframe when it has none to give, and when the owner falls silent finds the
  * camera's owner again: another node (subscribe there), or this node (its viewers move to the
- * local pull at its first keyframe, without renegotiation).
+ * local pull at its first keyframe, without renegotiation). A relay that ends (no viewer left,
+ * or this node pulls the camera now) releases its SFU source once its last viewer has moved on,
+ * so relays of cameras watched once do not pile up in the SFU.
  */
 import type { KeyObject } from "node:crypto";
 import type dgram from "node:dgram";
@@ -12,6 +14,7 @@ import type { CameraId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import type { SourceHandle, ViewerHandle } from "../../sfu/api.ts";
 import type { RelayEndpoint } from "./forward-link.ts";
+import type { LinkCount, LinkTotals } from "./forward-metrics.ts";
 import { decodeRelay, decodeTracks, encodeRelay, ReplayWindow, RelayType } from "./forward-wire.ts";
 
 /** A link the owner granted. */
@@ -25,7 +28,11 @@ export interface RelaySubscription {
 
 export interface RelayReceiversOptions {
   endpoint: RelayEndpoint;
-  sfu: { source(id: CameraId): SourceHandle; viewerList(): ViewerHandle[] };
+  sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; viewerList(): ViewerHandle[]; releaseSource(id: CameraId): boolean };
+  /** Packets and bytes received, by owner node and source (for /metrics). */
+  totals?: LinkTotals;
+  /** Told when a relay's owner fell silent or left (its viewers' pages hear that the camera moves). */
+  onOwnerLost?: (relaySource: CameraId, camera: string) => void;
   /** Asks `node` (the owner) for a link of the camera's stream. */
   subscribe(camera: string, stream: string, node: string): Promise<RelaySubscription>;
   /** Who owns the camera now (taking it over when its owner is gone). */
@@ -55,7 +62,12 @@ interface Relay {
   idleSince: number | undefined;
   resolving: Promise<void> | undefined;
   closed: boolean;
+  /** Packets and bytes from the current owner. */
+  count: LinkCount | undefined;
 }
+
+/** SwitchInfo.reason of a source switch whose target sent no keyframe in time (sfu/api.ts). */
+const SWITCH_TIMED_OUT = "no keyframe in time";
 
 /** The relay source of a camera stream's source. */
 export function relaySourceId(source: CameraId): CameraId {
@@ -68,7 +80,9 @@ export class RelayReceivers {
   private readonly o: RelayReceiversOptions;
   private readonly clock: () => number;
   private readonly timer: NodeJS.Timeout;
-  readonly counters = { packets: 0, resubscribes: 0, adopted: 0, keyframeRequests: 0 };
+  /** Relay sources ended but still watched (viewers moving to the local pull): released once idle. */
+  private readonly draining = new Set<CameraId>();
+  readonly counters = { packets: 0, resubscribes: 0, adopted: 0, keyframeRequests: 0, released: 0, switchRetries: 0 };
 
   constructor(o: RelayReceiversOptions) {
     this.o = o;
@@ -107,6 +121,7 @@ export class RelayReceivers {
 
   private async open(camera: string, stream: string, id: CameraId, node: string): Promise<void> {
     const now = this.clock();
+    this.draining.delete(id);
     const r: Relay = {
       camera,
       stream,
@@ -123,16 +138,30 @@ export class RelayReceivers {
       idleSince: undefined,
       resolving: undefined,
       closed: false,
+      count: undefined,
     };
-    await this.subscribe(r, node);
+    try {
+      await this.subscribe(r, node);
+    } catch (err) {
+      this.release(id);
+      throw err;
+    }
     this.relays.set(id, r);
   }
 
   private async subscribe(r: Relay, node: string): Promise<void> {
     const sub = await this.o.subscribe(r.camera, r.stream, node);
     if (r.sub) this.o.endpoint.relayed.delete(r.sub.channel);
+    // Another owner (or the same node started again): its pull is another upstream session. The
+    // source forgets the old one's pictures and takes the new link's first tracks whatever their
+    // epoch (every link starts at 1, so the dead link's epoch may equal the new one's).
+    if (r.epoch !== undefined) {
+      r.epoch = undefined;
+      r.source.upstreamDown(`the camera moved to ${node}`);
+    }
     r.sub = sub;
     r.node = node;
+    r.count = this.o.totals?.entry("received", node, r.id);
     r.window = new ReplayWindow();
     r.counter = 0;
     r.lastPacketAt = r.subscribedAt = r.keyframeAskedAt = this.clock();
@@ -154,6 +183,10 @@ export class RelayReceivers {
       case RelayType.rtcp:
         if (epoch !== r.epoch) return ep.drop("staleEpoch");
         this.counters.packets++;
+        if (r.count) {
+          r.count.packets++;
+          r.count.bytes += d.payload.length;
+        }
         if (type === RelayType.rtp) r.source.pushRtp(track, d.payload);
         else r.source.pushRtcp(track, d.payload);
         return;
@@ -191,6 +224,7 @@ export class RelayReceivers {
   private tick(): void {
     const now = this.clock();
     const silence = this.o.silenceMs;
+    for (const id of [...this.draining]) this.release(id);
     for (const r of [...this.relays.values()]) {
       if (r.source.viewerCount === 0) {
         r.idleSince ??= now;
@@ -218,6 +252,7 @@ export class RelayReceivers {
   private resolve(r: Relay): void {
     if (r.resolving || r.closed) return;
     this.counters.resubscribes++;
+    this.o.onOwnerLost?.(r.id, r.camera);
     r.resolving = (async () => {
       try {
         const owner = await this.o.owner(r.camera);
@@ -244,11 +279,30 @@ export class RelayReceivers {
     let moved = 0;
     for (const v of this.o.sfu.viewerList())
       if (v.sourceId === r.id) {
-        v.switchSource(local, "this node pulls the camera now");
+        this.moveToLocal(v, r.id, local);
         moved++;
       }
     this.o.log.info("cluster: forwarded camera now pulled here", { camera: r.camera, stream: r.stream, viewers: moved });
     this.end(r, "pulled here now");
+  }
+
+  /**
+   * Moves a viewer of an ended relay to this node's own pull. The switch is made at the pull's
+   * first keyframe; when that takes longer than the switch allows (a slow recorder, a loaded
+   * node), the viewer would stay on a relay that sends nothing any more and never play again:
+   * it is asked again, for as long as it sits on the relay's source.
+   */
+  private moveToLocal(v: ViewerHandle, relay: CameraId, local: CameraId): void {
+    const off = v.on("switched", (info) => {
+      if (info.to !== local) return;
+      // Only a switch that ran out of time is asked again (not one superseded by another move).
+      if (info.ok || info.reason !== SWITCH_TIMED_OUT || v.state === "closed" || v.sourceId !== relay || this.relays.has(relay)) return off();
+      this.counters.switchRetries++;
+      this.o.log.info("cluster: a viewer's move to the local pull timed out; asking again", { viewer: v.id, source: local, why: info.reason });
+      v.switchSource(local, "this node pulls the camera now");
+    });
+    v.once("closed", () => off());
+    v.switchSource(local, "this node pulls the camera now");
   }
 
   private end(r: Relay, why: string): void {
@@ -259,6 +313,20 @@ export class RelayReceivers {
     if (r.epoch !== undefined) r.source.upstreamDown(`relay ended: ${why}`);
     this.relays.delete(r.id);
     this.o.log.debug("cluster: relay ended", { camera: r.camera, stream: r.stream, why });
+    this.release(r.id);
+  }
+
+  /** Releases an ended relay's SFU source now if nobody watches it, else at a later tick (its viewers moving on). */
+  private release(id: CameraId): void {
+    if (this.relays.has(id)) {
+      this.draining.delete(id); // in use again
+      return;
+    }
+    if (this.o.sfu.releaseSource(id)) {
+      this.counters.released++;
+      this.draining.delete(id);
+    } else if ((this.o.sfu.findSource(id)?.viewerCount ?? 0) > 0) this.draining.add(id);
+    else this.draining.delete(id);
   }
 
   close(): void {

@@ -22,6 +22,7 @@ import { sendError } from "../http/errors.ts";
 import { AUTH_HEADER, MAX_SKEW_SECONDS, signature } from "./forward.ts";
 import { RelayEndpoint } from "./forward-link.ts";
 import { RelayReceivers, type RelaySubscription } from "./forward-receiver.ts";
+import { LinkTotals, type LinkCount } from "./forward-metrics.ts";
 import { RelayTaps } from "./forward-sender.ts";
 import { relayLinkKey, type RelayDropReason } from "./forward-wire.ts";
 import type { Cluster } from "./index.ts";
@@ -31,7 +32,7 @@ export const RELAY_PATH = "/cluster/relay";
 
 /** The owner's taps (made before the camera registry, which hands them its ingests' sinks). */
 export function createRelayTaps(config: ClusterConfig, log: Logger): RelayTaps {
-  return new RelayTaps({ silenceMs: config.forward.silenceMs, maxLinks: config.forward.maxLinks, log: log.child({ component: "cluster" }) });
+  return new RelayTaps({ silenceMs: config.forward.silenceMs, maxLinks: config.forward.maxLinks, totals: new LinkTotals(), log: log.child({ component: "cluster" }) });
 }
 
 /** How a viewer of a camera another node pulls is served. */
@@ -53,7 +54,9 @@ export interface ForwardingOptions {
   /** The front door's listening host: the forwarding socket's address unless `cluster.forward.address` says. */
   host: string;
   taps: RelayTaps;
-  sfu: { source(id: CameraId): SourceHandle; viewerList(): ViewerHandle[] };
+  sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; viewerList(): ViewerHandle[]; releaseSource(id: CameraId): boolean };
+  /** A relay's owner fell silent or left: the viewers of `relaySource` hear that their camera moves. */
+  onOwnerLost?: (relaySource: CameraId, camera: string) => void;
   cameras: {
     has(id: string): boolean;
     streamSource(camera: string, stream?: string): { stream: string; source: CameraId } | undefined;
@@ -72,6 +75,10 @@ export interface ForwardingStats {
   relayedPackets: number;
   resubscribes: number;
   adopted: number;
+  /** Relay sources released from the SFU after their relay ended. */
+  released: number;
+  /** Keyframe requests the relays sent to owners. */
+  keyframeRequests: number;
 }
 
 export interface Forwarding {
@@ -88,6 +95,8 @@ export interface Forwarding {
   /** A viewer answered through the owner started (+1) or ended (−1). */
   answered(camera: string, delta: number): void;
   stats(): ForwardingStats;
+  /** Media packets and bytes per link (direction, other node, source), cumulative. */
+  linkTotals(): readonly LinkCount[];
   close(): void;
 }
 
@@ -140,7 +149,17 @@ export async function startForwarding(o: ForwardingOptions): Promise<Forwarding>
     return s.source;
   };
 
-  const receivers = new RelayReceivers({ endpoint, sfu: o.sfu, subscribe, owner, localSource, silenceMs: config.silenceMs, log });
+  const receivers = new RelayReceivers({
+    endpoint,
+    sfu: o.sfu,
+    subscribe,
+    owner,
+    localSource,
+    silenceMs: config.silenceMs,
+    ...(o.taps.totals ? { totals: o.taps.totals } : {}),
+    ...(o.onOwnerLost ? { onOwnerLost: o.onOwnerLost } : {}),
+    log,
+  });
 
   // A camera this node no longer owns: the nodes relaying it find its new owner at once.
   cluster.leases.events.on("lost", (camera) => o.taps.endSources(o.cameras.streamSources(camera), "camera taken over by another node"));
@@ -209,7 +228,10 @@ export async function startForwarding(o: ForwardingOptions): Promise<Forwarding>
       relayedPackets: receivers.counters.packets,
       resubscribes: receivers.counters.resubscribes,
       adopted: receivers.counters.adopted,
+      released: receivers.counters.released,
+      keyframeRequests: receivers.counters.keyframeRequests,
     }),
+    linkTotals: () => o.taps.totals?.list() ?? [],
     close: () => {
       receivers.close();
       o.taps.close();

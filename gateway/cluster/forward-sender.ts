@@ -16,6 +16,7 @@ import type { Logger } from "../../config/log.ts";
 import { h264PayloadIsKeyframeStart } from "../../sfu/h264/nal.ts";
 import type { MediaSink, TrackSpec } from "../../sfu/types.ts";
 import type { RelayEndpoint } from "./forward-link.ts";
+import type { LinkCount, LinkTotals } from "./forward-metrics.ts";
 import { decodeRelay, encodeRelay, encodeTracks, ReplayWindow, RelayType } from "./forward-wire.ts";
 
 /** Packets of the cached group of pictures at most; a longer one is not replayed (the next keyframe is waited for). */
@@ -33,6 +34,7 @@ interface OwnerLink {
   epoch: number;
   lastHeard: number;
   readonly window: ReplayWindow;
+  readonly count: LinkCount | undefined;
 }
 
 /** One stream's tap. */
@@ -106,6 +108,8 @@ export interface RelayTapsOptions {
   silenceMs: number;
   /** Links this node sends at most (all streams together). */
   maxLinks: number;
+  /** Packets and bytes sent, by relaying node and source (for /metrics). */
+  totals?: LinkTotals;
   clock?: () => number;
   log: Logger;
 }
@@ -124,6 +128,11 @@ export class RelayTaps {
   constructor(o: RelayTapsOptions) {
     this.o = o;
     this.clock = o.clock ?? Date.now;
+  }
+
+  /** The per-link totals this node's taps add to (shared with its relays). */
+  get totals(): LinkTotals | undefined {
+    return this.o.totals;
   }
 
   /**
@@ -156,7 +165,7 @@ export class RelayTaps {
     const tap = this.taps.get(o.source);
     if (!tap || !this.endpoint) throw new Error("no such stream on this node");
     if (this.links.size >= this.o.maxLinks) throw new Error(`this node forwards ${this.links.size} links already (cluster.forward.maxLinks)`);
-    const link: OwnerLink = { ...o, counter: 0, epoch: 0, lastHeard: this.clock(), window: new ReplayWindow() };
+    const link: OwnerLink = { ...o, counter: 0, epoch: 0, lastHeard: this.clock(), window: new ReplayWindow(), count: this.o.totals?.entry("sent", o.node, o.source) };
     this.links.set(o.channel, link);
     tap.links.add(link);
     this.counters.linksOpened++;
@@ -184,6 +193,10 @@ export class RelayTaps {
     if (!this.endpoint) return;
     l.counter = (l.counter + 1) >>> 0;
     this.counters.packets++;
+    if (l.count && (type === RelayType.rtp || type === RelayType.rtcp)) {
+      l.count.packets++;
+      l.count.bytes += payload.length;
+    }
     this.endpoint.send(encodeRelay(l.key, { type, channel: l.channel, counter: l.counter, track, epoch: l.epoch }, payload), l.port, l.address);
   }
 

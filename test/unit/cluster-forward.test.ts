@@ -2,7 +2,9 @@
  * RTP forwarding between cluster nodes, below the gateway: the datagram codec (MAC, replay
  * window, tracks), the policy, and an owner's taps sending to a relay over two real UDP sockets on
  * loopback — tracks, sender reports and the cached keyframe first, live packets after, hostile
- * datagrams counted and dropped, and a relay whose owner falls silent finding the owner again.
+ * datagrams counted and dropped, a relay whose owner falls silent finding the owner again (and
+ * taking the new owner's stream as a new upstream session), and an ended relay's SFU source
+ * released once its last viewer has moved on.
  */
 import dgram from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
@@ -127,11 +129,29 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     );
     const source = new RecordingSource();
     const switched: string[] = [];
-    const viewer = { sourceId: relaySourceId("cam" as CameraId), switchSource: (to: string) => switched.push(to) } as unknown as ViewerHandle;
+    const onSwitched: ((info: { from: string; to: string; ok: boolean; reason: string }) => void)[] = [];
+    const viewer = {
+      id: "v1",
+      state: "connected",
+      sourceId: relaySourceId("cam" as CameraId),
+      switchSource: (to: string) => switched.push(to),
+      on: (event: string, fn: (typeof onSwitched)[number]) => {
+        if (event === "switched") onSwitched.push(fn);
+        return () => onSwitched.splice(onSwitched.indexOf(fn), 1);
+      },
+      once: () => () => {},
+    } as unknown as ViewerHandle;
     let subscriptions = 0;
+    const released: string[] = [];
+    const sfu = {
+      source: () => source as unknown as SourceHandle,
+      findSource: () => source as unknown as SourceHandle,
+      viewerList: () => [viewer],
+      releaseSource: (id: CameraId) => source.viewerCount === 0 && released.push(id) > 0,
+    };
     const receivers = new RelayReceivers({
       endpoint: relayEp,
-      sfu: { source: () => source as unknown as SourceHandle, viewerList: () => [viewer] },
+      sfu,
       subscribe: async (_camera, _stream, node): Promise<RelaySubscription> => {
         subscriptions++;
         const channel = 1000 + subscriptions;
@@ -145,7 +165,10 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
       log: silentLogger,
     });
     closers.push(() => receivers.close());
-    return { ownerEp, relayEp, taps, tap, local, demand, source, receivers, switched, subscriptions: () => subscriptions };
+    const switchEnded = (info: { from: string; to: string; ok: boolean; reason: string }) => {
+      for (const fn of [...onSwitched]) fn(info);
+    };
+    return { ownerEp, relayEp, taps, tap, local, demand, source, receivers, switched, switchEnded, released, subscriptions: () => subscriptions };
   }
 
   it("a new relay gets tracks, the last sender report and the cached keyframe first, then live packets; its link is demand", async () => {
@@ -218,5 +241,78 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     await until("the viewers moved to the local source", () => s.switched.length > 0, 5000);
     expect(s.switched[0]).toBe("cam");
     expect(s.receivers.count).toBe(0);
+    // The local pull's first keyframe came too late for the switch: it is asked again (else the
+    // viewer would stay on a relay that sends nothing any more), until it is made.
+    s.switchEnded({ from: "cam@relay", to: "cam", ok: false, reason: "no keyframe in time" });
+    expect(s.switched).toEqual(["cam", "cam"]);
+    s.switchEnded({ from: "cam@relay", to: "cam", ok: true, reason: "this node pulls the camera now" });
+    s.switchEnded({ from: "cam@relay", to: "cam", ok: false, reason: "no keyframe in time" });
+    expect(s.switched).toEqual(["cam", "cam"]);
+    // Its source stays while the viewer is still on it (its switch waits for a keyframe), then goes.
+    expect(s.released).toEqual([]);
+    s.source.viewerCount = 0;
+    await until("the relay source released", () => s.released.length === 1, 5000);
+    expect(s.released).toEqual(["cam@relay"]);
+    expect(s.receivers.counters.released).toBe(1);
+  });
+
+  it("a relay nobody watches any more ends and releases its source", async () => {
+    const s = await setup();
+    s.tap.setTracks(TRACKS);
+    s.tap.pushRtp(0, rtp(1, IDR));
+    await s.receivers.ensure("cam", "main", "owner");
+    s.source.viewerCount = 0;
+    await until("released", () => s.released.length === 1, 5000);
+    expect(s.receivers.count).toBe(0);
+    expect(s.receivers.has("cam", "main")).toBe(false);
+  });
+
+  it("re-subscribed to a new owner, the relay takes its stream as a new upstream session even when both links are at the same epoch", async () => {
+    // Regression: every link starts at epoch 1, and the new owner's first tracks were taken for
+    // the dead link's once-a-second repeat: the source kept the dead owner's pictures as live.
+    const relayEp = await RelayEndpoint.bind({ address: "127.0.0.1", port: 0, log: silentLogger });
+    closers.push(() => relayEp.close());
+    const owners = new Map<string, { ep: RelayEndpoint; taps: RelayTaps; tap: MediaSink }>();
+    for (const node of ["a", "b"]) {
+      const ep = await RelayEndpoint.bind({ address: "127.0.0.1", port: 0, log: silentLogger });
+      const taps = new RelayTaps({ silenceMs: 400, maxLinks: 4, log: silentLogger });
+      taps.attach(ep);
+      closers.push(() => ep.close(), () => taps.close());
+      const noop = { setTracks: () => {}, pushRtp: () => {}, pushRtcp: () => {}, upstreamDown: () => {} };
+      owners.set(node, { ep, taps, tap: taps.wrap("cam" as CameraId, noop, () => {}) });
+    }
+    const source = new RecordingSource();
+    let channel = 2000;
+    let current = "a";
+    const receivers = new RelayReceivers({
+      endpoint: relayEp,
+      sfu: { source: () => source as unknown as SourceHandle, findSource: () => undefined, viewerList: () => [], releaseSource: () => false },
+      subscribe: async (_camera, _stream, node): Promise<RelaySubscription> => {
+        const o = owners.get(node)!;
+        const ch = ++channel;
+        const nonce = "1e".repeat(16);
+        o.taps.open({ source: "cam" as CameraId, node: "relay", channel: ch, key: relayLinkKey(KEY, ch, nonce), address: "127.0.0.1", port: relayEp.address.port });
+        return { channel: ch, key: relayLinkKey(KEY, ch, nonce), address: "127.0.0.1", port: o.ep.address.port };
+      },
+      owner: async () => ({ self: false, node: current }),
+      localSource: (camera) => camera as CameraId,
+      silenceMs: 400,
+      log: silentLogger,
+    });
+    closers.push(() => receivers.close());
+    const a = owners.get("a")!;
+    a.tap.setTracks(TRACKS);
+    a.tap.pushRtp(0, rtp(1, IDR));
+    await receivers.ensure("cam", "main", "a");
+    await until("a's keyframe", () => source.log.includes("rtp 0 1"));
+    // Owner a dies; b pulls the camera now (its own session: other sequence numbers).
+    a.ep.close();
+    current = "b";
+    const b = owners.get("b")!;
+    b.tap.setTracks(TRACKS);
+    b.tap.pushRtp(0, rtp(500, IDR));
+    await until("b's keyframe at the relay", () => source.log.includes("rtp 0 500"), 5000);
+    const after = source.log.slice(source.log.indexOf("rtp 0 1") + 1);
+    expect(after).toEqual(["down the camera moved to b", "tracks 2", "rtp 0 500"]);
   });
 });
