@@ -114,6 +114,17 @@ function videoUnplayable(s: StreamEntry, h265: boolean): boolean {
 }
 
 /**
+ * Why a viewer without H.265 would get nothing from this stream: its video is H.265 passed
+ * through and it has no sound. Undefined when it has something for such a viewer.
+ */
+function passthroughOnly(s: StreamEntry): string | undefined {
+  const st = s.ingest.status();
+  const h265 = st.unsupported.find((u) => u.type === "video" && u.passthrough === "H265");
+  if (!h265 || st.tracks.some((t) => t.kind === "audio")) return undefined;
+  return h265.reason;
+}
+
+/**
  * The stream that stands for `main`: the main stream, unless its video cannot be played (an
  * H.265 main stream without a transcode) and another stream's can — the camera's H.264 stream.
  */
@@ -266,14 +277,16 @@ export class CameraRegistry {
    * without a transcode, an H.264 substream); `h265`: the viewer offered H.265, so an H.265
    * stream passed through is playable. Undefined for an unknown camera or stream.
    */
-  streamSource(camera: string, stream = "main", h265 = false): { stream: string; source: CameraId } | undefined {
+  streamSource(camera: string, stream = "main", h265 = false): { stream: string; source: CameraId; unplayable?: string } | undefined {
     const e = this.entries.get(camera as CameraId);
     if (!e) return undefined;
     const s =
       stream === "main" || stream === "auto"
         ? playableMain(e.streams, h265)
         : (e.streams.find((x) => x.id === stream) ?? (stream === "sub" ? e.streams[e.streams.length - 1] : undefined));
-    return s ? { stream: s.id, source: s.source } : undefined;
+    if (!s) return undefined;
+    const unplayable = h265 ? undefined : passthroughOnly(s);
+    return unplayable === undefined ? { stream: s.id, source: s.source } : { stream: s.id, source: s.source, unplayable };
   }
 
   /**

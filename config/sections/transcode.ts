@@ -48,11 +48,12 @@ export const cameraTranscode = z
     /**
      * H.265 video not converted (`h265: off`) is pulled all the same and passed through to
      * viewers whose browser offers H.265 (RFC 7798: Safari, Chrome with hardware decoding);
-     * the others get the camera's H.264 stream or the reason on the tile. Default false (the
-     * H.265 stream is then not pulled, and an idle camera with nothing else says so). A camera
+     * the others get the camera's H.264 stream, or the reason in words when the camera has
+     * nothing else for them. Default true; false leaves the H.265 stream unpulled (an idle
+     * camera with nothing else then says it has nothing a browser can play). A camera
      * converted to H.264 passes its H.265 through to such viewers whatever this says.
      */
-    h265Passthrough: z.boolean().default(false),
+    h265Passthrough: z.boolean().default(true),
     /** Bitrate of the H.264 a transcode produces, kbit/s. Default 2000. */
     bitrateKbps: z.number().int().min(100).max(50_000).default(2000),
     /** Largest width of the transcoded picture, pixels (scaled down keeping the aspect ratio). Default 1920. */

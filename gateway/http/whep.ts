@@ -47,8 +47,11 @@ export interface WhepDeps {
    * The SFU source of a camera's stream (`main`, `sub`, `auto` or a stream id), or undefined
    * for a stream it does not have. Default: the camera's own source, `main`/`auto` only.
    */
-  /** `h265`: the viewer's offer has H.265 (an H.265 stream passed through is playable for it). */
-  streamSource?(camera: string, stream: string, h265?: boolean): { stream: string; source: string } | undefined;
+  /**
+   * `h265`: the viewer's offer has H.265 (an H.265 stream passed through is playable for it).
+   * `unplayable`: the stream has nothing that viewer can play (H.265 video only), in words.
+   */
+  streamSource?(camera: string, stream: string, h265?: boolean): { stream: string; source: string; unplayable?: string | undefined } | undefined;
   /**
    * A viewer's stream choice: its ladder (sources, largest first) and whether the SFU may
    * move it along the ladder as its network allows (`auto`) or keeps it on one; `h265`: the
@@ -102,6 +105,8 @@ export function whepRouter(deps: WhepDeps): Router {
         ? { stream: "main", source: camera }
         : undefined;
     if (!found) throw new BadInputError(`camera has no stream '${name}'`);
+    // Said as it is rather than answered with nothing to play: the tile shows these words.
+    if (found.unplayable !== undefined) throw new BadInputError(found.unplayable);
     return found;
   };
 

@@ -139,7 +139,8 @@ describe("a camera that fails, seen in Chromium (real GStreamer recorders)", { t
             { id: "ending", url: ending.url },
             { id: "gone", url: gone.url },
             { id: "udponly", url: udpOnly.url },
-            { id: "hevc", url: hevc.url, transcode: { aac: "off" } },
+            // H.265 passthrough switched off: nothing is pulled, and the camera has nothing a browser can play.
+            { id: "hevc", url: hevc.url, transcode: { aac: "off", h265Passthrough: false } },
           ],
         },
         {},

@@ -6,7 +6,8 @@
  *   RTP timestamps and sender reports) agrees between sound and picture within 100 ms, and
  *   neither claims a capture time in the future or long past (so sync was not bought by
  *   delaying one side by seconds).
- * - An H.265 camera configured to transcode plays as H.264 at the configured largest size.
+ * - An H.265 camera configured to transcode plays as H.264 at the configured largest size; one
+ *   with an H.264 stream plays that; one with nothing else says why in words on the tile.
  * - One ffmpeg per camera and codec whatever the number of viewers, stopped when nobody watches.
  * - Without ffmpeg the tile and /api/cameras say what is missing and how to add it.
  */
@@ -132,6 +133,8 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
             { id: "hevc", url: hevc.url, transport: "tcp", transcode: { h265: "h264", maxWidth: 480, maxHeight: 480, bitrateKbps: 600 } },
             // H.265 main stream, no transcode, an H.264 substream: the camera plays its substream.
             { id: "hevcsub", url: hevcMain.url, transport: "tcp", streams: [{ id: "sub", url: h264Sub.url }] },
+            // H.265 only, no sound, no transcode: passed through to browsers with H.265 (the default), nothing for the others.
+            { id: "hevconly", url: hevcMain.url, transport: "tcp" },
           ],
           rtsp: { checkIntervalSeconds: 1 },
           transcode: { idleStopSeconds: 0 },
@@ -226,6 +229,29 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
         expect([s.video!.width, s.video!.height]).toEqual([256, 144]);
         expect(hevcMain.sessions()).toBe(0);
         expect(h264Sub.sessions()).toBe(1);
+      } finally {
+        await page.close();
+      }
+    });
+    it("says in words on the tile why an H.265 camera with nothing else plays only in browsers that decode H.265", async () => {
+      const words = "H.265 video plays only in browsers that decode H.265: configure an H.264 stream on the camera, or set its transcode.h265 to h264 (converts with ffmpeg)";
+      await waitFor(() => gateway.cameras.view("hevconly")!.unplayable, (u) => u.some((x) => x.type === "video"), 15_000, "the light check");
+      expect(gateway.cameras.view("hevconly")!.unplayable).toEqual([{ type: "video", reason: words, passthrough: "H265" }]);
+      const page = await chromium.newPage(`${gateway.url}/#camera=hevconly`);
+      try {
+        // The WHEP offer (no H.265 in Chromium) is refused with the words: the tile shows them, no spinner left waiting.
+        await page.waitForFunction(
+          (cam, text) => {
+            const el = document.querySelector(`[data-camera="${cam}"]`);
+            return el?.querySelector(".badge-text")?.textContent === "Error" && el.querySelector(".tile-message")?.textContent === text;
+          },
+          { polling: 100, timeout: 15_000 },
+          "hevconly",
+          words,
+        );
+        expect(await page.$eval(`[data-camera="hevconly"] .tile-note`, (el) => el.textContent)).toBe(`Not shown: ${words}`);
+        expect(hevcMain.sessions()).toBe(0);
+        expect(ffmpegChildren()).toBe(0);
       } finally {
         await page.close();
       }

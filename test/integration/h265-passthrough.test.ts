@@ -1,5 +1,5 @@
 /**
- * H.265 passthrough (RFC 7798) against a real GStreamer H.265 recorder: a WebRTC peer that
+ * H.265 passthrough (RFC 7798, on by default) against a real GStreamer H.265 recorder: a WebRTC peer that
  * offers H.265 is answered H.265 and receives the camera's own NAL units (compared byte for
  * byte with the same stream pulled by ffmpeg beside the gateway), parameter sets before its
  * first IRAP picture, every packet within the path MTU; a peer that offers no H.265 keeps
@@ -90,7 +90,7 @@ describe("H.265 passthrough", () => {
       auth: { mode: "none" },
       demo: { enabled: false },
       rtsp: { idleStopSeconds: 0 },
-      cameras: [{ id: "hevc", url: main.url, transport: "tcp", transcode: { h265Passthrough: true }, streams: [{ id: "sub", url: sub.url }] }],
+      cameras: [{ id: "hevc", url: main.url, transport: "tcp", streams: [{ id: "sub", url: sub.url }] }],
     });
     await using gw = await startGateway({ config, log: silentLogger });
 
@@ -184,7 +184,7 @@ describe("H.265 passthrough", () => {
       server: { port: 0 },
       auth: { mode: "none" },
       demo: { enabled: false },
-      cameras: [{ id: "hevc", url: main.url, transport: "tcp", transcode: { h265Passthrough: true }, streams: [{ id: "sub", url: sub.url }] }],
+      cameras: [{ id: "hevc", url: main.url, transport: "tcp", streams: [{ id: "sub", url: sub.url }] }],
     });
     await using gw = await startGateway({ config, log: silentLogger });
     const patch = async (v: WeriftViewer, stream: string): Promise<{ stream: string; source: string }> => {
