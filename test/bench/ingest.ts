@@ -82,9 +82,12 @@ export interface IngestWindow {
   /** Packets lost between the cameras and our gateway (RTP sequence gaps), and dropped by its sources. */
   oursUpstreamLost: number;
   oursSourceDropped: number;
-  /** Datagrams the kernel dropped on each server's sockets (full receive buffers). */
+  /** Datagrams the kernel dropped on each server's sockets (full receive buffers), and on the viewers'. */
   oursSocketDrops: number;
   janusSocketDrops: number;
+  viewersSocketDrops: number;
+  /** Packets our gateway dropped for its viewers over the window, by reason (only reasons that occurred). */
+  oursViewerDrops: Record<string, number>;
 }
 
 export interface IngestResult {
@@ -185,7 +188,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
     let janusDrops = 0;
     for (let w = 0; w < windows; w++) {
       if (o.signal?.aborted) throw new Error("out of time");
-      const d0 = { ours: udpSocketDrops(gateway.pid), janus: udpSocketDrops(janus.pid) };
+      const d0 = { ours: udpSocketDrops(gateway.pid), janus: udpSocketDrops(janus.pid), viewers: udpSocketDrops(viewers.pid) };
       const m0 = machineCpu();
       const g0 = await gateway.call<GatewayStats>("stats");
       await viewers.call("mark");
@@ -196,7 +199,16 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
       const got = await viewers.call<Record<string, ViewerWindow[]>>("read");
       const g1 = await gateway.call<GatewayStats>("stats");
       const m1 = machineCpu();
-      const drops = { ours: udpSocketDrops(gateway.pid) - d0.ours, janus: udpSocketDrops(janus.pid) - d0.janus };
+      const drops = {
+        ours: udpSocketDrops(gateway.pid) - d0.ours,
+        janus: udpSocketDrops(janus.pid) - d0.janus,
+        viewers: udpSocketDrops(viewers.pid) - d0.viewers,
+      };
+      const viewerDrops = Object.fromEntries(
+        Object.entries(g1.drops)
+          .map(([k, v]) => [k, v - (g0.drops[k] ?? 0)] as const)
+          .filter(([, v]) => v > 0),
+      );
       oursDrops += drops.ours;
       janusDrops += drops.janus;
       const side = (name: "ours" | "janus") => {
@@ -205,7 +217,8 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         const d = deliveryOf(list, c.wallS, minFps);
         const expected = list.reduce((a, v) => a + v.expected, 0);
         const lost = list.reduce((a, v) => a + v.lost, 0);
-        return { ...d, pps: list.reduce((a, v) => a + v.packets, 0) / c.wallS, loss: expected > 0 ? lost / expected : 0 };
+        const detail = d.short.map((i) => `#${i}: ${JSON.stringify(list[i - 1])}`).join(" ");
+        return { ...d, detail, pps: list.reduce((a, v) => a + v.packets, 0) / c.wallS, loss: expected > 0 ? lost / expected : 0 };
       };
       const a = side("ours");
       const b = side("janus");
@@ -228,20 +241,26 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         oursSourceDropped: g1.sourceDropped - g0.sourceDropped,
         oursSocketDrops: drops.ours,
         janusSocketDrops: drops.janus,
+        viewersSocketDrops: drops.viewers,
+        oursViewerDrops: viewerDrops,
       };
       results.push(win);
       log(
         `ingest window ${w + 1}/${windows}: ours ${win.oursCores} cores, janus ${win.janusCores} cores; ` +
           `fps min/median ours ${win.oursMinFps}/${win.oursFps}, janus ${win.janusMinFps}/${win.janusFps}; ` +
           `cameras ${win.camerasCores}, viewers ${win.viewersCores}, machine ${win.machineBusy}; ` +
-          `ours upstream lost ${win.oursUpstreamLost}, source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} janus ${win.janusSocketDrops}`,
+          `ours upstream lost ${win.oursUpstreamLost}, source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} ` +
+          `janus ${win.janusSocketDrops} viewers ${win.viewersSocketDrops}; viewer loss ours ${win.oursLoss} janus ${win.janusLoss}; ` +
+          `our drops for viewers ${JSON.stringify(win.oursViewerDrops)}`,
       );
       if (a.short.length > 0 || b.short.length > 0) {
         throw new Error(
           `delivery below ${minDelivery * 100} % of ${spec.fps} fps in window ${w + 1}: ` +
-            `ours cameras [${a.short.join(", ")}] (slowest ${round(a.minFps, 1)} fps), ` +
+            `ours cameras [${a.short.join(", ")}] (slowest ${round(a.minFps, 1)} fps; ${a.detail}), ` +
             `janus cameras [${b.short.join(", ")}] (slowest ${round(b.minFps, 1)} fps); machine busy ${win.machineBusy}, ` +
-            `our upstream lost ${win.oursUpstreamLost} and source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} janus ${win.janusSocketDrops}`,
+            `our upstream lost ${win.oursUpstreamLost} and source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} ` +
+            `janus ${win.janusSocketDrops} viewers ${win.viewersSocketDrops}, viewer loss ours ${win.oursLoss} janus ${win.janusLoss}, ` +
+            `our drops for viewers ${JSON.stringify(win.oursViewerDrops)}`,
         );
       }
     }

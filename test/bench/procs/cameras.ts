@@ -24,6 +24,7 @@ const { values } = parseArgs({
     count: { type: "string" },
     fps: { type: "string" },
     "max-payload": { type: "string" },
+    "session-timeout": { type: "string" },
   },
 });
 
@@ -44,6 +45,7 @@ try {
         streamPath: `/cam${i + 1}`,
         // Our gateway and Janus each hold one session per camera.
         maxSessions: 8,
+        ...(values["session-timeout"] ? { sessionTimeoutSeconds: Number(values["session-timeout"]) } : {}),
       }),
     );
   }
