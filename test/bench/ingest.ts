@@ -12,7 +12,9 @@
  *                                        (64 in all), ICE+DTLS real, SRTP counted from headers
  *
  * Both servers pull the same 32 RTSP URLs the same way (DESCRIBE/SETUP/PLAY, RTP/AVP over
- * UDP), and forward each camera to one WebRTC viewer. Both run all along; each window reads
+ * UDP), and forward each camera to one WebRTC viewer. Our viewers ask for `stream=main` (the
+ * camera's stream as it comes, like Janus; no network adaptation: on this shared machine a
+ * starved receiver process looks like a slow link). Overload protection stays on. Both run all along; each window reads
  * utime+stime from /proc for the gateway's process tree and for the Janus process over the
  * same wall-clock span, and counts, per viewer, the packets and frames (RTP marker bits)
  * received. The contention of a shared machine falls on both alike.
@@ -177,7 +179,10 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
     const pullOnly = pull.end();
     log(`ingest: pull only, no viewers: ours ${round(pullOnly.cores["ours"]!, 3)} cores, janus ${round(pullOnly.cores["janus"]!, 3)} cores`);
 
-    const ours = await viewers.call<{ wallMs: number; retried: number }>("whep", { side: "ours", urls: ids.map((id) => `${gateway.ready.url}/whep/${id}`) }, 180_000);
+    // `stream=main`: the camera's own stream, as Janus forwards it (no network adaptation, which would
+    // read a starved receiver process as a slow link and step its viewers down to keyframes only).
+    const whepUrls = ids.map((id) => `${gateway.ready.url}/whep/${id}?stream=main`);
+    const ours = await viewers.call<{ wallMs: number; retried: number }>("whep", { side: "ours", urls: whepUrls }, 180_000);
     if (o.signal?.aborted) throw new Error("out of time");
     const theirs = await viewers.call<{ wallMs: number; retried: number }>("janus", { side: "janus", api: janus.api, mountpoints: [...janus.mountpoints] }, 180_000);
     log(`ingest: ${n} viewers on ours in ${ours.wallMs} ms (${ours.retried} retried), on Janus in ${theirs.wallMs} ms (${theirs.retried} retried)`);
@@ -289,7 +294,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         `${n} demo RTSP recorders in one process looping one ${spec.width}x${spec.height} ${spec.fps} fps H.264 clip ` +
         `(${clip.kbps} kbit/s, GOP ${spec.gop}, RTP payloads ≤ 1200 B); our gateway and Janus 1.1.2 ` +
         `(streaming plugin rtsp mountpoints, event_loops = ${o.janusEventLoops ?? 2}) both pull all ${n} over RTSP/UDP, ` +
-        `one light WebRTC viewer per camera on each side in a separate process; both run side by side, ` +
+        `one light WebRTC viewer per camera on each side in a separate process (ours with stream=main); both run side by side, ` +
         `${windows} windows of ${windowMs / 1000} s, /proc utime+stime of the gateway's process tree and of Janus ` +
         `over the same windows (after one ${windowMs / 1000} s window of pulling with no viewer); medians; every viewer ≥ ${minDelivery * 100} % of ${spec.fps} fps in every window`,
     };
