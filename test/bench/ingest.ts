@@ -8,8 +8,10 @@
  *   gateway   (procs/gateway.ts)         startGateway() with 32 cameras, always on, RTSP over UDP
  *   janus     (test/peers/janus.ts)      32 `rtsp` mountpoints (streaming plugin), RTSP over UDP
  *                                        (the only way its RTSP client pulls), event_loops = 2
- *   viewers   (procs/camera-viewers.ts)  one light WebRTC viewer per camera on each side
- *                                        (64 in all), ICE+DTLS real, SRTP counted from headers
+ *   viewers   (procs/camera-viewers.ts)  one light WebRTC viewer per camera on each side, one
+ *                                        process per side (a starved process of 64 peers
+ *                                        overflowed its sockets), ICE+DTLS real, SRTP counted
+ *                                        from headers
  *
  * Both servers pull the same 32 RTSP URLs the same way (DESCRIBE/SETUP/PLAY, RTP/AVP over
  * UDP), and forward each camera to one WebRTC viewer. Our viewers ask for `stream=main` (the
@@ -88,6 +90,8 @@ export interface IngestWindow {
   oursSocketDrops: number;
   janusSocketDrops: number;
   viewersSocketDrops: number;
+  /** Viewers our gateway counted as connected at the end of the window. */
+  oursConnected: number;
   /** Packets our gateway dropped for its viewers over the window, by reason (only reasons that occurred). */
   oursViewerDrops: Record<string, number>;
 }
@@ -161,9 +165,12 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
       readyTimeoutMs: 60_000,
     });
     started.push(janus);
-    const viewers = await forkChild<{ pid: number }>(proc("camera-viewers.ts"));
-    started.push(viewers);
-    log(`ingest: cameras pid ${cameras.pid}, gateway pid ${gateway.pid}, janus pid ${janus.pid}, viewers pid ${viewers.pid}`);
+    const oursViewers = await forkChild<{ pid: number }>(proc("camera-viewers.ts"));
+    started.push(oursViewers);
+    const janusViewers = await forkChild<{ pid: number }>(proc("camera-viewers.ts"));
+    started.push(janusViewers);
+    const viewerPids = [oursViewers.pid, janusViewers.pid];
+    log(`ingest: cameras pid ${cameras.pid}, gateway pid ${gateway.pid}, janus pid ${janus.pid}, viewers pids ${viewerPids.join(", ")}`);
 
     // Pull only: both servers hold all the cameras, nobody watches.
     const pullStart = performance.now();
@@ -182,9 +189,9 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
     // `stream=main`: the camera's own stream, as Janus forwards it (no network adaptation, which would
     // read a starved receiver process as a slow link and step its viewers down to keyframes only).
     const whepUrls = ids.map((id) => `${gateway.ready.url}/whep/${id}?stream=main`);
-    const ours = await viewers.call<{ wallMs: number; retried: number }>("whep", { side: "ours", urls: whepUrls }, 180_000);
+    const ours = await oursViewers.call<{ wallMs: number; retried: number }>("whep", { side: "ours", urls: whepUrls }, 180_000);
     if (o.signal?.aborted) throw new Error("out of time");
-    const theirs = await viewers.call<{ wallMs: number; retried: number }>("janus", { side: "janus", api: janus.api, mountpoints: [...janus.mountpoints] }, 180_000);
+    const theirs = await janusViewers.call<{ wallMs: number; retried: number }>("janus", { side: "janus", api: janus.api, mountpoints: [...janus.mountpoints] }, 180_000);
     log(`ingest: ${n} viewers on ours in ${ours.wallMs} ms (${ours.retried} retried), on Janus in ${theirs.wallMs} ms (${theirs.retried} retried)`);
     await sleep(o.settleMs ?? 4000);
 
@@ -193,21 +200,28 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
     let janusDrops = 0;
     for (let w = 0; w < windows; w++) {
       if (o.signal?.aborted) throw new Error("out of time");
-      const d0 = { ours: udpSocketDrops(gateway.pid), janus: udpSocketDrops(janus.pid), viewers: udpSocketDrops(viewers.pid) };
+      const viewerDropsNow = () => viewerPids.reduce((a, pid) => a + udpSocketDrops(pid), 0);
+      const d0 = { ours: udpSocketDrops(gateway.pid), janus: udpSocketDrops(janus.pid), viewers: viewerDropsNow() };
       const m0 = machineCpu();
       const g0 = await gateway.call<GatewayStats>("stats");
-      await viewers.call("mark");
+      await Promise.all([oursViewers.call("mark"), janusViewers.call("mark")]);
       // The gateway's whole process tree (a transcoder it spawned would count); Janus is one process.
-      const cpu = new CpuWindow({ ours: gateway.pid, janus: janus.pid, cameras: cameras.pid, viewers: viewers.pid }, { tree: true });
+      const cpu = new CpuWindow(
+        { ours: gateway.pid, janus: janus.pid, cameras: cameras.pid, oursViewers: oursViewers.pid, janusViewers: janusViewers.pid },
+        { tree: true },
+      );
       await sleep(windowMs);
       const c = cpu.end();
-      const got = await viewers.call<Record<string, ViewerWindow[]>>("read");
+      const got = {
+        ...(await oursViewers.call<Record<string, ViewerWindow[]>>("read")),
+        ...(await janusViewers.call<Record<string, ViewerWindow[]>>("read")),
+      };
       const g1 = await gateway.call<GatewayStats>("stats");
       const m1 = machineCpu();
       const drops = {
         ours: udpSocketDrops(gateway.pid) - d0.ours,
         janus: udpSocketDrops(janus.pid) - d0.janus,
-        viewers: udpSocketDrops(viewers.pid) - d0.viewers,
+        viewers: viewerDropsNow() - d0.viewers,
       };
       const viewerDrops = Object.fromEntries(
         Object.entries(g1.drops)
@@ -232,7 +246,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         oursCores: round(c.cores["ours"]!, 3),
         janusCores: round(c.cores["janus"]!, 3),
         camerasCores: round(c.cores["cameras"]!, 3),
-        viewersCores: round(c.cores["viewers"]!, 3),
+        viewersCores: round(c.cores["oursViewers"]! + c.cores["janusViewers"]!, 3),
         machineBusy: round((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total), 3),
         oursMinFps: round(a.minFps, 1),
         janusMinFps: round(b.minFps, 1),
@@ -247,6 +261,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         oursSocketDrops: drops.ours,
         janusSocketDrops: drops.janus,
         viewersSocketDrops: drops.viewers,
+        oursConnected: g1.connected,
         oursViewerDrops: viewerDrops,
       };
       results.push(win);
@@ -256,7 +271,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
           `cameras ${win.camerasCores}, viewers ${win.viewersCores}, machine ${win.machineBusy}; ` +
           `ours upstream lost ${win.oursUpstreamLost}, source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} ` +
           `janus ${win.janusSocketDrops} viewers ${win.viewersSocketDrops}; viewer loss ours ${win.oursLoss} janus ${win.janusLoss}; ` +
-          `our drops for viewers ${JSON.stringify(win.oursViewerDrops)}`,
+          `our drops for viewers ${JSON.stringify(win.oursViewerDrops)}, our viewers connected ${win.oursConnected}`,
       );
       if (a.short.length > 0 || b.short.length > 0) {
         throw new Error(
@@ -265,7 +280,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
             `janus cameras [${b.short.join(", ")}] (slowest ${round(b.minFps, 1)} fps); machine busy ${win.machineBusy}, ` +
             `our upstream lost ${win.oursUpstreamLost} and source drops ${win.oursSourceDropped}, socket drops ours ${win.oursSocketDrops} ` +
             `janus ${win.janusSocketDrops} viewers ${win.viewersSocketDrops}, viewer loss ours ${win.oursLoss} janus ${win.janusLoss}, ` +
-            `our drops for viewers ${JSON.stringify(win.oursViewerDrops)}`,
+            `our drops for viewers ${JSON.stringify(win.oursViewerDrops)}, our viewers connected ${win.oursConnected}`,
         );
       }
     }
@@ -294,7 +309,7 @@ export async function benchIngest(o: IngestOptions = {}): Promise<IngestResult> 
         `${n} demo RTSP recorders in one process looping one ${spec.width}x${spec.height} ${spec.fps} fps H.264 clip ` +
         `(${clip.kbps} kbit/s, GOP ${spec.gop}, RTP payloads ≤ 1200 B); our gateway and Janus 1.1.2 ` +
         `(streaming plugin rtsp mountpoints, event_loops = ${o.janusEventLoops ?? 2}) both pull all ${n} over RTSP/UDP, ` +
-        `one light WebRTC viewer per camera on each side in a separate process (ours with stream=main); both run side by side, ` +
+        `one light WebRTC viewer per camera on each side, one process per side (ours with stream=main); both run side by side, ` +
         `${windows} windows of ${windowMs / 1000} s, /proc utime+stime of the gateway's process tree and of Janus ` +
         `over the same windows (after one ${windowMs / 1000} s window of pulling with no viewer); medians; every viewer ≥ ${minDelivery * 100} % of ${spec.fps} fps in every window`,
     };
