@@ -402,7 +402,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       });
       cluster = c;
       cleanups.push(() => c.close());
-      forwarding = await startForwarding({ cluster: c, config: config.cluster.forward, host: config.server.host, taps: relayTaps!, sfu, cameras: registry, timeoutMs: config.cluster.forwardTimeoutMs, log: log.child({ component: "cluster" }) });
+      forwarding = await startForwarding({ cluster: c, config: config.cluster.forward, host: config.server.host, taps: relayTaps!, sfu, cameras: registry, notices: lostNotices, timeoutMs: config.cluster.forwardTimeoutMs, log: log.child({ component: "cluster" }) });
       cleanups.push(() => forwarding?.close());
       // A camera this node stopped pulling goes back to the cluster; one taken over elsewhere ends here.
       registry.events.on("camera", (view) => {

@@ -47,6 +47,8 @@ const DOWN = new Set(["reconnecting", "offline", "failed", "disabled"]);
 const TICK_MS = 1000;
 /** A connected tile with no new decoded frame for this long shows "no video", ms. */
 const STALL_MS = 3000;
+/** The camera moves to another gateway node and the connection stays: offer anew if no picture comes back within this, ms. */
+const MOVING_GIVE_UP_MS = 20_000;
 /** A tile out of view for this long is paused, ms. */
 const OFFSCREEN_PAUSE_MS = 10_000;
 /** A hidden page (background tab) without sound pauses its tiles after this long, ms. */
@@ -174,6 +176,10 @@ class Tile {
     this.summary = null;
     /** performance.now() of the last increase of framesDecoded */
     this.lastFrameAt = 0;
+    /** What the gateway said while the camera moves to another node (until a frame decoded after it), else "". */
+    this.movingMessage = "";
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.movingTimer = undefined;
     /** Why the tile is paused ("" when it should be playing). */
     this.pausedFor = "";
     /** performance.now() since the tile is out of view, or 0. */
@@ -410,6 +416,10 @@ class Tile {
     if (!this.summary || s.framesDecoded > this.summary.framesDecoded) {
       if (s.framesDecoded > 0) {
         this.lastFrameAt = now;
+        if (this.movingMessage && now > this.liveMark) {
+          this.movingMessage = "";
+          clearTimeout(this.movingTimer);
+        }
         // The recorder's clock when it sends sender reports (even when it is off), else arrival.
         this.frameSampledAt = Date.now();
         this.frameWall = frameWallClock(s.playoutNtpMs, this.frameSampledAt).wallMs;
@@ -479,6 +489,25 @@ class Tile {
     }
   }
 
+  /**
+   * The gateway says the node pulling this camera is gone and the camera moves to another one,
+   * while this connection stays (served from a relay that finds the new node): say so until a
+   * frame decoded after it, and offer anew if none comes within MOVING_GIVE_UP_MS.
+   * @param {string} viewerId the session's viewer
+   * @param {string} message in plain words
+   */
+  moving(viewerId, message) {
+    const session = this.session;
+    if (!(session instanceof WhepSession)) return;
+    this.movingMessage = message || "Camera moving to another gateway…";
+    this.liveMark = performance.now();
+    clearTimeout(this.movingTimer);
+    this.movingTimer = setTimeout(() => {
+      if (this.session === session && this.lastFrameAt < this.liveMark) session.lost(viewerId, this.movingMessage);
+    }, MOVING_GIVE_UP_MS);
+    this.render();
+  }
+
   /** What the tile shows: one of live, connecting, waiting, retrying, error, paused. */
   status() {
     // Playing a recording: never LIVE; the timeline's controller says what it is.
@@ -507,6 +536,7 @@ class Tile {
         const flowing = this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && performance.now() - this.lastFrameAt < STALL_MS;
         if (s.state === "disconnected") return { status: "waiting", label: "Unstable", message: "Connection unstable…" };
         if (flowing || (this.video.readyState >= 2 && !this.summary && !this.liveMark)) return { status: "live", label: "Live", message: "" };
+        if (this.movingMessage) return { status: "reconnecting", label: "Moving", message: this.movingMessage };
         if (this.lastFrameAt === 0) return { status: "connecting", label: "Starting", message: cameraDown ? cameraWhy : "Waiting for video…" };
         return { status: "waiting", label: "No video", message: cameraDown ? cameraWhy : "Waiting for the camera…" };
       }
@@ -624,12 +654,20 @@ function listenCameras() {
       // a damaged event: the next one, or the list refresh, fixes the view
     }
   });
-  // One of this page's views lost its media worker: offer again now (ICE would take seconds to notice).
+  // One of this page's views lost its media worker, or the gateway node it came through: offer again
+  // now (ICE would take seconds to notice). Or its camera moves to another node while the
+  // connection stays: the tile says so until the picture is back.
   es.addEventListener("viewer", (e) => {
     try {
       const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
       if (!n || typeof n.viewer !== "string") return;
-      for (const s of sessions.values()) if (s instanceof WhepSession) s.lost(n.viewer, String(n.message ?? ""));
+      const message = String(n.message ?? "");
+      for (const [id, s] of sessions) {
+        if (!(s instanceof WhepSession)) continue;
+        if (n.reoffer === false) {
+          if (s.isViewer(n.viewer)) tiles.get(id)?.moving(n.viewer, message);
+        } else s.lost(n.viewer, message);
+      }
     } catch {
       // as below
     }

@@ -212,10 +212,19 @@ export class WhepSession extends EventTarget {
    * @returns {boolean} whether the session started over
    */
   lost(viewerId, message) {
-    const r = this.resource;
-    if (!r || this.state === "closed" || new URL(r).pathname.split("/").pop() !== encodeURIComponent(viewerId)) return false;
+    if (this.state === "closed" || !this.isViewer(viewerId)) return false;
     this.#fail(new WhepError(message));
     return true;
+  }
+
+  /**
+   * Whether `viewerId` names this session's current resource.
+   * @param {string} viewerId the last segment of the resource URL
+   * @returns {boolean}
+   */
+  isViewer(viewerId) {
+    const r = this.resource;
+    return !!r && new URL(r).pathname.split("/").pop() === encodeURIComponent(viewerId);
   }
 
   async #attempt() {

@@ -19,6 +19,7 @@ import type { Logger } from "../../config/log.ts";
 import type { ClusterConfig } from "../../config/sections/cluster.ts";
 import type { SourceHandle, ViewerHandle } from "../../sfu/api.ts";
 import { sendError } from "../http/errors.ts";
+import { cameraMovingNotice, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
 import { AUTH_HEADER, MAX_SKEW_SECONDS, signature } from "./forward.ts";
 import { RelayEndpoint } from "./forward-link.ts";
 import { RelayReceivers, type RelaySubscription } from "./forward-receiver.ts";
@@ -55,8 +56,8 @@ export interface ForwardingOptions {
   host: string;
   taps: RelayTaps;
   sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; viewerList(): ViewerHandle[]; releaseSource(id: CameraId): boolean };
-  /** A relay's owner fell silent or left: the viewers of `relaySource` hear that their camera moves. */
-  onOwnerLost?: (relaySource: CameraId, camera: string) => void;
+  /** The pages of viewers made here (a relay's owner fell silent or left: they hear that their camera moves). */
+  notices?: Pick<ViewerLostNotices, "notifyViewer">;
   cameras: {
     has(id: string): boolean;
     streamSource(camera: string, stream?: string): { stream: string; source: CameraId } | undefined;
@@ -157,7 +158,10 @@ export async function startForwarding(o: ForwardingOptions): Promise<Forwarding>
     localSource,
     silenceMs: config.silenceMs,
     ...(o.taps.totals ? { totals: o.taps.totals } : {}),
-    ...(o.onOwnerLost ? { onOwnerLost: o.onOwnerLost } : {}),
+    // The relay's viewers keep their connection: their pages say what happens until the picture is back.
+    onOwnerLost: (relaySource, camera) => {
+      for (const v of o.sfu.viewerList()) if (v.sourceId === relaySource) o.notices?.notifyViewer(v.id, cameraMovingNotice(camera, v.id, false));
+    },
     log,
   });
 

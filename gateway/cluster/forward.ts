@@ -22,6 +22,7 @@ import type { CameraId, SessionId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import type { Auth } from "../auth/index.ts";
 import { sendError } from "../http/errors.ts";
+import type { ViewerOwner } from "../http/viewer-admission.ts";
 import type { CameraLeases, CameraOwner } from "./leases.ts";
 import type { NodeRegistry } from "./nodes.ts";
 
@@ -65,6 +66,12 @@ export interface ForwardDeps {
   leaseSeconds: number;
   /** RTP forwarding (forward-relay.ts): a relay source to serve the viewer from here instead of answering through the owner. */
   relay?: { route(camera: string, stream: string | undefined, node: string, always?: boolean): Promise<CameraId | undefined>; answered(camera: string, delta: number): void };
+  /**
+   * A viewer answered through a node that then left the cluster (died) went with it: its page is
+   * told at once (its event stream on this node) so that it offers again now instead of waiting
+   * for its connection to time out.
+   */
+  ownerGone?: { ownerOf(req: Request): ViewerOwner; tell(owner: ViewerOwner, camera: string, viewer: string): void };
   log: Logger;
 }
 
@@ -90,8 +97,16 @@ export async function servedFrom(d: Pick<ForwardDeps, "leases" | "relay">, camer
  */
 export function forwardingRouter(d: ForwardDeps): Router {
   const r = Router();
-  /** viewer id → the node that holds it (forwarded resources). */
-  const forwarded = new Map<string, string>();
+  /** viewer id → the node that holds it (forwarded resources), the camera, and whose it is. */
+  const forwarded = new Map<string, { node: string; camera: string; owner: ViewerOwner | undefined }>();
+  d.nodes.events.on("left", (node) => {
+    for (const [viewer, f] of [...forwarded]) {
+      if (f.node !== node) continue;
+      forwarded.delete(viewer);
+      d.relay?.answered(f.camera, -1);
+      if (f.owner) d.ownerGone?.tell(f.owner, f.camera, viewer);
+    }
+  });
 
   r.post("/:camera", async (req: Request, res: Response, next: NextFunction) => {
     const camera = String(req.params.camera ?? "");
@@ -121,7 +136,7 @@ export function forwardingRouter(d: ForwardDeps): Router {
       const location = answer.headers.get("location");
       if (answer.status === 201 && location) {
         const viewer = location.slice(location.lastIndexOf("/") + 1);
-        forwarded.set(viewer, owner.node);
+        forwarded.set(viewer, { node: owner.node, camera, owner: d.ownerGone?.ownerOf(req) });
         d.relay?.answered(camera, 1);
         if (forwarded.size > MAX_FORWARDED) forwarded.delete(forwarded.keys().next().value!);
         res.set("Location", `${req.baseUrl}/${encodeURIComponent(camera)}/${viewer}`);
@@ -133,7 +148,7 @@ export function forwardingRouter(d: ForwardDeps): Router {
   });
 
   r.all("/:camera/:viewer", async (req: Request, res: Response, next: NextFunction) => {
-    const owner = forwarded.get(String(req.params.viewer ?? ""));
+    const owner = forwarded.get(String(req.params.viewer ?? ""))?.node;
     if (!owner || (req.method !== "PATCH" && req.method !== "DELETE")) return next();
     try {
       const camera = String(req.params.camera ?? "");

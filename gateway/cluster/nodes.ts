@@ -2,8 +2,10 @@
  * Node announcements: each node writes what a load balancer or another node needs to know of
  * it (its URL, endpoints, load) under a key that lapses `nodeTtlMs` after its last heartbeat,
  * and lists the others from the same place. A node that dies (even SIGKILL) leaves the listing
- * when its key lapses; one that closes cleanly withdraws at once.
+ * when its key lapses; one that closes cleanly withdraws at once. A node that leaves the listing,
+ * or comes back as a new process under the same id, is told as `left` (what it held is gone).
  */
+import { SafeEmitter } from "../../config/events.ts";
 import type { Logger } from "../../config/log.ts";
 import type { RedisLink } from "./redis.ts";
 
@@ -38,7 +40,13 @@ export interface NodeRegistryOptions {
 const SET = "nodes";
 const nodeKey = (id: string) => `node:${id}`;
 
+export type NodeEvents = {
+  /** The node left the listing (its announcement lapsed or it withdrew), or restarted: its viewers and links are gone. */
+  left: [id: string];
+};
+
 export class NodeRegistry {
+  readonly events: SafeEmitter<NodeEvents>;
   private readonly o: NodeRegistryOptions;
   private readonly timer: NodeJS.Timeout;
   private listing: NodeAnnouncement[] = [];
@@ -47,6 +55,7 @@ export class NodeRegistry {
 
   constructor(o: NodeRegistryOptions) {
     this.o = o;
+    this.events = new SafeEmitter<NodeEvents>((event, err) => o.log.warn("node listener threw", { event, err }));
     this.timer = setInterval(() => void this.beat(), o.heartbeatMs);
     this.timer.unref();
   }
@@ -76,6 +85,7 @@ export class NodeRegistry {
     if (this.closed) return;
     const me: NodeAnnouncement = { ...this.o.announcement(), heartbeatAt: this.o.clock() };
     const { link } = this.o;
+    const before = this.listing;
     try {
       this.listing = await link.run("announce", async (c) => {
         await c.set(link.key(nodeKey(me.id)), JSON.stringify(me), { expiration: { type: "PX", value: this.o.nodeTtlMs } });
@@ -98,6 +108,11 @@ export class NodeRegistry {
       });
     } catch {
       // Redis unreachable: the link said so; the listing stays the last one known.
+      return;
+    }
+    for (const was of before) {
+      const now = this.listing.find((n) => n.id === was.id);
+      if (was.id !== me.id && (!now || now.startedAt !== was.startedAt)) this.events.emit("left", was.id);
     }
   }
 

@@ -27,7 +27,7 @@ import type { RelayAccess } from "../relay-access.ts";
 import { gridRouter, type GridCounters } from "./grid.ts";
 import type { ViewerAdmission } from "./viewer-admission.ts";
 import { iceServerLinks, whepRouter } from "./whep.ts";
-import { ownerOfUser, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
+import { cameraMovingNotice, ownerOfUser, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
 
 export interface MediaRoutesParts {
   readonly config: Readonly<Config>;
@@ -129,6 +129,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
         timeoutMs: p.config.cluster!.forwardTimeoutMs,
         leaseSeconds: Math.ceil(p.config.cluster!.leaseMs / 1000),
         ...(p.forwarding ? { relay: p.forwarding } : {}),
+        ...(p.lostNotices ? { ownerGone: movingNotices(p.lostNotices) } : {}),
         log: p.log.child({ component: "cluster" }),
       }),
     );
@@ -189,4 +190,12 @@ async function clusterSlotSource(p: MediaRoutesParts, cluster: Cluster, camera: 
   if (served.from === "here") return found;
   if (served.from === "relay") return { stream: found.stream, source: served.source };
   throw new OverloadError(`this camera is pulled by the gateway node ${served.owner.node}, which cannot forward it here now`, { retryAfterSeconds: 1 });
+}
+
+/** A viewer answered through a node that died: its pages offer again at once. */
+function movingNotices(notices: ViewerLostNotices) {
+  return {
+    ownerOf: (req: express.Request) => ownerOfUser(req.user),
+    tell: (owner: ReturnType<typeof ownerOfUser>, camera: string, viewer: string) => notices.notify(owner, cameraMovingNotice(camera, viewer, true)),
+  };
 }

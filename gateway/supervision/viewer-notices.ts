@@ -4,6 +4,11 @@
  * only when ICE gives up on the dead connection (several seconds of frozen picture); with it
  * the page offers again at once and is placed on a running worker.
  *
+ * In a cluster the same event says that the camera moves to another gateway node: a viewer
+ * answered through a node that died (the page offers again at once, `reoffer`), or a viewer served
+ * here from a relay whose owner fell silent (the connection stays; the page says what happens
+ * until the picture comes back).
+ *
  * Only the session that created a viewer hears of it (its resource is that session's alone).
  */
 import { ViewerCloseReasons, type ViewerCloseReason } from "../../sfu/api.ts";
@@ -15,10 +20,23 @@ export interface ViewerLostNotice {
   camera: string;
   /** The viewer's id: the last segment of its WHEP resource (`Location`). */
   viewer: string;
-  /** Why, as a stable word: the media worker serving it died. */
-  reason: "media-worker-failed";
+  /** Why, as a stable word: the media worker serving it died, or the node pulling the camera is gone. */
+  reason: "media-worker-failed" | "camera-moving";
   /** In plain words. */
   message: string;
+  /** Whether the page should offer again now (the viewer is gone), or keep its connection and wait. */
+  reoffer: boolean;
+}
+
+/** The camera's pulling node is gone: the notice for one viewer (`reoffer`: the viewer went with that node). */
+export function cameraMovingNotice(camera: string, viewer: string, reoffer: boolean): ViewerLostNotice {
+  return {
+    camera,
+    viewer,
+    reason: "camera-moving",
+    message: reoffer ? "Camera moving to another gateway… reconnecting" : "Camera moving to another gateway…",
+    reoffer,
+  };
 }
 
 /** What a watched viewer must offer: its ids and its end. */
@@ -32,6 +50,8 @@ const ownerKey = (o: ViewerOwner): string => `${o.user.length}:${o.user}:${o.ses
 
 export class ViewerLostNotices {
   private readonly listeners = new Map<string, Set<(n: ViewerLostNotice) => void>>();
+  /** Live viewers' owners, by viewer id (for notices about a viewer that lives on). */
+  private readonly owners = new Map<string, ViewerOwner>();
   private readonly onListenerError: (err: unknown) => void;
 
   constructor(onListenerError: (err: unknown) => void = () => {}) {
@@ -40,24 +60,39 @@ export class ViewerLostNotices {
 
   /** Watches one viewer of `owner`: when its media worker dies, that session's streams hear it. */
   watch(owner: ViewerOwner, viewer: WatchedViewer): void {
+    this.owners.set(viewer.id, owner);
     viewer.once("closed", (reason) => {
+      this.owners.delete(viewer.id);
       if (reason !== ViewerCloseReasons.workerFailed) return;
-      const set = this.listeners.get(ownerKey(owner));
-      if (!set) return;
-      const notice: ViewerLostNotice = {
+      this.notify(owner, {
         camera: viewer.cameraId,
         viewer: viewer.id,
         reason: "media-worker-failed",
         message: "The gateway's media worker for this view stopped; reconnecting.",
-      };
-      for (const fn of [...set]) {
-        try {
-          fn(notice);
-        } catch (err) {
-          this.onListenerError(err);
-        }
-      }
+        reoffer: true,
+      });
     });
+  }
+
+  /** Tells `owner`'s pages (their event streams on this node). */
+  notify(owner: ViewerOwner, notice: ViewerLostNotice): void {
+    const set = this.listeners.get(ownerKey(owner));
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(notice);
+      } catch (err) {
+        this.onListenerError(err);
+      }
+    }
+  }
+
+  /** Tells the pages of a live viewer made here (watched); false when it is not known. */
+  notifyViewer(viewerId: string, notice: ViewerLostNotice): boolean {
+    const owner = this.owners.get(viewerId);
+    if (!owner) return false;
+    this.notify(owner, notice);
+    return true;
   }
 
   /** Listens for `owner`'s viewers; returns the unsubscribe. */
