@@ -137,6 +137,8 @@ let openId = null;
 let statsForAll = false;
 let hiddenSince = 0;
 let redirecting = false;
+/** Why this browser's session was ended elsewhere, in plain words (the event stream's `bye`); no sign-in redirect after it. */
+let endedWhy = "";
 /** The gateway said it is restarting; cleared when the camera list answers again. */
 let restarting = false;
 let userKnown = false;
@@ -513,7 +515,7 @@ class Tile {
     // Playing a recording: never LIVE; the timeline's controller says what it is.
     if (this.playback) return { status: this.playback.message ? "playback-opening" : "playback", label: this.playback.label, message: this.playback.message };
     const s = this.session;
-    if (!s) return { status: "paused", label: "Paused", message: this.pausedFor || "Paused" };
+    if (!s) return { status: "paused", label: endedWhy ? "Signed out" : "Paused", message: this.pausedFor || "Paused" };
     const cameraDown = DOWN.has(this.serverStatus) || (!this.serverStatus && (this.serverState === "failed" || this.serverState === "backoff"));
     const why = this.statusReason || this.serverReason;
     const cameraWhy = why ? `Camera unavailable: ${why}` : "Camera unavailable";
@@ -642,8 +644,19 @@ function listenCameras() {
   });
   // A stream refused for good (a 503 while the gateway restarts): the browser gives up on it, we do not.
   es.addEventListener("error", () => {
+    if (endedWhy) return es.close();
     if (es.readyState !== EventSource.CLOSED) return; // the browser retries by itself
     setTimeout(listenCameras, STREAM_RETRY_MS);
+  });
+  // This browser's session ended (signed out in another tab or on another node, ended by an
+  // administrator): say so instead of sending the user back to sign-in without a word.
+  es.addEventListener("bye", (e) => {
+    try {
+      const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      if (endedElsewhere(String(n?.reason ?? ""))) es.close();
+    } catch {
+      // as below
+    }
   });
   es.addEventListener("cameras", (e) => {
     if (restarting) void refreshCameras();
@@ -753,11 +766,40 @@ async function showUser() {
 }
 
 function signIn() {
-  if (redirecting) return;
+  if (redirecting || endedWhy) return;
   redirecting = true;
   for (const t of tiles.values()) t.disconnect("Signing in…", true);
   const returnTo = location.pathname + location.search + location.hash;
   location.assign(new URL(`auth/login?return_to=${encodeURIComponent(returnTo)}`, base));
+}
+
+/** What the page says when the session ended by someone's deliberate act, by the gateway's reason. */
+const ENDED_WORDS = /** @type {Record<string, string>} */ ({
+  logout: "You signed out of Gatehouse in another window or on another device.",
+  logged_out_at_provider: "You signed out at your organisation's sign-in service.",
+  revoked: "An administrator ended your session.",
+  revoked_at_provider: "Your organisation's sign-in service no longer accepts your sign-in.",
+});
+
+/**
+ * Stops every view and says why, with a link to sign in again. Lapsed sessions (expired, past
+ * their age) are not for here: they go back to sign-in as before.
+ * @param {string} reason
+ * @returns {boolean} whether the reason was one of these
+ */
+function endedElsewhere(reason) {
+  const words = ENDED_WORDS[reason];
+  if (!words) return false;
+  if (endedWhy) return true;
+  endedWhy = words;
+  for (const t of tiles.values()) t.disconnect("Signed out");
+  showNotice(`${words} Live video has stopped.`);
+  const again = document.createElement("a");
+  again.id = "sign-in-again";
+  again.href = new URL(`auth/login?return_to=${encodeURIComponent(location.pathname + location.search + location.hash)}`, base).href;
+  again.textContent = "Sign in again";
+  noticeEl.append(" ", again);
+  return true;
 }
 
 /** @param {string} text empty hides the notice */

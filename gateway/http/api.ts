@@ -115,7 +115,8 @@ export function apiRouter(deps: ApiDeps): Router {
       if (deps.canSee(req, view.id)) stream.send("camera", withActions(req, view));
     });
     offLost = deps.viewerLost?.(req, (n) => stream.send("viewer", n)) ?? offLost;
-    unwatch = deps.watch?.(req, (reason) => stream.close(sessionEnded(reason))) ?? unwatch;
+    // The page is told why (a `bye` with the reason) before the stream ends.
+    unwatch = deps.watch?.(req, (reason) => stream.close(sessionEnded(reason), { event: "bye", data: { reason } })) ?? unwatch;
     if (stream.closed) {
       off();
       unwatch();

@@ -26,6 +26,11 @@ export interface BaresipOptions {
   autoAnswer?: boolean;
   /** Keep the temp directory (debugging). */
   keepDir?: boolean;
+  /**
+   * Run inside this network namespace (`ip netns exec`), listening and sending media on `address`
+   * there instead of loopback. Default: this namespace, 127.0.0.1.
+   */
+  netns?: { ns: string; address: string };
 }
 
 // eslint-disable-next-line no-control-regex -- terminal colour codes start with ESC
@@ -74,10 +79,10 @@ export class Baresip {
       join(dir, "config"),
       [
         "poll_method\t\tepoll",
-        "sip_listen\t\t127.0.0.1:0",
+        `sip_listen\t\t${opts.netns?.address ?? "127.0.0.1"}:0`,
         // Loopback only: otherwise baresip writes the host's first interface address in its SDP
         // and the gateway sends the call's first RTP there (the test network guard refuses it).
-        "net_interface\t\t127.0.0.1",
+        `net_interface\t\t${opts.netns?.address ?? "127.0.0.1"}`,
         `audio_source\t\taufile,${mic}`,
         "audio_player\t\taubridge,sink",
         "audio_alert\t\taubridge,sink",
@@ -101,7 +106,10 @@ export class Baresip {
       "audio_codecs=PCMU,PCMA",
     ];
     writeFileSync(join(dir, "accounts"), `<sip:${opts.user}@${opts.domain};transport=${transport}>;${params.join(";")}\n`);
-    const child = spawn("baresip", ["-f", dir, "-v"], { cwd: dir, stdio: ["pipe", "pipe", "pipe"] });
+    const argv = ["baresip", "-f", dir, "-v"];
+    const child = opts.netns
+      ? spawn("ip", ["netns", "exec", opts.netns.ns, ...argv], { cwd: dir, stdio: ["pipe", "pipe", "pipe"] })
+      : spawn(argv[0]!, argv.slice(1), { cwd: dir, stdio: ["pipe", "pipe", "pipe"] });
     return new Baresip(dir, child, opts.keepDir ?? false);
   }
 

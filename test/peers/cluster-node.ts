@@ -50,27 +50,49 @@ export interface ClusterNodeOptions {
   netns?: { ns: string; address: string };
   /** Start-up limit, ms. Default 60000. */
   timeoutMs?: number;
+  /** More configuration, merged into the node's (objects key by key), e.g. `sip` or `auth.rights`. */
+  config?: Record<string, unknown>;
+}
+
+/** `b` merged into `a`, objects key by key (arrays and values replaced). */
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    const isObj = (x: unknown): x is Record<string, unknown> => typeof x === "object" && x !== null && !Array.isArray(x);
+    out[k] = isObj(prev) && isObj(v) ? merge(prev, v) : v;
+  }
+  return out;
 }
 
 export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNode> {
   const id = `node-${o.index}`;
   const file = path.join(o.dir, `${id}.yaml`);
-  fs.writeFileSync(
-    file,
-    [
-      `server: { host: 127.0.0.${o.index + 1}, port: ${o.netns ? NETNS_HTTP_PORT : 0} }`,
-      o.netns ? `auth: { mode: dev, dev: { port: ${NETNS_IDP_PORT + o.index} } }` : "auth: { mode: dev }",
-      "demo: { enabled: false }",
-      "audit: { enabled: false }",
-      `dataDir: ${path.join(o.dir, id)}`,
-      `cameras: [{ id: demo, name: Cluster camera, url: "${o.cameraUrl}", transport: tcp }]`,
-      o.netns ? `media: { workers: 1, bindAddress: ${o.netns.address} }` : "media: { workers: 1 }",
-      "rtsp: { idleStopSeconds: 2 }",
-      "log: { level: warn, format: json }",
-      `cluster: { redis: { url: "${o.redisUrl}", reconnectMaxMs: 300 }, nodeId: ${id}, heartbeatMs: 300, nodeTtlMs: 1500, leaseMs: ${o.leaseMs}, forward: { ${[o.forwardMode ? `mode: ${o.forwardMode}` : "", o.netns ? `address: ${o.netns.address}` : ""].filter(Boolean).join(", ")} }${o.netns ? `, publicUrl: "http://${o.netns.address}:${NETNS_HTTP_PORT}"` : ""} }`,
-      "",
-    ].join("\n"),
+  const config = merge(
+    {
+      server: { host: `127.0.0.${o.index + 1}`, port: o.netns ? NETNS_HTTP_PORT : 0 },
+      auth: o.netns ? { mode: "dev", dev: { port: NETNS_IDP_PORT + o.index } } : { mode: "dev" },
+      demo: { enabled: false },
+      audit: { enabled: false },
+      dataDir: path.join(o.dir, id),
+      cameras: [{ id: "demo", name: "Cluster camera", url: o.cameraUrl, transport: "tcp" }],
+      media: o.netns ? { workers: 1, bindAddress: o.netns.address } : { workers: 1 },
+      rtsp: { idleStopSeconds: 2 },
+      log: { level: "warn", format: "json" },
+      cluster: {
+        redis: { url: o.redisUrl, reconnectMaxMs: 300 },
+        nodeId: id,
+        heartbeatMs: 300,
+        nodeTtlMs: 1500,
+        leaseMs: o.leaseMs,
+        forward: { ...(o.forwardMode ? { mode: o.forwardMode } : {}), ...(o.netns ? { address: o.netns.address } : {}) },
+        ...(o.netns ? { publicUrl: `http://${o.netns.address}:${NETNS_HTTP_PORT}` } : {}),
+      },
+    },
+    o.config ?? {},
   );
+  // JSON is YAML: the configuration file as the gateway reads it.
+  fs.writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
   const argv = [process.execPath, path.join(REPO, "gateway/main.ts"), "--config", file];
   const child = o.netns
     ? spawn("ip", ["netns", "exec", o.netns.ns, ...argv], { cwd: REPO, stdio: ["ignore", "pipe", "pipe"] })
@@ -123,6 +145,8 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
  * browser's session (a cookie of the same host, from any node of the cluster) is already good.
  */
 export async function signInPage(page: Page, node: ClusterNode, user: string): Promise<void> {
+  // In front: a background tab is not rendered, and clicks there wait for a layout that never comes.
+  await page.bringToFront();
   await page.goto(`${node.url}/`, { waitUntil: "load" });
   await page.waitForFunction(() => document.querySelector("#username") !== null || document.querySelector("[data-camera]") !== null, { timeout: 15_000 });
   if ((await page.$("#username")) === null) return;

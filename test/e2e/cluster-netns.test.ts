@@ -1,0 +1,165 @@
+/**
+ * Three gateway processes as one cluster, each in a network namespace of its own, on a real Redis,
+ * with Chromium in a namespace of its own (layout: test/peers/cluster-netns.ts). One camera: the
+ * demo recorder, which counts its RTSP sessions. In order, on the same cluster:
+ * - pages on the three nodes play the camera from one pull; the two nodes that do not pull it
+ *   serve their pages from relays of the owner's pull (their media comes from their own address);
+ * - signing out on node 1 ends the same session's stream on node 2, and that page says why;
+ * - Redis stopped: running streams go on, a request that needs the cluster gets 503 in plain words;
+ *   Redis back (empty): the nodes catch up and a new page on another node plays;
+ * - the owner SIGKILLed: the other nodes' pages decode again, without a reload, within the
+ *   README's target.
+ */
+import type { Page } from "puppeteer-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { waitForDecodedFrames, waitForNewFrames } from "../peers/chromium.ts";
+import { markPage, mediaFrom, notReloaded, pageFetch, shareSession, startNetnsCluster, type NetnsCluster } from "../peers/cluster-netns.ts";
+import { signInPage } from "../peers/cluster-node.ts";
+
+/** README "Cluster", Failure: the other nodes' pages decode again within this of an owner's death. */
+const FAILOVER_TARGET_MS = 10_000;
+const LEASE_MS = 2000;
+let cluster: NetnsCluster;
+/** Pages of the development `viewer` on node 2 and node 3 (relays), in the shared browser context. */
+const relayed: Page[] = [];
+
+beforeAll(async () => {
+  cluster = await startNetnsCluster({ leaseMs: LEASE_MS });
+}, 240_000);
+
+afterAll(async () => {
+  await cluster?.close();
+});
+
+/** The value of an unlabelled gauge in a /metrics text. */
+function gauge(text: string, name: string): number {
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+  if (!m) throw new Error(`no ${name} in the metrics`);
+  return Number(m[1]);
+}
+
+describe("a three-node cluster in network namespaces, in Chromium", () => {
+  it("pages on three nodes play the camera from one pull; the two other nodes serve theirs from relays", async () => {
+    const [n1, n2, n3] = cluster.nodes;
+    // node-1 takes the camera: a page signed in there watches first.
+    const opener = await cluster.page();
+    await signInPage(opener, n1!, "viewer");
+    await waitForDecodedFrames(opener, 5, 30_000);
+    expect(await mediaFrom(opener)).toBe(cluster.net.node(1).address);
+    for (const [i, n] of [[2, n2!] as const, [3, n3!] as const]) {
+      const page = await cluster.page();
+      await signInPage(page, n, "viewer");
+      await waitForDecodedFrames(page, 10, 30_000);
+      // Its media comes from the node it reached (a relay there), not from the owner.
+      expect(await mediaFrom(page)).toBe(cluster.net.node(i).address);
+      await markPage(page);
+      relayed.push(page);
+    }
+    await cluster.pulls(1, 5_000);
+  }, 120_000);
+
+  it("signing out on node 1 ends the same session's stream on node 2, and the page there says why", async () => {
+    const [n1, n2, n3] = cluster.nodes;
+    // An administrator watching node 2's viewer count.
+    const monitor = await cluster.page({ isolated: true });
+    await signInPage(monitor, n2!, "admin");
+    const viewersOn2 = async () => gauge((await pageFetch(monitor, "/metrics")).body, "gatehouse_viewers");
+
+    // Another administrator's session, made on node 1, watching on node 2 (one public address
+    // behind a load balancer would send the same cookie to both).
+    const signingOut = await cluster.page({ isolated: true });
+    await signInPage(signingOut, n1!, "admin");
+    await shareSession(signingOut, n1!, n2!);
+    const watching = await cluster.page({ beside: signingOut });
+    await signInPage(watching, n2!, "admin");
+    await waitForDecodedFrames(watching, 10, 30_000);
+    expect(await mediaFrom(watching)).toBe(cluster.net.node(2).address);
+    const before = await viewersOn2();
+
+    // Signed out on node 1, through its page: confirm, then the provider's logout and back.
+    await signingOut.goto(`${n1!.url}/auth/logout`, { waitUntil: "load" });
+    await signingOut.bringToFront();
+    await Promise.all([signingOut.waitForNavigation({ waitUntil: "load", timeout: 20_000 }), signingOut.click("#logout")]);
+    await signingOut.waitForFunction(() => document.querySelector("#title")?.textContent === "You are signed out", { timeout: 20_000 });
+
+    // Node 2's page: the stream has ended, and it says why in plain words (no silent trip to sign-in).
+    await watching.waitForFunction(() => document.querySelector("#notice")?.textContent?.startsWith("You signed out of Gatehouse in another window or on another device."), { timeout: 20_000 });
+    expect(await watching.$eval("#notice", (e) => e.textContent)).toBe("You signed out of Gatehouse in another window or on another device. Live video has stopped. Sign in again");
+    expect(await watching.$eval("#sign-in-again", (e) => (e as HTMLAnchorElement).href)).toContain(`${n2!.url}/auth/login`);
+    expect(await watching.$eval("[data-camera] .badge-text", (e) => e.textContent?.trim())).toBe("Signed out");
+    expect(new URL(watching.url()).origin).toBe(n2!.url);
+    // Node 2 ended the viewer itself (the page's own DELETE, signed out, could not).
+    const end = Date.now() + 10_000;
+    while ((await viewersOn2()) !== before - 1) {
+      if (Date.now() > end) throw new Error(`node 2 still has ${await viewersOn2()} viewers, expected ${before - 1}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The session is refused everywhere; the other user's pages play on.
+    expect((await pageFetch(watching, "/api/cameras")).status).toBe(401);
+    expect((await pageFetch(signingOut, "/api/cameras")).status).toBe(401);
+    void n3;
+    for (const page of relayed) await waitForNewFrames(page, 10, 15_000);
+  }, 120_000);
+
+  it("with Redis stopped, running streams go on and what needs the cluster gets 503 in plain words; when Redis returns the nodes catch up", async () => {
+    const [n1, n2, n3] = cluster.nodes;
+    // A session made on node 3 while Redis runs, which node 1 (the owner) has never seen…
+    const late = await cluster.page({ isolated: true });
+    await signInPage(late, n3!, "viewer");
+    await shareSession(late, n3!, n1!);
+    await cluster.redis.stop();
+    await relayed[0]!.waitForFunction(
+      async () => {
+        const r = await fetch("/readyz", { cache: "no-store" });
+        const body = (await r.json()) as { components?: Record<string, { ready: boolean; detail: string }> };
+        return r.status === 200 && body.components?.cluster?.ready === false;
+      },
+      { polling: 100, timeout: 15_000 },
+    );
+    const ready = JSON.parse((await pageFetch(relayed[0]!, "/readyz")).body) as { components: Record<string, { ready: boolean; detail: string }> };
+    expect(ready.components.cluster!.detail).toMatch(/Redis unreachable/);
+    // What runs goes on: both relayed pages decode new frames.
+    for (const page of relayed) await waitForNewFrames(page, 25, 15_000);
+
+    // …is refused by node 1, which cannot ask the cluster now: 503, Retry-After, plain words.
+    const onOwner = await cluster.page({ beside: late });
+    await onOwner.goto(`${n1!.url}/auth/signed-out`, { waitUntil: "load" });
+    const refused = await pageFetch(onOwner, "/api/cameras", { headers: { accept: "application/json" } });
+    expect(refused.status).toBe(503);
+    expect(refused.headers["retry-after"]).toBe("2");
+    expect((JSON.parse(refused.body) as { reason: string }).reason).toMatch(/the cluster's coordination store \(Redis\) is unreachable; try again shortly/);
+
+    // Redis back, empty: the nodes announce themselves again, the late session works on node 1,
+    // and a new page on node 3 plays (the owner is found again through Redis).
+    await cluster.redis.start();
+    await onOwner.waitForFunction(async () => (await fetch("/api/cameras", { cache: "no-store" })).status === 200, { polling: 200, timeout: 20_000 });
+    await relayed[0]!.waitForFunction(async () => ((await (await fetch("/readyz", { cache: "no-store" })).json()) as { components: { cluster: { ready: boolean } } }).components.cluster.ready, {
+      polling: 100,
+      timeout: 20_000,
+    });
+    await signInPage(late, n3!, "viewer");
+    await waitForDecodedFrames(late, 10, 30_000);
+    expect(await mediaFrom(late)).toBe(cluster.net.node(3).address);
+    await cluster.pulls(1, 5_000);
+    void n2;
+  }, 120_000);
+
+  it("the owner SIGKILLed: the pages on the other nodes decode again by themselves, within the target", async () => {
+    const killedAt = Date.now();
+    cluster.node(1).kill();
+    const recovered = await Promise.all(
+      relayed.map(async (page) => {
+        await waitForNewFrames(page, 25, 30_000);
+        return Date.now() - killedAt;
+      }),
+    );
+    console.log(`cluster failover in network namespaces: pages decoding again ${recovered.join(" ms, ")} ms after SIGKILL of the owner (lease ${LEASE_MS} ms, target ${FAILOVER_TARGET_MS} ms)`);
+    for (const [k, page] of relayed.entries()) {
+      expect(await notReloaded(page)).toBe(true);
+      // Still served by the node it reached: the new owner's own pull, or a relay of it.
+      expect(await mediaFrom(page)).toBe(cluster.net.node(k + 2).address);
+    }
+    await cluster.pulls(1, 10_000);
+    expect(Math.max(...recovered)).toBeLessThan(FAILOVER_TARGET_MS);
+  }, 120_000);
+});
