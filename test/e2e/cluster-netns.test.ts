@@ -13,7 +13,7 @@
 import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitForDecodedFrames, waitForNewFrames } from "../peers/chromium.ts";
-import { markPage, mediaFrom, notReloaded, pageFetch, shareSession, startNetnsCluster, type NetnsCluster } from "../peers/cluster-netns.ts";
+import { markPage, mediaFrom, notReloaded, pageFetch, shareSession, startNetnsCluster, waitForStall, type NetnsCluster } from "../peers/cluster-netns.ts";
 import { signInPage } from "../peers/cluster-node.ts";
 
 /** README "Cluster", Failure: the other nodes' pages decode again within this of an owner's death. */
@@ -22,6 +22,8 @@ const LEASE_MS = 2000;
 let cluster: NetnsCluster;
 /** Pages of the development `viewer` on node 2 and node 3 (relays), in the shared browser context. */
 const relayed: Page[] = [];
+/** An administrator's page on node 2, for what administrators see (metrics, the cluster's nodes). */
+let monitor: Page;
 
 beforeAll(async () => {
   cluster = await startNetnsCluster({ leaseMs: LEASE_MS });
@@ -30,6 +32,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.close();
 });
+
+/** The cameras each node pulls, as administrators see them (`/api/admin/cluster` of node 2). */
+async function owners(): Promise<Record<string, string[]>> {
+  const r = await pageFetch(monitor, "/api/admin/cluster");
+  expect(r.status).toBe(200);
+  const view = JSON.parse(r.body) as { nodes: Array<{ id: string; owns: string[] }> };
+  return Object.fromEntries(view.nodes.map((n) => [n.id, n.owns]));
+}
 
 /** The value of an unlabelled gauge in a /metrics text. */
 function gauge(text: string, name: string): number {
@@ -61,7 +71,7 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
   it("signing out on node 1 ends the same session's stream on node 2, and the page there says why", async () => {
     const [n1, n2, n3] = cluster.nodes;
     // An administrator watching node 2's viewer count.
-    const monitor = await cluster.page({ isolated: true });
+    monitor = await cluster.page({ isolated: true });
     await signInPage(monitor, n2!, "admin");
     const viewersOn2 = async () => gauge((await pageFetch(monitor, "/metrics")).body, "gatehouse_viewers");
 
@@ -141,14 +151,19 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     await waitForDecodedFrames(late, 10, 30_000);
     expect(await mediaFrom(late)).toBe(cluster.net.node(3).address);
     await cluster.pulls(1, 5_000);
+    // Node 1 pulls it still (it held the camera through the outage and renewed its lease first).
+    expect(await owners()).toMatchObject({ "node-1": ["demo"], "node-2": [], "node-3": [] });
     void n2;
   }, 120_000);
 
   it("the owner SIGKILLed: the pages on the other nodes decode again by themselves, within the target", async () => {
+    expect((await owners())["node-1"]).toEqual(["demo"]);
     const killedAt = Date.now();
     cluster.node(1).kill();
     const recovered = await Promise.all(
       relayed.map(async (page) => {
+        // The picture stops (frames queued in the page do not count), then comes back.
+        await waitForStall(page, 500, 15_000);
         await waitForNewFrames(page, 25, 30_000);
         return Date.now() - killedAt;
       }),
@@ -160,6 +175,9 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
       expect(await mediaFrom(page)).toBe(cluster.net.node(k + 2).address);
     }
     await cluster.pulls(1, 10_000);
+    const now = await owners();
+    expect(now["node-1"]).toBeUndefined();
+    expect([...(now["node-2"] ?? []), ...(now["node-3"] ?? [])]).toEqual(["demo"]);
     expect(Math.max(...recovered)).toBeLessThan(FAILOVER_TARGET_MS);
   }, 120_000);
 });

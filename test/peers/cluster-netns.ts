@@ -304,6 +304,26 @@ export async function mediaFrom(page: Page): Promise<string | undefined> {
   });
 }
 
+/**
+ * Resolves once the page's video has decoded no new frame for `quietMs` (its source is gone), with
+ * the frame count it stopped at: what a failover test waits for before counting frames again, so
+ * that frames still queued in the page when the source died do not count as recovery.
+ */
+export async function waitForStall(page: Page, quietMs: number, timeoutMs: number): Promise<void> {
+  await page.waitForFunction(
+    async (quietMs: number) => {
+      const w = window as unknown as { __gh: { inbound(sel: null, kind: string): Promise<{ key: string; framesDecoded: number } | null> }; __stall?: { v: string; at: number } };
+      const s = await w.__gh.inbound(null, "video");
+      const v = s ? `${s.key}:${s.framesDecoded}` : "none";
+      const now = performance.now();
+      if (!w.__stall || w.__stall.v !== v) w.__stall = { v, at: now };
+      return now - w.__stall.at >= quietMs;
+    },
+    { polling: 50, timeout: timeoutMs },
+    quietMs,
+  );
+}
+
 /** Marks the page's document; `notReloaded` is true while the same document is shown. */
 export async function markPage(page: Page): Promise<void> {
   await page.evaluate(() => ((window as unknown as { __notReloaded: boolean }).__notReloaded = true));

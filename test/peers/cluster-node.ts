@@ -1,7 +1,8 @@
 /**
  * One gateway node of a cluster as a process of its own (`node gateway/main.ts --config …`), so a
- * test can SIGKILL it: a loopback address of its own (127.0.0.<n>), a free port, the development
- * provider (its demo accounts' passwords read from what it prints), Redis at `redisUrl`.
+ * test can SIGKILL it: in a network namespace of its own (test/peers/cluster-netns.ts, the cluster
+ * proofs) or on a loopback address of its own (127.0.0.<n+1>, the bench), the development provider
+ * (its demo accounts' passwords read from what it prints), Redis at `redisUrl`.
  *
  *   const n = await startClusterNode({ index: 2, dir, redisUrl, cameraUrl, leaseMs: 2000 });
  *   n.url; n.passwords.get("viewer"); n.child.kill("SIGKILL");
