@@ -28,6 +28,8 @@ export interface ClusterNode {
   kill(): void;
   /** SIGTERM and wait for the exit (a clean leave). */
   stop(): Promise<void>;
+  /** The last 20 kB the node wrote to stderr (its log at `warn` and up). */
+  stderr(): string;
 }
 
 export interface ClusterNodeOptions {
@@ -122,15 +124,23 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
   const url = /Gatehouse is running: open (\S+)\//.exec(out)![1]!;
   const passwords = new Map([...out.matchAll(/^\s+(\w+)\s+password (\S+)/gm)].map((m) => [m[1]!, m[2]!]));
   const alive = () => child.exitCode === null && child.signalCode === null;
+  let killed = false;
+  // A node that dies without being told to is a finding: say so with its last words.
+  child.once("exit", (code, signal) => {
+    if (!killed) process.stderr.write(`${id} exited by itself (code ${code}, signal ${signal}):\n${stderr.slice(-4000)}\n`);
+  });
   return {
     id,
     child,
     url,
     passwords,
+    stderr: () => stderr,
     kill: () => {
+      killed = true;
       if (alive()) child.kill("SIGKILL");
     },
     stop: async () => {
+      killed = true;
       if (!alive()) return;
       const exited = new Promise<void>((r) => child.once("exit", () => r()));
       child.kill("SIGTERM");
