@@ -159,10 +159,11 @@ export async function signInPage(page: Page, node: ClusterNode, user: string): P
   // In front: a background tab is not rendered, and clicks there wait for a layout that never comes.
   await page.bringToFront();
   await page.goto(`${node.url}/`, { waitUntil: "load" });
-  await page.waitForFunction(() => document.querySelector("#username") !== null || document.querySelector("[data-camera]") !== null, { timeout: 15_000 });
+  // Generous: sign-in crosses the provider and the token exchange, on a shared, loaded machine.
+  await page.waitForFunction(() => document.querySelector("#username") !== null || document.querySelector("[data-camera]") !== null, { timeout: 30_000 });
   if ((await page.$("#username")) === null) return;
   await page.type("#username", user);
   await page.type("#password", node.passwords.get(user)!);
-  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 15_000 }), page.click("#submit")]);
-  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 15_000 }, new URL(node.url).origin);
+  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 30_000 }), page.click("#submit")]);
+  await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 30_000 }, new URL(node.url).origin);
 }
