@@ -167,6 +167,12 @@ export const configSchema = z.strictObject({
       nackHistory: z.number().int().min(32).max(8192).default(512),
       /** Per-viewer send queue bound, in packets; beyond it whole frames are dropped. Default 1024. */
       viewerQueuePackets: z.number().int().min(64).max(65536).default(1024),
+      /**
+       * Keep a camera's substream pulled while any viewer of it is on Auto, so a step down to it
+       * starts at once from its cached keyframe (one pull whatever the number of such viewers).
+       * Default true.
+       */
+      autoWarmSubstream: z.boolean().default(true),
       /** Live viewers per session and per user, and how long an unconnected one may hold its port. */
       viewers: viewersSection,
       /** What a viewer's own ICE candidates may be. */

@@ -62,6 +62,8 @@ interface StreamEntry {
   ingest: CameraIngest;
   /** Between ingest and source: converts AAC and H.265 tracks (gateway/transcode/). */
   transcoder: TranscodingSink;
+  /** Applies the stream's demand again (viewers, relaying nodes, holds). */
+  refreshDemand: () => void;
 }
 
 export type CameraRegistryEvents = {
@@ -84,6 +86,8 @@ interface Entry {
   last: string;
   /** Kept pulled whether watched or not, by `keepPulling` (a cluster's lease holder of an `alwaysOn` camera). */
   pinned?: boolean;
+  /** Holds on the camera's substream (`holdSubstream`): pulled while any is held, watched or not. */
+  subHolds: number;
 }
 
 interface RegistryDeps {
@@ -159,7 +163,7 @@ export class CameraRegistry {
     this.events = new SafeEmitter<CameraRegistryEvents>((event, err) => deps.log.error("camera listener failed", { event, err }));
     this.ports = new UdpPortPool(deps.rtsp.clientPortRange);
     for (const camera of cameras) {
-      const entry: Entry = { config: camera, ingest: undefined!, streams: [], unsubscribe: () => {}, disabled: undefined, last: "" };
+      const entry: Entry = { config: camera, ingest: undefined!, streams: [], unsubscribe: () => {}, disabled: undefined, last: "", subHolds: 0 };
       this.entries.set(toCameraId(camera.id), entry);
       this.attach(entry);
     }
@@ -171,8 +175,11 @@ export class CameraRegistry {
     const log = this.deps.log.child({ camera: camera.id });
     const streams: StreamEntry[] = [];
     const offs: (() => void)[] = [];
-    for (const s of [{ id: "main", url: camera.url }, ...(camera.streams ?? [])]) {
+    const all = [{ id: "main", url: camera.url }, ...(camera.streams ?? [])];
+    for (const [i, s] of all.entries()) {
       const main = s.id === "main";
+      // The camera's substream (its last stream) counts the holds on it as demand.
+      const holds = () => (!main && i === all.length - 1 ? entry.subHolds : 0);
       const sourceId = streamSourceId(camera.id, s.id);
       const source = this.deps.sfu.source(sourceId);
       // A further stream: same recorder and credentials, another URL; pulled only on demand,
@@ -197,14 +204,14 @@ export class CameraRegistry {
       });
       const ingest = new CameraIngest({ camera: config, rtsp, sink: transcoder, log: slog, ports: this.ports, convert: () => transcoder.convertible() });
       const setDemand = (n: number) => {
-        transcoder.setDemand(n + extra);
-        ingest.setDemand(n + extra);
+        transcoder.setDemand(n + extra + holds());
+        ingest.setDemand(n + extra + holds());
       };
       offs.push(source.on("viewers", setDemand));
       offs.push(ingest.on("state", () => this.announce(entry)));
       // Viewers already there (a camera enabled again while they watch): pull for them.
-      if (source.viewerCount > 0) setDemand(source.viewerCount);
-      streams.push({ id: s.id, source: sourceId, ingest, transcoder });
+      if (source.viewerCount + holds() > 0) setDemand(source.viewerCount);
+      streams.push({ id: s.id, source: sourceId, ingest, transcoder, refreshDemand: () => setDemand(source.viewerCount) });
     }
     entry.streams = streams;
     entry.ingest = streams[0]!.ingest;
@@ -263,6 +270,30 @@ export class CameraRegistry {
     e.pinned = on;
     if (!e.disabled) e.ingest.setAlwaysOn(on || (e.config.alwaysOn && !this.deps.alwaysOnByLease));
     return true;
+  }
+
+  /**
+   * Keeps the camera's substream (its last stream) pulled until the returned release is
+   * called (idempotent), whether anyone watches it or not: an Auto viewer of the main stream
+   * then steps down onto a running stream, from its cached keyframe, with no RTSP set-up to
+   * wait for. Still one pull whatever the number of holds and viewers. Undefined for an
+   * unknown camera or one with a single stream.
+   */
+  holdSubstream(camera: string): (() => void) | undefined {
+    const e = this.entries.get(camera as CameraId);
+    if (!e || e.config.streams === undefined || e.config.streams.length === 0 || this.closed) return undefined;
+    const refresh = () => {
+      if (!e.disabled) e.streams.at(-1)?.refreshDemand();
+    };
+    e.subHolds++;
+    refresh();
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      e.subHolds--;
+      if (!this.closed) refresh();
+    };
   }
 
   /** Whether the supervisor keeps this camera disabled, and why. */

@@ -81,6 +81,14 @@ const OVERHEAD = 50;
 const DELIVERY_WINDOW_MS = 1000;
 /** A link quiet this long without a break lets the estimate grow faster, ms. */
 const QUIET_FAST_MS = 5000;
+/** The short delivery window used when the link is found overused, ms. */
+const RECENT_DELIVERY_MS = 500;
+/** A queueing delay above this, grown by RISING_BY_MS over RISING_OVER_MS without draining, is overuse at once, ms. */
+const RISING_MIN_MS = 200;
+const RISING_BY_MS = 150;
+const RISING_OVER_MS = 250;
+/** A step back this small between two reports still counts as not draining, ms (reports are noisy). */
+const RISING_SLACK_MS = 40;
 /** Loss counts only over this many packets at least (keyframes only: one of eight is noise). */
 const MIN_LOSS_PACKETS = 32;
 
@@ -88,6 +96,10 @@ export class BandwidthEstimator {
   private est: number | undefined;
   private lastAt: number | undefined;
   private readonly rtts: { at: number; ms: number }[] = [];
+  /** How old the highest packet received was when each report arrived (a round trip plus any queue), ms. */
+  private readonly ages: { at: number; ms: number }[] = [];
+  /** Recent queueing delays (the last 2·RISING_OVER_MS), oldest first. */
+  private readonly qHist: { at: number; q: number }[] = [];
   private readonly o: Required<EstimatorOptions>;
   /** Send time (ms) and cumulative bytes through each packet, by our extended sequence number. */
   private readonly sentAt = new Float64Array(HISTORY);
@@ -112,6 +124,8 @@ export class BandwidthEstimator {
   overuseAt = -Infinity;
   /** Delivered rate over the last second or so, bits/s. */
   deliveredBps = 0;
+  /** Delivered rate over the last half second or so, bits/s (0 before there is one). */
+  recentDeliveredBps = 0;
   /** Queueing delay of the last report, ms. */
   queueDelayMs = 0;
   /** When a report last showed the queue below the hold threshold, ms (−∞ before). */
@@ -182,6 +196,15 @@ export class BandwidthEstimator {
     this.lastAt = r.now;
     let minRtt = Infinity;
     for (const s of this.rtts) if (s.ms < minRtt) minRtt = s.ms;
+    // The path's round trip without a queue: the lowest round trip from sender reports, or
+    // the lowest age of the highest packet received at a report (a round trip plus the
+    // moment the receiver held it), whichever is lower. The ages come with every report from
+    // the first one on, so a queue is seen even before any sender report was echoed (the
+    // recorder's clock may take seconds) and a first echo in a congested moment does not set
+    // the floor at a round trip that already holds a queue.
+    this.ages.push({ at: r.now, ms: r.now - this.sentAt[h & MASK]! });
+    while (this.ages.length > 0 && r.now - this.ages[0]!.at > MIN_RTT_WINDOW_MS) this.ages.shift();
+    for (const s of this.ages) if (s.ms < minRtt) minRtt = s.ms;
     // Queueing delay, a lower bound: the PENDING_NTH packet after the highest received had
     // not arrived when the receiver reported (one way back before `now`, within minRtt).
     let q = 0;
@@ -207,6 +230,19 @@ export class BandwidthEstimator {
       this.deliveredBps = ((this.sentCum[h & MASK]! - this.sentCum[base.ext & MASK]!) * (1 - lostShare) * 8000) / dt;
       sentBps = ((this.totalBytes - base.sent) * 8000) / dt;
     }
+    // Delivered over the last half second or so: right after a link slows down, the second
+    // behind the reports is still partly the faster link's.
+    let recentBps = 0;
+    for (let i = this.samples.length - 2; i >= 0; i--) {
+      const s = this.samples[i]!;
+      if (r.now - s.at < RECENT_DELIVERY_MS) continue;
+      if (h > s.ext && this.newestExt - s.ext < HISTORY) {
+        const lostShare = Math.min(1, Math.max(0, r.cumulativeLost - s.lost) / (h - s.ext));
+        recentBps = ((this.sentCum[h & MASK]! - this.sentCum[s.ext & MASK]!) * (1 - lostShare) * 8000) / (r.now - s.at);
+      }
+      break;
+    }
+    this.recentDeliveredBps = recentBps;
     if (prevAt === undefined || r.now <= prevAt) return this.verdict;
     const dt = r.now - prevAt;
     // Loss over the delivery window (a report's own fraction may cover a handful of packets),
@@ -220,13 +256,35 @@ export class BandwidthEstimator {
     } else this.heldSince ??= r.now;
     if (this.queueDelayMs <= this.o.overuseDelayMs) this.queuedSince = undefined;
     else this.queuedSince ??= r.now;
-    const queued = this.queuedSince !== undefined && r.now - this.queuedSince >= this.o.overuseForMs;
+    // A queue that has grown steadily (never draining) by RISING_BY_MS over at least
+    // RISING_OVER_MS: the link carries less than it is sent. Seen from the head of the queue,
+    // the delay lags what is queued behind it (it grows at most half as fast as the backlog
+    // while the link is overfilled), so waiting for it to exceed the threshold for
+    // `overuseForMs` lets seconds pile up; a keyframe crossing a slow link drains again
+    // within its own transmission time and a link that carries the stream does not grow.
+    this.qHist.push({ at: r.now, q: this.queueDelayMs });
+    while (this.qHist.length > 0 && r.now - this.qHist[0]!.at > 2 * RISING_OVER_MS) this.qHist.shift();
+    let rising = false;
+    if (this.queueDelayMs >= RISING_MIN_MS) {
+      let floor = Infinity;
+      for (let i = this.qHist.length - 1; i >= 0; i--) {
+        const s = this.qHist[i]!;
+        if (s.q > floor + RISING_SLACK_MS) break; // it drained since
+        floor = Math.min(floor, s.q);
+        if (r.now - s.at >= RISING_OVER_MS && this.queueDelayMs - s.q >= RISING_BY_MS) {
+          rising = true;
+          break;
+        }
+      }
+    }
+    const queued = rising || (this.queuedSince !== undefined && r.now - this.queuedSince >= this.o.overuseForMs);
     let v: LinkVerdict;
     if (queued || lossy || this.heldSince !== undefined) this.quietSince = undefined;
     if (queued || lossy) {
       v = "overuse";
       // GCC §5.5: A = 0.85·R on overuse; loss beyond 10 %: A·(1 − 0.5·p) (§6).
-      let next = queued && this.deliveredBps > 0 ? 0.85 * this.deliveredBps : Infinity;
+      const rate = recentBps > 0 ? Math.min(recentBps, this.deliveredBps) : this.deliveredBps;
+      let next = queued && rate > 0 ? 0.85 * rate : Infinity;
       if (lossy) next = Math.min(next, (this.est ?? this.deliveredBps) * (1 - 0.5 * r.fractionLost));
       if (Number.isFinite(next) || this.est === undefined) {
         // Never more than half away within a second (a stalled receiver or a burst of loss
@@ -262,7 +320,7 @@ export class BandwidthEstimator {
 export interface LadderOptions {
   /** Levels: 0 = the largest stream … n−1 = the smallest stream, n = keyframes only of it. */
   levels: number;
-  /** Least wait before trying a higher level after a step down, ms. Default 6000. */
+  /** Least wait before trying a higher level after a step down, ms. Default 15000. */
   holdMinMs?: number;
   /** Longest such wait, ms. Default 120000. */
   holdMaxMs?: number;
@@ -297,7 +355,7 @@ export class LadderController {
   constructor(o: LadderOptions) {
     this.o = {
       levels: o.levels,
-      holdMinMs: o.holdMinMs ?? 6000,
+      holdMinMs: o.holdMinMs ?? 15_000,
       holdMaxMs: o.holdMaxMs ?? 120_000,
       failWindowMs: o.failWindowMs ?? 20_000,
       downSpacingMs: o.downSpacingMs ?? 2500,

@@ -28,7 +28,7 @@ import {
 } from "./rtp/rtcp.ts";
 import { SendQueue } from "./send-queue.ts";
 import { SourceSwitch, spliceOffset } from "./rebind.ts";
-import { BandwidthEstimator, LadderController } from "./adapt.ts";
+import { ViewerAdaptation } from "./stream-switch.ts";
 import type { TransportState, ViewerTransport } from "./transport.ts";
 import type { CodecName, TrackSpec } from "./types.ts";
 
@@ -109,18 +109,6 @@ export interface ViewerOptions {
   requestSwitch?: ((source: CameraId, reason: string) => void) | undefined;
 }
 
-/** Network adaptation of a viewer in Auto mode (see sfu/adapt.ts). */
-interface Adaptation {
-  /** Sources from the largest stream to the smallest. */
-  ladder: readonly CameraId[];
-  est: BandwidthEstimator;
-  ctl: LadderController;
-  /** Last known rate of each ladder level, bits/s. */
-  rates: (number | undefined)[];
-  /** Stepped down to keyframes only by adaptation (not overload). */
-  keyframes: boolean;
-}
-
 /** An outgoing RTP stream's position: the next sequence number to send and the last timestamp sent. */
 export interface RtpContinuation {
   seq: number;
@@ -166,6 +154,12 @@ interface ViewerTrack {
   splice: boolean;
   /** Sequence numbers used so far (gaps included), unwrapped: what a receiver's extended highest seq counts. */
   extSeq: number;
+  /**
+   * Position (as `extSeq` counts) of the first packet sent from the current source: NACKs for
+   * packets before it are not answered (a receiver decodes from the new source's keyframe, sent
+   * before any answer could be, so a resend of the old stream only adds to the link's queue).
+   */
+  nackFloor: number;
   /** Middle 32 bits of the NTP time in our last SR (what the receiver echoes as LSR). */
   lastSrMiddle: number;
   /** Our clock when that SR went out, ms. */
@@ -176,6 +170,12 @@ interface ViewerTrack {
 const RUN_START = 1;
 /** Queue flag: a live packet (not a replay or retransmission): its forwarding latency counts. */
 const LIVE = 2;
+/**
+ * Queue flag: sent twice, back to back (same sequence number: a receiver keeps one). The
+ * keyframe a switch starts from: one of its packets lost on a slow, lossy link costs a
+ * round trip behind the link's queue before anything can be shown.
+ */
+const TWICE = 4;
 /** Source gaps larger than this are not reproduced in a viewer's sequence (not loss but a restart). */
 const MAX_KEPT_GAP = 100;
 /** Socket backpressure: stop draining while this many sends are pending. */
@@ -189,6 +189,8 @@ const STEP_DOWN_MIN_MS = 10_000;
 const STEP_DOWN_MAX_MS = 120_000;
 /** A switch to another source is made at once (cached keyframe) when the current one sent no video this long, ms. */
 const STALE_SOURCE_MS = 1000;
+/** Least pacing bucket while Auto quality caps the rate (else a tenth of a second at the cap), bytes. */
+const MIN_CAPPED_BURST_BYTES = 8192;
 const VIDEO = 0;
 const AUDIO = 1;
 
@@ -217,6 +219,9 @@ export class Viewer implements Drainable, ViewerHandle {
   private tokens: number;
   private tokensAt: number;
   private bytesPerMs: number;
+  /** The pacing rate set (bytes/ms) and bucket, before any cap from Auto quality (see `tick`). */
+  private basePerMs: number;
+  private burstBytes: number;
   private lastResyncAt = -Infinity;
   private lastRtcpAt = 0;
   private readonly header = { marker: false, payloadType: 0, sequenceNumber: 0, timestamp: 0, ssrc: 0 };
@@ -258,7 +263,8 @@ export class Viewer implements Drainable, ViewerHandle {
   /** The source media comes from now, and a pending switch to another (see sfu/rebind.ts). */
   private readonly sw: SourceSwitch<ViewerSource>;
   private switchReason = "";
-  private adapt: Adaptation | undefined;
+  /** Auto quality (sfu/stream-switch.ts), when the viewer adapts to its network. */
+  private adapt: ViewerAdaptation | undefined;
 
   constructor(o: ViewerOptions) {
     this.o = o;
@@ -270,8 +276,8 @@ export class Viewer implements Drainable, ViewerHandle {
     this.events = new SafeEmitter<ViewerEvents>((event, err) => this.log.warn("viewer listener failed", { event, err }));
     this.queue = new SendQueue(o.queuePackets);
     this.createdAt = o.timers.now();
-    this.bytesPerMs = o.pacingBps / 8000;
-    this.tokens = o.pacingBurstBytes;
+    this.bytesPerMs = this.basePerMs = o.pacingBps / 8000;
+    this.tokens = this.burstBytes = o.pacingBurstBytes;
     this.tokensAt = this.createdAt;
     this.connectTimer = o.timers.setTimeout(() => {
       this.connectTimer = undefined;
@@ -336,8 +342,12 @@ export class Viewer implements Drainable, ViewerHandle {
     target.attach(this);
     const video = this.tracks[VIDEO];
     const now = this.o.timers.now();
-    if (!video || !video.mapped || now - video.lastAt > STALE_SOURCE_MS || this.src.trackIndexOf("video") < 0) {
-      // The current source shows nothing live (down, or not started): the target's cached keyframe beats waiting.
+    const stale = !video || !video.mapped || now - video.lastAt > STALE_SOURCE_MS || this.src.trackIndexOf("video") < 0;
+    // A step down by network adaptation: every moment more on the larger stream queues on a
+    // link that cannot carry it, so the target's cached GOP goes out now (when it has one).
+    const fast = this.adapt?.fastSwitchTo(id) === true && video !== undefined && hasCachedGop(target, video.payloadTypes);
+    if (stale || fast) {
+      // The current source shows nothing live (down, or not started), or a step down: the target's cached keyframe beats waiting.
       this.commitSwitch();
       if (this.tracks[VIDEO]) this.resync("switch");
     }
@@ -354,48 +364,16 @@ export class Viewer implements Drainable, ViewerHandle {
     this.adapt = undefined;
     if (was?.keyframes && this.quality === "keyframes") this.requestStepUp();
     if (!auto || ladder.length === 0) return;
-    this.adapt = {
-      ladder: [...ladder],
-      est: new BandwidthEstimator(),
-      ctl: new LadderController({ levels: ladder.length }),
-      rates: ladder.map(() => undefined),
-      keyframes: false,
-    };
-  }
-
-  /** Where the viewer is on its ladder: the source it is on or going to, or below the last for keyframes only. */
-  private adaptLevel(a: Adaptation): number {
-    if (a.keyframes && this.quality === "keyframes") return a.ladder.length;
-    return a.ladder.indexOf((this.sw.target ?? this.src).id);
-  }
-
-  private adaptTick(a: Adaptation, now: number): void {
-    const level = this.adaptLevel(a);
-    if (level < 0) return; // on a source outside its ladder (moved by hand): nothing to adapt
-    // The rate of the stream being sent (another one's, while it starts or stops, reads low).
-    const r = level < a.ladder.length && a.ladder[level] === this.src.id ? this.src.rateBps() : 0;
-    if (r > 0) a.rates[level] = r;
-    for (let i = 0; i < a.ladder.length; i++) {
-      if (a.rates[i] !== undefined) continue;
-      const s = this.o.findSource?.(a.ladder[i]!);
-      const ri = s?.rateBps() ?? 0;
-      if (ri > 0) a.rates[i] = ri;
-    }
-    const next = a.ctl.decide(now, level, a.est, a.rates);
-    if (next === level) return;
-    const why = next > level ? "network: less bandwidth" : "network: bandwidth back";
-    this.log.info("viewer adapting to its network", { from: level, to: next, estimateBps: Math.round(a.est.estimateBps ?? 0) });
-    if (next === a.ladder.length) {
-      a.keyframes = true;
-      this.stepDown(why, now);
-      return;
-    }
-    if (a.keyframes) {
-      a.keyframes = false;
-      this.requestStepUp();
-    }
-    const to = a.ladder[next]!;
-    if (to !== (this.sw.target ?? this.src).id) (this.o.requestSwitch ?? ((id: CameraId, r: string) => this.switchSource(id, r)))(to, why);
+    this.adapt = new ViewerAdaptation(ladder, {
+      current: () => this.src,
+      target: () => this.sw.target,
+      findSource: (id) => this.o.findSource?.(id),
+      keyframesOnly: () => this.quality === "keyframes",
+      stepDown: (reason, now) => this.stepDown(reason, now),
+      requestStepUp: () => this.requestStepUp(),
+      switchTo: (id, reason) => (this.o.requestSwitch ?? ((sid: CameraId, r: string) => this.switchSource(sid, r)))(id, reason),
+      log: this.log,
+    });
   }
 
   /** Moves to the switch target now: tracks remapped, queued packets of the old source dropped, timestamps spliced. */
@@ -412,6 +390,7 @@ export class Viewer implements Drainable, ViewerHandle {
       vt.lastSrcExt = -1;
       vt.splice = true;
       vt.sourceTrack = -2; // forces the remap below
+      vt.nackFloor = vt.extSeq;
     }
     this.onSourceTracks();
     left.removeViewer(this);
@@ -466,6 +445,7 @@ export class Viewer implements Drainable, ViewerHandle {
       mapped: false,
       splice: false,
       extSeq: 0,
+      nackFloor: 0,
       lastSrMiddle: 0,
       lastSrAt: 0,
     });
@@ -666,7 +646,7 @@ export class Viewer implements Drainable, ViewerHandle {
 
   /** Tokens and socket allow a direct send now. */
   private mayDirect(tr: ViewerTransport, now: number): boolean {
-    this.tokens = Math.min(this.o.pacingBurstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
+    this.tokens = Math.min(this.burstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
     this.tokensAt = now;
     return this.tokens > 0 && tr.inFlight < MAX_IN_FLIGHT;
   }
@@ -723,7 +703,9 @@ export class Viewer implements Drainable, ViewerHandle {
     if (at <= 0 || performance.now() - at <= (this.o.maxQueueDelayMs ?? 500)) return;
     const dropped = this.dropQueuedVideo();
     this.drops.queueDelay += dropped;
-    this.noteOverflow();
+    // Paced down to what a queueing link delivers, the backlog is Auto quality's to resolve
+    // (a step down), not an overload of ours.
+    if (this.bytesPerMs === this.basePerMs) this.noteOverflow();
     this.log.debug("viewer behind: dropping queued video until the next keyframe", { dropped });
   }
 
@@ -752,12 +734,14 @@ export class Viewer implements Drainable, ViewerHandle {
     const start = gop.start;
     const end = gop.end;
     const first = this.firstHeld(ring, start, end);
+    const keyTs = ring.timestamp(first);
+    const protect = (e: number) => (reason === "switch" && ring.timestamp(e) === keyTs ? TWICE : 0);
     if (this.o.replayFrameSpacingMs <= 0) {
       // Original spacing: one offset for the replay and the live stream after it.
       const base = vt.sentAny ? (vt.lastTs + 1) >>> 0 : vt.tsOffset;
       vt.tsOffset = (base - ring.timestamp(first)) >>> 0;
       for (let e = start; e <= end; e++) {
-        if (ring.has(e)) this.queue.push(VIDEO, e, (ring.timestamp(e) + vt.tsOffset) >>> 0, e === first ? RUN_START : 0);
+        if (ring.has(e)) this.queue.push(VIDEO, e, (ring.timestamp(e) + vt.tsOffset) >>> 0, (e === first ? RUN_START : 0) | protect(e));
       }
     } else {
       const step = Math.max(1, Math.round((this.o.replayFrameSpacingMs * vt.clockRate) / 1000));
@@ -772,7 +756,7 @@ export class Viewer implements Drainable, ViewerHandle {
           frame++;
           prevTs = ts;
         }
-        this.queue.push(VIDEO, e, (base + frame * step) >>> 0, e === first ? RUN_START : 0);
+        this.queue.push(VIDEO, e, (base + frame * step) >>> 0, (e === first ? RUN_START : 0) | protect(e));
       }
       // Live packets continue from the last replayed frame at their real spacing.
       vt.tsOffset = (base + frame * step - ring.timestamp(end)) >>> 0;
@@ -798,6 +782,12 @@ export class Viewer implements Drainable, ViewerHandle {
     const vt = this.tracks[VIDEO];
     if (!vt || vt.waitKeyframe) return; // a keyframe is coming anyway
     if (now - this.lastResyncAt < this.o.keyframeResendMinMs) return;
+    if (this.adapt?.congested(now)) {
+      // A queueing link: send nothing more it cannot decode, restart at the next live keyframe.
+      this.drops.queueDelay += this.dropQueuedVideo();
+      this.lastResyncAt = now;
+      return;
+    }
     this.resync(reason);
   }
 
@@ -810,7 +800,7 @@ export class Viewer implements Drainable, ViewerHandle {
     }
     this.dropIfStale();
     // Token bucket refill.
-    this.tokens = Math.min(this.o.pacingBurstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
+    this.tokens = Math.min(this.burstBytes, this.tokens + (now - this.tokensAt) * this.bytesPerMs);
     this.tokensAt = now;
     let sent = 0;
     const q = this.queue;
@@ -868,6 +858,12 @@ export class Viewer implements Drainable, ViewerHandle {
       this.drops.notConnected++;
       return 0;
     }
+    let extra = 0;
+    if ((flags & TWICE) !== 0 && tr.sendRtp(h, payload)) {
+      extra = payload.length + 12;
+      this.st.retransmits++;
+      this.st.retransmitBytes += extra;
+    }
     const i = seq % this.o.nackHistory;
     vt.hSeq[i] = seq;
     vt.hExt[i] = ext;
@@ -881,10 +877,10 @@ export class Viewer implements Drainable, ViewerHandle {
     vt.sentAny = true;
     vt.packets++;
     vt.bytes += payload.length;
-    if (t === VIDEO) this.adapt?.est.onSent(seq, payload.length, this.o.timers.now());
+    if (t === VIDEO) this.adapt?.onSent(seq, payload.length, this.o.timers.now());
     this.st.packetsOut++;
     this.st.bytesOut += payload.length + 12;
-    return payload.length + 12;
+    return payload.length + 12 + extra;
   }
 
   /** RFC 4585 §6.2.1 generic NACK: resend the original packet with this viewer's seq and ts. */
@@ -897,6 +893,7 @@ export class Viewer implements Drainable, ViewerHandle {
       this.st.nackMisses++;
       return;
     }
+    if (vt.extSeq - ((vt.seq - seq) & 0xffff) < vt.nackFloor) return; // from the stream left behind
     if (now - vt.hResentAt[i]! < RESEND_GUARD_MS) return;
     const ext = vt.hExt[i]!;
     const payload = ring.payload(ext);
@@ -927,7 +924,10 @@ export class Viewer implements Drainable, ViewerHandle {
       const rtt = now - vt.lastSrAt - (b.dlsr * 1000) / 65536;
       if (rtt >= 0) this.st.rttMs = rttMs = rtt;
     }
-    if (vt.kind === "video") this.adapt?.est.onReport({ now, highestSeq: b.highestSeq, cumulativeLost: b.cumulativeLost, fractionLost: b.fractionLost / 256, rttMs });
+    if (vt.kind === "video" && this.adapt) {
+      this.adapt.onReport({ now, highestSeq: b.highestSeq, cumulativeLost: b.cumulativeLost, fractionLost: b.fractionLost / 256, rttMs });
+      this.paceToLink(this.adapt, now);
+    }
   }
 
   private trackBySsrc(ssrc: number): ViewerTrack | undefined {
@@ -955,7 +955,10 @@ export class Viewer implements Drainable, ViewerHandle {
       this.log.info("source switch given up: no keyframe from the target", { to: given.id });
       this.events.emit("switched", { from: this.src.id, to: given.id, ok: false, reason: "no keyframe in time" });
     }
-    if (this.adapt) this.adaptTick(this.adapt, now);
+    if (this.adapt) {
+      this.adapt.tick(now);
+      this.paceToLink(this.adapt, now);
+    }
     // Overload: a viewer whose queue overflowed twice in a few seconds cannot be kept up
     // with (its link, or our CPU): step it down rather than drop frame after frame.
     if (this.quality === "full" && now - this.lastOverflowAt < OVERFLOW_WINDOW_MS) this.stepDown("queue overflow", now);
@@ -1038,10 +1041,22 @@ export class Viewer implements Drainable, ViewerHandle {
     this.events.emit("quality", q, reason);
   }
 
+  /**
+   * A queueing link: send no faster than it delivers, so what it cannot carry waits (and is
+   * dropped, or left behind by a step down) here rather than in a queue on the path.
+   */
+  private paceToLink(a: ViewerAdaptation, now: number): void {
+    const cap = a.pacingCapBps(now);
+    this.bytesPerMs = cap === undefined ? this.basePerMs : Math.min(this.basePerMs, cap / 8000);
+    this.burstBytes = cap === undefined ? this.o.pacingBurstBytes : Math.min(this.o.pacingBurstBytes, Math.max(MIN_CAPPED_BURST_BYTES, cap / 80));
+    this.tokens = Math.min(this.tokens, this.burstBytes);
+  }
+
   /** Caps this viewer's send rate (bits/s), e.g. for a known slow link. Takes effect at once. */
   setPacingRate(bitsPerSecond: number): void {
     if (!(bitsPerSecond > 0)) return;
-    this.bytesPerMs = bitsPerSecond / 8000;
+    this.basePerMs = bitsPerSecond / 8000;
+    this.bytesPerMs = Math.min(this.bytesPerMs, this.basePerMs);
   }
 
   stats(): ViewerStats {
@@ -1125,6 +1140,12 @@ function videoPayloadTypes(v: { payloadType: number; h265PayloadType?: number | 
   const m = new Map<CodecName, number>([["H264", v.payloadType]]);
   if (v.h265PayloadType !== undefined) m.set("H265", v.h265PayloadType);
   return m;
+}
+
+/** Has `src` a cached GOP (keyframe on) on the video track a viewer with these payload types would get? */
+function hasCachedGop(src: ViewerSource, pts: ReadonlyMap<CodecName, number>): boolean {
+  const t = videoTrackFor(src, pts, true);
+  return t >= 0 && src.gop(t) !== undefined;
 }
 
 /**

@@ -18,6 +18,7 @@ import type { Sfu } from "../../sfu/sfu.ts";
 import { whepAudit, type AuditLog, type GridAudit } from "../audit/index.ts";
 import type { playbackAudit } from "../audit/hooks.ts";
 import type { Auth } from "../auth/index.ts";
+import { autoStreamChoice } from "../auto-streams.ts";
 import type { CameraRegistry } from "../cameras.ts";
 import { forwardingRouter, servedFrom, type Cluster } from "../cluster/index.ts";
 import type { Forwarding } from "../cluster/forward-relay.ts";
@@ -87,7 +88,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
     cameraExists: (id) => registry.has(id),
     streamSource: (id, stream, h265) => registry.streamSource(id, stream, h265),
     // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
-    onStreamChoice: (viewer, id, stream, h265) => viewer.setStreams(registry.streamSources(id, h265), stream === "auto"),
+    onStreamChoice: autoStreamChoice(registry, { warmSubstream: p.config.media.autoWarmSubstream }),
     authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
     userOf: (req) => req.user?.sub,
     sessionOf,

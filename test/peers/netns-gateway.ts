@@ -68,7 +68,20 @@ lines.on("line", (line) => {
         rates: rates(),
         viewers: gw.sfu.viewerList().map((v) => {
           const s = v.stats();
-          return { sourceId: s.sourceId, quality: s.quality, estimateBps: s.estimateBps, deliveredBps: s.deliveredBps, queueDelayMs: s.queueDelayMs, rttMs: s.rttMs, fractionLost: s.fractionLost, adaptive: s.adaptive };
+          return {
+            sourceId: s.sourceId,
+            quality: s.quality,
+            estimateBps: s.estimateBps,
+            deliveredBps: s.deliveredBps,
+            queueDelayMs: s.queueDelayMs,
+            rttMs: s.rttMs,
+            fractionLost: s.fractionLost,
+            adaptive: s.adaptive,
+            bytesOut: s.bytesOut,
+            retransmitBytes: s.retransmitBytes,
+            plis: s.plis,
+            keyframesFromCache: s.keyframesFromCache,
+          };
         }),
       },
     }),

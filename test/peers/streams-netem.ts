@@ -42,7 +42,19 @@ interface GwStatus {
   rates: Record<string, number>;
   mainSessions: number;
   subSessions: number;
-  viewers: { sourceId: string; quality: string; estimateBps: number | undefined; deliveredBps?: number; queueDelayMs?: number; rttMs: number | undefined; fractionLost: number | undefined }[];
+  viewers: {
+    sourceId: string;
+    quality: string;
+    estimateBps: number | undefined;
+    deliveredBps?: number;
+    queueDelayMs?: number;
+    rttMs: number | undefined;
+    fractionLost: number | undefined;
+    bytesOut: number;
+    retransmitBytes: number;
+    plis: number;
+    keyframesFromCache: number;
+  }[];
 }
 
 const SAMPLER = `(() => {
@@ -109,18 +121,35 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     };
     const t0 = performance.now();
     const trace: string[] = [];
+    let sentBefore = { at: performance.now(), bytes: 0, rtx: 0 };
     const source = async () => {
       const s = await watch();
       const v = s.viewers[0];
-      trace.push(`${Math.round((performance.now() - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} dlv=${v?.deliveredBps} q=${v?.queueDelayMs} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} kbit/s=${JSON.stringify(s.rates)}`);
+      // What the gateway sent this viewer since the previous line (retransmissions apart), kbit/s.
+      const now = performance.now();
+      const sent = (b: number, a: number) => Math.round(((b - a) * 8) / (now - sentBefore.at));
+      const out = v ? `sent=${sent(v.bytesOut, sentBefore.bytes)} rtx=${sent(v.retransmitBytes, sentBefore.rtx)} pli=${v.plis} replays=${v.keyframesFromCache}` : "";
+      sentBefore = { at: now, bytes: v?.bytesOut ?? 0, rtx: v?.retransmitBytes ?? 0 };
+      trace.push(
+        `${Math.round((now - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} dlv=${v?.deliveredBps} q=${v?.queueDelayMs} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} ${out} kbit/s=${JSON.stringify(s.rates)}`,
+      );
       return v?.sourceId;
     };
 
+    await source(); // the unlimited link, for the trace
     // Limit the link to the browser.
     await link.shape("down", { rateKbit: 1000, lossPct: 5, delayMs: 150 });
     const limitedAt = performance.now();
     const downServerS = await timeUntil(async () => (await source()) === "gate:sub", limitedAt, "the gateway to switch to the substream", o.timeoutMs ?? 30_000);
-    const downPageS = await timeUntil(async () => (await width()) === 640, limitedAt, "640-wide frames in the page", o.timeoutMs ?? 30_000);
+    const downPageS = await timeUntil(
+      async () => {
+        await source();
+        return (await width()) === 640;
+      },
+      limitedAt,
+      "640-wide frames in the page",
+      o.timeoutMs ?? 30_000,
+    );
     // Held limited: it must stay down (count the switches).
     let switchesWhileLimited = 1;
     let last = "gate:sub";
