@@ -13,6 +13,7 @@ import type { ViewerTransport } from "../../sfu/transport.ts";
 import type { CodecName } from "../../sfu/types.ts";
 import type { SwitchInfo } from "../../sfu/api.ts";
 import { Viewer } from "../../sfu/viewer.ts";
+import { serializeNack, serializeRr } from "../../sfu/rtp/rtcp.ts";
 import { FakeRecorder, FRAME_TICKS } from "../integration/sfu-upstream.ts";
 
 describe("spliceOffset", () => {
@@ -79,6 +80,8 @@ class ManualTimers {
 }
 
 interface Sent {
+  /** When it was sent (the manual clock), ms. */
+  at: number;
   seq: number;
   ts: number;
   ssrc: number;
@@ -88,8 +91,12 @@ interface Sent {
 class RecordingTransport implements ViewerTransport {
   inFlight = 0;
   readonly rtp: Sent[] = [];
+  private readonly now: () => number;
+  constructor(now: () => number = () => 0) {
+    this.now = now;
+  }
   sendRtp(h: { sequenceNumber: number; timestamp: number; ssrc: number }, payload: Buffer): boolean {
-    this.rtp.push({ seq: h.sequenceNumber, ts: h.timestamp, ssrc: h.ssrc, payload: Buffer.from(payload) });
+    this.rtp.push({ at: this.now(), seq: h.sequenceNumber, ts: h.timestamp, ssrc: h.ssrc, payload: Buffer.from(payload) });
     return true;
   }
   sendRtcp(): boolean {
@@ -114,7 +121,7 @@ function setup() {
   const pacer = new Pacer(timers, 64, 1024, 30);
   const recMain = new FakeRecorder(main, { audio: true });
   const recSub = new FakeRecorder(sub, { audio: true });
-  const transport = new RecordingTransport();
+  const transport = new RecordingTransport(timers.now);
   const v = new Viewer({
     id: viewerId("v1"),
     source: main,
@@ -212,6 +219,70 @@ describe("viewer source switch", () => {
     const video = transport.of(0x1111);
     expect(video.length).toBeGreaterThan(0);
     expect(h264PayloadIsKeyframeStart(video[0]!.payload)).toBe(true);
+  });
+
+  it("sends the keyframe it switches at twice, and no longer resends packets of the stream it left", () => {
+    const { timers, recSub, recMain, transport, v, run } = setup();
+    recMain.announce();
+    recSub.announce();
+    v.onTransportState("connected");
+    run(10); // main plays
+    const fromMain = transport.of(0x1111).at(-1)!;
+    run(30, "sub"); // main goes silent for over a second
+    const before = transport.of(0x1111).length;
+    v.switchSource(cameraId("cam:sub"));
+    timers.flush();
+    expect(v.sourceId).toBe("cam:sub");
+    const sent = transport.of(0x1111).slice(before);
+    // The keyframe's packets twice, back to back with the same sequence number; the rest once.
+    const keyTs = sent[0]!.ts;
+    const key = sent.filter((p) => p.ts === keyTs);
+    expect(key.length % 2).toBe(0);
+    for (let i = 0; i < key.length; i += 2) expect([key[i]!.seq, key[i]!.payload]).toEqual([key[i + 1]!.seq, key[i + 1]!.payload]);
+    const rest = sent.filter((p) => p.ts !== keyTs);
+    expect(rest.length).toBeGreaterThan(0);
+    expect(new Set(rest.map((p) => p.seq)).size).toBe(rest.length);
+    // A NACK for the last main packet is not answered; one for a substream packet is.
+    const fromSub = rest.at(-1)!;
+    const n = transport.rtp.length;
+    v.onRtcp(serializeNack({ senderSsrc: 0x9999, mediaSsrc: 0x1111, items: [{ pid: fromMain.seq, blp: 0 }] }));
+    expect(transport.rtp.length).toBe(n);
+    v.onRtcp(serializeNack({ senderSsrc: 0x9999, mediaSsrc: 0x1111, items: [{ pid: fromSub.seq, blp: 0 }] }));
+    expect(transport.rtp.slice(n).map((p) => p.seq)).toEqual([fromSub.seq]);
+  });
+
+  it("an Auto step down on a queueing link switches at once from the substream's cached GOP", () => {
+    const { timers, main, recSub, recMain, transport, v, switched } = setup();
+    recMain.announce();
+    recSub.announce();
+    v.setStreams([main.id, cameraId("cam:sub")], true);
+    v.onTransportState("connected");
+    const report = (lagMs: number) => {
+      // The receiver has everything sent `lagMs` ago: a queue of that much on the path.
+      const got = transport.of(0x1111).filter((p) => p.at <= timers.nowMs - lagMs).at(-1);
+      if (got) v.onRtcp(serializeRr({ ssrc: 0x9999, reports: [{ ssrc: 0x1111, fractionLost: 0, cumulativeLost: 0, highestSeq: got.seq, jitter: 0, lsr: 0, dlsr: 0 }] }));
+    };
+    // Main every 40 ms, the substream at half its rate; a report every 80 ms.
+    let lag = 0;
+    for (let i = 0; i < 150 && v.sourceId === "cam"; i++) {
+      recMain.pushFrames(1);
+      if (i % 2 === 0) recSub.pushFrames(1);
+      timers.nowMs += 40;
+      timers.flush();
+      if (i >= 50) lag += 30; // from 2 s on the link carries less than it is sent: the queue grows
+      if (i % 2 === 0) report(lag);
+      v.tick(timers.nowMs);
+    }
+    expect(v.sourceId).toBe("cam:sub");
+    expect(switched).toEqual([{ from: "cam", to: "cam:sub", ok: true, reason: "network: less bandwidth" }]);
+    // Made in the tick that decided it, from the substream's cached keyframe: it goes out now,
+    // though the substream's next keyframe is frames away.
+    expect(recSub.gopPosition).not.toBe(0);
+    const n = transport.of(0x1111).length;
+    timers.flush();
+    const now = transport.of(0x1111).slice(n);
+    expect(now.length).toBeGreaterThan(0);
+    expect(h264PayloadIsKeyframeStart(now[0]!.payload)).toBe(true);
   });
 
   it("gives up when the target sends no keyframe in time, staying on its source", () => {
