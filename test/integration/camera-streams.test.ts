@@ -77,4 +77,47 @@ describe("camera streams", () => {
     expect(viewerA.sourceId).toBe("gate");
     await a.close();
   });
+  it("keeps the substream pulled while a viewer is on Auto, once whatever their number, released with the last; not when turned off", async () => {
+    await using main = await startGstRtspServer({ width: 640, height: 360, bitrate: 600, gop: 12, noAudio: true });
+    await using sub = await startGstRtspServer({ width: 320, height: 180, bitrate: 150, gop: 12, noAudio: true });
+    const configOf = (warm: boolean) =>
+      parseConfig({
+        server: { port: 0 },
+        auth: { mode: "none" },
+        demo: { enabled: false },
+        rtsp: { idleStopSeconds: 0 },
+        media: { icePortRange: [46100, 46399], autoWarmSubstream: warm },
+        cameras: [{ id: "gate", url: main.url, streams: [{ id: "low", url: sub.url, width: 320, height: 180 }] }],
+      });
+    {
+      await using gw = await startGateway({ config: configOf(true), log: silentLogger });
+      // Two viewers on Auto, both on the main stream: the substream is pulled once, for a step down.
+      const a = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gate`, audio: false });
+      const b = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gate?stream=auto`, audio: false });
+      await Promise.all([a.connected, b.connected]);
+      await a.video.waitForCount(30);
+      await until(() => sub.sessions() === 1, "the substream's pull");
+      expect(main.sessions()).toBe(1);
+      expect(gw.sfu.viewerList().map((v) => v.sourceId)).toEqual(["gate", "gate"]);
+      // One pins the main stream: the other still holds the substream.
+      const res = await fetch(a.resource, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ stream: "main" }) });
+      expect(res.status).toBe(202);
+      await b.video.waitForCount(b.video.count + 30);
+      expect(sub.sessions()).toBe(1);
+      // The last Auto viewer leaves: the substream's pull ends (idleStopSeconds 0), main stays for the other.
+      await b.close();
+      await until(() => sub.sessions() === 0, "the substream's pull to end");
+      expect(main.sessions()).toBe(1);
+      await a.close();
+    }
+    {
+      await using gw = await startGateway({ config: configOf(false), log: silentLogger });
+      const a = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gate`, audio: false });
+      await a.connected;
+      await a.video.waitForCount(60);
+      expect(main.sessions()).toBe(1);
+      expect(sub.sessions()).toBe(0);
+      await a.close();
+    }
+  });
 });
