@@ -440,7 +440,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     if (intercomAudit) cleanups.push(() => intercomAudit.close());
 
     // Doors registered with any node ring every node's pages; actions go to the node holding the call.
-    const clusterIntercom = cluster && sip ? new ClusterIntercom({ link: cluster.link, nodes: cluster.nodes, nodeId: cluster.nodeId, key: cluster.forwardKey, intercom: sip.intercom, timeoutMs: config.cluster!.forwardTimeoutMs, callTimeoutMs: (config.sip.ringTimeoutSeconds + 10) * 1000, log: log.child({ component: "cluster" }) }) : undefined;
+    const clusterIntercom = cluster && sip ? new ClusterIntercom({ link: cluster.link, nodes: cluster.nodes, nodeId: cluster.nodeId, key: cluster.forwardKey, intercom: sip.intercom, timeoutMs: config.cluster!.forwardTimeoutMs, callTimeoutMs: (config.sip.ringTimeoutSeconds + 10) * 1000, historyMax: config.cluster!.callHistoryMax, localHistory: () => callLog?.history() ?? sip.intercom.history(), log: log.child({ component: "cluster" }) }) : undefined;
     // Closed before the SIP server (cleanups run in reverse): event streams and talk peers first.
     const intercomWeb = sip
       ? createIntercomWeb({

@@ -47,6 +47,11 @@ export const clusterSection = z
     /** A WHEP request forwarded to the camera's owner gives up after this long (503 to the client), milliseconds. Default 5000. */
     forwardTimeoutMs: z.number().int().min(100).max(60_000).default(5000),
     /**
+     * Finished door calls the cluster's shared call history keeps (a list in Redis every node
+     * adds its calls to; each node lists them beside its own), the oldest dropped beyond. Default 1000.
+     */
+    callHistoryMax: z.number().int().min(0).max(100_000).default(1000),
+    /**
      * How a viewer who reaches a node that does not pull the camera is served (README "Cluster"):
      * answered through the owner (the owner's SFU sends to the browser), or from a relay on this
      * node that the owner forwards the camera's RTP to over an internal UDP link.

@@ -16,6 +16,11 @@
  *
  * A node that dies with calls in hand: its calls end on the other nodes' pages once its
  * announcement lapses (`cluster.nodeTtlMs`).
+ *
+ * - **Call history.** Each node adds its finished calls to a Redis list (`intercom:history`, the
+ *   newest `cluster.callHistoryMax` kept) and publishes them; every node keeps the other nodes'
+ *   calls beside its own, read back from the list when it starts and when Redis returns, so a
+ *   page's call log (missed calls) lists the calls held on any node.
  */
 import { Router, type NextFunction, type Request, type Response } from "express";
 import { BadInputError, OverloadError } from "../../config/errors.ts";
@@ -30,6 +35,7 @@ import type { RedisLink } from "./redis.ts";
 /** Path prefix of the internal intercom link on every node. */
 export const INTERNAL_INTERCOM = "/cluster/intercom";
 const CHANNEL = "intercom";
+const HISTORY = "intercom:history";
 /** Calls remembered with the node holding them (for late actions such as a snapshot); beyond, the oldest go. */
 const MAX_KNOWN_CALLS = 10_000;
 /** How long an answer claim is kept in Redis, ms (longer than any ring). */
@@ -65,6 +71,10 @@ export interface ClusterIntercomOptions {
   timeoutMs: number;
   /** A forwarded "talk to the door" waits this long for the door to answer, ms. */
   callTimeoutMs: number;
+  /** Finished calls kept in the shared history (`cluster.callHistoryMax`). */
+  historyMax: number;
+  /** This node's own finished calls, oldest first (its call log). */
+  localHistory: () => readonly CallRecord[];
   log: Logger;
 }
 
@@ -78,14 +88,65 @@ export class ClusterIntercom {
   private readonly offs: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Finished calls other nodes held, oldest first (bounded by `historyMax`), and their ids. */
+  private readonly remote: CallRecord[] = [];
+  private readonly remoteIds = new Set<string>();
 
   constructor(o: ClusterIntercomOptions) {
     this.o = o;
   }
 
-  /** What the intercom service needs from the cluster (its options `claimAnswer`, `doorsElsewhere`). */
-  hooks(): Pick<IntercomServiceOptions, "claimAnswer" | "doorsElsewhere"> {
-    return { claimAnswer: (callId, userId) => this.claimAnswer(callId, userId), doorsElsewhere: () => this.doorsElsewhere() };
+  /** What the intercom service needs from the cluster (its options `claimAnswer`, `doorsElsewhere`, `history`). */
+  hooks(): Pick<IntercomServiceOptions, "claimAnswer" | "doorsElsewhere" | "history"> {
+    return { claimAnswer: (callId, userId) => this.claimAnswer(callId, userId), doorsElsewhere: () => this.doorsElsewhere(), history: () => this.history() };
+  }
+
+  /** The cluster's finished calls, this node's and the others', oldest first (by their end). */
+  history(): CallRecord[] {
+    const all = [...this.o.localHistory(), ...this.remote];
+    all.sort((a, b) => a.endedAt - b.endedAt);
+    return all.length > this.o.historyMax ? all.slice(all.length - this.o.historyMax) : all;
+  }
+
+  private addRemote(record: CallRecord, node: string): void {
+    if (this.remoteIds.has(record.callId) || typeof record.endedAt !== "number") return;
+    this.remoteIds.add(record.callId);
+    this.remote.push(record);
+    this.remember(record.callId, node, false);
+    if (this.remote.length > this.o.historyMax) this.remoteIds.delete(this.remote.shift()!.callId);
+  }
+
+  /** Adds a finished call of this node to the shared list (best effort: Redis may be away). */
+  private share(record: CallRecord): void {
+    const { link, historyMax } = this.o;
+    if (historyMax === 0) return;
+    link
+      .run("share a finished call", async (c) => {
+        await c.rPush(link.key(HISTORY), JSON.stringify({ node: this.o.nodeId, record }));
+        await c.lTrim(link.key(HISTORY), -historyMax, -1);
+      })
+      .catch((err: unknown) => this.o.log.debug("cluster: a finished call was not added to the shared history", { err }));
+  }
+
+  /** Reads the other nodes' finished calls from the shared list (at start, and when Redis returns). */
+  private async loadHistory(): Promise<void> {
+    const { link, historyMax } = this.o;
+    if (historyMax === 0) return;
+    let items: string[];
+    try {
+      items = await link.run("read the shared call history", (c) => c.lRange(link.key(HISTORY), -historyMax, -1));
+    } catch {
+      return; // read again when Redis returns
+    }
+    for (const item of items) {
+      try {
+        const v = JSON.parse(item) as { node?: unknown; record?: CallRecord };
+        if (typeof v.node === "string" && v.node !== this.o.nodeId && v.record && typeof v.record.callId === "string") this.addRemote(v.record, v.node);
+      } catch {
+        // not one of ours
+      }
+    }
+    this.remote.sort((a, b) => a.endedAt - b.endedAt);
   }
 
   /** Joins the service built with `hooks()`: subscribes to the cluster's intercom channel and publishes this node's calls. */
@@ -97,7 +158,10 @@ export class ClusterIntercom {
     this.offs.push(
       ev.on("ring", (ring) => this.publish({ t: "ring", node: nodeId, ring })),
       ev.on("answered", (a) => this.publish({ t: "answered", node: nodeId, callId: a.callId, by: a.user, byName: service.displayName(a.user), at: Date.now(), ...(a.purpose ? { purpose: a.purpose } : {}) })),
-      ev.on("ended", (record) => this.publish({ t: "ended", node: nodeId, record })),
+      ev.on("ended", (record) => {
+        this.publish({ t: "ended", node: nodeId, record });
+        this.share(record);
+      }),
       ev.on("dtmf", (d) => this.publish({ t: "dtmf", node: nodeId, callId: d.callId, digit: d.digit })),
       ev.on("device", (d) => this.publish({ t: "device", node: nodeId, deviceId: d.deviceId, online: d.online })),
     );
@@ -105,6 +169,8 @@ export class ClusterIntercom {
     this.timer = setInterval(() => this.endOrphans(), 1000);
     this.timer.unref();
     await this.o.link.subscribe(CHANNEL, (m) => this.onMessage(m));
+    this.offs.push(this.o.link.events.on("up", () => void this.loadHistory()));
+    await this.loadHistory();
   }
 
   /** The first answer anywhere wins: the user id holding the claim (the caller's own when it won). */
@@ -235,6 +301,7 @@ export class ClusterIntercom {
         break;
       case "ended":
         this.live.delete(m.record.callId);
+        this.addRemote(m.record, m.node);
         s.remoteEnded(m.record);
         break;
       case "dtmf":
