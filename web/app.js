@@ -1,14 +1,12 @@
 /**
  * Gatehouse live view: a grid of live camera tiles.
  *
- * - Each tile plays over a WHEP session of its own (with its sound). With `?grid=1` the grid plays
- *   over ONE peer connection instead (web/grid-session.js: one ICE/DTLS handshake, one set of
- *   TURN allocations): each tile holds a slot of it, paging or a layout change re-binds slots to
- *   other cameras without a new connection, and the camera opened large uses a WHEP session of
- *   its own (its sound comes with it); grid tiles carry their camera's sound too, muted until
- *   picked. It is not the default yet: a cluster node serves a slot only from cameras it pulls
- *   itself, the connection proved fragile on a loaded machine, and it falls back to the
- *   per-tile sessions when the gateway has no `/grid`.
+ * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one
+ *   set of TURN allocations): each tile holds a slot of it, paging or a layout change re-binds
+ *   slots to other cameras without a new connection, and the camera opened large uses a WHEP
+ *   session of its own (its sound comes with it); grid tiles carry their camera's sound too,
+ *   muted until picked. `?grid=0` plays each tile over a WHEP session of its own instead, and so
+ *   does a gateway without `/grid` (an older one), found out by the first tile.
  *
  * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
  *   browser to sign in and come back here. `GET api/cameras/events` (one event stream for the
@@ -73,10 +71,10 @@ const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
 );
 
 /**
- * The grid over one peer connection with `?grid=1` (until the gateway turns out to have no grid
- * endpoint), else one WHEP session per tile.
+ * The grid over one peer connection (until the gateway turns out to have no grid endpoint), or
+ * one WHEP session per tile with `?grid=0`.
  */
-let gridMode = query.get("grid") === "1";
+let gridMode = query.get("grid") !== "0";
 /** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
 let gridSession = null;
 
@@ -1381,7 +1379,7 @@ Object.defineProperty(window, "gatehouse", {
   value: Object.freeze({
     sessions,
     tiles,
-    /** The grid's one multi-camera session (null before the first tile plays, and without `?grid=1`). */
+    /** The grid's one multi-camera session (null before the first tile plays, with `?grid=0`, and without a grid endpoint). */
     grid: () => gridSession,
     stats,
     open: (/** @type {string} */ id) => openCamera(id, true),

@@ -7,7 +7,10 @@
  *   2. Offer with N recvonly video transceivers (H.264 only, so the offer stays small) and N
  *      recvonly audio transceivers (the i-th carries the sound of the camera on the i-th video
  *      slot), candidates gathered into the SDP; `POST grid` → 201, the answer, `Location`.
- *   3. Cameras are bound to slots by mid: `PUT <session>/slots/<mid> {"camera": id}`; a slot
+ *   3. Cameras are bound to slots by mid: `PUT <session>/slots/<mid> {"camera": id}`, or all the
+ *      slots assigned at once in ONE request, `PUT <session>/slots {"slots": [{mid, camera}, …]}`
+ *      (a browser sends at most six requests at a time to one origin: sixteen PUTs would take
+ *      four round trips); a gateway without that route gets one PUT per slot. A slot
  *      given up is re-bound to the next camera that needs one (the gateway switches the slot's
  *      stream at the new camera's keyframe: no renegotiation, no new connection), or unbound
  *      (`DELETE <session>/slots/<mid>`) when nobody needs it.
@@ -96,6 +99,8 @@ export class GridSession extends EventTarget {
   /** Every open lease. @type {Set<SlotLease>} */
   #leases = new Set();
   #assignQueued = false;
+  /** The gateway binds several slots in one request (until it answers that it cannot). */
+  #batch = true;
   #wanted;
 
   /**
@@ -184,6 +189,8 @@ export class GridSession extends EventTarget {
   #assign() {
     if (!this.resource || this.state === "closed") return;
     const free = this.#slots.filter((s) => !s.lease);
+    /** @type {Array<[Slot, SlotLease]>} */
+    const binds = [];
     for (const lease of [...this.#waiting]) {
       if (free.length === 0) break;
       let i = free.findIndex((s) => s.camera === lease.camera);
@@ -192,9 +199,65 @@ export class GridSession extends EventTarget {
       const slot = /** @type {Slot} */ (free.splice(i, 1)[0]);
       this.#waiting = this.#waiting.filter((l) => l !== lease);
       slot.lease = lease;
-      this.#bind(slot, lease);
+      binds.push([slot, lease]);
     }
+    if (binds.length > 1 && this.#batch) this.#bindAll(binds);
+    else for (const [slot, lease] of binds) this.#bind(slot, lease);
     for (const slot of free) if (slot.camera !== null) this.#unbind(slot);
+  }
+
+  /**
+   * Binds several slots in one request (`PUT <session>/slots`); each answer is handled as its own
+   * PUT's would be. A gateway without the route gets one PUT per slot from then on.
+   * @param {Array<[Slot, SlotLease]>} pairs
+   */
+  #bindAll(pairs) {
+    const gen = this.#gen;
+    const resource = /** @type {string} */ (this.resource);
+    const done = Promise.all(pairs.map(([slot]) => slot.chain)).then(async () => {
+      const live = pairs.filter(([slot, lease]) => slot.lease === lease);
+      if (gen !== this.#gen || live.length === 0) return;
+      let res;
+      try {
+        res = await fetch(`${resource}/slots`, {
+          method: "PUT",
+          headers: { "Content-Type": "application/json", ...(await csrfHeaders()) },
+          body: JSON.stringify({ slots: live.map(([slot, lease]) => ({ mid: slot.mid, camera: lease.camera })) }),
+          credentials: "same-origin",
+          cache: "no-store",
+        });
+      } catch (err) {
+        if (gen === this.#gen) this.#fail(new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`));
+        return;
+      }
+      if (gen !== this.#gen) return;
+      /** @type {{ slots?: Array<{ mid?: string, status?: number, reason?: string }> } | null} */
+      let body = null;
+      if (res.ok) body = await res.json().catch(() => null);
+      if (!body || !Array.isArray(body.slots)) {
+        if (res.status === 401) return this.#fail(new WhepError(await reasonOf(res), 401));
+        // No such route (an older gateway), or a refusal of the whole request: slot by slot, which says why.
+        if (res.status === 404 || res.status === 405) this.#batch = false;
+        for (const [slot, lease] of live) this.#bind(slot, lease);
+        return;
+      }
+      for (const [slot, lease] of live) {
+        const r = body.slots.find((x) => x && x.mid === slot.mid);
+        if (r && r.status === undefined) {
+          slot.camera = lease.camera;
+          if (slot.lease === lease) lease._bound(slot);
+          else this.#queueAssign();
+          continue;
+        }
+        const status = r && typeof r.status === "number" ? r.status : 500;
+        if (status === 401) return this.#fail(new WhepError(r?.reason ?? "sign-in required", 401));
+        // This camera only: the tile says why; the slot goes to the next tile.
+        if (slot.lease === lease) slot.lease = null;
+        lease._refused(new WhepError(r?.reason ?? `HTTP ${status}`, status));
+        this.#queueAssign();
+      }
+    });
+    for (const [slot] of pairs) slot.chain = done;
   }
 
   /**

@@ -166,6 +166,8 @@ export interface GridBinding {
 export interface GridAudit {
   /** A slot now shows a camera (a `live_view_start`); the returned function records its end, once. */
   bindingStarted(req: Request, b: GridBinding): (reason: string) => void;
+  /** One slot of a bind of several slots at once was refused (`status`); a lone refused PUT is recorded by `refusals`. */
+  bindingRefused(req: Request, b: { session: string; mid: string; camera: string | undefined; stream: string | undefined; status: number }): void;
 }
 
 /**
@@ -195,6 +197,10 @@ export function gridAudit(audit: AuditSink, clock: () => number = Date.now): Gri
           detail: JSON.stringify({ ...where, reason, seconds: Math.round((clock() - started) / 100) / 10 }),
         });
       };
+    },
+    bindingRefused(req, b) {
+      const where = { grid: b.session.slice(0, 64), mid: b.mid.slice(0, 64), ...(b.stream ? { stream: b.stream.slice(0, 64) } : {}), status: b.status };
+      audit.record({ action: "live_view_start", outcome: outcomeOf(b.status), ...callerOf(req), camera: b.camera, detail: JSON.stringify(where) });
     },
     refusals: (req, res, next) => {
       const m = req.method === "PUT" ? /^\/([^/]+)\/slots\/([^/]+)\/?$/.exec(req.path) : null;

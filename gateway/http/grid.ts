@@ -12,6 +12,12 @@
  *                                            on every bind: 403 {error, reason} leaves the slot as it was and the
  *                                            session untouched; 404 for a camera the caller cannot see or a slot
  *                                            that does not exist.
+ *   PUT     /grid/:session/slots           → 200 {slots: [{mid, kind, camera, stream} | {mid, status, error, reason}]};
+ *                                            body {"slots": [{"mid", "camera", "stream"?}, …]}: several slots
+ *                                            bound at once (a page opening or turning), each as its own PUT
+ *                                            would be (a refusal leaves only that slot as it was). One
+ *                                            request instead of one per tile: a browser sends at most six
+ *                                            at a time to one origin, the page's event stream holding one.
  *   DELETE  /grid/:session/slots/:mid      → 204, the slot shows nothing
  *   DELETE  /grid/:session                 → 200, the session ends
  *
@@ -36,7 +42,8 @@ import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import { ViewerCloseReasons, type AuthCloseReason } from "../../sfu/api.ts";
 import type { GridSessionHandle, Sfu } from "../../sfu/sfu.ts";
-import { errorHandler, sendError } from "./errors.ts";
+import { describeError, errorHandler, sendError } from "./errors.ts";
+import type { GridAudit } from "../audit/hooks.ts";
 import type { Collector } from "./metrics.ts";
 import { ViewerAdmission, type ViewerOwner } from "./viewer-admission.ts";
 import { iceServerLinks, type WhepIceServer } from "./whep.ts";
@@ -77,8 +84,8 @@ export interface GridDeps {
    * slot still shows it.
    */
   onBinding?(req: Request, session: GridSessionHandle, mid: string, camera: CameraId, end: (reason: AuthCloseReason) => void): (reason: string) => void;
-  /** The audit trail: a binding started; returns the record of its end. */
-  audit?: { bindingStarted(req: Request, b: { session: string; mid: string; camera: string; stream: string }): (reason: string) => void };
+  /** The audit trail: a binding started (returns the record of its end); a slot of a several-slot bind was refused. */
+  audit?: Pick<GridAudit, "bindingStarted" | "bindingRefused">;
   /** Binds made and refused (`/metrics`). */
   counters?: GridCounters;
   log: Logger;
@@ -161,6 +168,7 @@ export function gridRouter(deps: GridDeps): Router {
   };
   const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
   const jsonBody = express.json({ limit: 1024, strict: true });
+  const batchBody = express.json({ limit: 16 * 1024, strict: true });
 
   const headers = (req: Request, res: Response) => {
     for (const l of iceServerLinks(deps.iceServers(req))) res.append("Link", l);
@@ -256,15 +264,88 @@ export function gridRouter(deps: GridDeps): Router {
   });
 
   r.put("/:session/slots/:mid", jsonBody, async (req, res) => {
-    let step: Parameters<typeof refusalOf>[0] = "session";
+    const entry = ownedOrRefused(req, res);
+    if (!entry) return;
+    try {
+      const bound = await bindSlot(req, entry, String(req.params.mid ?? ""), req.body);
+      res.set("Cache-Control", "no-store").json(bound);
+    } catch (err) {
+      if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
+      sendError(res, err);
+    }
+  });
+
+  // Several slots at once: each bound as its own PUT would bind it, all at the same time.
+  r.put("/:session/slots", batchBody, async (req, res) => {
+    const entry = ownedOrRefused(req, res);
+    if (!entry) return;
+    const list: unknown = (req.body as { slots?: unknown } | undefined)?.slots;
+    if (!Array.isArray(list) || list.length === 0 || list.length > entry.session.slots().length) {
+      if (deps.counters) deps.counters.refused.bad_request++;
+      return sendError(res, new BadInputError('body must be {"slots": [{"mid": "<mid>", "camera": "<id>", "stream"?: "sub"}, …]}, at most one entry per slot'));
+    }
+    const entries = list.map((x: unknown) => (x && typeof x === "object" ? (x as Record<string, unknown>) : {}));
+    const mids = entries.map((x) => (typeof x.mid === "string" ? x.mid : ""));
+    if (mids.some((m) => m === "") || new Set(mids).size !== mids.length) {
+      if (deps.counters) deps.counters.refused.bad_request++;
+      return sendError(res, new BadInputError("each entry names a different slot (mid)"));
+    }
+    const results = await Promise.all(
+      entries.map(async (x, i) => {
+        const mid = mids[i]!;
+        try {
+          return await bindSlot(req, entry, mid, x);
+        } catch (err) {
+          if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
+          const f = describeError(err);
+          const camera = typeof x.camera === "string" && x.camera !== "" ? x.camera.slice(0, 128) : undefined;
+          deps.audit?.bindingRefused(req, { session: entry.session.id, mid, camera, stream: typeof x.stream === "string" ? x.stream : undefined, status: f.status });
+          return { mid, status: f.status, error: f.error, reason: f.reason };
+        }
+      }),
+    );
+    res.set("Cache-Control", "no-store").json({ slots: results });
+  });
+
+  r.delete("/:session/slots/:mid", async (req, res) => {
     try {
       const entry = ownedBy(req);
       const mid = String(req.params.mid ?? "");
-      step = "body";
-      const body = req.body as { camera?: unknown; stream?: unknown } | undefined;
-      if (!body || typeof body.camera !== "string" || body.camera === "") throw new BadInputError('body must be {"camera": "<id>", "stream"?: "sub"}');
-      const camera = body.camera;
-      const asked = body.stream ?? "sub";
+      await entry.session.unbind(mid);
+      endBinding(entry, mid, "client unbind");
+      entry.bound.delete(mid);
+      res.status(204).end();
+    } catch (err) {
+      sendError(res, err);
+    }
+  });
+
+  r.all("/:session/slots", (_req, res) => {
+    res.status(405).set("Allow", "PUT").json({ error: "method_not_allowed", reason: "use PUT" });
+  });
+  r.all("/:session/slots/:mid", (_req, res) => {
+    res.status(405).set("Allow", "PUT, DELETE").json({ error: "method_not_allowed", reason: "use PUT or DELETE" });
+  });
+  r.all("/:session", (_req, res) => {
+    res.status(405).set("Allow", "GET, DELETE").json({ error: "method_not_allowed", reason: "use GET or DELETE" });
+  });
+  r.all("/", (_req, res) => {
+    res.status(405).set("Allow", "OPTIONS, POST").json({ error: "method_not_allowed", reason: "use POST" });
+  });
+
+  r.use(errorHandler(deps.log));
+
+  /**
+   * Binds slot `mid` of the session to the camera `body` names (`{camera, stream?}`): the answer
+   * of a PUT. Throws (a refusal, counted by reason), leaving the slot as it was.
+   */
+  async function bindSlot(req: Request, entry: Owned, mid: string, body: unknown): Promise<{ mid: string; kind: string; camera: CameraId; stream: string }> {
+    let step: Parameters<typeof refusalOf>[0] = "body";
+    try {
+      const b = body as { camera?: unknown; stream?: unknown } | undefined;
+      if (!b || typeof b.camera !== "string" || b.camera === "") throw new BadInputError('body must be {"camera": "<id>", "stream"?: "sub"}');
+      const camera = b.camera;
+      const asked = b.stream ?? "sub";
       if (typeof asked !== "string" || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(asked)) throw new BadInputError("stream must be main, sub, auto or a stream id");
       step = "slot";
       const slot = entry.session.slots().find((s) => s.mid === mid);
@@ -287,38 +368,23 @@ export function gridRouter(deps: GridDeps): Router {
         entry.bound.set(mid, { camera, stream: found.stream, source });
         startBinding(req, entry, mid, id, { camera, stream: found.stream });
       }
-      res.set("Cache-Control", "no-store").json({ mid, kind: slot.kind, camera: id, stream: found.stream });
+      return { mid, kind: slot.kind, camera: id, stream: found.stream };
     } catch (err) {
       if (deps.counters) deps.counters.refused[refusalOf(step, err)]++;
-      if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
-      sendError(res, err);
+      throw err;
     }
-  });
+  }
 
-  r.delete("/:session/slots/:mid", async (req, res) => {
+  /** The session of this resource if the caller owns it; else answers 404 (a refusal counted) and returns undefined. */
+  function ownedOrRefused(req: Request, res: Response): Owned | undefined {
     try {
-      const entry = ownedBy(req);
-      const mid = String(req.params.mid ?? "");
-      await entry.session.unbind(mid);
-      endBinding(entry, mid, "client unbind");
-      entry.bound.delete(mid);
-      res.status(204).end();
+      return ownedBy(req);
     } catch (err) {
+      if (deps.counters) deps.counters.refused.no_session++;
       sendError(res, err);
+      return undefined;
     }
-  });
-
-  r.all("/:session/slots/:mid", (_req, res) => {
-    res.status(405).set("Allow", "PUT, DELETE").json({ error: "method_not_allowed", reason: "use PUT or DELETE" });
-  });
-  r.all("/:session", (_req, res) => {
-    res.status(405).set("Allow", "GET, DELETE").json({ error: "method_not_allowed", reason: "use GET or DELETE" });
-  });
-  r.all("/", (_req, res) => {
-    res.status(405).set("Allow", "OPTIONS, POST").json({ error: "method_not_allowed", reason: "use POST" });
-  });
-
-  r.use(errorHandler(deps.log));
+  }
 
   function startBinding(req: Request, entry: Owned, mid: string, id: CameraId, b: { camera: string; stream: string }): void {
     const finishers: Array<(reason: string) => void> = [];

@@ -2,12 +2,18 @@
  * A 16-camera grid page in real Chromium: time from navigation to the LAST tile's first
  * decoded frame, the product's live view over one peer connection (`grid16_ttff_ms_*`) and,
  * side by side in the same run, the older page with one WHEP peer connection per tile
- * (the default page, `grid16_whep_ttff_ms_*`; the one-connection page is `?grid=1`). Sixteen cameras, each its own RTSP session of the
+ * (`?grid=0`, `grid16_whep_ttff_ms_*`). Sixteen cameras, each its own RTSP session of the
  * built-in demo recorder, pulled continuously (warm sources, keyframe caches filled).
  *
- * Each trial opens a fresh page and polls every receiver's getStats every 10 ms from inside
+ * Each trial opens a fresh page and polls every connection's getStats every 10 ms from inside
  * the page; the figure is performance.now() (navigation start = 0) when every one of the 16
  * video receivers has decoded a frame. Pages alternate between the two clients.
+ *
+ * Where the one-connection page's time goes (`grid16_phases_ms_p50`, medians, ms after navigation):
+ * `cameras` the camera list answered; `offer` the session's offer POSTed (ICE servers asked,
+ * offer made, candidates gathered); `answer` its answer applied; `bound` the last slot's bind
+ * answered; `connected` ICE and DTLS connected; `first` / `last` the first and last tile's first
+ * decoded frame.
  *
  *   node test/bench/grid.ts [--trials 5]
  */
@@ -29,6 +35,14 @@ export interface GridBenchResult {
   grid16_whep_ttff_ms_p95: number;
   grid16_trials: number;
   grid16_failed: number;
+  grid16_phases_ms_p50: Record<string, number>;
+}
+
+/** What one page reports: when its last (and first) tile decoded, and the one-connection page's milestones. */
+interface PageTiming {
+  last: number;
+  first: number;
+  marks: Record<string, number>;
 }
 
 export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBenchResult> {
@@ -49,6 +63,7 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
   const chromium = await launchChromium();
   const grid: number[] = [];
   const whep: number[] = [];
+  const phases: Record<string, number>[] = [];
   let failed = 0;
   try {
     // Every camera pulled and its keyframe cached before the first page.
@@ -58,27 +73,43 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
       const oneConnection = i % 2 === 0;
       const page = await chromium.newPage();
       try {
-        await page.goto(`${gateway.url}/${oneConnection ? "?grid=1" : ""}`, { waitUntil: "domcontentloaded" });
-        const ms = await page.evaluate(
+        await page.goto(`${gateway.url}/${oneConnection ? "?grid=1" : "?grid=0"}`, { waitUntil: "domcontentloaded" });
+        const t = (await page.evaluate(
           `(async (n) => {
             const end = performance.now() + 20000;
+            let first = -1;
             while (performance.now() < end) {
               let decoding = 0;
-              for (const pc of window.__gh.pcs()) {
-                for (const r of pc.getReceivers()) {
-                  if (!r.track || r.track.kind !== "video") continue;
-                  const rep = await r.getStats();
-                  for (const s of rep.values()) if (s.type === "inbound-rtp" && s.kind === "video" && (s.framesDecoded || 0) > 0) { decoding++; break; }
+              // One report per connection, all at once: the poll must not starve the page it measures.
+              const reports = await Promise.all(window.__gh.pcs().map((pc) => pc.getStats().catch(() => new Map())));
+              for (const rep of reports) for (const s of rep.values()) if (s.type === "inbound-rtp" && s.kind === "video" && (s.framesDecoded || 0) > 0) decoding++;
+              if (decoding > 0 && first < 0) first = performance.now();
+              if (decoding >= n) {
+                const last = performance.now();
+                const marks = {};
+                const fetches = performance.getEntriesByType("resource").filter((e) => e.initiatorType === "fetch");
+                const cams = fetches.find((e) => new URL(e.name).pathname.endsWith("/api/cameras"));
+                if (cams) marks.cameras = cams.responseEnd;
+                const g = window.gatehouse.grid && window.gatehouse.grid();
+                if (g) {
+                  if (g.timings.offered) marks.offer = g.timings.offered;
+                  if (g.timings.answered) marks.answer = g.timings.answered;
+                  if (g.timings.connected) marks.connected = g.timings.connected;
+                  const binds = fetches.filter((e) => new URL(e.name).pathname.includes("/slots/"));
+                  if (binds.length) marks.bound = Math.max(...binds.map((e) => e.responseEnd));
                 }
+                return { last, first, marks };
               }
-              if (decoding >= n) return performance.now();
               await new Promise((r) => setTimeout(r, 10));
             }
-            return -1;
+            return null;
           })(${CAMERAS})`,
-        );
-        if (typeof ms !== "number" || ms < 0) failed++;
-        else (oneConnection ? grid : whep).push(Math.round(ms));
+        )) as PageTiming | null;
+        if (!t) failed++;
+        else {
+          (oneConnection ? grid : whep).push(Math.round(t.last));
+          if (oneConnection) phases.push({ ...t.marks, first: t.first, last: t.last });
+        }
       } finally {
         await page.close();
       }
@@ -98,6 +129,9 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
     grid16_whep_ttff_ms_p95: percentile(whep, 95),
     grid16_trials: trials,
     grid16_failed: failed,
+    grid16_phases_ms_p50: Object.fromEntries(
+      ["cameras", "offer", "answer", "bound", "connected", "first", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
+    ),
   };
 }
 

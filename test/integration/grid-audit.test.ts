@@ -12,6 +12,8 @@
  * - unbind, session closed, sign-in session revoked by an administrator → `live_view_end`
  *   with why, exactly once per binding.
  * - `/metrics` follows the same session: open sessions, bound slots, binds made and refused by reason.
+ * - several slots bound in one request (`PUT /grid/:session/slots`) → each slot answered and
+ *   recorded as its own PUT would be: a start for the one bound, a denied start for the one refused.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -178,6 +180,36 @@ describe("multi-camera sessions on the audit trail", () => {
     const all = ofGrid(grid)(await records("user=dev-viewer&limit=500"));
     expect(all.filter((r) => r.action === "live_view_start" && r.outcome === "success")).toHaveLength(3);
     expect(all.filter((r) => r.action === "live_view_end")).toHaveLength(3);
+  });
+
+  it("binds several slots in one request, each answered, counted and recorded as its own PUT would be", { timeout: 60_000 }, async () => {
+    const { resource, mids } = await openGrid(viewer);
+    const grid = resource.split("/").pop()!;
+    const [m0, m1] = mids as [string, string];
+    const forbidden = await metric('gatehouse_grid_binds_refused_total{reason="forbidden"}');
+    const binds = await metric("gatehouse_grid_binds_total");
+    const r = await viewer.send("PUT", `${resource}/slots`, { json: { slots: [{ mid: m0, camera: "cam2" }, { mid: m1, camera: "cam3" }] } });
+    expect(r.status, r.body).toBe(200);
+    const answer = JSON.parse(r.body) as { slots: Record<string, unknown>[] };
+    expect(answer.slots).toEqual([
+      { mid: m0, kind: "video", camera: "cam2", stream: "main" },
+      { mid: m1, status: 403, error: "forbidden", reason: expect.any(String) },
+    ]);
+    const state = JSON.parse((await viewer.send("GET", resource)).body) as { slots: { mid: string; camera: string | null }[] };
+    expect(state.slots.filter((s) => s.mid === m0 || s.mid === m1).map((s) => s.camera)).toEqual(["cam2", null]);
+    expect(await metric('gatehouse_grid_binds_refused_total{reason="forbidden"}')).toBe(forbidden + 1);
+    expect(await metric("gatehouse_grid_binds_total")).toBe(binds + 1);
+    const [start] = ofGrid(grid)(await until("camera=cam2&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(start).toMatchObject({ outcome: "success", subject: "dev-viewer", camera: "cam2" });
+    expect(detail(start!)).toEqual({ grid, mid: m0, stream: "main" });
+    const [denied] = ofGrid(grid)(await until("camera=cam3&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(denied).toMatchObject({ outcome: "denied", subject: "dev-viewer", camera: "cam3" });
+    expect(detail(denied!)).toEqual({ grid, mid: m1, status: 403 });
+    // The same slot twice, or no list: the whole request is refused, nothing bound.
+    expect((await viewer.send("PUT", `${resource}/slots`, { json: { slots: [{ mid: m1, camera: "cam1" }, { mid: m1, camera: "cam2" }] } })).status).toBe(400);
+    expect((await viewer.send("PUT", `${resource}/slots`, { json: { cameras: ["cam1"] } })).status).toBe(400);
+    expect(await metric("gatehouse_grid_binds_total")).toBe(binds + 1);
+    expect((await viewer.send("DELETE", resource)).status).toBe(200);
   });
 
   it("records the end of a binding when the right to its camera is withdrawn; the session and its other binding go on", { timeout: 60_000 }, async () => {
