@@ -26,6 +26,13 @@ export const transcodeSection = z
     idleStopSeconds: z.number().min(0).max(3600).default(5),
     /** Opus bitrate of AAC sound converted to Opus, kbit/s. Default 48. */
     opusBitrateKbps: z.number().int().min(6).max(510).default(48),
+    /**
+     * AAC sound converted to Opus, and that camera's picture with it, leave the gateway this
+     * long after they reached it, ms: ffmpeg returns sound in bursts 60–130 ms late (more on
+     * a busy machine), and a steady delay on both keeps the browser's buffers and lip sync
+     * steady. Sound later than this is sent as it comes. Default 250.
+     */
+    aacDelayMs: z.number().int().min(0).max(2000).default(250),
     /** Last lines of an ffmpeg's stderr kept for logs and the camera's status. Default 20. */
     stderrLines: z.number().int().min(1).max(1000).default(20),
     /** Encoded input waiting for a stalled ffmpeg, bytes; beyond it input is dropped and counted. Default 4 MiB. */

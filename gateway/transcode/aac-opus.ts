@@ -5,14 +5,19 @@
  * camera's clock through a ClockMap), so the camera's RTCP sender reports, translated by the
  * same map, still tie sound to picture. ffmpeg reads ADTS on stdin and writes Ogg Opus on
  * stdout (one 20 ms packet per page); see aac.ts for why we depacketize ourselves.
+ *
+ * ffmpeg gives its output back in bursts (every Opus packet of an AAC frame at once, one
+ * to two frames late): each packet is held until a steady delay (`delayMs`) after its
+ * content reached us (pacer.ts), so the browser receives sound at the camera's own cadence.
  */
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import type { Logger } from "../../config/log.ts";
 import { emptyRtpHeader, readRtpHeader, writeRtpHeader } from "../../sfu/rtp/packet.ts";
 import { AacDepacketizer, adtsHeader, type AacDropReason, type AacStreamConfig } from "./aac.ts";
 import { ClockMap, OggReader, opusHeadPreSkip, opusPacketSamples, OpusStamper } from "./ogg-opus.ts";
+import { FollowDelay, Pacer } from "./pacer.ts";
 import { ChildSupervisor, type ChildStatus, type SpawnFn } from "./supervisor.ts";
-import type { Timers } from "../rtsp/timers.ts";
+import { realTimers, type Timers } from "../rtsp/timers.ts";
 
 /**
  * Until ffmpeg has caught up after its start (an Opus packet whose input reached us at most
@@ -37,6 +42,8 @@ export interface AacToOpusOptions {
   supervisor: { restartMinMs: number; restartMaxMs: number; stableMs: number; stderrLines: number; onChange?: (() => void) | undefined };
   /** Encoded input waiting for ffmpeg, bytes, past which input is dropped. */
   maxPendingBytes: number;
+  /** Each output packet leaves this long after its content reached us, ms (later output is sent at once). */
+  delayMs: number;
   timers?: Timers;
   spawn?: SpawnFn;
 }
@@ -72,9 +79,26 @@ export class AacToOpus {
   private ssrc = 0;
   private seq = Math.floor(Math.random() * 0x10000);
   private readonly outBuf = Buffer.allocUnsafe(12 + 1500);
+  private readonly timers: Timers;
+  private readonly pacer: Pacer;
+  private readonly paceClock: FollowDelay;
 
   constructor(o: AacToOpusOptions) {
     this.o = o;
+    this.timers = o.timers ?? realTimers;
+    this.paceClock = new FollowDelay(() => o.delayMs, 1);
+    this.pacer = new Pacer({
+      plan: this.paceClock,
+      maxQueue: 256,
+      timers: this.timers,
+      send: (packet) => {
+        try {
+          o.out(packet);
+        } catch (err) {
+          o.log.warn("opus output failed", { err });
+        }
+      },
+    });
     this.depack = new AacDepacketizer(o.stream);
     this.clock = new ClockMap(o.stream.clockRate);
     this.supervisor = new ChildSupervisor({
@@ -87,6 +111,11 @@ export class AacToOpus {
       onStart: (child) => this.wire(child),
       onEnd: () => this.unwire(),
     });
+  }
+
+  /** The delay the output is paced at, ms (0 while ffmpeg is not running). */
+  paceDelayMs(): number {
+    return this.stdin ? this.paceClock.delayMs : 0;
   }
 
   /** The camera's RTP timestamp on the Opus clock (for its sender reports). */
@@ -131,7 +160,7 @@ export class AacToOpus {
       return;
     }
     const dur = this.depack.auDuration();
-    const now = performance.now();
+    const now = this.timers.now();
     for (const au of aus) {
       if (stdin.writableLength > this.o.maxPendingBytes) {
         this.counters.backlog++;
@@ -144,6 +173,7 @@ export class AacToOpus {
   }
 
   close(): Promise<void> {
+    this.pacer.close();
     return this.supervisor.close();
   }
 
@@ -162,7 +192,8 @@ export class AacToOpus {
 
   private wire(child: ChildProcessWithoutNullStreams): void {
     this.stamper = new OpusStamper(this.clock, this.o.stream.clockRate);
-    this.startedAt = performance.now();
+    this.startedAt = this.timers.now();
+    this.pacer.reset();
     this.caughtUp = false;
     this.ogg = new OggReader();
     this.stdin = child.stdin;
@@ -178,6 +209,7 @@ export class AacToOpus {
     this.stdin = undefined;
     this.stamper = undefined;
     this.ogg = undefined;
+    this.pacer.reset();
   }
 
   private onOpus(stamper: OpusStamper, data: Buffer): void {
@@ -193,8 +225,8 @@ export class AacToOpus {
       this.counters.untimed++;
       return;
     }
+    const now = this.timers.now();
     if (!this.caughtUp) {
-      const now = performance.now();
       if (now - stamper.lastInputAt <= STARTUP_MAX_LAG_MS) this.caughtUp = true;
       else if (now - this.startedAt < STARTUP_GIVE_UP_MS) {
         this.counters.startupLate++;
@@ -209,10 +241,6 @@ export class AacToOpus {
     writeRtpHeader(buf, { marker: false, payloadType: OPUS_PAYLOAD_TYPE, sequenceNumber: this.seq, timestamp: ts, ssrc: this.ssrc });
     data.copy(buf, 12);
     this.counters.packetsOut++;
-    try {
-      this.o.out(buf.subarray(0, 12 + data.length));
-    } catch (err) {
-      this.o.log.warn("opus output failed", { err });
-    }
+    this.pacer.push(buf.subarray(0, 12 + data.length), stamper.lastInputAt);
   }
 }

@@ -156,7 +156,10 @@ export class ClockMap {
  */
 export class OpusStamper {
   private readonly inputs: { pos: number; ts48: number; at: number }[] = [];
-  /** When the input the last `output()` was stamped from reached us (the `at` given to `input`). */
+  /**
+   * When the content of the last `output()` packet reached us: the arrival (`at` given to
+   * `input`) of the AU it starts in, plus how far into that AU it starts (ms).
+   */
   lastInputAt = 0;
   private inPos = 0;
   private outPos = 0;
@@ -190,7 +193,7 @@ export class OpusStamper {
     while (i + 1 < list.length && list[i + 1]!.pos <= pos) i++;
     if (i > 0) list.splice(0, i);
     const at = list[0]!;
-    this.lastInputAt = at.at;
+    this.lastInputAt = at.at + (pos - at.pos) / 48;
     return (at.ts48 + Math.round(pos - at.pos)) >>> 0;
   }
 }

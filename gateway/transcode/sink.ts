@@ -7,6 +7,12 @@
  *
  * The camera's RTCP sender reports are passed on for converted tracks too, their RTP
  * timestamp mapped onto the output clock, so the browser keeps sound and picture in sync.
+ * The last one is passed on again after a converter's first packet: the SFU source takes
+ * reports only from a track that has sent media, and a camera sends one every few seconds.
+ *
+ * A camera whose sound is converted has its picture held by the sound's steady delay
+ * (`transcode.aacDelayMs`, pacer.ts), so both reach the browser in step and its lip sync
+ * has little to catch up.
  */
 import type { Logger } from "../../config/log.ts";
 import type { CameraTranscodeConfig, TranscodeConfig } from "../../config/sections/transcode.ts";
@@ -17,6 +23,7 @@ import type { ConvertibleCodecs } from "../rtsp/sdp.ts";
 import { parseAacFmtp } from "./aac.ts";
 import { AacToOpus, OPUS_PAYLOAD_TYPE, type TranscodeCounters } from "./aac-opus.ts";
 import { H264_OUTPUT_FMTP, H264_PAYLOAD_TYPE, H265ToH264 } from "./h265-h264.ts";
+import { FollowDelay, Pacer } from "./pacer.ts";
 import { findExecutable, type ChildStatus, type SpawnFn } from "./supervisor.ts";
 
 /** How one converted track is doing, for `/api/cameras/:id` and the tile. */
@@ -51,7 +58,12 @@ interface Route {
   converter: Converter | undefined;
   /** An H.265 track converted to H.264: the source's track carrying the camera's H.265 as it is, for viewers that offered H.265. */
   raw: number | undefined;
+  /** A video track passed as it is while the camera's sound is converted: held by the sound's delay. */
+  hold: Pacer | undefined;
 }
+
+/** Video packets held at most while waiting for the sound's delay (a keyframe is a few hundred). */
+const HOLD_MAX_PACKETS = 4096;
 
 /** Words for a person when ffmpeg cannot be found. */
 export function ffmpegMissing(what: "aac" | "h265", command: string): string {
@@ -71,6 +83,8 @@ export class TranscodingSink implements MediaSink {
   private closed = false;
   private closing: Promise<void> | undefined;
   private ffmpeg: string | undefined;
+  /** Per converted sound track: its last mapped sender report, and whether it is owed after the next packet. */
+  private readonly lastSr = new Map<number, { sr: Buffer; owed: boolean }>();
 
   constructor(o: TranscodingSinkOptions) {
     this.o = o;
@@ -100,6 +114,7 @@ export class TranscodingSink implements MediaSink {
     const out: TrackSpec[] = [];
     // The camera's H.265 of a converted track, after every track: viewers that offered H.265 get it as it is.
     const raws: TrackSpec[] = [];
+    for (const r of this.routes) r.hold?.close();
     for (const [i, spec] of tracks.entries()) {
       const prev = this.routes[i];
       const same = prev && prev.spec.codec === spec.codec && prev.spec.fmtp === spec.fmtp && prev.spec.clockRate === spec.clockRate;
@@ -109,12 +124,24 @@ export class TranscodingSink implements MediaSink {
       else converter = this.makeConverter(i, spec);
       let raw: number | undefined;
       if (converter instanceof H265ToH264) raw = tracks.length + raws.push(spec) - 1;
-      next.push({ spec, converter, raw });
+      next.push({ spec, converter, raw, hold: undefined });
       if (converter instanceof AacToOpus) out.push({ kind: "audio", codec: "OPUS", clockRate: 48000, channels: 2, payloadType: OPUS_PAYLOAD_TYPE, fmtp: "minptime=10;useinbandfec=1" });
       else if (converter instanceof H265ToH264) out.push({ kind: "video", codec: "H264", clockRate: 90000, channels: 1, payloadType: H264_PAYLOAD_TYPE, fmtp: H264_OUTPUT_FMTP });
       else out.push(spec);
     }
     for (let i = tracks.length; i < this.routes.length; i++) void this.routes[i]!.converter?.close();
+    const sound = next.find((r) => r.converter instanceof AacToOpus)?.converter as AacToOpus | undefined;
+    if (sound) {
+      for (const [i, r] of next.entries()) {
+        if (r.converter || r.spec.kind !== "video") continue;
+        r.hold = new Pacer({
+          plan: new FollowDelay(() => sound.paceDelayMs()),
+          timers: this.timers,
+          maxQueue: HOLD_MAX_PACKETS,
+          send: (packet) => this.deliver(i, packet),
+        });
+      }
+    }
     this.routes = next;
     this.o.downstream.setTracks([...out, ...raws]);
     this.applyWanted();
@@ -124,12 +151,14 @@ export class TranscodingSink implements MediaSink {
     const r = this.routes[track];
     if (r?.raw !== undefined) this.o.downstream.pushRtp(r.raw, packet);
     if (r?.converter) r.converter.push(packet);
+    else if (r?.hold) r.hold.push(packet, this.timers.now());
     else this.o.downstream.pushRtp(track, packet);
   }
 
   pushRtcp(track: number, packet: Buffer): void {
     const r = this.routes[track];
     if (!r?.converter) {
+      if (r?.hold) this.noteSr(track, packet);
       this.o.downstream.pushRtcp(track, packet);
       return;
     }
@@ -141,15 +170,18 @@ export class TranscodingSink implements MediaSink {
     const conv = r.converter;
     for (const item of parseRtcp(packet)) {
       if (item.type !== "sr") continue;
-      this.o.downstream.pushRtcp(
-        track,
-        serializeSr({ ssrc: item.ssrc, ntpSeconds: item.ntpSeconds, ntpFraction: item.ntpFraction, rtpTimestamp: conv.mapTimestamp(item.rtpTimestamp), packetCount: item.packetCount, octetCount: item.octetCount }),
-      );
+      const sr = serializeSr({ ssrc: item.ssrc, ntpSeconds: item.ntpSeconds, ntpFraction: item.ntpFraction, rtpTimestamp: conv.mapTimestamp(item.rtpTimestamp), packetCount: item.packetCount, octetCount: item.octetCount });
+      this.noteSr(track, sr);
+      this.o.downstream.pushRtcp(track, sr);
     }
   }
 
   upstreamDown(reason: string): void {
-    for (const r of this.routes) r.converter?.resetSession();
+    for (const r of this.routes) {
+      r.converter?.resetSession();
+      r.hold?.reset(); // held packets belong to the session that ended
+    }
+    this.lastSr.clear(); // a new session may bring a new clock
     this.o.downstream.upstreamDown(reason);
   }
 
@@ -194,7 +226,25 @@ export class TranscodingSink implements MediaSink {
     this.idleTimer = undefined;
     const routes = this.routes;
     this.routes = [];
+    for (const r of routes) r.hold?.close();
     await Promise.all(routes.map((r) => r.converter?.close()));
+  }
+
+  /** A converted or held track's packet to the source, then the sender report it is owed, if any. */
+  private deliver(track: number, packet: Buffer): void {
+    if (this.closed) return;
+    this.o.downstream.pushRtp(track, packet);
+    const last = this.lastSr.get(track);
+    if (last?.owed) {
+      last.owed = false;
+      this.o.downstream.pushRtcp(track, last.sr);
+    }
+  }
+
+  /** An NTP/RTP pair stays true later (both sides move on together), so it can be given again. */
+  private noteSr(track: number, rtcp: Buffer): void {
+    const prev = this.lastSr.get(track);
+    this.lastSr.set(track, { sr: Buffer.from(rtcp), owed: prev?.owed ?? true });
   }
 
   private applyWanted(): void {
@@ -206,13 +256,11 @@ export class TranscodingSink implements MediaSink {
     const ffmpeg = this.ffmpeg ?? this.o.global.ffmpegPath;
     const supervisor = { restartMinMs: g.restartMinMs, restartMaxMs: g.restartMaxMs, stableMs: g.stableMs, stderrLines: g.stderrLines, onChange: this.o.onChange };
     const log = this.o.log.child({ transcode: track });
-    const out = (packet: Buffer): void => {
-      if (!this.closed) this.o.downstream.pushRtp(track, packet);
-    };
+    const out = (packet: Buffer): void => this.deliver(track, packet);
     if (spec.codec === "MPEG4-GENERIC" || spec.codec === "MP4A-LATM") {
       const stream = parseAacFmtp(spec.codec, spec.clockRate, spec.fmtp);
       if (typeof stream === "string") return undefined; // planTracks refused it already
-      return new AacToOpus({ stream, ffmpeg, opusBitrateKbps: g.opusBitrateKbps, out, log, supervisor, maxPendingBytes: g.maxPendingBytes, timers: this.o.timers, spawn: this.o.spawn });
+      return new AacToOpus({ stream, ffmpeg, opusBitrateKbps: g.opusBitrateKbps, out, log, supervisor, maxPendingBytes: g.maxPendingBytes, delayMs: g.aacDelayMs, timers: this.o.timers, spawn: this.o.spawn });
     }
     if (spec.codec === "H265") {
       return new H265ToH264({ fmtp: spec.fmtp, ffmpeg, settings: this.o.camera, out, log, supervisor, maxPendingBytes: g.maxPendingBytes, timers: this.o.timers, spawn: this.o.spawn });

@@ -121,7 +121,7 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
     const aacPct: number[] = [];
     let opusOut = 0;
     for (let t = 0; t < trials; t++) {
-      const conv = new AacToOpus({ stream, ffmpeg: "ffmpeg", opusBitrateKbps: 48, out: () => void opusOut++, log: silentLogger, supervisor: SUPERVISOR, maxPendingBytes: 4 << 20 });
+      const conv = new AacToOpus({ stream, ffmpeg: "ffmpeg", opusBitrateKbps: 48, out: () => void opusOut++, log: silentLogger, supervisor: SUPERVISOR, maxPendingBytes: 4 << 20, delayMs: 250 });
       conv.setWanted(true);
       const stop = pace(64, (i) => {
         const au = aus[i % aus.length]!;

@@ -3,7 +3,9 @@
  * - AAC sound (RTP MPEG4-GENERIC and MP4A-LATM, from GStreamer's avenc_aac) arrives as Opus,
  *   with sound in it (audio energy above zero), and in sync with the picture: Chromium's own
  *   estimate of the capture time of what it plays now (estimatedPlayoutTimestamp, from the
- *   RTP timestamps and sender reports) agrees between sound and picture within 100 ms, and
+ *   RTP timestamps and sender reports) agrees between sound and picture within 100 ms once
+ *   settled, and keeps agreeing over 15 s (at least 80 % of the readings within 100 ms, none
+ *   past 400 ms: on this shared machine Chromium's own buffers jump now and then), and
  *   neither claims a capture time in the future or long past (so sync was not bought by
  *   delaying one side by seconds).
  * - An H.265 camera configured to transcode plays as H.264 at the configured largest size; one
@@ -31,33 +33,50 @@ function gatewayConfig(input: ConfigInput) {
 interface AvStats {
   audio: { codec: string; packets: number; energy: number; level: number; playoutNtp: number | null } | null;
   video: { codec: string; frames: number; width: number; height: number; playoutNtp: number | null } | null;
+  /**
+   * Sound minus picture, ms: Chromium's estimate of the capture time of what each plays now
+   * (estimatedPlayoutTimestamp, from the RTP timestamps and sender reports), both from one
+   * stats report and each taken back to that report's own time. Null until both exist.
+   */
+  offset: number | null;
+  /** Mean time the sound's samples spent in the jitter buffer since the previous call, ms. */
+  audioBufferMs: number | null;
   /** Date.now() in the page when the stats were taken. */
   now: number;
 }
 
-/** Inbound audio and video stats of the tile's receivers, from one moment. */
+/** Inbound audio and video stats of the tile's receivers, from one getStats() report. */
 async function avStats(page: Page, selector: string): Promise<AvStats> {
   return page.evaluate(async (sel) => {
     const el = document.querySelector(sel) as HTMLVideoElement | null;
-    const out: AvStats = { audio: null, video: null, now: Date.now() };
+    const out: AvStats = { audio: null, video: null, offset: null, audioBufferMs: null, now: Date.now() };
     const stream = el?.srcObject as MediaStream | null;
     if (!stream) return out;
-    const tracks = stream.getTracks();
-    const gh = (window as unknown as { __gh: { pcs(): RTCPeerConnection[] } }).__gh;
-    for (const pc of gh.pcs()) {
+    const ids = new Set(stream.getTracks().map((t) => t.id));
+    const w = window as unknown as { __gh: { pcs(): RTCPeerConnection[] }; __jb?: { delay: number; emitted: number } };
+    for (const pc of w.__gh.pcs()) {
       const report = await pc.getStats();
       const codecs = new Map<string, string>();
       for (const s of report.values()) if (s.type === "codec") codecs.set(s.id, s.mimeType);
-      for (const r of pc.getReceivers()) {
-        if (!r.track || !tracks.includes(r.track)) continue;
-        for (const s of (await r.getStats()).values()) {
-          if (s.type !== "inbound-rtp") continue;
-          const playoutNtp = typeof s.estimatedPlayoutTimestamp === "number" ? s.estimatedPlayoutTimestamp - 2_208_988_800_000 : null;
-          if (s.kind === "audio")
-            out.audio = { codec: codecs.get(s.codecId) ?? "", packets: s.packetsReceived ?? 0, energy: s.totalAudioEnergy ?? 0, level: s.audioLevel ?? 0, playoutNtp };
-          else out.video = { codec: codecs.get(s.codecId) ?? "", frames: s.framesDecoded ?? 0, width: s.frameWidth ?? 0, height: s.frameHeight ?? 0, playoutNtp };
+      let audioAt: number | null = null;
+      let videoAt: number | null = null;
+      for (const s of report.values()) {
+        if (s.type !== "inbound-rtp" || !ids.has(s.trackIdentifier)) continue;
+        const playoutNtp = typeof s.estimatedPlayoutTimestamp === "number" ? s.estimatedPlayoutTimestamp - 2_208_988_800_000 : null;
+        const at = playoutNtp === null ? null : playoutNtp - s.timestamp;
+        if (s.kind === "audio") {
+          audioAt = at;
+          out.audio = { codec: codecs.get(s.codecId) ?? "", packets: s.packetsReceived ?? 0, energy: s.totalAudioEnergy ?? 0, level: s.audioLevel ?? 0, playoutNtp };
+          const prev = w.__jb ?? { delay: 0, emitted: 0 };
+          const emitted = (s.jitterBufferEmittedCount ?? 0) - prev.emitted;
+          if (emitted > 0) out.audioBufferMs = (1000 * ((s.jitterBufferDelay ?? 0) - prev.delay)) / emitted;
+          w.__jb = { delay: s.jitterBufferDelay ?? 0, emitted: s.jitterBufferEmittedCount ?? 0 };
+        } else {
+          videoAt = at;
+          out.video = { codec: codecs.get(s.codecId) ?? "", frames: s.framesDecoded ?? 0, width: s.frameWidth ?? 0, height: s.frameHeight ?? 0, playoutNtp };
         }
       }
+      if (audioAt !== null && videoAt !== null) out.offset = audioAt - videoAt;
     }
     out.now = Date.now();
     return out;
@@ -151,29 +170,49 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
     it("plays AAC (MPEG4-GENERIC) as Opus with sound, in sync with the picture", async () => {
       const page = await chromium.newPage(`${gateway.url}/#camera=aac`);
       try {
-        await waitForDecodedFrames(page, 25, 20_000, videoOf("aac"));
-        const first = await waitForSound(page, "aac", 15_000);
+        // Sound on as soon as the tile offers it, as a person who wants it would.
+        const first = await waitForSound(page, "aac", 20_000);
         expect(first.audio!.codec).toBe("audio/opus");
-        // Sync: Chromium aligns sound and picture by their RTP timestamps and sender reports, in
-        // steps; on a loaded machine that takes a while. Wait until five samples in a row agree
-        // within 100 ms, and check that neither side claims a capture time in the future (what an
-        // audio timestamp ahead of the truth would show) or seconds in the past.
-        const offsets: number[] = [];
+        await waitForDecodedFrames(page, 25, 20_000, videoOf("aac"));
+        // Settling: Chromium plays out what its jitter buffer took in before the sound was on
+        // (a muted tile's sound is not played) and lines the tracks up by their timestamps and
+        // sender reports, a few tens of ms a second. Then, for 15 s, the readings must stay
+        // within 100 ms (80 % of them; none past 400 ms), and neither side may claim a capture
+        // time in the future (an audio timestamp ahead of the truth) or seconds in the past
+        // (sync bought by delaying both).
+        const settle: number[] = [];
         let inRow = 0;
-        const deadline = Date.now() + 40_000;
-        while (inRow < 5) {
-          if (Date.now() > deadline) throw new Error(`sound and picture not in sync within 40 s; offsets (ms) ${offsets.map(Math.round).join(", ")}`);
+        const t0 = Date.now();
+        for (;;) {
+          if (Date.now() - t0 > 40_000) throw new Error(`sound and picture not in sync within 40 s; offsets (ms) ${settle.map(Math.round).join(", ")}`);
           await new Promise((r) => setTimeout(r, 250));
           const s = await avStats(page, videoOf("aac"));
-          if (!s.audio?.playoutNtp || !s.video?.playoutNtp) continue;
-          const offset = s.audio.playoutNtp - s.video.playoutNtp;
-          offsets.push(offset);
-          inRow = Math.abs(offset) < 100 ? inRow + 1 : 0;
-          expect(s.now - s.audio.playoutNtp).toBeGreaterThan(-100);
-          expect(s.now - s.video.playoutNtp).toBeGreaterThan(-100);
-          expect(s.now - s.audio.playoutNtp).toBeLessThan(5000);
+          if (s.offset === null) continue;
+          settle.push(s.offset);
+          inRow = Math.abs(s.offset) < 100 && s.audioBufferMs !== null && s.audioBufferMs < 300 ? inRow + 1 : 0;
+          if (inRow === 4) break;
         }
-        console.info(`AAC→Opus A/V offsets (ms) until in sync: ${offsets.map(Math.round).join(", ")}`);
+        const settledMs = Date.now() - t0;
+        const held: number[] = [];
+        const t1 = Date.now();
+        while (Date.now() - t1 < 15_000) {
+          await new Promise((r) => setTimeout(r, 250));
+          const s = await avStats(page, videoOf("aac"));
+          expect(s.offset, "both tracks keep a playout estimate").not.toBeNull();
+          held.push(s.offset!);
+          expect(Math.abs(s.offset!), `offsets (ms) so far ${held.map(Math.round).join(", ")}`).toBeLessThan(400);
+          expect(s.now - s.audio!.playoutNtp!).toBeGreaterThan(-100);
+          expect(s.now - s.video!.playoutNtp!).toBeGreaterThan(-100);
+          expect(s.now - s.audio!.playoutNtp!).toBeLessThan(3000);
+        }
+        const abs = held.map(Math.abs).sort((a, b) => a - b);
+        const within = abs.filter((x) => x < 100).length / abs.length;
+        console.info(
+          `AAC→Opus A/V: in sync ${settledMs} ms after the first frames (settling offsets ${settle.map(Math.round).join(", ")}); ` +
+            `then ${held.length} readings over 15 s, ${Math.round(within * 100)} % within 100 ms, |offset| median ${Math.round(abs[abs.length >> 1]!)} ms, max ${Math.round(abs.at(-1)!)} ms; ` +
+            `all: ${held.map(Math.round).join(", ")}`,
+        );
+        expect(within, `offsets (ms) ${held.map(Math.round).join(", ")}`).toBeGreaterThanOrEqual(0.8);
         const view = (await (await fetch(`${gateway.url}/api/cameras`)).json()) as CameraView[];
         const cam = view.find((c) => c.id === "aac")!;
         expect(cam.unplayable).toEqual([]);
@@ -181,7 +220,7 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
       } finally {
         await page.close();
       }
-    }, 90_000);
+    }, 120_000);
 
     it("plays AAC (MP4A-LATM) as Opus with sound; one ffmpeg for two viewers, none once they leave", async () => {
       const pages = [await chromium.newPage(`${gateway.url}/#camera=latm`), await chromium.newPage(`${gateway.url}/#camera=latm`)];
