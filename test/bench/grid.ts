@@ -11,8 +11,7 @@
  *
  * Where the one-connection page's time goes (`grid16_phases_ms_p50`, medians, ms after navigation):
  * `cameras` the camera list answered; `offer` the session's offer POSTed (ICE servers asked,
- * offer made, candidates gathered); `answer` its answer applied; `bound` the last slot's bind
- * answered; `connected` ICE and DTLS connected; `first` / `last` the first and last tile's first
+ * offer made, candidates gathered); `answer` its answer applied; `connected` ICE and DTLS connected; `first` / `last` the first and last tile's first
  * decoded frame.
  *
  *   node test/bench/grid.ts [--trials 5]
@@ -95,8 +94,6 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
                   if (g.timings.offered) marks.offer = g.timings.offered;
                   if (g.timings.answered) marks.answer = g.timings.answered;
                   if (g.timings.connected) marks.connected = g.timings.connected;
-                  const binds = fetches.filter((e) => new URL(e.name).pathname.includes("/slots/"));
-                  if (binds.length) marks.bound = Math.max(...binds.map((e) => e.responseEnd));
                 }
                 return { last, first, marks };
               }
@@ -130,7 +127,7 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
     grid16_trials: trials,
     grid16_failed: failed,
     grid16_phases_ms_p50: Object.fromEntries(
-      ["cameras", "offer", "answer", "bound", "connected", "first", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
+      ["cameras", "offer", "answer", "connected", "first", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
     ),
   };
 }
