@@ -49,6 +49,16 @@ async function ownerOf(camera: string): Promise<string> {
   return all[0]![0];
 }
 
+/** `n` new frames within 15 s; otherwise the error carries node 2's forwarding figures (what its relay received and passed on). */
+async function playsOn(page: Page, n: number): Promise<void> {
+  try {
+    await waitForNewFrames(page, n, 15_000);
+  } catch (err) {
+    const metrics = (await pageFetch(monitor, "/metrics")).body.split("\n").filter((l) => /^gatehouse_(cluster|forward|relay|source)/.test(l));
+    throw new Error(`${(err as Error).message}\nnode 2's forwarding metrics:\n${metrics.join("\n")}`, { cause: err });
+  }
+}
+
 /** The value of an unlabelled gauge in a /metrics text. */
 function gauge(text: string, name: string): number {
   const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
@@ -119,7 +129,7 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     expect((await pageFetch(watching, "/api/cameras")).status).toBe(401);
     expect((await pageFetch(signingOut, "/api/cameras")).status).toBe(401);
     void n3;
-    for (const page of relayed) await waitForNewFrames(page, 10, 15_000);
+    for (const page of relayed) await playsOn(page, 10);
   }, 120_000);
 
   it("with Redis stopped, running streams go on and what needs the cluster gets 503 in plain words; when Redis returns the nodes catch up", async () => {
@@ -141,7 +151,7 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     const ready = JSON.parse((await pageFetch(relayed[0]!, "/readyz")).body) as { components: Record<string, { ready: boolean; detail: string }> };
     expect(ready.components.cluster!.detail).toMatch(/Redis unreachable/);
     // What runs goes on: both relayed pages decode new frames.
-    for (const page of relayed) await waitForNewFrames(page, 25, 15_000);
+    for (const page of relayed) await playsOn(page, 25);
 
     // …is refused by node 1, which cannot ask the cluster about it now: 503, Retry-After, plain words.
     const onNode1 = await cluster.page({ beside: late });
