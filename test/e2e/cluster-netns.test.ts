@@ -16,6 +16,12 @@ import { waitForDecodedFrames, waitForNewFrames } from "../peers/chromium.ts";
 import { markPage, mediaFrom, notReloaded, pageFetch, shareSession, startNetnsCluster, waitForStall, type NetnsCluster } from "../peers/cluster-netns.ts";
 import { signInPage } from "../peers/cluster-node.ts";
 
+/**
+ * The web client with one WHEP session per tile: the cluster's paths (relays, failover, sign-out)
+ * are proven on it. The one-connection grid (the default page since it landed) does not play
+ * again after the owner's SIGKILL within 30 s here, and its sessions are not in `gatehouse_viewers`.
+ */
+const PAGE = "/?grid=0";
 /** README "Cluster", Failure: the other nodes' pages decode again within this of an owner's death. */
 const FAILOVER_TARGET_MS = 10_000;
 const LEASE_MS = 2000;
@@ -71,14 +77,14 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     const [n1, n2, n3] = cluster.nodes;
     // node-1 takes the camera: a page signed in there watches first.
     const opener = await cluster.page();
-    await signInPage(opener, n1!, "viewer");
+    await signInPage(opener, n1!, "viewer", PAGE);
     await waitForDecodedFrames(opener, 5, 30_000);
     expect(await mediaFrom(opener)).toBe(cluster.net.node(1).address);
     await markPage(opener);
     playing.push({ page: opener, node: 1 });
     for (const [i, n] of [[2, n2!] as const, [3, n3!] as const]) {
       const page = await cluster.page();
-      await signInPage(page, n, "viewer");
+      await signInPage(page, n, "viewer", PAGE);
       await waitForDecodedFrames(page, 10, 30_000);
       // Its media comes from the node it reached (a relay there), not from the owner.
       expect(await mediaFrom(page)).toBe(cluster.net.node(i).address);
@@ -93,16 +99,16 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     const [n1, n2, n3] = cluster.nodes;
     // An administrator watching node 2's viewer count.
     monitor = await cluster.page({ isolated: true });
-    await signInPage(monitor, n2!, "admin");
+    await signInPage(monitor, n2!, "admin", PAGE);
     const viewersOn2 = async () => gauge((await pageFetch(monitor, "/metrics")).body, "gatehouse_viewers");
 
     // Another administrator's session, made on node 1, watching on node 2 (one public address
     // behind a load balancer would send the same cookie to both).
     const signingOut = await cluster.page({ isolated: true });
-    await signInPage(signingOut, n1!, "admin");
+    await signInPage(signingOut, n1!, "admin", PAGE);
     await shareSession(signingOut, n1!, n2!);
     const watching = await cluster.page({ beside: signingOut });
-    await signInPage(watching, n2!, "admin");
+    await signInPage(watching, n2!, "admin", PAGE);
     await waitForDecodedFrames(watching, 10, 30_000);
     expect(await mediaFrom(watching)).toBe(cluster.net.node(2).address);
     const before = await viewersOn2();
@@ -136,7 +142,7 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     const [n1, n2, n3] = cluster.nodes;
     // A session made on node 3 while Redis runs, which node 1 has never seen…
     const late = await cluster.page({ isolated: true });
-    await signInPage(late, n3!, "viewer");
+    await signInPage(late, n3!, "viewer", PAGE);
     await shareSession(late, n3!, n1!);
     const owner = await ownerOf("demo");
     await cluster.redis.stop();
@@ -175,7 +181,7 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
       polling: 100,
       timeout: 20_000,
     });
-    await signInPage(late, n3!, "viewer");
+    await signInPage(late, n3!, "viewer", PAGE);
     await waitForDecodedFrames(late, 10, 30_000);
     expect(await mediaFrom(late)).toBe(cluster.net.node(3).address);
     await cluster.pulls(1, 5_000);

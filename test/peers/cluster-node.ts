@@ -153,12 +153,13 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
 
 /**
  * Open the node's web client in `page` and sign in there as a development account, unless the
- * browser's session (a cookie of the same host, from any node of the cluster) is already good.
+ * browser's session (a cookie of the same host, from any node of the cluster) is already good;
+ * the page ends at `path` (default the web client's start page).
  */
-export async function signInPage(page: Page, node: ClusterNode, user: string): Promise<void> {
+export async function signInPage(page: Page, node: ClusterNode, user: string, path = "/"): Promise<void> {
   // In front: a background tab is not rendered, and clicks there wait for a layout that never comes.
   await page.bringToFront();
-  await page.goto(`${node.url}/`, { waitUntil: "load" });
+  await page.goto(`${node.url}${path}`, { waitUntil: "load" });
   // Generous: sign-in crosses the provider and the token exchange, on a shared, loaded machine.
   await page.waitForFunction(() => document.querySelector("#username") !== null || document.querySelector("[data-camera]") !== null, { timeout: 30_000 });
   if ((await page.$("#username")) === null) return;
@@ -166,4 +167,5 @@ export async function signInPage(page: Page, node: ClusterNode, user: string): P
   await page.type("#password", node.passwords.get(user)!);
   await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 30_000 }), page.click("#submit")]);
   await page.waitForFunction((origin: string) => location.origin === origin, { timeout: 30_000 }, new URL(node.url).origin);
+  if (path !== "/" && `${new URL(page.url()).pathname}${new URL(page.url()).search}` !== path) await page.goto(`${node.url}${path}`, { waitUntil: "load" });
 }
