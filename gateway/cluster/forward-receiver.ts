@@ -74,6 +74,11 @@ export function relaySourceId(source: CameraId): CameraId {
   return `${source}@relay` as CameraId;
 }
 
+/** Is this SFU source a relay of another node's pull (`relaySourceId`)? */
+export function isRelaySource(source: string): boolean {
+  return source.endsWith("@relay");
+}
+
 export class RelayReceivers {
   private readonly relays = new Map<CameraId, Relay>();
   private readonly pending = new Map<CameraId, Promise<void>>();

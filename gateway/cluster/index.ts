@@ -23,6 +23,7 @@ import { SharedSessions } from "./sessions.ts";
 export { keepAlwaysOnByLease } from "./always-on.ts";
 export { ClusterIntercom, INTERNAL_INTERCOM } from "./intercom.ts";
 export { forwardingRouter, inboundRouter, INTERNAL_WHEP, servedFrom, type ServedFrom } from "./forward.ts";
+export { isRelaySource } from "./forward-receiver.ts";
 export type { NodeAnnouncement } from "./nodes.ts";
 export { coordinationUnavailable } from "./redis.ts";
 

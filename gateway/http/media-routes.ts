@@ -11,7 +11,7 @@
  */
 import type express from "express";
 import type { Logger } from "../../config/log.ts";
-import { OverloadError } from "../../config/errors.ts";
+import { NotFoundError, OverloadError } from "../../config/errors.ts";
 import type { Config } from "../../config/schema.ts";
 import { authCloseReason } from "../../sfu/api.ts";
 import type { Sfu } from "../../sfu/sfu.ts";
@@ -20,7 +20,7 @@ import type { playbackAudit } from "../audit/hooks.ts";
 import type { Auth } from "../auth/index.ts";
 import { autoStreamChoice } from "../auto-streams.ts";
 import type { CameraRegistry } from "../cameras.ts";
-import { forwardingRouter, servedFrom, type Cluster } from "../cluster/index.ts";
+import { forwardingRouter, isRelaySource, servedFrom, type Cluster } from "../cluster/index.ts";
 import type { Forwarding } from "../cluster/forward-relay.ts";
 import { playbackRouter } from "../playback/routes.ts";
 import type { PlaybackService } from "../playback/service.ts";
@@ -89,6 +89,8 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
     streamSource: (id, stream, h265) => registry.streamSource(id, stream, h265),
     // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
     onStreamChoice: autoStreamChoice(registry, { warmSubstream: p.config.media.autoWarmSubstream }),
+    // A relayed viewer's stream change comes from a relay of the owner's pull of that stream too.
+    ...(p.cluster ? { relayedSource: relayedSourceOf(p, p.cluster) } : {}),
     authorize: (req, id) => auth.authorizeCamera(req.user!, id, "live"),
     userOf: (req) => req.user?.sub,
     sessionOf,
@@ -191,6 +193,16 @@ async function clusterSlotSource(p: MediaRoutesParts, cluster: Cluster, camera: 
   if (served.from === "here") return found;
   if (served.from === "relay") return { stream: found.stream, source: served.source };
   throw new OverloadError(`this camera is pulled by the gateway node ${served.owner.node}, which cannot forward it here now`, { retryAfterSeconds: 1 });
+}
+
+/** WhepDeps.relayedSource: a relayed viewer's asked stream, as a grid slot gets it (clusterSlotSource). */
+function relayedSourceOf(p: MediaRoutesParts, cluster: Cluster) {
+  return async (camera: string, stream: string, current: string): Promise<string | undefined> => {
+    if (!isRelaySource(current)) return undefined;
+    const found = await clusterSlotSource(p, cluster, camera, stream);
+    if (!found) throw new NotFoundError(`camera has no stream '${stream}'`);
+    return found.source;
+  };
 }
 
 /** A viewer answered through a node that died: its pages offer again at once. */

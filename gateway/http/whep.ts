@@ -58,6 +58,13 @@ export interface WhepDeps {
    * viewer receives H.265 (its answer has it). Default none.
    */
   onStreamChoice?(viewer: ViewerHandle, camera: string, stream: string, h265: boolean): void;
+  /**
+   * In a cluster, for a viewer served here from a relay (`current`: its source now), the
+   * source on this node of the stream it asks for (`streamSource`'s `stream`): a relay of the
+   * owner's pull of that stream, or this node's own pull once it holds the camera. Undefined
+   * for a viewer that is not served from a relay.
+   */
+  relayedSource?(camera: string, stream: string, current: string): Promise<string | undefined>;
   /** Throws AuthError (401/403) when the request may not watch this camera. */
   authorize?(req: Request, cameraId: string): void;
   /** ICE servers for this client (Link headers). */
@@ -148,7 +155,8 @@ export function whepRouter(deps: WhepDeps): Router {
       if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
       const asked = req.query.stream;
       // A viewer of a camera another node pulls may be served from this node's relay of it (gateway/cluster/forward-relay.ts).
-      const source = (res.locals.relaySource as string | undefined) ?? streamOf(id, asked, offersH265(req.body)).source;
+      const relayed = res.locals.relaySource as string | undefined;
+      const source = relayed ?? streamOf(id, asked, offersH265(req.body)).source;
       const user = deps.userOf?.(req);
       const ticket = admission.admit(ownerOf(req));
       let viewer: ViewerHandle;
@@ -169,7 +177,9 @@ export function whepRouter(deps: WhepDeps): Router {
       }
       try {
         deps.onViewer?.(req, viewer);
-        deps.onStreamChoice?.(viewer, id, typeof asked === "string" ? asked : "auto", h265);
+        // A viewer served from a relay keeps the stream it asked for: its ladder would be this
+        // node's own pulls of the camera, which only the camera's owner may pull.
+        if (!relayed) deps.onStreamChoice?.(viewer, id, typeof asked === "string" ? asked : "auto", h265);
       } catch (err) {
         await viewer.close(ViewerCloseReasons.rejectedByGateway);
         throw err;
@@ -206,7 +216,7 @@ export function whepRouter(deps: WhepDeps): Router {
     }
     fragBody(req, res, next);
   });
-  r.patch("/:camera/:viewer", (req, res, next) => {
+  r.patch("/:camera/:viewer", async (req, res, next) => {
     if (!req.is(JSON_TYPE)) return next();
     // A stream change: `{"stream": "main" | "sub" | "auto" | <id>}`, made at the stream's next keyframe.
     try {
@@ -217,11 +227,16 @@ export function whepRouter(deps: WhepDeps): Router {
         throw new BadInputError('body must be {"stream": "<main|sub|auto|id>"}');
       const asked = (body as { stream?: unknown }).stream;
       const h265 = h265Viewers.has(v);
-      const { stream, source } = streamOf(cam, asked, h265);
+      const found = streamOf(cam, asked, h265);
       const viewer = deps.sfu.viewer(v);
       if (!viewer) throw new NotFoundError("no such viewer session");
-      viewer.switchSource(toCameraId(source), `asked for ${String(asked)}`);
-      deps.onStreamChoice?.(viewer, cam, String(asked), h265);
+      const { stream } = found;
+      // A viewer served from a relay moves to a relay of the asked stream (or to this node's own
+      // pull once it holds the camera), never to a pull of this node's own beside the owner's.
+      const relayed = await deps.relayedSource?.(cam, found.stream, viewer.sourceId);
+      if (viewer.state === "closed") throw new NotFoundError("no such viewer session");
+      viewer.switchSource(toCameraId(relayed ?? found.source), `asked for ${String(asked)}`);
+      if (relayed === undefined) deps.onStreamChoice?.(viewer, cam, String(asked), h265);
       res.status(202).set("Cache-Control", "no-store").json({ stream: String(asked), source: stream });
     } catch (err) {
       sendError(res, err);

@@ -41,6 +41,12 @@ export class GridClient {
     return new GridClient(b, gw.url, csrf);
   }
 
+  /** The headers a page of this gateway sends (its cookies, the CSRF token, its origin), e.g. for a WHEP client. */
+  headers(): Record<string, string> {
+    const cookie = [...(this.browser.jar.get(new URL(this.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
+    return { cookie, "x-csrf-token": this.csrf, origin: this.url };
+  }
+
   async send(method: string, url: string, body?: { sdp?: string; json?: unknown }): Promise<{ status: number; body: string; location: string | null }> {
     const headers: Record<string, string> = { "x-csrf-token": this.csrf, origin: this.url, accept: "application/json" };
     let payload: string | undefined;

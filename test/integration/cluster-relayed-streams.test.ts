@@ -1,0 +1,81 @@
+/**
+ * A live viewer served from a relay (a camera another node of the cluster pulls) and the
+ * camera's streams: three gateways in this process on a real Redis, one demo recorder (which
+ * counts its RTSP sessions) for both the main and the substream. Proves that such a viewer
+ * never makes its own node pull the camera: on Auto it keeps the relayed stream (no warm
+ * substream held here), and a stream change by PATCH moves it to a relay of the owner's pull
+ * of the asked stream, still one pull per stream for the whole cluster.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../config/log.ts";
+import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
+import type { Gateway } from "../../gateway/gateway.ts";
+import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
+import type { HttpBrowser } from "../peers/oidc.ts";
+import { startRedis, type RedisServer } from "../peers/redis.ts";
+import { GridClient } from "../peers/werift-grid.ts";
+import { WeriftViewer } from "../peers/werift-viewer.ts";
+
+let redis: RedisServer;
+let recorder: DemoRecorder;
+const nodes: Gateway[] = [];
+const browsers: HttpBrowser[] = [];
+const viewers: WeriftViewer[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
+  const cameras = [{ id: "gate", url: recorder.url, transport: "tcp", streams: [{ id: "sub", url: recorder.url }] }];
+  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras, cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } } })));
+}, 60_000);
+
+afterAll(async () => {
+  for (const v of viewers) await v.close().catch(() => {});
+  for (const b of browsers) b.close();
+  for (const n of nodes) await n.close("test done");
+  await recorder?.close();
+  await redis?.close();
+});
+
+async function watch(c: GridClient, query = ""): Promise<WeriftViewer> {
+  const v = await WeriftViewer.connect({ whepUrl: `${c.url}/whep/gate${query}`, headers: c.headers(), audio: false, timeoutMs: 20_000 });
+  viewers.push(v);
+  await v.connected;
+  return v;
+}
+
+const sourceOf = (n: Gateway, v: WeriftViewer) => n.sfu.viewerList().find((x) => v.resource.endsWith(x.id))?.sourceId;
+
+describe("relayed viewers and a camera's streams", () => {
+  it("an Auto viewer on a relaying node pulls nothing there; a stream change moves it to a relay of the owner's pull of that stream", async () => {
+    const [a, b] = nodes as [Gateway, Gateway];
+    const onA = await GridClient.signIn(a, "admin", browsers);
+    const onB = await GridClient.signIn(b, "admin", browsers);
+
+    // An Auto viewer on A: A takes the lease, pulls the main stream and keeps the substream warm.
+    const va = await watch(onA);
+    await va.video.waitForCount(25);
+    expect(a.cluster!.leases.holds("gate")).toBe(true);
+    await until("main and sub pulled by A", () => recorder.sessions() === 2);
+
+    // An Auto viewer on B plays from a relay of A's main stream; B pulls nothing itself.
+    const vb = await watch(onB);
+    await vb.video.waitForCount(25);
+    expect(sourceOf(b, vb)).toBe("gate@relay");
+    expect(recorder.sessions()).toBe(2);
+
+    // B's viewer asks for the substream: a relay of A's substream, still two pulls in all.
+    const patched = await fetch(vb.resource, { method: "PATCH", headers: { ...onB.headers(), "content-type": "application/json" }, body: JSON.stringify({ stream: "sub" }) });
+    expect(patched.status, await patched.text()).toBe(202);
+    await until("B's viewer on the relayed substream", () => sourceOf(b, vb)?.endsWith("@relay") === true && sourceOf(b, vb) !== "gate@relay");
+    const at = vb.video.count;
+    await vb.video.waitForCount(at + 25);
+    expect(recorder.sessions()).toBe(2);
+
+    // And back to the main stream: the relay of A's main stream again.
+    const back = await fetch(vb.resource, { method: "PATCH", headers: { ...onB.headers(), "content-type": "application/json" }, body: JSON.stringify({ stream: "main" }) });
+    expect(back.status, await back.text()).toBe(202);
+    await until("B's viewer back on the relayed main stream", () => sourceOf(b, vb) === "gate@relay");
+    expect(recorder.sessions()).toBe(2);
+  }, 90_000);
+});
