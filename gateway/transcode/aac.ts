@@ -93,16 +93,16 @@ export function readAudioSpecificConfig(r: BitReader): AudioSpecificConfig | str
   if (channelConfig < 1 || channelConfig > 7) return `AAC channel configuration ${channelConfig} is not supported`;
   // GASpecificConfig (§4.4.1) for object types 1–4: read in full, so a StreamMuxConfig continues at the right bit.
   const frameLengthFlag = r.read(1);
-  if (r.read(1)) r.skip(14); // dependsOnCoreCoder → coreCoderDelay
-  if (r.read(1)) r.skip(1); // extensionFlag → extensionFlag3
+  if (r.read(1)) r.skipBits(14); // dependsOnCoreCoder → coreCoderDelay
+  if (r.read(1)) r.skipBits(1); // extensionFlag → extensionFlag3
   if (r.overrun) return "AudioSpecificConfig is truncated";
   // §1.6.5 backward-compatible SBR/PS signalling after the core config (GStreamer and many cameras write it).
   if (r.bitsLeft >= 16 && r.peek(11) === 0x2b7) {
-    r.skip(11);
+    r.skipBits(11);
     if (r.read(5) === 5 && r.read(1)) {
       sbr = true;
-      if (r.read(4) === 15) r.skip(24);
-      if (r.bitsLeft >= 12 && r.peek(11) === 0x548) r.skip(12);
+      if (r.read(4) === 15) r.skipBits(24);
+      if (r.bitsLeft >= 12 && r.peek(11) === 0x548) r.skipBits(12);
     }
   }
   return { objectType: aot, frequencyIndex: freq.index, sampleRate: freq.rate, channelConfig, frameLength: frameLengthFlag ? 960 : 1024, sbr };
@@ -148,7 +148,7 @@ export function readStreamMuxConfig(r: BitReader): StreamMux | string {
     const len = latmValue(r);
     const start = r.bit;
     asc = readAudioSpecificConfig(r);
-    r.skip(Math.max(0, len - (r.bit - start)));
+    r.skipBits(Math.max(0, len - (r.bit - start)));
   }
   if (typeof asc === "string") return asc;
   const frameLengthType = r.read(3);
@@ -156,7 +156,7 @@ export function readStreamMuxConfig(r: BitReader): StreamMux | string {
   if (frameLengthType !== 0) return `LATM frameLengthType ${frameLengthType} is not supported`;
   // Some encoders (GStreamer's rtpmp4apay) end the SDP's config before these last fields: absent means none.
   if (r.bitsLeft < 10) return { asc, numSubFrames, otherDataBits: 0, crcPresent: false };
-  r.skip(8); // latmBufferFullness
+  r.skipBits(8); // latmBufferFullness
   let otherDataBits = 0;
   if (r.read(1)) {
     if (version === 1) otherDataBits = latmValue(r);
@@ -169,7 +169,7 @@ export function readStreamMuxConfig(r: BitReader): StreamMux | string {
     }
   }
   const crcPresent = r.read(1) === 1;
-  if (crcPresent) r.skip(8);
+  if (crcPresent) r.skipBits(8);
   if (r.overrun) return "StreamMuxConfig is truncated";
   return { asc, numSubFrames, otherDataBits, crcPresent };
 }
@@ -329,10 +329,10 @@ export class AacDepacketizer {
       const size = r.read(c.sizeLength);
       const idx = r.read(sizes.length === 0 ? c.indexLength : c.indexDeltaLength);
       index = sizes.length === 0 ? idx : index + idx + 1;
-      if (c.ctsDeltaLength && r.read(1)) r.skip(c.ctsDeltaLength);
-      if (c.dtsDeltaLength && r.read(1)) r.skip(c.dtsDeltaLength);
-      if (c.randomAccessIndication) r.skip(1);
-      r.skip(c.streamStateIndication);
+      if (c.ctsDeltaLength && r.read(1)) r.skipBits(c.ctsDeltaLength);
+      if (c.dtsDeltaLength && r.read(1)) r.skipBits(c.dtsDeltaLength);
+      if (c.randomAccessIndication) r.skipBits(1);
+      r.skipBits(c.streamStateIndication);
       if (r.overrun) break;
       sizes.push(size);
       indexes.push(index);

@@ -45,7 +45,7 @@ export class BitReader {
     return v;
   }
 
-  skip(n: number): void {
+  skipBits(n: number): void {
     if (this.pos + n > this.endBit) {
       this.overrun = true;
       this.pos = this.endBit;
