@@ -137,6 +137,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
         (closing ??= (async () => {
           await leases.close();
           await nodes.close();
+          sessions.close();
           await link.close();
         })()),
     };

@@ -14,7 +14,10 @@
  * and the channel `sessions`, on which each deliberate end is announced.
  *
  * While Redis is unreachable, what must reach the cluster (a sign-out, a new session) waits in a
- * bounded queue and is sent when Redis returns; the node then ends what was revoked meanwhile.
+ * bounded queue and is sent when Redis returns; the node then ends what was revoked meanwhile and
+ * shares again every session it holds (a restarted Redis may have lost them). A write that fails
+ * although Redis answers again (a command timed out on a loaded machine, Redis still loading) is
+ * tried again shortly, with the rest of the catch-up, never left waiting for an outage that is over.
  */
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import type { SessionId } from "../../config/ids.ts";
@@ -28,6 +31,9 @@ const DELIBERATE: ReadonlySet<EndReason> = new Set(["logout", "revoked", "revoke
 const MAX_PENDING = 10_000;
 /** Revoked refs remembered in this process (TURN credentials of sessions this node never held). */
 const MAX_REVOKED_REFS = 100_000;
+/** First and longest wait before a failed catch-up is tried again while Redis is reachable, ms. */
+const RETRY_MIN_MS = 100;
+const RETRY_MAX_MS = 2000;
 
 type Message =
   | { t: "end"; node: string; ref: string; reason: EndReason }
@@ -59,6 +65,13 @@ export class SharedSessions implements SessionMirror {
   private readonly pending: Array<() => Promise<unknown>> = [];
   private readonly revokedRefs = new Set<string>();
   private dropped = 0;
+  /** The catch-up running now (one at a time: two would send the same queued write twice). */
+  private flushing: Promise<void> | undefined;
+  /** Redis came back: held sessions must be checked against revocations and shared again. */
+  private resync = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryMs = 0;
+  private closed = false;
 
   private constructor(o: SharedSessionsOptions, secrets: { signingKeyPem: string; csrfSecret: Buffer }) {
     this.o = o;
@@ -79,7 +92,10 @@ export class SharedSessions implements SessionMirror {
     });
     const s = new SharedSessions(o, { signingKeyPem: String(secrets.signingKeyPem), csrfSecret: Buffer.from(String(secrets.csrfSecret), "base64url") });
     await link.subscribe("sessions", (m) => s.onMessage(m));
-    link.events.on("up", () => void s.catchUp());
+    link.events.on("up", () => {
+      s.resync = true;
+      s.kick();
+    });
     return s;
   }
 
@@ -105,11 +121,21 @@ export class SharedSessions implements SessionMirror {
     }
   }
 
+  /** Stops retrying (the link is closing). Idempotent. */
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+
   saved(session: PersistedSession): void {
+    this.send(() => this.share(session));
+  }
+
+  private share(session: PersistedSession): Promise<unknown> {
     const ref = sessionRef(session.id as SessionId);
     const { link } = this.o;
-    this.send(async () =>
-      link.run("share the session", (c) =>
+    return link.run("share the session", (c) =>
         // Never write back a session the cluster has revoked (a refresh racing a sign-out elsewhere).
         c.eval(
           `if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
@@ -122,7 +148,6 @@ export class SharedSessions implements SessionMirror {
             arguments: [JSON.stringify(session), String(session.absoluteExpiresAt), ref],
           },
         ),
-      ),
     );
   }
 
@@ -187,10 +212,10 @@ export class SharedSessions implements SessionMirror {
     }
   }
 
-  private applyRemote(fn: () => void): void {
+  private applyRemote<T>(fn: () => T): T {
     this.applyingRemote = true;
     try {
-      fn();
+      return fn();
     } finally {
       this.applyingRemote = false;
     }
@@ -201,10 +226,49 @@ export class SharedSessions implements SessionMirror {
     if (this.revokedRefs.size > MAX_REVOKED_REFS) this.revokedRefs.delete(this.revokedRefs.values().next().value!);
   }
 
-  /** Runs now, or (Redis unreachable) when Redis returns. */
+  /** Runs now, or (Redis unreachable, or the write failed) at the next catch-up. */
   private send(op: () => Promise<unknown>): void {
-    if (this.pending.length > 0 || !this.o.link.available) return this.queue(op);
-    op().catch(() => this.queue(op));
+    if (this.pending.length > 0 || this.flushing || !this.o.link.available) {
+      this.queue(op);
+      return this.retryLater();
+    }
+    op().catch(() => {
+      this.queue(op);
+      this.retryLater();
+    });
+  }
+
+  /** Runs the catch-up unless one runs already; when it fails, it is tried again (shortly, or at the next `up`). */
+  private kick(): void {
+    if (this.closed || this.flushing) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.flushing = this.catchUp().then(
+      (done) => this.caughtUp(done),
+      (err: unknown) => {
+        this.o.log.warn("cluster: session catch-up failed", { err });
+        this.caughtUp(false);
+      },
+    );
+  }
+
+  private caughtUp(done: boolean): void {
+    this.flushing = undefined;
+    if (!done) return this.retryLater();
+    this.retryMs = 0;
+    // Written to the queue while this catch-up ran (a write that failed meanwhile, a new session).
+    if (this.pending.length > 0 || this.resync) this.kick();
+  }
+
+  /** While Redis answers, a failed catch-up is tried again after a short, growing wait; while it does not, the next `up` starts it. */
+  private retryLater(): void {
+    if (this.closed || this.flushing || this.retryTimer || !this.o.link.available) return;
+    this.retryMs = Math.min(Math.max(this.retryMs * 2, RETRY_MIN_MS), RETRY_MAX_MS);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.kick();
+    }, this.retryMs);
+    this.retryTimer.unref();
   }
 
   private queue(op: () => Promise<unknown>): void {
@@ -215,22 +279,28 @@ export class SharedSessions implements SessionMirror {
     }
   }
 
-  /** Redis is back: send what waited, then end what the cluster revoked meanwhile. */
-  private async catchUp(): Promise<void> {
+  /**
+   * Sends what waited, then (Redis came back) ends what the cluster revoked meanwhile and shares
+   * the held sessions again. False when a write failed: the caller tries again.
+   */
+  private async catchUp(): Promise<boolean> {
     while (this.pending.length > 0) {
       const op = this.pending[0]!;
       try {
         await op();
       } catch {
-        return; // down again: the rest waits for the next `up`
+        return false;
       }
       this.pending.shift();
     }
     const auth = this.auth;
-    if (!auth) return;
+    if (!this.resync) return true;
+    if (!auth) {
+      this.resync = false; // nothing held yet
+      return true;
+    }
     const { link } = this.o;
-    const held = auth.heldSessions();
-    const refs = held.map((p) => sessionRef(p.id as SessionId));
+    const refs = auth.heldSessions().map((p) => sessionRef(p.id as SessionId));
     try {
       // A Redis restarted without persistence lost everything: the secrets and sessions come back from the nodes.
       const key = link.key("secrets");
@@ -238,26 +308,24 @@ export class SharedSessions implements SessionMirror {
         await c.hSetNX(key, "signingKeyPem", this.secrets.signingKeyPem);
         await c.hSetNX(key, "csrfSecret", this.secrets.csrfSecret.toString("base64url"));
       });
+      if (refs.length > 0) {
+        const revoked = await link.run("check revocations", (c) => Promise.all(refs.map((r) => c.get(link.key(`revoked:${r}`)))));
+        let n = 0;
+        refs.forEach((ref, i) => {
+          const reason = revoked[i];
+          if (typeof reason !== "string") return;
+          this.remember(ref);
+          if (this.applyRemote(() => auth.endFromCluster(ref, DELIBERATE.has(reason as EndReason) ? (reason as EndReason) : "revoked"))) n++;
+          this.o.onRevoked(ref, "revoked");
+        });
+        if (n > 0) this.o.log.info("cluster: sessions revoked while Redis was unreachable ended here", { sessions: n });
+      }
+      // The others are shared again (the Lua guard keeps revoked ones out), each awaited: a failure retries the whole catch-up.
+      for (const p of auth.heldSessions()) await this.share(p);
     } catch {
-      return; // down again
+      return false;
     }
-    if (refs.length === 0) return;
-    try {
-      const revoked = await link.run("check revocations", (c) => Promise.all(refs.map((r) => c.get(link.key(`revoked:${r}`)))));
-      let n = 0;
-      refs.forEach((ref, i) => {
-        const reason = revoked[i];
-        if (typeof reason !== "string") return;
-        this.remember(ref);
-        this.applyRemote(() => auth.endFromCluster(ref, DELIBERATE.has(reason as EndReason) ? (reason as EndReason) : "revoked"));
-        this.o.onRevoked(ref, "revoked");
-        n++;
-      });
-      if (n > 0) this.o.log.info("cluster: sessions revoked while Redis was unreachable ended here", { sessions: n });
-      // The others are shared again (the Lua guard keeps revoked ones out).
-      for (const p of auth.heldSessions()) this.saved(p);
-    } catch {
-      // down again
-    }
+    this.resync = false;
+    return true;
   }
 }
