@@ -75,6 +75,8 @@ describe("forwarding in /metrics; relay sources released", () => {
     viewers.push(vb);
     await vb.video.waitForCount(50, 20_000);
     expect(b.sfu.viewerList().map((v) => v.sourceId)).toEqual(["demo@relay"]);
+    // The first packets may be the relay's cached pictures; 60 more came over the link itself.
+    await vb.video.waitForCount(vb.video.count + 60, 20_000);
 
     // B first: what it received by then was sent before A is asked.
     const atB = await scrape(b, admin, a);
