@@ -395,6 +395,14 @@ export interface GridSessionHandle {
   close(reason?: ViewerCloseReason): Promise<void>;
 }
 
+/**
+ * Something watching a source (Sfu.watchersOf): a viewer, or a multi-camera session's slot bound
+ * to it (a paired audio slot follows its video slot and is not listed on its own). Who moves a
+ * source's watchers elsewhere (or ends them) moves both: `switchSource` for a viewer, `bind`
+ * (at the new source's keyframe) or `unbind` for a slot.
+ */
+export type SourceWatcher = { readonly kind: "viewer"; readonly viewer: ViewerHandle } | { readonly kind: "slot"; readonly session: GridSessionHandle; readonly mid: string };
+
 /** A slot of a multi-camera session. */
 export interface GridSlot {
   /** The m-section's mid (the browser's transceiver). */

@@ -15,7 +15,7 @@ import { networkInterfaces } from "node:os";
 import { BadInputError, isGatehouseError, NotFoundError, OverloadError } from "../config/errors.ts";
 import { isLoopback } from "../config/net/special.ts";
 import type { CameraId, GridSessionId, ViewerId } from "../config/ids.ts";
-import type { GridSessionHandle, SourceHandle, ViewerHandle } from "./api.ts";
+import type { GridSessionHandle, SourceHandle, SourceWatcher, ViewerHandle } from "./api.ts";
 import {
   CANDIDATE_DROP_REASONS,
   formatCandidate,
@@ -35,7 +35,7 @@ import { splitPortRange, WorkerPool, type PoolExit, type WorkerRestartPolicy, ty
 export { nativeStatus } from "./native/index.ts";
 
 export type { SourceHandle, ViewerHandle } from "./api.ts";
-export type { GridSessionHandle, GridSessionEvents, GridSessionStats, GridSlot, GridSlotStats } from "./api.ts";
+export type { GridSessionHandle, GridSessionEvents, GridSessionStats, GridSlot, GridSlotStats, SourceWatcher } from "./api.ts";
 export type { CreateViewerOptions, EventLoopStats, SfuStats, SfuTimers, WorkerStats } from "./engine.ts";
 export type { LatencySummary } from "./latency.ts";
 export { Source } from "./source.ts";
@@ -299,6 +299,26 @@ export class Sfu {
   /** All live viewers. */
   viewerList(): ViewerHandle[] {
     return this.backend.viewerList();
+  }
+
+  /**
+   * Everything watching `source` now: viewers whose media comes from it and grid slots bound to
+   * it (video slots, and audio slots bound on their own: the i-th audio slot of a session
+   * follows its i-th video slot).
+   */
+  watchersOf(source: CameraId): SourceWatcher[] {
+    const out: SourceWatcher[] = [];
+    for (const viewer of this.backend.viewerList()) if (viewer.sourceId === source) out.push({ kind: "viewer", viewer });
+    for (const session of this.backend.sessionList()) {
+      const slots = session.slots();
+      const videos = slots.filter((s) => s.kind === "video").length;
+      let audio = 0;
+      for (const s of slots) {
+        const paired = s.kind === "audio" && audio++ < videos;
+        if (s.camera === source && !paired) out.push({ kind: "slot", session, mid: s.mid });
+      }
+    }
+    return out;
   }
 
   /**

@@ -12,7 +12,7 @@ import type { KeyObject } from "node:crypto";
 import type dgram from "node:dgram";
 import type { CameraId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
-import type { SourceHandle, ViewerHandle } from "../../sfu/api.ts";
+import { ViewerCloseReasons, type SourceHandle, type SourceWatcher, type ViewerHandle } from "../../sfu/api.ts";
 import type { RelayEndpoint } from "./forward-link.ts";
 import type { LinkCount, LinkTotals } from "./forward-metrics.ts";
 import { decodeRelay, decodeTracks, encodeRelay, ReplayWindow, RelayType } from "./forward-wire.ts";
@@ -28,7 +28,7 @@ export interface RelaySubscription {
 
 export interface RelayReceiversOptions {
   endpoint: RelayEndpoint;
-  sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; viewerList(): ViewerHandle[]; releaseSource(id: CameraId): boolean };
+  sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; watchersOf(id: CameraId): SourceWatcher[]; releaseSource(id: CameraId): boolean };
   /** Packets and bytes received, by owner node and source (for /metrics). */
   totals?: LinkTotals;
   /** Told when a relay's owner fell silent or left (its viewers' pages hear that the camera moves). */
@@ -77,6 +77,11 @@ export function relaySourceId(source: CameraId): CameraId {
 /** Is this SFU source a relay of another node's pull (`relaySourceId`)? */
 export function isRelaySource(source: string): boolean {
   return source.endsWith("@relay");
+}
+
+/** The source a relay carries (`relaySourceId`'s inverse); any other source is itself. */
+export function pulledSource(source: string): string {
+  return isRelaySource(source) ? source.slice(0, -"@relay".length) : source;
 }
 
 export class RelayReceivers {
@@ -277,17 +282,24 @@ export class RelayReceivers {
     })();
   }
 
-  /** This node pulls the camera now: its viewers move to the local source (at its first keyframe). */
+  /**
+   * This node pulls the camera now: its viewers and the grid slots bound to the relay move to the
+   * local source (at its first keyframe; a slot is re-bound there, its stream going on).
+   */
   private adopt(r: Relay): void {
     const local = this.o.localSource(r.camera, r.stream);
     this.counters.adopted++;
-    let moved = 0;
-    for (const v of this.o.sfu.viewerList())
-      if (v.sourceId === r.id) {
-        this.moveToLocal(v, r.id, local);
-        moved++;
-      }
-    this.o.log.info("cluster: forwarded camera now pulled here", { camera: r.camera, stream: r.stream, viewers: moved });
+    const watchers = this.o.sfu.watchersOf(r.id);
+    for (const w of watchers) {
+      if (w.kind === "viewer") this.moveToLocal(w.viewer, r.id, local);
+      else
+        void w.session.bind(w.mid, local).catch((err: unknown) => {
+          // Left on a relay that sends nothing any more it would freeze: ended, its page binds again.
+          this.o.log.warn("cluster: a grid slot cannot move to the local pull; ending it", { session: w.session.id, slot: w.mid, source: local, err });
+          void w.session.unbind(w.mid, ViewerCloseReasons.takenOver).catch(() => {});
+        });
+    }
+    this.o.log.info("cluster: forwarded camera now pulled here", { camera: r.camera, stream: r.stream, watchers: watchers.length });
     this.end(r, "pulled here now");
   }
 

@@ -17,7 +17,7 @@ import { AuthError, BadInputError, NotFoundError, OverloadError, UpstreamError, 
 import type { CameraId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import type { ClusterConfig } from "../../config/sections/cluster.ts";
-import type { SourceHandle, ViewerHandle } from "../../sfu/api.ts";
+import { ViewerCloseReasons, type SourceHandle, type SourceWatcher } from "../../sfu/api.ts";
 import { sendError } from "../http/errors.ts";
 import { cameraMovingNotice, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
 import { AUTH_HEADER, MAX_SKEW_SECONDS, signature } from "./forward.ts";
@@ -55,13 +55,15 @@ export interface ForwardingOptions {
   /** The front door's listening host: the forwarding socket's address unless `cluster.forward.address` says. */
   host: string;
   taps: RelayTaps;
-  sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; viewerList(): ViewerHandle[]; releaseSource(id: CameraId): boolean };
+  sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; watchersOf(id: CameraId): SourceWatcher[]; releaseSource(id: CameraId): boolean };
   /** The pages of viewers made here (a relay's owner fell silent or left: they hear that their camera moves). */
   notices?: Pick<ViewerLostNotices, "notifyViewer">;
   cameras: {
     has(id: string): boolean;
     streamSource(camera: string, stream?: string): { stream: string; source: CameraId } | undefined;
     streamSources(camera: string): CameraId[];
+    /** The ids of a camera's streams. */
+    streamIds(camera: string): string[];
   };
   timeoutMs: number;
   log: Logger;
@@ -160,13 +162,35 @@ export async function startForwarding(o: ForwardingOptions): Promise<Forwarding>
     ...(o.taps.totals ? { totals: o.taps.totals } : {}),
     // The relay's viewers keep their connection: their pages say what happens until the picture is back.
     onOwnerLost: (relaySource, camera) => {
-      for (const v of o.sfu.viewerList()) if (v.sourceId === relaySource) o.notices?.notifyViewer(v.id, cameraMovingNotice(camera, v.id, false));
+      // (A grid slot bound to the relay stays bound: it plays on when the relay does, or moves with it.)
+      for (const w of o.sfu.watchersOf(relaySource)) if (w.kind === "viewer") o.notices?.notifyViewer(w.viewer.id, cameraMovingNotice(camera, w.viewer.id, false));
     },
     log,
   });
 
   // A camera this node no longer owns: the nodes relaying it find its new owner at once.
-  cluster.leases.events.on("lost", (camera) => o.taps.endSources(o.cameras.streamSources(camera), "camera taken over by another node"));
+  // Grid slots showing this node's pull of it move to a relay of the new owner's pull (or end, their pages binding again).
+  cluster.leases.events.on("lost", (camera, owner) => {
+    o.taps.endSources(o.cameras.streamSources(camera), "camera taken over by another node");
+    for (const stream of o.cameras.streamIds(camera)) void slotsToOwner(camera, stream, owner?.node);
+  });
+
+  const slotsToOwner = async (camera: string, stream: string, node: string | undefined): Promise<void> => {
+    const local = o.cameras.streamSource(camera, stream)?.source;
+    const slots = local ? o.sfu.watchersOf(local).filter((w) => w.kind === "slot") : [];
+    if (slots.length === 0) return;
+    let relay: CameraId | undefined;
+    try {
+      if (node !== undefined && node !== cluster.nodeId) relay = await receivers.ensure(camera, stream, node);
+    } catch (err) {
+      log.warn("cluster: grid slots of a camera taken over cannot be relayed from its new owner; ending them", { camera, stream, node, err });
+    }
+    for (const w of slots) {
+      const end = () => w.session.unbind(w.mid, ViewerCloseReasons.takenOver).catch(() => {});
+      if (relay) await w.session.bind(w.mid, relay).catch(end);
+      else await end();
+    }
+  };
 
   const router = Router();
   router.post("/:camera", (req, res) => {

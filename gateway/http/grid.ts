@@ -41,6 +41,7 @@ import { cameraId as toCameraId, gridSessionId, type CameraId } from "../../conf
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
 import { ViewerCloseReasons, type AuthCloseReason } from "../../sfu/api.ts";
+import { pulledSource } from "../cluster/forward-receiver.ts";
 import type { GridSessionHandle, Sfu } from "../../sfu/sfu.ts";
 import { describeError, errorHandler, sendError } from "./errors.ts";
 import type { GridAudit } from "../audit/hooks.ts";
@@ -244,8 +245,9 @@ export function gridRouter(deps: GridDeps): Router {
       const entry = ownedBy(req);
       const slots = entry.session.slots().map((s) => {
         const b = entry.bound.get(s.mid);
-        // What the caller bound, while the slot still shows it (a binding the gateway ended shows none).
-        return b && s.camera === b.source ? { mid: s.mid, kind: s.kind, camera: b.camera, stream: b.stream } : { mid: s.mid, kind: s.kind, camera: null };
+        // What the caller bound, while the slot still shows it (a binding the gateway ended shows none);
+        // a cluster may have moved it between a relay of the camera's stream and this node's own pull.
+        return b && s.camera !== undefined && pulledSource(s.camera) === pulledSource(b.source) ? { mid: s.mid, kind: s.kind, camera: b.camera, stream: b.stream } : { mid: s.mid, kind: s.kind, camera: null };
       });
       res.set("Cache-Control", "no-store").json({ id: entry.session.id, state: entry.session.state, slots });
     } catch (err) {
@@ -421,3 +423,4 @@ export function gridRouter(deps: GridDeps): Router {
 
   return r;
 }
+

@@ -21,6 +21,8 @@ let recorder: DemoRecorder;
 const nodes: Gateway[] = [];
 const browsers: HttpBrowser[] = [];
 const grids: WeriftGrid[] = [];
+/** B's browser (its grid is the second one). */
+let onB: GridClient;
 
 beforeAll(async () => {
   redis = await startRedis();
@@ -65,7 +67,7 @@ describe("a grid in a cluster", () => {
   it("binds a camera another node pulls through a relay of its one pull, and pulls a camera nobody pulls itself", async () => {
     const [a, b] = nodes as [Gateway, Gateway];
     const onA = await GridClient.signIn(a, "admin", browsers);
-    const onB = await GridClient.signIn(b, "admin", browsers);
+    onB = await GridClient.signIn(b, "admin", browsers);
 
     // A's grid shows camera one: A takes its lease and pulls its substream.
     const ga = await grid(onA, 1);
@@ -107,5 +109,55 @@ describe("a grid in a cluster", () => {
     expect(a.forwarding!.stats().links).toBe(1);
     await until("B lets camera two go", () => owners("two").length === 0, 15_000);
     await until("one pull left", () => recorder.sessions() === 1, 15_000);
+  }, 90_000);
+
+  it("when the camera's owner leaves, the slots bound to its relays play on without a new bind: moved to the new owner's pull, or relayed from it", async () => {
+    const [a, b, c] = nodes as [Gateway, Gateway, Gateway];
+    // C's grid shows camera one as well (a relay of A's pull): whichever of B and C takes the
+    // camera over moves its slot to its own pull, the other's relay subscribes to it.
+    const onC = await GridClient.signIn(c, "admin", browsers);
+    const gc = await grid(onC, 1);
+    expect((await onC.send("PUT", `${gc.resource}/slots/${gc.mids[0]}`, { json: { camera: "one" } })).status).toBe(200);
+    await slotsPlay(gc, 1, 25);
+    const gb = grids[1]!;
+    expect(slotSources(b).filter((s) => s.endsWith("@relay"))).toHaveLength(2);
+    expect(slotSources(c).filter((s) => s.endsWith("@relay"))).toHaveLength(1);
+    const ssrcs = (g: WeriftGrid) => new Set(g.video.packets.slice(-200).map((p) => p.ssrc));
+    const watched = [
+      { g: gb, ssrcs: ssrcs(gb) },
+      { g: gc, ssrcs: ssrcs(gc) },
+    ];
+    expect(watched.map((w) => w.ssrcs.size)).toEqual([2, 1]);
+    // Packets per slot (SSRC) after the owner left.
+    const after = watched.map((w) => {
+      const per = new Map<number, number>();
+      w.g.pc.dtlsTransports[0]!.onRtp.subscribe((rtp) => {
+        if (w.ssrcs.has(rtp.header.ssrc)) per.set(rtp.header.ssrc, (per.get(rtp.header.ssrc) ?? 0) + 1);
+      });
+      return { ...w, per };
+    });
+
+    const left = Date.now();
+    await a.close("owner leaves");
+    nodes.splice(0, 1);
+    const counts = () => after.map((w) => [...w.ssrcs].map((x) => w.per.get(x) ?? 0));
+    // README "Failover target (forward mode)": 15 s; every slot's own SSRC carries pictures again.
+    await until(
+      "every slot plays again",
+      () => after.every((w) => [...w.ssrcs].every((x) => (w.per.get(x) ?? 0) > 50)),
+      Math.max(1, 15_000 - (Date.now() - left)),
+    ).catch((err: unknown) => {
+      throw new Error(`${String(err)}: packets per slot since the owner left ${JSON.stringify(counts())}; slots on B ${slotSources(b)}, on C ${slotSources(c)}`);
+    });
+    expect(Date.now() - left).toBeLessThan(15_000);
+    const owner = owners("one");
+    expect(owner).toHaveLength(1);
+    const [here, other] = owner[0] === b.cluster!.nodeId ? [b, c] : [c, b];
+    expect(slotSources(here).every((s) => !s.endsWith("@relay"))).toBe(true);
+    expect(slotSources(other).every((s) => s.endsWith("@relay"))).toBe(true);
+    // The page still reads what it bound.
+    const state = JSON.parse((await onB.send("GET", gb.resource)).body) as { slots: { camera: string | null }[] };
+    expect(state.slots.map((s) => s.camera)).toEqual(["one", "one"]);
+    await until("one pull", () => recorder.sessions() === 1, 10_000);
   }, 90_000);
 });

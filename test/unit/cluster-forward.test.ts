@@ -146,7 +146,7 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     const sfu = {
       source: () => source as unknown as SourceHandle,
       findSource: () => source as unknown as SourceHandle,
-      viewerList: () => [viewer],
+      watchersOf: (id: CameraId) => (viewer.sourceId === id ? [{ kind: "viewer" as const, viewer }] : []),
       releaseSource: (id: CameraId) => source.viewerCount === 0 && released.push(id) > 0,
     };
     const receivers = new RelayReceivers({
@@ -286,7 +286,7 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     let current = "a";
     const receivers = new RelayReceivers({
       endpoint: relayEp,
-      sfu: { source: () => source as unknown as SourceHandle, findSource: () => undefined, viewerList: () => [], releaseSource: () => false },
+      sfu: { source: () => source as unknown as SourceHandle, findSource: () => undefined, watchersOf: () => [], releaseSource: () => false },
       subscribe: async (_camera, _stream, node): Promise<RelaySubscription> => {
         const o = owners.get(node)!;
         const ch = ++channel;
