@@ -17,11 +17,13 @@ import { markPage, mediaFrom, notReloaded, pageFetch, shareSession, startNetnsCl
 import { signInPage } from "../peers/cluster-node.ts";
 
 /**
- * The web client with one WHEP session per tile: the cluster's paths (relays, failover, sign-out)
- * are proven on it. The one-connection grid (the default page since it landed) does not play
- * again after the owner's SIGKILL within 30 s here, and its sessions are not in `gatehouse_viewers`.
+ * The web client with one WHEP session per tile (`?grid=0`), and the default page, which plays its
+ * whole grid over one peer connection: the pages on node 1 and node 3 are default pages, node 2's
+ * are per tile, so relays, the Redis outage and the failover are proven on both. (The sign-out
+ * case reads node 2's `gatehouse_viewers`, which counts WHEP viewers, not grid slots.)
  */
 const PAGE = "/?grid=0";
+const GRID_PAGE = "/";
 /** README "Cluster", Failure: the other nodes' pages decode again within this of an owner's death. */
 const FAILOVER_TARGET_MS = 10_000;
 const LEASE_MS = 2000;
@@ -77,14 +79,14 @@ describe("a three-node cluster in network namespaces, in Chromium", () => {
     const [n1, n2, n3] = cluster.nodes;
     // node-1 takes the camera: a page signed in there watches first.
     const opener = await cluster.page();
-    await signInPage(opener, n1!, "viewer", PAGE);
+    await signInPage(opener, n1!, "viewer", GRID_PAGE);
     await waitForDecodedFrames(opener, 5, 30_000);
     expect(await mediaFrom(opener)).toBe(cluster.net.node(1).address);
     await markPage(opener);
     playing.push({ page: opener, node: 1 });
     for (const [i, n] of [[2, n2!] as const, [3, n3!] as const]) {
       const page = await cluster.page();
-      await signInPage(page, n, "viewer", PAGE);
+      await signInPage(page, n, "viewer", i === 3 ? GRID_PAGE : PAGE);
       await waitForDecodedFrames(page, 10, 30_000);
       // Its media comes from the node it reached (a relay there), not from the owner.
       expect(await mediaFrom(page)).toBe(cluster.net.node(i).address);
