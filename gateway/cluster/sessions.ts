@@ -67,8 +67,14 @@ export class SharedSessions implements SessionMirror {
   private dropped = 0;
   /** The catch-up running now (one at a time: two would send the same queued write twice). */
   private flushing: Promise<void> | undefined;
-  /** Redis came back: held sessions must be checked against revocations and shared again. */
-  private resync = false;
+  /**
+   * Redis came back `resync` times (each time, the held sessions must be checked against
+   * revocations and shared again); they were last shared after the `synced`-th. A generation,
+   * not a flag: an `up` during a running catch-up (whose writes may have gone to the Redis that
+   * went away) asks for another one.
+   */
+  private resync = 0;
+  private synced = 0;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 0;
   private closed = false;
@@ -93,7 +99,7 @@ export class SharedSessions implements SessionMirror {
     const s = new SharedSessions(o, { signingKeyPem: String(secrets.signingKeyPem), csrfSecret: Buffer.from(String(secrets.csrfSecret), "base64url") });
     await link.subscribe("sessions", (m) => s.onMessage(m));
     link.events.on("up", () => {
-      s.resync = true;
+      s.resync++;
       s.kick();
     });
     return s;
@@ -257,12 +263,17 @@ export class SharedSessions implements SessionMirror {
     if (!done) return this.retryLater();
     this.retryMs = 0;
     // Written to the queue while this catch-up ran (a write that failed meanwhile, a new session).
-    if (this.pending.length > 0 || this.resync) this.kick();
+    if (this.pending.length > 0 || this.synced !== this.resync) this.kick();
   }
 
-  /** While Redis answers, a failed catch-up is tried again after a short, growing wait; while it does not, the next `up` starts it. */
+  /**
+   * A failed catch-up is tried again after a short wait growing to 2 s, whether Redis answers now
+   * or not (against an unreachable Redis it fails at once: there is no offline queue). Waiting
+   * for the next `up` instead could wait for ever: an `up` that came while a catch-up ran, and
+   * the link dropping again as it failed, leave none to come.
+   */
   private retryLater(): void {
-    if (this.closed || this.flushing || this.retryTimer || !this.o.link.available) return;
+    if (this.closed || this.flushing || this.retryTimer) return;
     this.retryMs = Math.min(Math.max(this.retryMs * 2, RETRY_MIN_MS), RETRY_MAX_MS);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
@@ -294,9 +305,10 @@ export class SharedSessions implements SessionMirror {
       this.pending.shift();
     }
     const auth = this.auth;
-    if (!this.resync) return true;
+    const generation = this.resync;
+    if (this.synced === generation) return true;
     if (!auth) {
-      this.resync = false; // nothing held yet
+      this.synced = generation; // nothing held yet
       return true;
     }
     const { link } = this.o;
@@ -325,7 +337,7 @@ export class SharedSessions implements SessionMirror {
     } catch {
       return false;
     }
-    this.resync = false;
+    this.synced = generation;
     return true;
   }
 }
