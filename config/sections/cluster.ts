@@ -23,6 +23,12 @@ export const clusterSection = z
       connectTimeoutMs: z.number().int().min(100).max(60_000).default(2000),
       /** Longest wait between reconnect attempts while Redis is unreachable, milliseconds. Default 2000. */
       reconnectMaxMs: z.number().int().min(100).max(60_000).default(2000),
+      /**
+       * After Redis comes back, a sign-in session it does not have is answered "try again" (503)
+       * rather than ended, for this long, milliseconds: a Redis restarted without its data gets
+       * the sessions back as each node shares what it holds again. Default 6000.
+       */
+      resyncGraceMs: z.number().int().min(0).max(600_000).default(6000),
     }),
     /** This node's id, unique in the cluster. Default: the host name and the front-door port. */
     nodeId: z.string().regex(/^[A-Za-z0-9_.:-]{1,128}$/, "letters, digits, '.', ':', '-' and '_', at most 128").optional(),

@@ -91,7 +91,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     throw new Error(`cluster: cannot reach Redis at ${redactUrl(cfg.redis.url)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   try {
-    const sessions = await SharedSessions.start({ link, nodeId, clusterName: cfg.name, maxAgeMs: o.sessionMaxAgeMs, log, onRevoked: o.onRevoked });
+    const sessions = await SharedSessions.start({ link, nodeId, clusterName: cfg.name, maxAgeMs: o.sessionMaxAgeMs, log, onRevoked: o.onRevoked, resyncGraceMs: cfg.redis.resyncGraceMs });
     const leases = new CameraLeases({ link, nodeId, leaseMs: cfg.leaseMs, log });
     const startedAt = Date.now();
     const nodes = new NodeRegistry({

@@ -36,6 +36,13 @@ export function coordinationUnavailable(what: string, cause?: unknown): Overload
   });
 }
 
+/** Redis came back moments ago and the nodes are still sharing again what it lost (`cluster.redis.resyncGraceMs`). */
+export function coordinationCatchingUp(): OverloadError {
+  return new OverloadError("the cluster is catching up after its coordination store (Redis) came back; try again shortly", {
+    retryAfterSeconds: COORDINATION_RETRY_SECONDS,
+  });
+}
+
 export class RedisLink {
   readonly events: SafeEmitter<RedisLinkEvents>;
   private readonly prefix: string;

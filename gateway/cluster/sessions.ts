@@ -23,7 +23,7 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import type { SessionId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { sessionRef, type Auth, type EndReason, type PersistedSession, type SessionMirror } from "../auth/index.ts";
-import type { RedisLink } from "./redis.ts";
+import { coordinationCatchingUp, type RedisLink } from "./redis.ts";
 
 /** Ends that someone asked for: they go cluster-wide. Lapses and evictions stay local. */
 const DELIBERATE: ReadonlySet<EndReason> = new Set(["logout", "revoked", "revoked_at_provider", "logged_out_at_provider"]);
@@ -53,6 +53,12 @@ export interface SharedSessionsOptions {
   log: Logger;
   /** A session ended on another node (after it was ended here, if held). */
   onRevoked: (ref: string, reason: EndReason) => void;
+  /**
+   * For this long after Redis returns, a session it does not have is "not known yet" (503, try
+   * again) rather than ended: a Redis restarted without its data gets the sessions back only as
+   * each node shares what it holds again. Default 0.
+   */
+  resyncGraceMs?: number;
 }
 
 export class SharedSessions implements SessionMirror {
@@ -75,6 +81,8 @@ export class SharedSessions implements SessionMirror {
    */
   private resync = 0;
   private synced = 0;
+  /** When Redis last came back (Date.now), for `resyncGraceMs`. */
+  private upAt = -Infinity;
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = 0;
   private closed = false;
@@ -99,6 +107,7 @@ export class SharedSessions implements SessionMirror {
     const s = new SharedSessions(o, { signingKeyPem: String(secrets.signingKeyPem), csrfSecret: Buffer.from(String(secrets.csrfSecret), "base64url") });
     await link.subscribe("sessions", (m) => s.onMessage(m));
     link.events.on("up", () => {
+      s.upAt = Date.now();
       s.resync++;
       s.kick();
     });
@@ -119,7 +128,13 @@ export class SharedSessions implements SessionMirror {
     const ref = sessionRef(id);
     const { link } = this.o;
     const [value, revoked] = await link.run("read the session", (c) => Promise.all([c.get(link.key(`session:${ref}`)), c.exists(link.key(`revoked:${ref}`))]));
-    if (revoked || typeof value !== "string") return undefined;
+    if (revoked) return undefined;
+    if (typeof value !== "string") {
+      // Just after Redis returned, the node holding it may not have shared it again yet: never
+      // end a session (and clear its cookie) for that, say "try again" instead.
+      if (Date.now() - this.upAt < (this.o.resyncGraceMs ?? 0)) throw coordinationCatchingUp();
+      return undefined;
+    }
     try {
       return JSON.parse(value) as PersistedSession;
     } catch {
