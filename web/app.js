@@ -1,12 +1,15 @@
 /**
  * Gatehouse live view: a grid of live camera tiles.
  *
- * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one
- *   set of TURN allocations): each tile holds a slot of it, paging or a layout change re-binds
- *   slots to other cameras without a new connection, and the camera opened large uses a WHEP
- *   session of its own (its sound comes with it); grid tiles carry their camera's sound too,
- *   muted until picked. `?grid=0` plays each tile over a WHEP session of its own instead, and so
- *   does a gateway without `/grid` (an older one), found out by the first tile.
+ * - Each tile plays over a WHEP session of its own (with its sound). With `?grid=1` the grid plays
+ *   over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one set of TURN
+ *   allocations): each tile holds a slot of it, paging or a layout change re-binds slots to other
+ *   cameras without a new connection, and the camera opened large uses a WHEP session of its own;
+ *   grid tiles carry their camera's sound too, muted until picked. A gateway without `/grid` (an
+ *   older one), found out by the first tile, gets a WHEP session per tile. It is not the default
+ *   yet: the gateway does not yet tell a one-connection page when its media worker dies or its
+ *   camera moves to another cluster node (the page notices only when the picture stalls or ICE
+ *   fails), which it does tell a page of WHEP sessions at once.
  *
  * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
  *   browser to sign in and come back here. `GET api/cameras/events` (one event stream for the
@@ -71,10 +74,10 @@ const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
 );
 
 /**
- * The grid over one peer connection (until the gateway turns out to have no grid endpoint), or
- * one WHEP session per tile with `?grid=0`.
+ * The grid over one peer connection with `?grid=1` (until the gateway turns out to have no grid
+ * endpoint); else one WHEP session per tile (see the top of this file for why that is the default).
  */
-let gridMode = query.get("grid") !== "0";
+let gridMode = query.get("grid") === "1";
 /** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
 let gridSession = null;
 
@@ -1379,7 +1382,7 @@ Object.defineProperty(window, "gatehouse", {
   value: Object.freeze({
     sessions,
     tiles,
-    /** The grid's one multi-camera session (null before the first tile plays, with `?grid=0`, and without a grid endpoint). */
+    /** The grid's one multi-camera session (null before the first tile plays, without `?grid=1`, and without a grid endpoint). */
     grid: () => gridSession,
     stats,
     open: (/** @type {string} */ id) => openCamera(id, true),

@@ -128,8 +128,11 @@ describe("sign-in in Chromium", () => {
 
     // The stream still playing in the other tab is ended by the gateway at once...
     await until("the other tab's stream to end", () => viewers() === 0, 5000);
-    // ...and that tab ends up at the sign-in page too.
-    await other.waitForFunction((issuer: string) => location.origin === issuer, { timeout: 25_000 }, auth.issuer!);
+    // ...and that tab says why in plain words, with a way to sign in again (no silent trip to sign-in).
+    await other.waitForFunction(() => document.querySelector("#notice")?.textContent?.startsWith("You signed out of Gatehouse in another window or on another device."), { timeout: 25_000 });
+    expect(await other.$eval("#notice", (e) => e.textContent)).toBe("You signed out of Gatehouse in another window or on another device. Live video has stopped. Sign in again");
+    expect(await other.$eval("#sign-in-again", (e) => (e as HTMLAnchorElement).href)).toContain(`${gw.url}/auth/login`);
+    expect(await other.$eval("[data-camera] .badge-text", (e) => e.textContent?.trim())).toBe("Signed out");
 
     // The old cookie is worth nothing now.
     const replay = await fetch(`${gw.url}/api/cameras`, { headers: { cookie: `gatehouse_session=${cookie!.value}`, accept: "application/json" } });
