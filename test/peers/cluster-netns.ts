@@ -289,19 +289,29 @@ export async function startNetnsCluster(o: NetnsClusterOptions = {}): Promise<Ne
   }
 }
 
-/** The address a page's media comes from: the remote side of its newest connected peer connection's selected pair. */
-export async function mediaFrom(page: Page): Promise<string | undefined> {
-  return page.evaluate(async () => {
-    const pcs = (window as unknown as { __gh: { pcs(): RTCPeerConnection[] } }).__gh.pcs();
-    for (const pc of [...pcs].reverse()) {
-      if (pc.connectionState !== "connected") continue;
-      const stats = [...(await pc.getStats()).values()] as Array<Record<string, unknown>>;
-      const pair = stats.find((s) => s.type === "candidate-pair" && s.nominated === true && s.state === "succeeded");
-      const remote = pair && stats.find((s) => s.id === pair.remoteCandidateId);
-      if (remote) return String(remote.address ?? remote.ip);
-    }
-    return undefined;
-  });
+/**
+ * The address a page's media comes from: the remote side of its newest connected peer
+ * connection's selected pair, once there is one (waited for up to `timeoutMs`: a loaded page may
+ * decode frames a moment before its stats show the pair); undefined when none comes.
+ */
+export async function mediaFrom(page: Page, timeoutMs = 10_000): Promise<string | undefined> {
+  const found = await page
+    .waitForFunction(
+      async () => {
+        const pcs = (window as unknown as { __gh: { pcs(): RTCPeerConnection[] } }).__gh.pcs();
+        for (const pc of [...pcs].reverse()) {
+          if (pc.connectionState !== "connected") continue;
+          const stats = [...(await pc.getStats()).values()] as Array<Record<string, unknown>>;
+          const pair = stats.find((s) => s.type === "candidate-pair" && s.nominated === true && s.state === "succeeded");
+          const remote = pair && stats.find((s) => s.id === pair.remoteCandidateId);
+          if (remote) return String(remote.address ?? remote.ip);
+        }
+        return false;
+      },
+      { polling: 100, timeout: timeoutMs },
+    )
+    .catch(() => undefined);
+  return found ? String(await found.jsonValue()) : undefined;
 }
 
 /**
