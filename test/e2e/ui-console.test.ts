@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { clickWhenStill } from "../peers/browser-page.ts";
 import { launchChromium, pageErrors, waitForDecodedFrames, type Chromium } from "../peers/chromium.ts";
 import { HEIGHT, PHONE_UA, StubGateway, WIDTH } from "../peers/stub-gateway.ts";
 
@@ -298,40 +299,58 @@ describe("live view console (Chromium, stub WHEP server)", () => {
   it("finds cameras: search by name, filter by group, favourites first and favourites only, kept per user", async () => {
     await reset(6); // cam1 Front door (indoor), cam2 Back yard (outdoor), cam3 Garage, cam4 Loading bay, cam5 Lobby, cam6 Car park
     const page = await open({ width: 1440, height: 900 }, 6);
+    // Each step waits at most 10 s and says which state it waited for and what the page showed.
+    const until = async (what: string, fn: string) => {
+      try {
+        await page.waitForFunction(fn, { timeout: 10_000 });
+      } catch (err) {
+        const now = await page.evaluate(() => ({
+          view: (window as unknown as { gatehouse: { view(): View } }).gatehouse.view(),
+          search: (document.getElementById("search") as HTMLInputElement).value,
+          focus: document.activeElement?.id || document.activeElement?.tagName,
+          hash: location.hash,
+        }));
+        throw new Error(`waiting for ${what}: ${JSON.stringify(now)}`, { cause: err });
+      }
+    };
+    const shown = "window.gatehouse.view().shown";
     try {
-      await page.waitForFunction(() => (document.getElementById("group-filter") as HTMLSelectElement).options.length === 3);
+      await until("three groups", `document.getElementById("group-filter").options.length === 3`);
       expect(await page.$$eval("#group-filter option", (os) => os.map((o) => o.textContent))).toEqual(["All groups", "indoor", "outdoor"]);
 
       await page.keyboard.press("/"); // focuses the search box
+      await until("the search box focused by /", `document.activeElement?.id === "search"`);
       await page.keyboard.type("gar");
-      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 1);
+      await until("one camera for 'gar'", `${shown}.length === 1`);
       expect(await shownIds(page)).toEqual(["cam3"]);
       await page.keyboard.type("xyz");
-      await page.waitForSelector("#no-match:not([hidden])");
+      await page.waitForSelector("#no-match:not([hidden])", { timeout: 10_000 });
       await page.keyboard.press("Escape"); // clears the search
-      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6);
+      await until("all six after Escape", `${shown}.length === 6`);
       // Accents and case do not matter; every word must match.
       await page.type("#search", "LOADING  bay");
-      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam4");
-      await page.click("#search", { count: 3 });
+      await until("cam4 for 'LOADING  bay'", `${shown}.join() === "cam4"`);
+      await page.$eval("#search", (e) => (e as HTMLInputElement).select());
       await page.keyboard.press("Backspace");
+      await until("all six after clearing the search", `${shown}.length === 6`);
 
       await page.select("#group-filter", "outdoor");
-      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 3);
+      await until("the three outdoor cameras", `${shown}.length === 3`);
       expect(await shownIds(page)).toEqual(["cam2", "cam4", "cam6"]);
       // Hidden cameras do not play.
-      await page.waitForFunction(() => document.querySelector('[data-camera="cam1"]')?.getAttribute("data-status") === "paused");
+      await until("cam1 paused while hidden", `document.querySelector('[data-camera="cam1"]')?.getAttribute("data-status") === "paused"`);
       await page.select("#group-filter", "");
+      await until("all six in all groups", `${shown}.length === 6`);
 
       // Favourites come first; "favourites only" keeps just them.
-      await page.click(`${tile("cam5")} .tile-fav`);
-      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown[0] === "cam5");
+      await clickWhenStill(page, `${tile("cam5")} .tile-fav`);
+      await until("cam5 first as a favourite", `${shown}[0] === "cam5"`);
       expect(await page.$eval(`${tile("cam5")} .tile-fav`, (b) => [b.getAttribute("aria-pressed"), b.getAttribute("aria-label")])).toEqual([
         "true",
         "Remove Lobby from favourites",
       ]);
-      await page.click("#fav-filter");
-      await page.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam5");
+      await clickWhenStill(page, "#fav-filter");
+      await until("only cam5 with favourites only", `${shown}.join() === "cam5"`);
       const first = await page.$eval(tile("cam5"), (e) => e.getBoundingClientRect().width);
       expect(first).toBeGreaterThan(1300); // one camera: the whole width
     } finally {
@@ -339,15 +358,15 @@ describe("live view console (Chromium, stub WHEP server)", () => {
     }
     const again = await open({ width: 1440, height: 900 }, 6);
     try {
-      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam5");
+      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam5", { timeout: 10_000 });
       expect(await again.$eval("#fav-filter", (b) => b.getAttribute("aria-pressed"))).toBe("true");
-      await again.click("#fav-filter");
-      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6);
+      await clickWhenStill(again, "#fav-filter");
+      await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6, { timeout: 10_000 });
       expect((await shownIds(again))[0]).toBe("cam5");
     } finally {
       await again.close();
     }
-  });
+  }, 60_000);
 
   it("steps to the previous and next camera in the single view, within the current filter", async () => {
     await reset(6);

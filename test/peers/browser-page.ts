@@ -89,3 +89,22 @@ export const PAGE_HELPERS = `(() => {
     },
   };
 })();`;
+
+/**
+ * Click `selector` once it has stopped moving: its box the same over two animation frames. The
+ * grid re-fits its columns from a ResizeObserver a frame after a filter changes what is shown, so
+ * a click aimed at a tile's button just after the change can land where the button was.
+ */
+export async function clickWhenStill(page: Page, selector: string, timeoutMs = 10_000): Promise<void> {
+  await page.waitForFunction(
+    (sel) =>
+      new Promise<boolean>((resolve) => {
+        const box = () => JSON.stringify(document.querySelector(sel)?.getBoundingClientRect() ?? null);
+        const first = box();
+        requestAnimationFrame(() => requestAnimationFrame(() => resolve(first !== "null" && box() === first)));
+      }),
+    { timeout: timeoutMs, polling: 50 },
+    selector,
+  );
+  await page.click(selector);
+}
