@@ -321,3 +321,41 @@ export function firstIpv4HostCandidate(sdp: string): string | undefined {
   const m = /^a=candidate:\S+ \d+ udp \d+ (\d+\.\d+\.\d+\.\d+) \d+ typ host/im.exec(sdp);
   return m?.[1];
 }
+
+/** A viewer receiving media, and how to end it (WHEP DELETE or Janus detach included). */
+export interface PlayingViewer {
+  viewer: LightViewer;
+  end: () => Promise<void>;
+}
+
+/** Connect through WHEP and wait for the first packet; a failure closes what was opened. */
+export async function playWhep(url: string, opts: LightViewerOptions = {}): Promise<PlayingViewer> {
+  const viewer = await LightViewer.whep(url, opts);
+  await untilPlaying(viewer, () => viewer.close());
+  return { viewer, end: () => viewer.close() };
+}
+
+/**
+ * Answer a Janus streaming watch (Janus offers) and wait for the first packet; a failure closes
+ * the viewer and detaches the handle. Structural, so this file does not depend on the Janus peer.
+ */
+export async function playJanusWatch(watch: { offerSdp: string; start(answerSdp: string): Promise<void>; detach(): Promise<void> }): Promise<PlayingViewer> {
+  const { viewer, answerSdp } = await LightViewer.answer(watch.offerSdp);
+  const end = async () => {
+    await watch.detach();
+    await viewer.close();
+  };
+  await untilPlaying(viewer, end, () => watch.start(answerSdp));
+  return { viewer, end };
+}
+
+async function untilPlaying(viewer: LightViewer, end: () => Promise<void>, start?: () => Promise<void>): Promise<void> {
+  try {
+    await start?.();
+    await viewer.connected;
+    await viewer.firstPacket;
+  } catch (err) {
+    await end();
+    throw err;
+  }
+}

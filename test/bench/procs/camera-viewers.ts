@@ -16,7 +16,7 @@
  * silent viewer as gone).
  */
 import { openJanusSession, type JanusSession } from "../../peers/janus.ts";
-import { LightViewer } from "../../peers/light-viewer.ts";
+import { playJanusWatch, playWhep, type LightViewer } from "../../peers/light-viewer.ts";
 import { serve } from "../lib/child.ts";
 import { windowOf, type SeqSnapshot } from "../lib/seq.ts";
 
@@ -80,42 +80,13 @@ async function connectAll<T>(side: string, items: readonly T[], connect: (item: 
 }
 
 async function whep(arg: { side: string; urls: string[] }) {
-  return connectAll(arg.side, arg.urls, async (url) => {
-    const viewer = await LightViewer.whep(url);
-    try {
-      await viewer.connected;
-      await viewer.firstPacket;
-    } catch (err) {
-      await viewer.close();
-      throw err;
-    }
-    return { viewer, end: () => viewer.close() };
-  });
+  return connectAll(arg.side, arg.urls, (url) => playWhep(url));
 }
 
 async function janus(arg: { side: string; api: string; mountpoints: number[] }) {
   const session = await openJanusSession(arg.api, arg.mountpoints[0] ?? 1);
   sessions.push(session);
-  return connectAll(arg.side, arg.mountpoints, async (mountpoint) => {
-    const w = await session.watch({ mountpoint });
-    const { viewer, answerSdp } = await LightViewer.answer(w.offerSdp);
-    try {
-      await w.start(answerSdp);
-      await viewer.connected;
-      await viewer.firstPacket;
-    } catch (err) {
-      await viewer.close();
-      await w.detach();
-      throw err;
-    }
-    return {
-      viewer,
-      end: async () => {
-        await w.detach();
-        await viewer.close();
-      },
-    };
-  });
+  return connectAll(arg.side, arg.mountpoints, async (mountpoint) => playJanusWatch(await session.watch({ mountpoint })));
 }
 
 function mark() {

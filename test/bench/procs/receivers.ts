@@ -19,7 +19,7 @@
  */
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { openJanusSession, type JanusSession } from "../../peers/janus.ts";
-import { LightViewer } from "../../peers/light-viewer.ts";
+import { playJanusWatch, playWhep, type LightViewer } from "../../peers/light-viewer.ts";
 import { serve } from "../lib/child.ts";
 import { percentile, round } from "../lib/stats.ts";
 import { windowOf, type SeqSnapshot } from "../lib/seq.ts";
@@ -60,39 +60,15 @@ function snapOf(v: LightViewer): SeqSnapshot {
 
 async function connectOne(target: Target): Promise<Entry> {
   if (target.kind === "whep") {
-    const viewer = await LightViewer.whep(target.url);
-    try {
-      await viewer.connected;
-      await viewer.firstPacket;
-    } catch (err) {
-      await viewer.close();
-      throw err;
-    }
-    return { viewer, end: () => viewer.close(), mark: { snap: snapOf(viewer), packets: 0, bytes: 0 } };
+    const { viewer, end } = await playWhep(target.url);
+    return { viewer, end, mark: { snap: snapOf(viewer), packets: 0, bytes: 0 } };
   }
   if (!janus || janus.api !== target.api || janus.mountpoint !== target.mountpoint) {
     await janus?.session.destroy();
     janus = { api: target.api, mountpoint: target.mountpoint, session: await openJanusSession(target.api, target.mountpoint) };
   }
-  const w = await janus.session.watch();
-  const { viewer, answerSdp } = await LightViewer.answer(w.offerSdp);
-  try {
-    await w.start(answerSdp);
-    await viewer.connected;
-    await viewer.firstPacket;
-  } catch (err) {
-    await viewer.close();
-    await w.detach();
-    throw err;
-  }
-  return {
-    viewer,
-    end: async () => {
-      await w.detach();
-      await viewer.close();
-    },
-    mark: { snap: snapOf(viewer), packets: 0, bytes: 0 },
-  };
+  const { viewer, end } = await playJanusWatch(await janus.session.watch());
+  return { viewer, end, mark: { snap: snapOf(viewer), packets: 0, bytes: 0 } };
 }
 
 async function add(arg: AddArg) {
