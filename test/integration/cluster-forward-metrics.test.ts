@@ -7,49 +7,15 @@
  * SFU (its series leave `/metrics`), counted as released; a second viewer later gets a fresh relay.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
-import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
+import { cookieOf, LoopbackRig, pageHeaders, until } from "../peers/loopback-cluster.ts";
 import { signedInDevUser, type HttpBrowser } from "../peers/oidc.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
 import { WeriftViewer } from "../peers/werift-viewer.ts";
 
-let redis: RedisServer;
-let recorder: DemoRecorder;
-let nodes: Gateway[] = [];
-const browsers: HttpBrowser[] = [];
-const viewers: WeriftViewer[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  nodes = await startLoopbackCluster({
-    redisUrl: redis.url,
-    cameras: [{ id: "demo", name: "Cluster camera", url: recorder.url, transport: "tcp" }],
-    cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } },
-  });
-}, 60_000);
-
-afterAll(async () => {
-  for (const v of viewers) await v.close().catch(() => {});
-  for (const b of browsers) b.close();
-  for (const n of nodes) await n.close("test done");
-  await recorder?.close();
-  await redis?.close();
-});
-
-function cookieOf(b: HttpBrowser, signedInAt: Gateway): string {
-  return [...(b.jar.get(new URL(signedInAt.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
-}
-
-async function pageHeaders(b: HttpBrowser, signedInAt: Gateway, node: Gateway): Promise<Record<string, string>> {
-  const cookie = cookieOf(b, signedInAt);
-  const me = await fetch(`${node.url}/auth/me`, { headers: { cookie, accept: "application/json" } });
-  expect(me.status).toBe(200);
-  const csrf = ((await me.json()) as { csrfToken: string }).csrfToken;
-  return { cookie, "x-csrf-token": csrf, origin: node.url };
-}
+const rig = new LoopbackRig();
+const { nodes, browsers, viewers } = rig;
+beforeAll(() => rig.start({ cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } } }), 60_000);
+afterAll(() => rig.close());
 
 /** `/metrics` of `node` as a signed-in administrator: each sample line's value by its name and labels. */
 async function scrape(node: Gateway, admin: HttpBrowser, signedInAt: Gateway): Promise<Map<string, number>> {

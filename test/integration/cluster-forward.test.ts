@@ -9,48 +9,15 @@
  */
 import dgram from "node:dgram";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
-import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
-import { signedInDevUser, type HttpBrowser } from "../peers/oidc.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
-import { WeriftViewer } from "../peers/werift-viewer.ts";
+import { LoopbackRig, pageHeaders, until } from "../peers/loopback-cluster.ts";
+import { signedInDevUser } from "../peers/oidc.ts";
 
-let redis: RedisServer;
-let recorder: DemoRecorder;
-const nodes: Gateway[] = [];
-const browsers: HttpBrowser[] = [];
-const viewers: WeriftViewer[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras: [{ id: "demo", name: "Cluster camera", url: recorder.url, transport: "tcp" }], cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } } })));
-}, 60_000);
-
-afterAll(async () => {
-  for (const v of viewers) await v.close().catch(() => {});
-  for (const b of browsers) b.close();
-  for (const n of nodes) await n.close("test done");
-  await recorder?.close();
-  await redis?.close();
-});
-
-async function pageHeaders(b: HttpBrowser, signedInAt: Gateway, node: Gateway): Promise<Record<string, string>> {
-  const cookie = [...(b.jar.get(new URL(signedInAt.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
-  const me = await fetch(`${node.url}/auth/me`, { headers: { cookie, accept: "application/json" } });
-  expect(me.status).toBe(200);
-  const csrf = ((await me.json()) as { csrfToken: string }).csrfToken;
-  return { cookie, "x-csrf-token": csrf, origin: node.url };
-}
-
-async function watch(node: Gateway, headers: Record<string, string>): Promise<WeriftViewer> {
-  const v = await WeriftViewer.connect({ whepUrl: `${node.url}/whep/demo`, headers, audio: false, timeoutMs: 20_000 });
-  viewers.push(v);
-  await v.connected;
-  return v;
-}
+const rig = new LoopbackRig();
+const { nodes, browsers, viewers } = rig;
+beforeAll(() => rig.start({ cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } } }), 60_000);
+afterAll(() => rig.close());
+const watch = (node: Gateway, headers: Record<string, string>) => rig.watch(node, headers);
 
 const owners = () => nodes.filter((n) => n.cluster!.leases.holds("demo"));
 const demoViewers = (n: Gateway) => n.sfu.viewerList().filter((v) => v.cameraId === "demo");
@@ -72,7 +39,7 @@ describe("RTP forwarding between the nodes of a cluster", () => {
     expect(demoViewers(b).map((v) => v.sourceId)).toEqual(["demo@relay", "demo@relay"]);
     expect(demoViewers(c).map((v) => v.sourceId)).toEqual(["demo@relay"]);
     // One pull, and the relays' source carries the recorder's sender reports (frame time, lip sync).
-    expect(recorder.sessions()).toBe(1);
+    expect(rig.recorder.sessions()).toBe(1);
     const relay = b.sfu.findSource("demo@relay" as never)!;
     // The recorder reports every second; a viewer's first packets (the cached pictures) may come sooner.
     await until("the recorder's sender reports on B's relay", () => relay.stats().tracks.find((t) => t.kind === "video")?.upstreamSr === true, 5_000);
@@ -110,6 +77,6 @@ describe("RTP forwarding between the nodes of a cluster", () => {
       const n = v.video.packets.length;
       await until("a viewer plays on", () => v.video.packets.length > n + 50, 20_000);
     }
-    await until("one pull", () => recorder.sessions() === 1, 10_000);
+    await until("one pull", () => rig.recorder.sessions() === 1, 10_000);
   }, 90_000);
 });

@@ -8,41 +8,24 @@
  * as its one connection cannot be answered through another node.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
-import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
-import type { HttpBrowser } from "../peers/oidc.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
+import { LoopbackRig, until } from "../peers/loopback-cluster.ts";
 import { GridClient, openWeriftGrid, type WeriftGrid } from "../peers/werift-grid.ts";
 
-let redis: RedisServer;
-let recorder: DemoRecorder;
-const nodes: Gateway[] = [];
-const browsers: HttpBrowser[] = [];
+const rig = new LoopbackRig();
+const { nodes, browsers } = rig;
 const grids: WeriftGrid[] = [];
 /** B's browser (its grid is the second one). */
 let onB: GridClient;
 
-beforeAll(async () => {
-  redis = await startRedis();
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  // Each camera has a substream (what grid slots play by default); both streams are the recorder.
-  const cameras = ["one", "two"].map((id) => ({ id, url: recorder.url, transport: "tcp", streams: [{ id: "sub", url: recorder.url }] }));
-  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras, cluster: { forward: { silenceMs: 1000 } } })));
-}, 60_000);
-
-afterAll(async () => {
-  for (const g of grids) await g.pc.close().catch(() => {});
-  for (const b of browsers) b.close();
-  for (const n of nodes) await n.close("test done");
-  await recorder?.close();
-  await redis?.close();
-});
+// Each camera has a substream (what grid slots play by default); both streams are the recorder.
+beforeAll(() => rig.start({ cameras: (url) => ["one", "two"].map((id) => ({ id, url, transport: "tcp", streams: [{ id: "sub", url }] })), cluster: { forward: { silenceMs: 1000 } } }), 60_000);
+afterAll(() => rig.close());
 
 async function grid(c: GridClient, video: number): Promise<WeriftGrid> {
   const g = await openWeriftGrid(c, { video, audio: 0 });
   grids.push(g);
+  rig.closers.push(() => g.pc.close());
   return g;
 }
 
@@ -99,7 +82,7 @@ describe("a grid in a cluster", () => {
       [m1, "two"],
     ]);
     // One pull per camera for the whole cluster: A's of one, B's of two.
-    expect(recorder.sessions()).toBe(2);
+    expect(rig.recorder.sessions()).toBe(2);
 
     // Re-bound to camera one, B's second slot shows the same relay: still two pulls, one link.
     expect((await onB.send("PUT", `${gb.resource}/slots/${m1}`, { json: { camera: "one" } })).status).toBe(200);
@@ -108,7 +91,7 @@ describe("a grid in a cluster", () => {
     expect(slotSources(b).filter((s) => s.endsWith("@relay"))).toHaveLength(2);
     expect(a.forwarding!.stats().links).toBe(1);
     await until("B lets camera two go", () => owners("two").length === 0, 15_000);
-    await until("one pull left", () => recorder.sessions() === 1, 15_000);
+    await until("one pull left", () => rig.recorder.sessions() === 1, 15_000);
   }, 90_000);
 
   it("when the camera's owner leaves, the slots bound to its relays play on without a new bind: moved to the new owner's pull, or relayed from it", async () => {
@@ -158,6 +141,6 @@ describe("a grid in a cluster", () => {
     // The page still reads what it bound.
     const state = JSON.parse((await onB.send("GET", gb.resource)).body) as { slots: { camera: string | null }[] };
     expect(state.slots.map((s) => s.camera)).toEqual(["one", "one"]);
-    await until("one pull", () => recorder.sessions() === 1, 10_000);
+    await until("one pull", () => rig.recorder.sessions() === 1, 10_000);
   }, 90_000);
 });

@@ -7,42 +7,21 @@
  * of the asked stream, still one pull per stream for the whole cluster.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
-import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
-import type { HttpBrowser } from "../peers/oidc.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
+import { LoopbackRig, until } from "../peers/loopback-cluster.ts";
 import { GridClient } from "../peers/werift-grid.ts";
-import { WeriftViewer } from "../peers/werift-viewer.ts";
+import type { WeriftViewer } from "../peers/werift-viewer.ts";
 
-let redis: RedisServer;
-let recorder: DemoRecorder;
-const nodes: Gateway[] = [];
-const browsers: HttpBrowser[] = [];
-const viewers: WeriftViewer[] = [];
+const rig = new LoopbackRig();
+const { nodes, browsers } = rig;
+beforeAll(
+  () => rig.start({ cameras: (url) => [{ id: "gate", url, transport: "tcp", streams: [{ id: "sub", url }] }], cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } } }),
+  60_000,
+);
+afterAll(() => rig.close());
 
-beforeAll(async () => {
-  redis = await startRedis();
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  const cameras = [{ id: "gate", url: recorder.url, transport: "tcp", streams: [{ id: "sub", url: recorder.url }] }];
-  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras, cluster: { forward: { mode: "forward", above: 0, silenceMs: 1000 } } })));
-}, 60_000);
-
-afterAll(async () => {
-  for (const v of viewers) await v.close().catch(() => {});
-  for (const b of browsers) b.close();
-  for (const n of nodes) await n.close("test done");
-  await recorder?.close();
-  await redis?.close();
-});
-
-async function watch(c: GridClient, query = ""): Promise<WeriftViewer> {
-  const v = await WeriftViewer.connect({ whepUrl: `${c.url}/whep/gate${query}`, headers: c.headers(), audio: false, timeoutMs: 20_000 });
-  viewers.push(v);
-  await v.connected;
-  return v;
-}
+/** A viewer of `gate` on the node `c` signed in at; `query` e.g. `?stream=sub`. */
+const watch = (c: GridClient, query = ""): Promise<WeriftViewer> => rig.watch(c, c.headers(), `gate${query}`);
 
 const sourceOf = (n: Gateway, v: WeriftViewer) => n.sfu.viewerList().find((x) => v.resource.endsWith(x.id))?.sourceId;
 
@@ -56,13 +35,13 @@ describe("relayed viewers and a camera's streams", () => {
     const va = await watch(onA);
     await va.video.waitForCount(25);
     expect(a.cluster!.leases.holds("gate")).toBe(true);
-    await until("main and sub pulled by A", () => recorder.sessions() === 2);
+    await until("main and sub pulled by A", () => rig.recorder.sessions() === 2);
 
     // An Auto viewer on B plays from a relay of A's main stream; B pulls nothing itself.
     const vb = await watch(onB);
     await vb.video.waitForCount(25);
     expect(sourceOf(b, vb)).toBe("gate@relay");
-    expect(recorder.sessions()).toBe(2);
+    expect(rig.recorder.sessions()).toBe(2);
 
     // B's viewer asks for the substream: a relay of A's substream, still two pulls in all.
     const patched = await fetch(vb.resource, { method: "PATCH", headers: { ...onB.headers(), "content-type": "application/json" }, body: JSON.stringify({ stream: "sub" }) });
@@ -70,12 +49,12 @@ describe("relayed viewers and a camera's streams", () => {
     await until("B's viewer on the relayed substream", () => sourceOf(b, vb)?.endsWith("@relay") === true && sourceOf(b, vb) !== "gate@relay");
     const at = vb.video.count;
     await vb.video.waitForCount(at + 25);
-    expect(recorder.sessions()).toBe(2);
+    expect(rig.recorder.sessions()).toBe(2);
 
     // And back to the main stream: the relay of A's main stream again.
     const back = await fetch(vb.resource, { method: "PATCH", headers: { ...onB.headers(), "content-type": "application/json" }, body: JSON.stringify({ stream: "main" }) });
     expect(back.status, await back.text()).toBe(202);
     await until("B's viewer back on the relayed main stream", () => sourceOf(b, vb) === "gate@relay");
-    expect(recorder.sessions()).toBe(2);
+    expect(rig.recorder.sessions()).toBe(2);
   }, 90_000);
 });

@@ -6,29 +6,18 @@
  * session), and by another node once that one leaves.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
-import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
+import { LoopbackRig, until } from "../peers/loopback-cluster.ts";
 
 /** A loopback name (sign-in is off, which only runs on loopback), never listened on: what clients are told. */
 const PUBLIC_URL = "http://localhost:9443";
-let redis: RedisServer;
-let recorder: DemoRecorder;
-const nodes: Gateway[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, server: { publicUrl: PUBLIC_URL }, auth: { mode: "none" }, idleStopSeconds: 1, cameras: [{ id: "gate", name: "Gate", url: recorder.url, transport: "tcp", alwaysOn: true }] })));
-}, 60_000);
-
-afterAll(async () => {
-  for (const n of nodes) await n.close("test done");
-  await recorder?.close();
-  await redis?.close();
-});
+const rig = new LoopbackRig();
+const { nodes } = rig;
+beforeAll(
+  () => rig.start({ server: { publicUrl: PUBLIC_URL }, auth: { mode: "none" }, idleStopSeconds: 1, cameras: (url) => [{ id: "gate", name: "Gate", url, transport: "tcp", alwaysOn: true }] }),
+  60_000,
+);
+afterAll(() => rig.close());
 
 const live = () => nodes.filter((n) => !closed.has(n));
 const closed = new Set<Gateway>();
@@ -62,7 +51,7 @@ describe("a cluster behind one public address", () => {
   });
 
   it("pulls an alwaysOn camera from the lease holder only, and from another node once it leaves", async () => {
-    await until("one node pulls the camera", () => holders().length === 1 && ingestState(holders()[0]!) === "playing" && recorder.sessions() === 1);
+    await until("one node pulls the camera", () => holders().length === 1 && ingestState(holders()[0]!) === "playing" && rig.recorder.sessions() === 1);
     const owner = holders()[0]!;
     // Every other node has looked for the lease since (each renews its view of the listing every
     // heartbeat and tries for the lease every third of leaseMs) and found it held: they stay idle.
@@ -70,14 +59,14 @@ describe("a cluster behind one public address", () => {
     const beats = others.map((n) => n.cluster!.nodes.nodes.find((x) => x.id === n.cluster!.nodeId)!.heartbeatAt);
     await until("two heartbeats of the other nodes", () => others.every((n, i) => (n.cluster!.nodes.nodes.find((x) => x.id === n.cluster!.nodeId)?.heartbeatAt ?? 0) > beats[i]! + 600));
     for (const n of others) expect(ingestState(n)).toBe("idle");
-    expect(recorder.sessions()).toBe(1);
+    expect(rig.recorder.sessions()).toBe(1);
     const listed = (await (await fetch(`${others[0]!.cluster!.nodeUrl}/api/admin/cluster`)).json()) as { nodes: Array<{ id: string; owns: string[] }> };
     expect(listed.nodes.find((n) => n.id === owner.cluster!.nodeId)?.owns).toEqual(["gate"]);
 
     // The holder leaves (its lease is given back): another node takes the camera and pulls it, once.
     closed.add(owner);
     await owner.close("leaving the cluster");
-    await until("another node pulls the camera", () => holders().length === 1 && ingestState(holders()[0]!) === "playing" && recorder.sessions() === 1, 20_000);
+    await until("another node pulls the camera", () => holders().length === 1 && ingestState(holders()[0]!) === "playing" && rig.recorder.sessions() === 1, 20_000);
     const next = holders()[0]!;
     expect(next).not.toBe(owner);
     for (const n of live()) if (n !== next) expect(ingestState(n)).toBe("idle");

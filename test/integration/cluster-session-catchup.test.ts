@@ -8,28 +8,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
-import { signedInDevUser, type HttpBrowser } from "../peers/oidc.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
+import { cookieOf, LoopbackRig, until } from "../peers/loopback-cluster.ts";
+import { signedInDevUser } from "../peers/oidc.ts";
 
-let redis: RedisServer;
-const nodes: Gateway[] = [];
-const browsers: HttpBrowser[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras: [] })));
-}, 60_000);
-
-afterAll(async () => {
-  for (const b of browsers) b.close();
-  for (const n of nodes) await n.close("test done");
-  await redis?.close();
-});
-
-function cookieOf(b: HttpBrowser, signedInAt: Gateway): string {
-  return [...(b.jar.get(new URL(signedInAt.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
-}
+const rig = new LoopbackRig();
+const { nodes, browsers } = rig;
+beforeAll(() => rig.start({ cameras: () => [] }), 60_000);
+afterAll(() => rig.close());
 
 const camerasStatus = async (node: Gateway, cookie: string) => (await fetch(`${node.url}/api/cameras`, { headers: { cookie, accept: "application/json" } })).status;
 
@@ -39,7 +24,7 @@ describe("sessions after Redis restarts empty", () => {
     const late = await signedInDevUser(n3, "viewer", browsers);
     const lateCookie = cookieOf(late, n3);
 
-    await redis.stop();
+    await rig.redis.stop();
     await until("every node sees Redis gone", () => nodes.every((n) => !n.cluster!.link.available), 10_000);
     // Node 1 has never seen the session and cannot ask the cluster: 503 (not 401), and this answer is not remembered.
     const refused = await fetch(`${n1.url}/api/cameras`, { headers: { cookie: lateCookie, accept: "application/json" } });
@@ -64,7 +49,7 @@ describe("sessions after Redis restarts empty", () => {
       return run(what, fn);
     }) as typeof link.run;
 
-    await redis.start();
+    await rig.redis.start();
     await until("every node reconnected", () => nodes.every((n) => n.cluster!.link.available), 15_000);
     await until("node 3 tried to share the session again and the write failed", () => failed >= 1, 10_000);
     // Meanwhile Redis does not have the session yet: node 1 says "try again", it does not end the

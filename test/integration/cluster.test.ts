@@ -10,49 +10,15 @@
  * the default mode are cluster-forward.test.ts's.)
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "../../config/log.ts";
-import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
-import { startLoopbackCluster, until } from "../peers/loopback-cluster.ts";
-import { signedInDevUser, type HttpBrowser } from "../peers/oidc.ts";
-import { startRedis, type RedisServer } from "../peers/redis.ts";
-import { WeriftViewer } from "../peers/werift-viewer.ts";
+import { LoopbackRig, pageHeaders, until } from "../peers/loopback-cluster.ts";
+import { signedInDevUser } from "../peers/oidc.ts";
 
-let redis: RedisServer;
-let recorder: DemoRecorder;
-const nodes: Gateway[] = [];
-const browsers: HttpBrowser[] = [];
-const viewers: WeriftViewer[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
-  nodes.push(...(await startLoopbackCluster({ redisUrl: redis.url, cameras: [{ id: "demo", name: "Cluster camera", url: recorder.url, transport: "tcp" }], cluster: { forward: { mode: "answer" } } })));
-}, 60_000);
-
-afterAll(async () => {
-  for (const v of viewers) await v.close().catch(() => {});
-  for (const b of browsers) b.close();
-  for (const n of nodes) await n.close("test done");
-  await recorder?.close();
-  await redis?.close();
-});
-
-/** What a signed-in page of `node` sends: the session cookie (made on whichever node), the CSRF token, the node's origin. */
-async function pageHeaders(b: HttpBrowser, signedInAt: Gateway, node: Gateway): Promise<Record<string, string>> {
-  const cookie = [...(b.jar.get(new URL(signedInAt.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
-  const me = await fetch(`${node.url}/auth/me`, { headers: { cookie, accept: "application/json" } });
-  expect(me.status).toBe(200);
-  const csrf = ((await me.json()) as { csrfToken: string }).csrfToken;
-  return { cookie, "x-csrf-token": csrf, origin: node.url };
-}
-
-async function watch(node: Gateway, headers: Record<string, string>): Promise<WeriftViewer> {
-  const v = await WeriftViewer.connect({ whepUrl: `${node.url}/whep/demo`, headers, audio: false, timeoutMs: 20_000 });
-  viewers.push(v);
-  await v.connected;
-  return v;
-}
+const rig = new LoopbackRig();
+const { nodes, browsers, viewers } = rig;
+beforeAll(() => rig.start({ cluster: { forward: { mode: "answer" } } }), 60_000);
+afterAll(() => rig.close());
+const watch = (node: Gateway, headers: Record<string, string>) => rig.watch(node, headers);
 
 const owners = () => nodes.filter((n) => n.cluster!.leases.holds("demo"));
 
@@ -98,7 +64,7 @@ describe("a cluster of three gateways on Redis", () => {
     const owner = owners()[0]!;
     expect(owner.sfu.viewerList().filter((v) => v.cameraId === "demo")).toHaveLength(3);
     for (const n of nodes) if (n !== owner) expect(n.sfu.viewerList()).toHaveLength(0);
-    expect(recorder.sessions()).toBe(1);
+    expect(rig.recorder.sessions()).toBe(1);
   }, 90_000);
 
   it("signing out on one node ends the user's stream served by another", async () => {
@@ -155,7 +121,7 @@ describe("a cluster of three gateways on Redis", () => {
     // A session nobody has seen yet, made on `other` while Redis runs…
     const late = await signedInDevUser(other, "viewer", browsers);
     const lateCookie = [...(late.jar.get(new URL(other.url).hostname) ?? new Map<string, { value: string }>())].map(([k, c]) => `${k}=${c.value}`).join("; ");
-    await redis.stop();
+    await rig.redis.stop();
     await until("every node sees Redis gone", () => nodes.every((n) => !n.cluster!.link.available), 10_000);
 
     const n0 = running.video.packets.length;
@@ -180,7 +146,7 @@ describe("a cluster of three gateways on Redis", () => {
 
     // Redis back, empty (no persistence): the nodes announce themselves, the owner takes its lease
     // back, the secrets and sessions come back from the nodes, and the late session works on the owner.
-    await redis.start();
+    await rig.redis.start();
     await until("every node reconnected", () => nodes.every((n) => n.cluster!.link.available), 15_000);
     await until("the owner holds the camera again", async () => {
       const doc = (await (await fetch(`${other.url}/.well-known/gatehouse`)).json()) as { cluster: { nodes: unknown[] } };
@@ -190,6 +156,6 @@ describe("a cluster of three gateways on Redis", () => {
     const v = await watch(other, await pageHeaders(late, other, other));
     await v.video.waitForCount(10, 20_000);
     expect(owners()).toEqual([owner]);
-    expect(recorder.sessions()).toBe(1);
+    expect(rig.recorder.sessions()).toBe(1);
   }, 90_000);
 });
