@@ -23,9 +23,9 @@ import { PostgresAuditStore } from "../../gateway/audit/postgres.ts";
 import { SqliteAuditStore } from "../../gateway/audit/sqlite.ts";
 import type { AuditStore } from "../../gateway/audit/store.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
 import { startPostgres } from "../peers/postgres.ts";
 import { chromiumVideoCodecs } from "../peers/werift-viewer.ts";
+import { loopbackPeerConnection } from "../peers/loopback-peer.ts";
 
 export interface AuditBenchOptions {
   quick?: boolean;
@@ -51,7 +51,7 @@ async function writesPerSecond(store: AuditStore, total: number, perTurn: number
 }
 
 async function offerSdp(): Promise<string> {
-  const pc = createPeerConnection({ iceServers: [], iceUseIpv6: false, iceAdditionalHostAddresses: ["127.0.0.1"], iceInterfaceAddresses: { udp4: "127.0.0.1" }, codecs: { video: chromiumVideoCodecs(), audio: [] } });
+  const pc = loopbackPeerConnection({ codecs: { video: chromiumVideoCodecs(), audio: [] } });
   pc.addTransceiver("video", { direction: "recvonly" });
   await pc.setLocalDescription(await pc.createOffer());
   const sdp = pc.localDescription!.sdp;

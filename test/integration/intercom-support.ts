@@ -6,11 +6,11 @@
  */
 import http from "node:http";
 import { MediaStreamTrack, RTCRtpCodecParameters, type RTCPeerConnection, type RTCRtpTransceiver } from "werift";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "../peers/werift-dtls-client.ts";
 import { linearToUlaw, ulawToLinear } from "../../gateway/sip/rtp.ts";
 import type { HttpBrowser } from "../peers/oidc.ts";
+import { loopbackPeerConnection } from "../peers/loopback-peer.ts";
 
 export interface SseEvent {
   event: string;
@@ -187,12 +187,7 @@ export class WeriftBrowserPhone {
   }
 
   static async create(): Promise<{ phone: WeriftBrowserPhone; offer: string }> {
-    const pc = createPeerConnection({
-      iceServers: [],
-      iceUseIpv4: false,
-      iceUseIpv6: false,
-      iceAdditionalHostAddresses: ["127.0.0.1"],
-      iceInterfaceAddresses: { udp4: "127.0.0.1" },
+    const pc = loopbackPeerConnection({
       codecs: { audio: [PCMU()], video: [] },
       headerExtensions: { audio: [], video: [] },
     });

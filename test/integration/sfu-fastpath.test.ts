@@ -7,14 +7,14 @@
  * byte the viewer decrypted is compared with what the source stored.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "../peers/werift-dtls-client.ts";
 import { cameraId, viewerId } from "../../config/ids.ts";
 import type { PacketRing } from "../../sfu/ring.ts";
 import type { ViewerHandle as Viewer } from "../../sfu/sfu.ts";
 import { SrtpProfile } from "../../sfu/srtp/kdf.ts";
-import { chromiumVideoCodecs, WeriftViewer, type ReceivedPacket } from "../peers/werift-viewer.ts";
+import { chromiumVideoCodecs, type ReceivedPacket, WeriftViewer } from "../peers/werift-viewer.ts";
+import { loopbackPeerConnection } from "../peers/loopback-peer.ts";
 import { startTestApp, type TestApp } from "./sfu-app.ts";
 import { FakeRecorder } from "./sfu-upstream.ts";
 
@@ -219,7 +219,7 @@ describe("DTLS role", () => {
     cleanups.push(async () => rec.stop());
     rec.announce();
     rec.pushFrames(1);
-    const pc = createPeerConnection({ iceServers: [], iceUseIpv4: false, iceUseIpv6: false, iceAdditionalHostAddresses: ["127.0.0.1"], iceInterfaceAddresses: { udp4: "127.0.0.1" }, codecs: { video: chromiumVideoCodecs(), audio: [] } });
+    const pc = loopbackPeerConnection({ codecs: { video: chromiumVideoCodecs(), audio: [] } });
     cleanups.push(() => pc.close());
     const gotRtp = new Promise<void>((resolve) => pc.onTrack.subscribe((t) => t.onReceiveRtp.once(() => resolve())));
     pc.addTransceiver("video", { direction: "recvonly" });

@@ -15,10 +15,10 @@ import "../peers/werift-dtls-client.ts";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
 import type { HttpBrowser} from "../peers/oidc.ts";
 import { signedInDevUser } from "../peers/oidc.ts";
 import { chromiumAudioCodecs, chromiumVideoCodecs, WeriftViewer } from "../peers/werift-viewer.ts";
+import { loopbackPeerConnection } from "../peers/loopback-peer.ts";
 
 const PORTS = 16;
 const CONNECT_TIMEOUT_MS = 4000;
@@ -91,13 +91,8 @@ async function viewer(headers: Record<string, string>, o: { mungeOffer?: (sdp: s
 
 /** A real offer (werift, Chromium's codecs) whose peer is gone: the gateway answers it, and nobody ever checks. */
 async function deadOffer(): Promise<string> {
-  const pc = createPeerConnection({
-    iceServers: [],
-    iceUseIpv4: false,
-    iceUseIpv6: false,
-    iceAdditionalHostAddresses: ["127.0.0.1"],
-    iceInterfaceAddresses: { udp4: "127.0.0.1" },
-    codecs: { video: chromiumVideoCodecs(), audio: chromiumAudioCodecs() },
+  const pc = loopbackPeerConnection({
+      codecs: { video: chromiumVideoCodecs(), audio: chromiumAudioCodecs() },
   });
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });

@@ -14,7 +14,7 @@ import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import express from "express";
 import { MediaStreamTrack, type RTCPeerConnection, RTCRtpCodecParameters } from "werift";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
+import { loopbackPeerConnection } from "./loopback-peer.ts";
 
 export const WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
 export const CSP =
@@ -229,15 +229,7 @@ export class StubGateway extends EventEmitter {
     }
     const busyFor = this.busy.get(camera);
     if (busyFor !== undefined) return { status: 503, body: JSON.stringify({ reason: "no free media port" }), retryAfter: busyFor };
-    const pc = createPeerConnection({
-      iceServers: [],
-      // Loopback only, like the tests' other peers (and reachable through coturn's loopback relay).
-      // werift binds to iceInterfaceAddresses but advertises the interfaces it finds (loopback excluded):
-      // turn those off and advertise the bound address.
-      iceUseIpv4: false,
-      iceUseIpv6: false,
-      iceAdditionalHostAddresses: ["127.0.0.1"],
-      iceInterfaceAddresses: { udp4: "127.0.0.1" },
+    const pc = loopbackPeerConnection({
       codecs: {
         video: [
           new RTCRtpCodecParameters({

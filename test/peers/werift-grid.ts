@@ -10,9 +10,9 @@
  *   await grid.video.waitForCount(50);
  */
 import type { RTCPeerConnection, RtpPacket } from "werift";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
 import { HttpBrowser, signIn } from "./oidc.ts";
 import { chromiumAudioCodecs, chromiumVideoCodecs, ReceivedTrack } from "./werift-viewer.ts";
+import { loopbackPeerConnection } from "./loopback-peer.ts";
 import "./werift-dtls-client.ts";
 
 type Gw = { url: string; auth: { devUsers?: ReadonlyArray<{ username: string; password: string }> | undefined } };
@@ -77,13 +77,8 @@ export interface WeriftGrid {
 export async function openWeriftGrid(c: GridClient, o: { video: number; audio: number; timeoutMs?: number }): Promise<WeriftGrid> {
   const timeoutMs = o.timeoutMs ?? 20_000;
   const videoCodecs = chromiumVideoCodecs();
-  const pc = createPeerConnection({
-    iceServers: [],
-    iceUseIpv4: false,
-    iceUseIpv6: false,
-    iceAdditionalHostAddresses: ["127.0.0.1"],
-    iceInterfaceAddresses: { udp4: "127.0.0.1" },
-    codecs: { video: videoCodecs, audio: chromiumAudioCodecs() },
+  const pc = loopbackPeerConnection({
+      codecs: { video: videoCodecs, audio: chromiumAudioCodecs() },
   });
   try {
     for (let i = 0; i < o.video; i++) pc.addTransceiver("video", { direction: "recvonly" });

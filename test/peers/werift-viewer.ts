@@ -17,7 +17,7 @@ import {
   type RTCIceServer,
   type RtpPacket,
 } from "werift";
-import { createPeerConnection } from "../../sfu/peer-connection.ts";
+import { loopbackPeerConnection } from "./loopback-peer.ts";
 // werift as the DTLS client survives a repeated HelloVerifyRequest (a loaded machine).
 import "./werift-dtls-client.ts";
 import { compound, serializeNack, serializePli, seqsToNackItems } from "../../sfu/rtp/rtcp.ts";
@@ -253,13 +253,9 @@ export class WeriftViewer {
     const wantAudio = o.audio ?? true;
     const videoCodecs = o.videoCodecs ?? chromiumVideoCodecs();
     const audioCodecs = o.audioCodecs ?? chromiumAudioCodecs();
-    const pc = createPeerConnection({
+    const pc = loopbackPeerConnection({
       iceServers: o.iceServers ?? [],
       ...(o.iceTransportPolicy ? { iceTransportPolicy: o.iceTransportPolicy } : {}),
-      iceUseIpv4: false,
-      iceUseIpv6: false,
-      iceAdditionalHostAddresses: ["127.0.0.1"],
-      iceInterfaceAddresses: { udp4: "127.0.0.1" },
       codecs: { video: videoCodecs, audio: audioCodecs },
     });
     const video = new ReceivedTrack("video", max, timeoutMs);
