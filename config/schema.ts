@@ -200,6 +200,12 @@ export const configSchema = z.strictObject({
       watchedRetryMaxMs: z.number().int().min(50).max(60000).default(250),
       /** Light check (connect + DESCRIBE, no media) of cameras nobody watches, every this many seconds; 0 = never. Default 60. */
       checkIntervalSeconds: z.number().min(0).max(86400).default(60),
+      /**
+       * A viewer without H.265 who asks for a camera whose stream description (its codecs) the
+       * gateway has not read yet waits at most this long, milliseconds, while it is read: an
+       * H.265-only camera is then refused in words instead of answered with nothing to play. Default 4000.
+       */
+      describeWaitMs: z.number().int().min(0).max(60000).default(4000),
     })
     .prefault({}),
   /** Cameras. When empty and `demo.enabled` is not false, the built-in demo recorder is used. */

@@ -321,6 +321,21 @@ export class CameraRegistry {
   }
 
   /**
+   * `streamSource` once the camera's streams are described: whether a viewer without H.265 can
+   * play a stream depends on its codecs, and one who came before the gateway read them would
+   * get a session with nothing to play instead of the reason. Each stream not described yet is
+   * read now (a light check, or the pull under way), waiting `rtsp.describeWaitMs` at most.
+   */
+  async describedStreamSource(camera: string, stream = "main", h265 = false): Promise<ReturnType<CameraRegistry["streamSource"]>> {
+    const e = this.entries.get(camera as CameraId);
+    if (e && !h265) {
+      const waitMs = this.deps.rtsp.describeWaitMs;
+      await Promise.all(e.streams.filter((s) => !s.ingest.described()).map((s) => s.ingest.whenDescribed(waitMs)));
+    }
+    return this.streamSource(camera, stream, h265);
+  }
+
+  /**
    * The SFU sources of a camera's streams, main first (the last is its substream). With
    * `h265` given, those whose video that viewer can play (`true`: it receives H.265), or all
    * when none can.

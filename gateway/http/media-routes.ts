@@ -86,7 +86,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
   const whep = whepRouter({
     sfu: p.sfu,
     cameraExists: (id) => registry.has(id),
-    streamSource: (id, stream, h265) => registry.streamSource(id, stream, h265),
+    streamSource: (id, stream, h265) => registry.describedStreamSource(id, stream, h265),
     // Auto: the SFU moves the viewer along the camera's streams as its network allows; else it stays put.
     onStreamChoice: autoStreamChoice(registry, { warmSubstream: p.config.media.autoWarmSubstream }),
     // A relayed viewer's stream change comes from a relay of the owner's pull of that stream too.

@@ -39,6 +39,13 @@ export interface WhepIceServer {
   credential?: string;
 }
 
+/** A camera stream's SFU source; `unplayable`: why a viewer gets nothing to play from it, in words. */
+export interface StreamFound {
+  stream: string;
+  source: string;
+  unplayable?: string | undefined;
+}
+
 export interface WhepDeps {
   sfu: Sfu;
   /** Is this a configured camera? Unknown cameras answer 404. */
@@ -51,7 +58,7 @@ export interface WhepDeps {
    * `h265`: the viewer's offer has H.265 (an H.265 stream passed through is playable for it).
    * `unplayable`: the stream has nothing that viewer can play (H.265 video only), in words.
    */
-  streamSource?(camera: string, stream: string, h265?: boolean): { stream: string; source: string; unplayable?: string | undefined } | undefined;
+  streamSource?(camera: string, stream: string, h265?: boolean): StreamFound | undefined | Promise<StreamFound | undefined>;
   /**
    * A viewer's stream choice: its ladder (sources, largest first) and whether the SFU may
    * move it along the ladder as its network allows (`auto`) or keeps it on one; `h265`: the
@@ -103,11 +110,11 @@ export function whepRouter(deps: WhepDeps): Router {
   const h265Viewers = new Set<string>();
 
   /** The source for the asked stream (absent = `auto`); 400 for a stream the camera does not have. */
-  const streamOf = (camera: string, asked: unknown, h265 = false): { stream: string; source: string } => {
+  const streamOf = async (camera: string, asked: unknown, h265 = false): Promise<{ stream: string; source: string }> => {
     const name = asked === undefined ? "auto" : asked;
     if (typeof name !== "string" || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) throw new BadInputError("stream must be main, sub, auto or a stream id");
     const found = deps.streamSource
-      ? deps.streamSource(camera, name, h265)
+      ? await deps.streamSource(camera, name, h265)
       : name === "main" || name === "auto"
         ? { stream: "main", source: camera }
         : undefined;
@@ -156,7 +163,7 @@ export function whepRouter(deps: WhepDeps): Router {
       const asked = req.query.stream;
       // A viewer of a camera another node pulls may be served from this node's relay of it (gateway/cluster/forward-relay.ts).
       const relayed = res.locals.relaySource as string | undefined;
-      const source = relayed ?? streamOf(id, asked, offersH265(req.body)).source;
+      const source = relayed ?? (await streamOf(id, asked, offersH265(req.body))).source;
       const user = deps.userOf?.(req);
       const ticket = admission.admit(ownerOf(req));
       let viewer: ViewerHandle;
@@ -227,7 +234,7 @@ export function whepRouter(deps: WhepDeps): Router {
         throw new BadInputError('body must be {"stream": "<main|sub|auto|id>"}');
       const asked = (body as { stream?: unknown }).stream;
       const h265 = h265Viewers.has(v);
-      const found = streamOf(cam, asked, h265);
+      const found = await streamOf(cam, asked, h265);
       const viewer = deps.sfu.viewer(v);
       if (!viewer) throw new NotFoundError("no such viewer session");
       const { stream } = found;

@@ -123,6 +123,8 @@ export class CameraIngest {
   private checking: IngestClient | undefined;
   /** Unplayable media found by the last light check (idle cameras). */
   private checkedUnsupported: IngestStatus["unsupported"] | undefined;
+  /** Told when a pull or light check ends its attempt to read the stream description (whenDescribed). */
+  private readonly describeWaiters = new Set<() => void>();
 
   constructor(opts: CameraIngestOptions) {
     this.opts = opts;
@@ -158,6 +160,35 @@ export class CameraIngest {
     }
     if (this.viewers === 0 && this.state !== "idle") this.armIdle();
     this.armCheck(this.checkIntervalMs());
+  }
+
+  /** Whether the recorder's stream description (its media and codecs) is known: from a pull, or from the last light check. */
+  described(): boolean {
+    return this.lastSession !== undefined || this.checkedUnsupported !== undefined;
+  }
+
+  /**
+   * Resolves true once the stream description is known; false after `timeoutMs`, or as soon as
+   * the pull or light check under way fails (nothing more to learn by waiting). An idle camera
+   * is checked at once rather than at its next light check.
+   */
+  whenDescribed(timeoutMs: number): Promise<boolean> {
+    if (this.described()) return Promise.resolve(true);
+    if (this.closed || timeoutMs <= 0) return Promise.resolve(false);
+    if (this.state === "idle" && !this.checking) {
+      this.timers.clearTimeout(this.checkTimer);
+      this.checkTimer = undefined;
+      void this.check();
+    }
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.describeWaiters.delete(done);
+        this.timers.clearTimeout(timer);
+        resolve(this.described());
+      };
+      const timer = this.timers.setTimeout(done, timeoutMs);
+      this.describeWaiters.add(done);
+    });
   }
 
   /** Subscribes to an event; returns the unsubscribe function. */
@@ -211,6 +242,7 @@ export class CameraIngest {
     this.timers.clearTimeout(this.checkTimer);
     this.checkTimer = undefined;
     void this.checking?.close(reason);
+    this.describeAttemptEnded();
     this.closing = this.stop(reason, "debug").then(() => this.events.removeAllListeners());
     return this.closing;
   }
@@ -276,6 +308,7 @@ export class CameraIngest {
     this.opts.sink.setTracks(session.specs);
     this.machine.live();
     this.setState("playing", undefined);
+    this.describeAttemptEnded();
     this.timers.clearTimeout(this.stableTimer);
     this.stableTimer = this.timers.setTimeout(() => {
       this.stableTimer = undefined;
@@ -307,6 +340,7 @@ export class CameraIngest {
     }
     else this.machine.failed(err);
     this.lastError = err.message;
+    this.describeAttemptEnded();
     if (!this.wanted()) {
       this.machine.idle();
       this.setState("idle", "idle: no viewers");
@@ -445,12 +479,17 @@ export class CameraIngest {
       error = toError(err);
     } finally {
       this.checking = undefined;
+      this.describeAttemptEnded();
     }
     if (this.closed) return;
     if (error && error.code === "CLOSED") return;
     this.log.debug("camera checked", { ok: !error, reason: error?.message });
     if (this.machine.checked(error)) this.events.emit("state", this.status());
     this.armCheck(this.checkIntervalMs());
+  }
+
+  private describeAttemptEnded(): void {
+    for (const w of [...this.describeWaiters]) w();
   }
 
   private addTotals(s: RtspClientStats | undefined): void {

@@ -5,7 +5,8 @@
  * first IRAP picture, every packet within the path MTU; a peer that offers no H.265 keeps
  * today's fallback (the camera's H.264 substream). A stream change by PATCH takes the peer's
  * H.265 into account: back to `main` is the H.265 main stream for a peer that receives H.265,
- * the H.264 substream for one that does not.
+ * the H.264 substream for one that does not. A peer without H.265 that comes before the gateway
+ * has read an H.265-only camera's stream description is refused in words all the same.
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -17,7 +18,7 @@ import { DEFAULT_MAX_PAYLOAD } from "../../sfu/h264/packetizer.ts";
 import { H265Depacketizer } from "../../sfu/h265/depacketizer.ts";
 import { H265Type, h265Type, isIrap, isParameterSet } from "../../sfu/h265/nal.ts";
 import { startGstRtspServer } from "../peers/gst.ts";
-import { WeriftViewer, h265VideoCodecs, type ReceivedPacket } from "../peers/werift-viewer.ts";
+import { WeriftViewer, WhepHttpError, h265VideoCodecs, type ReceivedPacket } from "../peers/werift-viewer.ts";
 
 const hash = (b: Buffer): string => createHash("sha1").update(b).digest("hex");
 
@@ -231,5 +232,49 @@ describe("H.265 passthrough", () => {
     } finally {
       await plain.close();
     }
+  }, 60_000);
+
+  it("refuses in words a peer without H.265 that asks for an H.265-only camera before the gateway has read its description", async () => {
+    await using hevc = await startGstRtspServer({ width: 320, height: 240, gop: 25, codec: "h265", noAudio: true });
+    // No light checks: nothing reads the camera's description before the viewer comes.
+    const config = parseConfig({
+      server: { port: 0 },
+      auth: { mode: "none" },
+      demo: { enabled: false },
+      rtsp: { checkIntervalSeconds: 0 },
+      cameras: [
+        { id: "hevc", url: hevc.url, transport: "tcp" },
+        // Nothing listens there: the check fails at once, and the viewer is answered without waiting it out.
+        { id: "gone", url: "rtsp://127.0.0.1:1/none", transport: "tcp" },
+      ],
+    });
+    await using gw = await startGateway({ config, log: silentLogger });
+    expect(gw.cameras.view("hevc")!.unplayable).toEqual([]);
+    const words = "H.265 video plays only in browsers that decode H.265: configure an H.264 stream on the camera, or set its transcode.h265 to h264 (converts with ffmpeg)";
+    const err = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/hevc`, audio: false }).then(
+      (v) => v.close().then(() => null),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WhepHttpError);
+    expect((err as WhepHttpError).status).toBe(400);
+    expect(JSON.parse((err as WhepHttpError).body)).toMatchObject({ reason: words });
+    // Read by a light check, not pulled: the recorder holds no session for it afterwards.
+    expect(gw.cameras.view("hevc")!.unplayable).toEqual([{ type: "video", reason: words, passthrough: "H265" }]);
+    await hevc.waitFor((e) => e.event === "client-closed", { since: 0, timeoutMs: 5_000 });
+    expect(hevc.sessions()).toBe(0);
+
+    // A peer with H.265 needs no description first: it is answered and gets the camera's H.265.
+    const viewer = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/hevc`, audio: false, videoCodecs: h265VideoCodecs() });
+    try {
+      await viewer.video.waitFor((p) => p.payloadType === 49, "H.265 from the camera", 20_000);
+    } finally {
+      await viewer.close();
+    }
+
+    // A camera that cannot be reached has no description to wait for: answered well within rtsp.describeWaitMs.
+    const t0 = performance.now();
+    const away = await WeriftViewer.connect({ whepUrl: `${gw.url}/whep/gone`, audio: false });
+    await away.close();
+    expect(performance.now() - t0).toBeLessThan(config.rtsp.describeWaitMs);
   }, 60_000);
 });
