@@ -103,7 +103,10 @@ export function sfuCollector(sfu: Sfu, window: SfuMetricsWindow): Collector {
       for (const [reason, n] of Object.entries(s.dropped))
         out.push({ name: "gatehouse_source_dropped_total", help: "Upstream packets dropped by the SFU, by reason.", type: "counter", value: n, labels: { ...labels, reason } });
     }
-    out.push({ name: "gatehouse_viewers", help: "WebRTC viewers.", type: "gauge", value: viewers.length });
+    // A grid over one peer connection is a live view per bound video slot, as a page of WHEP sessions is one per tile.
+    let slots = 0;
+    for (const session of sfu.sessionList()) for (const slot of session.slots()) if (slot.kind === "video" && slot.camera !== undefined) slots++;
+    out.push({ name: "gatehouse_viewers", help: "Live views: WebRTC (WHEP) viewers plus video slots of multi-camera sessions that show a camera.", type: "gauge", value: viewers.length + slots });
     const cand = sfu.candidateStats();
     out.push({ name: "gatehouse_ice_candidates_accepted_total", help: "ICE candidates from viewers given to the ICE agent.", type: "counter", value: cand.accepted });
     for (const [reason, n] of Object.entries(cand.dropped))

@@ -495,13 +495,13 @@ class Tile {
   /**
    * The gateway says the node pulling this camera is gone and the camera moves to another one,
    * while this connection stays (served from a relay that finds the new node): say so until a
-   * frame decoded after it, and offer anew if none comes within MOVING_GIVE_UP_MS.
-   * @param {string} viewerId the session's viewer
+   * frame decoded after it, and offer anew (a grid slot: bind it again) if none comes within MOVING_GIVE_UP_MS.
+   * @param {string} viewerId the session's viewer (a grid slot: the grid session)
    * @param {string} message in plain words
    */
   moving(viewerId, message) {
     const session = this.session;
-    if (!(session instanceof WhepSession)) return;
+    if (!session || !session.isViewer(viewerId)) return;
     this.movingMessage = message || "Camera moving to another gateway…";
     this.liveMark = performance.now();
     clearTimeout(this.movingTimer);
@@ -532,7 +532,8 @@ class Tile {
     switch (s.state) {
       case "new":
       case "connecting":
-        return { status: "connecting", label: s.attempts > 1 ? "Reconnecting" : "Connecting", message: "Connecting…" };
+        // Connecting again after a failure: still why (a media worker that died, a lost connection).
+        return { status: "connecting", label: s.attempts > 1 ? "Reconnecting" : "Connecting", message: s.attempts > 1 && s.lastError ? capitalize(s.lastError.message) : "Connecting…" };
       case "connected":
       case "disconnected": {
         // After an outage, only a frame decoded since the camera came back counts as live.
@@ -676,6 +677,14 @@ function listenCameras() {
       const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
       if (!n || typeof n.viewer !== "string") return;
       const message = String(n.message ?? "");
+      // About the grid's one connection: the whole session (offer again), or one slot's camera moving.
+      if (typeof n.grid === "string") {
+        if (!gridSession?.isSession(n.grid)) return;
+        if (n.reoffer !== false) return void gridSession.lost(n.grid, message);
+        for (const [id, s] of sessions)
+          if (!(s instanceof WhepSession) && s.mid === n.mid && s.camera === n.camera && s.isViewer(n.grid)) tiles.get(id)?.moving(n.grid, message);
+        return;
+      }
       for (const [id, s] of sessions) {
         if (!(s instanceof WhepSession)) continue;
         if (n.reoffer === false) {

@@ -163,7 +163,55 @@ export class GridSession extends EventTarget {
     this.#setState("closed");
   }
 
+  /**
+   * Whether `id` names this session's current resource (the gateway's notices name it).
+   * @param {string} id the last segment of the resource URL
+   */
+  isSession(id) {
+    const r = this.resource;
+    return !!r && new URL(r).pathname.split("/").pop() === encodeURIComponent(id);
+  }
+
+  /**
+   * The gateway said this session is gone (its media worker died): start over at once instead of
+   * waiting for ICE to notice; every tile says why meanwhile. Ignored unless `id` names the
+   * current resource (an older session's notice changes nothing).
+   * @param {string} id the last segment of the resource URL
+   * @param {string} message why, in plain words
+   * @returns {boolean} whether the session started over
+   */
+  lost(id, message) {
+    if (this.state === "closed" || !this.isSession(id)) return false;
+    this.#fail(new WhepError(message));
+    return true;
+  }
+
   // ---- leases ----
+
+  /**
+   * The lease's slot bound again (unbound, then bound): the gateway looks for the camera's source
+   * anew (a camera that moved to another node and did not come back on its own).
+   * @param {SlotLease} lease
+   * @returns {boolean} whether a bind was sent
+   */
+  _rebind(lease) {
+    const slot = this.#slots.find((s) => s.lease === lease);
+    if (!slot || !this.resource || this.state === "closed") return false;
+    const gen = this.#gen;
+    const resource = this.resource;
+    slot.camera = null;
+    lease._unbound();
+    slot.chain = slot.chain.then(async () => {
+      if (gen !== this.#gen || slot.lease !== lease) return;
+      try {
+        await fetch(`${resource}/slots/${encodeURIComponent(slot.mid)}`, { method: "DELETE", headers: await csrfHeaders(), credentials: "same-origin" });
+      } catch {
+        // the bind below says what is wrong
+      }
+    });
+    this.#bind(slot, lease);
+    return true;
+  }
 
   /** @param {SlotLease} lease */
   _release(lease) {
@@ -615,6 +663,26 @@ export class SlotLease extends EventTarget {
     const all = new Map();
     for (const r of reports) r.forEach((v, k) => all.set(k, v));
     return /** @type {RTCStatsReport} */ (/** @type {unknown} */ (all));
+  }
+
+  /**
+   * Whether `id` names the session this lease's slot belongs to (the gateway's notices name it).
+   * @param {string} id
+   */
+  isViewer(id) {
+    return this.#slot !== null && this.#session.isSession(id);
+  }
+
+  /**
+   * The camera of this slot did not come back after a move to another node: bind the slot again
+   * (the connection and the other tiles stay). Named as WhepSession's `lost`, which offers anew.
+   * @param {string} id the session's id, as the notice named it
+   * @param {string} _message why (the tile says it meanwhile)
+   * @returns {boolean} whether a bind was sent
+   */
+  lost(id, _message) {
+    if (this.state === "closed" || !this.isViewer(id)) return false;
+    return this.#session._rebind(this);
   }
 
   /** Grid tiles play the camera's substream (the gateway's default for slots): nothing to change. */

@@ -19,7 +19,7 @@ import type { Logger } from "../../config/log.ts";
 import type { ClusterConfig } from "../../config/sections/cluster.ts";
 import { ViewerCloseReasons, type SourceHandle, type SourceWatcher } from "../../sfu/api.ts";
 import { sendError } from "../http/errors.ts";
-import { cameraMovingNotice, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
+import { cameraMovingNotice, slotMovingNotice, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
 import { AUTH_HEADER, MAX_SKEW_SECONDS, signature } from "./forward.ts";
 import { RelayEndpoint } from "./forward-link.ts";
 import { RelayReceivers, type RelaySubscription } from "./forward-receiver.ts";
@@ -57,7 +57,7 @@ export interface ForwardingOptions {
   taps: RelayTaps;
   sfu: { source(id: CameraId): SourceHandle; findSource(id: CameraId): SourceHandle | undefined; watchersOf(id: CameraId): SourceWatcher[]; releaseSource(id: CameraId): boolean };
   /** The pages of viewers made here (a relay's owner fell silent or left: they hear that their camera moves). */
-  notices?: Pick<ViewerLostNotices, "notifyViewer">;
+  notices?: Pick<ViewerLostNotices, "notifyViewer" | "notifySession">;
   cameras: {
     has(id: string): boolean;
     streamSource(camera: string, stream?: string): { stream: string; source: CameraId } | undefined;
@@ -162,8 +162,11 @@ export async function startForwarding(o: ForwardingOptions): Promise<Forwarding>
     ...(o.taps.totals ? { totals: o.taps.totals } : {}),
     // The relay's viewers keep their connection: their pages say what happens until the picture is back.
     onOwnerLost: (relaySource, camera) => {
-      // (A grid slot bound to the relay stays bound: it plays on when the relay does, or moves with it.)
-      for (const w of o.sfu.watchersOf(relaySource)) if (w.kind === "viewer") o.notices?.notifyViewer(w.viewer.id, cameraMovingNotice(camera, w.viewer.id, false));
+      // A grid slot bound to the relay stays bound (it plays on when the relay does, or moves with it); its page says so meanwhile.
+      for (const w of o.sfu.watchersOf(relaySource)) {
+        if (w.kind === "viewer") o.notices?.notifyViewer(w.viewer.id, cameraMovingNotice(camera, w.viewer.id, false));
+        else o.notices?.notifySession(w.session.id, slotMovingNotice(w.session.id, w.mid, camera));
+      }
     },
     log,
   });

@@ -152,6 +152,8 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
       ...(p.gridCounters ? { counters: p.gridCounters } : {}),
       // The whole session ends with the caller's sign-in session (as live viewers do), its relays with it.
       onSession: (req, session) => {
+        // Its page hears at once when the session's media worker dies (it offers again).
+        p.lostNotices?.watchSession(ownerOfUser(req.user), session);
         const user = req.user!;
         const stop = auth.watch(user, (reason) => {
           void session.close(authCloseReason(reason));

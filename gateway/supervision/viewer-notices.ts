@@ -14,8 +14,11 @@
 import { ViewerCloseReasons, type ViewerCloseReason } from "../../sfu/api.ts";
 import type { ViewerOwner } from "../http/viewer-admission.ts";
 
-/** The `viewer` event of the page's event stream. */
-export interface ViewerLostNotice {
+/** The `viewer` event of the page's event stream: about a WHEP viewer, or about a grid session (or one of its slots). */
+export type ViewerLostNotice = WhepLostNotice | GridLostNotice;
+
+/** About one WHEP viewer. */
+export interface WhepLostNotice {
   /** The camera the viewer showed. */
   camera: string;
   /** The viewer's id: the last segment of its WHEP resource (`Location`). */
@@ -28,8 +31,33 @@ export interface ViewerLostNotice {
   reoffer: boolean;
 }
 
+/**
+ * About the page's multi-camera session (the grid over one peer connection, `/grid`): the whole
+ * session (its media worker died: the page offers again), or one slot (its camera moves to
+ * another node: the slot keeps its place and the tile says why until the picture is back).
+ */
+export interface GridLostNotice {
+  /** The session's id: the last segment of its resource (`Location`). */
+  grid: string;
+  /** The same id, for pages that match notices by `viewer` alone (no WHEP session of theirs has it). */
+  viewer: string;
+  /** The slot (mid) and the camera it shows, for a notice about one slot; absent for the whole session. */
+  mid?: string;
+  camera?: string;
+  reason: WhepLostNotice["reason"];
+  message: string;
+  reoffer: boolean;
+}
+
+const WORKER_FAILED_MESSAGE = "The gateway's media worker for this view stopped; reconnecting.";
+
+/** One slot's camera moves to another node while the session's connection stays (served from a relay that finds the new owner). */
+export function slotMovingNotice(grid: string, mid: string, camera: string): GridLostNotice {
+  return { grid, viewer: grid, mid, camera, reason: "camera-moving", message: "Camera moving to another gateway…", reoffer: false };
+}
+
 /** The camera's pulling node is gone: the notice for one viewer (`reoffer`: the viewer went with that node). */
-export function cameraMovingNotice(camera: string, viewer: string, reoffer: boolean): ViewerLostNotice {
+export function cameraMovingNotice(camera: string, viewer: string, reoffer: boolean): WhepLostNotice {
   return {
     camera,
     viewer,
@@ -37,6 +65,12 @@ export function cameraMovingNotice(camera: string, viewer: string, reoffer: bool
     message: reoffer ? "Camera moving to another gateway… reconnecting" : "Camera moving to another gateway…",
     reoffer,
   };
+}
+
+/** What a watched multi-camera session must offer: its id and its end. */
+export interface WatchedSession {
+  readonly id: string;
+  once(event: "closed", fn: (reason: ViewerCloseReason) => void): unknown;
 }
 
 /** What a watched viewer must offer: its ids and its end. */
@@ -52,6 +86,8 @@ export class ViewerLostNotices {
   private readonly listeners = new Map<string, Set<(n: ViewerLostNotice) => void>>();
   /** Live viewers' owners, by viewer id (for notices about a viewer that lives on). */
   private readonly owners = new Map<string, ViewerOwner>();
+  /** Live multi-camera sessions' owners, by session id. */
+  private readonly sessionOwners = new Map<string, ViewerOwner>();
   private readonly onListenerError: (err: unknown) => void;
 
   constructor(onListenerError: (err: unknown) => void = () => {}) {
@@ -68,10 +104,31 @@ export class ViewerLostNotices {
         camera: viewer.cameraId,
         viewer: viewer.id,
         reason: "media-worker-failed",
-        message: "The gateway's media worker for this view stopped; reconnecting.",
+        message: WORKER_FAILED_MESSAGE,
         reoffer: true,
       });
     });
+  }
+
+  /**
+   * Watches one multi-camera session of `owner`: when its media worker dies (every slot with it),
+   * that session's streams hear it (`grid`, no `mid`: offer the whole session again).
+   */
+  watchSession(owner: ViewerOwner, session: WatchedSession): void {
+    this.sessionOwners.set(session.id, owner);
+    session.once("closed", (reason) => {
+      this.sessionOwners.delete(session.id);
+      if (reason !== ViewerCloseReasons.workerFailed) return;
+      this.notify(owner, { grid: session.id, viewer: session.id, reason: "media-worker-failed", message: WORKER_FAILED_MESSAGE, reoffer: true });
+    });
+  }
+
+  /** Tells the pages of a live multi-camera session made here (watched); false when it is not known. */
+  notifySession(sessionId: string, notice: GridLostNotice): boolean {
+    const owner = this.sessionOwners.get(sessionId);
+    if (!owner) return false;
+    this.notify(owner, notice);
+    return true;
   }
 
   /** Tells `owner`'s pages (their event streams on this node). */

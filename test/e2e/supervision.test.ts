@@ -5,7 +5,9 @@
  * tile, and the next time it comes back by itself when the window has passed. Every event
  * reaches a webhook (a local HTTP server). A media worker killed from inside is replaced;
  * its viewer's page hears of it on its event stream at once, offers again and resumes; the
- * second time the slot is left stopped and the administrator starts it from the page.
+ * second time the slot is left stopped and the administrator starts it from the page. The same
+ * for the page's grid over one peer connection: the worker holding that session dies, the page
+ * hears it at once, its tile says why (never Live meanwhile) and the grid offers again and plays.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
@@ -23,6 +25,8 @@ import { launchChromium, waitForNewFrames, type Chromium } from "../peers/chromi
 import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
 
 const VIDEO = '[data-camera="crash"] video';
+/** The live page as it opens by default: its grid over one peer connection. */
+const GRID_PAGE = "/?grid=1";
 const WINDOW_SECONDS = 30;
 
 interface TileStats {
@@ -309,6 +313,68 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     expect(gw.sfu.workerSlots()[slot.index]).toMatchObject({ state: "running", starts: startsBefore + 2 });
     expect((await readyz()).sfu).toMatchObject({ ready: true, detail: "2 of 2 media workers running" });
     expect((await fetch(`${gw.url}/api/admin/supervision/components/${encodeURIComponent(id)}/enable`, { method: "POST" })).status).toBe(409);
+    await page.close();
+  });
+
+  it("the grid over one connection: its media worker dies, the page hears it at once, the tile says why and the grid plays again", async () => {
+    await waitForCamera(gw, "crash", (v) => v.status !== "disabled", 30_000);
+    for (const p of await chromium.browser.pages()) await p.close();
+    await expect.poll(() => gw.sfu.viewerList().length + gw.sfu.sessionList().length, { timeout: 15_000 }).toBe(0);
+    const page = await chromium.newPage(`${gw.url}${GRID_PAGE}`);
+    await waitForNewFrames(page, 10, 30_000, VIDEO);
+    await waitForLabel(page, "crash", "Live", 10_000);
+    // The tile plays over the grid's one connection (no WHEP viewer), on one worker.
+    expect(gw.sfu.viewerList()).toHaveLength(0);
+    expect(gw.sfu.sessionList()).toHaveLength(1);
+    const before = gw.sfu.sessionList()[0]!.id;
+    const held = gw.sfu.workerSlots().filter((s) => s.viewers > 0);
+    expect(held).toHaveLength(1);
+
+    // What the grid session and the tile do next, as it happens.
+    await page.evaluate(() => {
+      const w = window as unknown as {
+        gatehouse: { grid(): (EventTarget & { state: string; lastError: { message: string } | null }) | null };
+        __grid: { state: string; error: string; at: number }[];
+        __tile: { label: string; message: string; at: number }[];
+      };
+      const g = w.gatehouse.grid()!;
+      w.__grid = [];
+      w.__tile = [];
+      g.addEventListener("statechange", () => w.__grid.push({ state: g.state, error: g.lastError?.message ?? "", at: Date.now() }));
+      const el = document.querySelector('[data-camera="crash"]')!;
+      const read = () => ({ label: el.querySelector(".badge-text")?.textContent ?? "", message: el.querySelector(".tile-message")?.textContent ?? "", at: Date.now() });
+      new MutationObserver(() => {
+        const now = read();
+        const last = w.__tile.at(-1);
+        if (!last || last.label !== now.label || last.message !== now.message) w.__tile.push(now);
+      }).observe(el, { subtree: true, childList: true, characterData: true });
+    });
+    const killedAt = Date.now();
+    expect(gw.sfu.injectWorkerFault(held[0]!.index)).toBe(true);
+    await waitForNewFrames(page, 10, 45_000, VIDEO);
+    await waitForLabel(page, "crash", "Live", 10_000);
+    const resumeMs = Date.now() - killedAt;
+    const grid = await page.evaluate(() => (window as unknown as { __grid: { state: string; error: string; at: number }[] }).__grid);
+    const shown = await page.evaluate(() => (window as unknown as { __tile: { label: string; message: string; at: number }[] }).__tile);
+    console.info(
+      `grid decoding again ${resumeMs} ms after its media worker was killed; the session: ${grid.map((x) => `${x.state} +${x.at - killedAt} ms${x.error ? ` (${x.error})` : ""}`).join(", ")}; ` +
+        `the tile: ${shown.map((x) => `${x.label}${x.message ? ` "${x.message}"` : ""} +${x.at - killedAt} ms`).join(", ")}`,
+    );
+    const why = "The gateway's media worker for this view stopped; reconnecting.";
+    // Told on the event stream (ICE would take seconds): the session starts over with the gateway's words.
+    expect(grid[0]).toMatchObject({ state: "retrying", error: why });
+    expect(grid[0]!.at - killedAt).toBeLessThan(5000);
+    // The tile said why while it recovered, and was not Live until its picture came back.
+    expect(shown[0]!.label).not.toBe("Live");
+    expect(shown.some((x) => x.message === why)).toBe(true);
+    const liveAgain = shown.findIndex((x) => x.label === "Live");
+    expect(liveAgain).toBeGreaterThan(0);
+    expect(shown.slice(0, liveAgain).every((x) => x.label !== "Live")).toBe(true);
+    expect(resumeMs).toBeLessThan(30_000);
+    // A new session, on a running worker; still no WHEP viewer.
+    expect(gw.sfu.sessionList().map((s) => s.id)).not.toContain(before);
+    expect(gw.sfu.sessionList()).toHaveLength(1);
+    expect(gw.sfu.viewerList()).toHaveLength(0);
     await page.close();
   });
 });

@@ -9,12 +9,16 @@
  * - answer mode: the viewer was answered through the owner (its media went to the owner, which is
  *   gone with it); its page hears `reoffer: true` as soon as the owner leaves the cluster's
  *   listing, and a new offer plays.
+ * In both modes a grid over one peer connection on the same node (its slot is always served from a
+ * relay there) hears `viewer` with its session (`grid`), the slot (`mid`) and the camera,
+ * `reoffer: false`, and the slot plays on without a new bind.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Gateway } from "../../gateway/gateway.ts";
 import { cookieOf, LoopbackRig, pageHeaders } from "../peers/loopback-cluster.ts";
 import { signedInDevUser } from "../peers/oidc.ts";
 import type { WeriftViewer } from "../peers/werift-viewer.ts";
+import { GridClient, openWeriftGrid } from "../peers/werift-grid.ts";
 import { SseClient } from "./intercom-support.ts";
 
 const viewerIdOf = (v: WeriftViewer) => v.resource.slice(v.resource.lastIndexOf("/") + 1);
@@ -53,12 +57,31 @@ describe.each(MODES)("$title", ({ mode, case: title, message }) => {
     const events = await SseClient.open(`${b.url}/api/cameras/events`, { cookie: cookieOf(browser, a) }, "cameras");
     rig.closers.push(() => events.close());
 
+    // A grid page on B too: its one slot shows the camera from a relay of A's pull.
+    const gc = await GridClient.signIn(b, "viewer", rig.browsers);
+    const grid = await openWeriftGrid(gc, { video: 1, audio: 0 });
+    rig.closers.push(() => grid.pc.close());
+    const gridId = grid.resource.slice(grid.resource.lastIndexOf("/") + 1);
+    const bound = await gc.send("PUT", `${grid.resource}/slots/${grid.mids[0]}`, { json: { camera: "demo" } });
+    expect(bound.status, bound.body).toBe(200);
+    await grid.video.waitForCount(30, 20_000);
+    const gridEvents = await SseClient.open(`${b.url}/api/cameras/events`, { cookie: gc.headers().cookie! }, "cameras");
+    rig.closers.push(() => gridEvents.close());
+
     const told = events.next("viewer", (n) => n.viewer === viewerIdOf(vb), 10_000);
+    const gridTold = gridEvents.next("viewer", (n) => n.grid === gridId, 10_000);
     const leftAt = Date.now();
     await a.close("owner leaves");
     rig.nodes.splice(0, 1);
     expect(await told).toEqual({ camera: "demo", viewer: viewerIdOf(vb), reason: "camera-moving", reoffer: mode === "answer", message });
+    expect(await gridTold).toEqual({ grid: gridId, viewer: gridId, mid: grid.mids[0], camera: "demo", reason: "camera-moving", reoffer: false, message: "Camera moving to another gateway…" });
     expect(Date.now() - leftAt).toBeLessThan(5000);
+    // Each page hears only of its own views.
+    expect(events.events.filter((e) => e.event === "viewer" && e.data.grid !== undefined)).toEqual([]);
+    expect(gridEvents.events.filter((e) => e.event === "viewer" && e.data.grid === undefined)).toEqual([]);
+    // The grid's slot plays on, on the same connection, without a new bind.
+    const g = grid.video.count;
+    await grid.video.waitForCount(g + 50, 20_000);
     if (mode === "forward") {
       // Same connection, no new offer: it plays on from the new owner.
       const n = vb.video.count;
