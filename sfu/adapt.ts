@@ -10,8 +10,9 @@
  * after it have been on their way:
  * - queueing delay: the age of the third packet the receiver had not got when it reported,
  *   beyond the lowest round trip seen (a lower bound of how long it has queued; the third,
- *   so a lost packet or two at the end of a burst is not a queue), or the round trip's own
- *   growth, whichever is larger;
+ *   so a lost packet or two at the end of a burst is not a queue);
+ * - no decision from a report after an interval in which nothing arrived although packets
+ *   were overdue (a stalled receiver or middlebox), nor from the one after it;
  * - the link is overused when that delay has stayed above `overuseDelayMs` for reports over
  *   at least `overuseForMs` (one large keyframe takes a while to cross a slow link, and a
  *   report in the middle of it sees a queue that is gone by the next), or when more than
@@ -32,11 +33,12 @@
  * round trip) and looks like a growing queue, so a viewer on keyframes only saw "overuse"
  * every few seconds and its estimate never left the floor.
  *
- * Without padding probes nothing tells how much more a link carries than what it is being
- * sent: the controller steps up when the estimate has grown past the next stream's rate and
- * a hold time has passed (a timed trial), and that hold doubles (to two minutes) each time a
- * step up is followed by a step down soon after, so a link that cannot carry the larger
- * stream is tried less and less often. Pure: time is passed in.
+ * A link carrying a small stream says nothing about how much more it could carry: the
+ * controller steps up only after a probe (copies of the packets sent anyway, up to the
+ * higher stream's rate for half a second) went through without a queue, and a probe that
+ * queues stops at once and is tried less often. A step up followed soon by a step down
+ * still doubles the wait before the next (to two minutes), so a link that cannot carry the
+ * larger stream is tried less and less often. Pure: time is passed in.
  */
 
 /** One receiver report block on the video track. */
@@ -87,10 +89,16 @@ const RECENT_DELIVERY_MS = 500;
 const RISING_MIN_MS = 200;
 const RISING_BY_MS = 150;
 const RISING_OVER_MS = 250;
+/** How far back the growth is looked for: a report a second is what a receiver without loss sends, ms. */
+const RISING_HISTORY_MS = 1200;
 /** A step back this small between two reports still counts as not draining, ms (reports are noisy). */
 const RISING_SLACK_MS = 40;
 /** Loss counts only over this many packets at least (keyframes only: one of eight is noise). */
 const MIN_LOSS_PACKETS = 32;
+/** Nothing received for this long while packets are overdue is a stall (see `onReport`), ms. */
+const STALL_MIN_MS = 250;
+/** Nothing received for longer than this is the link's state again, not a stall, ms. */
+const STALL_MAX_MS = 2000;
 
 export class BandwidthEstimator {
   private est: number | undefined;
@@ -98,7 +106,7 @@ export class BandwidthEstimator {
   private readonly rtts: { at: number; ms: number }[] = [];
   /** How old the highest packet received was when each report arrived (a round trip plus any queue), ms. */
   private readonly ages: { at: number; ms: number }[] = [];
-  /** Recent queueing delays (the last 2·RISING_OVER_MS), oldest first. */
+  /** Recent queueing delays (the last RISING_HISTORY_MS), oldest first. */
   private readonly qHist: { at: number; q: number }[] = [];
   private readonly o: Required<EstimatorOptions>;
   /** Send time (ms) and cumulative bytes through each packet, by our extended sequence number. */
@@ -132,6 +140,16 @@ export class BandwidthEstimator {
   quietAt = -Infinity;
   /** Since when the link has been quiet without a break (undefined: it is not). */
   private quietSince: number | undefined;
+  /** The highest packet (our extended number) the last report showed received (−1 before). */
+  ackedExt = -1;
+  /** The longest queueing delay a report showed since `resetPeak`, ms, and how many reports since showed a packet sent after it received. */
+  peakQueueMs = 0;
+  peakReports = 0;
+  private peakFromExt = -1;
+  /** When a report last showed a packet received that the one before had not, ms. */
+  private progressAt = -Infinity;
+  /** The last report came in a stall (see `onReport`): the next one with progress decides nothing either. */
+  private afterStall = false;
 
   constructor(o: EstimatorOptions = {}) {
     this.o = {
@@ -146,6 +164,23 @@ export class BandwidthEstimator {
   /** The estimate, bits/s; undefined until the link first told us something about its capacity. */
   get estimateBps(): number | undefined {
     return this.est;
+  }
+
+  /** Our extended number of the newest packet sent (−1 before any). */
+  get sentExt(): number {
+    return this.newestExt;
+  }
+
+  /** Starts a new `peakQueueMs` window. */
+  resetPeak(): void {
+    this.peakQueueMs = 0;
+    this.peakReports = 0;
+    this.peakFromExt = this.newestExt;
+  }
+
+  /** The link was found to carry at least `bps` (a probe went through without a queue). */
+  raiseTo(bps: number): void {
+    if (this.est === undefined || this.est < bps) this.est = clamp(bps, this.o.minBps, this.o.maxBps);
   }
 
   /** A receiver's REMB (its own estimate): a ceiling for ours. */
@@ -192,6 +227,24 @@ export class BandwidthEstimator {
     }
     const h = this.extOf(r.highestSeq);
     if (h === undefined) return this.verdict;
+    // An empty interval: nothing new received for STALL_MIN_MS although packets sent well
+    // before were still on their way. A link at its capacity still delivers; one that
+    // delivers nothing at all has stalled (a receiver or a middlebox not scheduled for a
+    // moment under load; the reports it held back then arrive together), and what such a
+    // report shows is neither the link's rate nor a queue that stays: no decision from it,
+    // nor from the first report after it, unless the stall lasts STALL_MAX_MS.
+    const progressed = h > this.ackedExt;
+    const overdue = h < this.newestExt && this.sentAt[(h + 1) & MASK]! <= r.now - STALL_MIN_MS;
+    const stalled = !progressed && this.ackedExt >= 0 && overdue && r.now - this.progressAt >= STALL_MIN_MS && r.now - this.progressAt < STALL_MAX_MS;
+    if (progressed) {
+      this.ackedExt = h;
+      this.progressAt = r.now;
+    }
+    if (stalled || (progressed && this.afterStall)) {
+      this.afterStall = stalled;
+      this.lastAt = r.now;
+      return this.verdict === "overuse" ? "hold" : this.verdict;
+    }
     const prevAt = this.lastAt;
     this.lastAt = r.now;
     let minRtt = Infinity;
@@ -207,13 +260,22 @@ export class BandwidthEstimator {
     for (const s of this.ages) if (s.ms < minRtt) minRtt = s.ms;
     // Queueing delay, a lower bound: the PENDING_NTH packet after the highest received had
     // not arrived when the receiver reported (one way back before `now`, within minRtt).
+    // Not the round trip of a sender report: that is up to a second old, and one that the
+    // receiver got after a stall holds the stall in every report echoing it for a second.
     let q = 0;
     if (Number.isFinite(minRtt)) {
       const k = h + PENDING_NTH;
       if (k <= this.newestExt && this.newestExt - k < HISTORY) q = r.now - this.sentAt[k & MASK]! - minRtt;
-      if (r.rttMs !== undefined) q = Math.max(q, r.rttMs - minRtt);
     }
     this.queueDelayMs = Math.max(0, q);
+    // For a probe also how long the highest packet received queued: its age beyond minRtt,
+    // less the time the receiver may have held it before reporting (at most until the next
+    // packet would have come on a link without a queue: the send gap after it). Sharper than
+    // the lower bound above, which misses most of a short probe's queue between sparse reports.
+    let ackQ = 0;
+    if (h < this.newestExt && Number.isFinite(minRtt)) ackQ = r.now - this.sentAt[h & MASK]! - minRtt - (this.sentAt[(h + 1) & MASK]! - this.sentAt[h & MASK]!);
+    this.peakQueueMs = Math.max(this.peakQueueMs, this.queueDelayMs, ackQ);
+    if (h > this.peakFromExt) this.peakReports++;
     // Delivered: what reached the receiver's front since a report at least a second old, less what it lost.
     this.samples.push({ at: r.now, ext: h, lost: r.cumulativeLost, sent: this.totalBytes });
     while (this.samples.length > 2 && r.now - this.samples[1]!.at >= DELIVERY_WINDOW_MS) this.samples.shift();
@@ -263,9 +325,10 @@ export class BandwidthEstimator {
     // `overuseForMs` lets seconds pile up; a keyframe crossing a slow link drains again
     // within its own transmission time and a link that carries the stream does not grow.
     this.qHist.push({ at: r.now, q: this.queueDelayMs });
-    while (this.qHist.length > 0 && r.now - this.qHist[0]!.at > 2 * RISING_OVER_MS) this.qHist.shift();
+    while (this.qHist.length > 0 && r.now - this.qHist[0]!.at > RISING_HISTORY_MS) this.qHist.shift();
     let rising = false;
-    if (this.queueDelayMs >= RISING_MIN_MS) {
+    const prevQ = this.qHist.length >= 2 ? this.qHist[this.qHist.length - 2]!.q : 0;
+    if (this.queueDelayMs >= RISING_MIN_MS && prevQ >= RISING_MIN_MS / 2) {
       let floor = Infinity;
       for (let i = this.qHist.length - 1; i >= 0; i--) {
         const s = this.qHist[i]!;
@@ -320,7 +383,7 @@ export class BandwidthEstimator {
 export interface LadderOptions {
   /** Levels: 0 = the largest stream … n−1 = the smallest stream, n = keyframes only of it. */
   levels: number;
-  /** Least wait before trying a higher level after a step down, ms. Default 15000. */
+  /** Least wait before trying a higher level after a step down that followed a step up (a failed try), ms. Default 15000. */
   holdMinMs?: number;
   /** Longest such wait, ms. Default 120000. */
   holdMaxMs?: number;
@@ -328,19 +391,58 @@ export interface LadderOptions {
   failWindowMs?: number;
   /** Least time between two steps down (the last one needs time to show), ms. Default 2500. */
   downSpacingMs?: number;
-  /** Headroom the estimate needs over a level's rate to step up to it. Default 1.15. */
+  /** Headroom the link must show over a level's rate (the probe's rate) to step up to it. Default 1.15. */
   upMargin?: number;
   /**
    * After a step down, the next one waits until the queue has drained once (what still
    * queues was sent at the level above), or this long at most, ms. Default 8000.
    */
   drainMaxMs?: number;
+  /** How long a probe sends at the higher level's rate, ms. Default 500. */
+  probeMs?: number;
+  /** A queueing delay above this in a report during a probe fails it, ms. Default 150. */
+  probeQueueMs?: number;
+  /** First wait after a quiet link before a probe, and after a probe that went through, ms. Default 2000. */
+  probeGapMinMs?: number;
+  /** Longest wait between probes (it doubles after each failed one), ms. Default 8000. */
+  probeGapMaxMs?: number;
 }
+
+/** A probe: extra traffic (copies of packets sent anyway) up to the higher level's rate, see `LadderController`. */
+interface Probe {
+  startAt: number;
+  /** Extra rate while it runs, bits/s. */
+  extraBps: number;
+  /** Our extended number of the newest packet sent when the extra traffic stopped (−1 while it runs). */
+  endExt: number;
+}
+
+/** How long after its extra traffic stops a probe waits for a report of what followed it, ms. */
+const PROBE_ACK_WAIT_MS = 2500;
+/**
+ * Reports of packets sent during a probe or after it that a probe needs before it passes:
+ * its copies recover losses, so the receiver sends few (no NACKs), and a single one may
+ * come after its queue drained.
+ */
+const PROBE_MIN_REPORTS = 2;
 
 /**
  * Chooses a viewer's level from the estimate and the rates of the levels (bits/s; undefined
  * when unknown: a stream nobody pulls yet). Steps down at once on overuse when the current
- * level does not fit, to the highest that does; steps up one level at a time.
+ * level does not fit, to the highest that does; steps up one level at a time, and only
+ * after a probe showed the link carries the higher level.
+ *
+ * Why probe: a link carrying the substream says nothing about how much more it could carry,
+ * and an estimate that grows while little is sent is a guess. Stepping up on that guess is a
+ * trial with the larger stream itself, and a failed one fills the slow link with seconds of
+ * it (a freeze). A probe sends, for `probeMs`, copies of the packets the viewer is sent anyway
+ * (a receiver drops duplicates; WebRTC's own padding does the same job) so that the viewer
+ * gets the higher level's rate × `upMargin`. If no report during it or up to the packet sent
+ * right after it shows a queue over `probeQueueMs`, the link carries it: step up. If one does,
+ * the probe stops at once (its queue is half a second of copies at most, a delay and not a
+ * freeze) and the next waits twice as long, up to `probeGapMaxMs`. A stall (no report at
+ * all, see `BandwidthEstimator`) fails a probe the same way: tried again later, nothing lost.
+ * Pure: time is passed in.
  */
 export class LadderController {
   private readonly o: Required<LadderOptions>;
@@ -348,9 +450,14 @@ export class LadderController {
   private upAllowedAt = 0;
   private lastDownAt = -Infinity;
   private lastUpAt = -Infinity;
-  /** Steps taken (for stats). */
+  private probe: Probe | undefined;
+  private probeGapMs: number;
+  private nextProbeAt = 0;
+  /** Steps taken, probes made and failed (for stats). */
   downs = 0;
   ups = 0;
+  probes = 0;
+  probesFailed = 0;
 
   constructor(o: LadderOptions) {
     this.o = {
@@ -361,8 +468,13 @@ export class LadderController {
       downSpacingMs: o.downSpacingMs ?? 2500,
       upMargin: o.upMargin ?? 1.15,
       drainMaxMs: o.drainMaxMs ?? 8000,
+      probeMs: o.probeMs ?? 500,
+      probeQueueMs: o.probeQueueMs ?? 150,
+      probeGapMinMs: o.probeGapMinMs ?? 2000,
+      probeGapMaxMs: o.probeGapMaxMs ?? 8000,
     };
     this.holdMs = this.o.holdMinMs;
+    this.probeGapMs = this.o.probeGapMinMs;
   }
 
   /** Highest level index (keyframes only). */
@@ -370,36 +482,86 @@ export class LadderController {
     return this.o.levels;
   }
 
+  /** Extra traffic a running probe wants now, bits/s (0: none). */
+  probeBps(now: number): number {
+    const p = this.probe;
+    return p && p.endExt < 0 && now - p.startAt < this.o.probeMs ? p.extraBps : 0;
+  }
+
   /** The level to be at now, given the current one. */
   decide(now: number, level: number, est: BandwidthEstimator, rates: readonly (number | undefined)[]): number {
     const e = est.estimateBps;
-    if (e === undefined) return level;
     const overusing = now - est.overuseAt < 1500;
     const drained = est.quietAt > this.lastDownAt || now - this.lastDownAt >= this.o.drainMaxMs;
-    if (overusing && level < this.lowest && now - this.lastDownAt >= this.o.downSpacingMs && drained) {
+    if (e !== undefined && overusing && level < this.lowest && now - this.lastDownAt >= this.o.downSpacingMs && drained) {
       const rate = rates[level];
       if (rate === undefined || rate > e) {
         let next = level + 1;
         while (next < this.lowest && (rates[next] ?? 0) > e) next++;
         // A failed try at the level above: wait longer before the next one.
-        this.holdMs = now - this.lastUpAt < this.o.failWindowMs ? Math.min(this.o.holdMaxMs, this.holdMs * 2) : this.o.holdMinMs;
-        this.upAllowedAt = now + this.holdMs;
+        const failed = now - this.lastUpAt < this.o.failWindowMs;
+        this.holdMs = failed ? Math.min(this.o.holdMaxMs, this.holdMs * 2) : this.o.holdMinMs;
+        this.upAllowedAt = failed ? now + this.holdMs : now;
+        this.endProbe(now, false);
+        this.nextProbeAt = Math.max(this.nextProbeAt, now + this.o.probeGapMinMs);
         this.lastDownAt = now;
         this.downs++;
         return next;
       }
     }
-    if (level > 0 && now >= this.upAllowedAt && now - est.overuseAt >= 3000 && est.verdict !== "overuse") {
-      const target = rates[level - 1];
-      if (target !== undefined && e >= target * this.o.upMargin) {
-        this.lastUpAt = now;
-        // The next step up needs the result of this one first.
-        this.upAllowedAt = now + this.o.downSpacingMs * 2;
-        this.ups++;
-        return level - 1;
-      }
+    if (level === 0) {
+      this.probe = undefined;
+      return level;
     }
+    const target = rates[level - 1];
+    const quiet = now - est.overuseAt >= 3000 && est.verdict !== "overuse";
+    if (target === undefined || !quiet || now < this.upAllowedAt) {
+      this.endProbe(now, this.probe !== undefined);
+      return level;
+    }
+    const p = this.probe;
+    if (!p) {
+      if (now < this.nextProbeAt) return level;
+      // The extra on top of what this level sends (keyframes only: on top of next to nothing).
+      const extraBps = Math.max(0, target * this.o.upMargin - (level < this.lowest ? (rates[level] ?? 0) : 0));
+      this.probe = { startAt: now, extraBps, endExt: -1 };
+      this.probes++;
+      est.resetPeak();
+      return level;
+    }
+    if (est.peakQueueMs > this.o.probeQueueMs) {
+      this.endProbe(now, true);
+      return level;
+    }
+    if (p.endExt < 0) {
+      if (now - p.startAt >= this.o.probeMs) p.endExt = est.sentExt;
+      return level;
+    }
+    if (est.ackedExt > p.endExt && est.peakReports >= PROBE_MIN_REPORTS) {
+      // Everything the probe sent arrived ahead of a packet sent after it, without a queue.
+      this.probe = undefined;
+      this.probeGapMs = this.o.probeGapMinMs;
+      this.nextProbeAt = now + this.o.probeGapMinMs;
+      est.raiseTo(target * this.o.upMargin);
+      this.lastUpAt = now;
+      // The next step up needs the result of this one first.
+      this.upAllowedAt = now + this.o.downSpacingMs * 2;
+      this.ups++;
+      return level - 1;
+    }
+    if (now - p.startAt > this.o.probeMs + PROBE_ACK_WAIT_MS) this.endProbe(now, true);
     return level;
+  }
+
+  /** Stops a running probe; a failed one doubles the wait before the next. */
+  private endProbe(now: number, failed: boolean): void {
+    if (!this.probe) return;
+    this.probe = undefined;
+    if (failed) {
+      this.probesFailed++;
+      this.probeGapMs = Math.min(this.o.probeGapMaxMs, this.probeGapMs * 2);
+    }
+    this.nextProbeAt = now + this.probeGapMs;
   }
 }
 

@@ -358,6 +358,8 @@ export interface ViewerStats {
   /** Of an adaptive viewer: what reached it over the last second, bits/s, and how long its packets queue on the path (a lower bound), ms. */
   deliveredBps?: number | undefined;
   queueDelayMs?: number | undefined;
+  /** Of an adaptive viewer: probes of the link made before stepping up, failed ones, and bytes they sent as copies. */
+  probes?: { made: number; failed: number; bytes: number } | undefined;
   /** Moved between its streams by the SFU as its network allows (Auto). */
   adaptive: boolean;
 }

@@ -9,6 +9,8 @@
 import type { CameraId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
 import { BandwidthEstimator, LadderController, type LinkReport } from "./adapt.ts";
+import type { RtpHeaderFields } from "./rtp/packet.ts";
+import type { ViewerTransport } from "./transport.ts";
 
 /** What the adaptation needs of a source: its id and upstream rate. */
 export interface AdaptSource {
@@ -41,6 +43,10 @@ const RATE_SMOOTHING = 0.9;
 const QUEUED_MS = 200;
 /** Least pacing rate under such a cap, bits/s. */
 const MIN_PACING_BPS = 100_000;
+/** A probe's copies per packet are counted against at least this send rate, bits/s (keyframes only sends next to nothing). */
+const MIN_PROBE_BASE_BPS = 100_000;
+/** At most this many copies of one packet. */
+const MAX_PROBE_COPIES = 12;
 
 export class ViewerAdaptation {
   /** Sources from the largest stream to the smallest. */
@@ -54,6 +60,13 @@ export class ViewerAdaptation {
   /** The source the last step down went to, until the switch is made (see `fastSwitchTo`). */
   private downTo: CameraId | undefined;
   private readonly host: AdaptationHost;
+  /** Video bytes sent since the last tick, and the smoothed send rate from them, bits/s. */
+  private sentBytes = 0;
+  private sentBps = 0;
+  private sentAt: number | undefined;
+  private probeCredit = 0;
+  /** Bytes sent as probe copies. */
+  probeBytes = 0;
 
   constructor(ladder: readonly CameraId[], host: AdaptationHost) {
     this.ladder = [...ladder];
@@ -65,6 +78,39 @@ export class ViewerAdaptation {
   /** One video packet sent (see BandwidthEstimator.onSent). */
   onSent(seq: number, payloadBytes: number, now: number): void {
     this.est.onSent(seq, payloadBytes, now);
+    this.sentBytes += payloadBytes + 12;
+  }
+
+  /**
+   * One video packet sent through `tr` with `header` (not a retransmission): counted, and
+   * followed by a running probe's copies of it (see `probeCopies`).
+   */
+  onSentVideo(tr: ViewerTransport, header: RtpHeaderFields, payload: Buffer, now: number): void {
+    this.onSent(header.sequenceNumber, payload.length, now);
+    for (let n = this.probeCopies(payload.length + 12, now); n > 0 && tr.sendRtp(header, payload); n--);
+  }
+
+  /**
+   * How many copies of the video packet of `bytes` just sent to send right after it, for a
+   * running probe (see LadderController): the probe's extra rate over what the viewer is
+   * being sent, spread over its packets. A receiver drops the copies (same sequence number).
+   */
+  probeCopies(bytes: number, now: number): number {
+    const extra = this.ctl.probeBps(now);
+    if (extra <= 0 || bytes <= 0) {
+      this.probeCredit = 0;
+      return 0;
+    }
+    this.probeCredit += (bytes * extra) / Math.max(MIN_PROBE_BASE_BPS, this.sentBps);
+    const n = Math.min(MAX_PROBE_COPIES, Math.floor(this.probeCredit / bytes));
+    this.probeCredit = Math.max(0, this.probeCredit - n * bytes);
+    this.probeBytes += n * bytes;
+    return n;
+  }
+
+  /** Probes made and failed so far. */
+  get probes(): { made: number; failed: number } {
+    return { made: this.ctl.probes, failed: this.ctl.probesFailed };
   }
 
   /** One receiver report block on the video track. */
@@ -117,6 +163,12 @@ export class ViewerAdaptation {
 
   /** Periodic decision (the viewer's tick). */
   tick(now: number): void {
+    if (this.sentAt !== undefined && now > this.sentAt) {
+      const bps = (this.sentBytes * 8000) / (now - this.sentAt);
+      this.sentBps = this.sentBps === 0 ? bps : RATE_SMOOTHING * this.sentBps + (1 - RATE_SMOOTHING) * bps;
+    }
+    this.sentAt = now;
+    this.sentBytes = 0;
     const level = this.level();
     if (level < 0) return; // on a source outside its ladder (moved by hand): nothing to adapt
     const cur = this.host.current();

@@ -877,7 +877,7 @@ export class Viewer implements Drainable, ViewerHandle {
     vt.sentAny = true;
     vt.packets++;
     vt.bytes += payload.length;
-    if (t === VIDEO) this.adapt?.onSent(seq, payload.length, this.o.timers.now());
+    if (t === VIDEO) this.adapt?.onSentVideo(tr, h, payload, this.o.timers.now());
     this.st.packetsOut++;
     this.st.bytesOut += payload.length + 12;
     return payload.length + 12 + extra;
@@ -1082,6 +1082,7 @@ export class Viewer implements Drainable, ViewerHandle {
       estimateBps: this.adapt?.est.estimateBps === undefined ? undefined : Math.round(this.adapt.est.estimateBps),
       deliveredBps: this.adapt && Math.round(this.adapt.est.deliveredBps),
       queueDelayMs: this.adapt && Math.round(this.adapt.est.queueDelayMs),
+      probes: this.adapt && { ...this.adapt.probes, bytes: this.adapt.probeBytes },
       adaptive: this.adapt !== undefined,
     };
   }

@@ -81,6 +81,7 @@ lines.on("line", (line) => {
             retransmitBytes: s.retransmitBytes,
             plis: s.plis,
             keyframesFromCache: s.keyframesFromCache,
+            probes: s.probes,
           };
         }),
       },

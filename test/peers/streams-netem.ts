@@ -26,8 +26,16 @@ export interface NetemResult {
   /** Seconds from lifting the limit to the switch back / the page's first 1280-wide frame. */
   upServerS: number;
   upPageS: number;
-  /** Longest time without a newly decoded frame from the limit on to the end, ms. */
+  /** Longest freeze from the limit on to the end, ms: the larger of the two below. */
   freezeMaxMs: number;
+  /** Longest freeze by Chromium's freeze counters (see `freezeSince`), ms. */
+  freezeCountersMs: number;
+  /** Longest run of samples without a newly decoded frame, ms. */
+  freezeDecodedMs: number;
+  /** Freezes Chromium counted from the limit on. */
+  freezes: number;
+  /** The gateway's probes of the link before stepping up (made, failed). */
+  probes: { made: number; failed: number; bytes: number } | undefined;
   /** When that freeze began, seconds after the limit. */
   freezeAtS: number;
   /** Steps between streams the gateway made while limited (1 = no oscillation). */
@@ -54,15 +62,29 @@ interface GwStatus {
     retransmitBytes: number;
     plis: number;
     keyframesFromCache: number;
+    probes?: { made: number; failed: number; bytes: number };
   }[];
 }
 
+/**
+ * Samples the page's inbound video every 50 ms: [page time, framesDecoded, frameWidth,
+ * receiver key, freezeCount, totalFreezesDuration (s)] (Chromium's own freeze counters: a
+ * freeze is a gap between two rendered frames over max(3 × the mean, mean + 150 ms)).
+ */
 const SAMPLER = `(() => {
   const w = window;
   w.__ghSamples = [];
   w.__ghSampler = setInterval(async () => {
-    const s = await w.__gh.inbound(null, "video");
-    if (s) w.__ghSamples.push([performance.now(), s.framesDecoded, s.frameWidth, s.key]);
+    let best = null;
+    for (const pc of w.__gh.pcs()) {
+      for (const r of pc.getReceivers()) {
+        if (!r.track || r.track.kind !== "video") continue;
+        for (const s of (await r.getStats()).values()) {
+          if (s.type === "inbound-rtp" && s.kind === "video" && (!best || (s.framesDecoded || 0) > best.s.framesDecoded)) best = { s, key: pc.__ghId + ":" + s.ssrc };
+        }
+      }
+    }
+    if (best) w.__ghSamples.push([performance.now(), best.s.framesDecoded || 0, best.s.frameWidth || 0, best.key, best.s.freezeCount || 0, best.s.totalFreezesDuration || 0]);
   }, 50);
 })()`;
 
@@ -122,14 +144,16 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     const t0 = performance.now();
     const trace: string[] = [];
     let sentBefore = { at: performance.now(), bytes: 0, rtx: 0 };
+    let lastProbes: NetemResult["probes"];
     const source = async () => {
       const s = await watch();
       const v = s.viewers[0];
       // What the gateway sent this viewer since the previous line (retransmissions apart), kbit/s.
       const now = performance.now();
       const sent = (b: number, a: number) => Math.round(((b - a) * 8) / (now - sentBefore.at));
-      const out = v ? `sent=${sent(v.bytesOut, sentBefore.bytes)} rtx=${sent(v.retransmitBytes, sentBefore.rtx)} pli=${v.plis} replays=${v.keyframesFromCache}` : "";
+      const out = v ? `sent=${sent(v.bytesOut, sentBefore.bytes)} rtx=${sent(v.retransmitBytes, sentBefore.rtx)} pli=${v.plis} replays=${v.keyframesFromCache} probes=${v.probes?.made ?? 0}/${v.probes?.failed ?? 0}` : "";
       sentBefore = { at: now, bytes: v?.bytesOut ?? 0, rtx: v?.retransmitBytes ?? 0 };
+      lastProbes = v?.probes ?? lastProbes;
       trace.push(
         `${Math.round((now - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} dlv=${v?.deliveredBps} q=${v?.queueDelayMs} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} ${out} kbit/s=${JSON.stringify(s.rates)}`,
       );
@@ -140,6 +164,7 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     // Limit the link to the browser.
     await link.shape("down", { rateKbit: 1000, lossPct: 5, delayMs: 150 });
     const limitedAt = performance.now();
+    trace.push(`limit at ${Date.now() % 1000000}`);
     const downServerS = await timeUntil(async () => (await source()) === "gate:sub", limitedAt, "the gateway to switch to the substream", o.timeoutMs ?? 30_000);
     const downPageS = await timeUntil(
       async () => {
@@ -166,17 +191,38 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
     // Lift the rate limit (the loss and the delay stay).
     await link.shape("down", { lossPct: 5, delayMs: 150 });
     const liftedAt = performance.now();
+    trace.push(`lift at ${Date.now() % 1000000}`);
     const upServerS = await timeUntil(async () => (await source()) === "gate", liftedAt, "the gateway to switch back to main", o.timeoutMs ?? 40_000).catch(
       (err: unknown) => {
         throw new Error(`${(err as Error).message}; trace:\n${trace.join("\n")}`);
       },
     );
     const upPageS = await timeUntil(async () => (await width()) === 1280, liftedAt, "1280-wide frames in the page", o.timeoutMs ?? 40_000);
-    await sleep(2000);
-    const { worst: freezeMaxMs, at: freezeAt } = await freezeSince(page);
+    // Thirty frames of the main stream decoded after the switch back: its freeze, if any, is over and counted.
+    const framesUp = (await inboundStats(page, "video"))?.framesDecoded ?? 0;
+    await until(async () => ((await inboundStats(page, "video"))?.framesDecoded ?? 0) >= framesUp + 30, "30 frames of the main stream", 30_000);
+    const f = await freezeSince(page);
     const pageNow = (await page.evaluate("performance.now()")) as number;
-    const freezeAtS = Math.round((freezeAt - (pageNow - (performance.now() - limitedAt))) / 100) / 10;
-    return { startWidth, downServerS, downPageS, widthLimited, upServerS, upPageS, freezeMaxMs, freezeAtS, switchesWhileLimited, maxSessions, mainReleased, trace };
+    const freezeAtS = Math.round((f.at - (pageNow - (performance.now() - limitedAt))) / 100) / 10;
+    const freezeMaxMs = Math.max(f.counters, f.decoded);
+    return {
+      startWidth,
+      downServerS,
+      downPageS,
+      widthLimited,
+      upServerS,
+      upPageS,
+      freezeMaxMs,
+      freezeCountersMs: f.counters,
+      freezeDecodedMs: f.decoded,
+      freezes: f.freezes,
+      freezeAtS,
+      switchesWhileLimited,
+      maxSessions,
+      mainReleased,
+      probes: lastProbes,
+      trace,
+    };
   } finally {
     child.stdin!.end();
     await Promise.race([exited, sleep(15_000)]);
@@ -184,31 +230,46 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
   }
 }
 
-/** Longest interval between two increases of framesDecoded in the page's samples, and when it began (the page's performance.now). */
-async function freezeSince(page: Page): Promise<{ worst: number; at: number }> {
-  const samples = (await page.evaluate("window.__ghSamples")) as [number, number, number, string][];
-  let worst = 0;
-  let worstAt = 0;
-  let lastAt = samples[0]?.[0] ?? 0;
-  let lastFrames = samples[0]?.[1] ?? 0;
-  let lastKey = samples[0]?.[3] ?? "";
-  for (const [at, frames, , key] of samples) {
-    if (key !== lastKey || frames > lastFrames) {
-      if (at - lastAt > worst) {
-        worst = at - lastAt;
-        worstAt = lastAt;
-      }
-      lastAt = at;
-      lastFrames = frames;
-      lastKey = key;
+/**
+ * The longest freeze in the page's samples since the sampler started, two ways:
+ * - `counters`: Chromium's own freeze counters, the largest growth of totalFreezesDuration
+ *   between two samples in which freezeCount grew (one freeze's duration, or the sum of the
+ *   freezes ended within 50 ms: never less than the longest); immune to the page's timers
+ *   running late under load;
+ * - `decoded`: the longest run of samples in which framesDecoded did not grow, from the last
+ *   sample that saw it grow to the last that did not (a lower bound within one sampling
+ *   interval; a sampler that itself stalls reads no freeze from it, the counters do).
+ * `at`: when the longest (by the counters, else by framesDecoded) began, page time.
+ */
+async function freezeSince(page: Page): Promise<{ counters: number; decoded: number; freezes: number; at: number }> {
+  const samples = (await page.evaluate("window.__ghSamples")) as [number, number, number, string, number, number][];
+  let decoded = 0;
+  let decodedAt = 0;
+  let counters = 0;
+  let countersAt = 0;
+  let prev = samples[0];
+  let lastProgressAt = prev?.[0] ?? 0;
+  for (const cur of samples.slice(1)) {
+    if (!prev) break;
+    const progressed = cur[3] !== prev[3] || cur[1] > prev[1];
+    if (progressed) lastProgressAt = cur[0];
+    else if (cur[0] - lastProgressAt > decoded) {
+      decoded = cur[0] - lastProgressAt;
+      decodedAt = lastProgressAt;
     }
+    if (cur[3] === prev[3] && cur[4] > prev[4]) {
+      const ms = (cur[5] - prev[5]) * 1000;
+      if (ms > counters) {
+        counters = ms;
+        countersAt = cur[0] - ms;
+      }
+    }
+    prev = cur;
   }
-  const end = samples.at(-1)?.[0] ?? lastAt;
-  if (end - lastAt > worst) {
-    worst = end - lastAt;
-    worstAt = lastAt;
-  }
-  return { worst: Math.round(worst), at: worstAt };
+  const first = samples[0];
+  const last = samples.at(-1);
+  const freezes = first && last && first[3] === last[3] ? last[4] - first[4] : 0;
+  return { counters: Math.round(counters), decoded: Math.round(decoded), freezes, at: counters > 0 ? countersAt : decodedAt };
 }
 
 function sleep(ms: number): Promise<void> {
