@@ -482,10 +482,10 @@ export class LadderController {
     return this.o.levels;
   }
 
-  /** Extra traffic a running probe wants now, bits/s (0: none). */
-  probeBps(now: number): number {
+  /** Extra traffic a running probe wants now, bits/s (0: none, or it already made a queue: it stops at once). */
+  probeBps(now: number, est: BandwidthEstimator): number {
     const p = this.probe;
-    return p && p.endExt < 0 && now - p.startAt < this.o.probeMs ? p.extraBps : 0;
+    return p && p.endExt < 0 && now - p.startAt < this.o.probeMs && est.peakQueueMs <= this.o.probeQueueMs ? p.extraBps : 0;
   }
 
   /** The level to be at now, given the current one. */

@@ -96,7 +96,7 @@ export class ViewerAdaptation {
    * being sent, spread over its packets. A receiver drops the copies (same sequence number).
    */
   probeCopies(bytes: number, now: number): number {
-    const extra = this.ctl.probeBps(now);
+    const extra = this.ctl.probeBps(now, this.est);
     if (extra <= 0 || bytes <= 0) {
       this.probeCredit = 0;
       return 0;

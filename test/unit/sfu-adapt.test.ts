@@ -244,7 +244,7 @@ function simulate(capacity: (t: number) => number, rates: number[], seconds: num
   let level = 0;
   const levels: { t: number; level: number }[] = [];
   const smooth = steady(() => (level < rates.length ? rates[level]! : 0));
-  const probe = steady((t) => ctl.probeBps(t));
+  const probe = steady((t) => ctl.probeBps(t, est));
   runLink(
     est,
     { capacity, loss, seed: 5, reportOnLoss: true },
