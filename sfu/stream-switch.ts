@@ -43,8 +43,6 @@ const RATE_SMOOTHING = 0.9;
 const QUEUED_MS = 200;
 /** Least pacing rate under such a cap, bits/s. */
 const MIN_PACING_BPS = 100_000;
-/** A probe's copies per packet are counted against at least this send rate, bits/s (keyframes only sends next to nothing). */
-const MIN_PROBE_BASE_BPS = 100_000;
 /** At most this many copies of one packet. */
 const MAX_PROBE_COPIES = 12;
 
@@ -60,11 +58,11 @@ export class ViewerAdaptation {
   /** The source the last step down went to, until the switch is made (see `fastSwitchTo`). */
   private downTo: CameraId | undefined;
   private readonly host: AdaptationHost;
-  /** Video bytes sent since the last tick, and the smoothed send rate from them, bits/s. */
-  private sentBytes = 0;
-  private sentBps = 0;
-  private sentAt: number | undefined;
   private probeCredit = 0;
+  private probeAt: number | undefined;
+  /** The source sent last tick, and the one sent before it (its rate is kept as it was). */
+  private curId: CameraId | undefined;
+  private leftId: CameraId | undefined;
   /** Bytes sent as probe copies. */
   probeBytes = 0;
 
@@ -78,7 +76,6 @@ export class ViewerAdaptation {
   /** One video packet sent (see BandwidthEstimator.onSent). */
   onSent(seq: number, payloadBytes: number, now: number): void {
     this.est.onSent(seq, payloadBytes, now);
-    this.sentBytes += payloadBytes + 12;
   }
 
   /**
@@ -92,18 +89,22 @@ export class ViewerAdaptation {
 
   /**
    * How many copies of the video packet of `bytes` just sent to send right after it, for a
-   * running probe (see LadderController): the probe's extra rate over what the viewer is
-   * being sent, spread over its packets. A receiver drops the copies (same sequence number).
+   * running probe (see LadderController): the probe's extra rate, in bytes owed since the
+   * last copy, spread over the packets sent meanwhile. A receiver drops the copies (same
+   * sequence number).
    */
   probeCopies(bytes: number, now: number): number {
     const extra = this.ctl.probeBps(now, this.est);
     if (extra <= 0 || bytes <= 0) {
       this.probeCredit = 0;
+      this.probeAt = undefined;
       return 0;
     }
-    this.probeCredit += (bytes * extra) / Math.max(MIN_PROBE_BASE_BPS, this.sentBps);
+    this.probeCredit += ((now - (this.probeAt ?? now)) * extra) / 8000;
+    this.probeAt = now;
     const n = Math.min(MAX_PROBE_COPIES, Math.floor(this.probeCredit / bytes));
-    this.probeCredit = Math.max(0, this.probeCredit - n * bytes);
+    // What a sparse stream cannot carry in copies is not owed later in a burst.
+    this.probeCredit = Math.min(this.probeCredit - n * bytes, MAX_PROBE_COPIES * bytes);
     this.probeBytes += n * bytes;
     return n;
   }
@@ -152,7 +153,9 @@ export class ViewerAdaptation {
     const d = this.est.deliveredBps;
     const recent = this.est.recentDeliveredBps;
     if (!queued || !(d > 0)) return undefined;
-    return Math.max(MIN_PACING_BPS, recent > 0 ? Math.min(d, recent) : d);
+    // Never below the estimate: after an overuse that was not the link's (a stall), pacing at
+    // what was delivered meanwhile would feed on itself, less sent, less delivered.
+    return Math.max(MIN_PACING_BPS, this.est.estimateBps ?? 0, recent > 0 ? Math.min(d, recent) : d);
   }
 
   /** Where the viewer is on its ladder: the source it is on or going to, or below the last for keyframes only. */
@@ -163,20 +166,21 @@ export class ViewerAdaptation {
 
   /** Periodic decision (the viewer's tick). */
   tick(now: number): void {
-    if (this.sentAt !== undefined && now > this.sentAt) {
-      const bps = (this.sentBytes * 8000) / (now - this.sentAt);
-      this.sentBps = this.sentBps === 0 ? bps : RATE_SMOOTHING * this.sentBps + (1 - RATE_SMOOTHING) * bps;
-    }
-    this.sentAt = now;
-    this.sentBytes = 0;
     const level = this.level();
     if (level < 0) return; // on a source outside its ladder (moved by hand): nothing to adapt
     const cur = this.host.current();
+    if (cur.id !== this.curId) {
+      this.leftId = this.curId;
+      this.curId = cur.id;
+    }
     // Each stream's rate, smoothed (a recorder under load sends in bursts: one second's rate
     // may read half or twice its average, and a low reading invites a step up the link cannot
     // carry); a stream not pulled now keeps its last.
     for (let i = 0; i < this.ladder.length; i++) {
       const id = this.ladder[i]!;
+      // Not the stream left behind: it is being released, and its rate falling to nothing
+      // is not what it sends.
+      if (id === this.leftId) continue;
       const ri = (id === cur.id ? cur : this.host.findSource(id))?.rateBps() ?? 0;
       if (ri > 0) this.rates[i] = this.rates[i] === undefined ? ri : RATE_SMOOTHING * this.rates[i]! + (1 - RATE_SMOOTHING) * ri;
     }
