@@ -34,12 +34,15 @@ import { Shortcuts } from "./shortcuts.js";
 import { fullscreenElement, onFullscreenChange, toggleFullscreen } from "./fullscreen.js";
 import { saveSnapshot } from "./snapshot.js";
 import { Zoom } from "./zoom.js";
+import { NodeWatch } from "./node-watch.js";
 import { PlaybackController, Timeline } from "./timeline.js";
 
 /** Camera list refresh period, ms (states arrive on the event stream; this catches list changes). */
 const REFRESH_MS = 10_000;
 /** The camera event stream is opened again this long after the browser gave up on it, ms. */
 const STREAM_RETRY_MS = 2000;
+/** What a tile says when the gateway node its video came through is gone (the page offers again at once). */
+const NODE_LOST = "The gateway node this page was using stopped answering. Reconnecting…";
 /** What the page says while the gateway restarts. */
 const RESTARTING = "The gateway is restarting. This page reconnects by itself…";
 /** Camera states in which the recorder is not delivering: no LIVE, last picture greyed. */
@@ -142,6 +145,10 @@ let redirecting = false;
 let endedWhy = "";
 /** The gateway said it is restarting; cleared when the camera list answers again. */
 let restarting = false;
+/** The gateway process behind the event stream: when it goes, every tile's session offers again at once. */
+const nodeWatch = new NodeWatch(() => {
+  for (const tile of tiles.values()) tile.nodeLost(restarting ? RESTARTING : NODE_LOST);
+});
 let userKnown = false;
 
 /**
@@ -179,8 +186,13 @@ class Tile {
     this.summary = null;
     /** performance.now() of the last increase of framesDecoded */
     this.lastFrameAt = 0;
-    /** What the gateway said while the camera moves to another node (until a frame decoded after it), else "". */
+    /**
+     * Why the picture is being recovered, said until a frame decodes after it (the camera moves to
+     * another node, or the node this page used is gone), else "".
+     */
     this.movingMessage = "";
+    /** The badge's word meanwhile. */
+    this.movingLabel = "Moving";
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     this.movingTimer = undefined;
     /** Why the tile is paused ("" when it should be playing). */
@@ -503,11 +515,27 @@ class Tile {
     const session = this.session;
     if (!session || !session.isViewer(viewerId)) return;
     this.movingMessage = message || "Camera moving to another gateway…";
+    this.movingLabel = "Moving";
     this.liveMark = performance.now();
     clearTimeout(this.movingTimer);
     this.movingTimer = setTimeout(() => {
       if (this.session === session && this.lastFrameAt < this.liveMark) session.lost(viewerId, this.movingMessage);
     }, MOVING_GIVE_UP_MS);
+    this.render();
+  }
+
+  /**
+   * The gateway node this tile's WHEP session was made through is gone: offer again now (through
+   * whichever node answers the page's address), and say why until a frame decodes again.
+   * @param {string} message in plain words
+   */
+  nodeLost(message) {
+    const session = this.session;
+    if (!(session instanceof WhepSession) || !session.restart(message)) return;
+    this.movingMessage = message;
+    this.movingLabel = "Reconnecting";
+    this.liveMark = performance.now();
+    clearTimeout(this.movingTimer);
     this.render();
   }
 
@@ -532,15 +560,20 @@ class Tile {
     switch (s.state) {
       case "new":
       case "connecting":
-        // Connecting again after a failure: still why (a media worker that died, a lost connection).
-        return { status: "connecting", label: s.attempts > 1 ? "Reconnecting" : "Connecting", message: s.attempts > 1 && s.lastError ? capitalize(s.lastError.message) : "Connecting…" };
+        // Connecting again after a failure: still why (a media worker that died, a lost connection,
+        // the gateway node this page used).
+        return {
+          status: "connecting",
+          label: s.attempts > 1 ? "Reconnecting" : "Connecting",
+          message: this.movingMessage || (s.attempts > 1 && s.lastError ? capitalize(s.lastError.message) : "Connecting…"),
+        };
       case "connected":
       case "disconnected": {
         // After an outage, only a frame decoded since the camera came back counts as live.
         const flowing = this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && performance.now() - this.lastFrameAt < STALL_MS;
         if (s.state === "disconnected") return { status: "waiting", label: "Unstable", message: "Connection unstable…" };
         if (flowing || (this.video.readyState >= 2 && !this.summary && !this.liveMark)) return { status: "live", label: "Live", message: "" };
-        if (this.movingMessage) return { status: "reconnecting", label: "Moving", message: this.movingMessage };
+        if (this.movingMessage) return { status: "reconnecting", label: this.movingLabel, message: this.movingMessage };
         if (this.lastFrameAt === 0) return { status: "connecting", label: "Starting", message: cameraDown ? cameraWhy : "Waiting for video…" };
         return { status: "waiting", label: "No video", message: cameraDown ? cameraWhy : "Waiting for the camera…" };
       }
@@ -646,7 +679,11 @@ function listenCameras() {
   });
   // A stream refused for good (a 503 while the gateway restarts): the browser gives up on it, we do not.
   es.addEventListener("error", () => {
-    if (endedWhy) return es.close();
+    if (endedWhy) {
+      nodeWatch.close();
+      return es.close();
+    }
+    nodeWatch.dropped();
     if (es.readyState !== EventSource.CLOSED) return; // the browser retries by itself
     setTimeout(listenCameras, STREAM_RETRY_MS);
   });
@@ -656,6 +693,15 @@ function listenCameras() {
     try {
       const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
       if (endedElsewhere(String(n?.reason ?? ""))) es.close();
+    } catch {
+      // as below
+    }
+  });
+  // Which gateway process this stream reached: another one than before means the old one is gone.
+  es.addEventListener("instance", (e) => {
+    try {
+      const n = JSON.parse(/** @type {MessageEvent} */ (e).data);
+      if (typeof n?.id === "string") nodeWatch.reached(n.id);
     } catch {
       // as below
     }

@@ -7,12 +7,16 @@
  *   GET /api/cameras/events      → text/event-stream: `cameras` (the whole list, first), then
  *                                  `camera` (one camera's view) each time what a person sees changes,
  *                                  `viewer` (ViewerLostNotice: one of this session's viewers lost its
- *                                  media worker: offer again now), and `gateway` ({ state: "restarting",
- *                                  message, retryMs }) as the last event when the gateway shuts down
+ *                                  media worker: offer again now), `gateway` ({ state: "restarting",
+ *                                  message, retryMs }) as the last event when the gateway shuts down, and
+ *                                  `instance` ({ id }) first: this gateway process (a new id each start), so
+ *                                  a page whose stream drops and comes back from another process (another
+ *                                  node behind the same address) knows that its sessions' node is gone
  *   GET /api/cameras/:id/status  → CameraView (its state and the reason in plain words, for anyone who
  *                                  sees the camera) + `ingest`, the recorder side's technical status,
  *                                  only for the camera's administrators (`admin` action)
  */
+import { randomUUID } from "node:crypto";
 import { Router, type Request } from "express";
 import { AuthError, NotFoundError } from "../../config/errors.ts";
 import type { CameraRegistry, CameraView } from "../cameras.ts";
@@ -59,6 +63,8 @@ export interface ApiDeps {
 const MAX_BUFFERED = 256 * 1024;
 
 export function apiRouter(deps: ApiDeps): Router {
+  /** This gateway process, as its event streams name it (the `instance` event). */
+  const instance = randomUUID();
   const r = Router();
   const streams = new Set<SseStream>();
   deps.cameras.events.on("closed", () => {
@@ -110,6 +116,7 @@ export function apiRouter(deps: ApiDeps): Router {
       },
     });
     streams.add(stream);
+    stream.send("instance", { id: instance });
     stream.send("cameras", visible(req));
     off = deps.cameras.events.on("camera", (view) => {
       if (deps.canSee(req, view.id)) stream.send("camera", withActions(req, view));

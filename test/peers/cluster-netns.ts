@@ -51,6 +51,12 @@ export interface ClusterNetns extends AsyncDisposable {
   exposeHost(port: number): Promise<string>;
   /** TCP forwarders inside `ns` (rules as test/peers/ns-forward.ts takes them); they live until close. */
   forward(ns: string, rules: string[]): Promise<void>;
+  /**
+   * A TCP load balancer inside `ns` on `listen` (`host:port`) in front of `targets` (`host:port`, each
+   * a gateway node checked at `/readyz`): new connections go to the first healthy target in the order
+   * of preference, at first as given; `order([2, 3, 1])` (1-based) changes it.
+   */
+  balance(ns: string, listen: string, targets: string[]): Promise<{ order(indexes: number[]): Promise<void> }>;
   /** An executable that runs `binary` with its arguments inside `ns` (for tools that take a path). */
   wrapper(ns: string, binary: string): Promise<string>;
   close(): Promise<void>;
@@ -98,6 +104,24 @@ export async function createClusterNetns(nodes: number): Promise<ClusterNetns> {
     throw err;
   }
   let socketNo = 0;
+  const spawnForwarder = async (ns: string, rules: string[]): Promise<ChildProcess> => {
+    const c = spawn("ip", ["netns", "exec", ns, process.execPath, FORWARDER, ...rules], { stdio: ["pipe", "pipe", "pipe"] });
+    children.push(c);
+    let err = "";
+    c.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`forwarder in ${ns} did not start: ${err}`)), 20_000);
+      c.stdout!.once("data", () => {
+        clearTimeout(t);
+        resolve();
+      });
+      c.once("exit", (code) => {
+        clearTimeout(t);
+        reject(new Error(`forwarder in ${ns} exited ${code}: ${err}`));
+      });
+    });
+    return c;
+  };
   return {
     node: (i) => nodeList[i - 1]!,
     client,
@@ -123,21 +147,17 @@ export async function createClusterNetns(nodes: number): Promise<ClusterNetns> {
       return file;
     },
     async forward(ns, rules) {
-      const c = spawn("ip", ["netns", "exec", ns, process.execPath, FORWARDER, ...rules], { stdio: ["pipe", "pipe", "pipe"] });
-      children.push(c);
-      let err = "";
-      c.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-      await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`forwarder in ${ns} did not start: ${err}`)), 20_000);
-        c.stdout!.once("data", () => {
-          clearTimeout(t);
-          resolve();
-        });
-        c.once("exit", (code) => {
-          clearTimeout(t);
-          reject(new Error(`forwarder in ${ns} exited ${code}: ${err}`));
-        });
-      });
+      await spawnForwarder(ns, rules);
+    },
+    async balance(ns, listen, targets) {
+      const c = await spawnForwarder(ns, [`${listen}=balance:${targets.join(",")}`]);
+      return {
+        order: async (indexes) => {
+          const ok = new Promise<void>((resolve) => c.stdout!.once("data", () => resolve()));
+          c.stdin!.write(`order ${indexes.join(",")}\n`);
+          await ok;
+        },
+      };
     },
     async wrapper(ns, binary) {
       const file = path.join(dir, `${path.basename(binary)}-${ns}`);
