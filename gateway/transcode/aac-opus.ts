@@ -7,15 +7,16 @@
  * stdout (one 20 ms packet per page); see aac.ts for why we depacketize ourselves.
  *
  * ffmpeg gives its output back in bursts (every Opus packet of an AAC frame at once, one
- * to two frames late): each packet is held until a steady delay (`delayMs`) after its
- * content reached us (pacer.ts), so the browser receives sound at the camera's own cadence.
+ * to two frames late): each packet is held until a steady delay after its content reached us
+ * (pacer.ts), so the browser receives sound at the camera's own cadence. The delay is
+ * ffmpeg's measured lag (the largest of the last seconds) plus `delayMarginMs`, at most `delayMs`.
  */
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import type { Logger } from "../../config/log.ts";
 import { emptyRtpHeader, readRtpHeader, writeRtpHeader } from "../../sfu/rtp/packet.ts";
 import { AacDepacketizer, adtsHeader, type AacDropReason, type AacStreamConfig } from "./aac.ts";
 import { ClockMap, OggReader, opusHeadPreSkip, opusPacketSamples, OpusStamper } from "./ogg-opus.ts";
-import { FollowDelay, Pacer } from "./pacer.ts";
+import { FollowDelay, LagWatch, Pacer } from "./pacer.ts";
 import { ChildSupervisor, type ChildStatus, type SpawnFn } from "./supervisor.ts";
 import { realTimers, type Timers } from "../rtsp/timers.ts";
 
@@ -28,6 +29,11 @@ import { realTimers, type Timers } from "../rtsp/timers.ts";
  */
 const STARTUP_MAX_LAG_MS = 250;
 const STARTUP_GIVE_UP_MS = 10_000;
+
+/** ffmpeg's lag is the largest over this window and the one before, ms. */
+const LAG_WINDOW_MS = 10_000;
+/** The pace delay moves towards a new target by this much of the time passed (0.1: 100 ms a second), so neither track jumps. */
+const DELAY_SLEW = 0.1;
 
 /** The payload type the Opus output carries (what the SFU source is told). */
 export const OPUS_PAYLOAD_TYPE = 111;
@@ -42,8 +48,10 @@ export interface AacToOpusOptions {
   supervisor: { restartMinMs: number; restartMaxMs: number; stableMs: number; stderrLines: number; onChange?: (() => void) | undefined };
   /** Encoded input waiting for ffmpeg, bytes, past which input is dropped. */
   maxPendingBytes: number;
-  /** Each output packet leaves this long after its content reached us, ms (later output is sent at once). */
+  /** Each output packet leaves at most this long after its content reached us, ms (later output is sent at once). */
   delayMs: number;
+  /** Added to ffmpeg's measured lag to make the delay, ms. */
+  delayMarginMs: number;
   timers?: Timers;
   spawn?: SpawnFn;
 }
@@ -82,11 +90,13 @@ export class AacToOpus {
   private readonly timers: Timers;
   private readonly pacer: Pacer;
   private readonly paceClock: FollowDelay;
+  private readonly lag: LagWatch;
 
   constructor(o: AacToOpusOptions) {
     this.o = o;
     this.timers = o.timers ?? realTimers;
-    this.paceClock = new FollowDelay(() => o.delayMs, 1);
+    this.lag = new LagWatch({ windowMs: LAG_WINDOW_MS, marginMs: o.delayMarginMs, minMs: 0, maxMs: o.delayMs });
+    this.paceClock = new FollowDelay(() => this.lag.delayMs(), DELAY_SLEW);
     this.pacer = new Pacer({
       plan: this.paceClock,
       maxQueue: 256,
@@ -194,6 +204,7 @@ export class AacToOpus {
     this.stamper = new OpusStamper(this.clock, this.o.stream.clockRate);
     this.startedAt = this.timers.now();
     this.pacer.reset();
+    this.lag.reset();
     this.caughtUp = false;
     this.ogg = new OggReader();
     this.stdin = child.stdin;
@@ -236,6 +247,7 @@ export class AacToOpus {
         this.o.log.warn("ffmpeg's sound stays late", { lagMs: Math.round(now - stamper.lastInputAt) });
       }
     }
+    this.lag.note(now - stamper.lastInputAt, now);
     const buf = this.outBuf;
     this.seq = (this.seq + 1) & 0xffff;
     writeRtpHeader(buf, { marker: false, payloadType: OPUS_PAYLOAD_TYPE, sequenceNumber: this.seq, timestamp: ts, ssrc: this.ssrc });

@@ -12,7 +12,13 @@
  * machine: unpaced, sound started 1.6 s behind and had not settled within 40 s; paced by
  * 250 ms, within 100 ms in a few seconds.)
  *
- * `FollowDelay` is pure (times in, a send time out); `Pacer` holds the packets and one timer.
+ * The delay is not fixed: ffmpeg's own lag (from a unit's arrival to the sound made from it
+ * coming back) is measured on every packet, and the delay is the largest lag of the last few
+ * seconds plus a margin (`LagWatch`), so sound is not sent late when the machine gets busy
+ * and not held longer than needed when it is quiet.
+ *
+ * `FollowDelay` and `LagWatch` are pure (times in, a send time or a delay out); `Pacer` holds
+ * the packets and one timer.
  */
 import type { TimerHandle, Timers } from "../rtsp/timers.ts";
 
@@ -53,6 +59,47 @@ export class FollowDelay implements SendPlan {
 
   reset(): void {
     this.lastSendAt = Number.NEGATIVE_INFINITY;
+  }
+}
+
+/**
+ * The delay converted output needs, ms: the largest lag seen over the current and the previous
+ * window plus `marginMs`, within [`minMs`, `maxMs`]; `maxMs` until a lag was seen. It rises at
+ * once with a larger lag and falls only after a whole window without it.
+ */
+export class LagWatch {
+  private readonly o: { windowMs: number; marginMs: number; minMs: number; maxMs: number };
+  private cur = Number.NEGATIVE_INFINITY;
+  private prev = Number.NEGATIVE_INFINITY;
+  private windowStart = Number.NaN;
+
+  constructor(o: { windowMs: number; marginMs: number; minMs: number; maxMs: number }) {
+    this.o = o;
+  }
+
+  /** A packet came back `lagMs` after its input reached us, at `now` (ms). */
+  note(lagMs: number, now: number): void {
+    if (Number.isNaN(this.windowStart)) this.windowStart = now;
+    if (now - this.windowStart >= this.o.windowMs) {
+      // A window with nothing in it (no output) leaves nothing to remember either.
+      this.prev = now - this.windowStart >= 2 * this.o.windowMs ? Number.NEGATIVE_INFINITY : this.cur;
+      this.cur = Number.NEGATIVE_INFINITY;
+      this.windowStart = now;
+    }
+    if (lagMs > this.cur) this.cur = lagMs;
+  }
+
+  /** The delay to pace at, ms. */
+  delayMs(): number {
+    const lag = Math.max(this.cur, this.prev);
+    if (lag === Number.NEGATIVE_INFINITY) return this.o.maxMs;
+    return Math.min(this.o.maxMs, Math.max(this.o.minMs, Math.round(lag + this.o.marginMs)));
+  }
+
+  /** Forget what was seen (a new ffmpeg). */
+  reset(): void {
+    this.cur = this.prev = Number.NEGATIVE_INFINITY;
+    this.windowStart = Number.NaN;
   }
 }
 

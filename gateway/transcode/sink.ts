@@ -10,9 +10,9 @@
  * The last one is passed on again after a converter's first packet: the SFU source takes
  * reports only from a track that has sent media, and a camera sends one every few seconds.
  *
- * A camera whose sound is converted has its picture held by the sound's steady delay
- * (`transcode.aacDelayMs`, pacer.ts), so both reach the browser in step and its lip sync
- * has little to catch up.
+ * A camera whose sound is converted has its picture held by the sound's delay (ffmpeg's
+ * measured lag plus `transcode.aacDelayMarginMs`, at most `transcode.aacDelayMs`; pacer.ts),
+ * so both reach the browser in step and its lip sync has little to catch up.
  */
 import type { Logger } from "../../config/log.ts";
 import type { CameraTranscodeConfig, TranscodeConfig } from "../../config/sections/transcode.ts";
@@ -260,7 +260,7 @@ export class TranscodingSink implements MediaSink {
     if (spec.codec === "MPEG4-GENERIC" || spec.codec === "MP4A-LATM") {
       const stream = parseAacFmtp(spec.codec, spec.clockRate, spec.fmtp);
       if (typeof stream === "string") return undefined; // planTracks refused it already
-      return new AacToOpus({ stream, ffmpeg, opusBitrateKbps: g.opusBitrateKbps, out, log, supervisor, maxPendingBytes: g.maxPendingBytes, delayMs: g.aacDelayMs, timers: this.o.timers, spawn: this.o.spawn });
+      return new AacToOpus({ stream, ffmpeg, opusBitrateKbps: g.opusBitrateKbps, out, log, supervisor, maxPendingBytes: g.maxPendingBytes, delayMs: g.aacDelayMs, delayMarginMs: g.aacDelayMarginMs, timers: this.o.timers, spawn: this.o.spawn });
     }
     if (spec.codec === "H265") {
       return new H265ToH264({ fmtp: spec.fmtp, ffmpeg, settings: this.o.camera, out, log, supervisor, maxPendingBytes: g.maxPendingBytes, timers: this.o.timers, spawn: this.o.spawn });

@@ -1,6 +1,7 @@
 /**
  * The cost of converting codecs with ffmpeg (gateway/transcode/), per camera:
  *   aac_opus_cpu_pct_per_camera      — one AAC-LC camera (16 kHz mono, RTP MPEG4-GENERIC) to Opus
+ *   aac_opus_delay_ms                — the delay its sound (and picture) is paced at: ffmpeg's measured lag plus the margin
  *   h265_transcode_cores_per_1080p   — one 1080p 25 fps H.265 camera to H.264 (libx264 veryfast, 4 Mbit/s),
  *                                      in cores for 25 output frames a second (CPU per output frame × 25:
  *                                      on a saturated machine ffmpeg falls behind; `h265_transcode_fps_out`
@@ -119,9 +120,10 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
     const stream = parseAacFmtp("MPEG4-GENERIC", 16000, "streamtype=5;mode=AAC-hbr;config=1408;sizelength=13;indexlength=3;indexdeltalength=3");
     if (typeof stream === "string") throw new Error(stream);
     const aacPct: number[] = [];
+    const aacDelay: number[] = [];
     let opusOut = 0;
     for (let t = 0; t < trials; t++) {
-      const conv = new AacToOpus({ stream, ffmpeg: "ffmpeg", opusBitrateKbps: 48, out: () => void opusOut++, log: silentLogger, supervisor: SUPERVISOR, maxPendingBytes: 4 << 20, delayMs: 250 });
+      const conv = new AacToOpus({ stream, ffmpeg: "ffmpeg", opusBitrateKbps: 48, out: () => void opusOut++, log: silentLogger, supervisor: SUPERVISOR, maxPendingBytes: 4 << 20, delayMs: 400, delayMarginMs: 40 });
       conv.setWanted(true);
       const stop = pace(64, (i) => {
         const au = aus[i % aus.length]!;
@@ -131,6 +133,7 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
       try {
         const m = await measure(() => conv.status().pid, 2000, windowMs);
         aacPct.push((100 * m.cpu) / m.wall);
+        aacDelay.push(conv.paceDelayMs());
         log(`codecs: AAC→Opus trial ${t + 1}: ${((100 * m.cpu) / m.wall).toFixed(2)} % of a core`);
       } finally {
         stop();
@@ -187,6 +190,7 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
     return {
       aac_opus_cpu_pct_per_camera: Math.round(median(aacPct) * 100) / 100,
       aac_opus_trials: aacPct.map((x) => Math.round(x * 100) / 100),
+      aac_opus_delay_ms: Math.round(median(aacDelay)),
       aac_opus_packets_out: opusOut,
       h265_transcode_cores_per_1080p: Math.round(median(hevcCores) * 100) / 100,
       h265_transcode_trials: hevcCores.map((x) => Math.round(x * 100) / 100),

@@ -209,13 +209,16 @@ describe("codecs end to end (GStreamer recorders → gateway → Chromium)", () 
         const within = abs.filter((x) => x < 100).length / abs.length;
         console.info(
           `AAC→Opus A/V: in sync ${settledMs} ms after the first frames (settling offsets ${settle.map(Math.round).join(", ")}); ` +
-            `then ${held.length} readings over 15 s, ${Math.round(within * 100)} % within 100 ms, |offset| median ${Math.round(abs[abs.length >> 1]!)} ms, max ${Math.round(abs.at(-1)!)} ms; ` +
+            `then ${held.length} readings over 15 s, ${Math.round(within * 100)} % within 100 ms, |offset| median ${Math.round(abs[abs.length >> 1]!)} ms, ` +
+            `p90 ${Math.round(abs[Math.floor(abs.length * 0.9)]!)} ms, max ${Math.round(abs.at(-1)!)} ms; ` +
             `all: ${held.map(Math.round).join(", ")}`,
         );
         // The sound first comes into sync (four readings in a row within 100 ms, above). After that
-        // the target is every reading within 100 ms; what holds on this machine is less: Chromium's
-        // lip sync keeps moving the offset, up to about ±200 ms over 15 s (median |offset| 33–137 ms
-        // in the runs here). The bound below is what holds; the 100 ms target is not met yet.
+        // the target is the median and the 90th percentile of |offset| within 100 ms; what holds on
+        // this machine is less: Chromium's lip sync keeps moving the offset, up to about ±250 ms over
+        // 15 s on a busy machine (median |offset| 33–137 ms, 90th percentile up to 225 ms in the runs
+        // here), with the gateway sending both tracks in step. The bound below is what holds; the
+        // 100 ms target is not met yet.
         expect(abs[abs.length >> 1]!, `offsets (ms) ${held.map(Math.round).join(", ")}`).toBeLessThan(250);
         const view = (await (await fetch(`${gateway.url}/api/cameras`)).json()) as CameraView[];
         const cam = view.find((c) => c.id === "aac")!;

@@ -1,10 +1,11 @@
 /**
  * Pacing converted output (gateway/transcode/pacer.ts) on a fake clock: each packet leaves a
  * steady delay after its input time, in order, late ones at once; a changed target is reached
- * gradually; reset and close drop what is held.
+ * gradually; reset and close drop what is held. The delay follows ffmpeg's measured lag
+ * (LagWatch): up at once, down only after a window without the larger lag.
  */
 import { describe, expect, it } from "vitest";
-import { FollowDelay, Pacer } from "../../gateway/transcode/pacer.ts";
+import { FollowDelay, LagWatch, Pacer } from "../../gateway/transcode/pacer.ts";
 import type { TimerHandle, Timers } from "../../gateway/rtsp/timers.ts";
 
 /** Timers on a clock moved by hand. */
@@ -58,6 +59,27 @@ describe("FollowDelay", () => {
     target = 0;
     d.sendAt(3500, 3500);
     expect(d.delayMs).toBe(150);
+  });
+});
+
+describe("LagWatch", () => {
+  it("is the largest lag of this window and the last plus the margin, within its bounds; the most until a lag is seen", () => {
+    const w = new LagWatch({ windowMs: 1000, marginMs: 40, minMs: 50, maxMs: 400 });
+    expect(w.delayMs()).toBe(400);
+    w.note(180, 0);
+    expect(w.delayMs()).toBe(220);
+    w.note(300, 500); // a busy moment: up at once
+    expect(w.delayMs()).toBe(340);
+    w.note(180, 1000); // a new window: the last one's 300 still counts
+    expect(w.delayMs()).toBe(340);
+    w.note(185, 2000); // a whole window without it: down
+    expect(w.delayMs()).toBe(225);
+    w.note(500, 2100);
+    expect(w.delayMs()).toBe(400); // never past the most
+    w.note(0, 5000); // two windows without output: only what came since counts
+    expect(w.delayMs()).toBe(50); // never under the least
+    w.reset();
+    expect(w.delayMs()).toBe(400);
   });
 });
 
