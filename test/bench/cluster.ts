@@ -1,7 +1,8 @@
 /**
- * A cluster of three gateway processes on Redis (127.0.0.2–.4), one camera (the demo recorder),
- * Chromium pages (the product's own page) on the two nodes that do not pull the camera, answered
- * through the one that does.
+ * A cluster of three gateway processes on Redis, one camera (the demo recorder), Chromium pages
+ * (the product's own page) on the two nodes that do not pull the camera, answered through the one
+ * that does: each node in a network namespace of its own and Chromium in another, as the
+ * cluster's e2e proof (test/peers/cluster-netns.ts).
  *
  * - `cluster_nodes`: nodes in the discovery listing.
  * - `cluster_failover_ms_*`: the node pulling the camera SIGKILLed → the first new frame decoded
@@ -12,7 +13,8 @@
  *   packet delivered to the pages, of the node that pulls and sends, and of a node that only
  *   answered its page's signalling through the owner (its media goes to the owner directly).
  *   These first figures are of `cluster.forward.mode: answer`.
- * - Then the same three nodes in `forward` mode (the default; benchForwarding below):
+ * - Then three nodes on loopback (127.0.0.2–.4; its light viewers run in this process) in
+ *   `forward` mode (the default; benchForwarding below):
  *   `cluster_relay_cpu_us_per_packet` (a node that receives the camera from its owner over the
  *   forwarding link and serves its own viewers from the relay) beside
  *   `cluster_relay_owner_cpu_us_per_packet` (the owner: pull, its own viewers, the link), same
@@ -28,6 +30,7 @@ import type { Page } from "puppeteer-core";
 import { silentLogger } from "../../config/log.ts";
 import { startDemoRecorder } from "../../gateway/demo/recorder.ts";
 import { inboundStats, launchChromium, waitForDecodedFrames } from "../peers/chromium.ts";
+import { pageFetch, startNetnsCluster, type NetnsCluster } from "../peers/cluster-netns.ts";
 import { signInPage, startClusterNode, type ClusterNode } from "../peers/cluster-node.ts";
 import { LightViewer } from "../peers/light-viewer.ts";
 import { HttpBrowser, signIn } from "../peers/oidc.ts";
@@ -51,69 +54,90 @@ interface Discovery {
 export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<string, unknown>> {
   const log = o.log ?? (() => {});
   const leaseMs = o.leaseMs ?? 2000;
+  const cycles = o.cycles ?? 5;
+  // Answer mode, each node in a network namespace of its own (as the cluster's e2e proof).
+  const cluster = await startNetnsCluster({ leaseMs, forwardMode: "answer", timeoutMs: 180_000 });
+  let answered: Record<string, unknown>;
+  try {
+    answered = await benchAnswerFailover(cluster, leaseMs, cycles, log, o.signal);
+  } finally {
+    await cluster.close();
+  }
+  // Forward mode: light werift viewers in this process, so its nodes are on loopback (127.0.0.2–.4).
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gatehouse-bench-cluster-"));
   const redis = await startRedis();
   const recorder = await startDemoRecorder({ host: "127.0.0.1", port: 0, log: silentLogger });
   const chromium = await launchChromium();
   const nodes = new Map<number, ClusterNode>();
+  try {
+    const forwarded = await benchForwarding({ dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs, chromium, cycles, nodes, log, ...(o.signal ? { signal: o.signal } : {}) });
+    return { ...answered, ...forwarded };
+  } finally {
+    for (const n of nodes.values()) n.kill();
+    await chromium.close();
+    await recorder.close();
+    await redis.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The answer-mode figures (module doc), on a cluster in network namespaces. */
+async function benchAnswerFailover(cluster: NetnsCluster, leaseMs: number, cycles: number, log: (msg: string) => void, signal: AbortSignal | undefined): Promise<Record<string, unknown>> {
   const pages: Page[] = [];
   const closePages = async () => {
     for (const p of pages.splice(0)) await p.close().catch(() => {});
   };
+  // The nodes are reachable from the browser's namespace only: the discovery document is read by a page.
+  const discovery = async (via: Page) => JSON.parse((await pageFetch(via, "/.well-known/gatehouse")).body) as Discovery;
+  const owner = async (via: Page): Promise<number | undefined> => {
+    const id = (await discovery(via)).cluster.nodes.find((n) => n.load.cameras > 0)?.id;
+    return id ? Number(id.slice("node-".length)) : undefined;
+  };
+  const failover: number[] = [];
+  let ownerCpu: number | undefined;
+  let forwarderCpu: number | undefined;
+  let clusterNodes = 0;
+  // A failure of the cycles is reported; the forward-mode figures still follow.
+  let answerError: string | undefined;
   try {
-    const start = async (index: number) => nodes.set(index, await startClusterNode({ index, dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs, forwardMode: "answer", timeoutMs: 180_000 }));
-    for (const i of [1, 2, 3]) await start(i);
-    const anyNode = () => [...nodes.values()][0]!;
-    const discovery = async (via: ClusterNode) => (await (await fetch(`${via.url}/.well-known/gatehouse`)).json()) as Discovery;
-    const owner = async (): Promise<number | undefined> => {
-      const id = (await discovery(anyNode())).cluster.nodes.find((n) => n.load.cameras > 0)?.id;
-      return id ? Number(id.slice("node-".length)) : undefined;
-    };
-
     // First puller: node 1, through a page of its own (closed once pages elsewhere watch).
-    const opener = await chromium.newPage();
-    await signInPage(opener, nodes.get(1)!, "viewer");
+    const opener = await cluster.page();
+    pages.push(opener);
+    await signInPage(opener, cluster.node(1), "viewer");
     await waitForDecodedFrames(opener, 5, 30_000);
-    const clusterNodes = (await discovery(nodes.get(2)!)).cluster.nodes.length;
-
-    const failover: number[] = [];
-    let ownerCpu: number | undefined;
-    let forwarderCpu: number | undefined;
-    const cycles = o.cycles ?? 5;
+    clusterNodes = (await discovery(opener)).cluster.nodes.length;
     let previous: Page[] = [opener];
-    // A failure of the answer-mode cycles is reported; the forward-mode figures still follow.
-    let answerError: string | undefined;
-    try {
     for (let c = 0; c < cycles; c++) {
-      if (o.signal?.aborted) throw new Error("aborted");
+      if (signal?.aborted) throw new Error("aborted");
       let puller: number | undefined;
       for (let i = 0; i < 100 && puller === undefined; i++) {
-        puller = await owner();
+        puller = await owner(previous[0]!);
         if (puller === undefined) await new Promise((r) => setTimeout(r, 100));
       }
       if (puller === undefined) throw new Error("no node pulls the camera");
-      const others = [...nodes.keys()].filter((i) => i !== puller);
+      const others = [1, 2, 3].filter((i) => i !== puller);
       // Fresh pages on the nodes that do not pull, opened before the last cycle's pages close
       // (so the camera never goes idle and stays with its puller).
       const current: Page[] = [];
       for (const i of others) {
-        const page = await chromium.newPage();
+        const page = await cluster.page();
         pages.push(page);
         current.push(page);
-        await signInPage(page, nodes.get(i)!, "viewer");
+        await signInPage(page, cluster.node(i), "viewer");
         await waitForDecodedFrames(page, 10, 30_000);
       }
       for (const p of previous) await p.close().catch(() => {});
       previous = current;
       if (c === 0) {
         // CPU per delivered packet, owner and a forwarding node, over the same 5 s.
+        const pids = new Map([1, 2, 3].map((i) => [i, cluster.node(i).child.pid!]));
         const before = await Promise.all(current.map((p) => inboundStats(p, "video")));
-        const cpu0 = new Map([...nodes].map(([i, n]) => [i, cpuSeconds(n.child.pid!)]));
+        const cpu0 = new Map([...pids].map(([i, pid]) => [i, cpuSeconds(pid)]));
         await new Promise((r) => setTimeout(r, 5000));
         const after = await Promise.all(current.map((p) => inboundStats(p, "video")));
         const packets = after.map((a, k) => (a?.packetsReceived ?? 0) - (before[k]?.packetsReceived ?? 0));
         const total = packets.reduce((x, y) => x + y, 0);
-        const cpu = (i: number) => cpuSeconds(nodes.get(i)!.child.pid!) - cpu0.get(i)!;
+        const cpu = (i: number) => cpuSeconds(pids.get(i)!) - cpu0.get(i)!;
         if (total > 0 && packets[0]! > 0) {
           ownerCpu = round((cpu(puller) * 1e6) / total, 2);
           forwarderCpu = round((cpu(others[0]!) * 1e6) / packets[0]!, 2);
@@ -121,7 +145,7 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
       }
       const keys = await Promise.all(current.map((p) => inboundStats(p, "video").then((s) => s?.key)));
       const killedAt = Date.now();
-      nodes.get(puller)!.kill();
+      cluster.node(puller).kill();
       // Playing again: a new receive stream (the page's new offer) has decoded a frame.
       const ms = await Promise.all(
         current.map(async (p, k) => {
@@ -136,36 +160,25 @@ export async function benchCluster(o: ClusterBenchOptions = {}): Promise<Record<
       );
       failover.push(...ms);
       log(`cluster: cycle ${c + 1}: node-${puller} killed, pages playing again after ${ms.join(", ")} ms`);
-      await start(puller);
+      await cluster.restart(puller);
     }
-    } catch (err) {
-      if (o.signal?.aborted) throw err;
-      answerError = err instanceof Error ? err.message : String(err);
-      log(`cluster: answer-mode cycles failed: ${answerError}`);
-    }
-    await closePages();
-    for (const n of nodes.values()) await n.stop();
-    nodes.clear();
-    const forwarded = await benchForwarding({ dir, redisUrl: redis.url, cameraUrl: recorder.url, leaseMs, chromium, cycles, nodes, log, ...(o.signal ? { signal: o.signal } : {}) });
-    return {
-      cluster_nodes: clusterNodes,
-      ...(failover.length > 0
-        ? { cluster_failover_ms_p50: round(median(failover)), cluster_failover_ms_p95: round(percentile(failover, 95)), cluster_failover_ms_max: Math.max(...failover) }
-        : {}),
-      ...(answerError ? { cluster_answer_error: answerError } : {}),
-      cluster_failover_samples: failover.length,
-      cluster_lease_ms: leaseMs,
-      ...(ownerCpu !== undefined ? { cluster_owner_cpu_us_per_packet: ownerCpu, cluster_forwarder_cpu_us_per_packet: forwarderCpu } : {}),
-      ...forwarded,
-    };
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    answerError = err instanceof Error ? err.message : String(err);
+    log(`cluster: answer-mode cycles failed: ${answerError}`);
   } finally {
     await closePages();
-    for (const n of nodes.values()) n.kill();
-    await chromium.close();
-    await recorder.close();
-    await redis.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
+  return {
+    cluster_nodes: clusterNodes,
+    ...(failover.length > 0
+      ? { cluster_failover_ms_p50: round(median(failover)), cluster_failover_ms_p95: round(percentile(failover, 95)), cluster_failover_ms_max: Math.max(...failover) }
+      : {}),
+    ...(answerError ? { cluster_answer_error: answerError } : {}),
+    cluster_failover_samples: failover.length,
+    cluster_lease_ms: leaseMs,
+    ...(ownerCpu !== undefined ? { cluster_owner_cpu_us_per_packet: ownerCpu, cluster_forwarder_cpu_us_per_packet: forwarderCpu } : {}),
+  };
 }
 
 interface ForwardBenchOptions {

@@ -198,6 +198,8 @@ export interface NetnsCluster extends AsyncDisposable {
   readonly nodes: readonly ClusterNode[];
   /** Node i, 1-based. */
   node(i: number): ClusterNode;
+  /** Starts node i again (after a kill), in its namespace, with its configuration; `node(i)` is the new process. */
+  restart(i: number): Promise<ClusterNode>;
   /**
    * A tab of the shared browser context, of a context of its own (`isolated`: its own cookies), or
    * of `beside`'s context; closed with the cluster. Each tab stands for a browser of its own, in
@@ -240,7 +242,22 @@ export async function startNetnsCluster(o: NetnsClusterOptions = {}): Promise<Ne
     const chromiumStarting = net.wrapper(net.client.ns, "/usr/bin/chromium").then((bin) => launchChromium({ executablePath: bin, pipe: true }));
     // Closed whatever happens below (a launch that loses the race with a failing node, too).
     cleanups.push(() => chromiumStarting.then((c) => c.close()));
-    const nodes = await Promise.all(
+    const startNode = (index: number) => {
+      const { ns, address } = net.node(index);
+      return startClusterNode({
+        index,
+        dir,
+        redisUrl: redis.url,
+        cameraUrl: recorder.url,
+        leaseMs,
+        forwardMode: o.forwardMode,
+        netns: { ns, address },
+        config: o.config?.(index, address),
+        timeoutMs: o.timeoutMs ?? 90_000,
+      });
+    };
+    const nodes: ClusterNode[] = [];
+    await Promise.all(
       indexes.map(async (index) => {
         const { ns, address } = net.node(index);
         // Inside the node's namespace: Redis and the recorder at the host's loopback ports, and its
@@ -251,19 +268,9 @@ export async function startNetnsCluster(o: NetnsClusterOptions = {}): Promise<Ne
           `${address}:${NETNS_HTTP_PORT}=127.0.0.${index + 1}:${NETNS_HTTP_PORT}`,
           `${address}:${NETNS_IDP_PORT + index}=127.0.0.1:${NETNS_IDP_PORT + index}`,
         ]);
-        const n = await startClusterNode({
-          index,
-          dir,
-          redisUrl: redis.url,
-          cameraUrl: recorder.url,
-          leaseMs,
-          forwardMode: o.forwardMode,
-          netns: { ns, address },
-          config: o.config?.(index, address),
-          timeoutMs: o.timeoutMs ?? 90_000,
-        });
-        cleanups.push(() => n.kill());
-        return n;
+        nodes[index - 1] = await startNode(index);
+        // The node's current process (restart replaces it).
+        cleanups.push(() => nodes[index - 1]!.kill());
       }),
     );
     const chromium = await chromiumStarting;
@@ -281,6 +288,11 @@ export async function startNetnsCluster(o: NetnsClusterOptions = {}): Promise<Ne
       chromium,
       nodes,
       node: (i) => nodes[i - 1]!,
+      async restart(i) {
+        nodes[i - 1]!.kill();
+        nodes[i - 1] = await startNode(i);
+        return nodes[i - 1]!;
+      },
       async page(opts = {}) {
         let context = opts.beside?.browserContext();
         if (!context && opts.isolated) {
