@@ -45,6 +45,10 @@ const QUEUED_MS = 200;
 const MIN_PACING_BPS = 100_000;
 /** At most this many copies of one packet. */
 const MAX_PROBE_COPIES = 12;
+/** Packets smaller than this are not copied, bytes. */
+const MIN_PROBE_PACKET = 500;
+/** A probe owes at most this many bytes of copies (what a sparse stream cannot carry is not sent later in a burst). */
+const MAX_PROBE_CREDIT = 2 * MAX_PROBE_COPIES * 1200;
 
 export class ViewerAdaptation {
   /** Sources from the largest stream to the smallest. */
@@ -100,11 +104,13 @@ export class ViewerAdaptation {
       this.probeAt = undefined;
       return 0;
     }
-    this.probeCredit += ((now - (this.probeAt ?? now)) * extra) / 8000;
+    this.probeCredit = Math.min(this.probeCredit + ((now - (this.probeAt ?? now)) * extra) / 8000, MAX_PROBE_CREDIT);
     this.probeAt = now;
+    // Small packets (a frame's parameter sets, its first bytes) are not copied: a dozen copies
+    // of 14 bytes is no probe, and would use up what a full packet should carry.
+    if (bytes < MIN_PROBE_PACKET) return 0;
     const n = Math.min(MAX_PROBE_COPIES, Math.floor(this.probeCredit / bytes));
-    // What a sparse stream cannot carry in copies is not owed later in a burst.
-    this.probeCredit = Math.min(this.probeCredit - n * bytes, MAX_PROBE_COPIES * bytes);
+    this.probeCredit -= n * bytes;
     this.probeBytes += n * bytes;
     return n;
   }

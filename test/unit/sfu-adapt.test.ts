@@ -5,7 +5,11 @@
  * injected clock: no sockets, no timers.
  */
 import { describe, expect, it } from "vitest";
+import type { CameraId } from "../../config/ids.ts";
+import { silentLogger } from "../../config/log.ts";
 import { BandwidthEstimator, LadderController } from "../../sfu/adapt.ts";
+import { ViewerAdaptation } from "../../sfu/stream-switch.ts";
+import type { ViewerTransport } from "../../sfu/transport.ts";
 
 const PAYLOAD = 1200;
 const WIRE_BITS = (PAYLOAD + 50) * 8;
@@ -315,5 +319,47 @@ describe("LadderController on the simulated link", () => {
     expect(ctl.ups).toBeLessThanOrEqual(3);
     const ups = levels.filter((l) => l.level === 0).map((l) => l.t);
     for (let i = 2; i < ups.length; i++) expect(ups[i]! - ups[i - 1]!).toBeGreaterThan(1.5 * (ups[i - 1]! - ups[i - 2]!));
+  });
+});
+
+describe("ViewerAdaptation probes", () => {
+  // The bug this pins: a frame's first packet is often a few bytes (parameter sets); the
+  // copies owed since the last frame were spent on a dozen copies of it, so a probe sent
+  // a few kilobytes instead of its rate, went through on any link, and the step up it
+  // allowed was a trial of the main stream on a link that could not carry it.
+  it("sends a probe's rate in copies of full packets, whatever small packets come between", () => {
+    const source = (id: string, bps: number) => ({ id: id as CameraId, rateBps: () => bps });
+    const main = source("gate", 1.8e6);
+    const sub = source("gate:sub", 0.3e6);
+    const a = new ViewerAdaptation([main.id, sub.id], {
+      current: () => sub,
+      target: () => undefined,
+      findSource: (id) => (id === main.id ? main : sub),
+      keyframesOnly: () => false,
+      stepDown: () => {},
+      requestStepUp: () => {},
+      switchTo: () => {},
+      log: silentLogger,
+    });
+    let copies = 0;
+    const transport = { sendRtp: () => (copies++, true) } as unknown as ViewerTransport;
+    const header = { marker: false, payloadType: 96, sequenceNumber: 0, timestamp: 0, ssrc: 1 };
+    let seq = 0;
+    let bytesAtFirstProbe = -1;
+    for (let t = 0; t < 12_000; t += 66) {
+      // One frame: 2 bytes, two full packets, a short last one (about 300 kbit/s at 15 frames/s).
+      for (const size of [2, 1188, 1188, 200]) {
+        header.sequenceNumber = seq++ & 0xffff;
+        a.onSentVideo(transport, header, Buffer.alloc(size), t);
+      }
+      a.onReport({ now: t, highestSeq: (seq - 3) & 0xffff, cumulativeLost: 0, fractionLost: 0, rttMs: 300 });
+      if (t % 264 === 0) a.tick(t);
+      if (a.probes.made === 2 && bytesAtFirstProbe < 0) bytesAtFirstProbe = a.probeBytes;
+    }
+    // The first probe: the main stream's rate × 1.15 less the substream's, for half a second.
+    const owed = ((1.8e6 * 1.15 - 0.3e6) * 0.5) / 8;
+    expect(bytesAtFirstProbe).toBeGreaterThan(0.7 * owed);
+    expect(bytesAtFirstProbe).toBeLessThan(1.3 * owed);
+    expect(copies).toBeGreaterThan(0);
   });
 });
