@@ -1,15 +1,14 @@
 /**
  * Gatehouse live view: a grid of live camera tiles.
  *
- * - Each tile plays over a WHEP session of its own (with its sound). With `?grid=1` the grid plays
- *   over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one set of TURN
- *   allocations): each tile holds a slot of it, paging or a layout change re-binds slots to other
- *   cameras without a new connection, and the camera opened large uses a WHEP session of its own;
- *   grid tiles carry their camera's sound too, muted until picked. A gateway without `/grid` (an
- *   older one), found out by the first tile, gets a WHEP session per tile. It is not the default
- *   yet: the gateway does not yet tell a one-connection page when its media worker dies or its
- *   camera moves to another cluster node (the page notices only when the picture stalls or ICE
- *   fails), which it does tell a page of WHEP sessions at once.
+ * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one set
+ *   of TURN allocations): each tile holds a slot of it, paging or a layout change re-binds slots to
+ *   other cameras without a new connection, and the camera opened large uses a WHEP session of its
+ *   own; grid tiles carry their camera's sound too, muted until picked. The gateway tells the page
+ *   on its event stream when the session's media worker dies (it offers again) or a slot's camera
+ *   moves to another cluster node (the tile says so). With `?grid=0`, and on a gateway that refuses
+ *   the grid route (none: an older gateway or a proxy passing only `/whep/`; or a refusal retrying
+ *   cannot mend), each tile plays over a WHEP session of its own (with its sound).
  *
  * - `GET api/cameras` lists the cameras ([{id, name, status, statusReason?, …}]); 401 sends the
  *   browser to sign in and come back here. `GET api/cameras/events` (one event stream for the
@@ -77,10 +76,10 @@ const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
 );
 
 /**
- * The grid over one peer connection with `?grid=1` (until the gateway turns out to have no grid
- * endpoint); else one WHEP session per tile (see the top of this file for why that is the default).
+ * The grid over one peer connection unless `?grid=0` (and until the gateway refuses its grid
+ * route); else one WHEP session per tile.
  */
-let gridMode = query.get("grid") === "1";
+let gridMode = query.get("grid") !== "0";
 /** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
 let gridSession = null;
 
@@ -95,13 +94,14 @@ function theGrid() {
     const session = gridSession;
     session.addEventListener("statechange", () => {
       if (session.state === "unauthorized") signIn();
-      if (session.state === "unsupported") playTilesOnTheirOwn();
+      // No grid route, or a refusal of it that retrying cannot mend: per-tile WHEP still plays.
+      if (session.state === "unsupported" || session.state === "failed") playTilesOnTheirOwn();
     });
   } else gridSession.wantSlots(want);
   return gridSession;
 }
 
-/** No grid endpoint at this gateway: every tile the grid was to play gets a WHEP session of its own. */
+/** No grid endpoint at this gateway (or it refused the grid): every tile the grid was to play gets a WHEP session of its own. */
 function playTilesOnTheirOwn() {
   gridMode = false;
   gridSession?.close("no grid endpoint");
@@ -1437,7 +1437,7 @@ Object.defineProperty(window, "gatehouse", {
   value: Object.freeze({
     sessions,
     tiles,
-    /** The grid's one multi-camera session (null before the first tile plays, without `?grid=1`, and without a grid endpoint). */
+    /** The grid's one multi-camera session (null before the first tile plays, with `?grid=0`, and without a grid endpoint). */
     grid: () => gridSession,
     stats,
     open: (/** @type {string} */ id) => openCamera(id, true),

@@ -17,13 +17,14 @@ import { markPage, mediaFrom, notReloaded, pageFetch, shareSession, startNetnsCl
 import { signInPage } from "../peers/cluster-node.ts";
 
 /**
- * The web client with one WHEP session per tile (the default page), and the page that plays its
- * whole grid over one peer connection (`?grid=1`): the pages on node 1 and node 3 play over one
- * connection, node 2's per tile, so relays, the Redis outage and the failover are proven on both.
- * (The sign-out case reads node 2's `gatehouse_viewers`, which counts WHEP viewers, not grid slots.)
+ * The web client as it opens by default, its whole grid over one peer connection, and the page
+ * with one WHEP session per tile (`?grid=0`, pinned on purpose): the pages on node 1 and node 3
+ * play over one connection, node 2's per tile, so relays, the Redis outage and the failover are
+ * proven on both. (The sign-out case reads node 2's `gatehouse_viewers`, which counts WHEP
+ * viewers and bound grid slots alike; node 2's pages play per tile.)
  */
 const PAGE = "/?grid=0";
-const GRID_PAGE = "/?grid=1";
+const GRID_PAGE = "/";
 /** README "Cluster", Failure: the other nodes' pages decode again within this of an owner's death. */
 const FAILOVER_TARGET_MS = 10_000;
 const LEASE_MS = 2000;

@@ -1,5 +1,5 @@
 /**
- * The live-view page plays its whole grid over ONE RTCPeerConnection (web/grid-session.js
+ * The live-view page, as it opens by default, plays its whole grid over ONE RTCPeerConnection (web/grid-session.js
  * against gateway/http/grid.ts), in Chromium, against the whole gateway: sixteen cameras (each
  * its own RTSP session of the built-in demo recorder) in a 3×3 layout (two pages), a signed-in
  * user who may watch all of them live but one, whose recordings only they may see.
@@ -213,7 +213,7 @@ function expectSlotsMatch(v: PageView, cams: readonly string[]): void {
 
 describe("a whole grid over one peer connection (Chromium, whole gateway)", () => {
   it("9 cameras in one connection; a camera without the right is refused in plain words; the next page re-binds slots without a new connection", async () => {
-    const page = await signedInPage("?grid=1");
+    const page = await signedInPage("");
     try {
       const first = await until(page, (v) => live(v, PAGE1).length === PAGE1.length && row(v, REFUSED).status === "error", 60_000);
       expect(live(first, PAGE1)).toEqual(PAGE1);
@@ -271,7 +271,7 @@ describe("a whole grid over one peer connection (Chromium, whole gateway)", () =
     const t0 = Date.now();
     while (gateway.sfu.sessionList().length > 0 && Date.now() - t0 < 30_000) await new Promise((r) => setTimeout(r, 100));
     expect(gateway.sfu.sessionList()).toHaveLength(0);
-    const page = await signedInPage("?grid=1&relay=tcp");
+    const page = await signedInPage("?relay=tcp");
     try {
       const v = await until(page, (x) => live(x, PAGE1).length === PAGE1.length && row(x, REFUSED).status === "error", 90_000);
       expect(live(v, PAGE1)).toEqual(PAGE1);

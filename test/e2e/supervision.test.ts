@@ -26,7 +26,7 @@ import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
 
 const VIDEO = '[data-camera="crash"] video';
 /** The live page as it opens by default: its grid over one peer connection. */
-const GRID_PAGE = "/?grid=1";
+const GRID_PAGE = "/";
 const WINDOW_SECONDS = 30;
 
 interface TileStats {
