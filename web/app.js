@@ -766,9 +766,11 @@ function reconcile(list) {
       tile = new Tile(cam);
       tiles.set(cam.id, tile);
       observer?.observe(tile.el);
-      // Which tiles play is decided by applyView (filters, layout page) or the open camera.
-      if (focus === cam.id) tile.connect();
-      else tile.disconnect(focus === null ? PAUSED_NOT_SHOWN : PAUSED_OTHER_OPEN);
+      // Which tiles play is decided by applyView (filters, layout page) or the open camera. A
+      // linked camera not open yet is opened large by applyHash below, never first as a grid tile.
+      if (focus === cam.id) {
+        if (openId === cam.id) tile.connect();
+      } else tile.disconnect(focus === null ? PAUSED_NOT_SHOWN : PAUSED_OTHER_OPEN);
     }
     // Keep DOM order = server order without re-inserting (which would restart videos).
     const want = prev ? prev.el.nextElementSibling : grid.firstElementChild;
