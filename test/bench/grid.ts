@@ -1,6 +1,6 @@
 /**
  * A 16-camera grid page in real Chromium: time from navigation to the LAST tile's first
- * decoded frame, the product's live view over one peer connection (`grid16_ttff_ms_*`) and,
+ * decoded frame, the product's live view as it opens by default, over one peer connection (`grid16_ttff_ms_*`) and,
  * side by side in the same run, the older page with one WHEP peer connection per tile
  * (`?grid=0`, `grid16_whep_ttff_ms_*`). Sixteen cameras, each its own RTSP session of the
  * built-in demo recorder, pulled continuously (warm sources, keyframe caches filled).
@@ -72,7 +72,7 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
       const oneConnection = i % 2 === 0;
       const page = await chromium.newPage();
       try {
-        await page.goto(`${gateway.url}/${oneConnection ? "?grid=1" : "?grid=0"}`, { waitUntil: "domcontentloaded" });
+        await page.goto(`${gateway.url}/${oneConnection ? "" : "?grid=0"}`, { waitUntil: "domcontentloaded" });
         const t = (await page.evaluate(
           `(async (n) => {
             const end = performance.now() + 20000;
