@@ -147,7 +147,10 @@ let endedWhy = "";
 let restarting = false;
 /** The gateway process behind the event stream: when it goes, every tile's session offers again at once. */
 const nodeWatch = new NodeWatch(() => {
-  for (const tile of tiles.values()) tile.nodeLost(restarting ? RESTARTING : NODE_LOST);
+  const why = restarting ? RESTARTING : NODE_LOST;
+  // The grid's one connection offers again once for all its tiles; each tile says why.
+  const gridRestarted = gridSession?.restart(why) ?? false;
+  for (const tile of tiles.values()) tile.nodeLost(why, gridRestarted);
 });
 let userKnown = false;
 
@@ -525,13 +528,16 @@ class Tile {
   }
 
   /**
-   * The gateway node this tile's WHEP session was made through is gone: offer again now (through
+   * The gateway node this tile's session was made through is gone: offer again now (through
    * whichever node answers the page's address), and say why until a frame decodes again.
    * @param {string} message in plain words
+   * @param {boolean} [gridRestarted] the grid's one connection has started over (a grid tile follows it)
    */
-  nodeLost(message) {
+  nodeLost(message, gridRestarted = false) {
     const session = this.session;
-    if (!(session instanceof WhepSession) || !session.restart(message)) return;
+    if (!session) return;
+    // A grid slot: its session has just started over (the caller's `gridSession.restart`).
+    if (session instanceof WhepSession ? !session.restart(message) : !gridRestarted) return;
     this.movingMessage = message;
     this.movingLabel = "Reconnecting";
     this.liveMark = performance.now();

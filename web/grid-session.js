@@ -186,6 +186,19 @@ export class GridSession extends EventTarget {
     return true;
   }
 
+  /**
+   * The gateway this session was made through is gone (the page's event stream to it dropped and
+   * came back from another gateway process, or not at all): start over at once instead of waiting
+   * for ICE to notice. A session already retrying (or not started, or closed) is left as it is.
+   * @param {string} message why, in plain words
+   * @returns {boolean} whether the session started over
+   */
+  restart(message) {
+    if (this.state !== "connected" && this.state !== "disconnected" && this.state !== "connecting") return false;
+    this.#fail(new WhepError(message));
+    return true;
+  }
+
   // ---- leases ----
 
   /**

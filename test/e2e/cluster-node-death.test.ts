@@ -5,9 +5,10 @@
  * with viewers answered through the camera's owner (`cluster.forward.mode: answer`), once served
  * from relays (`forward`). Two Chromium pages, each a browser of its own (its own connections
  * through the balancer):
- * - the first reaches node 1, which takes the camera: its own node is the owner;
+ * - the first reaches node 1, which takes the camera: its own node is the owner (the default page,
+ *   its grid over one peer connection);
  * - the second reaches node 2 (the balancer prefers node 2 by then): answered through node 1 (its
- *   media comes from node 1), or served by node 2 from a relay.
+ *   media comes from node 1), or served by node 2 from a relay (one WHEP session per tile, `?grid=0`).
  * Node 1 is SIGKILLed. The first page learns at once that its node is gone (its event stream drops
  * and comes back from another node), says so on the tile until the picture is back, and offers
  * again through the balancer; the second is told by node 2 that the camera moves (it offers again in
@@ -35,7 +36,9 @@ const NODE_LOST = "The gateway node this page was using stopped answering. Recon
 /** What a tile says with no reason to give. */
 const GENERIC = ["Connecting…", "Waiting for video…", "Waiting for the camera…"];
 const LEASE_MS = 2000;
-/** One WHEP session per tile (the one-connection grid has its own notices). */
+/** The page whose node dies: the live page as it opens by default, its grid over one peer connection. */
+const OWN_PAGE = "/";
+/** The page on another node: one WHEP session per tile (pinned, so both page kinds are proven). */
 const PAGE = "/?grid=0";
 
 /** Records every text the page's one tile shows, with the time it first showed it (ms since the epoch). */
@@ -73,7 +76,7 @@ describe.each(["answer", "forward"] as const)("a cluster behind a load balancer 
     const [n1, n2] = cluster.nodes;
     // Through the balancer (node 1 first): node 1 serves the page and takes the camera.
     const own = await cluster.page({ isolated: true });
-    await signInPage(own, n1!, "viewer", PAGE);
+    await signInPage(own, n1!, "viewer", OWN_PAGE);
     await waitForDecodedFrames(own, 10, 30_000);
     expect(await mediaFrom(own)).toBe(cluster.net.node(1).address);
     // A second browser, once the balancer prefers node 2: answered through the owner, node 1, or
