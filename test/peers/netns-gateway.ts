@@ -15,6 +15,7 @@ import { parseConfig } from "../../config/load.ts";
 import { createLogger, silentLogger } from "../../config/log.ts";
 import { startGateway } from "../../gateway/gateway.ts";
 import { startGstRtspServer } from "./gst.ts";
+import { splice } from "./tcp-splice.ts";
 
 const host = process.argv[2] ?? "127.0.0.1";
 const fps = Number(process.env["NETNS_GW_FPS"] ?? 15);
@@ -35,14 +36,7 @@ const log = logFile ? createLogger({ level: "info", write: (line) => appendFileS
 const gw = await startGateway({ config, log });
 const say = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const forwarder = net.createServer((c) => {
-  const up = net.connect(gw.httpPort, "127.0.0.1");
-  c.pipe(up).pipe(c);
-  const end = () => {
-    c.destroy();
-    up.destroy();
-  };
-  c.on("error", end);
-  up.on("error", end);
+  splice(c, net.connect(gw.httpPort, "127.0.0.1"));
 });
 await new Promise<void>((r) => forwarder.listen(0, host, () => r()));
 say({ url: `http://${host}:${(forwarder.address() as net.AddressInfo).port}` });

@@ -14,6 +14,7 @@
 import http from "node:http";
 import net from "node:net";
 import readline from "node:readline";
+import { splice } from "./tcp-splice.ts";
 
 interface Target {
   host: string;
@@ -49,18 +50,6 @@ function watchHealth(t: Target): Promise<void> {
   return check();
 }
 
-function pipe(c: net.Socket, up: net.Socket): void {
-  c.pipe(up).pipe(c);
-  const end = () => {
-    c.destroy();
-    up.destroy();
-  };
-  c.on("error", end);
-  up.on("error", end);
-  c.on("close", end);
-  up.on("close", end);
-}
-
 const servers: net.Server[] = [];
 for (const rule of process.argv.slice(2)) {
   const eq = rule.indexOf("=");
@@ -84,7 +73,7 @@ for (const rule of process.argv.slice(2)) {
   const server = net.createServer((c) => {
     const up = connect();
     if (!up) return void c.destroy(); // no healthy target: refused, as a balancer with none would
-    pipe(c, up);
+    splice(c, up);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
