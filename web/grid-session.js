@@ -278,20 +278,8 @@ export class GridSession extends EventTarget {
     const done = Promise.all(pairs.map(([slot]) => slot.chain)).then(async () => {
       const live = pairs.filter(([slot, lease]) => slot.lease === lease);
       if (gen !== this.#gen || live.length === 0) return;
-      let res;
-      try {
-        res = await fetch(`${resource}/slots`, {
-          method: "PUT",
-          headers: { "Content-Type": "application/json", ...(await csrfHeaders()) },
-          body: JSON.stringify({ slots: live.map(([slot, lease]) => ({ mid: slot.mid, camera: lease.camera })) }),
-          credentials: "same-origin",
-          cache: "no-store",
-        });
-      } catch (err) {
-        if (gen === this.#gen) this.#fail(new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`));
-        return;
-      }
-      if (gen !== this.#gen) return;
+      const res = await this.#put(`${resource}/slots`, { slots: live.map(([slot, lease]) => ({ mid: slot.mid, camera: lease.camera })) }, gen);
+      if (!res) return;
       /** @type {{ slots?: Array<{ mid?: string, status?: number, reason?: string }> } | null} */
       let body = null;
       if (res.ok) body = await res.json().catch(() => null);
@@ -322,6 +310,31 @@ export class GridSession extends EventTarget {
   }
 
   /**
+   * PUT `body` as JSON to `url` for the session of generation `gen`. A network error fails the
+   * session; either way, and when the session moved on meanwhile, the answer is null.
+   * @param {string} url
+   * @param {unknown} body
+   * @param {number} gen
+   * @returns {Promise<Response | null>}
+   */
+  async #put(url, body, gen) {
+    let res;
+    try {
+      res = await fetch(url, {
+        method: "PUT",
+        headers: { "Content-Type": "application/json", ...(await csrfHeaders()) },
+        body: JSON.stringify(body),
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (err) {
+      if (gen === this.#gen) this.#fail(new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`));
+      return null;
+    }
+    return gen === this.#gen ? res : null;
+  }
+
+  /**
    * @param {Slot} slot
    * @param {SlotLease} lease
    */
@@ -330,20 +343,8 @@ export class GridSession extends EventTarget {
     const resource = /** @type {string} */ (this.resource);
     slot.chain = slot.chain.then(async () => {
       if (gen !== this.#gen || slot.lease !== lease) return;
-      let res;
-      try {
-        res = await fetch(`${resource}/slots/${encodeURIComponent(slot.mid)}`, {
-          method: "PUT",
-          headers: { "Content-Type": "application/json", ...(await csrfHeaders()) },
-          body: JSON.stringify({ camera: lease.camera }),
-          credentials: "same-origin",
-          cache: "no-store",
-        });
-      } catch (err) {
-        if (gen === this.#gen) this.#fail(new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`));
-        return;
-      }
-      if (gen !== this.#gen) return;
+      const res = await this.#put(`${resource}/slots/${encodeURIComponent(slot.mid)}`, { camera: lease.camera }, gen);
+      if (!res) return;
       if (res.ok) {
         slot.camera = lease.camera;
         if (slot.lease === lease) lease._bound(slot);
