@@ -101,8 +101,18 @@ describe("reverse playback on a recorder that cannot play backwards", () => {
     expect(JSON.parse(refusals[0]!.body)).toMatchObject({ reason: "This recorder does not play backwards" });
     // The recording is opened again at the recorder (a new RTSP session: GStreamer's server answers
     // nobody while it is stuck on the reverse PLAY, up to its 20 s preroll wait), forward, from where the picture was.
-    await expect.poll(() => rec.events.filter((e) => e.event === "session").length, { timeout: 45_000, interval: 200 }).toBeGreaterThan(sessionsBefore);
-    const reopened = rec.events.filter((e) => e.method === "PLAY").at(-1)!;
+    // The new session's PLAY, not only the session: its PLAY comes a moment after the session opens.
+    const playOfNewSession = () => {
+      let sessions = 0;
+      let opened = false;
+      for (const e of rec.events) {
+        if (e.event === "session" && ++sessions > sessionsBefore) opened = true;
+        else if (opened && e.method === "PLAY") return e;
+      }
+      return undefined;
+    };
+    await expect.poll(playOfNewSession, { timeout: 45_000, interval: 200 }).toBeDefined();
+    const reopened = playOfNewSession()!;
     expect(reopened.scale === null || reopened.scale === undefined || Number(reopened.scale) === 1).toBe(true);
     expect(reopened.range).toMatch(/^clock=/);
 
