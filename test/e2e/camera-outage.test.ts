@@ -211,7 +211,10 @@ describe("a camera that fails, seen in Chromium (real GStreamer recorders)", { t
       expect(firstLiveAgain).toBeGreaterThan(firstDown);
       const outage = t.slice(firstDown, firstLiveAgain);
       expect(outage.every((x) => x.label !== "Live")).toBe(true);
-      const restarted = outage.filter((x) => x.t < listeningAt);
+      // Frames the recorder sent just before it died may still be decoded as the label changes (a
+      // fresh-machine run saw one); from 500 ms after the kill until it listens again, none.
+      const restarted = outage.filter((x) => x.t >= killedAt + 500 && x.t < listeningAt);
+      expect(restarted.length).toBeGreaterThan(0);
       expect(new Set(restarted.map((x) => x.frames)).size).toBe(1);
       expect(t[firstLiveAgain]!.frames).toBeGreaterThan(restarted[0]!.frames);
     } finally {
