@@ -38,6 +38,7 @@ import { PAGE_HELPERS } from "./browser-page.ts";
 import { launchChromium, type Chromium } from "./chromium.ts";
 import { NETNS_HTTP_PORT, NETNS_IDP_PORT, startClusterNode, type ClusterNode } from "./cluster-node.ts";
 import { startRedis, type RedisServer } from "./redis.ts";
+import { splice } from "./tcp-splice.ts";
 
 const run = promisify(execFile);
 const FORWARDER = new URL("./ns-forward.ts", import.meta.url).pathname;
@@ -127,18 +128,7 @@ export async function createClusterNetns(nodes: number): Promise<ClusterNetns> {
     client,
     async exposeHost(port) {
       const file = path.join(dir, `host-${port}-${socketNo++}.sock`);
-      const server = net.createServer((c) => {
-        const up = net.connect(port, "127.0.0.1");
-        c.pipe(up).pipe(c);
-        const end = () => {
-          c.destroy();
-          up.destroy();
-        };
-        for (const s of [c, up]) {
-          s.on("error", end);
-          s.on("close", end);
-        }
-      });
+      const server = net.createServer((c) => splice(c, net.connect(port, "127.0.0.1")));
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
         server.listen(file, () => resolve());
