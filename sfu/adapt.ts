@@ -1,8 +1,10 @@
 /**
  * Adapting a viewer to its network: a bandwidth estimator fed by what the browser reports
  * in RTCP receiver reports (RFC 3550 §6.4.1: extended highest sequence number received,
- * cumulative and fraction lost, and the round trip from LSR/DLSR), and a ladder controller that moves the viewer between its streams (main → sub
- * → keyframes only) with hysteresis.
+ * cumulative and fraction lost, and the round trip from LSR/DLSR) and, where the browser
+ * negotiated it, in transport-wide congestion control feedback (every packet's arrival). The
+ * ladder controller that moves the viewer between its streams from this estimate is
+ * sfu/adapt-ladder.ts.
  *
  * The estimator is delay- and loss-based, in the spirit of Google Congestion Control
  * (draft-ietf-rmcat-gcc-02 §5–6), reduced to what receiver reports carry. It remembers when
@@ -34,8 +36,9 @@
  * every few seconds and its estimate never left the floor.
  *
  * A link carrying a small stream says nothing about how much more it could carry: the
- * controller steps up only after a probe (copies of the packets sent anyway, up to the
- * higher stream's rate for half a second) went through without a queue, and a probe that
+ * controller steps up only after a probe (copies of a packet sent anyway, paced, up to the
+ * higher stream's rate for a short while) went through without a queue and, judged from
+ * transport-wide feedback, was delivered at close to that rate, and a probe that
  * queues stops at once and is tried less often. A step up followed soon by a step down
  * still doubles the wait before the next (to two minutes), so a link that cannot carry the
  * larger stream is tried less and less often. Pure: time is passed in.
@@ -93,12 +96,39 @@ const RISING_OVER_MS = 250;
 const RISING_HISTORY_MS = 1200;
 /** A step back this small between two reports still counts as not draining, ms (reports are noisy). */
 const RISING_SLACK_MS = 40;
+/** Loss is judged at most once in this long (about one delivery window), ms. */
+const LOSS_JUDGE_MS = 900;
 /** Loss counts only over this many packets at least (keyframes only: one of eight is noise). */
 const MIN_LOSS_PACKETS = 32;
 /** Nothing received for this long while packets are overdue is a stall (see `onReport`), ms. */
 const STALL_MIN_MS = 250;
 /** Nothing received for longer than this is the link's state again, not a stall, ms. */
 const STALL_MAX_MS = 2000;
+/** No decision from transport-wide feedback for this long after the first (the join's GOP burst), ms. */
+const TW_WARMUP_MS = 1500;
+/** Transport-wide feedback this recent judges the link (receiver reports are not used for it), ms. */
+const TW_FRESH_MS = 2000;
+/** A queue at least this long, with the stream sent faster than the link's capacity, is overuse at once, ms. */
+const TW_QUEUE_MS = 40;
+/** … where "faster" means by this factor. */
+const TW_OVER_CAPACITY = 1.1;
+/** The send rate compared with the capacity is measured over this long (a GOP or so: a keyframe's burst is not the stream's rate), ms. */
+const TW_SENT_WINDOW_MS = 1000;
+/** Loss over a second beyond this share is overuse (two seconds in a row) when judged from transport-wide feedback. */
+const TW_LOSS_SHARE = 0.2;
+/** A packet this far behind the newest reported (16-bit wrap, stale feedback) is not taken, packets. */
+const TW_REORDER = 4096;
+/** Packets that arrived with at least this much queue ahead of them were spaced by the bottleneck, ms. */
+const TRAIN_QUEUE_MS = 20;
+/** Capacity is measured over the arrivals of this long before the newest (what the link is now, not a second ago), ms. */
+const CAPACITY_WINDOW_MS = 300;
+/** Capacity is measured over at least this many pairs of packets spaced by the link, and this long in all, pairs / ms. */
+const TRAIN_MIN_PACKETS = 3;
+const TRAIN_MIN_MS = 20;
+/** Arrivals remembered for rates, ms of the receiver's clock. */
+const ARRIVALS_KEPT_MS = 1500;
+/** A probe's delivered rate is measured between two packets sent at least this far apart, ms. */
+const PROBE_SPAN_MIN_MS = 50;
 
 export class BandwidthEstimator {
   private est: number | undefined;
@@ -109,6 +139,8 @@ export class BandwidthEstimator {
   /** Recent queueing delays (the last RISING_HISTORY_MS), oldest first. */
   private readonly qHist: { at: number; q: number }[] = [];
   private readonly o: Required<EstimatorOptions>;
+  /** What transport-wide feedback needs: send times and sizes by transport-wide number, arrivals. */
+  private readonly tw = new TransportHistory();
   /** Send time (ms) and cumulative bytes through each packet, by our extended sequence number. */
   private readonly sentAt = new Float64Array(HISTORY);
   private readonly sentCum = new Float64Array(HISTORY);
@@ -118,6 +150,7 @@ export class BandwidthEstimator {
   /** Since when the queueing delay has been above the overuse threshold (undefined: it is not). */
   private queuedSince: number | undefined;
   private lossyBefore = false;
+  private lossJudgedAt = -Infinity;
   /** Since when the queueing delay has been above the hold threshold. */
   private heldSince: number | undefined;
   /** The estimate a second ago at most: no decrease goes below half of it. */
@@ -132,6 +165,8 @@ export class BandwidthEstimator {
   overuseAt = -Infinity;
   /** Delivered rate over the last second or so, bits/s. */
   deliveredBps = 0;
+  /** The link's rate when full, from transport-wide feedback (packets that queued), bits/s; 0: not measured in the last second. */
+  capacityBps = 0;
   /** Delivered rate over the last half second or so, bits/s (0 before there is one). */
   recentDeliveredBps = 0;
   /** Queueing delay of the last report, ms. */
@@ -166,16 +201,20 @@ export class BandwidthEstimator {
     return this.est;
   }
 
-  /** Our extended number of the newest packet sent (−1 before any). */
+  /**
+   * Our extended number of the newest packet sent (−1 before any): of the video stream, or
+   * the transport-wide number once transport-wide feedback judges the link (`ackedExt` and
+   * the probe's window count the same way then).
+   */
   get sentExt(): number {
-    return this.newestExt;
+    return Number.isFinite(this.transportFeedbackAt) ? this.tw.newestExt : this.newestExt;
   }
 
   /** Starts a new `peakQueueMs` window. */
   resetPeak(): void {
     this.peakQueueMs = 0;
     this.peakReports = 0;
-    this.peakFromExt = this.newestExt;
+    this.peakFromExt = this.sentExt;
   }
 
   /** The link was found to carry at least `bps` (a probe went through without a queue). */
@@ -219,12 +258,138 @@ export class BandwidthEstimator {
     return this.newestExt - d;
   }
 
+  /**
+   * One packet stamped with transport-wide sequence number `seq` (sfu/transport-cc.ts),
+   * `payloadBytes` of RTP payload, sent at `now` (ms): every packet the feedback covers,
+   * resends and copies included (`copy`: a copy of a packet sent before, see TransportHistory).
+   */
+  onTransportSent(seq: number, payloadBytes: number, now: number, copy = false): void {
+    this.tw.onSent(seq, payloadBytes, now, copy);
+  }
+
+  /** See TransportHistory.deliveredBpsOver (transport-wide numbers, as `sentExt` counts them then). */
+  deliveredBpsOver(afterExt: number, toExt: number, fromMs: number, toMs: number): { deliveredBps: number; sentBps: number } | undefined {
+    return this.tw.deliveredBpsOver(afterExt, toExt, fromMs, toMs);
+  }
+
+  /** Is the link judged from transport-wide feedback now? */
+  get transportWide(): boolean {
+    return Number.isFinite(this.transportFeedbackAt) && this.verdictAt - this.transportFeedbackAt < TW_FRESH_MS;
+  }
+
+  /** Is the link judged from transport-wide feedback now (one came within TW_FRESH_MS)? Receiver reports then only give the round trip. */
+  transportFeedbackAt = -Infinity;
+  /** When the first transport-wide feedback came (see TW_WARMUP_MS). */
+  private twFirstAt: number | undefined;
+  private twMode(now: number): boolean {
+    return now - this.transportFeedbackAt < TW_FRESH_MS;
+  }
+
+  /**
+   * One transport-wide feedback packet (sfu/rtp/rtcp.ts `twcc`) at `now`: per packet, when it
+   * arrived on the receiver's clock (NaN: not received). Each packet's one-way delay less the
+   * lowest seen (30 s) is how long it queued: the queue as it stands, known one feedback
+   * interval and a one-way trip after the packet went through it (a receiver report's lower
+   * bound lags by up to a second more). Packets that arrived while a queue stood were spaced
+   * by the bottleneck: their rate is the link's capacity (a packet train; every frame the
+   * recorder sends in a burst is one). Overuse, besides the rules of `onReport`: a queue of
+   * at least TW_QUEUE_MS while the last half second was sent faster than that capacity
+   * × TW_OVER_CAPACITY (the link carries less than the stream: the queue can only grow) —
+   * a keyframe crossing a slow link queues as much but was not sent faster on average.
+   */
+  onTransportFeedback(fb: { baseSeq: number; arrivalsMs: Float64Array }, now: number): LinkVerdict {
+    const tw = this.tw;
+    const prevAt = this.transportFeedbackAt;
+    let newest = -1;
+    let newestQ = 0;
+    let q1 = Infinity;
+    let q2 = Infinity;
+    let q3: number;
+    let lost = 0;
+    let total = 0;
+    for (let i = 0; i < fb.arrivalsMs.length; i++) {
+      const ext = tw.extOf((fb.baseSeq + i) & 0xffff);
+      if (ext === undefined || ext <= tw.reportedExt - TW_REORDER) continue;
+      const at = fb.arrivalsMs[i]!;
+      // A receiver may report a packet again (missing, then arrived late): each counts once.
+      // A copy not received is no loss (see TransportHistory).
+      const st = tw.status[ext & MASK]!;
+      const was = st & 3;
+      const copy = (st & COPY) !== 0;
+      if (Number.isNaN(at)) {
+        if (was === 0 && !copy) {
+          tw.status[ext & MASK] = 1;
+          lost++;
+          total++;
+        }
+        continue;
+      }
+      if (was === 2) continue;
+      tw.status[ext & MASK] = 2 | (st & COPY);
+      if (was === 1) lost--;
+      else if (!copy) total++;
+      const owd = at - tw.sentAt[ext & MASK]!;
+      tw.noteOwd(owd, now);
+      const q = Math.max(0, owd - tw.minOwd);
+      tw.received(ext, at, q);
+      // The queue as it stands: the least of the last three packets' (one packet a receiver
+      // took in late, not scheduled under load, is no queue; a standing one delays them all).
+      q3 = q2;
+      q2 = q1;
+      q1 = q;
+      const standing = Math.min(q1, q2, q3);
+      if (ext > newest) {
+        newest = ext;
+        newestQ = standing;
+      }
+      if (ext > this.peakFromExt && Number.isFinite(standing)) this.peakQueueMs = Math.max(this.peakQueueMs, standing);
+    }
+    // Feedback on packets this estimator was not told of (another viewer's on a shared
+    // connection, or none stamped for it) says nothing: receiver reports keep judging.
+    if (newest < 0) return this.verdict;
+    this.transportFeedbackAt = now;
+    if (newest > this.peakFromExt) this.peakReports++;
+    tw.reportedExt = Math.max(tw.reportedExt, newest);
+    this.ackedExt = Math.max(this.ackedExt, newest);
+    this.queueDelayMs = newestQ;
+    tw.noteLoss(now, lost, total);
+    const windowLoss = tw.lossShare();
+    const delivered = tw.deliveredBps(DELIVERY_WINDOW_MS);
+    const recent = tw.deliveredBps(RECENT_DELIVERY_MS);
+    const capacity = tw.capacityBps();
+    const sentBps = tw.sentBps(now, TW_SENT_WINDOW_MS);
+    this.deliveredBps = delivered;
+    this.capacityBps = capacity;
+    this.recentDeliveredBps = capacity > 0 ? Math.min(recent || capacity, capacity) : recent;
+    const rateLimited = newestQ >= TW_QUEUE_MS && capacity > 0 && sentBps > capacity * TW_OVER_CAPACITY;
+    if (!Number.isFinite(prevAt) || now <= prevAt) return this.verdict;
+    // The first moments of a viewer are the cached GOP's burst to a receiver that is only
+    // starting to decode: what they show is neither the link's capacity nor a queue that stays.
+    this.twFirstAt ??= now;
+    if (now - this.twFirstAt < TW_WARMUP_MS) return this.verdict;
+    return this.judge(now, now - prevAt, {
+      windowLoss,
+      windowPackets: tw.lossPackets(),
+      recentBps: this.recentDeliveredBps,
+      sentBps,
+      fractionLost: windowLoss,
+      rateLimited,
+      // A queue shows here when the link is full; loss alone is the radio's or a policer's,
+      // and only a policer's is heavy (GCC's 10 % reads a second of 5 % random loss as one).
+      lossThreshold: TW_LOSS_SHARE,
+      capacityBps: capacity,
+      growthCap: true,
+    });
+  }
+
   /** Feeds one receiver report; returns its verdict. */
   onReport(r: LinkReport): LinkVerdict {
     if (r.rttMs !== undefined && r.rttMs >= 0) {
       this.rtts.push({ at: r.now, ms: r.rttMs });
       while (this.rtts.length > 0 && r.now - this.rtts[0]!.at > MIN_RTT_WINDOW_MS) this.rtts.shift();
     }
+    // Transport-wide feedback says more, sooner: the report's round trip is all it adds.
+    if (this.twMode(r.now)) return this.verdict;
     const h = this.extOf(r.highestSeq);
     if (h === undefined) return this.verdict;
     // An empty interval: nothing new received for STALL_MIN_MS although packets sent well
@@ -306,12 +471,43 @@ export class BandwidthEstimator {
     }
     this.recentDeliveredBps = recentBps;
     if (prevAt === undefined || r.now <= prevAt) return this.verdict;
-    const dt = r.now - prevAt;
+    return this.judge(r.now, r.now - prevAt, { windowLoss, windowPackets, recentBps, sentBps, fractionLost: r.fractionLost, rateLimited: false });
+  }
+
+  /**
+   * The verdict from the link's state as the last report showed it (`queueDelayMs`,
+   * `deliveredBps`, and the figures in `w`), `dt` ms after the report before.
+   */
+  private judge(
+    now: number,
+    dt: number,
+    w: {
+      windowLoss: number;
+      windowPackets: number;
+      recentBps: number;
+      sentBps: number;
+      fractionLost: number;
+      rateLimited: boolean;
+      lossThreshold?: number;
+      /** What the link carries when it is full, bits/s (0: unknown): the rate an overuse cuts to 85 % of. */
+      capacityBps?: number;
+      /** Grow no further than 1.5 × what was delivered. */
+      growthCap?: boolean;
+    },
+  ): LinkVerdict {
+    const { windowLoss, windowPackets, recentBps, sentBps } = w;
+    const r = { now, fractionLost: w.fractionLost };
     // Loss over the delivery window (a report's own fraction may cover a handful of packets),
-    // in two reports in a row: a second of 5 % random loss is above 10 % now and then.
-    const lossyNow = windowLoss > 0.1 && windowPackets >= MIN_LOSS_PACKETS;
-    const lossy = lossyNow && this.lossyBefore;
-    this.lossyBefore = lossyNow;
+    // in two windows in a row: a second of 5 % random loss is above 10 % now and then. Judged
+    // once a window: reports that come more often (with NACKs, or transport-wide feedback
+    // every 100 ms) see the same second again, and would cut the estimate for it each time.
+    let lossy = false;
+    if (now - this.lossJudgedAt >= LOSS_JUDGE_MS) {
+      const lossyNow = windowLoss > (w.lossThreshold ?? 0.1) && windowPackets >= MIN_LOSS_PACKETS;
+      lossy = lossyNow && this.lossyBefore;
+      this.lossyBefore = lossyNow;
+      this.lossJudgedAt = now;
+    }
     if (this.queueDelayMs <= this.o.holdDelayMs) {
       this.heldSince = undefined;
       this.quietAt = r.now;
@@ -340,13 +536,13 @@ export class BandwidthEstimator {
         }
       }
     }
-    const queued = rising || (this.queuedSince !== undefined && r.now - this.queuedSince >= this.o.overuseForMs);
+    const queued = w.rateLimited || rising || (this.queuedSince !== undefined && r.now - this.queuedSince >= this.o.overuseForMs);
     let v: LinkVerdict;
     if (queued || lossy || this.heldSince !== undefined) this.quietSince = undefined;
     if (queued || lossy) {
       v = "overuse";
       // GCC §5.5: A = 0.85·R on overuse; loss beyond 10 %: A·(1 − 0.5·p) (§6).
-      const rate = recentBps > 0 ? Math.min(recentBps, this.deliveredBps) : this.deliveredBps;
+      const rate = (w.capacityBps ?? 0) > 0 ? w.capacityBps! : recentBps > 0 ? Math.min(recentBps, this.deliveredBps) : this.deliveredBps;
       let next = queued && rate > 0 ? 0.85 * rate : Infinity;
       if (lossy) next = Math.min(next, (this.est ?? this.deliveredBps) * (1 - 0.5 * r.fractionLost));
       if (Number.isFinite(next) || this.est === undefined) {
@@ -370,7 +566,10 @@ export class BandwidthEstimator {
         // (nothing pushes back: the link is far from full), so a viewer whose link came
         // back finds the larger stream within seconds rather than half a minute.
         const rate = r.now - this.quietSince >= QUIET_FAST_MS ? 1.15 : 1.08;
-        const grown = Math.max(this.est, this.deliveredBps) * Math.pow(rate, Math.min(dt, 2000) / 1000);
+        let grown = Math.max(this.est, this.deliveredBps) * Math.pow(rate, Math.min(dt, 2000) / 1000);
+        // GCC §5.5: not beyond 1.5 × what was delivered (a link carrying a small stream does
+        // not say it carries any more; only a probe raises it further, see `raiseTo`).
+        if (w.growthCap) grown = Math.min(grown, Math.max(this.est, 1.5 * this.deliveredBps));
         this.est = clamp(grown, this.o.minBps, this.o.maxBps);
       }
     }
@@ -380,190 +579,186 @@ export class BandwidthEstimator {
   }
 }
 
-export interface LadderOptions {
-  /** Levels: 0 = the largest stream … n−1 = the smallest stream, n = keyframes only of it. */
-  levels: number;
-  /** Least wait before trying a higher level after a step down that followed a step up (a failed try), ms. Default 15000. */
-  holdMinMs?: number;
-  /** Longest such wait, ms. Default 120000. */
-  holdMaxMs?: number;
-  /** A step down within this long of a step up counts as a failed try (the next hold doubles), ms. Default 20000. */
-  failWindowMs?: number;
-  /** Least time between two steps down (the last one needs time to show), ms. Default 2500. */
-  downSpacingMs?: number;
-  /** Headroom the link must show over a level's rate (the probe's rate) to step up to it. Default 1.15. */
-  upMargin?: number;
-  /**
-   * After a step down, the next one waits until the queue has drained once (what still
-   * queues was sent at the level above), or this long at most, ms. Default 8000.
-   */
-  drainMaxMs?: number;
-  /** How long a probe sends at the higher level's rate, ms. Default 500. */
-  probeMs?: number;
-  /** A queueing delay above this in a report during a probe fails it, ms. Default 150. */
-  probeQueueMs?: number;
-  /** First wait after a quiet link before a probe, and after a probe that went through, ms. Default 2000. */
-  probeGapMinMs?: number;
-  /** Longest wait between probes (it doubles after each failed one), ms. Default 8000. */
-  probeGapMaxMs?: number;
-}
-
-/** A probe: extra traffic (copies of packets sent anyway) up to the higher level's rate, see `LadderController`. */
-interface Probe {
-  startAt: number;
-  /** Extra rate while it runs, bits/s. */
-  extraBps: number;
-  /** Our extended number of the newest packet sent when the extra traffic stopped (−1 while it runs). */
-  endExt: number;
-}
-
-/** How long after its extra traffic stops a probe waits for a report of what followed it, ms. */
-const PROBE_ACK_WAIT_MS = 2500;
 /**
- * Reports of packets sent during a probe or after it that a probe needs before it passes:
- * its copies recover losses, so the receiver sends few (no NACKs), and a single one may
- * come after its queue drained.
- */
-const PROBE_MIN_REPORTS = 2;
-
-/**
- * Chooses a viewer's level from the estimate and the rates of the levels (bits/s; undefined
- * when unknown: a stream nobody pulls yet). Steps down at once on overuse when the current
- * level does not fit, to the highest that does; steps up one level at a time, and only
- * after a probe showed the link carries the higher level.
+ * The sending side's record for transport-wide feedback: when each numbered packet was sent,
+ * the bytes sent through it, and what the receiver said of them (arrival times, queue, loss).
  *
- * Why probe: a link carrying the substream says nothing about how much more it could carry,
- * and an estimate that grows while little is sent is a guess. Stepping up on that guess is a
- * trial with the larger stream itself, and a failed one fills the slow link with seconds of
- * it (a freeze). A probe sends, for `probeMs`, copies of the packets the viewer is sent anyway
- * (a receiver drops duplicates; WebRTC's own padding does the same job) so that the viewer
- * gets the higher level's rate × `upMargin`. If no report during it or up to the packet sent
- * right after it shows a queue over `probeQueueMs`, the link carries it: step up. If one does,
- * the probe stops at once (its queue is half a second of copies at most, a delay and not a
- * freeze) and the next waits twice as long, up to `probeGapMaxMs`. A stall (no report at
- * all, see `BandwidthEstimator`) fails a probe the same way: tried again later, nothing lost.
- * Pure: time is passed in.
+ * Copies (a probe's, a switch keyframe's) are numbered like any packet but a receiver's SRTP
+ * replay check drops a copy whose original arrived, before its transport-wide feedback sees
+ * it: reported "not received", a copy is no loss. It did cross the link, so rates are
+ * measured from the bytes sent between two packets received, copies included.
  */
-export class LadderController {
-  private readonly o: Required<LadderOptions>;
-  private holdMs: number;
-  private upAllowedAt = 0;
-  private lastDownAt = -Infinity;
-  private lastUpAt = -Infinity;
-  private probe: Probe | undefined;
-  private probeGapMs: number;
-  private nextProbeAt = 0;
-  /** Steps taken, probes made and failed (for stats). */
-  downs = 0;
-  ups = 0;
-  probes = 0;
-  probesFailed = 0;
+class TransportHistory {
+  readonly sentAt = new Float64Array(HISTORY);
+  /** Bytes on the wire sent up to and including each packet. */
+  private readonly cum = new Float64Array(HISTORY);
+  /** What feedback said of each packet: 0 nothing yet, 1 not received, 2 received; +4: a copy. */
+  readonly status = new Uint8Array(HISTORY);
+  newestExt = -1;
+  private newestSeq = 0;
+  private total = 0;
+  /** The highest number a feedback reported received (−1 before). */
+  reportedExt = -1;
+  /** Lowest one-way delay (receiver clock − ours) over the last MIN_RTT_WINDOW_MS, from per-second minima. */
+  minOwd = Infinity;
+  private readonly owdMins: { at: number; ms: number }[] = [];
+  /** Received packets in the order reported: number, arrival (receiver clock), queue ahead of it. */
+  private readonly arr: { ext: number; at: number; q: number }[] = [];
+  private readonly loss: { at: number; lost: number; total: number }[] = [];
+  /** Scratch for capacityBps. */
+  private readonly pairRates: number[] = [];
+  /** Sends over the last TW_SENT_WINDOW_MS: [time, bytes] pairs, oldest first. */
+  private readonly sends: number[] = [];
 
-  constructor(o: LadderOptions) {
-    this.o = {
-      levels: o.levels,
-      holdMinMs: o.holdMinMs ?? 15_000,
-      holdMaxMs: o.holdMaxMs ?? 120_000,
-      failWindowMs: o.failWindowMs ?? 20_000,
-      downSpacingMs: o.downSpacingMs ?? 2500,
-      upMargin: o.upMargin ?? 1.15,
-      drainMaxMs: o.drainMaxMs ?? 8000,
-      probeMs: o.probeMs ?? 500,
-      probeQueueMs: o.probeQueueMs ?? 150,
-      probeGapMinMs: o.probeGapMinMs ?? 2000,
-      probeGapMaxMs: o.probeGapMaxMs ?? 8000,
-    };
-    this.holdMs = this.o.holdMinMs;
-    this.probeGapMs = this.o.probeGapMinMs;
-  }
-
-  /** Highest level index (keyframes only). */
-  get lowest(): number {
-    return this.o.levels;
-  }
-
-  /** Extra traffic a running probe wants now, bits/s (0: none, or it already made a queue: it stops at once). */
-  probeBps(now: number, est: BandwidthEstimator): number {
-    const p = this.probe;
-    return p && p.endExt < 0 && now - p.startAt < this.o.probeMs && est.peakQueueMs <= this.o.probeQueueMs ? p.extraBps : 0;
-  }
-
-  /** The level to be at now, given the current one. */
-  decide(now: number, level: number, est: BandwidthEstimator, rates: readonly (number | undefined)[]): number {
-    const e = est.estimateBps;
-    const overusing = now - est.overuseAt < 1500;
-    const drained = est.quietAt > this.lastDownAt || now - this.lastDownAt >= this.o.drainMaxMs;
-    if (e !== undefined && overusing && level < this.lowest && now - this.lastDownAt >= this.o.downSpacingMs && drained) {
-      const rate = rates[level];
-      if (rate === undefined || rate > e) {
-        let next = level + 1;
-        while (next < this.lowest && (rates[next] ?? 0) > e) next++;
-        // A failed try at the level above: wait longer before the next one.
-        const failed = now - this.lastUpAt < this.o.failWindowMs;
-        this.holdMs = failed ? Math.min(this.o.holdMaxMs, this.holdMs * 2) : this.o.holdMinMs;
-        this.upAllowedAt = failed ? now + this.holdMs : now;
-        this.endProbe(now, false);
-        this.nextProbeAt = Math.max(this.nextProbeAt, now + this.o.probeGapMinMs);
-        this.lastDownAt = now;
-        this.downs++;
-        return next;
+  onSent(seq: number, payloadBytes: number, now: number, copy: boolean): void {
+    let ext = 0;
+    if (this.newestExt >= 0) {
+      const d = (seq - this.newestSeq) & 0xffff;
+      if (d === 0 || d >= 0x8000) return;
+      ext = this.newestExt + d;
+      for (let e = Math.max(this.newestExt + 1, ext - HISTORY + 1); e < ext; e++) {
+        this.sentAt[e & MASK] = now;
+        this.cum[e & MASK] = this.total;
+        this.status[e & MASK] = COPY; // never sent: no loss either
       }
     }
-    if (level === 0) {
-      this.probe = undefined;
-      return level;
-    }
-    const target = rates[level - 1];
-    const quiet = now - est.overuseAt >= 3000 && est.verdict !== "overuse";
-    if (target === undefined || !quiet || now < this.upAllowedAt) {
-      this.endProbe(now, this.probe !== undefined);
-      return level;
-    }
-    const p = this.probe;
-    if (!p) {
-      if (now < this.nextProbeAt) return level;
-      // The extra on top of what this level sends (keyframes only: on top of next to nothing).
-      const extraBps = Math.max(0, target * this.o.upMargin - (level < this.lowest ? (rates[level] ?? 0) : 0));
-      this.probe = { startAt: now, extraBps, endExt: -1 };
-      this.probes++;
-      est.resetPeak();
-      return level;
-    }
-    if (est.peakQueueMs > this.o.probeQueueMs) {
-      this.endProbe(now, true);
-      return level;
-    }
-    if (p.endExt < 0) {
-      if (now - p.startAt >= this.o.probeMs) p.endExt = est.sentExt;
-      return level;
-    }
-    if (est.ackedExt > p.endExt && est.peakReports >= PROBE_MIN_REPORTS) {
-      // Everything the probe sent arrived ahead of a packet sent after it, without a queue.
-      this.probe = undefined;
-      this.probeGapMs = this.o.probeGapMinMs;
-      this.nextProbeAt = now + this.o.probeGapMinMs;
-      est.raiseTo(target * this.o.upMargin);
-      this.lastUpAt = now;
-      // The next step up needs the result of this one first.
-      this.upAllowedAt = now + this.o.downSpacingMs * 2;
-      this.ups++;
-      return level - 1;
-    }
-    if (now - p.startAt > this.o.probeMs + PROBE_ACK_WAIT_MS) this.endProbe(now, true);
-    return level;
+    const bytes = payloadBytes + OVERHEAD + TW_EXTENSION_BYTES;
+    this.total += bytes;
+    this.sentAt[ext & MASK] = now;
+    this.cum[ext & MASK] = this.total;
+    this.status[ext & MASK] = copy ? COPY : 0;
+    this.newestExt = ext;
+    this.newestSeq = seq & 0xffff;
+    this.sends.push(now, bytes);
+    while (this.sends.length > 2 && now - this.sends[0]! > TW_SENT_WINDOW_MS) this.sends.splice(0, 2);
   }
 
-  /** Stops a running probe; a failed one doubles the wait before the next. */
-  private endProbe(now: number, failed: boolean): void {
-    if (!this.probe) return;
-    this.probe = undefined;
-    if (failed) {
-      this.probesFailed++;
-      this.probeGapMs = Math.min(this.o.probeGapMaxMs, this.probeGapMs * 2);
+  extOf(seq: number): number | undefined {
+    if (this.newestExt < 0) return undefined;
+    const d = (this.newestSeq - (seq & 0xffff)) & 0xffff;
+    if (d >= HISTORY || d > this.newestExt) return undefined;
+    return this.newestExt - d;
+  }
+
+  noteOwd(owd: number, now: number): void {
+    const last = this.owdMins.at(-1);
+    if (last && now - last.at < 1000) last.ms = Math.min(last.ms, owd);
+    else this.owdMins.push({ at: now, ms: owd });
+    while (this.owdMins.length > 1 && now - this.owdMins[0]!.at > MIN_RTT_WINDOW_MS) this.owdMins.shift();
+    let m = Infinity;
+    for (const x of this.owdMins) if (x.ms < m) m = x.ms;
+    this.minOwd = m;
+  }
+
+  received(ext: number, at: number, q: number): void {
+    const a = this.arr;
+    a.push({ ext, at, q });
+    while (a.length > 0 && at - a[0]!.at > ARRIVALS_KEPT_MS) a.shift();
+  }
+
+  noteLoss(now: number, lost: number, total: number): void {
+    this.loss.push({ at: now, lost, total });
+    while (this.loss.length > 1 && now - this.loss[0]!.at > DELIVERY_WINDOW_MS) this.loss.shift();
+  }
+
+  lossShare(): number {
+    let l = 0;
+    let t = 0;
+    for (const x of this.loss) {
+      l += x.lost;
+      t += x.total;
     }
-    this.nextProbeAt = now + this.probeGapMs;
+    return t > 0 ? Math.max(0, l) / t : 0;
+  }
+
+  lossPackets(): number {
+    let t = 0;
+    for (const x of this.loss) t += x.total;
+    return t;
+  }
+
+  /** Bytes sent between packets that arrived over the last `ms` of the receiver's clock, as bits/s (0 before two). */
+  deliveredBps(ms: number): number {
+    const a = this.arr;
+    if (a.length < 2) return 0;
+    const last = a.at(-1)!;
+    let first = last;
+    for (let i = a.length - 2; i >= 0 && last.at - a[i]!.at <= ms; i--) if (a[i]!.ext < first.ext && this.newestExt - a[i]!.ext < HISTORY) first = a[i]!;
+    if (first === last) return 0;
+    return ((this.cum[last.ext & MASK]! - this.cum[first.ext & MASK]!) * 8000) / Math.max(last.at - first.at, ms / 2);
+  }
+
+  /**
+   * The bottleneck's rate over the last CAPACITY_WINDOW_MS of arrivals: for each two packets received one after the
+   * other where the second found a queue ahead of it and arrived further apart than it was
+   * sent (the link, not the sender, spaced them), the bytes sent between them over the time
+   * between their arrivals; the median of those (0: fewer than TRAIN_MIN_PACKETS such pairs
+   * over TRAIN_MIN_MS).
+   */
+  capacityBps(): number {
+    const a = this.arr;
+    if (a.length < 2) return 0;
+    const end = a.at(-1)!.at;
+    const rates = this.pairRates;
+    rates.length = 0;
+    let ms = 0;
+    for (let i = 1; i < a.length; i++) {
+      const x = a[i]!;
+      const p = a[i - 1]!;
+      if (end - p.at > CAPACITY_WINDOW_MS || x.q < TRAIN_QUEUE_MS || x.ext <= p.ext || this.newestExt - p.ext >= HISTORY) continue;
+      const arrGap = x.at - p.at;
+      const sendGap = this.sentAt[x.ext & MASK]! - this.sentAt[p.ext & MASK]!;
+      if (!(arrGap > 0) || sendGap >= arrGap) continue;
+      rates.push(((this.cum[x.ext & MASK]! - this.cum[p.ext & MASK]!) * 8000) / arrGap);
+      ms += arrGap;
+    }
+    if (rates.length < TRAIN_MIN_PACKETS || ms < TRAIN_MIN_MS) return 0;
+    // The median pair: a receiver that takes packets in late now and then (not scheduled
+    // under load) stretches a few gaps, and one long gap would weigh in a sum.
+    rates.sort((x, y) => x - y);
+    return rates[rates.length >> 1]!;
+  }
+
+  /**
+   * What the link delivered of the packets numbered after `afterExt` up to `toExt` and sent
+   * over [`fromMs`, `toMs`] (a probe's): the bytes sent after the first of them reported
+   * received up to the last (copies between them included: they crossed the link too), over
+   * the time between those two arrivals, bits/s. A link slower than that traffic spaces the
+   * two by its own rate (everything sent between them queued ahead of the last), one that
+   * keeps up by the sender's. `sentBps`: the same bytes over the time between their sending.
+   * Undefined until two of them sent at least PROBE_SPAN_MIN_MS apart were reported received
+   * (a shorter span says little on a receiver's coarse clock).
+   */
+  deliveredBpsOver(afterExt: number, toExt: number, fromMs: number, toMs: number): { deliveredBps: number; sentBps: number } | undefined {
+    if (toExt <= afterExt || this.newestExt - afterExt >= HISTORY || toExt > this.newestExt) return undefined;
+    let first: { ext: number; at: number } | undefined;
+    let last: { ext: number; at: number } | undefined;
+    for (const x of this.arr) {
+      if (x.ext <= afterExt || x.ext > toExt) continue;
+      const sent = this.sentAt[x.ext & MASK]!;
+      if (sent < fromMs || sent > toMs) continue;
+      if (!first || x.ext < first.ext) first = x;
+      if (!last || x.ext > last.ext) last = x;
+    }
+    const sentMs = first && last ? this.sentAt[last.ext & MASK]! - this.sentAt[first.ext & MASK]! : 0;
+    if (!first || !last || sentMs < PROBE_SPAN_MIN_MS) return undefined;
+    const bits = (this.cum[last.ext & MASK]! - this.cum[first.ext & MASK]!) * 8000;
+    return { deliveredBps: bits / Math.max(1, last.at - first.at), sentBps: bits / sentMs };
+  }
+
+  /** What was sent over the last `ms` before `now`, bits/s. */
+  sentBps(now: number, ms: number): number {
+    let bytes = 0;
+    const s = this.sends;
+    for (let i = s.length - 2; i >= 0 && now - s[i]! <= ms; i -= 2) bytes += s[i + 1]!;
+    return (bytes * 8000) / ms;
   }
 }
+
+/** TransportHistory.status flag: the packet is a copy (see there). */
+const COPY = 4;
+/** The transport-wide sequence number's header extension on the wire (RFC 8285 one-byte form), bytes. */
+const TW_EXTENSION_BYTES = 8;
 
 function clamp(v: number, lo: number, hi: number): number {
   return Math.min(hi, Math.max(lo, v));

@@ -358,8 +358,13 @@ export interface ViewerStats {
   /** Of an adaptive viewer: what reached it over the last second, bits/s, and how long its packets queue on the path (a lower bound), ms. */
   deliveredBps?: number | undefined;
   queueDelayMs?: number | undefined;
-  /** Of an adaptive viewer: probes of the link made before stepping up, failed ones, and bytes they sent as copies. */
-  probes?: { made: number; failed: number; bytes: number } | undefined;
+  /**
+   * Of an adaptive viewer: probes of the link made before stepping up, failed ones, bytes they
+   * sent as copies, and of the last one judged from transport-wide feedback what the link
+   * delivered while it ran, what was sent over the same span and the rate it was judged
+   * against (bits/s, 0: none).
+   */
+  probes?: { made: number; failed: number; bytes: number; last: { deliveredBps: number; sentBps: number; targetBps: number } } | undefined;
   /** Moved between its streams by the SFU as its network allows (Auto). */
   adaptive: boolean;
 }

@@ -70,6 +70,8 @@ export interface EngineOptions {
   keyframeResendMinMs?: number;
   /** RTP spacing given to replayed cached frames, ms (see Viewer.resync). Default 1. */
   replayFrameSpacingMs?: number;
+  /** Multi-camera sessions: slots bound before the connection is up start this long after our side of DTLS completes, ms (see GridSession). Default 40. */
+  gridStartHoldMs?: number;
   /**
    * Send media through our own SRTP context and a direct socket write once ICE+DTLS are
    * up (sfu/srtp/, sfu/udp-writer.ts). false = werift's SRTP session. Default true.
@@ -343,6 +345,7 @@ export class SfuEngine {
       timers: this.timers,
       connectTimeoutMs: this.o.connectTimeoutMs ?? 20_000,
       disconnectTimeoutMs: this.o.disconnectTimeoutMs ?? 10_000,
+      startHoldMs: this.o.gridStartHoldMs ?? 40,
       source: (camera) => this.sources.get(camera),
       // The slots share one connection (one socket at the browser): each gets its share of a
       // viewer's pacing rate and burst, so a page turn (every slot replaying its camera's GOP at

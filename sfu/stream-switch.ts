@@ -8,8 +8,9 @@
  */
 import type { CameraId } from "../config/ids.ts";
 import type { Logger } from "../config/log.ts";
-import { BandwidthEstimator, LadderController, type LinkReport } from "./adapt.ts";
-import type { RtpHeaderFields } from "./rtp/packet.ts";
+import { BandwidthEstimator, type LinkReport } from "./adapt.ts";
+import { LadderController } from "./adapt-ladder.ts";
+import type { TransportCcFeedback } from "./rtp/rtcp.ts";
 import type { ViewerTransport } from "./transport.ts";
 
 /** What the adaptation needs of a source: its id and upstream rate. */
@@ -34,6 +35,8 @@ export interface AdaptationHost {
   requestStepUp(): void;
   /** Switch to another source (through whoever counts demand). */
   switchTo(id: CameraId, reason: string): void;
+  /** The viewer's clock, ms (what its reports are timed with). */
+  now(): number;
   log: Logger;
 }
 
@@ -41,14 +44,20 @@ export interface AdaptationHost {
 const RATE_SMOOTHING = 0.9;
 /** A queueing delay at least this long caps the pacing rate (see `pacingCapBps`), ms. */
 const QUEUED_MS = 200;
+/** The same from transport-wide feedback (the queue exact, not a lower bound), ms. */
+const TW_QUEUED_MS = 100;
+/** Share of the measured capacity a viewer is paced at while a queue stands on its link (see `pacingCapBps`). */
+const DRAIN_SHARE = 0.6;
 /** Least pacing rate under such a cap, bits/s. */
 const MIN_PACING_BPS = 100_000;
-/** At most this many copies of one packet. */
-const MAX_PROBE_COPIES = 12;
+/** At most this many copies at once (a late pacer pass catches up in bursts no larger, 1 ms apart). */
+const MAX_PROBE_COPIES = 24;
 /** Packets smaller than this are not copied, bytes. */
 const MIN_PROBE_PACKET = 500;
-/** A probe owes at most this many bytes of copies (what a sparse stream cannot carry is not sent later in a burst). */
-const MAX_PROBE_CREDIT = 2 * MAX_PROBE_COPIES * 1200;
+/** A probe's pacing is looked at again at least this often, ms. */
+const PROBE_RETRY_MS = 10;
+/** The size a copy is taken to have before the first is sent, bytes. */
+const PROBE_RETRY_BYTES = 1000;
 
 export class ViewerAdaptation {
   /** Sources from the largest stream to the smallest. */
@@ -64,6 +73,8 @@ export class ViewerAdaptation {
   private readonly host: AdaptationHost;
   private probeCredit = 0;
   private probeAt: number | undefined;
+  /** The newest full video packet sent (what a probe copies), −1: none. */
+  private probeSeq = -1;
   /** The source sent last tick, and the one sent before it (its rate is kept as it was). */
   private curId: CameraId | undefined;
   private leftId: CameraId | undefined;
@@ -83,41 +94,82 @@ export class ViewerAdaptation {
   }
 
   /**
-   * One video packet sent through `tr` with `header` (not a retransmission): counted, and
-   * followed by a running probe's copies of it (see `probeCopies`).
+   * The viewer's transport: when it stamps transport-wide sequence numbers, every packet it
+   * stamps is counted for the estimator's transport-wide feedback (`onTransportFeedback`).
    */
-  onSentVideo(tr: ViewerTransport, header: RtpHeaderFields, payload: Buffer, now: number): void {
-    this.onSent(header.sequenceNumber, payload.length, now);
-    for (let n = this.probeCopies(payload.length + 12, now); n > 0 && tr.sendRtp(header, payload); n--);
+  bindTransport(tr: ViewerTransport | undefined): void {
+    const tcc = tr?.transportCc;
+    if (tcc) tcc.onSent = (seq, bytes, copy) => this.est.onTransportSent(seq, bytes, this.host.now(), copy);
   }
 
   /**
-   * How many copies of the video packet of `bytes` just sent to send right after it, for a
-   * running probe (see LadderController): the probe's extra rate, in bytes owed since the
-   * last copy, spread over the packets sent meanwhile. A receiver drops the copies (same
-   * sequence number).
+   * One transport-wide feedback packet from the viewer. An overuse is acted on at once, not
+   * at the next tick: every moment more on a stream the link cannot carry adds to its queue.
    */
-  probeCopies(bytes: number, now: number): number {
+  onTransportFeedback(fb: TransportCcFeedback, now: number): void {
+    if (this.est.onTransportFeedback(fb, now) === "overuse") this.decide(now);
+  }
+
+  /**
+   * One video packet sent (not a retransmission), with sequence number `seq` and
+   * `payloadBytes` of payload: counted, and the newest full one is what a running probe
+   * copies (see `sendProbe`).
+   */
+  onSentVideo(seq: number, payloadBytes: number, now: number): void {
+    this.onSent(seq, payloadBytes, now);
+    // Small packets (a frame's parameter sets, its first bytes) are not copied: a dozen copies
+    // of 14 bytes is no probe.
+    if (payloadBytes >= MIN_PROBE_PACKET) this.probeSeq = seq;
+  }
+
+  /** Is a probe sending now? Then the viewer's pacer should call `sendProbe` (it asks when next). */
+  probing(now: number): boolean {
+    return this.ctl.probeBps(now, this.est) > 0;
+  }
+
+  /**
+   * A running probe's copies owed by `now` (see LadderController): its extra rate since it
+   * started, in copies of the newest full video packet sent through `resend` (which returns
+   * the bytes it sent, 0 when it could not). Called from the viewer's pacer, so the copies are
+   * spread over the probe evenly: between the frames of a sparse stream as well (copies
+   * sent only after its packets, at frame times, fell short of the rate, and a link that
+   * carried the main stream failed its probes). A receiver drops the copies (same sequence
+   * number). Returns in how many ms the next copy is owed, −1 when no probe runs.
+   */
+  sendProbe(tr: ViewerTransport, resend: (tr: ViewerTransport, seq: number) => number, now: number): number {
     const extra = this.ctl.probeBps(now, this.est);
-    if (extra <= 0 || bytes <= 0) {
+    if (extra <= 0) {
       this.probeCredit = 0;
       this.probeAt = undefined;
-      return 0;
+      return -1;
     }
-    this.probeCredit = Math.min(this.probeCredit + ((now - (this.probeAt ?? now)) * extra) / 8000, MAX_PROBE_CREDIT);
+    // What a pass held up owes is sent in the next ones (MAX_PROBE_COPIES at a time): the probe's
+    // rate over its span is what it measures.
+    this.probeCredit += ((now - (this.probeAt ?? now)) * extra) / 8000;
     this.probeAt = now;
-    // Small packets (a frame's parameter sets, its first bytes) are not copied: a dozen copies
-    // of 14 bytes is no probe, and would use up what a full packet should carry.
-    if (bytes < MIN_PROBE_PACKET) return 0;
-    const n = Math.min(MAX_PROBE_COPIES, Math.floor(this.probeCredit / bytes));
-    this.probeCredit -= n * bytes;
-    this.probeBytes += n * bytes;
-    return n;
+    if (this.probeSeq < 0) return PROBE_RETRY_MS;
+    const tcc = tr.transportCc;
+    if (tcc) tcc.copy = true;
+    let bytes = PROBE_RETRY_BYTES;
+    for (let n = 0; n < MAX_PROBE_COPIES && this.probeCredit >= bytes; n++) {
+      const b = resend(tr, this.probeSeq);
+      if (b === 0) {
+        // Gone from the viewer's history or not sent: wait for the next full packet.
+        this.probeSeq = -1;
+        break;
+      }
+      bytes = b;
+      this.probeCredit -= b;
+      this.probeBytes += b;
+    }
+    if (tcc) tcc.copy = false;
+    return Math.max(1, Math.min(PROBE_RETRY_MS, ((bytes - this.probeCredit) * 8000) / extra));
   }
 
   /** Probes made and failed so far. */
-  get probes(): { made: number; failed: number } {
-    return { made: this.ctl.probes, failed: this.ctl.probesFailed };
+  get probes(): { made: number; failed: number; last: { deliveredBps: number; sentBps: number; targetBps: number } } {
+    const l = this.ctl.lastProbe;
+    return { made: this.ctl.probes, failed: this.ctl.probesFailed, last: { deliveredBps: Math.round(l.deliveredBps), sentBps: Math.round(l.sentBps), targetBps: Math.round(l.targetBps) } };
   }
 
   /** One receiver report block on the video track. */
@@ -155,6 +207,14 @@ export class ViewerAdaptation {
    * dropped, instead of in a queue on the path that every later packet must wait behind.
    */
   pacingCapBps(now: number): number | undefined {
+    const capacity = this.est.capacityBps;
+    if (this.est.transportWide && capacity > 0) {
+      // The link's capacity is measured and its queue known exactly: below the capacity while
+      // a queue stands, so that it drains (a loss behind it costs a round trip plus the queue)
+      // rather than stand as long as there is anything to send.
+      const standing = this.est.queueDelayMs >= TW_QUEUED_MS || now - this.est.overuseAt < 1500;
+      return standing ? Math.max(MIN_PACING_BPS, DRAIN_SHARE * capacity) : undefined;
+    }
     const queued = this.est.queueDelayMs >= QUEUED_MS || now - this.est.overuseAt < 1500;
     const d = this.est.deliveredBps;
     const recent = this.est.recentDeliveredBps;
@@ -190,7 +250,20 @@ export class ViewerAdaptation {
       const ri = (id === cur.id ? cur : this.host.findSource(id))?.rateBps() ?? 0;
       if (ri > 0) this.rates[i] = this.rates[i] === undefined ? ri : RATE_SMOOTHING * this.rates[i]! + (1 - RATE_SMOOTHING) * ri;
     }
+    this.decide(now);
+  }
+
+  /** Moves the viewer along its ladder if the controller says so (streams' rates as the last tick smoothed them). */
+  private decide(now: number): void {
+    const level = this.level();
+    if (level < 0) return;
+    const cur = this.host.current();
+    const failedBefore = this.ctl.probesFailed;
     const next = this.ctl.decide(now, level, this.est, this.rates);
+    if (this.ctl.probesFailed > failedBefore) {
+      const e = this.est;
+      this.host.log.debug("probe failed", { peakQueueMs: Math.round(e.peakQueueMs), verdict: e.verdict, sinceOveruseMs: Math.round(now - e.overuseAt), capacityBps: Math.round(e.capacityBps), queueDelayMs: Math.round(e.queueDelayMs) });
+    }
     if (next === level) return;
     const why = next > level ? "network: less bandwidth" : "network: bandwidth back";
     this.host.log.info("viewer adapting to its network", { from: level, to: next, estimateBps: Math.round(this.est.estimateBps ?? 0) });

@@ -24,6 +24,11 @@ export interface ViewerTransport {
   readonly inFlight: number;
   /** Release sockets and timers. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Transport-wide sequence numbers stamped on the video this transport sends, when the
+   * viewer negotiated them (sfu/transport-cc.ts): its `onSent` tells the estimator of each.
+   */
+  readonly transportCc?: { onSent: ((seq: number, payloadBytes: number, copy: boolean) => void) | undefined; copy: boolean } | undefined;
   /** What protects and carries the media, once connected (stats). */
   describe?(): TransportInfo | undefined;
 }

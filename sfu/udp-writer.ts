@@ -20,7 +20,7 @@
  */
 import type { Socket } from "node:dgram";
 import { fastPath, NATIVE_MAX_BATCH, type CmContext, type GcmContext } from "./native/index.ts";
-import type { RtpHeaderFields } from "./rtp/packet.ts";
+import { rtpHeaderLength, type RtpHeaderFields } from "./rtp/packet.ts";
 
 /** Size of the batch's datagram buffers, bytes (MTU-sized SRTP packets fit with room). */
 export const DATAGRAM_BUFFER_BYTES = 2048;
@@ -293,9 +293,10 @@ export class SendBatch {
    */
   addRtp(writer: UdpWriter, sender: BatchSender, h: RtpHeaderFields, payload: Uint8Array, arrivalMs: number): void {
     const ctx = sender.sealContext;
-    if (!this.native || RTP_HEADER + payload.length + sender.rtpOverhead > DATAGRAM_BUFFER_BYTES) {
+    const hl = rtpHeaderLength(h);
+    if (!this.native || hl + payload.length + sender.rtpOverhead > DATAGRAM_BUFFER_BYTES) {
       // Larger than a slot (a configured payload size past the MTU): out of the slab.
-      const buf = payload.length + 64 > DATAGRAM_BUFFER_BYTES ? Buffer.allocUnsafe(RTP_HEADER + payload.length + sender.rtpOverhead) : this.take();
+      const buf = payload.length + 64 > DATAGRAM_BUFFER_BYTES ? Buffer.allocUnsafe(hl + payload.length + sender.rtpOverhead) : this.take();
       this.add(writer, buf, sender.protectRtp(buf, h, payload), arrivalMs);
       return;
     }
@@ -303,7 +304,7 @@ export class SendBatch {
     const off = i * DATAGRAM_BUFFER_BYTES;
     if (ctx) {
       this.rocs[i] = sender.stageRtp(this.stage, off, h, payload);
-      this.lens[i] = RTP_HEADER + payload.length;
+      this.lens[i] = hl + payload.length;
     } else {
       // Keys protected in JavaScript (released, or a sender without native keys): sealed here.
       this.lens[i] = sender.protectRtp(this.stage.subarray(off, off + DATAGRAM_BUFFER_BYTES), h, payload);
@@ -457,6 +458,5 @@ export class SendBatch {
 const EIO = 5;
 const EAGAIN = 11;
 const EMSGSIZE = 90;
-const RTP_HEADER = 12;
 /** A placeholder destination for runs that are sealed but not written (sealSend checks its size only). */
 const NO_ADDRESS = Buffer.alloc(16);

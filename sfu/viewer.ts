@@ -27,6 +27,7 @@ import {
   type ReportBlock,
 } from "./rtp/rtcp.ts";
 import { SendQueue } from "./send-queue.ts";
+import { SentHistory } from "./sent-history.ts";
 import { SourceSwitch, spliceOffset } from "./rebind.ts";
 import { ViewerAdaptation } from "./stream-switch.ts";
 import type { TransportState, ViewerTransport } from "./transport.ts";
@@ -139,13 +140,8 @@ interface ViewerTrack {
   waitKeyframe: boolean;
   packets: number;
   bytes: number;
-  /** NACK history, indexed by seq % size. */
-  hSeq: Int32Array;
-  hExt: Float64Array;
-  hTs: Uint32Array;
-  hResentAt: Float64Array;
-  /** The ring each history entry's packet lives in (the source may have changed since). */
-  hRing: (PacketRing | undefined)[];
+  /** What was sent, by sequence number (NACK answers, copies). */
+  sent: SentHistory;
   /** Our timestamp of the last packet mapped (queued or sent) and when (ingest clock, ms): where a new source's timestamps continue. */
   mappedTs: number;
   lastAt: number;
@@ -171,9 +167,10 @@ const RUN_START = 1;
 /** Queue flag: a live packet (not a replay or retransmission): its forwarding latency counts. */
 const LIVE = 2;
 /**
- * Queue flag: sent twice, back to back (same sequence number: a receiver keeps one). The
- * keyframe a switch starts from: one of its packets lost on a slow, lossy link costs a
- * round trip behind the link's queue before anything can be shown.
+ * Queue flag: sent twice (same sequence number: a receiver keeps one), the copies of a
+ * keyframe's packets after its last one. The keyframe a switch starts from: one of its
+ * packets lost on a slow, lossy link costs a round trip behind the link's queue before
+ * anything can be shown.
  */
 const TWICE = 4;
 /** Source gaps larger than this are not reproduced in a viewer's sequence (not loss but a restart). */
@@ -263,6 +260,8 @@ export class Viewer implements Drainable, ViewerHandle {
   /** The source media comes from now, and a pending switch to another (see sfu/rebind.ts). */
   private readonly sw: SourceSwitch<ViewerSource>;
   private switchReason = "";
+  /** Sequence numbers of the TWICE packets sent whose copies are still to go. */
+  private readonly copies: number[] = [];
   /** Auto quality (sfu/stream-switch.ts), when the viewer adapts to its network. */
   private adapt: ViewerAdaptation | undefined;
 
@@ -372,8 +371,10 @@ export class Viewer implements Drainable, ViewerHandle {
       stepDown: (reason, now) => this.stepDown(reason, now),
       requestStepUp: () => this.requestStepUp(),
       switchTo: (id, reason) => (this.o.requestSwitch ?? ((sid: CameraId, r: string) => this.switchSource(sid, r)))(id, reason),
+      now: () => this.o.timers.now(),
       log: this.log,
     });
+    this.adapt.bindTransport(this.transport);
   }
 
   /** Moves to the switch target now: tracks remapped, queued packets of the old source dropped, timestamps spliced. */
@@ -416,6 +417,7 @@ export class Viewer implements Drainable, ViewerHandle {
     },
   ): void {
     this.transport = transport;
+    this.adapt?.bindTransport(transport);
     this.cname = negotiated.cname;
     const H = this.o.nackHistory;
     const rnd = this.o.random;
@@ -435,11 +437,7 @@ export class Viewer implements Drainable, ViewerHandle {
       waitKeyframe: kind === "video",
       packets: 0,
       bytes: 0,
-      hSeq: new Int32Array(H).fill(-1),
-      hExt: new Float64Array(H),
-      hTs: new Uint32Array(H),
-      hResentAt: new Float64Array(H).fill(-Infinity),
-      hRing: new Array<PacketRing | undefined>(H).fill(undefined),
+      sent: new SentHistory(H),
       mappedTs: 0,
       lastAt: 0,
       mapped: false,
@@ -558,6 +556,12 @@ export class Viewer implements Drainable, ViewerHandle {
           if (this.tracks[VIDEO] && item.entries.some((e) => e.ssrc === this.tracks[VIDEO]!.ssrc)) {
             this.st.firs++;
             this.onKeyframeRequest("fir", now);
+          }
+          break;
+        case "twcc":
+          if (this.adapt) {
+            this.adapt.onTransportFeedback(item, now);
+            this.paceToLink(this.adapt, now);
           }
           break;
         case "remb":
@@ -791,8 +795,21 @@ export class Viewer implements Drainable, ViewerHandle {
     this.resync(reason);
   }
 
-  /** Pacer callback: send up to `max` queued packets. */
+  /** Pacer callback: send up to `max` queued packets, and a running probe's copies (see ViewerAdaptation.sendProbe). */
   drain(max: number, now: number): number {
+    // The copies owed until now go ahead of the packets sent now (a pass that came late sends both).
+    const probeInMs = this.adapt && this.transport && this._state !== "closed" ? this.adapt.sendProbe(this.transport, this.resendVideo, now) : -1;
+    const sent = this.drainQueue(max, now);
+    if (probeInMs >= 0) this.retryInMs = this.retryInMs < 0 ? probeInMs : Math.min(this.retryInMs, probeInMs);
+    return sent;
+  }
+
+  private readonly resendVideo = (tr: ViewerTransport, seq: number): number => {
+    const vt = this.tracks[VIDEO];
+    return vt && vt.sent.has(seq) ? vt.sent.resend(tr, this.header, seq, vt.payloadType, vt.ssrc) : 0;
+  };
+
+  private drainQueue(max: number, now: number): number {
     const tr = this.transport;
     if (this._state === "closed" || !tr) {
       this.retryInMs = -1;
@@ -858,18 +875,7 @@ export class Viewer implements Drainable, ViewerHandle {
       this.drops.notConnected++;
       return 0;
     }
-    let extra = 0;
-    if ((flags & TWICE) !== 0 && tr.sendRtp(h, payload)) {
-      extra = payload.length + 12;
-      this.st.retransmits++;
-      this.st.retransmitBytes += extra;
-    }
-    const i = seq % this.o.nackHistory;
-    vt.hSeq[i] = seq;
-    vt.hExt[i] = ext;
-    vt.hTs[i] = ts;
-    vt.hResentAt[i] = -Infinity;
-    vt.hRing[i] = ring;
+    vt.sent.record(seq, ext, ts, ring);
     vt.extSeq += ((seq - vt.seq) & 0xffff) + 1;
     vt.seq = (seq + 1) & 0xffff;
     vt.lastSrcExt = ext;
@@ -877,37 +883,49 @@ export class Viewer implements Drainable, ViewerHandle {
     vt.sentAny = true;
     vt.packets++;
     vt.bytes += payload.length;
-    if (t === VIDEO) this.adapt?.onSentVideo(tr, h, payload, this.o.timers.now());
+    if (t === VIDEO) this.adapt?.onSentVideo(seq, payload.length, this.o.timers.now());
     this.st.packetsOut++;
     this.st.bytesOut += payload.length + 12;
+    // The copies go once the whole keyframe is out: its first copy complete is what decodes.
+    if ((flags & TWICE) !== 0) this.copies.push(seq);
+    const extra = this.copies.length > 0 && ((flags & TWICE) === 0 || h.marker) ? this.sendCopies(tr) : 0;
     return payload.length + 12 + extra;
+  }
+
+  /** Sends the copies of the keyframe packets marked TWICE (see there); returns bytes. */
+  private sendCopies(tr: ViewerTransport): number {
+    const vt = this.tracks[VIDEO];
+    let bytes = 0;
+    const tcc = tr.transportCc;
+    if (tcc) tcc.copy = true;
+    for (const seq of this.copies) {
+      if (!vt || !vt.sent.has(seq)) continue;
+      const n = vt.sent.resend(tr, this.header, seq, vt.payloadType, vt.ssrc);
+      if (n === 0) break;
+      bytes += n;
+      this.st.retransmits++;
+      this.st.retransmitBytes += n;
+    }
+    this.copies.length = 0;
+    if (tcc) tcc.copy = false;
+    return bytes;
   }
 
   /** RFC 4585 §6.2.1 generic NACK: resend the original packet with this viewer's seq and ts. */
   private retransmit(vt: ViewerTrack, seq: number, now: number): void {
     this.st.nackedPackets++;
     const tr = this.transport;
-    const i = seq % this.o.nackHistory;
-    const ring = vt.hRing[i];
-    if (!tr || !ring || vt.hSeq[i] !== seq || !ring.has(vt.hExt[i]!)) {
+    if (!tr || !vt.sent.has(seq)) {
       this.st.nackMisses++;
       return;
     }
     if (vt.extSeq - ((vt.seq - seq) & 0xffff) < vt.nackFloor) return; // from the stream left behind
-    if (now - vt.hResentAt[i]! < RESEND_GUARD_MS) return;
-    const ext = vt.hExt[i]!;
-    const payload = ring.payload(ext);
-    const h = this.header;
-    h.marker = (ring.flags(ext) & SlotFlag.MARKER) !== 0;
-    h.payloadType = vt.payloadType;
-    h.sequenceNumber = seq;
-    h.timestamp = vt.hTs[i]!;
-    h.ssrc = vt.ssrc;
-    if (!tr.sendRtp(h, payload)) return;
-    vt.hResentAt[i] = now;
-    this.tokens -= payload.length + 12;
+    if (now - vt.sent.lastResentAt(seq) < RESEND_GUARD_MS) return;
+    const n = vt.sent.resend(tr, this.header, seq, vt.payloadType, vt.ssrc, now);
+    if (n === 0) return;
+    this.tokens -= n;
     this.st.retransmits++;
-    this.st.retransmitBytes += payload.length + 12;
+    this.st.retransmitBytes += n;
   }
 
   private onReportBlock(b: ReportBlock, now: number): void {
@@ -958,6 +976,7 @@ export class Viewer implements Drainable, ViewerHandle {
     if (this.adapt) {
       this.adapt.tick(now);
       this.paceToLink(this.adapt, now);
+      if (this.adapt.probing(now)) this.o.pacer.wake(this);
     }
     // Overload: a viewer whose queue overflowed twice in a few seconds cannot be kept up
     // with (its link, or our CPU): step it down rather than drop frame after frame.

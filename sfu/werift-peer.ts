@@ -26,6 +26,7 @@ import type { Socket } from "node:dgram";
 import {
   type RTCPeerConnection,
   MediaStream,
+  useTransportWideCC,
   MediaStreamTrack,
   setTrackSourceCodecs,
   RTCDtlsTransport,
@@ -36,12 +37,13 @@ import {
 import { BadInputError, ClosedError, isGatehouseError, OverloadError } from "../config/errors.ts";
 import type { Logger } from "../config/log.ts";
 import type { AnswerPlan, Offer } from "./offer.ts";
-import type { RtpHeaderFields } from "./rtp/packet.ts";
+import { rtpHeaderLength, type RtpHeaderFields } from "./rtp/packet.ts";
 import { createPeerConnection } from "./peer-connection.ts";
 import { SrtpSender } from "./srtp/context.ts";
 import { deriveSrtpSessionKeys, srtpProfileName, srtpProfileParams } from "./srtp/kdf.ts";
 import type { TransportHandlers, TransportInfo, TransportState, ViewerTransport } from "./transport.ts";
 import { SendBatch, SendResult, UdpWriter, type LatencyRecorder } from "./udp-writer.ts";
+import { TRANSPORT_CC_URI, TransportCcStamper } from "./transport-cc.ts";
 
 /** An ICE server for werift's own gathering (rarely needed: the SFU is the reachable side). */
 export interface IceServer {
@@ -70,6 +72,11 @@ export interface WeriftPeerOptions {
    * instead of through werift's SRTP session. Default true.
    */
   ownedSrtp?: boolean;
+  /**
+   * Offer transport-wide congestion control (header extension + feedback) for video, and
+   * stamp the owned path's video packets with it (sfu/transport-cc.ts). Default true.
+   */
+  transportCc?: boolean;
   /** werift path only: replace its raw SRTP key Buffers with KeyObjects once DTLS is up. Default true. */
   cacheKeyObjects?: boolean;
   /** SO_SNDBUF for the nominated socket, bytes (the kernel caps it at net.core.wmem_max). Default 1 MiB. */
@@ -139,8 +146,9 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
         clockRate: 90000,
         payloadType: plan.video.choice.payloadType,
         parameters: plan.video.choice.fmtp,
-        // RFC 4585 generic NACK + PLI, RFC 5104 FIR: what we answer from history and cache.
-        rtcpFeedback: [{ type: "nack" }, { type: "nack", parameter: "pli" }, { type: "ccm", parameter: "fir" }],
+        // RFC 4585 generic NACK + PLI, RFC 5104 FIR: what we answer from history and cache;
+        // transport-wide congestion control feedback (sfu/transport-cc.ts) for the estimator.
+        rtcpFeedback: [{ type: "nack" }, { type: "nack", parameter: "pli" }, { type: "ccm", parameter: "fir" }, { type: "transport-cc" }],
       })
     : undefined;
   // RFC 7798: the camera's H.265 passed through to a viewer that offered it (same feedback).
@@ -151,7 +159,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
         clockRate: 90000,
         payloadType: hevc.payloadType,
         parameters: hevc.fmtp || undefined,
-        rtcpFeedback: [{ type: "nack" }, { type: "nack", parameter: "pli" }, { type: "ccm", parameter: "fir" }],
+        rtcpFeedback: [{ type: "nack" }, { type: "nack", parameter: "pli" }, { type: "ccm", parameter: "fir" }, { type: "transport-cc" }],
       })
     : undefined;
   const audioCodecs = (plan.audio?.choices ?? []).map(
@@ -176,7 +184,8 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     iceAdditionalHostAddresses: wildcard ? undefined : [o.bindAddress],
     iceInterfaceAddresses: wildcard ? undefined : v6 ? { udp6: o.bindAddress } : { udp4: o.bindAddress },
     codecs: { video: videoCodec ? (h265Codec ? [h265Codec, videoCodec] : [videoCodec]) : [], audio: audioCodecs },
-    headerExtensions: { video: [], audio: [] },
+    // Video only: the estimator needs the video's arrivals; audio is a small, steady share.
+    headerExtensions: { video: o.transportCc === false ? [] : [useTransportWideCC()], audio: [] },
     bundlePolicy: "max-bundle",
   });
 
@@ -241,7 +250,9 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
 
     const answerSdp = o.announcedAddress ? announce(local.sdp, o.announcedAddress) : local.sdp;
     const owned =
-      o.ownedSrtp !== false ? new OwnedTransport(dtls, o.log, o.sendBufferBytes ?? 1024 * 1024, o.sendBatch ?? (sharedBatch ??= new SendBatch())) : undefined;
+      o.ownedSrtp !== false
+        ? new OwnedTransport(dtls, o.log, o.sendBufferBytes ?? 1024 * 1024, o.sendBatch ?? (sharedBatch ??= new SendBatch()), transportCcOf(videoTransceivers))
+        : undefined;
 
     pc.connectionStateChange.subscribe((s) => {
       if (s === "connected") {
@@ -261,7 +272,7 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     dtls.onRtcp.subscribe((packet: RtcpPacket) => {
       let bytes: Buffer;
       try {
-        bytes = packet.serialize();
+        bytes = wordAligned(packet.serialize());
       } catch {
         return; // werift parsed a feedback type it cannot rebuild (unknown PSFB): nothing we act on
       }
@@ -304,6 +315,36 @@ export async function createWeriftPeer(o: WeriftPeerOptions): Promise<WeriftPeer
     await pc.close().catch(() => {});
     throw err;
   }
+}
+
+/**
+ * The transport-wide sequence numbering of the video m-sections that negotiated it (werift
+ * keeps the offer's extension ids on each transceiver), or undefined when none did.
+ */
+function transportCcOf(transceivers: readonly { headerExtensions: { uri: string; id: number }[]; sender: { ssrc: number } }[]): TransportCcStamper | undefined {
+  let id: number | undefined;
+  const ssrcs: number[] = [];
+  for (const t of transceivers) {
+    const ext = t.headerExtensions.find((e) => e.uri === TRANSPORT_CC_URI);
+    // BUNDLE: one id per URI across the connection (RFC 8285 §6); a one-byte id only.
+    if (!ext || ext.id < 1 || ext.id > 14 || (id !== undefined && ext.id !== id)) continue;
+    id = ext.id;
+    ssrcs.push(t.sender.ssrc);
+  }
+  return id === undefined ? undefined : new TransportCcStamper(id, ssrcs);
+}
+
+/**
+ * werift re-serializes a transport-wide feedback packet without its padding when the
+ * sender padded without the P bit: the length field then falls short of the deltas.
+ * Zero-pad it to a whole word and fix the length (RFC 3550 §6.4.1); others pass untouched.
+ */
+export function wordAligned(b: Buffer): Buffer {
+  if (b.length % 4 === 0 || b.length < 4) return b;
+  const out = Buffer.alloc(b.length + 4 - (b.length % 4));
+  b.copy(out);
+  out.writeUInt16BE(out.length / 4 - 1, 2);
+  return out;
 }
 
 /** The batch of peers created without one of their own (one per thread: module state is per isolate). */
@@ -374,8 +415,10 @@ class OwnedTransport implements ViewerTransport {
   private stateOf: () => TransportState = () => "connecting";
   private closeFn: () => Promise<void> = async () => {};
   private closing: Promise<void> | undefined;
+  readonly transportCc: TransportCcStamper | undefined;
 
-  constructor(dtls: RTCDtlsTransport, log: Logger, sendBufferBytes: number, batch: SendBatch) {
+  constructor(dtls: RTCDtlsTransport, log: Logger, sendBufferBytes: number, batch: SendBatch, transportCc: TransportCcStamper | undefined) {
+    this.transportCc = transportCc;
     this.dtlsTransport = dtls;
     this.conn = dtls.iceTransport.connection as unknown as ConnectionInternals;
     this.log = log;
@@ -423,15 +466,17 @@ class OwnedTransport implements ViewerTransport {
     const s = this.sender;
     if (!s || this.closing) return false;
     const w = this.writerFor();
-    if (w) {
-      this.batch.addRtp(w, s, h, payload, arrivalMs);
-      return true;
+    if (!w && !this.pair) return false;
+    const tcc = this.transportCc;
+    tcc?.stamp(h, payload.length);
+    if (w) this.batch.addRtp(w, s, h, payload, arrivalMs);
+    else {
+      // Not a plain UDP pair (relay or TCP): werift's connection sends a buffer of our own.
+      const out = Buffer.allocUnsafe(rtpHeaderLength(h) + payload.length + s.rtpOverhead);
+      const n = s.protectRtp(out, h, payload);
+      this.conn.send(out.subarray(0, n)).catch(() => {});
     }
-    if (!this.pair) return false;
-    // Not a plain UDP pair (relay or TCP): werift's connection sends a buffer of our own.
-    const out = Buffer.allocUnsafe(12 + payload.length + s.rtpOverhead);
-    const n = s.protectRtp(out, h, payload);
-    this.conn.send(out.subarray(0, n)).catch(() => {});
+    tcc?.unstamp(h);
     return true;
   }
 

@@ -145,6 +145,7 @@ export class WorkerPool {
         rtcpTimeoutMs: o.rtcpTimeoutMs,
         keyframeResendMinMs: o.keyframeResendMinMs,
         replayFrameSpacingMs: o.replayFrameSpacingMs,
+        gridStartHoldMs: o.gridStartHoldMs,
         ownedSrtp: o.ownedSrtp,
         cacheSrtpKeyObjects: o.cacheSrtpKeyObjects,
         directSendBudgetMs: o.directSendBudgetMs,

@@ -121,6 +121,7 @@ export interface WorkerInit {
     rtcpTimeoutMs: number | undefined;
     keyframeResendMinMs: number | undefined;
     replayFrameSpacingMs: number | undefined;
+    gridStartHoldMs: number | undefined;
     ownedSrtp: boolean | undefined;
     cacheSrtpKeyObjects: boolean | undefined;
     directSendBudgetMs: number | undefined;

@@ -5,18 +5,22 @@
  *
  *   node sfu/native/build.ts            # a failure is a warning: the SFU keeps its JS path
  *   node sfu/native/build.ts --strict   # a failure is an error (CI, where tests expect it)
+ *   node sfu/native/build.ts --strict --if-stale
+ *                                       # only when fastpath.c is newer than the binary (`npm test`:
+ *                                       # a checkout that changed the C source must not test an old binary)
  *
  * Node-API only, so the result loads in any Node ≥ 18; OpenSSL symbols resolve from the
  * running node binary, which is why the headers must be Node's own (its bundled OpenSSL).
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, "../..");
 const strict = process.argv.includes("--strict");
+const ifStale = process.argv.includes("--if-stale");
 
 /** Node's include/node for the running binary: next to it, or in npm's node-<os>-<arch> package. */
 function nodeIncludeDir(): string | undefined {
@@ -33,6 +37,15 @@ function nodeIncludeDir(): string | undefined {
   return candidates.find((d) => existsSync(path.join(d, "node_api.h")) && existsSync(path.join(d, "openssl/evp.h")));
 }
 
+/** The binary exists and was built after the last change to its source. */
+function isFresh(): boolean {
+  try {
+    return statSync(path.join(here, "build", "fastpath.node")).mtimeMs >= statSync(path.join(here, "fastpath.c")).mtimeMs;
+  } catch {
+    return false;
+  }
+}
+
 function fail(msg: string): never {
   // A binary from an older source must not stay behind to be loaded with this one's callers.
   rmSync(path.join(here, "build", "fastpath.node"), { force: true });
@@ -44,6 +57,7 @@ function fail(msg: string): never {
   process.exit(0);
 }
 
+if (ifStale && isFresh()) process.exit(0);
 if (process.platform !== "linux") fail(`sendmmsg is Linux-only (this is ${process.platform})`);
 const include = nodeIncludeDir();
 if (!include) fail(`no Node headers with OpenSSL found for ${process.execPath} (${process.version})`);

@@ -130,6 +130,21 @@ static napi_value gcm_context(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * The RTP header's length (RFC 3550 §5.1, §5.3.1): the fixed 12 bytes, the CSRC list and
+ * the header extension when the X bit is set; 0 when it does not fit in `avail` bytes.
+ * Everything up to the payload is the header SRTP leaves in the clear (RFC 3711 §3.1).
+ */
+static size_t rtp_hlen(const uint8_t *pkt, size_t avail) {
+  if (avail < RTP_HEADER) return 0;
+  size_t hl = RTP_HEADER + 4 * (size_t)(pkt[0] & 0x0f);
+  if (pkt[0] & 0x10) {
+    if (hl + 4 > avail) return 0;
+    hl += 4 + 4 * (size_t)((pkt[hl + 2] << 8) | pkt[hl + 3]);
+  }
+  return hl <= avail ? hl : 0;
+}
+
 /* The arguments both protect calls take: (ctx, out, payload, roc), checked. */
 typedef struct {
   void *ctx;
@@ -137,6 +152,8 @@ typedef struct {
   const uint8_t *p;
   size_t plen;
   uint32_t roc;
+  /* Length of the header in `out` (its CSRCs and extension included). */
+  size_t hl;
 } protect_args_t;
 
 /* Reads and checks them (`tag_len`: bytes after the payload); false with a JS exception pending. */
@@ -153,11 +170,12 @@ static bool protect_args(napi_env env, napi_callback_info info, const napi_type_
   else if (napi_get_buffer_info(env, argv[1], (void **)&a->out, &olen) != napi_ok) bad = "out must be a Buffer";
   else if (napi_get_typedarray_info(env, argv[2], &tt, &a->plen, &pdata, &ab, &poff) != napi_ok || tt != napi_uint8_array) bad = "payload must be a Uint8Array";
   else if (napi_get_value_uint32(env, argv[3], &a->roc) != napi_ok) bad = "roc must be a number";
-  else if (a->plen > INT32_MAX || olen < RTP_HEADER + a->plen + tag_len) bad = "output buffer too small";
+  else if (!(a->hl = rtp_hlen(a->out, olen))) bad = "out holds no whole RTP header";
+  else if (a->plen > INT32_MAX || olen < a->hl + a->plen + tag_len) bad = "output buffer too small";
   else {
     /* In-place is not supported: the payload is read while the ciphertext is written. */
     a->p = pdata;
-    if (a->plen > 0 && a->p < a->out + RTP_HEADER + a->plen + tag_len && a->out < a->p + a->plen) bad = "payload overlaps the output buffer";
+    if (a->plen > 0 && a->p < a->out + a->hl + a->plen + tag_len && a->out < a->p + a->plen) bad = "payload overlaps the output buffer";
   }
   if (bad) {
     napi_throw_type_error(env, NULL, bad);
@@ -179,33 +197,34 @@ static void srtp_iv(uint8_t *iv, size_t len, const uint8_t *salt, size_t salt_le
 }
 
 /*
- * Seals one RTP packet with AES-GCM: `pkt` holds the 12-byte header; the `plen` payload
- * bytes at `src` (which may be pkt + 12: in place) are encrypted after it and the tag
+ * Seals one RTP packet with AES-GCM: `pkt` holds the `hl`-byte header; the `plen` payload
+ * bytes at `src` (which may be pkt + hl: in place) are encrypted after it and the tag
  * appended (RFC 7714 §8: header as AAD, IV §8.1). False when OpenSSL fails.
  */
-static bool gcm_seal(gcm_t *g, uint8_t *pkt, const uint8_t *src, size_t plen, uint32_t roc) {
+static bool gcm_seal(gcm_t *g, uint8_t *pkt, size_t hl, const uint8_t *src, size_t plen, uint32_t roc) {
   uint8_t iv[12];
   srtp_iv(iv, sizeof(iv), g->salt, sizeof(g->salt), 2, pkt, roc); /* RFC 7714 §8.1 */
   int n = 0, fin = 0;
   EVP_CIPHER_CTX *c = g->ctx;
-  return EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) == 1 && EVP_EncryptUpdate(c, NULL, &n, pkt, RTP_HEADER) == 1 &&
-         EVP_EncryptUpdate(c, pkt + RTP_HEADER, &n, src, (int)plen) == 1 && EVP_EncryptFinal_ex(c, pkt + RTP_HEADER + n, &fin) == 1 &&
-         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, pkt + RTP_HEADER + plen) == 1;
+  return EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) == 1 && EVP_EncryptUpdate(c, NULL, &n, pkt, (int)hl) == 1 &&
+         EVP_EncryptUpdate(c, pkt + hl, &n, src, (int)plen) == 1 && EVP_EncryptFinal_ex(c, pkt + hl + n, &fin) == 1 &&
+         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, GCM_TAG, pkt + hl + plen) == 1;
 }
 
 /*
  * protectRtpGcm(ctx, out: Buffer, payload: Uint8Array, roc: number) → packet length
  *
- * `out` holds the 12-byte RTP header (no CSRC, no extension) already; the payload is
- * encrypted after it and the tag appended.
+ * `out` holds the RTP header already (12 bytes, or more with CSRCs or a header
+ * extension: its own length fields say how long); the payload is encrypted after it and
+ * the tag appended.
  */
 static napi_value protect_rtp_gcm(napi_env env, napi_callback_info info) {
   protect_args_t a;
   if (!protect_args(env, info, &GCM_TYPE, GCM_TAG, &a)) return NULL;
   gcm_t *g = a.ctx;
   if (!g->ctx) THROW(env, "SRTP context released");
-  if (!gcm_seal(g, a.out, a.p, a.plen, a.roc)) THROW(env, "AES-GCM encryption failed");
-  return num(env, (double)(RTP_HEADER + a.plen + GCM_TAG));
+  if (!gcm_seal(g, a.out, a.hl, a.p, a.plen, a.roc)) THROW(env, "AES-GCM encryption failed");
+  return num(env, (double)(a.hl + a.plen + GCM_TAG));
 }
 
 /*
@@ -276,18 +295,18 @@ static napi_value cm_context(napi_env env, napi_callback_info info) {
  * Seals one RTP packet with AES_CM_128_HMAC_SHA1_80, as gcm_seal: IV per RFC 3711
  * §4.1.1, then the 80-bit tag of HMAC-SHA1 over header, ciphertext and ROC (§4.2).
  */
-static bool cm_seal(cm_t *c, uint8_t *pkt, const uint8_t *src, size_t plen, uint32_t roc) {
+static bool cm_seal(cm_t *c, uint8_t *pkt, size_t hl, const uint8_t *src, size_t plen, uint32_t roc) {
   uint8_t iv[16];
   srtp_iv(iv, sizeof(iv), c->salt, sizeof(c->salt), 4, pkt, roc); /* RFC 3711 §4.1.1 */
   uint8_t rocb[4] = {(uint8_t)(roc >> 24), (uint8_t)(roc >> 16), (uint8_t)(roc >> 8), (uint8_t)roc};
   uint8_t mac[EVP_MAX_MD_SIZE];
   size_t maclen = 0;
   int n = 0;
-  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, pkt + RTP_HEADER, &n, src, (int)plen) != 1 ||
-      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, pkt, RTP_HEADER + plen) != 1 ||
+  if (EVP_EncryptInit_ex(c->ctr, NULL, NULL, NULL, iv) != 1 || EVP_EncryptUpdate(c->ctr, pkt + hl, &n, src, (int)plen) != 1 ||
+      EVP_MAC_init(c->hmac, NULL, 0, NULL) != 1 || EVP_MAC_update(c->hmac, pkt, hl + plen) != 1 ||
       EVP_MAC_update(c->hmac, rocb, 4) != 1 || EVP_MAC_final(c->hmac, mac, &maclen, sizeof(mac)) != 1 || maclen < CM_TAG)
     return false;
-  memcpy(pkt + RTP_HEADER + plen, mac, CM_TAG);
+  memcpy(pkt + hl + plen, mac, CM_TAG);
   return true;
 }
 
@@ -297,8 +316,8 @@ static napi_value protect_rtp_cm(napi_env env, napi_callback_info info) {
   if (!protect_args(env, info, &CM_TYPE, CM_TAG, &a)) return NULL;
   cm_t *c = a.ctx;
   if (!c->ctr) THROW(env, "SRTP context released");
-  if (!cm_seal(c, a.out, a.p, a.plen, a.roc)) THROW(env, "AES-CM/HMAC-SHA1 protection failed");
-  return num(env, (double)(RTP_HEADER + a.plen + CM_TAG));
+  if (!cm_seal(c, a.out, a.hl, a.p, a.plen, a.roc)) THROW(env, "AES-CM/HMAC-SHA1 protection failed");
+  return num(env, (double)(a.hl + a.plen + CM_TAG));
 }
 
 /* release(ctx): frees the key schedule now rather than at garbage collection. */
@@ -586,10 +605,16 @@ static napi_value seal_send(napi_env env, napi_callback_info info) {
   seen_reset();
   for (uint32_t p = 0, r = 0; r < runs; r++) {
     if (ends[r] < (int32_t)p || (uint32_t)ends[r] > n) THROW(env, "run ends out of order");
+    napi_value rc;
+    napi_valuetype rct;
+    CHECK(env, napi_get_element(env, argv[5], r, &rc));
+    CHECK(env, napi_typeof(env, rc, &rct));
+    bool to_seal = rct != napi_null && rct != napi_undefined;
     for (; p < (uint32_t)ends[r]; p++) {
       int32_t s = order[p];
       if (s < 0 || (size_t)s >= slots || (size_t)s >= n_lens || (size_t)s >= n_rocs || lens[s] < RTP_HEADER || (size_t)lens[s] + GCM_TAG > slot)
         THROW(env, "staged packet out of bounds");
+      if (to_seal && !rtp_hlen(stage + (size_t)s * slot, (size_t)lens[s])) THROW(env, "staged packet without a whole RTP header");
       if (seen_before(s)) THROW(env, "staged packet listed twice in order");
     }
   }
@@ -621,13 +646,14 @@ static napi_value seal_send(napi_env env, napi_callback_info info) {
     for (; p < end; p++) {
       int32_t s = order[p];
       uint8_t *pkt = stage + (size_t)s * slot;
-      size_t plen = (size_t)lens[s] - RTP_HEADER;
+      size_t hl = rtp_hlen(pkt, (size_t)lens[s]);
+      size_t plen = (size_t)lens[s] - hl;
       bool ok = true;
       if (g) {
-        ok = gcm_seal(g, pkt, pkt + RTP_HEADER, plen, rocs[s]);
+        ok = gcm_seal(g, pkt, hl, pkt + hl, plen, rocs[s]);
         lens[s] += GCM_TAG;
       } else if (c) {
-        ok = cm_seal(c, pkt, pkt + RTP_HEADER, plen, rocs[s]);
+        ok = cm_seal(c, pkt, hl, pkt + hl, plen, rocs[s]);
         lens[s] += CM_TAG;
       }
       if (!ok) THROW(env, "SRTP protection failed");
@@ -974,6 +1000,20 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * rtpHeaderLength(packet: Uint8Array) → bytes before the payload (0: not a whole header).
+ * Also tells the JavaScript side that this build seals packets with header extensions.
+ */
+static napi_value rtp_header_length(napi_env env, napi_callback_info info) {
+  ARGS(env, info, 1, "rtpHeaderLength(packet)");
+  napi_typedarray_type tt;
+  size_t len, off;
+  void *data;
+  napi_value ab;
+  if (napi_get_typedarray_info(env, argv[0], &tt, &len, &data, &ab, &off) != napi_ok || tt != napi_uint8_array) THROW(env, "packet must be a Uint8Array");
+  return num(env, (double)rtp_hlen(data, len));
+}
+
 /* closeFd(fd): closes a socket from udpOpen that never started receiving. */
 static napi_value close_fd(napi_env env, napi_callback_info info) {
   ARGS(env, info, 1, "closeFd(fd)");
@@ -1000,6 +1040,7 @@ NAPI_MODULE_INIT() {
       {"udpReceive", NULL, udp_receive, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_default_jsproperty, NULL},
       {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_default_jsproperty, NULL},
+      {"rtpHeaderLength", NULL, rtp_header_length, NULL, NULL, NULL, napi_default_jsproperty, NULL},
   };
   if (napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props) != napi_ok) return NULL;
   return exports;

@@ -83,6 +83,12 @@ export interface FastPath {
   udpClose(r: UdpReceiver): void;
   /** Closes a udpOpen socket that never started receiving. */
   closeFd(fd: number): void;
+  /**
+   * Bytes before the payload of an RTP packet (CSRCs and header extension included; 0: not
+   * a whole header). Its presence says that the protect and seal calls take packets whose
+   * header is longer than 12 bytes (a header extension), reading its length from the header.
+   */
+  rtpHeaderLength(packet: Uint8Array): number;
 }
 
 /** Opaque handle of a native UDP receiver. */
@@ -115,7 +121,9 @@ function load(): void {
     const m = createRequire(import.meta.url)(ADDON_PATH) as Partial<FastPath>;
     if (
       typeof m.gcmContext !== "function" || typeof m.protectRtpGcm !== "function" || typeof m.sendBatch !== "function" || typeof m.sockaddr !== "function" || typeof m.udpSetup !== "function" ||
-      typeof m.protectRtpCm !== "function" || typeof m.sealSend !== "function" || typeof m.schedBatch !== "function"
+      typeof m.protectRtpCm !== "function" || typeof m.sealSend !== "function" || typeof m.schedBatch !== "function" ||
+      // An older build seals 12-byte headers only: a header extension would be encrypted.
+      typeof m.rtpHeaderLength !== "function"
     ) {
       reason = "the built addon is out of date (rebuild with `npm run build:native`)";
       return;

@@ -125,6 +125,40 @@ export interface RtpHeaderFields {
   sequenceNumber: number;
   timestamp: number;
   ssrc: number;
+  /**
+   * Transport-wide sequence number (draft-holmer-rmcat-transport-wide-cc-extensions-01 §2),
+   * 16 bits, written in a one-byte header extension (RFC 8285 §4.2) with id
+   * `transportCcId`; absent or negative: no header extension.
+   */
+  transportSeq?: number;
+  /** The extension id negotiated for it (1–14). */
+  transportCcId?: number;
+}
+
+/** Bytes of the header `writeRtpHeaderExtended` writes for `h`: 12, or 20 with the transport-wide sequence number. */
+export function rtpHeaderLength(h: RtpHeaderFields): number {
+  return h.transportSeq !== undefined && h.transportSeq >= 0 ? 20 : 12;
+}
+
+/**
+ * Writes `h`'s header at `off`: the 12 fixed bytes, and when `h` carries a transport-wide
+ * sequence number the RFC 8285 one-byte extension block (0xBEDE, one word: id and length 1,
+ * the 16-bit number, one byte of padding). Returns the header length.
+ */
+export function writeRtpHeaderExtended(out: Uint8Array, h: RtpHeaderFields, off = 0): number {
+  writeRtpHeader(out, h, off);
+  const tw = h.transportSeq;
+  if (tw === undefined || tw < 0) return 12;
+  out[off] = 0x90; // X bit
+  out[off + 12] = 0xbe;
+  out[off + 13] = 0xde;
+  out[off + 14] = 0;
+  out[off + 15] = 1;
+  out[off + 16] = (((h.transportCcId ?? 0) & 0x0f) << 4) | 1; // L = length − 1
+  out[off + 17] = (tw >> 8) & 0xff;
+  out[off + 18] = tw & 0xff;
+  out[off + 19] = 0;
+  return 20;
 }
 
 /**

@@ -128,6 +128,25 @@ export interface Remb {
   ssrcs: number[];
 }
 
+/**
+ * Transport-wide congestion control feedback (RTPFB FMT 15,
+ * draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1): for `count` packets from
+ * transport-wide sequence number `baseSeq` on, when each arrived on the receiver's clock.
+ */
+export interface TransportCcFeedback {
+  type: "twcc";
+  senderSsrc: number;
+  mediaSsrc: number;
+  /** Transport-wide sequence number of the first packet covered (16 bits). */
+  baseSeq: number;
+  /** Packets covered: baseSeq … baseSeq + count − 1 (mod 2^16). */
+  count: number;
+  /** The feedback packet's own counter (8 bits). */
+  fbCount: number;
+  /** Arrival time of each packet covered, ms on the receiver's clock (reference time + deltas); NaN: not received. */
+  arrivalsMs: Float64Array;
+}
+
 /** A well-formed packet of a type or feedback format we do not interpret. */
 export interface UnknownRtcp {
   type: "unknown";
@@ -156,6 +175,7 @@ export type RtcpItem =
   | PictureLossIndication
   | FullIntraRequest
   | Remb
+  | TransportCcFeedback
   | UnknownRtcp
   | RtcpError;
 
@@ -299,6 +319,7 @@ function parseOne(b: Uint8Array, off: number, end: number, count: number, pt: nu
         for (let i = 0; i < n; i++) items.push({ pid: u16(b, fci + 4 * i), blp: u16(b, fci + 4 * i + 2) });
         return { type: "nack", senderSsrc, mediaSsrc, items };
       }
+      if (pt === RtcpType.RTPFB && count === 15) return parseTransportCc(b, senderSsrc, mediaSsrc, fci, end, off);
       if (pt === RtcpType.PSFB && count === 1) return { type: "pli", senderSsrc, mediaSsrc };
       if (pt === RtcpType.PSFB && count === 4) {
         // RFC 5104 §4.3.1.1: 8-byte entries of SSRC, command seq nr, 24 reserved bits.
@@ -322,6 +343,66 @@ function parseOne(b: Uint8Array, off: number, end: number, count: number, pt: nu
     default:
       return { type: "unknown", packetType: pt, fmt: count, length: len };
   }
+}
+
+/** Largest status count a feedback packet may claim (a 1500-byte packet of one-bit vectors covers about 11,000). */
+const MAX_TWCC_STATUS = 16384;
+
+/**
+ * draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1: base sequence number, status
+ * count, 24-bit signed reference time (64 ms units) and feedback count; packet status
+ * chunks (run-length: T=0, 2-bit symbol, 13-bit run; status vector: T=1, then fourteen
+ * 1-bit or seven 2-bit symbols), then one receive delta per received packet (symbol 1: one
+ * unsigned byte, symbol 2: two signed bytes, in 250 µs units, from the previous packet's
+ * arrival or, for the first, the reference time).
+ */
+function parseTransportCc(b: Uint8Array, senderSsrc: number, mediaSsrc: number, fci: number, end: number, off: number): RtcpItem {
+  if (fci + 8 > end) return fail("transport-cc feedback shorter than its header", off);
+  const baseSeq = u16(b, fci);
+  const count = u16(b, fci + 2);
+  let ref = (b[fci + 4]! << 16) | (b[fci + 5]! << 8) | b[fci + 6]!;
+  if (ref & 0x800000) ref -= 0x1000000;
+  const fbCount = b[fci + 7]!;
+  if (count === 0 || count > MAX_TWCC_STATUS) return fail(`transport-cc feedback with status count ${count}`, off);
+  const symbols = new Uint8Array(count);
+  let p = fci + 8;
+  let n = 0;
+  while (n < count) {
+    if (p + 2 > end) return fail("transport-cc status chunks overrun the packet", off);
+    const c = u16(b, p);
+    p += 2;
+    if ((c & 0x8000) === 0) {
+      const sym = (c >> 13) & 3;
+      const run = c & 0x1fff;
+      if (run === 0) return fail("transport-cc run-length chunk of length 0", off);
+      for (let i = 0; i < run && n < count; i++) symbols[n++] = sym;
+    } else if ((c & 0x4000) === 0) {
+      for (let i = 13; i >= 0 && n < count; i--) symbols[n++] = (c >> i) & 1;
+    } else {
+      for (let i = 12; i >= 0 && n < count; i -= 2) symbols[n++] = (c >> i) & 3;
+    }
+  }
+  const arrivalsMs = new Float64Array(count);
+  let t = ref * 64;
+  for (let i = 0; i < count; i++) {
+    const sym = symbols[i]!;
+    if (sym === 0) {
+      arrivalsMs[i] = NaN;
+      continue;
+    }
+    if (sym === 1) {
+      if (p + 1 > end) return fail("transport-cc receive deltas overrun the packet", off);
+      t += b[p]! / 4;
+      p += 1;
+    } else if (sym === 2) {
+      if (p + 2 > end) return fail("transport-cc receive deltas overrun the packet", off);
+      const d = u16(b, p);
+      t += (d & 0x8000 ? d - 0x10000 : d) / 4;
+      p += 2;
+    } else return fail("transport-cc status symbol 3 (reserved)", off);
+    arrivalsMs[i] = t;
+  }
+  return { type: "twcc", senderSsrc, mediaSsrc, baseSeq, count, fbCount, arrivalsMs };
 }
 
 function parseSdes(b: Uint8Array, off: number, end: number, count: number): RtcpItem {
@@ -496,6 +577,59 @@ export function serializeFir(f: { senderSsrc: number; entries: readonly FirEntry
     buf.writeUInt32BE(e.ssrc >>> 0, o);
     buf[o + 4] = e.seqNr & 0xff;
     o += 8;
+  }
+  return buf;
+}
+
+/**
+ * Transport-wide feedback (the inverse of parsing it, for tests and peers): arrivals in ms
+ * on the receiver's clock, NaN for a packet not received; written as two-bit status vector
+ * chunks, the reference time the first arrival rounded down to 64 ms. Deltas must fit
+ * the two-byte form (±8 s).
+ */
+export function serializeTransportCc(f: { senderSsrc: number; mediaSsrc: number; baseSeq: number; fbCount: number; arrivalsMs: ArrayLike<number> }): Buffer {
+  const n = f.arrivalsMs.length;
+  let first = NaN;
+  for (let i = 0; i < n && Number.isNaN(first); i++) first = f.arrivalsMs[i]!;
+  const ref = Number.isNaN(first) ? 0 : Math.floor(first / 64);
+  const symbols: number[] = [];
+  const deltas: number[] = [];
+  let t = ref * 64;
+  for (let i = 0; i < n; i++) {
+    const a = f.arrivalsMs[i]!;
+    if (Number.isNaN(a)) {
+      symbols.push(0);
+      continue;
+    }
+    const d = Math.round((a - t) * 4);
+    t += d / 4;
+    symbols.push(d >= 0 && d <= 255 ? 1 : 2);
+    deltas.push(d);
+  }
+  const chunks = Math.ceil(n / 7);
+  let deltaBytes = 0;
+  for (const d of deltas) deltaBytes += d >= 0 && d <= 255 ? 1 : 2;
+  const buf = Buffer.alloc(4 + Math.ceil((16 + chunks * 2 + deltaBytes) / 4) * 4);
+  header(buf, 15, RtcpType.RTPFB);
+  buf.writeUInt32BE(f.senderSsrc >>> 0, 4);
+  buf.writeUInt32BE(f.mediaSsrc >>> 0, 8);
+  buf.writeUInt16BE(f.baseSeq & 0xffff, 12);
+  buf.writeUInt16BE(n, 14);
+  buf.writeUIntBE(ref & 0xffffff, 16, 3);
+  buf[19] = f.fbCount & 0xff;
+  let p = 20;
+  for (let c = 0; c < chunks; c++) {
+    let v = 0xc000;
+    for (let k = 0; k < 7; k++) v |= (symbols[c * 7 + k] ?? 0) << (12 - 2 * k);
+    buf.writeUInt16BE(v, p);
+    p += 2;
+  }
+  for (const d of deltas) {
+    if (d >= 0 && d <= 255) buf[p++] = d;
+    else {
+      buf.writeInt16BE(d, p);
+      p += 2;
+    }
   }
   return buf;
 }

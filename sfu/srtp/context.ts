@@ -19,7 +19,7 @@ import {
   timingSafeEqual,
   type KeyObject,
 } from "node:crypto";
-import type { RtpHeaderFields } from "../rtp/packet.ts";
+import { writeRtpHeaderExtended, type RtpHeaderFields } from "../rtp/packet.ts";
 import { fastPath, type CmContext, type GcmContext } from "../native/index.ts";
 import { SrtpProfile, srtpProfileParams, type SrtpSessionKeys } from "./kdf.ts";
 
@@ -120,16 +120,6 @@ function cmIv(iv: Buffer, salt: Buffer, ssrc: number, hi: number, lo: number): v
  * counter of each SSRC it sends (RFC 3711 §3.3.1), including retransmissions of packets
  * sent before a wrap, and the SRTCP index.
  */
-/** A 12-byte RTP header (version 2, no padding, extension or CSRC) at `off`. */
-function writeRtpHeader(out: Buffer, off: number, h: RtpHeaderFields, ssrc: number, seq: number): void {
-  out[off] = 0x80;
-  out[off + 1] = (h.marker ? 0x80 : 0) | (h.payloadType & 0x7f);
-  out[off + 2] = seq >> 8;
-  out[off + 3] = seq & 0xff;
-  out.writeUInt32BE(h.timestamp >>> 0, off + 4);
-  out.writeUInt32BE(ssrc, off + 8);
-}
-
 export class SrtpSender {
   readonly profile: SrtpProfile;
   /** Bytes added to an RTP packet (the tag). */
@@ -178,12 +168,12 @@ export class SrtpSender {
   /**
    * Writes the 12-byte header of `h`, the encrypted `payload` and the tag into `out`
    * from offset 0, and returns the packet length. `out` needs
-   * 12 + payload.length + rtpOverhead bytes.
+   * rtpHeaderLength(h) (12, or 20 with a transport-wide sequence number) + payload.length + rtpOverhead bytes.
    */
   protectRtp(out: Buffer, h: RtpHeaderFields, payload: Uint8Array): number {
     const ssrc = h.ssrc >>> 0;
     const seq = h.sequenceNumber & 0xffff;
-    writeRtpHeader(out, 0, h, ssrc, seq);
+    const hl = writeRtpHeaderExtended(out, h, 0);
     const roc = this.rocFor(ssrc, seq);
     if (this.nativeRtp) return fastPath!.protectRtpGcm(this.nativeRtp, out, payload, roc);
     if (this.nativeRtpCm) return fastPath!.protectRtpCm(this.nativeRtpCm, out, payload, roc);
@@ -192,22 +182,22 @@ export class SrtpSender {
     if (k.gcm) {
       gcmIv(this.iv, k.rtpSalt, ssrc, roc, seq, false);
       const c = createCipheriv("aes-128-gcm", k.rtpKey, this.iv);
-      c.setAAD(this.headerView(out)); // RFC 7714 §8.2: the header is the associated data
-      out.set(c.update(payload), RTP_HEADER);
+      c.setAAD(this.headerView(out, hl)); // RFC 7714 §8.2: the header is the associated data
+      out.set(c.update(payload), hl);
       c.final();
-      out.set(c.getAuthTag(), RTP_HEADER + n);
-      return RTP_HEADER + n + 16;
+      out.set(c.getAuthTag(), hl + n);
+      return hl + n + 16;
     }
     cmIv(this.iv, k.rtpSalt, ssrc, roc, seq);
     const c = createCipheriv("aes-128-ctr", k.rtpKey, this.iv);
-    out.set(c.update(payload), RTP_HEADER);
+    out.set(c.update(payload), hl);
     // RFC 3711 §4.2: HMAC-SHA1 over the packet and the ROC, truncated to 80 bits.
     const m = createHmac("sha1", k.rtpAuth!);
-    m.update(out.subarray(0, RTP_HEADER + n));
+    m.update(out.subarray(0, hl + n));
     this.word.writeUInt32BE(roc, 0);
     m.update(this.word);
-    m.digest().copy(out, RTP_HEADER + n, 0, 10);
-    return RTP_HEADER + n + 10;
+    m.digest().copy(out, hl + n, 0, 10);
+    return hl + n + 10;
   }
 
   /**
@@ -257,15 +247,14 @@ export class SrtpSender {
 
   /**
    * Stages one RTP packet for `fastPath.sealSend`: its 12-byte header and `payload` as
-   * plaintext into `out` at `off` (needs 12 + payload.length + rtpOverhead bytes there),
+   * plaintext into `out` at `off` (needs rtpHeaderLength(h) + payload.length + rtpOverhead bytes there),
    * and returns the rollover counter to seal it with (the ROC state advances as
    * protectRtp's does: the packet counts as sent).
    */
   stageRtp(out: Buffer, off: number, h: RtpHeaderFields, payload: Uint8Array): number {
     const ssrc = h.ssrc >>> 0;
     const seq = h.sequenceNumber & 0xffff;
-    writeRtpHeader(out, off, h, ssrc, seq);
-    out.set(payload, off + RTP_HEADER);
+    out.set(payload, off + writeRtpHeaderExtended(out, h, off));
     return this.rocFor(ssrc, seq);
   }
 
@@ -302,10 +291,10 @@ export class SrtpSender {
   }
 
   /** The header as AAD: a view made once per output buffer, not per packet. */
-  private headerView(out: Buffer): Buffer {
-    if (this.aadOf !== out) {
+  private headerView(out: Buffer, hl: number): Buffer {
+    if (this.aadOf !== out || this.aad!.length !== hl) {
       this.aadOf = out;
-      this.aad = out.subarray(0, RTP_HEADER);
+      this.aad = out.subarray(0, hl);
     }
     return this.aad!;
   }

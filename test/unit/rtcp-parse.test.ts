@@ -155,8 +155,10 @@ describe("compound round trips", () => {
     const remb = Buffer.from("8fce0005000000010000000052454d4201" + "0a" + "ffff" + "00000009", "hex");
     // exp = 0x0a >> 2 = 2, mantissa = ((0x0a & 3) << 16) | 0xffff = 0x2ffff
     expect(only(parseRtcp(remb), "remb")).toEqual({ type: "remb", senderSsrc: 1, bitrate: 0x2ffff * 4, ssrcs: [9] });
-    const twcc = Buffer.from("8fcd0002000000010000000a", "hex"); // RTPFB FMT 15 (transport-cc) with an empty body
-    expect(only(parseRtcp(twcc), "unknown")).toEqual({ type: "unknown", packetType: 205, fmt: 15, length: 12 });
+    const twcc = Buffer.from("8fcd0002000000010000000a", "hex"); // RTPFB FMT 15 (transport-cc) with an empty body: malformed
+    expect(only(parseRtcp(twcc), "error").error.message).toMatch(/transport-cc feedback shorter than its header/);
+    const tmmbr = Buffer.from("83cd0002000000010000000a", "hex"); // RTPFB FMT 3 (TMMBR)
+    expect(only(parseRtcp(tmmbr), "unknown")).toEqual({ type: "unknown", packetType: 205, fmt: 3, length: 12 });
     const xr = Buffer.from("80cf000100000001", "hex"); // XR (207)
     expect(only(parseRtcp(xr), "unknown").packetType).toBe(207);
   });

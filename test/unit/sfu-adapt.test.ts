@@ -7,25 +7,15 @@
 import { describe, expect, it } from "vitest";
 import type { CameraId } from "../../config/ids.ts";
 import { silentLogger } from "../../config/log.ts";
-import { BandwidthEstimator, LadderController } from "../../sfu/adapt.ts";
+import { BandwidthEstimator } from "../../sfu/adapt.ts";
+import { LadderController } from "../../sfu/adapt-ladder.ts";
 import { ViewerAdaptation } from "../../sfu/stream-switch.ts";
 import type { ViewerTransport } from "../../sfu/transport.ts";
+import { seeded } from "./seeded-random.ts";
 
 const PAYLOAD = 1200;
 const WIRE_BITS = (PAYLOAD + 50) * 8;
 const ONE_WAY_MS = 150;
-
-/** A seeded random source (mulberry32), so a run is the same every time. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface LinkOptions {
   /** Bottleneck rate at time t (ms), bits/s. */
@@ -323,11 +313,12 @@ describe("LadderController on the simulated link", () => {
 });
 
 describe("ViewerAdaptation probes", () => {
-  // The bug this pins: a frame's first packet is often a few bytes (parameter sets); the
-  // copies owed since the last frame were spent on a dozen copies of it, so a probe sent
-  // a few kilobytes instead of its rate, went through on any link, and the step up it
-  // allowed was a trial of the main stream on a link that could not carry it.
-  it("sends a probe's rate in copies of full packets, whatever small packets come between", () => {
+  // The bugs this pins: a frame's first packet is often a few bytes (parameter sets); the
+  // copies owed since the last frame were spent on a dozen copies of it, so a probe sent a
+  // few kilobytes instead of its rate. And copies sent only right after the packets of a
+  // sparse stream (at frame times) fell short of the rate over a short probe: a link that
+  // carried the main stream failed four probes in five.
+  it("sends a probe's rate in copies of full packets, spread evenly over the probe between the frames", () => {
     const source = (id: string, bps: number) => ({ id: id as CameraId, rateBps: () => bps });
     const main = source("gate", 1.8e6);
     const sub = source("gate:sub", 0.3e6);
@@ -338,28 +329,56 @@ describe("ViewerAdaptation probes", () => {
       keyframesOnly: () => false,
       stepDown: () => {},
       requestStepUp: () => {},
+      now: () => 0,
       switchTo: () => {},
       log: silentLogger,
     });
-    let copies = 0;
-    const transport = { sendRtp: () => (copies++, true) } as unknown as ViewerTransport;
-    const header = { marker: false, payloadType: 96, sequenceNumber: 0, timestamp: 0, ssrc: 1 };
+    const sizes = new Map<number, number>();
+    const copies: { t: number; seq: number; bytes: number }[] = [];
+    const transport = {} as unknown as ViewerTransport;
+    let now = 0;
+    const resend = (_tr: ViewerTransport, seq: number) => {
+      const bytes = (sizes.get(seq) ?? 0) + 12;
+      copies.push({ t: now, seq, bytes });
+      return bytes;
+    };
     let seq = 0;
     let bytesAtFirstProbe = -1;
-    for (let t = 0; t < 12_000; t += 66) {
-      // One frame: 2 bytes, two full packets, a short last one (about 300 kbit/s at 15 frames/s).
-      for (const size of [2, 1188, 1188, 200]) {
-        header.sequenceNumber = seq++ & 0xffff;
-        a.onSentVideo(transport, header, Buffer.alloc(size), t);
+    let firstProbe: { from: number; to: number } | undefined;
+    let probeDueAt = -1;
+    for (now = 0; now < 12_000; now++) {
+      if (now % 66 === 0) {
+        // One frame: 2 bytes, two full packets, a short last one (about 300 kbit/s at 15 frames/s).
+        for (const size of [2, 1188, 1188, 200]) {
+          sizes.set(seq, size);
+          a.onSentVideo(seq, size, now);
+          seq = (seq + 1) & 0xffff;
+        }
+        a.onReport({ now, highestSeq: (seq - 3) & 0xffff, cumulativeLost: 0, fractionLost: 0, rttMs: 300 });
       }
-      a.onReport({ now: t, highestSeq: (seq - 3) & 0xffff, cumulativeLost: 0, fractionLost: 0, rttMs: 300 });
-      if (t % 264 === 0) a.tick(t);
+      if (now % 250 === 0) {
+        a.tick(now);
+        if (a.probing(now) && probeDueAt < 0) probeDueAt = now;
+      }
+      // The viewer's pacer: called when the probe asked to be.
+      if (probeDueAt >= 0 && now >= probeDueAt) {
+        const next = a.sendProbe(transport, resend, now);
+        probeDueAt = next < 0 ? -1 : now + Math.ceil(next);
+        if (next < 0 && copies.length > 0 && !firstProbe) firstProbe = { from: copies[0]!.t, to: copies.at(-1)!.t };
+      }
       if (a.probes.made === 2 && bytesAtFirstProbe < 0) bytesAtFirstProbe = a.probeBytes;
     }
     // The first probe: the main stream's rate × 1.15 less the substream's, for half a second.
     const owed = ((1.8e6 * 1.15 - 0.3e6) * 0.5) / 8;
-    expect(bytesAtFirstProbe).toBeGreaterThan(0.7 * owed);
-    expect(bytesAtFirstProbe).toBeLessThan(1.3 * owed);
-    expect(copies).toBeGreaterThan(0);
+    expect(bytesAtFirstProbe).toBeGreaterThan(0.9 * owed);
+    expect(bytesAtFirstProbe).toBeLessThan(1.1 * owed);
+    // Copies of full packets only, and evenly: every 50 ms of the probe has its share.
+    expect(copies.every((c) => c.bytes === 1200)).toBe(true);
+    expect(firstProbe).toBeDefined();
+    for (let t = firstProbe!.from; t + 50 <= firstProbe!.from + 500; t += 50) {
+      const b = copies.filter((c) => c.t >= t && c.t < t + 50).reduce((x, c) => x + c.bytes, 0);
+      expect(b).toBeGreaterThan(0.7 * (owed / 10));
+      expect(b).toBeLessThan(1.3 * (owed / 10));
+    }
   });
 });

@@ -221,7 +221,7 @@ describe("viewer source switch", () => {
     expect(h264PayloadIsKeyframeStart(video[0]!.payload)).toBe(true);
   });
 
-  it("sends the keyframe it switches at twice, and no longer resends packets of the stream it left", () => {
+  it("sends the keyframe it switches at twice (the copies after its last packet), and no longer resends packets of the stream it left", () => {
     const { timers, recSub, recMain, transport, v, run } = setup();
     recMain.announce();
     recSub.announce();
@@ -234,11 +234,15 @@ describe("viewer source switch", () => {
     timers.flush();
     expect(v.sourceId).toBe("cam:sub");
     const sent = transport.of(0x1111).slice(before);
-    // The keyframe's packets twice, back to back with the same sequence number; the rest once.
+    // The keyframe's packets, then a copy of each (same sequence numbers, same order) once its
+    // last is out, before anything else: the first copy complete decodes at once; the rest once.
     const keyTs = sent[0]!.ts;
     const key = sent.filter((p) => p.ts === keyTs);
     expect(key.length % 2).toBe(0);
-    for (let i = 0; i < key.length; i += 2) expect([key[i]!.seq, key[i]!.payload]).toEqual([key[i + 1]!.seq, key[i + 1]!.payload]);
+    const half = key.length / 2;
+    expect(sent.slice(0, key.length)).toEqual(key);
+    expect(new Set(key.slice(0, half).map((p) => p.seq)).size).toBe(half);
+    for (let i = 0; i < half; i++) expect([key[i]!.seq, key[i]!.payload]).toEqual([key[half + i]!.seq, key[half + i]!.payload]);
     const rest = sent.filter((p) => p.ts !== keyTs);
     expect(rest.length).toBeGreaterThan(0);
     expect(new Set(rest.map((p) => p.seq)).size).toBe(rest.length);
