@@ -241,6 +241,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       viewerQueuePackets: config.media.viewerQueuePackets,
       // A viewer that never connects gives its ICE port back after this long.
       connectTimeoutMs: config.media.viewers.connectTimeoutMs,
+      gridStartHoldMs: config.media.grid.startHoldMs,
       remoteCandidates: {
         privateRanges: config.media.ice.privateCandidates,
         maxPerRequest: config.media.ice.maxCandidatesPerRequest,

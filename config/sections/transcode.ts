@@ -27,14 +27,14 @@ export const transcodeSection = z
     /** Opus bitrate of AAC sound converted to Opus, kbit/s. Default 48. */
     opusBitrateKbps: z.number().int().min(6).max(510).default(48),
     /**
-     * AAC sound converted to Opus, and that camera's picture with it, leave the gateway at most
-     * this long after they reached it, ms: ffmpeg returns sound in bursts, 180–300 ms after its
-     * input for 16 kHz AAC on a busy machine, and a steady delay on both keeps the browser's
-     * buffers and lip sync steady. The delay is ffmpeg's measured lag (the largest of the last
-     * few seconds) plus `aacDelayMarginMs`, up to this; sound later than it is sent as it comes. Default 400.
+     * AAC sound converted to Opus, and that camera's picture with it, leave the gateway a steady
+     * delay after they reached it, at most this long, ms: ffmpeg returns sound in bursts, and a
+     * steady delay on both keeps the browser's buffers and lip sync steady. The delay is two AAC
+     * frames and one 20 ms Opus frame plus `aacDelayMarginMs` (ffmpeg's lag on a quiet machine), raised, never lowered,
+     * when sound keeps going out late; sound later than it is sent as it comes. Default 400.
      */
     aacDelayMs: z.number().int().min(0).max(2000).default(400),
-    /** Added to ffmpeg's measured lag to make the delay of converted sound and its picture, ms. Default 40. */
+    /** Added to two AAC frames and an Opus frame (and to ffmpeg's measured lag when the delay is raised) to make the delay of converted sound and its picture, ms. Default 40. */
     aacDelayMarginMs: z.number().int().min(0).max(1000).default(40),
     /** Last lines of an ffmpeg's stderr kept for logs and the camera's status. Default 20. */
     stderrLines: z.number().int().min(1).max(1000).default(20),

@@ -42,9 +42,20 @@ export const iceSection = z
  */
 export const gridSection = z
   .strictObject({
+    /**
+     * Multi-camera sessions (`/grid`) offered at all. Off: the route answers 404 and the live view
+     * plays each tile over a WHEP session of its own. Default true.
+     */
+    enabled: z.boolean().default(true),
     /** Most video slots (cameras shown at once) one session may offer. Default 36 (the "Fit all" layout's page). */
     slotsPerSession: z.number().int().min(1).max(64).default(36),
     /** Most multi-camera sessions one user may hold at once (one per open page, typically). Default 8. */
     sessionsPerUser: z.number().int().min(1).max(1000).default(8),
+    /**
+     * Slots bound with the offer start sending this long after the gateway's side of DTLS
+     * completes, ms (the browser completes its side a moment later; what arrives before is
+     * dropped, and a burst of it delayed the browser's handshake by 0.1–0.5 s). Default 40.
+     */
+    startHoldMs: z.number().int().min(0).max(1000).default(40),
   })
   .prefault({});

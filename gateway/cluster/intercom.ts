@@ -91,6 +91,13 @@ export class ClusterIntercom {
   /** Finished calls other nodes held, oldest first (bounded by `historyMax`), and their ids. */
   private readonly remote: CallRecord[] = [];
   private readonly remoteIds = new Set<string>();
+  /**
+   * The last presence each other node published for a door (at once, on its registration or its
+   * end), newer than the nodes' announcements (each heartbeat): a call to a door that has just
+   * registered elsewhere finds its node before the next announcement lists it. A node's entries
+   * go when it leaves the listing.
+   */
+  private readonly presence = new Map<string, { node: string; online: boolean }>();
 
   constructor(o: ClusterIntercomOptions) {
     this.o = o;
@@ -165,6 +172,12 @@ export class ClusterIntercom {
       ev.on("dtmf", (d) => this.publish({ t: "dtmf", node: nodeId, callId: d.callId, digit: d.digit })),
       ev.on("device", (d) => this.publish({ t: "device", node: nodeId, deviceId: d.deviceId, online: d.online })),
     );
+    // A node gone (or started again) lost its registrations: what it last said of its doors goes.
+    this.offs.push(
+      this.o.nodes.events.on("left", (node) => {
+        for (const [door, p] of this.presence) if (p.node === node) this.presence.delete(door);
+      }),
+    );
     // Calls of a node that is gone end on this node's pages.
     this.timer = setInterval(() => this.endOrphans(), 1000);
     this.timer.unref();
@@ -180,11 +193,23 @@ export class ClusterIntercom {
     return String(v);
   }
 
-  /** Doors registered with another node now (from the nodes' announcements). */
+  /** Doors registered with another node now (see `doorNode`). */
   doorsElsewhere(): Set<string> {
-    const out = new Set<string>();
-    for (const n of this.o.nodes.nodes) if (n.id !== this.o.nodeId) for (const d of n.doors ?? []) out.add(d);
-    return out;
+    const ids = new Set<string>(this.presence.keys());
+    for (const n of this.o.nodes.nodes) if (n.id !== this.o.nodeId) for (const d of n.doors ?? []) ids.add(d);
+    return new Set([...ids].filter((d) => this.doorNode(d) !== undefined));
+  }
+
+  /**
+   * The other node a door is registered with: the one whose last presence message said so (if it
+   * is still listed: a node gone lost its registrations), else one whose announcement lists it,
+   * unless that node's last message said the door left it.
+   */
+  private doorNode(deviceId: string): string | undefined {
+    const others = this.o.nodes.nodes.filter((n) => n.id !== this.o.nodeId);
+    const seen = this.presence.get(deviceId);
+    if (seen?.online && others.some((n) => n.id === seen.node)) return seen.node;
+    return others.find((n) => n.doors?.includes(deviceId) && !(seen && !seen.online && seen.node === n.id))?.id;
   }
 
   /**
@@ -207,13 +232,13 @@ export class ClusterIntercom {
       const deviceId = String(req.params.deviceId ?? "");
       const here = this.o.intercom.devices().find((d) => d.id === deviceId);
       if (!here || here.bindings.length > 0) return next();
-      const node = this.o.nodes.nodes.find((n) => n.id !== this.o.nodeId && n.doors?.includes(deviceId));
+      const node = this.doorNode(deviceId);
       if (!node) return next(); // registered nowhere: the local route says so
-      void this.forward(req, res, node.id, `/devices/${encodeURIComponent(deviceId)}/call`, this.o.callTimeoutMs).then((answer) => {
+      void this.forward(req, res, node, `/devices/${encodeURIComponent(deviceId)}/call`, this.o.callTimeoutMs).then((answer) => {
         const callId = answer?.headers.get("x-call-id");
         if (answer?.status !== 201 || !callId) return;
-        this.remember(callId, node.id, true);
-        this.service?.remoteHeld({ callId, deviceId, direction: "outgoing", from: here.name, startedAt: Date.now() }, node.id, req.user!);
+        this.remember(callId, node, true);
+        this.service?.remoteHeld({ callId, deviceId, direction: "outgoing", from: here.name, startedAt: Date.now() }, node, req.user!);
       });
     });
     return r;
@@ -308,6 +333,7 @@ export class ClusterIntercom {
         s.remoteDtmf(m.callId, m.digit);
         break;
       case "device":
+        this.presence.set(m.deviceId, { node: m.node, online: m.online });
         s.remoteDevice(m.deviceId, m.online);
         break;
     }

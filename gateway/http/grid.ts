@@ -6,6 +6,13 @@
  *   OPTIONS /grid                          → 204, Link ice-server headers, Gatehouse-Grid-Slots (most video slots)
  *   POST    /grid                          → 201 answer SDP, Location /grid/:session, Link headers.
  *                                            The offer: one recvonly video section per slot, at most one audio section.
+ *   POST    /grid (application/json)       → 201 {answer, slots: [as PUT /slots answers]}, Location, Link headers;
+ *                                            body {"offer": "<sdp>", "slots": [{"mid", "camera", "stream"?}, …]}:
+ *                                            the session made and its first slots bound in ONE request, before
+ *                                            ICE and DTLS complete, so each slot's cached keyframe goes out the
+ *                                            moment the connection is up (no bind round trip after the answer).
+ *                                            Each slot is bound as PUT /slots would bind it; a refused slot
+ *                                            leaves the session as it is.
  *   GET     /grid/:session                 → 200 {id, state, slots: [{mid, kind, camera}]}
  *   PUT     /grid/:session/slots/:mid      → 200 {mid, kind, camera, stream}; body {"camera": "<id>", "stream"?: "sub"}
  *                                            (default `sub`, the camera's smallest stream). Rights are checked
@@ -36,7 +43,7 @@
  * by reason (`BIND_REFUSALS`).
  */
 import express, { Router, type Request, type Response } from "express";
-import { BadInputError, isGatehouseError, NotFoundError, RateLimitedError } from "../../config/errors.ts";
+import { BadInputError, isGatehouseError, NotFoundError } from "../../config/errors.ts";
 import { cameraId as toCameraId, gridSessionId, type CameraId } from "../../config/ids.ts";
 import type { Logger } from "../../config/log.ts";
 import { MAX_OFFER_CHARS } from "../../sfu/offer.ts";
@@ -77,8 +84,8 @@ export interface GridDeps {
   sessionOf?(req: Request): string | undefined;
   /** Live-viewer limits: a session holds one place. Default: none. */
   admission?: ViewerAdmission;
-  /** A session exists (e.g. to end it when the caller's sign-in session ends). */
-  onSession?(req: Request, session: GridSessionHandle): void;
+  /** A session exists (e.g. to end it when the caller's sign-in session ends); `offer` is its SDP offer. */
+  onSession?(req: Request, session: GridSessionHandle, offer: string): void;
   /**
    * A slot now shows `camera` for this caller; returns what to do when that binding ends (e.g.
    * stop watching the right). `end(reason)` ends this binding (the slot shows nothing) if the
@@ -146,8 +153,25 @@ function refusalOf(step: "session" | "body" | "slot" | "camera" | "stream" | "bi
 }
 
 const SDP = "application/sdp";
+/** `error` of the 429 refusing a session beyond `media.grid.sessionsPerUser`. */
+export const GRID_SESSION_LIMIT = "grid_session_limit";
+
+/** `/grid` when `media.grid.enabled` is off: 404 with the reason, whatever the method (the page plays each tile over WHEP). */
+export function gridDisabledRouter(): Router {
+  const r = Router();
+  r.all(/.*/, (_req, res) => {
+    res.status(404).set("Cache-Control", "no-store").json({ error: "not_found", reason: "multi-camera sessions are turned off on this gateway" });
+  });
+  return r;
+}
 /** Response header of OPTIONS and POST: the most video slots a session may offer. */
 export const SLOTS_HEADER = "Gatehouse-Grid-Slots";
+
+/** One entry of a several-slot bind: the slot and what to bind there (`{camera, stream?}`). */
+interface SlotEntry {
+  mid: string;
+  body: Record<string, unknown>;
+}
 
 interface Owned {
   session: GridSessionHandle;
@@ -170,6 +194,8 @@ export function gridRouter(deps: GridDeps): Router {
   const sdpBody = express.text({ type: SDP, limit: MAX_OFFER_CHARS });
   const jsonBody = express.json({ limit: 1024, strict: true });
   const batchBody = express.json({ limit: 16 * 1024, strict: true });
+  // An offer with its first binds: the SDP as a JSON string (its line ends escaped) and a page of slots.
+  const offerBody = express.json({ limit: 2 * MAX_OFFER_CHARS + 16 * 1024, strict: true });
 
   const headers = (req: Request, res: Response) => {
     for (const l of iceServerLinks(deps.iceServers(req))) res.append("Link", l);
@@ -179,30 +205,37 @@ export function gridRouter(deps: GridDeps): Router {
 
   r.options("/", (req, res) => {
     headers(req, res);
-    res.set("Accept-Post", SDP);
+    res.set("Accept-Post", `${SDP}, application/json`);
     res.set("Allow", "OPTIONS, POST");
     res.status(204).end();
   });
 
   r.post("/", (req, res, next) => {
-    if (!req.is(SDP)) {
-      res.status(415).set("Accept-Post", SDP).json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDP}` });
-      return;
-    }
-    sdpBody(req, res, next);
+    if (req.is(SDP)) return sdpBody(req, res, next);
+    if (req.is("application/json")) return offerBody(req, res, next);
+    res.status(415).set("Accept-Post", `${SDP}, application/json`).json({ error: "unsupported_media_type", reason: `Content-Type must be ${SDP} or application/json` });
   });
   r.post("/", async (req, res) => {
     try {
-      if (typeof req.body !== "string" || req.body.length === 0) throw new BadInputError("empty SDP offer");
+      // application/json: the offer and the slots to bind at once; application/sdp: the offer alone.
+      const withSlots = typeof req.body === "object" && req.body !== null;
+      const offer: unknown = withSlots ? (req.body as { offer?: unknown }).offer : req.body;
+      if (typeof offer !== "string" || offer.length === 0) throw new BadInputError(withSlots ? 'body must be {"offer": "<sdp>", "slots": [{"mid", "camera"}, …]}' : "empty SDP offer");
+      if (offer.length > MAX_OFFER_CHARS) throw new BadInputError(`offer larger than ${MAX_OFFER_CHARS} characters`);
+      const binds = withSlots ? slotList((req.body as { slots?: unknown }).slots, deps.limits.slotsPerSession * 2, true) : [];
       const owner = ownerOf(req);
       if ((perUser.get(owner.user) ?? 0) >= deps.limits.sessionsPerUser) {
-        throw new RateLimitedError(`at most ${deps.limits.sessionsPerUser} multi-camera sessions per user`, { retryAfterSeconds: 10 });
+        // Its own code (a generic 429 says nothing of why): a page refused this plays its tiles over
+        // WHEP sessions of their own instead of waiting for another page of the user's to close.
+        res.status(429).set("Retry-After", "10").set("Cache-Control", "no-store");
+        res.json({ error: GRID_SESSION_LIMIT, reason: `at most ${deps.limits.sessionsPerUser} multi-camera sessions per user` });
+        return;
       }
       const ticket = admission.admit(owner);
       let session: GridSessionHandle;
       let answerSdp: string;
       try {
-        ({ session, answerSdp } = await deps.sfu.createSession(req.body, {
+        ({ session, answerSdp } = await deps.sfu.createSession(offer, {
           user: deps.userOf?.(req),
           maxSlots: deps.limits.slotsPerSession,
           // Our TURN for the SFU's own gathering is not needed: the gateway is the reachable side.
@@ -224,16 +257,18 @@ export function gridRouter(deps: GridDeps): Router {
         else perUser.set(owner.user, n);
       });
       try {
-        deps.onSession?.(req, session);
+        deps.onSession?.(req, session, offer);
       } catch (err) {
         await session.close(ViewerCloseReasons.rejectedByGateway);
         throw err;
       }
+      // Bound now, while ICE and DTLS are still to come: each slot starts the moment they are up.
+      const slots = binds.length > 0 ? await bindEach(req, entry, binds) : [];
       res.status(201);
       headers(req, res);
-      res.set("Content-Type", SDP);
       res.set("Location", `${req.baseUrl}/${session.id}`);
-      res.send(answerSdp);
+      if (withSlots) res.json({ answer: answerSdp, slots });
+      else res.set("Content-Type", SDP).send(answerSdp);
     } catch (err) {
       if (!isGatehouseError(err)) deps.log.error("multi-camera session offer failed", { err });
       sendError(res, err);
@@ -281,32 +316,13 @@ export function gridRouter(deps: GridDeps): Router {
   r.put("/:session/slots", batchBody, async (req, res) => {
     const entry = ownedOrRefused(req, res);
     if (!entry) return;
-    const list: unknown = (req.body as { slots?: unknown } | undefined)?.slots;
-    if (!Array.isArray(list) || list.length === 0 || list.length > entry.session.slots().length) {
-      if (deps.counters) deps.counters.refused.bad_request++;
-      return sendError(res, new BadInputError('body must be {"slots": [{"mid": "<mid>", "camera": "<id>", "stream"?: "sub"}, …]}, at most one entry per slot'));
+    let binds: SlotEntry[];
+    try {
+      binds = slotList((req.body as { slots?: unknown } | undefined)?.slots, entry.session.slots().length, false);
+    } catch (err) {
+      return sendError(res, err);
     }
-    const entries = list.map((x: unknown) => (x && typeof x === "object" ? (x as Record<string, unknown>) : {}));
-    const mids = entries.map((x) => (typeof x.mid === "string" ? x.mid : ""));
-    if (mids.some((m) => m === "") || new Set(mids).size !== mids.length) {
-      if (deps.counters) deps.counters.refused.bad_request++;
-      return sendError(res, new BadInputError("each entry names a different slot (mid)"));
-    }
-    const results = await Promise.all(
-      entries.map(async (x, i) => {
-        const mid = mids[i]!;
-        try {
-          return await bindSlot(req, entry, mid, x);
-        } catch (err) {
-          if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
-          const f = describeError(err);
-          const camera = typeof x.camera === "string" && x.camera !== "" ? x.camera.slice(0, 128) : undefined;
-          deps.audit?.bindingRefused(req, { session: entry.session.id, mid, camera, stream: typeof x.stream === "string" ? x.stream : undefined, status: f.status });
-          return { mid, status: f.status, error: f.error, reason: f.reason };
-        }
-      }),
-    );
-    res.set("Cache-Control", "no-store").json({ slots: results });
+    res.set("Cache-Control", "no-store").json({ slots: await bindEach(req, entry, binds) });
   });
 
   r.delete("/:session/slots/:mid", async (req, res) => {
@@ -336,6 +352,43 @@ export function gridRouter(deps: GridDeps): Router {
   });
 
   r.use(errorHandler(deps.log));
+
+  /**
+   * The entries of a several-slot bind (`{"slots": [...]}`), at most `max`, each naming a
+   * different slot; throws BadInputError (a refusal counted) otherwise. `empty`: none is allowed.
+   */
+  function slotList(list: unknown, max: number, empty: boolean): SlotEntry[] {
+    if (!Array.isArray(list) || (!empty && list.length === 0) || list.length > max) {
+      if (deps.counters) deps.counters.refused.bad_request++;
+      throw new BadInputError('slots must be [{"mid": "<mid>", "camera": "<id>", "stream"?: "sub"}, …], at most one entry per slot');
+    }
+    const entries = list.map((x: unknown) => {
+      const o = x && typeof x === "object" ? (x as Record<string, unknown>) : {};
+      return { mid: typeof o.mid === "string" ? o.mid : "", body: o };
+    });
+    if (entries.some((e) => e.mid === "") || new Set(entries.map((e) => e.mid)).size !== entries.length) {
+      if (deps.counters) deps.counters.refused.bad_request++;
+      throw new BadInputError("each entry names a different slot (mid)");
+    }
+    return entries;
+  }
+
+  /** Binds every entry at the same time, each as its own PUT would be: its answer, or its refusal (audited). */
+  function bindEach(req: Request, entry: Owned, entries: SlotEntry[]): Promise<Array<Awaited<ReturnType<typeof bindSlot>> | { mid: string; status: number; error: string; reason: string }>> {
+    return Promise.all(
+      entries.map(async ({ mid, body: x }) => {
+        try {
+          return await bindSlot(req, entry, mid, x);
+        } catch (err) {
+          if (!isGatehouseError(err)) deps.log.error("slot bind failed", { err });
+          const f = describeError(err);
+          const camera = typeof x.camera === "string" && x.camera !== "" ? x.camera.slice(0, 128) : undefined;
+          deps.audit?.bindingRefused(req, { session: entry.session.id, mid, camera, stream: typeof x.stream === "string" ? x.stream : undefined, status: f.status });
+          return { mid, status: f.status, error: f.error, reason: f.reason };
+        }
+      }),
+    );
+  }
 
   /**
    * Binds slot `mid` of the session to the camera `body` names (`{camera, stream?}`): the answer

@@ -25,7 +25,7 @@ import type { Forwarding } from "../cluster/forward-relay.ts";
 import { playbackRouter } from "../playback/routes.ts";
 import type { PlaybackService } from "../playback/service.ts";
 import type { RelayAccess } from "../relay-access.ts";
-import { gridRouter, type GridCounters } from "./grid.ts";
+import { gridDisabledRouter, gridRouter, type GridCounters } from "./grid.ts";
 import type { ViewerAdmission } from "./viewer-admission.ts";
 import { iceServerLinks, whepRouter } from "./whep.ts";
 import { cameraMovingNotice, ownerOfUser, type ViewerLostNotices } from "../supervision/viewer-notices.ts";
@@ -138,6 +138,10 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
     );
   app.use("/whep", whep);
 
+  if (!p.config.media.grid.enabled) {
+    app.use("/grid", gridDisabledRouter());
+    return whep;
+  }
   app.use(
     "/grid",
     gridRouter({
@@ -151,7 +155,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
       admission: p.admission,
       ...(p.gridCounters ? { counters: p.gridCounters } : {}),
       // The whole session ends with the caller's sign-in session (as live viewers do), its relays with it.
-      onSession: (req, session) => {
+      onSession: (req, session, offer) => {
         // Its page hears at once when the session's media worker dies (it offers again).
         p.lostNotices?.watchSession(ownerOfUser(req.user), session);
         const user = req.user!;
@@ -159,7 +163,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
           void session.close(authCloseReason(reason));
           relay.callerLost(user);
         });
-        const releaseRelays = relay.relaysOf(user.sub, req.body);
+        const releaseRelays = relay.relaysOf(user.sub, offer);
         session.once("closed", () => {
           stop();
           releaseRelays();

@@ -142,10 +142,14 @@ export class Supervisor {
     this.record(c, "disabled", why);
     this.log.error("component disabled after repeated failures", { component: id, reason: why, until: new Date(v.until).toISOString() });
     this.call(c, "disable", why);
-    c.timer = this.timers.setTimeout(() => {
+    const wake = (): void => {
       c.timer = undefined;
-      if (c.state === "disabled" && c.budget.due()) this.doEnable(c, "the window passed", undefined);
-    }, Math.max(0, v.until - this.timers.now()));
+      if (c.state !== "disabled") return;
+      // A timer may fire a millisecond early by the wall clock: wait out the rest, never stay disabled.
+      if (!c.budget.due()) c.timer = this.timers.setTimeout(wake, Math.max(1, (c.budget.disabledUntil ?? 0) - this.timers.now()));
+      else this.doEnable(c, "the window passed", undefined);
+    };
+    c.timer = this.timers.setTimeout(wake, Math.max(0, v.until - this.timers.now()));
     return v;
   }
 

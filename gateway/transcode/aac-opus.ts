@@ -8,8 +8,10 @@
  *
  * ffmpeg gives its output back in bursts (every Opus packet of an AAC frame at once, one
  * to two frames late): each packet is held until a steady delay after its content reached us
- * (pacer.ts), so the browser receives sound at the camera's own cadence. The delay is
- * ffmpeg's measured lag (the largest of the last seconds) plus `delayMarginMs`, at most `delayMs`.
+ * (pacer.ts), so the browser receives sound at the camera's own cadence. The delay is two AAC
+ * frames and one Opus frame plus `delayMarginMs` (ffmpeg's lag on a quiet machine), raised to ffmpeg's
+ * measured lag plus the margin, at most `delayMs`, only when sound keeps going out late: the
+ * browser takes any change of it for a change of the network's delay.
  */
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
 import type { Logger } from "../../config/log.ts";
@@ -30,10 +32,28 @@ import { realTimers, type Timers } from "../rtsp/timers.ts";
 const STARTUP_MAX_LAG_MS = 250;
 const STARTUP_GIVE_UP_MS = 10_000;
 
-/** ffmpeg's lag is the largest over this window and the one before, ms. */
+/** ffmpeg's lag is judged over windows this long, ms. */
 const LAG_WINDOW_MS = 10_000;
-/** The pace delay moves towards a new target by this much of the time passed (0.1: 100 ms a second), so neither track jumps. */
-const DELAY_SLEW = 0.1;
+/** The delay is raised after a window in which more than this share of the sound went out late. */
+const LATE_SHARE = 0.05;
+/** A raised delay is reached at this much of the time passed (50 ms a second), so the picture does not jump. */
+const DELAY_RISE = 0.05;
+/**
+ * For this long after ffmpeg caught up (ms) its lag is not measured, and output later than the
+ * pace delay is dropped: it still hands back what piled up while it started, in bursts.
+ */
+const WARMUP_MS = 500;
+/**
+ * Sound that would leave more than this long after its time is dropped, not sent (ms). Late
+ * sound is useless to a listener, and worse: a burst of it (this process or ffmpeg held up by
+ * a busy machine for a few hundred ms) made Chromium raise its sound buffer from 200 to 560 ms
+ * and left the sound 300–400 ms behind the picture for ten seconds. Dropped, it is a short gap
+ * that the browser conceals, and the sound stays where the picture is.
+ */
+const LATE_DROP_MS = 80;
+
+/** Opus frame duration asked of ffmpeg, ms. */
+const OPUS_FRAME_MS = 20;
 
 /** The payload type the Opus output carries (what the SFU source is told). */
 export const OPUS_PAYLOAD_TYPE = 111;
@@ -69,12 +89,15 @@ export interface TranscodeCounters {
   untimed: number;
   /** Output dropped because ffmpeg's start-up made it late. */
   startupLate: number;
+  /** Output dropped because it would have left more than `LATE_DROP_MS` after its time (ffmpeg or this process held up). */
+  late: number;
 }
 
 export class AacToOpus {
-  readonly counters: TranscodeCounters = { unitsIn: 0, packetsOut: 0, notRunning: 0, backlog: 0, untimed: 0, startupLate: 0 };
+  readonly counters: TranscodeCounters = { unitsIn: 0, packetsOut: 0, notRunning: 0, backlog: 0, untimed: 0, startupLate: 0, late: 0 };
   private startedAt = 0;
   private caughtUp = false;
+  private caughtUpAt = 0;
   private readonly o: AacToOpusOptions;
   private readonly depack: AacDepacketizer;
   private readonly clock: ClockMap;
@@ -95,12 +118,21 @@ export class AacToOpus {
   constructor(o: AacToOpusOptions) {
     this.o = o;
     this.timers = o.timers ?? realTimers;
-    this.lag = new LagWatch({ windowMs: LAG_WINDOW_MS, marginMs: o.delayMarginMs, minMs: 0, maxMs: o.delayMs });
-    this.paceClock = new FollowDelay(() => this.lag.delayMs(), DELAY_SLEW);
+    // The first delay, before any lag was measured: ffmpeg hands an AAC frame's sound back once
+    // the next frame is in (one frame), a frame's last sample reached us with its first (one
+    // more), and an Opus packet leaves once its 20 ms are in. Measured lag here: 95th percentile
+    // 87 ms for 44.1 kHz (two AAC frames are 46 ms), 99th percentile 138 ms for 16 kHz (128 ms).
+    const asc = o.stream.asc;
+    const frameMs = asc ? (1000 * asc.frameLength) / asc.sampleRate : (1000 * 1024) / o.stream.clockRate;
+    const initialMs = Math.min(o.delayMs, Math.round(2 * frameMs + OPUS_FRAME_MS + o.delayMarginMs));
+    this.lag = new LagWatch({ windowMs: LAG_WINDOW_MS, marginMs: o.delayMarginMs, maxMs: o.delayMs, initialMs, lateShare: LATE_SHARE });
+    this.paceClock = new FollowDelay(() => this.lag.delayMs(), { riseSlew: DELAY_RISE, initialMs });
     this.pacer = new Pacer({
       plan: this.paceClock,
       maxQueue: 256,
       timers: this.timers,
+      dropLateMs: LATE_DROP_MS,
+      onLate: () => void this.counters.late++,
       send: (packet) => {
         try {
           o.out(packet);
@@ -123,9 +155,9 @@ export class AacToOpus {
     });
   }
 
-  /** The delay the output is paced at, ms (0 while ffmpeg is not running). */
+  /** The delay the output is paced at, ms (kept while ffmpeg is not running, so a restart does not move the picture). */
   paceDelayMs(): number {
-    return this.stdin ? this.paceClock.delayMs : 0;
+    return this.paceClock.delayMs;
   }
 
   /** The camera's RTP timestamp on the Opus clock (for its sender reports). */
@@ -195,7 +227,7 @@ export class AacToOpus {
       "-fflags", "+nobuffer", "-probesize", "32", "-analyzeduration", "0",
       "-f", "aac", "-i", "pipe:0",
       "-vn", "-ac", String(channels), "-ar", "48000",
-      "-c:a", "libopus", "-b:a", `${this.o.opusBitrateKbps}k`, "-frame_duration", "20", "-application", "audio",
+      "-c:a", "libopus", "-b:a", `${this.o.opusBitrateKbps}k`, "-frame_duration", String(OPUS_FRAME_MS), "-application", "audio",
       "-f", "ogg", "-page_duration", "20000", "-flush_packets", "1", "pipe:1",
     ];
   }
@@ -237,17 +269,23 @@ export class AacToOpus {
       return;
     }
     const now = this.timers.now();
+    const lag = now - stamper.lastInputAt;
     if (!this.caughtUp) {
-      if (now - stamper.lastInputAt <= STARTUP_MAX_LAG_MS) this.caughtUp = true;
+      if (lag <= STARTUP_MAX_LAG_MS) this.caughtUp = true;
       else if (now - this.startedAt < STARTUP_GIVE_UP_MS) {
         this.counters.startupLate++;
         return;
       } else {
         this.caughtUp = true;
-        this.o.log.warn("ffmpeg's sound stays late", { lagMs: Math.round(now - stamper.lastInputAt) });
+        this.o.log.warn("ffmpeg's sound stays late", { lagMs: Math.round(lag) });
       }
+      this.caughtUpAt = now;
     }
-    this.lag.note(now - stamper.lastInputAt, now);
+    if (now - this.caughtUpAt >= WARMUP_MS) this.lag.note(lag, now);
+    else if (lag > this.paceClock.delayMs) {
+      this.counters.startupLate++;
+      return;
+    }
     const buf = this.outBuf;
     this.seq = (this.seq + 1) & 0xffff;
     writeRtpHeader(buf, { marker: false, payloadType: OPUS_PAYLOAD_TYPE, sequenceNumber: this.seq, timestamp: ts, ssrc: this.ssrc });

@@ -42,7 +42,7 @@ export interface H265ToH264Options {
 const MAX_PENDING_FRAMES = 256;
 
 export class H265ToH264 {
-  readonly counters: TranscodeCounters & { awaitingIrap: number } = { unitsIn: 0, packetsOut: 0, notRunning: 0, backlog: 0, untimed: 0, startupLate: 0, awaitingIrap: 0 };
+  readonly counters: TranscodeCounters & { awaitingIrap: number } = { unitsIn: 0, packetsOut: 0, notRunning: 0, backlog: 0, untimed: 0, startupLate: 0, late: 0, awaitingIrap: 0 };
   private readonly o: H265ToH264Options;
   private readonly depack: H265Depacketizer;
   private readonly sprops: Buffer[];

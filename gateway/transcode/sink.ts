@@ -10,9 +10,9 @@
  * The last one is passed on again after a converter's first packet: the SFU source takes
  * reports only from a track that has sent media, and a camera sends one every few seconds.
  *
- * A camera whose sound is converted has its picture held by the sound's delay (ffmpeg's
- * measured lag plus `transcode.aacDelayMarginMs`, at most `transcode.aacDelayMs`; pacer.ts),
- * so both reach the browser in step and its lip sync has little to catch up.
+ * A camera whose sound is converted has its picture held by the sound's delay (two AAC frames and
+ * an Opus frame plus `transcode.aacDelayMarginMs`, raised only when sound keeps going out late; pacer.ts), so
+ * both reach the browser in step and its lip sync has little to catch up.
  */
 import type { Logger } from "../../config/log.ts";
 import type { CameraTranscodeConfig, TranscodeConfig } from "../../config/sections/transcode.ts";

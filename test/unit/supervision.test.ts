@@ -15,6 +15,8 @@ class FakeClock implements Timers {
   private next = 1;
   private readonly due = new Map<number, { at: number; fn: () => void }>();
   now = (): number => this.t;
+  /** The next timer fires this many ms early by `now()` (as Node's may, by the wall clock), once. */
+  early = 0;
   setTimeout = (fn: () => void, ms: number): TimerHandle => {
     const id = this.next++;
     this.due.set(id, { at: this.t + ms, fn });
@@ -29,7 +31,8 @@ class FakeClock implements Timers {
       const [id, first] = [...this.due].sort((a, b) => a[1].at - b[1].at)[0] ?? [];
       if (id === undefined || first!.at > end) break;
       this.due.delete(id);
-      this.t = first!.at;
+      this.t = Math.max(this.t, first!.at - this.early);
+      this.early = 0;
       first!.fn();
     }
     this.t = end;
@@ -116,6 +119,17 @@ describe("Supervisor", () => {
       "failed", "disabled", "enabled",
     ]);
     expect(sup.recent().at(-1)).toMatchObject({ component: "camera:lobby", kind: "camera", reason: "the window passed" });
+    expect(clock.pending).toBe(0);
+  });
+
+  it("enables when the window's timer fires a millisecond early by the wall clock (it waits out the rest)", () => {
+    const { clock, sup, calls } = make();
+    for (let i = 0; i < 4; i++) sup.failed("camera:lobby", "the recorder closed the connection");
+    expect(sup.status("camera:lobby")!.state).toBe("disabled");
+    clock.early = 1;
+    clock.advance(60_000);
+    expect(calls).toEqual([calls[0], "enable"]);
+    expect(sup.status("camera:lobby")).toMatchObject({ state: "ok", canEnable: false });
     expect(clock.pending).toBe(0);
   });
 

@@ -1,8 +1,9 @@
 /**
  * Pacing converted output (gateway/transcode/pacer.ts) on a fake clock: each packet leaves a
  * steady delay after its input time, in order, late ones at once; a changed target is reached
- * gradually; reset and close drop what is held. The delay follows ffmpeg's measured lag
- * (LagWatch): up at once, down only after a window without the larger lag.
+ * gradually (quicker up than down when asked), from an initial delay without a jump; reset and
+ * close drop what is held. The delay (LagWatch) stays put through lag spikes and quiet spells,
+ * and is raised only when sound keeps going out late.
  */
 import { describe, expect, it } from "vitest";
 import { FollowDelay, LagWatch, Pacer } from "../../gateway/transcode/pacer.ts";
@@ -30,7 +31,7 @@ class FakeTimers implements Timers {
       const next = this.list[0];
       if (!next || next.at > end) break;
       this.list.shift();
-      this.t = next.at;
+      this.t = Math.max(this.t, next.at); // a held-up loop runs its timers late
       next.fn();
     }
     this.t = end;
@@ -39,7 +40,7 @@ class FakeTimers implements Timers {
 
 describe("FollowDelay", () => {
   it("sends at input time + delay, never before now nor before the previous packet", () => {
-    const d = new FollowDelay(() => 250, 1);
+    const d = new FollowDelay(() => 250, { riseSlew: 1 });
     expect(d.sendAt(1000, 1000)).toBe(1250);
     expect(d.sendAt(1020, 1100)).toBe(1270);
     expect(d.sendAt(900, 1300)).toBe(1300); // later than its delay: at once
@@ -48,7 +49,7 @@ describe("FollowDelay", () => {
 
   it("moves to a new target by at most the slew of the time passed", () => {
     let target = 50;
-    const d = new FollowDelay(() => target, 0.1);
+    const d = new FollowDelay(() => target, { riseSlew: 0.1 });
     expect(d.sendAt(0, 0)).toBe(50); // the first packet takes the target as it is
     target = 0;
     d.sendAt(0, 0);
@@ -60,25 +61,47 @@ describe("FollowDelay", () => {
     d.sendAt(3500, 3500);
     expect(d.delayMs).toBe(150);
   });
+
+  it("starts from its initial delay without a jump, and rises and falls at their own slews", () => {
+    let target = 300;
+    const d = new FollowDelay(() => target, { riseSlew: 0.05, fallSlew: 0.01, initialMs: 170 });
+    expect(d.sendAt(0, 0)).toBe(170); // the first packet does not jump to the target
+    expect(d.sendAt(1000, 1000)).toBe(1220); // 1 s at 5 %: 50 ms up
+    target = 0;
+    d.sendAt(2000, 2000);
+    expect(d.delayMs).toBe(210); // 1 s at 1 %: 10 ms down
+  });
 });
 
 describe("LagWatch", () => {
-  it("is the largest lag of this window and the last plus the margin, within its bounds; the most until a lag is seen", () => {
-    const w = new LagWatch({ windowMs: 1000, marginMs: 40, minMs: 50, maxMs: 400 });
+  const opts = { windowMs: 1000, marginMs: 40, maxMs: 400, initialMs: 170, lateShare: 0.05 };
+
+  it("keeps its first delay through lag spikes and quiet spells: a change would move both tracks' arrival", () => {
+    const w = new LagWatch(opts);
+    expect(w.delayMs()).toBe(170);
+    // 1 s of lags on a quiet machine, then one stall (3 of 100 late), then a quiet window.
+    for (let i = 0; i < 100; i++) w.note(i === 50 ? 300 : 60 + (i % 4) * 15, i * 10);
+    for (let i = 0; i < 3; i++) w.note(250, 1000 + i);
+    for (let i = 3; i < 100; i++) w.note(80, 1000 + i * 10);
+    for (let i = 0; i < 100; i++) w.note(20, 2000 + i * 10);
+    w.note(20, 3000);
+    expect(w.delayMs()).toBe(170);
+  });
+
+  it("is raised to the window's 95th-percentile lag plus the margin when sound keeps going out late, at most maxMs, and never lowered", () => {
+    const w = new LagWatch(opts);
+    // A busy second: a tenth of the lags past the delay.
+    for (let i = 0; i < 100; i++) w.note(i % 10 === 0 ? 200 : 150, i * 10);
+    expect(w.delayMs()).toBe(170); // judged when the window ends
+    w.note(60, 1000);
+    expect(w.delayMs()).toBe(240);
+    for (let i = 1; i < 100; i++) w.note(60, 1000 + i * 10);
+    w.note(60, 2000); // quiet again: it stays
+    expect(w.delayMs()).toBe(240);
+    for (let i = 0; i < 100; i++) w.note(900, 2000 + i * 10);
+    w.note(900, 3000);
     expect(w.delayMs()).toBe(400);
-    w.note(180, 0);
-    expect(w.delayMs()).toBe(220);
-    w.note(300, 500); // a busy moment: up at once
-    expect(w.delayMs()).toBe(340);
-    w.note(180, 1000); // a new window: the last one's 300 still counts
-    expect(w.delayMs()).toBe(340);
-    w.note(185, 2000); // a whole window without it: down
-    expect(w.delayMs()).toBe(225);
-    w.note(500, 2100);
-    expect(w.delayMs()).toBe(400); // never past the most
-    w.note(0, 5000); // two windows without output: only what came since counts
-    expect(w.delayMs()).toBe(50); // never under the least
-    w.reset();
+    w.reset(); // a new ffmpeg: the delay stays
     expect(w.delayMs()).toBe(400);
   });
 });
@@ -87,7 +110,7 @@ describe("Pacer", () => {
   it("releases bursts at their input times plus the delay, in order, copying what it holds", () => {
     const timers = new FakeTimers();
     const sent: { at: number; b: number }[] = [];
-    const p = new Pacer({ plan: new FollowDelay(() => 100, 1), timers, maxQueue: 16, send: (b) => sent.push({ at: timers.now(), b: b[0]! }) });
+    const p = new Pacer({ plan: new FollowDelay(() => 100, { riseSlew: 1 }), timers, maxQueue: 16, send: (b) => sent.push({ at: timers.now(), b: b[0]! }) });
     // Three 20 ms packets whose input arrived at 1000, 1020, 1040, given back together at 1060.
     timers.advance(60);
     const buf = Buffer.from([1]);
@@ -109,7 +132,7 @@ describe("Pacer", () => {
   it("sends at once what is already late, and past maxQueue the oldest", () => {
     const timers = new FakeTimers();
     const sent: number[] = [];
-    const p = new Pacer({ plan: new FollowDelay(() => 100, 1), timers, maxQueue: 2, send: (b) => sent.push(b[0]!) });
+    const p = new Pacer({ plan: new FollowDelay(() => 100, { riseSlew: 1 }), timers, maxQueue: 2, send: (b) => sent.push(b[0]!) });
     timers.advance(500);
     p.push(Buffer.from([9]), 1000); // 500 ms late
     expect(sent).toEqual([9]);
@@ -122,7 +145,7 @@ describe("Pacer", () => {
   it("drops what it holds on reset and close, and sends nothing after close", () => {
     const timers = new FakeTimers();
     const sent: number[] = [];
-    const p = new Pacer({ plan: new FollowDelay(() => 100, 1), timers, maxQueue: 16, send: (b) => sent.push(b[0]!) });
+    const p = new Pacer({ plan: new FollowDelay(() => 100, { riseSlew: 1 }), timers, maxQueue: 16, send: (b) => sent.push(b[0]!) });
     p.push(Buffer.from([1]), 1000);
     p.reset();
     timers.advance(500);
@@ -133,5 +156,24 @@ describe("Pacer", () => {
     p.push(Buffer.from([3]), 1500);
     timers.advance(500);
     expect(sent).toEqual([]);
+  });
+
+  it("drops a packet that would leave more than dropLateMs after it was due (held up input or event loop), and counts it", () => {
+    const timers = new FakeTimers();
+    const sent: number[] = [];
+    let late = 0;
+    const p = new Pacer({ plan: new FollowDelay(() => 100, { riseSlew: 1 }), timers, maxQueue: 16, dropLateMs: 80, onLate: () => late++, send: (b) => sent.push(b[0]!) });
+    const t = timers.t;
+    p.push(Buffer.from([2]), t - 150); // came 150 ms late: due 50 ms ago, sent at once
+    p.push(Buffer.from([3]), t - 200); // due 100 ms ago: dropped
+    expect(sent).toEqual([2]);
+    expect(late).toBe(1);
+    p.push(Buffer.from([1]), t); // due at +100
+    p.push(Buffer.from([4]), t + 20); // due at +120
+    // The event loop is held up for 200 ms: at +200, packet 1 is 100 ms late (dropped), packet 4 80 ms (sent).
+    timers.t = t + 200;
+    timers.advance(0);
+    expect(sent).toEqual([2, 4]);
+    expect(late).toBe(2);
   });
 });
