@@ -26,6 +26,7 @@ import { WhepSession } from "./whep.js";
 import { csrfHeaders } from "./csrf.js";
 import { GridSession } from "./grid-session.js";
 import { summarize, formatSummary, frameWallClock } from "./stats.js";
+import { confirmNow, stalled } from "./stall.js";
 import { GridLayout, LAYOUTS } from "./layout.js";
 import { Finder, filterCameras, groupsOf } from "./finder.js";
 import { PrefStore } from "./prefs.js";
@@ -34,6 +35,7 @@ import { fullscreenElement, onFullscreenChange, toggleFullscreen } from "./fulls
 import { saveSnapshot } from "./snapshot.js";
 import { Zoom } from "./zoom.js";
 import { NodeWatch } from "./node-watch.js";
+import { followSound, holdInStep } from "./lip-sync.js";
 import { PlaybackController, Timeline } from "./timeline.js";
 
 /** Camera list refresh period, ms (states arrive on the event stream; this catches list changes). */
@@ -48,10 +50,18 @@ const RESTARTING = "The gateway is restarting. This page reconnects by itself…
 const DOWN = new Set(["reconnecting", "offline", "failed", "disabled"]);
 /** Statistics and badge refresh period, ms. */
 const TICK_MS = 1000;
-/** A connected tile with no new decoded frame for this long shows "no video", ms. */
-const STALL_MS = 3000;
-/** The camera moves to another gateway node and the connection stays: offer anew if no picture comes back within this, ms. */
-const MOVING_GIVE_UP_MS = 20_000;
+/** How often live tiles are checked for a stalled picture (stall.js), ms. */
+const STALL_CHECK_MS = 250;
+/** At most this many tiles whose element presents nothing are sampled per check. */
+const QUIET_SAMPLES_PER_CHECK = 2;
+/**
+ * The camera moves to another gateway node and the connection stays: offer anew (a grid slot: bind
+ * it again) if no picture comes back within this, ms. `?movingGiveUpMs=` sets it (10–120000).
+ */
+const MOVING_GIVE_UP_MS = (() => {
+  const v = Number(new URLSearchParams(location.search).get("movingGiveUpMs"));
+  return Number.isInteger(v) && v >= 10 && v <= 120_000 ? v : 20_000;
+})();
 /** A tile out of view for this long is paused, ms. */
 const OFFSCREEN_PAUSE_MS = 10_000;
 /** A hidden page (background tab) without sound pauses its tiles after this long, ms. */
@@ -83,12 +93,39 @@ let gridMode = query.get("grid") !== "0";
 /** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
 let gridSession = null;
 
+/** Where the page keeps how many slots its grid wanted last (the first offer is made before the camera list says). */
+const GRID_SLOTS_KEY = "gatehouse.gridSlots";
+
+/**
+ * Slots for the current page of the layout; before the camera list is known, as many as last
+ * time (a first visit: the session's default, at most the layout's page).
+ * @returns {number}
+ */
+function gridSlotsWanted() {
+  if (tiles.size > 0) {
+    const want = Math.max(1, Math.min(tiles.size, layout.layout.slots));
+    try {
+      localStorage.setItem(GRID_SLOTS_KEY, String(want));
+    } catch {
+      // no storage: the next visit guesses again
+    }
+    return want;
+  }
+  let last = NaN;
+  try {
+    last = Number(localStorage.getItem(GRID_SLOTS_KEY));
+  } catch {
+    // as above
+  }
+  return Math.max(1, Math.min(Number.isInteger(last) && last > 0 ? last : 16, layout.layout.slots));
+}
+
 /**
  * The page's multi-camera session, asked for enough slots for the current page of the layout.
  * @returns {GridSession}
  */
 function theGrid() {
-  const want = Math.max(1, Math.min(tiles.size, layout.layout.slots));
+  const want = gridSlotsWanted();
   if (!gridSession) {
     gridSession = new GridSession(new URL("grid", base), { iceTransportPolicy, turnTransport, slots: want });
     const session = gridSession;
@@ -187,8 +224,18 @@ class Tile {
     this.session = null;
     /** @type {import("./stats.js").StatsSummary | null} */
     this.summary = null;
-    /** performance.now() of the last increase of framesDecoded */
+    /** performance.now() of the last increase of framesDecoded, or of the last frame presented since (stall.js) */
     this.lastFrameAt = 0;
+    /** performance.now() of the last statistics sample, 0 = none on this stream. */
+    this.sampledAt = 0;
+    /** Frames per second the camera decoded at while it played (0 = not known yet): how soon a stall is called. */
+    this.typicalFps = 0;
+    /** The last few samples' frame rates (their median is `typicalFps`: a sample that saw a stall begin reads low). @type {number[]} */
+    this.fpsSeen = [];
+    /** performance.now() of the last frame the element presented of this stream, 0 = none (or no requestVideoFrameCallback). */
+    this.presentedAt = 0;
+    /** A statistics sample is under way. */
+    this.sampling = false;
     /**
      * Why the picture is being recovered, said until a frame decodes after it (the camera moves to
      * another node, or the node this page used is gone), else "".
@@ -329,11 +376,17 @@ class Tile {
     session.addEventListener("stream", () => {
       this.summary = null;
       this.lastFrameAt = 0;
+      this.sampledAt = 0;
+      this.typicalFps = 0;
+      this.fpsSeen = [];
+      this.presentedAt = 0;
       this.frameWall = 0;
       // A grid slot's receiver has decoded the slot's earlier cameras: only frames counted after
       // this camera was bound are this camera's (the first sample is the baseline).
       this.frameBaseline = !(session instanceof WhepSession);
       this.video.srcObject = session.stream;
+      this.watchFrames(session.stream);
+      holdInStep(session.pc, session.stream, !this.video.muted);
       this.play();
       this.render();
     });
@@ -388,6 +441,8 @@ class Tile {
   /** @param {boolean} muted */
   setMuted(muted) {
     this.video.muted = muted;
+    // A heard tile's sound and picture are kept level by the browser (lip-sync.js).
+    holdInStep(this.session?.pc, /** @type {MediaStream | null} */ (this.video.srcObject), !muted);
     this.audioBtn.setAttribute("aria-pressed", String(!muted));
     this.audioBtn.setAttribute("aria-label", muted ? `Unmute ${this.name}` : `Mute ${this.name}`);
     this.audioBtn.title = muted ? "Unmute (M)" : "Mute (M)";
@@ -412,28 +467,81 @@ class Tile {
     if (show && this.summary) this.renderStats(this.summary);
   }
 
-  /** Sample getStats (once per tick) and refresh the overlay and stall detection. */
+  /**
+   * Each frame the element presents of `stream` keeps the last frame's time exact once statistics
+   * have seen this binding's picture decoded (so it never starts LIVE, or ends a "moving" notice,
+   * by itself): a stall is then suspected as soon as it starts (stall.js).
+   * @param {MediaStream | null} stream
+   */
+  watchFrames(stream) {
+    const video = this.video;
+    if (!stream || typeof video.requestVideoFrameCallback !== "function") return;
+    /** @param {number} at */
+    const onFrame = (at) => {
+      if (video.srcObject !== stream) return;
+      this.presentedAt = at;
+      if (this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && !this.frameBaseline) this.lastFrameAt = Math.max(this.lastFrameAt, at);
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  /** Whether the picture has stalled (stall.js) as of `now`. @param {number} now */
+  stalledAt(now) {
+    return stalled({ now, lastFrameAt: this.lastFrameAt, sampledAt: this.sampledAt, fps: this.typicalFps });
+  }
+
+  /**
+   * The stall check's timer: sample now when a stall is suspected and no sample since has said, or
+   * while a drawn tile's element presents nothing (every check, so the last decoded frame is known
+   * within a check's period rather than the tick's).
+   * @param {boolean} quietAllowed whether a tile that presents nothing may be sampled in this check
+   * @returns {"quiet" | "confirm" | ""} why it was sampled
+   */
+  checkStall(quietAllowed) {
+    if (this.sampling || !this.session || this.el.dataset.status !== "live") return "";
+    const now = performance.now();
+    const drawn = this.presentedAt > 0 && !this.offscreenSince && document.visibilityState === "visible";
+    const quiet = drawn && now - this.presentedAt >= STALL_CHECK_MS && now - this.sampledAt >= STALL_CHECK_MS;
+    const why = confirmNow({ now, lastFrameAt: this.lastFrameAt, sampledAt: this.sampledAt, fps: this.typicalFps }) ? "confirm" : quiet && quietAllowed ? "quiet" : "";
+    if (why) void this.sample().then(() => this.render());
+    return why;
+  }
+
+  /** Sample getStats (once per tick, and when a stall is suspected) and refresh the overlay and stall detection. */
   async sample() {
     const session = this.session;
     const pc = session?.pc;
-    if (!pc || !session) return;
+    if (!pc || !session || this.sampling) return;
     let report;
+    this.sampling = true;
     try {
       report = await statsOf(session);
     } catch {
       return; // closed meanwhile
+    } finally {
+      this.sampling = false;
     }
     if (this.session?.pc !== pc) return;
+    followSound(pc, /** @type {MediaStream | null} */ (this.video.srcObject), report, !this.video.muted);
     const now = performance.now();
     const s = summarize(report, this.summary, now);
+    this.sampledAt = now;
     if (this.frameBaseline) {
       this.frameBaseline = false;
       this.summary = s;
+      // The element already shows this binding's picture (it loaded nothing before the new stream's
+      // first frame): a frame now, so a tile Live on its first frames stays Live until the next sample.
+      if (this.video.readyState >= 2 && s.framesDecoded > 0) this.lastFrameAt = now;
       return;
     }
     if (!this.summary || s.framesDecoded > this.summary.framesDecoded) {
       if (s.framesDecoded > 0) {
         this.lastFrameAt = now;
+        if (s.fps > 0) {
+          this.fpsSeen = [...this.fpsSeen.slice(-4), s.fps];
+          this.typicalFps = [...this.fpsSeen].sort((a, b) => a - b)[this.fpsSeen.length >> 1] ?? 0;
+        }
         if (this.movingMessage && now > this.liveMark) {
           this.movingMessage = "";
           clearTimeout(this.movingTimer);
@@ -576,7 +684,7 @@ class Tile {
       case "connected":
       case "disconnected": {
         // After an outage, only a frame decoded since the camera came back counts as live.
-        const flowing = this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && performance.now() - this.lastFrameAt < STALL_MS;
+        const flowing = this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && !this.stalledAt(performance.now());
         if (s.state === "disconnected") return { status: "waiting", label: "Unstable", message: "Connection unstable…" };
         if (flowing || (this.video.readyState >= 2 && !this.summary && !this.liveMark)) return { status: "live", label: "Live", message: "" };
         if (this.movingMessage) return { status: "reconnecting", label: this.movingLabel, message: this.movingMessage };
@@ -640,13 +748,15 @@ class Tile {
 
 // ---------------------------------------------------------------- camera list
 
-async function refreshCameras() {
-  let res;
-  try {
-    res = await fetch(new URL("api/cameras", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
-  } catch {
-    return showNotice(restarting ? RESTARTING : "The gateway cannot be reached. Retrying…");
-  }
+/** The camera list request (its answer, or null when the gateway cannot be reached). @returns {Promise<Response | null>} */
+function fetchCameras() {
+  return fetch(new URL("api/cameras", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" }).catch(() => null);
+}
+
+/** @param {Promise<Response | null>} [pending] the list already asked for */
+async function refreshCameras(pending = fetchCameras()) {
+  const res = await pending;
+  if (!res) return showNotice(restarting ? RESTARTING : "The gateway cannot be reached. Retrying…");
   if (res.status === 503 && restarting) return showNotice(RESTARTING);
   if (res.status === 401) return signIn();
   if (!res.ok) return showNotice(`The camera list is unavailable (HTTP ${res.status}). Retrying…`);
@@ -714,6 +824,9 @@ function listenCameras() {
   });
   es.addEventListener("cameras", (e) => {
     if (restarting) void refreshCameras();
+    // Not before the user's saved layout is read (the first list is shown then): a grid started in
+    // the default layout's shape would offer for the wrong number of tiles.
+    if (!userKnown) return;
     try {
       const list = JSON.parse(/** @type {MessageEvent} */ (e).data);
       if (Array.isArray(list)) reconcile(list.filter((c) => c && typeof c.id === "string"));
@@ -1416,6 +1529,8 @@ async function stats() {
       videoWidth: t.video.videoWidth,
       videoHeight: t.video.videoHeight,
       muted: t.video.muted,
+      // How the stall rule sees the picture (stall.js), performance.now() times.
+      stall: { lastFrameAt: t.lastFrameAt, sampledAt: t.sampledAt, fps: t.typicalFps },
       ...(summary ?? {}),
     });
   }
@@ -1470,15 +1585,26 @@ Object.defineProperty(window, "gatehouse", {
 });
 
 setInterval(tick, TICK_MS);
+setInterval(() => {
+  // The tiles longest without a presented frame first, and a few per check: a busy browser draws
+  // late, and sampling every tile of a large grid then would only make it busier.
+  let quiet = 0;
+  for (const t of [...tiles.values()].sort((a, b) => a.presentedAt - b.presentedAt)) if (t.checkStall(quiet < QUIET_SAMPLES_PER_CHECK) === "quiet") quiet++;
+}, STALL_CHECK_MS);
 tick();
+// The grid's connection is offered while the camera list loads (its first tiles' binds go with
+// the offer once they ask); a link to one camera opens it large in a session of its own instead.
+if (gridMode && !hashCamera()) theGrid().prepare();
 listenCameras();
 (async function poll() {
-  // The user's saved layout and favourites first, so the grid does not start in the wrong shape.
+  // The camera list is asked for at once, but shown after the user's saved layout and favourites,
+  // so the grid does not start in the wrong shape.
+  const list = fetchCameras();
   if (!userKnown) {
     await showUser();
     userKnown = true;
   }
-  await refreshCameras();
+  await refreshCameras(list);
   setTimeout(poll, REFRESH_MS);
 })();
 

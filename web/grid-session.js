@@ -7,6 +7,11 @@
  *   2. Offer with N recvonly video transceivers (H.264 only, so the offer stays small) and N
  *      recvonly audio transceivers (the i-th carries the sound of the camera on the i-th video
  *      slot), candidates gathered into the SDP; `POST grid` → 201, the answer, `Location`.
+ *      The first tiles' cameras go WITH the offer (`POST grid` as JSON `{offer, slots: [{mid, camera}, …]}`,
+ *      answered `{answer, slots}`): the gateway binds them before ICE and DTLS complete, and each
+ *      slot's cached keyframe leaves the moment the connection is up. The offer can be made
+ *      before any tile asks (`prepare()`, while the page loads its camera list); it is POSTed
+ *      when the first tiles do. A gateway that only takes SDP (415) gets SDP, then step 3.
  *   3. Cameras are bound to slots by mid: `PUT <session>/slots/<mid> {"camera": id}`, or all the
  *      slots assigned at once in ONE request, `PUT <session>/slots {"slots": [{mid, camera}, …]}`
  *      (a browser sends at most six requests at a time to one origin: sixteen PUTs would take
@@ -14,7 +19,10 @@
  *      given up is re-bound to the next camera that needs one (the gateway switches the slot's
  *      stream at the new camera's keyframe: no renegotiation, no new connection), or unbound
  *      (`DELETE <session>/slots/<mid>`) when nobody needs it.
- *   4. `DELETE <session>` when the page goes away.
+ *   4. `DELETE <session>` when the page goes away, or when no tile holds a slot any more (a camera
+ *      opened large plays in a WHEP session of its own): an empty session would hold an ICE port,
+ *      TURN allocations and one of the user's live-viewer places for nothing. The next tile that
+ *      asks starts a new one.
  *
  * Each tile holds a `SlotLease`, which looks to the page like a one-camera WhepSession
  * (`state`, `pc`, `stream`, `attempts`, `lastError`, `retryAt`, `statechange`/`stream` events,
@@ -62,6 +70,8 @@ const DEFAULTS = {
 
 /** Response header: the most video slots a session may offer. */
 const SLOTS_HEADER = "Gatehouse-Grid-Slots";
+/** `error` of the gateway's 429 for a user already holding `media.grid.sessionsPerUser` sessions. */
+const SESSION_LIMIT = "grid_session_limit";
 
 /**
  * One video slot of the connection, with its sound (the paired audio transceiver, bound with it).
@@ -80,7 +90,11 @@ export class GridSession extends EventTarget {
   /** @type {WhepError | null} */
   lastError = null;
   retryAt = 0;
-  /** @type {Record<string, number>} performance.now() marks of the current attempt */
+  /**
+   * performance.now() marks of the current attempt: `start`, `created` (offer made), `discovered`
+   * (ICE servers known), `gathered` (candidates in the offer), `offered` (POSTed), `answered`, `connected`.
+   * @type {Record<string, number>}
+   */
   timings = {};
   /** Most video slots the gateway allows (from OPTIONS). */
   maxSlots = Infinity;
@@ -101,6 +115,14 @@ export class GridSession extends EventTarget {
   #assignQueued = false;
   /** The gateway binds several slots in one request (until it answers that it cannot). */
   #batch = true;
+  /** The gateway takes the first binds with the offer (until it answers 415). */
+  #bindInOffer = true;
+  /** Video transceivers of the current connection's offer (0: none made). */
+  #offered = 0;
+  /** Resolves the current attempt's wait for a first tile (see `#demand`). @type {(() => void) | null} */
+  #demanded = null;
+  /** The last refusal was the user's session limit (a first attempt so refused gives the grid up). */
+  #atLimit = false;
   #wanted;
 
   /**
@@ -135,7 +157,19 @@ export class GridSession extends EventTarget {
     this.#waiting.push(lease);
     if (this.state === "new") this.#attempt();
     else this.#queueAssign();
+    this.#demanded?.();
+    this.#demanded = null;
     return lease;
+  }
+
+  /**
+   * Make the connection's offer now, before any tile asks (a page still loading its camera
+   * list): ICE servers, the offer and its candidates are ready when the first tiles lease their
+   * slots, and go to the gateway with their binds in one request. Nothing reaches the gateway
+   * before a tile asks. No effect once started.
+   */
+  prepare() {
+    if (this.state === "new") this.#attempt();
   }
 
   /**
@@ -147,7 +181,7 @@ export class GridSession extends EventTarget {
     const want = Math.max(1, Math.min(n, this.maxSlots));
     if (want <= this.#wanted) return;
     this.#wanted = want;
-    if (this.#slots.length > 0 && this.#slots.length < want && this.state !== "closed") {
+    if (this.#offered > 0 && this.#offered < want && this.state !== "closed") {
       this.#gen++;
       this.#teardown(false);
       this.#attempt();
@@ -189,11 +223,18 @@ export class GridSession extends EventTarget {
   /**
    * The gateway this session was made through is gone (the page's event stream to it dropped and
    * came back from another gateway process, or not at all): start over at once instead of waiting
-   * for ICE to notice. A session already retrying (or not started, or closed) is left as it is.
+   * for ICE to notice. A session already retrying keeps its retry, with this reason; one not started,
+   * failed for good or closed is left as it is.
    * @param {string} message why, in plain words
-   * @returns {boolean} whether the session started over
+   * @returns {boolean} whether the session starts over (now, or at its pending retry)
    */
   restart(message) {
+    // Already waiting to try again (a request that failed as the node went): the retry goes through
+    // whichever node answers now; only the reason changes.
+    if (this.state === "retrying") {
+      this.lastError = new WhepError(message);
+      return true;
+    }
     if (this.state !== "connected" && this.state !== "disconnected" && this.state !== "connecting") return false;
     this.#fail(new WhepError(message));
     return true;
@@ -230,11 +271,30 @@ export class GridSession extends EventTarget {
   _release(lease) {
     this.#leases.delete(lease);
     this.#waiting = this.#waiting.filter((l) => l !== lease);
+    if (this.#leases.size === 0) this.#queueIdle();
     const slot = this.#slots.find((s) => s.lease === lease);
     if (!slot) return;
     slot.lease = null;
     // Another tile waiting takes the slot over (a re-bind); else the slot is unbound.
     this.#queueAssign();
+  }
+
+  /**
+   * No tile holds or wants a slot (all released in this task: a page turn re-leases in the same
+   * one, and keeps the session): end the session on the gateway and the connection here, back
+   * to `new`. The next lease starts again.
+   */
+  #queueIdle() {
+    queueMicrotask(() => {
+      if (this.#leases.size > 0 || this.state === "new" || this.state === "closed") return;
+      this.#gen++;
+      this.#teardown(false);
+      // The next session is a new one: its first refusal is read as a first attempt's.
+      this.attempts = 0;
+      this.failures = 0;
+      this.lastError = null;
+      this.#setState("new");
+    });
   }
 
   #queueAssign() {
@@ -249,6 +309,18 @@ export class GridSession extends EventTarget {
   /** Free slots go to waiting leases (a slot already showing the camera first); slots left over are unbound. */
   #assign() {
     if (!this.resource || this.state === "closed") return;
+    const binds = this.#place();
+    if (binds.length > 1 && this.#batch) this.#bindAll(binds);
+    else for (const [slot, lease] of binds) this.#bind(slot, lease);
+    for (const slot of this.#slots) if (!slot.lease && slot.camera !== null) this.#unbind(slot);
+  }
+
+  /**
+   * Gives free slots to waiting leases, in the order asked (a slot already showing the camera
+   * first); nothing is sent.
+   * @returns {Array<[Slot, SlotLease]>}
+   */
+  #place() {
     const free = this.#slots.filter((s) => !s.lease);
     /** @type {Array<[Slot, SlotLease]>} */
     const binds = [];
@@ -262,9 +334,31 @@ export class GridSession extends EventTarget {
       slot.lease = lease;
       binds.push([slot, lease]);
     }
-    if (binds.length > 1 && this.#batch) this.#bindAll(binds);
-    else for (const [slot, lease] of binds) this.#bind(slot, lease);
-    for (const slot of free) if (slot.camera !== null) this.#unbind(slot);
+    return binds;
+  }
+
+  /**
+   * The gateway's answers to several binds sent at once (`{mid, …}` bound, or `{mid, status, reason}`
+   * refused), each handled as its own PUT's would be.
+   * @param {Array<[Slot, SlotLease]>} pairs
+   * @param {Array<{ mid?: string, status?: number, reason?: string }>} results
+   */
+  #settle(pairs, results) {
+    for (const [slot, lease] of pairs) {
+      const r = results.find((x) => x && x.mid === slot.mid);
+      if (r && r.status === undefined) {
+        slot.camera = lease.camera;
+        if (slot.lease === lease) lease._bound(slot);
+        else this.#queueAssign();
+        continue;
+      }
+      const status = r && typeof r.status === "number" ? r.status : 500;
+      if (status === 401) return this.#fail(new WhepError(r?.reason ?? "sign-in required", 401));
+      // This camera only: the tile says why; the slot goes to the next tile.
+      if (slot.lease === lease) slot.lease = null;
+      lease._refused(new WhepError(r?.reason ?? `HTTP ${status}`, status));
+      this.#queueAssign();
+    }
   }
 
   /**
@@ -290,21 +384,7 @@ export class GridSession extends EventTarget {
         for (const [slot, lease] of live) this.#bind(slot, lease);
         return;
       }
-      for (const [slot, lease] of live) {
-        const r = body.slots.find((x) => x && x.mid === slot.mid);
-        if (r && r.status === undefined) {
-          slot.camera = lease.camera;
-          if (slot.lease === lease) lease._bound(slot);
-          else this.#queueAssign();
-          continue;
-        }
-        const status = r && typeof r.status === "number" ? r.status : 500;
-        if (status === 401) return this.#fail(new WhepError(r?.reason ?? "sign-in required", 401));
-        // This camera only: the tile says why; the slot goes to the next tile.
-        if (slot.lease === lease) slot.lease = null;
-        lease._refused(new WhepError(r?.reason ?? `HTTP ${status}`, status));
-        this.#queueAssign();
-      }
+      this.#settle(live, body.slots);
     });
     for (const [slot] of pairs) slot.chain = done;
   }
@@ -391,7 +471,7 @@ export class GridSession extends EventTarget {
     try {
       const res = await fetch(resource, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
       if (gen !== this.#gen) return;
-      if (res.status === 404) return this.#fail(new WhepError("session ended", 404));
+      if (res.status === 404) return this.#fail(new WhepError("the gateway no longer has this view's connection; reconnecting", 404));
       if (!res.ok) return;
       body = await res.json();
     } catch {
@@ -415,6 +495,8 @@ export class GridSession extends EventTarget {
     this.attempts++;
     this.timings = { start: performance.now() };
     this.#setState("connecting");
+    // The CSRF token (a request of its own, once per page) is fetched while the offer is made.
+    void csrfHeaders();
     try {
       await this.#negotiate(gen);
     } catch (err) {
@@ -426,15 +508,16 @@ export class GridSession extends EventTarget {
   /** @param {number} gen */
   async #negotiate(gen) {
     const opts = this.#opts;
-    let servers = await this.#discover();
-    if (gen !== this.#gen) return;
-    if (opts.turnTransport) servers = onlyTurnTransport(servers, opts.turnTransport);
+    // ICE servers are asked for while the offer is made (they are needed from setLocalDescription on).
+    const discovered = this.#discover();
+    discovered.catch(() => {}); // read below; an attempt that moved on meanwhile does not care
     const count = Math.max(1, Math.min(this.#wanted, this.maxSlots));
     /** @type {RTCConfiguration} */
-    const config = { iceServers: servers, bundlePolicy: "max-bundle" };
+    const config = { bundlePolicy: "max-bundle" };
     if (opts.iceTransportPolicy) config.iceTransportPolicy = opts.iceTransportPolicy;
     const pc = new RTCPeerConnection(config);
     this.pc = pc;
+    this.#offered = count;
     const h264 = h264Codecs();
     /** @type {RTCRtpTransceiver[]} */
     const transceivers = [];
@@ -453,48 +536,127 @@ export class GridSession extends EventTarget {
     // Each tile's sound: muted by the page until the user picks the tile.
     const sounds = transceivers.map(() => pc.addTransceiver("audio", { direction: "recvonly" }));
     pc.onconnectionstatechange = () => this.#onConnectionState(gen);
-    await pc.setLocalDescription(await pc.createOffer());
+    const offer = await pc.createOffer();
+    this.timings.created = performance.now();
+    let servers = await discovered;
+    if (gen !== this.#gen) return;
+    this.timings.discovered = performance.now();
+    if (count > this.maxSlots) {
+      // More slots than the gateway allows (learnt just now): the offer again, with as many as it does.
+      this.pc = null;
+      pc.onconnectionstatechange = null;
+      pc.close();
+      return this.#negotiate(gen);
+    }
+    if (opts.turnTransport) servers = onlyTurnTransport(servers, opts.turnTransport);
+    if (servers.length > 0) pc.setConfiguration({ ...config, iceServers: servers });
+    await pc.setLocalDescription(offer);
     await gatherCandidates(pc, opts, servers);
     if (gen !== this.#gen) return;
-    this.timings.offered = performance.now();
-    let res;
-    try {
-      res = await fetch(this.#endpoint, {
-        method: "POST",
-        headers: { "Content-Type": "application/sdp", Accept: "application/sdp", ...(await csrfHeaders()) },
-        body: pc.localDescription?.sdp ?? "",
-        credentials: "same-origin",
-        cache: "no-store",
-      });
-    } catch (err) {
-      throw new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`);
-    }
+    this.timings.gathered = performance.now();
+    // Nothing reaches the gateway before a tile asks; then the first tiles' binds go with the offer.
+    await this.#demand();
     if (gen !== this.#gen) return;
+    // The mids are known since setLocalDescription: every open tile (a new connection: all of
+    // them, in the order they asked) is placed on a slot now.
+    this.#slots = transceivers.map((t, i) => ({ mid: t.mid ?? String(i), transceiver: t, audio: sounds[i] ?? null, lease: null, camera: null, chain: Promise.resolve() }));
+    this.#waiting = [...this.#leases];
+    let binds = this.#bindInOffer ? this.#place() : [];
+    const sdp = pc.localDescription?.sdp ?? "";
+    this.timings.offered = performance.now();
+    let res = await this.#postOffer(sdp, binds);
+    if (gen !== this.#gen) return;
+    if (res.status === 415 && binds.length > 0) {
+      // A gateway that takes SDP alone: the slots are bound after the answer (PUT).
+      this.#bindInOffer = false;
+      for (const [slot, lease] of binds) if (slot.lease === lease) slot.lease = null;
+      binds = [];
+      res = await this.#postOffer(sdp, binds);
+      if (gen !== this.#gen) return;
+    }
     if (res.status !== 201 && res.status !== 200) {
       if (res.status === 403) resetCsrf();
-      throw new WhepError(await reasonOf(res), res.status, retryAfterMs(res.headers.get("Retry-After")));
+      const { reason, code } = await refusalOf(res);
+      this.#atLimit = res.status === 429 && code === SESSION_LIMIT;
+      throw new WhepError(reason, res.status, retryAfterMs(res.headers.get("Retry-After")));
     }
     const location = res.headers.get("Location");
     if (!location) throw new WhepError("the gateway named no session resource");
     const resource = new URL(location, res.url || this.#endpoint).href;
-    const answer = await res.text();
+    /** @type {string} */
+    let answer;
+    /** @type {Array<{ mid?: string, status?: number, reason?: string }>} */
+    let results = [];
+    if (binds.length > 0) {
+      /** @type {{ answer?: unknown, slots?: unknown } | null} */
+      const body = await res.json().catch(() => null);
+      if (gen !== this.#gen) return void this.#deleteResource(resource, false);
+      if (!body || typeof body.answer !== "string") {
+        this.resource = resource;
+        throw new WhepError("the gateway sent an unreadable answer");
+      }
+      answer = body.answer;
+      if (Array.isArray(body.slots)) results = body.slots;
+    } else answer = await res.text();
     if (gen !== this.#gen) return void this.#deleteResource(resource, false);
     this.resource = resource;
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     if (gen !== this.#gen) return;
     this.timings.answered = performance.now();
     const live = (/** @type {RTCRtpTransceiver} */ t) => t.mid !== null && t.currentDirection !== "inactive" && t.currentDirection !== "stopped";
-    this.#slots = transceivers.flatMap((t, i) => {
-      if (!live(t)) return [];
-      const a = sounds[i];
-      return [{ mid: /** @type {string} */ (t.mid), transceiver: t, audio: a && live(a) ? a : null, lease: null, camera: null, chain: Promise.resolve() }];
+    this.#slots = this.#slots.filter((slot) => {
+      if (slot.audio && !live(slot.audio)) slot.audio = null;
+      if (live(slot.transceiver)) return true;
+      // A section the gateway did not take: its tile waits for another slot.
+      if (slot.lease) this.#waiting.push(slot.lease);
+      slot.lease = null;
+      return false;
     });
-    // Every open lease is bound (again) on this connection.
-    this.#waiting = [...this.#leases];
-    for (const l of this.#leases) l._unbound();
+    // The binds sent with the offer, as the gateway answered them; every other open lease is
+    // bound (again) on this connection.
+    const sent = binds.filter(([slot, lease]) => slot.lease === lease && this.#slots.includes(slot));
+    const placed = new Set(sent.map(([, lease]) => lease));
+    this.#waiting = [...this.#leases].filter((l) => !placed.has(l));
+    for (const l of this.#waiting) l._unbound();
+    this.#settle(sent, results);
+    if (gen !== this.#gen) return;
     this.#assign();
     this.#arm(opts.connectTimeoutMs, () => this.#fail(new WhepError("timed out waiting for the connection")));
     this.#onConnectionState(gen);
+  }
+
+  /**
+   * POSTs the offer: with `binds`, as JSON with the slots to bind at once; else as SDP. A network
+   * error is a WhepError.
+   * @param {string} sdp
+   * @param {Array<[Slot, SlotLease]>} binds
+   * @returns {Promise<Response>}
+   */
+  async #postOffer(sdp, binds) {
+    const json = binds.length > 0;
+    try {
+      return await fetch(this.#endpoint, {
+        method: "POST",
+        headers: {
+          "Content-Type": json ? "application/json" : "application/sdp",
+          Accept: json ? "application/json" : "application/sdp",
+          ...(await csrfHeaders()),
+        },
+        body: json ? JSON.stringify({ offer: sdp, slots: binds.map(([slot, lease]) => ({ mid: slot.mid, camera: lease.camera })) }) : sdp,
+        credentials: "same-origin",
+        cache: "no-store",
+      });
+    } catch (err) {
+      throw new WhepError(`network error: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /** Resolves once a tile holds or wants a slot (at once if one does); a teardown resolves it too (the attempt then ends). @returns {Promise<void>} */
+  #demand() {
+    if (this.#leases.size > 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#demanded = resolve;
+    });
   }
 
   /** ICE servers and the slot limit (OPTIONS); none when it fails. @returns {Promise<RTCIceServer[]>} */
@@ -542,13 +704,17 @@ export class GridSession extends EventTarget {
   #fail(error) {
     if (this.state === "closed") return;
     const wasConnected = this.state === "connected" || this.state === "disconnected";
+    // Read before the teardown clears it: a 404 about a session the gateway made (the periodic
+    // check reaching another node after the one holding it died) is not a missing grid route.
+    const hadSession = this.resource !== null;
     this.#gen++;
     this.lastError = error;
     this.#teardown(false);
     for (const l of this.#leases) l._unbound();
-    if (error.status === 401) return this.#setState("unauthorized");
-    if (!this.resource && this.attempts === 1 && [404, 405, 501].includes(error.status)) return this.#setState("unsupported");
-    if (error.status >= 400 && error.status < 500 && ![404, 408, 429].includes(error.status)) return this.#setState("failed");
+    const atLimit = this.#atLimit;
+    this.#atLimit = false;
+    const next = afterFailure(error.status, { hadSession, attempts: this.attempts, atLimit });
+    if (next !== "retrying") return this.#setState(next);
     this.failures++;
     const o = this.#opts;
     const base = wasConnected && this.failures === 1 ? 100 : Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** (this.failures - 1));
@@ -560,6 +726,9 @@ export class GridSession extends EventTarget {
 
   /** @param {boolean} keepalive */
   #teardown(keepalive) {
+    this.#demanded?.();
+    this.#demanded = null;
+    this.#offered = 0;
     this.#clearTimer();
     clearInterval(this.#check);
     this.#check = undefined;
@@ -765,6 +934,27 @@ export class SlotLease extends EventTarget {
   }
 }
 
+/**
+ * Where a failed attempt leads: a new attempt (`retrying`), or a state the session stays in.
+ * - `unauthorized` on 401 (the page signs in again).
+ * - `unsupported` when the gateway has no grid route: a first attempt's request for a new session
+ *   answered 404, 405 or 501. Never for a session the gateway had made (a 404 then says that
+ *   session is gone, e.g. its node died and another answered): a new session follows.
+ * - `failed` when the user's other pages hold every session they may have, on a first attempt
+ *   (the page plays its tiles over WHEP rather than wait; later, its own earlier session may
+ *   still count), and on a client error that retrying cannot mend.
+ * @param {number} status the HTTP status of the refusal (0: no answer, a lost connection)
+ * @param {{ hadSession: boolean, attempts: number, atLimit: boolean }} at
+ * @returns {"retrying" | "unauthorized" | "unsupported" | "failed"}
+ */
+export function afterFailure(status, { hadSession, attempts, atLimit }) {
+  if (status === 401) return "unauthorized";
+  if (!hadSession && attempts === 1 && [404, 405, 501].includes(status)) return "unsupported";
+  if (atLimit && attempts === 1) return "failed";
+  if (status >= 400 && status < 500 && ![404, 408, 429].includes(status)) return "failed";
+  return "retrying";
+}
+
 /** The browser's H.264 packetization-mode=1 receive codecs (what the gateway sends). @returns {RTCRtpCodec[]} */
 function h264Codecs() {
   const caps = typeof RTCRtpReceiver !== "undefined" && RTCRtpReceiver.getCapabilities ? RTCRtpReceiver.getCapabilities("video") : null;
@@ -777,11 +967,23 @@ function h264Codecs() {
  * @param {Response} res
  */
 async function reasonOf(res) {
+  return (await refusalOf(res)).reason;
+}
+
+/**
+ * An error response's plain reason (JSON `{reason}`, else the status) and code (JSON `{error}`, else "").
+ * @param {Response} res
+ * @returns {Promise<{ reason: string, code: string }>}
+ */
+async function refusalOf(res) {
+  let reason = `HTTP ${res.status}`;
+  let code = "";
   try {
     const body = await res.json();
-    if (body && typeof body.reason === "string" && body.reason) return body.reason;
+    if (body && typeof body.reason === "string" && body.reason) reason = body.reason;
+    if (body && typeof body.error === "string") code = body.error;
   } catch {
     // not JSON
   }
-  return `HTTP ${res.status}`;
+  return { reason, code };
 }

@@ -442,7 +442,7 @@ class CallCard {
   /** Place a call to the door (talk): the POST returns once the door answered. */
   async call() {
     try {
-      const answer = await this.negotiate(api(`/devices/${encodeURIComponent(this.deviceId)}/call`));
+      const answer = await this.negotiate(api(`/devices/${encodeURIComponent(this.deviceId)}/call`), true);
       if (!answer) return;
       if (answer.callId) {
         cards.delete(this.callId);
@@ -460,9 +460,11 @@ class CallCard {
   /**
    * Microphone, offer, POST; the answer SDP, or null when the server said no (handled here).
    * @param {URL} url
+   * @param {boolean} [toDoor] a call to the door (talk): a 404 says the door cannot be reached
+   *   (not registered anywhere), in the gateway's words, not that a call ended
    * @returns {Promise<{ sdp: string, callId: string | null } | null>}
    */
-  async negotiate(url) {
+  async negotiate(url, toDoor = false) {
     try {
       this.mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
     } catch {
@@ -509,7 +511,7 @@ class CallCard {
       this.answeredElsewhere(body.answeredByName || body.answeredBy);
       return null;
     }
-    if (res.status === 404 || res.status === 410) {
+    if ((res.status === 404 || res.status === 410) && !toDoor) {
       this.end("The call has ended");
       return null;
     }

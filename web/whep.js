@@ -220,11 +220,18 @@ export class WhepSession extends EventTarget {
   /**
    * The gateway this session was made through is gone (the page's event stream to it dropped and
    * came back from another gateway process, or not at all): start over at once instead of waiting
-   * for ICE to notice. A session already retrying (or not started, or closed) is left as it is.
+   * for ICE to notice. A session already retrying keeps its retry, with this reason; one not started,
+   * failed for good or closed is left as it is.
    * @param {string} message why, in plain words
-   * @returns {boolean} whether the session started over
+   * @returns {boolean} whether the session starts over (now, or at its pending retry)
    */
   restart(message) {
+    // Already waiting to try again (a request that failed as the node went): the retry goes through
+    // whichever node answers now; only the reason changes.
+    if (this.state === "retrying") {
+      this.lastError = new WhepError(message);
+      return true;
+    }
     if (this.state !== "connected" && this.state !== "disconnected" && this.state !== "connecting") return false;
     this.#fail(new WhepError(message));
     return true;
