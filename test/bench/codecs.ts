@@ -1,7 +1,9 @@
 /**
  * The cost of converting codecs with ffmpeg (gateway/transcode/), per camera:
  *   aac_opus_cpu_pct_per_camera      — one AAC-LC camera (16 kHz mono, RTP MPEG4-GENERIC) to Opus
- *   aac_opus_delay_ms                — the delay its sound (and picture) is paced at: ffmpeg's measured lag plus the margin
+ *   aac_opus_delay_ms                — the delay its sound (and picture) is paced at: two AAC frames and an Opus frame plus the margin,
+ *                                      raised when sound keeps going out late
+ *   aac_opus_late_pct                — the share of its sound dropped for leaving more than 80 ms after its time
  *   h265_transcode_cores_per_1080p   — one 1080p 25 fps H.265 camera to H.264 (libx264 veryfast, 4 Mbit/s),
  *                                      in cores for 25 output frames a second (CPU per output frame × 25:
  *                                      on a saturated machine ffmpeg falls behind; `h265_transcode_fps_out`
@@ -121,6 +123,7 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
     if (typeof stream === "string") throw new Error(stream);
     const aacPct: number[] = [];
     const aacDelay: number[] = [];
+    const aacLate: number[] = [];
     let opusOut = 0;
     for (let t = 0; t < trials; t++) {
       const conv = new AacToOpus({ stream, ffmpeg: "ffmpeg", opusBitrateKbps: 48, out: () => void opusOut++, log: silentLogger, supervisor: SUPERVISOR, maxPendingBytes: 4 << 20, delayMs: 400, delayMarginMs: 40 });
@@ -134,6 +137,7 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
         const m = await measure(() => conv.status().pid, 2000, windowMs);
         aacPct.push((100 * m.cpu) / m.wall);
         aacDelay.push(conv.paceDelayMs());
+        aacLate.push((100 * conv.counters.late) / Math.max(1, conv.counters.packetsOut));
         log(`codecs: AAC→Opus trial ${t + 1}: ${((100 * m.cpu) / m.wall).toFixed(2)} % of a core`);
       } finally {
         stop();
@@ -191,6 +195,7 @@ export async function benchCodecs(o: CodecsBenchOptions = {}): Promise<Record<st
       aac_opus_cpu_pct_per_camera: Math.round(median(aacPct) * 100) / 100,
       aac_opus_trials: aacPct.map((x) => Math.round(x * 100) / 100),
       aac_opus_delay_ms: Math.round(median(aacDelay)),
+      aac_opus_late_pct: Number(median(aacLate).toFixed(2)),
       aac_opus_packets_out: opusOut,
       h265_transcode_cores_per_1080p: Math.round(median(hevcCores) * 100) / 100,
       h265_transcode_trials: hevcCores.map((x) => Math.round(x * 100) / 100),

@@ -10,9 +10,11 @@
  * video receivers has decoded a frame. Pages alternate between the two clients.
  *
  * Where the one-connection page's time goes (`grid16_phases_ms_p50`, medians, ms after navigation):
- * `cameras` the camera list answered; `offer` the session's offer POSTed (ICE servers asked,
- * offer made, candidates gathered); `answer` its answer applied; `connected` ICE and DTLS connected; `first` / `last` the first and last tile's first
- * decoded frame.
+ * `scripts` the page's scripts run (DOMContentLoaded); `cameras` the camera list answered; `created`
+ * the session's offer made (started with the page, while the list loads); `discovered` its ICE
+ * servers known (asked for meanwhile); `gathered` its candidates gathered; `offer` the offer POSTed
+ * with the first tiles' binds; `answer` its answer applied; `connected` ICE and DTLS connected;
+ * `first` / `last` the first and last tile's first decoded frame.
  *
  *   node test/bench/grid.ts [--trials 5]
  */
@@ -89,11 +91,13 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
                 const fetches = performance.getEntriesByType("resource").filter((e) => e.initiatorType === "fetch");
                 const cams = fetches.find((e) => new URL(e.name).pathname.endsWith("/api/cameras"));
                 if (cams) marks.cameras = cams.responseEnd;
+                const nav = performance.getEntriesByType("navigation")[0];
+                if (nav) marks.scripts = nav.domContentLoadedEventEnd;
                 const g = window.gatehouse.grid && window.gatehouse.grid();
                 if (g) {
+                  for (const k of ["created", "discovered", "gathered", "connected"]) if (g.timings[k]) marks[k] = g.timings[k];
                   if (g.timings.offered) marks.offer = g.timings.offered;
                   if (g.timings.answered) marks.answer = g.timings.answered;
-                  if (g.timings.connected) marks.connected = g.timings.connected;
                 }
                 return { last, first, marks };
               }
@@ -127,7 +131,7 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
     grid16_trials: trials,
     grid16_failed: failed,
     grid16_phases_ms_p50: Object.fromEntries(
-      ["cameras", "offer", "answer", "connected", "first", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
+      ["scripts", "cameras", "created", "discovered", "gathered", "offer", "answer", "connected", "first", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
     ),
   };
 }

@@ -99,6 +99,29 @@ async function answerClaim(callId: string): Promise<string | null> {
   return key ? (await cli("GET", key)).stdout.trim() : null;
 }
 
+/**
+ * Waits for the page's call card to be in a call; on a timeout, fails with what the page's cards
+ * said and what the door printed last (a flake under load is then readable from the log alone).
+ */
+async function waitForInCall(page: Page, timeoutMs: number): Promise<void> {
+  // What every card said meanwhile (a card that failed says why, then goes after a few seconds).
+  await page.evaluate(() => {
+    const w = window as unknown as { __cardsSaid: string[]; __cardsTimer?: ReturnType<typeof setInterval> };
+    w.__cardsSaid = [];
+    clearInterval(w.__cardsTimer);
+    w.__cardsTimer = setInterval(() => {
+      const now = [...document.querySelectorAll<HTMLElement>(".ic-card")].map((c) => `${c.dataset.state}: ${c.querySelector(".ic-status")?.textContent ?? ""}`).join(" | ");
+      if (w.__cardsSaid.at(-1) !== now) w.__cardsSaid.push(now);
+    }, 50);
+  });
+  try {
+    await page.waitForSelector('.ic-card[data-state="in-call"]', { timeout: timeoutMs });
+  } catch (err) {
+    const cards = await page.evaluate(() => (window as unknown as { __cardsSaid: string[] }).__cardsSaid).then(JSON.stringify, (e: unknown) => String(e));
+    throw new Error(`no call card in a call within ${timeoutMs} ms; the page's cards said: ${cards}; the door's last lines:\n${door?.lines.slice(-25).join("\n")}`, { cause: err });
+  }
+}
+
 describe("door intercom across a three-node cluster", () => {
   it("a door registered on A rings pages on B and C; C answers and talks both ways, opens the door, hangs up; B sees the ring end", async () => {
     door = startDoor();
@@ -112,20 +135,22 @@ describe("door intercom across a three-node cluster", () => {
     expect(await adminPage.$eval(`${ringCard} .ic-title`, (e) => e.textContent)).toBe("Front door");
     const callId = (await state(adminPage)).cards[0]!.callId;
 
+    // B's page learns who answered, then its card goes (watched from before the answer: the words
+    // stay only a few seconds, and the answer may take longer across two nodes on a loaded machine).
+    const toldB = viewerPage.waitForFunction(
+      (id: string) => (window as unknown as IntercomWindow).gatehouseIntercom.state().cards.some((x) => x.callId === id && x.status === "Answered by Demo Administrator"),
+      { timeout: 45_000, polling: 50 },
+      callId,
+    );
+    toldB.catch(() => {}); // awaited below
     // Generous: the answer crosses two nodes on a loaded machine.
     const established = door.waitFor(/Call established/, 25_000);
     await adminPage.click(`${ringCard} .ic-answer`);
-    await adminPage.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 25_000 });
+    await waitForInCall(adminPage, 25_000);
     await established;
     // The claim in Redis names the administrator.
     expect(await answerClaim(callId)).toBe("dev-admin");
-
-    // B's page learns who answered, then its card goes.
-    await viewerPage.waitForFunction(
-      (id: string) => (window as unknown as IntercomWindow).gatehouseIntercom.state().cards.some((x) => x.callId === id && x.status === "Answered by Demo Administrator"),
-      { timeout: 20_000 },
-      callId,
-    );
+    await toldB;
     await viewerPage.waitForFunction(() => !document.querySelector(".ic-card"), { timeout: 20_000 });
     // B cannot take the call any more: 409, from wherever it asks.
     const late = await viewerPage.evaluate(async (id: string) => {
@@ -170,6 +195,9 @@ describe("door intercom across a three-node cluster", () => {
 
   it("talks to the door registered on A from the page on C", async () => {
     await door?.close();
+    // The first door unregistered when it quit: C's page says so before the next door registers, so
+    // the "online" awaited below is the new door's.
+    await adminPage.waitForSelector('.ic-door[data-device="door1"] .ic-door-state:not(.is-online)', { timeout: 20_000 });
     door = startDoor();
     await door.waitFor(/registered successfully/, 20_000);
     await adminPage.waitForSelector('.ic-door[data-device="door1"] .ic-door-state.is-online', { timeout: 20_000 });
@@ -178,7 +206,7 @@ describe("door intercom across a three-node cluster", () => {
     await adminPage.waitForSelector('.ic-door[data-device="door1"] .ic-talk:not([disabled])', { visible: true, timeout: 10_000 });
     await adminPage.click('.ic-door[data-device="door1"] .ic-talk');
     // Generous, as answering above: the call crosses two nodes on a loaded machine.
-    await adminPage.waitForSelector('.ic-card[data-state="in-call"]', { timeout: 30_000 });
+    await waitForInCall(adminPage, 30_000);
     await door.waitFor(/Call established/, 20_000, mark);
     await adminPage.waitForFunction(
       async () => {

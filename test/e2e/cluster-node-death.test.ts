@@ -41,15 +41,21 @@ const OWN_PAGE = "/";
 /** The page on another node: one WHEP session per tile (pinned, so both page kinds are proven). */
 const PAGE = "/?grid=0";
 
-/** Records every text the page's one tile shows, with the time it first showed it (ms since the epoch). */
+/**
+ * Records every text the page's one tile shows, with the time it first showed it (ms since the
+ * epoch): on each change of the tile's DOM, so words shown for a moment are not missed.
+ */
 async function recordTileMessages(page: Page): Promise<void> {
   await page.evaluate(() => {
     const w = window as unknown as { __tileSaid: Array<{ at: number; text: string }> };
     w.__tileSaid = [];
-    setInterval(() => {
-      const text = document.querySelector("[data-camera] .tile-message")?.textContent?.trim() ?? "";
+    const tile = document.querySelector("[data-camera]")!;
+    const note = () => {
+      const text = tile.querySelector(".tile-message")?.textContent?.trim() ?? "";
       if (text && w.__tileSaid.at(-1)?.text !== text) w.__tileSaid.push({ at: Date.now(), text });
-    }, 25);
+    };
+    note();
+    new MutationObserver(note).observe(tile, { subtree: true, childList: true, characterData: true });
   });
 }
 

@@ -196,7 +196,7 @@ describe("the demo with the embedded defaults, in Chromium", () => {
         await waitForDecodedFrames(p, 10, 30_000, '[data-camera="demo"] video');
         expect(await selectedPair(p)).toMatchObject({ type: "relay", relayProtocol: transport });
         expect(await canvasNotBlack(p, '[data-camera="demo"] video')).toBe(true);
-        expect(gw.turn!.metrics.packetsToClient - relayed).toBeGreaterThan(50);
+        await expect.poll(() => gw.turn!.metrics.packetsToClient - relayed, { timeout: 10_000 }).toBeGreaterThan(50);
         expect(gw.turn!.metrics.authFailures).toBe(0);
       } finally {
         await p.close();

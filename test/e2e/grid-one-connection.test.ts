@@ -11,6 +11,9 @@
  * - A smaller layout and the next page: tiles are re-bound to the session's slots, no new peer
  *   connection, frames decoded on the new page's tiles, each slot showing the tile's camera.
  * - The same through the TURN relay on TCP (`?relay=tcp`): one connection, relayed over TCP.
+ * - A camera opened large plays in a WHEP session of its own, and the grid's session, which no tile
+ *   uses meanwhile, ends on the gateway (none is held empty); back to the grid, a new session plays
+ *   the page again.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +26,7 @@ import { silentLogger } from "../../config/log.ts";
 import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorder.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
 import { launchChromium, pageErrors, type Chromium } from "../peers/chromium.ts";
+import type { TileRow } from "../peers/browser-page.ts";
 
 const CAMERAS = Array.from({ length: 16 }, (_, i) => `cam${String(i + 1).padStart(2, "0")}`);
 /** The camera the viewer may not watch live (only its recordings): visible, refused. */
@@ -37,18 +41,11 @@ let chromium: Chromium;
 let dir: string;
 let signedIn = false;
 
-interface TileRow {
-  camera: string;
-  status: string;
-  label: string;
-  message: string;
-  state: string;
-  resource: string | null;
-  framesDecoded?: number;
-}
+/** What a test reads of each tile here. */
+type TileSeen = Pick<TileRow, "camera" | "status" | "label" | "message" | "state" | "resource" | "framesDecoded">;
 
 interface PageView {
-  tiles: TileRow[];
+  tiles: TileSeen[];
   pcs: number[];
   created: number;
   pairs: number;
@@ -165,6 +162,13 @@ async function until(page: Page, ok: (v: PageView) => boolean, timeoutMs: number
 }
 
 const row = (v: PageView, camera: string) => v.tiles.find((t) => t.camera === camera)!;
+
+/** Waits (polling the gateway) until `ok` holds, at most `timeoutMs`; returns whether it did. */
+async function gatewayUntil(ok: () => boolean, timeoutMs: number): Promise<boolean> {
+  const t0 = Date.now();
+  while (!ok() && Date.now() - t0 < timeoutMs) await new Promise((r) => setTimeout(r, 100));
+  return ok();
+}
 const live = (v: PageView, cams: readonly string[]) => cams.filter((c) => row(v, c)?.status === "live");
 
 /** The slots the gateway's session shows, mid → camera. */
@@ -282,6 +286,34 @@ describe("a whole grid over one peer connection (Chromium, whole gateway)", () =
       expect(gateway.turn!.core.allocationCount).toBeGreaterThanOrEqual(1);
       expect(gateway.turn!.core.allocationCount).toBeLessThanOrEqual(2);
       expectSlotsMatch(v, PAGE1);
+    } finally {
+      await page.close();
+    }
+  }, 180_000);
+
+  it("a camera opened large plays in its own session and the grid's, unused, ends on the gateway; back to the grid, a new one plays the page", async () => {
+    expect(await gatewayUntil(() => gateway.sfu.sessionList().length === 0 && gateway.sfu.viewerList().length === 0, 30_000)).toBe(true);
+    const page = await signedInPage("");
+    try {
+      const first = await until(page, (v) => live(v, PAGE1).length === PAGE1.length, 60_000);
+      expect(live(first, PAGE1)).toEqual(PAGE1);
+      expect(gateway.sfu.sessionList()).toHaveLength(1);
+      const big = PAGE1[0]!;
+      await page.evaluate((id) => (window as unknown as { gatehouse: { open(id: string): void } }).gatehouse.open(id), big);
+      // The open camera plays over a WHEP session of its own; no grid session is left behind it.
+      expect(await gatewayUntil(() => gateway.sfu.sessionList().length === 0 && gateway.sfu.viewerList().length === 1, 20_000)).toBe(true);
+      expect(gateway.sfu.viewerList().map((v) => v.cameraId)).toEqual([big]);
+      const opened = await until(page, (v) => row(v, big).status === "live" && (row(v, big).framesDecoded ?? 0) > 0, 60_000);
+      expect(row(opened, big).status).toBe("live");
+      expect(opened.grid?.state).toBe("new");
+      for (const c of PAGE1.slice(1)) expect(row(opened, c).state).toBe("paused");
+      // Back to the grid: one new session shows the page; the open camera's own session ends.
+      await page.evaluate(() => (window as unknown as { gatehouse: { back(): void } }).gatehouse.back());
+      const back = await until(page, (v) => v.grid?.state === "connected" && live(v, PAGE1).length === PAGE1.length, 60_000);
+      expect(live(back, PAGE1)).toEqual(PAGE1);
+      expect(await gatewayUntil(() => gateway.sfu.sessionList().length === 1 && gateway.sfu.viewerList().length === 0, 20_000)).toBe(true);
+      expectSlotsMatch(back, PAGE1);
+      expect(pageErrors(page).filter((e) => !/status of 40[13]/.test(e))).toEqual([]);
     } finally {
       await page.close();
     }

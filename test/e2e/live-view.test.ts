@@ -21,6 +21,7 @@ import {
   waitForNewFrames,
   type Chromium,
 } from "../peers/chromium.ts";
+import { tileRows } from "../peers/browser-page.ts";
 import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
 
 const videoOf = (camera: string) => `[data-camera="${camera}"] video`;
@@ -29,15 +30,7 @@ function gatewayConfig(input: ConfigInput) {
   return parseConfig({ server: { port: 0 }, auth: { mode: "none" }, log: { level: "warn" }, ...input }, { GATEHOUSE_DATA_DIR: process.env.GATEHOUSE_DATA_DIR });
 }
 
-interface TileState {
-  camera: string;
-  state: string;
-  attempts: number;
-}
-
-async function tiles(page: Page): Promise<TileState[]> {
-  return page.evaluate(() => (window as unknown as { gatehouse: { stats(): Promise<TileState[]> } }).gatehouse.stats());
-}
+const tiles = tileRows;
 
 /** Hash of the current frame of `selector`, computed in the page. */
 const FRAME_HASH = (selector: string) => `(() => { const v = document.querySelector(${JSON.stringify(selector)});

@@ -146,7 +146,8 @@ describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
     expect(state.rate).toBe(1);
     const first = await waitForFrame((t) => t >= start - FRAME_MS);
     expect(first - start).toBeLessThan(2000);
-    const rate = await measuredRate(2000);
+    // Over 6 s: a starved browser's freeze near either end of a short window tilts the slope.
+    const rate = await measuredRate(6000);
     expect(rate).toBeGreaterThan(0.9);
     expect(rate).toBeLessThan(1.1);
     const e = rec.events.find((x) => x.method === "PLAY");
@@ -166,6 +167,8 @@ describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
       await waitForFrame((t) => t !== held + (i - 1) * FRAME_MS);
       // A step the gateway has no next frame buffered for is a paused seek to the next frame: the
       // frames the decoder needs before it may flash by (a full run read one); the picture that stays is the next.
+      // Waited for first: a stalled page may show a flashing frame for longer than the quiet period.
+      await waitForFrame((t) => t === held + i * FRAME_MS);
       await settled();
       const next = (await onScreen())!;
       expect(next).toBe(held + i * FRAME_MS);
@@ -179,6 +182,7 @@ describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
     await call(`window.pb.seek(${target})`);
     await waitForFrame((t) => Math.abs(t - target) < 60_000);
     // The frames the decoder needs before T may flash by; the picture that stays is T's.
+    await waitForFrame((t) => Math.abs(t - target) <= FRAME_MS);
     await settled();
     const shown = (await onScreen())!;
     expect(Math.abs(shown - target)).toBeLessThanOrEqual(FRAME_MS);
@@ -190,11 +194,11 @@ describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
     const from = (await onScreen())!;
     // Paused (since the seek): each jump shows the frame it lands on and holds it.
     await call(`window.pb.jump(-10)`);
-    await waitForFrame((t) => t < from - 5000);
+    await waitForFrame((t) => Math.abs(t - (from - 10_000)) <= FRAME_MS);
     await settled();
     expect(Math.abs((await onScreen())! - (from - 10_000))).toBeLessThanOrEqual(FRAME_MS);
     await call(`window.pb.jump(-30)`);
-    await waitForFrame((t) => t < from - 35_000);
+    await waitForFrame((t) => Math.abs(t - (from - 40_000)) <= FRAME_MS);
     await settled();
     expect(Math.abs((await onScreen())! - (from - 40_000))).toBeLessThanOrEqual(FRAME_MS);
   });
@@ -205,12 +209,15 @@ describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
       const s = await call(`window.pb.speed(${rate})`);
       expect(s.rate).toBe(rate);
       const before = (await onScreen())!;
-      await waitForFrame((t) => t > before + rate * 500);
-      const measured = await measuredRate(3000);
+      // Measured once the new rate plays (a second of it), over 6 s: a late frame the gateway
+      // sends at once (up to 250 ms, gateway/playback/retimer.ts) is worth 8 % of a 3 s window,
+      // and a full run measured 11.9 % over 3 s starting half a second into 4×.
+      await waitForFrame((t) => t > before + rate * 1000);
+      const measured = await measuredRate(6000);
       expect(Math.abs(measured / rate - 1)).toBeLessThan(0.05);
     }
     await call(`window.pb.speed(1)`);
-  });
+  }, 60_000);
 
   it("paced by the gateway (Rate-Control: no): a start in a gap lands right after it; 4× within 5 %", async () => {
     await call(`window.pb.pause()`);
@@ -224,15 +231,18 @@ describe("recorder playback in Chromium (GStreamer ONVIF replay)", () => {
     try {
       await call(`window.pb2.speed(4)`);
       await waitForFrame((t) => t > shown + 4000, 10_000, "#v2");
-      // A 5 s window: one run measured 4.47× over 3 s here (a catch-up step soon after a start in
-      // a gap, not yet explained); the claim stays 4× within 5 %.
-      const measured = await measuredRate(5000, "#v2");
+      // A 10 s window: the gateway paces this recorder, and a frame it sends late (its process held
+      // up under load) is sent at once up to 250 ms late before it re-anchors (gateway/playback/
+      // retimer.ts), so one such catch-up is worth up to 1 s of recording at 4×: 5 % of a 5 s
+      // window, as a fresh-machine run measured (4.23×). One run measured 4.47× over 3 s. The claim
+      // stays 4× within 5 %.
+      const measured = await measuredRate(10_000, "#v2");
       expect(Math.abs(measured / 4 - 1)).toBeLessThan(0.05);
     } finally {
       // Closed whatever happened above, so the next test counts only its own viewers.
       await page.evaluate(`window.pb2.close()`);
     }
-  });
+  }, 60_000);
 
   it("refuses a speed out of range (400) and step while playing (409); ends at the gateway on close", async () => {
     expect(await page.evaluate(`window.pb.speed(64).then(() => null, (e) => e.status)`)).toBe(400);

@@ -67,9 +67,15 @@ describe("gateway restart with auth.session.file", () => {
     await signInAt(page, gw, "viewer");
     await waitForDecodedFrames(page, 10, 20_000);
 
+    // While it is away the page says so in plain words (the gateway's last event on its stream);
+    // watched from before the close, which a loaded machine may stretch past the page's next refresh.
+    const told = page.waitForFunction(() => !document.querySelector<HTMLElement>("#notice")!.hidden && /gateway is restarting/i.test(document.querySelector("#notice")!.textContent ?? ""), {
+      timeout: 30_000,
+      polling: 25,
+    });
+    told.catch(() => {}); // awaited below
     await gw.close("upgrade");
-    // While it is away the page says so in plain words (the gateway's last event on its stream).
-    await page.waitForFunction(() => !document.querySelector<HTMLElement>("#notice")!.hidden && /gateway is restarting/i.test(document.querySelector("#notice")!.textContent ?? ""), { timeout: 10_000 });
+    await told;
     gw = await start(port, devPort);
     const restarted = gw;
     // The page's own retry reaches the new process with its cookie: a viewer appears there...

@@ -21,6 +21,7 @@ import { silentLogger } from "../../config/log.ts";
 import type { CameraView } from "../../gateway/cameras.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
 import type { SupervisionEvent } from "../../gateway/supervision/supervisor.ts";
+import { tileRows, type TileRow } from "../peers/browser-page.ts";
 import { launchChromium, waitForNewFrames, type Chromium } from "../peers/chromium.ts";
 import { startGstRtspServer, type GstRtspServer } from "../peers/gst.ts";
 
@@ -29,16 +30,8 @@ const VIDEO = '[data-camera="crash"] video';
 const GRID_PAGE = "/";
 const WINDOW_SECONDS = 30;
 
-interface TileStats {
-  camera: string;
-  status: string;
-  label: string;
-  message: string;
-  serverStatus: string;
-}
-
-async function tile(page: Page, camera: string): Promise<TileStats> {
-  const all = await page.evaluate(() => (window as unknown as { gatehouse: { stats(): Promise<TileStats[]> } }).gatehouse.stats());
+async function tile(page: Page, camera: string): Promise<TileRow> {
+  const all = await tileRows(page);
   const t = all.find((x) => x.camera === camera);
   if (!t) throw new Error(`no tile for ${camera}`);
   return t;
@@ -307,7 +300,8 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
     const admin = await chromium.newPage(`${gw.url}/supervision.html`);
     const row = `#components tr[data-component="${id}"]`;
     await admin.waitForSelector(`${row}[data-state="disabled"] button`, { timeout: 10_000 });
-    await admin.click(`${row} button`);
+    // Pressed through the DOM: the table is rebuilt every few seconds, and a pointer click may land on the old row.
+    await admin.$eval(`${row} button`, (b) => (b as HTMLButtonElement).click());
     await admin.waitForSelector(`${row}[data-state="ok"]`, { timeout: 10_000 });
     await admin.close();
     expect(gw.sfu.workerSlots()[slot.index]).toMatchObject({ state: "running", starts: startsBefore + 2 });
@@ -343,19 +337,27 @@ describe("supervision in Chromium (real GStreamer recorder)", { timeout: 120_000
       g.addEventListener("statechange", () => w.__grid.push({ state: g.state, error: g.lastError?.message ?? "", at: Date.now() }));
       const el = document.querySelector('[data-camera="crash"]')!;
       const read = () => ({ label: el.querySelector(".badge-text")?.textContent ?? "", message: el.querySelector(".tile-message")?.textContent ?? "", at: Date.now() });
+      // Seeded with what the tile says now: a mutation elsewhere in the tile (its clock ticks each
+      // second) must not be taken for the first thing it said after the kill.
+      w.__tile.push(read());
       new MutationObserver(() => {
         const now = read();
-        const last = w.__tile.at(-1);
-        if (!last || last.label !== now.label || last.message !== now.message) w.__tile.push(now);
+        const last = w.__tile.at(-1)!;
+        if (last.label !== now.label || last.message !== now.message) w.__tile.push(now);
       }).observe(el, { subtree: true, childList: true, characterData: true });
     });
+    // Where the record stood at the kill, by position (the page's clock is not this process's to the millisecond).
+    const atKill = await page.evaluate(() => (window as unknown as { __tile: unknown[] }).__tile.length);
     const killedAt = Date.now();
     expect(gw.sfu.injectWorkerFault(held[0]!.index)).toBe(true);
     await waitForNewFrames(page, 10, 45_000, VIDEO);
     await waitForLabel(page, "crash", "Live", 10_000);
     const resumeMs = Date.now() - killedAt;
     const grid = await page.evaluate(() => (window as unknown as { __grid: { state: string; error: string; at: number }[] }).__grid);
-    const shown = await page.evaluate(() => (window as unknown as { __tile: { label: string; message: string; at: number }[] }).__tile);
+    const said = await page.evaluate(() => (window as unknown as { __tile: { label: string; message: string; at: number }[] }).__tile);
+    // Live when the worker was killed; what it said from then on.
+    expect(said[atKill - 1]?.label).toBe("Live");
+    const shown = said.slice(atKill);
     console.info(
       `grid decoding again ${resumeMs} ms after its media worker was killed; the session: ${grid.map((x) => `${x.state} +${x.at - killedAt} ms${x.error ? ` (${x.error})` : ""}`).join(", ")}; ` +
         `the tile: ${shown.map((x) => `${x.label}${x.message ? ` "${x.message}"` : ""} +${x.at - killedAt} ms`).join(", ")}`,

@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { clickWhenStill } from "../peers/browser-page.ts";
+import { clickWhenStill, pressToggle } from "../peers/browser-page.ts";
 import { launchChromium, pageErrors, waitForDecodedFrames, type Chromium } from "../peers/chromium.ts";
 import { HEIGHT, PHONE_UA, StubGateway, WIDTH } from "../peers/stub-gateway.ts";
 
@@ -210,13 +210,14 @@ describe("live view console (Chromium, stub WHEP server)", () => {
       await page.click("#fullscreen");
       await page.waitForFunction(() => document.fullscreenElement !== null);
       expect(await fsElement()).toBe("main");
-      expect(await page.$eval("#fullscreen", (b) => b.getAttribute("aria-pressed"))).toBe("true");
+      // The button follows the page's fullscreenchange event, which comes after fullscreenElement is set.
+      await page.waitForFunction(() => document.getElementById("fullscreen")?.getAttribute("aria-pressed") === "true", { timeout: 5000 });
       // The grid fills the whole screen in fullscreen.
       const m = await measure(page);
       expect(m.grid.bottom).toBeGreaterThan(m.innerHeight - 40);
       await page.keyboard.press("f");
       await page.waitForFunction(() => document.fullscreenElement === null);
-      expect(await page.$eval("#fullscreen", (b) => b.getAttribute("aria-pressed"))).toBe("false");
+      await page.waitForFunction(() => document.getElementById("fullscreen")?.getAttribute("aria-pressed") === "false", { timeout: 5000 });
 
       await page.keyboard.press("F");
       await page.waitForFunction(() => document.fullscreenElement !== null);
@@ -343,13 +344,13 @@ describe("live view console (Chromium, stub WHEP server)", () => {
       await until("all six in all groups", `${shown}.length === 6`);
 
       // Favourites come first; "favourites only" keeps just them.
-      await clickWhenStill(page, `${tile("cam5")} .tile-fav`);
+      await pressToggle(page, `${tile("cam5")} .tile-fav`, "true");
       await until("cam5 first as a favourite", `${shown}[0] === "cam5"`);
       expect(await page.$eval(`${tile("cam5")} .tile-fav`, (b) => [b.getAttribute("aria-pressed"), b.getAttribute("aria-label")])).toEqual([
         "true",
         "Remove Lobby from favourites",
       ]);
-      await clickWhenStill(page, "#fav-filter");
+      await pressToggle(page, "#fav-filter", "true");
       await until("only cam5 with favourites only", `${shown}.join() === "cam5"`);
       const first = await page.$eval(tile("cam5"), (e) => e.getBoundingClientRect().width);
       expect(first).toBeGreaterThan(1300); // one camera: the whole width
@@ -360,7 +361,7 @@ describe("live view console (Chromium, stub WHEP server)", () => {
     try {
       await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.join() === "cam5", { timeout: 10_000 });
       expect(await again.$eval("#fav-filter", (b) => b.getAttribute("aria-pressed"))).toBe("true");
-      await clickWhenStill(again, "#fav-filter");
+      await pressToggle(again, "#fav-filter", "false");
       await again.waitForFunction(() => (window as unknown as { gatehouse: { view(): View } }).gatehouse.view().shown.length === 6, { timeout: 10_000 });
       expect((await shownIds(again))[0]).toBe("cam5");
     } finally {
@@ -387,7 +388,8 @@ describe("live view console (Chromium, stub WHEP server)", () => {
       await page.waitForFunction(() => location.hash === "");
 
       await page.select("#group-filter", "outdoor");
-      await page.click(`${tile("cam4")} .tile-open`);
+      // The grid re-fits after a filter change: click where the tile is once it stands still.
+      await clickWhenStill(page, `${tile("cam4")} .tile-open`);
       await page.waitForFunction(() => location.hash === "#camera=cam4");
       await page.click(`${tile("cam4")} .tile-next`);
       await page.waitForFunction(() => location.hash === "#camera=cam6");

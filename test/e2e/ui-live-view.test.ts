@@ -11,7 +11,6 @@ import { createHmac } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import type { Page } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   audioPacketsReceived,
@@ -23,27 +22,14 @@ import {
   waitForNewFrames,
   type Chromium,
 } from "../peers/chromium.ts";
+import { tileRows } from "../peers/browser-page.ts";
 import { startCoturn } from "../peers/coturn.ts";
 import { HEIGHT, PHONE_UA, StubGateway, WIDTH } from "../peers/stub-gateway.ts";
 
 const tile = (id: string) => `[data-camera="${id}"]`;
 const tileVideo = (id: string) => `${tile(id)} video`;
 
-interface TileStats {
-  camera: string;
-  candidateType?: string;
-  status: string;
-  state: string;
-  attempts: number;
-  hasAudio: boolean;
-  muted: boolean;
-  frameWidth?: number;
-  framesDecoded?: number;
-}
-
-async function tileStats(page: Page): Promise<TileStats[]> {
-  return page.evaluate(() => (window as unknown as { gatehouse: { stats(): Promise<TileStats[]> } }).gatehouse.stats());
-}
+const tileStats = tileRows;
 
 describe("live view page (Chromium, stub WHEP server)", () => {
   const stub = new StubGateway();
@@ -235,6 +221,65 @@ describe("live view page (Chromium, stub WHEP server)", () => {
       expect(s?.attempts).toBe(2);
       expect(s?.state).toBe("connected");
     } finally {
+      await page.close();
+    }
+  });
+
+  it("a picture that stops on the way (the connection up, the sound going on) leaves LIVE within 2.5 s of its last frame (it was 3–4 s), says why, and is LIVE again when it returns", async () => {
+    await resetStub([["gate", "Gate"]]);
+    const page = await chromium.newPage(stub.url);
+    try {
+      await waitForDecodedFrames(page, 10, 15_000, tileVideo("gate"));
+      await page.waitForFunction((sel: string) => document.querySelector(sel)?.getAttribute("data-status") === "live", { timeout: 10_000 }, tile("gate"));
+      // A camera that has played a while (the page has measured its frame rate, which sets how soon a stall is called).
+      await waitForNewFrames(page, 50, 15_000, tileVideo("gate"));
+      // In the page, on its clock: each frame the element presents, and each change of the badge and message.
+      await page.evaluate((sel: string) => {
+        const w = window as unknown as { __frames: number[]; __said: { at: number; label: string; message: string }[] };
+        const el = document.querySelector(sel)!;
+        const video = el.querySelector("video")!;
+        w.__frames = [];
+        const onFrame = (at: number) => {
+          w.__frames.push(at);
+          video.requestVideoFrameCallback(onFrame);
+        };
+        video.requestVideoFrameCallback(onFrame);
+        const read = () => ({ at: performance.now(), label: el.querySelector(".badge-text")?.textContent ?? "", message: el.querySelector(".tile-message")?.textContent ?? "" });
+        let last = read();
+        w.__said = [last];
+        new MutationObserver(() => {
+          const now = read();
+          if (now.label === last.label && now.message === last.message) return;
+          last = now;
+          w.__said.push(now);
+        }).observe(el, { subtree: true, childList: true, characterData: true });
+      }, tile("gate"));
+      // The page is drawn (a tab the browser does not draw presents no frame, and is judged on the
+      // statistics alone, by the 3 s rule): frames presented before the camera stops.
+      await page.bringToFront();
+      await page.waitForFunction(() => (window as unknown as { __frames: number[] }).__frames.length >= 10, { timeout: 10_000, polling: 50 });
+      stub.videoFrozen = true;
+      await page.waitForFunction(() => (window as unknown as { __said: { label: string }[] }).__said.some((x) => x.label !== "Live"), { timeout: 10_000, polling: 50 });
+      const { frames, said } = await page.evaluate(() => {
+        const w = window as unknown as { __frames: number[]; __said: { at: number; label: string; message: string }[] };
+        return { frames: w.__frames, said: w.__said };
+      });
+      const left = said.find((x) => x.label !== "Live")!;
+      const lastFrame = Math.max(...frames.filter((f) => f <= left.at));
+      console.info(`picture stopped: the badge left LIVE ${Math.round(left.at - lastFrame)} ms after the last frame presented ("${left.label}", "${left.message}")`);
+      expect(said[0]!.label).toBe("Live");
+      expect(left).toMatchObject({ label: "No video", message: "Waiting for the camera…" });
+      // Four frame intervals at 25 fps (1 s) without a frame decoded, as the statistics sampled every
+      // 250 ms while the element presents nothing say: about 1.3–1.7 s after the last frame. The old
+      // rule (3 s after the last sample that saw a frame, sampled once a second) could not be under 3 s.
+      expect(left.at - lastFrame).toBeLessThan(2500);
+      // The connection itself stayed up: nothing was torn down or offered again.
+      expect((await tileStats(page))[0]).toMatchObject({ state: "connected", attempts: 1 });
+      stub.videoFrozen = false;
+      await waitForNewFrames(page, 10, 15_000, tileVideo("gate"));
+      await page.waitForFunction((sel: string) => document.querySelector(sel)?.getAttribute("data-status") === "live", { timeout: 10_000 }, tile("gate"));
+    } finally {
+      stub.videoFrozen = false;
       await page.close();
     }
   });

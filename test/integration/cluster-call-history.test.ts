@@ -1,20 +1,23 @@
 /**
- * The call history across the cluster's nodes, on a real Redis (Debian's redis-server): three
+ * The call history and the doors' presence across the cluster's nodes, on a real Redis (Debian's redis-server): three
  * nodes' ClusterIntercom, each with its own SIP side (an event source standing for the door calls
  * it holds) and its own call log. Proves: a call that ends on node A is in node B's history (what
  * B's intercom service lists as its call log) at once, beside B's own calls in the order they
  * ended; a node started later reads the calls held before it from Redis; the shared list and each
- * node's view of the others' calls keep at most `cluster.callHistoryMax`.
+ * node's view of the others' calls keep at most `cluster.callHistoryMax`. A door a node says is
+ * registered with it is found there by the other nodes at once, and forgotten when that node leaves
+ * the listing or starts again.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../config/load.ts";
 import { SafeEmitter } from "../../config/events.ts";
 import { silentLogger } from "../../config/log.ts";
 import { ClusterIntercom } from "../../gateway/cluster/intercom.ts";
-import type { NodeRegistry } from "../../gateway/cluster/nodes.ts";
+import type { NodeAnnouncement, NodeEvents, NodeRegistry } from "../../gateway/cluster/nodes.ts";
 import { RedisLink } from "../../gateway/cluster/redis.ts";
 import type { IntercomService } from "../../gateway/intercom/service.ts";
 import type { CallRecord, Intercom, IntercomEvents } from "../../gateway/sip/index.ts";
+import { deviceId } from "../../gateway/sip/devices.ts";
 import { until } from "../peers/loopback-cluster.ts";
 import { startRedis, type RedisServer } from "../peers/redis.ts";
 
@@ -31,12 +34,17 @@ afterAll(async () => {
   await redis?.close();
 });
 
+/** The nodes' listing as every test node sees it (the registry's announcements and its `left` event). */
+const registry = { nodes: [] as NodeAnnouncement[], events: new SafeEmitter<NodeEvents>() };
+
 interface TestNode {
   cluster: ClusterIntercom;
   /** The node's own call log, as its audit-backed log keeps it. */
   local: CallRecord[];
   /** A call this node held ends. */
   end(record: CallRecord): void;
+  /** A door registers with this node, or leaves it. */
+  door(deviceId: string, online: boolean): void;
   link: RedisLink;
 }
 
@@ -47,7 +55,7 @@ async function node(id: string): Promise<TestNode> {
   const local: CallRecord[] = [];
   const cluster = new ClusterIntercom({
     link,
-    nodes: { nodes: [] } as unknown as NodeRegistry,
+    nodes: registry as unknown as NodeRegistry,
     nodeId: id,
     key: Buffer.alloc(32, 1),
     intercom: { events } as unknown as Intercom,
@@ -68,6 +76,7 @@ async function node(id: string): Promise<TestNode> {
       local.push(record);
       events.emit("ended", record);
     },
+    door: (id, online) => events.emit("device", { deviceId: deviceId(id), online }),
   };
 }
 
@@ -107,4 +116,21 @@ describe("call history across the cluster", () => {
     const d = await node("d");
     expect(ids(d)).toEqual(["a3", "a4", "a5"]);
   }, 60_000);
+
+  it("a door registered with node A is found there by B at once (before A's next announcement lists it), and forgotten when A starts again", async () => {
+    const a = await node("pa");
+    const b = await node("pb");
+    registry.nodes.push({ id: "pa", doors: [] } as unknown as NodeAnnouncement, { id: "pb", doors: [] } as unknown as NodeAnnouncement);
+    a.door("door9", true);
+    await until("door9 on pa, as pb sees it", () => b.cluster.doorsElsewhere().has("door9"), 5000);
+    // A starts again under the same id: its registrations are gone, and its announcement lists no door.
+    registry.events.emit("left", "pa");
+    expect(registry.nodes.some((n) => n.id === "pa")).toBe(true);
+    expect(b.cluster.doorsElsewhere().has("door9")).toBe(false);
+    // Registered with A again: found again.
+    a.door("door9", true);
+    await until("door9 on pa again", () => b.cluster.doorsElsewhere().has("door9"), 5000);
+    a.door("door9", false);
+    await until("door9 gone from pa", () => !b.cluster.doorsElsewhere().has("door9"), 5000);
+  }, 30_000);
 });

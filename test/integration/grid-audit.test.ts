@@ -14,6 +14,8 @@
  * - `/metrics` follows the same session: open sessions, bound slots, binds made and refused by reason.
  * - several slots bound in one request (`PUT /grid/:session/slots`) → each slot answered and
  *   recorded as its own PUT would be: a start for the one bound, a denied start for the one refused.
+ * - slots bound with the offer (`POST /grid` as JSON, the web client's first request) → the same,
+ *   and the bound slot's pictures arrive once the connection is up, with no bind after the answer.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -71,8 +73,8 @@ afterAll(async () => {
 });
 
 /** A werift peer offering two recvonly video slots and one audio slot, as the web client's grid does. */
-async function openGrid(c: GridClient): Promise<WeriftGrid> {
-  const grid = await openWeriftGrid(c, { video: 2, audio: 1 });
+async function openGrid(c: GridClient, bind?: string[]): Promise<WeriftGrid> {
+  const grid = await openWeriftGrid(c, { video: 2, audio: 1, ...(bind ? { bind } : {}) });
   pcs.push(grid.pc);
   return grid;
 }
@@ -209,6 +211,35 @@ describe("multi-camera sessions on the audit trail", () => {
     expect((await viewer.send("PUT", `${resource}/slots`, { json: { slots: [{ mid: m1, camera: "cam1" }, { mid: m1, camera: "cam2" }] } })).status).toBe(400);
     expect((await viewer.send("PUT", `${resource}/slots`, { json: { cameras: ["cam1"] } })).status).toBe(400);
     expect(await metric("gatehouse_grid_binds_total")).toBe(binds + 1);
+    expect((await viewer.send("DELETE", resource)).status).toBe(200);
+  });
+
+  it("binds the first slots with the offer (one JSON POST): each answered, counted and recorded as a PUT's, the bound one playing", { timeout: 60_000 }, async () => {
+    const forbidden = await metric('gatehouse_grid_binds_refused_total{reason="forbidden"}');
+    const binds = await metric("gatehouse_grid_binds_total");
+    const { resource, mids, bound, video } = await openGrid(viewer, ["cam1", "cam3"]);
+    const grid = resource.split("/").pop()!;
+    const [m0, m1] = mids as [string, string];
+    expect(bound).toEqual([
+      { mid: m0, kind: "video", camera: "cam1", stream: "main" },
+      { mid: m1, status: 403, error: "forbidden", reason: expect.any(String) },
+    ]);
+    // Nothing was bound after the answer: the pictures come from the bind made with the offer.
+    await video.waitForCount(30);
+    const state = JSON.parse((await viewer.send("GET", resource)).body) as { slots: { mid: string; camera: string | null }[] };
+    expect(state.slots.filter((s) => s.mid === m0 || s.mid === m1).map((s) => s.camera)).toEqual(["cam1", null]);
+    expect(await metric('gatehouse_grid_binds_refused_total{reason="forbidden"}')).toBe(forbidden + 1);
+    expect(await metric("gatehouse_grid_binds_total")).toBe(binds + 1);
+    const [start] = ofGrid(grid)(await until("camera=cam1&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(start).toMatchObject({ outcome: "success", subject: "dev-viewer", camera: "cam1" });
+    expect(detail(start!)).toEqual({ grid, mid: m0, stream: "main" });
+    const [denied] = ofGrid(grid)(await until("camera=cam3&action=live_view_start", (rs) => ofGrid(grid)(rs).length >= 1));
+    expect(denied).toMatchObject({ outcome: "denied", subject: "dev-viewer", camera: "cam3" });
+    // A malformed list refuses the whole offer: no session is made.
+    const sessions = await metric("gatehouse_grid_sessions");
+    const bad = await viewer.send("POST", "/grid", { json: { offer: "v=0\r\n", slots: [{ mid: "0", camera: "cam1" }, { mid: "0", camera: "cam2" }] } });
+    expect(bad.status, bad.body).toBe(400);
+    expect(await metric("gatehouse_grid_sessions")).toBe(sessions);
     expect((await viewer.send("DELETE", resource)).status).toBe(200);
   });
 

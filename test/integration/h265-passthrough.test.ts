@@ -40,25 +40,44 @@ function annexBNals(buf: Buffer): Buffer[] {
   return out;
 }
 
-/** The camera's stream as ffmpeg receives it over RTSP (its own session), in Annex B. */
+/**
+ * The camera's stream as ffmpeg receives it over RTSP (its own session), in Annex B. GStreamer's
+ * RTSP server answers 503 to a DESCRIBE while its shared media is being prepared or torn down
+ * for another client (the gateway reads the stream description as it starts): ffmpeg asks again,
+ * up to five times, as a recorder's client would.
+ */
 function ffmpegPull(url: string): { bytes: () => Buffer; started: Promise<void>; stop: () => Promise<void> } {
-  const child = spawn("ffmpeg", ["-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url, "-map", "0:v", "-c", "copy", "-f", "hevc", "pipe:1"], { stdio: ["ignore", "pipe", "pipe"] });
   const chunks: Buffer[] = [];
-  let err = "";
+  let child: ReturnType<typeof spawn> | undefined;
+  let exited: Promise<void> = Promise.resolve();
+  let stopped = false;
   const started = new Promise<void>((resolve, reject) => {
-    child.stdout.on("data", (c: Buffer) => {
-      chunks.push(c);
-      resolve();
-    });
-    child.on("exit", (code) => reject(new Error(`ffmpeg ended (${code}) before any output: ${err}`)));
+    const attempt = (left: number) => {
+      const c = spawn("ffmpeg", ["-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", url, "-map", "0:v", "-c", "copy", "-f", "hevc", "pipe:1"], { stdio: ["ignore", "pipe", "pipe"] });
+      child = c;
+      exited = new Promise<void>((r) => c.once("exit", () => r()));
+      let err = "";
+      let output = false;
+      c.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+      c.stdout!.on("data", (b: Buffer) => {
+        chunks.push(b);
+        output = true;
+        resolve();
+      });
+      c.on("exit", (code) => {
+        if (output || stopped) return;
+        if (/503 Service Unavailable/.test(err) && left > 0) setTimeout(() => attempt(left - 1), 250);
+        else reject(new Error(`ffmpeg ended (${code}) before any output: ${err}`));
+      });
+    };
+    attempt(5);
   });
-  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
   return {
     bytes: () => Buffer.concat(chunks),
     started,
     stop: async () => {
-      child.kill("SIGTERM");
+      stopped = true;
+      child?.kill("SIGTERM");
       await exited;
     },
   };

@@ -65,9 +65,10 @@ describe("supervision health probes", () => {
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}/realm`;
     try {
-      expect(await discoveryProbe(issuer, fetch, 1000)).toEqual({ ok: true, reason: "discovery answers" });
+      // Generous where an answer is expected: the worker's first fetch starts its HTTP client cold.
+      expect(await discoveryProbe(issuer, fetch, 5000)).toEqual({ ok: true, reason: "discovery answers" });
       status = 503;
-      expect(await discoveryProbe(`${issuer}/`, fetch, 1000)).toEqual({ ok: false, reason: "discovery answered HTTP 503" });
+      expect(await discoveryProbe(`${issuer}/`, fetch, 5000)).toEqual({ ok: false, reason: "discovery answered HTTP 503" });
       status = 0;
       expect(await discoveryProbe(issuer, fetch, 300)).toEqual({ ok: false, reason: "no answer within 300 ms" });
     } finally {

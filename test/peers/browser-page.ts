@@ -108,3 +108,67 @@ export async function clickWhenStill(page: Page, selector: string, timeoutMs = 1
   );
   await page.click(selector);
 }
+
+/**
+ * Presses a toggle button (`aria-pressed`) as a person would, and waits until it says `pressed`.
+ * The button's state follows a click at once, so one still not pressed a moment later was not
+ * hit: a layout that settled after `clickWhenStill` looked moved it (a busy browser lays out a
+ * frame late). That click is made again, once; a toggle that was hit is never clicked twice.
+ */
+export async function pressToggle(page: Page, selector: string, pressed: "true" | "false", timeoutMs = 10_000): Promise<void> {
+  const isPressed = (sel: string, want: string) => document.querySelector(sel)?.getAttribute("aria-pressed") === want;
+  const hitInstead = () => page.evaluate(() => document.activeElement?.outerHTML.slice(0, 160) ?? "nothing");
+  await clickWhenStill(page, selector, timeoutMs);
+  try {
+    await page.waitForFunction(isPressed, { timeout: 1500, polling: 50 }, selector, pressed);
+    return;
+  } catch {
+    // not hit: below
+  }
+  const first = await hitInstead();
+  await clickWhenStill(page, selector, timeoutMs);
+  try {
+    await page.waitForFunction(isPressed, { timeout: timeoutMs, polling: 50 }, selector, pressed);
+  } catch (err) {
+    throw new Error(`${selector} not aria-pressed=${pressed} after two clicks; focused instead: ${first} / ${await hitInstead()}`, { cause: err });
+  }
+}
+
+/**
+ * One tile as the live page's test hook reports it (`window.gatehouse.stats()`, web/app.js `stats`):
+ * what it shows and why, its session, and its receiver's statistics (web/stats.js `StatsSummary`,
+ * absent before the first sample).
+ */
+export interface TileRow {
+  camera: string;
+  /** `data-status`: live, connecting, waiting, retrying, reconnecting, offline, error, paused… */
+  status: string;
+  /** The badge's word and the tile's message, as shown. */
+  label: string;
+  message: string;
+  /** What the gateway says of the camera. */
+  serverStatus: string;
+  /** The last real picture, greyed, with its time ("Last picture …"). */
+  stale: boolean;
+  lastPicture: string;
+  frameTime: string;
+  /** The session's state (a WHEP session or a grid slot), and its attempts so far. */
+  state: string;
+  attempts: number;
+  hasAudio: boolean;
+  muted: boolean;
+  resource: string | null;
+  error: { status: number; message: string } | null;
+  framesDecoded?: number;
+  packetsLost?: number;
+  frameWidth?: number;
+  frameHeight?: number;
+  videoCodec?: string;
+  audioCodec?: string;
+  candidateType?: string;
+}
+
+/** Every tile of a live page, as its test hook reports them. */
+export function tileRows(page: Page): Promise<TileRow[]> {
+  return page.evaluate(() => (window as unknown as { gatehouse: { stats(): Promise<TileRow[]> } }).gatehouse.stats());
+}

@@ -156,7 +156,7 @@ export async function startClusterNode(o: ClusterNodeOptions): Promise<ClusterNo
  * browser's session (a cookie of the same host, from any node of the cluster) is already good;
  * the page ends at `path` (default the web client's start page).
  */
-export async function signInPage(page: Page, node: ClusterNode, user: string, path = "/"): Promise<void> {
+export async function signInPage(page: Page, node: Pick<ClusterNode, "url" | "passwords">, user: string, path = "/"): Promise<void> {
   // In front: a background tab is not rendered, and clicks there wait for a layout that never comes.
   await page.bringToFront();
   await page.goto(`${node.url}${path}`, { waitUntil: "load" });

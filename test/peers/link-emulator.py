@@ -7,9 +7,11 @@ Used where the kernel has no sch_netem (test/peers/netns.ts).
 
   link-emulator.py <iface to server> <iface to client>
 
-stdin, one JSON object a line: {"dir": "down"|"up", "rateKbit": 1000, "lossPct": 5, "delayMs": 150, "limit": 1000}
-("down" = server → client; absent fields mean none: no limit, no loss, no delay). Each line
-is answered on stdout with {"ok": true} once applied; {"ready": true} when started.
+stdin, one JSON object a line: {"dir": "down"|"up", "rateKbit": 1000, "lossPct": 5, "delayMs": 150, "limit": 1000, "dropUdp": false}
+("down" = server → client; absent fields mean none: no limit, no loss, no delay; "dropUdp": a
+firewall that lets no IPv4 UDP through that way, as in offices that allow only web traffic).
+Each line is answered on stdout with {"ok": true, "droppedUdp": n} (UDP frames dropped that
+way so far) once applied; {"ready": true} when started.
 """
 import array
 import heapq
@@ -69,14 +71,20 @@ class Pipe:
         self.queue = []  # (deliver_at, seq, frame)
         self.seq = 0
         self.dropped = 0
+        self.drop_udp = False
+        self.dropped_udp = 0
 
     def set(self, o):
         self.rate = float(o.get("rateKbit") or 0) * 1000 / 8
         self.loss = float(o.get("lossPct") or 0) / 100
         self.delay = float(o.get("delayMs") or 0) / 1000
         self.limit = int(o.get("limit") or 1000)
+        self.drop_udp = bool(o.get("dropUdp"))
 
     def push(self, frame, now):
+        if self.drop_udp and len(frame) >= 34 and frame[12:14] == b"\x08\x00" and frame[23] == 17:
+            self.dropped_udp += 1
+            return
         if self.loss > 0 and random.random() < self.loss:
             self.dropped += 1
             return
@@ -129,7 +137,7 @@ def main():
                     if line.strip():
                         o = json.loads(line)
                         pipes[o["dir"]].set(o)
-                        print(json.dumps({"ok": True}), flush=True)
+                        print(json.dumps({"ok": True, "droppedUdp": pipes[o["dir"]].dropped_udp}), flush=True)
                 continue
             direction, sock = src[s.fileno()]
             for _ in range(256):

@@ -33,6 +33,8 @@ export interface NetemShape {
   delayMs?: number;
   /** Packets the bottleneck queue holds before it drops. Default netem's 1000. */
   limit?: number;
+  /** Drop every IPv4 UDP packet this way: a firewall that lets only TCP through. */
+  dropUdp?: boolean;
 }
 
 export interface NetnsLink extends AsyncDisposable {
@@ -40,8 +42,8 @@ export interface NetnsLink extends AsyncDisposable {
   readonly clientNs: string;
   readonly serverAddress: string;
   readonly clientAddress: string;
-  /** Shape packets going to the client ("down") or to the server ("up"). */
-  shape(direction: "down" | "up", s: NetemShape): Promise<void>;
+  /** Shape packets going to the client ("down") or to the server ("up"); answers how many UDP packets were dropped that way so far (`dropUdp`). */
+  shape(direction: "down" | "up", s: NetemShape): Promise<{ droppedUdp: number }>;
   /** Starts a process inside one side's namespace. */
   spawn(side: "server" | "client", command: string, args: string[], opts?: SpawnOptions): ChildProcess;
   /** An executable that runs `binary` with its arguments inside one side's namespace (for tools that take a path). */
@@ -120,11 +122,11 @@ export async function createNetnsLink(): Promise<NetnsLink> {
     serverAddress,
     clientAddress,
     async shape(direction, s) {
-      await new Promise<void>((resolve, reject) => {
+      return new Promise<{ droppedUdp: number }>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error("link emulator did not answer")), 5000);
-        answers.push(() => {
+        answers.push((line) => {
           clearTimeout(t);
-          resolve();
+          resolve({ droppedUdp: Number((JSON.parse(line) as { droppedUdp?: number }).droppedUdp ?? 0) });
         });
         emulator!.stdin!.write(`${JSON.stringify({ dir: direction, ...s })}\n`);
       });
@@ -143,4 +145,73 @@ export async function createNetnsLink(): Promise<NetnsLink> {
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/** The gateway of test/peers/netns-gateway.ts, running in a link's server namespace. */
+export interface NetnsGateway extends AsyncDisposable {
+  /** The page's address: the forwarder on the server side's address; in grid mode the gateway's own loopback origin (see `via`). */
+  readonly url: string;
+  /** Grid mode: the server side's forwarder (host:port) that a client-side forwarder of `url` must reach. */
+  readonly via: string | undefined;
+  /** The gateway's `status` answer (see netns-gateway.ts). */
+  status<T = Record<string, unknown>>(): Promise<T>;
+  /** Ends its stdin (it closes everything) and waits for it to exit (SIGKILL after 15 s). Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Starts test/peers/netns-gateway.ts in `link`'s server namespace (`mode`: its second argument) and waits for its address. */
+export async function startNetnsGateway(link: NetnsLink, mode?: "grid"): Promise<NetnsGateway> {
+  const script = new URL("./netns-gateway.ts", import.meta.url).pathname;
+  const child = link.spawn("server", process.execPath, [script, link.serverAddress, ...(mode ? [mode] : [])], { stdio: ["pipe", "pipe", "pipe"] });
+  let stderr = "";
+  child.stderr!.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
+  const waiting: ((v: Record<string, unknown>) => void)[] = [];
+  createInterface({ input: child.stdout! }).on("line", (l) => {
+    let v: Record<string, unknown>;
+    try {
+      v = JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return; // not one of its answers
+    }
+    waiting.shift()?.(v);
+  });
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const next = (ms = 30_000) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`gateway child said nothing in ${ms} ms: ${stderr}`)), ms);
+      const gone = () => {
+        clearTimeout(t);
+        reject(new Error(`gateway child exited (${child.exitCode}): ${stderr}`));
+      };
+      child.once("exit", gone);
+      waiting.push((v) => {
+        clearTimeout(t);
+        child.off("exit", gone);
+        resolve(v);
+      });
+    });
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      child.stdin!.end();
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+      if (child.exitCode === null) child.kill("SIGKILL");
+    })());
+  try {
+    const { url, via } = (await next(60_000)) as { url: string; via?: string };
+    return {
+      url,
+      via,
+      async status<T>() {
+        const p = next();
+        child.stdin!.write("status\n");
+        return (await p)["status"] as T;
+      },
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }

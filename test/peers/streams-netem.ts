@@ -12,10 +12,9 @@
  * 5. throughout, the page's framesDecoded sampled every 50 ms: the longest time without a
  *    new frame (freeze), and the recorders' session counts.
  */
-import { createInterface } from "node:readline";
 import type { Page } from "puppeteer-core";
 import { inboundStats, launchChromium, waitForDecodedFrames } from "./chromium.ts";
-import { createNetnsLink } from "./netns.ts";
+import { createNetnsLink, startNetnsGateway } from "./netns.ts";
 
 export interface NetemResult {
   startWidth: number;
@@ -35,7 +34,7 @@ export interface NetemResult {
   /** Freezes Chromium counted from the limit on. */
   freezes: number;
   /** The gateway's probes of the link before stepping up (made, failed). */
-  probes: { made: number; failed: number; bytes: number } | undefined;
+  probes: { made: number; failed: number; bytes: number; last: { deliveredBps: number; sentBps: number; targetBps: number } } | undefined;
   /** When that freeze began, seconds after the limit. */
   freezeAtS: number;
   /** Steps between streams the gateway made while limited (1 = no oscillation). */
@@ -62,7 +61,9 @@ interface GwStatus {
     retransmitBytes: number;
     plis: number;
     keyframesFromCache: number;
-    probes?: { made: number; failed: number; bytes: number };
+    probes?: { made: number; failed: number; bytes: number; last: { deliveredBps: number; sentBps: number; targetBps: number } };
+    drops?: Record<string, number>;
+    queued?: number;
   }[];
 }
 
@@ -92,142 +93,116 @@ export async function runNetemScenario(o: { holdLimitedMs?: number; timeoutMs?: 
   await using link = await createNetnsLink();
   await link.shape("down", { delayMs: 150 });
   await link.shape("up", { delayMs: 150 });
-  const child = link.spawn("server", process.execPath, [new URL("./netns-gateway.ts", import.meta.url).pathname, link.serverAddress], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr!.on("data", (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4000)));
-  const lines = createInterface({ input: child.stdout! });
-  const waiting: ((v: Record<string, unknown>) => void)[] = [];
-  lines.on("line", (l) => {
-    let v: Record<string, unknown>;
-    try {
-      v = JSON.parse(l) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    waiting.shift()?.(v);
-  });
-  const next = (ms = 30_000) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`gateway child said nothing in ${ms} ms: ${stderr}`)), ms);
-      waiting.push((v) => {
-        clearTimeout(t);
-        resolve(v);
-      });
-    });
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  try {
-    const { url } = (await next(60_000)) as { url: string };
-    const status = async (): Promise<GwStatus> => {
-      const p = next();
-      child.stdin!.write("status\n");
-      return (await p)["status"] as GwStatus;
-    };
-    const wrapper = await link.wrapper("client", "/usr/bin/chromium");
-    await using chromium = await launchChromium({ executablePath: wrapper, pipe: true });
-    const page = await chromium.newPage(`${url}/#camera=gate`);
-    await waitForDecodedFrames(page, 20, 60_000);
-    const width = async () => (await inboundStats(page, "video"))?.frameWidth ?? 0;
-    await until(async () => (await width()) === 1280, "the main stream in the page", 30_000);
-    const startWidth = await width();
-    await page.evaluate(SAMPLER);
-    const maxSessions = { main: 0, sub: 0 };
-    let mainReleased = false;
-    const watch = async () => {
-      const s = await status();
-      maxSessions.main = Math.max(maxSessions.main, s.mainSessions);
-      maxSessions.sub = Math.max(maxSessions.sub, s.subSessions);
-      if (s.mainSessions === 0 && s.subSessions === 1) mainReleased = true;
-      return s;
-    };
-    const t0 = performance.now();
-    const trace: string[] = [];
-    let sentBefore = { at: performance.now(), bytes: 0, rtx: 0 };
-    let lastProbes: NetemResult["probes"];
-    const source = async () => {
-      const s = await watch();
-      const v = s.viewers[0];
-      // What the gateway sent this viewer since the previous line (retransmissions apart), kbit/s.
-      const now = performance.now();
-      const sent = (b: number, a: number) => Math.round(((b - a) * 8) / (now - sentBefore.at));
-      const out = v ? `sent=${sent(v.bytesOut, sentBefore.bytes)} rtx=${sent(v.retransmitBytes, sentBefore.rtx)} pli=${v.plis} replays=${v.keyframesFromCache} probes=${v.probes?.made ?? 0}/${v.probes?.failed ?? 0}` : "";
-      sentBefore = { at: now, bytes: v?.bytesOut ?? 0, rtx: v?.retransmitBytes ?? 0 };
-      lastProbes = v?.probes ?? lastProbes;
-      trace.push(
-        `${Math.round((now - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} dlv=${v?.deliveredBps} q=${v?.queueDelayMs} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} ${out} kbit/s=${JSON.stringify(s.rates)}`,
-      );
-      return v?.sourceId;
-    };
+  await using gw = await startNetnsGateway(link);
+  const url = gw.url;
+  const status = () => gw.status<GwStatus>();
+  const wrapper = await link.wrapper("client", "/usr/bin/chromium");
+  await using chromium = await launchChromium({ executablePath: wrapper, pipe: true });
+  const page = await chromium.newPage(`${url}/#camera=gate`);
+  await waitForDecodedFrames(page, 20, 60_000);
+  const width = async () => (await inboundStats(page, "video"))?.frameWidth ?? 0;
+  await until(async () => (await width()) === 1280, "the main stream in the page", 30_000);
+  const startWidth = await width();
+  await page.evaluate(SAMPLER);
+  const maxSessions = { main: 0, sub: 0 };
+  let mainReleased = false;
+  const watch = async () => {
+    const s = await status();
+    maxSessions.main = Math.max(maxSessions.main, s.mainSessions);
+    maxSessions.sub = Math.max(maxSessions.sub, s.subSessions);
+    if (s.mainSessions === 0 && s.subSessions === 1) mainReleased = true;
+    return s;
+  };
+  const t0 = performance.now();
+  const trace: string[] = [];
+  let sentBefore = { at: performance.now(), bytes: 0, rtx: 0 };
+  let lastProbes: NetemResult["probes"];
+  const source = async () => {
+    const s = await watch();
+    const v = s.viewers[0];
+    // What the gateway sent this viewer since the previous line (retransmissions apart), kbit/s.
+    const now = performance.now();
+    const sent = (b: number, a: number) => Math.round(((b - a) * 8) / (now - sentBefore.at));
+    const out = v ? `sent=${sent(v.bytesOut, sentBefore.bytes)} rtx=${sent(v.retransmitBytes, sentBefore.rtx)} pli=${v.plis} replays=${v.keyframesFromCache} probes=${v.probes?.made ?? 0}/${v.probes?.failed ?? 0}${probeLast(v.probes?.last)} queued=${v.queued} drops=${Object.entries(v.drops ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k}:${n}`).join(",")}` : "";
+    sentBefore = { at: now, bytes: v?.bytesOut ?? 0, rtx: v?.retransmitBytes ?? 0 };
+    lastProbes = v?.probes ?? lastProbes;
+    trace.push(
+      `${Math.round((now - t0) / 100) / 10}s ${v?.sourceId} ${v?.quality} est=${v?.estimateBps} dlv=${v?.deliveredBps} q=${v?.queueDelayMs} rtt=${Math.round(v?.rttMs ?? -1)} loss=${v?.fractionLost} ${out} kbit/s=${JSON.stringify(s.rates)}`,
+    );
+    return v?.sourceId;
+  };
 
-    await source(); // the unlimited link, for the trace
-    // Limit the link to the browser.
-    await link.shape("down", { rateKbit: 1000, lossPct: 5, delayMs: 150 });
-    const limitedAt = performance.now();
-    trace.push(`limit at ${Date.now() % 1000000}`);
-    const downServerS = await timeUntil(async () => (await source()) === "gate:sub", limitedAt, "the gateway to switch to the substream", o.timeoutMs ?? 30_000);
-    const downPageS = await timeUntil(
-      async () => {
-        await source();
-        return (await width()) === 640;
-      },
-      limitedAt,
-      "640-wide frames in the page",
-      o.timeoutMs ?? 30_000,
-    );
-    // Held limited: it must stay down (count the switches).
-    let switchesWhileLimited = 1;
-    let last = "gate:sub";
-    const holdEnd = performance.now() + (o.holdLimitedMs ?? 10_000);
-    while (performance.now() < holdEnd) {
-      const s = await source();
-      if (s !== undefined && s !== last) {
-        switchesWhileLimited++;
-        last = s;
-      }
-      await sleep(250);
+  await source(); // the unlimited link, for the trace
+  // Limit the link to the browser.
+  await link.shape("down", { rateKbit: 1000, lossPct: 5, delayMs: 150 });
+  const limitedAt = performance.now();
+  trace.push(`limit at ${Date.now() % 1000000}`);
+  const downServerS = await timeUntil(async () => (await source()) === "gate:sub", limitedAt, "the gateway to switch to the substream", o.timeoutMs ?? 30_000);
+  const downPageS = await timeUntil(
+    async () => {
+      await source();
+      return (await width()) === 640;
+    },
+    limitedAt,
+    "640-wide frames in the page",
+    o.timeoutMs ?? 30_000,
+  );
+  // Held limited: it must stay down (count the switches).
+  let switchesWhileLimited = 1;
+  let last = "gate:sub";
+  const holdEnd = performance.now() + (o.holdLimitedMs ?? 10_000);
+  while (performance.now() < holdEnd) {
+    const s = await source();
+    if (s !== undefined && s !== last) {
+      switchesWhileLimited++;
+      last = s;
     }
-    const widthLimited = await width();
-    // Lift the rate limit (the loss and the delay stay).
-    await link.shape("down", { lossPct: 5, delayMs: 150 });
-    const liftedAt = performance.now();
-    trace.push(`lift at ${Date.now() % 1000000}`);
-    const upServerS = await timeUntil(async () => (await source()) === "gate", liftedAt, "the gateway to switch back to main", o.timeoutMs ?? 40_000).catch(
-      (err: unknown) => {
-        throw new Error(`${(err as Error).message}; trace:\n${trace.join("\n")}`);
-      },
-    );
-    const upPageS = await timeUntil(async () => (await width()) === 1280, liftedAt, "1280-wide frames in the page", o.timeoutMs ?? 40_000);
-    // Thirty frames of the main stream decoded after the switch back: its freeze, if any, is over and counted.
-    const framesUp = (await inboundStats(page, "video"))?.framesDecoded ?? 0;
-    await until(async () => ((await inboundStats(page, "video"))?.framesDecoded ?? 0) >= framesUp + 30, "30 frames of the main stream", 30_000);
-    const f = await freezeSince(page);
-    const pageNow = (await page.evaluate("performance.now()")) as number;
-    const freezeAtS = Math.round((f.at - (pageNow - (performance.now() - limitedAt))) / 100) / 10;
-    const freezeMaxMs = Math.max(f.counters, f.decoded);
-    return {
-      startWidth,
-      downServerS,
-      downPageS,
-      widthLimited,
-      upServerS,
-      upPageS,
-      freezeMaxMs,
-      freezeCountersMs: f.counters,
-      freezeDecodedMs: f.decoded,
-      freezes: f.freezes,
-      freezeAtS,
-      switchesWhileLimited,
-      maxSessions,
-      mainReleased,
-      probes: lastProbes,
-      trace,
-    };
-  } finally {
-    child.stdin!.end();
-    await Promise.race([exited, sleep(15_000)]);
-    if (child.exitCode === null) child.kill("SIGKILL");
+    await sleep(250);
   }
+  const widthLimited = await width();
+  // Lift the rate limit (the loss and the delay stay).
+  await link.shape("down", { lossPct: 5, delayMs: 150 });
+  const liftedAt = performance.now();
+  trace.push(`lift at ${Date.now() % 1000000}`);
+  const upServerS = await timeUntil(async () => (await source()) === "gate", liftedAt, "the gateway to switch back to main", o.timeoutMs ?? 40_000).catch(
+    (err: unknown) => {
+      throw new Error(`${(err as Error).message}; trace:\n${trace.join("\n")}`);
+    },
+  );
+  const upPageS = await timeUntil(
+    async () => {
+      await source();
+      return (await width()) === 1280;
+    },
+    liftedAt,
+    "1280-wide frames in the page",
+    o.timeoutMs ?? 40_000,
+  );
+  // Thirty frames of the main stream decoded after the switch back: its freeze, if any, is over and counted.
+  const framesUp = (await inboundStats(page, "video"))?.framesDecoded ?? 0;
+  await until(async () => ((await inboundStats(page, "video"))?.framesDecoded ?? 0) >= framesUp + 30, "30 frames of the main stream", 30_000);
+  const f = await freezeSince(page);
+  const pageNow = (await page.evaluate("performance.now()")) as number;
+  const freezeAtS = Math.round((f.at - (pageNow - (performance.now() - limitedAt))) / 100) / 10;
+  const freezeMaxMs = Math.max(f.counters, f.decoded);
+  return {
+    startWidth,
+    downServerS,
+    downPageS,
+    widthLimited,
+    upServerS,
+    upPageS,
+    freezeMaxMs,
+    freezeCountersMs: f.counters,
+    freezeDecodedMs: f.decoded,
+    freezes: f.freezes,
+    freezeAtS,
+    switchesWhileLimited,
+    maxSessions,
+    mainReleased,
+    probes: lastProbes,
+    trace,
+  };
 }
 
 /**
@@ -270,6 +245,11 @@ async function freezeSince(page: Page): Promise<{ counters: number; decoded: num
   const last = samples.at(-1);
   const freezes = first && last && first[3] === last[3] ? last[4] - first[4] : 0;
   return { counters: Math.round(counters), decoded: Math.round(decoded), freezes, at: counters > 0 ? countersAt : decodedAt };
+}
+
+/** The last probe judged: delivered/sent/target, kbit/s. */
+function probeLast(l: { deliveredBps: number; sentBps: number; targetBps: number } | undefined): string {
+  return l && l.targetBps > 0 ? `@${[l.deliveredBps, l.sentBps, l.targetBps].map((x) => Math.round(x / 1000)).join("/")}` : "";
 }
 
 function sleep(ms: number): Promise<void> {

@@ -69,6 +69,8 @@ export class StubGateway extends EventEmitter {
   private readonly sockets: dgram.Socket[] = [];
   private next = 0;
   rtpIn = 0;
+  /** While set, the test pattern's video stops on the way to every viewer (the connections stay up, the sound goes on). */
+  videoFrozen = false;
 
   async start(): Promise<void> {
     const [vport, aport] = await Promise.all([this.rtpSocket(this.video), this.rtpSocket(this.audio)]);
@@ -214,6 +216,7 @@ export class StubGateway extends EventEmitter {
     this.sockets.push(sock);
     sock.on("message", (msg) => {
       this.rtpIn++;
+      if (this.videoFrozen && track === this.video) return;
       track.writeRtp(msg);
     });
     await new Promise<void>((r) => sock.bind(0, "127.0.0.1", r));

@@ -71,10 +71,15 @@ export interface WeriftGrid {
   /** Every video / audio packet received, whichever slot carried it. */
   video: ReceivedTrack;
   audio: ReceivedTrack;
+  /** With `bind`: the gateway's answer for each slot bound with the offer. */
+  bound: Record<string, unknown>[];
 }
 
-/** Offers `video` recvonly video slots and `audio` audio sections, POSTs to /grid, waits until connected. */
-export async function openWeriftGrid(c: GridClient, o: { video: number; audio: number; timeoutMs?: number }): Promise<WeriftGrid> {
+/**
+ * Offers `video` recvonly video slots and `audio` audio sections, POSTs to /grid, waits until connected.
+ * `bind`: cameras for the first video slots, bound with the offer (one JSON POST, as the web client does).
+ */
+export async function openWeriftGrid(c: GridClient, o: { video: number; audio: number; bind?: string[]; timeoutMs?: number }): Promise<WeriftGrid> {
   const timeoutMs = o.timeoutMs ?? 20_000;
   const videoCodecs = chromiumVideoCodecs();
   const pc = loopbackPeerConnection({
@@ -93,9 +98,14 @@ export async function openWeriftGrid(c: GridClient, o: { video: number; audio: n
         clearTimeout(timer);
       });
     });
-    const r = await c.send("POST", "/grid", { sdp: pc.localDescription!.sdp });
+    const sdp = pc.localDescription!.sdp;
+    const offered = pc.getTransceivers().filter((t) => t.kind === "video");
+    const r = o.bind
+      ? await c.send("POST", "/grid", { json: { offer: sdp, slots: o.bind.map((camera, i) => ({ mid: offered[i]!.mid, camera })) } })
+      : await c.send("POST", "/grid", { sdp });
     if (r.status !== 201 || !r.location) throw new Error(`POST /grid answered ${r.status}: ${r.body}`);
-    await pc.setRemoteDescription({ type: "answer", sdp: r.body });
+    const body = o.bind ? (JSON.parse(r.body) as { answer: string; slots: Record<string, unknown>[] }) : { answer: r.body, slots: [] };
+    await pc.setRemoteDescription({ type: "answer", sdp: body.answer });
     const video = new ReceivedTrack("video", 50_000, timeoutMs);
     const audio = new ReceivedTrack("audio", 50_000, timeoutMs);
     const videoPts = new Set(videoCodecs.map((x) => x.payloadType));
@@ -107,7 +117,7 @@ export async function openWeriftGrid(c: GridClient, o: { video: number; audio: n
     await connected;
     const resource = new URL(r.location, c.url).pathname;
     const state = JSON.parse((await c.send("GET", resource)).body) as { slots: { mid: string; kind: string }[] };
-    return { pc, resource, mids: state.slots.filter((s) => s.kind === "video").map((s) => s.mid), video, audio };
+    return { pc, resource, mids: state.slots.filter((s) => s.kind === "video").map((s) => s.mid), video, audio, bound: body.slots };
   } catch (err) {
     await pc.close().catch(() => {});
     throw err;

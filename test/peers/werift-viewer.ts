@@ -33,6 +33,32 @@ export interface ReceivedPacket {
   at: number;
 }
 
+/**
+ * The packets in sequence order, each once (sequence numbers unwrapped from 16 bits along the
+ * arrival order). A packet lost on loopback while the process was starved comes back by NACK,
+ * late: arrival order is not the sender's.
+ */
+export function bySequence(packets: readonly ReceivedPacket[]): { ext: number; packet: ReceivedPacket }[] {
+  const byExt = new Map<number, ReceivedPacket>();
+  let ext = 0;
+  let prev: number | undefined;
+  for (const p of packets) {
+    // Unwrapped: the signed 16-bit step from the previous arrival.
+    ext = prev === undefined ? p.sequenceNumber : ext + ((((p.sequenceNumber - prev) & 0xffff) << 16) >> 16);
+    prev = p.sequenceNumber;
+    if (!byExt.has(ext)) byExt.set(ext, p);
+  }
+  return [...byExt].sort((a, b) => a[0] - b[0]).map(([e, packet]) => ({ ext: e, packet }));
+}
+
+/** The sequence numbers missing between the first and the last packet received; [] when the run is whole. */
+export function sequenceGaps(packets: readonly ReceivedPacket[]): number[] {
+  const run = bySequence(packets);
+  const missing: number[] = [];
+  for (let i = 1; i < run.length; i++) for (let x = run[i - 1]!.ext + 1; x < run[i]!.ext; x++) missing.push(x & 0xffff);
+  return missing;
+}
+
 export interface WeriftViewerOptions {
   /** The WHEP endpoint, e.g. http://127.0.0.1:1234/whep/cam1 */
   whepUrl: string;
