@@ -35,7 +35,9 @@ interface TimelineView {
 let gw: Gateway;
 let chromium: Chromium;
 
-const tl = (page: Page): Promise<TimelineView> => page.evaluate(() => (window as unknown as { gatehouse: { timeline(): TimelineView } }).gatehouse.timeline());
+/** What the page's timeline shows; `shown: false` until the web client has started (a page just loaded may not have yet). */
+const tl = (page: Page): Promise<TimelineView> =>
+  page.evaluate(() => (window as unknown as { gatehouse?: { timeline(): TimelineView } }).gatehouse?.timeline() ?? ({ shown: false } as TimelineView));
 
 /** A tab in a browser context of its own (its own cookies: a sign-in of its own). */
 async function freshPage(): Promise<Page> {

@@ -111,26 +111,37 @@ export async function clickWhenStill(page: Page, selector: string, timeoutMs = 1
 
 /**
  * Presses a toggle button (`aria-pressed`) as a person would, and waits until it says `pressed`.
- * The button's state follows a click at once, so one still not pressed a moment later was not
- * hit: a layout that settled after `clickWhenStill` looked moved it (a busy browser lays out a
- * frame late). That click is made again, once; a toggle that was hit is never clicked twice.
+ * The page records where the click landed: a click that missed the button (a layout that settled
+ * after `clickWhenStill` looked moved it; a busy browser lays out a frame late) is made again,
+ * once; a click that hit it is never repeated, however long the page takes to show its state.
  */
 export async function pressToggle(page: Page, selector: string, pressed: "true" | "false", timeoutMs = 10_000): Promise<void> {
   const isPressed = (sel: string, want: string) => document.querySelector(sel)?.getAttribute("aria-pressed") === want;
-  const hitInstead = () => page.evaluate(() => document.activeElement?.outerHTML.slice(0, 160) ?? "nothing");
-  await clickWhenStill(page, selector, timeoutMs);
-  try {
-    await page.waitForFunction(isPressed, { timeout: 1500, polling: 50 }, selector, pressed);
-    return;
-  } catch {
-    // not hit: below
-  }
-  const first = await hitInstead();
-  await clickWhenStill(page, selector, timeoutMs);
+  const click = async (): Promise<string | null> => {
+    await page.evaluate((sel: string) => {
+      const w = window as unknown as { __toggleClick?: string };
+      w.__toggleClick = undefined;
+      document.addEventListener(
+        "click",
+        (e) => {
+          const t = e.target instanceof Element ? e.target : null;
+          w.__toggleClick = t?.closest(sel) ? "hit" : `missed: ${t?.outerHTML.slice(0, 160) ?? "nothing"}`;
+        },
+        { capture: true, once: true },
+      );
+    }, selector);
+    await clickWhenStill(page, selector, timeoutMs);
+    // "hit" when the click landed on the button, else what it landed on.
+    const landed = await page.waitForFunction(() => (window as unknown as { __toggleClick?: string }).__toggleClick, { timeout: timeoutMs, polling: 50 });
+    const v = (await landed.jsonValue()) as string;
+    return v === "hit" ? null : v;
+  };
+  const missed = await click();
+  const again = missed === null ? null : await click();
   try {
     await page.waitForFunction(isPressed, { timeout: timeoutMs, polling: 50 }, selector, pressed);
   } catch (err) {
-    throw new Error(`${selector} not aria-pressed=${pressed} after two clicks; focused instead: ${first} / ${await hitInstead()}`, { cause: err });
+    throw new Error(`${selector} not aria-pressed=${pressed}; clicks landed on ${missed ?? "the button"}${missed === null ? "" : ` / ${again ?? "the button"}`}`, { cause: err });
   }
 }
 
