@@ -131,6 +131,8 @@ export interface Gateway {
   readonly forwarding: Forwarding | undefined;
   /** What each camera's recorder holds (the timeline); the playback engine tells it what it learns. */
   readonly recordings: RecordingIndex & Pick<RetentionRecordings, "ranges" | "window">;
+  /** Recorder playbacks open now (their sessions, re-timers and viewers). */
+  readonly playback: Pick<PlaybackService, "list" | "size">;
   /** Graceful close (see the file's doc comment); the same promise for every caller. */
   close(reason?: string, opts?: CloseOptions): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -652,6 +654,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
       cluster,
       forwarding,
       recordings,
+      playback,
       close,
       [Symbol.asyncDispose]: () => close("disposed"),
     };
