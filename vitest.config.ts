@@ -25,11 +25,6 @@ export default defineConfig({
     globalSetup: ["test/peers/global-setup.ts", "test/guard/global-setup.ts"],
     setupFiles: ["test/guard/setup.ts"],
     pool: "forks",
-    // A test worker once died of a V8 check in Node 24.21 (SIGTRAP, "jit_page_->allocations_.erase(addr)
-    // == 1" in ThreadIsolation::UnregisterWasmAllocation), freeing WebAssembly code (Node's fetch
-    // parses HTTP in WebAssembly) that tier-up had replaced. Without tier-up that code is never
-    // replaced, so never freed early; HTTP parsing in the tests stays on V8's baseline compiler.
-    execArgv: ["--no-wasm-tier-up"],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     reporters: ["default"],
