@@ -60,6 +60,9 @@ interface Relay {
   subscribedAt: number;
   keyframeAskedAt: number;
   idleSince: number | undefined;
+  /** After a failed attempt to find the owner: when to try again, and the wait before that try, ms. */
+  retryAt: number | undefined;
+  retryWait: number;
   resolving: Promise<void> | undefined;
   closed: boolean;
   /** Packets and bytes from the current owner. */
@@ -90,6 +93,8 @@ export class RelayReceivers {
   private readonly o: RelayReceiversOptions;
   private readonly clock: () => number;
   private readonly timer: NodeJS.Timeout;
+  /** How often relays are checked, ms: also the first wait after a failed attempt to find an owner. */
+  private readonly tickMs: number;
   /** Relay sources ended but still watched (viewers moving to the local pull): released once idle. */
   private readonly draining = new Set<CameraId>();
   readonly counters = { packets: 0, resubscribes: 0, adopted: 0, keyframeRequests: 0, released: 0, switchRetries: 0 };
@@ -97,7 +102,8 @@ export class RelayReceivers {
   constructor(o: RelayReceiversOptions) {
     this.o = o;
     this.clock = o.clock ?? Date.now;
-    this.timer = setInterval(() => this.tick(), Math.max(100, Math.floor(o.silenceMs / 4)));
+    this.tickMs = Math.max(100, Math.floor(o.silenceMs / 4));
+    this.timer = setInterval(() => this.tick(), this.tickMs);
     this.timer.unref();
   }
 
@@ -146,6 +152,8 @@ export class RelayReceivers {
       subscribedAt: now,
       keyframeAskedAt: now,
       idleSince: undefined,
+      retryAt: undefined,
+      retryWait: 0,
       resolving: undefined,
       closed: false,
       count: undefined,
@@ -187,6 +195,8 @@ export class RelayReceivers {
     if (from.port !== sub.port) return ep.drop("unexpected");
     if (!r.window.accept(d.header.counter)) return ep.drop("replay");
     r.lastPacketAt = this.clock();
+    r.retryAt = undefined; // the owner speaks again: no retry pending
+    r.retryWait = 0;
     const { type, epoch, track } = d.header;
     switch (type) {
       case RelayType.rtp:
@@ -245,7 +255,7 @@ export class RelayReceivers {
       } else r.idleSince = undefined;
       if (r.resolving) continue;
       this.send(r, RelayType.keep);
-      if (now - r.lastPacketAt > silence) {
+      if (r.retryAt !== undefined ? now >= r.retryAt : now - r.lastPacketAt > silence) {
         this.resolve(r);
         continue;
       }
@@ -273,9 +283,15 @@ export class RelayReceivers {
         }
         this.o.log.info("cluster: forwarded camera: subscribing to its owner", { camera: r.camera, stream: r.stream, node: owner.node, was: r.node });
         await this.subscribe(r, owner.node);
+        r.retryAt = undefined;
+        r.retryWait = 0;
       } catch (err) {
-        this.o.log.warn("cluster: forwarded camera: its owner cannot be reached yet", { camera: r.camera, err });
-        r.lastPacketAt = this.clock(); // try again after another silence
+        // Typically the dead owner, still announced (its announcement lapses after
+        // `cluster.nodeTtlMs`) or still holding its lease: try again soon, then less often (one
+        // tick, doubling up to a silence), so the camera is taken over within a tick of the lapse.
+        r.retryWait = Math.min(this.o.silenceMs, r.retryWait === 0 ? this.tickMs : r.retryWait * 2);
+        r.retryAt = this.clock() + r.retryWait;
+        this.o.log.warn("cluster: forwarded camera: its owner cannot be reached yet", { camera: r.camera, retryInMs: r.retryWait, err });
       } finally {
         r.resolving = undefined;
       }

@@ -115,11 +115,12 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     for (const c of closers.splice(0).reverse()) c();
   });
 
-  async function setup(o: { ownerSelf?: () => boolean } = {}) {
+  async function setup(o: { ownerSelf?: () => boolean; owner?: () => Promise<{ self: boolean; node: string }>; silenceMs?: number } = {}) {
+    const silenceMs = o.silenceMs ?? 400;
     const ownerEp = await RelayEndpoint.bind({ address: "127.0.0.1", port: 0, log: silentLogger });
     const relayEp = await RelayEndpoint.bind({ address: "127.0.0.1", port: 0, log: silentLogger });
     closers.push(() => ownerEp.close(), () => relayEp.close());
-    const taps = new RelayTaps({ silenceMs: 400, maxLinks: 4, log: silentLogger });
+    const taps = new RelayTaps({ silenceMs, maxLinks: 4, log: silentLogger });
     closers.push(() => taps.close());
     taps.attach(ownerEp);
     const local: string[] = [];
@@ -159,9 +160,9 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
         taps.open({ source: "cam" as CameraId, node, channel, key: relayLinkKey(KEY, channel, nonce), address: "127.0.0.1", port: relayEp.address.port });
         return { channel, key: relayLinkKey(KEY, channel, nonce), address: "127.0.0.1", port: ownerEp.address.port };
       },
-      owner: async () => ({ self: o.ownerSelf?.() ?? false, node: "owner" }),
+      owner: o.owner ?? (async () => ({ self: o.ownerSelf?.() ?? false, node: "owner" })),
       localSource: (camera) => camera as CameraId,
-      silenceMs: 400,
+      silenceMs,
       log: silentLogger,
     });
     closers.push(() => receivers.close());
@@ -254,6 +255,36 @@ describe("an owner's tap forwarding to a relay over loopback UDP", () => {
     await until("the relay source released", () => s.released.length === 1, 5000);
     expect(s.released).toEqual(["cam@relay"]);
     expect(s.receivers.counters.released).toBe(1);
+  });
+
+  it("a relay that cannot find its owner tries again within a tick, then less often, up to a silence apart", async () => {
+    // The dead owner is still announced (or holds its lease) for a while after its death: every
+    // try fails until then. A try a whole silence after each failure would add up to a silence
+    // to the takeover; the tries come one tick (a quarter of the silence) apart, then doubling.
+    const tries: number[] = [];
+    let found = false;
+    const s = await setup({
+      silenceMs: 1000,
+      owner: async () => {
+        tries.push(performance.now());
+        if (!found) throw new Error("the camera's node owner does not answer");
+        return { self: true, node: "me" };
+      },
+    });
+    s.tap.setTracks(TRACKS);
+    s.tap.pushRtp(0, rtp(1, IDR));
+    await s.receivers.ensure("cam", "main", "owner");
+    await until("the keyframe", () => s.source.keyframe);
+    s.ownerEp.close();
+    await until("five tries", () => tries.length >= 5, 10_000);
+    const gaps = tries.slice(1).map((t, i) => t - tries[i]!);
+    // One tick (250 ms) after the first failure, not a silence (1000 ms) or more; then doubling, capped.
+    expect(gaps[0]).toBeLessThan(900);
+    expect(gaps[3]).toBeGreaterThan(gaps[0]!);
+    expect(gaps[3]).toBeGreaterThanOrEqual(900);
+    // Found at last (the lease lapsed): the viewers move to the local pull.
+    found = true;
+    await until("the viewers moved to the local source", () => s.switched.length > 0, 5000);
   });
 
   it("a relay nobody watches any more ends and releases its source", async () => {
