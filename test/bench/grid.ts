@@ -1,20 +1,20 @@
 /**
  * A 16-camera grid page in real Chromium: time from navigation to the LAST tile's first
- * decoded frame, the product's live view as it opens by default, over one peer connection (`grid16_ttff_ms_*`) and,
+ * presented frame, the product's live view as it opens by default, over one peer connection (`grid16_ttff_ms_*`) and,
  * side by side in the same run, the older page with one WHEP peer connection per tile
  * (`?grid=0`, `grid16_whep_ttff_ms_*`). Sixteen cameras, each its own RTSP session of the
  * built-in demo recorder, pulled continuously (warm sources, keyframe caches filled).
  *
- * Each trial opens a fresh page and polls every connection's getStats every 10 ms from inside
- * the page; the figure is performance.now() (navigation start = 0) when every one of the 16
- * video receivers has decoded a frame. Pages alternate between the two clients.
+ * Each trial opens a fresh page; the figure is the time (navigation start = 0) at which the
+ * last of the 16 tiles' video elements presented its first frame, by the compositor's clock
+ * (requestVideoFrameCallback's `presentationTime`). Pages alternate between the two clients.
  *
  * Where the one-connection page's time goes (`grid16_phases_ms_p50`, medians, ms after navigation):
  * `scripts` the page's scripts run (DOMContentLoaded); `cameras` the camera list answered; `created`
  * the session's offer made (started with the page, while the list loads); `discovered` its ICE
  * servers known (asked for meanwhile); `gathered` its candidates gathered; `offer` the offer POSTed
  * with the first tiles' binds; `answer` its answer applied; `connected` ICE and DTLS connected;
- * `first` / `last` the first and last tile's first decoded frame.
+ * `first` / `last` the first and last tile's first presented frame.
  *
  *   node test/bench/grid.ts [--trials 5]
  */
@@ -39,7 +39,7 @@ export interface GridBenchResult {
   grid16_phases_ms_p50: Record<string, number>;
 }
 
-/** What one page reports: when its last (and first) tile decoded, and the one-connection page's milestones. */
+/** What one page reports: when its last (and first) tile presented its first frame, and the one-connection page's milestones. */
 interface PageTiming {
   last: number;
   first: number;
@@ -74,19 +74,32 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
       const oneConnection = i % 2 === 0;
       const page = await chromium.newPage();
       try {
+        // Each video element's first presented frame, by the compositor's clock
+        // (requestVideoFrameCallback's presentationTime): a busy main thread delays the callback
+        // but not the time it reports. getStats, polled instead until now, took up to 1.5 s per
+        // call on a 32-transceiver connection while the page started, which hid when frames came.
+        await page.evaluateOnNewDocument(() => {
+          const w = window as unknown as { __first: Map<HTMLVideoElement, number> };
+          w.__first = new Map();
+          const hook = (v: HTMLVideoElement) => {
+            if ((v as unknown as { __hooked?: boolean }).__hooked) return;
+            (v as unknown as { __hooked?: boolean }).__hooked = true;
+            const cb = (_now: number, md: { presentationTime: number }) => {
+              if (!w.__first.has(v)) w.__first.set(v, md.presentationTime);
+            };
+            v.requestVideoFrameCallback(cb);
+          };
+          new MutationObserver(() => document.querySelectorAll("video").forEach(hook)).observe(document, { subtree: true, childList: true });
+        });
         await page.goto(`${gateway.url}/${oneConnection ? "" : "?grid=0"}`, { waitUntil: "domcontentloaded" });
         const t = (await page.evaluate(
           `(async (n) => {
             const end = performance.now() + 20000;
-            let first = -1;
             while (performance.now() < end) {
-              let decoding = 0;
-              // One report per connection, all at once: the poll must not starve the page it measures.
-              const reports = await Promise.all(window.__gh.pcs().map((pc) => pc.getStats().catch(() => new Map())));
-              for (const rep of reports) for (const s of rep.values()) if (s.type === "inbound-rtp" && s.kind === "video" && (s.framesDecoded || 0) > 0) decoding++;
-              if (decoding > 0 && first < 0) first = performance.now();
-              if (decoding >= n) {
-                const last = performance.now();
+              const times = [...window.__first.values()];
+              if (times.length >= n) {
+                const last = Math.max(...times);
+                const first = Math.min(...times);
                 const marks = {};
                 const fetches = performance.getEntriesByType("resource").filter((e) => e.initiatorType === "fetch");
                 const cams = fetches.find((e) => new URL(e.name).pathname.endsWith("/api/cameras"));
