@@ -60,9 +60,9 @@ interface Relay {
   subscribedAt: number;
   keyframeAskedAt: number;
   idleSince: number | undefined;
-  /** After a failed attempt to find the owner: when to try again, and the wait before that try, ms. */
+  /** After a failed attempt to find the owner: when to try again (ms), and the failures in a row. */
   retryAt: number | undefined;
-  retryWait: number;
+  failures: number;
   resolving: Promise<void> | undefined;
   closed: boolean;
   /** Packets and bytes from the current owner. */
@@ -93,7 +93,7 @@ export class RelayReceivers {
   private readonly o: RelayReceiversOptions;
   private readonly clock: () => number;
   private readonly timer: NodeJS.Timeout;
-  /** How often relays are checked, ms: also the first wait after a failed attempt to find an owner. */
+  /** How often relays are checked, ms: also the wait after a failed attempt to find an owner. */
   private readonly tickMs: number;
   /** Relay sources ended but still watched (viewers moving to the local pull): released once idle. */
   private readonly draining = new Set<CameraId>();
@@ -153,7 +153,7 @@ export class RelayReceivers {
       keyframeAskedAt: now,
       idleSince: undefined,
       retryAt: undefined,
-      retryWait: 0,
+      failures: 0,
       resolving: undefined,
       closed: false,
       count: undefined,
@@ -196,7 +196,7 @@ export class RelayReceivers {
     if (!r.window.accept(d.header.counter)) return ep.drop("replay");
     r.lastPacketAt = this.clock();
     r.retryAt = undefined; // the owner speaks again: no retry pending
-    r.retryWait = 0;
+    r.failures = 0;
     const { type, epoch, track } = d.header;
     switch (type) {
       case RelayType.rtp:
@@ -284,14 +284,16 @@ export class RelayReceivers {
         this.o.log.info("cluster: forwarded camera: subscribing to its owner", { camera: r.camera, stream: r.stream, node: owner.node, was: r.node });
         await this.subscribe(r, owner.node);
         r.retryAt = undefined;
-        r.retryWait = 0;
+        r.failures = 0;
       } catch (err) {
         // Typically the dead owner, still announced (its announcement lapses after
-        // `cluster.nodeTtlMs`) or still holding its lease: try again soon, then less often (one
-        // tick, doubling up to a silence), so the camera is taken over within a tick of the lapse.
-        r.retryWait = Math.min(this.o.silenceMs, r.retryWait === 0 ? this.tickMs : r.retryWait * 2);
-        r.retryAt = this.clock() + r.retryWait;
-        this.o.log.warn("cluster: forwarded camera: its owner cannot be reached yet", { camera: r.camera, retryInMs: r.retryWait, err });
+        // `cluster.nodeTtlMs`) or still holding its lease: try again every tick (a Redis call and,
+        // while it is announced, a refused request), so the camera is taken over within a tick of
+        // the lapse rather than a silence. Logged at the first failure and once a silence after.
+        r.failures++;
+        r.retryAt = this.clock() + this.tickMs;
+        const log = r.failures === 1 || r.failures % Math.max(1, Math.round(this.o.silenceMs / this.tickMs)) === 0 ? "warn" : "debug";
+        this.o.log[log]("cluster: forwarded camera: its owner cannot be reached yet", { camera: r.camera, failures: r.failures, retryInMs: this.tickMs, err });
       } finally {
         r.resolving = undefined;
       }
