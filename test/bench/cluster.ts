@@ -97,13 +97,17 @@ async function benchAnswerFailover(cluster: NetnsCluster, leaseMs: number, cycle
   let ownerCpu: number | undefined;
   let forwarderCpu: number | undefined;
   let clusterNodes = 0;
+  // Answering through the owner applies to WHEP sessions: the pages play one WHEP session per tile
+  // (`?grid=0`). The default page's grid binds its slots through relays in either mode, and plays
+  // on after a failover on the same receive stream, which the cycle below would never see as new.
+  const ANSWERED_PAGE = "/?grid=0";
   // A failure of the cycles is reported; the forward-mode figures still follow.
   let answerError: string | undefined;
   try {
     // First puller: node 1, through a page of its own (closed once pages elsewhere watch).
     const opener = await cluster.page();
     pages.push(opener);
-    await signInPage(opener, cluster.node(1), "viewer");
+    await signInPage(opener, cluster.node(1), "viewer", ANSWERED_PAGE);
     await waitForDecodedFrames(opener, 5, 30_000);
     clusterNodes = (await discovery(opener)).cluster.nodes.length;
     let previous: Page[] = [opener];
@@ -123,7 +127,7 @@ async function benchAnswerFailover(cluster: NetnsCluster, leaseMs: number, cycle
         const page = await cluster.page();
         pages.push(page);
         current.push(page);
-        await signInPage(page, cluster.node(i), "viewer");
+        await signInPage(page, cluster.node(i), "viewer", ANSWERED_PAGE);
         await waitForDecodedFrames(page, 10, 30_000);
       }
       for (const p of previous) await p.close().catch(() => {});
