@@ -4,7 +4,7 @@
  * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one set
  *   of TURN allocations): each tile holds a slot of it, paging or a layout change re-binds slots to
  *   other cameras without a new connection, and the camera opened large uses a WHEP session of its
- *   own; grid tiles carry their camera's sound too, muted until picked. The gateway tells the page
+ *   own; grid tiles carry their camera's sound too, muted (off the element) until picked. The gateway tells the page
  *   on its event stream when the session's media worker dies (it offers again) or a slot's camera
  *   moves to another cluster node (the tile says so). With `?grid=0`, and on a gateway that refuses
  *   the grid route (none: an older gateway or a proxy passing only `/whep/`; or a refusal retrying
@@ -384,9 +384,10 @@ class Tile {
       // A grid slot's receiver has decoded the slot's earlier cameras: only frames counted after
       // this camera was bound are this camera's (the first sample is the baseline).
       this.frameBaseline = !(session instanceof WhepSession);
-      this.video.srcObject = session.stream;
-      this.watchFrames(session.stream);
-      holdInStep(session.pc, session.stream, !this.video.muted);
+      const shown = this.shownStream(session.stream);
+      this.video.srcObject = shown;
+      this.watchFrames(shown);
+      holdInStep(session.pc, shown, !this.video.muted);
       this.play();
       this.render();
     });
@@ -438,8 +439,41 @@ class Tile {
     if (unmute) this.play();
   }
 
+  /**
+   * What the element plays of a live session's stream: its picture, and its sound only while the
+   * tile is heard (`setMuted`). Each element given a sound track starts an audio renderer, and in
+   * Chromium it does so by a call that blocks the page's main thread until the WebRTC worker
+   * thread answers: with a whole grid's sound tracks and cached pictures arriving at once, that
+   * held the page for 0.5–1.1 s (measured with 16 tiles), the first pictures with it. A muted
+   * tile's sound is not decoded either (phones).
+   * @param {MediaStream | null} stream
+   */
+  shownStream(stream) {
+    if (!stream) return null;
+    const shown = new MediaStream(stream.getVideoTracks());
+    if (!this.video.muted) for (const t of stream.getAudioTracks()) shown.addTrack(t);
+    return shown;
+  }
+
+  /**
+   * Puts the live session's sound on the element or takes it off (see `shownStream`); a
+   * recording's stream (the timeline's) is left as it is.
+   * @param {boolean} heard
+   */
+  hearSound(heard) {
+    const shown = this.video.srcObject;
+    const live = this.session?.stream;
+    if (!(shown instanceof MediaStream) || !live || !shown.getVideoTracks().some((t) => live.getVideoTracks().includes(t))) return;
+    for (const t of live.getAudioTracks()) {
+      const has = shown.getTracks().includes(t);
+      if (heard && !has) shown.addTrack(t);
+      else if (!heard && has) shown.removeTrack(t);
+    }
+  }
+
   /** @param {boolean} muted */
   setMuted(muted) {
+    this.hearSound(!muted);
     this.video.muted = muted;
     // A heard tile's sound and picture are kept level by the browser (lip-sync.js).
     holdInStep(this.session?.pc, /** @type {MediaStream | null} */ (this.video.srcObject), !muted);

@@ -86,6 +86,8 @@ function receiversOf(pc, stream) {
 
 /** @param {RTCRtpReceiver} r @param {number | null} ms */
 function set(r, ms) {
+  // Setting is a call the page waits on (the browser's media thread answers it): not for nothing.
+  if (r.jitterBufferTarget === ms) return;
   try {
     r.jitterBufferTarget = ms;
   } catch {

@@ -36,8 +36,9 @@ export async function openRecordedPage(browser: Browser, log: Logger, url?: stri
 /**
  * Installed in every page before its own scripts: an RTCPeerConnection registry and
  * `__gh.inbound(selector, kind)`, the inbound-rtp stats of the receiver feeding the
- * element `selector` (null while that element is missing or has no stream yet), or of the
- * busiest receiver of that kind when `selector` is null.
+ * element `selector` (for sound, the one paired with its picture when the element holds none),
+ * null while that element is missing or has no stream yet; or of the busiest receiver of that
+ * kind when `selector` is null.
  * A plain string so that no test-runner transform can rewrite it.
  */
 export const PAGE_HELPERS = `(() => {
@@ -67,6 +68,20 @@ export const PAGE_HELPERS = `(() => {
         const el = document.querySelector(selector);
         if (!el || !el.srcObject) return null;
         tracks = el.srcObject.getTracks();
+        // A muted tile's element holds only its picture (web/app.js shownStream): its sound is
+        // the audio section paired with the picture's, the only one of a one-camera connection,
+        // the i-th of a grid's for its i-th video section (gateway/http/grid.ts).
+        if (kind === "audio" && !tracks.some((t) => t.kind === "audio")) {
+          for (const pc of live()) {
+            const ts = pc.getTransceivers().filter((t) => t.receiver.track);
+            const videos = ts.filter((t) => t.receiver.track.kind === "video");
+            const audios = ts.filter((t) => t.receiver.track.kind === "audio");
+            const i = videos.findIndex((t) => tracks.includes(t.receiver.track));
+            if (i < 0) continue;
+            const paired = audios.length === 1 ? audios[0] : audios[i];
+            if (paired) tracks = [...tracks, paired.receiver.track];
+          }
+        }
       }
       let best = null;
       for (const pc of live()) {
