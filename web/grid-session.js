@@ -6,7 +6,7 @@
  *   1. `OPTIONS grid` → ICE servers (Link headers) and the most video slots a session may have.
  *   2. Offer with N recvonly video transceivers (H.264 only, so the offer stays small) and N
  *      recvonly audio transceivers (the i-th carries the sound of the camera on the i-th video
- *      slot), candidates gathered into the SDP; `POST grid` → 201, the answer, `Location`.
+ *      slot), candidates as whep.js `gatherCandidates` waits for them; `POST grid` → 201, the answer, `Location`.
  *      The first tiles' cameras go WITH the offer (`POST grid` as JSON `{offer, slots: [{mid, camera}, …]}`,
  *      answered `{answer, slots}`): the gateway binds them before ICE and DTLS complete, and each
  *      slot's cached keyframe leaves the moment the connection is up. The offer can be made
@@ -535,6 +535,19 @@ export class GridSession extends EventTarget {
     }
     // Each tile's sound: muted by the page until the user picks the tile.
     const sounds = transceivers.map(() => pc.addTransceiver("audio", { direction: "recvonly" }));
+    // Only the sounds the gateway sends (Opus, G.711): the full list made each audio section
+    // about 2 kB, two thirds of a 16-slot offer, parsed by the browser and the gateway alike.
+    const voice = audioCodecs();
+    if (voice.length > 0) {
+      for (const t of sounds) {
+        if (typeof t.setCodecPreferences !== "function") break;
+        try {
+          t.setCodecPreferences(voice);
+        } catch {
+          break; // an older browser: the full list, answered with one of these just the same
+        }
+      }
+    }
     pc.onconnectionstatechange = () => this.#onConnectionState(gen);
     const offer = await pc.createOffer();
     this.timings.created = performance.now();
@@ -953,6 +966,13 @@ export function afterFailure(status, { hadSession, attempts, atLimit }) {
   if (atLimit && attempts === 1) return "failed";
   if (status >= 400 && status < 500 && ![404, 408, 429].includes(status)) return "failed";
   return "retrying";
+}
+
+/** The browser's Opus, PCMU and PCMA, as the gateway sends sound (sfu/offer.ts). @returns {RTCRtpCodec[]} */
+function audioCodecs() {
+  const caps = typeof RTCRtpReceiver !== "undefined" && RTCRtpReceiver.getCapabilities ? RTCRtpReceiver.getCapabilities("audio") : null;
+  if (!caps) return [];
+  return caps.codecs.filter((c) => (/^audio\/opus$/i.test(c.mimeType) && c.clockRate === 48000) || (/^audio\/pcm[ua]$/i.test(c.mimeType) && c.clockRate === 8000));
 }
 
 /** The browser's H.264 packetization-mode=1 receive codecs (what the gateway sends). @returns {RTCRtpCodec[]} */

@@ -5,7 +5,8 @@
  * Exchange, per attempt:
  *   1. `OPTIONS <endpoint>` → ICE servers from `Link: <uri>; rel="ice-server"` headers
  *      (they must be known before the RTCPeerConnection gathers candidates).
- *   2. Offer with recvonly video + audio, candidates gathered into the SDP (no trickle).
+ *   2. Offer with recvonly video + audio (no trickle): with a TURN server once its relay
+ *      candidates are in, else at once (see `gatherCandidates`).
  *   3. `POST <endpoint>` (`application/sdp`) → `201 Created`, the answer, and `Location`
  *      naming the session resource. ICE servers in the POST's Link headers are
  *      remembered for the next attempt when OPTIONS gave none (two-step fallback).
@@ -29,8 +30,8 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  * @property {"udp" | "tcp" | "tls"} [turnTransport] keep only TURN URLs of this transport (checks one firewall path)
  * @property {string} [stream] the camera's stream to play: `auto` (the server's default: main, then what the
  *   network carries), `main`, `sub` or a stream id; change it on the live session with `setStream`
- * @property {number} [gatherQuietMs] send the offer once no new candidate arrived for this long, ms (default 25)
- * @property {number} [gatherMaxMs] upper bound on candidate gathering, ms (default 2000)
+ * @property {number} [gatherQuietMs] with a TURN server: send the offer once no new candidate arrived for this long after a relay one, ms (default 25)
+ * @property {number} [gatherMaxMs] with a TURN server: upper bound on candidate gathering, ms (default 2000)
  * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
  * @property {number} [disconnectGraceMs] how long `disconnected` may last before retrying, ms (default 2500)
  * @property {number} [backoffMinMs] first retry delay after a failed attempt, ms (default 500)
@@ -503,11 +504,20 @@ async function openReceiver(config) {
 }
 
 /**
- * Wait until the offer carries usable candidates: gathering complete, or no new
- * candidate for `gatherQuietMs` once the ones worth waiting for arrived (host
- * candidates; with STUN/TURN servers also a server-reflexive or relay one), capped
- * at `gatherMaxMs`. Chromium reports "complete" only after its TCP candidates,
- * about 120 ms after the UDP ones, which would delay every start for nothing.
+ * Wait, when it matters, until the offer carries the candidates the gateway needs.
+ *
+ * With a TURN server: until a relay candidate came and no other for `gatherQuietMs`, or gathering
+ * completed, capped at `gatherMaxMs`. The relays an offer names are the allocations the gateway
+ * closes when the viewer ends (gateway/relay-access.ts), so a page that dies without closing them
+ * does not hold its user's relay quota until they expire. Chromium reports "complete" only after
+ * its TCP candidates, about 120 ms after the UDP ones, which would delay every start for nothing.
+ *
+ * Without one the offer goes at once, with whatever candidates it holds (often none): the
+ * browser checks from its candidates as they come, and the gateway answers a check from wherever
+ * it comes (a peer-reflexive candidate, RFC 8445 §7.3.1.3), as an ICE-lite server would. Browsers
+ * deliver candidates on the page's main thread, which is busiest while a page opens: waiting for
+ * the host ones there cost a grid page 40–200 ms (measured with 16 tiles). In real browsers host
+ * candidates are mDNS names, which the gateway does not resolve anyway.
  * @param {RTCPeerConnection} pc
  * @param {{ gatherQuietMs: number, gatherMaxMs: number }} opts
  * @param {RTCIceServer[]} servers
@@ -516,12 +526,11 @@ async function openReceiver(config) {
 export function gatherCandidates(pc, opts, servers) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   const urls = servers.flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]));
-  const wantRelay = urls.some((u) => /^turns?:/i.test(u));
-  const wantSrflx = !wantRelay && urls.some((u) => /^stuns?:/i.test(u));
+  if (!urls.some((u) => /^turns?:/i.test(u))) return Promise.resolve();
   return new Promise((resolve) => {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     let quiet;
-    let satisfied = !wantRelay && !wantSrflx;
+    let satisfied = false;
     const done = () => {
       clearTimeout(quiet);
       clearTimeout(cap);
@@ -533,7 +542,7 @@ export function gatherCandidates(pc, opts, servers) {
     const onCandidate = (e) => {
       if (!e.candidate) return done(); // end-of-candidates
       const type = e.candidate.type ?? /typ (\w+)/.exec(e.candidate.candidate)?.[1];
-      if (type === "relay" || (wantSrflx && type === "srflx")) satisfied = true;
+      if (type === "relay") satisfied = true;
       if (!satisfied) return;
       clearTimeout(quiet);
       quiet = setTimeout(done, opts.gatherQuietMs);
