@@ -59,6 +59,7 @@ import { playbackAudit } from "./audit/hooks.ts";
 import { RelayAccess, type RelayUser } from "./relay-access.ts";
 import { wireReadiness } from "./readiness.ts";
 import { GridCounters } from "./http/grid.ts";
+import { webAssets } from "./http/web-assets.ts";
 
 const WEB_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "web");
 /** The package version, for the discovery document. */
@@ -546,6 +547,7 @@ export async function startGateway(opts: GatewayOptions): Promise<Gateway> {
     // The web client's own files hold nothing secret and are served to anyone: a page opened before
     // sign-in then sends the browser to sign in with its whole address, the fragment included
     // (`/#camera=<id>`), which a redirect from here could not see. Its data stays behind sign-in.
+    app.use(webAssets(WEB_ROOT).router);
     app.use(express.static(WEB_ROOT, { index: "index.html", fallthrough: true }));
     // Everything below needs a signed-in user; state-changing browser requests need CSRF proof.
     app.use(auth.requireUser, auth.csrf);
