@@ -4,7 +4,7 @@
  * - The grid plays over ONE peer connection (web/grid-session.js: one ICE/DTLS handshake, one set
  *   of TURN allocations): each tile holds a slot of it, paging or a layout change re-binds slots to
  *   other cameras without a new connection, and the camera opened large uses a WHEP session of its
- *   own; grid tiles carry their camera's sound too, muted (off the element) until picked. The gateway tells the page
+ *   own; grid tiles carry their camera's sound too, muted until picked. The gateway tells the page
  *   on its event stream when the session's media worker dies (it offers again) or a slot's camera
  *   moves to another cluster node (the tile says so). With `?grid=0`, and on a gateway that refuses
  *   the grid route (none: an older gateway or a proxy passing only `/whep/`; or a refusal retrying
@@ -64,6 +64,8 @@ const MOVING_GIVE_UP_MS = (() => {
 })();
 /** A tile out of view for this long is paused, ms. */
 const OFFSCREEN_PAUSE_MS = 10_000;
+/** A muted tile's sound joins its picture this long after the first frame (see Tile.shownStream), ms. */
+const SOUND_AFTER_FIRST_FRAME_MS = 1000;
 /** A hidden page (background tab) without sound pauses its tiles after this long, ms. */
 const HIDDEN_PAUSE_MS = 60_000;
 
@@ -440,12 +442,13 @@ class Tile {
   }
 
   /**
-   * What the element plays of a live session's stream: its picture, and its sound only while the
-   * tile is heard (`setMuted`). Each element given a sound track starts an audio renderer, and in
-   * Chromium it does so by a call that blocks the page's main thread until the WebRTC worker
-   * thread answers: with a whole grid's sound tracks and cached pictures arriving at once, that
-   * held the page for 0.5–1.1 s (measured with 16 tiles), the first pictures with it. A muted
-   * tile's sound is not decoded either (phones).
+   * What the element plays of a live session's stream at first: its picture, and its sound only
+   * if the tile is heard. Each element given a sound track starts an audio renderer, and Chromium
+   * does so by a call that blocks the page's main thread until its WebRTC worker thread answers:
+   * with a whole grid's sound tracks attached while its cached pictures arrive, that held the
+   * page for 0.5–1.1 s (measured with 16 tiles), the first pictures with it. A muted tile's sound
+   * follows `SOUND_AFTER_FIRST_FRAME_MS` after its first picture (`addSound`): Chromium maps a
+   * picture to the recorder's clock (the time a tile shows) only while its sound plays too.
    * @param {MediaStream | null} stream
    */
   shownStream(stream) {
@@ -455,25 +458,17 @@ class Tile {
     return shown;
   }
 
-  /**
-   * Puts the live session's sound on the element or takes it off (see `shownStream`); a
-   * recording's stream (the timeline's) is left as it is.
-   * @param {boolean} heard
-   */
-  hearSound(heard) {
+  /** Puts the live session's sound on the element (see `shownStream`); a recording's stream (the timeline's) is left as it is. */
+  addSound() {
     const shown = this.video.srcObject;
     const live = this.session?.stream;
     if (!(shown instanceof MediaStream) || !live || !shown.getVideoTracks().some((t) => live.getVideoTracks().includes(t))) return;
-    for (const t of live.getAudioTracks()) {
-      const has = shown.getTracks().includes(t);
-      if (heard && !has) shown.addTrack(t);
-      else if (!heard && has) shown.removeTrack(t);
-    }
+    for (const t of live.getAudioTracks()) if (!shown.getTracks().includes(t)) shown.addTrack(t);
   }
 
   /** @param {boolean} muted */
   setMuted(muted) {
-    this.hearSound(!muted);
+    if (!muted) this.addSound();
     this.video.muted = muted;
     // A heard tile's sound and picture are kept level by the browser (lip-sync.js).
     holdInStep(this.session?.pc, /** @type {MediaStream | null} */ (this.video.srcObject), !muted);
@@ -513,6 +508,7 @@ class Tile {
     /** @param {number} at */
     const onFrame = (at) => {
       if (video.srcObject !== stream) return;
+      if (this.presentedAt === 0) setTimeout(() => video.srcObject === stream && this.addSound(), SOUND_AFTER_FIRST_FRAME_MS);
       this.presentedAt = at;
       if (this.lastFrameAt > 0 && this.lastFrameAt >= this.liveMark && !this.frameBaseline) this.lastFrameAt = Math.max(this.lastFrameAt, at);
       video.requestVideoFrameCallback(onFrame);

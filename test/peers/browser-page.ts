@@ -68,7 +68,7 @@ export const PAGE_HELPERS = `(() => {
         const el = document.querySelector(selector);
         if (!el || !el.srcObject) return null;
         tracks = el.srcObject.getTracks();
-        // A muted tile's element holds only its picture (web/app.js shownStream): its sound is
+        // A tile's element holds only its picture at first (web/app.js shownStream): its sound is
         // the audio section paired with the picture's, the only one of a one-camera connection,
         // the i-th of a grid's for its i-th video section (gateway/http/grid.ts).
         if (kind === "audio" && !tracks.some((t) => t.kind === "audio")) {
