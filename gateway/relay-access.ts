@@ -7,7 +7,7 @@
 import type { SessionId } from "../config/ids.ts";
 import { canonicalIp } from "../config/net/ip.ts";
 import { parseCandidate } from "../sfu/candidates.ts";
-import { turnIceServers, type IceServer, type TurnServer } from "../turn/index.ts";
+import { parseRestUsername, turnIceServers, type IceServer, type TurnServer } from "../turn/index.ts";
 import { sessionRef } from "./auth/index.ts";
 
 /** The caller an answer is for: a sign-in session's user, or a bearer token's. */
@@ -79,14 +79,16 @@ export class RelayAccess {
   }
 
   /**
-   * Ties a peer connection's relays to its life: the allocations its offer names are closed when
-   * `release` runs, so a closed page does not hold the user's relay quota until they expire.
+   * Ties a peer connection's relays to its life: the allocations its offer names, and those made
+   * with the credentials its page names (`RELAY_USERNAME_HEADER`, see `namedRelayUsers`), are
+   * closed when `release` runs, so a closed page does not hold the user's relay quota until they
+   * expire. Only `sub`'s own allocations are ever closed.
    */
-  relaysOf(sub: string, offer: unknown): () => void {
+  relaysOf(sub: string, offer: unknown, usernames: readonly string[] = []): () => void {
     const turn = this.#o.turn;
     const relayed = turn && typeof offer === "string" ? relayedAddressesIn(offer) : [];
     return () => {
-      if (relayed.length > 0) turn?.closeClientOf(sub, relayed);
+      if (relayed.length > 0 || usernames.length > 0) turn?.closeClientOf(sub, relayed, usernames);
     };
   }
 
@@ -105,6 +107,34 @@ export class RelayAccess {
       credentials,
     });
   }
+}
+
+/**
+ * The header in which a page names the TURN credentials its peer connection uses (the usernames
+ * of the ICE servers it was given), comma-separated. A page that offers before its relay
+ * candidates are gathered (web/whep.js `gatherCandidates`) names its allocations this way.
+ */
+export const RELAY_USERNAME_HEADER = "Gatehouse-Relay-Username";
+
+/** Most usernames taken from one request (a page names one per TURN server set it was given). */
+const MAX_NAMED_USERNAMES = 4;
+
+/**
+ * The usernames a request names in `RELAY_USERNAME_HEADER` that are `sub`'s own, minted here
+ * (REST form with our session tail); anything else is ignored. The TURN server closes only `sub`'s
+ * allocations in any case: naming someone else's credentials could not close theirs.
+ */
+export function namedRelayUsers(header: string | string[] | undefined, sub: string): string[] {
+  const value = Array.isArray(header) ? header.join(",") : header;
+  if (!value || value.length > 2048) return [];
+  const out: string[] = [];
+  for (const part of value.split(",")) {
+    const name = part.trim();
+    const parsed = name ? parseRestUsername(name) : undefined;
+    if (parsed && parsed.subject === sub && /#[A-Za-z0-9_-]{0,16}\.[A-Za-z0-9_-]{8}$/.test(name) && !out.includes(name)) out.push(name);
+    if (out.length >= MAX_NAMED_USERNAMES) break;
+  }
+  return out;
 }
 
 /**

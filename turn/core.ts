@@ -923,14 +923,15 @@ export class TurnCore {
   }
 
   /**
-   * The client behind some relayed addresses is gone (the WHEP viewer they served closed):
-   * close the allocations of `subject` relayed at those addresses, and every allocation
-   * made with the same credentials (the other TURN transports the same peer connection
-   * allocated on). Allocations of other subjects are never touched.
+   * The client behind some relayed addresses, or some credentials, is gone (the viewer they
+   * served closed): close the allocations of `subject` relayed at those addresses or made with
+   * those usernames, and every allocation made with the same credentials (the other TURN
+   * transports the same peer connection allocated on). Allocations of other subjects are never
+   * touched, whatever is named.
    */
-  closeClientOf(subject: string, relayed: readonly TransportAddress[]): TurnAction[] {
+  closeClientOf(subject: string, relayed: readonly TransportAddress[], named: readonly string[] = []): TurnAction[] {
     const wanted = new Set(relayed.map((r) => `${r.address}|${r.port}`));
-    const usernames = new Set<string>();
+    const usernames = new Set<string>(named);
     for (const a of this.byId.values()) {
       if (a.subject !== subject) continue;
       for (const r of a.relays) if (wanted.has(`${r.external}|${r.port}`)) usernames.add(a.username);

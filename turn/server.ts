@@ -85,8 +85,8 @@ export interface TurnServer extends TurnTcpHandler {
   closeSubject(subject: string): void;
   /** A sign-in session ended: close its allocations and refuse its credentials from now on. */
   closeSession(ref: string): void;
-  /** A viewer whose offer named these relayed addresses closed: release that peer connection's allocations of `subject`. */
-  closeClientOf(subject: string, relayed: readonly TransportAddress[]): void;
+  /** A viewer whose offer named these relayed addresses (or whose page named these credentials) closed: release that peer connection's allocations of `subject`. */
+  closeClientOf(subject: string, relayed: readonly TransportAddress[], usernames?: readonly string[]): void;
   /** True when `address:port` is one of this server's relay sockets (other listeners refuse such sources). */
   isRelaySource(address: string, port: number): boolean;
   /**
@@ -506,7 +506,7 @@ export async function startTurnServer(opts: TurnServerOptions): Promise<TurnServ
     },
     closeSubject: (subject) => perform(core.closeSubject(subject)),
     closeSession: (ref) => perform(core.closeSession(ref, clock())),
-    closeClientOf: (subject, relayed) => perform(core.closeClientOf(subject, relayed)),
+    closeClientOf: (subject, relayed, usernames) => perform(core.closeClientOf(subject, relayed, usernames)),
     isRelaySource: (address, port) => relays.isRelaySource(socketIp(address) ?? address, port),
     async rebindUdp(index) {
       const want = cfg.udp[index];

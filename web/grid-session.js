@@ -6,7 +6,8 @@
  *   1. `OPTIONS grid` → ICE servers (Link headers) and the most video slots a session may have.
  *   2. Offer with N recvonly video transceivers (H.264 only, so the offer stays small) and N
  *      recvonly audio transceivers (the i-th carries the sound of the camera on the i-th video
- *      slot), candidates as whep.js `gatherCandidates` waits for them; `POST grid` → 201, the answer, `Location`.
+ *      slot), candidates as whep.js `gatherCandidates` waits for them, its TURN credentials named
+ *      (`relayUsernameHeader`); `POST grid` → 201, the answer, `Location`.
  *      The first tiles' cameras go WITH the offer (`POST grid` as JSON `{offer, slots: [{mid, camera}, …]}`,
  *      answered `{answer, slots}`): the gateway binds them before ICE and DTLS complete, and each
  *      slot's cached keyframe leaves the moment the connection is up. The offer can be made
@@ -35,7 +36,7 @@
  */
 
 import { csrfHeaders, resetCsrf } from "./csrf.js";
-import { gatherCandidates, iceServersFromLinks, onlyTurnTransport, parseLinkHeader, retryAfterMs, WhepError } from "./whep.js";
+import { gatherCandidates, iceServersFromLinks, onlyTurnTransport, parseLinkHeader, relayUsernameHeader, retryAfterMs, WhepError } from "./whep.js";
 
 /**
  * `unsupported`: the gateway has no grid endpoint (an older gateway, or one behind a proxy that only
@@ -119,6 +120,8 @@ export class GridSession extends EventTarget {
   #bindInOffer = true;
   /** Video transceivers of the current connection's offer (0: none made). */
   #offered = 0;
+  /** The current attempt's ICE servers (their TURN credentials are named with the offer). @type {RTCIceServer[]} */
+  #servers = [];
   /** Resolves the current attempt's wait for a first tile (see `#demand`). @type {(() => void) | null} */
   #demanded = null;
   /** The last refusal was the user's session limit (a first attempt so refused gives the grid up). */
@@ -563,6 +566,7 @@ export class GridSession extends EventTarget {
     }
     if (opts.turnTransport) servers = onlyTurnTransport(servers, opts.turnTransport);
     if (servers.length > 0) pc.setConfiguration({ ...config, iceServers: servers });
+    this.#servers = servers;
     await pc.setLocalDescription(offer);
     await gatherCandidates(pc, opts, servers);
     if (gen !== this.#gen) return;
@@ -653,6 +657,7 @@ export class GridSession extends EventTarget {
         headers: {
           "Content-Type": json ? "application/json" : "application/sdp",
           Accept: json ? "application/json" : "application/sdp",
+          ...relayUsernameHeader(this.#servers),
           ...(await csrfHeaders()),
         },
         body: json ? JSON.stringify({ offer: sdp, slots: binds.map(([slot, lease]) => ({ mid: slot.mid, camera: lease.camera })) }) : sdp,

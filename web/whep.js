@@ -5,8 +5,8 @@
  * Exchange, per attempt:
  *   1. `OPTIONS <endpoint>` → ICE servers from `Link: <uri>; rel="ice-server"` headers
  *      (they must be known before the RTCPeerConnection gathers candidates).
- *   2. Offer with recvonly video + audio (no trickle): with a TURN server once its relay
- *      candidates are in, else at once (see `gatherCandidates`).
+ *   2. Offer with recvonly video + audio, sent at once (no trickle; relay-only connections wait
+ *      for their relay candidates, see `gatherCandidates`), naming its TURN credentials.
  *   3. `POST <endpoint>` (`application/sdp`) → `201 Created`, the answer, and `Location`
  *      naming the session resource. ICE servers in the POST's Link headers are
  *      remembered for the next attempt when OPTIONS gave none (two-step fallback).
@@ -30,8 +30,8 @@ import { csrfHeaders, resetCsrf } from "./csrf.js";
  * @property {"udp" | "tcp" | "tls"} [turnTransport] keep only TURN URLs of this transport (checks one firewall path)
  * @property {string} [stream] the camera's stream to play: `auto` (the server's default: main, then what the
  *   network carries), `main`, `sub` or a stream id; change it on the live session with `setStream`
- * @property {number} [gatherQuietMs] with a TURN server: send the offer once no new candidate arrived for this long after a relay one, ms (default 25)
- * @property {number} [gatherMaxMs] with a TURN server: upper bound on candidate gathering, ms (default 2000)
+ * @property {number} [gatherQuietMs] relay-only connections: send the offer once no new candidate arrived for this long after a relay one, ms (default 25)
+ * @property {number} [gatherMaxMs] relay-only connections: upper bound on candidate gathering, ms (default 2000)
  * @property {number} [connectTimeoutMs] answer → connected limit before retrying, ms (default 10000)
  * @property {number} [disconnectGraceMs] how long `disconnected` may last before retrying, ms (default 2500)
  * @property {number} [backoffMinMs] first retry delay after a failed attempt, ms (default 500)
@@ -298,6 +298,7 @@ export class WhepSession extends EventTarget {
     const headers = {
       "Content-Type": "application/sdp",
       Accept: "application/sdp",
+      ...relayUsernameHeader(servers),
       ...(await (opts.headers ?? csrfHeaders)()),
     };
     this.#abort = new AbortController();
@@ -506,18 +507,20 @@ async function openReceiver(config) {
 /**
  * Wait, when it matters, until the offer carries the candidates the gateway needs.
  *
- * With a TURN server: until a relay candidate came and no other for `gatherQuietMs`, or gathering
- * completed, capped at `gatherMaxMs`. The relays an offer names are the allocations the gateway
- * closes when the viewer ends (gateway/relay-access.ts), so a page that dies without closing them
- * does not hold its user's relay quota until they expire. Chromium reports "complete" only after
- * its TCP candidates, about 120 ms after the UDP ones, which would delay every start for nothing.
+ * It matters only when the connection may use nothing but the relay (`iceTransportPolicy:
+ * "relay"`): then until a relay candidate came and no other for `gatherQuietMs`, or gathering
+ * completed, capped at `gatherMaxMs`. Chromium reports "complete" only after its TCP candidates,
+ * about 120 ms after the UDP ones, which would delay every start for nothing.
  *
- * Without one the offer goes at once, with whatever candidates it holds (often none): the
- * browser checks from its candidates as they come, and the gateway answers a check from wherever
- * it comes (a peer-reflexive candidate, RFC 8445 §7.3.1.3), as an ICE-lite server would. Browsers
- * deliver candidates on the page's main thread, which is busiest while a page opens: waiting for
- * the host ones there cost a grid page 40–200 ms (measured with 16 tiles). In real browsers host
- * candidates are mDNS names, which the gateway does not resolve anyway.
+ * Otherwise the offer goes at once, with whatever candidates it holds (often none): the browser
+ * checks from its candidates as they come, and the gateway answers a check from wherever it comes
+ * (a peer-reflexive candidate, RFC 8445 §7.3.1.3), as an ICE-lite server would. Relay candidates
+ * come 150–250 ms after the host ones (a TURN allocation), and browsers deliver candidates on the
+ * page's main thread, which is busiest while a page opens: waiting for the host ones alone cost a
+ * grid page 40–200 ms (measured with 16 tiles). The allocations the gateway closes with the viewer
+ * (so that a page that dies does not hold its user's relay quota) are named by their credentials
+ * instead (`relayUsernameHeader`). In real browsers host candidates are mDNS names, which the
+ * gateway does not resolve anyway.
  * @param {RTCPeerConnection} pc
  * @param {{ gatherQuietMs: number, gatherMaxMs: number }} opts
  * @param {RTCIceServer[]} servers
@@ -526,7 +529,8 @@ async function openReceiver(config) {
 export function gatherCandidates(pc, opts, servers) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   const urls = servers.flatMap((s) => (Array.isArray(s.urls) ? s.urls : [s.urls]));
-  if (!urls.some((u) => /^turns?:/i.test(u))) return Promise.resolve();
+  const relayOnly = pc.getConfiguration().iceTransportPolicy === "relay";
+  if (!relayOnly || !urls.some((u) => /^turns?:/i.test(u))) return Promise.resolve();
   return new Promise((resolve) => {
     /** @type {ReturnType<typeof setTimeout> | undefined} */
     let quiet;
@@ -554,6 +558,26 @@ export function gatherCandidates(pc, opts, servers) {
     pc.addEventListener("icecandidate", onCandidate);
     pc.addEventListener("icegatheringstatechange", onState);
   });
+}
+
+/** The header naming the TURN credentials of an offer's peer connection (gateway/relay-access.ts). */
+export const RELAY_USERNAME = "Gatehouse-Relay-Username";
+
+/**
+ * `RELAY_USERNAME` for an offer made with `servers`: the usernames of its TURN servers, so the
+ * gateway closes the allocations made with them when the viewer ends, whether or not the offer
+ * names its relay candidates. None without a TURN server.
+ * @param {RTCIceServer[]} servers
+ * @returns {Record<string, string>}
+ */
+export function relayUsernameHeader(servers) {
+  /** @type {string[]} */
+  const names = [];
+  for (const s of servers) {
+    const urls = Array.isArray(s.urls) ? s.urls : [s.urls];
+    if (typeof s.username === "string" && /^[\x21-\x7e]{1,256}$/.test(s.username) && urls.some((u) => /^turns?:/i.test(u)) && !names.includes(s.username)) names.push(s.username);
+  }
+  return names.length > 0 ? { [RELAY_USERNAME]: names.join(",") } : {};
 }
 
 /**

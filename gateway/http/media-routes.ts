@@ -24,7 +24,7 @@ import { forwardingRouter, isRelaySource, servedFrom, type Cluster } from "../cl
 import type { Forwarding } from "../cluster/forward-relay.ts";
 import { playbackRouter } from "../playback/routes.ts";
 import type { PlaybackService } from "../playback/service.ts";
-import type { RelayAccess } from "../relay-access.ts";
+import { namedRelayUsers, RELAY_USERNAME_HEADER, type RelayAccess } from "../relay-access.ts";
 import { gridDisabledRouter, gridRouter, type GridCounters } from "./grid.ts";
 import type { ViewerAdmission } from "./viewer-admission.ts";
 import { iceServerLinks, whepRouter } from "./whep.ts";
@@ -107,7 +107,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
         },
         { cameraId: viewer.cameraId, action: "live" },
       );
-      const releaseRelays = relay.relaysOf(user.sub, req.body);
+      const releaseRelays = relay.relaysOf(user.sub, req.body, namedRelayUsers(req.headers[RELAY_USERNAME_HEADER.toLowerCase()], user.sub));
       viewer.on("closed", () => {
         stop();
         releaseRelays();
@@ -163,7 +163,7 @@ export function mountMediaRoutes(app: express.Express, p: MediaRoutesParts): exp
           void session.close(authCloseReason(reason));
           relay.callerLost(user);
         });
-        const releaseRelays = relay.relaysOf(user.sub, offer);
+        const releaseRelays = relay.relaysOf(user.sub, offer, namedRelayUsers(req.headers[RELAY_USERNAME_HEADER.toLowerCase()], user.sub));
         session.once("closed", () => {
           stop();
           releaseRelays();

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseConfig } from "../../config/load.ts";
 import { silentLogger } from "../../config/log.ts";
 import { startGateway, type Gateway } from "../../gateway/gateway.ts";
+import { authCloseReason } from "../../sfu/api.ts";
 import { launchChromium, type Chromium } from "../peers/chromium.ts";
 
 const TILES = 16;
@@ -21,12 +22,9 @@ let gateway: Gateway;
 let chromium: Chromium;
 let dir: string;
 
-beforeAll(async () => {
-  dir = mkdtempSync(path.join(tmpdir(), "gh-turn-wall-"));
-  const pems = await generate([{ name: "commonName", value: "localhost" }], { keySize: 2048, algorithm: "sha256" });
-  writeFileSync(path.join(dir, "cert.pem"), pems.cert);
-  writeFileSync(path.join(dir, "key.pem"), pems.private);
-  const config = parseConfig(
+/** A gateway with TLS (TURN over TLS on its port), the embedded TURN server and its default quotas. */
+function gatewayConfig() {
+  return parseConfig(
     {
       server: { port: 0, tls: { cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem") } },
       auth: { mode: "none" },
@@ -38,7 +36,14 @@ beforeAll(async () => {
     },
     {},
   );
-  gateway = await startGateway({ config, log: silentLogger });
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), "gh-turn-wall-"));
+  const pems = await generate([{ name: "commonName", value: "localhost" }], { keySize: 2048, algorithm: "sha256" });
+  writeFileSync(path.join(dir, "cert.pem"), pems.cert);
+  writeFileSync(path.join(dir, "key.pem"), pems.private);
+  gateway = await startGateway({ config: gatewayConfig(), log: silentLogger });
   chromium = await launchChromium({ args: ["--ignore-certificate-errors"] });
 }, 60_000);
 
@@ -48,20 +53,27 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Open a page with `TILES` relay-only WHEP sessions of the demo camera, each rendering into a video element. */
-async function openWall(): Promise<Page> {
+/** Open a page with `n` WHEP sessions of the demo camera (relay-only unless `policy` says otherwise), each rendering into a video element. */
+async function openWall(n = TILES, policy: "relay" | "all" = "relay", gw: Gateway = gateway): Promise<Page> {
   // /whep.js itself as the page: same origin as the gateway, and no app tiles of its own.
-  const page = await chromium.newPage(`${gateway.url}/healthz`);
+  const page = await chromium.newPage(`${gw.url}/healthz`);
   // A string, so that the test bundler leaves the page's dynamic import alone.
-  await page.evaluate(`(async (n) => {
+  await page.evaluate(`(async (n, policy) => {
     const { WhepSession } = await import("/whep.js");
     window.tiles = [];
+    // What each offer named: its TURN credentials (header) and its relay candidates.
+    window.offers = [];
+    const fetch0 = window.fetch;
+    window.fetch = (url, init) => {
+      if (init && init.method === "POST") window.offers.push({ named: new Headers(init.headers).get("Gatehouse-Relay-Username"), relays: (String(init.body).match(/typ relay/g) || []).length });
+      return fetch0(url, init);
+    };
     for (let i = 0; i < n; i++) {
       const v = document.createElement("video");
       v.muted = true;
       v.autoplay = true;
       document.body.append(v);
-      const s = new WhepSession("/whep/demo", { iceTransportPolicy: "relay", connectTimeoutMs: 30000, gatherMaxMs: 10000, headers: async () => ({}) });
+      const s = new WhepSession("/whep/demo", { iceTransportPolicy: policy, connectTimeoutMs: 30000, gatherMaxMs: 10000, headers: async () => ({}) });
       s.addEventListener("stream", () => (v.srcObject = s.stream));
       s.start();
       window.tiles.push(s);
@@ -70,7 +82,7 @@ async function openWall(): Promise<Page> {
     // how the gateway knows which allocations a viewer's peer connection made.)
     // As the web client does: the page going away ends its sessions (DELETE with keepalive).
     window.addEventListener("pagehide", () => { for (const t of window.tiles) t.close("page hidden", { keepalive: true }); });
-  })(${TILES})`);
+  })(${n}, "${policy}")`);
   return page;
 }
 
@@ -131,4 +143,38 @@ describe("normal use exceeds the per-user quota", () => {
     expect(afterReload).toBeLessThanOrEqual(heldByOne + 6);
     expect(left).toEqual([]);
   }, 420_000);
+});
+
+describe("relays of a page that offers at once", () => {
+  it("a page that offers before its relay candidates (the default policy) names its credentials: its allocations end with its viewers, the page still open", async () => {
+    // A gateway of its own: the wall above used up this subject's allocation rate.
+    const gw = await startGateway({ config: gatewayConfig(), log: silentLogger });
+    const turn = gw.turn!;
+    const page = await openWall(2, "all", gw);
+    try {
+      const states = await allPlaying(page, 60_000);
+      expect(states.filter((s) => s.frames >= 10).length).toBe(2);
+      // Each offer named the credentials its page was given (whatever relay candidates it held), and
+      // Chromium allocates with them on each TURN server (UDP, TCP, TLS) while it plays over the direct path.
+      const offers = (await page.evaluate("window.offers")) as { named: string | null; relays: number }[];
+      expect(offers.length).toBeGreaterThanOrEqual(2);
+      const named = offers.map((o) => o.named);
+      expect(named.every((n) => n !== null && n.includes(":"))).toBe(true);
+      const allocated = () => new Set(turn.core.listAllocations().map((a) => a.username));
+      const t0 = Date.now();
+      while (!named.every((n) => allocated().has(n!)) && Date.now() - t0 < 15_000) await new Promise((r) => setTimeout(r, 100));
+      expect(named.filter((n) => !allocated().has(n!))).toEqual([]);
+      const held = turn.core.allocationCount;
+      console.log(`turn: offers named their credentials; relay candidates in them: ${offers.map((o) => o.relays).join(", ")}`);
+      // The viewers end on the gateway; the page, alive, would keep its allocations refreshed.
+      const ended = Date.now();
+      for (const v of gw.sfu.viewerList()) await v.close(authCloseReason("revoked"));
+      while (turn.core.allocationCount > 0 && Date.now() - ended < 5_000) await new Promise((r) => setTimeout(r, 50));
+      console.log(`turn: ${held} allocations of a page offering at once; ${turn.core.allocationCount} left ${Date.now() - ended} ms after its viewers ended`);
+      expect(turn.core.listAllocations().map((a) => `${a.transport} ${a.client.address}`)).toEqual([]);
+    } finally {
+      await page.close();
+      await gw.close("test done");
+    }
+  }, 120_000);
 });

@@ -832,6 +832,22 @@ describe("Send indications and hostile input", () => {
     expect(core.allocationCount).toBe(2);
   });
 
+  it("a viewer whose page named its credentials (no relay in its offer) takes that peer connection's allocations along, and no one else's", () => {
+    const core = new TurnCore(options());
+    const tile = creds("alice", 3600, "sessionRefAAAAAA");
+    new Client(core, clock, tile).allocate(undefined, [endpoint(50610)]);
+    new Client(core, clock, tile, tuple("203.0.113.31", 9, "tcp")).allocate(undefined, [endpoint(50611)]);
+    new Client(core, clock, creds("alice", 3600, "sessionRefAAAAAA")).allocate(undefined, [endpoint(50612)]);
+    const mallory = creds("mallory");
+    new Client(core, clock, mallory).allocate(undefined, [endpoint(50613)]);
+    // Naming someone else's credentials closes nothing of theirs.
+    expect(core.closeClientOf("alice", [], [mallory.username]).length).toBe(0);
+    expect(core.closeClientOf("mallory", [], [tile.username]).length).toBe(0);
+    const out = core.closeClientOf("alice", [], [tile.username]);
+    expect(out.filter((a) => a.kind === "release-relay").length).toBe(2);
+    expect(core.allocationCount).toBe(2);
+  });
+
   it("Binding requests get the reflexive address without credentials", () => {
     const core = new TurnCore(options());
     const t = tuple("203.0.113.77", 6000);
