@@ -131,7 +131,7 @@ export function namedRelayUsers(header: string | string[] | undefined, sub: stri
   for (const part of value.split(",")) {
     const name = part.trim();
     const parsed = name ? parseRestUsername(name) : undefined;
-    if (parsed && parsed.subject === sub && /#[A-Za-z0-9_-]{0,16}\.[A-Za-z0-9_-]{8}$/.test(name) && !out.includes(name)) out.push(name);
+    if (parsed?.minted && parsed.subject === sub && !out.includes(name)) out.push(name);
     if (out.length >= MAX_NAMED_USERNAMES) break;
   }
   return out;

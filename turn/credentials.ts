@@ -64,14 +64,14 @@ export function restPassword(secret: string, username: string): string {
  * Split a REST username into expiry, subject and (when we minted it) session reference.
  * The expiry comes first (coturn's default order); a username that does not start with
  * digits and ':' is not in REST form. One without our `#ref.mint` tail (made elsewhere
- * with the same secret) has no session.
+ * with the same secret) has no session and is not `minted` here.
  */
-export function parseRestUsername(username: string): { expiresAt: number; subject: string; session: string | undefined } | undefined {
+export function parseRestUsername(username: string): { expiresAt: number; subject: string; session: string | undefined; minted: boolean } | undefined {
   const ours = /^(\d{1,12}):(.+)#([A-Za-z0-9_-]{16})?\.[A-Za-z0-9_-]{8}$/s.exec(username);
-  if (ours) return { expiresAt: Number(ours[1]), subject: ours[2]!, session: ours[3] };
+  if (ours) return { expiresAt: Number(ours[1]), subject: ours[2]!, session: ours[3], minted: true };
   const m = /^(\d{1,12}):(.+)$/s.exec(username);
   if (!m) return undefined;
-  return { expiresAt: Number(m[1]), subject: m[2]!, session: undefined };
+  return { expiresAt: Number(m[1]), subject: m[2]!, session: undefined, minted: false };
 }
 
 /**

@@ -90,15 +90,15 @@ describe("REST credentials", () => {
     expect(c.password).toBe(createHmac("sha1", "s3cr3t-s3cr3t-s3cr3t").update(c.username).digest("base64"));
     expect(restPassword("s3cr3t-s3cr3t-s3cr3t", c.username)).toBe(c.password);
     expect(c.username).toMatch(/^1700000300:user@example#\.[A-Za-z0-9_-]{8}$/);
-    expect(parseRestUsername(c.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user@example", session: undefined });
+    expect(parseRestUsername(c.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user@example", session: undefined, minted: true });
     const bound = mintTurnCredentials({ secret: "0123456789abcdef", subject: "user#x", ttlSeconds: 300, now: 1_700_000_000_000, session: "AbCdEfGhIjKlMn-_" });
     expect(bound.username).toMatch(/^1700000300:user#x#AbCdEfGhIjKlMn-_\.[A-Za-z0-9_-]{8}$/);
-    expect(parseRestUsername(bound.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user#x", session: "AbCdEfGhIjKlMn-_" });
+    expect(parseRestUsername(bound.username)).toEqual({ expiresAt: 1_700_000_300, subject: "user#x", session: "AbCdEfGhIjKlMn-_", minted: true });
     // Two viewers minted in the same second never share a username.
     expect(mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 300, now: 0 }).username).not.toBe(mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 300, now: 0 }).username);
     expect(() => mintTurnCredentials({ secret: "0123456789abcdef", subject: "u", ttlSeconds: 1, session: "short" })).toThrow(RangeError);
     expect(parseRestUsername("a:b:c")).toBeUndefined();
-    expect(parseRestUsername("123:x:y")).toEqual({ expiresAt: 123, subject: "x:y", session: undefined });
+    expect(parseRestUsername("123:x:y")).toEqual({ expiresAt: 123, subject: "x:y", session: undefined, minted: false });
     expect(() => mintTurnCredentials({ secret: "x", subject: "", ttlSeconds: 1 })).toThrow(RangeError);
   });
 
