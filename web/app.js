@@ -25,6 +25,7 @@
 import { WhepSession } from "./whep.js";
 import { csrfHeaders } from "./csrf.js";
 import { GridSession } from "./grid-session.js";
+import { GRID_ENDPOINT, GRID_SLOTS_KEY, base, earlyGrid, fetchCameras, fetchUser, firstList, firstUser, gridWanted, hashCamera, iceTransportPolicy, lastGridSlots, turnTransport } from "./live-start.js";
 import { summarize, formatSummary, frameWallClock } from "./stats.js";
 import { confirmNow, stalled } from "./stall.js";
 import { GridLayout, LAYOUTS } from "./layout.js";
@@ -75,28 +76,13 @@ const PAUSED_OFFSCREEN = "Paused while out of view";
 const PAUSED_BACKGROUND = "Paused in the background";
 const PAUSED_NOT_SHOWN = "Paused: not on this page or filtered out";
 
-const base = new URL(".", document.baseURI);
-const query = new URLSearchParams(location.search);
-/**
- * `?relay=1` forces TURN relay candidates; `?relay=udp|tcp|tls` also keeps only that TURN transport,
- * so an installer can check each firewall path (UDP 14049, TCP and TLS on the HTTPS port).
- */
-const relayParam = query.get("relay");
-const iceTransportPolicy = relayParam === "1" || /^(udp|tcp|tls)$/.test(relayParam ?? "") ? "relay" : undefined;
-const turnTransport = /** @type {"udp" | "tcp" | "tls" | undefined} */ (
-  /^(udp|tcp|tls)$/.test(relayParam ?? "") ? relayParam : undefined
-);
-
 /**
  * The grid over one peer connection unless `?grid=0` (and until the gateway refuses its grid
  * route); else one WHEP session per tile.
  */
-let gridMode = query.get("grid") !== "0";
-/** @type {GridSession | null} the page's one multi-camera session, created with the first tile that plays */
+let gridMode = gridWanted;
+/** @type {GridSession | null} the page's one multi-camera session: the one live-start.js began, else made when a tile first plays */
 let gridSession = null;
-
-/** Where the page keeps how many slots its grid wanted last (the first offer is made before the camera list says). */
-const GRID_SLOTS_KEY = "gatehouse.gridSlots";
 
 /**
  * Slots for the current page of the layout; before the camera list is known, as many as last
@@ -113,13 +99,7 @@ function gridSlotsWanted() {
     }
     return want;
   }
-  let last = NaN;
-  try {
-    last = Number(localStorage.getItem(GRID_SLOTS_KEY));
-  } catch {
-    // as above
-  }
-  return Math.max(1, Math.min(Number.isInteger(last) && last > 0 ? last : 16, layout.layout.slots));
+  return Math.max(1, Math.min(lastGridSlots() || 16, layout.layout.slots));
 }
 
 /**
@@ -128,16 +108,27 @@ function gridSlotsWanted() {
  */
 function theGrid() {
   const want = gridSlotsWanted();
-  if (!gridSession) {
-    gridSession = new GridSession(new URL("grid", base), { iceTransportPolicy, turnTransport, slots: want });
-    const session = gridSession;
-    session.addEventListener("statechange", () => {
-      if (session.state === "unauthorized") signIn();
-      // No grid route, or a refusal of it that retrying cannot mend: per-tile WHEP still plays.
-      if (session.state === "unsupported" || session.state === "failed") playTilesOnTheirOwn();
-    });
-  } else gridSession.wantSlots(want);
+  if (!gridSession) return adoptGrid(new GridSession(GRID_ENDPOINT, { iceTransportPolicy, turnTransport, slots: want }));
+  gridSession.wantSlots(want);
   return gridSession;
+}
+
+/**
+ * Makes `session` the page's grid, and acts on its state from now on and as it is now (the
+ * session live-start.js began may have been refused before this module ran).
+ * @param {GridSession} session
+ * @returns {GridSession}
+ */
+function adoptGrid(session) {
+  gridSession = session;
+  const onState = () => {
+    if (session.state === "unauthorized") signIn();
+    // No grid route, or a refusal of it that retrying cannot mend: per-tile WHEP still plays.
+    if (session.state === "unsupported" || session.state === "failed") playTilesOnTheirOwn();
+  };
+  session.addEventListener("statechange", onState);
+  onState();
+  return session;
 }
 
 /** No grid endpoint at this gateway (or it refused the grid): every tile the grid was to play gets a WHEP session of its own. */
@@ -198,9 +189,13 @@ let userKnown = false;
  *   lastLiveAt?: number, transport?: string, unplayable?: { type: string, reason: string }[], actions?: string[] }} CameraInfo
  */
 
+/** @type {Intl.DateTimeFormat | null} made on first use: the first costs about 10 ms (measured in Chromium), each later one less but not nothing */
+let clockFormat = null;
+
 /** @param {number} ms epoch ms */
 function clockText(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  clockFormat ??= new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return clockFormat.format(ms);
 }
 
 /** One camera tile: its DOM, its WHEP session and its latest statistics. */
@@ -778,11 +773,6 @@ class Tile {
 
 // ---------------------------------------------------------------- camera list
 
-/** The camera list request (its answer, or null when the gateway cannot be reached). @returns {Promise<Response | null>} */
-function fetchCameras() {
-  return fetch(new URL("api/cameras", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" }).catch(() => null);
-}
-
 /** @param {Promise<Response | null>} [pending] the list already asked for */
 async function refreshCameras(pending = fetchCameras()) {
   const res = await pending;
@@ -944,11 +934,12 @@ function reconcile(list) {
  * Who is signed in (`GET auth/me`: {name, sub, via}); absent without a sign-in layer.
  * A cookie session gets a Sign out link (a confirmation page that posts with CSRF proof).
  */
-async function showUser() {
+/** @param {Promise<Response | null>} [pending] the request already sent */
+async function showUser(pending = fetchUser()) {
   let me;
   try {
-    const res = await fetch(new URL("auth/me", base), { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" });
-    if (!res.ok) return;
+    const res = await pending;
+    if (!res?.ok) return;
     me = await res.json();
   } catch {
     return;
@@ -1024,13 +1015,6 @@ function renderSummary() {
 }
 
 // ---------------------------------------------------------------- single view
-
-/** Camera named by the URL hash (`#camera=<id>`), or null. */
-function hashCamera() {
-  const h = location.hash.replace(/^#/, "");
-  if (!h) return null;
-  return new URLSearchParams(h).get("camera");
-}
 
 /**
  * Show one camera large and pause the others.
@@ -1621,22 +1605,25 @@ setInterval(() => {
   let quiet = 0;
   for (const t of [...tiles.values()].sort((a, b) => a.presentedAt - b.presentedAt)) if (t.checkStall(quiet < QUIET_SAMPLES_PER_CHECK) === "quiet") quiet++;
 }, STALL_CHECK_MS);
-tick();
-// The grid's connection is offered while the camera list loads (its first tiles' binds go with
-// the offer once they ask); a link to one camera opens it large in a session of its own instead.
-if (gridMode && !hashCamera()) theGrid().prepare();
+// The grid's connection, its offer made while the camera list loads (live-start.js; its first
+// tiles' binds go with the offer once they ask); a link to one camera opens it large in a session
+// of its own instead.
+if (earlyGrid) adoptGrid(earlyGrid);
 listenCameras();
-(async function poll() {
-  // The camera list is asked for at once, but shown after the user's saved layout and favourites,
-  // so the grid does not start in the wrong shape.
-  const list = fetchCameras();
+(async function poll(list = fetchCameras()) {
+  // The camera list is shown after the user's saved layout and favourites are known, so the grid
+  // does not start in the wrong shape. The first round uses the requests sent as the page started.
   if (!userKnown) {
-    await showUser();
+    await showUser(firstUser);
     userKnown = true;
   }
   await refreshCameras(list);
   setTimeout(poll, REFRESH_MS);
-})();
+})(firstList).finally(() => {
+  // The clock and the tiles' figures are drawn once the first list is shown, in a task of their
+  // own: the grid's offer, sent as the first tiles ask, does not wait for them.
+  setTimeout(tick);
+});
 
 /**
  * A tile's own statistics: its receiver's when it shares the grid's connection, else its connection's.

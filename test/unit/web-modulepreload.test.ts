@@ -25,8 +25,10 @@ function importsOf(file: string, seen = new Set<string>()): Set<string> {
 describe("the live view's module preloads", () => {
   it("name every module its page scripts import, and nothing else", () => {
     const html = readFileSync(path.join(web, "index.html"), "utf8");
-    const scripts = [...html.matchAll(/<script type="module" src="([^"]+)">/g)].map((m) => m[1]!);
-    expect(scripts).toEqual(["app.js", "intercom.js"]);
+    const scripts = [...html.matchAll(/<script type="module"(?: async)? src="([^"]+)">/g)].map((m) => m[1]!);
+    // live-start.js first and `async` (it starts the page's requests and the grid's offer; app.js imports it).
+    expect(scripts).toEqual(["live-start.js", "app.js", "intercom.js"]);
+    expect(html).toContain('<script type="module" async src="live-start.js">');
     const wanted = new Set<string>();
     for (const s of scripts) for (const d of importsOf(s)) if (!scripts.includes(d)) wanted.add(d);
     const preloaded = [...html.matchAll(/<link rel="modulepreload" href="([^"]+)">/g)].map((m) => m[1]!);
