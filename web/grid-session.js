@@ -36,7 +36,8 @@
  */
 
 import { csrfHeaders, resetCsrf } from "./csrf.js";
-import { gatherCandidates, iceServersFromLinks, onlyTurnTransport, parseLinkHeader, relayUsernameHeader, retryAfterMs, WhepError } from "./whep.js";
+import { cannotMend, retryAfterMs, retryDelayMs, Timer } from "./retry.js";
+import { gatherCandidates, iceServersFromLinks, onlyTurnTransport, parseLinkHeader, relayUsernameHeader, WhepError } from "./whep.js";
 
 /**
  * `unsupported`: the gateway has no grid endpoint (an older gateway, or one behind a proxy that only
@@ -103,8 +104,8 @@ export class GridSession extends EventTarget {
   #endpoint;
   #opts;
   #gen = 0;
-  /** @type {ReturnType<typeof setTimeout> | undefined} */
-  #timer;
+  /** The connect timeout, the disconnect grace or the next attempt. */
+  #timer = new Timer();
   /** @type {ReturnType<typeof setInterval> | undefined} */
   #check;
   /** @type {Slot[]} */
@@ -638,7 +639,7 @@ export class GridSession extends EventTarget {
     this.#settle(sent, results);
     if (gen !== this.#gen) return;
     this.#assign();
-    this.#arm(opts.connectTimeoutMs, () => this.#fail(new WhepError("timed out waiting for the connection")));
+    this.#timer.arm(opts.connectTimeoutMs, () => this.#fail(new WhepError("timed out waiting for the connection")));
     this.#onConnectionState(gen);
   }
 
@@ -703,7 +704,7 @@ export class GridSession extends EventTarget {
         this.timings.connected ??= performance.now();
         this.failures = 0;
         this.lastError = null;
-        this.#clearTimer();
+        this.#timer.clear();
         this.#setState("connected");
         clearInterval(this.#check);
         this.#check = setInterval(() => void this.#verify(), this.#opts.checkMs);
@@ -711,7 +712,7 @@ export class GridSession extends EventTarget {
     } else if (s === "disconnected") {
       if (this.state === "connected") {
         this.#setState("disconnected");
-        this.#arm(this.#opts.disconnectGraceMs, () => this.#fail(new WhepError("connection lost")));
+        this.#timer.arm(this.#opts.disconnectGraceMs, () => this.#fail(new WhepError("connection lost")));
       }
     } else if (s === "failed" || s === "closed") {
       this.#fail(new WhepError("connection failed"));
@@ -734,12 +735,10 @@ export class GridSession extends EventTarget {
     const next = afterFailure(error.status, { hadSession, attempts: this.attempts, atLimit });
     if (next !== "retrying") return this.#setState(next);
     this.failures++;
-    const o = this.#opts;
-    const base = wasConnected && this.failures === 1 ? 100 : Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** (this.failures - 1));
-    const delay = Math.max(Math.round(base * (0.8 + 0.4 * Math.random())), error.retryAfterMs);
+    const delay = retryDelayMs(this.failures, wasConnected, this.#opts, error.retryAfterMs);
     this.retryAt = performance.now() + delay;
     this.#setState("retrying");
-    this.#arm(delay, () => this.#attempt());
+    this.#timer.arm(delay, () => this.#attempt());
   }
 
   /** @param {boolean} keepalive */
@@ -747,7 +746,7 @@ export class GridSession extends EventTarget {
     this.#demanded?.();
     this.#demanded = null;
     this.#offered = 0;
-    this.#clearTimer();
+    this.#timer.clear();
     clearInterval(this.#check);
     this.#check = undefined;
     const pc = this.pc;
@@ -772,23 +771,6 @@ export class GridSession extends EventTarget {
     } catch {
       // the gateway also ends sessions whose connection died
     }
-  }
-
-  /**
-   * @param {number} ms
-   * @param {() => void} fn
-   */
-  #arm(ms, fn) {
-    this.#clearTimer();
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      fn();
-    }, ms);
-  }
-
-  #clearTimer() {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
   }
 
   /** @param {GridState} state */
@@ -969,7 +951,7 @@ export function afterFailure(status, { hadSession, attempts, atLimit }) {
   if (status === 401) return "unauthorized";
   if (!hadSession && attempts === 1 && [404, 405, 501].includes(status)) return "unsupported";
   if (atLimit && attempts === 1) return "failed";
-  if (status >= 400 && status < 500 && ![404, 408, 429].includes(status)) return "failed";
+  if (cannotMend(status)) return "failed";
   return "retrying";
 }
 

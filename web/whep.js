@@ -20,6 +20,7 @@
 
 
 import { csrfHeaders, resetCsrf } from "./csrf.js";
+import { cannotMend, retryAfterMs, retryDelayMs, Timer } from "./retry.js";
 
 /** @typedef {"new"|"connecting"|"connected"|"disconnected"|"retrying"|"unauthorized"|"failed"|"closed"} WhepState */
 
@@ -63,23 +64,6 @@ export class WhepError extends Error {
   }
 }
 
-/** Longest `Retry-After` the client honours, ms: a wrong header must not park a tile for hours. */
-const RETRY_AFTER_MAX_MS = 300_000;
-
-/**
- * A `Retry-After` header (RFC 9110 §10.2.3: delay-seconds or an HTTP date) in ms from `now`,
- * bounded to 5 minutes; 0 when absent or unreadable.
- * @param {string | null} value
- * @param {number} [now] ms since the epoch
- * @returns {number}
- */
-export function retryAfterMs(value, now = Date.now()) {
-  if (!value) return 0;
-  const v = value.trim();
-  const ms = /^\d+$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now;
-  return Number.isFinite(ms) && ms > 0 ? Math.min(ms, RETRY_AFTER_MAX_MS) : 0;
-}
-
 /**
  * A WHEP viewer session that keeps itself connected until closed.
  *
@@ -119,8 +103,8 @@ export class WhepSession extends EventTarget {
   #opts;
   /** Bumped by every attempt and by close(): stale async continuations compare and stop. */
   #gen = 0;
-  /** @type {ReturnType<typeof setTimeout> | undefined} */
-  #timer;
+  /** The connect timeout, the disconnect grace or the next attempt. */
+  #timer = new Timer();
   /** @type {RTCIceServer[] | null} learnt from a POST's Link headers when OPTIONS gave none */
   #learntServers = null;
   /** @type {AbortController | null} */
@@ -339,7 +323,7 @@ export class WhepSession extends EventTarget {
     this.hasAudio = audio.currentDirection === "recvonly" || audio.currentDirection === "sendrecv";
     this.stream = stream;
     this.dispatchEvent(new Event("stream"));
-    this.#arm(opts.connectTimeoutMs, () => this.#fail(new WhepError("timed out waiting for the connection")));
+    this.#timer.arm(opts.connectTimeoutMs, () => this.#fail(new WhepError("timed out waiting for the connection")));
     this.#onConnectionState(gen);
   }
 
@@ -365,14 +349,14 @@ export class WhepSession extends EventTarget {
         this.timings.connected ??= performance.now();
         this.failures = 0;
         this.lastError = null;
-        this.#clearTimer();
+        this.#timer.clear();
         this.#setState("connected");
       }
     } else if (s === "disconnected") {
       // Often transient (a lost path that ICE recovers); give it a grace period.
       if (this.state === "connected") {
         this.#setState("disconnected");
-        this.#arm(this.#opts.disconnectGraceMs, () => this.#fail(new WhepError("connection lost")));
+        this.#timer.arm(this.#opts.disconnectGraceMs, () => this.#fail(new WhepError("connection lost")));
       }
     } else if (s === "failed" || s === "closed") {
       // "closed" without close() here: the remote ended DTLS (close_notify).
@@ -391,21 +375,15 @@ export class WhepSession extends EventTarget {
       this.#setState("unauthorized");
       return;
     }
-    // Client errors other than 404 (camera may come back) and 429 will not improve by retrying.
-    if (error.status >= 400 && error.status < 500 && error.status !== 404 && error.status !== 408 && error.status !== 429) {
+    if (cannotMend(error.status)) {
       this.#setState("failed");
       return;
     }
     this.failures++;
-    const o = this.#opts;
-    // A drop after a good connection retries almost at once; repeated failures back off.
-    const base = wasConnected && this.failures === 1 ? 100 : Math.min(o.backoffMaxMs, o.backoffMinMs * 2 ** (this.failures - 1));
-    // A server that says when to come back (429 over a viewer limit, 503 with no free media
-    // port) is not asked again before then.
-    const delay = Math.max(Math.round(base * (0.8 + 0.4 * Math.random())), error.retryAfterMs);
+    const delay = retryDelayMs(this.failures, wasConnected, this.#opts, error.retryAfterMs);
     this.retryAt = performance.now() + delay;
     this.#setState("retrying");
-    this.#arm(delay, () => this.#attempt());
+    this.#timer.arm(delay, () => this.#attempt());
   }
 
   /**
@@ -413,7 +391,7 @@ export class WhepSession extends EventTarget {
    * @param {boolean} keepalive
    */
   #teardown(keepalive) {
-    this.#clearTimer();
+    this.#timer.clear();
     this.#abort?.abort();
     this.#abort = null;
     const pc = this.pc;
@@ -441,23 +419,6 @@ export class WhepSession extends EventTarget {
     } catch {
       // The server also expires sessions whose connection died; nothing more to do.
     }
-  }
-
-  /**
-   * @param {number} ms
-   * @param {() => void} fn
-   */
-  #arm(ms, fn) {
-    this.#clearTimer();
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      fn();
-    }, ms);
-  }
-
-  #clearTimer() {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
   }
 
   /** @param {WhepState} state */
