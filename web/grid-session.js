@@ -271,6 +271,17 @@ export class GridSession extends EventTarget {
     return true;
   }
 
+  /**
+   * A tile whose camera was refused for a while (a refusal that may pass) asks again: a free slot
+   * now, or the next one. Nothing when it holds or awaits a slot already (a new connection took it).
+   * @param {SlotLease} lease
+   */
+  _retry(lease) {
+    if (this.state === "closed" || !this.#leases.has(lease) || this.#waiting.includes(lease) || this.#slots.some((s) => s.lease === lease)) return;
+    this.#waiting.push(lease);
+    this.#queueAssign();
+  }
+
   /** @param {SlotLease} lease */
   _release(lease) {
     this.#leases.delete(lease);
@@ -345,7 +356,7 @@ export class GridSession extends EventTarget {
    * The gateway's answers to several binds sent at once (`{mid, …}` bound, or `{mid, status, reason}`
    * refused), each handled as its own PUT's would be.
    * @param {Array<[Slot, SlotLease]>} pairs
-   * @param {Array<{ mid?: string, status?: number, reason?: string }>} results
+   * @param {Array<{ mid?: string, status?: number, reason?: string, retryAfterSeconds?: number }>} results
    */
   #settle(pairs, results) {
     for (const [slot, lease] of pairs) {
@@ -358,9 +369,10 @@ export class GridSession extends EventTarget {
       }
       const status = r && typeof r.status === "number" ? r.status : 500;
       if (status === 401) return this.#fail(new WhepError(r?.reason ?? "sign-in required", 401));
-      // This camera only: the tile says why; the slot goes to the next tile.
+      // This camera only: the tile says why (and asks again, when the refusal may pass); the slot goes to the next tile.
       if (slot.lease === lease) slot.lease = null;
-      lease._refused(new WhepError(r?.reason ?? `HTTP ${status}`, status));
+      const after = r && typeof r.retryAfterSeconds === "number" && r.retryAfterSeconds > 0 ? Math.min(r.retryAfterSeconds, 300) * 1000 : 0;
+      lease._refused(new WhepError(r?.reason ?? `HTTP ${status}`, status, after), this.#opts);
       this.#queueAssign();
     }
   }
@@ -440,9 +452,9 @@ export class GridSession extends EventTarget {
       if (res.status === 403) resetCsrf();
       // The session is gone on the gateway (closed, restarted): a new one.
       if (res.status === 404 && /session/.test(error.message)) return this.#fail(error);
-      // This camera only: the tile says why; the slot goes to the next tile.
+      // This camera only: the tile says why (and asks again, when the refusal may pass); the slot goes to the next tile.
       slot.lease = null;
-      lease._refused(error);
+      lease._refused(error, this.#opts);
       this.#queueAssign();
     });
   }
@@ -797,6 +809,11 @@ export class SlotLease extends EventTarget {
   hasAudio = false;
   /** @type {WhepError | null} this camera's own refusal */
   #refusal = null;
+  /** Refusals in a row that may pass (no relay of the camera yet, a limit): they drive this tile's backoff. */
+  #refusals = 0;
+  /** This tile asks for its camera again (after a refusal that may pass). */
+  #retry = new Timer();
+  #retryAt = 0;
   /** @type {Slot | null} */
   #slot = null;
   #session;
@@ -821,7 +838,7 @@ export class SlotLease extends EventTarget {
   }
 
   get retryAt() {
-    return this.#session.retryAt;
+    return this.state === "retrying" && this.#refusal ? this.#retryAt : this.#session.retryAt;
   }
 
   get lastError() {
@@ -877,6 +894,7 @@ export class SlotLease extends EventTarget {
   /** Give the slot back (another tile may take it at once). Idempotent. */
   close() {
     if (this.state === "closed") return;
+    this.#retry.clear();
     this.#slot = null;
     this.stream = null;
     this.#session._release(this);
@@ -890,6 +908,8 @@ export class SlotLease extends EventTarget {
     if (this.state === "closed") return;
     this.#slot = slot;
     this.#refusal = null;
+    this.#refusals = 0;
+    this.#retry.clear();
     // A new stream per bind: the element shows nothing of the slot's previous camera.
     const tracks = [slot.transceiver.receiver.track];
     if (slot.audio) tracks.push(slot.audio.receiver.track);
@@ -905,15 +925,29 @@ export class SlotLease extends EventTarget {
     this._sessionState();
   }
 
-  /** @param {WhepError} error */
-  _refused(error) {
+  /**
+   * The gateway refused this tile's camera. A refusal retrying cannot mend (403: no right to it)
+   * is final; another (503: no relay of the camera here yet, as while a cluster node takes over a
+   * dead one's cameras; 404: no such camera, which may be added) is asked again after the
+   * gateway's Retry-After or a backoff, as a WHEP session would (retry.js); the tile says why meanwhile.
+   * @param {WhepError} error
+   * @param {{ backoffMinMs: number, backoffMaxMs: number }} backoff
+   */
+  _refused(error, backoff) {
     if (this.state === "closed") return;
     this.#slot = null;
     this.#refusal = error;
-    this.#set(error.status === 401 ? "unauthorized" : "failed");
+    if (error.status === 401) return this.#set("unauthorized");
+    if (cannotMend(error.status)) return this.#set("failed");
+    this.#refusals++;
+    const delay = retryDelayMs(this.#refusals, false, backoff, error.retryAfterMs);
+    this.#retryAt = performance.now() + delay;
+    this.#set("retrying");
+    this.#retry.arm(delay, () => this.#session._retry(this));
   }
 
   _sessionClosed() {
+    this.#retry.clear();
     this.#slot = null;
     this.#set("closed");
   }

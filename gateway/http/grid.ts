@@ -19,7 +19,7 @@
  *                                            on every bind: 403 {error, reason} leaves the slot as it was and the
  *                                            session untouched; 404 for a camera the caller cannot see or a slot
  *                                            that does not exist.
- *   PUT     /grid/:session/slots           → 200 {slots: [{mid, kind, camera, stream} | {mid, status, error, reason}]};
+ *   PUT     /grid/:session/slots           → 200 {slots: [{mid, kind, camera, stream} | {mid, status, error, reason, retryAfterSeconds?}]};
  *                                            body {"slots": [{"mid", "camera", "stream"?}, …]}: several slots
  *                                            bound at once (a page opening or turning), each as its own PUT
  *                                            would be (a refusal leaves only that slot as it was). One
@@ -374,7 +374,7 @@ export function gridRouter(deps: GridDeps): Router {
   }
 
   /** Binds every entry at the same time, each as its own PUT would be: its answer, or its refusal (audited). */
-  function bindEach(req: Request, entry: Owned, entries: SlotEntry[]): Promise<Array<Awaited<ReturnType<typeof bindSlot>> | { mid: string; status: number; error: string; reason: string }>> {
+  function bindEach(req: Request, entry: Owned, entries: SlotEntry[]): Promise<Array<Awaited<ReturnType<typeof bindSlot>> | { mid: string; status: number; error: string; reason: string; retryAfterSeconds?: number }>> {
     return Promise.all(
       entries.map(async ({ mid, body: x }) => {
         try {
@@ -384,7 +384,8 @@ export function gridRouter(deps: GridDeps): Router {
           const f = describeError(err);
           const camera = typeof x.camera === "string" && x.camera !== "" ? x.camera.slice(0, 128) : undefined;
           deps.audit?.bindingRefused(req, { session: entry.session.id, mid, camera, stream: typeof x.stream === "string" ? x.stream : undefined, status: f.status });
-          return { mid, status: f.status, error: f.error, reason: f.reason };
+          // A refusal that may pass (503: no relay of the camera yet) says when to ask again, as a PUT's Retry-After would.
+          return { mid, status: f.status, error: f.error, reason: f.reason, ...(f.retryAfterSeconds !== undefined ? { retryAfterSeconds: Math.max(1, Math.ceil(f.retryAfterSeconds)) } : {}) };
         }
       }),
     );
