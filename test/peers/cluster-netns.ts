@@ -37,6 +37,7 @@ import { startDemoRecorder, type DemoRecorder } from "../../gateway/demo/recorde
 import { PAGE_HELPERS } from "./browser-page.ts";
 import { launchChromium, type Chromium } from "./chromium.ts";
 import { NETNS_HTTP_PORT, NETNS_IDP_PORT, startClusterNode, type ClusterNode } from "./cluster-node.ts";
+import { addNamespace } from "./netns.ts";
 import { startRedis, type RedisServer } from "./redis.ts";
 import { splice } from "./tcp-splice.ts";
 
@@ -86,12 +87,11 @@ export async function createClusterNetns(nodes: number): Promise<ClusterNetns> {
     await rm(dir, { recursive: true, force: true });
   };
   try {
-    await ip("netns", "add", lan);
+    await addNamespace(lan);
     await ip("-n", lan, "link", "add", "br0", "type", "bridge");
     await ip("-n", lan, "link", "set", "br0", "up");
     for (const [k, m] of [...nodeList, client].entries()) {
-      await ip("netns", "add", m.ns);
-      await ip("-n", m.ns, "link", "set", "lo", "up");
+      await addNamespace(m.ns);
       const inner = `gh${tag}i${k}`;
       const outer = `gh${tag}o${k}`;
       await ip("link", "add", inner, "netns", m.ns, "type", "veth", "peer", "name", outer, "netns", lan);

@@ -51,6 +51,18 @@ export interface NetnsLink extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/**
+ * A new network namespace with its loopback up and without IPv6 (the tests' links are IPv4):
+ * else each veth's link-local address turns from tentative to valid a second or so after it
+ * comes up, and a Chromium started meanwhile sees its network change and fails the navigation it
+ * is making (net::ERR_NETWORK_CHANGED, seen once in a full run).
+ */
+export async function addNamespace(ns: string): Promise<void> {
+  await run("ip", ["netns", "add", ns]);
+  for (const conf of ["all", "default"]) await run("ip", ["netns", "exec", ns, "sysctl", "-q", "-w", `net.ipv6.conf.${conf}.disable_ipv6=1`]);
+  await run("ip", ["-n", ns, "link", "set", "lo", "up"]);
+}
+
 export async function createNetnsLink(): Promise<NetnsLink> {
   const tag = randomBytes(3).toString("hex");
   const serverNs = `gh-${tag}-s`;
@@ -81,10 +93,7 @@ export async function createNetnsLink(): Promise<NetnsLink> {
   };
   const answers: ((line: string) => void)[] = [];
   try {
-    for (const ns of [serverNs, clientNs, midNs]) {
-      await ip("netns", "add", ns);
-      await ip("-n", ns, "link", "set", "lo", "up");
-    }
+    for (const ns of [serverNs, clientNs, midNs]) await addNamespace(ns);
     await ip("link", "add", vs, "netns", serverNs, "type", "veth", "peer", "name", ms, "netns", midNs);
     await ip("link", "add", vc, "netns", clientNs, "type", "veth", "peer", "name", mc, "netns", midNs);
     await ip("-n", serverNs, "addr", "add", `${serverAddress}/24`, "dev", vs);
