@@ -14,7 +14,9 @@
  * the session's offer made (started with the page, while the list loads); `discovered` its ICE
  * servers known (asked for meanwhile); `gathered` its candidates gathered; `offer` the offer POSTed
  * with the first tiles' binds; `answer` its answer applied; `connected` ICE and DTLS connected;
- * `first` / `last` the first and last tile's first presented frame.
+ * `first` / `last` the first and last tile's first presented frame; `received` when the last of those
+ * frames had reached the browser (requestVideoFrameCallback's `receiveTime`: the rest of the way to
+ * `last` is the browser's decoding and drawing).
  *
  *   node test/bench/grid.ts [--trials 5]
  */
@@ -79,13 +81,17 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
         // but not the time it reports. getStats, polled instead until now, took up to 1.5 s per
         // call on a 32-transceiver connection while the page started, which hid when frames came.
         await page.evaluateOnNewDocument(() => {
-          const w = window as unknown as { __first: Map<HTMLVideoElement, number> };
+          const w = window as unknown as { __first: Map<HTMLVideoElement, number>; __received: Map<HTMLVideoElement, number> };
           w.__first = new Map();
+          w.__received = new Map();
           const hook = (v: HTMLVideoElement) => {
             if ((v as unknown as { __hooked?: boolean }).__hooked) return;
             (v as unknown as { __hooked?: boolean }).__hooked = true;
-            const cb = (_now: number, md: { presentationTime: number }) => {
-              if (!w.__first.has(v)) w.__first.set(v, md.presentationTime);
+            const cb = (_now: number, md: { presentationTime: number; receiveTime?: number }) => {
+              if (w.__first.has(v)) return;
+              w.__first.set(v, md.presentationTime);
+              // When the frame's last packet reached the browser (WebRTC sources only).
+              if (typeof md.receiveTime === "number") w.__received.set(v, md.receiveTime);
             };
             v.requestVideoFrameCallback(cb);
           };
@@ -101,6 +107,8 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
                 const last = Math.max(...times);
                 const first = Math.min(...times);
                 const marks = {};
+                const received = [...window.__received.values()];
+                if (received.length >= n) marks.received = Math.max(...received);
                 const fetches = performance.getEntriesByType("resource").filter((e) => e.initiatorType === "fetch");
                 const cams = fetches.find((e) => new URL(e.name).pathname.endsWith("/api/cameras"));
                 if (cams) marks.cameras = cams.responseEnd;
@@ -144,7 +152,7 @@ export async function benchGrid(opts: { trials?: number } = {}): Promise<GridBen
     grid16_trials: trials,
     grid16_failed: failed,
     grid16_phases_ms_p50: Object.fromEntries(
-      ["scripts", "cameras", "created", "discovered", "gathered", "offer", "answer", "connected", "first", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
+      ["scripts", "cameras", "created", "discovered", "gathered", "offer", "answer", "connected", "first", "received", "last"].map((k) => [k, Math.round(percentile(phases.flatMap((p) => (p[k] === undefined ? [] : [p[k]])), 50))]),
     ),
   };
 }
