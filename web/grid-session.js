@@ -127,6 +127,12 @@ export class GridSession extends EventTarget {
   #demanded = null;
   /** The last refusal was the user's session limit (a first attempt so refused gives the grid up). */
   #atLimit = false;
+  /**
+   * The gateway made a session for this grid since it last started from `new`. Until then a
+   * refusal of the route (404, 405, 501) or the user's session limit gives the grid up, whichever
+   * attempt it ends: a connection replaced for more slots before the first answer is not a retry.
+   */
+  #made = false;
   #wanted;
 
   /**
@@ -306,6 +312,7 @@ export class GridSession extends EventTarget {
       this.#teardown(false);
       // The next session is a new one: its first refusal is read as a first attempt's.
       this.attempts = 0;
+      this.#made = false;
       this.failures = 0;
       this.lastError = null;
       this.#setState("new");
@@ -610,6 +617,7 @@ export class GridSession extends EventTarget {
       this.#atLimit = res.status === 429 && code === SESSION_LIMIT;
       throw new WhepError(reason, res.status, retryAfterMs(res.headers.get("Retry-After")));
     }
+    this.#made = true;
     const location = res.headers.get("Location");
     if (!location) throw new WhepError("the gateway named no session resource");
     const resource = new URL(location, res.url || this.#endpoint).href;
@@ -744,7 +752,7 @@ export class GridSession extends EventTarget {
     for (const l of this.#leases) l._unbound();
     const atLimit = this.#atLimit;
     this.#atLimit = false;
-    const next = afterFailure(error.status, { hadSession, attempts: this.attempts, atLimit });
+    const next = afterFailure(error.status, { hadSession, madeBefore: this.#made, atLimit });
     if (next !== "retrying") return this.#setState(next);
     this.failures++;
     const delay = retryDelayMs(this.failures, wasConnected, this.#opts, error.retryAfterMs);
@@ -971,20 +979,22 @@ export class SlotLease extends EventTarget {
 /**
  * Where a failed attempt leads: a new attempt (`retrying`), or a state the session stays in.
  * - `unauthorized` on 401 (the page signs in again).
- * - `unsupported` when the gateway has no grid route: a first attempt's request for a new session
- *   answered 404, 405 or 501. Never for a session the gateway had made (a 404 then says that
- *   session is gone, e.g. its node died and another answered): a new session follows.
- * - `failed` when the user's other pages hold every session they may have, on a first attempt
- *   (the page plays its tiles over WHEP rather than wait; later, its own earlier session may
- *   still count), and on a client error that retrying cannot mend.
+ * - `unsupported` when the gateway has no grid route: a request for a new session answered 404,
+ *   405 or 501 before the gateway ever made one for this grid. Never for a session the gateway had
+ *   made (a 404 then says that session is gone, e.g. its node died and another answered): a new
+ *   session follows.
+ * - `failed` when the user's other pages hold every session they may have, before the gateway made
+ *   one for this grid (the page plays its tiles over WHEP rather than wait; later, its own earlier
+ *   session may still count), and on a client error that retrying cannot mend.
  * @param {number} status the HTTP status of the refusal (0: no answer, a lost connection)
- * @param {{ hadSession: boolean, attempts: number, atLimit: boolean }} at
+ * @param {{ hadSession: boolean, madeBefore: boolean, atLimit: boolean }} at `hadSession`: this
+ *   attempt's session was made; `madeBefore`: one was made for this grid since it last started
  * @returns {"retrying" | "unauthorized" | "unsupported" | "failed"}
  */
-export function afterFailure(status, { hadSession, attempts, atLimit }) {
+export function afterFailure(status, { hadSession, madeBefore, atLimit }) {
   if (status === 401) return "unauthorized";
-  if (!hadSession && attempts === 1 && [404, 405, 501].includes(status)) return "unsupported";
-  if (atLimit && attempts === 1) return "failed";
+  if (!hadSession && !madeBefore && [404, 405, 501].includes(status)) return "unsupported";
+  if (atLimit && !madeBefore) return "failed";
   if (cannotMend(status)) return "failed";
   return "retrying";
 }

@@ -55,6 +55,7 @@ describe("live view page (Chromium, stub WHEP server)", () => {
     stub.busy.clear();
     stub.iceLink = null;
     stub.me = null;
+    stub.gridDelayMs = 0;
   };
 
   it("shows one live tile per camera with decoded video, audio, stats overlay and an unmute button", async () => {
@@ -347,6 +348,33 @@ describe("live view page (Chromium, stub WHEP server)", () => {
       await stub.waitForRequest((r) => r.method === "POST" && r.camera === "gone" && stub.requests.filter((x) => x.camera === "gone").length >= 2);
       const gone = (await tileStats(page)).find((s) => s.camera === "gone");
       expect(gone?.state === "retrying" || gone?.state === "connecting").toBe(true);
+    } finally {
+      await page.close();
+    }
+  });
+
+  it("plays its tiles over WHEP when the gateway has no grid route, even when it says so after the page asked for more slots", async () => {
+    // The page's grid offers as many slots as it wanted last time (1 here), then as many as its
+    // tiles need (2), replacing its first connection before the gateway's 404 to the first came:
+    // that replacement is no retry, and the 404 still gives the grid up for WHEP per tile.
+    await resetStub([
+      ["front-door", "Front door"],
+      ["yard", "Back yard"],
+    ]);
+    stub.gridDelayMs = 1500;
+    const before = stub.requests.length;
+    const page = await chromium.newPage();
+    try {
+      await page.evaluateOnNewDocument(() => localStorage.setItem("gatehouse.gridSlots", "1"));
+      await page.goto(stub.url, { waitUntil: "load" });
+      await waitForDecodedFrames(page, 5, 20_000, tileVideo("front-door"));
+      await waitForDecodedFrames(page, 5, 20_000, tileVideo("yard"));
+      const posts = stub.requests
+        .slice(before)
+        .filter((r) => r.method === "POST")
+        .map((r) => r.camera)
+        .sort();
+      expect(posts).toEqual(["front-door", "yard"]);
     } finally {
       await page.close();
     }

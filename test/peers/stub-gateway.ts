@@ -60,6 +60,8 @@ export class StubGateway extends EventEmitter {
   readonly missing = new Set<string>();
   /** Cameras whose POST answers 503 with this `Retry-After`, seconds (no free media port). */
   readonly busy = new Map<string, number>();
+  /** This stub has no multi-camera route (`grid`): its 404 to those requests comes this late, ms (a slow gateway). */
+  gridDelayMs = 0;
   readonly requests: WhepRequestRecord[] = [];
   readonly viewers = new Map<string, { camera: string; pc: RTCPeerConnection }>();
   private readonly video = new MediaStreamTrack({ kind: "video" });
@@ -150,6 +152,11 @@ export class StubGateway extends EventEmitter {
       this.viewers.delete(req.params.viewer);
       void v?.pc.close();
       res.status(200).end();
+    });
+    // No grid route here (an older gateway): the page's requests to it get the 404 below, `gridDelayMs` late.
+    app.all(/^\/grid(\/|$)/, (_req, _res, next) => {
+      if (this.gridDelayMs > 0) setTimeout(next, this.gridDelayMs);
+      else next();
     });
     // The strict policy the sign-in layer sets: the page must work without inline script or style.
     app.use((_req, res, next) => {
