@@ -89,18 +89,21 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** The browser's first page signs in as the development `viewer`; later pages share its session cookie. */
+async function signInOnce(page: Page): Promise<void> {
+  if (signedIn) return;
+  await page.waitForSelector("#username", { timeout: 30_000 });
+  await page.type("#username", "viewer");
+  await page.type("#password", gateway.auth.devUsers!.find((u) => u.username === "viewer")!.password);
+  await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 30_000 }), page.click("#submit")]);
+  signedIn = true;
+}
+
 /** A page signed in as the development `viewer`, at `query` of the live view. */
 async function signedInPage(query: string): Promise<Page> {
   const page = await chromium.newPage();
   await page.goto(`${gateway.url}/${query}`, { waitUntil: "load" });
-  // The browser's first page signs in; later pages share its session cookie.
-  if (!signedIn) {
-    await page.waitForSelector("#username", { timeout: 30_000 });
-    await page.type("#username", "viewer");
-    await page.type("#password", gateway.auth.devUsers!.find((u) => u.username === "viewer")!.password);
-    await Promise.all([page.waitForNavigation({ waitUntil: "load", timeout: 30_000 }), page.click("#submit")]);
-    signedIn = true;
-  }
+  await signInOnce(page);
   await page.waitForFunction((origin: string) => location.origin === origin && document.querySelectorAll(".tile").length === 16, { timeout: 30_000 }, new URL(gateway.url).origin);
   // Whatever layout the user last chose (their preferences load with their name): 3×3, two pages.
   await page.waitForSelector("#user:not([hidden])", { timeout: 30_000 });
@@ -320,4 +323,73 @@ describe("a whole grid over one peer connection (Chromium, whole gateway)", () =
       await page.close();
     }
   }, 180_000);
+
+  it("a slot the gateway refuses for a reason that may pass (503 with Retry-After) is asked for again after that delay: its tile says why and when, then plays; a 403 stays refused", async () => {
+    expect(await gatewayUntil(() => gateway.sfu.sessionList().length === 0 && gateway.sfu.viewerList().length === 0, 30_000)).toBe(true);
+    // The gateway's answer to the page's first request (the offer with its slots' binds) is changed
+    // on its way (Chromium's Fetch domain) to refuse one camera's slot as a cluster node does while
+    // it takes a dead node's cameras over: 503, retryAfterSeconds 2, in words. The page's next
+    // binds reach the gateway unchanged.
+    const RETRY_AFTER_S = 2;
+    const WHY = "this camera is pulled by the gateway node node-9, which cannot forward it here now";
+    const page = await chromium.newPage();
+    const cdp = await page.createCDPSession();
+    let target = "";
+    let refusedAt = 0;
+    const putsFor: number[] = [];
+    cdp.on("Fetch.requestPaused", (e: { requestId: string; request: { url: string; method: string; postData?: string }; responseStatusCode?: number; responseHeaders?: { name: string; value: string }[] }) => {
+      void (async () => {
+        const { pathname } = new URL(e.request.url);
+        if (e.responseStatusCode === undefined) {
+          // A bind sent after the answer (PUT .../slots or .../slots/:mid): when it names the target.
+          if (e.request.method === "PUT" && target && (e.request.postData ?? "").includes(`"${target}"`)) putsFor.push(Date.now());
+          return cdp.send("Fetch.continueRequest", { requestId: e.requestId });
+        }
+        if (e.request.method !== "POST" || !pathname.endsWith("/grid") || e.responseStatusCode !== 201 || target) return cdp.send("Fetch.continueRequest", { requestId: e.requestId });
+        const sent = JSON.parse(e.request.postData ?? "{}") as { slots?: { mid: string; camera: string }[] };
+        const pick = sent.slots?.find((x) => x.camera !== REFUSED);
+        const body = await cdp.send("Fetch.getResponseBody", { requestId: e.requestId });
+        const answer = JSON.parse(body.base64Encoded ? Buffer.from(body.body, "base64").toString() : body.body) as { answer: string; slots: Record<string, unknown>[] };
+        if (pick) {
+          target = pick.camera;
+          answer.slots = answer.slots.map((x) => (x.mid === pick.mid ? { mid: pick.mid, status: 503, error: "overload", reason: WHY, retryAfterSeconds: RETRY_AFTER_S } : x));
+          refusedAt = Date.now();
+        }
+        const headers = (e.responseHeaders ?? []).filter((h) => !/^content-length$/i.test(h.name));
+        return cdp.send("Fetch.fulfillRequest", { requestId: e.requestId, responseCode: 201, responseHeaders: headers, body: Buffer.from(JSON.stringify(answer)).toString("base64") });
+      })().catch(() => {});
+    });
+    await cdp.send("Fetch.enable", {
+      patterns: [
+        { urlPattern: "*/grid", requestStage: "Response" },
+        { urlPattern: "*/slots*", requestStage: "Request" },
+      ],
+    });
+    try {
+      await page.goto(`${gateway.url}/`, { waitUntil: "load" });
+      await signInOnce(page);
+      await page.waitForFunction(() => document.querySelectorAll(".tile").length === 16, { timeout: 30_000 });
+      // The refused tile says why and when it asks again, and is not shown as live meanwhile.
+      const waiting = await until(page, (v) => target !== "" && row(v, target)?.state === "retrying", 30_000);
+      expect(target, "the page's offer named its slots' cameras").not.toBe("");
+      const t = row(waiting, target);
+      expect(t.state).toBe("retrying");
+      expect(t.status).toBe("retrying");
+      expect(t.label).toMatch(/^Retry in [12] s$/);
+      expect(t.message).toBe(`${WHY[0]!.toUpperCase()}${WHY.slice(1)}`);
+      // Then it asks again, not before the gateway said, and plays.
+      const played = await until(page, (v) => row(v, target)?.status === "live" && (row(v, target)?.framesDecoded ?? 0) > 0, 30_000);
+      expect(row(played, target).status).toBe("live");
+      expect(putsFor.length).toBeGreaterThan(0);
+      expect(putsFor[0]! - refusedAt).toBeGreaterThanOrEqual(RETRY_AFTER_S * 1000);
+      // One connection all along; the camera without the right is still refused, in words.
+      expect(played.created).toBe(1);
+      if (played.shown.includes(REFUSED)) {
+        expect(row(played, REFUSED).state).toBe("failed");
+        expect(row(played, REFUSED).message).toBe("You are not allowed to view this camera");
+      }
+    } finally {
+      await page.close();
+    }
+  }, 120_000);
 });
