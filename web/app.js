@@ -933,8 +933,8 @@ function reconcile(list) {
 /**
  * Who is signed in (`GET auth/me`: {name, sub, via}); absent without a sign-in layer.
  * A cookie session gets a Sign out link (a confirmation page that posts with CSRF proof).
+ * @param {Promise<Response | null>} [pending] the request already sent
  */
-/** @param {Promise<Response | null>} [pending] the request already sent */
 async function showUser(pending = fetchUser()) {
   let me;
   try {

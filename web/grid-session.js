@@ -125,7 +125,7 @@ export class GridSession extends EventTarget {
   #servers = [];
   /** Resolves the current attempt's wait for a first tile (see `#demand`). @type {(() => void) | null} */
   #demanded = null;
-  /** The last refusal was the user's session limit (a first attempt so refused gives the grid up). */
+  /** The last refusal was the user's session limit (before the gateway made this grid a session, that gives the grid up). */
   #atLimit = false;
   /**
    * The gateway made a session for this grid since it last started from `new`. Until then a
@@ -378,7 +378,8 @@ export class GridSession extends EventTarget {
       if (status === 401) return this.#fail(new WhepError(r?.reason ?? "sign-in required", 401));
       // This camera only: the tile says why (and asks again, when the refusal may pass); the slot goes to the next tile.
       if (slot.lease === lease) slot.lease = null;
-      const after = r && typeof r.retryAfterSeconds === "number" && r.retryAfterSeconds > 0 ? Math.min(r.retryAfterSeconds, 300) * 1000 : 0;
+      // The batched answer's `retryAfterSeconds`, read as a PUT's Retry-After header would be.
+      const after = retryAfterMs(typeof r?.retryAfterSeconds === "number" ? String(r.retryAfterSeconds) : null);
       lease._refused(new WhepError(r?.reason ?? `HTTP ${status}`, status, after), this.#opts);
       this.#queueAssign();
     }

@@ -117,8 +117,8 @@ async function waitFor<T>(fn: () => T | Promise<T>, ok: (v: T) => boolean, timeo
 
 /**
  * A heard tile's sound and picture in sync, as Chromium plays them (its playout estimates of both
- * tracks, `avStats`): settled within 25 s, then held for 15 s (see the first AAC test for the
- * figures behind the bounds). Logs what it saw under `label`.
+ * tracks, `avStats`): settled within 25 s, then held for 15 s (the figures behind the bounds are
+ * in the comments below). Logs what it saw under `label`.
  * @param camera the tile's camera, heard on `page`
  */
 async function expectInSync(page: Page, camera: string, label: string): Promise<void> {
@@ -127,7 +127,7 @@ async function expectInSync(page: Page, camera: string, label: string): Promise<
   // asks both for the same buffer while the tile is heard), four readings in a row within
   // 100 ms. A stall of this busy machine as the sound starts (the gateway's process was seen
   // held up 400 ms then) leaves Chromium's sound buffer deep, and its lip sync closes that
-  // by an eighth a second: up to 10 s. A full run (C, this session) saw the offsets swing
+  // by an eighth a second: up to 10 s. A full run (an earlier stop's) saw the offsets swing
   // ±500 ms for 10 s while other browser tests started, and not settle within 15 s: 25 s
   // are allowed. Then, for 15 s, the readings
   // must stay close: the median within 100 ms, 90 % within 200 ms, none past 400 ms; and
